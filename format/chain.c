@@ -1,0 +1,568 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chain.c - a flat view: the top layer and its backing layers, resolved cluster by cluster.
+ *
+ * Opening walks the backing names from the top: each name is resolved relative to the
+ * directory of the image naming it, must stay below the allowed directories, and must not
+ * repeat a file already in the chain (loops). Layers are qcow2 images or raw files.
+ *
+ * Reading: an offset is resolved by the first layer (from the top) that has data or zeros for
+ * it; past the end of a layer everything below reads as zeros. The owner map remembers, per
+ * chunk (the smallest subcluster of the chain), which layer answered, so that a resolved chunk
+ * costs one lookup whatever the depth. Layers are immutable while the chain is open (backing
+ * files are locked against writers, and this milestone opens the top read-only too), so
+ * owner entries never go stale. No lock is taken here; images lock their own caches.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct layer {
+	char *path;
+	struct qcow2_image *img; /* NULL for raw */
+	struct qcow2_io *raw;
+	const struct qcow2_l1 *l1; /* NULL: the active table */
+	uint64_t size;
+	dev_t dev;
+	ino_t ino;
+};
+
+struct qcow2_chain {
+	struct layer *layers;
+	unsigned n;
+	unsigned cap;
+	uint64_t size;
+	struct qcow2_ownermap *owners; /* NULL: walk every time */
+};
+
+/* Is @path equal to or below @dir (both absolute and canonical)? */
+static bool path_below(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (n == 1 && dir[0] == '/')
+		return true;
+	return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
+{
+	char canon[PATH_MAX];
+	size_t i;
+
+	if (!o || !o->root)
+		return true;
+	if (realpath(o->root, canon) && path_below(path, canon))
+		return true;
+	for (i = 0; i < o->n_allow_dirs; i++)
+		if (realpath(o->allow_dirs[i], canon) && path_below(path, canon))
+			return true;
+	return false;
+}
+
+int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
+			     const char *name, char *out, size_t cap)
+{
+	char joined[PATH_MAX], dir[PATH_MAX], canon[PATH_MAX];
+
+	if (name[0] == '/') {
+		if (snprintf(joined, sizeof(joined), "%s", name) >= (int)sizeof(joined))
+			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
+	} else {
+		snprintf(dir, sizeof(dir), "%s", image_path);
+		if (snprintf(joined, sizeof(joined), "%s/%s", dirname(dir), name) >=
+		    (int)sizeof(joined))
+			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
+	}
+	if (!realpath(joined, canon))
+		return qcow2_set_error(-errno, "cannot open '%s' (named by '%s'): %s", joined,
+				       image_path, strerror(errno));
+	if (!path_allowed(o, canon))
+		return qcow2_set_error(-EPERM,
+				       "'%s' names '%s', which lies outside the source directory "
+				       "(allow it with --backing-dir)",
+				       image_path, canon);
+	if (strlen(canon) >= cap)
+		return qcow2_set_error(-ENAMETOOLONG, "path too long");
+	strcpy(out, canon);
+	return 0;
+}
+
+struct data_file_ctx {
+	const struct qcow2_chain_opts *o;
+	const char *image_path;
+};
+
+static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
+{
+	const struct data_file_ctx *d = ctx;
+	char path[PATH_MAX];
+	int r;
+
+	r = qcow2_chain_resolve_path(d->o, d->image_path, stored, path, sizeof(path));
+	if (r < 0)
+		return r;
+	r = qcow2_io_open_file(path, false, io);
+	if (r == 0 && d->o && d->o->lock)
+		r = qcow2_io_lock_reader(*io);
+	if (r < 0 && *io) {
+		qcow2_io_close(*io);
+		*io = NULL;
+	}
+	return r;
+}
+
+static int add_layer(struct qcow2_chain *c, const char *path)
+{
+	struct layer *l;
+
+	if (c->n == c->cap) {
+		unsigned cap = c->cap ? 2 * c->cap : 8;
+		struct layer *n = realloc(c->layers, cap * sizeof(*n));
+		if (!n)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		c->layers = n;
+		c->cap = cap;
+	}
+	l = &c->layers[c->n];
+	memset(l, 0, sizeof(*l));
+	l->path = strdup(path);
+	if (!l->path)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	c->n++;
+	return 0;
+}
+
+int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
+			  struct qcow2_image **out)
+{
+	struct data_file_ctx dctx = { o, path };
+	struct qcow2_image_opts io_opts = { open_data_file, &dctx, o ? o->l2_cache_bytes : 0 };
+	struct qcow2_io *io;
+	int r;
+
+	r = qcow2_io_open_file(path, false, &io);
+	if (r == 0 && o && o->lock && (r = qcow2_io_lock_reader(io)) < 0)
+		qcow2_io_close(io);
+	if (r < 0)
+		return r;
+	return qcow2_image_open(io, path, &io_opts, out);
+}
+
+/* Open the file of the newest layer as @fmt ("qcow2", "raw" or "" to probe). */
+static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts *o,
+			   const char *fmt)
+{
+	struct layer *l = &c->layers[c->n - 1];
+	struct qcow2_io *io;
+	uint8_t magic[4];
+	struct stat st;
+	ssize_t got;
+	int r;
+
+	if (stat(l->path, &st) == 0) {
+		l->dev = st.st_dev;
+		l->ino = st.st_ino;
+	}
+	if (strcmp(fmt, "qcow2") != 0) {
+		r = qcow2_io_open_file(l->path, false, &io);
+		if (r < 0)
+			return r;
+		got = qcow2_io_pread(io, magic, sizeof(magic), 0);
+		if (got >= 0 && (strcmp(fmt, "raw") == 0 || !qcow2_probe(magic, (size_t)got))) {
+			l->raw = io;
+			r = o && o->lock ? qcow2_io_lock_reader(io) : 0;
+			return r < 0 ? r : qcow2_io_size(io, &l->size);
+		}
+		qcow2_io_close(io);
+		if (got < 0)
+			return (int)got;
+		if (fmt[0])
+			return qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
+					       l->path, fmt);
+	}
+	r = qcow2_image_open_path(l->path, o, &l->img);
+	if (r < 0)
+		return r;
+	l->size = l->img->h.size;
+	return 0;
+}
+
+static int check_loop(const struct qcow2_chain *c)
+{
+	const struct layer *l = &c->layers[c->n - 1];
+	unsigned i;
+
+	for (i = 0; i + 1 < c->n; i++)
+		if (c->layers[i].dev == l->dev && c->layers[i].ino == l->ino)
+			return qcow2_set_error(-ELOOP, "'%s': backing chain loops back to '%s'",
+					       c->layers[c->n - 2].path, l->path);
+	return 0;
+}
+
+static int open_top_snapshot(struct qcow2_chain *c, const char *snapshot)
+{
+	struct layer *l = &c->layers[0];
+	int idx, r;
+
+	if (!l->img)
+		return qcow2_set_error(-EINVAL, "'%s': raw files have no snapshots", l->path);
+	idx = qcow2_image_find_snapshot(l->img, snapshot);
+	if (idx < 0)
+		return idx;
+	r = qcow2_image_snapshot_l1(l->img, (uint32_t)idx, &l->l1);
+	if (r < 0)
+		return r;
+	l->size = l->l1->size;
+	return 0;
+}
+
+static int open_layers(struct qcow2_chain *c, const char *path, const struct qcow2_chain_opts *o)
+{
+	unsigned max_depth = o && o->max_depth ? o->max_depth : QCOW2_DEFAULT_MAX_DEPTH;
+	char next[PATH_MAX], fmt[32] = "";
+	int r;
+
+	if (!realpath(path, next))
+		return qcow2_set_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+	for (;;) {
+		const struct qcow2_header *h;
+
+		if (c->n >= max_depth)
+			return qcow2_set_error(-ELOOP, "'%s': backing chain deeper than %u layers",
+					       path, max_depth);
+		r = add_layer(c, next);
+		if (r == 0)
+			r = open_layer_file(c, o, fmt);
+		if (r == 0)
+			r = check_loop(c);
+		if (r < 0)
+			return r;
+		if (c->n == 1 && o && o->snapshot && (r = open_top_snapshot(c, o->snapshot)) < 0)
+			return r;
+		if (!c->layers[c->n - 1].img)
+			return 0;
+		h = &c->layers[c->n - 1].img->h;
+		if (!h->backing_file[0])
+			return 0;
+		snprintf(fmt, sizeof(fmt), "%s", h->backing_fmt);
+		r = qcow2_chain_resolve_path(o, c->layers[c->n - 1].path, h->backing_file, next,
+					     sizeof(next));
+		if (r < 0)
+			return r;
+	}
+}
+
+static int setup_owners(struct qcow2_chain *c)
+{
+	uint32_t bits = QCOW2_MAX_CLUSTER_BITS;
+	unsigned i;
+
+	if (c->n < 2)
+		return 0; /* a single layer answers in one lookup anyway */
+	for (i = 0; i < c->n; i++)
+		if (c->layers[i].img && c->layers[i].img->sc_bits < bits)
+			bits = c->layers[i].img->sc_bits;
+	return qcow2_ownermap_new(c->size, bits, &c->owners);
+}
+
+int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct qcow2_chain **out)
+{
+	struct qcow2_chain *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (!c)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = open_layers(c, path, o);
+	if (r == 0) {
+		c->size = c->layers[0].size;
+		r = setup_owners(c);
+	}
+	if (r < 0) {
+		qcow2_chain_close(c);
+		return r;
+	}
+	*out = c;
+	return 0;
+}
+
+void qcow2_chain_close(struct qcow2_chain *c)
+{
+	unsigned i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->n; i++) {
+		qcow2_image_close(c->layers[i].img);
+		qcow2_io_close(c->layers[i].raw);
+		free(c->layers[i].path);
+	}
+	qcow2_ownermap_free(c->owners);
+	free(c->layers);
+	free(c);
+}
+
+uint64_t qcow2_chain_size(const struct qcow2_chain *c)
+{
+	return c->size;
+}
+
+unsigned qcow2_chain_depth(const struct qcow2_chain *c)
+{
+	return c->n;
+}
+
+int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out)
+{
+	const struct layer *l;
+
+	if (idx >= c->n)
+		return qcow2_set_error(-ENOENT, "no layer %u", idx);
+	l = &c->layers[idx];
+	out->path = l->path;
+	out->format = l->img ? "qcow2" : "raw";
+	out->size = l->size;
+	out->image = l->img;
+	return 0;
+}
+
+/* A raw layer: data where the host file has data, zeros in its holes (SEEK_DATA/SEEK_HOLE). */
+static void raw_map(struct qcow2_io *io, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	int fd = qcow2_io_fd(io);
+	off_t d, h;
+
+	e->kind = QCOW2_EXTENT_DATA;
+	e->io = io;
+	e->host_off = off;
+	e->len = max;
+	if (fd < 0)
+		return;
+	d = lseek(fd, (off_t)off, SEEK_DATA);
+	if (d < 0) {
+		if (errno == ENXIO)
+			e->kind = QCOW2_EXTENT_ZERO;
+		return;
+	}
+	if ((uint64_t)d > off) {
+		e->kind = QCOW2_EXTENT_ZERO;
+		if ((uint64_t)d - off < max)
+			e->len = (uint64_t)d - off;
+		return;
+	}
+	h = lseek(fd, (off_t)off, SEEK_HOLE);
+	if (h > (off_t)off && (uint64_t)h - off < max)
+		e->len = (uint64_t)h - off;
+}
+
+/* Map @off in layer @i. Returns 1 if @off lies past the layer's end (everything below reads
+ * as zeros), else 0 or -errno. */
+static int layer_map(struct qcow2_chain *c, unsigned i, uint64_t off, uint64_t max,
+		     struct qcow2_extent *e)
+{
+	struct layer *l = &c->layers[i];
+	int r = 0;
+
+	if (off >= l->size)
+		return 1;
+	if (max > l->size - off)
+		max = l->size - off;
+	if (l->img) {
+		r = qcow2_image_map(l->img, l->l1, off, max, e);
+	} else {
+		memset(e, 0, sizeof(*e));
+		e->guest_off = off;
+		raw_map(l->raw, off, max, e);
+	}
+	e->layer = (int)i;
+	if (r == 0 && e->len == 0)
+		r = qcow2_set_error(-EIO, "'%s': empty extent at %#" PRIx64, l->path, off);
+	return r;
+}
+
+/* Resolve @off by walking the layers from the top. */
+static int walk(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	uint64_t span = max;
+	unsigned i;
+	int r;
+
+	for (i = 0; i < c->n; i++) {
+		r = layer_map(c, i, off, span, e);
+		if (r < 0)
+			return r;
+		if (r == 1)
+			break;
+		if (e->kind != QCOW2_EXTENT_UNALLOCATED)
+			return 0;
+		span = e->len;
+	}
+	memset(e, 0, sizeof(*e));
+	e->kind = QCOW2_EXTENT_UNALLOCATED;
+	e->guest_off = off;
+	e->len = span;
+	e->layer = -1;
+	return 0;
+}
+
+static uint32_t owner_of(const struct qcow2_extent *e)
+{
+	return e->layer < 0 ? QCOW2_OWNER_NONE : (uint32_t)e->layer + 1;
+}
+
+/* Resolve the chunk holding @off by a walk from its start, and remember its owner. */
+static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
+	uint64_t base = off >> bits << bits, end, skip = off - base, idx;
+	int r;
+
+	r = walk(c, base, c->size - base, e);
+	if (r < 0)
+		return r;
+	end = base + e->len;
+	for (idx = base >> bits; (idx + 1) << bits <= end || (end == c->size && idx << bits < end);
+	     idx++)
+		qcow2_ownermap_set(c->owners, idx, owner_of(e));
+	if (e->len <= skip)
+		return walk(c, off, max, e);
+	e->guest_off = off;
+	e->len -= skip;
+	if (e->kind == QCOW2_EXTENT_DATA)
+		e->host_off += skip;
+	if (e->len > max)
+		e->len = max;
+	return 0;
+}
+
+int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	uint32_t bits, owner;
+	uint64_t limit;
+	int r;
+
+	if (off >= c->size)
+		return qcow2_set_error(-EINVAL, "offset %#" PRIx64 " past the end of the disk", off);
+	if (max > c->size - off)
+		max = c->size - off;
+	if (!c->owners)
+		return walk(c, off, max, e);
+	bits = qcow2_ownermap_chunk_bits(c->owners);
+	owner = qcow2_ownermap_get(c->owners, off >> bits);
+	if (owner == QCOW2_OWNER_UNKNOWN)
+		return map_unknown(c, off, max, e);
+	if (owner == QCOW2_OWNER_NONE) {
+		memset(e, 0, sizeof(*e));
+		e->kind = QCOW2_EXTENT_UNALLOCATED;
+		e->guest_off = off;
+		e->layer = -1;
+		e->len = max;
+	} else {
+		r = layer_map(c, owner - 1, off, max, e);
+		if (r != 0)
+			return r < 0 ? r : walk(c, off, max, e);
+	}
+	/* Extend over following chunks with the same owner, no further. */
+	limit = ((off >> bits) + 1) << bits;
+	while (limit < off + e->len && qcow2_ownermap_get(c->owners, limit >> bits) == owner)
+		limit += 1ull << bits;
+	if (e->len > limit - off)
+		e->len = limit - off;
+	return 0;
+}
+
+int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
+{
+	uint8_t *p = buf;
+	int r;
+
+	if (off > c->size || n > c->size - off)
+		return qcow2_set_error(-EINVAL, "read past the end of the disk");
+	while (n) {
+		struct qcow2_extent e;
+		size_t len;
+
+		r = qcow2_chain_map(c, off, n, &e);
+		if (r < 0)
+			return r;
+		len = (size_t)e.len;
+		if (e.kind == QCOW2_EXTENT_DATA) {
+			ssize_t got = qcow2_io_pread(e.io, p, len, e.host_off);
+			if (got < 0)
+				return (int)got;
+			memset(p + got, 0, len - (size_t)got); /* data past EOF reads as zeros */
+		} else if (e.kind == QCOW2_EXTENT_COMPRESSED) {
+			struct qcow2_image *img = c->layers[e.layer].img;
+			r = qcow2_image_read_compressed(img, &e, off & (img->cluster_bytes - 1), p,
+							len);
+			if (r < 0)
+				return r;
+		} else {
+			memset(p, 0, len);
+		}
+		p += len;
+		off += len;
+		n -= len;
+	}
+	return 0;
+}
+
+int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result)
+{
+	struct qcow2_extent e;
+	int r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return qcow2_set_error(-EINVAL, "bad whence %d", whence);
+	while (off < c->size) {
+		bool data;
+
+		r = qcow2_chain_map(c, off, c->size - off, &e);
+		if (r < 0)
+			return r;
+		data = e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED;
+		if (data == (whence == SEEK_DATA)) {
+			*result = off;
+			return 0;
+		}
+		off += e.len;
+	}
+	if (whence == SEEK_HOLE) {
+		*result = c->size;
+		return 0;
+	}
+	return -ENXIO;
+}
+
+int qcow2_chain_allocated_bytes(struct qcow2_chain *c, uint64_t *bytes)
+{
+	uint64_t sum = 0, b;
+	unsigned i;
+	int r;
+
+	for (i = 0; i < c->n; i++) {
+		struct layer *l = &c->layers[i];
+		struct qcow2_io *io = l->img ? l->img->io : l->raw;
+
+		r = qcow2_io_allocated(io, &b);
+		if (r < 0)
+			return r;
+		sum += b;
+		if (l->img && l->img->data_io != l->img->io) {
+			r = qcow2_io_allocated(l->img->data_io, &b);
+			if (r < 0)
+				return r;
+			sum += b;
+		}
+	}
+	*bytes = sum;
+	return 0;
+}

@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * header.c - decoding and validation of the qcow2 header and its extensions.
+ *
+ * qcow2_header_decode() is pure (bytes in, struct out) so it can be unit-tested and fuzzed.
+ * Every header field is validated here, once, with overflow-checked arithmetic, before any
+ * other module trusts it; qcow2_header_check_layout() then checks the tables against the
+ * file's size. All magic and version checks live in this file.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum {
+	OFF_MAGIC = 0,
+	OFF_VERSION = 4,
+	OFF_BACKING_OFF = 8,
+	OFF_BACKING_LEN = 16,
+	OFF_CLUSTER_BITS = 20,
+	OFF_SIZE = 24,
+	OFF_CRYPT = 32,
+	OFF_L1_ENTRIES = 36,
+	OFF_L1_OFF = 40,
+	OFF_REFT_OFF = 48,
+	OFF_REFT_CLUSTERS = 56,
+	OFF_NB_SNAPSHOTS = 60,
+	OFF_SNAPSHOTS_OFF = 64,
+	OFF_INCOMPAT = 72,
+	OFF_COMPAT = 80,
+	OFF_AUTOCLEAR = 88,
+	OFF_REFCOUNT_ORDER = 96,
+	OFF_HEADER_LEN = 100,
+	OFF_COMPRESSION = 104,
+	V2_HEADER_LEN = 72,
+	V3_HEADER_LEN = 104,
+};
+
+#define EXT_END 0x00000000u
+#define EXT_BACKING_FMT 0xe2792acau
+#define EXT_FEATURE_TABLE 0x6803f857u
+#define EXT_BITMAPS 0x23852875u
+#define EXT_CRYPTO 0x0537be77u
+#define EXT_DATA_FILE 0x44415441u
+
+#define MAX_BITMAPS 65535
+#define MAX_BITMAP_DIR_BYTES (64ull << 20)
+
+bool qcow2_probe(const void *buf, size_t len)
+{
+	return len >= 4 && get_be32(buf) == QCOW2_MAGIC;
+}
+
+/* Copy a length-counted name into a NUL-terminated field, refusing embedded NULs. */
+static int copy_name(char *dst, size_t cap, const uint8_t *src, size_t len, const char *what)
+{
+	if (len >= cap)
+		return qcow2_set_error(-EUCLEAN, "%s is too long (%zu bytes)", what, len);
+	if (memchr(src, '\0', len))
+		return qcow2_set_error(-EUCLEAN, "%s contains a NUL byte", what);
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+	return 0;
+}
+
+/* The name of unknown incompatible feature bits, from the feature name table if present. */
+static void unknown_feature_name(const uint8_t *table, uint32_t n, uint64_t bits, char *out,
+				 size_t cap)
+{
+	uint32_t i;
+
+	for (i = 0; table && i < n; i++) {
+		const uint8_t *e = table + 48 * (size_t)i;
+		if (e[0] == 0 && e[1] < 64 && (bits & (1ull << e[1]))) {
+			snprintf(out, cap, "%.46s", (const char *)e + 2);
+			return;
+		}
+	}
+	snprintf(out, cap, "%#" PRIx64, bits);
+}
+
+static int decode_fixed(const uint8_t *p, size_t len, struct qcow2_header *h)
+{
+	if (len < V2_HEADER_LEN)
+		return qcow2_set_error(-EINVAL, "file too short for a qcow2 header");
+	if (get_be32(p + OFF_MAGIC) != QCOW2_MAGIC)
+		return qcow2_set_error(-EINVAL, "not a qcow2 image (bad magic)");
+	memset(h, 0, sizeof(*h));
+	h->version = get_be32(p + OFF_VERSION);
+	if (h->version != 2 && h->version != 3)
+		return qcow2_set_error(-EINVAL, "unsupported qcow2 version %u", h->version);
+	h->backing_off = get_be64(p + OFF_BACKING_OFF);
+	h->backing_len = get_be32(p + OFF_BACKING_LEN);
+	h->cluster_bits = get_be32(p + OFF_CLUSTER_BITS);
+	h->size = get_be64(p + OFF_SIZE);
+	h->crypt_method = get_be32(p + OFF_CRYPT);
+	h->l1_entries = get_be32(p + OFF_L1_ENTRIES);
+	h->l1_off = get_be64(p + OFF_L1_OFF);
+	h->reftable_off = get_be64(p + OFF_REFT_OFF);
+	h->reftable_clusters = get_be32(p + OFF_REFT_CLUSTERS);
+	h->nb_snapshots = get_be32(p + OFF_NB_SNAPSHOTS);
+	h->snapshots_off = get_be64(p + OFF_SNAPSHOTS_OFF);
+	h->refcount_order = 4;
+	h->header_len = V2_HEADER_LEN;
+	if (h->version == 3) {
+		if (len < V3_HEADER_LEN)
+			return qcow2_set_error(-EINVAL, "file too short for a qcow2 v3 header");
+		h->incompat = get_be64(p + OFF_INCOMPAT);
+		h->compat = get_be64(p + OFF_COMPAT);
+		h->autoclear = get_be64(p + OFF_AUTOCLEAR);
+		h->refcount_order = get_be32(p + OFF_REFCOUNT_ORDER);
+		h->header_len = get_be32(p + OFF_HEADER_LEN);
+		if (h->header_len < V3_HEADER_LEN || h->header_len % 8)
+			return qcow2_set_error(-EUCLEAN, "invalid header length %u", h->header_len);
+		if (h->header_len > V3_HEADER_LEN) {
+			if (len <= OFF_COMPRESSION)
+				return qcow2_set_error(-EUCLEAN, "header runs past end of file");
+			h->compression_type = p[OFF_COMPRESSION];
+		}
+	}
+	return 0;
+}
+
+static int check_fields(struct qcow2_header *h)
+{
+	uint64_t cs, l2_entries, per_l1, need_l1, bytes;
+
+	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+		return qcow2_set_error(-EINVAL, "unsupported cluster size 2^%u", h->cluster_bits);
+	cs = 1ull << h->cluster_bits;
+	if (h->header_len > cs)
+		return qcow2_set_error(-EUCLEAN, "header length %u exceeds the cluster size",
+				       h->header_len);
+	if (h->refcount_order > 6)
+		return qcow2_set_error(-EINVAL, "invalid refcount order %u", h->refcount_order);
+	if (h->crypt_method == QCOW2_CRYPT_AES || h->crypt_method == QCOW2_CRYPT_LUKS)
+		return qcow2_set_error(-ENOTSUP, "encrypted image (%s): encryption not supported yet",
+				       h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
+	if (h->crypt_method != QCOW2_CRYPT_NONE)
+		return qcow2_set_error(-EINVAL, "invalid encryption method %u", h->crypt_method);
+	if ((h->incompat & QCOW2_INCOMPAT_COMPRESSION) ?
+		    h->compression_type == QCOW2_COMPRESSION_ZLIB :
+		    h->compression_type != QCOW2_COMPRESSION_ZLIB)
+		return qcow2_set_error(-EUCLEAN, "compression type %u disagrees with feature bits",
+				       h->compression_type);
+	if (h->compression_type > QCOW2_COMPRESSION_ZSTD)
+		return qcow2_set_error(-ENOTSUP, "unknown compression type %u",
+				       h->compression_type);
+	if ((h->incompat & QCOW2_INCOMPAT_EXTL2) && h->cluster_bits < 14)
+		return qcow2_set_error(-EUCLEAN, "extended L2 entries need clusters of 16 KiB or more");
+	if (h->size > QCOW2_MAX_VIRTUAL_SIZE)
+		return qcow2_set_error(-EUCLEAN, "virtual size %" PRIu64 " is too large", h->size);
+	if ((uint64_t)h->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
+		return qcow2_set_error(-EUCLEAN, "L1 table of %u entries is too large",
+				       h->l1_entries);
+	l2_entries = cs / ((h->incompat & QCOW2_INCOMPAT_EXTL2) ? 16 : 8);
+	per_l1 = l2_entries << h->cluster_bits; /* <= 2^(21+18): no overflow */
+	need_l1 = h->size / per_l1 + (h->size % per_l1 != 0);
+	if (h->l1_entries < need_l1)
+		return qcow2_set_error(-EUCLEAN, "L1 table of %u entries is too small for %" PRIu64
+				       " bytes", h->l1_entries, h->size);
+	if (h->l1_entries && (h->l1_off & (cs - 1) || h->l1_off == 0))
+		return qcow2_set_error(-EUCLEAN, "invalid L1 table offset %#" PRIx64, h->l1_off);
+	if (h->reftable_off & (cs - 1) || h->reftable_off == 0)
+		return qcow2_set_error(-EUCLEAN, "invalid refcount table offset %#" PRIx64,
+				       h->reftable_off);
+	bytes = (uint64_t)h->reftable_clusters << h->cluster_bits;
+	if (h->reftable_clusters == 0 || bytes > QCOW2_MAX_REFTABLE_BYTES)
+		return qcow2_set_error(-EUCLEAN, "refcount table of %u clusters is invalid",
+				       h->reftable_clusters);
+	if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+		return qcow2_set_error(-EUCLEAN, "too many snapshots (%u)", h->nb_snapshots);
+	if (h->nb_snapshots && (h->snapshots_off & (cs - 1) || h->snapshots_off == 0))
+		return qcow2_set_error(-EUCLEAN, "invalid snapshot table offset %#" PRIx64,
+				       h->snapshots_off);
+	return 0;
+}
+
+static int decode_bitmaps_ext(struct qcow2_header *h, const uint8_t *d, uint32_t len)
+{
+	if (len != 24)
+		return qcow2_set_error(-EUCLEAN, "bitmaps extension has length %u", len);
+	h->has_bitmaps_ext = true;
+	h->nb_bitmaps = get_be32(d);
+	h->bitmap_dir_bytes = get_be64(d + 8);
+	h->bitmap_dir_off = get_be64(d + 16);
+	if (!(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+		return 0; /* stale: ignored, as QEMU does */
+	if (h->nb_bitmaps == 0 || h->nb_bitmaps > MAX_BITMAPS || get_be32(d + 4) != 0 ||
+	    h->bitmap_dir_bytes > MAX_BITMAP_DIR_BYTES ||
+	    h->bitmap_dir_off & ((1ull << h->cluster_bits) - 1))
+		return qcow2_set_error(-EUCLEAN, "invalid bitmaps extension");
+	return 0;
+}
+
+static int decode_ext(struct qcow2_header *h, uint32_t type, const uint8_t *d, uint32_t len,
+		      const uint8_t **features)
+{
+	switch (type) {
+	case EXT_BACKING_FMT:
+		return copy_name(h->backing_fmt, sizeof(h->backing_fmt), d, len, "backing format");
+	case EXT_FEATURE_TABLE:
+		if (len % 48)
+			return qcow2_set_error(-EUCLEAN, "feature name table has length %u", len);
+		h->nb_feature_names = len / 48;
+		*features = d;
+		return 0;
+	case EXT_BITMAPS:
+		return decode_bitmaps_ext(h, d, len);
+	case EXT_CRYPTO:
+		if (len != 16)
+			return qcow2_set_error(-EUCLEAN, "crypto header extension has length %u", len);
+		h->has_crypto_ext = true;
+		h->crypto_off = get_be64(d);
+		h->crypto_bytes = get_be64(d + 8);
+		return 0;
+	case EXT_DATA_FILE:
+		return copy_name(h->data_file, sizeof(h->data_file), d, len, "data file name");
+	default:
+		h->nb_unknown_exts++;
+		return 0;
+	}
+}
+
+/* Walk the header extensions between the header and @end. */
+static int decode_exts(struct qcow2_header *h, const uint8_t *p, size_t end,
+		       const uint8_t **features)
+{
+	size_t off = h->header_len;
+
+	while (off + 8 <= end) {
+		uint32_t type = get_be32(p + off), len = get_be32(p + off + 4);
+		size_t padded = ((size_t)len + 7) & ~(size_t)7;
+		int r;
+
+		if (type == EXT_END)
+			return 0;
+		if (len > end - off - 8)
+			return qcow2_set_error(-EUCLEAN, "header extension %#x runs past its area",
+					       type);
+		r = decode_ext(h, type, p + off + 8, len, features);
+		if (r < 0)
+			return r;
+		if (padded > end - off - 8)
+			return 0;
+		off += 8 + padded;
+	}
+	return 0;
+}
+
+int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h)
+{
+	const uint8_t *p = buf, *features = NULL;
+	uint64_t cs, ext_end;
+	char fname[64];
+	int r;
+
+	r = decode_fixed(p, len, h);
+	if (r < 0)
+		return r;
+	r = check_fields(h);
+	if (r < 0)
+		return r;
+	cs = 1ull << h->cluster_bits;
+	if (h->backing_off) {
+		if (h->backing_len > QCOW2_MAX_BACKING_NAME || h->backing_off > cs ||
+		    h->backing_len > cs - h->backing_off)
+			return qcow2_set_error(-EUCLEAN, "invalid backing file name location");
+		if (h->backing_off < h->header_len)
+			return qcow2_set_error(-EUCLEAN, "backing file name overlaps the header");
+		if (h->backing_off + h->backing_len > len)
+			return qcow2_set_error(-EUCLEAN, "backing file name runs past end of file");
+		r = copy_name(h->backing_file, sizeof(h->backing_file), p + h->backing_off,
+			      h->backing_len, "backing file name");
+		if (r < 0)
+			return r;
+	}
+	ext_end = h->backing_off ? h->backing_off : cs;
+	if (ext_end > len)
+		ext_end = len;
+	r = decode_exts(h, p, (size_t)ext_end, &features);
+	if (r < 0)
+		return r;
+	if (h->incompat & ~QCOW2_INCOMPAT_KNOWN) {
+		unknown_feature_name(features, h->nb_feature_names, h->incompat & ~QCOW2_INCOMPAT_KNOWN,
+				     fname, sizeof(fname));
+		return qcow2_set_error(-ENOTSUP, "unsupported incompatible feature: %s", fname);
+	}
+	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && !h->data_file[0])
+		return qcow2_set_error(-EUCLEAN, "external data file bit set but no file named");
+	if (!(h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->data_file[0])
+		return qcow2_set_error(-EUCLEAN, "data file named but its feature bit is clear");
+	return 0;
+}
+
+/* Does [a, a+alen) overlap [b, b+blen)? */
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return alen && blen && a < b + blen && b < a + alen;
+}
+
+int qcow2_header_check_layout(const struct qcow2_header *h, uint64_t file_bytes)
+{
+	uint64_t cs = 1ull << h->cluster_bits;
+	uint64_t l1_bytes = (uint64_t)h->l1_entries * 8; /* bounded by check_fields */
+	uint64_t rt_bytes = (uint64_t)h->reftable_clusters << h->cluster_bits;
+	uint64_t end;
+
+	if (__builtin_add_overflow(h->l1_off, l1_bytes, &end) || (l1_bytes && end > file_bytes))
+		return qcow2_set_error(-EUCLEAN, "L1 table at %#" PRIx64 " runs past end of file",
+				       h->l1_off);
+	if (__builtin_add_overflow(h->reftable_off, rt_bytes, &end) || end > file_bytes)
+		return qcow2_set_error(-EUCLEAN,
+				       "refcount table at %#" PRIx64 " runs past end of file",
+				       h->reftable_off);
+	if (h->nb_snapshots && h->snapshots_off >= file_bytes)
+		return qcow2_set_error(-EUCLEAN,
+				       "snapshot table at %#" PRIx64 " lies past end of file",
+				       h->snapshots_off);
+	if ((h->autoclear & QCOW2_AUTOCLEAR_BITMAPS) && h->has_bitmaps_ext &&
+	    (__builtin_add_overflow(h->bitmap_dir_off, h->bitmap_dir_bytes, &end) ||
+	     end > file_bytes))
+		return qcow2_set_error(-EUCLEAN, "bitmap directory runs past end of file");
+	if (overlaps(0, cs, h->l1_off, l1_bytes) || overlaps(0, cs, h->reftable_off, rt_bytes) ||
+	    overlaps(h->l1_off, l1_bytes, h->reftable_off, rt_bytes))
+		return qcow2_set_error(-EUCLEAN, "L1 table, refcount table and header overlap");
+	return 0;
+}
+
+int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h)
+{
+	uint64_t file_bytes, cs;
+	size_t n = 65536;
+	uint8_t *buf;
+	int r;
+
+	r = qcow2_io_size(io, &file_bytes);
+	if (r < 0)
+		return r;
+	for (;;) {
+		if (n > file_bytes)
+			n = (size_t)file_bytes;
+		buf = malloc(n ? n : 1);
+		if (!buf)
+			return qcow2_set_error(-ENOMEM, "'%s': out of memory", qcow2_io_name(io));
+		r = qcow2_io_pread_full(io, buf, n, 0);
+		if (r < 0)
+			break;
+		/* The header and its extensions fill at most the first cluster. */
+		if (n >= 24 && qcow2_probe(buf, n) && get_be32(buf + OFF_CLUSTER_BITS) <= 21 &&
+		    (cs = 1ull << get_be32(buf + OFF_CLUSTER_BITS)) > n && n < file_bytes) {
+			free(buf);
+			n = (size_t)cs;
+			continue;
+		}
+		r = qcow2_header_decode(buf, n, h);
+		if (r == 0)
+			r = qcow2_header_check_layout(h, file_bytes);
+		if (r < 0)
+			qcow2_error_prefix(r, qcow2_io_name(io));
+		break;
+	}
+	free(buf);
+	return r;
+}

@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcow2.h - the one public header of the qcow2 library (format/).
+ *
+ * Conventions: functions return 0 (or a count) on success and a negative errno on failure;
+ * the failure detail is left in a thread-local message (qcow2_last_error()) that names the
+ * file and the cause. Nothing here prints, exits or keeps mutable global state.
+ *
+ * Objects:
+ *   struct qcow2_io     - a host file (or a memory buffer in tests): every byte goes through it.
+ *   struct qcow2_image  - one qcow2 file: header, L1 table, L2 cache, snapshot table, refcounts.
+ *   struct qcow2_chain  - a flat view: a top layer (qcow2 image, optionally at an internal
+ *                         snapshot) and its backing layers (qcow2 images or raw files).
+ *
+ * Thread safety: qcow2_chain_pread(), qcow2_chain_map() and qcow2_chain_seek() may be called
+ * from many threads on the same chain at once. Opening and closing are not concurrent with
+ * anything else on the same object.
+ */
+#ifndef QCOW2_H
+#define QCOW2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- on-disk constants (qcow2.txt) ---- */
+#define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+
+#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN 0x1full
+
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+
+#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
+#define QCOW2_CRYPT_NONE 0
+#define QCOW2_CRYPT_AES 1
+#define QCOW2_CRYPT_LUKS 2
+
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+
+/* Caps on numbers read from files: every allocation sized by the file is bounded by these. */
+#define QCOW2_MAX_BACKING_NAME 1023        /* as QEMU */
+#define QCOW2_MAX_L1_BYTES (32u << 20)     /* as QEMU's QCOW_MAX_L1_SIZE */
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20) /* as QEMU's QCOW_MAX_REFTABLE_SIZE */
+#define QCOW2_MAX_SNAPSHOTS 65536          /* as QEMU's QCOW_MAX_SNAPSHOTS */
+#define QCOW2_MAX_SNAPSHOT_TABLE_BYTES (64u << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
+#define QCOW2_MAX_VIRTUAL_SIZE (1ull << 56) /* 64 PiB */
+#define QCOW2_DEFAULT_MAX_DEPTH 4096
+
+/* ---- errors (error.c) ---- */
+
+/* Store a message for this thread (printf-style) and return @err unchanged. */
+int qcow2_set_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The last message stored by this thread, or "" if none. Valid until the next call. */
+const char *qcow2_last_error(void);
+void qcow2_clear_error(void);
+
+/* ---- host I/O (io.c) ---- */
+
+struct qcow2_io;
+
+enum qcow2_io_op { QCOW2_IO_READ, QCOW2_IO_WRITE, QCOW2_IO_FLUSH };
+
+/* Open a host file. @writable opens O_RDWR, else O_RDONLY. Returns 0 or -errno. */
+int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
+/* A memory-backed io holding a copy of @bytes (tests, fuzzers). @name is used in messages. */
+struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
+/* Make the @nth (1-based, counted from now) operation of kind @op fail with @err (memory io). */
+void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
+/* The bytes of a memory io (tests). */
+const void *qcow2_io_mem_bytes(const struct qcow2_io *io, size_t *len);
+void qcow2_io_close(struct qcow2_io *io);
+
+/* Read up to @n bytes at @off. Returns the count read (short only at end of file) or -errno;
+ * EINTR and partial reads are retried. */
+ssize_t qcow2_io_pread(struct qcow2_io *io, void *buf, size_t n, uint64_t off);
+/* Read exactly @n bytes at @off; a short read is -EUCLEAN ("runs past end of file"). */
+int qcow2_io_pread_full(struct qcow2_io *io, void *buf, size_t n, uint64_t off);
+/* Write exactly @n bytes at @off. Returns 0 or -errno. */
+int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off);
+int qcow2_io_flush(struct qcow2_io *io);
+int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);
+/* Bytes the host file system has allocated for the file (st_blocks * 512). */
+int qcow2_io_allocated(struct qcow2_io *io, uint64_t *bytes);
+/* The file descriptor behind a file io, or -1 (memory io). Owned by the io. */
+int qcow2_io_fd(const struct qcow2_io *io);
+const char *qcow2_io_name(const struct qcow2_io *io);
+
+/* ---- QEMU-compatible image locks (lock.c) ----
+ * QEMU locks bytes 100+bit for the permissions it holds and 200+bit for the permissions it
+ * does not share, with open file description locks. */
+#define QCOW2_PERM_CONSISTENT_READ 0x1u
+#define QCOW2_PERM_WRITE 0x2u
+#define QCOW2_PERM_WRITE_UNCHANGED 0x4u
+#define QCOW2_PERM_RESIZE 0x8u
+#define QCOW2_PERM_ALL 0xfu
+
+/* Check that no other open file description conflicts, then lock. A conflict is -EBUSY with a
+ * message naming the file, the permission and, where /proc tells, the holding process. */
+int qcow2_io_lock(struct qcow2_io *io, unsigned perm, unsigned shared);
+/* The conflict test of qcow2_io_lock() alone: 0 if the locks could be taken now, else -EBUSY
+ * naming the holder. Takes no lock. */
+int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
+#define qcow2_io_lock_check_reader(io)                                                      \
+	qcow2_io_lock_check((io), QCOW2_PERM_CONSISTENT_READ,                               \
+			    QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+/* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
+ * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
+#define qcow2_io_lock_reader(io)                                                            \
+	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ,                                     \
+		      QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+
+/* ---- header (header.c) ---- */
+
+struct qcow2_header {
+	uint32_t version;
+	uint64_t backing_off;
+	uint32_t backing_len;
+	uint32_t cluster_bits;
+	uint64_t size; /* virtual disk size in bytes */
+	uint32_t crypt_method;
+	uint32_t l1_entries;
+	uint64_t l1_off;
+	uint64_t reftable_off;
+	uint32_t reftable_clusters;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_off;
+	uint64_t incompat;
+	uint64_t compat;
+	uint64_t autoclear;
+	uint32_t refcount_order;
+	uint32_t header_len;
+	uint8_t compression_type;
+	/* header extensions */
+	char backing_file[QCOW2_MAX_BACKING_NAME + 1]; /* "" when none */
+	char backing_fmt[32];                          /* "" when the extension is absent */
+	char data_file[QCOW2_MAX_BACKING_NAME + 1];    /* "" when none */
+	bool has_bitmaps_ext;
+	uint32_t nb_bitmaps;
+	uint64_t bitmap_dir_off;
+	uint64_t bitmap_dir_bytes;
+	bool has_crypto_ext;
+	uint64_t crypto_off;
+	uint64_t crypto_bytes;
+	uint32_t nb_feature_names;
+	uint32_t nb_unknown_exts; /* preserved, never interpreted */
+};
+
+/* Decode and validate the header in @buf (the first @len bytes of the file; at least the first
+ * cluster, or the whole file if smaller). Pure: checks the fields against each other and the
+ * format's limits, not against the file size. Returns 0, -EINVAL (not qcow2 / bad version or
+ * field), -ENOTSUP (a feature not handled), or -EUCLEAN. */
+int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h);
+/* Check the header's tables against the file size (@file_bytes). 0 or -EUCLEAN. */
+int qcow2_header_check_layout(const struct qcow2_header *h, uint64_t file_bytes);
+/* True if @buf (@len bytes) starts with the qcow2 magic. */
+bool qcow2_probe(const void *buf, size_t len);
+/* Read and decode the header of the file in @io (the first cluster, or less if the file is
+ * shorter), then check its layout against the file size. -EINVAL if it is not qcow2. */
+int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h);
+
+/* ---- snapshots (snapshot.c) ---- */
+
+struct qcow2_snapshot {
+	char id[128];
+	char name[1024];
+	uint64_t l1_off;
+	uint32_t l1_entries;
+	uint32_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_bytes;
+	uint64_t disk_bytes; /* the virtual size when the snapshot was taken */
+	uint64_t icount;     /* ~0 when absent */
+};
+
+/* Decode a snapshot table of @nb entries from @buf (@len bytes). @out gets @nb entries.
+ * Pure. Returns the table's length in bytes or a negative errno. */
+ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, uint32_t version,
+				    uint64_t virtual_size, struct qcow2_snapshot *out);
+
+/* Read the snapshot table described by @h from @io. *@out (h->nb_snapshots entries, NULL when
+ * there are none) is the caller's to free(). */
+int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
+			struct qcow2_snapshot **out);
+
+/* ---- one image (image.c) ---- */
+
+struct qcow2_image;
+
+struct qcow2_image_opts {
+	/* Opens the external data file named in the header (path as stored, resolved by the
+	 * callee); NULL refuses images with an external data file. */
+	int (*open_data_file)(void *ctx, const char *stored_name, struct qcow2_io **io);
+	void *ctx;
+	size_t l2_cache_bytes; /* 0: a default (1 MiB) */
+};
+
+/* Open the qcow2 image in @io. Takes ownership of @io (closed on failure too). @name names the
+ * image in messages. Returns 0 or -errno (-EINVAL not qcow2, -EUCLEAN malformed, -ENOTSUP). */
+int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
+		     struct qcow2_image **out);
+void qcow2_image_close(struct qcow2_image *img);
+const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
+const char *qcow2_image_name(const struct qcow2_image *img);
+struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
+uint64_t qcow2_image_cluster_bytes(const struct qcow2_image *img);
+uint32_t qcow2_image_snapshot_count(const struct qcow2_image *img);
+const struct qcow2_snapshot *qcow2_image_snapshot(const struct qcow2_image *img, uint32_t idx);
+/* Index of the snapshot whose id or name is @id_or_name (id first), or -ENOENT. */
+int qcow2_image_find_snapshot(const struct qcow2_image *img, const char *id_or_name);
+/* Count the clusters whose refcount is non-zero (a full refcount-table walk). */
+int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters);
+/* Refcount of host cluster @cluster_idx. */
+int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount);
+
+/* ---- mapping (map.c) ---- */
+
+enum qcow2_extent_kind {
+	QCOW2_EXTENT_UNALLOCATED, /* this layer has nothing: look below (in a chain: a hole) */
+	QCOW2_EXTENT_ZERO,        /* reads as zeros, decided by this layer */
+	QCOW2_EXTENT_DATA,        /* data at @host_off in @io, contiguous for @len bytes */
+	QCOW2_EXTENT_COMPRESSED,  /* a compressed cluster: read through qcow2_chain_pread() */
+};
+
+struct qcow2_extent {
+	enum qcow2_extent_kind kind;
+	uint64_t guest_off;
+	uint64_t len;
+	uint64_t host_off;     /* DATA: offset in @io; COMPRESSED: offset of the compressed data */
+	uint64_t comp_bytes;   /* COMPRESSED: bytes of compressed data at @host_off */
+	struct qcow2_io *io;   /* DATA, COMPRESSED: where the bytes are */
+	int layer;             /* chain: index of the providing layer (0 = top), -1 for a hole */
+};
+
+/* Map @guest_off of @img through the L1 table @l1 (NULL: the active one; or the table of a
+ * snapshot, see qcow2_image_snapshot_l1()) for at most @max bytes. @e covers the longest run
+ * of one kind (and contiguous host offsets for DATA) starting at @guest_off, not crossing an L2
+ * table. Returns 0 or -errno (-EUCLEAN for a corrupt entry). */
+struct qcow2_l1;
+int qcow2_image_map(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t guest_off,
+		    uint64_t max, struct qcow2_extent *e);
+/* The L1 table of snapshot @idx (loaded on first use, owned by the image). */
+int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct qcow2_l1 **l1);
+/* Read the compressed cluster described by @e in full and copy @len bytes from @skip of the
+ * decompressed cluster to @buf. */
+int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_extent *e,
+				uint64_t skip, void *buf, size_t len);
+
+/* ---- chains (chain.c) ---- */
+
+struct qcow2_chain;
+
+struct qcow2_chain_opts {
+	/* Backing and data files must resolve below @root (NULL: anywhere) or below one of
+	 * @allow_dirs (--backing-dir). Symlinks are resolved before the check. */
+	const char *root;
+	const char *const *allow_dirs;
+	size_t n_allow_dirs;
+	unsigned max_depth;   /* 0: QCOW2_DEFAULT_MAX_DEPTH */
+	bool lock;            /* take QEMU-compatible locks on every file */
+	const char *snapshot; /* NULL: the active state; else id or name of a snapshot of the top */
+	size_t l2_cache_bytes;
+};
+
+/* Open the chain whose top image is @path (qcow2, or raw if it is not qcow2 and @allow_raw_top).
+ * Backing paths resolve relative to the directory of the image that names them. Refused with a
+ * message naming the file and the cause: loops (-ELOOP), depth over max (-ELOOP), a path that
+ * leaves @root (-EPERM), a file held for writing by another process (-EBUSY), any image error. */
+int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct qcow2_chain **out);
+void qcow2_chain_close(struct qcow2_chain *c);
+uint64_t qcow2_chain_size(const struct qcow2_chain *c);
+unsigned qcow2_chain_depth(const struct qcow2_chain *c);
+
+struct qcow2_layer_info {
+	const char *path;          /* as resolved (absolute) */
+	const char *format;        /* "qcow2" or "raw" */
+	uint64_t size;             /* the layer's virtual size (at the snapshot, for the top) */
+	struct qcow2_image *image; /* NULL for raw */
+};
+int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out);
+
+/* Read @n bytes at @off of the flat view. @off + @n must not exceed the size. 0 or -errno. */
+int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off);
+/* Where the data at @off comes from: @e->kind is DATA (from @e->layer, @e->io at @e->host_off),
+ * COMPRESSED, ZERO (a layer says zeros), or UNALLOCATED (no layer has data: a hole). */
+int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e);
+/* SEEK_DATA / SEEK_HOLE semantics of lseek(2) over the flat view: zero clusters and unallocated
+ * ranges are holes. -ENXIO past the end (SEEK_DATA with no data after @off). */
+int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result);
+/* Sum of host-allocated bytes of every file of the chain (for st_blocks). */
+int qcow2_chain_allocated_bytes(struct qcow2_chain *c, uint64_t *bytes);
+
+/* Open the qcow2 image at @path read-only, locked as a reader if @o->lock, with its external
+ * data file resolved and confined like a backing file. */
+int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
+			  struct qcow2_image **out);
+
+/* Resolve the backing name @name stored in the image at @image_path: relative names from the
+ * image's directory. Writes an absolute, symlink-free path to @out (@cap bytes) and checks it
+ * against @o's root and allow_dirs. Returns 0, -EPERM (outside), -ENOENT, -ENAMETOOLONG. */
+int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
+			     const char *name, char *out, size_t cap);
+
+#endif

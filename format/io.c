@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * io.c - all host I/O of the library: a file backend and a memory backend for tests.
+ *
+ * Reads and writes are positional (pread/pwrite) and so safe from many threads at once on one
+ * io. EINTR and partial transfers are retried here, so callers see whole transfers or an error.
+ * The memory backend can fail its Nth read, write or flush to reach error paths in tests.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct qcow2_io {
+	int fd;   /* -1 for memory */
+	char *name;
+	/* memory backend */
+	uint8_t *mem;
+	size_t mem_len;
+	pthread_mutex_t mem_lock; /* guards mem, mem_len, fail_* */
+	unsigned fail_nth[3];
+	int fail_err[3];
+};
+
+static struct qcow2_io *io_alloc(const char *name)
+{
+	struct qcow2_io *io = calloc(1, sizeof(*io));
+
+	if (!io)
+		return NULL;
+	io->fd = -1;
+	io->name = strdup(name);
+	if (!io->name) {
+		free(io);
+		return NULL;
+	}
+	pthread_mutex_init(&io->mem_lock, NULL);
+	return io;
+}
+
+int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out)
+{
+	struct qcow2_io *io;
+	int fd;
+
+	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0)
+		return qcow2_set_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+	io = io_alloc(path);
+	if (!io) {
+		close(fd);
+		return qcow2_set_error(-ENOMEM, "'%s': out of memory", path);
+	}
+	io->fd = fd;
+	*out = io;
+	return 0;
+}
+
+struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len)
+{
+	struct qcow2_io *io = io_alloc(name);
+
+	if (!io)
+		return NULL;
+	io->mem = malloc(len ? len : 1);
+	if (!io->mem) {
+		qcow2_io_close(io);
+		return NULL;
+	}
+	if (len)
+		memcpy(io->mem, bytes, len);
+	io->mem_len = len;
+	return io;
+}
+
+void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err)
+{
+	pthread_mutex_lock(&io->mem_lock);
+	io->fail_nth[op] = nth;
+	io->fail_err[op] = err;
+	pthread_mutex_unlock(&io->mem_lock);
+}
+
+const void *qcow2_io_mem_bytes(const struct qcow2_io *io, size_t *len)
+{
+	*len = io->mem_len;
+	return io->mem;
+}
+
+void qcow2_io_close(struct qcow2_io *io)
+{
+	if (!io)
+		return;
+	if (io->fd >= 0)
+		close(io->fd);
+	pthread_mutex_destroy(&io->mem_lock);
+	free(io->mem);
+	free(io->name);
+	free(io);
+}
+
+/* Memory backend: count down an injected failure. Called with mem_lock held. */
+static int mem_should_fail(struct qcow2_io *io, enum qcow2_io_op op)
+{
+	if (io->fail_nth[op] == 0)
+		return 0;
+	if (--io->fail_nth[op] == 0)
+		return io->fail_err[op];
+	return 0;
+}
+
+static ssize_t mem_pread(struct qcow2_io *io, void *buf, size_t n, uint64_t off)
+{
+	ssize_t r;
+
+	pthread_mutex_lock(&io->mem_lock);
+	r = mem_should_fail(io, QCOW2_IO_READ);
+	if (r == 0) {
+		if (off >= io->mem_len)
+			n = 0;
+		else if (n > io->mem_len - off)
+			n = io->mem_len - off;
+		memcpy(buf, io->mem + off, n);
+		r = (ssize_t)n;
+	}
+	pthread_mutex_unlock(&io->mem_lock);
+	return r;
+}
+
+ssize_t qcow2_io_pread(struct qcow2_io *io, void *buf, size_t n, uint64_t off)
+{
+	size_t done = 0;
+
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return qcow2_set_error(-EINVAL, "'%s': read at %#llx out of range", io->name,
+				       (unsigned long long)off);
+	if (io->fd < 0) {
+		ssize_t r = mem_pread(io, buf, n, off);
+		if (r < 0)
+			return qcow2_set_error((int)r, "'%s': read failed: %s", io->name,
+					       strerror((int)-r));
+		return r;
+	}
+	while (done < n) {
+		ssize_t r = pread(io->fd, (char *)buf + done, n - done, (off_t)(off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return qcow2_set_error(-errno, "'%s': read at %#llx failed: %s", io->name,
+					       (unsigned long long)(off + done), strerror(errno));
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	return (ssize_t)done;
+}
+
+int qcow2_io_pread_full(struct qcow2_io *io, void *buf, size_t n, uint64_t off)
+{
+	ssize_t r = qcow2_io_pread(io, buf, n, off);
+
+	if (r < 0)
+		return (int)r;
+	if ((size_t)r != n)
+		return qcow2_set_error(-EUCLEAN, "'%s': %zu bytes at %#llx run past end of file",
+				       io->name, n, (unsigned long long)off);
+	return 0;
+}
+
+static int mem_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off)
+{
+	int r;
+
+	pthread_mutex_lock(&io->mem_lock);
+	r = mem_should_fail(io, QCOW2_IO_WRITE);
+	if (r == 0 && off + n > io->mem_len) {
+		uint8_t *p = realloc(io->mem, off + n);
+		if (!p) {
+			r = -ENOMEM;
+		} else {
+			memset(p + io->mem_len, 0, off + n - io->mem_len);
+			io->mem = p;
+			io->mem_len = off + n;
+		}
+	}
+	if (r == 0)
+		memcpy(io->mem + off, buf, n);
+	pthread_mutex_unlock(&io->mem_lock);
+	return r;
+}
+
+int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off)
+{
+	size_t done = 0;
+
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return qcow2_set_error(-EINVAL, "'%s': write at %#llx out of range", io->name,
+				       (unsigned long long)off);
+	if (io->fd < 0) {
+		int r = mem_pwrite(io, buf, n, off);
+		if (r < 0)
+			return qcow2_set_error(r, "'%s': write failed: %s", io->name, strerror(-r));
+		return 0;
+	}
+	while (done < n) {
+		ssize_t r = pwrite(io->fd, (const char *)buf + done, n - done, (off_t)(off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return qcow2_set_error(-errno, "'%s': write at %#llx failed: %s", io->name,
+					       (unsigned long long)(off + done), strerror(errno));
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+int qcow2_io_flush(struct qcow2_io *io)
+{
+	if (io->fd < 0) {
+		int r;
+		pthread_mutex_lock(&io->mem_lock);
+		r = mem_should_fail(io, QCOW2_IO_FLUSH);
+		pthread_mutex_unlock(&io->mem_lock);
+		return r ? qcow2_set_error(r, "'%s': flush failed: %s", io->name, strerror(-r)) : 0;
+	}
+	if (fdatasync(io->fd) < 0)
+		return qcow2_set_error(-errno, "'%s': flush failed: %s", io->name, strerror(errno));
+	return 0;
+}
+
+int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes)
+{
+	struct stat st;
+
+	if (io->fd < 0) {
+		pthread_mutex_lock(&io->mem_lock);
+		*bytes = io->mem_len;
+		pthread_mutex_unlock(&io->mem_lock);
+		return 0;
+	}
+	if (fstat(io->fd, &st) < 0)
+		return qcow2_set_error(-errno, "'%s': stat failed: %s", io->name, strerror(errno));
+	if (S_ISBLK(st.st_mode)) {
+		off_t end = lseek(io->fd, 0, SEEK_END);
+		if (end < 0)
+			return qcow2_set_error(-errno, "'%s': %s", io->name, strerror(errno));
+		*bytes = (uint64_t)end;
+		return 0;
+	}
+	*bytes = (uint64_t)st.st_size;
+	return 0;
+}
+
+int qcow2_io_allocated(struct qcow2_io *io, uint64_t *bytes)
+{
+	struct stat st;
+
+	if (io->fd < 0)
+		return qcow2_io_size(io, bytes);
+	if (fstat(io->fd, &st) < 0)
+		return qcow2_set_error(-errno, "'%s': stat failed: %s", io->name, strerror(errno));
+	*bytes = (uint64_t)st.st_blocks * 512;
+	return 0;
+}
+
+int qcow2_io_fd(const struct qcow2_io *io)
+{
+	return io->fd;
+}
+
+const char *qcow2_io_name(const struct qcow2_io *io)
+{
+	return io->name;
+}

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * snapshot.c - the internal snapshot table.
+ *
+ * The table is variable-length; it is read in growing chunks (never more than
+ * QCOW2_MAX_SNAPSHOT_TABLE_BYTES, never more than the file holds) and decoded by a pure
+ * function. Every entry's fields are validated here: L1 table placement and size, extra data
+ * size, and the lengths of id and name.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define ENTRY_FIXED 40
+
+static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64_t virtual_size,
+			struct qcow2_snapshot *s, size_t *used)
+{
+	uint32_t extra, id_len, name_len;
+	size_t len;
+
+	if (avail < ENTRY_FIXED)
+		return -EMSGSIZE;
+	memset(s, 0, sizeof(*s));
+	s->l1_off = get_be64(p);
+	s->l1_entries = get_be32(p + 8);
+	id_len = get_be16(p + 12);
+	name_len = get_be16(p + 14);
+	s->date_sec = get_be32(p + 16);
+	s->date_nsec = get_be32(p + 20);
+	s->vm_clock_nsec = get_be64(p + 24);
+	s->vm_state_bytes = get_be32(p + 32);
+	extra = get_be32(p + 36);
+	s->disk_bytes = virtual_size;
+	s->icount = ~0ull;
+	if (extra > QCOW2_MAX_SNAPSHOT_EXTRA)
+		return qcow2_set_error(-EUCLEAN, "snapshot extra data too large (%u bytes)", extra);
+	if (version >= 3 && extra < 16)
+		return qcow2_set_error(-EUCLEAN, "snapshot extra data too short for version 3");
+	if (id_len >= sizeof(s->id) || name_len >= sizeof(s->name))
+		return qcow2_set_error(-EUCLEAN, "snapshot id or name too long");
+	len = ENTRY_FIXED + (size_t)extra + id_len + name_len;
+	if (avail < len)
+		return -EMSGSIZE;
+	/* Entries are padded to 8 bytes, but the padding of the last one may be missing at the
+	 * end of the file. */
+	len = (len + 7) & ~(size_t)7;
+	if (len > avail)
+		len = avail;
+	if (extra >= 8)
+		s->vm_state_bytes = get_be64(p + 40);
+	if (extra >= 16)
+		s->disk_bytes = get_be64(p + 48);
+	if (extra >= 24)
+		s->icount = get_be64(p + 56);
+	memcpy(s->id, p + ENTRY_FIXED + extra, id_len);
+	memcpy(s->name, p + ENTRY_FIXED + extra + id_len, name_len);
+	if (strlen(s->id) != id_len || strlen(s->name) != name_len)
+		return qcow2_set_error(-EUCLEAN, "snapshot id or name contains a NUL byte");
+	if ((s->l1_off & 511) || (uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
+		return qcow2_set_error(-EUCLEAN, "snapshot '%s' has an invalid L1 table", s->name);
+	if (s->disk_bytes > QCOW2_MAX_VIRTUAL_SIZE)
+		return qcow2_set_error(-EUCLEAN, "snapshot '%s' has an invalid disk size", s->name);
+	*used = len;
+	return 0;
+}
+
+ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, uint32_t version,
+				    uint64_t virtual_size, struct qcow2_snapshot *out)
+{
+	size_t off = 0, used = 0;
+	uint32_t i;
+	int r;
+
+	for (i = 0; i < nb; i++) {
+		r = decode_entry((const uint8_t *)buf + off, len - off, version, virtual_size,
+				 &out[i], &used);
+		if (r < 0)
+			return r;
+		off += used;
+	}
+	return (ssize_t)off;
+}
+
+int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
+			struct qcow2_snapshot **out)
+{
+	uint64_t avail = file_bytes - h->snapshots_off; /* header.c: snapshots_off < file */
+	size_t want = 65536;
+	struct qcow2_snapshot *s;
+	uint8_t *buf = NULL;
+	ssize_t r;
+
+	*out = NULL;
+	if (h->nb_snapshots == 0)
+		return 0;
+	if (avail / ENTRY_FIXED < h->nb_snapshots)
+		return qcow2_set_error(-EUCLEAN, "snapshot table of %u entries runs past end of file",
+				       h->nb_snapshots);
+	s = calloc(h->nb_snapshots, sizeof(*s));
+	if (!s)
+		return qcow2_set_error(-ENOMEM, "out of memory for %u snapshots", h->nb_snapshots);
+	for (;;) {
+		uint8_t *nbuf;
+
+		if (want > avail)
+			want = (size_t)avail;
+		if (want > QCOW2_MAX_SNAPSHOT_TABLE_BYTES)
+			want = QCOW2_MAX_SNAPSHOT_TABLE_BYTES;
+		nbuf = realloc(buf, want);
+		if (!nbuf) {
+			r = qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+			break;
+		}
+		buf = nbuf;
+		r = qcow2_io_pread_full(io, buf, want, h->snapshots_off);
+		if (r < 0)
+			break;
+		r = qcow2_snapshot_table_decode(buf, want, h->nb_snapshots, h->version, h->size, s);
+		if (r != -EMSGSIZE)
+			break;
+		if (want == avail || want == QCOW2_MAX_SNAPSHOT_TABLE_BYTES) {
+			r = qcow2_set_error(-EUCLEAN, "snapshot table runs past end of file");
+			break;
+		}
+		want *= 2;
+	}
+	free(buf);
+	if (r < 0) {
+		free(s);
+		return (int)r;
+	}
+	*out = s;
+	return 0;
+}
+
+int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
+			struct qcow2_snapshot **out)
+{
+	uint64_t file_bytes;
+	int r = qcow2_io_size(io, &file_bytes);
+
+	if (r == 0 && h->nb_snapshots && h->snapshots_off >= file_bytes)
+		r = qcow2_set_error(-EUCLEAN, "snapshot table lies past end of file");
+	if (r == 0)
+		r = qcow2_snapshot_load(io, h, file_bytes, out);
+	if (r < 0)
+		qcow2_error_prefix(r, qcow2_io_name(io));
+	return r;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - qcowctl's subcommand table and dispatch.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "qcowctl.h"
+
+struct subcommand {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct subcommand subcommands[] = {
+	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
+};
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: qcowctl COMMAND [OPTIONS] ARGS...\n\n"
+		   "Inspect qcow2 images and chains.\n\ncommands:\n");
+	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
+	fprintf(f, "\n'qcowctl COMMAND --help' describes a command.\n"
+		   "options:\n  -h, --help     this text\n  -V, --version  the version\n");
+}
+
+int main(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("qcowctl %s\n", QCOWFS_VERSION);
+		return EXIT_OK;
+	}
+	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		if (strcmp(argv[1], subcommands[i].name) == 0)
+			return subcommands[i].run(argc - 1, argv + 1);
+	error("unknown command '%s' (see 'qcowctl --help')", argv[1]);
+	return EXIT_USAGE;
+}
