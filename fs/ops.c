@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.c - FUSE low-level operations: argument checks, one call into the tree or the qcow2
+ * library, exactly one reply. Library errors pass through unchanged.
+ *
+ * A file handle (fi->fh) is a struct handle: the node and, for raw backing files, the file
+ * descriptor. Flat views share their node's open chain; reads run concurrently on it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "qcowfs.h"
+
+#define ATTR_TIMEOUT 1.0
+
+struct handle {
+	struct qfs_node *node;
+	int fd; /* raw backing file, or -1 */
+};
+
+struct dir_handle {
+	struct qfs_dirent *d;
+	size_t n;
+};
+
+static struct qfs_tree *tree_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct handle *handle_of(struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *dir = qfs_tree_node(t, parent), *n;
+	struct fuse_entry_param e;
+	int err = ENOENT;
+
+	memset(&e, 0, sizeof(e));
+	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err) : NULL;
+	if (!n) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	e.ino = n->ino;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct stat st;
+	int r;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	r = qfs_tree_getattr(t, n, &st);
+	if (r)
+		fuse_reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct handle *h;
+	char path[4096];
+	bool keep = false;
+	int r;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	h->node = n;
+	h->fd = -1;
+	if (n->kind == QFS_RAW) {
+		r = qfs_tree_raw_path(t, n, path, sizeof(path));
+		if (r == 0 && (h->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			r = errno;
+		keep = true;
+	} else {
+		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, &keep) : EISDIR;
+	}
+	if (r) {
+		free(h);
+		fuse_reply_err(req, r);
+		return;
+	}
+	fi->fh = (uintptr_t)h;
+	fi->keep_cache = keep;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* The opener was interrupted: undo. */
+		if (h->fd >= 0)
+			close(h->fd);
+		else
+			qfs_tree_release(t, n);
+		free(h);
+	}
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+
+	if (h->fd >= 0)
+		close(h->fd);
+	else
+		qfs_tree_release(tree_of(req), h->node);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	uint64_t vsize;
+	char *buf;
+	int r = 0;
+
+	if (h->fd >= 0) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = h->fd;
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
+	vsize = qcow2_chain_size(h->node->chain);
+	if (off < 0 || (uint64_t)off >= vsize)
+		size = 0;
+	else if (size > vsize - (uint64_t)off)
+		size = (size_t)(vsize - (uint64_t)off);
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (size)
+		r = qcow2_chain_pread(h->node->chain, buf, size, (uint64_t)off);
+	if (r < 0) {
+		qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
+			qcow2_last_error());
+		fuse_reply_err(req, -r);
+	} else {
+		fuse_reply_buf(req, buf, size);
+	}
+	free(buf);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	uint64_t result;
+	int r;
+
+	if (h->fd >= 0) {
+		off_t o = lseek(h->fd, off, whence);
+		if (o < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_lseek(req, o);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if ((uint64_t)off >= qcow2_chain_size(h->node->chain)) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	r = qcow2_chain_seek(h->node->chain, (uint64_t)off, whence, &result);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_lseek(req, (off_t)result);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct dir_handle *d;
+	int r;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = qfs_tree_list(t, n, &d->d, &d->n);
+	if (r) {
+		free(d);
+		fuse_reply_err(req, r);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		qfs_dirents_free(d->d, d->n);
+		free(d);
+	}
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size ? size : 1);
+	size_t used = 0, i;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Offsets: 0 ".", 1 "..", then entry i at i + 2; each entry's off is the next one's. */
+	for (i = (size_t)off; i < d->n + 2; i++) {
+		struct stat st = { 0 };
+		const char *name;
+		size_t len;
+
+		if (i < 2) {
+			name = i == 0 ? "." : "..";
+			st.st_ino = ino;
+			st.st_mode = S_IFDIR;
+		} else {
+			name = d->d[i - 2].name;
+			st.st_ino = d->d[i - 2].ino;
+			st.st_mode = d->d[i - 2].type;
+		}
+		len = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)(i + 1));
+		if (len > size - used)
+			break;
+		used += len;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	qfs_dirents_free(d->d, d->n);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	if (statvfs(qfs_tree_source(tree_of(req)), &sv) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	sv.f_flag |= ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+const struct fuse_lowlevel_ops qfs_ops = {
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+	.lseek = op_lseek,
+};

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcowfs.h - the daemon's shared declarations: the mounted tree (tree.c), FUSE operations
+ * (ops.c) and the command line (main.c). Image facts come only from format/ (qcow2.h).
+ */
+#ifndef QCOWFS_H
+#define QCOWFS_H
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "qcow2.h"
+
+/* Log one line (stderr in the foreground, syslog otherwise). */
+void qfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW };
+
+struct qfs_tree;
+
+/* One name under the mount point. Nodes live as long as the mount; their ino never changes. */
+struct qfs_node {
+	fuse_ino_t ino;
+	char *rel;          /* path below the mount point, "" for the root */
+	enum qfs_kind kind; /* under tree->lock */
+	char *src;          /* under tree->lock: canonical source file (FLAT, RAW) or dir (DIR) */
+	char *snap_id;      /* under tree->lock: snapshot id of a snapshot view, else NULL */
+	struct qfs_node *hnext; /* under tree->lock: hash chain by rel */
+	struct timespec scan_mtime; /* under tree->lock: DIR mtime at the last scan */
+	bool scanned;               /* under tree->lock */
+
+	pthread_mutex_t open_lock; /* guards the fields below */
+	struct qcow2_chain *chain; /* open while opens > 0 */
+	unsigned opens;
+	uint64_t stamp; /* identity of the chain's files at the last open (page cache validity) */
+};
+
+struct qfs_config {
+	const char *source;
+	const char *const *backing_dirs;
+	size_t n_backing_dirs;
+	bool read_only;
+	const char *mount_point; /* canonical; never scanned (SOURCE may contain it) */
+};
+
+int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);
+void qfs_tree_free(struct qfs_tree *t);
+struct qfs_node *qfs_tree_node(struct qfs_tree *t, fuse_ino_t ino);
+
+/* Look @name up in directory @dir (rescanning what changed). Fills @st. NULL with *err set
+ * (ENOENT, ENOTDIR...) if there is no such name. */
+struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
+				 struct stat *st, int *err);
+/* Current attributes of @n. 0 or a positive errno. */
+int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st);
+
+struct qfs_dirent {
+	char *name;
+	fuse_ino_t ino;
+	mode_t type;
+};
+/* List directory @dir (rescanning it). The caller frees with qfs_dirents_free(). */
+int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n);
+void qfs_dirents_free(struct qfs_dirent *d, size_t n);
+
+/* Open the chain behind a flat view (shared by every open handle of the node). Sets *keep_cache
+ * when the files are unchanged since the last open. 0 or a positive errno. */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool *keep_cache);
+void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n);
+/* The real path behind a raw node (for open/read). */
+int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap);
+const char *qfs_tree_source(const struct qfs_tree *t);
+
+extern const struct fuse_lowlevel_ops qfs_ops;
+
+#endif
