@@ -59,9 +59,6 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 	r = qcow2_l1_load(img, h->l1_off, h->l1_entries, h->size, &img->l1);
 	if (r < 0)
 		return r;
-	r = qcow2_refcount_load(img->io, h, img->file_bytes, &img->refs);
-	if (r < 0)
-		return r;
 	r = qcow2_snapshot_load(img->io, h, img->file_bytes, &img->snaps);
 	if (r < 0)
 		return r;

@@ -104,9 +104,9 @@ struct qcow2_image {
 	struct qcow2_l1 l1;
 	struct qcow2_l2cache *l2cache;
 	struct qcow2_snapshot *snaps;
-	pthread_mutex_t snap_lock;   /* guards snap_l1 */
+	pthread_mutex_t snap_lock;   /* guards snap_l1 and the lazy load of refs */
 	struct qcow2_l1 **snap_l1;   /* under snap_lock; lazily loaded */
-	struct qcow2_refcounts refs;
+	struct qcow2_refcounts refs; /* loaded on first use, under snap_lock */
 };
 
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,

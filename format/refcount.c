@@ -73,13 +73,30 @@ void qcow2_refcount_release(struct qcow2_refcounts *r)
 	r->n = 0;
 }
 
+/* The refcount table is loaded on first use: reading guest data never needs it. */
+static int refs_ready(struct qcow2_image *img)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&img->snap_lock);
+	if (!img->refs.table)
+		r = qcow2_refcount_load(img->io, &img->h, img->file_bytes, &img->refs);
+	pthread_mutex_unlock(&img->snap_lock);
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
+}
+
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount)
 {
 	const struct qcow2_refcounts *r = &img->refs;
-	uint64_t per_block = (img->cluster_bytes * 8) >> r->order;
-	uint64_t ti = cluster_idx / per_block, bi = cluster_idx % per_block;
+	uint64_t per_block, ti, bi;
 	uint8_t *block;
-	int ret;
+	int ret = refs_ready(img);
+
+	if (ret < 0)
+		return ret;
+	per_block = (img->cluster_bytes * 8) >> r->order;
+	ti = cluster_idx / per_block;
+	bi = cluster_idx % per_block;
 
 	if (ti >= r->n || !r->table[ti]) {
 		*refcount = 0;
@@ -98,10 +115,14 @@ int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t
 int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters)
 {
 	const struct qcow2_refcounts *r = &img->refs;
-	uint64_t per_block = (img->cluster_bytes * 8) >> r->order, n = 0, j;
+	uint64_t per_block, n = 0, j;
 	uint8_t *block;
 	uint32_t i;
-	int ret = 0;
+	int ret = refs_ready(img);
+
+	if (ret < 0)
+		return ret;
+	per_block = (img->cluster_bytes * 8) >> r->order;
 
 	block = malloc(img->cluster_bytes);
 	if (!block)
