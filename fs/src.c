@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * src.c - the daemon's cache of source files ("srcs") and the chain checks.
+ *
+ * A src is keyed by canonical path and refreshed when its stat identity (inode, size, mtime,
+ * ctime) changes, or when another process's write lock on it appears or goes: format, header
+ * facts, snapshot names, the resolved backing file (confined to SOURCE and --backing-dir).
+ * Chains are checked from the cache (loops, missing or refused layers, depth) with a memo per
+ * scan generation, so a directory of 1,000 images or a chain of 1,000 layers costs O(files).
+ * Everything here runs under qfs_tree.lock.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tree-internal.h"
+
+void src_clear(struct src *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->nsnaps; i++) {
+		free(s->snaps[i].id);
+		free(s->snaps[i].name);
+	}
+	free(s->snaps);
+	free(s->errmsg);
+	free(s->backing);
+	free(s->check_msg);
+	s->snaps = NULL;
+	s->nsnaps = 0;
+	s->errmsg = s->backing = s->check_msg = NULL;
+	s->err = 0;
+	s->qcow2 = false;
+	s->logged = false;
+	s->check_gen = 0;
+}
+
+static void src_refuse(struct src *s, int err, const char *msg)
+{
+	s->err = err;
+	free(s->errmsg);
+	s->errmsg = strdup(msg);
+}
+
+static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_header *h)
+{
+	struct qcow2_snapshot *snaps;
+	uint32_t i;
+	int r;
+
+	r = qcow2_snapshot_read(io, h, &snaps);
+	if (r < 0)
+		return r;
+	s->snaps = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*s->snaps));
+	for (i = 0; s->snaps && i < h->nb_snapshots; i++) {
+		s->snaps[i].id = strdup(snaps[i].id);
+		s->snaps[i].name = strdup(snaps[i].name);
+		s->snaps[i].size = snaps[i].disk_bytes;
+	}
+	s->nsnaps = s->snaps ? h->nb_snapshots : 0;
+	free(snaps);
+	return 0;
+}
+
+/* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
+static void src_probe(struct qfs_tree *t, struct src *s)
+{
+	char backing[PATH_MAX];
+	struct qcow2_header *h;
+	struct qcow2_io *io;
+	uint8_t magic[4];
+	int r;
+
+	src_clear(s);
+	r = qcow2_io_open_file(s->path, false, &io);
+	if (r < 0) {
+		src_refuse(s, r, qcow2_last_error());
+		return;
+	}
+	if (qcow2_io_pread(io, magic, 4, 0) != 4 || !qcow2_probe(magic, 4)) {
+		qcow2_io_close(io);
+		return; /* not qcow2: a raw file, shown only if it backs a chain */
+	}
+	s->qcow2 = true;
+	h = malloc(sizeof(*h));
+	r = h ? qcow2_header_read(io, h) : -ENOMEM;
+	if (r == 0)
+		r = qcow2_io_lock_check_reader(io);
+	if (r == 0)
+		r = src_snapshots(s, io, h);
+	if (r == 0 && h->backing_file[0]) {
+		s->backing_fmt = !h->backing_fmt[0]			  ? FMT_PROBE :
+				 strcmp(h->backing_fmt, "qcow2") == 0 ? FMT_QCOW2 :
+				 strcmp(h->backing_fmt, "raw") == 0   ? FMT_RAW :
+									-1;
+		if ((int)s->backing_fmt < 0)
+			r = qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
+					    s->path, h->backing_fmt);
+		if (r == 0)
+			r = qcow2_chain_resolve_path(&t->copts, s->path, h->backing_file, backing,
+						     sizeof(backing));
+		if (r == 0)
+			s->backing = strdup(backing);
+	}
+	if (r == 0)
+		s->vsize = h->size;
+	else
+		src_refuse(s, r, qcow2_last_error());
+	free(h);
+	qcow2_io_close(io);
+}
+
+static struct src *src_find(struct qfs_tree *t, const char *path, struct src ***link)
+{
+	struct src **pp = &t->srcs[hash_str(path)];
+
+	while (*pp && strcmp((*pp)->path, path) != 0)
+		pp = &(*pp)->hnext;
+	*link = pp;
+	return *pp;
+}
+
+static bool same_identity(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Does another process hold @path in a way that forbids reading it (QEMU's write lock)? */
+static bool lock_conflict(const char *path)
+{
+	struct qcow2_io *io;
+	bool busy;
+
+	if (qcow2_io_open_file(path, false, &io) < 0)
+		return false;
+	busy = qcow2_io_lock_check_reader(io) == -EBUSY;
+	qcow2_io_close(io);
+	return busy;
+}
+
+/* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone
+ * (or is not a regular file). Called with t->lock held. */
+struct src *src_get(struct qfs_tree *t, const char *path)
+{
+	struct src **link, *s = src_find(t, path, &link);
+	struct stat st;
+
+	if (s && s->stat_gen == t->gen)
+		return s;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+		if (s) {
+			*link = s->hnext;
+			src_clear(s);
+			free(s->path);
+			free(s);
+		}
+		return NULL;
+	}
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s || !(s->path = strdup(path))) {
+			free(s);
+			return NULL;
+		}
+		*link = s;
+	} else if (same_identity(&s->st, &st) && s->err != -EBUSY &&
+		   !(s->qcow2 && s->err == 0 && lock_conflict(s->path))) {
+		s->st = st;
+		s->stat_gen = t->gen;
+		return s;
+	}
+	s->st = st;
+	s->stat_gen = t->gen;
+	src_probe(t, s);
+	return s;
+}
+
+/* ---- chain checks ---- */
+
+static void set_check(struct src *s, unsigned gen, int err, const char *msg)
+{
+	s->check_gen = gen;
+	s->check_err = err;
+	free(s->check_msg);
+	s->check_msg = msg ? strdup(msg) : NULL;
+}
+
+/* Is the chain whose top is @top servable? Memoised per scan generation for every layer the
+ * walk passes. Returns 0 or a negative errno with *msg set (owned by the src). */
+int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
+{
+	struct src *path[QCOW2_DEFAULT_MAX_DEPTH + 1], *cur = top;
+	char buf[700];
+	unsigned n = 0, i, token = ++t->visit;
+	int err = 0;
+
+	buf[0] = '\0';
+	while (cur->check_gen != t->gen) {
+		struct src *next;
+
+		path[n++] = cur;
+		cur->visit = token;
+		if (cur->err) {
+			err = cur->err;
+			snprintf(buf, sizeof(buf), "%s", cur->errmsg ? cur->errmsg : "refused");
+			break;
+		}
+		if (!cur->qcow2 || !cur->backing || cur->backing_fmt == FMT_RAW)
+			break;
+		next = src_get(t, cur->backing);
+		if (!next) {
+			err = -ENOENT;
+			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is missing", cur->path,
+				 cur->backing);
+			break;
+		}
+		if (next->visit == token) {
+			err = -ELOOP;
+			snprintf(buf, sizeof(buf), "'%s': backing chain loops back to '%s'", cur->path,
+				 next->path);
+			break;
+		}
+		if (cur->backing_fmt == FMT_QCOW2 && !next->qcow2) {
+			err = -EINVAL;
+			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is not qcow2", cur->path,
+				 next->path);
+			break;
+		}
+		if (n >= QCOW2_DEFAULT_MAX_DEPTH) {
+			err = -ELOOP;
+			snprintf(buf, sizeof(buf), "'%s': backing chain deeper than %u layers",
+				 top->path, QCOW2_DEFAULT_MAX_DEPTH);
+			break;
+		}
+		cur = next;
+	}
+	if (cur->check_gen == t->gen && n > 0 && path[n - 1] != cur) {
+		err = cur->check_err; /* the walk reached a layer already judged */
+		snprintf(buf, sizeof(buf), "%s", cur->check_msg ? cur->check_msg : "");
+	}
+	for (i = 0; i < n; i++)
+		set_check(path[i], t->gen, err, err ? buf : NULL);
+	*msg = top->check_msg;
+	return top->check_err;
+}
+
+/* Sum of st_blocks and the stamp (identity of every file) of @top's chain. */
+void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t *stamp)
+{
+	struct src *s = top;
+	unsigned depth = 0;
+	uint64_t h = 1469598103934665603ull;
+
+	*blocks = 0;
+	while (s && depth++ <= QCOW2_DEFAULT_MAX_DEPTH) {
+		*blocks += s->st.st_blocks;
+		h = (h ^ (uint64_t)s->st.st_ino) * 1099511628211ull;
+		h = (h ^ (uint64_t)s->st.st_size) * 1099511628211ull;
+		h = (h ^ (uint64_t)s->st.st_mtim.tv_nsec) * 1099511628211ull;
+		h = (h ^ (uint64_t)s->st.st_ctim.tv_sec) * 1099511628211ull;
+		h = (h ^ (uint64_t)s->st.st_ctim.tv_nsec) * 1099511628211ull;
+		if (!s->qcow2 || !s->backing || s->backing_fmt == FMT_RAW) {
+			if (s->backing && s->backing_fmt == FMT_RAW)
+				s = src_get(t, s->backing);
+			else
+				break;
+			if (s)
+				*blocks += s->st.st_blocks;
+			break;
+		}
+		s = src_get(t, s->backing);
+	}
+	*stamp = h;
+}
+
+/* Log a refusal once per change of the file. */
+void log_refusal(struct src *s, const char *msg)
+{
+	if (s->logged)
+		return;
+	s->logged = true;
+	qfs_log("refusing '%s': %s", s->path, msg && msg[0] ? msg : "invalid image");
+}
+

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tree-internal.h - what tree.c (names, nodes) and src.c (the cache of source files and the
+ * chain checks) share. Everything here is guarded by qfs_tree.lock.
+ */
+#ifndef QCOWFS_TREE_INTERNAL_H
+#define QCOWFS_TREE_INTERNAL_H
+
+#include "qcowfs.h"
+
+#define HASH_BUCKETS 4096u
+
+enum backing_fmt { FMT_PROBE, FMT_QCOW2, FMT_RAW };
+
+struct snap {
+	char *id;
+	char *name;
+	uint64_t size;
+};
+
+struct src {
+	char *path; /* canonical */
+	struct stat st;
+	unsigned stat_gen; /* scan generation of the last refresh */
+	bool qcow2;
+	int err; /* negative errno: refused; errmsg says why */
+	char *errmsg;
+	bool logged;
+	uint64_t vsize;
+	char *backing; /* canonical path, or NULL */
+	enum backing_fmt backing_fmt;
+	uint32_t nsnaps;
+	struct snap *snaps;
+	unsigned check_gen; /* chain check memo */
+	int check_err;
+	char *check_msg;
+	unsigned visit;
+	struct src *hnext;
+};
+
+struct qfs_tree {
+	pthread_mutex_t lock;
+	char *source;   /* canonical SOURCE (a directory, or a file) */
+	char *root_dir; /* SOURCE, or its directory for a single file */
+	char *mount_point;
+	bool single_file;
+	struct qcow2_chain_opts copts;
+	struct src *srcs[HASH_BUCKETS]; /* under lock */
+	unsigned gen, visit;            /* under lock */
+	struct qfs_node **nodes;        /* under lock: by ino - 1 */
+	size_t n_nodes, cap_nodes;
+	struct qfs_node *by_rel[HASH_BUCKETS];
+};
+
+static inline unsigned hash_str(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % HASH_BUCKETS;
+}
+
+
+/* src.c */
+void src_clear(struct src *s);
+/* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone. */
+struct src *src_get(struct qfs_tree *t, const char *path);
+/* 0 if the chain whose top is @top can be served, else a negative errno and *msg (owned by the
+ * src) saying why. Memoised per scan generation. */
+int chain_check(struct qfs_tree *t, struct src *top, const char **msg);
+/* Sum of st_blocks over the chain's files, and a stamp of their identities. */
+void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t *stamp);
+/* Log why @s is refused, once per change of the file. */
+void log_refusal(struct src *s, const char *msg);
+
+#endif
