@@ -25,6 +25,17 @@
 static bool log_to_stderr = true;
 static unsigned readahead_kb = 4096;
 static char mount_path[PATH_MAX];
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t init_cond = PTHREAD_COND_INITIALIZER;
+static bool init_done; /* under init_lock */
+
+void qfs_init_done(void)
+{
+	pthread_mutex_lock(&init_lock);
+	init_done = true;
+	pthread_cond_broadcast(&init_cond);
+	pthread_mutex_unlock(&init_lock);
+}
 
 void qfs_log(const char *fmt, ...)
 {
@@ -88,13 +99,17 @@ static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, siz
 	return 0;
 }
 
-/* Raise the mount's read-ahead once the kernel has processed INIT (which caps it). */
+/* Raise the mount's read-ahead once the kernel has processed INIT (whose reply caps it). */
 static void *tune_readahead(void *arg)
 {
 	char line[8192], path[128];
 	int tries;
 
 	(void)arg;
+	pthread_mutex_lock(&init_lock);
+	while (!init_done)
+		pthread_cond_wait(&init_cond, &init_lock);
+	pthread_mutex_unlock(&init_lock);
 	for (tries = 0; tries < 100; tries++) {
 		FILE *f = fopen("/proc/self/mountinfo", "r");
 		unsigned maj, min;
@@ -110,7 +125,7 @@ static void *tune_readahead(void *arg)
 				FILE *ra;
 				snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj,
 					 min);
-				usleep(200000); /* let INIT's reply settle the window first */
+				usleep(100000); /* INIT's reply, which caps the window, goes first */
 				ra = fopen(path, "w");
 				if (ra) {
 					fprintf(ra, "%u\n", readahead_kb);

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -15,6 +16,9 @@
 
 #include "qcowfs.h"
 
+/* Names are looked up again on every access (entry timeout 0), so that images and snapshots
+ * created or deleted under SOURCE show at once (SPEC 2); attributes may be cached briefly. */
+#define ENTRY_TIMEOUT 0.0
 #define ATTR_TIMEOUT 1.0
 
 struct handle {
@@ -37,6 +41,15 @@ static struct handle *handle_of(struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Page cache validity is decided at open (keep_cache when no file of the chain changed);
+	 * the kernel must not drop the cache on every attribute refresh. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	conn->max_readahead = conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
+	qfs_init_done();
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct qfs_tree *t = tree_of(req);
@@ -52,7 +65,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	e.ino = n->ino;
 	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
 	fuse_reply_entry(req, &e);
 }
 
@@ -305,6 +318,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 }
 
 const struct fuse_lowlevel_ops qfs_ops = {
+	.init = op_init,
 	.lookup = op_lookup,
 	.getattr = op_getattr,
 	.setattr = op_setattr,

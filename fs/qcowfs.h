@@ -17,6 +17,9 @@
 /* Log one line (stderr in the foreground, syslog otherwise). */
 void qfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Called once the kernel's INIT has been answered (main.c then tunes the mount). */
+void qfs_init_done(void);
+
 enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW };
 
 struct qfs_tree;
