@@ -35,7 +35,6 @@ void src_clear(struct src *s)
 	s->errmsg = s->backing = s->check_msg = NULL;
 	s->err = 0;
 	s->qcow2 = false;
-	s->logged = false;
 	s->check_gen = 0;
 }
 
@@ -157,6 +156,7 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 		if (s) {
 			*link = s->hnext;
 			src_clear(s);
+			free(s->logged_msg);
 			free(s->path);
 			free(s);
 		}
@@ -282,9 +282,12 @@ void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t
 /* Log a refusal once per change of the file. */
 void log_refusal(struct src *s, const char *msg)
 {
-	if (s->logged)
+	/* Once per cause: a re-probe that finds the same problem stays quiet. */
+	if (s->logged && s->logged_msg && msg && strcmp(s->logged_msg, msg) == 0)
 		return;
 	s->logged = true;
+	free(s->logged_msg);
+	s->logged_msg = msg ? strdup(msg) : NULL;
 	qfs_log("refusing '%s': %s", s->path, msg && msg[0] ? msg : "invalid image");
 }
 

@@ -26,6 +26,7 @@ struct src {
 	int err; /* negative errno: refused; errmsg says why */
 	char *errmsg;
 	bool logged;
+	char *logged_msg; /* the cause last logged */
 	uint64_t vsize;
 	char *backing; /* canonical path, or NULL */
 	enum backing_fmt backing_fmt;

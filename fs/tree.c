@@ -653,6 +653,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		for (; s; s = next) {
 			next = s->hnext;
 			src_clear(s);
+			free(s->logged_msg);
 			free(s->path);
 			free(s);
 		}
