@@ -25,6 +25,8 @@
 
 #include "internal.h"
 
+#define OWNER_RECORD_MAX (4ull << 20)
+
 struct layer {
 	char *path;
 	struct qcow2_image *img; /* NULL for raw */
@@ -172,6 +174,9 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		l->dev = st.st_dev;
 		l->ino = st.st_ino;
 	}
+	if (fmt[0] && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
+		return qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
+				       c->layers[c->n - 2].path, fmt);
 	if (strcmp(fmt, "qcow2") != 0) {
 		r = qcow2_io_open_file(l->path, false, &io);
 		if (r < 0)
@@ -185,9 +190,6 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		qcow2_io_close(io);
 		if (got < 0)
 			return (int)got;
-		if (fmt[0])
-			return qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
-					       l->path, fmt);
 	}
 	r = qcow2_image_open_path(l->path, o, &l->img);
 	if (r < 0)
@@ -428,7 +430,11 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	r = walk(c, base, c->size - base, e);
 	if (r < 0)
 		return r;
+	/* Remember at most a few MiB past @off: a seek across a huge sparse range must not fill
+	 * the map with it. */
 	end = base + e->len;
+	if (end - off > OWNER_RECORD_MAX)
+		end = off + OWNER_RECORD_MAX;
 	for (idx = base >> bits; (idx + 1) << bits <= end || (end == c->size && idx << bits < end);
 	     idx++)
 		qcow2_ownermap_set(c->owners, idx, owner_of(e));

@@ -135,7 +135,7 @@ void qcow2_image_close(struct qcow2_image *img)
 		free(img->snap_l1[i]);
 	}
 	free(img->snap_l1);
-	free(img->snaps);
+	qcow2_snapshots_free(img->snaps, img->h.nb_snapshots);
 	free(img->l1.entries);
 	qcow2_refcount_release(&img->refs);
 	qcow2_l2cache_free(img->l2cache);

@@ -57,6 +57,8 @@ static int classify(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint
 		return qcow2_set_error(-EUCLEAN, "L2 entry points at unaligned offset %#" PRIx64,
 				       host);
 	if (!ext) {
+		if ((e & QCOW2_OFLAG_ZERO) && img->h.version < 3)
+			return qcow2_set_error(-EUCLEAN, "zero cluster entry in a version 2 image");
 		if (e & QCOW2_OFLAG_ZERO)
 			u->kind = QCOW2_EXTENT_ZERO;
 		else if (host || (data_file && (e & QCOW2_OFLAG_COPIED)))
@@ -85,8 +87,8 @@ static bool continues(const struct unit *a, const struct unit *b, uint64_t unit_
 	return a->kind != QCOW2_EXTENT_DATA || b->host == a->host + unit_bytes;
 }
 
-int qcow2_image_map(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t guest_off,
-		    uint64_t max, struct qcow2_extent *e)
+static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t guest_off,
+		      uint64_t max, struct qcow2_extent *e)
 {
 	uint64_t words[2 * MAX_RUN_UNITS];
 	uint64_t cluster = guest_off >> img->h.cluster_bits, l2_off, unit_bytes, end, pos;
@@ -153,7 +155,9 @@ int qcow2_image_map(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t
 	if (first.kind == QCOW2_EXTENT_COMPRESSED)
 		pos = (cluster + 1) << img->h.cluster_bits;
 	e->kind = first.kind;
-	e->host_off = first.host + (guest_off & (unit_bytes - 1));
+	/* DATA: where @guest_off's byte is; COMPRESSED: where the compressed cluster starts. */
+	e->host_off = first.kind == QCOW2_EXTENT_COMPRESSED ? first.host :
+							       first.host + (guest_off & (unit_bytes - 1));
 	e->comp_bytes = first.comp_bytes;
 	e->io = first.kind == QCOW2_EXTENT_COMPRESSED ? img->io : img->data_io;
 	u = first;
@@ -175,6 +179,14 @@ int qcow2_image_map(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t
 	if (e->kind != QCOW2_EXTENT_DATA && e->kind != QCOW2_EXTENT_COMPRESSED)
 		e->io = NULL;
 	return 0;
+}
+
+int qcow2_image_map(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t guest_off,
+		    uint64_t max, struct qcow2_extent *e)
+{
+	int r = map_extent(img, l1, guest_off, max, e);
+
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
 int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_extent *e,

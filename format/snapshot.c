@@ -19,6 +19,7 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 			struct qcow2_snapshot *s, size_t *used)
 {
 	uint32_t extra, id_len, name_len;
+	const char *id, *name;
 	size_t len;
 
 	if (avail < ENTRY_FIXED)
@@ -39,8 +40,6 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 		return qcow2_set_error(-EUCLEAN, "snapshot extra data too large (%u bytes)", extra);
 	if (version >= 3 && extra < 16)
 		return qcow2_set_error(-EUCLEAN, "snapshot extra data too short for version 3");
-	if (id_len >= sizeof(s->id) || name_len >= sizeof(s->name))
-		return qcow2_set_error(-EUCLEAN, "snapshot id or name too long");
 	len = ENTRY_FIXED + (size_t)extra + id_len + name_len;
 	if (avail < len)
 		return -EMSGSIZE;
@@ -55,14 +54,22 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 		s->disk_bytes = get_be64(p + 48);
 	if (extra >= 24)
 		s->icount = get_be64(p + 56);
-	memcpy(s->id, p + ENTRY_FIXED + extra, id_len);
-	memcpy(s->name, p + ENTRY_FIXED + extra + id_len, name_len);
-	if (strlen(s->id) != id_len || strlen(s->name) != name_len)
+	id = (const char *)p + ENTRY_FIXED + extra;
+	name = id + id_len;
+	if (memchr(id, '\0', id_len) || memchr(name, '\0', name_len))
 		return qcow2_set_error(-EUCLEAN, "snapshot id or name contains a NUL byte");
 	if ((s->l1_off & 511) || (uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
-		return qcow2_set_error(-EUCLEAN, "snapshot '%s' has an invalid L1 table", s->name);
+		return qcow2_set_error(-EUCLEAN, "snapshot '%.*s' has an invalid L1 table",
+				       (int)(name_len > 64 ? 64 : name_len), name);
 	if (s->disk_bytes > QCOW2_MAX_VIRTUAL_SIZE)
-		return qcow2_set_error(-EUCLEAN, "snapshot '%s' has an invalid disk size", s->name);
+		return qcow2_set_error(-EUCLEAN, "snapshot '%.*s' has an invalid disk size",
+				       (int)(name_len > 64 ? 64 : name_len), name);
+	s->id = strndup(id, id_len);
+	s->name = strndup(name, name_len);
+	if (!s->id || !s->name) {
+		qcow2_snapshot_release(s, 1);
+		return qcow2_set_error(-ENOMEM, "out of memory for snapshot names");
+	}
 	*used = len;
 	return 0;
 }
@@ -77,11 +84,30 @@ ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, ui
 	for (i = 0; i < nb; i++) {
 		r = decode_entry((const uint8_t *)buf + off, len - off, version, virtual_size,
 				 &out[i], &used);
-		if (r < 0)
+		if (r < 0) {
+			qcow2_snapshot_release(out, i);
 			return r;
+		}
 		off += used;
 	}
 	return (ssize_t)off;
+}
+
+void qcow2_snapshot_release(struct qcow2_snapshot *s, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; s && i < n; i++) {
+		free(s[i].id);
+		free(s[i].name);
+		s[i].id = s[i].name = NULL;
+	}
+}
+
+void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n)
+{
+	qcow2_snapshot_release(s, n);
+	free(s);
 }
 
 int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
@@ -119,6 +145,7 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		if (r < 0)
 			break;
 		r = qcow2_snapshot_table_decode(buf, want, h->nb_snapshots, h->version, h->size, s);
+		/* -EMSGSIZE: the table goes on past what was read; read more. */
 		if (r != -EMSGSIZE)
 			break;
 		if (want == avail || want == QCOW2_MAX_SNAPSHOT_TABLE_BYTES) {

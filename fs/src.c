@@ -61,7 +61,7 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 		s->snaps[i].size = snaps[i].disk_bytes;
 	}
 	s->nsnaps = s->snaps ? h->nb_snapshots : 0;
-	free(snaps);
+	qcow2_snapshots_free(snaps, h->nb_snapshots);
 	return 0;
 }
 

@@ -173,8 +173,8 @@ int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h);
 /* ---- snapshots (snapshot.c) ---- */
 
 struct qcow2_snapshot {
-	char id[128];
-	char name[1024];
+	char *id;   /* allocated: release with qcow2_snapshot_release() */
+	char *name; /* allocated; any length QEMU writes (up to 65535 bytes) */
 	uint64_t l1_off;
 	uint32_t l1_entries;
 	uint32_t date_sec;
@@ -185,13 +185,19 @@ struct qcow2_snapshot {
 	uint64_t icount;     /* ~0 when absent */
 };
 
-/* Decode a snapshot table of @nb entries from @buf (@len bytes). @out gets @nb entries.
- * Pure. Returns the table's length in bytes or a negative errno. */
+/* Decode a snapshot table of @nb entries from @buf (@len bytes). @out gets @nb entries whose
+ * strings the caller releases with qcow2_snapshot_release(). Pure. Returns the table's length
+ * in bytes, -EMSGSIZE if @len is too short, or another negative errno; on failure nothing is
+ * left allocated. */
 ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, uint32_t version,
 				    uint64_t virtual_size, struct qcow2_snapshot *out);
+/* Free the strings of @n entries (the array itself stays the caller's). */
+void qcow2_snapshot_release(struct qcow2_snapshot *s, uint32_t n);
+/* qcow2_snapshot_release(), then free(@s): for what qcow2_snapshot_read() returns. */
+void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n);
 
 /* Read the snapshot table described by @h from @io. *@out (h->nb_snapshots entries, NULL when
- * there are none) is the caller's to free(). */
+ * there are none) is the caller's to free with qcow2_snapshots_free(). */
 int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
 			struct qcow2_snapshot **out);
 

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_io.c - the host I/O layer (memory and file backends, failure injection) and the
+ * propagation of injected I/O failures through every read the library makes: opening an
+ * image, mapping, loading snapshot tables, reading compressed clusters. A failed read must
+ * return its error unchanged, never crash and never leak (run under ASan).
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imgbuild.h"
+#include "internal.h"
+
+#define assert_error_mentions(text)                                                    \
+	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
+		  qcow2_last_error(), (text))
+
+static struct qcow2_io *io;
+static char tmpdir[64];
+
+static void setup(void)
+{
+	io = NULL;
+	tmpdir[0] = '\0';
+}
+
+static void teardown(void)
+{
+	char path[128];
+
+	qcow2_io_close(io);
+	if (tmpdir[0]) {
+		snprintf(path, sizeof(path), "%s/file", tmpdir);
+		unlink(path);
+		rmdir(tmpdir);
+	}
+}
+
+TestSuite(io, .init = setup, .fini = teardown);
+
+static const char sample[] = "0123456789abcdef";
+
+/* ---- memory backend ---- */
+
+Test(io, memory_reads_are_short_only_at_the_end)
+{
+	char buf[32];
+
+	io = qcow2_io_mem_new("mem", sample, 16);
+	cr_assert_eq(qcow2_io_pread(io, buf, 4, 2), 4);
+	cr_assert_arr_eq(buf, "2345", 4);
+	cr_assert_eq(qcow2_io_pread(io, buf, 32, 10), 6);
+	cr_assert_arr_eq(buf, "abcdef", 6);
+	cr_assert_eq(qcow2_io_pread(io, buf, 8, 16), 0);
+	cr_assert_eq(qcow2_io_pread(io, buf, 8, 1000), 0);
+	cr_assert_eq(qcow2_io_pread(io, buf, 0, 3), 0);
+}
+
+Test(io, full_reads_past_the_end_are_corruption)
+{
+	char buf[32];
+
+	io = qcow2_io_mem_new("short.img", sample, 16);
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 16, 0), 0);
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 17, 0), -EUCLEAN);
+	assert_error_mentions("short.img");
+	assert_error_mentions("past end of file");
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 1, 16), -EUCLEAN);
+}
+
+Test(io, offsets_beyond_int64_are_refused)
+{
+	char buf[4];
+
+	io = qcow2_io_mem_new("mem", sample, 16);
+	cr_assert_eq(qcow2_io_pread(io, buf, 4, (uint64_t)INT64_MAX + 1), -EINVAL);
+	cr_assert_eq(qcow2_io_pread(io, buf, 4, (uint64_t)INT64_MAX - 1), -EINVAL);
+	cr_assert_eq(qcow2_io_pwrite(io, buf, 4, UINT64_MAX - 2), -EINVAL);
+}
+
+Test(io, nth_read_fails_once_counted_from_now)
+{
+	char buf[4];
+
+	io = qcow2_io_mem_new("mem", sample, 16);
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), 1);
+	qcow2_io_mem_fail_nth(io, QCOW2_IO_READ, 3, -ENOLINK);
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), 1);
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), 1);
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), -ENOLINK);
+	assert_error_mentions("mem");
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), 1, "only once");
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 1, 0), 0);
+	qcow2_io_mem_fail_nth(io, QCOW2_IO_READ, 1, -EIO);
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 1, 0), -EIO);
+	qcow2_io_mem_fail_nth(io, QCOW2_IO_READ, 1, -EIO);
+	qcow2_io_mem_fail_nth(io, QCOW2_IO_READ, 0, 0);
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), 1, "0 disarms");
+}
+
+Test(io, writes_and_flushes_fail_on_their_own_counters)
+{
+	char buf[4] = "wxyz";
+
+	io = qcow2_io_mem_new("mem", sample, 16);
+	qcow2_io_mem_fail_nth(io, QCOW2_IO_WRITE, 2, -ENOSPC);
+	qcow2_io_mem_fail_nth(io, QCOW2_IO_FLUSH, 1, -EIO);
+	cr_assert_eq(qcow2_io_pread(io, buf, 1, 0), 1, "reads are not counted");
+	cr_assert_eq(qcow2_io_pwrite(io, "AB", 2, 0), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, "CD", 2, 0), -ENOSPC);
+	cr_assert_eq(qcow2_io_flush(io), -EIO);
+	cr_assert_eq(qcow2_io_flush(io), 0);
+	cr_assert_eq(qcow2_io_pread(io, buf, 2, 0), 2);
+	cr_assert_arr_eq(buf, "AB", 2, "the failed write changed nothing");
+}
+
+Test(io, memory_writes_extend_with_zeros)
+{
+	const uint8_t *bytes;
+	uint64_t size;
+	size_t len;
+
+	io = qcow2_io_mem_new("mem", sample, 16);
+	cr_assert_eq(qcow2_io_pwrite(io, "XY", 2, 20), 0);
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 22);
+	bytes = qcow2_io_mem_bytes(io, &len);
+	cr_assert_eq(len, 22);
+	cr_assert_arr_eq(bytes, sample, 16);
+	cr_assert_arr_eq(bytes + 16, "\0\0\0\0XY", 6);
+	cr_assert_eq(qcow2_io_allocated(io, &size), 0);
+	cr_assert_eq(size, 22);
+	cr_assert_eq(qcow2_io_fd(io), -1);
+	cr_assert_str_eq(qcow2_io_name(io), "mem");
+}
+
+Test(io, empty_memory_io_works)
+{
+	uint64_t size = 1;
+	char c;
+
+	io = qcow2_io_mem_new("empty", NULL, 0);
+	cr_assert_not_null(io);
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 0);
+	cr_assert_eq(qcow2_io_pread(io, &c, 1, 0), 0);
+}
+
+/* ---- file backend ---- */
+
+static const char *make_file(const void *bytes, size_t len)
+{
+	static char path[128];
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/qcowfs-io-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmpdir));
+	snprintf(path, sizeof(path), "%s/file", tmpdir);
+	cr_assert_eq(imgbuild_write_file(path, bytes, len), 0);
+	return path;
+}
+
+Test(io, file_backend_reads_writes_and_sizes)
+{
+	const char *path = make_file(sample, 16);
+	uint64_t size;
+	char buf[32];
+
+	cr_assert_eq(qcow2_io_open_file(path, true, &io), 0, "%s", qcow2_last_error());
+	cr_assert_geq(qcow2_io_fd(io), 0);
+	cr_assert_str_eq(qcow2_io_name(io), path);
+	cr_assert_eq(qcow2_io_pread(io, buf, 32, 8), 8);
+	cr_assert_arr_eq(buf, "89abcdef", 8);
+	cr_assert_eq(qcow2_io_pwrite(io, "ZZ", 2, 30), 0);
+	cr_assert_eq(qcow2_io_flush(io), 0);
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 32);
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 32, 0), 0);
+	cr_assert_arr_eq(buf + 16, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0ZZ", 16);
+	cr_assert_eq(qcow2_io_pread_full(io, buf, 32, 1), -EUCLEAN);
+	cr_assert_eq(qcow2_io_allocated(io, &size), 0);
+}
+
+Test(io, read_only_file_refuses_writes)
+{
+	const char *path = make_file(sample, 16);
+
+	cr_assert_eq(qcow2_io_open_file(path, false, &io), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, "A", 1, 0), -EBADF);
+	assert_error_mentions(path);
+}
+
+Test(io, missing_file_is_enoent_naming_the_path)
+{
+	struct qcow2_io *none = NULL;
+
+	cr_assert_eq(qcow2_io_open_file("/nonexistent/qcowfs/x.qcow2", false, &none), -ENOENT);
+	assert_error_mentions("/nonexistent/qcowfs/x.qcow2");
+	cr_assert_null(none);
+}
+
+/* ---- failures injected into every read of the library ---- */
+
+struct fail_case {
+	uint32_t version, cluster_bits;
+	bool extended_l2, snapshots, bitmaps, backing;
+};
+
+ParameterizedTestParameters(io, every_failed_read_propagates)
+{
+	static struct fail_case cases[] = {
+	    {3, 16, false, true, false, false},
+	    {2, 12, false, true, false, true},
+	    {3, 14, true, true, true, false},
+	    {3, 9, false, false, false, true},
+	};
+	return cr_make_param_array(struct fail_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* Open, map and read everything, snapshots included. The first failure is returned. */
+static int read_everything(struct imgbuild *img, unsigned nth, int err)
+{
+	struct qcow2_io *mio = imgbuild_io(img);
+	struct qcow2_image *qi = NULL;
+	struct qcow2_extent e;
+	uint8_t *buf = malloc(img->cluster_bytes);
+	uint64_t off, used, rc;
+	uint32_t s;
+	int r;
+
+	cr_assert_not_null(buf);
+	if (nth)
+		qcow2_io_mem_fail_nth(mio, QCOW2_IO_READ, nth, err);
+	r = qcow2_image_open(mio, "mem.qcow2", NULL, &qi);
+	for (s = 0; r == 0 && s <= img->nb_snapshots; s++) {
+		const struct qcow2_l1 *l1 = NULL;
+		uint64_t size = img->o.size;
+
+		if (s < img->nb_snapshots) {
+			r = qcow2_image_snapshot_l1(qi, s, &l1);
+			size = img->snaps[s].o.disk_bytes;
+		}
+		for (off = 0; r == 0 && off < size; off += e.len) {
+			r = qcow2_image_map(qi, l1, off, size - off, &e);
+			if (r == 0 && e.kind == QCOW2_EXTENT_COMPRESSED)
+				r = qcow2_image_read_compressed(qi, &e, off % img->cluster_bytes,
+								buf, e.len);
+			if (r == 0 && e.kind == QCOW2_EXTENT_DATA) {
+				ssize_t got = qcow2_io_pread(
+				    e.io, buf,
+				    e.len < img->cluster_bytes ? e.len : img->cluster_bytes,
+				    e.host_off);
+				r = got < 0 ? (int)got : 0;
+			}
+		}
+	}
+	if (r == 0)
+		r = qcow2_image_used_clusters(qi, &used);
+	if (r == 0)
+		r = qcow2_image_refcount(qi, 1, &rc);
+	qcow2_image_close(qi);
+	free(buf);
+	return r;
+}
+
+ParameterizedTest(struct fail_case *c, io, every_failed_read_propagates)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct imgbuild *img;
+	unsigned nth;
+	int r;
+
+	o.version = c->version;
+	o.cluster_bits = c->cluster_bits;
+	o.extended_l2 = c->extended_l2;
+	o.bitmaps = c->bitmaps;
+	o.size = 2 << 20;
+	if (c->backing)
+		o.backing_file = "base.qcow2";
+	img = imgbuild_new(&o);
+	imgbuild_scramble(img, 77, 60, c->snapshots ? 3 : 0);
+	cr_assert_eq(read_everything(img, 0, 0), 0, "without failures: %s", qcow2_last_error());
+	for (nth = 1; nth < 100000; nth++) {
+		int err = nth % 2 ? -EIO : -ENOLINK;
+
+		r = read_everything(img, nth, err);
+		if (r == 0)
+			break; /* fewer reads than nth: every read has been failed once */
+		cr_assert_eq(r, err, "read %u failed with %d, got %d (%s)", nth, err, r,
+			     qcow2_last_error());
+	}
+	cr_assert_gt(nth, 3, "the walk made some reads");
+	imgbuild_free(img);
+}
+
+Test(io, failed_reads_while_opening_leave_no_image)
+{
+	struct imgbuild *img = imgbuild_new(NULL);
+	struct qcow2_image *qi;
+	unsigned nth;
+	int r = -1;
+
+	cr_assert_eq(imgbuild_snapshot_add(img, NULL), 0);
+	for (nth = 1; r != 0; nth++) {
+		struct qcow2_io *mio = imgbuild_io(img);
+
+		qi = NULL;
+		qcow2_io_mem_fail_nth(mio, QCOW2_IO_READ, nth, -EIO);
+		r = qcow2_image_open(mio, "mem.qcow2", NULL, &qi);
+		if (r < 0) {
+			cr_assert_eq(r, -EIO);
+			cr_assert_null(qi);
+			assert_error_mentions("mem.qcow2");
+		}
+		qcow2_image_close(qi);
+	}
+	imgbuild_free(img);
+}
