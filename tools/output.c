@@ -9,26 +9,29 @@
 
 #include "qcowctl.h"
 
+static void verror(const char *fmt, va_list ap)
+{
+	fputs("qcowctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("qcowctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	verror(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 void die(int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("qcowctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	verror(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(code);
 }
 
