@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,15 +41,17 @@ static int lock_byte(int fd, int cmd, short type, off_t byte, struct flock *fl)
 	return 0;
 }
 
-/* Name a process (other than through our own fd) that has the file open: "pid N (comm)". */
-static void find_holder(int fd, char *out, size_t cap)
+/* Name a process (other than ours) that has the file open: "pid N (comm)". Links in /proc are
+ * read, never followed: following one into a FUSE mount served by this very process would
+ * wait on ourselves. */
+static void find_holder(const char *name, char *out, size_t cap)
 {
-	struct stat want, st;
+	char want[PATH_MAX];
 	struct dirent *p;
 	DIR *proc;
 
 	snprintf(out, cap, "another process");
-	if (fstat(fd, &want) < 0 || !(proc = opendir("/proc")))
+	if (!realpath(name, want) || !(proc = opendir("/proc")))
 		return;
 	while ((p = readdir(proc))) {
 		char path[300], comm[64] = "?";
@@ -62,10 +65,15 @@ static void find_holder(int fd, char *out, size_t cap)
 		if (!(fds = opendir(path)))
 			continue;
 		while (!found && (f = readdir(fds))) {
-			char link[600];
+			char link[600], target[PATH_MAX];
+			ssize_t n;
+
 			snprintf(link, sizeof(link), "%s/%s", path, f->d_name);
-			found = stat(link, &st) == 0 && st.st_dev == want.st_dev &&
-				st.st_ino == want.st_ino;
+			n = readlink(link, target, sizeof(target) - 1);
+			if (n > 0) {
+				target[n] = '\0';
+				found = strcmp(target, want) == 0;
+			}
 		}
 		closedir(fds);
 		if (!found)
@@ -87,7 +95,7 @@ static int conflict(struct qcow2_io *io, unsigned bit, bool they_hold)
 {
 	char holder[128];
 
-	find_holder(qcow2_io_fd(io), holder, sizeof(holder));
+	find_holder(qcow2_io_name(io), holder, sizeof(holder));
 	return qcow2_set_error(-EBUSY, "'%s' is in use: %s %s the \"%s\" permission",
 			       qcow2_io_name(io), holder, they_hold ? "holds" : "does not share",
 			       perm_names[bit]);
