@@ -164,9 +164,9 @@ odd_reads()
 	qemu-img convert -U -O raw "$img" "$exp" || return 1
 	for off in 1 511 4095 4096 65535 65537 131071 1048575 2097151 3145727; do
 		for len in 1 4097 70000; do
-			if ! cmp <(tail -c +$((off + 1)) "$exp" | head -c $len) \
-				<(fs dd if="$flat" iflag=direct,skip_bytes,count_bytes skip=$off \
-					count=$len bs=64k status=none); then
+			if ! cmp <(tail -c +$((off + 1)) "$exp" | head -c "$len") \
+				<(fs dd if="$flat" iflag=direct,skip_bytes,count_bytes skip="$off" \
+					count="$len" bs=64k status=none); then
 				echo "bytes $off+$len differ"
 				return 1
 			fi

@@ -110,21 +110,25 @@ _e2e_cleanup()
 	done
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		if [ "${E2E_KEEP:-}" = 1 ]; then
-			echo "keeping $WORK" >&2
+			echo "keeping $WORK" >&"$_e2e_stdout"
 		else
 			rm -rf "$WORK"
 		fi
 	fi
 	if [ "$_e2e_finished" = 0 ] && [ "$rc" != 77 ]; then
-		echo "not ok - $E2E_TEST stopped early (exit status $rc)"
-		_e2e_fail=$((_e2e_fail + 1))
-		echo "$_e2e_pass passed, $_e2e_fail failed"
+		# to the test's stdout even if a signal came while a check redirected it
+		{
+			echo "not ok - $E2E_TEST stopped early (exit status $rc)"
+			_e2e_fail=$((_e2e_fail + 1))
+			echo "$_e2e_pass passed, $_e2e_fail failed"
+		} >&"$_e2e_stdout"
 		[ "$rc" = 0 ] && rc=1
 	fi
 	exit "$rc"
 }
 
 _e2e_main_pid=$BASHPID
+exec {_e2e_stdout}>&1
 trap _e2e_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -240,7 +244,7 @@ _e2e_watchdog()
 	local t=$1 pid=$2 i p f
 	# hold nothing the test may expect released: open views, fifos, a directory to unmount
 	cd / || exit 0
-	for f in /proc/$BASHPID/fd/*; do
+	for f in "/proc/$BASHPID/fd/"*; do
 		f=${f##*/}
 		[ "$f" -gt 2 ] 2>/dev/null && eval "exec $f>&-" 2>/dev/null
 	done
@@ -286,7 +290,7 @@ mount_qcowfs()
 	QCOWFS_LOG="$WORK/qcowfs.$_e2e_nmount.log"
 	: >"$QCOWFS_LOG"
 	_e2e_mounts+=("$mnt")
-	"$QCOWFS" -f "$@" "$src" "$mnt" </dev/null >>"$QCOWFS_LOG" 2>>"$QCOWFS_LOG" &
+	"$QCOWFS" -f "$@" "$src" "$mnt" </dev/null >>"$QCOWFS_LOG" 2>>"$QCOWFS_LOG" {_e2e_stdout}>&- &
 	QCOWFS_PID=$!
 	track_pid "$QCOWFS_PID"
 	_e2e_mount_pid[$mnt]=$QCOWFS_PID

@@ -2,8 +2,9 @@
 # locking.sh - QEMU-compatible image locks (SPEC 3): while a flat view is open, QEMU cannot
 # open its image (or a backing file of the chain) for writing, while QEMU readers still can;
 # the locks go away when the last handle of the view closes (images are opened lazily, so an
-# image nobody reads through the mount stays free for QEMU, and the view follows its changes). While QEMU holds an image open for writing, the daemon does
-# not serve it (nor chains reading through it), says so in its log, and serves everything else.
+# image nobody reads through the mount stays free for QEMU, and the view follows its changes).
+# While QEMU holds an image open for writing, the daemon does not serve it (nor chains reading
+# through it), says so in its log, and serves everything else.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SRC=$WORK/src
@@ -76,7 +77,7 @@ check "after unmount, qemu-io can write base.qcow2 again" qio base.qcow2 "write 
 # the fifo open), so killing the sleep ends qemu-io.
 start_writer()
 {
-	local img=$1 fifo i out
+	local img=$1 fifo i
 	fifo=$WORK/fifo.$(basename "$img")
 	mkfifo "$fifo" || return 1
 	qemu-io "$img" <"$fifo" >/dev/null 2>&1 &
@@ -86,14 +87,25 @@ start_writer()
 	WRITER_FEED=$!
 	track_pid "$WRITER_FEED"
 	for ((i = 0; i < 100; i++)); do
-		out=$(qemu-img info "$img" 2>&1)
-		if grep -q 'lock' <<<"$out"; then
+		if holds_write_lock "$img"; then
 			return 0
 		fi
+		kill -0 "$WRITER_PID" 2>/dev/null || break
 		sleep 0.1
 	done
 	echo "qemu-io did not take the write lock on $img"
 	return 1
+}
+
+# holds_write_lock IMAGE: someone holds QEMU's "write" permission byte (101) on IMAGE. Read from
+# /proc/locks: asking qemu-img would take locks itself and could make qemu-io's open fail.
+holds_write_lock()
+{
+	local ino
+	ino=$(stat -c %i "$1") || return 1
+	awk -v ino="$ino" '$2 == "OFDLCK" { split($6, id, ":");
+		if (id[3] == ino && $7 <= 101 && ($8 == "EOF" || $8 >= 101)) found = 1 }
+		END { exit !found }' /proc/locks
 }
 stop_writer()
 {
