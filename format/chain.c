@@ -424,10 +424,15 @@ static uint32_t owner_of(const struct qcow2_extent *e)
 static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
 {
 	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
-	uint64_t base = off >> bits << bits, end, skip = off - base, idx;
+	uint64_t base = off >> bits << bits, end, skip = off - base, idx, want;
 	int r;
 
-	r = walk(c, base, c->size - base, e);
+	/* Walk only the requested range: each layer then classifies a handful of entries, not a
+	 * whole L2 table's worth, which is what keeps a first touch cheap on a deep chain. */
+	want = ((skip + max + (1ull << bits) - 1) >> bits) << bits; /* whole chunks */
+	if (want > c->size - base)
+		want = c->size - base;
+	r = walk(c, base, want, e);
 	if (r < 0)
 		return r;
 	/* Remember at most a few MiB past @off: a seek across a huge sparse range must not fill
