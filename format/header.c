@@ -289,6 +289,8 @@ int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h)
 				     fname, sizeof(fname));
 		return qcow2_set_error(-ENOTSUP, "unsupported incompatible feature: %s", fname);
 	}
+	if (h->has_crypto_ext && h->crypt_method != QCOW2_CRYPT_LUKS)
+		return qcow2_set_error(-EUCLEAN, "crypto header extension in an image without LUKS");
 	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && !h->data_file[0])
 		return qcow2_set_error(-EUCLEAN, "external data file bit set but no file named");
 	if (!(h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->data_file[0])
