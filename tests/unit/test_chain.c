@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "imgbuild.h"
+#include "testutil.h"
 #include "qcow2.h"
 
 static char dir[64];
@@ -69,10 +70,6 @@ static void teardown(void)
 }
 
 TestSuite(chain, .init = setup, .fini = teardown);
-
-#define assert_error_mentions(text)                                                    \
-	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
-		  qcow2_last_error(), (text))
 
 static const char *path_of(const char *name)
 {

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "imgbuild.h"
+#include "testutil.h"
 #include "internal.h"
 
 static struct imgbuild *img;
@@ -36,10 +37,6 @@ static void teardown(void)
 }
 
 TestSuite(codec, .init = setup, .fini = teardown);
-
-#define assert_error_mentions(text)                                                    \
-	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
-		  qcow2_last_error(), (text))
 
 static void skip_without_zstd(uint8_t type)
 {

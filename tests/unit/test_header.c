@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
+#include "testutil.h"
 #include "qcow2.h"
 
 /* Header field offsets (qcow2.txt). */
@@ -82,10 +83,6 @@ static int open_image(void)
 	qcow2_image_close(qi);
 	return r;
 }
-
-#define assert_error_mentions(text)                                                    \
-	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
-		  qcow2_last_error(), (text))
 
 TestSuite(header, .init = build_default_image, .fini = free_image);
 

@@ -15,11 +15,8 @@
 #include <unistd.h>
 
 #include "imgbuild.h"
+#include "testutil.h"
 #include "internal.h"
-
-#define assert_error_mentions(text)                                                    \
-	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
-		  qcow2_last_error(), (text))
 
 static struct qcow2_io *io;
 static char tmpdir[64];

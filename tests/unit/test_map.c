@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
+#include "testutil.h"
 #include "internal.h"
 
 static struct imgbuild *img;
@@ -33,10 +34,6 @@ static void teardown(void)
 }
 
 TestSuite(map, .init = setup, .fini = teardown);
-
-#define assert_error_mentions(text)                                                    \
-	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
-		  qcow2_last_error(), (text))
 
 static void build(const struct imgbuild_opts *o)
 {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
+#include "testutil.h"
 #include "qcow2.h"
 
 #define H_NB_SNAPSHOTS 60
@@ -35,10 +36,6 @@ static void teardown(void)
 }
 
 TestSuite(snapshot, .init = setup, .fini = teardown);
-
-#define assert_error_mentions(text)                                                    \
-	cr_assert(strstr(qcow2_last_error(), (text)) != NULL, "error '%s' lacks '%s'", \
-		  qcow2_last_error(), (text))
 
 static void build(uint32_t version)
 {
