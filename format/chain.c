@@ -9,9 +9,11 @@
  * Reading: an offset is resolved by the first layer (from the top) that has data or zeros for
  * it; past the end of a layer everything below reads as zeros. The owner map remembers, per
  * chunk (the smallest subcluster of the chain), which layer answered, so that a resolved chunk
- * costs one lookup whatever the depth. Layers are immutable while the chain is open (backing
- * files are locked against writers, and this milestone opens the top read-only too), so
- * owner entries never go stale. No lock is taken here; images lock their own caches.
+ * costs one lookup whatever the depth. Backing layers are immutable while the chain is open
+ * (locked against writers). The top may be written through this chain: after each change the
+ * chunks it touched are forgotten (owner_rw held exclusive), while a walk that records owners
+ * holds owner_rw shared, so no walk that began before a change can record a stale owner after
+ * it. Reads, writes and seeks of a writable top hold its w->frees shared (write.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,8 +43,10 @@ struct qcow2_chain {
 	struct layer *layers;
 	unsigned n;
 	unsigned cap;
-	uint64_t size;
+	uint64_t size;                 /* changes only under the top's w->frees, exclusive */
 	struct qcow2_ownermap *owners; /* NULL: walk every time */
+	pthread_rwlock_t owner_rw;
+	bool write_locked;
 };
 
 /* Is @path equal to or below @dir (both absolute and canonical)? */
@@ -101,6 +105,7 @@ int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image
 struct data_file_ctx {
 	const struct qcow2_chain_opts *o;
 	const char *image_path;
+	bool writable;
 };
 
 static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
@@ -112,7 +117,7 @@ static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 	r = qcow2_chain_resolve_path(d->o, d->image_path, stored, path, sizeof(path));
 	if (r < 0)
 		return r;
-	r = qcow2_io_open_file(path, false, io);
+	r = qcow2_io_open_file(path, d->writable, io);
 	if (r == 0 && d->o && d->o->lock)
 		r = qcow2_io_lock_reader(*io);
 	if (r < 0 && *io) {
@@ -143,20 +148,32 @@ static int add_layer(struct qcow2_chain *c, const char *path)
 	return 0;
 }
 
-int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
-			  struct qcow2_image **out)
+/* Open one image: writable (the top of a writable chain) or not; @shared: the permissions a
+ * reader lock shares. */
+static int open_image(const char *path, const struct qcow2_chain_opts *o, bool writable,
+		      unsigned shared, struct qcow2_image **out)
 {
-	struct data_file_ctx dctx = { o, path };
-	struct qcow2_image_opts io_opts = { open_data_file, &dctx, o ? o->l2_cache_bytes : 0 };
+	struct data_file_ctx dctx = { o, path, writable };
+	struct qcow2_image_opts io_opts = { open_data_file, &dctx, o ? o->l2_cache_bytes : 0,
+					    writable };
 	struct qcow2_io *io;
 	int r;
 
-	r = qcow2_io_open_file(path, false, &io);
-	if (r == 0 && o && o->lock && (r = qcow2_io_lock_reader(io)) < 0)
+	r = qcow2_io_open_file(path, writable, &io);
+	if (r == 0 && o && o->lock &&
+	    (r = qcow2_io_lock(io, QCOW2_PERM_CONSISTENT_READ, shared)) < 0)
 		qcow2_io_close(io);
 	if (r < 0)
 		return r;
 	return qcow2_image_open(io, path, &io_opts, out);
+}
+
+#define READER_SHARED (QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+
+int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
+			  struct qcow2_image **out)
+{
+	return open_image(path, o, false, READER_SHARED, out);
 }
 
 /* Open the file of the newest layer as @fmt ("qcow2", "raw" or "" to probe). */
@@ -191,7 +208,11 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		if (got < 0)
 			return (int)got;
 	}
-	r = qcow2_image_open_path(l->path, o, &l->img);
+	if (c->n == 1 && o && (o->writable || o->share_write))
+		r = open_image(l->path, o, o->writable && !o->snapshot,
+			       o->share_write ? QCOW2_PERM_ALL : READER_SHARED, &l->img);
+	else
+		r = qcow2_image_open_path(l->path, o, &l->img);
 	if (r < 0)
 		return r;
 	l->size = l->img->h.size;
@@ -283,6 +304,7 @@ int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct 
 
 	if (!c)
 		return qcow2_set_error(-ENOMEM, "out of memory");
+	pthread_rwlock_init(&c->owner_rw, NULL);
 	r = open_layers(c, path, o);
 	if (r == 0) {
 		c->size = c->layers[0].size;
@@ -308,6 +330,7 @@ void qcow2_chain_close(struct qcow2_chain *c)
 		free(c->layers[i].path);
 	}
 	qcow2_ownermap_free(c->owners);
+	pthread_rwlock_destroy(&c->owner_rw);
 	free(c->layers);
 	free(c);
 }
@@ -390,14 +413,15 @@ static int layer_map(struct qcow2_chain *c, unsigned i, uint64_t off, uint64_t m
 	return r;
 }
 
-/* Resolve @off by walking the layers from the top. */
-static int walk(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+/* Resolve @off by walking the layers from layer @first down. */
+static int walk_from(struct qcow2_chain *c, unsigned first, uint64_t off, uint64_t max,
+		     struct qcow2_extent *e)
 {
 	uint64_t span = max;
 	unsigned i;
 	int r;
 
-	for (i = 0; i < c->n; i++) {
+	for (i = first; i < c->n; i++) {
 		r = layer_map(c, i, off, span, e);
 		if (r < 0)
 			return r;
@@ -413,6 +437,11 @@ static int walk(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_
 	e->len = span;
 	e->layer = -1;
 	return 0;
+}
+
+static int walk(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	return walk_from(c, 0, off, max, e);
 }
 
 static uint32_t owner_of(const struct qcow2_extent *e)
@@ -432,9 +461,12 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	want = ((skip + max + (1ull << bits) - 1) >> bits) << bits; /* whole chunks */
 	if (want > c->size - base)
 		want = c->size - base;
+	pthread_rwlock_rdlock(&c->owner_rw);
 	r = walk(c, base, want, e);
-	if (r < 0)
+	if (r < 0) {
+		pthread_rwlock_unlock(&c->owner_rw);
 		return r;
+	}
 	/* Remember at most a few MiB past @off: a seek across a huge sparse range must not fill
 	 * the map with it. */
 	end = base + e->len;
@@ -443,6 +475,7 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	for (idx = base >> bits; (idx + 1) << bits <= end || (end == c->size && idx << bits < end);
 	     idx++)
 		qcow2_ownermap_set(c->owners, idx, owner_of(e));
+	pthread_rwlock_unlock(&c->owner_rw);
 	if (e->len <= skip)
 		return walk(c, off, max, e);
 	e->guest_off = off;
@@ -454,7 +487,7 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	return 0;
 }
 
-int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+static int chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
 {
 	uint32_t bits, owner;
 	uint64_t limit;
@@ -490,43 +523,90 @@ int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qc
 	return 0;
 }
 
-int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
+/* Read the bytes extent @e describes (at flat offset @off) into @p. */
+static int read_extent(struct qcow2_chain *c, const struct qcow2_extent *e, uint64_t off,
+		       uint8_t *p)
 {
-	uint8_t *p = buf;
-	int r;
+	size_t len = (size_t)e->len;
 
-	if (off > c->size || n > c->size - off)
-		return qcow2_set_error(-EINVAL, "read past the end of the disk");
-	while (n) {
-		struct qcow2_extent e;
-		size_t len;
-
-		r = qcow2_chain_map(c, off, n, &e);
-		if (r < 0)
-			return r;
-		len = (size_t)e.len;
-		if (e.kind == QCOW2_EXTENT_DATA) {
-			ssize_t got = qcow2_io_pread(e.io, p, len, e.host_off);
-			if (got < 0)
-				return (int)got;
-			memset(p + got, 0, len - (size_t)got); /* data past EOF reads as zeros */
-		} else if (e.kind == QCOW2_EXTENT_COMPRESSED) {
-			struct qcow2_image *img = c->layers[e.layer].img;
-			r = qcow2_image_read_compressed(img, &e, off & (img->cluster_bytes - 1), p,
-							len);
-			if (r < 0)
-				return r;
-		} else {
-			memset(p, 0, len);
-		}
-		p += len;
-		off += len;
-		n -= len;
+	if (e->kind == QCOW2_EXTENT_DATA) {
+		ssize_t got = qcow2_io_pread(e->io, p, len, e->host_off);
+		if (got < 0)
+			return (int)got;
+		memset(p + got, 0, len - (size_t)got); /* data past EOF reads as zeros */
+	} else if (e->kind == QCOW2_EXTENT_COMPRESSED) {
+		struct qcow2_image *img = c->layers[e->layer].img;
+		return qcow2_image_read_compressed(img, e, off & (img->cluster_bytes - 1), p, len);
+	} else {
+		memset(p, 0, len);
 	}
 	return 0;
 }
 
+/* A writable top is read under its w->frees (shared): no cluster is freed under a read. */
+static void enter(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = c->layers[0].img;
+
+	if (top && top->w)
+		pthread_rwlock_rdlock(&top->w->frees);
+}
+
+static void leave(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = c->layers[0].img;
+
+	if (top && top->w)
+		pthread_rwlock_unlock(&top->w->frees);
+}
+
+int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	int r;
+
+	enter(c);
+	r = chain_map(c, off, max, e);
+	leave(c);
+	return r;
+}
+
+int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
+{
+	uint8_t *p = buf;
+	int r = 0;
+
+	enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
+	while (n && r == 0) {
+		struct qcow2_extent e;
+
+		r = chain_map(c, off, n, &e);
+		if (r == 0)
+			r = read_extent(c, &e, off, p);
+		if (r < 0)
+			break;
+		p += e.len;
+		off += e.len;
+		n -= (size_t)e.len;
+	}
+	leave(c);
+	return r;
+}
+
+static int chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result);
+
 int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result)
+{
+	int r;
+
+	enter(c);
+	r = chain_seek(c, off, whence, result);
+	leave(c);
+	return r;
+}
+
+static int chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result)
 {
 	struct qcow2_extent e;
 	int r;
@@ -536,7 +616,7 @@ int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *
 	while (off < c->size) {
 		bool data;
 
-		r = qcow2_chain_map(c, off, c->size - off, &e);
+		r = chain_map(c, off, c->size - off, &e);
 		if (r < 0)
 			return r;
 		data = e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED;
@@ -576,4 +656,160 @@ int qcow2_chain_allocated_bytes(struct qcow2_chain *c, uint64_t *bytes)
 	}
 	*bytes = sum;
 	return 0;
+}
+
+/* ---- writing ---- */
+
+static struct qcow2_image *writable_top(const struct qcow2_chain *c)
+{
+	struct qcow2_image *top = c->layers[0].img;
+
+	return top && top->w ? top : NULL;
+}
+
+bool qcow2_chain_writable(const struct qcow2_chain *c)
+{
+	return writable_top(c) != NULL;
+}
+
+/* What the layers below the top show at [@off, @off + @n): copy-on-write's source. */
+static int read_below(void *ctx, void *buf, size_t n, uint64_t off)
+{
+	struct qcow2_chain *c = ctx;
+	uint8_t *p = buf;
+	int r;
+
+	while (n) {
+		struct qcow2_extent e;
+
+		if (off >= c->size) {
+			memset(p, 0, n);
+			return 0;
+		}
+		r = walk_from(c, 1, off, n < c->size - off ? n : c->size - off, &e);
+		if (r == 0)
+			r = read_extent(c, &e, off, p);
+		if (r < 0)
+			return r;
+		p += e.len;
+		off += e.len;
+		n -= (size_t)e.len;
+	}
+	return 0;
+}
+
+/* The top changed over [@off, @off + @n): owners recorded there are stale. */
+static void forget(struct qcow2_chain *c, uint64_t off, uint64_t n)
+{
+	uint32_t bits;
+
+	if (!c->owners || !n)
+		return;
+	bits = qcow2_ownermap_chunk_bits(c->owners);
+	pthread_rwlock_wrlock(&c->owner_rw);
+	qcow2_ownermap_forget(c->owners, off >> bits, (off + n - 1) >> bits);
+	pthread_rwlock_unlock(&c->owner_rw);
+}
+
+static int not_writable(const struct qcow2_chain *c)
+{
+	return qcow2_set_error(-EROFS, "'%s' is open read-only", c->layers[0].path);
+}
+
+int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off)
+{
+	struct qcow2_image *top = writable_top(c);
+	struct qcow2_fill fill = { read_below, c, c->n > 1 };
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EFBIG, "'%s': write past the end of the disk",
+				    c->layers[0].path);
+	else
+		r = qcow2_image_write(top, buf, n, off, &fill);
+	forget(c, off, n);
+	leave(c);
+	return r;
+}
+
+int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags)
+{
+	struct qcow2_image *top = writable_top(c);
+	struct qcow2_fill fill = { read_below, c, c->n > 1 };
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EFBIG, "'%s': range past the end of the disk",
+				    c->layers[0].path);
+	else if (flags & QCOW2_ZERO_ALLOCATE)
+		r = qcow2_image_write(top, NULL, (size_t)n, off, &fill);
+	else
+		r = qcow2_image_zero(top, off, n, flags & QCOW2_ZERO_DISCARD, &fill);
+	forget(c, off, n);
+	leave(c);
+	return r;
+}
+
+int qcow2_chain_flush(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = writable_top(c);
+
+	return top ? qcow2_image_flush(top) : 0;
+}
+
+int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
+{
+	struct qcow2_image *top = writable_top(c);
+	struct qcow2_ownermap *m = NULL;
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	pthread_rwlock_wrlock(&top->w->frees); /* no read or write runs while the size changes */
+	r = qcow2_image_grow(top, new_size);
+	if (r == 0 && c->owners && new_size != c->size) {
+		r = qcow2_ownermap_new(new_size, qcow2_ownermap_chunk_bits(c->owners), &m);
+		if (r == 0) {
+			qcow2_ownermap_free(c->owners);
+			c->owners = m;
+		}
+	}
+	if (r == 0) {
+		c->size = new_size;
+		c->layers[0].size = new_size;
+	}
+	pthread_rwlock_unlock(&top->w->frees);
+	return r;
+}
+
+#define WRITER_PERMS (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
+#define WRITER_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+
+int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
+{
+	struct qcow2_image *top = writable_top(c);
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	if (on == c->write_locked)
+		return 0;
+	if (on) {
+		/* QEMU's writer: consistent read, write and resize held; write and resize not
+		 * shared (as a reader we already did not share them). */
+		r = qcow2_io_lock(top->io, WRITER_PERMS, WRITER_SHARED);
+	} else {
+		r = qcow2_image_flush(top);
+		if (r == 0)
+			r = qcow2_io_unlock(top->io, WRITER_PERMS & ~QCOW2_PERM_CONSISTENT_READ);
+	}
+	if (r == 0)
+		c->write_locked = on;
+	return r;
 }

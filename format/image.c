@@ -3,10 +3,16 @@
  * image.c - one qcow2 image: opening (header, L1 table, refcount table, snapshot table,
  * external data file), accessors, and closing.
  *
- * After qcow2_image_open() returns, the header, the active L1 table and the snapshot table are
- * immutable (read-only images), so readers need no lock for them. Snapshot L1 tables are loaded
- * on first use under img->snap_lock. Error messages are prefixed with the image's name here,
+ * After qcow2_image_open() returns, the snapshot table is immutable, and so are the header and
+ * the active L1 table of a read-only image, so readers need no lock for them. A writable image
+ * (img->w) changes L1 entries atomically under w->lock (readers load them atomically), and
+ * replaces the L1 array only with w->frees held exclusive. Snapshot L1 tables are loaded on
+ * first use under img->snap_lock. Error messages are prefixed with the image's name here,
  * once, at the public boundary.
+ *
+ * Header updates (qcow2_image_write_header()) rewrite bytes 24..71 (v2) or 24..95 (v3) in one
+ * write: size, L1 and refcount table placement, snapshot fields as they are, and for v3 the
+ * feature bits. That range lies in the first sector, which the disk writes whole.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -59,7 +65,7 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 	r = qcow2_l1_load(img, h->l1_off, h->l1_entries, h->size, &img->l1);
 	if (r < 0)
 		return r;
-	r = qcow2_snapshot_load(img->io, h, img->file_bytes, &img->snaps);
+	r = qcow2_snapshot_load(img->io, h, img->file_bytes, &img->snaps, &img->snap_table_bytes);
 	if (r < 0)
 		return r;
 	for (i = 0; i < h->nb_snapshots; i++) {
@@ -75,6 +81,8 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 			      &img->l2cache);
 	if (r < 0)
 		return r;
+	if (o)
+		img->opts = *o;
 	if (h->incompat & QCOW2_INCOMPAT_DATA_FILE) {
 		if (!o || !o->open_data_file)
 			return qcow2_set_error(-ENOTSUP, "external data file '%s' not allowed here",
@@ -86,6 +94,81 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 		img->data_io = img->io;
 	}
 	return 0;
+}
+
+static int open_write_side(struct qcow2_image *img)
+{
+	pthread_rwlockattr_t ra;
+	struct qcow2_wstate *w;
+	int r;
+
+	if (img->h.incompat & QCOW2_INCOMPAT_CORRUPT)
+		return qcow2_set_error(-EROFS, "marked corrupt: refusing to write it (repair it with "
+					       "'qemu-img check -r all')");
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_rwlockattr_init(&ra);
+	/* Applying frees must not starve behind a stream of reads. */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&w->frees, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	img->w = w;
+	r = qcow2_refcount_init_write(img);
+	if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY))
+		r = qcow2_check_rebuild_dirty(img);
+	w->ready = r == 0;
+	return r;
+}
+
+int qcow2_image_write_header(struct qcow2_image *img)
+{
+	const struct qcow2_header *h = &img->h;
+	uint8_t b[96];
+	size_t len = h->version >= 3 ? 96 : 72;
+	uint64_t incompat = h->incompat & ~QCOW2_INCOMPAT_DIRTY;
+
+	if (img->w->set_dirty)
+		incompat |= QCOW2_INCOMPAT_DIRTY;
+	put_be64(b + 24, h->size);
+	put_be32(b + 32, h->crypt_method);
+	put_be32(b + 36, h->l1_entries);
+	put_be64(b + 40, h->l1_off);
+	put_be64(b + 48, h->reftable_off);
+	put_be32(b + 56, h->reftable_clusters);
+	put_be32(b + 60, h->nb_snapshots);
+	put_be64(b + 64, h->snapshots_off);
+	if (len == 96) {
+		put_be64(b + 72, incompat);
+		put_be64(b + 80, h->compat);
+		put_be64(b + 88, h->autoclear);
+	}
+	return qcow2_io_pwrite(img->io, b + 24, len - 24, 24);
+}
+
+static void close_write_side(struct qcow2_image *img)
+{
+	struct qcow2_wstate *w = img->w;
+
+	if (!w)
+		return;
+	/* A clean close: everything written back, then the dirty bit cleared. */
+	if (w->ready && qcow2_image_flush(img) == 0 && w->set_dirty) {
+		w->set_dirty = false;
+		if (qcow2_image_write_header(img) < 0 || qcow2_io_flush(img->io) < 0)
+			w->set_dirty = true;
+	}
+	qcow2_refcount_release_write(img);
+	pthread_rwlock_destroy(&w->frees);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+	img->w = NULL;
+}
+
+bool qcow2_image_writable(const struct qcow2_image *img)
+{
+	return img->w != NULL;
 }
 
 int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
@@ -112,6 +195,8 @@ int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_i
 	r = qcow2_io_size(io, &img->file_bytes);
 	if (r == 0)
 		r = open_tables(img, o);
+	if (r == 0 && o && o->writable)
+		r = open_write_side(img);
 	if (r < 0) {
 		goto fail;
 	}
@@ -129,6 +214,7 @@ void qcow2_image_close(struct qcow2_image *img)
 
 	if (!img)
 		return;
+	close_write_side(img);
 	for (i = 0; img->snap_l1 && i < img->h.nb_snapshots; i++) {
 		if (img->snap_l1[i])
 			free(img->snap_l1[i]->entries);

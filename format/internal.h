@@ -28,6 +28,13 @@ static inline uint64_t get_be64(const void *p)
 	return (uint64_t)get_be32(p) << 32 | get_be32((const uint8_t *)p + 4);
 }
 
+static inline void put_be16(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)(v >> 8);
+	b[1] = (uint8_t)v;
+}
+
 static inline void put_be32(void *p, uint32_t v)
 {
 	uint8_t *b = p;
@@ -69,6 +76,20 @@ void qcow2_l2cache_free(struct qcow2_l2cache *c);
 int qcow2_l2cache_get(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t host_off,
 		      uint32_t word, uint32_t n_words, uint64_t *out);
 
+/* Mark the table at @host_off dirty after changing @n_words words from @word to @words,
+ * loading it through @io first (or starting from @init, a whole table, when not NULL: a new
+ * table). Dirty tables stay cached until written back. -EAGAIN when every slot is dirty
+ * (flush, then retry). */
+int qcow2_l2cache_modify(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t host_off,
+			 const uint64_t *init, uint32_t word, uint32_t n_words,
+			 const uint64_t *words);
+/* Write every dirty table through @io. Returns the number written, or -errno. */
+int qcow2_l2cache_writeback(struct qcow2_l2cache *c, struct qcow2_io *io);
+/* More than half the slots dirty: time to flush. */
+bool qcow2_l2cache_pressure(struct qcow2_l2cache *c);
+/* Forget the table at @host_off (its cluster is being freed). */
+void qcow2_l2cache_drop(struct qcow2_l2cache *c, uint64_t host_off);
+
 /* codec.c */
 int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *out,
 			   size_t out_len);
@@ -85,10 +106,79 @@ int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 void qcow2_refcount_release(struct qcow2_refcounts *r);
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
+/* Encode @v (which must fit the width) into entry @idx of @block. Pure. */
+void qcow2_refcount_block_set(void *block, uint32_t order, uint64_t idx, uint64_t v);
+/* Write side (img->w->lock held). */
+int qcow2_refcount_init_write(struct qcow2_image *img);
+void qcow2_refcount_release_write(struct qcow2_image *img);
+/* Allocate @n contiguous clusters (refcount 0 -> 1); *@host_off is the first one's offset. */
+int qcow2_refcount_alloc(struct qcow2_image *img, uint64_t n, uint64_t *host_off);
+/* Give back clusters allocated by qcow2_refcount_alloc() that nothing points to yet. */
+void qcow2_refcount_unalloc(struct qcow2_image *img, uint64_t host_off, uint64_t n);
+/* Set the refcount of cluster @idx (write side). */
+int qcow2_refcount_set_w(struct qcow2_image *img, uint64_t idx, uint64_t v);
+/* Refcount of cluster @idx as the write side sees it (cached blocks). */
+int qcow2_refcount_get_w(struct qcow2_image *img, uint64_t idx, uint64_t *v);
+/* Queue a count-down of the clusters covering [@host_off, @host_off + @bytes), applied after
+ * the next flush. */
+int qcow2_refcount_defer_free(struct qcow2_image *img, uint64_t host_off, uint64_t bytes);
+/* Flush stages: write dirty refcount blocks (stage 1); refcount table entries, or the moved
+ * table and its header fields (stage 2, with its own syncs). Each returns 1 if it wrote. */
+int qcow2_refcount_write_blocks(struct qcow2_image *img);
+int qcow2_refcount_write_table(struct qcow2_image *img);
+/* Apply the first @n deferred count-downs (those the last flush unlinked). */
+int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n);
+
+/* image.c: header fields the write side rewrites (size, L1, refcount table, features). */
+int qcow2_image_write_header(struct qcow2_image *img);
 
 /* snapshot.c */
+/* @table_bytes (may be NULL): the table's length in bytes. */
 int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
-			struct qcow2_snapshot **out);
+			struct qcow2_snapshot **out, uint64_t *table_bytes);
+
+/* A range of host clusters whose refcount is to be lowered by one (refcount.c). */
+struct qcow2_crange {
+	uint64_t first;
+	uint64_t count;
+};
+
+/*
+ * The write side of an image (image.c, refcount.c, write.c), present when it was opened
+ * writable. Every field is under @lock, the image's metadata lock, except @frees.
+ *
+ * Write order (SPEC 3, "crash safety"): metadata is cached and written back by
+ * qcow2_image_flush() in stages, each made durable before the next starts: data and refcount
+ * blocks, then refcount table entries (or a moved table and its header fields), then L2
+ * tables, then L1 entries (or a moved L1 table) and the header. So no table on disk ever
+ * points at a cluster whose refcount is not on disk. Clusters that stop being used are only
+ * counted down after the flush that made the last pointer to them go away (@pending), so a
+ * crash can leak them but never leave a pointer to a freed cluster.
+ */
+struct qcow2_wstate {
+	pthread_mutex_t lock;
+	/* Held shared by every reader and in-place writer of the image's clusters, exclusive
+	 * while @pending frees are applied: a cluster is never reused under a read of it. */
+	pthread_rwlock_t frees;
+	uint8_t **blocks;    /* refcount blocks by table index, on-disk encoding, loaded lazily */
+	bool *block_dirty;
+	bool *reft_dirty;    /* refcount table entries to write back */
+	uint32_t n_blocks;   /* entries of @blocks, == refs.n */
+	bool reft_moved;     /* the refcount table was reallocated: write it whole, then header */
+	struct qcow2_crange old_reft;
+	uint64_t free_hint;   /* no free cluster below this index */
+	uint64_t end_cluster; /* first cluster past the file and past every allocation */
+	uint32_t l1_lo, l1_hi; /* dirty L1 entries [lo, hi) */
+	bool l1_moved;
+	struct qcow2_crange old_l1;
+	bool header_dirty;
+	struct qcow2_crange *pending; /* to count down after the next flush */
+	size_t n_pending, cap_pending;
+	bool ready;       /* opened completely: closing may write back */
+	bool began;       /* autoclear bits cleared, lazy dirty bit set */
+	bool set_dirty;   /* we set the dirty bit and must clear it on a clean close */
+	bool data_dirty;  /* guest data written since the last flush */
+};
 
 /* image.c internals used by map.c */
 struct qcow2_image {
@@ -104,13 +194,47 @@ struct qcow2_image {
 	struct qcow2_l1 l1;
 	struct qcow2_l2cache *l2cache;
 	struct qcow2_snapshot *snaps;
+	uint64_t snap_table_bytes;
 	pthread_mutex_t snap_lock;   /* guards snap_l1 and the lazy load of refs */
 	struct qcow2_l1 **snap_l1;   /* under snap_lock; lazily loaded */
 	struct qcow2_refcounts refs; /* loaded on first use, under snap_lock */
+	struct qcow2_wstate *w;      /* NULL: read-only */
+	struct qcow2_image_opts opts;
 };
 
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,
 		  struct qcow2_l1 *l1);
+
+/* map.c: the host offset and byte count of the compressed cluster with L2 entry @entry. */
+int qcow2_map_compressed(const struct qcow2_image *img, uint64_t entry, uint64_t *host,
+			 uint64_t *bytes);
+
+/* write.c: the write side of one image. The caller (chain.c) holds w->frees shared around
+ * writes and zeroing, and exclusive around qcow2_image_grow(). @fill reads what the layers
+ * below show (for copy-on-write); NULL or !has_backing: nothing below, zeros. */
+struct qcow2_fill {
+	int (*read)(void *ctx, void *buf, size_t n, uint64_t guest_off);
+	void *ctx;
+	bool has_backing;
+};
+/* Write @n bytes at guest @off (within the virtual size); @buf NULL allocates the range with
+ * the content it shows now (preallocation). */
+int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64_t off,
+		      const struct qcow2_fill *fill);
+/* Make [@off, @off + @n) read as zeros: zero clusters where the format allows, freeing what
+ * they pointed at; @discard also lets an unbacked range become unallocated. */
+int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n, bool discard,
+		     const struct qcow2_fill *fill);
+/* Grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
+int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);
+/* Write back every cached change in crash-safe order and make it durable, then count down
+ * the clusters that the flushed metadata no longer uses. Takes w->frees itself: the caller
+ * must not hold it. */
+int qcow2_image_flush(struct qcow2_image *img);
+bool qcow2_image_writable(const struct qcow2_image *img);
+
+/* check.c: rebuild the refcounts of an image left dirty (lazy refcounts) before writing it. */
+int qcow2_check_rebuild_dirty(struct qcow2_image *img);
 
 /* ownermap.c: which chain layer provides each chunk of the flat view; filled lazily. */
 struct qcow2_ownermap;
@@ -122,5 +246,7 @@ void qcow2_ownermap_free(struct qcow2_ownermap *m);
 uint32_t qcow2_ownermap_get(const struct qcow2_ownermap *m, uint64_t idx);
 void qcow2_ownermap_set(struct qcow2_ownermap *m, uint64_t idx, uint32_t owner);
 uint32_t qcow2_ownermap_chunk_bits(const struct qcow2_ownermap *m);
+/* Make chunks [@first, @last] unknown again (only pages that exist are touched). */
+void qcow2_ownermap_forget(struct qcow2_ownermap *m, uint64_t first, uint64_t last);
 
 #endif

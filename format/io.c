@@ -278,3 +278,20 @@ const char *qcow2_io_name(const struct qcow2_io *io)
 {
 	return io->name;
 }
+
+int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes)
+{
+	uint64_t cur;
+	int r = qcow2_io_size(io, &cur);
+
+	if (r < 0 || cur >= bytes)
+		return r;
+	if (io->fd < 0) {
+		uint8_t zero = 0;
+		return bytes ? qcow2_io_pwrite(io, &zero, 0, bytes) : 0;
+	}
+	if (ftruncate(io->fd, (off_t)bytes) < 0)
+		return qcow2_set_error(-errno, "'%s': cannot grow to %llu bytes: %s", io->name,
+				       (unsigned long long)bytes, strerror(errno));
+	return 0;
+}

@@ -163,3 +163,23 @@ fail:
 		return conflict(io, bit, true);
 	return qcow2_set_error(r, "'%s': cannot lock: %s", qcow2_io_name(io), strerror(-r));
 }
+
+int qcow2_io_unlock(struct qcow2_io *io, unsigned perm)
+{
+	int fd = qcow2_io_fd(io);
+	struct flock fl;
+	unsigned bit;
+	int r;
+
+	if (fd < 0)
+		return 0;
+	for (bit = 0; bit < 4; bit++) {
+		if (!(perm & (1u << bit)))
+			continue;
+		r = lock_byte(fd, F_OFD_SETLK, F_UNLCK, LOCK_PERM_BASE + bit, &fl);
+		if (r < 0)
+			return qcow2_set_error(r, "'%s': cannot unlock: %s", qcow2_io_name(io),
+					       strerror(-r));
+	}
+	return 0;
+}

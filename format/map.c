@@ -23,6 +23,15 @@ struct unit {
 	uint64_t comp_bytes;
 };
 
+/* Where the file ends for checks: a writable image grows while it is read. */
+static uint64_t file_end(const struct qcow2_image *img)
+{
+	if (img->w)
+		return __atomic_load_n(&img->w->end_cluster, __ATOMIC_RELAXED)
+		       << img->h.cluster_bits;
+	return img->file_bytes;
+}
+
 static int classify_compressed(const struct qcow2_image *img, uint64_t e, struct unit *u)
 {
 	uint32_t x = 62 - (img->h.cluster_bits - 8);
@@ -33,10 +42,21 @@ static int classify_compressed(const struct qcow2_image *img, uint64_t e, struct
 	u->kind = QCOW2_EXTENT_COMPRESSED;
 	u->host = e & ((1ull << x) - 1);
 	u->comp_bytes = (nsect + 1) * 512 - (u->host & 511);
-	if (u->host == 0 || u->host >= img->file_bytes)
+	if (u->host == 0 || u->host >= file_end(img))
 		return qcow2_set_error(-EUCLEAN, "compressed cluster at %#" PRIx64
 				       " lies outside the file", u->host);
 	return 0;
+}
+
+int qcow2_map_compressed(const struct qcow2_image *img, uint64_t entry, uint64_t *host,
+			 uint64_t *bytes)
+{
+	struct unit u = { 0 };
+	int r = classify_compressed(img, entry, &u);
+
+	*host = u.host;
+	*bytes = u.comp_bytes;
+	return r;
 }
 
 /* Classify unit @sc (subcluster index, 0 without extended L2) of the cluster with L2 entry @e
@@ -120,7 +140,10 @@ static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64
 		if (max > table_end - guest_off)
 			max = table_end - guest_off;
 	}
-	l2_off = l1_idx < l1->n ? l1->entries[l1_idx] & QCOW2_L1E_OFFSET_MASK : 0;
+	/* Atomic: a writer may change the entry meanwhile (the old or the new table is fine). */
+	l2_off = l1_idx < l1->n ?
+			 __atomic_load_n(&l1->entries[l1_idx], __ATOMIC_ACQUIRE) & QCOW2_L1E_OFFSET_MASK :
+			 0;
 	if (l2_off & (img->cluster_bytes - 1))
 		return qcow2_set_error(-EUCLEAN, "L1 entry %u points at unaligned offset %#" PRIx64,
 				       l1_idx, l2_off);
@@ -129,7 +152,7 @@ static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64
 		e->len = max;
 		return 0;
 	}
-	if (l2_off >= img->file_bytes || img->file_bytes - l2_off < img->cluster_bytes)
+	if (l2_off >= file_end(img) || file_end(img) - l2_off < img->cluster_bytes)
 		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
 				       l2_off);
 	/* Only fetch the entries the extent can reach. */

@@ -9,6 +9,8 @@
  * are atomic and lock-free; pages are installed with compare-and-swap. Two threads racing on
  * the same chunk compute the same owner, so the race is benign.
  * Disks with more than 2^30 chunks get no map (the caller walks the chain instead).
+ * When the top layer changes, the chain forgets the chunks it changed (qcow2_ownermap_forget(),
+ * under the chain's owner lock held exclusive, while walks that record owners hold it shared).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -94,4 +96,24 @@ void qcow2_ownermap_set(struct qcow2_ownermap *m, uint64_t idx, uint32_t owner)
 uint32_t qcow2_ownermap_chunk_bits(const struct qcow2_ownermap *m)
 {
 	return m->chunk_bits;
+}
+
+void qcow2_ownermap_forget(struct qcow2_ownermap *m, uint64_t first, uint64_t last)
+{
+	uint64_t idx;
+
+	if (!m || first >= m->n_chunks)
+		return;
+	if (last >= m->n_chunks)
+		last = m->n_chunks - 1;
+	for (idx = first; idx <= last;) {
+		uint32_t *page = __atomic_load_n(&m->pages[idx >> PAGE_BITS], __ATOMIC_ACQUIRE);
+		uint64_t page_end = ((idx >> PAGE_BITS) + 1) << PAGE_BITS;
+
+		if (page)
+			for (; idx <= last && idx < page_end; idx++)
+				__atomic_store_n(&page[idx & (PAGE_ENTRIES - 1)], QCOW2_OWNER_UNKNOWN,
+						 __ATOMIC_RELAXED);
+		idx = page_end;
+	}
 }

@@ -111,7 +111,7 @@ void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n)
 }
 
 int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
-			struct qcow2_snapshot **out)
+			struct qcow2_snapshot **out, uint64_t *table_bytes)
 {
 	uint64_t avail = file_bytes - h->snapshots_off; /* header.c: snapshots_off < file */
 	size_t want = 65536;
@@ -160,6 +160,8 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		return (int)r;
 	}
 	*out = s;
+	if (table_bytes)
+		*table_bytes = (uint64_t)r;
 	return 0;
 }
 
@@ -172,7 +174,7 @@ int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
 	if (r == 0 && h->nb_snapshots && h->snapshots_off >= file_bytes)
 		r = qcow2_set_error(-EUCLEAN, "snapshot table lies past end of file");
 	if (r == 0)
-		r = qcow2_snapshot_load(io, h, file_bytes, out);
+		r = qcow2_snapshot_load(io, h, file_bytes, out, NULL);
 	if (r < 0)
 		qcow2_error_prefix(r, qcow2_io_name(io));
 	return r;

@@ -65,13 +65,16 @@ static void usage(FILE *f)
 		"  -f                   stay in the foreground (log to stderr, not syslog)\n"
 		"  -d                   FUSE debug output (implies -f)\n"
 		"  -s                   single-threaded\n"
-		"  -o OPT[,OPT...]      mount options: ro, allow_other, readahead_kb=N (read-ahead\n"
+		"  -o OPT[,OPT...]      mount options: ro (every view read-only), allow_other,\n"
+		"                       readahead_kb=N (read-ahead\n"
 		"                       of the mount, default 4096, 0 keeps the kernel's), and any\n"
 		"                       other FUSE mount option\n"
 		"  --backing-dir DIR    allow backing files below DIR (outside SOURCE); repeatable\n"
 		"  -h, --help           this text\n"
 		"  -V, --version        the version\n\n"
-		"This version serves every view read-only (writes fail with EROFS).\n");
+		"The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
+		"writable unless the mount is read-only or the image file is not writable: writes\n"
+		"go copy-on-write into that image. Snapshot views and backing layers are read-only.\n");
 }
 
 /* Split -o options: ours are consumed, the rest go to FUSE. */

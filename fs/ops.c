@@ -4,10 +4,13 @@
  * library, exactly one reply. Library errors pass through unchanged.
  *
  * A file handle (fi->fh) is a struct handle: the node and, for raw backing files, the file
- * descriptor. Flat views share their node's open chain; reads run concurrently on it.
+ * descriptor. Flat views share their node's open chain; reads and writes run concurrently on
+ * it. A view opened for writing holds QEMU's write lock on its image until its last writer
+ * closes (SPEC 3).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +26,8 @@
 
 struct handle {
 	struct qfs_node *node;
-	int fd; /* raw backing file, or -1 */
+	int fd;     /* raw backing file, or -1 */
+	bool write; /* opened for writing */
 };
 
 struct dir_handle {
@@ -100,7 +104,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && n->kind != QFS_FLAT) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -111,13 +115,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->node = n;
 	h->fd = -1;
+	h->write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	if (n->kind == QFS_RAW) {
 		r = qfs_tree_raw_path(t, n, path, sizeof(path));
 		if (r == 0 && (h->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 			r = errno;
 		keep = true;
 	} else {
-		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, &keep) : EISDIR;
+		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep) : EISDIR;
 	}
 	if (r) {
 		free(h);
@@ -131,7 +136,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (h->fd >= 0)
 			close(h->fd);
 		else
-			qfs_tree_release(t, n);
+			qfs_tree_release(t, n, h->write);
 		free(h);
 	}
 }
@@ -143,7 +148,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (h->fd >= 0)
 		close(h->fd);
 	else
-		qfs_tree_release(tree_of(req), h->node);
+		qfs_tree_release(tree_of(req), h->node, h->write);
 	free(h);
 	fuse_reply_err(req, 0);
 }
@@ -301,20 +306,140 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, errno);
 		return;
 	}
-	sv.f_flag |= ST_RDONLY;
+	if (qfs_tree_read_only(tree_of(req)))
+		sv.f_flag |= ST_RDONLY;
 	fuse_reply_statfs(req, &sv);
+}
+
+/* A library failure of a write-side call: logged (the log says which image and why), then
+ * passed through. */
+static void reply_failure(fuse_req_t req, struct handle *h, const char *what, int r)
+{
+	if (r != -EFBIG && r != -EINVAL)
+		qfs_log("%s of '%s' failed: %s", what, h->node->rel, qcow2_last_error());
+	fuse_reply_err(req, -r);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct handle *h = handle_of(fi);
+	int r;
+
+	if (!h->write || !h->node->chain) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = qcow2_chain_pwrite(h->node->chain, buf, size, (uint64_t)off);
+	if (r < 0)
+		reply_failure(req, h, "write", r);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	int r = 0;
+
+	if (h->fd >= 0)
+		r = fdatasync(h->fd) < 0 ? -errno : 0;
+	else if (h->node->chain)
+		r = qcow2_chain_flush(h->node->chain);
+	if (r < 0)
+		reply_failure(req, h, "fsync", r);
+	else
+		fuse_reply_err(req, 0);
+}
+
+/* close(2): nothing to do; durability is fsync's (and the last writer's release). */
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	struct qcow2_chain *c = h->node->chain;
+	uint64_t size, end;
+	unsigned flags;
+	int r;
+
+	if (!h->write || !c) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (off < 0 || len <= 0 || __builtin_add_overflow((uint64_t)off, (uint64_t)len, &end)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	size = qcow2_chain_size(c);
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		flags = QCOW2_ZERO_DISCARD;
+	} else if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE) {
+		flags = 0;
+	} else if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0) {
+		flags = QCOW2_ZERO_ALLOCATE;
+	} else {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	/* Like a file: without KEEP_SIZE the disk grows to cover the range. */
+	if (end > size && !(mode & FALLOC_FL_KEEP_SIZE)) {
+		r = qcow2_chain_grow(c, end);
+		if (r < 0) {
+			reply_failure(req, h, "growing", r);
+			return;
+		}
+		size = end;
+	}
+	if (end > size)
+		end = size;
+	r = end > (uint64_t)off ? qcow2_chain_zero(c, (uint64_t)off, end - (uint64_t)off, flags) : 0;
+	if (r < 0)
+		reply_failure(req, h, "fallocate", r);
+	else
+		fuse_reply_err(req, 0);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct handle *h = fi ? handle_of(fi) : NULL;
+	struct stat st;
+	int r;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* Only the size of a flat view may change (it grows the disk); times are the image's
+	 * own and are ignored rather than refused, so that tools which set them still work. */
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
+				      (uint64_t)attr->st_size);
+		if (r) {
+			fuse_reply_err(req, r);
+			return;
+		}
+	}
+	r = qfs_tree_getattr(t, n, &st);
+	if (r)
+		fuse_reply_err(req, r);
+	else
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 /* Nothing under the mount point can be created, removed or renamed: the tree mirrors SOURCE. */
@@ -371,6 +496,9 @@ const struct fuse_lowlevel_ops qfs_ops = {
 	.open = op_open,
 	.read = op_read,
 	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.fallocate = op_fallocate,
 	.release = op_release,
 	.opendir = op_opendir,
 	.readdir = op_readdir,

@@ -38,6 +38,7 @@ struct qfs_node {
 	pthread_mutex_t open_lock; /* guards the fields below */
 	struct qcow2_chain *chain; /* open while opens > 0 */
 	unsigned opens;
+	unsigned writers; /* handles open for writing (the chain holds the write lock) */
 	uint64_t stamp; /* identity of the chain's files at the last open (page cache validity) */
 };
 
@@ -69,10 +70,18 @@ struct qfs_dirent {
 int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n);
 void qfs_dirents_free(struct qfs_dirent *d, size_t n);
 
-/* Open the chain behind a flat view (shared by every open handle of the node). Sets *keep_cache
- * when the files are unchanged since the last open. 0 or a positive errno. */
-int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool *keep_cache);
-void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n);
+/* Open the chain behind a flat view (shared by every open handle of the node), for writing if
+ * @write (EROFS when the view is read-only, EBUSY when another process holds the image). Sets
+ * *keep_cache when the files are unchanged since the last open. 0 or a positive errno. */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache);
+/* Release one handle; the last writer writes everything back and gives up the write lock,
+ * the last handle closes the chain. */
+void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
+/* Set the size of flat view @n (through @c, a chain open for writing, or NULL to open one):
+ * growing grows the disk, shrinking is EINVAL. 0 or a positive errno. */
+int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
+		      uint64_t size);
+bool qfs_tree_read_only(const struct qfs_tree *t);
 /* The real path behind a raw node (for open/read). */
 int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap);
 const char *qfs_tree_source(const struct qfs_tree *t);

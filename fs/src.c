@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tree-internal.h"
 
@@ -30,9 +31,11 @@ void src_clear(struct src *s)
 	free(s->errmsg);
 	free(s->backing);
 	free(s->check_msg);
+	free(s->busy_msg);
 	s->snaps = NULL;
 	s->nsnaps = 0;
-	s->errmsg = s->backing = s->check_msg = NULL;
+	s->errmsg = s->backing = s->check_msg = s->busy_msg = NULL;
+	s->busy = false;
 	s->err = 0;
 	s->qcow2 = false;
 	s->check_gen = 0;
@@ -87,8 +90,16 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 	s->qcow2 = true;
 	h = malloc(sizeof(*h));
 	r = h ? qcow2_header_read(io, h) : -ENOMEM;
-	if (r == 0)
-		r = qcow2_io_lock_check_reader(io);
+	/* Our own write lock is no conflict; another process's is (it may change the image). */
+	if (r == 0 && !s->our_writers && qcow2_io_lock_check_reader(io) == -EBUSY) {
+		s->busy = true;
+		s->busy_msg = strdup(qcow2_last_error());
+		if (!s->logged_msg || strcmp(s->logged_msg, s->busy_msg ? s->busy_msg : "") != 0) {
+			free(s->logged_msg);
+			s->logged_msg = s->busy_msg ? strdup(s->busy_msg) : NULL;
+			qfs_log("serving '%s' read-only: %s", s->path, qcow2_last_error());
+		}
+	}
 	if (r == 0)
 		r = src_snapshots(s, io, h);
 	if (r == 0 && h->backing_file[0]) {
@@ -170,7 +181,7 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 		}
 		*link = s;
 	} else if (same_identity(&s->st, &st) && s->err != -EBUSY &&
-		   !(s->qcow2 && s->err == 0 && lock_conflict(s->path))) {
+		   (s->our_writers || !s->qcow2 || s->err || s->busy == lock_conflict(s->path))) {
 		s->st = st;
 		s->stat_gen = t->gen;
 		return s;
@@ -206,6 +217,11 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 
 		path[n++] = cur;
 		cur->visit = token;
+		if (cur != top && cur->busy) {
+			err = -EBUSY;
+			snprintf(buf, sizeof(buf), "%s", cur->busy_msg ? cur->busy_msg : "busy");
+			break;
+		}
 		if (cur->err) {
 			err = cur->err;
 			snprintf(buf, sizeof(buf), "%s", cur->errmsg ? cur->errmsg : "refused");
@@ -291,3 +307,21 @@ void log_refusal(struct src *s, const char *msg)
 	qfs_log("refusing '%s': %s", s->path, msg && msg[0] ? msg : "invalid image");
 }
 
+
+bool src_is_backing(struct qfs_tree *t, const struct src *s)
+{
+	unsigned b;
+	const struct src *o;
+
+	for (b = 0; b < HASH_BUCKETS; b++)
+		for (o = t->srcs[b]; o; o = o->hnext)
+			if (o->qcow2 && !o->err && o->backing && strcmp(o->backing, s->path) == 0)
+				return true;
+	return false;
+}
+
+bool src_writable(struct qfs_tree *t, struct src *s)
+{
+	return !t->read_only && s->qcow2 && !s->err && !s->busy && !src_is_backing(t, s) &&
+	       access(s->path, W_OK) == 0;
+}

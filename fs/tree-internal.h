@@ -36,6 +36,11 @@ struct src {
 	int check_err;
 	char *check_msg;
 	unsigned visit;
+	/* Another process holds the image for writing (QEMU's write lock): its own view is
+	 * served read-only, chains reading through it are refused. busy_msg names the holder. */
+	bool busy;
+	char *busy_msg;
+	unsigned our_writers; /* writable handles of this daemon on the image (its own locks) */
 	struct src *hnext;
 };
 
@@ -45,6 +50,7 @@ struct qfs_tree {
 	char *root_dir; /* SOURCE, or its directory for a single file */
 	char *mount_point;
 	bool single_file;
+	bool read_only; /* -o ro */
 	struct qcow2_chain_opts copts;
 	struct src *srcs[HASH_BUCKETS]; /* under lock */
 	unsigned gen, visit;            /* under lock */
@@ -74,5 +80,9 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg);
 void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t *stamp);
 /* Log why @s is refused, once per change of the file. */
 void log_refusal(struct src *s, const char *msg);
+/* Does any image in the cache name @s as its backing file? */
+bool src_is_backing(struct qfs_tree *t, const struct src *s);
+/* May the flat view of @s (its active state) be written? */
+bool src_writable(struct qfs_tree *t, struct src *s);
 
 #endif

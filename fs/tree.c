@@ -452,7 +452,7 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	}
 	chain_facts(t, s, &blocks, &stamp);
 	*st = s->st;
-	st->st_mode = S_IFREG | 0444;
+	st->st_mode = S_IFREG | (!n->snap_id && src_writable(t, s) ? 0644 : 0444);
 	st->st_nlink = 1;
 	st->st_size = (off_t)size;
 	st->st_blocks = blocks;
@@ -602,10 +602,48 @@ void qfs_dirents_free(struct qfs_dirent *d, size_t n)
 
 /* ---- open views ---- */
 
-int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool *keep_cache)
+/* Open @n's chain (n->open_lock held): writable when the view may be written, else
+ * read-only; a snapshot view, or the view of an image another process writes, shares write
+ * permission so that it does not stand in the writer's way. */
+static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_opts o,
+		      bool writable, bool busy, const char *snap)
+{
+	int r;
+
+	o.snapshot = snap;
+	o.writable = writable && !snap;
+	o.share_write = snap || busy;
+	r = qcow2_chain_open(src, &o, &n->chain);
+	if (r < 0 && o.writable) {
+		qfs_log("cannot open '%s' for writing, serving it read-only: %s", n->rel,
+			qcow2_last_error());
+		o.writable = false;
+		r = qcow2_chain_open(src, &o, &n->chain);
+	}
+	if (r < 0) {
+		qfs_log("cannot open '%s': %s", n->rel, qcow2_last_error());
+		n->chain = NULL;
+	}
+	return r;
+}
+
+/* Count a writer of @src (its lock is ours, not a conflict). */
+static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
+{
+	struct src *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = src_get(t, n->src);
+	if (s)
+		s->our_writers += (unsigned)delta;
+	pthread_mutex_unlock(&t->lock);
+}
+
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache)
 {
 	struct qcow2_chain_opts o;
 	char *src = NULL, *snap = NULL;
+	bool writable = false, busy = false;
 	uint64_t stamp = 0;
 	blkcnt_t blocks;
 	struct src *s;
@@ -618,25 +656,40 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool *keep_cache)
 		chain_facts(t, s, &blocks, &stamp);
 		src = strdup(n->src);
 		snap = n->snap_id ? strdup(n->snap_id) : NULL;
+		writable = !snap && src_writable(t, s);
+		busy = s->busy;
 	}
 	o = t->copts;
 	pthread_mutex_unlock(&t->lock);
 	if (!src)
 		return ENOENT;
+	if (write && !writable) {
+		free(src);
+		free(snap);
+		return EROFS;
+	}
 
 	pthread_mutex_lock(&n->open_lock);
-	if (!n->chain) {
-		o.snapshot = snap;
-		r = qcow2_chain_open(src, &o, &n->chain);
+	if (!n->chain)
+		r = open_chain(n, src, o, writable, busy, snap);
+	if (r == 0 && write && !qcow2_chain_writable(n->chain))
+		r = -EROFS;
+	if (r == 0 && write && n->writers == 0) {
+		note_writer(t, n, 1);
+		r = qcow2_chain_lock_write(n->chain, true);
 		if (r < 0) {
-			qfs_log("cannot open '%s': %s", n->rel, qcow2_last_error());
-			n->chain = NULL;
+			qfs_log("cannot write '%s': %s", n->rel, qcow2_last_error());
+			note_writer(t, n, -1);
 		}
 	}
 	if (r == 0) {
 		*keep_cache = n->opens == 0 ? stamp == n->stamp : true;
 		n->stamp = stamp;
 		n->opens++;
+		n->writers += write;
+	} else if (n->opens == 0) {
+		qcow2_chain_close(n->chain);
+		n->chain = NULL;
 	}
 	pthread_mutex_unlock(&n->open_lock);
 	free(src);
@@ -644,14 +697,53 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool *keep_cache)
 	return -r;
 }
 
-void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n)
+void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
 {
 	pthread_mutex_lock(&n->open_lock);
+	if (write && n->writers && --n->writers == 0) {
+		if (qcow2_chain_lock_write(n->chain, false) < 0)
+			qfs_log("writing back '%s' failed: %s", n->rel, qcow2_last_error());
+		note_writer(t, n, -1);
+	}
 	if (n->opens && --n->opens == 0) {
+		if (qcow2_chain_flush(n->chain) < 0)
+			qfs_log("writing back '%s' failed: %s", n->rel, qcow2_last_error());
 		qcow2_chain_close(n->chain);
 		n->chain = NULL;
 	}
 	pthread_mutex_unlock(&n->open_lock);
+}
+
+int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
+		      uint64_t size)
+{
+	bool keep, opened = false;
+	int r;
+
+	if (n->kind != QFS_FLAT)
+		return n->kind == QFS_DIR ? EISDIR : EROFS;
+	if (!c) { /* truncate(2) by name: open the view for writing for the time of it */
+		r = qfs_tree_open(t, n, true, &keep);
+		if (r)
+			return r;
+		opened = true;
+		c = n->chain;
+	}
+	if (size < qcow2_chain_size(c)) {
+		r = EINVAL; /* shrinking would lose data (SPEC 3) */
+	} else {
+		r = -qcow2_chain_grow(c, size);
+		if (r)
+			qfs_log("growing '%s' failed: %s", n->rel, qcow2_last_error());
+	}
+	if (opened)
+		qfs_tree_release(t, n, true);
+	return r;
+}
+
+bool qfs_tree_read_only(const struct qfs_tree *t)
+{
+	return t->read_only;
 }
 
 int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap)
@@ -684,6 +776,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	pthread_mutex_init(&t->lock, NULL);
 	t->source = strdup(canon);
 	t->single_file = !S_ISDIR(st.st_mode);
+	t->read_only = cfg->read_only;
 	if (t->single_file)
 		*strrchr(canon, '/') = '\0';
 	t->root_dir = strdup(canon[0] ? canon : "/");

@@ -90,6 +90,8 @@ int qcow2_io_pread_full(struct qcow2_io *io, void *buf, size_t n, uint64_t off);
 /* Write exactly @n bytes at @off. Returns 0 or -errno. */
 int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off);
 int qcow2_io_flush(struct qcow2_io *io);
+/* Extend the file to at least @bytes (never shrinks). */
+int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes);
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);
 /* Bytes the host file system has allocated for the file (st_blocks * 512). */
 int qcow2_io_allocated(struct qcow2_io *io, uint64_t *bytes);
@@ -109,6 +111,8 @@ const char *qcow2_io_name(const struct qcow2_io *io);
 /* Check that no other open file description conflicts, then lock. A conflict is -EBUSY with a
  * message naming the file, the permission and, where /proc tells, the holding process. */
 int qcow2_io_lock(struct qcow2_io *io, unsigned perm, unsigned shared);
+/* Give back the permissions @perm (their "held" bytes) taken by qcow2_io_lock(). */
+int qcow2_io_unlock(struct qcow2_io *io, unsigned perm);
 /* The conflict test of qcow2_io_lock() alone: 0 if the locks could be taken now, else -EBUSY
  * naming the holder. Takes no lock. */
 int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
@@ -211,6 +215,9 @@ struct qcow2_image_opts {
 	int (*open_data_file)(void *ctx, const char *stored_name, struct qcow2_io **io);
 	void *ctx;
 	size_t l2_cache_bytes; /* 0: a default (1 MiB) */
+	/* Set up the write side (@io must be open for writing). Refused (-EROFS) for an image
+	 * marked corrupt; an image left dirty by lazy refcounts has its refcounts rebuilt. */
+	bool writable;
 };
 
 /* Open the qcow2 image in @io. Takes ownership of @io (closed on failure too). @name names the
@@ -278,6 +285,12 @@ struct qcow2_chain_opts {
 	bool lock;            /* take QEMU-compatible locks on every file */
 	const char *snapshot; /* NULL: the active state; else id or name of a snapshot of the top */
 	size_t l2_cache_bytes;
+	/* Open the top image for writing (not with @snapshot). It is locked as a reader until
+	 * qcow2_chain_lock_write() takes QEMU's write permission. */
+	bool writable;
+	/* A snapshot view: let others hold write permission on the top image (a writer never
+	 * changes clusters a snapshot still uses in place: it copies them first). */
+	bool share_write;
 };
 
 /* Open the chain whose top image is @path (qcow2, or raw if it is not qcow2 and @allow_raw_top).
@@ -307,6 +320,27 @@ int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qc
 int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result);
 /* Sum of host-allocated bytes of every file of the chain (for st_blocks). */
 int qcow2_chain_allocated_bytes(struct qcow2_chain *c, uint64_t *bytes);
+
+/* ---- writing (chain.c, write.c) ----
+ * Writes go to the top image only, copy-on-write from the layers below. Every function is
+ * safe from many threads at once with reads and with each other, except
+ * qcow2_chain_grow(), which waits for them. -EROFS when the top is not writable. */
+bool qcow2_chain_writable(const struct qcow2_chain *c);
+/* Take (@on) or give back QEMU's write and resize permissions on the top image: while held,
+ * QEMU cannot open it at all unless it shares writing (-EBUSY naming the holder if someone
+ * else holds them). Giving them back writes everything back first. */
+int qcow2_chain_lock_write(struct qcow2_chain *c, bool on);
+/* Write @n bytes at @off of the flat view (-EFBIG past the end). */
+int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off);
+#define QCOW2_ZERO_DISCARD 0x1u /* may leave the range unallocated (no backing data shows) */
+#define QCOW2_ZERO_ALLOCATE 0x2u /* preallocate instead: allocate, keep the content */
+/* Make [@off, @off + @n) read as zeros without writing data where the format allows, or with
+ * QCOW2_ZERO_ALLOCATE allocate it in the top image keeping what it shows. */
+int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags);
+/* Make every acknowledged write durable (crash-safe write order, then fdatasync). */
+int qcow2_chain_flush(struct qcow2_chain *c);
+/* Grow the virtual size to @new_size (-EINVAL if smaller). */
+int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
 
 /* Open the qcow2 image at @path read-only, locked as a reader if @o->lock, with its external
  * data file resolved and confined like a backing file. */

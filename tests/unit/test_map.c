@@ -685,7 +685,7 @@ static int failing_opener(void *ctx, const char *name, struct qcow2_io **io)
 Test(map, data_file_opener_errors_propagate)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
-	struct qcow2_image_opts fail = {failing_opener, NULL, 0};
+	struct qcow2_image_opts fail = { .open_data_file = failing_opener };
 
 	o.data_file = "data.raw";
 	build(&o);
