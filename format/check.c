@@ -18,6 +18,14 @@
 
 #define MAX_CHECK_CLUSTERS (1ull << 28)
 
+/* The refcount table of a read-only image is loaded on first use (refcount.c). */
+static int refs_load_for_check(struct qcow2_image *img)
+{
+	uint64_t v;
+
+	return qcow2_image_refcount(img, 0, &v);
+}
+
 struct counts {
 	uint32_t *c;
 	uint64_t n;     /* clusters of the file */
@@ -96,7 +104,7 @@ static int count_bitmaps(struct counts *k, struct qcow2_image *img)
 		uint64_t *t;
 
 		count_range(k, img, table, entries * 8);
-		if (entries * 8 > (64u << 20) || table + entries * 8 > img->file_bytes)
+		if (entries * 8 > (64u << 20) || table + entries * 8 > k->n << img->h.cluster_bits)
 			break;
 		t = malloc(entries ? entries * 8 : 1);
 		if (!t) {
@@ -124,7 +132,7 @@ static int count_all(struct qcow2_image *img, struct counts *k)
 	uint32_t i;
 	int r;
 
-	k->n = (img->file_bytes + cs - 1) >> h->cluster_bits;
+	k->n = img->w ? img->w->end_cluster : (img->file_bytes + cs - 1) >> h->cluster_bits;
 	if (k->n > MAX_CHECK_CLUSTERS)
 		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to count", k->n);
 	k->c = calloc(k->n ? k->n : 1, sizeof(*k->c));
@@ -188,4 +196,29 @@ int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 		return qcow2_set_error(r, "left dirty by lazy refcounts, and rebuilding its "
 				       "refcounts failed: %s", qcow2_last_error());
 	return 0;
+}
+
+int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res)
+{
+	struct counts k = { 0 };
+	uint64_t i, v;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (!img->w && (r = refs_load_for_check(img)) < 0)
+		return r;
+	r = count_all(img, &k);
+	for (i = 0; r == 0 && i < k.n; i++) {
+		r = img->w ? qcow2_refcount_get_w(img, i, &v) : qcow2_image_refcount(img, i, &v);
+		if (r < 0)
+			break;
+		if (v < k.c[i])
+			res->corruptions++;
+		else if (v > k.c[i])
+			res->leaks++;
+	}
+	res->corruptions += k.outside;
+	res->clusters = k.n;
+	free(k.c);
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }

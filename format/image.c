@@ -153,8 +153,10 @@ static void close_write_side(struct qcow2_image *img)
 
 	if (!w)
 		return;
-	/* A clean close: everything written back, then the dirty bit cleared. */
-	if (w->ready && qcow2_image_flush(img) == 0 && w->set_dirty) {
+	/* A clean close: everything written back (twice: the second writes the count-downs of
+	 * clusters the first one unlinked), then the dirty bit cleared. */
+	if (w->ready && qcow2_image_flush(img) == 0 && qcow2_image_flush(img) == 0 &&
+	    w->set_dirty) {
 		w->set_dirty = false;
 		if (qcow2_image_write_header(img) < 0 || qcow2_io_flush(img->io) < 0)
 			w->set_dirty = true;

@@ -108,6 +108,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
@@ -123,6 +124,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		keep = true;
 	} else {
 		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep) : EISDIR;
+		/* O_TRUNC (passed here: libfuse asks for atomic O_TRUNC) would shrink the disk:
+		 * refused once the view proved writable (a read-only one says EROFS). */
+		if (r == 0 && h->write && (fi->flags & O_TRUNC)) {
+			qfs_tree_release(t, n, true);
+			r = EINVAL;
+		}
 	}
 	if (r) {
 		free(h);

@@ -36,6 +36,7 @@ void src_clear(struct src *s)
 	s->nsnaps = 0;
 	s->errmsg = s->backing = s->check_msg = s->busy_msg = NULL;
 	s->busy = false;
+	s->corrupt = false;
 	s->err = 0;
 	s->qcow2 = false;
 	s->check_gen = 0;
@@ -116,8 +117,10 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 		if (r == 0)
 			s->backing = strdup(backing);
 	}
-	if (r == 0)
+	if (r == 0) {
 		s->vsize = h->size;
+		s->corrupt = h->incompat & QCOW2_INCOMPAT_CORRUPT;
+	}
 	else
 		src_refuse(s, r, qcow2_last_error());
 	free(h);
@@ -215,13 +218,10 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 	while (cur->check_gen != t->gen) {
 		struct src *next;
 
+		if (cur != top && cur->busy)
+			break; /* judged below: a busy layer refuses the chains above it only */
 		path[n++] = cur;
 		cur->visit = token;
-		if (cur != top && cur->busy) {
-			err = -EBUSY;
-			snprintf(buf, sizeof(buf), "%s", cur->busy_msg ? cur->busy_msg : "busy");
-			break;
-		}
 		if (cur->err) {
 			err = cur->err;
 			snprintf(buf, sizeof(buf), "%s", cur->errmsg ? cur->errmsg : "refused");
@@ -256,7 +256,10 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 		}
 		cur = next;
 	}
-	if (cur->check_gen == t->gen && n > 0 && path[n - 1] != cur) {
+	if (cur != top && cur->busy && n > 0 && path[n - 1] != cur) {
+		err = -EBUSY; /* another process writes a backing file of this chain */
+		snprintf(buf, sizeof(buf), "%s", cur->busy_msg ? cur->busy_msg : "busy");
+	} else if (cur->check_gen == t->gen && n > 0 && path[n - 1] != cur) {
 		err = cur->check_err; /* the walk reached a layer already judged */
 		snprintf(buf, sizeof(buf), "%s", cur->check_msg ? cur->check_msg : "");
 	}
@@ -322,6 +325,7 @@ bool src_is_backing(struct qfs_tree *t, const struct src *s)
 
 bool src_writable(struct qfs_tree *t, struct src *s)
 {
-	return !t->read_only && s->qcow2 && !s->err && !s->busy && !src_is_backing(t, s) &&
+	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
+	       !src_is_backing(t, s) &&
 	       access(s->path, W_OK) == 0;
 }

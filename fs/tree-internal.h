@@ -23,6 +23,7 @@ struct src {
 	struct stat st;
 	unsigned stat_gen; /* scan generation of the last refresh */
 	bool qcow2;
+	bool corrupt; /* the header's corrupt bit: served read-only */
 	int err; /* negative errno: refused; errmsg says why */
 	char *errmsg;
 	bool logged;

@@ -238,6 +238,19 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters);
 /* Refcount of host cluster @cluster_idx. */
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount);
 
+/* ---- consistency (check.c) ---- */
+
+struct qcow2_check_result {
+	uint64_t corruptions; /* clusters whose refcount is lower than what points at them, and
+			       * pointers past the end of the file */
+	uint64_t leaks;       /* clusters whose refcount is higher than what points at them */
+	uint64_t clusters;    /* clusters of the file */
+};
+/* Recount what points at every cluster (header, L1/L2 tables of the active state and every
+ * snapshot, data, refcount structures, snapshot table, bitmaps) and compare with the
+ * refcounts, as `qemu-img check` does. */
+int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res);
+
 /* ---- mapping (map.c) ---- */
 
 enum qcow2_extent_kind {

@@ -3,8 +3,9 @@
 # open its image (or a backing file of the chain) for writing, while QEMU readers still can;
 # the locks go away when the last handle of the view closes (images are opened lazily, so an
 # image nobody reads through the mount stays free for QEMU, and the view follows its changes).
-# While QEMU holds an image open for writing, the daemon does not serve it (nor chains reading
-# through it), says so in its log, and serves everything else.
+# While QEMU holds an image open for writing, the daemon serves its view read-only (no write
+# bits, opens for writing fail) and says so in its log; chains reading through it as a backing
+# file are not served; everything else is served as usual.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SRC=$WORK/src
@@ -126,8 +127,12 @@ setup qio busy.qcow2 "write -P 0x21 0 64k"
 start_writer "$SRC/busy.qcow2" || bail "cannot start the writer"
 MNT2=$WORK/mnt2
 mount_qcowfs "$SRC" "$MNT2" || bail "mount while QEMU writes busy.qcow2 failed"
-check "busy.qcow2 (held for writing by qemu-io) is not served (lookup)" expect_absent "$MNT2/busy.raw"
-check "busy.qcow2 is not served (readdir)" expect_listing "$MNT2" img.raw base.raw top.raw other.raw
+check "busy.qcow2 (held for writing by qemu-io) is served (lookup)" expect_exists "$MNT2/busy.raw"
+check "busy.qcow2 is listed (readdir)" expect_listing "$MNT2" img.raw base.raw top.raw other.raw busy.raw
+check "busy.raw is read-only (mode)" expect_readonly_mode "$MNT2/busy.raw"
+check "busy.raw: every open for writing fails with EROFS" \
+	expect_open_fails "$MNT2/busy.raw" EROFS w rw
+check "busy.raw reads what QEMU shows" expect_same_as_qemu "$SRC/busy.qcow2" "$MNT2/busy.raw"
 check "the log names busy.qcow2" log_names "$QCOWFS_LOG" busy.qcow2
 check "other images are served: other.raw reads correctly" \
 	expect_same_as_qemu "$SRC/other.qcow2" "$MNT2/other.raw"
@@ -141,7 +146,9 @@ start_writer "$SRC/base.qcow2" || bail "cannot start the writer"
 MNT3=$WORK/mnt3
 mount_qcowfs "$SRC" "$MNT3" || bail "mount while QEMU writes base.qcow2 failed"
 check "a chain whose backing file QEMU writes is not served (top.raw)" \
-	expect_absent "$MNT3/top.raw" "$MNT3/base.raw"
+	expect_absent "$MNT3/top.raw"
+check "the busy backing file's own view is served read-only (base.raw)" \
+	expect_readonly_mode "$MNT3/base.raw"
 check "the log names base.qcow2" log_names "$QCOWFS_LOG" base.qcow2
 check "other images are served: img.raw reads correctly" \
 	expect_same_as_qemu "$SRC/img.qcow2" "$MNT3/img.raw"
@@ -159,7 +166,7 @@ exec 8<"$MNT4/other.raw" || bail "cannot open other.raw"
 sleep 2 # past the kernel's attribute cache of other.raw
 setup qemu-img create -q -f qcow2 "$SRC/new.qcow2" 1M # a change: the next readdir rescans
 check "-s: readdir with a busy image and an open view does not hang" fs_t 20 ls -A "$MNT4"
-check "-s: lookup of the busy image does not hang and finds nothing" fs_t 20 _e2e_negate test -e "$MNT4/busy.raw"
+check "-s: lookup of the busy image does not hang and finds it" fs_t 20 test -e "$MNT4/busy.raw"
 exec 8<&-
 stop_writer
 check "-s: the daemon unmounts and exits cleanly" umount_qcowfs "$MNT4"

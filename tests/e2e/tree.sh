@@ -1,7 +1,8 @@
 #!/bin/bash
 # tree.sh - the mounted tree and its attributes (SPEC 2, 6): names by magic for .qcow2, .qcow,
 # .img and no suffix; non-images not shown; the collision rule; subdirectories; a single image
-# as SOURCE; every open for writing fails with EROFS in this milestone; -o ro, -o allow_other,
+# as SOURCE; the views of leaf images open for writing, every other open for writing fails
+# with EROFS; -o ro, -o allow_other,
 # -d; st_size, st_blocks, du and mtime; `qcowctl info --json` (and --chain) against
 # `qemu-img info --output=json`; --help and --version of both programs.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -66,15 +67,23 @@ for img in "${!FLAT[@]}"; do
 	flat=$MNT/${FLAT[$img]}
 	check "$img: ${FLAT[$img]} equals qemu-img convert" expect_same_as_qemu "$SRC/$img" "$flat"
 	check "$img: st_size is the virtual size" expect_size_as_qemu "$SRC/$img" "$flat"
-	check "$img: every open for writing fails with EROFS" \
-		expect_open_fails "$flat" EROFS w rw wtrunc append
+	if [ "$img" = base.qcow2 ]; then # a backing file: read-only
+		check "$img: every open for writing fails with EROFS" \
+			expect_open_fails "$flat" EROFS w rw wtrunc append
+		check "$img: read-only (mode)" expect_readonly_mode "$flat"
+	else # a leaf: writable, but O_TRUNC would shrink the disk
+		check "$img: opens for writing succeed" expect_open_fails "$flat" ok w rw append
+		check "$img: O_TRUNC is refused (EINVAL)" expect_open_fails "$flat" EINVAL wtrunc
+		check "$img: opening for writing changed nothing" \
+			expect_same_as_qemu "$SRC/$img" "$flat"
+	fi
 done
 check "a@s1.raw equals qemu-img convert -l" expect_same_as_qemu "$SRC/a.qcow2" "$MNT/a@s1.raw" s1
 check "a@s1.raw: every open for writing fails with EROFS" \
 	expect_open_fails "$MNT/a@s1.raw" EROFS w rw wtrunc append
 check "creating a file in the mount fails with EROFS" expect_open_fails "$MNT/new.raw" EROFS creat
 check "creating a file in a subdirectory fails with EROFS" expect_open_fails "$MNT/sub/new.raw" EROFS creat
-check_not "truncate of a flat view fails" fs truncate -s 8M "$MNT/a.raw"
+check_not "truncate of a flat view to a smaller size fails" fs truncate -s 1M "$MNT/a.raw"
 check "st_size unchanged after the refused truncate" expect_size "$MNT/a.raw" 4194304
 check_not "unlink of a flat view fails" fs rm -f "$MNT/a.raw"
 check_not "mkdir in the mount fails" fs mkdir "$MNT/newdir"
@@ -135,7 +144,8 @@ check "single image: the mount holds its flat file and its snapshots" \
 check "single image: a.raw equals qemu-img convert" expect_same_as_qemu "$SRC/a.qcow2" "$MNT1/a.raw"
 check "single image: a@s1.raw equals qemu-img convert -l" \
 	expect_same_as_qemu "$SRC/a.qcow2" "$MNT1/a@s1.raw" s1
-check "single image: opens for writing fail with EROFS" expect_open_fails "$MNT1/a.raw" EROFS w rw
+check "single image: a.raw is writable" expect_open_fails "$MNT1/a.raw" ok w rw
+check "single image: a@s1.raw is not" expect_open_fails "$MNT1/a@s1.raw" EROFS w rw
 check "single image: the daemon unmounts and exits cleanly" umount_qcowfs "$MNT1"
 MNT1=$WORK/mnt-single-nosuffix
 mount_qcowfs "$SRC/d" "$MNT1" || bail "mount of a single image without suffix failed"
