@@ -295,3 +295,9 @@ int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes)
 				       (unsigned long long)bytes, strerror(errno));
 	return 0;
 }
+
+void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n)
+{
+	if (io->fd >= 0)
+		(void)sync_file_range(io->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
+}

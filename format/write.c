@@ -27,6 +27,7 @@
 
 #define MAX_RUN 256 /* clusters handled per metadata pass (bounded stack use) */
 #define PENDING_FLUSH 4096 /* deferred frees that make a write flush */
+#define WRITEBACK_MIN (256u << 10) /* new data written back at once from this size on */
 
 static const uint64_t RESERVED_BITS = 0x3f000000000001feull;
 
@@ -534,6 +535,8 @@ static int write_whole(struct qcow2_image *img, uint64_t first_cl, uint64_t *ent
 		drop_clusters(img, host, j - i);
 		return r;
 	}
+	if ((j - i) * cs >= WRITEBACK_MIN)
+		qcow2_io_start_writeback(img->data_io, host, (j - i) * cs);
 	for (k = i; k < j; k++) {
 		r = release_entry(img, ents[k * ew]);
 		if (r < 0)

@@ -90,6 +90,9 @@ int qcow2_io_pread_full(struct qcow2_io *io, void *buf, size_t n, uint64_t off);
 /* Write exactly @n bytes at @off. Returns 0 or -errno. */
 int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off);
 int qcow2_io_flush(struct qcow2_io *io);
+/* Start writing [@off, @off + @n) back to the disk without waiting (a hint: large sequential
+ * writes then overlap with the disk, and a later flush has less left to do). */
+void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n);
 /* Extend the file to at least @bytes (never shrinks). */
 int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes);
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);
