@@ -251,7 +251,8 @@ int qcow2_l2cache_modify(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t 
 		fresh = NULL;
 	}
 	free(fresh);
-	memcpy(s->words + word, words, (size_t)n_words * 8);
+	if (n_words)
+		memcpy(s->words + word, words, (size_t)n_words * 8);
 	s->ref = true;
 	if (!s->dirty)
 		c->n_dirty++;

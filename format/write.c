@@ -263,6 +263,16 @@ static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_o
 	return 0;
 }
 
+/* The L2 table for @l1_idx, ready for writing and pinned in the cache (marked dirty) before
+ * anything is changed: the entries changed later then cannot fail to be stored, which matters
+ * because what they replace is already queued for freeing. */
+static int pin_table(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
+{
+	int r = l2_for_write(img, l1_idx, l2_off);
+
+	return r < 0 ? r : modify(img, *l2_off, NULL, 0, 0, NULL);
+}
+
 /* Is the cluster with entry @e (bitmap @bm) written in place for bytes [@a, @b)? */
 static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t a,
 		     uint64_t b)
@@ -567,7 +577,7 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 		k = MAX_RUN;
 	if (l1_idx >= img->l1.n)
 		return qcow2_set_error(-EIO, "write at %#" PRIx64 " beyond the L1 table", off);
-	r = l2_for_write(img, l1_idx, &l2_off);
+	r = pin_table(img, l1_idx, &l2_off);
 	if (r == 0)
 		r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, ents);
 	if (r < 0)
@@ -709,7 +719,7 @@ static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n, bool 
 		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n ?
 					 ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) :
 					 n);
-	r = l2_for_write(img, l1_idx, &l2_off);
+	r = pin_table(img, l1_idx, &l2_off);
 	if (r == 0)
 		r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, ents);
 	if (r < 0)
