@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -300,4 +301,11 @@ void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n)
 {
 	if (io->fd >= 0)
 		(void)sync_file_range(io->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
+}
+
+void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
+{
+	if (io->fd >= 0)
+		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+				(off_t)n);
 }

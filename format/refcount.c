@@ -564,6 +564,12 @@ int qcow2_refcount_write_table(struct qcow2_image *img)
 	return wrote;
 }
 
+static void punch(struct qcow2_image *img, uint64_t first, uint64_t n)
+{
+	if (n)
+		qcow2_io_punch(img->io, first << img->h.cluster_bits, n << img->h.cluster_bits);
+}
+
 int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 {
 	struct qcow2_wstate *w = img->w;
@@ -573,10 +579,23 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 
 	if (n > w->n_pending)
 		n = w->n_pending;
-	for (i = 0; i < n; i++)
-		for (j = 0; j < w->pending[i].count; j++)
-			if ((e = put_cluster(img, w->pending[i].first + j)) < 0 && r == 0)
+	for (i = 0; i < n; i++) {
+		uint64_t first = w->pending[i].first, run = 0, v;
+
+		for (j = 0; j < w->pending[i].count; j++) {
+			if ((e = put_cluster(img, first + j)) < 0 && r == 0)
 				r = e;
+			/* Clusters nothing uses any more go back to the host file system (du shrinks,
+			 * a full disk gets room back); runs of them in one call. */
+			if (e == 0 && qcow2_refcount_get_w(img, first + j, &v) == 0 && v == 0) {
+				run++;
+				continue;
+			}
+			punch(img, first + j - run, run);
+			run = 0;
+		}
+		punch(img, first + j - run, run);
+	}
 	memmove(w->pending, w->pending + n, (w->n_pending - n) * sizeof(*w->pending));
 	w->n_pending -= n;
 	return r;

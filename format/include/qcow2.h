@@ -93,6 +93,9 @@ int qcow2_io_flush(struct qcow2_io *io);
 /* Start writing [@off, @off + @n) back to the disk without waiting (a hint: large sequential
  * writes then overlap with the disk, and a later flush has less left to do). */
 void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n);
+/* Give [@off, @off + @n) back to the host file system (a hint: the range reads as zeros
+ * afterwards where it succeeds; unused clusters only). */
+void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n);
 /* Extend the file to at least @bytes (never shrinks). */
 int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes);
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);
