@@ -28,7 +28,7 @@ static int refs_load_for_check(struct qcow2_image *img)
 
 struct counts {
 	uint32_t *c;
-	uint64_t n;     /* clusters of the file */
+	uint64_t n;	  /* clusters of the file */
 	uint64_t outside; /* references past the end of the file */
 };
 
@@ -161,7 +161,7 @@ static int count_all(struct qcow2_image *img, struct counts *k)
 
 int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 {
-	struct counts k = { 0 };
+	struct counts k = {0};
 	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, covered, i, v;
 	int r;
 
@@ -193,14 +193,16 @@ int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 			r = qcow2_io_flush(img->io);
 	}
 	if (r < 0)
-		return qcow2_set_error(r, "left dirty by lazy refcounts, and rebuilding its "
-				       "refcounts failed: %s", qcow2_last_error());
+		return qcow2_set_error(r,
+				       "left dirty by lazy refcounts, and rebuilding its "
+				       "refcounts failed: %s",
+				       qcow2_last_error());
 	return 0;
 }
 
 int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res)
 {
-	struct counts k = { 0 };
+	struct counts k = {0};
 	uint64_t i, v;
 	int r;
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * image.c - one qcow2 image: opening (header, L1 table, refcount table, snapshot table,
- * external data file), accessors, and closing.
+ * external data file), accessors, the write-back of a writable image, and closing.
  *
  * After qcow2_image_open() returns, the snapshot table is immutable, and so are the header and
  * the active L1 table of a read-only image, so readers need no lock for them. A writable image
@@ -9,6 +9,9 @@
  * replaces the L1 array only with w->frees held exclusive. Snapshot L1 tables are loaded on
  * first use under img->snap_lock. Error messages are prefixed with the image's name here,
  * once, at the public boundary.
+ *
+ * Write-back (qcow2_image_flush()): what write.c and refcount.c changed in memory goes to disk
+ * in stages, each made durable before the next (the order is explained in internal.h).
  *
  * Header updates (qcow2_image_write_header()) rewrite bytes 24..71 (v2) or 24..95 (v3) in one
  * write: size, L1 and refcount table placement, snapshot fields as they are, and for v3 the
@@ -171,6 +174,149 @@ static void close_write_side(struct qcow2_image *img)
 bool qcow2_image_writable(const struct qcow2_image *img)
 {
 	return img->w != NULL;
+}
+
+static uint64_t l1_entry(const struct qcow2_image *img, uint32_t i)
+{
+	return __atomic_load_n(&img->l1.entries[i], __ATOMIC_ACQUIRE);
+}
+
+/* ---- write-back (write.c changes, this writes them back) ---- */
+
+static int write_l1(struct qcow2_image *img)
+{
+	struct qcow2_wstate *w = img->w;
+	uint32_t lo = w->l1_lo, hi = w->l1_hi, i;
+	int r = 0, wrote = 0;
+	uint8_t *buf;
+
+	if (w->l1_moved) {
+		lo = 0;
+		hi = img->l1.n;
+	}
+	if (lo < hi) {
+		buf = malloc((size_t)(hi - lo) * 8);
+		if (!buf)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		for (i = lo; i < hi; i++)
+			put_be64(buf + 8 * (i - lo), l1_entry(img, i));
+		r = qcow2_io_pwrite(img->io, buf, (size_t)(hi - lo) * 8, img->h.l1_off + 8ull * lo);
+		free(buf);
+		if (r < 0)
+			return r;
+		w->l1_lo = w->l1_hi = 0;
+		wrote = 1;
+	}
+	if (w->l1_moved) {
+		/* The new table must be durable before the header points at it. */
+		r = qcow2_io_flush(img->io);
+		if (r < 0)
+			return r;
+		w->header_dirty = true;
+	}
+	if (w->header_dirty) {
+		r = qcow2_image_write_header(img);
+		if (r < 0)
+			return r;
+		w->header_dirty = false;
+		wrote = 1;
+	}
+	if (w->l1_moved) {
+		w->l1_moved = false;
+		if (w->old_l1.count)
+			r = qcow2_refcount_defer_free(img, w->old_l1.first << img->h.cluster_bits,
+						      w->old_l1.count << img->h.cluster_bits);
+	}
+	return r < 0 ? r : wrote;
+}
+
+/* The write-back stages, each durable before the next (internal.h). w->lock held. */
+int qcow2_image_flush_locked(struct qcow2_image *img)
+{
+	struct qcow2_wstate *w = img->w;
+	bool data = __atomic_exchange_n(&w->data_dirty, false, __ATOMIC_ACQ_REL);
+	int r = 0, n;
+
+	if (data && img->data_io != img->io)
+		r = qcow2_io_flush(img->data_io);
+	n = r < 0 ? r : qcow2_refcount_write_blocks(img);
+	if (n >= 0 && (n || data))
+		n = qcow2_io_flush(img->io);
+	if (n >= 0)
+		n = qcow2_refcount_write_table(img);
+	if (n > 0)
+		n = qcow2_io_flush(img->io);
+	if (n >= 0)
+		n = qcow2_l2cache_writeback(img->l2cache, img->io);
+	if (n > 0)
+		n = qcow2_io_flush(img->io);
+	if (n >= 0)
+		n = write_l1(img);
+	if (n > 0)
+		n = qcow2_io_flush(img->io);
+	if (n < 0 || r < 0) {
+		if (data)
+			__atomic_store_n(&w->data_dirty, true, __ATOMIC_RELEASE);
+		return r < 0 ? r : n;
+	}
+	return 0;
+}
+
+int qcow2_image_flush(struct qcow2_image *img)
+{
+	struct qcow2_wstate *w = img->w;
+	size_t unlinked;
+	int r;
+
+	if (!w)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	r = qcow2_image_flush_locked(img);
+	unlinked = w->n_pending;
+	pthread_mutex_unlock(&w->lock);
+	if (r == 0 && unlinked) {
+		/* Nothing on disk points at these any more; no read may still be using them. */
+		pthread_rwlock_wrlock(&w->frees);
+		pthread_mutex_lock(&w->lock);
+		r = qcow2_refcount_apply_frees(img, unlinked);
+		pthread_mutex_unlock(&w->lock);
+		pthread_rwlock_unlock(&w->frees);
+	}
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
+}
+
+/* First change to the image: clear the autoclear bits we do not maintain (bitmaps, unknown
+ * ones: the format asks a writer that does not update them to do so) and, with lazy
+ * refcounts, set the dirty bit; durable before any other change. w->lock held. */
+int qcow2_image_begin_write(struct qcow2_image *img)
+{
+	struct qcow2_wstate *w = img->w;
+	uint64_t autoclear = img->h.autoclear;
+	bool changed = false;
+	int r;
+
+	if (w->began)
+		return 0;
+	if (img->h.version >= 3 && (autoclear & ~QCOW2_AUTOCLEAR_DATA_FILE_RAW)) {
+		img->h.autoclear &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+		changed = true;
+	}
+	if (img->h.compat & QCOW2_COMPAT_LAZY_REFCOUNTS) {
+		w->set_dirty = true;
+		changed = true;
+	}
+	if (changed) {
+		r = qcow2_image_write_header(img);
+		if (r == 0)
+			r = qcow2_io_flush(img->io);
+		if (r < 0) {
+			img->h.autoclear = autoclear;
+			w->set_dirty = false;
+			return r;
+		}
+	}
+	w->began = true;
+	return 0;
 }
 
 int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,

@@ -131,6 +131,11 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n);
 
 /* image.c: header fields the write side rewrites (size, L1, refcount table, features). */
 int qcow2_image_write_header(struct qcow2_image *img);
+/* image.c: the write-back stages, each durable before the next (w->lock held). */
+int qcow2_image_flush_locked(struct qcow2_image *img);
+/* image.c: before the first change: autoclear bits cleared, the lazy dirty bit set, durable
+ * (w->lock held). */
+int qcow2_image_begin_write(struct qcow2_image *img);
 
 /* snapshot.c */
 /* @table_bytes (may be NULL): the table's length in bytes. */

@@ -25,8 +25,8 @@
 
 #include "internal.h"
 
-#define MAX_RUN 256 /* clusters handled per metadata pass (bounded stack use) */
-#define PENDING_FLUSH 4096 /* deferred frees that make a write flush */
+#define MAX_RUN	      256	   /* clusters handled per metadata pass (bounded stack use) */
+#define PENDING_FLUSH 4096	   /* deferred frees that make a write flush */
 #define WRITEBACK_MIN (256u << 10) /* new data written back at once from this size on */
 
 static const uint64_t RESERVED_BITS = 0x3f000000000001feull;
@@ -62,144 +62,6 @@ static void l1_set(struct qcow2_image *img, uint32_t i, uint64_t v)
 	}
 }
 
-/* ---- write-back ---- */
-
-static int write_l1(struct qcow2_image *img)
-{
-	struct qcow2_wstate *w = img->w;
-	uint32_t lo = w->l1_lo, hi = w->l1_hi, i;
-	int r = 0, wrote = 0;
-	uint8_t *buf;
-
-	if (w->l1_moved) {
-		lo = 0;
-		hi = img->l1.n;
-	}
-	if (lo < hi) {
-		buf = malloc((size_t)(hi - lo) * 8);
-		if (!buf)
-			return qcow2_set_error(-ENOMEM, "out of memory");
-		for (i = lo; i < hi; i++)
-			put_be64(buf + 8 * (i - lo), l1_get(img, i));
-		r = qcow2_io_pwrite(img->io, buf, (size_t)(hi - lo) * 8, img->h.l1_off + 8ull * lo);
-		free(buf);
-		if (r < 0)
-			return r;
-		w->l1_lo = w->l1_hi = 0;
-		wrote = 1;
-	}
-	if (w->l1_moved) {
-		/* The new table must be durable before the header points at it. */
-		r = qcow2_io_flush(img->io);
-		if (r < 0)
-			return r;
-		w->header_dirty = true;
-	}
-	if (w->header_dirty) {
-		r = qcow2_image_write_header(img);
-		if (r < 0)
-			return r;
-		w->header_dirty = false;
-		wrote = 1;
-	}
-	if (w->l1_moved) {
-		w->l1_moved = false;
-		if (w->old_l1.count)
-			r = qcow2_refcount_defer_free(img, w->old_l1.first << img->h.cluster_bits,
-						      w->old_l1.count << img->h.cluster_bits);
-	}
-	return r < 0 ? r : wrote;
-}
-
-/* The write-back stages, each durable before the next (internal.h). w->lock held. */
-static int flush_locked(struct qcow2_image *img)
-{
-	struct qcow2_wstate *w = img->w;
-	bool data = __atomic_exchange_n(&w->data_dirty, false, __ATOMIC_ACQ_REL);
-	int r = 0, n;
-
-	if (data && img->data_io != img->io)
-		r = qcow2_io_flush(img->data_io);
-	n = r < 0 ? r : qcow2_refcount_write_blocks(img);
-	if (n >= 0 && (n || data))
-		n = qcow2_io_flush(img->io);
-	if (n >= 0)
-		n = qcow2_refcount_write_table(img);
-	if (n > 0)
-		n = qcow2_io_flush(img->io);
-	if (n >= 0)
-		n = qcow2_l2cache_writeback(img->l2cache, img->io);
-	if (n > 0)
-		n = qcow2_io_flush(img->io);
-	if (n >= 0)
-		n = write_l1(img);
-	if (n > 0)
-		n = qcow2_io_flush(img->io);
-	if (n < 0 || r < 0) {
-		if (data)
-			__atomic_store_n(&w->data_dirty, true, __ATOMIC_RELEASE);
-		return r < 0 ? r : n;
-	}
-	return 0;
-}
-
-int qcow2_image_flush(struct qcow2_image *img)
-{
-	struct qcow2_wstate *w = img->w;
-	size_t unlinked;
-	int r;
-
-	if (!w)
-		return 0;
-	pthread_mutex_lock(&w->lock);
-	r = flush_locked(img);
-	unlinked = w->n_pending;
-	pthread_mutex_unlock(&w->lock);
-	if (r == 0 && unlinked) {
-		/* Nothing on disk points at these any more; no read may still be using them. */
-		pthread_rwlock_wrlock(&w->frees);
-		pthread_mutex_lock(&w->lock);
-		r = qcow2_refcount_apply_frees(img, unlinked);
-		pthread_mutex_unlock(&w->lock);
-		pthread_rwlock_unlock(&w->frees);
-	}
-	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
-}
-
-/* First change to the image: clear the autoclear bits we do not maintain (bitmaps, unknown
- * ones: the format asks a writer that does not update them to do so) and, with lazy
- * refcounts, set the dirty bit; durable before any other change. w->lock held. */
-static int begin_write(struct qcow2_image *img)
-{
-	struct qcow2_wstate *w = img->w;
-	uint64_t autoclear = img->h.autoclear;
-	bool changed = false;
-	int r;
-
-	if (w->began)
-		return 0;
-	if (img->h.version >= 3 && (autoclear & ~QCOW2_AUTOCLEAR_DATA_FILE_RAW)) {
-		img->h.autoclear &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
-		changed = true;
-	}
-	if (img->h.compat & QCOW2_COMPAT_LAZY_REFCOUNTS) {
-		w->set_dirty = true;
-		changed = true;
-	}
-	if (changed) {
-		r = qcow2_image_write_header(img);
-		if (r == 0)
-			r = qcow2_io_flush(img->io);
-		if (r < 0) {
-			img->h.autoclear = autoclear;
-			w->set_dirty = false;
-			return r;
-		}
-	}
-	w->began = true;
-	return 0;
-}
-
 /* ---- L2 access ---- */
 
 static int modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init, uint32_t word,
@@ -208,9 +70,10 @@ static int modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init
 	int r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n, words);
 
 	if (r == -EAGAIN) { /* every cached table is dirty: write them back */
-		r = flush_locked(img);
+		r = qcow2_image_flush_locked(img);
 		if (r == 0)
-			r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n, words);
+			r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n,
+						 words);
 		if (r == -EAGAIN)
 			r = qcow2_set_error(-ENOMEM, "L2 cache too small");
 	}
@@ -219,8 +82,7 @@ static int modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init
 
 static int check_table_off(const struct qcow2_image *img, uint64_t off)
 {
-	if (off & (img->cluster_bytes - 1) ||
-	    (off >> img->h.cluster_bits) >= img->w->end_cluster)
+	if (off & (img->cluster_bytes - 1) || (off >> img->h.cluster_bits) >= img->w->end_cluster)
 		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
 				       off);
 	return 0;
@@ -244,8 +106,8 @@ static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_o
 	if (!init)
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	r = old ? qcow2_l2cache_get(img->l2cache, img->io, old, 0,
-				    (uint32_t)(img->cluster_bytes / 8), init) :
-		  0;
+				    (uint32_t)(img->cluster_bytes / 8), init)
+		: 0;
 	if (r == 0)
 		r = qcow2_refcount_alloc(img, 1, &fresh);
 	if (r == 0) {
@@ -274,8 +136,7 @@ static int pin_table(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
 }
 
 /* Is the cluster with entry @e (bitmap @bm) written in place for bytes [@a, @b)? */
-static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t a,
-		     uint64_t b)
+static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t a, uint64_t b)
 {
 	uint32_t s0, s1;
 	uint64_t mask;
@@ -304,8 +165,7 @@ static uint64_t host_of(const struct qcow2_image *img, uint64_t e, uint64_t gues
 
 /* Write in place as far as clusters allow, from @off. Returns the bytes written (0: the first
  * cluster needs the slow path) or -errno. */
-static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_t n,
-			      uint64_t off)
+static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off)
 {
 	uint64_t words[2 * 64];
 	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, e;
@@ -369,7 +229,7 @@ static int old_content(struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_
 	int r;
 
 	if (e & QCOW2_OFLAG_COMPRESSED) {
-		struct qcow2_extent x = { .kind = QCOW2_EXTENT_COMPRESSED, .io = img->io };
+		struct qcow2_extent x = {.kind = QCOW2_EXTENT_COMPRESSED, .io = img->io};
 
 		r = qcow2_map_compressed(img, e, &x.host_off, &x.comp_bytes);
 		return r < 0 ? r : qcow2_image_read_compressed(img, &x, 0, buf, cs);
@@ -433,9 +293,8 @@ static void drop_clusters(struct qcow2_image *img, uint64_t host, uint64_t n)
 
 /* Rewrite one cluster whole into a new one: old content, then [@in, @in + @len) of @data
  * (NULL: no new data). @ent (1 or 2 words) is updated. */
-static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent,
-			   uint64_t in, size_t len, const uint8_t *data,
-			   const struct qcow2_fill *fill)
+static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
+			   size_t len, const uint8_t *data, const struct qcow2_fill *fill)
 {
 	uint64_t cs = img->cluster_bytes, host;
 	uint8_t *buf = malloc(cs);
@@ -466,9 +325,8 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 
 /* Extended L2: write [@in, @in + @len) of the cluster, allocating only the subclusters it
  * touches; a partly written subcluster is completed from below (or zeros). */
-static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent,
-			     uint64_t in, size_t len, const uint8_t *data,
-			     const struct qcow2_fill *fill)
+static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
+			     size_t len, const uint8_t *data, const struct qcow2_fill *fill)
 {
 	uint64_t cs = img->cluster_bytes, scb = 1ull << img->sc_bits, e = ent[0], bm = ent[1];
 	uint64_t old = host_of(img, e, guest_cl), target = old, end = in + len;
@@ -500,11 +358,13 @@ static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_
 	if (!sub)
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	for (i = s0; i <= s1 && r == 0; i++) {
-		uint64_t a = i * scb > in ? i * scb : in, b = (i + 1) * scb < end ? (i + 1) * scb : end;
+		uint64_t a = i * scb > in ? i * scb : in,
+			 b = (i + 1) * scb < end ? (i + 1) * scb : end;
 
 		if (bm >> i & 1) { /* allocated: write in place */
 			if (data)
-				r = qcow2_io_pwrite(img->data_io, data + (a - in), b - a, target + a);
+				r = qcow2_io_pwrite(img->data_io, data + (a - in), b - a,
+						    target + a);
 			continue;
 		}
 		if (data && a == i * scb && b == (i + 1) * scb) {
@@ -595,8 +455,9 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 						    host_of(img, ent[0], pos - in) + in);
 		} else if (data && in == 0 && len == cs) {
 			/* a run of whole clusters: one allocation, one write */
-			for (j = i + 1; j < k && n - done - (j - i) * cs >= cs &&
-					!in_place(img, ents[j * ew], ew == 2 ? ents[j * ew + 1] : 0, 0, cs);
+			for (j = i + 1;
+			     j < k && n - done - (j - i) * cs >= cs &&
+			     !in_place(img, ents[j * ew], ew == 2 ? ents[j * ew + 1] : 0, 0, cs);
 			     j++)
 				;
 			r = write_whole(img, first_cl, ents, i, j, data);
@@ -637,7 +498,7 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 static int relieve(struct qcow2_image *img)
 {
 	if (qcow2_l2cache_pressure(img->l2cache) || img->w->n_pending > PENDING_FLUSH)
-		return flush_locked(img);
+		return qcow2_image_flush_locked(img);
 	return 0;
 }
 
@@ -661,8 +522,10 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 		}
 		if (got == 0) {
 			pthread_mutex_lock(&img->w->lock);
-			r = begin_write(img);
-			got = r < 0 ? r : write_run(img, p ? p + done : NULL, n - done, off + done, fill);
+			r = qcow2_image_begin_write(img);
+			got = r < 0
+				  ? r
+				  : write_run(img, p ? p + done : NULL, n - done, off + done, fill);
 			if (got >= 0 && (r = relieve(img)) < 0)
 				got = r;
 			pthread_mutex_unlock(&img->w->lock);
@@ -716,9 +579,9 @@ static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n, bool 
 		k = MAX_RUN;
 	e = l1_get(img, l1_idx);
 	if (!backing && !(e & QCOW2_L1E_OFFSET_MASK)) /* unallocated and nothing below: zeros */
-		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n ?
-					 ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) :
-					 n);
+		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n
+				     ? ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1))
+				     : n);
 	r = pin_table(img, l1_idx, &l2_off);
 	if (r == 0)
 		r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, ents);
@@ -732,7 +595,8 @@ static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n, bool 
 		if (ew == 1 || len == cs) {
 			uint64_t want = backing ? QCOW2_OFLAG_ZERO : 0;
 
-			if (ent[0] != want || (ew == 2 && ent[1] != (backing ? 0xffffffffull << 32 : 0)))
+			if (ent[0] != want ||
+			    (ew == 2 && ent[1] != (backing ? 0xffffffffull << 32 : 0)))
 				r = release_entry(img, ent[0]);
 			ent[0] = ew == 2 ? 0 : want;
 			if (ew == 2)
@@ -742,7 +606,8 @@ static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n, bool 
 			r = rewrite_cluster(img, pos - in, ent, 0, 0, NULL, fill);
 			continue; /* the same cluster again, now with subclusters */
 		} else {
-			uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((in + len - 1) / scb), s;
+			uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((in + len - 1) / scb),
+				 s;
 
 			for (s = s0; s <= s1; s++) {
 				ent[1] &= ~(1ull << s);
@@ -790,7 +655,7 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n, bool dis
 		}
 		len = (end - off) & ~(unit - 1);
 		pthread_mutex_lock(&img->w->lock);
-		r = begin_write(img);
+		r = qcow2_image_begin_write(img);
 		got = r < 0 ? r : zero_run(img, off, len, discard, fill);
 		if (got >= 0 && (r = relieve(img)) < 0)
 			got = r;
@@ -855,14 +720,14 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 				       new_size);
 	need = new_size / per_l1 + (new_size % per_l1 != 0);
 	pthread_mutex_lock(&img->w->lock);
-	r = begin_write(img);
+	r = qcow2_image_begin_write(img);
 	if (r == 0 && need > img->l1.n)
 		r = grow_l1(img, need);
 	if (r == 0) {
 		img->h.size = new_size;
 		img->l1.size = new_size;
 		img->w->header_dirty = true;
-		r = flush_locked(img);
+		r = qcow2_image_flush_locked(img);
 	}
 	pthread_mutex_unlock(&img->w->lock);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
