@@ -240,7 +240,8 @@ static int old_content(struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_
 			memset(buf, 0, cs);
 			return 0;
 		}
-		if (host)
+		/* allocated: an offset, or (external data file, identity mapped) the COPIED flag */
+		if ((e & QCOW2_L2E_OFFSET_MASK) || (has_data_file(img) && (e & QCOW2_OFLAG_COPIED)))
 			return qcow2_io_pread_full(img->data_io, buf, cs, host) < 0 ? -EIO : 0;
 		return fill_below(fill, buf, cs, guest_cl);
 	}

@@ -313,13 +313,24 @@ void log_refusal(struct src *s, const char *msg)
 
 bool src_is_backing(struct qfs_tree *t, const struct src *s)
 {
+	char path[PATH_MAX];
 	unsigned b;
-	const struct src *o;
+	struct src *o;
 
-	for (b = 0; b < HASH_BUCKETS; b++)
-		for (o = t->srcs[b]; o; o = o->hnext)
-			if (o->qcow2 && !o->err && o->backing && strcmp(o->backing, s->path) == 0)
+again:
+	for (b = 0; b < HASH_BUCKETS; b++) {
+		for (o = t->srcs[b]; o; o = o->hnext) {
+			if (!o->qcow2 || o->err || !o->backing || strcmp(o->backing, s->path) != 0)
+				continue;
+			if (o->stat_gen == t->gen)
 				return true;
+			/* Known from an earlier scan: refresh it (it may be gone or rebased since),
+			 * which may free it and change the table: look again from the start. */
+			snprintf(path, sizeof(path), "%s", o->path);
+			src_get(t, path);
+			goto again;
+		}
+	}
 	return false;
 }
 

@@ -179,20 +179,6 @@ struct found {
 	char *flat;    /* chosen flat name */
 };
 
-static bool is_raw_backing(struct qfs_tree *t, const struct src *raw)
-{
-	unsigned b;
-	struct src *s;
-
-	if (raw->qcow2)
-		return false;
-	for (b = 0; b < HASH_BUCKETS; b++)
-		for (s = t->srcs[b]; s; s = s->hnext)
-			if (s->qcow2 && !s->err && s->backing && strcmp(s->backing, raw->path) == 0)
-				return true;
-	return false;
-}
-
 static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 {
 	char snapname[2 * NAME_MAX + 3 * 1024 + 8], enc[3 * 1024 + 1], base[NAME_MAX + 1];
@@ -376,7 +362,7 @@ static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l
 			log_refusal(f[i].s, f[i].s->errmsg);
 		else if (f[i].s->qcow2)
 			add_image(t, l, &f[i]);
-		else if (is_raw_backing(t, f[i].s))
+		else if (src_is_backing(t, f[i].s))
 			listing_add(l, f[i].name, QFS_RAW, f[i].s->path, NULL);
 	}
 	for (i = 0; i < n; i++) {
