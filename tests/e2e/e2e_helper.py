@@ -6,18 +6,61 @@ Subcommands:
                             one "START END" line each (END exclusive), adjacent ones merged
   qmap JSON                 the same, from `qemu-img map --output=json` (entries with
                             "data": true are data; zero clusters and holes are not)
-  open FILE MODE            open(2) FILE with MODE (r, w, rw, wtrunc, append, creat) and
-                            print "ok" or the errno name (EROFS, EACCES, ...)
+  open FILE MODE...         open(2) FILE with each MODE (r, w, rw, wtrunc, append, creat) in
+                            turn and print "ok" or the errno name (EROFS, EACCES, ...), a line
+                            each
   drop-backing-fmt IMAGE    remove the backing-format header extension of a qcow2 image, the
                             way images made by old QEMU versions look (no backing_fmt)
   info-compare OURS QEMU    compare `qcowctl info --json` with `qemu-img info --output=json`
   chain-compare OURS QEMU   the same for `--chain` / `--backing-chain` arrays
   json-get FILE EXPR        print a value from a JSON file (EXPR: dotted path, [n] indices)
   sfdisk-part JSON N        "START SIZE" in bytes of partition N (1-based) of `sfdisk -J` output
+
+Writing (the same operation applied to a flat view and to the test's model of its bytes):
+  apply [--model] FILE OP...
+                            open FILE read-write and apply each OP in order; on the first
+                            failure print "OP: ERRNO message" and exit 1. OPs (numbers in
+                            bytes, with an optional k/M/G suffix):
+                              w:OFF:LEN:SEED  pwrite LEN pseudo-random bytes made from SEED
+                              p:OFF:LEN       fallocate(PUNCH_HOLE|KEEP_SIZE)
+                              z:OFF:LEN       fallocate(ZERO_RANGE)
+                              a:OFF:LEN       fallocate(0), preallocation
+                              t:SIZE          ftruncate
+                              f / d           fsync / fdatasync
+                            --model applies them to a plain file as their effect on the
+                            bytes: p and z write zeros, a, f and d do nothing
+  apply-both VIEW MODEL OP...
+                            apply VIEW OP..., then apply --model MODEL OP...
+  try FILE OP               apply one OP and print "ok", "short N" (a write that wrote only
+                            N bytes), the errno name, or "open:ERRNO" when FILE does not open
+  clear-autoclear IMAGE     clear bit 0 (bitmaps) of a v3 image's autoclear features, as a
+                            program that writes the image without updating its bitmaps does
+  qcow2-fields IMAGE        header facts, one "key value" line each: version, incompat,
+                            autoclear (hex) and exts (the header extension magics, hex)
+  fill FILE CHUNK SEED LIMIT
+                            write chunks of CHUNK pseudo-random bytes from offset 0, fsync
+                            after each, until an error or LIMIT bytes; print "durable N" (the
+                            bytes written and fsynced) and "error ERRNO" or "error none"
+  pattern FILE LEN CHUNK SEED
+                            write to FILE the first LEN bytes `fill` writes with CHUNK, SEED
+  crash-writer VIEW MODEL PENDING SEED [SECONDS]
+                            random writes and discards on VIEW with an fsync every few
+                            operations, until one fails (PENDING.ready tells it has opened
+                            VIEW and starts); after each successful fsync the same
+                            operations go to MODEL (a copy of what VIEW must hold). On the way
+                            out (at the failure, or after SECONDS, default 60), the operations
+                            since the last successful fsync are saved to PENDING (JSON): they
+                            may or may not have reached the image
+  crash-verify GOT MODEL PENDING
+                            GOT (the image's bytes after a crash) equals MODEL, except that
+                            each byte in a PENDING range may instead hold what one of the
+                            pending operations wrote there
 """
+import ctypes
 import errno
 import json
 import os
+import random
 import struct
 import sys
 
@@ -86,14 +129,15 @@ MODES = {
 }
 
 
-def cmd_open(path, mode):
-    try:
-        fd = os.open(path, MODES[mode], 0o644)
-    except OSError as e:
-        print(errno.errorcode.get(e.errno, str(e.errno)))
-        return
-    os.close(fd)
-    print("ok")
+def cmd_open(path, *modes):
+    for mode in modes:
+        try:
+            fd = os.open(path, MODES[mode], 0o644)
+        except OSError as e:
+            print(errno.errorcode.get(e.errno, str(e.errno)))
+            continue
+        os.close(fd)
+        print("ok")
 
 
 def cmd_drop_backing_fmt(path):
@@ -211,6 +255,326 @@ def cmd_sfdisk_part(path, n):
     print(p["start"] * sector, p["size"] * sector)
 
 
+# ---- writing ----
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+_libc = None
+
+
+def fallocate(fd, mode, off, length):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if _libc.fallocate(fd, mode, off, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def num(text):
+    mult = {"k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1] in mult:
+        return int(text[:-1], 0) * mult[text[-1]]
+    return int(text, 0)
+
+
+def data(length, seed):
+    """LEN pseudo-random bytes, the same for the same SEED (never all zero in practice)."""
+    return random.Random(seed).randbytes(length)
+
+
+def parse_op(text):
+    parts = text.split(":")
+    kind = parts[0]
+    args = [num(x) for x in parts[1:]]
+    want = {"w": 3, "p": 2, "z": 2, "a": 2, "t": 1, "f": 0, "d": 0}
+    if kind not in want or len(args) != want[kind]:
+        sys.exit("bad operation: " + text)
+    return kind, args
+
+
+def pwrite_all(fd, buf, off):
+    """pwrite until done; returns the bytes written (less than asked on a short write that
+    makes no progress)."""
+    done = 0
+    while done < len(buf):
+        n = os.pwrite(fd, buf[done:], off + done)
+        if n <= 0:
+            break
+        done += n
+    return done
+
+
+def do_op(fd, kind, args, model):
+    """Apply one operation; returns the bytes a write wrote (None for other operations)."""
+    if kind == "w":
+        off, length, seed = args
+        return pwrite_all(fd, data(length, seed), off)
+    if kind in ("p", "z"):
+        off, length = args
+        if model:
+            size = os.fstat(fd).st_size
+            end = min(off + length, size)
+            if end > off:
+                pwrite_all(fd, bytes(end - off), off)
+        else:
+            mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE if kind == "p" else FALLOC_FL_ZERO_RANGE
+            fallocate(fd, mode, off, length)
+        return None
+    if kind == "a":
+        if not model:
+            fallocate(fd, 0, args[0], args[1])
+        return None
+    if kind == "t":
+        os.ftruncate(fd, args[0])
+        return None
+    if not model:
+        (os.fsync if kind == "f" else os.fdatasync)(fd)
+    return None
+
+
+def errname(e):
+    return errno.errorcode.get(e.errno, str(e.errno))
+
+
+def cmd_apply(*argv):
+    model = False
+    if argv and argv[0] == "--model":
+        model = True
+        argv = argv[1:]
+    if not argv:
+        sys.exit("apply: no file")
+    path, ops = argv[0], argv[1:]
+    parsed = [(text,) + parse_op(text) for text in ops]
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for text, kind, args in parsed:
+            try:
+                n = do_op(fd, kind, args, model)
+            except OSError as e:
+                sys.exit("%s on %s: %s %s" % (text, path, errname(e), e.strerror))
+            if n is not None and n != args[1]:
+                sys.exit("%s on %s: short write of %d bytes" % (text, path, n))
+    finally:
+        os.close(fd)
+
+
+def cmd_apply_both(view, model, *ops):
+    """apply VIEW OP... then apply --model MODEL OP..., in one process."""
+    cmd_apply(view, *ops)
+    cmd_apply("--model", model, *ops)
+
+
+def cmd_try(path, text):
+    kind, args = parse_op(text)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as e:
+        print("open:" + errname(e))
+        return
+    try:
+        n = do_op(fd, kind, args, False)
+        if n is not None and n != args[1]:
+            print("short %d" % n)
+        else:
+            print("ok")
+    except OSError as e:
+        print(errname(e))
+    finally:
+        os.close(fd)
+
+
+def cmd_qcow2_fields(path):
+    with open(path, "rb") as f:
+        h = f.read(65536)
+    if h[:4] != b"QFI\xfb":
+        sys.exit("not a qcow2 image: " + path)
+    version = struct.unpack(">I", h[4:8])[0]
+    print("version", version)
+    if version < 3:
+        print("incompat 0x0")
+        print("autoclear 0x0")
+        hdr_len = 72
+    else:
+        print("incompat 0x%x" % struct.unpack(">Q", h[72:80])[0])
+        print("autoclear 0x%x" % struct.unpack(">Q", h[88:96])[0])
+        hdr_len = struct.unpack(">I", h[100:104])[0]
+    off = hdr_len
+    exts = []
+    while off + 8 <= len(h):
+        magic, length = struct.unpack(">II", h[off:off + 8])
+        if magic == 0:
+            break
+        exts.append("0x%08x" % magic)
+        off += 8 + ((length + 7) & ~7)
+    print("exts", ",".join(exts))
+
+
+def cmd_clear_autoclear(path):
+    with open(path, "r+b") as f:
+        h = f.read(104)
+        if h[:4] != b"QFI\xfb" or struct.unpack(">I", h[4:8])[0] < 3:
+            sys.exit("not a qcow2 v3 image: " + path)
+        autoclear = struct.unpack(">Q", h[88:96])[0]
+        f.seek(88)
+        f.write(struct.pack(">Q", autoclear & ~1))
+
+
+def chunk_bytes(seed, k, chunk):
+    """Chunk K of the stream `fill` writes: made from (SEED, K) alone."""
+    return data(chunk, seed * 1000003 + k)
+
+
+def cmd_fill(path, chunk, seed, limit):
+    chunk, seed, limit = num(chunk), int(seed), num(limit)
+    durable = 0
+    err = "none"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        off = 0
+        while off < limit:
+            buf = chunk_bytes(seed, off // chunk, chunk)[:limit - off]
+            try:
+                n = pwrite_all(fd, buf, off)
+                if n != len(buf):
+                    err = "short"
+                    break
+                os.fsync(fd)
+            except OSError as e:
+                err = errname(e)
+                break
+            off += len(buf)
+            durable = off
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    print("durable", durable)
+    print("error", err)
+
+
+def cmd_pattern(path, length, chunk, seed):
+    length, chunk, seed = num(length), num(chunk), int(seed)
+    with open(path, "r+b") as f:
+        off = 0
+        while off < length:
+            f.seek(off)
+            f.write(chunk_bytes(seed, off // chunk, chunk)[:length - off])
+            off += chunk
+
+
+def random_op(rng, size):
+    r = rng.random()
+    if r < 0.45:
+        length = rng.randint(1, 6000)  # small and unaligned
+    elif r < 0.75:
+        length = rng.choice((512, 4096, 65536, 3 * 4096))
+    else:
+        length = rng.randint(1, 150000)
+    length = min(length, size)
+    off = rng.randrange(0, size - length + 1)
+    if rng.random() < 0.5:  # often aligned, as a file system in the guest writes
+        off &= ~4095
+    kind = rng.choices(("w", "p", "z"), (85, 10, 5))[0]
+    if kind == "w":
+        return ("w", off, length, rng.getrandbits(31))
+    return (kind, off, length)
+
+
+def cmd_crash_writer(view, model, pending_path, seed, limit_s="60"):
+    import time
+    rng = random.Random(int(seed))
+    deadline = time.monotonic() + float(limit_s)
+    pending = []
+    nops = nsync = 0
+    err = "none"
+    with open(pending_path, "w") as f:
+        json.dump(pending, f)
+    try:
+        fd = os.open(view, os.O_RDWR)
+        size = os.fstat(fd).st_size
+    except OSError as e:
+        print("ops 0 fsyncs 0 pending 0 error %s (opening the view)" % errname(e))
+        return
+    mfd = os.open(model, os.O_RDWR)
+    with open(pending_path + ".ready", "w"):
+        pass
+    try:
+        while time.monotonic() < deadline:
+            op = random_op(rng, size)
+            pending.append(op)
+            try:
+                n = do_op(fd, op[0], list(op[1:]), False)
+                if n is not None and n != op[2]:
+                    err = "short write"
+                    break
+                nops += 1
+                if rng.random() < 0.25:
+                    (os.fsync if rng.random() < 0.7 else os.fdatasync)(fd)
+                    for o in pending:
+                        do_op(mfd, o[0], list(o[1:]), True)
+                    pending = []
+                    nsync += 1
+            except OSError as e:
+                err = errname(e)
+                break
+    finally:
+        with open(pending_path, "w") as f:
+            json.dump(pending, f)
+        os.close(mfd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    print("ops %d fsyncs %d pending %d error %s" % (nops, nsync, len(pending), err))
+
+
+def cmd_crash_verify(got_path, model_path, pending_path):
+    with open(got_path, "rb") as f:
+        got = f.read()
+    with open(model_path, "rb") as f:
+        model = f.read()
+    with open(pending_path) as f:
+        pending = json.load(f)
+    if len(got) != len(model):
+        sys.exit("size %d, want %d" % (len(got), len(model)))
+    ops = []
+    for o in pending:
+        if o[0] == "w":
+            ops.append((o[1], o[1] + o[2], data(o[2], o[3])))
+        else:
+            ops.append((o[1], o[1] + o[2], None))
+    bad = []
+    block = 4096
+    for b in range(0, len(got), block):
+        if got[b:b + block] == model[b:b + block]:
+            continue
+        for p in range(b, min(b + block, len(got))):
+            g = got[p]
+            if g == model[p]:
+                continue
+            ok = False
+            for s, e, buf in ops:
+                if s <= p < e and g == (0 if buf is None else buf[p - s]):
+                    ok = True
+                    break
+            if not ok:
+                bad.append(p)
+                if len(bad) >= 10:
+                    break
+        if len(bad) >= 10:
+            break
+    if bad:
+        for p in bad:
+            print("byte %d: 0x%02x, want 0x%02x (what was fsynced) or what a pending write put"
+                  " there" % (p, got[p], model[p]))
+        print("pending operations: %s" % json.dumps(pending))
+        sys.exit(1)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -224,6 +588,15 @@ def main():
         "chain-compare": cmd_chain_compare,
         "json-get": cmd_json_get,
         "sfdisk-part": cmd_sfdisk_part,
+        "apply": cmd_apply,
+        "apply-both": cmd_apply_both,
+        "try": cmd_try,
+        "qcow2-fields": cmd_qcow2_fields,
+        "clear-autoclear": cmd_clear_autoclear,
+        "fill": cmd_fill,
+        "pattern": cmd_pattern,
+        "crash-writer": cmd_crash_writer,
+        "crash-verify": cmd_crash_verify,
     }
     if cmd not in table:
         sys.exit(__doc__)

@@ -3,8 +3,10 @@
 # Gives each test: prerequisite checks (exit 77 = skip, or failure under CI=true), a private
 # work directory ($WORK), a trap that unmounts every mount, stops every daemon, detaches every
 # loop device and removes $WORK whatever happens, mount helpers, the qemu-img oracles
-# (expect_same_as_qemu, check_seek_matches_map) and a pass/fail counter whose last line is
-# "N passed, N failed".
+# (expect_same_as_qemu, check_seek_matches_map), helpers for writes through the views (a model
+# of the expected bytes: make_model, write_both, view_is_model, image_is_model; image_clean and
+# image_not_corrupt from `qemu-img check`; a QEMU writer holding an image: qemu_writer_start)
+# and a pass/fail counter whose last line is "N passed, N failed".
 #
 # Environment: QCOWFS, QCOWCTL (absolute paths, set by meson); E2E_KEEP=1 keeps $WORK;
 # E2E_IO_TIMEOUT (seconds, default 120) bounds every command that reads the mount, so a hung
@@ -135,6 +137,13 @@ trap 'exit 143' TERM
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qcowfs-e2e-$E2E_TEST.XXXXXX") || exit 1
 WORK=$(cd "$WORK" && pwd -P)
+
+# `python3` may be a wrapper script that chooses an interpreter on every call, which can cost a
+# second per call (the tests make hundreds): put the interpreter it chooses first in PATH.
+if _e2e_py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) && [ -x "$_e2e_py" ]; then
+	mkdir -p "$WORK/.bin" && ln -s "$_e2e_py" "$WORK/.bin/python3" && PATH=$WORK/.bin:$PATH
+fi
+unset _e2e_py
 
 # ---- pass/fail counter ----
 
@@ -423,6 +432,19 @@ expect_same_as_qemu()
 	return $rc
 }
 
+# eventually COMMAND...: the command succeeds within about 5 s (for what follows a close(): the
+# kernel sends FUSE's release after close returns); its output is that of the last try.
+eventually()
+{
+	local i out
+	for ((i = 0; i < 25; i++)); do
+		out=$("$@" 2>&1) && return 0
+		sleep 0.2
+	done
+	echo "$out"
+	return 1
+}
+
 # expect_same_bytes FILE FLATFILE: FLATFILE holds exactly the bytes of FILE.
 expect_same_bytes()
 {
@@ -478,19 +500,24 @@ expect_size_as_qemu()
 	expect_size "$2" "$want"
 }
 
-# open_result FILE MODE: what open(2) says (ok, EROFS, ...), see e2e_helper.py.
+# open_result FILE MODE...: what open(2) says (ok, EROFS, ...) for each mode, one line each,
+# see e2e_helper.py.
 open_result()
 {
-	fs python3 "$E2E_HELPER" open "$1" "$2"
+	fs python3 "$E2E_HELPER" open "$@"
 }
 
 # expect_open_fails FILE ERRNO MODE...: every open with these modes fails with ERRNO.
 expect_open_fails()
 {
-	local f=$1 want=$2 m got rc=0
+	local f=$1 want=$2 m got rc=0 i=0
+	local -a res
 	shift 2
+	# one process tries every mode
+	mapfile -t res < <(open_result "$f" "$@")
 	for m in "$@"; do
-		got=$(open_result "$f" "$m")
+		got=${res[i]:-"(no answer)"}
+		i=$((i + 1))
 		if [ "$got" != "$want" ]; then
 			echo "open($f, $m): got $got, want $want"
 			rc=1
@@ -562,4 +589,197 @@ qio_raw()
 		args+=(-c "$c")
 	done
 	qemu-io -f raw "${args[@]}" "$img" >/dev/null
+}
+
+# ---- writes through the flat views ----
+# The tests keep a model of what a writable view must hold: a raw file that starts as `qemu-img
+# convert` of the chain and gets the same operations (e2e_helper.py apply, apply --model).
+
+# make_model IMAGE MODEL: MODEL holds the bytes of IMAGE's chain.
+make_model()
+{
+	rm -f "$2"
+	qemu-img convert -U -O raw "$1" "$2"
+}
+
+# write_both VIEW MODEL OP...: apply the operations (see e2e_helper.py apply) to the flat view
+# and the same operations' effect to the model.
+write_both()
+{
+	fs python3 "$E2E_HELPER" apply-both "$@"
+}
+
+# try_op FILE OP: what one operation on FILE gives (ok, short N, EFBIG, ...).
+try_op()
+{
+	fs python3 "$E2E_HELPER" try "$1" "$2"
+}
+
+# expect_op_fails FILE OP: the operation on FILE fails (any error, or a short write).
+expect_op_fails()
+{
+	local got
+	got=$(try_op "$1" "$2") || return 1
+	if [ "$got" = ok ]; then
+		echo "$2 on $1 succeeded, want a failure"
+		return 1
+	fi
+	echo "$2 on $1: $got"
+}
+
+# expect_op_errno FILE OP ERRNO
+expect_op_errno()
+{
+	local got
+	got=$(try_op "$1" "$2") || return 1
+	[ "$got" = "$3" ] || { echo "$2 on $1: got $got, want $3"; return 1; }
+}
+
+# image_clean IMAGE: `qemu-img check` finds no error and no leak (exit status 0).
+image_clean()
+{
+	local out rc
+	out=$(qemu-img check "$1" 2>&1)
+	rc=$?
+	[ $rc = 0 ] && return 0
+	echo "qemu-img check $1 exited $rc:"
+	echo "$out" | head -n 30
+	return 1
+}
+
+# image_not_corrupt IMAGE: `qemu-img check` finds no corruption; leaked clusters are allowed
+# (exit status 0 or 3).
+image_not_corrupt()
+{
+	local out rc
+	out=$(qemu-img check "$1" 2>&1)
+	rc=$?
+	[ $rc = 0 ] || [ $rc = 3 ] && return 0
+	echo "qemu-img check $1 exited $rc:"
+	echo "$out" | head -n 30
+	return 1
+}
+
+# image_is_model IMAGE MODEL: `qemu-img convert -O raw IMAGE` equals MODEL byte for byte.
+image_is_model()
+{
+	local out rc
+	out=$(tmpfile .raw)
+	qemu-img convert -U -O raw "$1" "$out" || { echo "qemu-img convert $1 failed"; return 1; }
+	cmp "$2" "$out"
+	rc=$?
+	[ "$rc" = 0 ] || echo "(qemu-img convert of $1 differs from the model $2)"
+	rm -f "$out"
+	return "$rc"
+}
+
+# view_is_model VIEW MODEL: the flat view holds exactly the model's bytes.
+view_is_model()
+{
+	local rc
+	fs cmp "$2" "$1"
+	rc=$?
+	[ $rc = 0 ] || echo "(the flat view $1 differs from the model $2)"
+	return $rc
+}
+
+# sha_of FILE...: "SHA256  FILE" lines
+sha_of()
+{
+	sha256sum "$@"
+}
+
+# sha_unchanged SHAFILE: every file listed in SHAFILE (from sha_of) has the same SHA-256.
+sha_unchanged()
+{
+	sha256sum --quiet -c "$1"
+}
+
+# expect_writable_mode FILE: mode 0644 (a writable flat view).
+expect_writable_mode()
+{
+	local mode
+	mode=$(fs stat -c %a "$1") || return 1
+	[ "$mode" = 644 ] || { echo "$1 has mode $mode, want 644"; return 1; }
+}
+
+# expect_not_writable FILE: no write bit and every open for writing fails with EROFS.
+expect_not_writable()
+{
+	expect_readonly_mode "$1" || return 1
+	expect_open_fails "$1" EROFS w rw wtrunc append
+}
+
+# qcow2_field IMAGE KEY: one value from e2e_helper.py qcow2-fields.
+qcow2_field()
+{
+	python3 "$E2E_HELPER" qcow2-fields "$1" | awk -v k="$2" '$1 == k { print $2 }'
+}
+
+# ---- QEMU holding an image open for writing ----
+
+# qemu_holds_write_lock IMAGE: some process holds QEMU's "write" permission byte (101) on
+# IMAGE, read from /proc/locks (asking qemu-img would take locks itself).
+qemu_holds_write_lock()
+{
+	local ino
+	ino=$(stat -c %i "$1") || return 1
+	awk -v ino="$ino" '$2 == "OFDLCK" { split($6, id, ":");
+		if (id[3] == ino && $7 <= 101 && ($8 == "EOF" || $8 >= 101)) found = 1 }
+		END { exit !found }' /proc/locks
+}
+
+# qemu_writer_start IMAGE: qemu-io holds IMAGE open read-write until qemu_writer_stop. Its stdin
+# is a fifo whose only writer is a sleep we own (no shell fd, which the daemons would inherit),
+# so ending the sleep ends qemu-io. Sets QEMU_WRITER_PID.
+qemu_writer_start()
+{
+	local img=$1 fifo i
+	fifo=$(tmpfile .fifo)
+	_e2e_writer_fifo=$fifo
+	mkfifo "$fifo" || return 1
+	qemu-io "$img" <"$fifo" >/dev/null 2>&1 &
+	QEMU_WRITER_PID=$!
+	track_pid "$QEMU_WRITER_PID"
+	sleep 600 >"$fifo" &
+	_e2e_writer_feed=$!
+	track_pid "$_e2e_writer_feed"
+	for ((i = 0; i < 100; i++)); do
+		qemu_holds_write_lock "$img" && return 0
+		kill -0 "$QEMU_WRITER_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "qemu-io did not take the write lock on $img"
+	return 1
+}
+
+qemu_writer_stop()
+{
+	local i
+	kill "$_e2e_writer_feed" 2>/dev/null
+	wait "$_e2e_writer_feed" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$QEMU_WRITER_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$QEMU_WRITER_PID" 2>/dev/null
+	wait "$QEMU_WRITER_PID" 2>/dev/null
+	rm -f "$_e2e_writer_fifo"
+	return 0
+}
+
+# qemu_write_refused IMAGE: qemu-io cannot open IMAGE for writing because of a lock.
+qemu_write_refused()
+{
+	local out
+	if out=$(qemu-io -c "write -P 0x99 0 512" "$1" 2>&1); then
+		echo "qemu-io wrote to $1:"
+		echo "$out"
+		return 1
+	fi
+	if ! grep -qF 'Failed to get "write" lock' <<<"$out"; then
+		echo "qemu-io failed, but not with the write-lock error:"
+		echo "$out"
+		return 1
+	fi
 }
