@@ -241,6 +241,7 @@ out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);
+	qfs_release_all(tree);
 	fuse_opt_free_args(&args);
 	qfs_tree_free(tree);
 	return r ? 1 : 0;

@@ -28,7 +28,48 @@ struct handle {
 	struct qfs_node *node;
 	int fd;     /* raw backing file, or -1 */
 	bool write; /* opened for writing */
+	struct handle *prev, *next; /* under handles_lock */
 };
+
+/* Every open handle, so that those the kernel never released (an unmount right after a close
+ * can overtake the release) are released at exit: the last writer's write-back included. */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *handles;
+
+static void handle_add(struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	h->prev = NULL;
+	h->next = handles;
+	if (handles)
+		handles->prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+/* Unlink @h and let go of what it holds. */
+static void handle_free(struct qfs_tree *t, struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
+	if (h->fd >= 0)
+		close(h->fd);
+	else
+		qfs_tree_release(t, h->node, h->write);
+	free(h);
+}
+
+void qfs_release_all(struct qfs_tree *t)
+{
+	while (handles)
+		handle_free(t, handles);
+}
 
 struct dir_handle {
 	struct qfs_dirent *d;
@@ -138,25 +179,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)h;
 	fi->keep_cache = keep;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		/* The opener was interrupted: undo. */
-		if (h->fd >= 0)
-			close(h->fd);
-		else
-			qfs_tree_release(t, n, h->write);
-		free(h);
-	}
+	handle_add(h);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		handle_free(t, h); /* the opener was interrupted: undo */
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_of(fi);
-
-	if (h->fd >= 0)
-		close(h->fd);
-	else
-		qfs_tree_release(tree_of(req), h->node, h->write);
-	free(h);
+	handle_free(tree_of(req), handle_of(fi));
 	fuse_reply_err(req, 0);
 }
 

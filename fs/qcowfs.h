@@ -87,5 +87,7 @@ int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t 
 const char *qfs_tree_source(const struct qfs_tree *t);
 
 extern const struct fuse_lowlevel_ops qfs_ops;
+/* Release every handle still open (the session has ended). */
+void qfs_release_all(struct qfs_tree *t);
 
 #endif

@@ -150,6 +150,12 @@ Mount the guest filesystem read-only through a loop device (root):
   mkdir -p /tmp/guest && mount -o ro,noload "\$dev" /tmp/guest && ls /tmp/guest/app
   umount /tmp/guest && losetup -d "\$dev"
 
+snap2.raw is writable (snap2.qcow2 is the top of its chain): mount it read-write, change a
+file, and the change lands copy-on-write in snap2.qcow2 alone (root):
+  dev=\$(losetup --find --show $rel/mnt/snap2.raw)
+  mount "\$dev" /tmp/guest && echo 3.0 > /tmp/guest/app/VERSION && umount /tmp/guest
+  losetup -d "\$dev" && debugfs -R 'cat /app/VERSION' $rel/mnt/snap2.raw
+
 Unmount when done:
   fusermount3 -u $rel/mnt
 EOF
