@@ -750,7 +750,7 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 	else if (flags & QCOW2_ZERO_ALLOCATE)
 		r = qcow2_image_write(top, NULL, (size_t)n, off, &fill);
 	else
-		r = qcow2_image_zero(top, off, n, flags & QCOW2_ZERO_DISCARD, &fill);
+		r = qcow2_image_zero(top, off, n, &fill);
 	forget(c, off, n);
 	leave(c);
 	return r;

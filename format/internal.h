@@ -226,9 +226,11 @@ struct qcow2_fill {
  * the content it shows now (preallocation). */
 int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64_t off,
 		      const struct qcow2_fill *fill);
-/* Make [@off, @off + @n) read as zeros: zero clusters where the format allows, freeing what
- * they pointed at; @discard also lets an unbacked range become unallocated. */
-int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n, bool discard,
+/* Make [@off, @off + @n) read as zeros without writing data where the format allows: zero
+ * clusters (unallocated ones where nothing lies below), freeing what they pointed at. Zeros
+ * are written where the format cannot say them: partial clusters, an external data file
+ * (which may be read as raw), a version 2 image over a backing file. */
+int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
 /* Grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
 int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);

@@ -562,7 +562,7 @@ static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n,
 
 /* Zero whole units (clusters, or subclusters with extended L2) [@off, @off + @n) within one
  * L2 table. w->lock held. Returns bytes handled. */
-static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n, bool discard,
+static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n,
 			const struct qcow2_fill *fill)
 {
 	uint64_t ents[2 * MAX_RUN];
@@ -625,7 +625,7 @@ static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n, bool 
 	return r < 0 ? r : (ssize_t)done;
 }
 
-int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n, bool discard,
+int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill)
 {
 	uint64_t unit = 1ull << img->sc_bits, end = off + n;
@@ -637,7 +637,6 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n, bool dis
 		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': zeroing past the end of the disk", img->name);
-	(void)discard;
 	/* Where zeros cannot be said in metadata, write them: an external data file must hold
 	 * them (it may be read as raw), and a version 2 image has no zero flag to hide what a
 	 * backing file shows. */
@@ -657,7 +656,7 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n, bool dis
 		len = (end - off) & ~(unit - 1);
 		pthread_mutex_lock(&img->w->lock);
 		r = qcow2_image_begin_write(img);
-		got = r < 0 ? r : zero_run(img, off, len, discard, fill);
+		got = r < 0 ? r : zero_run(img, off, len, fill);
 		if (got >= 0 && (r = relieve(img)) < 0)
 			got = r;
 		pthread_mutex_unlock(&img->w->lock);

@@ -417,9 +417,10 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		return;
 	}
 	size = qcow2_chain_size(c);
-	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
-		flags = QCOW2_ZERO_DISCARD;
-	} else if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE) {
+	/* A discard and a zeroing are one operation: zero clusters, or unallocated ones where
+	 * no backing file would show through, freeing what they used. */
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
+	    (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE) {
 		flags = 0;
 	} else if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0) {
 		flags = QCOW2_ZERO_ALLOCATE;

@@ -351,10 +351,11 @@ bool qcow2_chain_writable(const struct qcow2_chain *c);
 int qcow2_chain_lock_write(struct qcow2_chain *c, bool on);
 /* Write @n bytes at @off of the flat view (-EFBIG past the end). */
 int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off);
-#define QCOW2_ZERO_DISCARD 0x1u /* may leave the range unallocated (no backing data shows) */
-#define QCOW2_ZERO_ALLOCATE 0x2u /* preallocate instead: allocate, keep the content */
-/* Make [@off, @off + @n) read as zeros without writing data where the format allows, or with
- * QCOW2_ZERO_ALLOCATE allocate it in the top image keeping what it shows. */
+#define QCOW2_ZERO_ALLOCATE 0x1u /* preallocate instead: allocate, keep the content */
+/* Make [@off, @off + @n) read as zeros without writing data where the format allows, freeing
+ * the clusters it used (a discard and a zeroing are the same here: no backing data shows
+ * through either), or with QCOW2_ZERO_ALLOCATE allocate it in the top image keeping what it
+ * shows. */
 int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags);
 /* Make every acknowledged write durable (crash-safe write order, then fdatasync). */
 int qcow2_chain_flush(struct qcow2_chain *c);

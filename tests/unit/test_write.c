@@ -150,7 +150,7 @@ static int scribble(struct qcow2_image *q, uint8_t *model, uint64_t size, unsign
 		for (j = 0; j < len; j++)
 			buf[j] = (uint8_t)(i + j * 7);
 		if (i % 7 == 3) {
-			r = qcow2_image_zero(q, off, len, i % 2, NULL);
+			r = qcow2_image_zero(q, off, len, NULL);
 			memset(buf, 0, len);
 		} else {
 			r = qcow2_image_write(q, buf, len, off, NULL);
@@ -244,7 +244,7 @@ Test(write, a_read_only_image_refuses_writes)
 	img = imgbuild_new(&o);
 	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", NULL, &qi), 0);
 	cr_assert_eq(qcow2_image_write(qi, &b, 1, 0, NULL), -EROFS);
-	cr_assert_eq(qcow2_image_zero(qi, 0, 512, true, NULL), -EROFS);
+	cr_assert_eq(qcow2_image_zero(qi, 0, 512, NULL), -EROFS);
 	cr_assert_eq(qcow2_image_grow(qi, 1 << 30), -EROFS);
 }
 
