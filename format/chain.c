@@ -716,26 +716,9 @@ static int not_writable(const struct qcow2_chain *c)
 	return qcow2_set_error(-EROFS, "'%s' is open read-only", c->layers[0].path);
 }
 
-int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off)
-{
-	struct qcow2_image *top = writable_top(c);
-	struct qcow2_fill fill = { read_below, c, c->n > 1 };
-	int r;
-
-	if (!top)
-		return not_writable(c);
-	enter(c);
-	if (off > c->size || n > c->size - off)
-		r = qcow2_set_error(-EFBIG, "'%s': write past the end of the disk",
-				    c->layers[0].path);
-	else
-		r = qcow2_image_write(top, buf, n, off, &fill);
-	forget(c, off, n);
-	leave(c);
-	return r;
-}
-
-int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags)
+/* A change of the top over [@off, @off + @n): a write of @buf, an allocation (@buf NULL,
+ * @zero false) or a zeroing. */
+static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t off, bool zero)
 {
 	struct qcow2_image *top = writable_top(c);
 	struct qcow2_fill fill = { read_below, c, c->n > 1 };
@@ -747,13 +730,23 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 	if (off > c->size || n > c->size - off)
 		r = qcow2_set_error(-EFBIG, "'%s': range past the end of the disk",
 				    c->layers[0].path);
-	else if (flags & QCOW2_ZERO_ALLOCATE)
-		r = qcow2_image_write(top, NULL, (size_t)n, off, &fill);
-	else
+	else if (zero)
 		r = qcow2_image_zero(top, off, n, &fill);
+	else
+		r = qcow2_image_write(top, buf, (size_t)n, off, &fill);
 	forget(c, off, n);
 	leave(c);
 	return r;
+}
+
+int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off)
+{
+	return change(c, buf, n, off, false);
+}
+
+int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags)
+{
+	return change(c, NULL, n, off, !(flags & QCOW2_ZERO_ALLOCATE));
 }
 
 int qcow2_chain_flush(struct qcow2_chain *c)

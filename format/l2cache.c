@@ -142,54 +142,6 @@ static struct slot *insert(struct qcow2_l2cache *c, uint64_t off, uint64_t *word
 	return s;
 }
 
-int qcow2_l2cache_get(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t host_off,
-		      uint32_t word, uint32_t n_words, uint64_t *out)
-{
-	size_t n = c->table_bytes / 8, i;
-	uint64_t *words;
-	struct slot *s;
-	int r;
-
-	if (host_off == 0 || (size_t)word + n_words > n)
-		return qcow2_set_error(-EINVAL, "internal: bad L2 cache request");
-	pthread_mutex_lock(&c->lock);
-	s = find(c, host_off);
-	if (s) {
-		s->ref = true;
-		memcpy(out, s->words + word, (size_t)n_words * 8);
-		pthread_mutex_unlock(&c->lock);
-		return 0;
-	}
-	pthread_mutex_unlock(&c->lock);
-
-	words = malloc(c->table_bytes);
-	if (!words)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	r = qcow2_io_pread_full(io, words, c->table_bytes, host_off);
-	if (r < 0) {
-		free(words);
-		return r;
-	}
-	for (i = 0; i < n; i++)
-		words[i] = get_be64(&words[i]);
-
-	pthread_mutex_lock(&c->lock);
-	s = find(c, host_off);
-	if (s)
-		free(words);
-	else
-		s = insert(c, host_off, words);
-	if (s) {
-		s->ref = true;
-		memcpy(out, s->words + word, (size_t)n_words * 8);
-	} else { /* every slot dirty: this table is not, so the disk's copy is current */
-		memcpy(out, words + word, (size_t)n_words * 8);
-		free(words);
-	}
-	pthread_mutex_unlock(&c->lock);
-	return 0;
-}
-
 static int load_table(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t host_off,
 		      uint64_t **out)
 {
@@ -207,6 +159,47 @@ static int load_table(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t hos
 	for (i = 0; i < n; i++)
 		words[i] = get_be64(&words[i]);
 	*out = words;
+	return 0;
+}
+
+int qcow2_l2cache_get(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t host_off,
+		      uint32_t word, uint32_t n_words, uint64_t *out)
+{
+	size_t n = c->table_bytes / 8;
+	uint64_t *words;
+	struct slot *s;
+	int r;
+
+	if (host_off == 0 || (size_t)word + n_words > n)
+		return qcow2_set_error(-EINVAL, "internal: bad L2 cache request");
+	pthread_mutex_lock(&c->lock);
+	s = find(c, host_off);
+	if (s) {
+		s->ref = true;
+		memcpy(out, s->words + word, (size_t)n_words * 8);
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	r = load_table(c, io, host_off, &words);
+	if (r < 0)
+		return r;
+
+	pthread_mutex_lock(&c->lock);
+	s = find(c, host_off);
+	if (s)
+		free(words);
+	else
+		s = insert(c, host_off, words);
+	if (s) {
+		s->ref = true;
+		memcpy(out, s->words + word, (size_t)n_words * 8);
+	} else { /* every slot dirty: this table is not, so the disk's copy is current */
+		memcpy(out, words + word, (size_t)n_words * 8);
+		free(words);
+	}
+	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
 

@@ -135,6 +135,34 @@ static int pin_table(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
 	return r < 0 ? r : modify(img, *l2_off, NULL, 0, 0, NULL);
 }
 
+/* Clusters of [@off, @off + @n) up to the end of the L2 table, at most @max. */
+static uint32_t run_clusters(const struct qcow2_image *img, uint64_t off, uint64_t n,
+			     uint32_t max)
+{
+	uint64_t cs = img->cluster_bytes, k = ((off & (cs - 1)) + n + cs - 1) >> img->h.cluster_bits;
+	uint32_t left = img->l2_entries - (uint32_t)((off >> img->h.cluster_bits) % img->l2_entries);
+
+	if (k > left)
+		k = left;
+	return k > max ? max : (uint32_t)k;
+}
+
+/* The @k entries from @off's on, in the L2 table made ready and pinned for writing. */
+static int load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint64_t *ents,
+		    uint64_t *l2_off)
+{
+	uint64_t cl = off >> img->h.cluster_bits;
+	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
+	int r;
+
+	if (l1_idx >= img->l1.n)
+		return qcow2_set_error(-EIO, "offset %#" PRIx64 " beyond the L1 table", off);
+	r = pin_table(img, l1_idx, l2_off);
+	return r < 0 ? r :
+		       qcow2_l2cache_get(img->l2cache, img->io, *l2_off,
+					 (uint32_t)(cl % img->l2_entries) * ew, k * ew, ents);
+}
+
 /* Is the cluster with entry @e (bitmap @bm) written in place for bytes [@a, @b)? */
 static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t a, uint64_t b)
 {
@@ -180,11 +208,7 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 	l2_off = e & QCOW2_L1E_OFFSET_MASK;
 	if (!l2_off || !(e & QCOW2_OFLAG_COPIED))
 		return 0;
-	k = (uint32_t)(((off & (cs - 1)) + n + cs - 1) >> img->h.cluster_bits);
-	if (k > img->l2_entries - l2_idx)
-		k = img->l2_entries - l2_idx;
-	if (k > 64)
-		k = 64;
+	k = run_clusters(img, off, n, 64);
 	r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, words);
 	if (r < 0)
 		return r;
@@ -426,21 +450,12 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 {
 	uint64_t ents[2 * MAX_RUN], orig[2 * MAX_RUN];
 	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, first_cl;
-	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
-	uint32_t l2_idx = (uint32_t)(cl % img->l2_entries), k, i, j;
+	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(cl % img->l2_entries), k, i, j;
 	size_t done = 0;
 	int r;
 
-	k = (uint32_t)(((off & (cs - 1)) + n + cs - 1) >> img->h.cluster_bits);
-	if (k > img->l2_entries - l2_idx)
-		k = img->l2_entries - l2_idx;
-	if (k > MAX_RUN)
-		k = MAX_RUN;
-	if (l1_idx >= img->l1.n)
-		return qcow2_set_error(-EIO, "write at %#" PRIx64 " beyond the L1 table", off);
-	r = pin_table(img, l1_idx, &l2_off);
-	if (r == 0)
-		r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, ents);
+	k = run_clusters(img, off, n, MAX_RUN);
+	r = load_run(img, off, k, ents, &l2_off);
 	if (r < 0)
 		return r;
 	memcpy(orig, ents, (size_t)k * ew * 8);
@@ -503,13 +518,32 @@ static int relieve(struct qcow2_image *img)
 	return 0;
 }
 
+typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
+			  const struct qcow2_fill *fill);
+
+/* One slow-path pass under the metadata lock: the first change made durable first, then the
+ * run, then a flush if the caches are full. */
+static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
+			  uint64_t off, const struct qcow2_fill *fill)
+{
+	ssize_t got;
+	int r;
+
+	pthread_mutex_lock(&img->w->lock);
+	r = qcow2_image_begin_write(img);
+	got = r < 0 ? r : run(img, buf, n, off, fill);
+	if (got >= 0 && (r = relieve(img)) < 0)
+		got = r;
+	pthread_mutex_unlock(&img->w->lock);
+	return got;
+}
+
 int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64_t off,
 		      const struct qcow2_fill *fill)
 {
 	const uint8_t *p = buf;
 	size_t done = 0;
 	ssize_t got;
-	int r = 0;
 
 	if (!img->w)
 		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
@@ -521,16 +555,9 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 			done += (size_t)got;
 			continue;
 		}
-		if (got == 0) {
-			pthread_mutex_lock(&img->w->lock);
-			r = qcow2_image_begin_write(img);
-			got = r < 0
-				  ? r
-				  : write_run(img, p ? p + done : NULL, n - done, off + done, fill);
-			if (got >= 0 && (r = relieve(img)) < 0)
-				got = r;
-			pthread_mutex_unlock(&img->w->lock);
-		}
+		if (got == 0)
+			got = locked_run(img, write_run, p ? p + done : NULL, n - done, off + done,
+					 fill);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		done += (size_t)got;
@@ -562,7 +589,7 @@ static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n,
 
 /* Zero whole units (clusters, or subclusters with extended L2) [@off, @off + @n) within one
  * L2 table. w->lock held. Returns bytes handled. */
-static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n,
+static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n, uint64_t off,
 			const struct qcow2_fill *fill)
 {
 	uint64_t ents[2 * MAX_RUN];
@@ -573,19 +600,13 @@ static ssize_t zero_run(struct qcow2_image *img, uint64_t off, uint64_t n,
 	uint64_t done = 0;
 	int r;
 
-	k = (uint32_t)(((off & (cs - 1)) + n + cs - 1) >> img->h.cluster_bits);
-	if (k > img->l2_entries - l2_idx)
-		k = img->l2_entries - l2_idx;
-	if (k > MAX_RUN)
-		k = MAX_RUN;
-	e = l1_get(img, l1_idx);
+	k = run_clusters(img, off, n, MAX_RUN);
+	e = l1_idx < img->l1.n ? l1_get(img, l1_idx) : 0;
 	if (!backing && !(e & QCOW2_L1E_OFFSET_MASK)) /* unallocated and nothing below: zeros */
 		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n
 				     ? ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1))
 				     : n);
-	r = pin_table(img, l1_idx, &l2_off);
-	if (r == 0)
-		r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, ents);
+	r = load_run(img, off, k, ents, &l2_off);
 	if (r < 0)
 		return r;
 	scb = 1ull << img->sc_bits;
@@ -654,12 +675,7 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 			continue;
 		}
 		len = (end - off) & ~(unit - 1);
-		pthread_mutex_lock(&img->w->lock);
-		r = qcow2_image_begin_write(img);
-		got = r < 0 ? r : zero_run(img, off, len, fill);
-		if (got >= 0 && (r = relieve(img)) < 0)
-			got = r;
-		pthread_mutex_unlock(&img->w->lock);
+		got = locked_run(img, zero_run, NULL, (size_t)len, off, fill);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		off += (uint64_t)got;

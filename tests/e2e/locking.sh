@@ -88,7 +88,7 @@ start_writer()
 	WRITER_FEED=$!
 	track_pid "$WRITER_FEED"
 	for ((i = 0; i < 100; i++)); do
-		if holds_write_lock "$img"; then
+		if qemu_holds_write_lock "$img"; then
 			return 0
 		fi
 		kill -0 "$WRITER_PID" 2>/dev/null || break
@@ -98,16 +98,6 @@ start_writer()
 	return 1
 }
 
-# holds_write_lock IMAGE: someone holds QEMU's "write" permission byte (101) on IMAGE. Read from
-# /proc/locks: asking qemu-img would take locks itself and could make qemu-io's open fail.
-holds_write_lock()
-{
-	local ino
-	ino=$(stat -c %i "$1") || return 1
-	awk -v ino="$ino" '$2 == "OFDLCK" { split($6, id, ":");
-		if (id[3] == ino && $7 <= 101 && ($8 == "EOF" || $8 >= 101)) found = 1 }
-		END { exit !found }' /proc/locks
-}
 stop_writer()
 {
 	local i

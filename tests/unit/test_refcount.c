@@ -12,6 +12,7 @@
 
 #include "imgbuild.h"
 #include "internal.h"
+#include "testutil.h"
 
 static struct imgbuild *img;
 static struct qcow2_image *qi;
@@ -29,23 +30,6 @@ static void teardown(void)
 }
 
 TestSuite(refcount, .init = setup, .fini = teardown);
-
-/* An encoder written from qcow2.txt, independent of format/: entries narrower than a byte
- * fill each byte from its least significant bit; wider ones are big-endian. */
-static void put_rc(uint8_t *block, uint32_t order, uint64_t idx, uint64_t v)
-{
-	uint32_t bits = 1u << order, i;
-
-	if (bits < 8) {
-		uint32_t shift = (uint32_t)(idx * bits % 8);
-		uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
-		block[idx * bits / 8] =
-		    (uint8_t)((block[idx * bits / 8] & ~mask) | ((v << shift) & mask));
-		return;
-	}
-	for (i = 0; i < bits / 8; i++)
-		block[idx * (bits / 8) + i] = (uint8_t)(v >> (bits - 8 - 8 * i));
-}
 
 struct order_case {
 	uint32_t order;
@@ -72,7 +56,7 @@ ParameterizedTest(struct order_case *c, refcount, block_entries_of_every_width_d
 			want[i] = max; /* all bits set */
 		if (i % 89 == 0)
 			want[i] = 0;
-		put_rc(block, c->order, i, want[i]);
+		testutil_put_refcount(block, c->order, i, want[i]);
 	}
 	for (i = 0; i < n; i++)
 		cr_assert_eq(qcow2_refcount_block_get(block, c->order, i), want[i],

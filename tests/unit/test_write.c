@@ -15,6 +15,7 @@
 
 #include "imgbuild.h"
 #include "internal.h"
+#include "testutil.h"
 
 static struct imgbuild *img;
 static struct qcow2_image *qi;
@@ -32,22 +33,6 @@ static void teardown(void)
 }
 
 TestSuite(write, .init = setup, .fini = teardown);
-
-/* An encoder written from qcow2.txt, independent of format/ (as in test_refcount.c). */
-static void put_rc(uint8_t *block, uint32_t order, uint64_t idx, uint64_t v)
-{
-	uint32_t bits = 1u << order, i;
-
-	if (bits < 8) {
-		uint32_t shift = (uint32_t)(idx * bits % 8);
-		uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
-		block[idx * bits / 8] =
-		    (uint8_t)((block[idx * bits / 8] & ~mask) | ((v << shift) & mask));
-		return;
-	}
-	for (i = 0; i < bits / 8; i++)
-		block[idx * (bits / 8) + i] = (uint8_t)(v >> (bits - 8 - 8 * i));
-}
 
 struct order_case {
 	uint32_t order;
@@ -70,7 +55,7 @@ ParameterizedTest(struct order_case *c, write, refcount_entries_of_every_width_e
 	for (i = 0; i < n; i += 3) {
 		uint64_t v = (i * 0x9e3779b97f4a7c15ull) & max;
 		qcow2_refcount_block_set(ours, c->order, i, v);
-		put_rc(want, c->order, i, v);
+		testutil_put_refcount(want, c->order, i, v);
 		cr_assert_eq(qcow2_refcount_block_get(ours, c->order, i), v, "order %u idx %lu",
 			     c->order, (unsigned long)i);
 	}
