@@ -183,6 +183,9 @@ int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 			r = qcow2_refcount_set_w(img, i, k.c[i]);
 	}
 	free(k.c);
+	/* The fast path trusts COPIED to mean "refcount 1": make it so, as QEMU's repair does. */
+	if (r == 0)
+		r = qcow2_write_fix_copied(img);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0) {

@@ -232,6 +232,9 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
  * (which may be read as raw), a version 2 image over a backing file. */
 int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
+/* Set the COPIED flags of the active L1 and L2 tables from the refcounts (refcount 1: set),
+ * as a repair after the refcounts were rebuilt. */
+int qcow2_write_fix_copied(struct qcow2_image *img);
 /* Grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
 int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);
 /* Write back every cached change in crash-safe order and make it durable, then count down

@@ -748,3 +748,49 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 	pthread_mutex_unlock(&img->w->lock);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
+
+/* ---- repair ---- */
+
+/* The COPIED flag an entry pointing at cluster @host should carry: set iff its refcount is 1. */
+static int want_copied(struct qcow2_image *img, uint64_t host, bool *copied)
+{
+	uint64_t v;
+	int r = qcow2_refcount_get_w(img, host >> img->h.cluster_bits, &v);
+
+	*copied = v == 1;
+	return r;
+}
+
+int qcow2_write_fix_copied(struct qcow2_image *img)
+{
+	uint32_t ew = img->l2_entry_words, i, j, n = (uint32_t)(img->cluster_bytes / 8);
+	uint64_t *t = malloc(img->cluster_bytes);
+	bool c;
+	int r = t ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+
+	for (i = 0; r == 0 && i < img->l1.n; i++) {
+		uint64_t e = l1_get(img, i), l2 = e & QCOW2_L1E_OFFSET_MASK;
+		bool changed = false;
+
+		if (!l2 || (r = want_copied(img, l2, &c)) < 0)
+			continue;
+		if (c != !!(e & QCOW2_OFLAG_COPIED))
+			l1_set(img, i, c ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED);
+		r = qcow2_l2cache_get(img->l2cache, img->io, l2, 0, n, t);
+		for (j = 0; r == 0 && j < n; j += ew) {
+			uint64_t host = t[j] & QCOW2_L2E_OFFSET_MASK;
+
+			if (!host || (t[j] & QCOW2_OFLAG_COMPRESSED) || has_data_file(img))
+				continue;
+			r = want_copied(img, host, &c);
+			if (r == 0 && c != !!(t[j] & QCOW2_OFLAG_COPIED)) {
+				t[j] ^= QCOW2_OFLAG_COPIED;
+				changed = true;
+			}
+		}
+		if (r == 0 && changed)
+			r = modify(img, l2, t, 0, 0, NULL);
+	}
+	free(t);
+	return r;
+}

@@ -277,7 +277,8 @@ Test(write, a_dirty_image_has_its_refcounts_rebuilt_on_a_writable_open)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
 	struct qcow2_image *back;
-	uint8_t b = 9;
+	uint64_t entry_off, entry;
+	uint8_t b = 9, raw[8];
 
 	o.lazy_refcounts = true;
 	o.incompat = QCOW2_INCOMPAT_DIRTY;
@@ -290,7 +291,14 @@ Test(write, a_dirty_image_has_its_refcounts_rebuilt_on_a_writable_open)
 
 		imgbuild_put_be16(img, block + 2 * idx, 0); /* 16-bit refcounts */
 	}
+	/* and a cluster used once whose entry lost its COPIED flag */
+	entry_off = imgbuild_l2_entry_off(img, 65536);
+	entry = imgbuild_get_be64(img, entry_off);
+	cr_assert(entry & QCOW2_OFLAG_COPIED);
+	imgbuild_put_be64(img, entry_off, entry & ~QCOW2_OFLAG_COPIED);
 	qi = open_writable();
+	cr_assert_eq(qcow2_io_pread_full(qcow2_image_io(qi), raw, 8, entry_off), 0);
+	cr_assert_eq(get_be64(raw), entry, "the COPIED flag is back");
 	back = reopen(qcow2_image_io(qi), false);
 	cr_assert_eq(qcow2_image_header(back)->incompat & QCOW2_INCOMPAT_DIRTY, 0);
 	assert_clean(back, false);
