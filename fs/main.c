@@ -66,15 +66,15 @@ static void usage(FILE *f)
 		"  -d                   FUSE debug output (implies -f)\n"
 		"  -s                   single-threaded\n"
 		"  -o OPT[,OPT...]      mount options: ro (every view read-only), allow_other,\n"
-		"                       readahead_kb=N (read-ahead\n"
-		"                       of the mount, default 4096, 0 keeps the kernel's), and any\n"
-		"                       other FUSE mount option\n"
+		"                       readahead_kb=N (read-ahead of the mount, default 4096,\n"
+		"                       0 keeps the kernel's), and any other FUSE mount option\n"
 		"  --backing-dir DIR    allow backing files below DIR (outside SOURCE); repeatable\n"
 		"  -h, --help           this text\n"
 		"  -V, --version        the version\n\n"
 		"The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
-		"writable unless the mount is read-only or the image file is not writable: writes\n"
-		"go copy-on-write into that image. Snapshot views and backing layers are read-only.\n");
+		"writable, unless the mount is read-only, the image file is not writable, another\n"
+		"process holds it for writing or it is marked corrupt: writes go copy-on-write into\n"
+		"that image. Snapshot views and backing layers are read-only.\n");
 }
 
 /* Split -o options: ours are consumed, the rest go to FUSE. */
