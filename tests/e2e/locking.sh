@@ -22,22 +22,6 @@ setup qio top.qcow2 "write -P 0x13 1M 64k"
 setup qemu-img create -q -f qcow2 other.qcow2 2M
 setup qio other.qcow2 "write -P 0x14 0 2M"
 
-# write_refused IMAGE: qemu-io cannot open IMAGE for writing because of a lock
-write_refused()
-{
-	local out
-	if out=$(qemu-io -c "write -P 0x99 0 512" "$1" 2>&1); then
-		echo "qemu-io wrote to $1:"
-		echo "$out"
-		return 1
-	fi
-	if ! grep -qF 'Failed to get "write" lock' <<<"$out"; then
-		echo "qemu-io failed, but not with the write-lock error:"
-		echo "$out"
-		return 1
-	fi
-}
-
 unchanged() { qemu-img compare -U "$1" "$2"; }
 
 mount_qcowfs "$SRC" "$MNT" || bail "mount failed"
@@ -54,9 +38,9 @@ exec 8<"$MNT/img.raw" || bail "cannot open img.raw"
 exec 7<"$MNT/top.raw" || bail "cannot open top.raw"
 head -c 4096 <&8 >/dev/null
 head -c 4096 <&7 >/dev/null
-check "while img.raw is open, qemu-io cannot write img.qcow2 (write lock)" write_refused img.qcow2
-check "while top.raw is open, qemu-io cannot write top.qcow2 (write lock)" write_refused top.qcow2
-check "while top.raw is open, qemu-io cannot write its backing file base.qcow2" write_refused base.qcow2
+check "while img.raw is open, qemu-io cannot write img.qcow2 (write lock)" qemu_write_refused img.qcow2
+check "while top.raw is open, qemu-io cannot write top.qcow2 (write lock)" qemu_write_refused top.qcow2
+check "while top.raw is open, qemu-io cannot write its backing file base.qcow2" qemu_write_refused base.qcow2
 check "QEMU readers still can open img.qcow2 (qemu-img info without -U)" qemu-img info img.qcow2
 check "QEMU readers still can open top.qcow2 and its backing file" qemu-img info --backing-chain top.qcow2
 check "img.qcow2 unchanged while its view was open" unchanged "$WORK/img-before.qcow2" img.qcow2
@@ -73,48 +57,10 @@ check "after unmount, qemu-io can write img.qcow2 again" qio img.qcow2 "write -P
 check "after unmount, qemu-io can write base.qcow2 again" qio base.qcow2 "write -P 0x16 3M 4k"
 
 # ---- QEMU writing an image while we mount ----
-# start_writer IMAGE: qemu-io holds IMAGE open read-write until its stdin, a fifo, reaches EOF.
-# The fifo's only writer is a sleep we own (no shell fd: the daemons would inherit it and keep
-# the fifo open), so killing the sleep ends qemu-io.
-start_writer()
-{
-	local img=$1 fifo i
-	fifo=$WORK/fifo.$(basename "$img")
-	mkfifo "$fifo" || return 1
-	qemu-io "$img" <"$fifo" >/dev/null 2>&1 &
-	WRITER_PID=$!
-	track_pid "$WRITER_PID"
-	sleep 600 >"$fifo" &
-	WRITER_FEED=$!
-	track_pid "$WRITER_FEED"
-	for ((i = 0; i < 100; i++)); do
-		if qemu_holds_write_lock "$img"; then
-			return 0
-		fi
-		kill -0 "$WRITER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "qemu-io did not take the write lock on $img"
-	return 1
-}
-
-stop_writer()
-{
-	local i
-	kill "$WRITER_FEED" 2>/dev/null
-	wait "$WRITER_FEED" 2>/dev/null
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$WRITER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$WRITER_PID" 2>/dev/null
-	wait "$WRITER_PID" 2>/dev/null
-	rm -f "$WORK"/fifo.*
-}
-
+# A qemu-io writer (lib.sh: qemu_writer_start/stop) holds an image open read-write.
 setup qemu-img create -q -f qcow2 busy.qcow2 4M
 setup qio busy.qcow2 "write -P 0x21 0 64k"
-start_writer "$SRC/busy.qcow2" || bail "cannot start the writer"
+qemu_writer_start "$SRC/busy.qcow2" || bail "cannot start the writer"
 MNT2=$WORK/mnt2
 mount_qcowfs "$SRC" "$MNT2" || bail "mount while QEMU writes busy.qcow2 failed"
 check "busy.qcow2 (held for writing by qemu-io) is served (lookup)" expect_exists "$MNT2/busy.raw"
@@ -128,11 +74,11 @@ check "other images are served: other.raw reads correctly" \
 	expect_same_as_qemu "$SRC/other.qcow2" "$MNT2/other.raw"
 check "other images are served: top.raw reads correctly" \
 	expect_same_as_qemu "$SRC/top.qcow2" "$MNT2/top.raw"
-stop_writer
+qemu_writer_stop
 check "the daemon unmounts and exits cleanly" umount_qcowfs "$MNT2"
 
 # QEMU writing a backing file: chains reading through it are not served either
-start_writer "$SRC/base.qcow2" || bail "cannot start the writer"
+qemu_writer_start "$SRC/base.qcow2" || bail "cannot start the writer"
 MNT3=$WORK/mnt3
 mount_qcowfs "$SRC" "$MNT3" || bail "mount while QEMU writes base.qcow2 failed"
 check "a chain whose backing file QEMU writes is not served (top.raw)" \
@@ -142,14 +88,14 @@ check "the busy backing file's own view is served read-only (base.raw)" \
 check "the log names base.qcow2" log_names "$QCOWFS_LOG" base.qcow2
 check "other images are served: img.raw reads correctly" \
 	expect_same_as_qemu "$SRC/img.qcow2" "$MNT3/img.raw"
-stop_writer
+qemu_writer_stop
 check "the daemon unmounts and exits cleanly" umount_qcowfs "$MNT3"
 check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 
 # Naming the holder of a busy image must not hang the daemon on files of its own mount: with one
 # thread (-s), stat()ing /proc/PID/fd/N of a process that has a flat view open would wait for
 # the daemon itself. This shell (older than qemu-io, so met first in /proc) holds a view open.
-start_writer "$SRC/busy.qcow2" || bail "cannot start the writer"
+qemu_writer_start "$SRC/busy.qcow2" || bail "cannot start the writer"
 MNT4=$WORK/mnt4
 mount_qcowfs "$SRC" "$MNT4" -s || bail "mount -s while QEMU writes busy.qcow2 failed"
 exec 8<"$MNT4/other.raw" || bail "cannot open other.raw"
@@ -158,7 +104,7 @@ setup qemu-img create -q -f qcow2 "$SRC/new.qcow2" 1M # a change: the next readd
 check "-s: readdir with a busy image and an open view does not hang" fs_t 20 ls -A "$MNT4"
 check "-s: lookup of the busy image does not hang and finds it" fs_t 20 test -e "$MNT4/busy.raw"
 exec 8<&-
-stop_writer
+qemu_writer_stop
 check "-s: the daemon unmounts and exits cleanly" umount_qcowfs "$MNT4"
 check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 finish
