@@ -5,6 +5,7 @@
 #ifndef QCOW2_INTERNAL_H
 #define QCOW2_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -63,6 +64,19 @@ struct qcow2_l1 {
 	uint32_t n;
 	uint64_t size; /* the virtual size this table describes */
 };
+
+/* Report @done of @total bytes to @job and poll it: -ECANCELED (with a message) once it was
+ * cancelled, else 0. @job may be NULL. */
+static inline int qcow2_job_step(const struct qcow2_job *job, uint64_t done, uint64_t total)
+{
+	if (!job)
+		return 0;
+	if (job->progress)
+		job->progress(job->ctx, done, total);
+	if (job->cancelled && job->cancelled(job->ctx))
+		return qcow2_set_error(-ECANCELED, "interrupted");
+	return 0;
+}
 
 /* error.c: prefix the last message with "'@name': " unless it already starts so. */
 int qcow2_error_prefix(int err, const char *name);

@@ -43,6 +43,51 @@ void json_finish(struct json *j);
 /* "1 GiB", "196 KiB", "512 B": as qemu-img prints sizes. */
 void format_size(uint64_t bytes, char *out, size_t cap);
 
+/* Flags every command shares (common.c). Parse them with common_opt() from getopt_long's loop;
+ * COMMON_LONGOPTS adds the long forms to a command's option table. */
+enum progress_mode { PROGRESS_AUTO, PROGRESS_FORCE, PROGRESS_QUIET };
+enum { OPT_DRY_RUN = 0x100, OPT_JSON };
+struct common_opts {
+	enum progress_mode progress;
+	bool dry_run;
+	bool json;
+};
+#define COMMON_LONGOPTS                                                                     \
+	{ "progress", no_argument, NULL, 'p' }, { "quiet", no_argument, NULL, 'q' },         \
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },                               \
+		{ "json", no_argument, NULL, OPT_JSON }
+/* True if @c was one of the shared flags (and stored it in @o). */
+bool common_opt(int c, struct common_opts *o);
+
+/* A progress bar on stderr: shown on a terminal, or always with -p, never with -q. */
+struct progress {
+	const char *what;
+	bool on, drawn;
+	uint64_t done, total;
+	double last;
+};
+void progress_init(struct progress *p, const struct common_opts *o, const char *what);
+void progress_update(struct progress *p, uint64_t done, uint64_t total);
+/* Draw the final state and end the line (if anything was drawn). */
+void progress_end(struct progress *p);
+
+/* SIGINT, SIGTERM and SIGHUP set a flag instead of killing the process: long work polls it
+ * (through a qcow2_job) and stops at a safe point, leaving every image valid. */
+void catch_interrupts(void);
+bool was_interrupted(void);
+struct qcow2_job;
+/* A job whose progress goes to @p and which is cancelled by an interrupt. */
+void job_init(struct qcow2_job *job, struct progress *p);
+
+/* Open the chain of @path with its top writable and QEMU's write locks taken: refused with
+ * -EBUSY naming the holder if another process (the mounted daemon included) writes it. */
+struct qcow2_chain;
+int open_for_write(const char *path, struct qcow2_chain **out);
+/* Flush and close @c (NULL: nothing); returns @r, or the flush's error if @r was 0. */
+int finish_write(struct qcow2_chain *c, int r);
+/* Print the library's last error ("interrupted" after a signal) and return EXIT_FAIL. */
+int fail_lib(void);
+
 int cmd_info(int argc, char **argv);
 
 #endif

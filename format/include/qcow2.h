@@ -58,6 +58,16 @@
 #define QCOW2_MAX_VIRTUAL_SIZE (1ull << 56) /* 64 PiB */
 #define QCOW2_DEFAULT_MAX_DEPTH 4096
 
+/* ---- long operations ----
+ * Commands that walk a whole image (commit, pull, rebase, copy, check, checksum) report
+ * progress and poll for cancellation between steps through a qcow2_job (may be NULL). A
+ * cancelled job stops at a safe point and returns -ECANCELED. */
+struct qcow2_job {
+	void (*progress)(void *ctx, uint64_t done, uint64_t total); /* bytes; may be NULL */
+	bool (*cancelled)(void *ctx);                               /* may be NULL */
+	void *ctx;
+};
+
 /* ---- errors (error.c) ---- */
 
 /* Store a message for this thread (printf-style) and return @err unchanged. */

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * common.c - what every qcowctl command shares: the -p/-q/--dry-run/--json flags, the progress
+ * bar, SIGINT/SIGTERM turned into a cancellation the library polls between steps, and opening
+ * an image for modification (QEMU's write locks taken, a holder named on refusal).
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qcow2.h"
+#include "qcowctl.h"
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = sig;
+}
+
+void catch_interrupts(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+bool was_interrupted(void)
+{
+	return interrupted != 0;
+}
+
+bool common_opt(int c, struct common_opts *o)
+{
+	switch (c) {
+	case 'p': o->progress = PROGRESS_FORCE; return true;
+	case 'q': o->progress = PROGRESS_QUIET; return true;
+	case OPT_DRY_RUN: o->dry_run = true; return true;
+	case OPT_JSON: o->json = true; return true;
+	default: return false;
+	}
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void progress_init(struct progress *p, const struct common_opts *o, const char *what)
+{
+	memset(p, 0, sizeof(*p));
+	p->what = what;
+	p->on = o->progress == PROGRESS_FORCE || (o->progress == PROGRESS_AUTO && isatty(2));
+}
+
+static void draw(struct progress *p)
+{
+	char a[32], b[32];
+	double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 0;
+	int i, fill = (int)(pct / 5);
+
+	format_size(p->done, a, sizeof(a));
+	format_size(p->total, b, sizeof(b));
+	fprintf(stderr, "\r%s [", p->what);
+	for (i = 0; i < 20; i++)
+		fputc(i < fill ? '#' : ' ', stderr);
+	fprintf(stderr, "] %5.1f%% %s of %s   ", pct, a, b);
+	fflush(stderr);
+}
+
+void progress_update(struct progress *p, uint64_t done, uint64_t total)
+{
+	double t;
+
+	if (!p->on)
+		return;
+	p->done = done;
+	p->total = total;
+	t = now();
+	if (t - p->last < 0.1 && done < total)
+		return;
+	p->last = t;
+	draw(p);
+	p->drawn = true;
+}
+
+void progress_end(struct progress *p)
+{
+	if (p->on && p->drawn) {
+		draw(p);
+		fputc('\n', stderr);
+	}
+	p->drawn = false;
+}
+
+/* qcow2_job callbacks: the bar and the interrupt flag. */
+static void job_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	progress_update(ctx, done, total);
+}
+
+static bool job_cancelled(void *ctx)
+{
+	return was_interrupted();
+}
+
+void job_init(struct qcow2_job *job, struct progress *p)
+{
+	memset(job, 0, sizeof(*job));
+	job->progress = job_progress;
+	job->cancelled = job_cancelled;
+	job->ctx = p;
+}
+
+int open_for_write(const char *path, struct qcow2_chain **out)
+{
+	struct qcow2_chain_opts co = { .lock = true, .writable = true };
+	struct qcow2_chain *c;
+	int r;
+
+	r = qcow2_chain_open(path, &co, &c);
+	if (r < 0)
+		return r;
+	r = qcow2_chain_lock_write(c, true);
+	if (r < 0) {
+		qcow2_chain_close(c);
+		return r;
+	}
+	*out = c;
+	return 0;
+}
+
+int finish_write(struct qcow2_chain *c, int r)
+{
+	int f;
+
+	if (!c)
+		return r;
+	f = qcow2_chain_flush(c);
+	if (r == 0)
+		r = f;
+	qcow2_chain_close(c);
+	return r;
+}
+
+int fail_lib(void)
+{
+	error("%s", was_interrupted() ? "interrupted" : qcow2_last_error());
+	return EXIT_FAIL;
+}
