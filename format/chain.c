@@ -173,7 +173,7 @@ static int open_image(const char *path, const struct qcow2_chain_opts *o, bool w
 int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 			  struct qcow2_image **out)
 {
-	return open_image(path, o, false, READER_SHARED, out);
+	return open_image(path, o, o && o->writable, READER_SHARED, out);
 }
 
 /* Open the file of the newest layer as @fmt ("qcow2", "raw" or "" to probe). */
@@ -212,7 +212,7 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		r = open_image(l->path, o, o->writable && !o->snapshot,
 			       o->share_write ? QCOW2_PERM_ALL : READER_SHARED, &l->img);
 	else
-		r = qcow2_image_open_path(l->path, o, &l->img);
+		r = open_image(l->path, o, false, READER_SHARED, &l->img);
 	if (r < 0)
 		return r;
 	l->size = l->img->h.size;
@@ -717,8 +717,9 @@ static int not_writable(const struct qcow2_chain *c)
 }
 
 /* A change of the top over [@off, @off + @n): a write of @buf, an allocation (@buf NULL,
- * @zero false) or a zeroing. */
-static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t off, bool zero)
+ * @zero false), a zeroing or an unmapping. */
+static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t off, bool zero,
+		  bool unmap)
 {
 	struct qcow2_image *top = writable_top(c);
 	struct qcow2_fill fill = { read_below, c, c->n > 1 };
@@ -730,6 +731,8 @@ static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t o
 	if (off > c->size || n > c->size - off)
 		r = qcow2_set_error(-EFBIG, "'%s': range past the end of the disk",
 				    c->layers[0].path);
+	else if (zero && unmap)
+		r = qcow2_image_unmap(top, off, n);
 	else if (zero)
 		r = qcow2_image_zero(top, off, n, &fill);
 	else
@@ -741,12 +744,26 @@ static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t o
 
 int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off)
 {
-	return change(c, buf, n, off, false);
+	return change(c, buf, n, off, false, false);
 }
 
 int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags)
 {
-	return change(c, NULL, n, off, !(flags & QCOW2_ZERO_ALLOCATE));
+	return change(c, NULL, n, off, !(flags & QCOW2_ZERO_ALLOCATE), flags & QCOW2_ZERO_UNMAP);
+}
+
+int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off)
+{
+	struct qcow2_image *top = writable_top(c);
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	enter(c);
+	r = qcow2_image_write_compressed(top, buf, off);
+	forget(c, off, top->cluster_bytes);
+	leave(c);
+	return r;
 }
 
 int qcow2_chain_flush(struct qcow2_chain *c)

@@ -6,6 +6,9 @@
  * carry trailing bytes of the next cluster; decompression stops once a full cluster has been
  * produced. Output shorter than a cluster is corruption. This is the only file that knows
  * whether zstd was built in.
+ *
+ * Compression (copy --compress) writes what QEMU writes: a raw deflate stream (window bits
+ * -12) or one zstd frame, used only when it is shorter than the cluster.
  */
 #include <errno.h>
 #include <limits.h>
@@ -70,6 +73,44 @@ int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *ou
 	case QCOW2_COMPRESSION_ZSTD:
 #if HAVE_ZSTD
 		return zstd_cluster(in, in_len, out, out_len);
+#else
+		return qcow2_set_error(-ENOTSUP, "zstd compression not built in");
+#endif
+	default:
+		return qcow2_set_error(-ENOTSUP, "unknown compression type %u", type);
+	}
+}
+
+static ssize_t deflate_cluster(const void *in, size_t in_len, void *out, size_t out_cap)
+{
+	z_stream s = { 0 };
+	int r;
+
+	if (in_len > UINT_MAX || out_cap > UINT_MAX)
+		return qcow2_set_error(-EINVAL, "cluster too large to compress");
+	if (deflateInit2(&s, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+		return qcow2_set_error(-ENOMEM, "cannot start zlib");
+	s.next_in = (Bytef *)(uintptr_t)in;
+	s.avail_in = (uInt)in_len;
+	s.next_out = out;
+	s.avail_out = (uInt)out_cap;
+	r = deflate(&s, Z_FINISH);
+	deflateEnd(&s);
+	return r == Z_STREAM_END ? (ssize_t)(out_cap - s.avail_out) : 0;
+}
+
+ssize_t qcow2_codec_compress(uint8_t type, const void *in, size_t in_len, void *out,
+			     size_t out_cap)
+{
+	switch (type) {
+	case QCOW2_COMPRESSION_ZLIB:
+		return deflate_cluster(in, in_len, out, out_cap);
+	case QCOW2_COMPRESSION_ZSTD:
+#if HAVE_ZSTD
+	{
+		size_t r = ZSTD_compress(out, out_cap, in, in_len, 3);
+		return ZSTD_isError(r) ? 0 : (ssize_t)r;
+	}
 #else
 		return qcow2_set_error(-ENOTSUP, "zstd compression not built in");
 #endif

@@ -105,6 +105,10 @@ bool qcow2_l2cache_pressure(struct qcow2_l2cache *c);
 void qcow2_l2cache_drop(struct qcow2_l2cache *c, uint64_t host_off);
 
 /* codec.c */
+/* Compress one cluster (@in_len bytes) into @out (@out_cap bytes) with @type; returns the
+ * compressed length, or 0 if it does not fit (store the cluster uncompressed), or -errno. */
+ssize_t qcow2_codec_compress(uint8_t type, const void *in, size_t in_len, void *out,
+			     size_t out_cap);
 int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *out,
 			   size_t out_len);
 
@@ -197,6 +201,10 @@ struct qcow2_wstate {
 	bool began;       /* autoclear bits cleared, lazy dirty bit set */
 	bool set_dirty;   /* we set the dirty bit and must clear it on a clean close */
 	bool data_dirty;  /* guest data written since the last flush */
+	/* compress.c: the host cluster compressed clusters are being packed into, and how many
+	 * of its bytes are used; forgotten at each flush (after which it could be freed). */
+	uint64_t comp_cluster;
+	uint64_t comp_used;
 };
 
 /* image.c internals used by map.c */
@@ -246,6 +254,15 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
  * (which may be read as raw), a version 2 image over a backing file. */
 int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
+/* Make whole units of [@off, @off + @n) unallocated (partial units are left, except the last
+ * one of the disk). */
+int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);
+/* Point guest cluster @guest_cl at L2 entry @ent (1 or 2 words), counting down what it pointed
+ * at. w->lock held, qcow2_image_begin_write() done. */
+int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent);
+/* compress.c: write guest cluster @guest_off (aligned) from the whole cluster in @buf (zeros
+ * past the disk's end), compressed where that saves space, else as a normal write. */
+int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint64_t guest_off);
 /* Set the COPIED flags of the active L1 and L2 tables from the refcounts (refcount 1: set),
  * as a repair after the refcounts were rebuilt. */
 int qcow2_write_fix_copied(struct qcow2_image *img);

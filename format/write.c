@@ -683,6 +683,46 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 	return 0;
 }
 
+/* Whole units of [@off, @off + @n) made unallocated, so that what lies below shows through
+ * (an overlay emptied after a commit). A partial unit is left as it is, except the last one
+ * of the disk, whose tail lies past the end anyway. */
+int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
+{
+	uint64_t unit = 1ull << img->sc_bits, end = off + n;
+	struct qcow2_fill none = { 0 }; /* "nothing below": zero_run then unallocates */
+	ssize_t got;
+
+	if (!img->w)
+		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if (off > img->h.size || n > img->h.size - off)
+		return qcow2_set_error(-EFBIG, "'%s': range past the end of the disk", img->name);
+	end = end == img->h.size ? (end + unit - 1) & ~(unit - 1) : end & ~(unit - 1);
+	off = (off + unit - 1) & ~(unit - 1);
+	while (off < end) {
+		got = locked_run(img, zero_run, NULL, (size_t)(end - off), off, &none);
+		if (got < 0)
+			return qcow2_error_prefix((int)got, img->name);
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+/* Point guest cluster @guest_cl at @ent (1 or 2 words), counting down what it pointed at.
+ * w->lock held, qcow2_image_begin_write() done. */
+int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent)
+{
+	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(guest_cl % img->l2_entries);
+	uint64_t old[2] = { 0, 0 }, l2_off;
+	int r;
+
+	r = load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);
+	if (r == 0 && old[0] != ent[0])
+		r = release_entry(img, old[0]);
+	if (r == 0)
+		r = modify(img, l2_off, NULL, l2_idx * ew, ew, ent);
+	return r < 0 ? r : relieve(img);
+}
+
 /* ---- growth ---- */
 
 static int grow_l1(struct qcow2_image *img, uint64_t need)

@@ -135,6 +135,11 @@ int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 #define qcow2_io_lock_check_reader(io)                                                      \
 	qcow2_io_lock_check((io), QCOW2_PERM_CONSISTENT_READ,                               \
 			    QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+/* What a QEMU writer holds: consistent read, write and resize, sharing neither write nor
+ * resize. Taken on an io that already holds a reader lock, it upgrades that lock. */
+#define qcow2_io_lock_writer(io)                                                            \
+	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE,  \
+		      QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
 /* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
  * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
 #define qcow2_io_lock_reader(io)                                                            \
@@ -362,18 +367,22 @@ int qcow2_chain_lock_write(struct qcow2_chain *c, bool on);
 /* Write @n bytes at @off of the flat view (-EFBIG past the end). */
 int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off);
 #define QCOW2_ZERO_ALLOCATE 0x1u /* preallocate instead: allocate, keep the content */
+#define QCOW2_ZERO_UNMAP 0x2u    /* unallocate whole units instead: the layers below show */
 /* Make [@off, @off + @n) read as zeros without writing data where the format allows, freeing
  * the clusters it used (a discard and a zeroing are the same here: no backing data shows
  * through either), or with QCOW2_ZERO_ALLOCATE allocate it in the top image keeping what it
  * shows. */
 int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags);
+/* Write the top's cluster at @off (cluster-aligned) from the whole cluster in @buf,
+ * compressed with the image's compression type where that saves space. */
+int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off);
 /* Make every acknowledged write durable (crash-safe write order, then fdatasync). */
 int qcow2_chain_flush(struct qcow2_chain *c);
 /* Grow the virtual size to @new_size (-EINVAL if smaller). */
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
 
-/* Open the qcow2 image at @path read-only, locked as a reader if @o->lock, with its external
- * data file resolved and confined like a backing file. */
+/* Open the qcow2 image at @path (writable if @o->writable), locked as a reader if @o->lock,
+ * with its external data file resolved and confined like a backing file. */
 int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 			  struct qcow2_image **out);
 
@@ -382,5 +391,45 @@ int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
  * against @o's root and allow_dirs. Returns 0, -EPERM (outside), -ENOENT, -ENAMETOOLONG. */
 int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
 			     const char *name, char *out, size_t cap);
+
+/* ---- changing images and chains (image.c, copy.c) ---- */
+
+/* Rewrite the backing file pointer of @img (open writable): @name stored as given (NULL or
+ * "": none) with the backing format extension @fmt (NULL or "": none). The whole header
+ * cluster is written at once and made durable, so the file names either the old or the new
+ * backing file. */
+int qcow2_image_set_backing(struct qcow2_image *img, const char *name, const char *fmt);
+
+/*
+ * The engine of commit, pull, rebase and copy: make @dst show what @src shows over every range
+ * that layers [@first, @limit) of @src provide (data, compressed or zeros), and also, where
+ * @under is given, over the ranges where @src shows a hole. @under is what @dst shows below
+ * those ranges once the operation is complete (NULL: zeros). Ranges where @under already shows
+ * the same are left alone: zeros when @under has no data there, and with @compare, any data
+ * equal to @src's. Work is proportional to what the layers in range have allocated.
+ *
+ * It plans first (every range, from @src's metadata only), then copies: @src is read only
+ * through layers [@first, @limit) and @under through its own chain, so @dst may be a layer
+ * below @limit that another object writes (commit).
+ */
+struct qcow2_copy_opts {
+	unsigned first, limit;     /* layers of @src whose ranges are copied */
+	struct qcow2_chain *dst;   /* writes go to its top (may be @src itself) */
+	struct qcow2_io *dst_raw;  /* or to a raw file (@dst NULL) */
+	struct qcow2_chain *under; /* see above; may be @dst */
+	bool under_is_tail;        /* @under shows @src's layers from @limit on (holes can only
+				    * differ where a layer above @limit ends early) */
+	bool compare;              /* write only what differs from @under */
+	bool compress;             /* write compressed clusters (@dst qcow2, whole clusters) */
+	bool dry_run;              /* plan only */
+};
+struct qcow2_copy_stats {
+	uint64_t planned_bytes; /* bytes of data in the ranges to copy */
+	uint64_t planned_zero;  /* bytes of zeros and holes to check */
+	uint64_t written_bytes; /* data written */
+	uint64_t zeroed_bytes;  /* ranges zeroed */
+};
+int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
+		     const struct qcow2_job *job, struct qcow2_copy_stats *st);
 
 #endif
