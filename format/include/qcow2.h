@@ -432,4 +432,36 @@ struct qcow2_copy_stats {
 int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		     const struct qcow2_job *job, struct qcow2_copy_stats *st);
 
+/* ---- directories (scan.c) ----
+ * What a directory tree holds: every qcow2 image under it and the raw files its images use as
+ * backing, with each image's backing file resolved. Headers only: no image is opened, no lock
+ * is taken, and one unreadable or malformed file never fails the scan (its @err says why). */
+struct qcow2_dir_image {
+	char *path;    /* absolute, symlinks resolved */
+	char *backing; /* its backing file resolved to an absolute path (qcow2_chain_resolve_path
+			* with no root), NULL if none; if it cannot be resolved (@backing_err),
+			* the stored name joined to the image's directory */
+	char *backing_fmt; /* the backing format extension, NULL when absent */
+	bool qcow2;        /* false: a raw file that some image uses as backing, or a file that
+			    * could not be opened to probe (@err set) */
+	int err;           /* 0, or why it could not be read (-errno; its message is not kept) */
+	uint32_t nb_snapshots;
+	int backing_err;   /* 0, or why @backing could not be resolved (-ENOENT: missing) */
+};
+
+/* Scan @dir recursively (following symlinks to directories, each directory once, so symlink
+ * loops end; sockets, fifos and devices skipped; a file reached by several names listed once).
+ * Every regular file is probed by its magic; qcow2 files get their header read; other files
+ * are kept only if some image names them as backing (or if they could not be opened). *@out
+ * (sorted by path, NULL when empty) is the caller's, freed with qcow2_dir_images_free().
+ * Returns 0, or -errno if @dir itself cannot be read (or -ENOMEM). */
+int qcow2_dir_scan(const char *dir, struct qcow2_dir_image **out, size_t *n);
+void qcow2_dir_images_free(struct qcow2_dir_image *v, size_t n);
+/* The images of @v whose backing file is @path (resolved with realpath() first, as is if it
+ * cannot be): returns their count and stores the first @cap of their indexes in @idx (may be
+ * NULL with @cap 0). Images whose header could not be read (@err) are not counted: their
+ * backing is unknown, so a caller that must be sure checks for them itself. */
+size_t qcow2_dir_users_of(const struct qcow2_dir_image *v, size_t n, const char *path,
+			  size_t *idx, size_t cap);
+
 #endif
