@@ -356,6 +356,7 @@ int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_la
 	out->format = l->img ? "qcow2" : "raw";
 	out->size = l->size;
 	out->image = l->img;
+	out->io = l->img ? l->img->io : l->raw;
 	return 0;
 }
 

@@ -352,3 +352,11 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 	free(p.v);
 	return r;
 }
+
+int qcow2_copy_zero(const struct qcow2_copy_opts *o, uint64_t off, uint64_t n,
+		    struct qcow2_copy_stats *st)
+{
+	struct copy k = { NULL, o, NULL, st, 0, 0, 0, NULL, NULL };
+
+	return dst_zero(&k, off, n);
+}

@@ -159,3 +159,66 @@ int fail_lib(void)
 	error("%s", was_interrupted() ? "interrupted" : qcow2_last_error());
 	return EXIT_FAIL;
 }
+
+void print_plan(const struct qcow2_plan *p, const struct common_opts *o)
+{
+	struct json j;
+	size_t i;
+
+	if (o->json) {
+		json_init(&j, stdout);
+		json_begin_object(&j, NULL);
+		json_bool(&j, "dry-run", o->dry_run);
+		json_begin_array(&j, "steps");
+		for (i = 0; i < p->n; i++) {
+			const struct qcow2_step *s = &p->v[i];
+
+			json_begin_object(&j, NULL);
+			json_string(&j, "step", qcow2_step_name(s->kind));
+			json_string(&j, "image", s->image);
+			if (s->kind == QCOW2_STEP_REPOINT)
+				json_string(&j, "backing", s->detail ? s->detail : "");
+			if (s->kind == QCOW2_STEP_COPY || s->kind == QCOW2_STEP_GROW)
+				json_uint(&j, "bytes", s->bytes);
+			json_end_object(&j);
+		}
+		json_end_array(&j);
+		json_end_object(&j);
+		json_finish(&j);
+		return;
+	}
+	if (o->progress == PROGRESS_QUIET && !o->dry_run)
+		return;
+	if (o->dry_run)
+		printf("dry run: nothing changed. The plan:\n");
+	for (i = 0; i < p->n; i++) {
+		const struct qcow2_step *s = &p->v[i];
+		char size[32];
+
+		format_size(s->bytes, size, sizeof(size));
+		switch (s->kind) {
+		case QCOW2_STEP_GROW:
+			printf("  grow     '%s' to %s\n", s->image, size);
+			break;
+		case QCOW2_STEP_COPY:
+			printf("  copy     %s (%" PRIu64 " bytes) into '%s'\n", size, s->bytes,
+			       s->image);
+			break;
+		case QCOW2_STEP_REPOINT:
+			if (s->detail && s->detail[0])
+				printf("  repoint  '%s' to backing file '%s'\n", s->image, s->detail);
+			else
+				printf("  repoint  '%s' to no backing file\n", s->image);
+			break;
+		case QCOW2_STEP_EMPTY:
+			printf("  empty    '%s'\n", s->image);
+			break;
+		case QCOW2_STEP_UNUSED:
+			printf("  unused   '%s' (no longer in the chain)\n", s->image);
+			break;
+		case QCOW2_STEP_DELETE:
+			printf("  delete   '%s'\n", s->image);
+			break;
+		}
+	}
+}

@@ -16,6 +16,9 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
+	{ "commit", cmd_commit, "merge layers of a chain into a lower one (blockcommit)" },
+	{ "pull", cmd_pull, "copy the data of backing layers into an image (blockpull)" },
+	{ "rebase", cmd_rebase, "change an image's backing file, keeping its content" },
 };
 
 static void usage(FILE *f)

@@ -88,6 +88,13 @@ int finish_write(struct qcow2_chain *c, int r);
 /* Print the library's last error ("interrupted" after a signal) and return EXIT_FAIL. */
 int fail_lib(void);
 
+/* Print a job's plan (what it did, or with --dry-run what it would do): text or JSON. */
+struct qcow2_plan;
+void print_plan(const struct qcow2_plan *p, const struct common_opts *o);
+
 int cmd_info(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
 
 #endif

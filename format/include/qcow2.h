@@ -341,6 +341,7 @@ struct qcow2_layer_info {
 	const char *format;        /* "qcow2" or "raw" */
 	uint64_t size;             /* the layer's virtual size (at the snapshot, for the top) */
 	struct qcow2_image *image; /* NULL for raw */
+	struct qcow2_io *io;       /* the layer's file (its locks are taken on it) */
 };
 int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out);
 
@@ -431,6 +432,9 @@ struct qcow2_copy_stats {
 };
 int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		     const struct qcow2_job *job, struct qcow2_copy_stats *st);
+/* Make [@off, @off + @n) of @o's destination read as zeros where @o->under shows data. */
+int qcow2_copy_zero(const struct qcow2_copy_opts *o, uint64_t off, uint64_t n,
+		    struct qcow2_copy_stats *st);
 
 /* ---- directories (scan.c) ----
  * What a directory tree holds: every qcow2 image under it and the raw files its images use as
@@ -463,5 +467,59 @@ void qcow2_dir_images_free(struct qcow2_dir_image *v, size_t n);
  * backing is unknown, so a caller that must be sure checks for them itself. */
 size_t qcow2_dir_users_of(const struct qcow2_dir_image *v, size_t n, const char *path,
 			  size_t *idx, size_t cap);
+
+/* ---- block jobs (commit.c): commit, pull, rebase ----
+ * Each job plans first and reports the plan as steps (what --dry-run prints), then carries it
+ * out in an order that keeps every chain's flat view valid at every instant: data is copied
+ * (and made durable) before any pointer moves, a pointer moves (one header write) before
+ * anything is emptied or deleted. Killed at any point, running the same job again completes
+ * it. Images that change are locked as QEMU's writer for the whole job (-EBUSY naming the
+ * holder); every other layer as a reader. */
+enum qcow2_step_kind {
+	QCOW2_STEP_GROW,    /* @image grows to @bytes */
+	QCOW2_STEP_COPY,    /* @bytes of data copied into @image (at most: equal data is skipped) */
+	QCOW2_STEP_REPOINT, /* @image's backing file becomes @detail ("": none) */
+	QCOW2_STEP_EMPTY,   /* @image is emptied: what it held now lies below it */
+	QCOW2_STEP_UNUSED,  /* @image is no longer part of the chain */
+	QCOW2_STEP_DELETE,  /* @image is deleted */
+};
+struct qcow2_step {
+	enum qcow2_step_kind kind;
+	char *image;
+	char *detail;
+	uint64_t bytes;
+};
+struct qcow2_plan {
+	struct qcow2_step *v;
+	size_t n, cap;
+};
+void qcow2_plan_release(struct qcow2_plan *p);
+/* "copy", "repoint", ...: the step's name in JSON and text. */
+const char *qcow2_step_name(enum qcow2_step_kind k);
+
+struct qcow2_commit_opts {
+	const char *top;  /* NULL: the image itself (active commit) */
+	const char *base; /* NULL: the top's backing file */
+	bool drop;        /* delete the merged layers afterwards */
+	bool force;       /* commit even if other images use the base (or a merged layer) */
+	bool dry_run;
+};
+/* Merge layers (base, top] of @image's chain into base. Active commit then empties @image
+ * (re-pointed to base first); intermediate commit re-points the layer above top to base.
+ * Refused (-EBUSY) without @force when other images found in the directories of @image and
+ * base use base or a layer whose view would change; the message names them. */
+int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const struct qcow2_job *job,
+		 struct qcow2_plan *plan);
+
+/* Copy into @image every range the layers above @base provide, then back it onto @base (NULL:
+ * it stands alone). */
+int qcow2_pull(const char *image, const char *base, bool dry_run, const struct qcow2_job *job,
+	       struct qcow2_plan *plan);
+
+/* Change @image's backing file to @backing (stored as given, resolved from the image's
+ * directory; "" none) with format @fmt (NULL: probed). Unless @unsafe, the flat view is kept:
+ * ranges where the old and new backing differ are copied into @image first. */
+int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,
+		 bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan);
 
 #endif

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-pull.c - qcowctl pull [--base B] IMAGE: blockpull.
+ */
+#include <getopt.h>
+
+#include "qcow2.h"
+#include "qcowctl.h"
+
+static void pull_usage(FILE *f)
+{
+	fprintf(f, "usage: qcowctl pull [--base B] [--dry-run] [--json] [-p|-q] IMAGE\n\n"
+		   "Copy into IMAGE every cluster that the layers above B provide, then make IMAGE\n"
+		   "back onto B, or stand alone without --base (virsh blockpull). IMAGE's flat view\n"
+		   "never changes.\n\n"
+		   "  --base B     the layer IMAGE backs onto afterwards (a path, or a name relative\n"
+		   "               to IMAGE's directory)\n"
+		   "  --dry-run    print the plan and change nothing\n"
+		   "  --json       print the plan as JSON\n"
+		   "  -p           show progress even when not on a terminal\n"
+		   "  -q           print nothing but errors\n"
+		   "  -h, --help   this text\n\n"
+		   "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
+		   "same command again completes the pull.\n");
+}
+
+int cmd_pull(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "base", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' },
+		COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 },
+	};
+	struct common_opts co = { 0 };
+	const char *base = NULL;
+	struct qcow2_plan plan;
+	struct qcow2_job job;
+	struct progress p;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "hpqb:", longopts, NULL)) != -1) {
+		if (common_opt(c, &co))
+			continue;
+		switch (c) {
+		case 'b': base = optarg; break;
+		case 'h': pull_usage(stdout); return EXIT_OK;
+		default: pull_usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		pull_usage(stderr);
+		return EXIT_USAGE;
+	}
+	catch_interrupts();
+	progress_init(&p, &co, "pull");
+	job_init(&job, &p);
+	r = qcow2_pull(argv[optind], base, co.dry_run, &job, &plan);
+	progress_end(&p);
+	if (r == 0)
+		print_plan(&plan, &co);
+	qcow2_plan_release(&plan);
+	return r < 0 ? fail_lib() : EXIT_OK;
+}
