@@ -16,6 +16,8 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
+	{ "create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)" },
+	{ "resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)" },
 };
 
 static void usage(FILE *f)

@@ -90,4 +90,11 @@ int fail_lib(void);
 
 int cmd_info(int argc, char **argv);
 
+/* create and resize (cmd-create.c, cmd-resize.c) */
+/* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P
+ * or E (powers of 1024; no suffix: bytes). 0, -EINVAL or -ERANGE (over 2^63 - 1). */
+int parse_size(const char *s, uint64_t *out);
+int cmd_create(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+
 #endif
