@@ -266,6 +266,8 @@ static int prealloc_metadata(struct qcow2_image *img, const struct qcow2_create_
 	uint64_t off, n;
 	int r = 0;
 
+	img->w->sparse_prealloc = true; /* falloc and full reserve the blocks afterwards */
+
 	for (off = 0; off < o->size && r == 0; off += n) {
 		n = o->size - off < PREALLOC_STEP ? o->size - off : PREALLOC_STEP;
 		r = qcow2_job_step(o->job, off, o->size);

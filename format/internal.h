@@ -197,6 +197,10 @@ struct qcow2_wstate {
 	bool began;       /* autoclear bits cleared, lazy dirty bit set */
 	bool set_dirty;   /* we set the dirty bit and must clear it on a clean close */
 	bool data_dirty;  /* guest data written since the last flush */
+	/* Preallocation (a write without data) leaves new clusters past the end of the file
+	 * sparse, as qemu-img's preallocation=metadata does, instead of reserving their blocks
+	 * (create.c sets it; fallocate(2) through the views wants the blocks). */
+	bool sparse_prealloc;
 };
 
 /* image.c internals used by map.c */

@@ -453,28 +453,40 @@ static bool alloc_only(const struct qcow2_image *img, const uint64_t *ent, bool 
 	return is_ext(img) ? ent[1] == 0 : !backing;
 }
 
-/* Zeros for [@host, @host + @bytes): written where the file has bytes there (a cluster freed
- * and reused), the file extended over the rest (which reads as zeros and stays sparse). */
-static int zero_new_clusters(struct qcow2_image *img, uint64_t host, uint64_t bytes)
+/* Back the new clusters [@host, @host + @bytes): zeros written where the file already has
+ * bytes (a freed cluster reused) if they must read as zeros (@zeros); past the old end of the
+ * file, the file extended over them, and their blocks reserved (fallocate, or zeros where the
+ * file system cannot) unless the image asks for sparse preallocation (w->sparse_prealloc). */
+static int back_new_clusters(struct qcow2_image *img, uint64_t host, uint64_t bytes, bool zeros)
 {
-	uint64_t eof, end = host + bytes;
-	uint8_t *zero;
+	uint64_t eof, end = host + bytes, cs = img->cluster_bytes;
+	uint8_t *zero = NULL;
 	int r = qcow2_io_size(img->io, &eof);
 
-	if (r < 0 || eof <= host)
-		return r < 0 ? r : qcow2_io_grow(img->io, end);
-	zero = calloc(1, img->cluster_bytes);
-	if (!zero)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	for (; host < end && host < eof && r == 0; host += img->cluster_bytes)
-		r = qcow2_io_pwrite(img->io, zero, img->cluster_bytes, host);
+	eof = (eof + cs - 1) & ~(cs - 1);
+	if (r == 0 && zeros && host < eof && !(zero = calloc(1, cs)))
+		r = qcow2_set_error(-ENOMEM, "out of memory");
+	for (; r == 0 && zeros && host < end && host < eof; host += cs)
+		r = qcow2_io_pwrite(img->io, zero, cs, host);
 	free(zero);
-	__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
-	return r < 0 ? r : qcow2_io_grow(img->io, end);
+	if (zero)
+		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
+	if (host < eof)
+		host = eof;
+	if (r < 0 || host >= end)
+		return r;
+	r = qcow2_io_grow(img->io, end);
+	if (r == 0 && !img->w->sparse_prealloc) {
+		r = qcow2_io_preallocate(img->io, host, end - host, false);
+		if (r == -EOPNOTSUPP)
+			r = qcow2_io_preallocate(img->io, host, end - host, true);
+	}
+	return r;
 }
 
 /* Preallocate whole clusters [@i, @j) of the run, each alloc_only(): one allocation, no data
- * written; with extended L2 every subcluster stays unallocated (as QEMU preallocates). */
+ * written; with extended L2 every subcluster stays unallocated (as QEMU preallocates), so the
+ * clusters are never read before they are written. */
 static int alloc_whole(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint32_t j)
 {
 	uint64_t cs = img->cluster_bytes, host, k;
@@ -483,9 +495,7 @@ static int alloc_whole(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint
 
 	if (r < 0)
 		return r;
-	/* Extended L2 entries with no subcluster allocated never read the cluster. */
-	r = is_ext(img) ? qcow2_io_grow(img->io, host + (j - i) * cs)
-			: zero_new_clusters(img, host, (j - i) * cs);
+	r = back_new_clusters(img, host, (j - i) * cs, !is_ext(img));
 	if (r < 0) {
 		qcow2_refcount_unalloc(img, host, j - i);
 		return r;

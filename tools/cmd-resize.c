@@ -38,17 +38,15 @@ static void resize_usage(FILE *f)
 		   "  -h, --help   this text\n");
 }
 
-/* getopt would take "-1G" for options: a SIZE that starts with '-' and a digit is a shrink. */
+/* getopt would take "-1G" for options: a SIZE that starts with '-' and a digit (before any
+ * "--") is a shrink. */
 static const char *take_negative(int argc, char **argv)
 {
 	int i;
 
-	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--"))
-			return i + 2 < argc && argv[i + 2][0] == '-' ? argv[i + 2] : NULL;
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (argv[i][0] == '-' && isdigit((unsigned char)argv[i][1]))
 			return argv[i];
-	}
 	return NULL;
 }
 
@@ -80,6 +78,11 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 	}
 	a->image = argv[optind];
 	a->size_arg = argv[optind + 1];
+	if (a->size_arg[0] == '-') {
+		error("cannot resize '%s' to '%s': shrinking is not supported", a->image,
+		      a->size_arg);
+		return -1;
+	}
 	a->relative = a->size_arg[0] == '+';
 	if (parse_size(a->size_arg + a->relative, &a->size) < 0) {
 		error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)", a->size_arg);
@@ -179,10 +182,33 @@ static int dry_run(const struct resize_args *a)
 	return rc;
 }
 
+/* Only qcow2 images are resized (a raw top would be opened read-only: say why). */
+static bool is_qcow2(const char *path)
+{
+	struct qcow2_io *io;
+	uint8_t magic[4];
+	ssize_t got;
+
+	if (qcow2_io_open_file(path, false, &io) < 0) {
+		fail_lib();
+		return false;
+	}
+	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
+	qcow2_io_close(io);
+	if (got < 0) {
+		fail_lib();
+		return false;
+	}
+	if (!qcow2_probe(magic, (size_t)got)) {
+		error("'%s': not a qcow2 image (only qcow2 images are resized)", path);
+		return false;
+	}
+	return true;
+}
+
 int cmd_resize(int argc, char **argv)
 {
 	struct resize_args a = { .common = { .progress = PROGRESS_AUTO } };
-	struct qcow2_layer_info top;
 	struct qcow2_chain *c;
 	uint64_t old, n;
 	int r;
@@ -192,13 +218,12 @@ int cmd_resize(int argc, char **argv)
 	if (a.common.dry_run)
 		return dry_run(&a);
 	catch_interrupts();
+	if (!is_qcow2(a.image))
+		return EXIT_FAIL;
 	if (open_for_write(a.image, &c) < 0)
 		return fail_lib();
-	qcow2_chain_layer(c, 0, &top);
 	old = qcow2_chain_size(c);
-	if (!top.image || new_size(&a, old, &n) < 0) {
-		if (!top.image)
-			error("'%s': not a qcow2 image", a.image);
+	if (new_size(&a, old, &n) < 0) {
 		qcow2_chain_close(c);
 		return EXIT_FAIL;
 	}
