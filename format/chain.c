@@ -774,14 +774,32 @@ int qcow2_chain_flush(struct qcow2_chain *c)
 	return top ? qcow2_image_flush(top) : 0;
 }
 
+static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size);
+
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
 {
 	struct qcow2_image *top = writable_top(c);
-	struct qcow2_ownermap *m = NULL;
+	uint64_t old_size, below;
 	int r;
 
 	if (!top)
 		return not_writable(c);
+	old_size = c->size;
+	r = grow_top(c, top, new_size);
+	/* The new range reads as zeros, as QEMU makes it, not as what a longer backing file has
+	 * there (a crash before this is durable leaves a valid image showing that data). */
+	below = c->n > 1 ? c->layers[1].size : 0;
+	if (r == 0 && below > old_size && new_size > old_size)
+		r = qcow2_chain_zero(c, old_size, (below < new_size ? below : new_size) - old_size, 0);
+	return r == 0 ? qcow2_chain_flush(c) : r;
+}
+
+/* Grow the top's virtual size, with no read or write running meanwhile. */
+static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size)
+{
+	struct qcow2_ownermap *m = NULL;
+	int r;
+
 	pthread_rwlock_wrlock(&top->w->frees); /* no read or write runs while the size changes */
 	r = qcow2_image_grow(top, new_size);
 	if (r == 0 && c->owners && new_size != c->size) {

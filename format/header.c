@@ -368,3 +368,106 @@ int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h)
 	free(buf);
 	return r;
 }
+
+/* ---- encoding a new header (create.c) ---- */
+
+/* QEMU's feature name table (block/qcow2.c), in its order: type, bit, name. */
+static const struct {
+	uint8_t type, bit;
+	const char *name;
+} feature_names[] = {
+	{ 0, 0, "dirty bit" },	    { 0, 1, "corrupt bit" },	 { 0, 2, "external data file" },
+	{ 0, 3, "compression type" }, { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
+	{ 2, 0, "bitmaps" },	    { 2, 1, "raw external data" },
+};
+#define FEATURE_TABLE_BYTES (48u * sizeof(feature_names) / sizeof(feature_names[0]))
+
+/* Append one header extension at *@off (its data padded to 8 bytes). */
+static void put_ext(uint8_t *p, size_t *off, uint32_t type, const void *data, uint32_t len)
+{
+	put_be32(p + *off, type);
+	put_be32(p + *off + 4, len);
+	if (len)
+		memcpy(p + *off + 8, data, len);
+	*off += 8 + (((size_t)len + 7) & ~(size_t)7);
+}
+
+static void put_feature_table(uint8_t *p, size_t *off)
+{
+	size_t i;
+
+	put_be32(p + *off, EXT_FEATURE_TABLE);
+	put_be32(p + *off + 4, FEATURE_TABLE_BYTES);
+	*off += 8;
+	for (i = 0; i < sizeof(feature_names) / sizeof(feature_names[0]); i++, *off += 48) {
+		p[*off] = feature_names[i].type;
+		p[*off + 1] = feature_names[i].bit;
+		strncpy((char *)p + *off + 2, feature_names[i].name, 46);
+	}
+}
+
+static void put_fixed(const struct qcow2_header *h, uint8_t *p)
+{
+	put_be32(p + OFF_MAGIC, QCOW2_MAGIC);
+	put_be32(p + OFF_VERSION, h->version);
+	put_be32(p + OFF_CLUSTER_BITS, h->cluster_bits);
+	put_be64(p + OFF_SIZE, h->size);
+	put_be32(p + OFF_CRYPT, h->crypt_method);
+	put_be32(p + OFF_L1_ENTRIES, h->l1_entries);
+	put_be64(p + OFF_L1_OFF, h->l1_off);
+	put_be64(p + OFF_REFT_OFF, h->reftable_off);
+	put_be32(p + OFF_REFT_CLUSTERS, h->reftable_clusters);
+	put_be32(p + OFF_NB_SNAPSHOTS, h->nb_snapshots);
+	put_be64(p + OFF_SNAPSHOTS_OFF, h->snapshots_off);
+	if (h->version < 3)
+		return;
+	put_be64(p + OFF_INCOMPAT, h->incompat);
+	put_be64(p + OFF_COMPAT, h->compat);
+	put_be64(p + OFF_AUTOCLEAR, h->autoclear);
+	put_be32(p + OFF_REFCOUNT_ORDER, h->refcount_order);
+	put_be32(p + OFF_HEADER_LEN, V3_HEADER_LEN + 8);
+	p[OFF_COMPRESSION] = h->compression_type;
+}
+
+int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
+{
+	size_t fmt_len = strlen(h->backing_fmt), df_len = strlen(h->data_file);
+	size_t name_len = strlen(h->backing_file), cs, off, need;
+	uint8_t *p = buf;
+
+	if (h->version != 2 && h->version != 3)
+		return qcow2_set_error(-EINVAL, "unsupported qcow2 version %u", h->version);
+	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+		return qcow2_set_error(-EINVAL, "unsupported cluster size 2^%u", h->cluster_bits);
+	if (h->has_bitmaps_ext || h->has_crypto_ext || (h->version < 3 && df_len))
+		return qcow2_set_error(-ENOTSUP, "cannot encode this header extension");
+	if (name_len > QCOW2_MAX_BACKING_NAME)
+		return qcow2_set_error(-EINVAL, "backing file name is too long (%zu bytes)",
+				       name_len);
+	cs = (size_t)1 << h->cluster_bits;
+	off = h->version < 3 ? V2_HEADER_LEN : V3_HEADER_LEN + 8;
+	need = off + (fmt_len ? 8 + ((fmt_len + 7) & ~(size_t)7) : 0) +
+	       (df_len ? 8 + ((df_len + 7) & ~(size_t)7) : 0) + 8 + name_len;
+	if (need > cs || need > cap)
+		return qcow2_set_error(-ENOSPC, "the header and backing file name do not fit in "
+					       "one cluster (%zu bytes)", cs);
+	memset(p, 0, need);
+	put_fixed(h, p);
+	if (fmt_len)
+		put_ext(p, &off, EXT_BACKING_FMT, h->backing_fmt, (uint32_t)fmt_len);
+	if (df_len)
+		put_ext(p, &off, EXT_DATA_FILE, h->data_file, (uint32_t)df_len);
+	/* The feature name table as QEMU writes it: with clusters over 4 KiB only (where it
+	 * always leaves room for the longest backing file name). */
+	if (h->version >= 3 && cs > 4096 && need + 8 + FEATURE_TABLE_BYTES <= cap) {
+		memset(p + need, 0, 8 + FEATURE_TABLE_BYTES);
+		put_feature_table(p, &off);
+	}
+	put_ext(p, &off, EXT_END, NULL, 0);
+	if (name_len) {
+		put_be64(p + OFF_BACKING_OFF, off);
+		put_be32(p + OFF_BACKING_LEN, (uint32_t)name_len);
+		memcpy(p + off, h->backing_file, name_len);
+	}
+	return (int)(off + name_len);
+}

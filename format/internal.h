@@ -205,6 +205,10 @@ struct qcow2_wstate {
 	 * of its bytes are used; forgotten at each flush (after which it could be freed). */
 	uint64_t comp_cluster;
 	uint64_t comp_used;
+	/* Preallocation (a write without data) leaves new clusters past the end of the file
+	 * sparse, as qemu-img's preallocation=metadata does, instead of reserving their blocks
+	 * (create.c sets it; fallocate(2) through the views wants the blocks). */
+	bool sparse_prealloc;
 };
 
 /* image.c internals used by map.c */

@@ -61,6 +61,19 @@ int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out)
 	return 0;
 }
 
+int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out)
+{
+	struct qcow2_io *io = io_alloc(name);
+
+	if (!io) {
+		close(fd);
+		return qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+	}
+	io->fd = fd;
+	*out = io;
+	return 0;
+}
+
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len)
 {
 	struct qcow2_io *io = io_alloc(name);
@@ -308,4 +321,43 @@ void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 	if (io->fd >= 0)
 		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				(off_t)n);
+}
+
+/* Write zeros over the holes of [@off, @end) (SEEK_HOLE finds them): the bytes read the same,
+ * and every block is then allocated and written. */
+static int fill_holes(struct qcow2_io *io, uint64_t off, uint64_t end)
+{
+	static const uint8_t zeros[65536];
+	off_t hole, data;
+	size_t n;
+	int r;
+
+	while (off < end) {
+		hole = lseek(io->fd, (off_t)off, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole >= end)
+			return 0;
+		data = lseek(io->fd, hole, SEEK_DATA);
+		if (data < 0 || (uint64_t)data > end)
+			data = (off_t)end;
+		for (off = (uint64_t)hole; off < (uint64_t)data; off += n) {
+			n = (uint64_t)data - off < sizeof(zeros) ? (size_t)((uint64_t)data - off)
+								  : sizeof(zeros);
+			r = qcow2_io_pwrite(io, zeros, n, off);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int qcow2_io_preallocate(struct qcow2_io *io, uint64_t off, uint64_t n, bool write_zeros)
+{
+	if (io->fd < 0 || n == 0)
+		return 0; /* memory: every byte is there already */
+	if (write_zeros)
+		return fill_holes(io, off, off + n);
+	if (fallocate(io->fd, 0, (off_t)off, (off_t)n) < 0)
+		return qcow2_set_error(-errno, "'%s': cannot preallocate %llu bytes: %s", io->name,
+				       (unsigned long long)n, strerror(errno));
+	return 0;
 }

@@ -70,7 +70,7 @@ int cmd_commit(int argc, char **argv)
 	r = qcow2_commit(argv[optind], &o, &job, &plan);
 	progress_end(&p);
 	if (r == 0)
-		print_plan(&plan, &co);
+		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);
 	return r < 0 ? fail_lib() : EXIT_OK;
 }

@@ -69,7 +69,7 @@ int cmd_rebase(int argc, char **argv)
 	r = qcow2_rebase(argv[optind], backing, fmt, unsafe, co.dry_run, &job, &plan);
 	progress_end(&p);
 	if (r == 0)
-		print_plan(&plan, &co);
+		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);
 	return r < 0 ? fail_lib() : EXIT_OK;
 }

@@ -160,7 +160,7 @@ int fail_lib(void)
 	return EXIT_FAIL;
 }
 
-void print_plan(const struct qcow2_plan *p, const struct common_opts *o)
+void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 {
 	struct json j;
 	size_t i;

@@ -90,11 +90,18 @@ int fail_lib(void);
 
 /* Print a job's plan (what it did, or with --dry-run what it would do): text or JSON. */
 struct qcow2_plan;
-void print_plan(const struct qcow2_plan *p, const struct common_opts *o);
+void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o);
 
 int cmd_info(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
+
+/* create and resize (cmd-create.c, cmd-resize.c) */
+/* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P
+ * or E (powers of 1024; no suffix: bytes). 0, -EINVAL or -ERANGE (over 2^63 - 1). */
+int parse_size(const char *s, uint64_t *out);
+int cmd_create(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 
 #endif

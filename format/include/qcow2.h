@@ -379,7 +379,8 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off);
 /* Make every acknowledged write durable (crash-safe write order, then fdatasync). */
 int qcow2_chain_flush(struct qcow2_chain *c);
-/* Grow the virtual size to @new_size (-EINVAL if smaller). */
+/* Grow the virtual size to @new_size (-EINVAL if smaller); the new range reads as zeros, even
+ * where a longer backing file has data (as QEMU grows an image). */
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
 
 /* Open the qcow2 image at @path (writable if @o->writable), locked as a reader if @o->lock,
@@ -521,5 +522,78 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
  * ranges where the old and new backing differ are copied into @image first. */
 int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,
 		 bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan);
+
+/* ---- creating images (create.c) ----
+ * A new image is written whole to an unnamed (or hidden) file in the target's directory,
+ * made durable, and only then given its name (rename(2) over an existing file): an
+ * interrupted or failed create leaves nothing new, or the complete image. */
+
+enum qcow2_prealloc {
+	QCOW2_PREALLOC_OFF,      /* nothing: clusters are allocated as they are written */
+	QCOW2_PREALLOC_METADATA, /* L2 tables and data clusters allocated (reading zeros, or the
+				  * backing file with extended L2), the file sparse */
+	QCOW2_PREALLOC_FALLOC,   /* metadata, and the file's blocks fallocate()d */
+	QCOW2_PREALLOC_FULL,     /* metadata, and zeros written over the data clusters */
+};
+
+/* The defaults (qcow2_create_opts_default()) are qemu-img's: 64 KiB clusters, version 3,
+ * 16-bit refcounts, no lazy refcounts, no extended L2, no preallocation, no backing file. */
+struct qcow2_create_opts {
+	uint64_t size;           /* virtual size in bytes, a multiple of 512 */
+	uint32_t cluster_bits;   /* 9 (512 B) .. 21 (2 MiB) */
+	uint32_t version;        /* 2 (compat 0.10) or 3 (compat 1.1) */
+	uint32_t refcount_order; /* refcount width 2^order bits, 0..6; 4 for version 2 */
+	bool lazy_refcounts;     /* version 3 */
+	bool extended_l2;        /* version 3, clusters of 16 KiB or more */
+	enum qcow2_prealloc prealloc; /* with a backing file: only with extended_l2, as QEMU */
+	const char *backing_file; /* NULL/"": none; stored exactly as given (may be relative) */
+	const char *backing_fmt;  /* NULL/"": no backing format extension */
+	const struct qcow2_job *job; /* progress and cancellation of preallocation; may be NULL */
+};
+void qcow2_create_opts_default(struct qcow2_create_opts *o);
+/* Check the options against each other and the format's limits: 0, or -EINVAL (-EFBIG for a
+ * size too large) with a one-line message naming the option and the cause. */
+int qcow2_create_opts_check(const struct qcow2_create_opts *o);
+/* "off", "metadata", "falloc", "full" */
+const char *qcow2_prealloc_name(enum qcow2_prealloc p);
+
+/* Write a new image into @io, which must be empty (a memory io in tests), and open it
+ * (writable) in *@out; NULL closes it. Takes ownership of @io (closed on failure too).
+ * Layout as qemu-img's: the header cluster, the refcount table, the refcount blocks of the
+ * metadata, the L1 table; preallocation then goes through the write path. */
+int qcow2_image_create_io(struct qcow2_io *io, const char *name,
+			  const struct qcow2_create_opts *o, struct qcow2_image **out);
+/* Create the image at @path (replacing a regular file there; a symlink is followed), see
+ * above for crash safety. Refused (-EBUSY naming the holder) while another process holds an
+ * existing @path for writing; -ECANCELED (nothing created) when @o->job is cancelled. */
+int qcow2_image_create(const char *path, const struct qcow2_create_opts *o);
+/* What qcow2_image_create() would do to @path: 0 with *@exists telling whether it replaces a
+ * file, -EBUSY naming a process that holds it for writing, -EISDIR/-EINVAL for something
+ * that is not a regular file. */
+int qcow2_create_check_target(const char *path, bool *exists);
+
+struct qcow2_backing_probe {
+	char path[4096];   /* the backing file, resolved as QEMU resolves it (absolute) */
+	char format[32];   /* "qcow2" or "raw" */
+	uint64_t size;     /* its virtual size */
+};
+/* Open the backing file @backing named by a new image at @image_path (relative names from
+ * @image_path's directory), read-only and locked as a reader, as @fmt ("qcow2", "raw", or
+ * NULL/"" to probe) with its whole chain, and tell its format and size. */
+int qcow2_create_probe_backing(const char *image_path, const char *backing, const char *fmt,
+			       struct qcow2_backing_probe *out);
+
+/* Encode @h as the start of a new image's first cluster into @buf (@cap bytes): the header
+ * (72 bytes for version 2, 112 for version 3), the backing format and data file extensions,
+ * QEMU's feature name table (version 3, clusters over 4 KiB), the end marker and the backing file
+ * name; backing_off/len and header_len are computed, not taken from @h. Pure. Returns the
+ * bytes used, -ENOSPC if they do not fit the cluster, -EINVAL or -ENOTSUP. */
+int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap);
+/* A file io on the open descriptor @fd (owned by the io from now on, closed on failure too);
+ * @name names it in messages. */
+int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out);
+/* Preallocate [@off, @off + @n) of a file: fallocate() it, or (@write_zeros) write zeros over
+ * its holes. The bytes read the same either way. Nothing for a memory io. */
+int qcow2_io_preallocate(struct qcow2_io *io, uint64_t off, uint64_t n, bool write_zeros);
 
 #endif

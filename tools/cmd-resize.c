@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-resize.c - qcowctl resize IMAGE [+]SIZE: grow the virtual size of a qcow2 image, as
+ * qemu-img resize does (shrinking is refused). The library writes a larger L1 table elsewhere
+ * first and then switches the header to it in one sector write, so an interrupted resize
+ * leaves the image at its old size or its new one.
+ */
+#include <ctype.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "qcowctl.h"
+
+struct resize_args {
+	struct common_opts common;
+	const char *image;
+	const char *size_arg;
+	bool relative;
+	uint64_t size; /* absolute, or the amount to add */
+};
+
+static void resize_usage(FILE *f)
+{
+	fprintf(f, "usage: qcowctl resize [-q] [--dry-run] [--json] IMAGE [+]SIZE\n\n"
+		   "Grow IMAGE's virtual size to SIZE, or by SIZE with '+' (bytes, or with a suffix\n"
+		   "k/K, M, G, T, P, E; a multiple of 512). Shrinking is not supported. The new\n"
+		   "range reads as zeros, also over a longer backing file. Refused while another\n"
+		   "process holds IMAGE for writing. Internal snapshots keep their own size.\n"
+		   "The header switches to the new size (and to a larger L1 table written\n"
+		   "beforehand) in one write, so an interrupted resize leaves the old size or the\n"
+		   "new one, and a valid image either way.\n\n"
+		   "  -q, --quiet  print nothing on success\n"
+		   "  --dry-run    print what would change and change nothing\n"
+		   "  --json       print the result (or the plan) as JSON\n"
+		   "  -h, --help   this text\n");
+}
+
+/* getopt would take "-1G" for options: a SIZE that starts with '-' and a digit (before any
+ * "--") is a shrink. */
+static const char *take_negative(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (argv[i][0] == '-' && isdigit((unsigned char)argv[i][1]))
+			return argv[i];
+	return NULL;
+}
+
+static int parse_args(int argc, char **argv, struct resize_args *a)
+{
+	static const struct option longopts[] = { COMMON_LONGOPTS,
+						   { "help", no_argument, NULL, 'h' },
+						   { NULL, 0, NULL, 0 } };
+	const char *neg = take_negative(argc, argv);
+	int c;
+
+	while (!neg && (c = getopt_long(argc, argv, "hpq", longopts, NULL)) != -1) {
+		if (common_opt(c, &a->common))
+			continue;
+		if (c == 'h') {
+			resize_usage(stdout);
+			exit(EXIT_OK);
+		}
+		resize_usage(stderr);
+		return -1;
+	}
+	if (neg) {
+		error("cannot resize to '%s': shrinking is not supported", neg);
+		return -1;
+	}
+	if (argc - optind != 2) {
+		resize_usage(stderr);
+		return -1;
+	}
+	a->image = argv[optind];
+	a->size_arg = argv[optind + 1];
+	if (a->size_arg[0] == '-') {
+		error("cannot resize '%s' to '%s': shrinking is not supported", a->image,
+		      a->size_arg);
+		return -1;
+	}
+	a->relative = a->size_arg[0] == '+';
+	if (parse_size(a->size_arg + a->relative, &a->size) < 0) {
+		error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)", a->size_arg);
+		return -1;
+	}
+	return 0;
+}
+
+/* The new size from the current one: checked against shrinking and sector alignment. */
+static int new_size(const struct resize_args *a, uint64_t old, uint64_t *out)
+{
+	uint64_t n = a->size;
+
+	if (a->relative && __builtin_add_overflow(old, a->size, &n))
+		return error("'%s': %s is too large", a->image, a->size_arg), -1;
+	if (n < old)
+		return error("'%s': shrinking is not supported (%" PRIu64 " bytes is less than the "
+			     "current %" PRIu64 ")", a->image, n, old), -1;
+	if (n % 512)
+		return error("'%s': the new size (%" PRIu64 " bytes) must be a multiple of 512",
+			     a->image, n), -1;
+	*out = n;
+	return 0;
+}
+
+static void print_json(const struct resize_args *a, uint64_t old, uint64_t n)
+{
+	struct json j;
+
+	json_init(&j, stdout);
+	json_begin_object(&j, NULL);
+	json_string(&j, "filename", a->image);
+	json_uint(&j, "old-virtual-size", old);
+	json_uint(&j, "virtual-size", n);
+	json_bool(&j, "dry-run", a->common.dry_run);
+	json_end_object(&j);
+	json_finish(&j);
+}
+
+/* L1 entries a table needs for @size bytes of the image @img. */
+static uint64_t l1_needed(const struct qcow2_image *img, uint64_t size)
+{
+	const struct qcow2_header *h = qcow2_image_header(img);
+	uint64_t cs = qcow2_image_cluster_bytes(img);
+	uint64_t per_l1 = cs / (h->incompat & QCOW2_INCOMPAT_EXTL2 ? 16 : 8) * cs;
+
+	return size / per_l1 + (size % per_l1 != 0);
+}
+
+static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint64_t old,
+		       uint64_t n)
+{
+	struct qcow2_layer_info top, below;
+	char s1[32], s2[32];
+	uint64_t need;
+
+	qcow2_chain_layer(c, 0, &top);
+	format_size(old, s1, sizeof(s1));
+	format_size(n, s2, sizeof(s2));
+	printf("would grow '%s' from %s (%" PRIu64 " bytes) to %s (%" PRIu64 " bytes)\n",
+	       a->image, s1, old, s2, n);
+	need = l1_needed(top.image, n);
+	if (need > qcow2_image_header(top.image)->l1_entries)
+		printf("  its L1 table grows from %u to %" PRIu64 " entries (written anew, then "
+		       "the header points at it)\n",
+		       qcow2_image_header(top.image)->l1_entries, need);
+	if (qcow2_chain_depth(c) > 1 && qcow2_chain_layer(c, 1, &below) == 0 && below.size > old &&
+	    n > old)
+		printf("  bytes %" PRIu64 " to %" PRIu64 " are made to read as zeros, not as the "
+		       "backing file '%s' has them\n",
+		       old, below.size < n ? below.size : n, below.path);
+	printf("nothing was changed (--dry-run)\n");
+}
+
+/* --dry-run: opened read-only, locked as a reader (refused while someone writes it). */
+static int dry_run(const struct resize_args *a)
+{
+	struct qcow2_chain_opts co = { .lock = true };
+	struct qcow2_layer_info top;
+	struct qcow2_chain *c;
+	uint64_t old, n;
+	int rc = EXIT_OK;
+
+	if (qcow2_chain_open(a->image, &co, &c) < 0)
+		return fail_lib();
+	qcow2_chain_layer(c, 0, &top);
+	old = qcow2_chain_size(c);
+	if (!top.image)
+		rc = (error("'%s': not a qcow2 image", a->image), EXIT_FAIL);
+	else if (new_size(a, old, &n) < 0)
+		rc = EXIT_FAIL;
+	else if (a->common.json)
+		print_json(a, old, n);
+	else
+		print_plan(a, c, old, n);
+	qcow2_chain_close(c);
+	return rc;
+}
+
+/* Only qcow2 images are resized (a raw top would be opened read-only: say why). */
+static bool is_qcow2(const char *path)
+{
+	struct qcow2_io *io;
+	uint8_t magic[4];
+	ssize_t got;
+
+	if (qcow2_io_open_file(path, false, &io) < 0) {
+		fail_lib();
+		return false;
+	}
+	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
+	qcow2_io_close(io);
+	if (got < 0) {
+		fail_lib();
+		return false;
+	}
+	if (!qcow2_probe(magic, (size_t)got)) {
+		error("'%s': not a qcow2 image (only qcow2 images are resized)", path);
+		return false;
+	}
+	return true;
+}
+
+int cmd_resize(int argc, char **argv)
+{
+	struct resize_args a = { .common = { .progress = PROGRESS_AUTO } };
+	struct qcow2_chain *c;
+	uint64_t old, n;
+	int r;
+
+	if (parse_args(argc, argv, &a) < 0)
+		return EXIT_USAGE;
+	if (a.common.dry_run)
+		return dry_run(&a);
+	catch_interrupts();
+	if (!is_qcow2(a.image))
+		return EXIT_FAIL;
+	if (open_for_write(a.image, &c) < 0)
+		return fail_lib();
+	old = qcow2_chain_size(c);
+	if (new_size(&a, old, &n) < 0) {
+		qcow2_chain_close(c);
+		return EXIT_FAIL;
+	}
+	r = finish_write(c, qcow2_chain_grow(c, n));
+	if (r < 0)
+		return fail_lib();
+	if (a.common.json)
+		print_json(&a, old, n);
+	else if (a.common.progress != PROGRESS_QUIET)
+		printf("Image resized.\n");
+	return EXIT_OK;
+}
