@@ -331,7 +331,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 	memset(st, 0, sizeof(*st));
 	if (!o->dry_run && !o->dst && !o->dst_raw)
 		return qcow2_set_error(-EINVAL, "internal: copy without a destination");
-	if (o->compress && !o->dst)
+	if (o->compress && !o->dst && !o->dry_run)
 		return qcow2_set_error(-EINVAL, "compressed clusters need a qcow2 destination");
 	r = granule_of(o, &k.granule);
 	if (r == 0)

@@ -176,6 +176,8 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 			json_begin_object(&j, NULL);
 			json_string(&j, "step", qcow2_step_name(s->kind));
 			json_string(&j, "image", s->image);
+			if (s->kind == QCOW2_STEP_CREATE)
+				json_string(&j, "format", s->detail ? s->detail : "");
 			if (s->kind == QCOW2_STEP_REPOINT)
 				json_string(&j, "backing", s->detail ? s->detail : "");
 			if (s->kind == QCOW2_STEP_COPY || s->kind == QCOW2_STEP_GROW)
@@ -218,6 +220,9 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 			break;
 		case QCOW2_STEP_DELETE:
 			printf("  delete   '%s'\n", s->image);
+			break;
+		case QCOW2_STEP_CREATE:
+			printf("  create   '%s' (%s)\n", s->image, s->detail ? s->detail : "");
 			break;
 		}
 	}

@@ -19,6 +19,7 @@ static const struct subcommand subcommands[] = {
 	{ "commit", cmd_commit, "merge layers of a chain into a lower one (blockcommit)" },
 	{ "pull", cmd_pull, "copy the data of backing layers into an image (blockpull)" },
 	{ "rebase", cmd_rebase, "change an image's backing file, keeping its content" },
+	{ "copy", cmd_copy, "copy a chain's flat view, or its top layer, into a new image" },
 	{ "create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)" },
 	{ "resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)" },
 };

@@ -96,6 +96,7 @@ int cmd_info(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
 
 /* create and resize (cmd-create.c, cmd-resize.c) */
 /* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P

@@ -483,6 +483,7 @@ enum qcow2_step_kind {
 	QCOW2_STEP_EMPTY,   /* @image is emptied: what it held now lies below it */
 	QCOW2_STEP_UNUSED,  /* @image is no longer part of the chain */
 	QCOW2_STEP_DELETE,  /* @image is deleted */
+	QCOW2_STEP_CREATE,  /* @image is created, in format @detail */
 };
 struct qcow2_step {
 	enum qcow2_step_kind kind;
@@ -522,6 +523,17 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
  * ranges where the old and new backing differ are copied into @image first. */
 int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,
 		 bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan);
+
+struct qcow2_convert_opts {
+	bool shallow;  /* the top layer only; the copy backs onto the source's backing file */
+	bool raw;      /* a sparse raw file instead of qcow2 */
+	bool compress; /* compressed clusters */
+	bool dry_run;
+};
+/* Copy the flat view of @src's chain (or its top layer) into a new image @dest: built under a
+ * hidden name next to it, made durable, then renamed to @dest. */
+int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
+		  const struct qcow2_job *job, struct qcow2_plan *plan);
 
 /* ---- creating images (create.c) ----
  * A new image is written whole to an unnamed (or hidden) file in the target's directory,
