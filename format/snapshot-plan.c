@@ -387,14 +387,13 @@ static int plan_apply(struct qcow2_snapshot_change *o, const char *arg)
 	r = find(o, arg);
 	if (r < 0)
 		return r;
-	r = add_reach(o, o->sl1->entries, o->sl1->n, true);
+	/* The disk's part of the snapshot's L1 table (never shorter: checked when loaded); the
+	 * VM state beyond it stays the snapshot's alone (QEMU copies it too, where nothing
+	 * reads it, keeping its clusters until a later savevm discards them). */
+	n = l1_needed(img, o->sl1->size);
+	r = add_reach(o, o->sl1->entries, n, true);
 	if (r == 0)
 		r = add_reach(o, img->l1.entries, img->l1.n, false);
-	n = l1_needed(img, o->sl1->size);
-	n = n > o->sl1->n ? n : o->sl1->n;
-	if (r == 0 && (uint64_t)n * 8 > QCOW2_MAX_L1_BYTES)
-		r = qcow2_set_error(-EFBIG, "the L1 table would exceed %u bytes",
-				    QCOW2_MAX_L1_BYTES);
 	o->plan.nb_after = h->nb_snapshots;
 	o->plan.size_after = o->sl1->size;
 	o->plan.table_bytes = 0;

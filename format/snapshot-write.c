@@ -22,7 +22,7 @@
  *           one); the header's nb_snapshots and snapshots_offset in one write; the old table
  *           freed.
  *   apply:  the snapshot's reach raised and its tables' COPIED flags cleared, a copy of its L1
- *           table written; the header's L1 offset, L1 size and virtual size in one write; the
+ *           table (the disk's part, not the VM state) written; the header's L1 offset, L1 size and virtual size in one write; the
  *           old active reach and L1 table counted down, COPIED set where refcounts fell to 1.
  *   delete: the table without the entry; the header; the snapshot's reach and L1 table
  *           counted down, COPIED set on the active tables where refcounts fell to 1.
@@ -411,8 +411,8 @@ int qcow2_image_snapshot_create(struct qcow2_image *img, const char *name)
 
 /* ---- apply ---- */
 
-/* The new active L1 table: the snapshot's entries with COPIED flags from the refcounts (its
- * tables' flags set likewise), as long as the disk size needs, in new clusters. */
+/* The new active L1 table: the snapshot's entries the disk size needs, with COPIED flags from
+ * the refcounts (its tables' flags set likewise), in new clusters. */
 static int new_active_l1(struct qcow2_snapshot_change *o, uint64_t **l1, uint32_t *n, uint64_t *off)
 {
 	struct qcow2_image *img = o->img;
@@ -422,7 +422,7 @@ static int new_active_l1(struct qcow2_snapshot_change *o, uint64_t **l1, uint32_
 	*l1 = calloc(*n ? *n : 1, 8);
 	if (!*l1)
 		return qcow2_set_error(-ENOMEM, "out of memory for the L1 table");
-	r = fix_flags(img, o->sl1->entries, o->sl1->n, *l1);
+	r = fix_flags(img, o->sl1->entries, *n, *l1);
 	if (r == 0)
 		r = write_l1_copy(img, *l1, *n, true, off);
 	return r;

@@ -16,6 +16,7 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
+	{ "snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete" },
 };
 
 static void usage(FILE *f)

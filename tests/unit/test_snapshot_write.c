@@ -797,3 +797,70 @@ ParameterizedTest(struct crash_case *c, snapshot_write,
 	cr_assert_lt(nth, 200, "the operation never succeeded");
 	cr_assert_geq(stopped, 3, "stopped at only %u points", stopped);
 }
+
+/* A snapshot as QEMU's savevm lays it out: the VM state in the clusters of its L1 table past
+ * the disk (from the first L1 entry the disk does not need), vm_state_size set. */
+static void assert_vm_state(struct qcow2_image *q, const uint8_t *want, uint64_t at, uint64_t len,
+			    const char *when)
+{
+	const struct qcow2_l1 *l1;
+	struct qcow2_l1 whole;
+	uint8_t *got = xmalloc(at + len);
+	int idx = find(q, "vm");
+
+	cr_assert_geq(idx, 0, "%s: 'vm' is gone", when);
+	cr_assert_eq(qcow2_image_snapshot(q, (uint32_t)idx)->vm_state_bytes, len);
+	cr_assert_eq(qcow2_image_snapshot_l1(q, (uint32_t)idx, &l1), 0);
+	whole = *l1;
+	whole.size = at + len; /* read on past the disk */
+	for (uint64_t off = 0; off < at + len;) {
+		struct qcow2_extent e;
+
+		cr_assert_eq(qcow2_image_map(q, &whole, off, at + len - off, &e), 0);
+		if (e.kind == QCOW2_EXTENT_DATA)
+			cr_assert_eq(qcow2_io_pread_full(e.io, got + off, e.len, e.host_off), 0);
+		else
+			memset(got + off, 0, e.len);
+		off += e.len;
+	}
+	cr_assert_arr_eq(got + at, want, len, "%s: the VM state changed", when);
+	free(got);
+}
+
+Test(snapshot_write, vm_state_past_the_disk_survives_every_operation)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	uint64_t disk = 32 << 10, state = 32 << 10; /* 512 B clusters: 32 KiB per L1 entry */
+	struct imgbuild_snapshot_opts vm = {.name = "vm",
+					    .disk_bytes = disk,
+					    .extra_bytes = 24,
+					    .vm_state_bytes = state,
+					    .icount = ~0ull};
+	uint8_t *v = xmalloc(state);
+
+	o.cluster_bits = 9;
+	o.size = disk + state;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x41, (size_t)disk), 0);
+	imgbuild_pattern(v, state, disk, 0x76);
+	cr_assert_eq(imgbuild_write(img, disk, v, (size_t)state), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, &vm), 0);
+	model_from_builder();
+	qi = open_writable();
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "x"), 0, "%s", qcow2_last_error());
+	model_create(&m, "x");
+	assert_vm_state(qi, v, disk, state, "created");
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "vm"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 0);
+	cr_assert_eq(qi->l1.n, 1, "the VM state is not copied into the active state");
+	assert_done(qi, &m, "applied");
+	assert_vm_state(qi, v, disk, state, "applied");
+	write_over(qi, &m, 0x12);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "x"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 1);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "y"), 0, "%s", qcow2_last_error());
+	model_create(&m, "y");
+	assert_done(qi, &m, "deleted and created");
+	assert_vm_state(qi, v, disk, state, "deleted and created");
+	free(v);
+}
