@@ -159,6 +159,47 @@ int qcow2_image_begin_write(struct qcow2_image *img);
 /* @table_bytes (may be NULL): the table's length in bytes. */
 int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_snapshot **out, uint64_t *table_bytes);
+/* Length in bytes of the table entry at @entry (@avail bytes of table left), with its padding
+ * to 8 bytes (which the last entry may lack at the end of the file); -EMSGSIZE if it runs past
+ * @avail. Pure. */
+ssize_t qcow2_snapshot_entry_bytes(const void *entry, size_t avail);
+/* The extra data QEMU writes in every entry: VM state size (64 bits), disk size, icount. */
+#define QCOW2_SNAPSHOT_EXTRA_BYTES 24
+/* Encode @s as a table entry with QCOW2_SNAPSHOT_EXTRA_BYTES of extra data, padded to 8
+ * bytes, into @buf (NULL: only measure; id and name must fit 16-bit lengths). Returns the
+ * entry's length. Pure. */
+size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf);
+
+/* snapshot-plan.c: what a snapshot operation changes, worked out before anything changes;
+ * snapshot-write.c carries it out. References one operation adds to and takes from one host
+ * cluster: */
+struct qcow2_snapshot_delta {
+	uint64_t idx;
+	uint32_t plus, minus;
+};
+
+struct qcow2_snapshot_change {
+	struct qcow2_image *img;
+	enum qcow2_snapshot_op kind;
+	int idx;                         /* the snapshot (apply, delete); -1 for create */
+	const struct qcow2_l1 *sl1;      /* its L1 table */
+	struct qcow2_snapshot_delta *d;  /* sorted by cluster, one per cluster */
+	size_t n, cap;
+	uint8_t *table;                  /* the new snapshot table (NULL: no snapshot left) */
+	size_t table_bytes;
+	struct qcow2_snapshot sn;        /* create: the new entry (id and name allocated) */
+	size_t entry_at;                 /* create: where it lies in @table */
+	bool locked;                     /* snapshot-write.c holds w->frees and w->lock */
+	uint64_t rc_ti;                  /* read-only images: @rc_block is refcount block @rc_ti */
+	uint8_t *rc_block;
+	struct qcow2_snapshot_plan plan;
+};
+void qcow2_snapshot_change_init(struct qcow2_snapshot_change *o, struct qcow2_image *img,
+			    enum qcow2_snapshot_op kind);
+void qcow2_snapshot_change_release(struct qcow2_snapshot_change *o);
+/* Work out @o's plan for @arg (create: the name; else an id or name): the deltas, the new
+ * snapshot table, the counts. A writable image's w->lock is held. Changes nothing. */
+int qcow2_snapshot_change_plan(struct qcow2_snapshot_change *o, const char *arg);
 
 /* A range of host clusters whose refcount is to be lowered by one (refcount.c). */
 struct qcow2_crange {

@@ -5,7 +5,8 @@
  * The table is variable-length; it is read in growing chunks (never more than
  * QCOW2_MAX_SNAPSHOT_TABLE_BYTES, never more than the file holds) and decoded by a pure
  * function. Every entry's fields are validated here: L1 table placement and size, extra data
- * size, and the lengths of id and name.
+ * size, and the lengths of id and name. The encoder of one entry (what snapshot-write.c appends)
+ * lives here too, next to the decoder it must agree with.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,12 +16,57 @@
 
 #define ENTRY_FIXED 40
 
+ssize_t qcow2_snapshot_entry_bytes(const void *entry, size_t avail)
+{
+	const uint8_t *p = entry;
+	size_t len;
+
+	if (avail < ENTRY_FIXED)
+		return -EMSGSIZE;
+	len = ENTRY_FIXED + (size_t)get_be32(p + 36) + get_be16(p + 12) + get_be16(p + 14);
+	if (avail < len)
+		return -EMSGSIZE;
+	/* Entries are padded to 8 bytes, but the padding of the last one may be missing at the
+	 * end of the file. */
+	len = (len + 7) & ~(size_t)7;
+	return (ssize_t)(len > avail ? avail : len);
+}
+
+size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf)
+{
+	size_t id_len = strlen(s->id), name_len = strlen(s->name);
+	size_t fixed = ENTRY_FIXED + QCOW2_SNAPSHOT_EXTRA_BYTES;
+	size_t len = (fixed + id_len + name_len + 7) & ~(size_t)7;
+	uint8_t *p = buf;
+
+	if (!p)
+		return len;
+	memset(p, 0, len);
+	put_be64(p, s->l1_off);
+	put_be32(p + 8, s->l1_entries);
+	put_be16(p + 12, (uint16_t)id_len);
+	put_be16(p + 14, (uint16_t)name_len);
+	put_be32(p + 16, s->date_sec);
+	put_be32(p + 20, s->date_nsec);
+	put_be64(p + 24, s->vm_clock_nsec);
+	/* the 32-bit field as QEMU fills it; the 64-bit one in the extra data is the truth */
+	put_be32(p + 32, (uint32_t)s->vm_state_bytes);
+	put_be32(p + 36, QCOW2_SNAPSHOT_EXTRA_BYTES);
+	put_be64(p + 40, s->vm_state_bytes);
+	put_be64(p + 48, s->disk_bytes);
+	put_be64(p + 56, s->icount);
+	memcpy(p + fixed, s->id, id_len);
+	memcpy(p + fixed + id_len, s->name, name_len);
+	return len;
+}
+
 static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64_t virtual_size,
 			struct qcow2_snapshot *s, size_t *used)
 {
 	uint32_t extra, id_len, name_len;
 	const char *id, *name;
 	size_t len;
+	ssize_t r;
 
 	if (avail < ENTRY_FIXED)
 		return -EMSGSIZE;
@@ -40,14 +86,10 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 		return qcow2_set_error(-EUCLEAN, "snapshot extra data too large (%u bytes)", extra);
 	if (version >= 3 && extra < 16)
 		return qcow2_set_error(-EUCLEAN, "snapshot extra data too short for version 3");
-	len = ENTRY_FIXED + (size_t)extra + id_len + name_len;
-	if (avail < len)
-		return -EMSGSIZE;
-	/* Entries are padded to 8 bytes, but the padding of the last one may be missing at the
-	 * end of the file. */
-	len = (len + 7) & ~(size_t)7;
-	if (len > avail)
-		len = avail;
+	r = qcow2_snapshot_entry_bytes(p, avail);
+	if (r < 0)
+		return (int)r;
+	len = (size_t)r;
 	if (extra >= 8)
 		s->vm_state_bytes = get_be64(p + 40);
 	if (extra >= 16)

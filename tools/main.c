@@ -22,6 +22,7 @@ static const struct subcommand subcommands[] = {
 	{ "copy", cmd_copy, "copy a chain's flat view, or its top layer, into a new image" },
 	{ "create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)" },
 	{ "resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)" },
+	{ "snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete" },
 };
 
 static void usage(FILE *f)

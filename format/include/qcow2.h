@@ -226,6 +226,50 @@ void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n);
 int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
 			struct qcow2_snapshot **out);
 
+/* ---- internal snapshots, write side (snapshot-write.c) ----
+ * On an image opened writable (a chain's top: qcow2_chain_layer(c, 0, &li).image). Each
+ * operation is crash-safe: at every point the file on disk is a valid image whose refcounts
+ * are never lower than its references (a crash leaks clusters at worst), and once it returns
+ * the change is durable and the image's caches agree with the file, so writes through the
+ * same image go on. Each holds the image's locks throughout: no read or write of the image
+ * runs meanwhile, and pointers from qcow2_image_snapshot() are stale afterwards. Refused:
+ * -EROFS (read-only), -ENOTSUP (an external data file: no internal snapshots, as in QEMU),
+ * -ENOENT (no such snapshot), -EEXIST (create: the name is taken), -ERANGE (a refcount would
+ * overflow its width, e.g. 1-bit refcounts), -EBUSY (apply: persistent bitmaps, as in QEMU);
+ * a refusal changes nothing. */
+struct qcow2_image;
+
+enum qcow2_snapshot_op { QCOW2_SNAPSHOT_CREATE, QCOW2_SNAPSHOT_APPLY, QCOW2_SNAPSHOT_DELETE };
+
+/* What an operation would change (qcow2_image_snapshot_plan()). Cluster counts are of host
+ * clusters; "reach" is what an L1 table points at: its L2 tables and their data clusters. */
+struct qcow2_snapshot_plan {
+	char id[24];                 /* the snapshot's id (create: the one it gets) */
+	uint32_t nb_before, nb_after; /* snapshots */
+	uint64_t size_before, size_after; /* virtual size (apply: the snapshot's disk size) */
+	uint64_t table_bytes;        /* the snapshot table written (0: none left) */
+	uint64_t l1_bytes;           /* the L1 table written (create: the snapshot's copy;
+				      * apply: the new active table) */
+	uint64_t new_clusters;       /* allocated for the L1 table and the snapshot table */
+	uint64_t raised_clusters;    /* clusters of the reach whose refcount rises */
+	uint64_t lowered_clusters;   /* ... and falls */
+	uint64_t freed_clusters;     /* clusters that become free: fallen to 0, old L1 and
+				      * snapshot tables */
+};
+
+/* Work out what @op would do with @arg (create: the new name; else an id or name) and check
+ * that it can, changing nothing. Works on a read-only image too. */
+int qcow2_image_snapshot_plan(struct qcow2_image *img, enum qcow2_snapshot_op op,
+			      const char *arg, struct qcow2_snapshot_plan *plan);
+/* Snapshot the active state as @name (id: the next free number, as QEMU picks it; date now;
+ * no VM state). The active state's clusters become shared: later writes copy them first. */
+int qcow2_image_snapshot_create(struct qcow2_image *img, const char *name);
+/* Make the snapshot @id_or_name (id first) the active state, its disk size the virtual size.
+ * A chain holding @img keeps its old size and owner map: reopen it afterwards. */
+int qcow2_image_snapshot_apply(struct qcow2_image *img, const char *id_or_name);
+/* Delete the snapshot @id_or_name (id first), freeing what only it used. */
+int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name);
+
 /* ---- one image (image.c) ---- */
 
 struct qcow2_image;

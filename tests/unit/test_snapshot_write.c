@@ -1,0 +1,866 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_snapshot_write.c - creating, applying and deleting internal snapshots (snapshot-plan.c,
+ * snapshot-write.c) on images built in memory, against a model of every view kept by the test:
+ * the active state and each snapshot read back byte for byte (through the same image and
+ * through a reopened copy of its bytes), refcounts equal to what points at every cluster, the
+ * COPIED flag set exactly where a refcount is 1, other entries of the snapshot table kept byte
+ * for byte; refusals that change nothing; and each operation stopped at every one of its writes
+ * and flushes (the memory backend fails the Nth one, where a crash would stop it): the bytes
+ * then on "disk" open, hold no cluster whose refcount is below its references, no COPIED flag
+ * on a cluster a snapshot still uses, and show either the state before or the state after;
+ * and the image that saw the failure goes on working.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgbuild.h"
+#include "internal.h"
+#include "testutil.h"
+
+#define MAX_SNAPS 8
+
+/* What every view of an image must show. */
+struct model {
+	uint64_t size;
+	uint8_t *active;
+	uint32_t n;
+	char *name[MAX_SNAPS];
+	uint64_t snap_size[MAX_SNAPS];
+	uint8_t *snap[MAX_SNAPS];
+};
+
+static struct imgbuild *img;
+static struct qcow2_image *qi;
+static struct model m;
+
+static void model_free(struct model *x)
+{
+	uint32_t i;
+
+	free(x->active);
+	for (i = 0; i < x->n; i++) {
+		free(x->name[i]);
+		free(x->snap[i]);
+	}
+	memset(x, 0, sizeof(*x));
+}
+
+static void setup(void)
+{
+	img = NULL;
+	qi = NULL;
+	memset(&m, 0, sizeof(m));
+}
+
+static void teardown(void)
+{
+	qcow2_image_close(qi);
+	imgbuild_free(img);
+	model_free(&m);
+}
+
+TestSuite(snapshot_write, .init = setup, .fini = teardown);
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	cr_assert(p);
+	return p;
+}
+
+/* Read @n bytes of the view (@snap < 0: the active state) of an image without backing file. */
+static void view(struct qcow2_image *q, int snap, uint8_t *buf, uint64_t n)
+{
+	const struct qcow2_l1 *l1 = NULL;
+	uint64_t off = 0;
+
+	if (snap >= 0)
+		cr_assert_eq(qcow2_image_snapshot_l1(q, (uint32_t)snap, &l1), 0, "%s",
+			     qcow2_last_error());
+	while (off < n) {
+		struct qcow2_extent e;
+
+		cr_assert_eq(qcow2_image_map(q, l1, off, n - off, &e), 0, "%s", qcow2_last_error());
+		if (e.kind == QCOW2_EXTENT_DATA)
+			cr_assert_eq(qcow2_io_pread_full(e.io, buf + off, e.len, e.host_off), 0);
+		else if (e.kind == QCOW2_EXTENT_COMPRESSED)
+			cr_assert_eq(qcow2_image_read_compressed(
+					 q, &e, off & (q->cluster_bytes - 1), buf + off, e.len),
+				     0, "%s", qcow2_last_error());
+		else
+			memset(buf + off, 0, e.len);
+		off += e.len;
+	}
+}
+
+/* The model of what the builder made. */
+static void model_from_builder(void)
+{
+	uint32_t i;
+
+	m.size = img->o.size;
+	m.active = xmalloc(m.size);
+	imgbuild_expect(img, -1, 0, m.size, NULL, m.active);
+	m.n = img->nb_snapshots;
+	for (i = 0; i < m.n; i++) {
+		m.name[i] = strdup(img->snaps[i].name);
+		m.snap_size[i] = img->snaps[i].o.disk_bytes ? img->snaps[i].o.disk_bytes : m.size;
+		m.snap[i] = xmalloc(m.snap_size[i]);
+		imgbuild_expect(img, (int)i, 0, m.snap_size[i], NULL, m.snap[i]);
+	}
+}
+
+/* The model after a create (of the active state as @name), an apply or a delete of @idx. */
+static void model_create(struct model *x, const char *name)
+{
+	x->name[x->n] = strdup(name);
+	x->snap_size[x->n] = x->size;
+	x->snap[x->n] = xmalloc(x->size);
+	memcpy(x->snap[x->n], x->active, x->size);
+	x->n++;
+}
+
+static void model_apply(struct model *x, uint32_t idx)
+{
+	free(x->active);
+	x->size = x->snap_size[idx];
+	x->active = xmalloc(x->size);
+	memcpy(x->active, x->snap[idx], x->size);
+}
+
+static void model_delete(struct model *x, uint32_t idx)
+{
+	free(x->name[idx]);
+	free(x->snap[idx]);
+	memmove(&x->name[idx], &x->name[idx + 1], (x->n - idx - 1) * sizeof(x->name[0]));
+	memmove(&x->snap[idx], &x->snap[idx + 1], (x->n - idx - 1) * sizeof(x->snap[0]));
+	memmove(&x->snap_size[idx], &x->snap_size[idx + 1], (x->n - idx - 1) * 8);
+	x->n--;
+}
+
+static void model_copy(struct model *dst, const struct model *src)
+{
+	uint32_t i;
+
+	*dst = *src;
+	dst->active = xmalloc(src->size);
+	memcpy(dst->active, src->active, src->size);
+	for (i = 0; i < src->n; i++) {
+		dst->name[i] = strdup(src->name[i]);
+		dst->snap[i] = xmalloc(src->snap_size[i]);
+		memcpy(dst->snap[i], src->snap[i], src->snap_size[i]);
+	}
+}
+
+/* Does @q show exactly @x (names in order, every view, sizes)? */
+static bool shows(struct qcow2_image *q, const struct model *x, char *why, size_t cap)
+{
+	uint64_t big = x->size;
+	uint8_t *buf;
+	uint32_t i;
+	bool ok = true;
+
+	for (i = 0; i < x->n; i++)
+		big = x->snap_size[i] > big ? x->snap_size[i] : big;
+	if (qcow2_image_header(q)->size != x->size || qcow2_image_snapshot_count(q) != x->n) {
+		snprintf(why, cap, "size %lu / %u snapshots, want %lu / %u",
+			 (unsigned long)qcow2_image_header(q)->size, qcow2_image_snapshot_count(q),
+			 (unsigned long)x->size, x->n);
+		return false;
+	}
+	buf = xmalloc(big);
+	view(q, -1, buf, x->size);
+	if (memcmp(buf, x->active, x->size)) {
+		snprintf(why, cap, "the active state differs");
+		ok = false;
+	}
+	for (i = 0; ok && i < x->n; i++) {
+		const struct qcow2_snapshot *s = qcow2_image_snapshot(q, i);
+
+		if (strcmp(s->name, x->name[i]) || s->disk_bytes != x->snap_size[i]) {
+			snprintf(why, cap, "snapshot %u is '%s', want '%s'", i, s->name,
+				 x->name[i]);
+			ok = false;
+			break;
+		}
+		view(q, (int)i, buf, x->snap_size[i]);
+		if (memcmp(buf, x->snap[i], x->snap_size[i])) {
+			snprintf(why, cap, "snapshot '%s' differs", s->name);
+			ok = false;
+		}
+	}
+	free(buf);
+	return ok;
+}
+
+static void assert_shows(struct qcow2_image *q, const struct model *x, const char *when)
+{
+	char why[200] = "";
+
+	cr_assert(shows(q, x, why, sizeof(why)), "%s: %s", when, why);
+}
+
+/* Open a copy of the bytes of @io as a new image. */
+static struct qcow2_image *reopen(struct qcow2_io *io, bool writable)
+{
+	struct qcow2_image_opts o = {.writable = writable};
+	struct qcow2_image *out;
+	size_t len;
+	const void *b = qcow2_io_mem_bytes(io, &len);
+	int r = qcow2_image_open(qcow2_io_mem_new("copy.qcow2", b, len), "copy.qcow2", &o, &out);
+
+	cr_assert_eq(r, 0, "reopen: %s", qcow2_last_error());
+	return out;
+}
+
+static struct qcow2_image *open_writable(void)
+{
+	struct qcow2_image_opts o = {.writable = true};
+	struct qcow2_image *q;
+
+	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &o, &q), 0, "%s",
+		     qcow2_last_error());
+	return q;
+}
+
+static void assert_refcounts(struct qcow2_image *q, bool leaks_ok, const char *when)
+{
+	struct qcow2_check_result res;
+
+	cr_assert_eq(qcow2_image_check(q, &res), 0, "%s: %s", when, qcow2_last_error());
+	cr_assert_eq(res.corruptions, 0, "%s: %lu clusters with too low a refcount", when,
+		     (unsigned long)res.corruptions);
+	if (!leaks_ok)
+		cr_assert_eq(res.leaks, 0, "%s: %lu leaked clusters", when,
+			     (unsigned long)res.leaks);
+}
+
+/* ---- COPIED flags ---- */
+
+static uint64_t refcount(struct qcow2_image *q, uint64_t host)
+{
+	uint64_t v;
+
+	if (q->w)
+		cr_assert_eq(qcow2_refcount_get_w(q, host >> q->h.cluster_bits, &v), 0);
+	else
+		cr_assert_eq(qcow2_image_refcount(q, host >> q->h.cluster_bits, &v), 0);
+	return v;
+}
+
+/* Is cluster @host reached by any snapshot's L1 table (an L2 table or a data cluster)? */
+static bool snapshot_uses(struct qcow2_image *q, uint64_t host)
+{
+	uint64_t *t = xmalloc(q->cluster_bytes);
+	uint32_t s, i, j;
+	bool found = false;
+
+	for (s = 0; !found && s < qcow2_image_snapshot_count(q); s++) {
+		const struct qcow2_l1 *l1;
+
+		cr_assert_eq(qcow2_image_snapshot_l1(q, s, &l1), 0);
+		for (i = 0; !found && i < l1->n; i++) {
+			uint64_t l2 = l1->entries[i] & QCOW2_L1E_OFFSET_MASK;
+
+			if (!l2)
+				continue;
+			found = l2 == host;
+			cr_assert_eq(qcow2_l2cache_get(q->l2cache, q->io, l2, 0,
+						       (uint32_t)(q->cluster_bytes / 8), t),
+				     0);
+			for (j = 0; !found && j < q->cluster_bytes / 8; j += q->l2_entry_words)
+				found = !(t[j] & QCOW2_OFLAG_COMPRESSED) &&
+					(t[j] & QCOW2_L2E_OFFSET_MASK) == host;
+		}
+	}
+	free(t);
+	return found;
+}
+
+/* Every active L1 and L2 entry's COPIED flag: @exact: set iff its refcount is 1 (what
+ * qemu-img check demands); else only never set on a cluster a snapshot uses (what keeps a
+ * snapshot safe from in-place writes; a crash may leave a flag missing, as QEMU's may). */
+static void assert_copied(struct qcow2_image *q, bool exact, const char *when)
+{
+	uint64_t *t = xmalloc(q->cluster_bytes);
+	uint32_t i, j;
+
+	for (i = 0; i < q->l1.n; i++) {
+		uint64_t e = q->l1.entries[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
+
+		if (!l2)
+			continue;
+		if (exact)
+			cr_assert_eq(!!(e & QCOW2_OFLAG_COPIED), refcount(q, l2) == 1,
+				     "%s: L1 entry %u: COPIED %d, refcount %lu", when, i,
+				     !!(e & QCOW2_OFLAG_COPIED), (unsigned long)refcount(q, l2));
+		else if (e & QCOW2_OFLAG_COPIED)
+			cr_assert(!snapshot_uses(q, l2),
+				  "%s: L1 entry %u: COPIED on a shared table", when, i);
+		cr_assert_eq(qcow2_l2cache_get(q->l2cache, q->io, l2, 0,
+					       (uint32_t)(q->cluster_bytes / 8), t),
+			     0);
+		for (j = 0; j < q->cluster_bytes / 8; j += q->l2_entry_words) {
+			uint64_t host = t[j] & QCOW2_L2E_OFFSET_MASK;
+			bool copied = t[j] & QCOW2_OFLAG_COPIED;
+
+			if (!host || (t[j] & QCOW2_OFLAG_COMPRESSED))
+				continue;
+			if (exact)
+				cr_assert_eq(copied, refcount(q, host) == 1,
+					     "%s: L2 entry %u/%u: COPIED %d, refcount %lu", when, i,
+					     j, copied, (unsigned long)refcount(q, host));
+			else if (copied)
+				cr_assert(!snapshot_uses(q, host),
+					  "%s: COPIED on a cluster a snapshot uses", when);
+		}
+	}
+	free(t);
+}
+
+/* Everything a finished operation must leave, in @q and in a reopened copy of its bytes. */
+static void assert_done(struct qcow2_image *q, const struct model *x, const char *when)
+{
+	struct qcow2_image *back;
+
+	assert_shows(q, x, when);
+	assert_refcounts(q, false, when);
+	assert_copied(q, true, when);
+	back = reopen(qcow2_image_io(q), false);
+	assert_shows(back, x, when);
+	assert_refcounts(back, false, when);
+	assert_copied(back, true, when);
+	qcow2_image_close(back);
+}
+
+/* ---- images ---- */
+
+struct shape {
+	uint32_t version, cluster_bits, refcount_order;
+	bool extended_l2;
+	uint64_t size;
+};
+
+/* Data of every kind (plain, compressed, zeros), a snapshot, more data, a second snapshot
+ * with VM state recorded (its extra data and icount kept), and more data. */
+static void build(const struct shape *s)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct imgbuild_snapshot_opts vm = {.name = "vm",
+					    .extra_bytes = 24,
+					    .vm_state_bytes = 765,
+					    .vm_clock_nsec = 1234567890123ull,
+					    .icount = 42};
+	uint64_t cs = 1ull << s->cluster_bits;
+	uint8_t *c = xmalloc(cs);
+
+	o.version = s->version;
+	o.cluster_bits = s->cluster_bits;
+	o.refcount_order = s->refcount_order;
+	o.extended_l2 = s->extended_l2;
+	o.size = s->size;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x11, (size_t)(s->size / 2)), 0);
+	imgbuild_pattern(c, cs, 3 * cs, 0x5a);
+	cr_assert_eq(imgbuild_write_compressed(img, 3 * cs, c, NULL, NULL), 0);
+	imgbuild_pattern(c, cs, 4 * cs, 0x5b);
+	cr_assert_eq(imgbuild_write_compressed(img, 4 * cs, c, NULL, NULL), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, &(struct imgbuild_snapshot_opts){.name = "one"}),
+		     0);
+	cr_assert_eq(imgbuild_fill(img, s->size / 4, 0x22, (size_t)cs * 3 + 100), 0);
+	if (s->version >= 3)
+		cr_assert_eq(imgbuild_zero(img, 8 * cs, 2 * cs), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, &vm), 0);
+	cr_assert_eq(imgbuild_fill(img, s->size - 5000, 0x33, 5000), 0);
+	free(c);
+	model_from_builder();
+}
+
+/* Writes over the active state, shared clusters included, through the same image; @x
+ * follows them. */
+static void write_over(struct qcow2_image *q, struct model *x, uint8_t tag)
+{
+	static const uint64_t offs[] = {0, 3 * 512 + 7, 70000, 200000};
+	uint8_t buf[5000];
+	size_t i;
+
+	memset(buf, tag, sizeof(buf));
+	for (i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+		uint64_t off = offs[i] % (x->size - sizeof(buf));
+
+		cr_assert_eq(qcow2_image_write(q, buf, sizeof(buf), off, NULL), 0, "%s",
+			     qcow2_last_error());
+		memcpy(x->active + off, buf, sizeof(buf));
+	}
+	cr_assert_eq(qcow2_image_flush(q), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(q), 0, "%s", qcow2_last_error());
+}
+
+static const struct shape default_shape = {3, 16, 4, false, 1 << 20};
+
+static int find(struct qcow2_image *q, const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < qcow2_image_snapshot_count(q); i++)
+		if (!strcmp(qcow2_image_snapshot(q, i)->name, name))
+			return (int)i;
+	return -1;
+}
+
+/* ---- the table entry ---- */
+
+Test(snapshot_write, an_encoded_entry_decodes_to_the_same_fields)
+{
+	struct qcow2_snapshot s = {.id = "12",
+				   .name = "before upgrade",
+				   .l1_off = 0x50000,
+				   .l1_entries = 7,
+				   .date_sec = 1700000000,
+				   .date_nsec = 123,
+				   .vm_clock_nsec = 5,
+				   .vm_state_bytes = 1ull << 33,
+				   .disk_bytes = 3ull << 30,
+				   .icount = ~0ull};
+	struct qcow2_snapshot got;
+	uint8_t buf[256];
+	size_t len = qcow2_snapshot_entry_encode(&s, NULL);
+
+	cr_assert_eq(len % 8, 0, "entries are padded to 8 bytes");
+	cr_assert_eq(qcow2_snapshot_entry_encode(&s, buf), len);
+	cr_assert_eq(qcow2_snapshot_entry_bytes(buf, len), (ssize_t)len);
+	cr_assert_eq(qcow2_snapshot_table_decode(buf, len, 1, 3, 1, &got), (ssize_t)len);
+	cr_assert_str_eq(got.id, "12");
+	cr_assert_str_eq(got.name, "before upgrade");
+	cr_assert_eq(got.l1_off, s.l1_off);
+	cr_assert_eq(got.l1_entries, 7);
+	cr_assert_eq(got.date_sec, s.date_sec);
+	cr_assert_eq(got.date_nsec, 123);
+	cr_assert_eq(got.vm_clock_nsec, 5);
+	cr_assert_eq(got.vm_state_bytes, 1ull << 33, "the 64-bit VM state size of the extra data");
+	cr_assert_eq(got.disk_bytes, 3ull << 30);
+	cr_assert_eq(got.icount, ~0ull);
+	cr_assert_eq(get_be32(buf + 36), QCOW2_SNAPSHOT_EXTRA_BYTES);
+	qcow2_snapshot_release(&got, 1);
+}
+
+/* ---- every view through a sequence of operations ---- */
+
+ParameterizedTestParameters(snapshot_write, every_view_stays_right_through_create_apply_delete)
+{
+	static struct shape cases[] = {
+	    {3, 16, 4, false, 1 << 20}, {2, 16, 4, false, 1 << 20}, {3, 9, 4, false, 256 << 10},
+	    {3, 16, 6, false, 1 << 20}, {3, 16, 4, true, 1 << 20},  {3, 12, 3, false, 1 << 20},
+	};
+	return cr_make_param_array(struct shape, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct shape *s, snapshot_write,
+		  every_view_stays_right_through_create_apply_delete)
+{
+	build(s);
+	qi = open_writable();
+	assert_done(qi, &m, "as built");
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "new"), 0, "%s", qcow2_last_error());
+	model_create(&m, "new");
+	cr_assert_str_eq(qcow2_image_snapshot(qi, 2)->id, "3", "the next id, as QEMU picks it");
+	assert_done(qi, &m, "created");
+	write_over(qi, &m, 0x44);
+	assert_done(qi, &m, "written after create");
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "one"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 0);
+	assert_done(qi, &m, "applied");
+	write_over(qi, &m, 0x55);
+	assert_done(qi, &m, "written after apply");
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "new"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 2);
+	assert_done(qi, &m, "deleted new");
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "vm"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 1);
+	assert_done(qi, &m, "applied vm");
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "1"), 0, "by id: %s", qcow2_last_error());
+	model_delete(&m, 0);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "vm"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	assert_done(qi, &m, "every snapshot deleted");
+	cr_assert_eq(qcow2_image_header(qi)->snapshots_off, 0, "no table, as QEMU leaves it");
+	write_over(qi, &m, 0x66);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "again"), 0, "%s", qcow2_last_error());
+	model_create(&m, "again");
+	cr_assert_str_eq(qcow2_image_snapshot(qi, 0)->id, "1");
+	write_over(qi, &m, 0x77);
+	assert_done(qi, &m, "created again");
+}
+
+/* Snapshot a snapshot's worth of compressed clusters packed into shared host clusters: each
+ * compressed cluster holds one reference to every host cluster it touches. */
+Test(snapshot_write, packed_compressed_clusters_are_counted_per_reference)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	uint8_t c[512];
+	uint64_t g;
+
+	o.cluster_bits = 9;
+	o.size = 64 << 10;
+	img = imgbuild_new(&o);
+	for (g = 0; g < o.size; g += 512) {
+		memset(c, (int)(g / 512), sizeof(c));
+		cr_assert_eq(imgbuild_write_compressed(img, g, c, NULL, NULL), 0);
+	}
+	model_from_builder();
+	qi = open_writable();
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "c"), 0, "%s", qcow2_last_error());
+	model_create(&m, "c");
+	assert_done(qi, &m, "created");
+	write_over(qi, &m, 0x99);
+	assert_done(qi, &m, "overwritten");
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "c"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 0);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "c"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	assert_done(qi, &m, "applied and deleted");
+}
+
+/* Byte offset and length of the entry named @name in the table of the file in @io. */
+static void entry_bytes_of(struct qcow2_image *q, const char *name, uint8_t *out, size_t *len)
+{
+	struct qcow2_image *back = reopen(qcow2_image_io(q), false);
+	uint64_t off = qcow2_image_header(back)->snapshots_off;
+	int idx = find(back, name), i;
+	uint8_t head[4096];
+	ssize_t n = 0;
+
+	cr_assert_geq(idx, 0, "no snapshot '%s'", name);
+	for (i = 0; i <= idx; i++) {
+		off += (uint64_t)n;
+		cr_assert_eq(qcow2_io_pread(qcow2_image_io(back), head, sizeof(head), off) > 40, 1);
+		n = qcow2_snapshot_entry_bytes(head, sizeof(head));
+		cr_assert_gt(n, 0);
+	}
+	memcpy(out, head, (size_t)n);
+	*len = (size_t)n;
+	qcow2_image_close(back);
+}
+
+Test(snapshot_write, other_entries_stay_byte_for_byte)
+{
+	uint8_t before[4096], after[4096];
+	size_t lb, la;
+
+	build(&default_shape);
+	qi = open_writable();
+	entry_bytes_of(qi, "vm", before, &lb);
+	cr_assert_eq(get_be32(before + 36), 24, "the entry keeps its icount");
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "x"), 0, "%s", qcow2_last_error());
+	entry_bytes_of(qi, "vm", after, &la);
+	cr_assert_eq(la, lb);
+	cr_assert_arr_eq(after, before, lb, "after a create");
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "one"), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "x"), 0, "%s", qcow2_last_error());
+	entry_bytes_of(qi, "vm", after, &la);
+	cr_assert_arr_eq(after, before, lb, "after a delete and an apply");
+	cr_assert_eq(qcow2_image_snapshot(qi, (uint32_t)find(qi, "vm"))->vm_state_bytes, 765);
+}
+
+/* ---- refusals change nothing ---- */
+
+static void assert_unchanged(const void *bytes, size_t len)
+{
+	size_t now;
+	const void *b = qcow2_io_mem_bytes(qcow2_image_io(qi), &now);
+
+	cr_assert_eq(now, len, "the file's length changed");
+	cr_assert_arr_eq(b, bytes, len, "the file changed");
+}
+
+Test(snapshot_write, refusals_change_nothing)
+{
+	size_t len;
+	uint8_t *copy;
+
+	build(&default_shape);
+	qi = open_writable();
+	copy = xmalloc(img->len);
+	memcpy(copy, qcow2_io_mem_bytes(qcow2_image_io(qi), &len), img->len);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "one"), -EEXIST);
+	assert_error_mentions("exists already");
+	assert_error_mentions("mem.qcow2");
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "2"), -EEXIST, "the id of 'vm'");
+	cr_assert_eq(qcow2_image_snapshot_create(qi, ""), -EINVAL);
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "nope"), -ENOENT);
+	assert_error_mentions("nope");
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "nope"), -ENOENT);
+	assert_unchanged(copy, len);
+	assert_done(qi, &m, "after the refusals");
+	free(copy);
+}
+
+Test(snapshot_write, one_bit_refcounts_cannot_share_a_cluster)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	size_t len;
+	uint8_t *copy;
+	struct qcow2_snapshot_plan p;
+
+	o.refcount_order = 0;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x42, 100000), 0);
+	model_from_builder();
+	qi = open_writable();
+	copy = xmalloc(img->len);
+	memcpy(copy, qcow2_io_mem_bytes(qcow2_image_io(qi), &len), img->len);
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_CREATE, "s", &p), -ERANGE);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "s"), -ERANGE);
+	assert_error_mentions("1-bit refcounts");
+	assert_unchanged(copy, len);
+	free(copy);
+	/* an empty image shares nothing: its snapshot fits */
+	imgbuild_free(img);
+	qcow2_image_close(qi);
+	img = imgbuild_new(&o);
+	qi = open_writable();
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "empty"), 0, "%s", qcow2_last_error());
+}
+
+Test(snapshot_write, read_only_images_and_data_files_are_refused)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct qcow2_snapshot_plan p;
+
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_open(img, &qi), 0);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "s"), -EROFS);
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_CREATE, "s", &p), 0,
+		     "a plan needs no write access");
+	qcow2_image_close(qi);
+	imgbuild_free(img);
+	o.data_file = "data.raw";
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_open(img, &qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_CREATE, "s", &p), -ENOTSUP);
+	assert_error_mentions("data file");
+}
+
+Test(snapshot_write, bitmaps_survive_create_and_delete_and_refuse_apply)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct qcow2_image *back;
+
+	o.bitmaps = true;
+	o.autoclear = 1ull << 9; /* unknown: cleared by the first change */
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x42, 100000), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, NULL), 0);
+	model_from_builder();
+	qi = open_writable();
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "1"), -EBUSY);
+	assert_error_mentions("bitmaps");
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "b"), 0, "%s", qcow2_last_error());
+	model_create(&m, "b");
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "1"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	assert_done(qi, &m, "created and deleted");
+	back = reopen(qcow2_image_io(qi), false);
+	cr_assert_eq(qcow2_image_header(back)->autoclear, QCOW2_AUTOCLEAR_BITMAPS,
+		     "the bitmaps stay valid, the unknown bit goes");
+	qcow2_image_close(back);
+}
+
+/* ---- plans ---- */
+
+Test(snapshot_write, plans_count_what_changes_and_agree_read_only_and_writable)
+{
+	struct qcow2_snapshot_plan ro, rw;
+	struct qcow2_image *r;
+
+	build(&default_shape);
+	cr_assert_eq(imgbuild_open(img, &r), 0);
+	qi = open_writable();
+	cr_assert_eq(qcow2_image_snapshot_plan(r, QCOW2_SNAPSHOT_DELETE, "one", &ro), 0);
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_DELETE, "one", &rw), 0);
+	cr_assert_arr_eq(&ro, &rw, sizeof(ro));
+	cr_assert_eq(qcow2_image_snapshot_plan(r, QCOW2_SNAPSHOT_CREATE, "n", &ro), 0);
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_CREATE, "n", &rw), 0);
+	qcow2_image_close(r);
+	cr_assert_arr_eq(&ro, &rw, sizeof(ro));
+	cr_assert_str_eq(rw.id, "3");
+	cr_assert_eq(rw.nb_before, 2);
+	cr_assert_eq(rw.nb_after, 3);
+	cr_assert_gt(rw.raised_clusters, 8, "the active state's L2 tables and data");
+	cr_assert_eq(rw.lowered_clusters, 0);
+	cr_assert_eq(rw.l1_bytes, (uint64_t)qi->l1.n * 8);
+	/* right after the create, deleting it frees only its L1 table and the old table */
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "n"), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_DELETE, "n", &rw), 0);
+	cr_assert_eq(rw.lowered_clusters, ro.raised_clusters);
+	cr_assert_eq(rw.freed_clusters, 2, "its L1 table and the snapshot table");
+	/* applying a snapshot whose state is the active one changes no refcount in the end */
+	cr_assert_eq(qcow2_image_snapshot_plan(qi, QCOW2_SNAPSHOT_APPLY, "n", &rw), 0);
+	cr_assert_eq(rw.raised_clusters + rw.lowered_clusters, 0);
+	cr_assert_eq(rw.freed_clusters, 1, "the old active L1 table");
+}
+
+/* ---- stopped at every write and flush ---- */
+
+struct crash_case {
+	enum qcow2_snapshot_op op;
+	enum qcow2_io_op fail;
+};
+
+static int run(struct qcow2_image *q, enum qcow2_snapshot_op op)
+{
+	if (op == QCOW2_SNAPSHOT_CREATE)
+		return qcow2_image_snapshot_create(q, "new");
+	if (op == QCOW2_SNAPSHOT_APPLY)
+		return qcow2_image_snapshot_apply(q, "one");
+	return qcow2_image_snapshot_delete(q, "vm");
+}
+
+static void model_after(struct model *x, enum qcow2_snapshot_op op)
+{
+	if (op == QCOW2_SNAPSHOT_CREATE)
+		model_create(x, "new");
+	else if (op == QCOW2_SNAPSHOT_APPLY)
+		model_apply(x, 0);
+	else
+		model_delete(x, 1);
+}
+
+/* One operation stopped at its @nth write or flush. Returns the operation's result. */
+static int stop_at(const struct crash_case *c, unsigned nth)
+{
+	static const struct shape small = {3, 9, 4, false, 128 << 10};
+	struct model after, *now;
+	struct qcow2_image *back;
+	char why[200], why2[200];
+	int r;
+
+	build(&small);
+	model_copy(&after, &m);
+	model_after(&after, c->op);
+	qi = open_writable();
+	qcow2_io_mem_fail_nth(qcow2_image_io(qi), c->fail, nth, -EIO);
+	r = run(qi, c->op);
+	qcow2_io_mem_fail_nth(qcow2_image_io(qi), c->fail, 0, 0);
+	/* what a crash there leaves on disk: valid, before or after, leaks at worst */
+	back = reopen(qcow2_image_io(qi), false);
+	assert_refcounts(back, true, "on disk");
+	assert_copied(back, false, "on disk");
+	cr_assert(shows(back, &m, why, sizeof(why)) || shows(back, &after, why2, sizeof(why2)),
+		  "stopped at %u: neither before (%s) nor after (%s)", nth, why, why2);
+	qcow2_image_close(back);
+	/* and the image that saw the failure goes on: writes, a flush, the same on disk */
+	now = shows(qi, &m, why, sizeof(why)) ? &m : &after;
+	cr_assert(r < 0 || now == &after, "succeeded but shows the state before");
+	write_over(qi, now, 0x3c);
+	assert_shows(qi, now, "written after the failure");
+	assert_refcounts(qi, true, "written after the failure");
+	assert_copied(qi, false, "written after the failure");
+	back = reopen(qcow2_image_io(qi), true);
+	assert_shows(back, now, "reopened after the failure");
+	qcow2_image_close(back);
+	model_free(&after);
+	qcow2_image_close(qi);
+	qi = NULL;
+	imgbuild_free(img);
+	img = NULL;
+	model_free(&m);
+	return r;
+}
+
+ParameterizedTestParameters(snapshot_write, stopped_at_any_write_or_flush_the_image_stays_valid)
+{
+	static struct crash_case cases[] = {
+	    {QCOW2_SNAPSHOT_CREATE, QCOW2_IO_WRITE}, {QCOW2_SNAPSHOT_CREATE, QCOW2_IO_FLUSH},
+	    {QCOW2_SNAPSHOT_APPLY, QCOW2_IO_WRITE},  {QCOW2_SNAPSHOT_APPLY, QCOW2_IO_FLUSH},
+	    {QCOW2_SNAPSHOT_DELETE, QCOW2_IO_WRITE}, {QCOW2_SNAPSHOT_DELETE, QCOW2_IO_FLUSH},
+	};
+	return cr_make_param_array(struct crash_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct crash_case *c, snapshot_write,
+		  stopped_at_any_write_or_flush_the_image_stays_valid)
+{
+	unsigned nth, stopped = 0;
+
+	for (nth = 1; nth < 200; nth++) {
+		if (stop_at(c, nth) == 0)
+			break; /* the Nth came after the operation: nothing left to stop */
+		stopped++;
+	}
+	cr_assert_lt(nth, 200, "the operation never succeeded");
+	cr_assert_geq(stopped, 3, "stopped at only %u points", stopped);
+}
+
+/* A snapshot as QEMU's savevm lays it out: the VM state in the clusters of its L1 table past
+ * the disk (from the first L1 entry the disk does not need), vm_state_size set. */
+static void assert_vm_state(struct qcow2_image *q, const uint8_t *want, uint64_t at, uint64_t len,
+			    const char *when)
+{
+	const struct qcow2_l1 *l1;
+	struct qcow2_l1 whole;
+	uint8_t *got = xmalloc(at + len);
+	int idx = find(q, "vm");
+
+	cr_assert_geq(idx, 0, "%s: 'vm' is gone", when);
+	cr_assert_eq(qcow2_image_snapshot(q, (uint32_t)idx)->vm_state_bytes, len);
+	cr_assert_eq(qcow2_image_snapshot_l1(q, (uint32_t)idx, &l1), 0);
+	whole = *l1;
+	whole.size = at + len; /* read on past the disk */
+	for (uint64_t off = 0; off < at + len;) {
+		struct qcow2_extent e;
+
+		cr_assert_eq(qcow2_image_map(q, &whole, off, at + len - off, &e), 0);
+		if (e.kind == QCOW2_EXTENT_DATA)
+			cr_assert_eq(qcow2_io_pread_full(e.io, got + off, e.len, e.host_off), 0);
+		else
+			memset(got + off, 0, e.len);
+		off += e.len;
+	}
+	cr_assert_arr_eq(got + at, want, len, "%s: the VM state changed", when);
+	free(got);
+}
+
+Test(snapshot_write, vm_state_past_the_disk_survives_every_operation)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	uint64_t disk = 32 << 10, state = 32 << 10; /* 512 B clusters: 32 KiB per L1 entry */
+	struct imgbuild_snapshot_opts vm = {.name = "vm",
+					    .disk_bytes = disk,
+					    .extra_bytes = 24,
+					    .vm_state_bytes = state,
+					    .icount = ~0ull};
+	uint8_t *v = xmalloc(state);
+
+	o.cluster_bits = 9;
+	o.size = disk + state;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x41, (size_t)disk), 0);
+	imgbuild_pattern(v, state, disk, 0x76);
+	cr_assert_eq(imgbuild_write(img, disk, v, (size_t)state), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, &vm), 0);
+	model_from_builder();
+	qi = open_writable();
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "x"), 0, "%s", qcow2_last_error());
+	model_create(&m, "x");
+	assert_vm_state(qi, v, disk, state, "created");
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "vm"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 0);
+	cr_assert_eq(qi->l1.n, 1, "the VM state is not copied into the active state");
+	assert_done(qi, &m, "applied");
+	assert_vm_state(qi, v, disk, state, "applied");
+	write_over(qi, &m, 0x12);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "x"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 1);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "y"), 0, "%s", qcow2_last_error());
+	model_create(&m, "y");
+	assert_done(qi, &m, "deleted and created");
+	assert_vm_state(qi, v, disk, state, "deleted and created");
+	free(v);
+}

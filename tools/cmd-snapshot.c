@@ -1,0 +1,375 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-snapshot.c - qcowctl snapshot list|create|apply|delete IMAGE [NAME]: internal snapshots,
+ * as `qemu-img snapshot` handles them. The work and its crash safety are the library's
+ * (snapshot-plan.c, snapshot-write.c); this parses, opens the image (QEMU's write locks taken,
+ * the holder named on refusal), calls it and prints.
+ *
+ * Each subcommand has its own entry in the table below and its own option table, so a new
+ * subcommand or option (create --external) is one more entry.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qcow2.h"
+#include "qcowctl.h"
+
+static void snapshot_usage(FILE *f)
+{
+	fprintf(
+	    f, "usage: qcowctl snapshot list [--json] [-U] IMAGE\n"
+	       "       qcowctl snapshot create [--dry-run [--json]] [-q] IMAGE NAME\n"
+	       "       qcowctl snapshot apply [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n"
+	       "       qcowctl snapshot delete [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n\n"
+	       "Internal snapshots of a qcow2 image, as qemu-img snapshot handles them.\n\n"
+	       "  list    the snapshots: ID, tag, VM state size, date, VM clock, icount\n"
+	       "  create  snapshot the active state as NAME (the next free number as its ID)\n"
+	       "  apply   make SNAPSHOT (an ID or a name) the active state, virtual size included\n"
+	       "  delete  delete SNAPSHOT (an ID or a name), freeing what only it used\n\n"
+	       "  --json             list: JSON, with qemu-img info's snapshot field names;\n"
+	       "                     with --dry-run: the plan as JSON\n"
+	       "  -U, --force-share  list: do not take (or respect) image locks\n"
+	       "  --dry-run          print what would change (snapshots, virtual size, tables\n"
+	       "                     written, clusters whose refcount changes, clusters freed)\n"
+	       "                     and change nothing\n"
+	       "  -q, --quiet        print nothing on success\n"
+	       "  -h, --help         this text\n\n"
+	       "create, apply and delete refuse while another process holds IMAGE for writing\n"
+	       "(a running VM, qemu-io, a qcowfs mount writing it) and name it. Interrupted or\n"
+	       "killed at any point, they leave a valid image: before or after the change, some\n"
+	       "clusters leaked at worst (qemu-img check -r leaks reclaims them).\n");
+}
+
+/* ---- list ---- */
+
+/* One line of `qemu-img snapshot -l` (QEMU 7.2's columns). */
+static void list_line(const struct qcow2_snapshot *s)
+{
+	char vm[32], date[32] = "", clock[48], icount[24] = "";
+	time_t t = (time_t)s->date_sec;
+	uint64_t secs = s->vm_clock_nsec / 1000000000;
+	struct tm tm;
+
+	format_size(s->vm_state_bytes, vm, sizeof(vm));
+	if (localtime_r(&t, &tm))
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+	snprintf(clock, sizeof(clock), "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%03" PRIu64,
+		 secs / 3600, secs / 60 % 60, secs % 60, s->vm_clock_nsec / 1000000 % 1000);
+	if (s->icount != ~0ull)
+		snprintf(icount, sizeof(icount), "%" PRIu64, s->icount);
+	printf("%-9s %-16s %8s%20s%13s%11s\n", s->id, s->name, vm, date, clock, icount);
+}
+
+static void list_json(const struct qcow2_image *img)
+{
+	uint32_t i, n = qcow2_image_snapshot_count(img);
+	struct json j;
+
+	json_init(&j, stdout);
+	json_begin_array(&j, NULL);
+	for (i = 0; i < n; i++) {
+		const struct qcow2_snapshot *s = qcow2_image_snapshot(img, i);
+
+		json_begin_object(&j, NULL);
+		json_string(&j, "id", s->id);
+		json_string(&j, "name", s->name);
+		json_uint(&j, "vm-state-size", s->vm_state_bytes);
+		json_uint(&j, "date-sec", s->date_sec);
+		json_uint(&j, "date-nsec", s->date_nsec);
+		json_uint(&j, "vm-clock-sec", s->vm_clock_nsec / 1000000000);
+		json_uint(&j, "vm-clock-nsec", s->vm_clock_nsec % 1000000000);
+		if (s->icount != ~0ull)
+			json_uint(&j, "icount", s->icount);
+		json_uint(&j, "disk-size", s->disk_bytes);
+		json_end_object(&j);
+	}
+	json_end_array(&j);
+	json_finish(&j);
+}
+
+static int snapshot_list(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct common_opts o = {0};
+	struct qcow2_chain_opts co = {.lock = true};
+	struct qcow2_image *img;
+	uint32_t i, n;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "hU", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			snapshot_usage(stdout);
+			return EXIT_OK;
+		}
+		if (c == 'U')
+			co.lock = false;
+		else if (c != OPT_JSON || !common_opt(c, &o))
+			optind = argc + 1; /* a usage error */
+	}
+	if (optind + 1 != argc) {
+		snapshot_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (qcow2_image_open_path(argv[optind], &co, &img) < 0)
+		return fail_lib();
+	n = qcow2_image_snapshot_count(img);
+	if (o.json) {
+		list_json(img);
+	} else if (n) {
+		printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE",
+		       "DATE", "VM CLOCK", "ICOUNT");
+		for (i = 0; i < n; i++)
+			list_line(qcow2_image_snapshot(img, i));
+	}
+	qcow2_image_close(img);
+	return EXIT_OK;
+}
+
+/* ---- create, apply, delete ---- */
+
+struct change {
+	enum qcow2_snapshot_op op;
+	const char *verb; /* "create" */
+	const char *done; /* "created" */
+	const char *path;
+	const char *arg; /* the new name, or the snapshot's ID or name */
+	struct common_opts o;
+};
+
+/* The name of the snapshot the plan is about, as the image knows it. */
+static const char *plan_name(const struct qcow2_image *img, const struct change *ch,
+			     const struct qcow2_snapshot_plan *p)
+{
+	int i;
+
+	if (ch->op == QCOW2_SNAPSHOT_CREATE)
+		return ch->arg;
+	i = qcow2_image_find_snapshot(img, p->id);
+	return i < 0 ? ch->arg : qcow2_image_snapshot(img, (uint32_t)i)->name;
+}
+
+static void print_count(const char *what, uint64_t clusters, uint64_t cs)
+{
+	char b[32];
+
+	format_size(clusters * cs, b, sizeof(b));
+	printf("  %-20s %" PRIu64 " (%s)\n", what, clusters, b);
+}
+
+static void plan_text(const struct qcow2_image *img, const struct change *ch,
+		      const struct qcow2_snapshot_plan *p)
+{
+	uint64_t cs = qcow2_image_cluster_bytes(img);
+	char a[32], b[32];
+
+	printf("dry run: would %s snapshot '%s' (id %s) of '%s'; nothing was changed\n", ch->verb,
+	       plan_name(img, ch, p), p->id, ch->path);
+	printf("  %-20s %u -> %u\n", "snapshots:", p->nb_before, p->nb_after);
+	format_size(p->size_before, a, sizeof(a));
+	format_size(p->size_after, b, sizeof(b));
+	printf("  %-20s %s -> %s\n", "virtual size:", a, b);
+	if (ch->op != QCOW2_SNAPSHOT_APPLY)
+		printf("  %-20s %" PRIu64 " bytes%s\n", "snapshot table:", p->table_bytes,
+		       p->nb_after ? ", written to new clusters; the old one freed"
+				   : ": none left");
+	if (ch->op != QCOW2_SNAPSHOT_DELETE)
+		printf("  %-20s %" PRIu64 " bytes, %s\n", "L1 table written:", p->l1_bytes,
+		       ch->op == QCOW2_SNAPSHOT_CREATE
+			   ? "the snapshot's copy of the active one"
+			   : "the new active one, a copy of the snapshot's");
+	print_count("new clusters:", p->new_clusters, cs);
+	print_count("refcounts raised:", p->raised_clusters, cs);
+	print_count("refcounts lowered:", p->lowered_clusters, cs);
+	print_count("clusters freed:", p->freed_clusters, cs);
+}
+
+static void plan_json(const struct qcow2_image *img, const struct change *ch,
+		      const struct qcow2_snapshot_plan *p)
+{
+	struct json j;
+
+	json_init(&j, stdout);
+	json_begin_object(&j, NULL);
+	json_string(&j, "operation", ch->verb);
+	json_string(&j, "filename", ch->path);
+	json_string(&j, "id", p->id);
+	json_string(&j, "name", plan_name(img, ch, p));
+	json_uint(&j, "cluster-size", qcow2_image_cluster_bytes(img));
+	json_uint(&j, "snapshots-before", p->nb_before);
+	json_uint(&j, "snapshots-after", p->nb_after);
+	json_uint(&j, "virtual-size-before", p->size_before);
+	json_uint(&j, "virtual-size-after", p->size_after);
+	json_uint(&j, "snapshot-table-bytes", p->table_bytes);
+	json_uint(&j, "l1-table-bytes", p->l1_bytes);
+	json_uint(&j, "new-clusters", p->new_clusters);
+	json_uint(&j, "raised-clusters", p->raised_clusters);
+	json_uint(&j, "lowered-clusters", p->lowered_clusters);
+	json_uint(&j, "freed-clusters", p->freed_clusters);
+	json_end_object(&j);
+	json_finish(&j);
+}
+
+/* What QEMU's writer takes: the real change would be refused if this conflicts. */
+#define WRITE_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
+#define WRITE_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+
+/* --dry-run: the image opened read-only, the plan printed, the write lock only tested. */
+static int dry_run(const struct change *ch)
+{
+	struct qcow2_chain_opts co = {.lock = true};
+	struct qcow2_snapshot_plan p;
+	struct qcow2_image *img;
+	int r;
+
+	if (qcow2_image_open_path(ch->path, &co, &img) < 0)
+		return fail_lib();
+	r = qcow2_image_snapshot_plan(img, ch->op, ch->arg, &p);
+	if (r == 0)
+		r = qcow2_io_lock_check(qcow2_image_io(img), WRITE_PERMS, WRITE_SHARED);
+	if (r == 0 && ch->o.json)
+		plan_json(img, ch, &p);
+	else if (r == 0)
+		plan_text(img, ch, &p);
+	else
+		fail_lib();
+	qcow2_image_close(img);
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+static int run_change(struct qcow2_image *img, const struct change *ch)
+{
+	switch (ch->op) {
+	case QCOW2_SNAPSHOT_CREATE:
+		return qcow2_image_snapshot_create(img, ch->arg);
+	case QCOW2_SNAPSHOT_APPLY:
+		return qcow2_image_snapshot_apply(img, ch->arg);
+	default:
+		return qcow2_image_snapshot_delete(img, ch->arg);
+	}
+}
+
+static int change(const struct change *ch)
+{
+	struct qcow2_layer_info li;
+	struct qcow2_chain *c;
+	int r;
+
+	if (ch->o.dry_run)
+		return dry_run(ch);
+	catch_interrupts(); /* a signal waits for the change's end: it is short */
+	if (open_for_write(ch->path, &c) < 0)
+		return fail_lib();
+	qcow2_chain_layer(c, 0, &li);
+	if (!li.image) {
+		qcow2_chain_close(c);
+		error("'%s' is not a qcow2 image: it has no internal snapshots", ch->path);
+		return EXIT_FAIL;
+	}
+	r = run_change(li.image, ch);
+	if (r < 0) {
+		fail_lib();
+		finish_write(c, r);
+		return EXIT_FAIL;
+	}
+	if (ch->o.progress != PROGRESS_QUIET && ch->op == QCOW2_SNAPSHOT_CREATE)
+		printf("created snapshot '%s' (id %s) of '%s'\n", ch->arg,
+		       qcow2_image_snapshot(li.image, qcow2_image_snapshot_count(li.image) - 1)->id,
+		       ch->path);
+	else if (ch->o.progress != PROGRESS_QUIET)
+		printf("%s snapshot '%s' of '%s'\n", ch->done, ch->arg, ch->path);
+	if (finish_write(c, 0) < 0)
+		return fail_lib();
+	return EXIT_OK;
+}
+
+/* Options and the two arguments of create, apply and delete. */
+static int parse_change(int argc, char **argv, const struct option *longopts, struct change *ch)
+{
+	int c;
+
+	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			snapshot_usage(stdout);
+			return EXIT_OK;
+		}
+		if (c == 'p' || !common_opt(c, &ch->o)) {
+			snapshot_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind + 2 != argc || (ch->o.json && !ch->o.dry_run)) {
+		snapshot_usage(stderr);
+		return EXIT_USAGE;
+	}
+	ch->path = argv[optind];
+	ch->arg = argv[optind + 1];
+	return -1;
+}
+
+static const struct option change_longopts[] = {
+    COMMON_LONGOPTS,
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int snapshot_create(int argc, char **argv)
+{
+	struct change ch = {.op = QCOW2_SNAPSHOT_CREATE, .verb = "create", .done = "created"};
+	int r = parse_change(argc, argv, change_longopts, &ch);
+
+	return r >= 0 ? r : change(&ch);
+}
+
+static int snapshot_apply(int argc, char **argv)
+{
+	struct change ch = {.op = QCOW2_SNAPSHOT_APPLY, .verb = "apply", .done = "applied"};
+	int r = parse_change(argc, argv, change_longopts, &ch);
+
+	return r >= 0 ? r : change(&ch);
+}
+
+static int snapshot_delete(int argc, char **argv)
+{
+	struct change ch = {.op = QCOW2_SNAPSHOT_DELETE, .verb = "delete", .done = "deleted"};
+	int r = parse_change(argc, argv, change_longopts, &ch);
+
+	return r >= 0 ? r : change(&ch);
+}
+
+static const struct {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} snapshot_subcommands[] = {
+    {"list", snapshot_list},
+    {"create", snapshot_create},
+    {"apply", snapshot_apply},
+    {"delete", snapshot_delete},
+};
+
+int cmd_snapshot(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 2) {
+		snapshot_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		snapshot_usage(stdout);
+		return EXIT_OK;
+	}
+	for (i = 0; i < sizeof(snapshot_subcommands) / sizeof(snapshot_subcommands[0]); i++)
+		if (!strcmp(argv[1], snapshot_subcommands[i].name))
+			return snapshot_subcommands[i].run(argc - 1, argv + 1);
+	error("unknown snapshot command '%s' (see 'qcowctl snapshot --help')", argv[1]);
+	return EXIT_USAGE;
+}
