@@ -16,6 +16,7 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
+	{ "check", cmd_check, "consistency check of an image, and its repair (as qemu-img check)" },
 };
 
 static void usage(FILE *f)

@@ -89,5 +89,6 @@ int finish_write(struct qcow2_chain *c, int r);
 int fail_lib(void);
 
 int cmd_info(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif
