@@ -1,174 +1,931 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * check.c - refcounts recomputed from the metadata, and their repair.
+ * check.c - the consistency check of one image, as `qemu-img check` makes it, and the refcount
+ * rebuild that a dirty image (lazy refcounts) and a repair (repair.c) share.
  *
- * The expected refcount of every host cluster is counted from what points at it: the header,
+ * A scan (struct qcow2_scan, internal.h) counts what points at every host cluster: the header,
  * the L1 tables (active and of every snapshot), the L2 tables and the data and compressed
- * clusters they reach, the snapshot table, the refcount table and blocks, and the bitmap
- * directory, tables and data when the bitmaps extension is valid. Counts live in one array of
- * 32-bit counters per host cluster of the file (bounded: images of more than 2^28 clusters are
- * refused here). An image left dirty by lazy refcounts (QEMU skipped refcount updates and set
- * the dirty bit) gets its refcounts rewritten from these counts before it is written.
+ * clusters they reach, the snapshot table, the refcount table and blocks, the crypto header
+ * and the bitmap directory, tables and data when the bitmaps extension is in force. It reports
+ * each problem with QEMU's words and counts it as QEMU does (block/qcow2-refcount.c, whose
+ * numbers `qemu-img check --output=json` prints): references that end a cluster or more past
+ * the end of the file are one corruption each and are not counted; misaligned entries, reserved
+ * bits, bad subcluster bitmaps and refcount blocks referenced more than once are corruptions;
+ * then every cluster's stored refcount is compared with its count (lower: a corruption, higher:
+ * a leak), and the COPIED flags of the active tables with "refcount == 1".
+ *
+ * A planning scan (repair.c) also notes the active entries a repair rewrites and leaves their
+ * references out of the counts, so the counts are what the image holds once they are fixed.
+ *
+ * Counts live in one 32-bit counter per cluster of the file (images of more than 2^28 clusters
+ * are refused). Nothing here changes the image except qcow2_check_set_refcounts() and
+ * qcow2_check_rebuild_dirty(), which run on a writable image with no other user.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
 #define MAX_CHECK_CLUSTERS (1ull << 28)
+#define L1E_RESERVED	   0x7f000000000001ffull
+#define L2E_RESERVED	   0x3f000000000001feull
+#define BME_RESERVED	   0xff000000000001feull
+#define BME_OFFSET_MASK	   0x00fffffffffffe00ull
+#define L2_BITMAP_ALLOC	   0xffffffffull
+#define MAX_BITMAP_TABLE   (64u << 20)
+#define STEP		   4096 /* clusters compared between two progress reports */
 
-/* The refcount table of a read-only image is loaded on first use (refcount.c). */
-static int refs_load_for_check(struct qcow2_image *img)
+/* ---- messages, progress, reads ---- */
+
+void qcow2_scan_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
 {
-	uint64_t v;
+	char text[512];
+	va_list ap;
 
-	return qcow2_image_refcount(img, 0, &v);
-}
-
-struct counts {
-	uint32_t *c;
-	uint64_t n;	  /* clusters of the file */
-	uint64_t outside; /* references past the end of the file */
-};
-
-static void count_range(struct counts *k, const struct qcow2_image *img, uint64_t off,
-			uint64_t bytes)
-{
-	uint64_t first, last, i;
-
-	if (!bytes)
+	if (s->quiet || !s->o || !s->o->message)
 		return;
-	first = off >> img->h.cluster_bits;
-	last = (off + bytes - 1) >> img->h.cluster_bits;
-	for (i = first; i <= last; i++) {
-		if (i >= k->n)
-			k->outside++;
-		else if (k->c[i] < UINT32_MAX)
-			k->c[i]++;
-	}
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	s->o->message(s->o->ctx, kind, text);
 }
 
-/* Count an L1 table's L2 tables and what they reach. */
-static int count_l1(struct counts *k, struct qcow2_image *img, const struct qcow2_l1 *l1)
+static void corrupt(struct qcow2_scan *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void corrupt(struct qcow2_scan *s, const char *fmt, ...)
 {
-	uint32_t ew = img->l2_entry_words, per = img->l2_entries, i, j;
-	uint64_t cs = img->cluster_bytes, *t = malloc(cs);
-	bool data_file = img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
-	int r = 0;
+	char text[512];
+	va_list ap;
+
+	s->res->corruptions++;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	qcow2_scan_say(s, QCOW2_CHECK_CORRUPTION, "%s", text);
+}
+
+int qcow2_scan_step(struct qcow2_scan *s, uint64_t units)
+{
+	const struct qcow2_job *job = s->o ? s->o->job : NULL;
+
+	s->done += units;
+	if (s->done > s->total)
+		s->total = s->done;
+	return qcow2_job_step(job, s->done * s->img->cluster_bytes,
+			      s->total * s->img->cluster_bytes);
+}
+
+/* Read @n bytes at @off; what lies past the end of the file reads as zeros, as QEMU reads it. */
+static int read_padded(struct qcow2_io *io, void *buf, size_t n, uint64_t off)
+{
+	ssize_t got = off >= (1ull << 62) ? 0 : qcow2_io_pread(io, buf, n, off);
+
+	if (got < 0)
+		return (int)got;
+	memset((uint8_t *)buf + got, 0, n - (size_t)got);
+	return 0;
+}
+
+/* The L2 table at @off into s->buf, in host order. A writable image's tables come from its
+ * cache, which holds what is not yet written back. */
+static int read_l2(struct qcow2_scan *s, uint64_t off)
+{
+	struct qcow2_image *img = s->img;
+	uint32_t words = (uint32_t)(img->cluster_bytes / 8), i;
+	int r;
+
+	if (img->w && !(off & (img->cluster_bytes - 1)) &&
+	    (off >> img->h.cluster_bits) < img->w->end_cluster &&
+	    qcow2_l2cache_get(img->l2cache, img->io, off, 0, words, s->buf) == 0)
+		return 0;
+	r = read_padded(img->io, s->buf, img->cluster_bytes, off);
+	for (i = 0; r == 0 && i < words; i++)
+		s->buf[i] = get_be64(&s->buf[i]);
+	return r;
+}
+
+/* @n entries of the L1 table at @off (host order; zeros past the end of the file). */
+static int read_l1(struct qcow2_scan *s, uint64_t off, uint32_t n, uint64_t **out)
+{
+	uint64_t *t = malloc(n ? (size_t)n * 8 : 1);
+	uint32_t i;
+	int r;
 
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	for (i = 0; i < l1->n && r == 0; i++) {
-		uint64_t l2 = l1->entries[i] & QCOW2_L1E_OFFSET_MASK;
+		return qcow2_set_error(-ENOMEM, "out of memory for an L1 table");
+	r = read_padded(s->img->io, t, (size_t)n * 8, off);
+	for (i = 0; r == 0 && i < n; i++)
+		t[i] = get_be64(&t[i]);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+int qcow2_scan_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
+{
+	struct qcow2_image *img = s->img;
+	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb;
+	int r;
+
+	if (img->w)
+		return qcow2_refcount_get_w(img, idx, v);
+	*v = 0;
+	if (ti >= img->refs.n || !img->refs.table[ti])
+		return 0;
+	if (ti != s->rblock_ti) {
+		s->rblock_ti = UINT64_MAX;
+		r = read_padded(img->io, s->rblock, img->cluster_bytes, img->refs.table[ti]);
+		if (r < 0)
+			return r;
+		s->rblock_ti = ti;
+	}
+	*v = qcow2_refcount_block_get(s->rblock, img->refs.order, idx % pb);
+	return 0;
+}
+
+/* ---- setting up ---- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool has_u64(const uint64_t *v, size_t n, uint64_t x)
+{
+	return n && bsearch(&x, v, n, sizeof(*v), cmp_u64) != NULL;
+}
+
+static int push_u64(uint64_t **v, size_t *n, uint64_t x)
+{
+	uint64_t *p;
+
+	if ((*n & (*n - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to the next power of two */
+		p = realloc(*v, (*n ? 2 * *n : 1) * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		*v = p;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
+
+static void sort_unique(uint64_t *v, size_t *n)
+{
+	size_t i, k = 0;
+
+	if (!*n)
+		return;
+	qsort(v, *n, sizeof(*v), cmp_u64);
+	for (i = 1; i < *n; i++)
+		if (v[i] != v[k])
+			v[++k] = v[i];
+	*n = k + 1;
+}
+
+int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
+		    const struct qcow2_check_opts *o, struct qcow2_check_result *res)
+{
+	uint64_t cs = img->cluster_bytes, size, v;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	s->img = img;
+	s->o = o;
+	s->res = res;
+	s->rblock_ti = UINT64_MAX;
+	r = img->w ? 0 : qcow2_image_refcount(img, 0, &v); /* loads the refcount table */
+	if (r == 0)
+		r = qcow2_io_size(img->io, &size);
+	if (r < 0)
+		return r;
+	if (img->w && size < img->w->end_cluster << img->h.cluster_bits)
+		size = img->w->end_cluster << img->h.cluster_bits;
+	s->file_bytes = size;
+	s->n_file = (size + cs - 1) >> img->h.cluster_bits;
+	if (s->n_file >= MAX_CHECK_CLUSTERS)
+		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to check", s->n_file);
+	s->n = s->n_file + 1;
+	s->n_used = s->n_file;
+	s->ref_max = img->refs.order >= 5 ? UINT32_MAX : (1ull << (1u << img->refs.order)) - 1;
+	s->counts = calloc(s->n, sizeof(*s->counts));
+	s->meta = calloc((s->n + 7) / 8, 1);
+	s->buf = malloc(cs);
+	s->rblock = malloc(cs);
+	if (!s->counts || !s->meta || !s->buf || !s->rblock)
+		return qcow2_set_error(-ENOMEM, "out of memory for the check");
+	res->clusters = s->n_file;
+	res->total_clusters = (img->h.size + cs - 1) >> img->h.cluster_bits;
+	res->dirty = img->h.incompat & QCOW2_INCOMPAT_DIRTY;
+	res->corrupt = img->h.incompat & QCOW2_INCOMPAT_CORRUPT;
+	return 0;
+}
+
+void qcow2_scan_release(struct qcow2_scan *s)
+{
+	free(s->counts);
+	free(s->meta);
+	free(s->l2s);
+	free(s->active_l2);
+	free(s->fixes);
+	free(s->unref);
+	free(s->buf);
+	free(s->rblock);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- what holds metadata (for the notes and the repair of data lying in it) ---- */
+
+static void mark(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint64_t i, last;
+
+	if (!bytes || off >= s->file_bytes)
+		return;
+	last = (off + bytes - 1) >> s->img->h.cluster_bits;
+	for (i = off >> s->img->h.cluster_bits; i <= last && i < s->n; i++)
+		s->meta[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+static bool is_meta(const struct qcow2_scan *s, uint64_t cluster)
+{
+	return cluster < s->n && (s->meta[cluster / 8] >> (cluster % 8) & 1);
+}
+
+static bool in(uint64_t c, const struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint32_t bits = s->img->h.cluster_bits;
+
+	return bytes && c >= off >> bits && c <= (off + bytes - 1) >> bits;
+}
+
+/* What the metadata cluster @c holds, for messages. */
+static const char *meta_name(const struct qcow2_scan *s, uint64_t c)
+{
+	const struct qcow2_image *img = s->img;
+	const struct qcow2_header *h = &img->h;
+	uint32_t i;
+
+	if (c == 0)
+		return "image header";
+	if (in(c, s, h->l1_off, (uint64_t)img->l1.n * 8))
+		return "active L1 table";
+	if (in(c, s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits))
+		return "refcount table";
+	for (i = 0; i < img->refs.n; i++)
+		if (img->refs.table[i] && in(c, s, img->refs.table[i], img->cluster_bytes))
+			return "refcount block";
+	if (has_u64(s->l2s, s->n_l2s, c << h->cluster_bits))
+		return "L2 table";
+	if (h->nb_snapshots && in(c, s, h->snapshots_off, img->snap_table_bytes))
+		return "snapshot table";
+	for (i = 0; i < h->nb_snapshots; i++)
+		if (in(c, s, img->snaps[i].l1_off, (uint64_t)img->snaps[i].l1_entries * 8))
+			return "L1 table of a snapshot";
+	if (h->has_crypto_ext && in(c, s, h->crypto_off, h->crypto_bytes))
+		return "encryption header";
+	return "bitmaps";
+}
+
+/* The L2 tables an L1 table points at: marked, listed (@active: in the active list too). */
+static int note_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool active)
+{
+	uint32_t i;
+	int r = 0;
+
+	for (i = 0; i < n && r == 0; i++) {
+		uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
 
 		if (!l2)
 			continue;
-		count_range(k, img, l2, cs);
-		if ((l2 >> img->h.cluster_bits) >= k->n)
-			continue;
-		r = qcow2_l2cache_get(img->l2cache, img->io, l2, 0, (uint32_t)(cs / 8), t);
-		for (j = 0; j < per && r == 0; j++) {
-			uint64_t e = t[j * ew], host, bytes;
+		mark(s, l2, s->img->cluster_bytes);
+		s->total++;
+		r = push_u64(&s->l2s, &s->n_l2s, l2);
+		if (r == 0 && active)
+			r = push_u64(&s->active_l2, &s->n_active_l2, l2);
+	}
+	return r;
+}
 
-			if (e & QCOW2_OFLAG_COMPRESSED) {
-				if (qcow2_map_compressed(img, e, &host, &bytes) == 0)
-					count_range(k, img, host & ~511ull, bytes);
-			} else if (!data_file && (host = e & QCOW2_L2E_OFFSET_MASK)) {
-				count_range(k, img, host, cs);
-			}
+static int walk_bitmaps(struct qcow2_scan *s, bool count);
+
+/* Before counting: every cluster that holds metadata, and the L2 tables. */
+static int premark(struct qcow2_scan *s)
+{
+	struct qcow2_image *img = s->img;
+	const struct qcow2_header *h = &img->h;
+	uint32_t i;
+	int r;
+
+	mark(s, 0, img->cluster_bytes);
+	mark(s, h->l1_off, (uint64_t)img->l1.n * 8);
+	r = note_l1(s, img->l1.entries, img->l1.n, true);
+	for (i = 0; r == 0 && i < h->nb_snapshots; i++) {
+		const struct qcow2_snapshot *sn = &img->snaps[i];
+		uint64_t *l1;
+
+		if (sn->l1_entries > QCOW2_MAX_L1_BYTES / 8)
+			continue;
+		mark(s, sn->l1_off, (uint64_t)sn->l1_entries * 8);
+		r = read_l1(s, sn->l1_off, sn->l1_entries, &l1);
+		if (r == 0)
+			r = note_l1(s, l1, sn->l1_entries, false);
+		if (r == 0)
+			free(l1);
+	}
+	if (h->nb_snapshots)
+		mark(s, h->snapshots_off, img->snap_table_bytes);
+	mark(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
+	for (i = 0; i < img->refs.n; i++)
+		mark(s, img->refs.table[i], img->refs.table[i] ? img->cluster_bytes : 0);
+	if (h->has_crypto_ext)
+		mark(s, h->crypto_off, h->crypto_bytes);
+	sort_unique(s->l2s, &s->n_l2s);
+	sort_unique(s->active_l2, &s->n_active_l2);
+	s->total += s->n_file + s->n_active_l2;
+	return r == 0 ? walk_bitmaps(s, false) : r;
+}
+
+/* ---- counting ---- */
+
+/* Count [@off, @off + @bytes) as referenced once, as qcow2_inc_refcounts_imrt() does: a region
+ * ending a cluster or more past the end of the file is a corruption and is not counted (the last
+ * cluster may be partly written, so less is allowed). Returns false for such a region. */
+static bool count_range(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint64_t i, last;
+	uint32_t bits = s->img->h.cluster_bits;
+
+	if (!bytes)
+		return true;
+	if (off >= (1ull << 62) || off + bytes >= s->file_bytes + s->img->cluster_bytes) {
+		corrupt(s,
+			"ERROR: counting reference for region exceeding the end of the file by one "
+			"cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
+			off, bytes);
+		return false;
+	}
+	last = (off + bytes - 1) >> bits;
+	for (i = off >> bits; i <= last; i++) {
+		if (s->counts[i] >= s->ref_max) {
+			corrupt(s, "ERROR: overflow cluster offset=0x%" PRIx64, i << bits);
+			continue;
 		}
+		s->counts[i]++;
+	}
+	if (last >= s->n_used)
+		s->n_used = last + 1;
+	return true;
+}
+
+/* Leave [@off, @off + @bytes), just counted, out of the planned counts (fixed entries). */
+static int unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	struct qcow2_crange *p;
+	uint32_t bits = s->img->h.cluster_bits;
+
+	if (s->n_unref == s->cap_unref) {
+		size_t cap = s->cap_unref ? 2 * s->cap_unref : 16;
+		p = realloc(s->unref, cap * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		s->unref = p;
+		s->cap_unref = cap;
+	}
+	s->unref[s->n_unref].first = off >> bits;
+	s->unref[s->n_unref].count = ((off + bytes - 1) >> bits) - (off >> bits) + 1;
+	s->n_unref++;
+	return 0;
+}
+
+static int add_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
+{
+	struct qcow2_fix *p;
+
+	if (s->n_fixes == s->cap_fixes) {
+		size_t cap = s->cap_fixes ? 2 * s->cap_fixes : 16;
+		p = realloc(s->fixes, cap * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		s->fixes = p;
+		s->cap_fixes = cap;
+	}
+	s->fixes[s->n_fixes++] = *f;
+	return 0;
+}
+
+/* One walk of an L2 table. */
+struct l2walk {
+	uint64_t table;  /* host offset */
+	uint64_t guest;  /* guest offset of entry 0 */
+	bool active;     /* reached from the active L1 table: fragmentation info, fixes */
+	bool fixable;    /* a well-formed active table: a repair rewrites its bad entries */
+	bool dropped;    /* a repair drops the L1 entry: nothing reached from it stays counted */
+	uint64_t next;   /* next contiguous host offset (fragmentation) */
+};
+
+/* The entry a repair writes so that the cluster reads as zeros (QEMU turns misaligned
+ * preallocated clusters into zero clusters the same way). */
+static void zero_entry(const struct qcow2_image *img, struct qcow2_fix *f, uint64_t bm)
+{
+	f->entry = 0;
+	f->bitmap = 0;
+	if (img->l2_entry_words == 2)
+		f->bitmap = (bm | bm << 32) & ~L2_BITMAP_ALLOC;
+	else if (img->h.version >= 3)
+		f->entry = QCOW2_OFLAG_ZERO;
+	else if (img->h.backing_file[0])
+		f->move = true; /* v2 over a backing file: a cluster of zeros of its own */
+}
+
+static int entry_compressed(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e,
+			    uint64_t bm)
+{
+	struct qcow2_image *img = s->img;
+	uint32_t x = 62 - (img->h.cluster_bits - 8);
+	uint64_t host = e & ((1ull << x) - 1);
+	uint64_t bytes = (((e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED)) >> x) + 1) * 512 -
+			 (host & 511);
+	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * img->cluster_bytes, e,
+			       e & ~QCOW2_OFLAG_COPIED, bm, "the COPIED flag of a compressed cluster" };
+
+	if (e & QCOW2_OFLAG_COPIED) {
+		corrupt(s, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+			   "compressed clusters", host);
+		if (w->fixable && w->active && add_fix(s, &f) < 0)
+			return -ENOMEM;
+	}
+	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE) {
+		corrupt(s, "ERROR compressed cluster %u with data file, entry=0x%" PRIx64, j, e);
+		return 0;
+	}
+	if (bm) {
+		corrupt(s, "ERROR compressed cluster %u with non-zero subcluster allocation bitmap, "
+			   "entry=0x%" PRIx64, j, e);
+		return 0;
+	}
+	if (count_range(s, host, bytes) && w->dropped && unref(s, host, bytes) < 0)
+		return -ENOMEM;
+	if (w->active) {
+		s->res->allocated_clusters++;
+		s->res->compressed_clusters++;
+		s->res->fragmented_clusters++; /* as QEMU: compressed clusters are fragmented */
+	}
+	return 0;
+}
+
+/* What an entry's cluster reference is in the counts. */
+enum ref { REF_NONE, REF_COUNTED, REF_OUTSIDE };
+
+/* What a repair does with an entry: zeroed when misaligned (@bad_align) or past the end of the
+ * file, its data moved out of metadata, reserved bits cleared. 0 or -ENOMEM. */
+static int plan_entry(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e, uint64_t bm,
+		      bool bad_align, enum ref ref)
+{
+	struct qcow2_image *img = s->img;
+	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
+	bool data = img->l2_entry_words == 2 ? (bm & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
+	bool in_meta = ref == REF_COUNTED && !bad_align && is_meta(s, host >> img->h.cluster_bits);
+	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * cs, e, e & ~L2E_RESERVED,
+			       bm, "reserved bits set" };
+
+	if (!w->fixable)
+		return 0;
+	if (bad_align || ref == REF_OUTSIDE || (in_meta && !data)) {
+		zero_entry(img, &f, bm);
+		f.why = bad_align ? "misaligned" : in_meta ? "in metadata" : "past the end of the file";
+	} else if (in_meta) {
+		f.move = true;
+		f.why = "in metadata";
+	} else if (!(e & L2E_RESERVED)) {
+		return 0;
+	}
+	if (ref == REF_COUNTED && (f.move || (f.entry & QCOW2_L2E_OFFSET_MASK) != host) &&
+	    unref(s, host, cs) < 0)
+		return -ENOMEM;
+	return w->active ? add_fix(s, &f) : 0;
+}
+
+static int entry_allocated(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e,
+			   uint64_t bm)
+{
+	struct qcow2_image *img = s->img;
+	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
+	bool ext = img->l2_entry_words == 2, bad_align = host & (cs - 1);
+	bool data = ext ? (bm & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
+	enum ref ref = REF_NONE;
+
+	if ((bm >> 32) & bm)
+		corrupt(s, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+			   "allocation bitmap", host);
+	if (bad_align)
+		corrupt(s, "ERROR offset=%" PRIx64 ": %s cluster is not properly aligned; L2 entry "
+			   "corrupted.", host, data ? "Data" : "Preallocated");
+	if (w->active) {
+		s->res->allocated_clusters++;
+		if (w->next && host != w->next)
+			s->res->fragmented_clusters++;
+		w->next = host + cs;
+	}
+	if (!(img->h.incompat & QCOW2_INCOMPAT_DATA_FILE)) {
+		ref = count_range(s, host, cs) ? REF_COUNTED : REF_OUTSIDE;
+		if (ref == REF_COUNTED && w->dropped && unref(s, host, cs) < 0)
+			return -ENOMEM;
+		if (ref == REF_COUNTED && !bad_align && w->active &&
+		    is_meta(s, host >> img->h.cluster_bits))
+			qcow2_scan_say(s, QCOW2_CHECK_NOTE,
+				       "guest offset 0x%" PRIx64 " is mapped to cluster %" PRIu64
+				       ", which holds the %s",
+				       w->guest + j * cs, host >> img->h.cluster_bits,
+				       meta_name(s, host >> img->h.cluster_bits));
+	}
+	return plan_entry(s, w, j, e, bm, bad_align, ref);
+}
+
+static int walk_l2(struct qcow2_scan *s, struct l2walk *w)
+{
+	struct qcow2_image *img = s->img;
+	bool ext = img->l2_entry_words == 2, data_file = img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
+	uint32_t j;
+	int r = read_l2(s, w->table);
+
+	for (j = 0; r == 0 && j < img->l2_entries; j++) {
+		uint64_t e = s->buf[j * img->l2_entry_words], bm = ext ? s->buf[j * 2 + 1] : 0;
+		uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
+
+		if (!(e & QCOW2_OFLAG_COMPRESSED) && (e & L2E_RESERVED))
+			corrupt(s, "ERROR found l2 entry with reserved bits set: %" PRIx64, e);
+		if (e & QCOW2_OFLAG_COMPRESSED)
+			r = entry_compressed(s, w, j, e, bm);
+		else if (!ext && (e & QCOW2_OFLAG_ZERO) && !host)
+			r = plan_entry(s, w, j, e, bm, false, REF_NONE); /* a plain zero cluster */
+		else if (host || (data_file && (e & QCOW2_OFLAG_COPIED)))
+			r = entry_allocated(s, w, j, e, bm);
+		else if (bm & L2_BITMAP_ALLOC)
+			corrupt(s, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+		else
+			r = plan_entry(s, w, j, e, bm, false, REF_NONE);
+	}
+	return r;
+}
+
+/* An active L1 entry a repair rewrites: reserved bits cleared, or dropped when its L2 table is
+ * misaligned or past the end of the file (QEMU cannot read it either). */
+static int plan_l1(struct qcow2_scan *s, struct l2walk *w, uint32_t i, uint64_t e, bool counted)
+{
+	struct qcow2_fix f = { i, 0, true, false, w->guest, e, e & ~L1E_RESERVED, 0,
+			       "reserved bits set" };
+	uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
+
+	if (!s->plan || !w->active)
+		return 0;
+	if (!counted || !l2 || (l2 & (s->img->cluster_bytes - 1))) {
+		f.entry = 0;
+		f.why = !l2 ? "no L2 table" : counted ? "misaligned L2 table"
+						      : "L2 table past the end of the file";
+		w->dropped = true;
+		if (counted && l2 && unref(s, l2, s->img->cluster_bytes) < 0)
+			return -ENOMEM;
+	} else if (!(e & L1E_RESERVED)) {
+		return 0;
+	}
+	return add_fix(s, &f);
+}
+
+static int walk_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool active)
+{
+	uint64_t cs = s->img->cluster_bytes, span = (uint64_t)s->img->l2_entries * cs;
+	uint32_t i;
+	int r = 0;
+
+	for (i = 0; i < n && r == 0; i++) {
+		uint64_t e = l1[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
+		struct l2walk w = { l2, i * span, active, false, false, 0 };
+		bool counted;
+
+		if (!e)
+			continue;
+		if (e & L1E_RESERVED)
+			corrupt(s, "ERROR found L1 entry with reserved bits set: %" PRIx64, e);
+		if (!l2) {
+			r = plan_l1(s, &w, i, e, true);
+			continue;
+		}
+		counted = count_range(s, l2, cs);
+		if (l2 & (cs - 1))
+			corrupt(s, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
+				   "entry corrupted", l2);
+		r = plan_l1(s, &w, i, e, counted);
+		/* Only well-formed tables: those a repair drops are left whole in every walk. */
+		w.fixable = s->plan && counted && !(l2 & (cs - 1)) &&
+			    has_u64(s->active_l2, s->n_active_l2, l2);
+		if (r == 0)
+			r = walk_l2(s, &w);
+		if (r == 0)
+			r = qcow2_scan_step(s, 1);
+	}
+	return r;
+}
+
+static int count_snapshots(struct qcow2_scan *s)
+{
+	const struct qcow2_image *img = s->img;
+	const struct qcow2_header *h = &img->h;
+	uint32_t i;
+	int r = 0;
+
+	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->nb_snapshots)
+		corrupt(s, "ERROR %u snapshots in image with data file", h->nb_snapshots);
+	for (i = 0; i < h->nb_snapshots && r == 0; i++) {
+		const struct qcow2_snapshot *sn = &img->snaps[i];
+		uint64_t *l1;
+
+		if (sn->l1_entries > QCOW2_MAX_L1_BYTES / 8) {
+			corrupt(s, "ERROR snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too large; "
+				   "snapshot table entry corrupted", sn->id, sn->name, sn->l1_entries);
+			continue;
+		}
+		count_range(s, sn->l1_off, (uint64_t)sn->l1_entries * 8);
+		r = read_l1(s, sn->l1_off, sn->l1_entries, &l1);
+		if (r == 0) {
+			r = walk_l1(s, l1, sn->l1_entries, false);
+			free(l1);
+		}
+	}
+	if (h->nb_snapshots)
+		count_range(s, h->snapshots_off, img->snap_table_bytes);
+	return r;
+}
+
+/* One bitmap's table (@entries at @table) and the data clusters it names. */
+static int walk_bitmap_table(struct qcow2_scan *s, bool count, uint64_t table, uint64_t entries)
+{
+	uint64_t *t, i, cs = s->img->cluster_bytes;
+	int r;
+
+	t = malloc(entries ? entries * 8 : 1);
+	if (!t)
+		return qcow2_set_error(-ENOMEM, "out of memory for a bitmap table");
+	r = read_padded(s->img->io, t, entries * 8, table);
+	for (i = 0; r == 0 && i < entries; i++) {
+		uint64_t e = get_be64(&t[i]), off = e & BME_OFFSET_MASK;
+
+		if ((e & BME_RESERVED) || (off && ((e & 1) || (off & (cs - 1))))) {
+			if (count)
+				corrupt(s, "ERROR bitmap table entry 0x%" PRIx64 " is invalid", e);
+			continue;
+		}
+		if (off && count)
+			count_range(s, off, cs);
+		else if (off)
+			mark(s, off, cs);
 	}
 	free(t);
 	return r;
 }
 
-/* The bitmap directory, tables and data clusters (when the extension is in force). */
-static int count_bitmaps(struct counts *k, struct qcow2_image *img)
+/* The bitmap directory, tables and data clusters (when the extension is in force): counted, or
+ * (!@count) marked as metadata. */
+static int walk_bitmaps(struct qcow2_scan *s, bool count)
 {
-	const struct qcow2_header *h = &img->h;
-	uint64_t off = 0, i;
+	const struct qcow2_header *h = &s->img->h;
+	uint64_t off = 0, n = 0;
 	uint8_t *dir;
 	int r;
 
-	if (!h->has_bitmaps_ext || !(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+	if (!h->has_bitmaps_ext || !(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS) || !h->nb_bitmaps)
 		return 0;
-	count_range(k, img, h->bitmap_dir_off, h->bitmap_dir_bytes);
+	if (count)
+		count_range(s, h->bitmap_dir_off, h->bitmap_dir_bytes);
+	else
+		mark(s, h->bitmap_dir_off, h->bitmap_dir_bytes);
 	dir = malloc(h->bitmap_dir_bytes ? h->bitmap_dir_bytes : 1);
 	if (!dir)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	r = qcow2_io_pread_full(img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off);
-	while (r == 0 && off + 24 <= h->bitmap_dir_bytes) {
+		return qcow2_set_error(-ENOMEM, "out of memory for the bitmap directory");
+	r = read_padded(s->img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off);
+	while (r == 0 && n++ < h->nb_bitmaps && off + 24 <= h->bitmap_dir_bytes) {
 		uint64_t table = get_be64(dir + off), entries = get_be32(dir + off + 8);
 		uint32_t name = get_be16(dir + off + 18), extra = get_be32(dir + off + 20);
-		uint64_t *t;
 
-		count_range(k, img, table, entries * 8);
-		if (entries * 8 > (64u << 20) || table + entries * 8 > k->n << img->h.cluster_bits)
-			break;
-		t = malloc(entries ? entries * 8 : 1);
-		if (!t) {
-			r = qcow2_set_error(-ENOMEM, "out of memory");
+		if (entries * 8 > MAX_BITMAP_TABLE) {
+			if (count)
+				corrupt(s, "ERROR bitmap table at 0x%" PRIx64 " is too large", table);
 			break;
 		}
-		r = qcow2_io_pread_full(img->io, t, entries * 8, table);
-		for (i = 0; r == 0 && i < entries; i++) {
-			uint64_t e = get_be64(&t[i]) & QCOW2_L2E_OFFSET_MASK;
-			if (e)
-				count_range(k, img, e, img->cluster_bytes);
-		}
-		free(t);
+		if (count)
+			count_range(s, table, entries * 8);
+		else
+			mark(s, table, entries * 8);
+		r = walk_bitmap_table(s, count, table, entries);
 		off += (24 + (uint64_t)extra + name + 7) & ~7ull;
 	}
 	free(dir);
 	return r;
 }
 
-/* Expected refcount of every cluster of the file. */
-static int count_all(struct qcow2_image *img, struct counts *k)
+/* The refcount blocks, each of which must be referenced exactly once. */
+static void count_refblocks(struct qcow2_scan *s)
 {
-	const struct qcow2_header *h = &img->h;
-	uint64_t cs = img->cluster_bytes;
+	const struct qcow2_refcounts *rt = &s->img->refs;
 	uint32_t i;
-	int r;
 
-	k->n = img->w ? img->w->end_cluster : (img->file_bytes + cs - 1) >> h->cluster_bits;
-	if (k->n > MAX_CHECK_CLUSTERS)
-		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to count", k->n);
-	k->c = calloc(k->n ? k->n : 1, sizeof(*k->c));
-	if (!k->c)
-		return qcow2_set_error(-ENOMEM, "out of memory for the refcount check");
-	count_range(k, img, 0, cs);
-	count_range(k, img, h->l1_off, (uint64_t)img->l1.n * 8);
-	r = count_l1(k, img, &img->l1);
-	for (i = 0; r == 0 && i < h->nb_snapshots; i++) {
-		const struct qcow2_l1 *l1;
+	for (i = 0; i < rt->n; i++) {
+		uint64_t off = rt->table[i], c = off >> s->img->h.cluster_bits;
 
-		count_range(k, img, img->snaps[i].l1_off, (uint64_t)img->snaps[i].l1_entries * 8);
-		r = qcow2_image_snapshot_l1(img, i, &l1);
-		if (r == 0)
-			r = count_l1(k, img, l1);
+		if (!off)
+			continue;
+		if (c >= s->n_used) {
+			corrupt(s, "ERROR refcount block %u is outside image", i);
+			continue;
+		}
+		count_range(s, off, s->img->cluster_bytes);
+		if (s->counts[c] != 1)
+			corrupt(s, "ERROR refcount block %u refcount=%" PRIu32, i, s->counts[c]);
 	}
-	if (h->nb_snapshots)
-		count_range(k, img, h->snapshots_off, img->snap_table_bytes);
-	count_range(k, img, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
-	for (i = 0; i < img->refs.n; i++)
-		count_range(k, img, img->refs.table[i], img->refs.table[i] ? cs : 0);
+}
+
+int qcow2_scan_count(struct qcow2_scan *s)
+{
+	struct qcow2_image *img = s->img;
+	const struct qcow2_header *h = &img->h;
+	int r = premark(s);
+
+	if (r < 0)
+		return r;
+	count_range(s, 0, img->cluster_bytes);
+	count_range(s, h->l1_off, (uint64_t)img->l1.n * 8);
+	r = walk_l1(s, img->l1.entries, img->l1.n, true);
 	if (r == 0)
-		r = count_bitmaps(k, img);
+		r = count_snapshots(s);
+	if (r < 0)
+		return r;
+	count_range(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
+	if (h->has_crypto_ext)
+		count_range(s, h->crypto_off, h->crypto_bytes);
+	r = walk_bitmaps(s, true);
+	if (r == 0)
+		count_refblocks(s);
 	return r;
 }
 
-int qcow2_check_rebuild_dirty(struct qcow2_image *img)
+/* ---- comparing ---- */
+
+int qcow2_scan_compare(struct qcow2_scan *s)
 {
-	struct counts k = {0};
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, covered, i, v;
+	uint64_t i, v, c, highest = 0;
+	int r = 0;
+
+	for (i = 0; i < s->n_used && r == 0; i++) {
+		if (i % STEP == STEP - 1 && (r = qcow2_scan_step(s, STEP)) < 0)
+			break;
+		r = qcow2_scan_refcount(s, i, &v);
+		c = s->counts[i];
+		if (r < 0 || (!v && !c))
+			continue;
+		highest = i;
+		if (v < c) {
+			s->res->corruptions++;
+			qcow2_scan_say(s, QCOW2_CHECK_CORRUPTION,
+				       "ERROR cluster %" PRIu64 " refcount=%" PRIu64
+				       " reference=%" PRIu64, i, v, c);
+		} else if (v > c) {
+			s->res->leaks++;
+			qcow2_scan_say(s, QCOW2_CHECK_LEAK,
+				       "Leaked cluster %" PRIu64 " refcount=%" PRIu64
+				       " reference=%" PRIu64, i, v, c);
+		}
+	}
+	s->res->image_end_offset = (highest + 1) * s->img->cluster_bytes;
+	return r;
+}
+
+static int cmp_fix(const void *a, const void *b)
+{
+	const struct qcow2_fix *x = a, *y = b;
+
+	if (x->l1 != y->l1)
+		return x->l1 ? -1 : 1;
+	if (x->table != y->table)
+		return x->table < y->table ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static bool has_fix(const struct qcow2_scan *s, bool l1, uint64_t table, uint32_t idx)
+{
+	struct qcow2_fix key = { .table = table, .idx = idx, .l1 = l1 };
+
+	return s->n_fixes && bsearch(&key, s->fixes, s->n_fixes, sizeof(key), cmp_fix);
+}
+
+/* The refcount cluster @idx has (@planned: will have once the fixes are made). */
+static int refcount_of(struct qcow2_scan *s, bool planned, uint64_t idx, uint64_t *v)
+{
+	if (!planned)
+		return qcow2_scan_refcount(s, idx, v);
+	*v = idx < s->n ? s->counts[idx] : 0;
+	return 0;
+}
+
+static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
+		     enum qcow2_check_msg kind, uint64_t l2, uint64_t *found)
+{
+	struct qcow2_image *img = s->img;
+	bool data_file = img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
+	uint32_t j;
+	uint64_t rc;
+	int r = read_l2(s, l2);
+
+	for (j = 0; r == 0 && j < img->l2_entries; j++) {
+		uint64_t e = s->buf[j * img->l2_entry_words], host = e & QCOW2_L2E_OFFSET_MASK;
+
+		if ((e & QCOW2_OFLAG_COMPRESSED) || (!host && !(data_file && e & QCOW2_OFLAG_COPIED)))
+			continue;
+		if (planned && has_fix(s, false, l2, j))
+			continue;
+		rc = 1;
+		if (!data_file && (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
+			break;
+		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
+			(*found)++;
+			qcow2_scan_say(s, kind, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
+				       " refcount=%" PRIu64, verb, e, rc);
+		}
+	}
+	return r;
+}
+
+int qcow2_scan_copied(struct qcow2_scan *s, bool planned, const char *verb,
+		      enum qcow2_check_msg kind, uint64_t *found)
+{
+	struct qcow2_image *img = s->img;
+	uint32_t i;
+	uint64_t rc;
+	int r = 0;
+
+	*found = 0;
+	if (planned)
+		qsort(s->fixes, s->n_fixes, sizeof(*s->fixes), cmp_fix);
+	for (i = 0; i < img->l1.n && r == 0; i++) {
+		uint64_t e = img->l1.entries[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
+
+		if (!l2 || (planned && has_fix(s, true, i, 0)))
+			continue;
+		r = refcount_of(s, planned, l2 >> img->h.cluster_bits, &rc);
+		if (r == 0 && (rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
+			(*found)++;
+			qcow2_scan_say(s, kind, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%"
+				       PRIx64 " refcount=%" PRIu64, verb, i, e, rc);
+		}
+		if (r == 0)
+			r = copied_l2(s, planned, verb, kind, l2, found);
+		if (r == 0)
+			r = qcow2_scan_step(s, 1);
+	}
+	return r;
+}
+
+int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_opts *o,
+			     struct qcow2_check_result *res)
+{
+	struct qcow2_scan s;
+	uint64_t n = 0;
 	int r;
 
-	r = count_all(img, &k);
-	/* Clusters past the end of the file keep no refcount. */
-	covered = (uint64_t)img->refs.n * pb;
-	for (i = k.n; r == 0 && i < covered; i++) {
+	memset(res, 0, sizeof(*res));
+	r = qcow2_scan_init(&s, img, o, res);
+	if (r == 0)
+		r = qcow2_scan_count(&s);
+	if (r == 0)
+		r = qcow2_scan_compare(&s);
+	if (r == 0)
+		r = qcow2_scan_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
+	res->corruptions += n;
+	qcow2_scan_release(&s);
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
+}
+
+int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res)
+{
+	return qcow2_image_check_report(img, NULL, res);
+}
+
+/* ---- setting refcounts (a dirty image's rebuild, a repair) ---- */
+
+/* Clusters past the counted ones keep no refcount. w->lock held. */
+static int clear_past(struct qcow2_scan *s)
+{
+	struct qcow2_image *img = s->img;
+	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order;
+	uint64_t covered = (uint64_t)img->refs.n * pb, i, v;
+	int r = 0;
+
+	for (i = s->n_used; r == 0 && i < covered; i++) {
 		if (!img->refs.table[i / pb]) {
 			i = (i / pb + 1) * pb - 1;
 			continue;
@@ -177,12 +934,56 @@ int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 		if (r == 0 && v)
 			r = qcow2_refcount_set_w(img, i, 0);
 	}
-	for (i = 0; r == 0 && i < k.n; i++) {
+	return r;
+}
+
+int qcow2_check_set_refcounts(struct qcow2_scan *s, bool raise_only)
+{
+	struct qcow2_image *img = s->img;
+	struct qcow2_wstate *w = img->w;
+	uint64_t i, v, c;
+	int r;
+
+	/* New refcount blocks go past every cluster counted. */
+	if (w->end_cluster < s->n_used)
+		__atomic_store_n(&w->end_cluster, s->n_used, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&w->lock);
+	r = raise_only ? 0 : clear_past(s);
+	for (i = 0; r == 0 && i < s->n_used; i++) {
+		if (i % STEP == STEP - 1 && (r = qcow2_scan_step(s, STEP)) < 0)
+			break;
+		c = s->counts[i];
 		r = qcow2_refcount_get_w(img, i, &v);
-		if (r == 0 && v != k.c[i])
-			r = qcow2_refcount_set_w(img, i, k.c[i]);
+		if (r < 0 || v == c || (raise_only && v > c))
+			continue;
+		r = qcow2_refcount_set_w(img, i, c);
+		if (r < 0)
+			break;
+		if (v < c)
+			s->res->corruptions_fixed++;
+		else
+			s->res->leaks_fixed++;
+		qcow2_scan_say(s, QCOW2_CHECK_REPAIR,
+			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+			       i, v, c);
 	}
-	free(k.c);
+	pthread_mutex_unlock(&w->lock);
+	return r;
+}
+
+int qcow2_check_rebuild_dirty(struct qcow2_image *img)
+{
+	struct qcow2_check_result res = { 0 };
+	struct qcow2_scan s;
+	int r;
+
+	r = qcow2_scan_init(&s, img, NULL, &res);
+	s.quiet = true;
+	if (r == 0)
+		r = qcow2_scan_count(&s);
+	if (r == 0)
+		r = qcow2_check_set_refcounts(&s, false);
+	qcow2_scan_release(&s);
 	/* The fast path trusts COPIED to mean "refcount 1": make it so, as QEMU's repair does. */
 	if (r == 0)
 		r = qcow2_write_fix_copied(img);
@@ -201,29 +1002,4 @@ int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 				       "refcounts failed: %s",
 				       qcow2_last_error());
 	return 0;
-}
-
-int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res)
-{
-	struct counts k = {0};
-	uint64_t i, v;
-	int r;
-
-	memset(res, 0, sizeof(*res));
-	if (!img->w && (r = refs_load_for_check(img)) < 0)
-		return r;
-	r = count_all(img, &k);
-	for (i = 0; r == 0 && i < k.n; i++) {
-		r = img->w ? qcow2_refcount_get_w(img, i, &v) : qcow2_image_refcount(img, i, &v);
-		if (r < 0)
-			break;
-		if (v < k.c[i])
-			res->corruptions++;
-		else if (v > k.c[i])
-			res->leaks++;
-	}
-	res->corruptions += k.outside;
-	res->clusters = k.n;
-	free(k.c);
-	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }

@@ -105,7 +105,7 @@ static int open_write_side(struct qcow2_image *img)
 	struct qcow2_wstate *w;
 	int r;
 
-	if (img->h.incompat & QCOW2_INCOMPAT_CORRUPT)
+	if ((img->h.incompat & QCOW2_INCOMPAT_CORRUPT) && !img->repair)
 		return qcow2_set_error(-EROFS, "marked corrupt: refusing to write it (repair it with "
 					       "'qemu-img check -r all')");
 	w = calloc(1, sizeof(*w));
@@ -119,7 +119,10 @@ static int open_write_side(struct qcow2_image *img)
 	pthread_rwlockattr_destroy(&ra);
 	img->w = w;
 	r = qcow2_refcount_init_write(img);
-	if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY))
+	/* A repair keeps the dirty bit until its refcounts are right (qcow2_image_repair()). */
+	if (img->repair)
+		w->set_dirty = img->h.incompat & QCOW2_INCOMPAT_DIRTY;
+	else if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY))
 		r = qcow2_check_rebuild_dirty(img);
 	w->ready = r == 0;
 	return r;
@@ -321,8 +324,8 @@ int qcow2_image_begin_write(struct qcow2_image *img)
 	return 0;
 }
 
-int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
-		     struct qcow2_image **out)
+static int open_image(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
+		      bool repair, struct qcow2_image **out)
 {
 	struct qcow2_image *img;
 	int r;
@@ -333,6 +336,7 @@ int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_i
 		return qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
 	}
 	img->io = io;
+	img->repair = repair;
 	pthread_mutex_init(&img->snap_lock, NULL);
 	img->name = strdup(name);
 	if (!img->name) {
@@ -356,6 +360,18 @@ fail:
 	qcow2_error_prefix(r, name);
 	qcow2_image_close(img);
 	return r;
+}
+
+int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
+		     struct qcow2_image **out)
+{
+	return open_image(io, name, o, false, out);
+}
+
+int qcow2_image_open_repair_io(struct qcow2_io *io, const char *name,
+			       const struct qcow2_image_opts *o, struct qcow2_image **out)
+{
+	return open_image(io, name, o, o && o->writable, out);
 }
 
 void qcow2_image_close(struct qcow2_image *img)

@@ -272,6 +272,7 @@ struct qcow2_image {
 	struct qcow2_refcounts refs; /* loaded on first use, under snap_lock */
 	struct qcow2_wstate *w;      /* NULL: read-only */
 	struct qcow2_image_opts opts;
+	bool repair; /* opened for qcow2_image_repair(): writable though corrupt or dirty */
 };
 
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,
@@ -321,6 +322,74 @@ bool qcow2_image_writable(const struct qcow2_image *img);
 
 /* check.c: rebuild the refcounts of an image left dirty (lazy refcounts) before writing it. */
 int qcow2_check_rebuild_dirty(struct qcow2_image *img);
+
+/* image.c: qcow2_image_open() of a writable image for qcow2_image_repair(): accepted when
+ * marked corrupt, and a dirty image keeps its dirty bit, unrebuilt, until the repair. */
+int qcow2_image_open_repair_io(struct qcow2_io *io, const char *name,
+			       const struct qcow2_image_opts *o, struct qcow2_image **out);
+
+/* check.c, repair.c: one walk over an image's metadata as `qemu-img check` makes it (counts of
+ * what points at each cluster, the problems found), and what a repair would rewrite. */
+struct qcow2_fix {
+	uint64_t table;    /* host offset of the active L2 table; the L1 index when @l1 */
+	uint32_t idx;      /* entry index in the L2 table */
+	bool l1;           /* an active L1 entry */
+	bool move;         /* give it a cluster of its own: a copy of the one @entry points at (data
+			    * lying in metadata), or zeros when @entry is 0 */
+	uint64_t guest_off;
+	uint64_t old, entry; /* the entry as found, and as it becomes (not for @move) */
+	uint64_t bitmap;   /* extended L2: the subcluster bitmap it becomes */
+	const char *why;
+};
+
+struct qcow2_scan {
+	struct qcow2_image *img;
+	const struct qcow2_check_opts *o; /* may be NULL */
+	struct qcow2_check_result *res;
+	bool quiet; /* no messages */
+	bool plan;  /* record fixes for the active tables (repair.c) */
+	uint64_t file_bytes;
+	uint64_t n_file; /* clusters of the file */
+	uint64_t n;      /* clusters counted: the file's and one past it (a partial last one) */
+	uint64_t n_used; /* clusters up to the last one referenced */
+	uint64_t ref_max;
+	uint32_t *counts; /* references per cluster */
+	uint8_t *meta;    /* bitmap of clusters holding metadata */
+	uint64_t *l2s, *active_l2; /* sorted host offsets of all and of the active L2 tables */
+	size_t n_l2s, n_active_l2;
+	struct qcow2_fix *fixes;
+	size_t n_fixes, cap_fixes;
+	struct qcow2_crange *unref; /* references of the entries a repair rewrites */
+	size_t n_unref, cap_unref;
+	uint64_t *buf;    /* one cluster */
+	uint8_t *rblock;  /* a refcount block (read-only images) */
+	uint64_t rblock_ti;
+	uint64_t done, total; /* progress, in clusters */
+};
+
+/* Set up @s for @img; then count (qcow2_scan_count), compare with the refcounts
+ * (qcow2_scan_compare), check the COPIED flags (qcow2_scan_copied). Results add to @s->res. */
+int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
+		    const struct qcow2_check_opts *o, struct qcow2_check_result *res);
+void qcow2_scan_release(struct qcow2_scan *s);
+int qcow2_scan_count(struct qcow2_scan *s);
+int qcow2_scan_compare(struct qcow2_scan *s);
+/* Check the COPIED flags of the active tables against the stored refcounts (@planned: against
+ * the counts, skipping the entries a fix rewrites), reporting each mismatch as "@verb
+ * OFLAG_COPIED ..." with message kind @kind. *@found gets their number. */
+int qcow2_scan_copied(struct qcow2_scan *s, bool planned, const char *verb,
+		      enum qcow2_check_msg kind, uint64_t *found);
+/* The stored refcount of cluster @idx (0 past the refcount table). */
+int qcow2_scan_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v);
+void qcow2_scan_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Report @units more clusters of work done; -ECANCELED once the job is cancelled. */
+int qcow2_scan_step(struct qcow2_scan *s, uint64_t units);
+/* Set the refcount of every cluster to its count in @s (only those lower with @raise_only),
+ * and clear those past the counted ones: the rebuild of a dirty image and the refcount steps
+ * of a repair. Each change is reported and counted in @s->res (corruptions_fixed when raised,
+ * leaks_fixed when lowered). Writable image, w->lock not held; nothing flushed. */
+int qcow2_check_set_refcounts(struct qcow2_scan *s, bool raise_only);
 
 /* ownermap.c: which chain layer provides each chunk of the flat view; filled lazily. */
 struct qcow2_ownermap;

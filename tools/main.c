@@ -23,6 +23,7 @@ static const struct subcommand subcommands[] = {
 	{ "create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)" },
 	{ "resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)" },
 	{ "snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete" },
+	{ "check", cmd_check, "consistency check of an image, and its repair (as qemu-img check)" },
 };
 
 static void usage(FILE *f)

@@ -105,5 +105,6 @@ int parse_size(const char *s, uint64_t *out);
 int cmd_create(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

@@ -303,18 +303,70 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters);
 /* Refcount of host cluster @cluster_idx. */
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount);
 
-/* ---- consistency (check.c) ---- */
+/* ---- consistency (check.c, repair.c) ---- */
 
+/* What `qemu-img check --output=json` reports, with the same meaning (qemu-img's field names in
+ * the comments). */
 struct qcow2_check_result {
-	uint64_t corruptions; /* clusters whose refcount is lower than what points at them, and
-			       * pointers past the end of the file */
-	uint64_t leaks;       /* clusters whose refcount is higher than what points at them */
+	uint64_t corruptions; /* "corruptions": refcounts lower than what points at them, pointers
+			       * past the end of the file or misaligned, COPIED flags that disagree
+			       * with refcount == 1, ... (one per problem, as QEMU counts them) */
+	uint64_t leaks;       /* "leaks": clusters whose refcount is higher than what points at them */
 	uint64_t clusters;    /* clusters of the file */
+	uint64_t check_errors;        /* "check-errors": always 0 here (a check that cannot read
+				       * what it needs fails instead) */
+	uint64_t corruptions_fixed;   /* "corruptions-fixed" (qcow2_image_repair()) */
+	uint64_t leaks_fixed;         /* "leaks-fixed" (qcow2_image_repair()) */
+	uint64_t total_clusters;      /* "total-clusters": clusters of the virtual disk */
+	uint64_t allocated_clusters;  /* "allocated-clusters": of the active state */
+	uint64_t fragmented_clusters; /* "fragmented-clusters" */
+	uint64_t compressed_clusters; /* "compressed-clusters" */
+	uint64_t image_end_offset;    /* "image-end-offset": end of the last cluster in use */
+	bool dirty, corrupt;          /* the header's dirty and corrupt bits when checked */
 };
+
+/* The kind of one problem a check or repair reports. */
+enum qcow2_check_msg {
+	QCOW2_CHECK_CORRUPTION, /* counted in corruptions ("ERROR ...") */
+	QCOW2_CHECK_LEAK,       /* counted in leaks ("Leaked cluster ...") */
+	QCOW2_CHECK_REPAIR,     /* a repair fixed it, or in a dry run would ("Repairing ...") */
+	QCOW2_CHECK_NOTE,       /* more about a problem reported (counted nowhere) */
+};
+
+struct qcow2_check_opts {
+	const struct qcow2_job *job; /* progress and cancellation; may be NULL */
+	/* Each problem as one line phrased as qemu-img check phrases it ("ERROR cluster 5
+	 * refcount=1 reference=2", "Leaked cluster 9 refcount=1 reference=0"); may be NULL. */
+	void (*message)(void *ctx, enum qcow2_check_msg kind, const char *text);
+	void *ctx;
+};
+
 /* Recount what points at every cluster (header, L1/L2 tables of the active state and every
- * snapshot, data, refcount structures, snapshot table, bitmaps) and compare with the
- * refcounts, as `qemu-img check` does. */
+ * snapshot, data, refcount structures, snapshot table, bitmaps, crypto header) and compare with
+ * the refcounts, as `qemu-img check` does. */
 int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res);
+/* The same, reporting each problem through @o (may be NULL). A cancelled job: -ECANCELED. */
+int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_opts *o,
+			     struct qcow2_check_result *res);
+
+struct qcow2_chain_opts;
+/* Open the qcow2 image at @path for qcow2_image_repair(): writable even when marked corrupt
+ * or left dirty, nothing rebuilt at open, and with @o->lock QEMU's write permission taken
+ * (-EBUSY naming the holder if another process reads or writes it without sharing that). */
+int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
+			    struct qcow2_image **out);
+/* Check @img (reporting as qcow2_image_check_report()) and fix what `qemu-img check -r all`
+ * fixes, plus what it cannot: refcounts set to what points at each cluster, COPIED flags set
+ * from them, active L2 entries that are misaligned or point past the end of the file made zero
+ * clusters (they read as nothing QEMU could read), active data clusters that lie in metadata
+ * moved to a cluster of their own; then the dirty bit is cleared, and the corrupt bit if
+ * nothing unfixable remains. @res gets the counts found before the repair and the fixes made
+ * (corruptions_fixed, leaks_fixed); check again for the state after. Crash-safe: at every
+ * point the image on disk is no worse than before (no refcount lower than what points at the
+ * cluster unless it already was). @dry_run (the image may be read-only): report the fixes
+ * only. @img: from qcow2_image_open_repair(), or any image with @dry_run. */
+int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
+		       struct qcow2_check_result *res);
 
 /* ---- mapping (map.c) ---- */
 
