@@ -16,6 +16,10 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
+	/* qcowctl inspect */
+	{ "map", cmd_map, "which layer provides each range of the flat view (as qemu-img map)" },
+	{ "checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot" },
+	{ "tree", cmd_tree, "every backing chain under a directory, with internal snapshots" },
 };
 
 static void usage(FILE *f)

@@ -89,5 +89,9 @@ int finish_write(struct qcow2_chain *c, int r);
 int fail_lib(void);
 
 int cmd_info(int argc, char **argv);
+/* qcowctl inspect */
+int cmd_map(int argc, char **argv);
+int cmd_checksum(int argc, char **argv);
+int cmd_tree(int argc, char **argv);
 
 #endif
