@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qcow2.h"
 #include "qcowctl.h"
@@ -34,7 +35,8 @@ struct map_entry {
 struct mapper {
 	struct qcow2_chain *c;
 	bool json;
-	char **names; /* per layer: the file as qemu-img names it (text output) */
+	char **names;   /* per layer: the file as qemu-img names it (text output) */
+	bool *prealloc; /* per layer: QEMU would judge it metadata-preallocated */
 	unsigned n;
 	bool started;
 };
@@ -98,6 +100,51 @@ static int zero_entry(struct qcow2_image *img, struct map_entry *me)
 	return 0;
 }
 
+/* A layer QEMU judges metadata-preallocated (qcow2_detect_metadata_preallocation(): at least
+ * max(real * 10 / 9, real + 2) clusters in use, where real is the host file's allocation in
+ * clusters) has the host file's holes inside its data clusters reported as zeros. */
+static int detect_prealloc(struct qcow2_image *img, bool *out)
+{
+	uint64_t used, alloc, real, threshold;
+	int r;
+
+	r = qcow2_image_used_clusters(img, &used);
+	if (r == 0)
+		r = qcow2_io_allocated(qcow2_image_io(img), &alloc);
+	if (r < 0)
+		return r;
+	real = alloc / qcow2_image_cluster_bytes(img);
+	threshold = real * 10 / 9 > real + 2 ? real * 10 / 9 : real + 2;
+	*out = used >= threshold;
+	return 0;
+}
+
+/* Data of a metadata-preallocated layer: zeros where the host file (@io) has a hole (up to the
+ * end of the hole, or to the end of @me at the end of the file), else data up to the next hole,
+ * as QEMU's file driver reports them (SEEK_DATA, SEEK_HOLE). */
+static void host_holes(struct qcow2_io *io, struct map_entry *me)
+{
+	int fd = qcow2_io_fd(io);
+	off_t d, h;
+
+	if (fd < 0)
+		return;
+	d = lseek(fd, (off_t)me->offset, SEEK_DATA);
+	if (d < 0) {
+		me->zero = errno == ENXIO; /* a hole up to the end of the file */
+		return;
+	}
+	if ((uint64_t)d > me->offset) {
+		me->zero = true;
+		if ((uint64_t)d - me->offset < me->length)
+			me->length = (uint64_t)d - me->offset;
+		return;
+	}
+	h = lseek(fd, (off_t)me->offset, SEEK_HOLE);
+	if (h > d && (uint64_t)h - me->offset < me->length)
+		me->length = (uint64_t)h - me->offset;
+}
+
 /* qemu-img's answer for the bytes from @off (at most @max). */
 static int entry_at(struct mapper *m, uint64_t off, uint64_t max, struct map_entry *me)
 {
@@ -124,6 +171,8 @@ static int entry_at(struct mapper *m, uint64_t off, uint64_t max, struct map_ent
 		return zero_entry(li.image, me);
 	me->has_offset = e.kind == QCOW2_EXTENT_DATA;
 	me->offset = e.host_off;
+	if (me->has_offset && m->prealloc[e.layer])
+		host_holes(e.io, me);
 	return 0;
 }
 
@@ -237,6 +286,21 @@ static int layer_names(struct mapper *m, const char *image)
 	return 0;
 }
 
+static int detect_all(struct mapper *m)
+{
+	struct qcow2_layer_info li;
+	unsigned i;
+	int r = 0;
+
+	m->prealloc = calloc(m->n, sizeof(*m->prealloc));
+	if (!m->prealloc)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	for (i = 0; i < m->n && r == 0; i++)
+		if (qcow2_chain_layer(m->c, i, &li) == 0 && li.image)
+			r = detect_prealloc(li.image, &m->prealloc[i]);
+	return r;
+}
+
 static int run_map(const char *path, bool json, bool force_share)
 {
 	struct qcow2_chain_opts co = { .lock = !force_share };
@@ -250,10 +314,13 @@ static int run_map(const char *path, bool json, bool force_share)
 	m.n = qcow2_chain_depth(m.c);
 	r = layer_names(&m, path);
 	if (r == 0)
+		r = detect_all(&m);
+	if (r == 0)
 		r = map_all(&m);
 	for (i = 0; m.names && i < m.n; i++)
 		free(m.names[i]);
 	free(m.names);
+	free(m.prealloc);
 	qcow2_chain_close(m.c);
 	return r;
 }
