@@ -464,9 +464,11 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 		want = c->size - base;
 	pthread_rwlock_rdlock(&c->owner_rw);
 	r = walk(c, base, want, e);
-	if (r < 0) {
+	if (r < 0 || e->len <= skip) {
+		/* The answer ends before @off (a raw layer's extents can be finer than a chunk):
+		 * it owns no chunk, and @off needs a walk of its own. */
 		pthread_rwlock_unlock(&c->owner_rw);
-		return r;
+		return r < 0 ? r : walk(c, off, max, e);
 	}
 	/* Remember at most a few MiB past @off: a seek across a huge sparse range must not fill
 	 * the map with it. */
@@ -477,8 +479,6 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	     idx++)
 		qcow2_ownermap_set(c->owners, idx, owner_of(e));
 	pthread_rwlock_unlock(&c->owner_rw);
-	if (e->len <= skip)
-		return walk(c, off, max, e);
 	e->guest_off = off;
 	e->len -= skip;
 	if (e->kind == QCOW2_EXTENT_DATA)

@@ -96,15 +96,23 @@ static int classify(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint
 	if (alloc && !host && !(data_file && (e & QCOW2_OFLAG_COPIED)))
 		return qcow2_set_error(-EUCLEAN, "allocated subcluster without a host cluster");
 	u->kind = alloc ? QCOW2_EXTENT_DATA : zero ? QCOW2_EXTENT_ZERO : QCOW2_EXTENT_UNALLOCATED;
-	u->host = host + ((uint64_t)sc << img->sc_bits);
+	/* A subcluster of a cluster with no host cluster has no host offset either. */
+	if (host || (data_file && (e & QCOW2_OFLAG_COPIED)))
+		u->host = host + ((uint64_t)sc << img->sc_bits);
 	return 0;
 }
 
+/* Does unit @b extend the extent ending with unit @a? Data must be contiguous on the host;
+ * zero and unallocated units too when they have a host cluster (preallocated zeros, unallocated
+ * subclusters of an allocated cluster: what `qemu-img map` reports with an offset), and units
+ * without one only join units without one. */
 static bool continues(const struct unit *a, const struct unit *b, uint64_t unit_bytes)
 {
 	if (a->kind != b->kind || a->kind == QCOW2_EXTENT_COMPRESSED)
 		return false;
-	return a->kind != QCOW2_EXTENT_DATA || b->host == a->host + unit_bytes;
+	if (a->kind != QCOW2_EXTENT_DATA && !a->host)
+		return !b->host;
+	return b->host == a->host + unit_bytes;
 }
 
 static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t guest_off,
@@ -181,6 +189,8 @@ static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64
 	/* DATA: where @guest_off's byte is; COMPRESSED: where the compressed cluster starts. */
 	e->host_off = first.kind == QCOW2_EXTENT_COMPRESSED ? first.host :
 							       first.host + (guest_off & (unit_bytes - 1));
+	if (first.kind != QCOW2_EXTENT_DATA && first.kind != QCOW2_EXTENT_COMPRESSED && !first.host)
+		e->host_off = 0; /* no host cluster */
 	e->comp_bytes = first.comp_bytes;
 	e->io = first.kind == QCOW2_EXTENT_COMPRESSED ? img->io : img->data_io;
 	u = first;

@@ -24,6 +24,10 @@ static const struct subcommand subcommands[] = {
 	{ "resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)" },
 	{ "snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete" },
 	{ "check", cmd_check, "consistency check of an image, and its repair (as qemu-img check)" },
+	/* qcowctl inspect */
+	{ "map", cmd_map, "which layer provides each range of the flat view (as qemu-img map)" },
+	{ "checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot" },
+	{ "tree", cmd_tree, "every backing chain under a directory, with internal snapshots" },
 };
 
 static void usage(FILE *f)

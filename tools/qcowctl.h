@@ -106,5 +106,9 @@ int cmd_create(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+/* qcowctl inspect */
+int cmd_map(int argc, char **argv);
+int cmd_checksum(int argc, char **argv);
+int cmd_tree(int argc, char **argv);
 
 #endif

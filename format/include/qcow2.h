@@ -381,7 +381,10 @@ struct qcow2_extent {
 	enum qcow2_extent_kind kind;
 	uint64_t guest_off;
 	uint64_t len;
-	uint64_t host_off;     /* DATA: offset in @io; COMPRESSED: offset of the compressed data */
+	uint64_t host_off;     /* DATA: offset in @io; COMPRESSED: offset of the compressed data;
+				* ZERO, UNALLOCATED (qcow2_image_map() only): where the range's host
+				* clusters are if it has some (preallocated zeros, unallocated
+				* subclusters of an allocated cluster), contiguous over @len, else 0 */
 	uint64_t comp_bytes;   /* COMPRESSED: bytes of compressed data at @host_off */
 	struct qcow2_io *io;   /* DATA, COMPRESSED: where the bytes are */
 	int layer;             /* chain: index of the providing layer (0 = top), -1 for a hole */

@@ -631,6 +631,57 @@ Test(chain, map_reports_the_providing_layer)
 	cr_assert_eq(qcow2_chain_map(chain, size, 1, &e), -EINVAL);
 }
 
+/* A raw layer of @len bytes that is a hole but for [@data_off, +@data_len) (random bytes):
+ * its map changes every file system block, finer than any cluster above it. */
+static void add_sparse_raw(const char *name, size_t len, uint64_t data_off, size_t data_len)
+{
+	uint64_t seed = 40;
+	uint8_t *b = calloc(1, len);
+	size_t i;
+	FILE *f;
+
+	cr_assert_not_null(b);
+	for (i = 0; i < data_len; i++)
+		b[data_off + i] = (uint8_t)(imgbuild_rand(&seed) >> 13) | 1;
+	f = fopen(path_of(name), "w");
+	cr_assert_not_null(f);
+	cr_assert_eq(ftruncate(fileno(f), (off_t)len), 0);
+	cr_assert_eq(pwrite(fileno(f), b + data_off, data_len, (off_t)data_off), (ssize_t)data_len);
+	fclose(f);
+	layers[n_layers].img = NULL;
+	layers[n_layers].raw = b;
+	layers[n_layers].raw_len = len;
+	n_layers++;
+}
+
+/* A raw extent that ends inside the first chunk of a lookup, before the offset asked for,
+ * must not be recorded as the owner of the chunks after it. */
+Test(chain, raw_extents_shorter_than_a_chunk_do_not_hide_the_layers_above)
+{
+	struct imgbuild_opts o = imgbuild_defaults(); /* 64 KiB clusters: 64 KiB chunks */
+	struct imgbuild *top;
+	struct qcow2_extent e;
+	uint8_t pattern[65536];
+
+	o.size = 1 << 20;
+	o.backing_file = "base.raw";
+	o.backing_fmt = "raw";
+	top = imgbuild_new(&o);
+	imgbuild_pattern(pattern, sizeof(pattern), 6 << 16, 0x7e);
+	cr_assert_eq(imgbuild_write(top, 6 << 16, pattern, sizeof(pattern)), 0);
+	add_qcow2(top, "top.qcow2");
+	add_sparse_raw("base.raw", 1 << 20, 65 * 4096, 3 * 4096);
+	cr_assert_eq(open_chain("top.qcow2", NULL), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_chain_map(chain, 65 * 4096, 1 << 16, &e), 0);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_DATA);
+	cr_assert_eq(qcow2_chain_map(chain, 68 * 4096, 1 << 16, &e), 0);
+	cr_assert_eq(e.layer, 1);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_ZERO);
+	cr_assert_eq(qcow2_chain_map(chain, 6 << 16, 1 << 16, &e), 0);
+	cr_assert_eq(e.layer, 0, "the top's cluster, not the raw file below");
+	check_reads(4096, 200, 41);
+}
+
 /* The next offset after @off where the model may change: a unit boundary or the end of a
  * raw layer. */
 static uint64_t model_next(uint64_t off, uint64_t unit)

@@ -346,6 +346,41 @@ Test(map, zero_flag_with_a_preallocated_offset_is_zero)
 	cr_assert_eq(e.kind, QCOW2_EXTENT_ZERO);
 }
 
+/* qemu-img map reports where preallocated zeros live: their extents carry the host offset and
+ * end where it stops being contiguous, or where the zeros without a host cluster begin. */
+Test(map, preallocated_zero_clusters_keep_their_host_offset)
+{
+	struct qcow2_extent e;
+	uint64_t cs, h1, h3, ent;
+
+	build(NULL);
+	cs = img->cluster_bytes;
+	cr_assert_eq(imgbuild_fill(img, 3 * cs, 0x55, cs), 0); /* host clusters out of order */
+	cr_assert_eq(imgbuild_fill(img, 0, 0x55, 2 * cs), 0);
+	cr_assert_eq(imgbuild_zero(img, 2 * cs, cs), 0); /* freed: zeros without a host cluster */
+	h1 = imgbuild_host_cluster(img, cs);
+	h3 = imgbuild_host_cluster(img, 3 * cs);
+	cr_assert_neq(h3 + cs, h1);
+	ent = imgbuild_l2_entry_off(img, cs);
+	imgbuild_put_be64(img, ent, imgbuild_get_be64(img, ent) | QCOW2_OFLAG_ZERO);
+	ent = imgbuild_l2_entry_off(img, 3 * cs);
+	imgbuild_put_be64(img, ent, imgbuild_get_be64(img, ent) | QCOW2_OFLAG_ZERO);
+	open_img();
+	e = map_at(cs, 4 * cs);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_ZERO);
+	cr_assert_eq(e.len, cs, "a plain zero cluster does not join a preallocated one");
+	cr_assert_eq(e.host_off, h1);
+	e = map_at(cs + 512, cs);
+	cr_assert_eq(e.host_off, h1 + 512);
+	e = map_at(2 * cs + 512, 4 * cs);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_ZERO);
+	cr_assert_eq(e.len, cs - 512);
+	cr_assert_eq(e.host_off, 0, "no host cluster, at any offset inside it");
+	e = map_at(3 * cs, cs);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_ZERO);
+	cr_assert_eq(e.host_off, h3);
+}
+
 Test(map, v2_zero_flag_is_corruption)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
@@ -475,6 +510,34 @@ Test(map, subclusters_of_one_cluster_map_by_kind)
 	e = map_at(9 * sc, img->o.size);
 	cr_assert_eq(e.kind, QCOW2_EXTENT_UNALLOCATED);
 	cr_assert_geq(e.len, img->cluster_bytes - 9 * sc, "runs on into unallocated clusters");
+}
+
+Test(map, unallocated_subclusters_of_an_allocated_cluster_keep_their_host_offset)
+{
+	struct qcow2_extent e;
+	uint64_t sc, cs, host;
+
+	build_ext();
+	sc = img->subcluster_bytes;
+	cs = img->cluster_bytes;
+	cr_assert_eq(imgbuild_fill(img, 0, 0x66, sc), 0);
+	cr_assert_eq(imgbuild_zero(img, 2 * cs, sc), 0); /* a zero subcluster, no host cluster */
+	host = imgbuild_host_cluster(img, 0);
+	open_img();
+	e = map_at(sc + 3, img->o.size);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_UNALLOCATED);
+	cr_assert_eq(e.host_off, host + sc + 3);
+	cr_assert_eq(e.len, cs - sc - 3, "ends with the host cluster");
+	e = map_at(cs + sc, img->o.size);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_UNALLOCATED);
+	cr_assert_eq(e.host_off, 0);
+	cr_assert_eq(e.len, cs - sc);
+	e = map_at(2 * cs, img->o.size);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_ZERO);
+	cr_assert_eq(e.host_off, 0);
+	e = map_at(2 * cs + sc, img->o.size);
+	cr_assert_eq(e.kind, QCOW2_EXTENT_UNALLOCATED);
+	cr_assert_eq(e.host_off, 0);
 }
 
 Test(map, subclusters_merge_across_contiguous_clusters)
