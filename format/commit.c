@@ -141,10 +141,10 @@ static int name_for(const char *image, const char *target, bool relative, char *
 			common = i;
 	if (!d[i] && target[i] == '/')
 		common = i;
-	if (strcmp(d, "/") == 0)
-		common = 0;
 	out[0] = 0;
-	for (t = d + common; *t; t++)
+	if (strcmp(d, "/") == 0) /* everything is below the root */
+		common = 0;
+	for (t = d + common; *t && strcmp(d, "/") != 0; t++)
 		if (*t == '/' && (len = strlen(out)) + 4 < cap)
 			strcat(out, "../");
 	n = snprintf(out + strlen(out), cap - strlen(out), "%s", target + common + 1);
@@ -723,6 +723,61 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 		r = plan_add(plan, QCOW2_STEP_CREATE, dest, o->raw ? "raw" : "qcow2", 0);
 	if (r == 0)
 		r = plan_add(plan, QCOW2_STEP_COPY, dest, NULL, bytes);
+	qcow2_chain_close(c);
+	return r;
+}
+
+/* ---- external snapshots ---- */
+
+int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run,
+			    struct qcow2_plan *plan)
+{
+	struct qcow2_chain_opts ro = { .lock = true };
+	struct qcow2_create_opts co;
+	struct qcow2_chain *c;
+	char name[PATH_MAX], dir_a[PATH_MAX], dir_b[PATH_MAX], *slash;
+	struct stat st;
+	int r;
+
+	memset(plan, 0, sizeof(*plan));
+	if (lstat(overlay, &st) == 0)
+		return qcow2_set_error(-EEXIST, "'%s' already exists", overlay);
+	/* A reader lock: refused while anyone writes the image that becomes a backing file. */
+	r = qcow2_chain_open(image, &ro, &c);
+	if (r < 0)
+		return r;
+	snprintf(dir_a, sizeof(dir_a), "%s", layer_path(c, 0));
+	if (!realpath(overlay, dir_b)) {
+		snprintf(name, sizeof(name), "%s", overlay);
+		slash = strrchr(name, '/');
+		if (slash)
+			*slash = 0;
+		if (!realpath(slash ? (name[0] ? name : "/") : ".", dir_b))
+			r = qcow2_set_error(-errno, "'%s': %s", overlay, strerror(errno));
+		else
+			strcat(dir_b, "/x");
+	}
+	/* Stored relative when both live in one directory (the chain moves as a whole), else
+	 * absolute. */
+	if (r == 0) {
+		char a[PATH_MAX], b[PATH_MAX];
+
+		snprintf(a, sizeof(a), "%s", dir_a);
+		snprintf(b, sizeof(b), "%s", dir_b);
+		r = name_for(dir_b, layer_path(c, 0), strcmp(dirname(a), dirname(b)) == 0, name,
+			     sizeof(name));
+	}
+	if (r == 0)
+		r = plan_add(plan, QCOW2_STEP_CREATE, overlay, "qcow2", 0);
+	if (r == 0)
+		r = plan_add(plan, QCOW2_STEP_REPOINT, overlay, name, 0);
+	if (r == 0 && !dry_run) {
+		qcow2_create_opts_default(&co);
+		co.size = qcow2_chain_size(c);
+		co.backing_file = name;
+		co.backing_fmt = layer_format(c, 0);
+		r = qcow2_image_create(overlay, &co);
+	}
 	qcow2_chain_close(c);
 	return r;
 }

@@ -23,11 +23,13 @@ static void snapshot_usage(FILE *f)
 	fprintf(
 	    f, "usage: qcowctl snapshot list [--json] [-U] IMAGE\n"
 	       "       qcowctl snapshot create [--dry-run [--json]] [-q] IMAGE NAME\n"
+	       "       qcowctl snapshot create --external [--dry-run] [--json] [-q] IMAGE NEW\n"
 	       "       qcowctl snapshot apply [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n"
 	       "       qcowctl snapshot delete [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n\n"
 	       "Internal snapshots of a qcow2 image, as qemu-img snapshot handles them.\n\n"
 	       "  list    the snapshots: ID, tag, VM state size, date, VM clock, icount\n"
-	       "  create  snapshot the active state as NAME (the next free number as its ID)\n"
+	       "  create  snapshot the active state as NAME (the next free number as its ID);\n"
+	       "          with --external, make NEW, an overlay on IMAGE, the active image\n"
 	       "  apply   make SNAPSHOT (an ID or a name) the active state, virtual size included\n"
 	       "  delete  delete SNAPSHOT (an ID or a name), freeing what only it used\n\n"
 	       "  --json             list: JSON, with qemu-img info's snapshot field names;\n"
@@ -323,6 +325,9 @@ static const struct option change_longopts[] = {
 
 static int snapshot_create(int argc, char **argv)
 {
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--external"))
+			return snapshot_create_external(argc, argv);
 	struct change ch = {.op = QCOW2_SNAPSHOT_CREATE, .verb = "create", .done = "created"};
 	int r = parse_change(argc, argv, change_longopts, &ch);
 

@@ -35,7 +35,7 @@ static void usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: qcowctl COMMAND [OPTIONS] ARGS...\n\n"
-		   "Inspect qcow2 images and chains.\n\ncommands:\n");
+		   "Inspect and manage qcow2 images and backing chains.\n\ncommands:\n");
 	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
 		fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
 	fprintf(f, "\n'qcowctl COMMAND --help' describes a command.\n"

@@ -97,6 +97,8 @@ int cmd_commit(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
+/* snapshot create --external (cmd-snapshot-external.c) */
+int snapshot_create_external(int argc, char **argv);
 
 /* create and resize (cmd-create.c, cmd-resize.c) */
 /* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P

@@ -634,6 +634,13 @@ struct qcow2_convert_opts {
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan);
 
+/* An external snapshot: create @overlay (refused if it exists) backing onto @image, which is
+ * locked as a reader meanwhile (refused while another process writes it). The backing name
+ * is stored relative when both files live in one directory. From then on @overlay is the
+ * active image and @image a read-only backing file. */
+int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run,
+			    struct qcow2_plan *plan);
+
 /* ---- creating images (create.c) ----
  * A new image is written whole to an unnamed (or hidden) file in the target's directory,
  * made durable, and only then given its name (rename(2) over an existing file): an
