@@ -18,6 +18,8 @@
 #              /dev/shm) followed by sha256sum of the raw file (QEMU 7.2 has no checksum)
 # Every result is checked: both sides' images compare equal (qemu-img compare), pass
 # qemu-img check, and the two checksums are equal.
+# Each figure runs until the command's writes are on the disk (a sync after it: qemu-img
+# convert leaves them in the page cache, qcowctl makes them durable before it returns).
 # Each figure is the median of BENCH_REPS runs (default 3), in seconds; the ratio is
 # qemu-img's time over qcowctl's (above 1: qcowctl is faster).
 #
@@ -78,13 +80,17 @@ fresh() {
 	cp --sparse=always "$DIR/src/base.qcow2" "$DIR/src/top.qcow2" "$DIR/$1/"
 }
 
-# timed SECONDS_VAR CMD...: run CMD in the current directory, caches dropped first
+# timed SECONDS_VAR CMD...: run CMD in the current directory, caches dropped first; the time
+# runs until what CMD wrote is on the disk (a sync after it): qcowctl makes its results
+# durable before it returns, qemu-img convert (cache mode unsafe) leaves them in the page
+# cache, so without the sync the figures would compare different work.
 timed() {
 	local var=$1 t0 t1
 	shift
 	drop_caches
 	t0=$(date +%s.%N)
 	"$@" >/dev/null
+	sync
 	t1=$(date +%s.%N)
 	printf -v "$var" '%s' "$(echo "$t1 - $t0" | bc -l)"
 }

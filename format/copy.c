@@ -23,11 +23,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
-#define CHUNK (4u << 20) /* bytes read and written per step (a multiple of every cluster) */
+#define CHUNK (4u << 20)     /* bytes read and written per step (a multiple of every cluster) */
+#define PREFETCH (32u << 20) /* data asked of the disk ahead of the copy */
 
 enum item_kind { ITEM_DATA, ITEM_ZERO };
 
@@ -48,7 +50,10 @@ struct copy {
 	struct qcow2_copy_stats *st;
 	uint64_t granule; /* the destination's cluster */
 	uint64_t done, total;
-	uint8_t *buf, *ubuf;
+	uint8_t *buf; /* compressed copies */
+	const struct plan *plan;
+	size_t pf_item;  /* prefetch cursor: the item, and the offset reached in it */
+	uint64_t pf_off;
 };
 
 static int add(struct plan *p, enum item_kind kind, uint64_t off, uint64_t len)
@@ -229,31 +234,232 @@ static int read_under(struct copy *k, uint8_t *buf, uint64_t n, uint64_t off)
 	return have ? qcow2_chain_pread(k->o->under, buf, (size_t)have, off) : 0;
 }
 
+/* Ask the disk for the source's data of [@off, @off + @n) without waiting for it: the plan
+ * skips from range to range, which defeats the kernel's read-ahead. */
+static void prefetch_range(struct copy *k, uint64_t off, uint64_t n)
+{
+	uint64_t end = off + n;
+
+	while (off < end) {
+		struct qcow2_extent e;
+		int fd;
+
+		if (qcow2_chain_map(k->src, off, end - off, &e) < 0)
+			return;
+		fd = e.io ? qcow2_io_fd(e.io) : -1;
+		if (fd >= 0 && e.kind == QCOW2_EXTENT_DATA)
+			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.len, POSIX_FADV_WILLNEED);
+		else if (fd >= 0 && e.kind == QCOW2_EXTENT_COMPRESSED)
+			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.comp_bytes,
+				      POSIX_FADV_WILLNEED);
+		off += e.len;
+	}
+}
+
+/* Keep the prefetch cursor PREFETCH bytes of data ahead of item @i at @off. */
+static void prefetch(struct copy *k, size_t i, uint64_t off)
+{
+	const struct plan *p = k->plan;
+	uint64_t ahead = 0;
+	size_t j;
+
+	for (j = i; j < k->pf_item && j < p->n; j++) /* data already asked for */
+		if (p->v[j].kind == ITEM_DATA)
+			ahead += p->v[j].off + p->v[j].len - (j == i ? off : p->v[j].off);
+	if (k->pf_item < p->n && k->pf_item >= i)
+		ahead += k->pf_off - (k->pf_item == i ? off : p->v[k->pf_item].off);
+	if (k->pf_item < i || (k->pf_item == i && k->pf_off < off)) {
+		k->pf_item = i;
+		k->pf_off = off;
+		ahead = 0;
+	}
+	while (ahead < PREFETCH && k->pf_item < p->n) {
+		const struct item *it = &p->v[k->pf_item];
+		uint64_t n = it->off + it->len - k->pf_off;
+
+		if (n > PREFETCH / 4)
+			n = PREFETCH / 4;
+		if (it->kind == ITEM_DATA) {
+			prefetch_range(k, k->pf_off, n);
+			ahead += n;
+		}
+		k->pf_off += n;
+		if (k->pf_off >= it->off + it->len && ++k->pf_item < p->n)
+			k->pf_off = p->v[k->pf_item].off;
+	}
+}
+
 static int step(struct copy *k, uint64_t n)
 {
 	k->done += n;
 	return qcow2_job_step(k->job, k->done, k->total);
 }
 
-static int copy_data(struct copy *k, uint64_t off, uint64_t len)
+/* ---- the readers: reads run ahead of the writes, several at once ----
+ * Chunk number q of the plan's data (in order) is read by reader q % SLOTS into slot
+ * q % SLOTS and written out by the caller's thread in order: up to SLOTS reads are in
+ * flight while the writes go on, as deep a queue as qemu-img keeps. */
+
+#define SLOTS 4
+
+struct slot {
+	uint8_t *buf, *ubuf;
+	uint64_t off, n;
+	int err;
+	bool full;
+};
+
+struct reader {
+	pthread_t thread[SLOTS];
+	unsigned started;
+	pthread_mutex_t m;
+	pthread_cond_t cv;
+	struct slot s[SLOTS];
+	unsigned tail; /* next slot to write out */
+	bool stop;
+	struct copy *k;
+};
+
+struct reader_arg {
+	struct reader *rd;
+	unsigned id;
+};
+
+/* Fill slot @sl with the chunk at @off (and @under's bytes, with @compare). */
+static int read_chunk(struct copy *k, struct slot *sl, uint64_t off, uint64_t n)
+{
+	int r = qcow2_chain_pread(k->src, sl->buf, (size_t)n, off);
+
+	if (r == 0 && k->o->compare && k->o->under)
+		r = read_under(k, sl->ubuf, n, off);
+	return r;
+}
+
+/* Reader @id: chunk q of the data items for every q % SLOTS == @id, in order. */
+static int reader_chunk(struct reader *rd, unsigned id, size_t i, uint64_t off, uint64_t n)
+{
+	struct slot *sl = &rd->s[id];
+	int r;
+
+	pthread_mutex_lock(&rd->m);
+	while (sl->full && !rd->stop)
+		pthread_cond_wait(&rd->cv, &rd->m);
+	r = rd->stop ? -ECANCELED : 0;
+	pthread_mutex_unlock(&rd->m);
+	if (r < 0)
+		return r;
+	if (id == 0)
+		prefetch(rd->k, i, off);
+	r = read_chunk(rd->k, sl, off, n);
+	pthread_mutex_lock(&rd->m);
+	sl->off = off;
+	sl->n = n;
+	sl->err = r;
+	sl->full = true;
+	pthread_cond_broadcast(&rd->cv);
+	pthread_mutex_unlock(&rd->m);
+	return r;
+}
+
+static void *reader_main(void *arg)
+{
+	struct reader *rd = ((struct reader_arg *)arg)->rd;
+	unsigned id = ((struct reader_arg *)arg)->id;
+	const struct plan *p = rd->k->plan;
+	uint64_t q = 0;
+	size_t i;
+	int r = 0;
+
+	free(arg);
+	for (i = 0; i < p->n && r == 0; i++) {
+		uint64_t off = p->v[i].off, end = off + p->v[i].len;
+
+		for (; p->v[i].kind == ITEM_DATA && off < end && r == 0; q++) {
+			uint64_t n = end - off < CHUNK ? end - off : CHUNK;
+
+			if (q % SLOTS == id)
+				r = reader_chunk(rd, id, i, off, n);
+			off += n;
+		}
+	}
+	return NULL;
+}
+
+static void reader_stop(struct reader *rd)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&rd->m);
+	rd->stop = true;
+	pthread_cond_broadcast(&rd->cv);
+	pthread_mutex_unlock(&rd->m);
+	for (i = 0; i < rd->started; i++)
+		pthread_join(rd->thread[i], NULL);
+	for (i = 0; i < SLOTS; i++) {
+		free(rd->s[i].buf);
+		free(rd->s[i].ubuf);
+	}
+	pthread_cond_destroy(&rd->cv);
+	pthread_mutex_destroy(&rd->m);
+}
+
+static int reader_start(struct reader *rd, struct copy *k)
+{
+	unsigned i;
+
+	memset(rd, 0, sizeof(*rd));
+	rd->k = k;
+	pthread_mutex_init(&rd->m, NULL);
+	pthread_cond_init(&rd->cv, NULL);
+	for (i = 0; i < SLOTS; i++) {
+		rd->s[i].buf = malloc(CHUNK);
+		rd->s[i].ubuf = k->o->compare ? malloc(CHUNK) : NULL;
+		if (!rd->s[i].buf || (k->o->compare && !rd->s[i].ubuf))
+			return qcow2_set_error(-ENOMEM, "out of memory");
+	}
+	for (i = 0; i < SLOTS; i++) {
+		struct reader_arg *a = malloc(sizeof(*a));
+
+		if (!a)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		*a = (struct reader_arg){ rd, i };
+		if (pthread_create(&rd->thread[i], NULL, reader_main, a) != 0) {
+			free(a);
+			return qcow2_set_error(-EAGAIN, "cannot start a reader thread");
+		}
+		rd->started++;
+	}
+	return 0;
+}
+
+/* Write out the chunks of the data item [@off, @off + @len), in order. */
+static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len;
 	int r = 0;
 
 	while (off < end && r == 0) {
-		uint64_t n = end - off < CHUNK ? end - off : CHUNK;
-		const uint8_t *u = NULL;
+		struct slot *sl = &rd->s[rd->tail];
 
-		r = qcow2_chain_pread(k->src, k->buf, (size_t)n, off);
-		if (r == 0 && k->o->compare && k->o->under) {
-			r = read_under(k, k->ubuf, n, off);
-			u = k->ubuf;
-		}
+		pthread_mutex_lock(&rd->m);
+		while (!sl->full)
+			pthread_cond_wait(&rd->cv, &rd->m);
+		pthread_mutex_unlock(&rd->m);
+		if (sl->off != off)
+			r = qcow2_set_error(-EIO, "internal: copy out of step at %#" PRIx64, off);
 		if (r == 0)
-			r = put_pieces(k, k->buf, u, n, off);
+			r = sl->err;
 		if (r == 0)
-			r = step(k, n);
-		off += n;
+			r = put_pieces(k, sl->buf, k->o->compare && k->o->under ? sl->ubuf : NULL,
+				       sl->n, off);
+		if (r == 0)
+			r = step(k, sl->n);
+		off += sl->n;
+		pthread_mutex_lock(&rd->m);
+		sl->full = false;
+		rd->tail = (rd->tail + 1) % SLOTS;
+		pthread_cond_broadcast(&rd->cv);
+		pthread_mutex_unlock(&rd->m);
 	}
 	return r;
 }
@@ -287,10 +493,13 @@ static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t 
 
 static int run_plan(struct copy *k, const struct plan *p)
 {
+	struct reader rd;
 	uint64_t next = 0;
 	size_t i;
 	int r = 0;
 
+	if (!k->o->compress)
+		r = reader_start(&rd, k);
 	for (i = 0; i < p->n && r == 0; i++) {
 		const struct item *it = &p->v[i];
 
@@ -301,9 +510,11 @@ static int run_plan(struct copy *k, const struct plan *p)
 		} else if (k->o->compress) {
 			r = copy_compressed(k, it->off, it->len, &next);
 		} else {
-			r = copy_data(k, it->off, it->len);
+			r = copy_data(k, &rd, it->off, it->len);
 		}
 	}
+	if (!k->o->compress)
+		reader_stop(&rd);
 	return r;
 }
 
@@ -324,7 +535,7 @@ static int granule_of(const struct qcow2_copy_opts *o, uint64_t *g)
 int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		     const struct qcow2_job *job, struct qcow2_copy_stats *st)
 {
-	struct copy k = { src, o, job, st, 0, 0, 0, NULL, NULL };
+	struct copy k = { .src = src, .o = o, .job = job, .st = st };
 	struct plan p = { 0 };
 	int r;
 
@@ -337,10 +548,11 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 	if (r == 0)
 		r = make_plan(&k, &p);
 	if (r == 0 && !o->dry_run) {
+		k.plan = &p;
+		k.pf_off = p.n ? p.v[0].off : 0;
 		k.total = st->planned_bytes + st->planned_zero;
-		k.buf = malloc(CHUNK);
-		k.ubuf = o->compare ? malloc(CHUNK) : NULL;
-		if (!k.buf || (o->compare && !k.ubuf))
+		k.buf = o->compress ? malloc(CHUNK) : NULL;
+		if (o->compress && !k.buf)
 			r = qcow2_set_error(-ENOMEM, "out of memory");
 		if (r == 0)
 			r = run_plan(&k, &p);
@@ -348,7 +560,6 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 			r = qcow2_job_step(job, k.total, k.total);
 	}
 	free(k.buf);
-	free(k.ubuf);
 	free(p.v);
 	return r;
 }
@@ -356,7 +567,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 int qcow2_copy_zero(const struct qcow2_copy_opts *o, uint64_t off, uint64_t n,
 		    struct qcow2_copy_stats *st)
 {
-	struct copy k = { NULL, o, NULL, st, 0, 0, 0, NULL, NULL };
+	struct copy k = { .o = o, .st = st };
 
 	return dst_zero(&k, off, n);
 }
