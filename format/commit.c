@@ -386,6 +386,38 @@ static int commit_run(struct commit *m)
 	return r;
 }
 
+/* An intermediate commit run again after its pointer moved: @top has left the image's chain,
+ * but base is still in it and in @top's own chain. Only the unused layers are left to report
+ * (or, with --drop, to delete): @top and the layers between it and base. */
+static int commit_done_before(struct commit *m, const char *top)
+{
+	struct qcow2_chain_opts ro = { .lock = true };
+	struct qcow2_chain *tc;
+	unsigned b = 1, in_image, j;
+	int r;
+
+	qcow2_clear_error();
+	r = qcow2_chain_open(top, &ro, &tc);
+	if (r < 0)
+		return r;
+	if (m->o->base)
+		r = find_layer(tc, m->o->base, &b);
+	if (r == 0 && (b >= qcow2_chain_depth(tc) ||
+		       find_layer(m->c, layer_path(tc, b), &in_image) < 0))
+		r = qcow2_set_error(-ENOENT, "'%s' is not in the backing chain of '%s'", top,
+				    layer_path(m->c, 0));
+	for (j = 0; r == 0 && j < b; j++) {
+		const char *p = layer_path(tc, j);
+
+		r = plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
+			     0);
+		if (r == 0 && m->o->drop && !m->o->dry_run && unlink(p) < 0)
+			r = qcow2_set_error(-errno, "cannot delete '%s': %s", p, strerror(errno));
+	}
+	qcow2_chain_close(tc);
+	return r;
+}
+
 int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const struct qcow2_job *job,
 		 struct qcow2_plan *plan)
 {
@@ -400,6 +432,11 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 	m.t = 0;
 	if (o->top)
 		r = find_layer(m.c, o->top, &m.t);
+	if (r == -ENOENT && o->top && access(o->top, F_OK) == 0) {
+		r = commit_done_before(&m, o->top);
+		qcow2_chain_close(m.c);
+		return r;
+	}
 	m.b = m.t + 1;
 	if (r == 0 && o->base)
 		r = find_layer(m.c, o->base, &m.b);
