@@ -321,7 +321,7 @@ static int check_name(struct qcow2_snapshot_change *o, const char *name)
 	uint32_t i;
 
 	if (!name[0] || strlen(name) > UINT16_MAX)
-		return qcow2_set_error(-EINVAL, "a snapshot name has 1 to 65535 bytes");
+		return qcow2_set_error(-EINVAL, "a snapshot name must have 1 to 65535 bytes");
 	for (i = 0; i < img->h.nb_snapshots; i++)
 		if (!strcmp(img->snaps[i].name, name) || !strcmp(img->snaps[i].id, name))
 			return qcow2_set_error(-EEXIST, "snapshot '%s' (id %s) exists already",
@@ -382,8 +382,8 @@ static int plan_apply(struct qcow2_snapshot_change *o, const char *arg)
 	int r;
 
 	if (h->has_bitmaps_ext && (h->autoclear & QCOW2_AUTOCLEAR_BITMAPS) && h->nb_bitmaps)
-		return qcow2_set_error(-EBUSY, "it has persistent dirty bitmaps, which applying a "
-					       "snapshot would make wrong (as QEMU, refused)");
+		return qcow2_set_error(-EBUSY, "it has persistent dirty bitmaps, which a new "
+					       "content would make wrong (QEMU refuses too)");
 	r = find(o, arg);
 	if (r < 0)
 		return r;

@@ -864,3 +864,29 @@ Test(snapshot_write, vm_state_past_the_disk_survives_every_operation)
 	assert_vm_state(qi, v, disk, state, "deleted and created");
 	free(v);
 }
+
+/* More L2 tables change their COPIED flags than the cache holds: it is written back midway. */
+Test(snapshot_write, more_tables_than_the_l2_cache_holds)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct qcow2_image_opts wo = {.writable = true, .l2_cache_bytes = 1}; /* 8 tables */
+
+	o.cluster_bits = 9; /* 32 KiB per L2 table: 32 tables */
+	o.size = 1 << 20;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x61, (size_t)o.size), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, &(struct imgbuild_snapshot_opts){.name = "one"}),
+		     0);
+	model_from_builder();
+	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &wo, &qi), 0);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "two"), 0, "%s", qcow2_last_error());
+	model_create(&m, "two");
+	write_over(qi, &m, 0x62);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "one"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "two"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 0);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "two"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	assert_done(qi, &m, "after every operation");
+}
