@@ -299,6 +299,34 @@ check "mounted: v3@live.raw is gone" expect_absent "$MNT/v3@live.raw"
 check "mounted: unmount" umount_qcowfs "$MNT"
 check "qemu-img check clean after the mounted create and delete" image_clean v3.qcow2
 
+# ---- the virtual size follows the snapshot applied ----
+
+# same_state A B: the same virtual size and bytes
+same_state()
+{
+	local a b
+	a=$(qemu-img info -U "$1" | grep '^virtual size') && b=$(qemu-img info -U "$2" | grep '^virtual size') ||
+		return 1
+	[ "$a" = "$b" ] || { echo "$1: $a; $2: $b"; return 1; }
+	same_convert "$1" "$2"
+}
+
+setup cp v3.qcow2 rs.qcow2
+setup qemu-img resize -q rs.qcow2 6M
+setup qio rs.qcow2 "write -P 0x31 5M 64k"
+check "resized: create at 6 MiB" ctl snapshot create -q rs.qcow2 big
+setup cp rs.qcow2 "$WORK/rs-qemu.qcow2"
+setup qemu-img snapshot -a q1 "$WORK/rs-qemu.qcow2"
+check "resized: apply of q1 (taken at 4 MiB)" ctl snapshot apply -q rs.qcow2 q1
+check "resized: ... the size and bytes qemu-img snapshot -a gives" \
+	same_state rs.qcow2 "$WORK/rs-qemu.qcow2"
+check "resized: ... qemu-img check clean" image_clean rs.qcow2
+setup qemu-img snapshot -a big "$WORK/rs-qemu.qcow2"
+check "resized: apply of big gives the 6 MiB disk back" ctl snapshot apply -q rs.qcow2 big
+check "resized: ... as qemu-img snapshot -a does" \
+	same_state rs.qcow2 "$WORK/rs-qemu.qcow2"
+check "resized: ... qemu-img check clean" image_clean rs.qcow2
+
 check "--help is printed" bash -c "'$QCOWCTL' snapshot --help | grep -q 'usage: qcowctl snapshot list'"
 check "a usage error exits 64" bash -c "'$QCOWCTL' snapshot create v3.qcow2; [ \$? = 64 ]"
 
