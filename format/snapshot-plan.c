@@ -199,7 +199,9 @@ static int check_deltas(struct qcow2_snapshot_change *o)
 			    "the refcount of cluster %#" PRIx64 " would overflow "
 			    "%u-bit refcounts (widen them: qemu-img amend -o refcount_bits=16)",
 			    d->idx << img->h.cluster_bits, bits);
-		if (up < d->minus)
+		/* what an operation adds copies references counted already; what it takes away
+		 * must be counted */
+		if (v < d->minus || (d->plus && !v))
 			return qcow2_set_error(
 			    -EUCLEAN,
 			    "cluster %#" PRIx64 " has a refcount lower "
