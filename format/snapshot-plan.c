@@ -199,7 +199,9 @@ static int check_deltas(struct qcow2_snapshot_change *o)
 			    "the refcount of cluster %#" PRIx64 " would overflow "
 			    "%u-bit refcounts (widen them: qemu-img amend -o refcount_bits=16)",
 			    d->idx << img->h.cluster_bits, bits);
-		if (up < d->minus)
+		/* what an operation adds copies references counted already; what it takes away
+		 * must be counted */
+		if (v < d->minus || (d->plus && !v))
 			return qcow2_set_error(
 			    -EUCLEAN,
 			    "cluster %#" PRIx64 " has a refcount lower "
@@ -321,7 +323,7 @@ static int check_name(struct qcow2_snapshot_change *o, const char *name)
 	uint32_t i;
 
 	if (!name[0] || strlen(name) > UINT16_MAX)
-		return qcow2_set_error(-EINVAL, "a snapshot name has 1 to 65535 bytes");
+		return qcow2_set_error(-EINVAL, "a snapshot name must have 1 to 65535 bytes");
 	for (i = 0; i < img->h.nb_snapshots; i++)
 		if (!strcmp(img->snaps[i].name, name) || !strcmp(img->snaps[i].id, name))
 			return qcow2_set_error(-EEXIST, "snapshot '%s' (id %s) exists already",
@@ -382,8 +384,8 @@ static int plan_apply(struct qcow2_snapshot_change *o, const char *arg)
 	int r;
 
 	if (h->has_bitmaps_ext && (h->autoclear & QCOW2_AUTOCLEAR_BITMAPS) && h->nb_bitmaps)
-		return qcow2_set_error(-EBUSY, "it has persistent dirty bitmaps, which applying a "
-					       "snapshot would make wrong (as QEMU, refused)");
+		return qcow2_set_error(-EBUSY, "it has persistent dirty bitmaps, which a new "
+					       "content would make wrong (QEMU refuses too)");
 	r = find(o, arg);
 	if (r < 0)
 		return r;

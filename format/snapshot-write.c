@@ -238,18 +238,17 @@ static int write_l1_copy(struct qcow2_image *img, const uint64_t *l1, uint32_t n
 	return r;
 }
 
-/* The header with @img->h's new fields, durable. On failure the old fields come back in
- * memory and the next flush writes them again (the disk may hold either: both are valid). */
-static int switch_header(struct qcow2_image *img, const struct qcow2_header *old)
+/* The header with @img->h's new fields, durable. On failure the disk may hold the old header
+ * or the new one, both valid: the caller puts the old fields back in memory, and the next
+ * flush writes them again. */
+static int switch_header(struct qcow2_image *img)
 {
 	int r = qcow2_image_write_header(img);
 
 	if (r == 0)
 		r = qcow2_io_flush(img->io);
-	if (r < 0) {
-		img->h = *old;
+	if (r < 0)
 		img->w->header_dirty = true;
-	}
 	return r;
 }
 
@@ -257,8 +256,8 @@ static int switch_header(struct qcow2_image *img, const struct qcow2_header *old
 static int switch_table(struct qcow2_snapshot_change *o)
 {
 	struct qcow2_image *img = o->img;
-	struct qcow2_header old = img->h;
-	uint64_t off;
+	uint64_t off, old_off = img->h.snapshots_off;
+	uint32_t old_nb = img->h.nb_snapshots;
 	int r = alloc_write(img, o->table, o->table_bytes, &off);
 
 	if (r == 0)
@@ -267,7 +266,12 @@ static int switch_table(struct qcow2_snapshot_change *o)
 		return r;
 	img->h.nb_snapshots = o->plan.nb_after;
 	img->h.snapshots_off = off;
-	return switch_header(img, &old);
+	r = switch_header(img);
+	if (r < 0) {
+		img->h.nb_snapshots = old_nb;
+		img->h.snapshots_off = old_off;
+	}
+	return r;
 }
 
 /* Unknown autoclear bits go with the first header we write (qcow2.txt: a writer that does not
@@ -433,19 +437,25 @@ static int new_active_l1(struct qcow2_snapshot_change *o, uint64_t **l1, uint32_
 static int switch_l1(struct qcow2_snapshot_change *o, uint64_t *l1, uint32_t n, uint64_t off)
 {
 	struct qcow2_image *img = o->img;
-	struct qcow2_header old = img->h;
+	struct qcow2_header *h = &img->h;
+	uint64_t old_off = h->l1_off, old_size = h->size;
+	uint32_t old_n = h->l1_entries;
 	int r;
 
-	img->h.l1_off = off;
-	img->h.l1_entries = n;
-	img->h.size = o->sl1->size;
-	r = switch_header(img, &old);
-	if (r < 0)
+	h->l1_off = off;
+	h->l1_entries = n;
+	h->size = o->sl1->size;
+	r = switch_header(img);
+	if (r < 0) {
+		h->l1_off = old_off;
+		h->l1_entries = old_n;
+		h->size = old_size;
 		return r;
+	}
 	free(img->l1.entries);
 	img->l1.entries = l1;
 	img->l1.n = n;
-	img->l1.size = img->h.size;
+	img->l1.size = h->size;
 	img->w->l1_lo = img->w->l1_hi = 0;
 	return 0;
 }

@@ -11,17 +11,18 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Build: compiler, meson, ninja and the libraries. Test: qemu tools, qemu-storage-daemon (in
-# qemu-system-common), fio, ext4 tools, sfdisk, losetup (in mount), clang and its libFuzzer
-# runtime (libclang-rt-14-dev, only recommended by clang).
+# qemu-system-common), qemu-system-x86 (its savevm makes snapshots with VM state), fio, ext4
+# tools, sfdisk, losetup (in mount), clang and its libFuzzer runtime (libclang-rt-14-dev, only
+# recommended by clang).
 PACKAGES=(
 	gcc pkg-config meson ninja-build
 	libfuse3-dev fuse3 zlib1g-dev libssl-dev libzstd-dev libcriterion-dev
-	qemu-utils qemu-system-common fio e2fsprogs fdisk util-linux mount python3
+	qemu-utils qemu-system-common qemu-system-x86 fio e2fsprogs fdisk util-linux mount python3
 	clang libclang-rt-14-dev
 )
 # Commands that the build, the tests, the demo and the benchmark call.
 COMMANDS=(gcc pkg-config meson ninja fusermount3 qemu-img qemu-io qemu-storage-daemon fio
-	mkfs.ext4 debugfs e2fsck sfdisk losetup mountpoint python3 clang)
+	mkfs.ext4 debugfs e2fsck sfdisk losetup mountpoint python3 clang qemu-system-x86_64)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -41,9 +41,10 @@ static void snapshot_usage(FILE *f)
 	       "  -q, --quiet        print nothing on success\n"
 	       "  -h, --help         this text\n\n"
 	       "create, apply and delete refuse while another process holds IMAGE for writing\n"
-	       "(a running VM, qemu-io, a qcowfs mount writing it) and name it. Interrupted or\n"
-	       "killed at any point, they leave a valid image: before or after the change, some\n"
-	       "clusters leaked at worst (qemu-img check -r leaks reclaims them).\n");
+	       "(a running VM, qemu-io, a qcowfs mount with one of its views open) and name it.\n"
+	       "Interrupted or killed at any point, they leave a valid image: before or after\n"
+	       "the change, some clusters leaked at worst (qemu-img check -r leaks reclaims\n"
+	       "them).\n");
 }
 
 /* ---- list ---- */

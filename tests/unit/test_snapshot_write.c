@@ -20,35 +20,12 @@
 
 #include "imgbuild.h"
 #include "internal.h"
+#include "snapshot_model.h"
 #include "testutil.h"
-
-#define MAX_SNAPS 8
-
-/* What every view of an image must show. */
-struct model {
-	uint64_t size;
-	uint8_t *active;
-	uint32_t n;
-	char *name[MAX_SNAPS];
-	uint64_t snap_size[MAX_SNAPS];
-	uint8_t *snap[MAX_SNAPS];
-};
 
 static struct imgbuild *img;
 static struct qcow2_image *qi;
 static struct model m;
-
-static void model_free(struct model *x)
-{
-	uint32_t i;
-
-	free(x->active);
-	for (i = 0; i < x->n; i++) {
-		free(x->name[i]);
-		free(x->snap[i]);
-	}
-	memset(x, 0, sizeof(*x));
-}
 
 static void setup(void)
 {
@@ -66,159 +43,6 @@ static void teardown(void)
 
 TestSuite(snapshot_write, .init = setup, .fini = teardown);
 
-static void *xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	cr_assert(p);
-	return p;
-}
-
-/* Read @n bytes of the view (@snap < 0: the active state) of an image without backing file. */
-static void view(struct qcow2_image *q, int snap, uint8_t *buf, uint64_t n)
-{
-	const struct qcow2_l1 *l1 = NULL;
-	uint64_t off = 0;
-
-	if (snap >= 0)
-		cr_assert_eq(qcow2_image_snapshot_l1(q, (uint32_t)snap, &l1), 0, "%s",
-			     qcow2_last_error());
-	while (off < n) {
-		struct qcow2_extent e;
-
-		cr_assert_eq(qcow2_image_map(q, l1, off, n - off, &e), 0, "%s", qcow2_last_error());
-		if (e.kind == QCOW2_EXTENT_DATA)
-			cr_assert_eq(qcow2_io_pread_full(e.io, buf + off, e.len, e.host_off), 0);
-		else if (e.kind == QCOW2_EXTENT_COMPRESSED)
-			cr_assert_eq(qcow2_image_read_compressed(
-					 q, &e, off & (q->cluster_bytes - 1), buf + off, e.len),
-				     0, "%s", qcow2_last_error());
-		else
-			memset(buf + off, 0, e.len);
-		off += e.len;
-	}
-}
-
-/* The model of what the builder made. */
-static void model_from_builder(void)
-{
-	uint32_t i;
-
-	m.size = img->o.size;
-	m.active = xmalloc(m.size);
-	imgbuild_expect(img, -1, 0, m.size, NULL, m.active);
-	m.n = img->nb_snapshots;
-	for (i = 0; i < m.n; i++) {
-		m.name[i] = strdup(img->snaps[i].name);
-		m.snap_size[i] = img->snaps[i].o.disk_bytes ? img->snaps[i].o.disk_bytes : m.size;
-		m.snap[i] = xmalloc(m.snap_size[i]);
-		imgbuild_expect(img, (int)i, 0, m.snap_size[i], NULL, m.snap[i]);
-	}
-}
-
-/* The model after a create (of the active state as @name), an apply or a delete of @idx. */
-static void model_create(struct model *x, const char *name)
-{
-	x->name[x->n] = strdup(name);
-	x->snap_size[x->n] = x->size;
-	x->snap[x->n] = xmalloc(x->size);
-	memcpy(x->snap[x->n], x->active, x->size);
-	x->n++;
-}
-
-static void model_apply(struct model *x, uint32_t idx)
-{
-	free(x->active);
-	x->size = x->snap_size[idx];
-	x->active = xmalloc(x->size);
-	memcpy(x->active, x->snap[idx], x->size);
-}
-
-static void model_delete(struct model *x, uint32_t idx)
-{
-	free(x->name[idx]);
-	free(x->snap[idx]);
-	memmove(&x->name[idx], &x->name[idx + 1], (x->n - idx - 1) * sizeof(x->name[0]));
-	memmove(&x->snap[idx], &x->snap[idx + 1], (x->n - idx - 1) * sizeof(x->snap[0]));
-	memmove(&x->snap_size[idx], &x->snap_size[idx + 1], (x->n - idx - 1) * 8);
-	x->n--;
-}
-
-static void model_copy(struct model *dst, const struct model *src)
-{
-	uint32_t i;
-
-	*dst = *src;
-	dst->active = xmalloc(src->size);
-	memcpy(dst->active, src->active, src->size);
-	for (i = 0; i < src->n; i++) {
-		dst->name[i] = strdup(src->name[i]);
-		dst->snap[i] = xmalloc(src->snap_size[i]);
-		memcpy(dst->snap[i], src->snap[i], src->snap_size[i]);
-	}
-}
-
-/* Does @q show exactly @x (names in order, every view, sizes)? */
-static bool shows(struct qcow2_image *q, const struct model *x, char *why, size_t cap)
-{
-	uint64_t big = x->size;
-	uint8_t *buf;
-	uint32_t i;
-	bool ok = true;
-
-	for (i = 0; i < x->n; i++)
-		big = x->snap_size[i] > big ? x->snap_size[i] : big;
-	if (qcow2_image_header(q)->size != x->size || qcow2_image_snapshot_count(q) != x->n) {
-		snprintf(why, cap, "size %lu / %u snapshots, want %lu / %u",
-			 (unsigned long)qcow2_image_header(q)->size, qcow2_image_snapshot_count(q),
-			 (unsigned long)x->size, x->n);
-		return false;
-	}
-	buf = xmalloc(big);
-	view(q, -1, buf, x->size);
-	if (memcmp(buf, x->active, x->size)) {
-		snprintf(why, cap, "the active state differs");
-		ok = false;
-	}
-	for (i = 0; ok && i < x->n; i++) {
-		const struct qcow2_snapshot *s = qcow2_image_snapshot(q, i);
-
-		if (strcmp(s->name, x->name[i]) || s->disk_bytes != x->snap_size[i]) {
-			snprintf(why, cap, "snapshot %u is '%s', want '%s'", i, s->name,
-				 x->name[i]);
-			ok = false;
-			break;
-		}
-		view(q, (int)i, buf, x->snap_size[i]);
-		if (memcmp(buf, x->snap[i], x->snap_size[i])) {
-			snprintf(why, cap, "snapshot '%s' differs", s->name);
-			ok = false;
-		}
-	}
-	free(buf);
-	return ok;
-}
-
-static void assert_shows(struct qcow2_image *q, const struct model *x, const char *when)
-{
-	char why[200] = "";
-
-	cr_assert(shows(q, x, why, sizeof(why)), "%s: %s", when, why);
-}
-
-/* Open a copy of the bytes of @io as a new image. */
-static struct qcow2_image *reopen(struct qcow2_io *io, bool writable)
-{
-	struct qcow2_image_opts o = {.writable = writable};
-	struct qcow2_image *out;
-	size_t len;
-	const void *b = qcow2_io_mem_bytes(io, &len);
-	int r = qcow2_image_open(qcow2_io_mem_new("copy.qcow2", b, len), "copy.qcow2", &o, &out);
-
-	cr_assert_eq(r, 0, "reopen: %s", qcow2_last_error());
-	return out;
-}
-
 static struct qcow2_image *open_writable(void)
 {
 	struct qcow2_image_opts o = {.writable = true};
@@ -227,116 +51,6 @@ static struct qcow2_image *open_writable(void)
 	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &o, &q), 0, "%s",
 		     qcow2_last_error());
 	return q;
-}
-
-static void assert_refcounts(struct qcow2_image *q, bool leaks_ok, const char *when)
-{
-	struct qcow2_check_result res;
-
-	cr_assert_eq(qcow2_image_check(q, &res), 0, "%s: %s", when, qcow2_last_error());
-	cr_assert_eq(res.corruptions, 0, "%s: %lu clusters with too low a refcount", when,
-		     (unsigned long)res.corruptions);
-	if (!leaks_ok)
-		cr_assert_eq(res.leaks, 0, "%s: %lu leaked clusters", when,
-			     (unsigned long)res.leaks);
-}
-
-/* ---- COPIED flags ---- */
-
-static uint64_t refcount(struct qcow2_image *q, uint64_t host)
-{
-	uint64_t v;
-
-	if (q->w)
-		cr_assert_eq(qcow2_refcount_get_w(q, host >> q->h.cluster_bits, &v), 0);
-	else
-		cr_assert_eq(qcow2_image_refcount(q, host >> q->h.cluster_bits, &v), 0);
-	return v;
-}
-
-/* Is cluster @host reached by any snapshot's L1 table (an L2 table or a data cluster)? */
-static bool snapshot_uses(struct qcow2_image *q, uint64_t host)
-{
-	uint64_t *t = xmalloc(q->cluster_bytes);
-	uint32_t s, i, j;
-	bool found = false;
-
-	for (s = 0; !found && s < qcow2_image_snapshot_count(q); s++) {
-		const struct qcow2_l1 *l1;
-
-		cr_assert_eq(qcow2_image_snapshot_l1(q, s, &l1), 0);
-		for (i = 0; !found && i < l1->n; i++) {
-			uint64_t l2 = l1->entries[i] & QCOW2_L1E_OFFSET_MASK;
-
-			if (!l2)
-				continue;
-			found = l2 == host;
-			cr_assert_eq(qcow2_l2cache_get(q->l2cache, q->io, l2, 0,
-						       (uint32_t)(q->cluster_bytes / 8), t),
-				     0);
-			for (j = 0; !found && j < q->cluster_bytes / 8; j += q->l2_entry_words)
-				found = !(t[j] & QCOW2_OFLAG_COMPRESSED) &&
-					(t[j] & QCOW2_L2E_OFFSET_MASK) == host;
-		}
-	}
-	free(t);
-	return found;
-}
-
-/* Every active L1 and L2 entry's COPIED flag: @exact: set iff its refcount is 1 (what
- * qemu-img check demands); else only never set on a cluster a snapshot uses (what keeps a
- * snapshot safe from in-place writes; a crash may leave a flag missing, as QEMU's may). */
-static void assert_copied(struct qcow2_image *q, bool exact, const char *when)
-{
-	uint64_t *t = xmalloc(q->cluster_bytes);
-	uint32_t i, j;
-
-	for (i = 0; i < q->l1.n; i++) {
-		uint64_t e = q->l1.entries[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
-
-		if (!l2)
-			continue;
-		if (exact)
-			cr_assert_eq(!!(e & QCOW2_OFLAG_COPIED), refcount(q, l2) == 1,
-				     "%s: L1 entry %u: COPIED %d, refcount %lu", when, i,
-				     !!(e & QCOW2_OFLAG_COPIED), (unsigned long)refcount(q, l2));
-		else if (e & QCOW2_OFLAG_COPIED)
-			cr_assert(!snapshot_uses(q, l2),
-				  "%s: L1 entry %u: COPIED on a shared table", when, i);
-		cr_assert_eq(qcow2_l2cache_get(q->l2cache, q->io, l2, 0,
-					       (uint32_t)(q->cluster_bytes / 8), t),
-			     0);
-		for (j = 0; j < q->cluster_bytes / 8; j += q->l2_entry_words) {
-			uint64_t host = t[j] & QCOW2_L2E_OFFSET_MASK;
-			bool copied = t[j] & QCOW2_OFLAG_COPIED;
-
-			if (!host || (t[j] & QCOW2_OFLAG_COMPRESSED))
-				continue;
-			if (exact)
-				cr_assert_eq(copied, refcount(q, host) == 1,
-					     "%s: L2 entry %u/%u: COPIED %d, refcount %lu", when, i,
-					     j, copied, (unsigned long)refcount(q, host));
-			else if (copied)
-				cr_assert(!snapshot_uses(q, host),
-					  "%s: COPIED on a cluster a snapshot uses", when);
-		}
-	}
-	free(t);
-}
-
-/* Everything a finished operation must leave, in @q and in a reopened copy of its bytes. */
-static void assert_done(struct qcow2_image *q, const struct model *x, const char *when)
-{
-	struct qcow2_image *back;
-
-	assert_shows(q, x, when);
-	assert_refcounts(q, false, when);
-	assert_copied(q, true, when);
-	back = reopen(qcow2_image_io(q), false);
-	assert_shows(back, x, when);
-	assert_refcounts(back, false, when);
-	assert_copied(back, true, when);
-	qcow2_image_close(back);
 }
 
 /* ---- images ---- */
@@ -379,7 +93,7 @@ static void build(const struct shape *s)
 	cr_assert_eq(imgbuild_snapshot_add(img, &vm), 0);
 	cr_assert_eq(imgbuild_fill(img, s->size - 5000, 0x33, 5000), 0);
 	free(c);
-	model_from_builder();
+	model_from_builder(&m, img);
 }
 
 /* Writes over the active state, shared clusters included, through the same image; @x
@@ -513,7 +227,7 @@ Test(snapshot_write, packed_compressed_clusters_are_counted_per_reference)
 		memset(c, (int)(g / 512), sizeof(c));
 		cr_assert_eq(imgbuild_write_compressed(img, g, c, NULL, NULL), 0);
 	}
-	model_from_builder();
+	model_from_builder(&m, img);
 	qi = open_writable();
 	cr_assert_eq(qcow2_image_snapshot_create(qi, "c"), 0, "%s", qcow2_last_error());
 	model_create(&m, "c");
@@ -611,7 +325,7 @@ Test(snapshot_write, one_bit_refcounts_cannot_share_a_cluster)
 	o.refcount_order = 0;
 	img = imgbuild_new(&o);
 	cr_assert_eq(imgbuild_fill(img, 0, 0x42, 100000), 0);
-	model_from_builder();
+	model_from_builder(&m, img);
 	qi = open_writable();
 	copy = xmalloc(img->len);
 	memcpy(copy, qcow2_io_mem_bytes(qcow2_image_io(qi), &len), img->len);
@@ -657,7 +371,7 @@ Test(snapshot_write, bitmaps_survive_create_and_delete_and_refuse_apply)
 	img = imgbuild_new(&o);
 	cr_assert_eq(imgbuild_fill(img, 0, 0x42, 100000), 0);
 	cr_assert_eq(imgbuild_snapshot_add(img, NULL), 0);
-	model_from_builder();
+	model_from_builder(&m, img);
 	qi = open_writable();
 	cr_assert_eq(qcow2_image_snapshot_apply(qi, "1"), -EBUSY);
 	assert_error_mentions("bitmaps");
@@ -742,7 +456,8 @@ static int stop_at(const struct crash_case *c, unsigned nth)
 	int r;
 
 	build(&small);
-	model_copy(&after, &m);
+	memset(&after, 0, sizeof(after));
+	model_from_builder(&after, img);
 	model_after(&after, c->op);
 	qi = open_writable();
 	qcow2_io_mem_fail_nth(qcow2_image_io(qi), c->fail, nth, -EIO);
@@ -813,16 +528,7 @@ static void assert_vm_state(struct qcow2_image *q, const uint8_t *want, uint64_t
 	cr_assert_eq(qcow2_image_snapshot_l1(q, (uint32_t)idx, &l1), 0);
 	whole = *l1;
 	whole.size = at + len; /* read on past the disk */
-	for (uint64_t off = 0; off < at + len;) {
-		struct qcow2_extent e;
-
-		cr_assert_eq(qcow2_image_map(q, &whole, off, at + len - off, &e), 0);
-		if (e.kind == QCOW2_EXTENT_DATA)
-			cr_assert_eq(qcow2_io_pread_full(e.io, got + off, e.len, e.host_off), 0);
-		else
-			memset(got + off, 0, e.len);
-		off += e.len;
-	}
+	read_l1(q, &whole, got, at + len);
 	cr_assert_arr_eq(got + at, want, len, "%s: the VM state changed", when);
 	free(got);
 }
@@ -845,7 +551,7 @@ Test(snapshot_write, vm_state_past_the_disk_survives_every_operation)
 	imgbuild_pattern(v, state, disk, 0x76);
 	cr_assert_eq(imgbuild_write(img, disk, v, (size_t)state), 0);
 	cr_assert_eq(imgbuild_snapshot_add(img, &vm), 0);
-	model_from_builder();
+	model_from_builder(&m, img);
 	qi = open_writable();
 	cr_assert_eq(qcow2_image_snapshot_create(qi, "x"), 0, "%s", qcow2_last_error());
 	model_create(&m, "x");
@@ -863,4 +569,30 @@ Test(snapshot_write, vm_state_past_the_disk_survives_every_operation)
 	assert_done(qi, &m, "deleted and created");
 	assert_vm_state(qi, v, disk, state, "deleted and created");
 	free(v);
+}
+
+/* More L2 tables change their COPIED flags than the cache holds: it is written back midway. */
+Test(snapshot_write, more_tables_than_the_l2_cache_holds)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct qcow2_image_opts wo = {.writable = true, .l2_cache_bytes = 1}; /* 8 tables */
+
+	o.cluster_bits = 9; /* 32 KiB per L2 table: 32 tables */
+	o.size = 1 << 20;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x61, (size_t)o.size), 0);
+	cr_assert_eq(imgbuild_snapshot_add(img, &(struct imgbuild_snapshot_opts){.name = "one"}),
+		     0);
+	model_from_builder(&m, img);
+	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &wo, &qi), 0);
+	cr_assert_eq(qcow2_image_snapshot_create(qi, "two"), 0, "%s", qcow2_last_error());
+	model_create(&m, "two");
+	write_over(qi, &m, 0x62);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "one"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, "two"), 0, "%s", qcow2_last_error());
+	model_apply(&m, 0);
+	cr_assert_eq(qcow2_image_snapshot_delete(qi, "two"), 0, "%s", qcow2_last_error());
+	model_delete(&m, 0);
+	assert_done(qi, &m, "after every operation");
 }
