@@ -416,8 +416,8 @@ static int open_temp(const struct target *t, char *tmp, size_t cap)
 	tmp[0] = '\0';
 	fd = open(t->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
 	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd >= 0 ? fd : qcow2_set_error(-errno, "cannot create a file in '%s': %s",
-						      t->dir, strerror(errno));
+		return fd >= 0 ? fd : qcow2_set_error(-errno, "cannot create '%s': %s", t->name,
+						      strerror(errno));
 	for (i = 0; i < 1000 && temp_name(t, i, tmp, cap); i++) {
 		fd = open(tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
 		if (fd >= 0 || errno != EEXIST)
@@ -425,8 +425,7 @@ static int open_temp(const struct target *t, char *tmp, size_t cap)
 	}
 	if (fd < 0) {
 		tmp[0] = '\0';
-		return qcow2_set_error(-errno, "cannot create a file in '%s': %s", t->dir,
-				       strerror(errno));
+		return qcow2_set_error(-errno, "cannot create '%s': %s", t->name, strerror(errno));
 	}
 	return fd;
 }

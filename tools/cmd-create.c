@@ -221,7 +221,8 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 						   { NULL, 0, NULL, 0 } };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "b:F:f:o:uhpq", longopts, NULL)) != -1) {
+	opterr = 0; /* our own one-line messages */
+	while ((c = getopt_long(argc, argv, ":b:F:f:o:uhpq", longopts, NULL)) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
 		switch (c) {
@@ -237,13 +238,16 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 				return -1;
 			break;
 		case 'h': create_usage(stdout); exit(EXIT_OK);
-		default: create_usage(stderr); return -1;
+		case ':':
+			return error("option '%s' needs a value (see 'qcowctl create --help')",
+				     argv[optind - 1]), -1;
+		default:
+			return error("unknown option '%s' (see 'qcowctl create --help')",
+				     argv[optind - 1]), -1;
 		}
 	}
-	if (argc - optind < 1 || argc - optind > 2) {
-		create_usage(stderr);
-		return -1;
-	}
+	if (argc - optind < 1 || argc - optind > 2)
+		return error("create takes IMAGE [SIZE] (see 'qcowctl create --help')"), -1;
 	a->image = argv[optind];
 	if (argc - optind == 2) {
 		if (parse_size(argv[optind + 1], &a->o.size) < 0)

@@ -58,6 +58,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 	const char *neg = take_negative(argc, argv);
 	int c;
 
+	opterr = 0; /* our own one-line messages */
 	while (!neg && (c = getopt_long(argc, argv, "hpq", longopts, NULL)) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
@@ -65,7 +66,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 			resize_usage(stdout);
 			exit(EXIT_OK);
 		}
-		resize_usage(stderr);
+		error("unknown option '%s' (see 'qcowctl resize --help')", argv[optind - 1]);
 		return -1;
 	}
 	if (neg) {
@@ -73,7 +74,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 		return -1;
 	}
 	if (argc - optind != 2) {
-		resize_usage(stderr);
+		error("resize takes IMAGE [+]SIZE (see 'qcowctl resize --help')");
 		return -1;
 	}
 	a->image = argv[optind];
