@@ -6,8 +6,9 @@
  * Layout (as qemu-img lays out a new image): cluster 0 holds the header, its extensions and the
  * backing file name (header.c encodes them); then the refcount table, the first refcount
  * block, the L1 table (sized for the virtual size, empty) and any further refcount blocks the
- * metadata needs. The file ends with the L1 table, not padded to a cluster. Every later cluster (preallocation) comes
- * from the library's allocator and write path (write.c, refcount.c), so there is one allocator.
+ * metadata needs. The file ends with the L1 table, not padded to a cluster. Every later
+ * cluster (preallocation) comes from the library's allocator and write path (write.c,
+ * prealloc.c, refcount.c): there is one allocator.
  *
  * Crash safety: the image is written to an unnamed file (O_TMPFILE) in the target's directory,
  * or where the file system has none to a hidden name there, made durable, and only then
@@ -28,6 +29,7 @@
 #include "internal.h"
 
 #define PREALLOC_STEP (64ull << 20) /* bytes between progress reports and cancellation polls */
+#define QCOW2_MAX_FMT_NAME 32       /* struct qcow2_header's backing_fmt, its NUL included */
 
 void qcow2_create_opts_default(struct qcow2_create_opts *o)
 {
@@ -65,8 +67,8 @@ static uint64_t max_size(uint32_t cluster_bits, bool extended_l2)
 static int check_features(const struct qcow2_create_opts *o)
 {
 	if (o->version != 2 && o->version != 3)
-		return qcow2_set_error(-EINVAL, "compat must be 0.10 (v2) or 1.1 (v3), not version %u",
-				       o->version);
+		return qcow2_set_error(-EINVAL, "compat must be 0.10 (v2) or 1.1 (v3), not "
+					       "version %u", o->version);
 	if (o->cluster_bits < QCOW2_MIN_CLUSTER_BITS || o->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return qcow2_set_error(-EINVAL, "cluster_size must be a power of two between 512 "
 					       "and 2M");
@@ -93,8 +95,8 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 	if (r < 0)
 		return r;
 	if (o->size % 512)
-		return qcow2_set_error(-EINVAL, "the size (%" PRIu64 " bytes) must be a multiple of "
-					       "512", o->size);
+		return qcow2_set_error(-EINVAL, "the size (%" PRIu64 " bytes) must be a multiple "
+					       "of 512", o->size);
 	if (o->size > max_size(o->cluster_bits, o->extended_l2))
 		return qcow2_set_error(-EFBIG, "the size (%" PRIu64 " bytes) is too large for "
 					       "%u-byte clusters (the largest is %" PRIu64 ")",
@@ -103,7 +105,7 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 	if (has_backing(o) && strlen(o->backing_file) > QCOW2_MAX_BACKING_NAME)
 		return qcow2_set_error(-EINVAL, "the backing file name is longer than %u bytes",
 				       QCOW2_MAX_BACKING_NAME);
-	if (o->backing_fmt && strlen(o->backing_fmt) >= sizeof(((struct qcow2_header *)0)->backing_fmt))
+	if (o->backing_fmt && strlen(o->backing_fmt) >= QCOW2_MAX_FMT_NAME)
 		return qcow2_set_error(-EINVAL, "backing format '%s' is too long", o->backing_fmt);
 	if (o->backing_fmt && o->backing_fmt[0] && !has_backing(o))
 		return qcow2_set_error(-EINVAL, "a backing format without a backing file");
