@@ -335,7 +335,9 @@ struct target {
 	char dir[PATH_MAX];
 	const char *name;    /* as the caller named it, for messages */
 	bool exists;
-	mode_t mode;         /* of the file replaced */
+	mode_t mode;         /* of the file replaced, and its owner */
+	uid_t uid;
+	gid_t gid;
 };
 
 /* An existing @t->path must be a regular file that no other process holds for writing. */
@@ -346,14 +348,15 @@ static int check_existing(struct target *t)
 	int r;
 
 	if (stat(t->path, &st) < 0)
-		return qcow2_set_error(-errno, "cannot create '%s': %s", t->name, strerror(errno));
+		return qcow2_set_error(-errno, "'%s': %s", t->name, strerror(errno));
 	if (S_ISDIR(st.st_mode))
-		return qcow2_set_error(-EISDIR, "cannot create '%s': it is a directory", t->name);
+		return qcow2_set_error(-EISDIR, "'%s' is a directory", t->name);
 	if (!S_ISREG(st.st_mode))
-		return qcow2_set_error(-EINVAL, "cannot create '%s': it exists and is not a "
-					       "regular file", t->name);
+		return qcow2_set_error(-EINVAL, "'%s' exists and is not a regular file", t->name);
 	t->exists = true;
 	t->mode = st.st_mode & 07777;
+	t->uid = st.st_uid;
+	t->gid = st.st_gid;
 	r = qcow2_io_open_file(t->path, false, &io);
 	if (r < 0)
 		return r;
@@ -371,11 +374,11 @@ static int resolve_target(const char *path, struct target *t)
 	memset(t, 0, sizeof(*t));
 	t->name = path;
 	if (strlen(path) >= sizeof(t->path) || !path[0])
-		return qcow2_set_error(-ENAMETOOLONG, "cannot create '%s': bad file name", path);
+		return qcow2_set_error(-ENAMETOOLONG, "'%s': bad file name", path);
 	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
 		if (!realpath(path, t->path))
-			return qcow2_set_error(-errno, "cannot create '%s': its symlink does not "
-					       "resolve: %s", path, strerror(errno));
+			return qcow2_set_error(-errno, "'%s' is a symlink that does not resolve: %s",
+					       path, strerror(errno));
 	} else {
 		strcpy(t->path, path);
 	}
@@ -497,7 +500,10 @@ int qcow2_image_create(const char *path, const struct qcow2_create_opts *o)
 	fd = open_temp(&t, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
-	if (t.exists && fchmod(fd, t.mode) < 0)
+	/* The replacement keeps the file's owner (where we may give it) and its mode. */
+	if (t.exists && fchown(fd, t.uid, t.gid) < 0 && errno != EPERM)
+		r = qcow2_set_error(-errno, "'%s': cannot set the owner: %s", path, strerror(errno));
+	if (r == 0 && t.exists && fchmod(fd, t.mode) < 0)
 		r = qcow2_set_error(-errno, "'%s': cannot set the mode: %s", path, strerror(errno));
 	dup_fd = r == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
 	if (r == 0 && dup_fd < 0)
