@@ -789,8 +789,10 @@ int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
 	/* The new range reads as zeros, as QEMU makes it, not as what a longer backing file has
 	 * there (a crash before this is durable leaves a valid image showing that data). */
 	below = c->n > 1 ? c->layers[1].size : 0;
-	if (r == 0 && below > old_size && new_size > old_size)
-		r = qcow2_chain_zero(c, old_size, (below < new_size ? below : new_size) - old_size, 0);
+	if (below > new_size)
+		below = new_size;
+	if (r == 0 && below > old_size)
+		r = qcow2_chain_zero(c, old_size, below - old_size, 0);
 	return r == 0 ? qcow2_chain_flush(c) : r;
 }
 

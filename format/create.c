@@ -6,8 +6,9 @@
  * Layout (as qemu-img lays out a new image): cluster 0 holds the header, its extensions and the
  * backing file name (header.c encodes them); then the refcount table, the first refcount
  * block, the L1 table (sized for the virtual size, empty) and any further refcount blocks the
- * metadata needs. The file ends with the L1 table, not padded to a cluster. Every later cluster (preallocation) comes
- * from the library's allocator and write path (write.c, refcount.c), so there is one allocator.
+ * metadata needs. The file ends with the L1 table, not padded to a cluster. Every later
+ * cluster (preallocation) comes from the library's allocator and write path (write.c,
+ * prealloc.c, refcount.c): there is one allocator.
  *
  * Crash safety: the image is written to an unnamed file (O_TMPFILE) in the target's directory,
  * or where the file system has none to a hidden name there, made durable, and only then
@@ -28,6 +29,7 @@
 #include "internal.h"
 
 #define PREALLOC_STEP (64ull << 20) /* bytes between progress reports and cancellation polls */
+#define QCOW2_MAX_FMT_NAME 32       /* struct qcow2_header's backing_fmt, its NUL included */
 
 void qcow2_create_opts_default(struct qcow2_create_opts *o)
 {
@@ -65,8 +67,8 @@ static uint64_t max_size(uint32_t cluster_bits, bool extended_l2)
 static int check_features(const struct qcow2_create_opts *o)
 {
 	if (o->version != 2 && o->version != 3)
-		return qcow2_set_error(-EINVAL, "compat must be 0.10 (v2) or 1.1 (v3), not version %u",
-				       o->version);
+		return qcow2_set_error(-EINVAL, "compat must be 0.10 (v2) or 1.1 (v3), not "
+					       "version %u", o->version);
 	if (o->cluster_bits < QCOW2_MIN_CLUSTER_BITS || o->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return qcow2_set_error(-EINVAL, "cluster_size must be a power of two between 512 "
 					       "and 2M");
@@ -93,8 +95,8 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 	if (r < 0)
 		return r;
 	if (o->size % 512)
-		return qcow2_set_error(-EINVAL, "the size (%" PRIu64 " bytes) must be a multiple of "
-					       "512", o->size);
+		return qcow2_set_error(-EINVAL, "the size (%" PRIu64 " bytes) must be a multiple "
+					       "of 512", o->size);
 	if (o->size > max_size(o->cluster_bits, o->extended_l2))
 		return qcow2_set_error(-EFBIG, "the size (%" PRIu64 " bytes) is too large for "
 					       "%u-byte clusters (the largest is %" PRIu64 ")",
@@ -103,7 +105,7 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 	if (has_backing(o) && strlen(o->backing_file) > QCOW2_MAX_BACKING_NAME)
 		return qcow2_set_error(-EINVAL, "the backing file name is longer than %u bytes",
 				       QCOW2_MAX_BACKING_NAME);
-	if (o->backing_fmt && strlen(o->backing_fmt) >= sizeof(((struct qcow2_header *)0)->backing_fmt))
+	if (o->backing_fmt && strlen(o->backing_fmt) >= QCOW2_MAX_FMT_NAME)
 		return qcow2_set_error(-EINVAL, "backing format '%s' is too long", o->backing_fmt);
 	if (o->backing_fmt && o->backing_fmt[0] && !has_backing(o))
 		return qcow2_set_error(-EINVAL, "a backing format without a backing file");
@@ -333,7 +335,9 @@ struct target {
 	char dir[PATH_MAX];
 	const char *name;    /* as the caller named it, for messages */
 	bool exists;
-	mode_t mode;         /* of the file replaced */
+	mode_t mode;         /* of the file replaced, and its owner */
+	uid_t uid;
+	gid_t gid;
 };
 
 /* An existing @t->path must be a regular file that no other process holds for writing. */
@@ -344,14 +348,15 @@ static int check_existing(struct target *t)
 	int r;
 
 	if (stat(t->path, &st) < 0)
-		return qcow2_set_error(-errno, "cannot create '%s': %s", t->name, strerror(errno));
+		return qcow2_set_error(-errno, "'%s': %s", t->name, strerror(errno));
 	if (S_ISDIR(st.st_mode))
-		return qcow2_set_error(-EISDIR, "cannot create '%s': it is a directory", t->name);
+		return qcow2_set_error(-EISDIR, "'%s' is a directory", t->name);
 	if (!S_ISREG(st.st_mode))
-		return qcow2_set_error(-EINVAL, "cannot create '%s': it exists and is not a "
-					       "regular file", t->name);
+		return qcow2_set_error(-EINVAL, "'%s' exists and is not a regular file", t->name);
 	t->exists = true;
 	t->mode = st.st_mode & 07777;
+	t->uid = st.st_uid;
+	t->gid = st.st_gid;
 	r = qcow2_io_open_file(t->path, false, &io);
 	if (r < 0)
 		return r;
@@ -369,11 +374,11 @@ static int resolve_target(const char *path, struct target *t)
 	memset(t, 0, sizeof(*t));
 	t->name = path;
 	if (strlen(path) >= sizeof(t->path) || !path[0])
-		return qcow2_set_error(-ENAMETOOLONG, "cannot create '%s': bad file name", path);
+		return qcow2_set_error(-ENAMETOOLONG, "'%s': bad file name", path);
 	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
 		if (!realpath(path, t->path))
-			return qcow2_set_error(-errno, "cannot create '%s': its symlink does not "
-					       "resolve: %s", path, strerror(errno));
+			return qcow2_set_error(-errno, "'%s' is a symlink that does not resolve: %s",
+					       path, strerror(errno));
 	} else {
 		strcpy(t->path, path);
 	}
@@ -416,8 +421,8 @@ static int open_temp(const struct target *t, char *tmp, size_t cap)
 	tmp[0] = '\0';
 	fd = open(t->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
 	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd >= 0 ? fd : qcow2_set_error(-errno, "cannot create a file in '%s': %s",
-						      t->dir, strerror(errno));
+		return fd >= 0 ? fd : qcow2_set_error(-errno, "cannot create '%s': %s", t->name,
+						      strerror(errno));
 	for (i = 0; i < 1000 && temp_name(t, i, tmp, cap); i++) {
 		fd = open(tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
 		if (fd >= 0 || errno != EEXIST)
@@ -425,8 +430,7 @@ static int open_temp(const struct target *t, char *tmp, size_t cap)
 	}
 	if (fd < 0) {
 		tmp[0] = '\0';
-		return qcow2_set_error(-errno, "cannot create a file in '%s': %s", t->dir,
-				       strerror(errno));
+		return qcow2_set_error(-errno, "cannot create '%s': %s", t->name, strerror(errno));
 	}
 	return fd;
 }
@@ -496,7 +500,10 @@ int qcow2_image_create(const char *path, const struct qcow2_create_opts *o)
 	fd = open_temp(&t, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
-	if (t.exists && fchmod(fd, t.mode) < 0)
+	/* The replacement keeps the file's owner (where we may give it) and its mode. */
+	if (t.exists && fchown(fd, t.uid, t.gid) < 0 && errno != EPERM)
+		r = qcow2_set_error(-errno, "'%s': cannot set the owner: %s", path, strerror(errno));
+	if (r == 0 && t.exists && fchmod(fd, t.mode) < 0)
 		r = qcow2_set_error(-errno, "'%s': cannot set the mode: %s", path, strerror(errno));
 	dup_fd = r == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
 	if (r == 0 && dup_fd < 0)

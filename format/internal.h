@@ -320,6 +320,15 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);
 int qcow2_image_flush(struct qcow2_image *img);
 bool qcow2_image_writable(const struct qcow2_image *img);
 
+/* prealloc.c (write.c's preallocation, w->lock held). Can the cluster with entry @ent (1 or 2
+ * words) be preallocated without a copy: nothing there yet, and what it shows stays the same
+ * once allocated (zeros with nothing below; with extended L2, anything below)? */
+bool qcow2_prealloc_only(const struct qcow2_image *img, const uint64_t *ent, bool backing);
+/* Preallocate clusters [@i, @j) of a run whose entries are @ents, each qcow2_prealloc_only():
+ * one allocation, no data written; the entries point at the new clusters (with extended L2,
+ * every subcluster unallocated, as QEMU preallocates). */
+int qcow2_prealloc_clusters(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint32_t j);
+
 /* check.c: rebuild the refcounts of an image left dirty (lazy refcounts) before writing it. */
 int qcow2_check_rebuild_dirty(struct qcow2_image *img);
 

@@ -14,6 +14,8 @@
  * The lock is held across the copy-on-write I/O because it is what makes two first writes of
  * one cluster safe; writes to allocated clusters never take it.
  *
+ * Preallocation (a write without data) of clusters that need no copy is prealloc.c's.
+ *
  * Write order: new clusters get their refcount in a cached refcount block, new L2 tables and
  * changed entries stay in the L2 cache (dirty), L1 changes in memory; qcow2_image_flush()
  * writes them back in the order described in internal.h. Clusters that lose their last
@@ -443,81 +445,9 @@ static int write_whole(struct qcow2_image *img, uint64_t first_cl, uint64_t *ent
 	return 0;
 }
 
-/* Does preallocating the cluster with entry @ent (1 or 2 words) need no copy? So when nothing
- * is there yet and what it shows stays the same once allocated: zeros with nothing below, or,
- * with extended L2, anything below (the new cluster's subclusters stay unallocated). */
-static bool alloc_only(const struct qcow2_image *img, const uint64_t *ent, bool backing)
-{
-	if (has_data_file(img) || ent[0])
-		return false;
-	return is_ext(img) ? ent[1] == 0 : !backing;
-}
-
-/* Back the new clusters [@host, @host + @bytes): zeros written where the file already has
- * bytes (a freed cluster reused) if they must read as zeros (@zeros); past the old end of the
- * file, the file extended over them, and their blocks reserved (fallocate, or zeros where the
- * file system cannot) unless the image asks for sparse preallocation (w->sparse_prealloc). */
-static int back_new_clusters(struct qcow2_image *img, uint64_t host, uint64_t bytes, bool zeros)
-{
-	uint64_t eof, end = host + bytes, cs = img->cluster_bytes;
-	uint8_t *zero = NULL;
-	int r = qcow2_io_size(img->io, &eof);
-
-	eof = (eof + cs - 1) & ~(cs - 1);
-	if (r == 0 && zeros && host < eof && !(zero = calloc(1, cs)))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
-	for (; r == 0 && zeros && host < end && host < eof; host += cs)
-		r = qcow2_io_pwrite(img->io, zero, cs, host);
-	free(zero);
-	if (zero)
-		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
-	if (host < eof)
-		host = eof;
-	if (r < 0 || host >= end)
-		return r;
-	r = qcow2_io_grow(img->io, end);
-	if (r == 0 && !img->w->sparse_prealloc) {
-		r = qcow2_io_preallocate(img->io, host, end - host, false);
-		if (r == -EOPNOTSUPP)
-			r = qcow2_io_preallocate(img->io, host, end - host, true);
-	}
-	return r;
-}
-
-/* Preallocate whole clusters [@i, @j) of the run, each alloc_only(): one allocation, no data
- * written; with extended L2 every subcluster stays unallocated (as QEMU preallocates), so the
- * clusters are never read before they are written. */
-static int alloc_whole(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint32_t j)
-{
-	uint64_t cs = img->cluster_bytes, host, k;
-	uint32_t ew = img->l2_entry_words;
-	int r = qcow2_refcount_alloc(img, j - i, &host);
-
-	if (r < 0)
-		return r;
-	r = back_new_clusters(img, host, (j - i) * cs, !is_ext(img));
-	if (r < 0) {
-		qcow2_refcount_unalloc(img, host, j - i);
-		return r;
-	}
-	for (k = i; k < j; k++) {
-		ents[k * ew] = (host + (k - i) * cs) | QCOW2_OFLAG_COPIED;
-		if (ew == 2)
-			ents[k * ew + 1] = 0;
-	}
-	return 0;
-}
-
-/* Is [@pos, @pos + @len) a whole cluster, or the start of the last one up to the end of the
- * disk (a preallocation takes that one whole too)? */
-static bool whole_or_last(const struct qcow2_image *img, uint64_t pos, uint64_t len)
-{
-	return len == img->cluster_bytes || pos + len == img->h.size;
-}
-
 /* The end of the run of clusters from @i (< @k) that one allocation takes whole: whole
- * clusters within @left bytes, none written in place (a write) or each alloc_only() (a
- * preallocation). */
+ * clusters within @left bytes, none written in place (a write) or each qcow2_prealloc_only()
+ * (a preallocation). */
 static uint32_t whole_span(const struct qcow2_image *img, const uint64_t *ents, uint32_t i,
 			   uint32_t k, uint64_t left, bool write, bool backing)
 {
@@ -528,7 +458,7 @@ static uint32_t whole_span(const struct qcow2_image *img, const uint64_t *ents, 
 		const uint64_t *e = &ents[j * ew];
 
 		if (write ? in_place(img, e[0], ew == 2 ? e[1] : 0, 0, cs)
-			  : !alloc_only(img, e, backing))
+			  : !qcow2_prealloc_only(img, e, backing))
 			break;
 	}
 	return j;
@@ -561,12 +491,12 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 			if (data)
 				r = qcow2_io_pwrite(img->data_io, data, len,
 						    host_of(img, ent[0], pos - in) + in);
-		} else if (in == 0 && (data ? len == cs : whole_or_last(img, pos, len) &&
-						       alloc_only(img, ent, backing))) {
+		} else if (in == 0 && (data ? len == cs : (len == cs || pos + len == img->h.size) &&
+						       qcow2_prealloc_only(img, ent, backing))) {
 			/* a run of whole clusters: one allocation, one write (or none) */
 			j = whole_span(img, ents, i, k, n - done, data != NULL, backing);
 			r = data ? write_whole(img, first_cl, ents, i, j, data)
-				 : alloc_whole(img, ents, i, j);
+				 : qcow2_prealloc_clusters(img, ents, i, j);
 			if (r == 0) {
 				done += (j - i) * cs < n - done ? (size_t)((j - i) * cs) : n - done;
 				i = j;

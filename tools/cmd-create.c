@@ -29,8 +29,8 @@ struct create_args {
 static void create_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: qcowctl create [-f qcow2] [-b BACKING [-F FMT]] [-u] [-o OPTIONS] [-q] [-p]\n"
-		"                      [--dry-run] [--json] IMAGE [SIZE]\n\n"
+		"usage: qcowctl create [-f qcow2] [-b BACKING [-F FMT]] [-u] [-o OPTIONS]\n"
+		"                      [-q] [-p] [--dry-run] [--json] IMAGE [SIZE]\n\n"
 		"Create a qcow2 image, or an overlay of BACKING, as qemu-img create does.\n\n"
 		"  -b BACKING   the backing file, stored exactly as given: a relative name is\n"
 		"               relative to IMAGE's directory\n"
@@ -42,8 +42,10 @@ static void create_usage(FILE *f)
 		"                 refcount_bits=N         1, 2, 4, 8, 16, 32 or 64 (16)\n"
 		"                 lazy_refcounts=on|off   (off; needs compat=1.1)\n"
 		"                 extended_l2=on|off      (off; compat=1.1, cluster_size >= 16K)\n"
-		"                 preallocation=off|metadata|falloc|full   (off; with BACKING only\n"
-		"                                         with extended_l2=on)\n"
+		"                 preallocation=off|metadata|falloc|full   (off)\n"
+		"                     metadata: every cluster allocated, the file sparse;\n"
+		"                     falloc: and its blocks reserved; full: and zeros written;\n"
+		"                     with BACKING only with extended_l2=on\n"
 		"                 backing_file=, backing_fmt=, size=   as -b, -F and SIZE\n"
 		"  SIZE         bytes, or with a suffix k/K, M, G, T, P, E (1.5G is fine), b for\n"
 		"               bytes; rounded up to 512; default: BACKING's virtual size\n"
@@ -52,10 +54,10 @@ static void create_usage(FILE *f)
 		"  --dry-run    print what would be created and create nothing\n"
 		"  --json       print the new image's facts as JSON (qemu-img info's names)\n"
 		"  -h, --help   this text\n\n"
-		"IMAGE is written under a hidden name in its directory and given its name only\n"
-		"when complete and on disk (replacing an existing file then): an interrupted or\n"
-		"failed create leaves nothing new, or the complete image. An existing IMAGE that\n"
-		"another process holds open for writing is not replaced.\n");
+		"IMAGE is written as an unnamed file in its directory and given its name only\n"
+		"when complete and on disk (replacing an existing file then): an interrupted,\n"
+		"killed or failed create leaves nothing new, or the complete image. An existing\n"
+		"IMAGE that another process holds open for writing is not replaced.\n");
 }
 
 /* ---- sizes, as qemu-img reads them ---- */
@@ -221,7 +223,8 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 						   { NULL, 0, NULL, 0 } };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "b:F:f:o:uhpq", longopts, NULL)) != -1) {
+	opterr = 0; /* our own one-line messages */
+	while ((c = getopt_long(argc, argv, ":b:F:f:o:uhpq", longopts, NULL)) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
 		switch (c) {
@@ -237,13 +240,16 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 				return -1;
 			break;
 		case 'h': create_usage(stdout); exit(EXIT_OK);
-		default: create_usage(stderr); return -1;
+		case ':':
+			return error("option '%s' needs a value (see 'qcowctl create --help')",
+				     argv[optind - 1]), -1;
+		default:
+			return error("unknown option '%s' (see 'qcowctl create --help')",
+				     argv[optind - 1]), -1;
 		}
 	}
-	if (argc - optind < 1 || argc - optind > 2) {
-		create_usage(stderr);
-		return -1;
-	}
+	if (argc - optind < 1 || argc - optind > 2)
+		return error("create takes IMAGE [SIZE] (see 'qcowctl create --help')"), -1;
 	a->image = argv[optind];
 	if (argc - optind == 2) {
 		if (parse_size(argv[optind + 1], &a->o.size) < 0)

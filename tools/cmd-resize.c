@@ -25,13 +25,14 @@ struct resize_args {
 static void resize_usage(FILE *f)
 {
 	fprintf(f, "usage: qcowctl resize [-q] [--dry-run] [--json] IMAGE [+]SIZE\n\n"
-		   "Grow IMAGE's virtual size to SIZE, or by SIZE with '+' (bytes, or with a suffix\n"
-		   "k/K, M, G, T, P, E; a multiple of 512). Shrinking is not supported. The new\n"
-		   "range reads as zeros, also over a longer backing file. Refused while another\n"
-		   "process holds IMAGE for writing. Internal snapshots keep their own size.\n"
-		   "The header switches to the new size (and to a larger L1 table written\n"
-		   "beforehand) in one write, so an interrupted resize leaves the old size or the\n"
-		   "new one, and a valid image either way.\n\n"
+		   "Grow IMAGE's virtual size to SIZE, or by SIZE with '+': bytes, or with a\n"
+		   "suffix k/K, M, G, T, P, E; a multiple of 512. Shrinking is not supported.\n"
+		   "The new range reads as zeros, also where a longer backing file has data.\n"
+		   "Internal snapshots keep their own size and content. Refused while another\n"
+		   "process holds IMAGE for writing.\n\n"
+		   "A larger L1 table is written first and the header switches to it and to the\n"
+		   "new size in one write: an interrupted resize leaves the old size or the new\n"
+		   "one, and a valid image either way.\n\n"
 		   "  -q, --quiet  print nothing on success\n"
 		   "  --dry-run    print what would change and change nothing\n"
 		   "  --json       print the result (or the plan) as JSON\n"
@@ -58,6 +59,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 	const char *neg = take_negative(argc, argv);
 	int c;
 
+	opterr = 0; /* our own one-line messages */
 	while (!neg && (c = getopt_long(argc, argv, "hpq", longopts, NULL)) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
@@ -65,7 +67,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 			resize_usage(stdout);
 			exit(EXIT_OK);
 		}
-		resize_usage(stderr);
+		error("unknown option '%s' (see 'qcowctl resize --help')", argv[optind - 1]);
 		return -1;
 	}
 	if (neg) {
@@ -73,7 +75,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 		return -1;
 	}
 	if (argc - optind != 2) {
-		resize_usage(stderr);
+		error("resize takes IMAGE [+]SIZE (see 'qcowctl resize --help')");
 		return -1;
 	}
 	a->image = argv[optind];
