@@ -55,6 +55,17 @@ Writing (the same operation applied to a flat view and to the test's model of it
                             GOT (the image's bytes after a crash) equals MODEL, except that
                             each byte in a PENDING range may instead hold what one of the
                             pending operations wrote there
+
+qcowctl commit, pull and rebase (ctl-jobs.sh, ctl-kill.sh):
+  depth0 JSON               the extents `qemu-img map --output=json` says the top image itself
+                            provides (depth 0, "present"), one "START END" line each, merged
+  plan JSON                 check that JSON is a plan as `qcowctl ... --json` prints it
+                            ({"dry-run": bool, "steps": [...]}, each step with "step" and
+                            "image", "bytes" for copy and grow, "backing" for repoint) and
+                            print "dry-run true|false", then a line per step: "STEP NAME
+                            [BYTES|BACKING]" with NAME the image's file name
+  check-counts JSON         "CHECK-ERRORS CORRUPTIONS LEAKS" from `qemu-img check
+                            --output=json`
 """
 import ctypes
 import errno
@@ -575,6 +586,46 @@ def cmd_crash_verify(got_path, model_path, pending_path):
         sys.exit(1)
 
 
+def cmd_depth0(path):
+    with open(path) as f:
+        entries = json.load(f)
+    ext = [(x["start"], x["start"] + x["length"]) for x in entries
+           if x.get("depth") == 0 and x.get("present", x.get("data") or x.get("zero"))]
+    for s, e in merge(sorted(ext)):
+        print(s, e)
+
+
+def cmd_plan(path):
+    with open(path) as f:
+        plan = json.load(f)
+    if not isinstance(plan, dict) or not isinstance(plan.get("dry-run"), bool):
+        sys.exit("no boolean \"dry-run\" in the plan")
+    steps = plan.get("steps")
+    if not isinstance(steps, list):
+        sys.exit("no \"steps\" array in the plan")
+    print("dry-run", "true" if plan["dry-run"] else "false")
+    for s in steps:
+        kind, image = s.get("step"), s.get("image")
+        if not isinstance(kind, str) or not isinstance(image, str):
+            sys.exit("a step without \"step\" or \"image\": %r" % s)
+        line = [kind, os.path.basename(image)]
+        if kind in ("copy", "grow"):
+            if not isinstance(s.get("bytes"), int):
+                sys.exit("a %s step without an integer \"bytes\": %r" % (kind, s))
+            line.append(str(s["bytes"]))
+        elif kind == "repoint":
+            if not isinstance(s.get("backing"), str):
+                sys.exit("a repoint step without \"backing\": %r" % s)
+            line.append(s["backing"])
+        print(" ".join(line))
+
+
+def cmd_check_counts(path):
+    with open(path) as f:
+        j = json.load(f)
+    print(j.get("check-errors", 0), j.get("corruptions", 0), j.get("leaks", 0))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -597,6 +648,9 @@ def main():
         "pattern": cmd_pattern,
         "crash-writer": cmd_crash_writer,
         "crash-verify": cmd_crash_verify,
+        "depth0": cmd_depth0,
+        "plan": cmd_plan,
+        "check-counts": cmd_check_counts,
     }
     if cmd not in table:
         sys.exit(__doc__)
