@@ -11,7 +11,8 @@
  *      durable. Every range written makes that image show what the chains reading through
  *      it already show there, so no chain's flat view changes;
  *   2. a backing pointer moves, in one write of the header cluster, made durable;
- *   3. only then is anything emptied (an overlay whose data now lies below) or deleted.
+ *   3. only then is anything deleted (--drop) or emptied (an overlay whose data now lies
+ *      below).
  *
  * Killed anywhere, each image is valid (the library's write order) and each chain shows what
  * it showed before; running the same job again redoes step 1 (idempotent: the ranges copied
@@ -379,10 +380,12 @@ static int commit_run(struct commit *m)
 		r = copy_into_base(m, false, &bytes);
 	if (r == 0 && (m->t > 0 || m->b > 1))
 		r = repoint(m, m->t ? m->t - 1 : 0, dry);
-	if (r == 0 && m->t == 0)
-		r = empty_image(m, dry);
+	/* Deleted right after the pointer moved, before the long emptying: a kill in between
+	 * would leave a merged layer that a second run takes for another user of base. */
 	if (r == 0)
 		r = drop_layers(m, dry);
+	if (r == 0 && m->t == 0)
+		r = empty_image(m, dry);
 	return r;
 }
 

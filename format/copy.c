@@ -30,6 +30,9 @@
 
 #define CHUNK (4u << 20)     /* bytes read and written per step (a multiple of every cluster) */
 #define PREFETCH (32u << 20) /* data asked of the disk ahead of the copy */
+/* Data written between two flushes of the destination: what a kill can leave leaked (new
+ * clusters whose refcounts reached the disk but whose L2 entries did not) is bounded by it. */
+#define FLUSH_EVERY (128ull << 20)
 
 enum item_kind { ITEM_DATA, ITEM_ZERO };
 
@@ -135,11 +138,15 @@ static bool all_zero(const uint8_t *p, size_t n)
 
 static int dst_write(struct copy *k, const void *buf, uint64_t n, uint64_t off)
 {
+	uint64_t before = k->st->written_bytes;
 	int r = k->o->dst ? qcow2_chain_pwrite(k->o->dst, buf, (size_t)n, off)
 			  : qcow2_io_pwrite(k->o->dst_raw, buf, (size_t)n, off);
 
-	if (r == 0)
-		k->st->written_bytes += n;
+	if (r < 0)
+		return r;
+	k->st->written_bytes += n;
+	if (k->o->dst && before / FLUSH_EVERY != k->st->written_bytes / FLUSH_EVERY)
+		r = qcow2_chain_flush(k->o->dst);
 	return r;
 }
 
