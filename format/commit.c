@@ -199,15 +199,17 @@ static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, char *na
 
 /* Other images whose view a commit of (@b, @t] would change: those using any of layers
  * [@t + 1, @b] (and @t too when it is deleted), in the directories of the image and of base. */
-static int check_siblings(struct qcow2_chain *c, unsigned t, unsigned b, bool drop)
+static int check_siblings(struct qcow2_chain *c, unsigned t, unsigned b, bool drop,
+			  bool base_changes)
 {
 	char names[4096] = "", d1[PATH_MAX], d2[PATH_MAX];
-	unsigned j;
+	unsigned j, last = base_changes ? b : (drop ? b - 1 : t);
 	int r = 0;
 
+	/* Base unchanged (nothing left to copy): only the users of deleted layers matter. */
 	snprintf(d1, sizeof(d1), "%s", layer_path(c, 0));
 	snprintf(d2, sizeof(d2), "%s", layer_path(c, b));
-	for (j = drop && t > 0 ? t : t + 1; j <= b && r == 0; j++) {
+	for (j = drop && t > 0 ? t : t + 1; j <= last && r == 0; j++) {
 		r = users_in(dirname(d1), c, j, names, sizeof(names));
 		if (r == 0 && strcmp(d1, d2) != 0)
 			r = users_in(dirname(d2), c, j, names, sizeof(names));
@@ -246,7 +248,7 @@ static int zero_past_top(struct commit *m, const struct qcow2_copy_opts *co, uin
 	return end > tsize ? qcow2_copy_zero(co, tsize, end - tsize, st) : 0;
 }
 
-static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes)
+static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint64_t *zero)
 {
 	struct qcow2_chain_opts wo = { .writable = true }, ro = { 0 };
 	struct qcow2_chain *src = m->c, *dst = NULL, *under = NULL;
@@ -283,6 +285,7 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes)
 	if (r == 0 && raw)
 		r = qcow2_io_flush(raw);
 	*bytes = st.planned_bytes;
+	*zero = st.planned_zero;
 	qcow2_chain_close(dst);
 	qcow2_chain_close(under);
 	qcow2_io_close(raw);
@@ -350,34 +353,27 @@ static int drop_layers(struct commit *m, bool dry_run)
 
 static int commit_run(struct commit *m)
 {
+	struct qcow2_layer_info tl, bl;
 	bool dry = m->o->dry_run;
-	uint64_t bytes = 0, tsize;
-	int r = 0;
+	uint64_t bytes = 0, zero = 0;
+	int r;
 
-	tsize = m->t == 0 ? qcow2_chain_size(m->c) : 0;
-	if (m->t > 0) {
-		struct qcow2_layer_info li;
-		qcow2_chain_layer(m->c, m->t, &li);
-		tsize = li.size;
-	}
-	if (!m->o->force)
-		r = check_siblings(m->c, m->t, m->b, m->o->drop);
+	qcow2_chain_layer(m->c, m->t, &tl);
+	qcow2_chain_layer(m->c, m->b, &bl);
+	r = bl.size < tl.size ? plan_add(m->plan, QCOW2_STEP_GROW, bl.path, NULL, tl.size) : 0;
+	if (r == 0)
+		r = copy_into_base(m, true, &bytes, &zero);
+	if (r == 0 && !m->o->force)
+		r = check_siblings(m->c, m->t, m->b, m->o->drop,
+				   bytes || zero || bl.size < tl.size);
 	if (r == 0 && !dry)
 		r = lock_writer(m->c, m->b);
 	if (r == 0 && !dry)
 		r = lock_writer(m->c, m->t ? m->t - 1 : 0);
-	if (r == 0) {
-		struct qcow2_layer_info bl;
-		qcow2_chain_layer(m->c, m->b, &bl);
-		if (bl.size < tsize)
-			r = plan_add(m->plan, QCOW2_STEP_GROW, bl.path, NULL, tsize);
-	}
-	if (r == 0)
-		r = copy_into_base(m, true, &bytes);
 	if (r == 0)
 		r = plan_add(m->plan, QCOW2_STEP_COPY, layer_path(m->c, m->b), NULL, bytes);
 	if (r == 0 && !dry)
-		r = copy_into_base(m, false, &bytes);
+		r = copy_into_base(m, false, &bytes, &zero);
 	if (r == 0 && (m->t > 0 || m->b > 1))
 		r = repoint(m, m->t ? m->t - 1 : 0, dry);
 	/* Deleted right after the pointer moved, before the long emptying: a kill in between
