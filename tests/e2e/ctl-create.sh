@@ -245,6 +245,12 @@ vmdk -b base.qcow2 -F vmdk bad.qcow2
 SIZE bad.qcow2
 EOF
 
+sha_of v3.qcow2 >"$WORK/v3.sha"
+check "an image cannot be its own backing file" bash -c "! '$QCOWCTL' create -b v3.qcow2 v3.qcow2 \
+	2>'$WORK/err' && grep -q 'its own backing file' '$WORK/err'"
+check "... (qemu-img refuses it too)" qemu_refuses -b v3.qcow2 -F qcow2 v3.qcow2
+check "... and the image is unchanged" sha_unchanged "$WORK/v3.sha"
+
 # ---- images other processes use ----
 
 setup cp v3.qcow2 busy.qcow2
