@@ -330,6 +330,23 @@ int qcow2_image_create_io(struct qcow2_io *io, const char *name,
 
 /* ---- the file ---- */
 
+/* A new image must not name itself (the file it replaces) as its backing file: a loop. */
+static int check_own_backing(const char *path, const char *backing)
+{
+	char resolved[PATH_MAX];
+	struct stat a, b;
+
+	if (!backing || !backing[0] || stat(path, &a) < 0 ||
+	    qcow2_chain_resolve_path(NULL, path, backing, resolved, sizeof(resolved)) < 0 ||
+	    stat(resolved, &b) < 0) {
+		qcow2_clear_error();
+		return 0;
+	}
+	if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		return qcow2_set_error(-ELOOP, "'%s' cannot be its own backing file", path);
+	return 0;
+}
+
 struct target {
 	char path[PATH_MAX]; /* the file to create or replace (a symlink followed) */
 	char dir[PATH_MAX];
@@ -495,6 +512,8 @@ int qcow2_image_create(const char *path, const struct qcow2_create_opts *o)
 	r = qcow2_create_opts_check(o);
 	if (r == 0)
 		r = resolve_target(path, &t);
+	if (r == 0)
+		r = check_own_backing(path, o->backing_file);
 	if (r < 0)
 		return qcow2_error_prefix(r, path);
 	fd = open_temp(&t, tmp, sizeof(tmp));
@@ -551,6 +570,9 @@ int qcow2_create_probe_backing(const char *image_path, const char *backing, cons
 	if (r < 0)
 		return qcow2_set_error(r, "cannot open backing file '%s': %s", backing,
 				       strerror(-r));
+	r = check_own_backing(image_path, backing);
+	if (r < 0)
+		return r;
 	if (fmt && strcmp(fmt, "raw") == 0)
 		return probe_raw(out);
 	r = qcow2_chain_open(out->path, &co, &c);

@@ -6,6 +6,7 @@
  * leaves the image at its old size or its new one.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -184,28 +185,21 @@ static int dry_run(const struct resize_args *a)
 	return rc;
 }
 
-/* Only qcow2 images are resized (a raw top would be opened read-only: say why). */
+/* Only qcow2 images are resized (a raw file would be opened read-only: say why instead). */
 static bool is_qcow2(const char *path)
 {
+	struct qcow2_header *h = malloc(sizeof(*h));
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
+	int r = h ? qcow2_io_open_file(path, false, &io) : -ENOMEM;
 
-	if (qcow2_io_open_file(path, false, &io) < 0) {
-		fail_lib();
-		return false;
+	if (r == 0) {
+		r = qcow2_header_read(io, h);
+		qcow2_io_close(io);
 	}
-	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
-	qcow2_io_close(io);
-	if (got < 0) {
-		fail_lib();
-		return false;
-	}
-	if (!qcow2_probe(magic, (size_t)got)) {
-		error("'%s': not a qcow2 image (only qcow2 images are resized)", path);
-		return false;
-	}
-	return true;
+	free(h);
+	if (r < 0)
+		fail_lib(); /* "'PATH': not a qcow2 image (bad magic)" and the like */
+	return r == 0;
 }
 
 int cmd_resize(int argc, char **argv)

@@ -167,17 +167,17 @@ case_ ov-sub - -b sub/base.raw -F raw
 case_ ov-abs 8M -b "$D/base.qcow2" -F qcow2 -o cluster_size=4K
 case_ ov-v2 - -b base.qcow2 -F qcow2 -o compat=0.10
 case_ ov-pre - -b base.qcow2 -F qcow2 -o extended_l2=on,preallocation=metadata
-ctl create -q -b base.qcow2 -F qcow2 fresh-rel.qcow2
+check "an overlay with a relative name" ctl create -q -b base.qcow2 -F qcow2 fresh-rel.qcow2
 check "an overlay reads as its backing file" same_flat fresh-rel.qcow2 base.qcow2
 info_later "the backing name is stored as given (relative)" fresh-rel.qcow2 backing-filename \
 	base.qcow2
-ctl create -q -b ../base.qcow2 sub/probed.qcow2
+check "an overlay one directory down, no -F" ctl create -q -b ../base.qcow2 sub/probed.qcow2
 info_later "without -F the backing format is probed and stored" sub/probed.qcow2 \
 	backing-filename-format qcow2
 check "a relative name resolves from the image's directory (the size is the backing's)" \
 	same_flat sub/probed.qcow2 base.qcow2
 info_later "... its size is the backing file's" sub/probed.qcow2 virtual-size 6291456
-ctl create -q -b base.raw sub/probed-raw.qcow2
+check "an overlay of a raw file, no -F, no SIZE" ctl create -q -b base.raw sub/probed-raw.qcow2
 info_later "a raw backing file is probed as raw" sub/probed-raw.qcow2 backing-filename-format raw
 check "... and reads as it" same_flat sub/probed-raw.qcow2 sub/base.raw
 
@@ -244,6 +244,12 @@ extended_l2=on -b base.qcow2 -F qcow2 -o preallocation=metadata bad.qcow2
 vmdk -b base.qcow2 -F vmdk bad.qcow2
 SIZE bad.qcow2
 EOF
+
+sha_of v3.qcow2 >"$WORK/v3.sha"
+check "an image cannot be its own backing file" bash -c "! '$QCOWCTL' create -b v3.qcow2 v3.qcow2 \
+	2>'$WORK/err' && grep -q 'its own backing file' '$WORK/err'"
+check "... (qemu-img refuses it too)" qemu_refuses -b v3.qcow2 -F qcow2 v3.qcow2
+check "... and the image is unchanged" sha_unchanged "$WORK/v3.sha"
 
 # ---- images other processes use ----
 

@@ -492,6 +492,23 @@ Test(create, a_file_held_for_writing_is_not_replaced, .init = make_dir, .fini = 
 	cr_assert_eq(qcow2_image_create(path, &o), 0, "%s", qcow2_last_error());
 }
 
+Test(create, an_image_cannot_be_its_own_backing_file, .init = make_dir, .fini = remove_dir)
+{
+	struct qcow2_backing_probe p;
+	struct qcow2_create_opts o;
+	char path[64];
+
+	qcow2_create_opts_default(&o);
+	o.size = 1 << 20;
+	snprintf(path, sizeof(path), "%s/self.qcow2", dir);
+	cr_assert_eq(qcow2_image_create(path, &o), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_create_probe_backing(path, "./self.qcow2", NULL, &p), -ELOOP);
+	o.backing_file = "self.qcow2";
+	o.backing_fmt = "qcow2";
+	cr_assert_eq(qcow2_image_create(path, &o), -ELOOP);
+	assert_error_mentions("its own backing file");
+}
+
 Test(create, a_directory_is_not_replaced, .init = make_dir, .fini = remove_dir)
 {
 	struct qcow2_create_opts o;
