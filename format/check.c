@@ -235,6 +235,7 @@ void qcow2_scan_release(struct qcow2_scan *s)
 	free(s->active_l2);
 	free(s->fixes);
 	free(s->unref);
+	free(s->reref);
 	free(s->buf);
 	free(s->rblock);
 	memset(s, 0, sizeof(*s));
@@ -354,54 +355,83 @@ static int premark(struct qcow2_scan *s)
 
 /* ---- counting ---- */
 
+/* What counting a reference did. */
+enum ref {
+	REF_NONE,     /* nothing to count (unallocated, a zero cluster, an external data file) */
+	REF_COUNTED,
+	REF_OUTSIDE,  /* a cluster or more past the end of the file: not counted */
+	REF_OVERFLOW, /* the refcount would exceed the refcount width: not counted */
+};
+
 /* Count [@off, @off + @bytes) as referenced once, as qcow2_inc_refcounts_imrt() does: a region
  * ending a cluster or more past the end of the file is a corruption and is not counted (the last
- * cluster may be partly written, so less is allowed). Returns false for such a region. */
-static bool count_range(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+ * cluster may be partly written, so less is allowed), nor is a reference the refcount width
+ * cannot hold. */
+static enum ref count_range(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
 {
 	uint64_t i, last;
 	uint32_t bits = s->img->h.cluster_bits;
+	enum ref ref = REF_COUNTED;
 
 	if (!bytes)
-		return true;
+		return REF_NONE;
 	if (off >= (1ull << 62) || off + bytes >= s->file_bytes + s->img->cluster_bytes) {
 		corrupt(s,
 			"ERROR: counting reference for region exceeding the end of the file by one "
 			"cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
 			off, bytes);
-		return false;
+		return REF_OUTSIDE;
 	}
 	last = (off + bytes - 1) >> bits;
 	for (i = off >> bits; i <= last; i++) {
 		if (s->counts[i] >= s->ref_max) {
 			corrupt(s, "ERROR: overflow cluster offset=0x%" PRIx64, i << bits);
+			ref = REF_OVERFLOW;
 			continue;
 		}
 		s->counts[i]++;
 	}
 	if (last >= s->n_used)
 		s->n_used = last + 1;
-	return true;
+	return ref;
+}
+
+static int push_range(struct qcow2_crange **v, size_t *n, size_t *cap, uint64_t first,
+		      uint64_t count)
+{
+	struct qcow2_crange *p;
+
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 16;
+		p = realloc(*v, c * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		*v = p;
+		*cap = c;
+	}
+	(*v)[*n].first = first;
+	(*v)[(*n)++].count = count;
+	return 0;
 }
 
 /* Leave [@off, @off + @bytes), just counted, out of the planned counts (fixed entries). */
 static int unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
 {
-	struct qcow2_crange *p;
 	uint32_t bits = s->img->h.cluster_bits;
 
-	if (s->n_unref == s->cap_unref) {
-		size_t cap = s->cap_unref ? 2 * s->cap_unref : 16;
-		p = realloc(s->unref, cap * sizeof(*p));
-		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
-		s->unref = p;
-		s->cap_unref = cap;
-	}
-	s->unref[s->n_unref].first = off >> bits;
-	s->unref[s->n_unref].count = ((off + bytes - 1) >> bits) - (off >> bits) + 1;
-	s->n_unref++;
-	return 0;
+	return push_range(&s->unref, &s->n_unref, &s->cap_unref, off >> bits,
+			  ((off + bytes - 1) >> bits) - (off >> bits) + 1);
+}
+
+/* Add [@off, @off + @bytes), not counted, to the planned counts (an entry a fix makes valid). */
+static int reref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint32_t bits = s->img->h.cluster_bits;
+
+	if (off >= (1ull << 62) || off + bytes >= s->file_bytes + s->img->cluster_bytes)
+		return 0;
+	return push_range(&s->reref, &s->n_reref, &s->cap_reref, off >> bits,
+			  ((off + bytes - 1) >> bits) - (off >> bits) + 1);
 }
 
 static int add_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
@@ -452,58 +482,67 @@ static int entry_compressed(struct qcow2_scan *s, struct l2walk *w, uint32_t j, 
 	uint64_t host = e & ((1ull << x) - 1);
 	uint64_t bytes = (((e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED)) >> x) + 1) * 512 -
 			 (host & 511);
+	bool data_file = img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
 	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * img->cluster_bytes, e,
-			       e & ~QCOW2_OFLAG_COPIED, bm, "the COPIED flag of a compressed cluster" };
+			       e & ~QCOW2_OFLAG_COPIED, data_file ? bm : 0,
+			       bm && !data_file ? "a subcluster bitmap on a compressed cluster"
+						: "the COPIED flag of a compressed cluster" };
 
-	if (e & QCOW2_OFLAG_COPIED) {
+	if (e & QCOW2_OFLAG_COPIED)
 		corrupt(s, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
 			   "compressed clusters", host);
-		if (w->fixable && w->active && add_fix(s, &f) < 0)
-			return -ENOMEM;
-	}
-	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE) {
+	if (data_file) {
 		corrupt(s, "ERROR compressed cluster %u with data file, entry=0x%" PRIx64, j, e);
-		return 0;
-	}
-	if (bm) {
+	} else if (bm) {
 		corrupt(s, "ERROR compressed cluster %u with non-zero subcluster allocation bitmap, "
 			   "entry=0x%" PRIx64, j, e);
-		return 0;
+		/* once the bitmap is cleared, the compressed data is in use */
+		if (w->fixable && reref(s, host, bytes) < 0)
+			return -ENOMEM;
+	} else {
+		if (count_range(s, host, bytes) == REF_COUNTED && w->dropped &&
+		    unref(s, host, bytes) < 0)
+			return -ENOMEM;
+		if (w->active) {
+			s->res->allocated_clusters++;
+			s->res->compressed_clusters++;
+			s->res->fragmented_clusters++; /* as QEMU: compressed means fragmented */
+		}
 	}
-	if (count_range(s, host, bytes) && w->dropped && unref(s, host, bytes) < 0)
-		return -ENOMEM;
-	if (w->active) {
-		s->res->allocated_clusters++;
-		s->res->compressed_clusters++;
-		s->res->fragmented_clusters++; /* as QEMU: compressed clusters are fragmented */
-	}
+	if (w->fixable && w->active && (f.entry != e || f.bitmap != bm))
+		return add_fix(s, &f);
 	return 0;
 }
 
-/* What an entry's cluster reference is in the counts. */
-enum ref { REF_NONE, REF_COUNTED, REF_OUTSIDE };
-
-/* What a repair does with an entry: zeroed when misaligned (@bad_align) or past the end of the
- * file, its data moved out of metadata, reserved bits cleared. 0 or -ENOMEM. */
+/* What a repair does with an entry: zeroed for @zero_why, or when its cluster lies past the end
+ * of the file, its data given a cluster of its own when it lies in metadata or its refcount
+ * would overflow, reserved bits and subclusters both allocated and zero cleared. */
 static int plan_entry(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e, uint64_t bm,
-		      bool bad_align, enum ref ref)
+		      const char *zero_why, enum ref ref)
 {
 	struct qcow2_image *img = s->img;
 	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
-	bool data = img->l2_entry_words == 2 ? (bm & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
-	bool in_meta = ref == REF_COUNTED && !bad_align && is_meta(s, host >> img->h.cluster_bits);
+	uint64_t both = (bm >> 32) & bm & L2_BITMAP_ALLOC;
+	bool ext = img->l2_entry_words == 2;
+	bool data = ext ? ((bm & ~both) & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
+	bool in_meta = ref == REF_COUNTED && !zero_why && is_meta(s, host >> img->h.cluster_bits);
 	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * cs, e, e & ~L2E_RESERVED,
-			       bm, "reserved bits set" };
+			       bm & ~both, both ? "subclusters both allocated and zero"
+						: "reserved bits set" };
 
 	if (!w->fixable)
 		return 0;
-	if (bad_align || ref == REF_OUTSIDE || (in_meta && !data)) {
+	if (ref == REF_OUTSIDE)
+		zero_why = "past the end of the file";
+	else if ((in_meta || ref == REF_OVERFLOW) && !data)
+		zero_why = in_meta ? "in metadata" : "refcount overflow";
+	if (zero_why) {
 		zero_entry(img, &f, bm);
-		f.why = bad_align ? "misaligned" : in_meta ? "in metadata" : "past the end of the file";
-	} else if (in_meta) {
+		f.why = zero_why;
+	} else if (in_meta || ref == REF_OVERFLOW) {
 		f.move = true;
-		f.why = "in metadata";
-	} else if (!(e & L2E_RESERVED)) {
+		f.why = in_meta ? "in metadata" : "refcount overflow";
+	} else if (f.entry == e && f.bitmap == bm) {
 		return 0;
 	}
 	if (ref == REF_COUNTED && (f.move || (f.entry & QCOW2_L2E_OFFSET_MASK) != host) &&
@@ -534,7 +573,7 @@ static int entry_allocated(struct qcow2_scan *s, struct l2walk *w, uint32_t j, u
 		w->next = host + cs;
 	}
 	if (!(img->h.incompat & QCOW2_INCOMPAT_DATA_FILE)) {
-		ref = count_range(s, host, cs) ? REF_COUNTED : REF_OUTSIDE;
+		ref = count_range(s, host, cs);
 		if (ref == REF_COUNTED && w->dropped && unref(s, host, cs) < 0)
 			return -ENOMEM;
 		if (ref == REF_COUNTED && !bad_align && w->active &&
@@ -545,7 +584,7 @@ static int entry_allocated(struct qcow2_scan *s, struct l2walk *w, uint32_t j, u
 				       w->guest + j * cs, host >> img->h.cluster_bits,
 				       meta_name(s, host >> img->h.cluster_bits));
 	}
-	return plan_entry(s, w, j, e, bm, bad_align, ref);
+	return plan_entry(s, w, j, e, bm, bad_align ? "misaligned" : NULL, ref);
 }
 
 static int walk_l2(struct qcow2_scan *s, struct l2walk *w)
@@ -564,20 +603,23 @@ static int walk_l2(struct qcow2_scan *s, struct l2walk *w)
 		if (e & QCOW2_OFLAG_COMPRESSED)
 			r = entry_compressed(s, w, j, e, bm);
 		else if (!ext && (e & QCOW2_OFLAG_ZERO) && !host)
-			r = plan_entry(s, w, j, e, bm, false, REF_NONE); /* a plain zero cluster */
+			r = plan_entry(s, w, j, e, bm, NULL, REF_NONE); /* a plain zero cluster */
 		else if (host || (data_file && (e & QCOW2_OFLAG_COPIED)))
 			r = entry_allocated(s, w, j, e, bm);
-		else if (bm & L2_BITMAP_ALLOC)
+		else if (bm & L2_BITMAP_ALLOC) {
 			corrupt(s, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
-		else
-			r = plan_entry(s, w, j, e, bm, false, REF_NONE);
+			r = plan_entry(s, w, j, e, bm, "allocated subclusters without a cluster",
+				       REF_NONE);
+		} else {
+			r = plan_entry(s, w, j, e, bm, NULL, REF_NONE);
+		}
 	}
 	return r;
 }
 
 /* An active L1 entry a repair rewrites: reserved bits cleared, or dropped when its L2 table is
  * misaligned or past the end of the file (QEMU cannot read it either). */
-static int plan_l1(struct qcow2_scan *s, struct l2walk *w, uint32_t i, uint64_t e, bool counted)
+static int plan_l1(struct qcow2_scan *s, struct l2walk *w, uint32_t i, uint64_t e, enum ref ref)
 {
 	struct qcow2_fix f = { i, 0, true, false, w->guest, e, e & ~L1E_RESERVED, 0,
 			       "reserved bits set" };
@@ -585,12 +627,13 @@ static int plan_l1(struct qcow2_scan *s, struct l2walk *w, uint32_t i, uint64_t 
 
 	if (!s->plan || !w->active)
 		return 0;
-	if (!counted || !l2 || (l2 & (s->img->cluster_bytes - 1))) {
+	if (ref == REF_OUTSIDE || !l2 || (l2 & (s->img->cluster_bytes - 1))) {
 		f.entry = 0;
-		f.why = !l2 ? "no L2 table" : counted ? "misaligned L2 table"
-						      : "L2 table past the end of the file";
+		f.why = ref == REF_OUTSIDE ? "L2 table past the end of the file"
+			: l2		   ? "misaligned L2 table"
+					   : "no L2 table";
 		w->dropped = true;
-		if (counted && l2 && unref(s, l2, s->img->cluster_bytes) < 0)
+		if (ref == REF_COUNTED && unref(s, l2, s->img->cluster_bytes) < 0)
 			return -ENOMEM;
 	} else if (!(e & L1E_RESERVED)) {
 		return 0;
@@ -607,23 +650,20 @@ static int walk_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t e = l1[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
 		struct l2walk w = { l2, i * span, active, false, false, 0 };
-		bool counted;
+		enum ref ref;
 
 		if (!e)
 			continue;
 		if (e & L1E_RESERVED)
 			corrupt(s, "ERROR found L1 entry with reserved bits set: %" PRIx64, e);
-		if (!l2) {
-			r = plan_l1(s, &w, i, e, true);
-			continue;
-		}
-		counted = count_range(s, l2, cs);
+		/* An entry with flags but no offset: QEMU reads the header cluster as its table. */
+		ref = count_range(s, l2, cs);
 		if (l2 & (cs - 1))
 			corrupt(s, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
 				   "entry corrupted", l2);
-		r = plan_l1(s, &w, i, e, counted);
+		r = plan_l1(s, &w, i, e, ref);
 		/* Only well-formed tables: those a repair drops are left whole in every walk. */
-		w.fixable = s->plan && counted && !(l2 & (cs - 1)) &&
+		w.fixable = s->plan && ref == REF_COUNTED && !(l2 & (cs - 1)) &&
 			    has_u64(s->active_l2, s->n_active_l2, l2);
 		if (r == 0)
 			r = walk_l2(s, &w);

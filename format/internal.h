@@ -297,8 +297,10 @@ struct qcow2_scan {
 	size_t n_l2s, n_active_l2;
 	struct qcow2_fix *fixes;
 	size_t n_fixes, cap_fixes;
-	struct qcow2_crange *unref; /* references of the entries a repair rewrites */
+	struct qcow2_crange *unref; /* references the rewritten entries lose */
 	size_t n_unref, cap_unref;
+	struct qcow2_crange *reref; /* references the rewritten entries gain */
+	size_t n_reref, cap_reref;
 	uint64_t *buf;    /* one cluster */
 	uint8_t *rblock;  /* a refcount block (read-only images) */
 	uint64_t rblock_ti;

@@ -110,8 +110,8 @@ static void report_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
 			       ", %s): %s", f->guest_off, f->old, f->why, action(f));
 }
 
-/* Leave the references of the entries to rewrite out of the counts. */
-static void apply_unref(struct qcow2_scan *s)
+/* The counts as they become once the entries are rewritten. */
+static void plan_counts(struct qcow2_scan *s)
 {
 	size_t i;
 	uint64_t c;
@@ -120,6 +120,13 @@ static void apply_unref(struct qcow2_scan *s)
 		for (c = s->unref[i].first; c < s->unref[i].first + s->unref[i].count; c++)
 			if (c < s->n && s->counts[c])
 				s->counts[c]--;
+	for (i = 0; i < s->n_reref; i++)
+		for (c = s->reref[i].first; c < s->reref[i].first + s->reref[i].count; c++)
+			if (c < s->n && s->counts[c] < s->ref_max) {
+				s->counts[c]++;
+				if (c >= s->n_used)
+					s->n_used = c + 1;
+			}
 }
 
 /* A dry run: what a repair would change, reported and counted. */
@@ -210,23 +217,49 @@ static int apply_rewrites(struct qcow2_scan *s)
 	return r;
 }
 
-/* Step 3: a cluster of its own for each entry to move: a copy of the cluster it points at (or
- * zeros), written before the entry points at it. w->lock held. */
-static int move_one(struct qcow2_scan *s, const struct qcow2_fix *f, uint8_t *buf)
+/* What each entry to move shows now (NULL: zeros), read before anything changes, since the
+ * metadata it lies in may change. */
+static int read_moves(struct qcow2_scan *s, uint8_t ***out)
+{
+	uint64_t cs = s->img->cluster_bytes;
+	uint8_t **copies = calloc(s->n_fixes ? s->n_fixes : 1, sizeof(*copies));
+	size_t k;
+	int r = copies ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+
+	for (k = 0; k < s->n_fixes && r == 0; k++) {
+		uint64_t src = s->fixes[k].entry & QCOW2_L2E_OFFSET_MASK;
+
+		if (!s->fixes[k].move || !src)
+			continue;
+		copies[k] = malloc(cs);
+		r = copies[k] ? qcow2_io_pread_full(s->img->io, copies[k], cs, src)
+			      : qcow2_set_error(-ENOMEM, "out of memory");
+	}
+	*out = copies;
+	return r;
+}
+
+static void free_moves(struct qcow2_scan *s, uint8_t **copies)
+{
+	size_t k;
+
+	for (k = 0; copies && k < s->n_fixes; k++)
+		free(copies[k]);
+	free(copies);
+}
+
+/* Step 3: a cluster of its own for an entry to move, written with @data (NULL: zeros) before
+ * the entry points at it. w->lock held. */
+static int move_one(struct qcow2_scan *s, const struct qcow2_fix *f, const uint8_t *data,
+		    uint8_t *zeros)
 {
 	struct qcow2_image *img = s->img;
-	uint64_t src = f->entry & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes, dst;
-	int r;
+	uint64_t dst;
+	int r = qcow2_refcount_alloc(img, 1, &dst);
 
-	if (src)
-		r = qcow2_io_pread_full(img->io, buf, cs, src);
-	else
-		r = (memset(buf, 0, cs), 0);
-	if (r == 0)
-		r = qcow2_refcount_alloc(img, 1, &dst);
 	if (r < 0)
 		return r;
-	r = qcow2_io_pwrite(img->io, buf, cs, dst);
+	r = qcow2_io_pwrite(img->io, data ? data : zeros, img->cluster_bytes, dst);
 	__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	if (r == 0)
 		r = set_l2(img, f->table, f->idx, dst | QCOW2_OFLAG_COPIED, f->bitmap);
@@ -238,22 +271,22 @@ static int move_one(struct qcow2_scan *s, const struct qcow2_fix *f, uint8_t *bu
 	return 0;
 }
 
-static int apply_moves(struct qcow2_scan *s)
+static int apply_moves(struct qcow2_scan *s, uint8_t **copies)
 {
 	struct qcow2_image *img = s->img;
-	uint8_t *buf = malloc(img->cluster_bytes);
+	uint8_t *zeros = calloc(1, img->cluster_bytes);
 	size_t k;
-	int r = buf ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = zeros ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
 
 	pthread_mutex_lock(&img->w->lock);
 	for (k = 0; k < s->n_fixes && r == 0; k++) {
 		if (s->fixes[k].move)
-			r = move_one(s, &s->fixes[k], buf);
+			r = move_one(s, &s->fixes[k], copies[k], zeros);
 		if (r == 0)
 			r = qcow2_scan_step(s, 0);
 	}
 	pthread_mutex_unlock(&img->w->lock);
-	free(buf);
+	free(zeros);
 	return r;
 }
 
@@ -309,9 +342,12 @@ static int clear_bits(struct qcow2_image *img)
 static int apply(struct qcow2_scan *s)
 {
 	struct qcow2_image *img = s->img;
+	uint8_t **copies = NULL;
 	int r;
 
-	r = apply_rewrites(s);
+	r = read_moves(s, &copies);
+	if (r == 0)
+		r = apply_rewrites(s);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
@@ -319,7 +355,8 @@ static int apply(struct qcow2_scan *s)
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
-		r = apply_moves(s);
+		r = apply_moves(s, copies);
+	free_moves(s, copies);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
@@ -358,7 +395,7 @@ int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o
 	if (r == 0)
 		r = qcow2_scan_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
 	res->corruptions += n;
-	apply_unref(&s);
+	plan_counts(&s);
 	if (r == 0 && dry_run)
 		r = report_plan(&s);
 	else if (r == 0 && (res->corruptions || res->leaks || res->dirty || res->corrupt))
