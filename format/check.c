@@ -303,10 +303,12 @@ static int note_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
 
+		if (!l1[i])
+			continue;
+		s->total += 1 + (active && l2); /* the walk, and for the active table the COPIED pass */
 		if (!l2)
 			continue;
 		mark(s, l2, s->img->cluster_bytes);
-		s->total++;
 		r = push_u64(&s->l2s, &s->n_l2s, l2);
 		if (r == 0 && active)
 			r = push_u64(&s->active_l2, &s->n_active_l2, l2);
@@ -349,7 +351,7 @@ static int premark(struct qcow2_scan *s)
 		mark(s, h->crypto_off, h->crypto_bytes);
 	sort_unique(s->l2s, &s->n_l2s);
 	sort_unique(s->active_l2, &s->n_active_l2);
-	s->total += s->n_file + s->n_active_l2;
+	s->total += s->n_file;
 	return r == 0 ? walk_bitmaps(s, false) : r;
 }
 
@@ -664,6 +666,7 @@ int qcow2_check_compare(struct qcow2_scan *s)
 	uint64_t i, v, c, highest = 0;
 	int r = 0;
 
+	s->total += s->n_used - s->n_file;
 	for (i = 0; i < s->n_used && r == 0; i++) {
 		if (i % STEP == STEP - 1 && (r = qcow2_check_step(s, STEP)) < 0)
 			break;
@@ -685,7 +688,7 @@ int qcow2_check_compare(struct qcow2_scan *s)
 		}
 	}
 	s->res->image_end_offset = (highest + 1) * s->img->cluster_bytes;
-	return r;
+	return r < 0 ? r : qcow2_check_step(s, s->n_used % STEP);
 }
 
 static int cmp_fix(const void *a, const void *b)

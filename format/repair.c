@@ -575,11 +575,8 @@ static int apply(struct qcow2_scan *s)
 		r = qcow2_image_flush(img);
 	if (r == 0)
 		r = clear_bits(img);
-	/* Stopped part way (an error, a cancelled job): what was done is made durable, and it is
-	 * valid at every point. */
-	if (r < 0 && qcow2_image_flush(img) < 0)
-		r = qcow2_set_error(r, "%s (and writing back what was repaired failed)",
-				    qcow2_last_error());
+	/* Stopped part way (an error, a cancelled job): the disk holds a valid image at every
+	 * point, and closing the image writes back the rest. */
 	return r;
 }
 
