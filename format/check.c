@@ -53,7 +53,8 @@ void qcow2_check_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char
 	s->o->message(s->o->ctx, kind, text);
 }
 
-static void corrupt(struct qcow2_scan *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void corrupt(struct qcow2_scan *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void corrupt(struct qcow2_scan *s, const char *fmt, ...)
 {
 	char text[512];
@@ -190,7 +191,7 @@ static void sort_unique(uint64_t *v, size_t *n)
 }
 
 int qcow2_check_init(struct qcow2_scan *s, struct qcow2_image *img,
-		    const struct qcow2_check_opts *o, struct qcow2_check_result *res)
+		     const struct qcow2_check_opts *o, struct qcow2_check_result *res)
 {
 	uint64_t cs = img->cluster_bytes, size, v;
 	int r;
@@ -210,7 +211,8 @@ int qcow2_check_init(struct qcow2_scan *s, struct qcow2_image *img,
 	s->file_bytes = size;
 	s->n_file = (size + cs - 1) >> img->h.cluster_bits;
 	if (s->n_file >= MAX_CHECK_CLUSTERS)
-		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to check", s->n_file);
+		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to check",
+				       s->n_file);
 	s->n = s->n_file + 1;
 	s->n_used = s->n_file;
 	s->ref_max = img->refs.order >= 5 ? UINT32_MAX : (1ull << (1u << img->refs.order)) - 1;
@@ -305,7 +307,8 @@ static int note_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 
 		if (!l1[i])
 			continue;
-		s->total += 1 + (active && l2); /* the walk, and for the active table the COPIED pass */
+		s->total +=
+		    1 + (active && l2); /* the walk, and for the active table the COPIED pass */
 		if (!l2)
 			continue;
 		mark(s, l2, s->img->cluster_bytes);
@@ -396,17 +399,21 @@ static int entry_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32
 	struct qcow2_image *img = s->img;
 	uint32_t x = 62 - (img->h.cluster_bits - 8);
 	uint64_t host = e & ((1ull << x) - 1);
-	uint64_t bytes = (((e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED)) >> x) + 1) * 512 -
-			 (host & 511);
+	uint64_t bytes =
+	    (((e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED)) >> x) + 1) * 512 - (host & 511);
 
 	if (e & QCOW2_OFLAG_COPIED)
-		corrupt(s, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
-			   "compressed clusters", host);
+		corrupt(s,
+			"ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+			"compressed clusters",
+			host);
 	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE) {
 		corrupt(s, "ERROR compressed cluster %u with data file, entry=0x%" PRIx64, j, e);
 	} else if (bm) {
-		corrupt(s, "ERROR compressed cluster %u with non-zero subcluster allocation bitmap, "
-			   "entry=0x%" PRIx64, j, e);
+		corrupt(s,
+			"ERROR compressed cluster %u with non-zero subcluster allocation bitmap, "
+			"entry=0x%" PRIx64,
+			j, e);
 	} else {
 		if (count_range(s, host, bytes) == QCOW2_REF_COUNTED && w->dropped &&
 		    qcow2_repair_unref(s, host, bytes) < 0)
@@ -430,11 +437,15 @@ static int entry_allocated(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_
 	enum qcow2_ref ref = QCOW2_REF_NONE;
 
 	if ((bm >> 32) & bm)
-		corrupt(s, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
-			   "allocation bitmap", host);
+		corrupt(s,
+			"ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+			"allocation bitmap",
+			host);
 	if (bad_align)
-		corrupt(s, "ERROR offset=%" PRIx64 ": %s cluster is not properly aligned; L2 entry "
-			   "corrupted.", host, data ? "Data" : "Preallocated");
+		corrupt(s,
+			"ERROR offset=%" PRIx64 ": %s cluster is not properly aligned; L2 entry "
+			"corrupted.",
+			host, data ? "Data" : "Preallocated");
 	if (w->active) {
 		s->res->allocated_clusters++;
 		if (w->next && host != w->next)
@@ -448,10 +459,10 @@ static int entry_allocated(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_
 		if (ref == QCOW2_REF_COUNTED && !bad_align && w->active &&
 		    qcow2_check_is_meta(s, host >> img->h.cluster_bits))
 			qcow2_check_say(s, QCOW2_CHECK_NOTE,
-				       "guest offset 0x%" PRIx64 " is mapped to cluster %" PRIu64
-				       ", which holds the %s",
-				       w->guest + j * cs, host >> img->h.cluster_bits,
-				       meta_name(s, host >> img->h.cluster_bits));
+					"guest offset 0x%" PRIx64 " is mapped to cluster %" PRIu64
+					", which holds the %s",
+					w->guest + j * cs, host >> img->h.cluster_bits,
+					meta_name(s, host >> img->h.cluster_bits));
 	}
 	return qcow2_repair_plan_entry(s, w, j, e, bm, bad_align ? "misaligned" : NULL, ref);
 }
@@ -472,13 +483,16 @@ static int walk_l2(struct qcow2_scan *s, struct qcow2_l2walk *w)
 		if (e & QCOW2_OFLAG_COMPRESSED)
 			r = entry_compressed(s, w, j, e, bm);
 		else if (!ext && (e & QCOW2_OFLAG_ZERO) && !host)
-			r = qcow2_repair_plan_entry(s, w, j, e, bm, NULL, QCOW2_REF_NONE); /* a plain zero cluster */
+			r = qcow2_repair_plan_entry(s, w, j, e, bm, NULL,
+						    QCOW2_REF_NONE); /* a plain zero cluster */
 		else if (host || (data_file && (e & QCOW2_OFLAG_COPIED)))
 			r = entry_allocated(s, w, j, e, bm);
 		else if (bm & L2_BITMAP_ALLOC) {
-			corrupt(s, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
-			r = qcow2_repair_plan_entry(s, w, j, e, bm, "allocated subclusters without a cluster",
-				       QCOW2_REF_NONE);
+			corrupt(
+			    s, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+			r = qcow2_repair_plan_entry(s, w, j, e, bm,
+						    "allocated subclusters without a cluster",
+						    QCOW2_REF_NONE);
 		} else {
 			r = qcow2_repair_plan_entry(s, w, j, e, bm, NULL, QCOW2_REF_NONE);
 		}
@@ -494,7 +508,7 @@ static int walk_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t e = l1[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
-		struct qcow2_l2walk w = { l2, i * span, active, false, false, 0 };
+		struct qcow2_l2walk w = {l2, i * span, active, false, false, 0};
 		enum qcow2_ref ref;
 
 		if (!e)
@@ -504,8 +518,10 @@ static int walk_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 		/* An entry with flags but no offset: QEMU reads the header cluster as its table. */
 		ref = count_range(s, l2, cs);
 		if (l2 & (cs - 1))
-			corrupt(s, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
-				   "entry corrupted", l2);
+			corrupt(s,
+				"ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
+				"entry corrupted",
+				l2);
 		r = qcow2_repair_plan_l1(s, &w, i, e, ref);
 		/* Only well-formed tables: those a repair drops are left whole in every walk. */
 		w.fixable = s->plan && ref == QCOW2_REF_COUNTED && !(l2 & (cs - 1)) &&
@@ -532,8 +548,11 @@ static int count_snapshots(struct qcow2_scan *s)
 		uint64_t *l1;
 
 		if (sn->l1_entries > QCOW2_MAX_L1_BYTES / 8) {
-			corrupt(s, "ERROR snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too large; "
-				   "snapshot table entry corrupted", sn->id, sn->name, sn->l1_entries);
+			corrupt(s,
+				"ERROR snapshot %s (%s) l1_size=%#" PRIx32
+				": L1 table is too large; "
+				"snapshot table entry corrupted",
+				sn->id, sn->name, sn->l1_entries);
 			continue;
 		}
 		count_range(s, sn->l1_off, (uint64_t)sn->l1_entries * 8);
@@ -600,7 +619,8 @@ static int walk_bitmaps(struct qcow2_scan *s, bool count)
 
 		if (entries * 8 > MAX_BITMAP_TABLE) {
 			if (count)
-				corrupt(s, "ERROR bitmap table at 0x%" PRIx64 " is too large", table);
+				corrupt(s, "ERROR bitmap table at 0x%" PRIx64 " is too large",
+					table);
 			break;
 		}
 		if (count)
@@ -678,13 +698,15 @@ int qcow2_check_compare(struct qcow2_scan *s)
 		if (v < c) {
 			s->res->corruptions++;
 			qcow2_check_say(s, QCOW2_CHECK_CORRUPTION,
-				       "ERROR cluster %" PRIu64 " refcount=%" PRIu64
-				       " reference=%" PRIu64, i, v, c);
+					"ERROR cluster %" PRIu64 " refcount=%" PRIu64
+					" reference=%" PRIu64,
+					i, v, c);
 		} else if (v > c) {
 			s->res->leaks++;
 			qcow2_check_say(s, QCOW2_CHECK_LEAK,
-				       "Leaked cluster %" PRIu64 " refcount=%" PRIu64
-				       " reference=%" PRIu64, i, v, c);
+					"Leaked cluster %" PRIu64 " refcount=%" PRIu64
+					" reference=%" PRIu64,
+					i, v, c);
 		}
 	}
 	s->res->image_end_offset = (highest + 1) * s->img->cluster_bytes;
@@ -704,7 +726,7 @@ static int cmp_fix(const void *a, const void *b)
 
 static bool has_fix(const struct qcow2_scan *s, bool l1, uint64_t table, uint32_t idx)
 {
-	struct qcow2_fix key = { .table = table, .idx = idx, .l1 = l1 };
+	struct qcow2_fix key = {.table = table, .idx = idx, .l1 = l1};
 
 	return s->n_fixes && bsearch(&key, s->fixes, s->n_fixes, sizeof(key), cmp_fix);
 }
@@ -730,24 +752,28 @@ static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
 	for (j = 0; r == 0 && j < img->l2_entries; j++) {
 		uint64_t e = s->buf[j * img->l2_entry_words], host = e & QCOW2_L2E_OFFSET_MASK;
 
-		if ((e & QCOW2_OFLAG_COMPRESSED) || (!host && !(data_file && e & QCOW2_OFLAG_COPIED)))
+		if ((e & QCOW2_OFLAG_COMPRESSED) ||
+		    (!host && !(data_file && e & QCOW2_OFLAG_COPIED)))
 			continue;
 		if (planned && has_fix(s, false, l2, j))
 			continue;
 		rc = 1;
-		if (!data_file && (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
+		if (!data_file &&
+		    (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
 			break;
 		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
-			qcow2_check_say(s, kind, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
-				       " refcount=%" PRIu64, verb, e, rc);
+			qcow2_check_say(s, kind,
+					"%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
+					" refcount=%" PRIu64,
+					verb, e, rc);
 		}
 	}
 	return r;
 }
 
 int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
-		      enum qcow2_check_msg kind, uint64_t *found)
+		       enum qcow2_check_msg kind, uint64_t *found)
 {
 	struct qcow2_image *img = s->img;
 	uint32_t i;
@@ -765,8 +791,10 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		r = refcount_of(s, planned, l2 >> img->h.cluster_bits, &rc);
 		if (r == 0 && (rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
-			qcow2_check_say(s, kind, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%"
-				       PRIx64 " refcount=%" PRIu64, verb, i, e, rc);
+			qcow2_check_say(s, kind,
+					"%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
+					" refcount=%" PRIu64,
+					verb, i, e, rc);
 		}
 		if (r == 0)
 			r = copied_l2(s, planned, verb, kind, l2, found);
@@ -805,7 +833,7 @@ int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res)
 
 int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 {
-	struct qcow2_check_result res = { 0 };
+	struct qcow2_check_result res = {0};
 	struct qcow2_scan s;
 	int r;
 

@@ -327,7 +327,7 @@ void qcow2_check_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char
 int qcow2_check_step(struct qcow2_scan *s, uint64_t units);
 /* What counting one reference did (check.c). */
 enum qcow2_ref {
-	QCOW2_REF_NONE,     /* nothing to count (unallocated, a zero cluster, an external data file) */
+	QCOW2_REF_NONE,     /* nothing to count (unallocated, zero cluster, external data file) */
 	QCOW2_REF_COUNTED,
 	QCOW2_REF_OUTSIDE,  /* a cluster or more past the end of the file: not counted */
 	QCOW2_REF_OVERFLOW, /* the refcount would exceed the refcount width: not counted */
@@ -357,8 +357,8 @@ int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, u
 int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
 			 enum qcow2_ref ref);
 int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes);
-/* repair.c: set the refcount of every cluster to its count in @s (only those lower with @raise_only),
- * and clear those past the counted ones: the rebuild of a dirty image and the refcount steps
+/* repair.c: set the refcount of every cluster to its count in @s (only those lower with
+ * @raise_only), and clear those past the counted ones: the rebuild of a dirty image and the refcount steps
  * of a repair. Each change is reported and counted in @s->res (corruptions_fixed when raised,
  * leaks_fixed when lowered). Writable image, w->lock not held; nothing flushed. */
 int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only);

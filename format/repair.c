@@ -66,9 +66,9 @@ static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
 			    struct qcow2_image **out)
 {
-	static const struct qcow2_chain_opts none = { 0 };
-	struct repair_open ro = { o ? o : &none, path };
-	struct qcow2_image_opts io = { open_data_file, &ro, ro.o->l2_cache_bytes, true };
+	static const struct qcow2_chain_opts none = {0};
+	struct repair_open ro = {o ? o : &none, path};
+	struct qcow2_image_opts io = {open_data_file, &ro, ro.o->l2_cache_bytes, true};
 	struct qcow2_io *f = NULL;
 	int r;
 
@@ -167,10 +167,17 @@ int qcow2_repair_plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32
 	uint64_t both = (bm >> 32) & bm & L2_BITMAP_ALLOC;
 	bool ext = img->l2_entry_words == 2;
 	bool data = ext ? ((bm & ~both) & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
-	bool in_meta = ref == QCOW2_REF_COUNTED && !zero_why && qcow2_check_is_meta(s, host >> img->h.cluster_bits);
-	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * cs, e, e & ~L2E_RESERVED,
-			       bm & ~both, both ? "subclusters both allocated and zero"
-						: "reserved bits set" };
+	bool in_meta = ref == QCOW2_REF_COUNTED && !zero_why &&
+		       qcow2_check_is_meta(s, host >> img->h.cluster_bits);
+	struct qcow2_fix f = {
+	    .table = w->table,
+	    .idx = j,
+	    .guest_off = w->guest + j * cs,
+	    .old = e,
+	    .entry = e & ~L2E_RESERVED,
+	    .bitmap = bm & ~both,
+	    .why = both ? "subclusters both allocated and zero" : "reserved bits set",
+	};
 
 	if (!w->fixable)
 		return 0;
@@ -197,10 +204,16 @@ int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, u
 				 uint64_t e, uint64_t bm, uint64_t host, uint64_t bytes)
 {
 	bool data_file = s->img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
-	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * s->img->cluster_bytes, e,
-			       e & ~QCOW2_OFLAG_COPIED, data_file ? bm : 0,
-			       bm && !data_file ? "a subcluster bitmap on a compressed cluster"
-						: "the COPIED flag of a compressed cluster" };
+	struct qcow2_fix f = {
+	    .table = w->table,
+	    .idx = j,
+	    .guest_off = w->guest + j * s->img->cluster_bytes,
+	    .old = e,
+	    .entry = e & ~QCOW2_OFLAG_COPIED,
+	    .bitmap = data_file ? bm : 0,
+	    .why = bm && !data_file ? "a subcluster bitmap on a compressed cluster"
+				    : "the COPIED flag of a compressed cluster",
+	};
 
 	if (!w->fixable || (f.entry == e && f.bitmap == bm))
 		return 0;
@@ -215,8 +228,14 @@ int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, u
 int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
 			 enum qcow2_ref ref)
 {
-	struct qcow2_fix f = { i, 0, true, false, w->guest, e, e & ~L1E_RESERVED, 0,
-			       "reserved bits set" };
+	struct qcow2_fix f = {
+	    .table = i,
+	    .l1 = true,
+	    .guest_off = w->guest,
+	    .old = e,
+	    .entry = e & ~L1E_RESERVED,
+	    .why = "reserved bits set",
+	};
 	uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
 
 	if (!s->plan || !w->active)
@@ -224,10 +243,11 @@ int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t 
 	if (ref == QCOW2_REF_OUTSIDE || !l2 || (l2 & (s->img->cluster_bytes - 1))) {
 		f.entry = 0;
 		f.why = ref == QCOW2_REF_OUTSIDE ? "L2 table past the end of the file"
-			: l2		   ? "misaligned L2 table"
-					   : "no L2 table";
+			: l2			 ? "misaligned L2 table"
+						 : "no L2 table";
 		w->dropped = true;
-		if (ref == QCOW2_REF_COUNTED && qcow2_repair_unref(s, l2, s->img->cluster_bytes) < 0)
+		if (ref == QCOW2_REF_COUNTED &&
+		    qcow2_repair_unref(s, l2, s->img->cluster_bytes) < 0)
 			return -ENOMEM;
 	} else if (!(e & L1E_RESERVED)) {
 		return 0;
@@ -284,8 +304,9 @@ int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
 		else
 			s->res->leaks_fixed++;
 		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-			       i, v, c);
+				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
+				" reference=%" PRIu64,
+				i, v, c);
 	}
 	pthread_mutex_unlock(&w->lock);
 	return r;
@@ -296,7 +317,8 @@ int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
 static const char *action(const struct qcow2_fix *f)
 {
 	if (f->l1)
-		return f->entry ? "reserved bits cleared" : "dropped (the range reads as unallocated)";
+		return f->entry ? "reserved bits cleared"
+				: "dropped (the range reads as unallocated)";
 	if (f->move)
 		return f->entry & QCOW2_L2E_OFFSET_MASK ? "data copied to a cluster of its own"
 							: "pointed at a new cluster of zeros";
@@ -312,12 +334,13 @@ static void report_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
 	s->res->corruptions_fixed++;
 	if (f->l1)
 		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
-			       f->table, f->old, f->why, action(f));
+				"Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
+				f->table, f->old, f->why, action(f));
 	else
 		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing L2 entry for guest offset 0x%" PRIx64 " (l2_entry=%" PRIx64
-			       ", %s): %s", f->guest_off, f->old, f->why, action(f));
+				"Repairing L2 entry for guest offset 0x%" PRIx64
+				" (l2_entry=%" PRIx64 ", %s): %s",
+				f->guest_off, f->old, f->why, action(f));
 }
 
 /* The counts as they become once the entries are rewritten. */
@@ -357,8 +380,9 @@ static int report_plan(struct qcow2_scan *s)
 		else
 			s->res->leaks_fixed++;
 		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-			       i, v, (uint64_t)s->counts[i]);
+				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
+				" reference=%" PRIu64,
+				i, v, (uint64_t)s->counts[i]);
 	}
 	if (r == 0)
 		r = qcow2_check_copied(s, true, "Repairing", QCOW2_CHECK_REPAIR, &n);
@@ -388,7 +412,7 @@ static void set_l1(struct qcow2_image *img, uint32_t i, uint64_t v)
 static int set_l2(struct qcow2_image *img, uint64_t table, uint32_t idx, uint64_t entry,
 		  uint64_t bitmap)
 {
-	uint64_t words[2] = { entry, bitmap };
+	uint64_t words[2] = {entry, bitmap};
 	uint32_t ew = img->l2_entry_words;
 	int r = qcow2_l2cache_modify(img->l2cache, img->io, table, NULL, idx * ew, ew, words);
 
@@ -504,7 +528,7 @@ static int apply_moves(struct qcow2_scan *s, uint8_t **copies)
 static int recount(struct qcow2_image *img, const struct qcow2_check_opts *o,
 		   struct qcow2_check_result *res)
 {
-	struct qcow2_check_result scratch = { 0 };
+	struct qcow2_check_result scratch = {0};
 	struct qcow2_scan s;
 	uint64_t n;
 	int r;

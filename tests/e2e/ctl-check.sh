@@ -56,7 +56,7 @@ clean="plain c512 r1 r64 ext v2 comp comp512 snap bitmaps overlay"
 
 # a dirty image: lazy refcounts, and a writer that died before it wrote its refcounts
 setup qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 4M
-(qemu-io -c "write -P 0x77 0 256k" -c "write -P 0x78 2M 64k" -c abort dirty.qcow2) \
+(qemu-io -c "write -P 0x77 0 256k" -c "write -P 0x78 2M 64k" -c abort dirty.qcow2; :) \
 	>/dev/null 2>&1
 damage="leak:plain:leak refcount:plain:refcount:1M header:plain:header eof:plain:eof:64k
 	meta:plain:metadata:128k copied:plain:copied snapcopied:snap:copied:1M

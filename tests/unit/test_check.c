@@ -41,7 +41,7 @@ static void on_msg(void *ctx, enum qcow2_check_msg kind, const char *text)
 	m->n[kind]++;
 }
 
-static const struct qcow2_check_opts report = { NULL, on_msg, &msgs };
+static const struct qcow2_check_opts report = {NULL, on_msg, &msgs};
 
 static void setup(void)
 {
@@ -58,7 +58,7 @@ static void teardown(void)
 
 TestSuite(check, .init = setup, .fini = teardown);
 
-#define assert_said(line)                                                                    \
+#define assert_said(line) \
 	cr_assert(strstr(msgs.text, line "\n") != NULL, "no line '%s' in:\n%s", line, msgs.text)
 
 static struct qcow2_check_result check_it(struct qcow2_image *q)
@@ -89,7 +89,7 @@ static struct qcow2_image *open_ro(void)
 
 static struct qcow2_image *open_bytes(const void *b, size_t len, bool repair)
 {
-	struct qcow2_image_opts o = { .writable = repair };
+	struct qcow2_image_opts o = {.writable = repair};
 	struct qcow2_io *io = qcow2_io_mem_new("mem.qcow2", b, len);
 	struct qcow2_image *q;
 	int r = repair ? qcow2_image_open_repair_io(io, "mem.qcow2", &o, &q)
@@ -122,8 +122,9 @@ static void image_read(struct qcow2_image *q, uint8_t *buf, size_t n, uint64_t o
 		if (e.kind == QCOW2_EXTENT_DATA)
 			cr_assert_eq(qcow2_io_pread_full(e.io, buf, e.len, e.host_off), 0);
 		else if (e.kind == QCOW2_EXTENT_COMPRESSED)
-			cr_assert_eq(qcow2_image_read_compressed(q, &e, off & (q->cluster_bytes - 1),
-								 buf, e.len), 0);
+			cr_assert_eq(qcow2_image_read_compressed(
+					 q, &e, off & (q->cluster_bytes - 1), buf, e.len),
+				     0);
 		else
 			memset(buf, 0, e.len);
 		buf += e.len;
@@ -180,10 +181,10 @@ struct shape_case {
 ParameterizedTestParameters(check, clean_images_report_nothing_and_count_their_clusters)
 {
 	static struct shape_case cases[] = {
-		{ 3, 16, 4, false, false, false, 0 }, { 3, 9, 4, false, false, true, 2 },
-		{ 3, 16, 0, false, false, false, 0 }, { 3, 16, 6, false, false, true, 3 },
-		{ 3, 14, 4, true, false, false, 2 },  { 2, 12, 4, false, false, true, 2 },
-		{ 3, 16, 4, false, true, false, 0 },  { 3, 16, 4, false, false, true, 0 },
+	    {3, 16, 4, false, false, false, 0}, {3, 9, 4, false, false, true, 2},
+	    {3, 16, 0, false, false, false, 0}, {3, 16, 6, false, false, true, 3},
+	    {3, 14, 4, true, false, false, 2},	{2, 12, 4, false, false, true, 2},
+	    {3, 16, 4, false, true, false, 0},	{3, 16, 4, false, false, true, 0},
 	};
 	return cr_make_param_array(struct shape_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -268,7 +269,8 @@ static void assert_repaired(void)
 	back = reopen(qi);
 	assert_clean(back);
 	cr_assert_eq(qcow2_image_header(back)->incompat &
-			     (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT), 0);
+			 (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT),
+		     0);
 	qcow2_image_close(back);
 }
 
@@ -291,7 +293,8 @@ Test(check, a_leaked_cluster_is_a_leak_and_is_freed)
 	res = check_it(qi);
 	cr_assert_eq(res.leaks, 1);
 	cr_assert_eq(res.corruptions, 0);
-	snprintf(line, sizeof(line), "Leaked cluster %lu refcount=1 reference=0", (unsigned long)extra);
+	snprintf(line, sizeof(line), "Leaked cluster %lu refcount=1 reference=0",
+		 (unsigned long)extra);
 	cr_assert(strstr(msgs.text, line), "%s", msgs.text);
 	cr_assert_eq(msgs.n[QCOW2_CHECK_LEAK], 1);
 	qcow2_image_close(qi);
@@ -371,7 +374,8 @@ Test(check, an_entry_into_the_header_is_reported_as_qemu_does_and_becomes_zeros)
 	assert_said("ERROR offset=200: Data cluster is not properly aligned; L2 entry corrupted.");
 	assert_said("ERROR cluster 0 refcount=1 reference=2");
 	assert_said("ERROR cluster 1 refcount=1 reference=2");
-	snprintf(line, sizeof(line), "Leaked cluster %lu refcount=1 reference=0\n", (unsigned long)c);
+	snprintf(line, sizeof(line), "Leaked cluster %lu refcount=1 reference=0\n",
+		 (unsigned long)c);
 	cr_assert(strstr(msgs.text, line), "%s", msgs.text);
 	qcow2_image_close(qi);
 	res = repair_it();
@@ -395,9 +399,11 @@ Test(check, an_entry_past_the_end_of_the_file_is_one_corruption_and_becomes_zero
 	/* the region, and its COPIED flag against refcount 0; the old cluster leaks */
 	cr_assert_eq(res.corruptions, 2, "%s", msgs.text);
 	cr_assert_eq(res.leaks, 1, "%s", msgs.text);
-	snprintf(line, sizeof(line),
-		 "ERROR: counting reference for region exceeding the end of the file by one cluster "
-		 "or more: offset 0x%lx size 0x10000", (unsigned long)far);
+	snprintf(
+	    line, sizeof(line),
+	    "ERROR: counting reference for region exceeding the end of the file by one cluster "
+	    "or more: offset 0x%lx size 0x10000",
+	    (unsigned long)far);
 	cr_assert(strstr(msgs.text, line), "%s", msgs.text);
 	qcow2_image_close(qi);
 	res = repair_it();
@@ -434,7 +440,8 @@ Test(check, data_lying_in_metadata_gets_a_cluster_of_its_own)
 	{
 		uint8_t raw[8];
 		cr_assert_eq(qcow2_io_pread_full(qcow2_image_io(qi), raw, 8,
-						 imgbuild_l2_entry_off(img, 2 * 65536)), 0);
+						 imgbuild_l2_entry_off(img, 2 * 65536)),
+			     0);
 		cr_assert_neq(get_be64(raw) & QCOW2_L2E_OFFSET_MASK, img->reftable_off);
 	}
 	free(table);
@@ -471,7 +478,7 @@ Test(check, a_refcount_overflow_is_repaired_with_a_copy)
 Test(check, repair_clears_the_dirty_and_corrupt_bits)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
-	struct qcow2_image_opts wo = { .writable = true };
+	struct qcow2_image_opts wo = {.writable = true};
 	struct qcow2_check_result res;
 
 	o.lazy_refcounts = true;
@@ -570,7 +577,8 @@ static void build_damaged(void)
 		if (k % 3 == 0)
 			set_refcount(cluster_of(off), 0); /* a refcount too low */
 		else if (k % 3 == 1)
-			imgbuild_put_be64(img, at, imgbuild_get_be64(img, at) & ~QCOW2_OFLAG_COPIED);
+			imgbuild_put_be64(img, at,
+					  imgbuild_get_be64(img, at) & ~QCOW2_OFLAG_COPIED);
 		else
 			imgbuild_alloc_cluster(img); /* a leak */
 	}
@@ -602,8 +610,10 @@ static void assert_no_new_low(struct qcow2_image *q, const bool *before, size_t 
 
 	too_low(q, now, n);
 	for (i = 0; i < n; i++)
-		cr_assert(!now[i] || before[i], "stopped at %u: cluster %zu now has a refcount "
-			  "lower than its references:\n%s", at, i, msgs.text);
+		cr_assert(!now[i] || before[i],
+			  "stopped at %u: cluster %zu now has a refcount "
+			  "lower than its references:\n%s",
+			  at, i, msgs.text);
 	free(now);
 }
 
@@ -680,9 +690,9 @@ static bool cancel_now(void *ctx)
 
 Test(check, a_cancelled_repair_stops_with_ecanceled_and_no_new_low_refcount)
 {
-	struct cancel_at c = { 0 };
-	struct qcow2_job job = { count_progress, cancel_now, &c };
-	struct qcow2_check_opts co = { &job, NULL, NULL };
+	struct cancel_at c = {0};
+	struct qcow2_job job = {count_progress, cancel_now, &c};
+	struct qcow2_check_opts co = {&job, NULL, NULL};
 	struct qcow2_check_result res;
 	unsigned at, cancelled = 0;
 	size_t n;
@@ -698,7 +708,7 @@ Test(check, a_cancelled_repair_stops_with_ecanceled_and_no_new_low_refcount)
 	cr_assert_gt(c.total, 0);
 	cr_assert_eq(c.last_done, c.total, "a check ends at 100%%");
 	cr_assert(!c.backwards);
-	c = (struct cancel_at){ .at = 2 };
+	c = (struct cancel_at){.at = 2};
 	cr_assert_eq(qcow2_image_check_report(qi, &co, &res), -ECANCELED);
 	assert_error_mentions("interrupted");
 	qcow2_image_close(qi);
@@ -706,7 +716,7 @@ Test(check, a_cancelled_repair_stops_with_ecanceled_and_no_new_low_refcount)
 		struct qcow2_image *back;
 		int r;
 
-		c = (struct cancel_at){ .at = at };
+		c = (struct cancel_at){.at = at};
 		qi = open_repair();
 		r = qcow2_image_repair(qi, &co, false, &res);
 		cr_assert(r == 0 || r == -ECANCELED, "%s", qcow2_last_error());
