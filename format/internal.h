@@ -358,9 +358,10 @@ int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t 
 			 enum qcow2_ref ref);
 int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes);
 /* repair.c: set the refcount of every cluster to its count in @s (only those lower with
- * @raise_only), and clear those past the counted ones: the rebuild of a dirty image and the refcount steps
- * of a repair. Each change is reported and counted in @s->res (corruptions_fixed when raised,
- * leaks_fixed when lowered). Writable image, w->lock not held; nothing flushed. */
+ * @raise_only), and clear those past the counted ones: the rebuild of a dirty image and the
+ * refcount steps of a repair. Each change is reported and counted in @s->res
+ * (corruptions_fixed when raised, leaks_fixed when lowered). Writable image, w->lock not held;
+ * nothing flushed. */
 int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only);
 
 /* ownermap.c: which chain layer provides each chunk of the flat view; filled lazily. */
