@@ -193,7 +193,7 @@ static void sort_unique(uint64_t *v, size_t *n)
 int qcow2_check_init(struct qcow2_scan *s, struct qcow2_image *img,
 		     const struct qcow2_check_opts *o, struct qcow2_check_result *res)
 {
-	uint64_t cs = img->cluster_bytes, size, v;
+	uint64_t cs = img->cluster_bytes, size;
 	int r;
 
 	memset(s, 0, sizeof(*s));
@@ -201,7 +201,7 @@ int qcow2_check_init(struct qcow2_scan *s, struct qcow2_image *img,
 	s->o = o;
 	s->res = res;
 	s->rblock_ti = UINT64_MAX;
-	r = img->w ? 0 : qcow2_image_refcount(img, 0, &v); /* loads the refcount table */
+	r = qcow2_refcount_ready(img);
 	if (r == 0)
 		r = qcow2_io_size(img->io, &size);
 	if (r < 0)

@@ -118,6 +118,8 @@ struct qcow2_refcounts {
 int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_refcounts *r);
 void qcow2_refcount_release(struct qcow2_refcounts *r);
+/* Load img->refs (the table only) unless it is loaded. */
+int qcow2_refcount_ready(struct qcow2_image *img);
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
 /* Encode @v (which must fit the width) into entry @idx of @block. Pure. */
