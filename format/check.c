@@ -14,12 +14,12 @@
  * then every cluster's stored refcount is compared with its count (lower: a corruption, higher:
  * a leak), and the COPIED flags of the active tables with "refcount == 1".
  *
- * A planning scan (repair.c) also notes the active entries a repair rewrites and leaves their
- * references out of the counts, so the counts are what the image holds once they are fixed.
+ * A planning scan (for repair.c) also asks repair.c, entry by entry, what a repair rewrites in
+ * the active tables, and leaves the references those entries lose out of the counts.
  *
  * Counts live in one 32-bit counter per cluster of the file (images of more than 2^28 clusters
- * are refused). Nothing here changes the image except qcow2_check_set_refcounts() and
- * qcow2_check_rebuild_dirty(), which run on a writable image with no other user.
+ * are refused). Nothing here changes the image except qcow2_check_rebuild_dirty(), run on a
+ * writable image at open, before anyone else uses it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,7 +40,7 @@
 
 /* ---- messages, progress, reads ---- */
 
-void qcow2_scan_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
+void qcow2_check_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
 {
 	char text[512];
 	va_list ap;
@@ -53,7 +53,8 @@ void qcow2_scan_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char 
 	s->o->message(s->o->ctx, kind, text);
 }
 
-static void corrupt(struct qcow2_scan *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void corrupt(struct qcow2_scan *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void corrupt(struct qcow2_scan *s, const char *fmt, ...)
 {
 	char text[512];
@@ -63,10 +64,10 @@ static void corrupt(struct qcow2_scan *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	qcow2_scan_say(s, QCOW2_CHECK_CORRUPTION, "%s", text);
+	qcow2_check_say(s, QCOW2_CHECK_CORRUPTION, "%s", text);
 }
 
-int qcow2_scan_step(struct qcow2_scan *s, uint64_t units)
+int qcow2_check_step(struct qcow2_scan *s, uint64_t units)
 {
 	const struct qcow2_job *job = s->o ? s->o->job : NULL;
 
@@ -126,7 +127,7 @@ static int read_l1(struct qcow2_scan *s, uint64_t off, uint32_t n, uint64_t **ou
 	return 0;
 }
 
-int qcow2_scan_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
+int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
 {
 	struct qcow2_image *img = s->img;
 	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb;
@@ -189,10 +190,10 @@ static void sort_unique(uint64_t *v, size_t *n)
 	*n = k + 1;
 }
 
-int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
-		    const struct qcow2_check_opts *o, struct qcow2_check_result *res)
+int qcow2_check_init(struct qcow2_scan *s, struct qcow2_image *img,
+		     const struct qcow2_check_opts *o, struct qcow2_check_result *res)
 {
-	uint64_t cs = img->cluster_bytes, size, v;
+	uint64_t cs = img->cluster_bytes, size;
 	int r;
 
 	memset(s, 0, sizeof(*s));
@@ -200,7 +201,7 @@ int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
 	s->o = o;
 	s->res = res;
 	s->rblock_ti = UINT64_MAX;
-	r = img->w ? 0 : qcow2_image_refcount(img, 0, &v); /* loads the refcount table */
+	r = qcow2_refcount_ready(img);
 	if (r == 0)
 		r = qcow2_io_size(img->io, &size);
 	if (r < 0)
@@ -210,7 +211,8 @@ int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
 	s->file_bytes = size;
 	s->n_file = (size + cs - 1) >> img->h.cluster_bits;
 	if (s->n_file >= MAX_CHECK_CLUSTERS)
-		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to check", s->n_file);
+		return qcow2_set_error(-EFBIG, "too many clusters (%" PRIu64 ") to check",
+				       s->n_file);
 	s->n = s->n_file + 1;
 	s->n_used = s->n_file;
 	s->ref_max = img->refs.order >= 5 ? UINT32_MAX : (1ull << (1u << img->refs.order)) - 1;
@@ -227,7 +229,7 @@ int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
 	return 0;
 }
 
-void qcow2_scan_release(struct qcow2_scan *s)
+void qcow2_check_release(struct qcow2_scan *s)
 {
 	free(s->counts);
 	free(s->meta);
@@ -235,6 +237,7 @@ void qcow2_scan_release(struct qcow2_scan *s)
 	free(s->active_l2);
 	free(s->fixes);
 	free(s->unref);
+	free(s->reref);
 	free(s->buf);
 	free(s->rblock);
 	memset(s, 0, sizeof(*s));
@@ -253,7 +256,7 @@ static void mark(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
 		s->meta[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
-static bool is_meta(const struct qcow2_scan *s, uint64_t cluster)
+bool qcow2_check_is_meta(const struct qcow2_scan *s, uint64_t cluster)
 {
 	return cluster < s->n && (s->meta[cluster / 8] >> (cluster % 8) & 1);
 }
@@ -302,10 +305,13 @@ static int note_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
 
+		if (!l1[i])
+			continue;
+		s->total +=
+		    1 + (active && l2); /* the walk, and for the active table the COPIED pass */
 		if (!l2)
 			continue;
 		mark(s, l2, s->img->cluster_bytes);
-		s->total++;
 		r = push_u64(&s->l2s, &s->n_l2s, l2);
 		if (r == 0 && active)
 			r = push_u64(&s->active_l2, &s->n_active_l2, l2);
@@ -348,7 +354,7 @@ static int premark(struct qcow2_scan *s)
 		mark(s, h->crypto_off, h->crypto_bytes);
 	sort_unique(s->l2s, &s->n_l2s);
 	sort_unique(s->active_l2, &s->n_active_l2);
-	s->total += s->n_file + s->n_active_l2;
+	s->total += s->n_file;
 	return r == 0 ? walk_bitmaps(s, false) : r;
 }
 
@@ -356,177 +362,90 @@ static int premark(struct qcow2_scan *s)
 
 /* Count [@off, @off + @bytes) as referenced once, as qcow2_inc_refcounts_imrt() does: a region
  * ending a cluster or more past the end of the file is a corruption and is not counted (the last
- * cluster may be partly written, so less is allowed). Returns false for such a region. */
-static bool count_range(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+ * cluster may be partly written, so less is allowed), nor is a reference the refcount width
+ * cannot hold. */
+static enum qcow2_ref count_range(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
 {
 	uint64_t i, last;
 	uint32_t bits = s->img->h.cluster_bits;
+	enum qcow2_ref ref = QCOW2_REF_COUNTED;
 
 	if (!bytes)
-		return true;
+		return QCOW2_REF_NONE;
 	if (off >= (1ull << 62) || off + bytes >= s->file_bytes + s->img->cluster_bytes) {
 		corrupt(s,
 			"ERROR: counting reference for region exceeding the end of the file by one "
 			"cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
 			off, bytes);
-		return false;
+		return QCOW2_REF_OUTSIDE;
 	}
 	last = (off + bytes - 1) >> bits;
 	for (i = off >> bits; i <= last; i++) {
 		if (s->counts[i] >= s->ref_max) {
 			corrupt(s, "ERROR: overflow cluster offset=0x%" PRIx64, i << bits);
+			ref = QCOW2_REF_OVERFLOW;
 			continue;
 		}
 		s->counts[i]++;
 	}
 	if (last >= s->n_used)
 		s->n_used = last + 1;
-	return true;
+	return ref;
 }
 
-/* Leave [@off, @off + @bytes), just counted, out of the planned counts (fixed entries). */
-static int unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
-{
-	struct qcow2_crange *p;
-	uint32_t bits = s->img->h.cluster_bits;
-
-	if (s->n_unref == s->cap_unref) {
-		size_t cap = s->cap_unref ? 2 * s->cap_unref : 16;
-		p = realloc(s->unref, cap * sizeof(*p));
-		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
-		s->unref = p;
-		s->cap_unref = cap;
-	}
-	s->unref[s->n_unref].first = off >> bits;
-	s->unref[s->n_unref].count = ((off + bytes - 1) >> bits) - (off >> bits) + 1;
-	s->n_unref++;
-	return 0;
-}
-
-static int add_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
-{
-	struct qcow2_fix *p;
-
-	if (s->n_fixes == s->cap_fixes) {
-		size_t cap = s->cap_fixes ? 2 * s->cap_fixes : 16;
-		p = realloc(s->fixes, cap * sizeof(*p));
-		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
-		s->fixes = p;
-		s->cap_fixes = cap;
-	}
-	s->fixes[s->n_fixes++] = *f;
-	return 0;
-}
-
-/* One walk of an L2 table. */
-struct l2walk {
-	uint64_t table;  /* host offset */
-	uint64_t guest;  /* guest offset of entry 0 */
-	bool active;     /* reached from the active L1 table: fragmentation info, fixes */
-	bool fixable;    /* a well-formed active table: a repair rewrites its bad entries */
-	bool dropped;    /* a repair drops the L1 entry: nothing reached from it stays counted */
-	uint64_t next;   /* next contiguous host offset (fragmentation) */
-};
-
-/* The entry a repair writes so that the cluster reads as zeros (QEMU turns misaligned
- * preallocated clusters into zero clusters the same way). */
-static void zero_entry(const struct qcow2_image *img, struct qcow2_fix *f, uint64_t bm)
-{
-	f->entry = 0;
-	f->bitmap = 0;
-	if (img->l2_entry_words == 2)
-		f->bitmap = (bm | bm << 32) & ~L2_BITMAP_ALLOC;
-	else if (img->h.version >= 3)
-		f->entry = QCOW2_OFLAG_ZERO;
-	else if (img->h.backing_file[0])
-		f->move = true; /* v2 over a backing file: a cluster of zeros of its own */
-}
-
-static int entry_compressed(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e,
+static int entry_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
 			    uint64_t bm)
 {
 	struct qcow2_image *img = s->img;
 	uint32_t x = 62 - (img->h.cluster_bits - 8);
 	uint64_t host = e & ((1ull << x) - 1);
-	uint64_t bytes = (((e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED)) >> x) + 1) * 512 -
-			 (host & 511);
-	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * img->cluster_bytes, e,
-			       e & ~QCOW2_OFLAG_COPIED, bm, "the COPIED flag of a compressed cluster" };
+	uint64_t bytes =
+	    (((e & ~(QCOW2_OFLAG_COPIED | QCOW2_OFLAG_COMPRESSED)) >> x) + 1) * 512 - (host & 511);
 
-	if (e & QCOW2_OFLAG_COPIED) {
-		corrupt(s, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
-			   "compressed clusters", host);
-		if (w->fixable && w->active && add_fix(s, &f) < 0)
-			return -ENOMEM;
-	}
+	if (e & QCOW2_OFLAG_COPIED)
+		corrupt(s,
+			"ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+			"compressed clusters",
+			host);
 	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE) {
 		corrupt(s, "ERROR compressed cluster %u with data file, entry=0x%" PRIx64, j, e);
-		return 0;
+	} else if (bm) {
+		corrupt(s,
+			"ERROR compressed cluster %u with non-zero subcluster allocation bitmap, "
+			"entry=0x%" PRIx64,
+			j, e);
+	} else {
+		if (count_range(s, host, bytes) == QCOW2_REF_COUNTED && w->dropped &&
+		    qcow2_repair_unref(s, host, bytes) < 0)
+			return -ENOMEM;
+		if (w->active) {
+			s->res->allocated_clusters++;
+			s->res->compressed_clusters++;
+			s->res->fragmented_clusters++; /* as QEMU: compressed means fragmented */
+		}
 	}
-	if (bm) {
-		corrupt(s, "ERROR compressed cluster %u with non-zero subcluster allocation bitmap, "
-			   "entry=0x%" PRIx64, j, e);
-		return 0;
-	}
-	if (count_range(s, host, bytes) && w->dropped && unref(s, host, bytes) < 0)
-		return -ENOMEM;
-	if (w->active) {
-		s->res->allocated_clusters++;
-		s->res->compressed_clusters++;
-		s->res->fragmented_clusters++; /* as QEMU: compressed clusters are fragmented */
-	}
-	return 0;
+	return qcow2_repair_plan_compressed(s, w, j, e, bm, host, bytes);
 }
 
-/* What an entry's cluster reference is in the counts. */
-enum ref { REF_NONE, REF_COUNTED, REF_OUTSIDE };
-
-/* What a repair does with an entry: zeroed when misaligned (@bad_align) or past the end of the
- * file, its data moved out of metadata, reserved bits cleared. 0 or -ENOMEM. */
-static int plan_entry(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e, uint64_t bm,
-		      bool bad_align, enum ref ref)
-{
-	struct qcow2_image *img = s->img;
-	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
-	bool data = img->l2_entry_words == 2 ? (bm & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
-	bool in_meta = ref == REF_COUNTED && !bad_align && is_meta(s, host >> img->h.cluster_bits);
-	struct qcow2_fix f = { w->table, j, false, false, w->guest + j * cs, e, e & ~L2E_RESERVED,
-			       bm, "reserved bits set" };
-
-	if (!w->fixable)
-		return 0;
-	if (bad_align || ref == REF_OUTSIDE || (in_meta && !data)) {
-		zero_entry(img, &f, bm);
-		f.why = bad_align ? "misaligned" : in_meta ? "in metadata" : "past the end of the file";
-	} else if (in_meta) {
-		f.move = true;
-		f.why = "in metadata";
-	} else if (!(e & L2E_RESERVED)) {
-		return 0;
-	}
-	if (ref == REF_COUNTED && (f.move || (f.entry & QCOW2_L2E_OFFSET_MASK) != host) &&
-	    unref(s, host, cs) < 0)
-		return -ENOMEM;
-	return w->active ? add_fix(s, &f) : 0;
-}
-
-static int entry_allocated(struct qcow2_scan *s, struct l2walk *w, uint32_t j, uint64_t e,
+static int entry_allocated(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
 			   uint64_t bm)
 {
 	struct qcow2_image *img = s->img;
 	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
 	bool ext = img->l2_entry_words == 2, bad_align = host & (cs - 1);
 	bool data = ext ? (bm & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
-	enum ref ref = REF_NONE;
+	enum qcow2_ref ref = QCOW2_REF_NONE;
 
 	if ((bm >> 32) & bm)
-		corrupt(s, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
-			   "allocation bitmap", host);
+		corrupt(s,
+			"ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+			"allocation bitmap",
+			host);
 	if (bad_align)
-		corrupt(s, "ERROR offset=%" PRIx64 ": %s cluster is not properly aligned; L2 entry "
-			   "corrupted.", host, data ? "Data" : "Preallocated");
+		corrupt(s,
+			"ERROR offset=%" PRIx64 ": %s cluster is not properly aligned; L2 entry "
+			"corrupted.",
+			host, data ? "Data" : "Preallocated");
 	if (w->active) {
 		s->res->allocated_clusters++;
 		if (w->next && host != w->next)
@@ -534,21 +453,21 @@ static int entry_allocated(struct qcow2_scan *s, struct l2walk *w, uint32_t j, u
 		w->next = host + cs;
 	}
 	if (!(img->h.incompat & QCOW2_INCOMPAT_DATA_FILE)) {
-		ref = count_range(s, host, cs) ? REF_COUNTED : REF_OUTSIDE;
-		if (ref == REF_COUNTED && w->dropped && unref(s, host, cs) < 0)
+		ref = count_range(s, host, cs);
+		if (ref == QCOW2_REF_COUNTED && w->dropped && qcow2_repair_unref(s, host, cs) < 0)
 			return -ENOMEM;
-		if (ref == REF_COUNTED && !bad_align && w->active &&
-		    is_meta(s, host >> img->h.cluster_bits))
-			qcow2_scan_say(s, QCOW2_CHECK_NOTE,
-				       "guest offset 0x%" PRIx64 " is mapped to cluster %" PRIu64
-				       ", which holds the %s",
-				       w->guest + j * cs, host >> img->h.cluster_bits,
-				       meta_name(s, host >> img->h.cluster_bits));
+		if (ref == QCOW2_REF_COUNTED && !bad_align && w->active &&
+		    qcow2_check_is_meta(s, host >> img->h.cluster_bits))
+			qcow2_check_say(s, QCOW2_CHECK_NOTE,
+					"guest offset 0x%" PRIx64 " is mapped to cluster %" PRIu64
+					", which holds the %s",
+					w->guest + j * cs, host >> img->h.cluster_bits,
+					meta_name(s, host >> img->h.cluster_bits));
 	}
-	return plan_entry(s, w, j, e, bm, bad_align, ref);
+	return qcow2_repair_plan_entry(s, w, j, e, bm, bad_align ? "misaligned" : NULL, ref);
 }
 
-static int walk_l2(struct qcow2_scan *s, struct l2walk *w)
+static int walk_l2(struct qcow2_scan *s, struct qcow2_l2walk *w)
 {
 	struct qcow2_image *img = s->img;
 	bool ext = img->l2_entry_words == 2, data_file = img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
@@ -564,38 +483,21 @@ static int walk_l2(struct qcow2_scan *s, struct l2walk *w)
 		if (e & QCOW2_OFLAG_COMPRESSED)
 			r = entry_compressed(s, w, j, e, bm);
 		else if (!ext && (e & QCOW2_OFLAG_ZERO) && !host)
-			r = plan_entry(s, w, j, e, bm, false, REF_NONE); /* a plain zero cluster */
+			r = qcow2_repair_plan_entry(s, w, j, e, bm, NULL,
+						    QCOW2_REF_NONE); /* a plain zero cluster */
 		else if (host || (data_file && (e & QCOW2_OFLAG_COPIED)))
 			r = entry_allocated(s, w, j, e, bm);
-		else if (bm & L2_BITMAP_ALLOC)
-			corrupt(s, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
-		else
-			r = plan_entry(s, w, j, e, bm, false, REF_NONE);
+		else if (bm & L2_BITMAP_ALLOC) {
+			corrupt(
+			    s, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+			r = qcow2_repair_plan_entry(s, w, j, e, bm,
+						    "allocated subclusters without a cluster",
+						    QCOW2_REF_NONE);
+		} else {
+			r = qcow2_repair_plan_entry(s, w, j, e, bm, NULL, QCOW2_REF_NONE);
+		}
 	}
 	return r;
-}
-
-/* An active L1 entry a repair rewrites: reserved bits cleared, or dropped when its L2 table is
- * misaligned or past the end of the file (QEMU cannot read it either). */
-static int plan_l1(struct qcow2_scan *s, struct l2walk *w, uint32_t i, uint64_t e, bool counted)
-{
-	struct qcow2_fix f = { i, 0, true, false, w->guest, e, e & ~L1E_RESERVED, 0,
-			       "reserved bits set" };
-	uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
-
-	if (!s->plan || !w->active)
-		return 0;
-	if (!counted || !l2 || (l2 & (s->img->cluster_bytes - 1))) {
-		f.entry = 0;
-		f.why = !l2 ? "no L2 table" : counted ? "misaligned L2 table"
-						      : "L2 table past the end of the file";
-		w->dropped = true;
-		if (counted && l2 && unref(s, l2, s->img->cluster_bytes) < 0)
-			return -ENOMEM;
-	} else if (!(e & L1E_RESERVED)) {
-		return 0;
-	}
-	return add_fix(s, &f);
 }
 
 static int walk_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool active)
@@ -606,29 +508,28 @@ static int walk_l1(struct qcow2_scan *s, const uint64_t *l1, uint32_t n, bool ac
 
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t e = l1[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
-		struct l2walk w = { l2, i * span, active, false, false, 0 };
-		bool counted;
+		struct qcow2_l2walk w = {l2, i * span, active, false, false, 0};
+		enum qcow2_ref ref;
 
 		if (!e)
 			continue;
 		if (e & L1E_RESERVED)
 			corrupt(s, "ERROR found L1 entry with reserved bits set: %" PRIx64, e);
-		if (!l2) {
-			r = plan_l1(s, &w, i, e, true);
-			continue;
-		}
-		counted = count_range(s, l2, cs);
+		/* An entry with flags but no offset: QEMU reads the header cluster as its table. */
+		ref = count_range(s, l2, cs);
 		if (l2 & (cs - 1))
-			corrupt(s, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
-				   "entry corrupted", l2);
-		r = plan_l1(s, &w, i, e, counted);
+			corrupt(s,
+				"ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
+				"entry corrupted",
+				l2);
+		r = qcow2_repair_plan_l1(s, &w, i, e, ref);
 		/* Only well-formed tables: those a repair drops are left whole in every walk. */
-		w.fixable = s->plan && counted && !(l2 & (cs - 1)) &&
+		w.fixable = s->plan && ref == QCOW2_REF_COUNTED && !(l2 & (cs - 1)) &&
 			    has_u64(s->active_l2, s->n_active_l2, l2);
 		if (r == 0)
 			r = walk_l2(s, &w);
 		if (r == 0)
-			r = qcow2_scan_step(s, 1);
+			r = qcow2_check_step(s, 1);
 	}
 	return r;
 }
@@ -647,8 +548,11 @@ static int count_snapshots(struct qcow2_scan *s)
 		uint64_t *l1;
 
 		if (sn->l1_entries > QCOW2_MAX_L1_BYTES / 8) {
-			corrupt(s, "ERROR snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too large; "
-				   "snapshot table entry corrupted", sn->id, sn->name, sn->l1_entries);
+			corrupt(s,
+				"ERROR snapshot %s (%s) l1_size=%#" PRIx32
+				": L1 table is too large; "
+				"snapshot table entry corrupted",
+				sn->id, sn->name, sn->l1_entries);
 			continue;
 		}
 		count_range(s, sn->l1_off, (uint64_t)sn->l1_entries * 8);
@@ -715,7 +619,8 @@ static int walk_bitmaps(struct qcow2_scan *s, bool count)
 
 		if (entries * 8 > MAX_BITMAP_TABLE) {
 			if (count)
-				corrupt(s, "ERROR bitmap table at 0x%" PRIx64 " is too large", table);
+				corrupt(s, "ERROR bitmap table at 0x%" PRIx64 " is too large",
+					table);
 			break;
 		}
 		if (count)
@@ -750,7 +655,7 @@ static void count_refblocks(struct qcow2_scan *s)
 	}
 }
 
-int qcow2_scan_count(struct qcow2_scan *s)
+int qcow2_check_count(struct qcow2_scan *s)
 {
 	struct qcow2_image *img = s->img;
 	const struct qcow2_header *h = &img->h;
@@ -776,33 +681,36 @@ int qcow2_scan_count(struct qcow2_scan *s)
 
 /* ---- comparing ---- */
 
-int qcow2_scan_compare(struct qcow2_scan *s)
+int qcow2_check_compare(struct qcow2_scan *s)
 {
 	uint64_t i, v, c, highest = 0;
 	int r = 0;
 
+	s->total += s->n_used - s->n_file;
 	for (i = 0; i < s->n_used && r == 0; i++) {
-		if (i % STEP == STEP - 1 && (r = qcow2_scan_step(s, STEP)) < 0)
+		if (i % STEP == STEP - 1 && (r = qcow2_check_step(s, STEP)) < 0)
 			break;
-		r = qcow2_scan_refcount(s, i, &v);
+		r = qcow2_check_refcount(s, i, &v);
 		c = s->counts[i];
 		if (r < 0 || (!v && !c))
 			continue;
 		highest = i;
 		if (v < c) {
 			s->res->corruptions++;
-			qcow2_scan_say(s, QCOW2_CHECK_CORRUPTION,
-				       "ERROR cluster %" PRIu64 " refcount=%" PRIu64
-				       " reference=%" PRIu64, i, v, c);
+			qcow2_check_say(s, QCOW2_CHECK_CORRUPTION,
+					"ERROR cluster %" PRIu64 " refcount=%" PRIu64
+					" reference=%" PRIu64,
+					i, v, c);
 		} else if (v > c) {
 			s->res->leaks++;
-			qcow2_scan_say(s, QCOW2_CHECK_LEAK,
-				       "Leaked cluster %" PRIu64 " refcount=%" PRIu64
-				       " reference=%" PRIu64, i, v, c);
+			qcow2_check_say(s, QCOW2_CHECK_LEAK,
+					"Leaked cluster %" PRIu64 " refcount=%" PRIu64
+					" reference=%" PRIu64,
+					i, v, c);
 		}
 	}
 	s->res->image_end_offset = (highest + 1) * s->img->cluster_bytes;
-	return r;
+	return r < 0 ? r : qcow2_check_step(s, s->n_used % STEP);
 }
 
 static int cmp_fix(const void *a, const void *b)
@@ -818,7 +726,7 @@ static int cmp_fix(const void *a, const void *b)
 
 static bool has_fix(const struct qcow2_scan *s, bool l1, uint64_t table, uint32_t idx)
 {
-	struct qcow2_fix key = { .table = table, .idx = idx, .l1 = l1 };
+	struct qcow2_fix key = {.table = table, .idx = idx, .l1 = l1};
 
 	return s->n_fixes && bsearch(&key, s->fixes, s->n_fixes, sizeof(key), cmp_fix);
 }
@@ -827,7 +735,7 @@ static bool has_fix(const struct qcow2_scan *s, bool l1, uint64_t table, uint32_
 static int refcount_of(struct qcow2_scan *s, bool planned, uint64_t idx, uint64_t *v)
 {
 	if (!planned)
-		return qcow2_scan_refcount(s, idx, v);
+		return qcow2_check_refcount(s, idx, v);
 	*v = idx < s->n ? s->counts[idx] : 0;
 	return 0;
 }
@@ -844,24 +752,28 @@ static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
 	for (j = 0; r == 0 && j < img->l2_entries; j++) {
 		uint64_t e = s->buf[j * img->l2_entry_words], host = e & QCOW2_L2E_OFFSET_MASK;
 
-		if ((e & QCOW2_OFLAG_COMPRESSED) || (!host && !(data_file && e & QCOW2_OFLAG_COPIED)))
+		if ((e & QCOW2_OFLAG_COMPRESSED) ||
+		    (!host && !(data_file && e & QCOW2_OFLAG_COPIED)))
 			continue;
 		if (planned && has_fix(s, false, l2, j))
 			continue;
 		rc = 1;
-		if (!data_file && (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
+		if (!data_file &&
+		    (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
 			break;
 		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
-			qcow2_scan_say(s, kind, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
-				       " refcount=%" PRIu64, verb, e, rc);
+			qcow2_check_say(s, kind,
+					"%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
+					" refcount=%" PRIu64,
+					verb, e, rc);
 		}
 	}
 	return r;
 }
 
-int qcow2_scan_copied(struct qcow2_scan *s, bool planned, const char *verb,
-		      enum qcow2_check_msg kind, uint64_t *found)
+int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
+		       enum qcow2_check_msg kind, uint64_t *found)
 {
 	struct qcow2_image *img = s->img;
 	uint32_t i;
@@ -879,13 +791,15 @@ int qcow2_scan_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		r = refcount_of(s, planned, l2 >> img->h.cluster_bits, &rc);
 		if (r == 0 && (rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
-			qcow2_scan_say(s, kind, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%"
-				       PRIx64 " refcount=%" PRIu64, verb, i, e, rc);
+			qcow2_check_say(s, kind,
+					"%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
+					" refcount=%" PRIu64,
+					verb, i, e, rc);
 		}
 		if (r == 0)
 			r = copied_l2(s, planned, verb, kind, l2, found);
 		if (r == 0)
-			r = qcow2_scan_step(s, 1);
+			r = qcow2_check_step(s, 1);
 	}
 	return r;
 }
@@ -898,15 +812,15 @@ int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_o
 	int r;
 
 	memset(res, 0, sizeof(*res));
-	r = qcow2_scan_init(&s, img, o, res);
+	r = qcow2_check_init(&s, img, o, res);
 	if (r == 0)
-		r = qcow2_scan_count(&s);
+		r = qcow2_check_count(&s);
 	if (r == 0)
-		r = qcow2_scan_compare(&s);
+		r = qcow2_check_compare(&s);
 	if (r == 0)
-		r = qcow2_scan_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
+		r = qcow2_check_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
 	res->corruptions += n;
-	qcow2_scan_release(&s);
+	qcow2_check_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
@@ -915,75 +829,21 @@ int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res)
 	return qcow2_image_check_report(img, NULL, res);
 }
 
-/* ---- setting refcounts (a dirty image's rebuild, a repair) ---- */
-
-/* Clusters past the counted ones keep no refcount. w->lock held. */
-static int clear_past(struct qcow2_scan *s)
-{
-	struct qcow2_image *img = s->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order;
-	uint64_t covered = (uint64_t)img->refs.n * pb, i, v;
-	int r = 0;
-
-	for (i = s->n_used; r == 0 && i < covered; i++) {
-		if (!img->refs.table[i / pb]) {
-			i = (i / pb + 1) * pb - 1;
-			continue;
-		}
-		r = qcow2_refcount_get_w(img, i, &v);
-		if (r == 0 && v)
-			r = qcow2_refcount_set_w(img, i, 0);
-	}
-	return r;
-}
-
-int qcow2_check_set_refcounts(struct qcow2_scan *s, bool raise_only)
-{
-	struct qcow2_image *img = s->img;
-	struct qcow2_wstate *w = img->w;
-	uint64_t i, v, c;
-	int r;
-
-	/* New refcount blocks go past every cluster counted. */
-	if (w->end_cluster < s->n_used)
-		__atomic_store_n(&w->end_cluster, s->n_used, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&w->lock);
-	r = raise_only ? 0 : clear_past(s);
-	for (i = 0; r == 0 && i < s->n_used; i++) {
-		if (i % STEP == STEP - 1 && (r = qcow2_scan_step(s, STEP)) < 0)
-			break;
-		c = s->counts[i];
-		r = qcow2_refcount_get_w(img, i, &v);
-		if (r < 0 || v == c || (raise_only && v > c))
-			continue;
-		r = qcow2_refcount_set_w(img, i, c);
-		if (r < 0)
-			break;
-		if (v < c)
-			s->res->corruptions_fixed++;
-		else
-			s->res->leaks_fixed++;
-		qcow2_scan_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-			       i, v, c);
-	}
-	pthread_mutex_unlock(&w->lock);
-	return r;
-}
+/* ---- a dirty image's rebuild ---- */
 
 int qcow2_check_rebuild_dirty(struct qcow2_image *img)
 {
-	struct qcow2_check_result res = { 0 };
+	struct qcow2_check_result res = {0};
 	struct qcow2_scan s;
 	int r;
 
-	r = qcow2_scan_init(&s, img, NULL, &res);
+	r = qcow2_check_init(&s, img, NULL, &res);
 	s.quiet = true;
 	if (r == 0)
-		r = qcow2_scan_count(&s);
+		r = qcow2_check_count(&s);
 	if (r == 0)
-		r = qcow2_check_set_refcounts(&s, false);
-	qcow2_scan_release(&s);
+		r = qcow2_repair_set_refcounts(&s, false);
+	qcow2_check_release(&s);
 	/* The fast path trusts COPIED to mean "refcount 1": make it so, as QEMU's repair does. */
 	if (r == 0)
 		r = qcow2_write_fix_copied(img);

@@ -122,6 +122,8 @@ struct qcow2_refcounts {
 int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_refcounts *r);
 void qcow2_refcount_release(struct qcow2_refcounts *r);
+/* Load img->refs (the table only) unless it is loaded. */
+int qcow2_refcount_ready(struct qcow2_image *img);
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
 /* Encode @v (which must fit the width) into entry @idx of @block. Pure. */
@@ -368,37 +370,72 @@ struct qcow2_scan {
 	size_t n_l2s, n_active_l2;
 	struct qcow2_fix *fixes;
 	size_t n_fixes, cap_fixes;
-	struct qcow2_crange *unref; /* references of the entries a repair rewrites */
+	struct qcow2_crange *unref; /* references the rewritten entries lose */
 	size_t n_unref, cap_unref;
+	struct qcow2_crange *reref; /* references the rewritten entries gain */
+	size_t n_reref, cap_reref;
 	uint64_t *buf;    /* one cluster */
 	uint8_t *rblock;  /* a refcount block (read-only images) */
 	uint64_t rblock_ti;
 	uint64_t done, total; /* progress, in clusters */
 };
 
-/* Set up @s for @img; then count (qcow2_scan_count), compare with the refcounts
- * (qcow2_scan_compare), check the COPIED flags (qcow2_scan_copied). Results add to @s->res. */
-int qcow2_scan_init(struct qcow2_scan *s, struct qcow2_image *img,
+/* check.c: set up @s for @img; then count (qcow2_check_count), compare with the refcounts
+ * (qcow2_check_compare), check the COPIED flags (qcow2_check_copied). Results add to @s->res. */
+int qcow2_check_init(struct qcow2_scan *s, struct qcow2_image *img,
 		    const struct qcow2_check_opts *o, struct qcow2_check_result *res);
-void qcow2_scan_release(struct qcow2_scan *s);
-int qcow2_scan_count(struct qcow2_scan *s);
-int qcow2_scan_compare(struct qcow2_scan *s);
+void qcow2_check_release(struct qcow2_scan *s);
+int qcow2_check_count(struct qcow2_scan *s);
+int qcow2_check_compare(struct qcow2_scan *s);
 /* Check the COPIED flags of the active tables against the stored refcounts (@planned: against
  * the counts, skipping the entries a fix rewrites), reporting each mismatch as "@verb
  * OFLAG_COPIED ..." with message kind @kind. *@found gets their number. */
-int qcow2_scan_copied(struct qcow2_scan *s, bool planned, const char *verb,
+int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		      enum qcow2_check_msg kind, uint64_t *found);
 /* The stored refcount of cluster @idx (0 past the refcount table). */
-int qcow2_scan_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v);
-void qcow2_scan_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
+int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v);
+void qcow2_check_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Report @units more clusters of work done; -ECANCELED once the job is cancelled. */
-int qcow2_scan_step(struct qcow2_scan *s, uint64_t units);
-/* Set the refcount of every cluster to its count in @s (only those lower with @raise_only),
- * and clear those past the counted ones: the rebuild of a dirty image and the refcount steps
- * of a repair. Each change is reported and counted in @s->res (corruptions_fixed when raised,
- * leaks_fixed when lowered). Writable image, w->lock not held; nothing flushed. */
-int qcow2_check_set_refcounts(struct qcow2_scan *s, bool raise_only);
+int qcow2_check_step(struct qcow2_scan *s, uint64_t units);
+/* What counting one reference did (check.c). */
+enum qcow2_ref {
+	QCOW2_REF_NONE,     /* nothing to count (unallocated, zero cluster, external data file) */
+	QCOW2_REF_COUNTED,
+	QCOW2_REF_OUTSIDE,  /* a cluster or more past the end of the file: not counted */
+	QCOW2_REF_OVERFLOW, /* the refcount would exceed the refcount width: not counted */
+};
+
+/* One walk of an L2 table by a scan (check.c). */
+struct qcow2_l2walk {
+	uint64_t table; /* host offset */
+	uint64_t guest; /* guest offset of entry 0 */
+	bool active;    /* reached from the active L1 table: fragmentation info, fixes */
+	bool fixable;   /* a well-formed active table: a repair rewrites its bad entries */
+	bool dropped;   /* a repair drops the L1 entry: nothing reached from it stays counted */
+	uint64_t next;  /* next contiguous host offset (fragmentation) */
+};
+
+/* check.c: whether cluster @cluster holds metadata. */
+bool qcow2_check_is_meta(const struct qcow2_scan *s, uint64_t cluster);
+
+/* repair.c, called by a planning scan (s->plan) as it walks: note the fix of L2 entry @j (@e,
+ * subcluster bitmap @bm; @zero_why: why it must read as zeros; @ref: what counting its cluster
+ * did), of a compressed entry (data at @host, @bytes), of active L1 entry @i; and leave a
+ * reference just counted out of the planned counts. 0 or -ENOMEM. */
+int qcow2_repair_plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
+			    uint64_t bm, const char *zero_why, enum qcow2_ref ref);
+int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j,
+				 uint64_t e, uint64_t bm, uint64_t host, uint64_t bytes);
+int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
+			 enum qcow2_ref ref);
+int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes);
+/* repair.c: set the refcount of every cluster to its count in @s (only those lower with
+ * @raise_only), and clear those past the counted ones: the rebuild of a dirty image and the
+ * refcount steps of a repair. Each change is reported and counted in @s->res
+ * (corruptions_fixed when raised, leaks_fixed when lowered). Writable image, w->lock not held;
+ * nothing flushed. */
+int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only);
 
 /* ownermap.c: which chain layer provides each chunk of the flat view; filled lazily. */
 struct qcow2_ownermap;

@@ -85,6 +85,11 @@ static int refs_ready(struct qcow2_image *img)
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
+int qcow2_refcount_ready(struct qcow2_image *img)
+{
+	return refs_ready(img);
+}
+
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount)
 {
 	const struct qcow2_refcounts *r = &img->refs;

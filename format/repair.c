@@ -31,6 +31,11 @@
 
 #include "internal.h"
 
+#define L1E_RESERVED	0x7f000000000001ffull
+#define L2E_RESERVED	0x3f000000000001feull
+#define L2_BITMAP_ALLOC 0xffffffffull
+#define STEP		4096 /* clusters set between two progress reports */
+
 /* ---- opening ---- */
 
 struct repair_open {
@@ -61,9 +66,9 @@ static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
 			    struct qcow2_image **out)
 {
-	static const struct qcow2_chain_opts none = { 0 };
-	struct repair_open ro = { o ? o : &none, path };
-	struct qcow2_image_opts io = { open_data_file, &ro, ro.o->l2_cache_bytes, true };
+	static const struct qcow2_chain_opts none = {0};
+	struct repair_open ro = {o ? o : &none, path};
+	struct qcow2_image_opts io = {open_data_file, &ro, ro.o->l2_cache_bytes, true};
 	struct qcow2_io *f = NULL;
 	int r;
 
@@ -81,12 +86,239 @@ int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
 	return qcow2_image_open_repair_io(f, path, &io, out);
 }
 
+/* ---- planning (while a scan walks the tables, check.c) ---- */
+
+static int push_range(struct qcow2_crange **v, size_t *n, size_t *cap, uint64_t first,
+		      uint64_t count)
+{
+	struct qcow2_crange *p;
+
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 16;
+		p = realloc(*v, c * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		*v = p;
+		*cap = c;
+	}
+	(*v)[*n].first = first;
+	(*v)[(*n)++].count = count;
+	return 0;
+}
+
+/* Leave [@off, @off + @bytes), just counted, out of the planned counts (a rewritten entry). */
+int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint32_t bits = s->img->h.cluster_bits;
+
+	return push_range(&s->unref, &s->n_unref, &s->cap_unref, off >> bits,
+			  ((off + bytes - 1) >> bits) - (off >> bits) + 1);
+}
+
+/* Add [@off, @off + @bytes), not counted, to the planned counts (an entry a fix makes valid). */
+static int reref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint32_t bits = s->img->h.cluster_bits;
+
+	if (off >= (1ull << 62) || off + bytes >= s->file_bytes + s->img->cluster_bytes)
+		return 0;
+	return push_range(&s->reref, &s->n_reref, &s->cap_reref, off >> bits,
+			  ((off + bytes - 1) >> bits) - (off >> bits) + 1);
+}
+
+static int add_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
+{
+	struct qcow2_fix *p;
+
+	if (s->n_fixes == s->cap_fixes) {
+		size_t cap = s->cap_fixes ? 2 * s->cap_fixes : 16;
+		p = realloc(s->fixes, cap * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		s->fixes = p;
+		s->cap_fixes = cap;
+	}
+	s->fixes[s->n_fixes++] = *f;
+	return 0;
+}
+
+/* The entry a repair writes so that the cluster reads as zeros (QEMU turns misaligned
+ * preallocated clusters into zero clusters the same way). */
+static void zero_entry(const struct qcow2_image *img, struct qcow2_fix *f, uint64_t bm)
+{
+	f->entry = 0;
+	f->bitmap = 0;
+	if (img->l2_entry_words == 2)
+		f->bitmap = (bm | bm << 32) & ~L2_BITMAP_ALLOC;
+	else if (img->h.version >= 3)
+		f->entry = QCOW2_OFLAG_ZERO;
+	else if (img->h.backing_file[0])
+		f->move = true; /* v2 over a backing file: a cluster of zeros of its own */
+}
+
+/* What a repair does with an entry: zeroed for @zero_why, or when its cluster lies past the end
+ * of the file, its data given a cluster of its own when it lies in metadata or its refcount
+ * would overflow, reserved bits and subclusters both allocated and zero cleared. */
+int qcow2_repair_plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
+			    uint64_t bm, const char *zero_why, enum qcow2_ref ref)
+{
+	struct qcow2_image *img = s->img;
+	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
+	uint64_t both = (bm >> 32) & bm & L2_BITMAP_ALLOC;
+	bool ext = img->l2_entry_words == 2;
+	bool data = ext ? ((bm & ~both) & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
+	bool in_meta = ref == QCOW2_REF_COUNTED && !zero_why &&
+		       qcow2_check_is_meta(s, host >> img->h.cluster_bits);
+	struct qcow2_fix f = {
+	    .table = w->table,
+	    .idx = j,
+	    .guest_off = w->guest + j * cs,
+	    .old = e,
+	    .entry = e & ~L2E_RESERVED,
+	    .bitmap = bm & ~both,
+	    .why = both ? "subclusters both allocated and zero" : "reserved bits set",
+	};
+
+	if (!w->fixable)
+		return 0;
+	if (ref == QCOW2_REF_OUTSIDE)
+		zero_why = "past the end of the file";
+	else if ((in_meta || ref == QCOW2_REF_OVERFLOW) && !data)
+		zero_why = in_meta ? "in metadata" : "refcount overflow";
+	if (zero_why) {
+		zero_entry(img, &f, bm);
+		f.why = zero_why;
+	} else if (in_meta || ref == QCOW2_REF_OVERFLOW) {
+		f.move = true;
+		f.why = in_meta ? "in metadata" : "refcount overflow";
+	} else if (f.entry == e && f.bitmap == bm) {
+		return 0;
+	}
+	if (ref == QCOW2_REF_COUNTED && (f.move || (f.entry & QCOW2_L2E_OFFSET_MASK) != host) &&
+	    qcow2_repair_unref(s, host, cs) < 0)
+		return -ENOMEM;
+	return w->active ? add_fix(s, &f) : 0;
+}
+
+int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j,
+				 uint64_t e, uint64_t bm, uint64_t host, uint64_t bytes)
+{
+	bool data_file = s->img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
+	struct qcow2_fix f = {
+	    .table = w->table,
+	    .idx = j,
+	    .guest_off = w->guest + j * s->img->cluster_bytes,
+	    .old = e,
+	    .entry = e & ~QCOW2_OFLAG_COPIED,
+	    .bitmap = data_file ? bm : 0,
+	    .why = bm && !data_file ? "a subcluster bitmap on a compressed cluster"
+				    : "the COPIED flag of a compressed cluster",
+	};
+
+	if (!w->fixable || (f.entry == e && f.bitmap == bm))
+		return 0;
+	/* once the bitmap is cleared, the compressed data is in use */
+	if (bm && !data_file && reref(s, host, bytes) < 0)
+		return -ENOMEM;
+	return w->active ? add_fix(s, &f) : 0;
+}
+
+/* An active L1 entry a repair rewrites: reserved bits cleared, or dropped when its L2 table is
+ * misaligned or past the end of the file (QEMU cannot read it either). */
+int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
+			 enum qcow2_ref ref)
+{
+	struct qcow2_fix f = {
+	    .table = i,
+	    .l1 = true,
+	    .guest_off = w->guest,
+	    .old = e,
+	    .entry = e & ~L1E_RESERVED,
+	    .why = "reserved bits set",
+	};
+	uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
+
+	if (!s->plan || !w->active)
+		return 0;
+	if (ref == QCOW2_REF_OUTSIDE || !l2 || (l2 & (s->img->cluster_bytes - 1))) {
+		f.entry = 0;
+		f.why = ref == QCOW2_REF_OUTSIDE ? "L2 table past the end of the file"
+			: l2			 ? "misaligned L2 table"
+						 : "no L2 table";
+		w->dropped = true;
+		if (ref == QCOW2_REF_COUNTED &&
+		    qcow2_repair_unref(s, l2, s->img->cluster_bytes) < 0)
+			return -ENOMEM;
+	} else if (!(e & L1E_RESERVED)) {
+		return 0;
+	}
+	return add_fix(s, &f);
+}
+
+/* ---- setting refcounts ---- */
+
+/* Clusters past the counted ones keep no refcount. w->lock held. */
+static int clear_past(struct qcow2_scan *s)
+{
+	struct qcow2_image *img = s->img;
+	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order;
+	uint64_t covered = (uint64_t)img->refs.n * pb, i, v;
+	int r = 0;
+
+	for (i = s->n_used; r == 0 && i < covered; i++) {
+		if (!img->refs.table[i / pb]) {
+			i = (i / pb + 1) * pb - 1;
+			continue;
+		}
+		r = qcow2_refcount_get_w(img, i, &v);
+		if (r == 0 && v)
+			r = qcow2_refcount_set_w(img, i, 0);
+	}
+	return r;
+}
+
+int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
+{
+	struct qcow2_image *img = s->img;
+	struct qcow2_wstate *w = img->w;
+	uint64_t i, v, c;
+	int r;
+
+	/* New refcount blocks go past every cluster counted. */
+	if (w->end_cluster < s->n_used)
+		__atomic_store_n(&w->end_cluster, s->n_used, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&w->lock);
+	r = raise_only ? 0 : clear_past(s);
+	for (i = 0; r == 0 && i < s->n_used; i++) {
+		if (i % STEP == STEP - 1 && (r = qcow2_check_step(s, STEP)) < 0)
+			break;
+		c = s->counts[i];
+		r = qcow2_refcount_get_w(img, i, &v);
+		if (r < 0 || v == c || (raise_only && v > c))
+			continue;
+		r = qcow2_refcount_set_w(img, i, c);
+		if (r < 0)
+			break;
+		if (v < c)
+			s->res->corruptions_fixed++;
+		else
+			s->res->leaks_fixed++;
+		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
+				" reference=%" PRIu64,
+				i, v, c);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return r;
+}
+
 /* ---- the fixes ---- */
 
 static const char *action(const struct qcow2_fix *f)
 {
 	if (f->l1)
-		return f->entry ? "reserved bits cleared" : "dropped (the range reads as unallocated)";
+		return f->entry ? "reserved bits cleared"
+				: "dropped (the range reads as unallocated)";
 	if (f->move)
 		return f->entry & QCOW2_L2E_OFFSET_MASK ? "data copied to a cluster of its own"
 							: "pointed at a new cluster of zeros";
@@ -101,17 +333,18 @@ static void report_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
 {
 	s->res->corruptions_fixed++;
 	if (f->l1)
-		qcow2_scan_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
-			       f->table, f->old, f->why, action(f));
+		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+				"Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
+				f->table, f->old, f->why, action(f));
 	else
-		qcow2_scan_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing L2 entry for guest offset 0x%" PRIx64 " (l2_entry=%" PRIx64
-			       ", %s): %s", f->guest_off, f->old, f->why, action(f));
+		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+				"Repairing L2 entry for guest offset 0x%" PRIx64
+				" (l2_entry=%" PRIx64 ", %s): %s",
+				f->guest_off, f->old, f->why, action(f));
 }
 
-/* Leave the references of the entries to rewrite out of the counts. */
-static void apply_unref(struct qcow2_scan *s)
+/* The counts as they become once the entries are rewritten. */
+static void plan_counts(struct qcow2_scan *s)
 {
 	size_t i;
 	uint64_t c;
@@ -120,6 +353,13 @@ static void apply_unref(struct qcow2_scan *s)
 		for (c = s->unref[i].first; c < s->unref[i].first + s->unref[i].count; c++)
 			if (c < s->n && s->counts[c])
 				s->counts[c]--;
+	for (i = 0; i < s->n_reref; i++)
+		for (c = s->reref[i].first; c < s->reref[i].first + s->reref[i].count; c++)
+			if (c < s->n && s->counts[c] < s->ref_max) {
+				s->counts[c]++;
+				if (c >= s->n_used)
+					s->n_used = c + 1;
+			}
 }
 
 /* A dry run: what a repair would change, reported and counted. */
@@ -132,19 +372,20 @@ static int report_plan(struct qcow2_scan *s)
 	for (k = 0; k < s->n_fixes; k++)
 		report_fix(s, &s->fixes[k]);
 	for (i = 0; i < s->n_used && r == 0; i++) {
-		r = qcow2_scan_refcount(s, i, &v);
+		r = qcow2_check_refcount(s, i, &v);
 		if (r < 0 || v == s->counts[i])
 			continue;
 		if (v < s->counts[i])
 			s->res->corruptions_fixed++;
 		else
 			s->res->leaks_fixed++;
-		qcow2_scan_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-			       i, v, (uint64_t)s->counts[i]);
+		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
+				" reference=%" PRIu64,
+				i, v, (uint64_t)s->counts[i]);
 	}
 	if (r == 0)
-		r = qcow2_scan_copied(s, true, "Repairing", QCOW2_CHECK_REPAIR, &n);
+		r = qcow2_check_copied(s, true, "Repairing", QCOW2_CHECK_REPAIR, &n);
 	if (r == 0)
 		s->res->corruptions_fixed += n;
 	return r;
@@ -171,7 +412,7 @@ static void set_l1(struct qcow2_image *img, uint32_t i, uint64_t v)
 static int set_l2(struct qcow2_image *img, uint64_t table, uint32_t idx, uint64_t entry,
 		  uint64_t bitmap)
 {
-	uint64_t words[2] = { entry, bitmap };
+	uint64_t words[2] = {entry, bitmap};
 	uint32_t ew = img->l2_entry_words;
 	int r = qcow2_l2cache_modify(img->l2cache, img->io, table, NULL, idx * ew, ew, words);
 
@@ -210,23 +451,49 @@ static int apply_rewrites(struct qcow2_scan *s)
 	return r;
 }
 
-/* Step 3: a cluster of its own for each entry to move: a copy of the cluster it points at (or
- * zeros), written before the entry points at it. w->lock held. */
-static int move_one(struct qcow2_scan *s, const struct qcow2_fix *f, uint8_t *buf)
+/* What each entry to move shows now (NULL: zeros), read before anything changes, since the
+ * metadata it lies in may change. */
+static int read_moves(struct qcow2_scan *s, uint8_t ***out)
+{
+	uint64_t cs = s->img->cluster_bytes;
+	uint8_t **copies = calloc(s->n_fixes ? s->n_fixes : 1, sizeof(*copies));
+	size_t k;
+	int r = copies ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+
+	for (k = 0; k < s->n_fixes && r == 0; k++) {
+		uint64_t src = s->fixes[k].entry & QCOW2_L2E_OFFSET_MASK;
+
+		if (!s->fixes[k].move || !src)
+			continue;
+		copies[k] = malloc(cs);
+		r = copies[k] ? qcow2_io_pread_full(s->img->io, copies[k], cs, src)
+			      : qcow2_set_error(-ENOMEM, "out of memory");
+	}
+	*out = copies;
+	return r;
+}
+
+static void free_moves(struct qcow2_scan *s, uint8_t **copies)
+{
+	size_t k;
+
+	for (k = 0; copies && k < s->n_fixes; k++)
+		free(copies[k]);
+	free(copies);
+}
+
+/* Step 3: a cluster of its own for an entry to move, written with @data (NULL: zeros) before
+ * the entry points at it. w->lock held. */
+static int move_one(struct qcow2_scan *s, const struct qcow2_fix *f, const uint8_t *data,
+		    uint8_t *zeros)
 {
 	struct qcow2_image *img = s->img;
-	uint64_t src = f->entry & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes, dst;
-	int r;
+	uint64_t dst;
+	int r = qcow2_refcount_alloc(img, 1, &dst);
 
-	if (src)
-		r = qcow2_io_pread_full(img->io, buf, cs, src);
-	else
-		r = (memset(buf, 0, cs), 0);
-	if (r == 0)
-		r = qcow2_refcount_alloc(img, 1, &dst);
 	if (r < 0)
 		return r;
-	r = qcow2_io_pwrite(img->io, buf, cs, dst);
+	r = qcow2_io_pwrite(img->io, data ? data : zeros, img->cluster_bytes, dst);
 	__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	if (r == 0)
 		r = set_l2(img, f->table, f->idx, dst | QCOW2_OFLAG_COPIED, f->bitmap);
@@ -238,22 +505,22 @@ static int move_one(struct qcow2_scan *s, const struct qcow2_fix *f, uint8_t *bu
 	return 0;
 }
 
-static int apply_moves(struct qcow2_scan *s)
+static int apply_moves(struct qcow2_scan *s, uint8_t **copies)
 {
 	struct qcow2_image *img = s->img;
-	uint8_t *buf = malloc(img->cluster_bytes);
+	uint8_t *zeros = calloc(1, img->cluster_bytes);
 	size_t k;
-	int r = buf ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = zeros ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
 
 	pthread_mutex_lock(&img->w->lock);
 	for (k = 0; k < s->n_fixes && r == 0; k++) {
 		if (s->fixes[k].move)
-			r = move_one(s, &s->fixes[k], buf);
+			r = move_one(s, &s->fixes[k], copies[k], zeros);
 		if (r == 0)
-			r = qcow2_scan_step(s, 0);
+			r = qcow2_check_step(s, 0);
 	}
 	pthread_mutex_unlock(&img->w->lock);
-	free(buf);
+	free(zeros);
 	return r;
 }
 
@@ -261,30 +528,30 @@ static int apply_moves(struct qcow2_scan *s)
 static int recount(struct qcow2_image *img, const struct qcow2_check_opts *o,
 		   struct qcow2_check_result *res)
 {
-	struct qcow2_check_result scratch = { 0 };
+	struct qcow2_check_result scratch = {0};
 	struct qcow2_scan s;
 	uint64_t n;
 	int r;
 
-	r = qcow2_scan_init(&s, img, o, &scratch);
+	r = qcow2_check_init(&s, img, o, &scratch);
 	s.quiet = true;
 	if (r == 0)
-		r = qcow2_scan_count(&s);
+		r = qcow2_check_count(&s);
 	s.quiet = false;
 	s.res = res;
 	if (r == 0)
-		r = qcow2_check_set_refcounts(&s, false);
+		r = qcow2_repair_set_refcounts(&s, false);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
-		r = qcow2_scan_copied(&s, false, "Repairing", QCOW2_CHECK_REPAIR, &n);
+		r = qcow2_check_copied(&s, false, "Repairing", QCOW2_CHECK_REPAIR, &n);
 	if (r == 0) {
 		res->corruptions_fixed += n;
 		pthread_mutex_lock(&img->w->lock);
 		r = qcow2_write_fix_copied(img);
 		pthread_mutex_unlock(&img->w->lock);
 	}
-	qcow2_scan_release(&s);
+	qcow2_check_release(&s);
 	return r;
 }
 
@@ -309,17 +576,21 @@ static int clear_bits(struct qcow2_image *img)
 static int apply(struct qcow2_scan *s)
 {
 	struct qcow2_image *img = s->img;
+	uint8_t **copies = NULL;
 	int r;
 
-	r = apply_rewrites(s);
+	r = read_moves(s, &copies);
+	if (r == 0)
+		r = apply_rewrites(s);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
-		r = qcow2_check_set_refcounts(s, true);
+		r = qcow2_repair_set_refcounts(s, true);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
-		r = apply_moves(s);
+		r = apply_moves(s, copies);
+	free_moves(s, copies);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
@@ -328,11 +599,8 @@ static int apply(struct qcow2_scan *s)
 		r = qcow2_image_flush(img);
 	if (r == 0)
 		r = clear_bits(img);
-	/* Stopped part way (an error, a cancelled job): what was done is made durable, and it is
-	 * valid at every point. */
-	if (r < 0 && qcow2_image_flush(img) < 0)
-		r = qcow2_set_error(r, "%s (and writing back what was repaired failed)",
-				    qcow2_last_error());
+	/* Stopped part way (an error, a cancelled job): the disk holds a valid image at every
+	 * point, and closing the image writes back the rest. */
 	return r;
 }
 
@@ -348,21 +616,21 @@ int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o
 		return qcow2_set_error(-EINVAL, "'%s' is not open for repair", img->name);
 	r = dry_run ? 0 : qcow2_image_flush(img);
 	if (r == 0)
-		r = qcow2_scan_init(&s, img, o, res);
+		r = qcow2_check_init(&s, img, o, res);
 	if (r < 0)
 		return qcow2_error_prefix(r, img->name);
 	s.plan = true;
-	r = qcow2_scan_count(&s);
+	r = qcow2_check_count(&s);
 	if (r == 0)
-		r = qcow2_scan_compare(&s);
+		r = qcow2_check_compare(&s);
 	if (r == 0)
-		r = qcow2_scan_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
+		r = qcow2_check_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
 	res->corruptions += n;
-	apply_unref(&s);
+	plan_counts(&s);
 	if (r == 0 && dry_run)
 		r = report_plan(&s);
 	else if (r == 0 && (res->corruptions || res->leaks || res->dirty || res->corrupt))
 		r = apply(&s);
-	qcow2_scan_release(&s);
+	qcow2_check_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }

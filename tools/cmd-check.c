@@ -22,23 +22,24 @@ struct check_opts {
 
 static void check_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl check [--repair [--dry-run]] [--json] [-p|-q] [-U] IMAGE\n\n"
-		   "Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
-		   "against what points at it, tables against the file, the COPIED flags. Each\n"
-		   "problem is printed to stderr, the report to stdout.\n"
-		   "Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
-		   "not complete.\n\n"
-		   "  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
-		   "                     check again; L2 entries QEMU cannot read (misaligned, past\n"
-		   "                     the end of the file) become zero clusters, data lying in\n"
-		   "                     metadata gets a cluster of its own; refused while another\n"
-		   "                     process uses the image\n"
-		   "  --dry-run          with --repair: print what would be fixed, change nothing\n"
-		   "  --json             JSON, with 'qemu-img check --output=json' field names\n"
-		   "  -p, --progress     show a progress bar (default: on a terminal)\n"
-		   "  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
-		   "  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
-		   "  -h, --help         this text\n");
+	fprintf(f,
+		"usage: qcowctl check [--repair [--dry-run]] [--json] [-p|-q] [-U] IMAGE\n\n"
+		"Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
+		"against what points at it, tables against the file, the COPIED flags. Each\n"
+		"problem is printed to stderr, the report to stdout.\n"
+		"Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
+		"not complete.\n\n"
+		"  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
+		"                     check again; L2 entries QEMU cannot read (misaligned, past\n"
+		"                     the end of the file) become zero clusters, data lying in\n"
+		"                     metadata gets a cluster of its own; refused while another\n"
+		"                     process uses the image\n"
+		"  --dry-run          with --repair: print what would be fixed, change nothing\n"
+		"  --json             JSON, with 'qemu-img check --output=json' field names\n"
+		"  -p, --progress     show a progress bar (default: on a terminal)\n"
+		"  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
+		"  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
+		"  -h, --help         this text\n");
 }
 
 struct msg_ctx {
@@ -66,18 +67,22 @@ static void print_human(const struct qcow2_check_result *r)
 		printf("No errors were found on the image.\n");
 	} else {
 		if (r->corruptions)
-			printf("\n%" PRIu64 " errors were found on the image.\nData may be corrupted, "
-			       "or further writes to the image may corrupt it.\n", r->corruptions);
+			printf("\n%" PRIu64
+			       " errors were found on the image.\nData may be corrupted, "
+			       "or further writes to the image may corrupt it.\n",
+			       r->corruptions);
 		if (r->leaks)
 			printf("\n%" PRIu64 " leaked clusters were found on the image.\nThis means "
-			       "waste of disk space, but no harm to data.\n", r->leaks);
+			       "waste of disk space, but no harm to data.\n",
+			       r->leaks);
 		if (r->check_errors)
 			printf("\n%" PRIu64 " internal errors have occurred during the check.\n",
 			       r->check_errors);
 	}
 	if (r->total_clusters && r->allocated_clusters)
 		printf("%" PRIu64 "/%" PRIu64 " = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% "
-		       "compressed clusters\n", r->allocated_clusters, r->total_clusters,
+		       "compressed clusters\n",
+		       r->allocated_clusters, r->total_clusters,
 		       (double)r->allocated_clusters * 100.0 / (double)r->total_clusters,
 		       (double)r->fragmented_clusters * 100.0 / (double)r->allocated_clusters,
 		       (double)r->compressed_clusters * 100.0 / (double)r->allocated_clusters);
@@ -134,9 +139,9 @@ static void print_fixed(const struct check_opts *o, const struct qcow2_check_res
 static int run(struct qcow2_image *img, const struct check_opts *o, struct progress *p,
 	       struct qcow2_check_result *res)
 {
-	struct msg_ctx m = { o, p };
+	struct msg_ctx m = {o, p};
 	struct qcow2_job job;
-	struct qcow2_check_opts ck = { &job, on_message, &m };
+	struct qcow2_check_opts ck = {&job, on_message, &m};
 	struct qcow2_check_result after;
 	int r;
 
@@ -158,7 +163,7 @@ static int run(struct qcow2_image *img, const struct check_opts *o, struct progr
 
 static int check_image(const char *path, const struct check_opts *o)
 {
-	struct qcow2_chain_opts co = { .lock = !o->force_share };
+	struct qcow2_chain_opts co = {.lock = !o->force_share};
 	struct qcow2_check_result res;
 	struct qcow2_image *img;
 	struct progress p;
@@ -191,23 +196,31 @@ static int check_image(const char *path, const struct check_opts *o)
 int cmd_check(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		COMMON_LONGOPTS,
-		{ "repair", no_argument, NULL, 'r' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    COMMON_LONGOPTS,
+	    {"repair", no_argument, NULL, 'r'},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct check_opts o = { 0 };
+	struct check_opts o = {0};
 	int c;
 
 	while ((c = getopt_long(argc, argv, "hpqU", longopts, NULL)) != -1) {
 		if (common_opt(c, &o.c))
 			continue;
 		switch (c) {
-		case 'r': o.repair = true; break;
-		case 'U': o.force_share = true; break;
-		case 'h': check_usage(stdout); return EXIT_OK;
-		default: check_usage(stderr); return EXIT_USAGE;
+		case 'r':
+			o.repair = true;
+			break;
+		case 'U':
+			o.force_share = true;
+			break;
+		case 'h':
+			check_usage(stdout);
+			return EXIT_OK;
+		default:
+			check_usage(stderr);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

@@ -311,7 +311,8 @@ struct qcow2_check_result {
 	uint64_t corruptions; /* "corruptions": refcounts lower than what points at them, pointers
 			       * past the end of the file or misaligned, COPIED flags that disagree
 			       * with refcount == 1, ... (one per problem, as QEMU counts them) */
-	uint64_t leaks;       /* "leaks": clusters whose refcount is higher than what points at them */
+	uint64_t leaks;       /* "leaks": clusters whose refcount is higher than what points at
+			       * them */
 	uint64_t clusters;    /* clusters of the file */
 	uint64_t check_errors;        /* "check-errors": always 0 here (a check that cannot read
 				       * what it needs fails instead) */

@@ -51,6 +51,19 @@ Writing (the same operation applied to a flat view and to the test's model of it
                             out (at the failure, or after SECONDS, default 60), the operations
                             since the last successful fsync are saved to PENDING (JSON): they
                             may or may not have reached the image
+  qcow2-break IMAGE:KIND[:GUEST_OFF]...
+                            damage qcow2 images on purpose, the L2 entry of guest offset
+                            GUEST_OFF (default 0) or its data cluster: leak (raise the refcount
+                            of the refcount table's first cluster by one), refcount (lower the
+                            data cluster's refcount by one), header (point the entry into the
+                            header: at offset 0x200, which a cluster-aligned entry cannot be),
+                            eof (point it 4 clusters past the end of the file), metadata (point
+                            it at the refcount table), copied (clear its COPIED flag), corrupt
+                            (set the corrupt bit)
+  check-compare OURS QEMU [OURS QEMU...]
+                            compare `qcowctl check --json` outputs with `qemu-img check
+                            --output=json` ones field by field (the same fields, the same
+                            values): a line "same OURS" or "differs OURS: ..." for each pair
   crash-verify GOT MODEL PENDING
                             GOT (the image's bytes after a crash) equals MODEL, except that
                             each byte in a PENDING range may instead hold what one of the
@@ -433,6 +446,115 @@ def cmd_clear_autoclear(path):
         f.write(struct.pack(">Q", autoclear & ~1))
 
 
+class Qcow2:
+    """The few facts of a qcow2 file that qcow2-break needs (qcow2.txt)."""
+
+    def __init__(self, f):
+        self.f = f
+        h = self.read(0, 104)
+        if h[:4] != b"QFI\xfb":
+            sys.exit("not a qcow2 image")
+        self.version = struct.unpack(">I", h[4:8])[0]
+        self.cluster_bits = struct.unpack(">I", h[20:24])[0]
+        self.cs = 1 << self.cluster_bits
+        self.l1_off = struct.unpack(">Q", h[40:48])[0]
+        self.reftable_off = struct.unpack(">Q", h[48:56])[0]
+        self.order = struct.unpack(">I", h[96:100])[0] if self.version >= 3 else 4
+        incompat = struct.unpack(">Q", h[72:80])[0] if self.version >= 3 else 0
+        self.entry_bytes = 16 if incompat & 16 else 8
+
+    def read(self, off, n):
+        self.f.seek(off)
+        return self.f.read(n)
+
+    def u64(self, off):
+        return struct.unpack(">Q", self.read(off, 8))[0]
+
+    def put64(self, off, v):
+        self.f.seek(off)
+        self.f.write(struct.pack(">Q", v))
+
+    def l2_entry_off(self, guest):
+        per = self.cs // self.entry_bytes
+        l2 = self.u64(self.l1_off + 8 * (guest // self.cs // per)) & 0x00fffffffffffe00
+        if not l2:
+            sys.exit("no L2 table for guest offset %d" % guest)
+        return l2 + self.entry_bytes * (guest // self.cs % per)
+
+    def refcount_at(self, idx):
+        """(byte offset, shift, width) of cluster idx's refcount entry."""
+        bits = 1 << self.order
+        per = self.cs * 8 // bits
+        block = self.u64(self.reftable_off + 8 * (idx // per)) & ~0x1ff
+        bit = idx % per * bits
+        return block + bit // 8, bit % 8, bits
+
+    def refcount(self, idx):
+        at, shift, bits = self.refcount_at(idx)
+        raw = self.read(at, max(bits // 8, 1))
+        return (int.from_bytes(raw, "big") >> shift) & ((1 << bits) - 1)
+
+    def set_refcount(self, idx, v):
+        at, shift, bits = self.refcount_at(idx)
+        n = max(bits // 8, 1)
+        raw = int.from_bytes(self.read(at, n), "big")
+        mask = ((1 << bits) - 1) << shift
+        raw = (raw & ~mask) | ((v << shift) & mask)
+        self.f.seek(at)
+        self.f.write(raw.to_bytes(n, "big"))
+
+
+def break_one(path, kind, guest="0"):
+    with open(path, "r+b") as f:
+        q = Qcow2(f)
+        at = q.l2_entry_off(num(guest))
+        entry = q.u64(at)
+        host = entry & 0x00fffffffffffe00
+        copied = 1 << 63
+        if kind == "leak":
+            c = q.reftable_off >> q.cluster_bits
+            q.set_refcount(c, q.refcount(c) + 1)
+        elif kind == "refcount":
+            c = host >> q.cluster_bits
+            if not host or not q.refcount(c):
+                sys.exit("guest offset %s has no data cluster with a refcount" % guest)
+            q.set_refcount(c, q.refcount(c) - 1)
+        elif kind == "header":
+            q.put64(at, copied | 0x200)
+        elif kind == "eof":
+            size = os.fstat(f.fileno()).st_size
+            q.put64(at, copied | ((size + q.cs - 1) // q.cs + 4) * q.cs)
+        elif kind == "metadata":
+            q.put64(at, copied | q.reftable_off)
+        elif kind == "copied":
+            q.put64(at, entry & ~copied)
+        elif kind == "corrupt":
+            if q.version < 3:
+                sys.exit("no corrupt bit in a version 2 image")
+            q.put64(72, q.u64(72) | 2)
+        else:
+            sys.exit("unknown damage: " + kind)
+
+
+def cmd_qcow2_break(*specs):
+    for spec in specs:
+        break_one(*spec.split(":"))
+
+
+def cmd_check_compare(*paths):
+    if not paths or len(paths) % 2:
+        sys.exit("check-compare OURS QEMU [OURS QEMU...]")
+    for ours_path, qemu_path in zip(paths[::2], paths[1::2]):
+        try:
+            ours, qemu = load(ours_path), load(qemu_path)
+        except (OSError, ValueError) as e:
+            print("differs %s: %s" % (ours_path, e))
+            continue
+        diffs = ["%s is %r, qemu-img says %r" % (k, ours.get(k), qemu.get(k))
+                 for k in sorted(set(ours) | set(qemu)) if ours.get(k) != qemu.get(k)]
+        print(("differs %s: " % ours_path + "; ".join(diffs)) if diffs else "same " + ours_path)
+
+
 def chunk_bytes(seed, k, chunk):
     """Chunk K of the stream `fill` writes: made from (SEED, K) alone."""
     return data(chunk, seed * 1000003 + k)
@@ -644,6 +766,8 @@ def main():
         "try": cmd_try,
         "qcow2-fields": cmd_qcow2_fields,
         "clear-autoclear": cmd_clear_autoclear,
+        "qcow2-break": cmd_qcow2_break,
+        "check-compare": cmd_check_compare,
         "fill": cmd_fill,
         "pattern": cmd_pattern,
         "crash-writer": cmd_crash_writer,
