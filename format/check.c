@@ -697,6 +697,7 @@ int qcow2_check_compare(struct qcow2_scan *s)
 		highest = i;
 		if (v < c) {
 			s->res->corruptions++;
+			s->res->refcount_errors++;
 			qcow2_check_say(s, QCOW2_CHECK_CORRUPTION,
 					"ERROR cluster %" PRIu64 " refcount=%" PRIu64
 					" reference=%" PRIu64,

@@ -314,6 +314,9 @@ struct qcow2_check_result {
 	uint64_t leaks;       /* "leaks": clusters whose refcount is higher than what points at
 			       * them */
 	uint64_t clusters;    /* clusters of the file */
+	uint64_t refcount_errors;     /* the part of @corruptions that is refcounts lower than
+				       * what points at them: the one kind a crash must never leave
+				       * (a COPIED flag missing after a crash is safe, as in QEMU) */
 	uint64_t check_errors;        /* "check-errors": always 0 here (a check that cannot read
 				       * what it needs fails instead) */
 	uint64_t corruptions_fixed;   /* "corruptions-fixed" (qcow2_image_repair()) */

@@ -171,8 +171,8 @@ void assert_refcounts(struct qcow2_image *q, bool leaks_ok, const char *when)
 	struct qcow2_check_result res;
 
 	cr_assert_eq(qcow2_image_check(q, &res), 0, "%s: %s", when, qcow2_last_error());
-	cr_assert_eq(res.corruptions, 0, "%s: %lu clusters with too low a refcount", when,
-		     (unsigned long)res.corruptions);
+	cr_assert_eq(res.refcount_errors, 0, "%s: %lu clusters with too low a refcount", when,
+		     (unsigned long)res.refcount_errors);
 	if (!leaks_ok)
 		cr_assert_eq(res.leaks, 0, "%s: %lu leaked clusters", when,
 			     (unsigned long)res.leaks);
