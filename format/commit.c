@@ -174,7 +174,20 @@ static int lock_writer(struct qcow2_chain *c, unsigned i)
 
 /* Images in @dir other than those of @c that read through layer @j of @c (their own backing
  * is it, and they are not layer @j - 1): appended to @names. */
-static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, char *names, size_t cap)
+/* Is @path one of the lines of @list (may be NULL)? */
+static bool listed(const char *list, const char *path)
+{
+	size_t n = strlen(path);
+	const char *p;
+
+	for (p = list; p && (p = strstr(p, path)); p += n)
+		if ((p == list || p[-1] == '\n') && (p[n] == '\n' || !p[n]))
+			return true;
+	return false;
+}
+
+static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, const char *ignore,
+		    char *names, size_t cap)
 {
 	struct qcow2_dir_image *v = NULL;
 	size_t n = 0, i, idx[16], k, len;
@@ -186,7 +199,7 @@ static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, char *na
 	for (i = 0; i < k && i < 16; i++) {
 		const char *p = v[idx[i]].path;
 
-		if (j > 0 && strcmp(p, layer_path(c, j - 1)) == 0)
+		if ((j > 0 && strcmp(p, layer_path(c, j - 1)) == 0) || listed(ignore, p))
 			continue;
 		if (strstr(names, p))
 			continue;
@@ -200,7 +213,7 @@ static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, char *na
 /* Other images whose view a commit of (@b, @t] would change: those using any of layers
  * [@t + 1, @b] (and @t too when it is deleted), in the directories of the image and of base. */
 static int check_siblings(struct qcow2_chain *c, unsigned t, unsigned b, bool drop,
-			  bool base_changes)
+			  bool base_changes, const char *ignore)
 {
 	char names[4096] = "", d1[PATH_MAX], d2[PATH_MAX];
 	unsigned j, last = base_changes ? b : (drop ? b - 1 : t);
@@ -210,9 +223,9 @@ static int check_siblings(struct qcow2_chain *c, unsigned t, unsigned b, bool dr
 	snprintf(d1, sizeof(d1), "%s", layer_path(c, 0));
 	snprintf(d2, sizeof(d2), "%s", layer_path(c, b));
 	for (j = drop && t > 0 ? t : t + 1; j <= last && r == 0; j++) {
-		r = users_in(dirname(d1), c, j, names, sizeof(names));
+		r = users_in(dirname(d1), c, j, ignore, names, sizeof(names));
 		if (r == 0 && strcmp(d1, d2) != 0)
-			r = users_in(dirname(d2), c, j, names, sizeof(names));
+			r = users_in(dirname(d2), c, j, ignore, names, sizeof(names));
 		snprintf(d1, sizeof(d1), "%s", layer_path(c, 0));
 		snprintf(d2, sizeof(d2), "%s", layer_path(c, b));
 	}
@@ -232,6 +245,7 @@ struct commit {
 	struct qcow2_plan *plan;
 	char repoint[PATH_MAX]; /* the name stored by the re-pointed image */
 	unsigned repointed;      /* the layer re-pointed to base, or ~0u */
+	char *journal;           /* layers an earlier run took out of the chain, one per line */
 };
 
 /* The layer above an intermediate top reads zeros past the top's end, whatever base holds
@@ -334,6 +348,105 @@ static int empty_image(struct commit *m, bool dry_run)
 	return r;
 }
 
+/* ---- the journal ----
+ * Before the pointer moves, the layers that leave the chain are written, durably, to a hidden
+ * file next to the image (.NAME.qcowctl-commit), removed when the commit is complete. A run
+ * stopped in between leaves it: the next run does not take those layers for other users of
+ * base (they still name it as their backing file), and deletes them with --drop. */
+
+static void journal_path(struct commit *m, char *out, size_t cap)
+{
+	char d[PATH_MAX], b[PATH_MAX];
+
+	snprintf(d, sizeof(d), "%s", layer_path(m->c, 0));
+	snprintf(b, sizeof(b), "%s", layer_path(m->c, 0));
+	snprintf(out, cap, "%s/.%s.qcowctl-commit", dirname(d), basename(b));
+}
+
+static void journal_read(struct commit *m)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	long n;
+
+	journal_path(m, path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	m->journal = calloc(1, 65536);
+	n = m->journal ? (long)fread(m->journal, 1, 65535, f) : 0;
+	if (m->journal)
+		m->journal[n] = 0;
+	fclose(f);
+}
+
+static int sync_dir_of(const char *path)
+{
+	char d[PATH_MAX];
+	int fd, r = 0;
+
+	snprintf(d, sizeof(d), "%s", path);
+	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		r = qcow2_set_error(-errno, "cannot sync the directory of '%s'", path);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+static int journal_write(struct commit *m)
+{
+	char path[PATH_MAX];
+	unsigned j;
+	FILE *f;
+	int r = 0;
+
+	journal_path(m, path, sizeof(path));
+	f = fopen(path, "we");
+	if (!f)
+		return qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
+	if (m->journal)
+		fputs(m->journal, f);
+	for (j = m->t ? m->t : 1; j < m->b; j++)
+		fprintf(f, "%s\n", layer_path(m->c, j));
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
+		r = qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
+	if (fclose(f) != 0 && r == 0)
+		r = qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
+	return r < 0 ? r : sync_dir_of(path);
+}
+
+static void journal_remove(struct commit *m)
+{
+	char path[PATH_MAX];
+
+	journal_path(m, path, sizeof(path));
+	unlink(path);
+}
+
+/* With --drop, the layers an earlier stopped run took out of the chain. */
+static int drop_journal(struct commit *m, bool dry_run)
+{
+	char *line, *save = NULL, *copy;
+	int r = 0;
+
+	if (!m->journal || !m->o->drop)
+		return 0;
+	copy = strdup(m->journal);
+	if (!copy)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	for (line = strtok_r(copy, "\n", &save); line && r == 0;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (access(line, F_OK) < 0)
+			continue;
+		r = plan_add(m->plan, QCOW2_STEP_DELETE, line, NULL, 0);
+		if (r == 0 && !dry_run && unlink(line) < 0 && errno != ENOENT)
+			r = qcow2_set_error(-errno, "cannot delete '%s': %s", line, strerror(errno));
+	}
+	free(copy);
+	return r;
+}
+
 /* Layers no longer used: (t, b) and, for an intermediate commit, t itself. */
 static int drop_layers(struct commit *m, bool dry_run)
 {
@@ -365,7 +478,7 @@ static int commit_run(struct commit *m)
 		r = copy_into_base(m, true, &bytes, &zero);
 	if (r == 0 && !m->o->force)
 		r = check_siblings(m->c, m->t, m->b, m->o->drop,
-				   bytes || zero || bl.size < tl.size);
+				   bytes || zero || bl.size < tl.size, m->journal);
 	if (r == 0 && !dry)
 		r = lock_writer(m->c, m->b);
 	if (r == 0 && !dry)
@@ -374,14 +487,18 @@ static int commit_run(struct commit *m)
 		r = plan_add(m->plan, QCOW2_STEP_COPY, layer_path(m->c, m->b), NULL, bytes);
 	if (r == 0 && !dry)
 		r = copy_into_base(m, false, &bytes, &zero);
+	if (r == 0 && !dry && m->b > (m->t ? m->t : 1))
+		r = journal_write(m);
 	if (r == 0 && (m->t > 0 || m->b > 1))
 		r = repoint(m, m->t ? m->t - 1 : 0, dry);
-	/* Deleted right after the pointer moved, before the long emptying: a kill in between
-	 * would leave a merged layer that a second run takes for another user of base. */
 	if (r == 0)
 		r = drop_layers(m, dry);
+	if (r == 0)
+		r = drop_journal(m, dry);
 	if (r == 0 && m->t == 0)
 		r = empty_image(m, dry);
+	if (r == 0 && !dry)
+		journal_remove(m);
 	return r;
 }
 
@@ -428,12 +545,14 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 	r = qcow2_chain_open(image, &ro, &m.c);
 	if (r < 0)
 		return r;
+	journal_read(&m);
 	m.t = 0;
 	if (o->top)
 		r = find_layer(m.c, o->top, &m.t);
 	if (r == -ENOENT && o->top && access(o->top, F_OK) == 0) {
 		r = commit_done_before(&m, o->top);
 		qcow2_chain_close(m.c);
+		free(m.journal);
 		return r;
 	}
 	m.b = m.t + 1;
@@ -448,6 +567,7 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 	if (r == 0)
 		r = commit_run(&m);
 	qcow2_chain_close(m.c);
+	free(m.journal);
 	return r;
 }
 
