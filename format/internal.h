@@ -302,6 +302,8 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
  * (which may be read as raw), a version 2 image over a backing file. */
 int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
+/* Change active L1 entry @i to @v; the next flush writes it back. w->lock held. */
+void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v);
 /* Make whole units of [@off, @off + @n) unallocated (partial units are left, except the last
  * one of the disk). */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);

@@ -391,22 +391,6 @@ static int report_plan(struct qcow2_scan *s)
 	return r;
 }
 
-static void set_l1(struct qcow2_image *img, uint32_t i, uint64_t v)
-{
-	struct qcow2_wstate *w = img->w;
-
-	__atomic_store_n(&img->l1.entries[i], v, __ATOMIC_RELEASE);
-	if (w->l1_lo >= w->l1_hi) {
-		w->l1_lo = i;
-		w->l1_hi = i + 1;
-	} else {
-		if (i < w->l1_lo)
-			w->l1_lo = i;
-		if (i + 1 > w->l1_hi)
-			w->l1_hi = i + 1;
-	}
-}
-
 /* Store @entry (and @bitmap with extended L2) as entry @idx of the L2 table at @table, through
  * the cache. w->lock held. */
 static int set_l2(struct qcow2_image *img, uint64_t table, uint32_t idx, uint64_t entry,
@@ -441,7 +425,7 @@ static int apply_rewrites(struct qcow2_scan *s)
 		if (f->move)
 			continue;
 		if (f->l1)
-			set_l1(img, (uint32_t)f->table, f->entry);
+			qcow2_write_l1_set(img, (uint32_t)f->table, f->entry);
 		else
 			r = set_l2(img, f->table, f->idx, f->entry, f->bitmap);
 		if (r == 0)

@@ -163,23 +163,6 @@ static int fix_flags(struct qcow2_image *img, const uint64_t *l1, uint32_t n, ui
 	return r;
 }
 
-/* Change active L1 entry @i (written back by the next flush). */
-static void l1_store(struct qcow2_image *img, uint32_t i, uint64_t v)
-{
-	struct qcow2_wstate *w = img->w;
-
-	__atomic_store_n(&img->l1.entries[i], v, __ATOMIC_RELEASE);
-	if (w->l1_lo >= w->l1_hi) {
-		w->l1_lo = i;
-		w->l1_hi = i + 1;
-		return;
-	}
-	if (i < w->l1_lo)
-		w->l1_lo = i;
-	if (i + 1 > w->l1_hi)
-		w->l1_hi = i + 1;
-}
-
 /* COPIED flags of the active tables from the refcounts. */
 static int fix_active(struct qcow2_image *img)
 {
@@ -191,7 +174,7 @@ static int fix_active(struct qcow2_image *img)
 		r = fix_flags(img, img->l1.entries, img->l1.n, out);
 	for (i = 0; i < img->l1.n && r == 0; i++)
 		if (out[i] != img->l1.entries[i])
-			l1_store(img, i, out[i]);
+			qcow2_write_l1_set(img, i, out[i]);
 	free(out);
 	return r;
 }

@@ -48,7 +48,7 @@ static uint64_t l1_get(const struct qcow2_image *img, uint32_t i)
 	return __atomic_load_n(&img->l1.entries[i], __ATOMIC_ACQUIRE);
 }
 
-static void l1_set(struct qcow2_image *img, uint32_t i, uint64_t v)
+void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v)
 {
 	struct qcow2_wstate *w = img->w;
 
@@ -122,7 +122,7 @@ static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_o
 		r = qcow2_refcount_defer_free(img, old, img->cluster_bytes);
 	if (r < 0)
 		return r;
-	l1_set(img, l1_idx, fresh | QCOW2_OFLAG_COPIED);
+	qcow2_write_l1_set(img, l1_idx, fresh | QCOW2_OFLAG_COPIED);
 	*l2_off = fresh;
 	return 0;
 }
@@ -835,7 +835,8 @@ int qcow2_write_fix_copied(struct qcow2_image *img)
 		if (!l2 || (r = want_copied(img, l2, &c)) < 0)
 			continue;
 		if (c != !!(e & QCOW2_OFLAG_COPIED))
-			l1_set(img, i, c ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED);
+			qcow2_write_l1_set(img, i,
+					   c ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED);
 		r = qcow2_l2cache_get(img->l2cache, img->io, l2, 0, n, t);
 		for (j = 0; r == 0 && j < n; j += ew) {
 			uint64_t host = t[j] & QCOW2_L2E_OFFSET_MASK;
