@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * commit.c - the block jobs: commit (blockcommit), pull (blockpull), rebase and copy
- * (blockcopy, convert).
+ * commit.c - the block jobs that change existing chains: commit (blockcommit), pull
+ * (blockpull) and rebase; and the helpers they share with convert.c (plans, layers, names).
  *
  * Each job opens the chain it works on with a reader lock on every layer, upgrades to QEMU's
  * writer locks on the images it changes (so the mounted daemon or a running VM holding any of
@@ -56,7 +56,7 @@ const char *qcow2_step_name(enum qcow2_step_kind k)
 	return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
 
-static int plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,
+int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,
 		    const char *detail, uint64_t bytes)
 {
 	struct qcow2_step *s;
@@ -86,14 +86,14 @@ static int plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char 
 
 /* ---- layers and names ---- */
 
-static const char *layer_path(struct qcow2_chain *c, unsigned i)
+const char *qcow2_commit_layer_path(struct qcow2_chain *c, unsigned i)
 {
 	struct qcow2_layer_info li;
 
 	return qcow2_chain_layer(c, i, &li) == 0 ? li.path : "";
 }
 
-static const char *layer_format(struct qcow2_chain *c, unsigned i)
+const char *qcow2_commit_layer_format(struct qcow2_chain *c, unsigned i)
 {
 	struct qcow2_layer_info li;
 
@@ -101,29 +101,29 @@ static const char *layer_format(struct qcow2_chain *c, unsigned i)
 }
 
 /* The layer of @c that is the file @name (as given, or relative to the top's directory). */
-static int find_layer(struct qcow2_chain *c, const char *name, unsigned *idx)
+int qcow2_commit_find_layer(struct qcow2_chain *c, const char *name, unsigned *idx)
 {
 	char resolved[PATH_MAX];
 	struct stat want, st;
 	unsigned i;
 
 	if (stat(name, &want) < 0 &&
-	    (qcow2_chain_resolve_path(NULL, layer_path(c, 0), name, resolved, sizeof(resolved)) < 0 ||
+	    (qcow2_chain_resolve_path(NULL, qcow2_commit_layer_path(c, 0), name, resolved, sizeof(resolved)) < 0 ||
 	     stat(resolved, &want) < 0))
 		return qcow2_set_error(-ENOENT, "cannot find '%s': %s", name, strerror(errno));
 	for (i = 0; i < qcow2_chain_depth(c); i++)
-		if (stat(layer_path(c, i), &st) == 0 && st.st_dev == want.st_dev &&
+		if (stat(qcow2_commit_layer_path(c, i), &st) == 0 && st.st_dev == want.st_dev &&
 		    st.st_ino == want.st_ino) {
 			*idx = i;
 			return 0;
 		}
 	return qcow2_set_error(-ENOENT, "'%s' is not in the backing chain of '%s'", name,
-			       layer_path(c, 0));
+			       qcow2_commit_layer_path(c, 0));
 }
 
 /* @target (absolute) as @image should store it: relative to @image's directory when @relative,
  * else absolute. */
-static int name_for(const char *image, const char *target, bool relative, char *out, size_t cap)
+int qcow2_commit_name_for(const char *image, const char *target, bool relative, char *out, size_t cap)
 {
 	char dir[PATH_MAX];
 	const char *d, *t;
@@ -195,11 +195,11 @@ static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, const ch
 
 	if (r < 0)
 		return r;
-	k = qcow2_dir_users_of(v, n, layer_path(c, j), idx, 16);
+	k = qcow2_dir_users_of(v, n, qcow2_commit_layer_path(c, j), idx, 16);
 	for (i = 0; i < k && i < 16; i++) {
 		const char *p = v[idx[i]].path;
 
-		if ((j > 0 && strcmp(p, layer_path(c, j - 1)) == 0) || listed(ignore, p))
+		if ((j > 0 && strcmp(p, qcow2_commit_layer_path(c, j - 1)) == 0) || listed(ignore, p))
 			continue;
 		if (strstr(names, p))
 			continue;
@@ -220,18 +220,18 @@ static int check_siblings(struct qcow2_chain *c, unsigned t, unsigned b, bool dr
 	int r = 0;
 
 	/* Base unchanged (nothing left to copy): only the users of deleted layers matter. */
-	snprintf(d1, sizeof(d1), "%s", layer_path(c, 0));
-	snprintf(d2, sizeof(d2), "%s", layer_path(c, b));
+	snprintf(d1, sizeof(d1), "%s", qcow2_commit_layer_path(c, 0));
+	snprintf(d2, sizeof(d2), "%s", qcow2_commit_layer_path(c, b));
 	for (j = drop && t > 0 ? t : t + 1; j <= last && r == 0; j++) {
 		r = users_in(dirname(d1), c, j, ignore, names, sizeof(names));
 		if (r == 0 && strcmp(d1, d2) != 0)
 			r = users_in(dirname(d2), c, j, ignore, names, sizeof(names));
-		snprintf(d1, sizeof(d1), "%s", layer_path(c, 0));
-		snprintf(d2, sizeof(d2), "%s", layer_path(c, b));
+		snprintf(d1, sizeof(d1), "%s", qcow2_commit_layer_path(c, 0));
+		snprintf(d2, sizeof(d2), "%s", qcow2_commit_layer_path(c, b));
 	}
 	if (r == 0 && names[0])
 		r = qcow2_set_error(-EBUSY, "'%s' is also a backing file of %s: their content "
-				    "would change (--force commits anyway)", layer_path(c, b), names);
+				    "would change (--force commits anyway)", qcow2_commit_layer_path(c, b), names);
 	return r;
 }
 
@@ -269,12 +269,12 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 	struct qcow2_io *raw = NULL;
 	struct qcow2_copy_opts co = { 0 };
 	struct qcow2_copy_stats st;
-	const char *base = layer_path(m->c, m->b);
-	bool qcow2 = strcmp(layer_format(m->c, m->b), "qcow2") == 0;
+	const char *base = qcow2_commit_layer_path(m->c, m->b);
+	bool qcow2 = strcmp(qcow2_commit_layer_format(m->c, m->b), "qcow2") == 0;
 	int r = 0;
 
 	if (m->t > 0)
-		r = qcow2_chain_open(layer_path(m->c, m->t), &ro, &src);
+		r = qcow2_chain_open(qcow2_commit_layer_path(m->c, m->t), &ro, &src);
 	if (r == 0 && !dry_run)
 		r = qcow2 ? qcow2_chain_open(base, &wo, &dst) : qcow2_io_open_file(base, true, &raw);
 	if (r == 0 && !dry_run && !qcow2)
@@ -312,20 +312,20 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 static int repoint(struct commit *m, unsigned i, bool dry_run)
 {
 	struct qcow2_chain_opts wo = { .writable = true };
-	const char *img = layer_path(m->c, i);
+	const char *img = qcow2_commit_layer_path(m->c, i);
 	struct qcow2_image *w;
 	int r;
 
-	r = name_for(img, layer_path(m->c, m->b), stored_relative(m->c, i), m->repoint,
+	r = qcow2_commit_name_for(img, qcow2_commit_layer_path(m->c, m->b), stored_relative(m->c, i), m->repoint,
 		     sizeof(m->repoint));
 	if (r == 0)
-		r = plan_add(m->plan, QCOW2_STEP_REPOINT, img, m->repoint, 0);
+		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_REPOINT, img, m->repoint, 0);
 	if (r < 0 || dry_run)
 		return r;
 	r = qcow2_image_open_path(img, &wo, &w);
 	if (r < 0)
 		return r;
-	r = qcow2_image_set_backing(w, m->repoint, layer_format(m->c, m->b));
+	r = qcow2_image_set_backing(w, m->repoint, qcow2_commit_layer_format(m->c, m->b));
 	qcow2_image_close(w);
 	return r;
 }
@@ -334,11 +334,11 @@ static int empty_image(struct commit *m, bool dry_run)
 {
 	struct qcow2_chain_opts wo = { .writable = true };
 	struct qcow2_chain *w;
-	int r = plan_add(m->plan, QCOW2_STEP_EMPTY, layer_path(m->c, 0), NULL, 0);
+	int r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_EMPTY, qcow2_commit_layer_path(m->c, 0), NULL, 0);
 
 	if (r < 0 || dry_run)
 		return r;
-	r = qcow2_chain_open(layer_path(m->c, 0), &wo, &w);
+	r = qcow2_chain_open(qcow2_commit_layer_path(m->c, 0), &wo, &w);
 	if (r < 0)
 		return r;
 	r = qcow2_chain_zero(w, 0, qcow2_chain_size(w), QCOW2_ZERO_UNMAP);
@@ -358,8 +358,8 @@ static void journal_path(struct commit *m, char *out, size_t cap)
 {
 	char d[PATH_MAX], b[PATH_MAX];
 
-	snprintf(d, sizeof(d), "%s", layer_path(m->c, 0));
-	snprintf(b, sizeof(b), "%s", layer_path(m->c, 0));
+	snprintf(d, sizeof(d), "%s", qcow2_commit_layer_path(m->c, 0));
+	snprintf(b, sizeof(b), "%s", qcow2_commit_layer_path(m->c, 0));
 	snprintf(out, cap, "%s/.%s.qcowctl-commit", dirname(d), basename(b));
 }
 
@@ -380,7 +380,7 @@ static void journal_read(struct commit *m)
 	fclose(f);
 }
 
-static int sync_dir_of(const char *path)
+int qcow2_commit_sync_dir(const char *path)
 {
 	char d[PATH_MAX];
 	int fd, r = 0;
@@ -408,12 +408,12 @@ static int journal_write(struct commit *m)
 	if (m->journal)
 		fputs(m->journal, f);
 	for (j = m->t ? m->t : 1; j < m->b; j++)
-		fprintf(f, "%s\n", layer_path(m->c, j));
+		fprintf(f, "%s\n", qcow2_commit_layer_path(m->c, j));
 	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
 		r = qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
 	if (fclose(f) != 0 && r == 0)
 		r = qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
-	return r < 0 ? r : sync_dir_of(path);
+	return r < 0 ? r : qcow2_commit_sync_dir(path);
 }
 
 static void journal_remove(struct commit *m)
@@ -439,7 +439,7 @@ static int drop_journal(struct commit *m, bool dry_run)
 	     line = strtok_r(NULL, "\n", &save)) {
 		if (access(line, F_OK) < 0)
 			continue;
-		r = plan_add(m->plan, QCOW2_STEP_DELETE, line, NULL, 0);
+		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_DELETE, line, NULL, 0);
 		if (r == 0 && !dry_run && unlink(line) < 0 && errno != ENOENT)
 			r = qcow2_set_error(-errno, "cannot delete '%s': %s", line, strerror(errno));
 	}
@@ -454,9 +454,9 @@ static int drop_layers(struct commit *m, bool dry_run)
 	int r = 0;
 
 	for (j = m->t ? m->t : 1; j < m->b && r == 0; j++) {
-		const char *p = layer_path(m->c, j);
+		const char *p = qcow2_commit_layer_path(m->c, j);
 
-		r = plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
+		r = qcow2_commit_plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
 			     0);
 		if (r == 0 && m->o->drop && !dry_run && unlink(p) < 0 && errno != ENOENT)
 			r = qcow2_set_error(-errno, "cannot delete '%s': %s", p, strerror(errno));
@@ -473,7 +473,7 @@ static int commit_run(struct commit *m)
 
 	qcow2_chain_layer(m->c, m->t, &tl);
 	qcow2_chain_layer(m->c, m->b, &bl);
-	r = bl.size < tl.size ? plan_add(m->plan, QCOW2_STEP_GROW, bl.path, NULL, tl.size) : 0;
+	r = bl.size < tl.size ? qcow2_commit_plan_add(m->plan, QCOW2_STEP_GROW, bl.path, NULL, tl.size) : 0;
 	if (r == 0)
 		r = copy_into_base(m, true, &bytes, &zero);
 	if (r == 0 && !m->o->force)
@@ -484,7 +484,7 @@ static int commit_run(struct commit *m)
 	if (r == 0 && !dry)
 		r = lock_writer(m->c, m->t ? m->t - 1 : 0);
 	if (r == 0)
-		r = plan_add(m->plan, QCOW2_STEP_COPY, layer_path(m->c, m->b), NULL, bytes);
+		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(m->c, m->b), NULL, bytes);
 	if (r == 0 && !dry)
 		r = copy_into_base(m, false, &bytes, &zero);
 	if (r == 0 && !dry && m->b > (m->t ? m->t : 1))
@@ -517,15 +517,15 @@ static int commit_done_before(struct commit *m, const char *top)
 	if (r < 0)
 		return r;
 	if (m->o->base)
-		r = find_layer(tc, m->o->base, &b);
+		r = qcow2_commit_find_layer(tc, m->o->base, &b);
 	if (r == 0 && (b >= qcow2_chain_depth(tc) ||
-		       find_layer(m->c, layer_path(tc, b), &in_image) < 0))
+		       qcow2_commit_find_layer(m->c, qcow2_commit_layer_path(tc, b), &in_image) < 0))
 		r = qcow2_set_error(-ENOENT, "'%s' is not in the backing chain of '%s'", top,
-				    layer_path(m->c, 0));
+				    qcow2_commit_layer_path(m->c, 0));
 	for (j = 0; r == 0 && j < b; j++) {
-		const char *p = layer_path(tc, j);
+		const char *p = qcow2_commit_layer_path(tc, j);
 
-		r = plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
+		r = qcow2_commit_plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
 			     0);
 		if (r == 0 && m->o->drop && !m->o->dry_run && unlink(p) < 0)
 			r = qcow2_set_error(-errno, "cannot delete '%s': %s", p, strerror(errno));
@@ -548,7 +548,7 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 	journal_read(&m);
 	m.t = 0;
 	if (o->top)
-		r = find_layer(m.c, o->top, &m.t);
+		r = qcow2_commit_find_layer(m.c, o->top, &m.t);
 	if (r == -ENOENT && o->top && access(o->top, F_OK) == 0) {
 		r = commit_done_before(&m, o->top);
 		qcow2_chain_close(m.c);
@@ -557,13 +557,13 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 	}
 	m.b = m.t + 1;
 	if (r == 0 && o->base)
-		r = find_layer(m.c, o->base, &m.b);
+		r = qcow2_commit_find_layer(m.c, o->base, &m.b);
 	if (r == 0 && m.b >= qcow2_chain_depth(m.c))
 		r = qcow2_set_error(-EINVAL, "'%s' has no backing file to commit into",
-				    layer_path(m.c, m.t));
+				    qcow2_commit_layer_path(m.c, m.t));
 	else if (r == 0 && m.b <= m.t)
 		r = qcow2_set_error(-EINVAL, "'%s' is not below '%s' in the chain",
-				    layer_path(m.c, m.b), layer_path(m.c, m.t));
+				    qcow2_commit_layer_path(m.c, m.b), qcow2_commit_layer_path(m.c, m.t));
 	if (r == 0)
 		r = commit_run(&m);
 	qcow2_chain_close(m.c);
@@ -591,7 +591,7 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 	co.dry_run = true;
 	r = qcow2_chain_copy(c, &co, NULL, &st);
 	if (r == 0)
-		r = plan_add(plan, QCOW2_STEP_COPY, layer_path(c, 0), NULL, st.planned_bytes);
+		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(c, 0), NULL, st.planned_bytes);
 	if (r < 0 || dry_run)
 		return r;
 	co.dry_run = false;
@@ -615,7 +615,7 @@ static int set_backing(struct qcow2_chain *c, const char *name, const char *fmt,
 		       struct qcow2_plan *plan)
 {
 	struct qcow2_layer_info li;
-	int r = plan_add(plan, QCOW2_STEP_REPOINT, layer_path(c, 0), name, 0);
+	int r = qcow2_commit_plan_add(plan, QCOW2_STEP_REPOINT, qcow2_commit_layer_path(c, 0), name, 0);
 
 	if (r < 0 || dry_run)
 		return r;
@@ -638,22 +638,22 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 		return r;
 	b = qcow2_chain_depth(c);
 	if (base)
-		r = find_layer(c, base, &b);
+		r = qcow2_commit_find_layer(c, base, &b);
 	if (r == 0 && b == 0)
 		r = qcow2_set_error(-EINVAL, "'%s' cannot be its own base", image);
 	if (r == 0 && b < qcow2_chain_depth(c)) {
-		r = name_for(layer_path(c, 0), layer_path(c, b), stored_relative(c, 0), name,
+		r = qcow2_commit_name_for(qcow2_commit_layer_path(c, 0), qcow2_commit_layer_path(c, b), stored_relative(c, 0), name,
 			     sizeof(name));
 		if (r == 0)
-			r = qcow2_chain_open(layer_path(c, b), &ro, &under);
+			r = qcow2_chain_open(qcow2_commit_layer_path(c, b), &ro, &under);
 	}
 	if (r == 0)
 		r = copy_up(c, b, under, true, false, dry_run, job, plan);
 	if (r == 0)
-		r = set_backing(c, name, b < qcow2_chain_depth(c) ? layer_format(c, b) : NULL,
+		r = set_backing(c, name, b < qcow2_chain_depth(c) ? qcow2_commit_layer_format(c, b) : NULL,
 				dry_run, plan);
 	for (j = 1; j < b && r == 0; j++)
-		r = plan_add(plan, QCOW2_STEP_UNUSED, layer_path(c, j), NULL, 0);
+		r = qcow2_commit_plan_add(plan, QCOW2_STEP_UNUSED, qcow2_commit_layer_path(c, j), NULL, 0);
 	qcow2_chain_close(under);
 	qcow2_chain_close(c);
 	return r;
@@ -692,7 +692,7 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 	if (r < 0)
 		return r;
 	if (backing[0]) {
-		r = qcow2_chain_resolve_path(NULL, layer_path(c, 0), backing, path, sizeof(path));
+		r = qcow2_chain_resolve_path(NULL, qcow2_commit_layer_path(c, 0), backing, path, sizeof(path));
 		if (r < 0 && unsafe) { /* only the pointer: the file need not exist */
 			r = 0;
 			path[0] = 0;
@@ -700,7 +700,7 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 		if (r == 0 && path[0] && !fmt)
 			r = probe_format(path, &fmt);
 		if (r == 0 && path[0] && !unsafe) {
-			in_chain = find_layer(c, path, &k) == 0 && k > 0;
+			in_chain = qcow2_commit_find_layer(c, path, &k) == 0 && k > 0;
 			r = qcow2_chain_open(path, &ro, &under);
 		}
 	}
@@ -710,230 +710,6 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 	if (r == 0)
 		r = set_backing(c, backing, backing[0] ? fmt : NULL, dry_run, plan);
 	qcow2_chain_close(under);
-	qcow2_chain_close(c);
-	return r;
-}
-
-/* ---- copy (blockcopy, convert) ---- */
-
-/* The backing name a shallow copy at @dest stores for @c's layer 1: the source's own name
- * when both live in the same directory, else the absolute path. */
-static int shallow_backing(struct qcow2_chain *c, const char *dest, char *out, size_t cap)
-{
-	char a[PATH_MAX], b[PATH_MAX], *da, *db;
-	struct qcow2_layer_info top;
-	int n;
-
-	qcow2_chain_layer(c, 0, &top);
-	snprintf(a, sizeof(a), "%s", top.path);
-	if (!realpath(dest, b)) {
-		char d[PATH_MAX], *slash;
-
-		snprintf(d, sizeof(d), "%s", dest);
-		slash = strrchr(d, '/');
-		if (slash)
-			*slash = 0;
-		if (!realpath(slash ? (d[0] ? d : "/") : ".", b))
-			return qcow2_set_error(-errno, "'%s': %s", dest, strerror(errno));
-		strcat(b, "/x");
-	}
-	da = dirname(a);
-	db = dirname(b);
-	if (strcmp(da, db) == 0 && top.image)
-		n = snprintf(out, cap, "%s", qcow2_image_header(top.image)->backing_file);
-	else
-		n = snprintf(out, cap, "%s", layer_path(c, 1));
-	return n < 0 || (size_t)n >= cap ? qcow2_set_error(-ENAMETOOLONG, "name too long") : 0;
-}
-
-/* The hidden name a copy is built under, next to @dest: the same on every run, so running
- * the command again after a crash replaces what the crash left. */
-static int part_name(const char *dest, char *out, size_t cap)
-{
-	const char *slash = strrchr(dest, '/');
-	int n = slash ? snprintf(out, cap, "%.*s/.%s.qcowctl-part", (int)(slash - dest), dest,
-				 slash + 1)
-		      : snprintf(out, cap, ".%s.qcowctl-part", dest);
-
-	return n < 0 || (size_t)n >= cap ? qcow2_set_error(-ENAMETOOLONG, "name too long") : 0;
-}
-
-static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
-		    const struct qcow2_convert_opts *o, struct qcow2_chain **dst,
-		    struct qcow2_io **raw)
-{
-	struct qcow2_chain_opts wo = { .lock = true, .writable = true };
-	struct qcow2_create_opts co;
-	struct qcow2_layer_info top;
-	char backing[PATH_MAX];
-	int r = 0, fd;
-
-	if (o->raw) {
-		fd = open(part, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644);
-		if (fd < 0)
-			return qcow2_set_error(-errno, "cannot create '%s': %s", part, strerror(errno));
-		close(fd);
-		r = qcow2_io_open_file(part, true, raw);
-		return r < 0 ? r : qcow2_io_grow(*raw, qcow2_chain_size(c));
-	}
-	qcow2_create_opts_default(&co);
-	qcow2_chain_layer(c, 0, &top);
-	co.size = qcow2_chain_size(c);
-	if (top.image && !(qcow2_image_header(top.image)->incompat & QCOW2_INCOMPAT_EXTL2))
-		co.cluster_bits = qcow2_image_header(top.image)->cluster_bits;
-	if (o->shallow && qcow2_chain_depth(c) > 1) {
-		r = shallow_backing(c, dest, backing, sizeof(backing));
-		co.backing_file = backing;
-		co.backing_fmt = layer_format(c, 1);
-	}
-	if (r == 0)
-		r = qcow2_image_create(part, &co);
-	if (r == 0)
-		r = qcow2_chain_open(part, &wo, dst);
-	if (r == 0 && (r = qcow2_chain_lock_write(*dst, true)) < 0) {
-		qcow2_chain_close(*dst);
-		*dst = NULL;
-	}
-	return r;
-}
-
-/* Make the finished copy durable and give it its name. */
-static int publish_copy(const char *part, const char *dest)
-{
-	char d[PATH_MAX];
-	int fd, r = 0;
-
-	if (rename(part, dest) < 0)
-		return qcow2_set_error(-errno, "cannot rename '%s' to '%s': %s", part, dest,
-				       strerror(errno));
-	snprintf(d, sizeof(d), "%s", dest);
-	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (fsync(fd) < 0)
-			r = qcow2_set_error(-errno, "cannot sync the directory of '%s'", dest);
-		close(fd);
-	}
-	return r;
-}
-
-static int convert_run(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,
-		       const struct qcow2_job *job, uint64_t *bytes)
-{
-	struct qcow2_copy_opts co = { 0 };
-	struct qcow2_copy_stats st;
-	struct qcow2_chain *dst = NULL;
-	struct qcow2_io *raw = NULL;
-	char part[PATH_MAX];
-	int r = part_name(dest, part, sizeof(part));
-
-	co.first = 0;
-	co.limit = o->shallow ? 1 : qcow2_chain_depth(c);
-	co.under_is_tail = true;
-	co.compress = o->compress;
-	co.dry_run = true;
-	if (r == 0)
-		r = qcow2_chain_copy(c, &co, NULL, &st);
-	*bytes = st.planned_bytes;
-	if (r < 0 || o->dry_run)
-		return r;
-	r = new_dest(c, part, dest, o, &dst, &raw);
-	co.dst = dst;
-	co.dst_raw = raw;
-	co.under = o->shallow ? dst : NULL;
-	co.dry_run = false;
-	if (r == 0)
-		r = qcow2_chain_copy(c, &co, job, &st);
-	if (r == 0)
-		r = dst ? qcow2_chain_flush(dst) : qcow2_io_flush(raw);
-	qcow2_chain_close(dst);
-	qcow2_io_close(raw);
-	if (r == 0)
-		r = publish_copy(part, dest);
-	else
-		unlink(part);
-	return r;
-}
-
-int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
-		  const struct qcow2_job *job, struct qcow2_plan *plan)
-{
-	struct qcow2_chain_opts ro = { .lock = true };
-	struct qcow2_chain *c;
-	uint64_t bytes = 0;
-	bool exists = false;
-	unsigned k;
-	int r;
-
-	memset(plan, 0, sizeof(*plan));
-	if (o->raw && (o->shallow || o->compress))
-		return qcow2_set_error(-EINVAL, "a raw copy has no backing file and no compression");
-	r = qcow2_chain_open(src, &ro, &c);
-	if (r < 0)
-		return r;
-	r = qcow2_create_check_target(dest, &exists);
-	if (r == 0 && exists && find_layer(c, dest, &k) == 0)
-		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
-	if (r == 0)
-		r = convert_run(c, dest, o, job, &bytes);
-	if (r == 0)
-		r = plan_add(plan, QCOW2_STEP_CREATE, dest, o->raw ? "raw" : "qcow2", 0);
-	if (r == 0)
-		r = plan_add(plan, QCOW2_STEP_COPY, dest, NULL, bytes);
-	qcow2_chain_close(c);
-	return r;
-}
-
-/* ---- external snapshots ---- */
-
-int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run,
-			    struct qcow2_plan *plan)
-{
-	struct qcow2_chain_opts ro = { .lock = true };
-	struct qcow2_create_opts co;
-	struct qcow2_chain *c;
-	char name[PATH_MAX], dir_a[PATH_MAX], dir_b[PATH_MAX], *slash;
-	struct stat st;
-	int r;
-
-	memset(plan, 0, sizeof(*plan));
-	if (lstat(overlay, &st) == 0)
-		return qcow2_set_error(-EEXIST, "'%s' already exists", overlay);
-	/* A reader lock: refused while anyone writes the image that becomes a backing file. */
-	r = qcow2_chain_open(image, &ro, &c);
-	if (r < 0)
-		return r;
-	snprintf(dir_a, sizeof(dir_a), "%s", layer_path(c, 0));
-	if (!realpath(overlay, dir_b)) {
-		snprintf(name, sizeof(name), "%s", overlay);
-		slash = strrchr(name, '/');
-		if (slash)
-			*slash = 0;
-		if (!realpath(slash ? (name[0] ? name : "/") : ".", dir_b))
-			r = qcow2_set_error(-errno, "'%s': %s", overlay, strerror(errno));
-		else
-			strcat(dir_b, "/x");
-	}
-	/* Stored relative when both live in one directory (the chain moves as a whole), else
-	 * absolute. */
-	if (r == 0) {
-		char a[PATH_MAX], b[PATH_MAX];
-
-		snprintf(a, sizeof(a), "%s", dir_a);
-		snprintf(b, sizeof(b), "%s", dir_b);
-		r = name_for(dir_b, layer_path(c, 0), strcmp(dirname(a), dirname(b)) == 0, name,
-			     sizeof(name));
-	}
-	if (r == 0)
-		r = plan_add(plan, QCOW2_STEP_CREATE, overlay, "qcow2", 0);
-	if (r == 0)
-		r = plan_add(plan, QCOW2_STEP_REPOINT, overlay, name, 0);
-	if (r == 0 && !dry_run) {
-		qcow2_create_opts_default(&co);
-		co.size = qcow2_chain_size(c);
-		co.backing_file = name;
-		co.backing_fmt = layer_format(c, 0);
-		r = qcow2_image_create(overlay, &co);
-	}
 	qcow2_chain_close(c);
 	return r;
 }

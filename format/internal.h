@@ -203,6 +203,21 @@ void qcow2_snapshot_change_release(struct qcow2_snapshot_change *o);
  * snapshot table, the counts. A writable image's w->lock is held. Changes nothing. */
 int qcow2_snapshot_change_plan(struct qcow2_snapshot_change *o, const char *arg);
 
+/* commit.c: what the block jobs (commit.c) share with convert.c. */
+int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,
+			  const char *detail, uint64_t bytes);
+/* The path and format ("qcow2", "raw") of layer @i of @c ("" / "raw" if there is none). */
+const char *qcow2_commit_layer_path(struct qcow2_chain *c, unsigned i);
+const char *qcow2_commit_layer_format(struct qcow2_chain *c, unsigned i);
+/* The layer of @c that is the file @name (as given, or relative to the top's directory). */
+int qcow2_commit_find_layer(struct qcow2_chain *c, const char *name, unsigned *idx);
+/* @target (absolute) as @image should store it: relative to @image's directory when
+ * @relative, else absolute. */
+int qcow2_commit_name_for(const char *image, const char *target, bool relative, char *out,
+			  size_t cap);
+/* fsync the directory holding @path. */
+int qcow2_commit_sync_dir(const char *path);
+
 /* A range of host clusters whose refcount is to be lowered by one (refcount.c). */
 struct qcow2_crange {
 	uint64_t first;
