@@ -85,8 +85,10 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 	qcow2_create_opts_default(&co);
 	qcow2_chain_layer(c, 0, &top);
 	co.size = qcow2_chain_size(c);
-	if (top.image && !(qcow2_image_header(top.image)->incompat & QCOW2_INCOMPAT_EXTL2))
+	if (top.image) { /* the source's cluster layout, subclusters included */
 		co.cluster_bits = qcow2_image_header(top.image)->cluster_bits;
+		co.extended_l2 = qcow2_image_header(top.image)->incompat & QCOW2_INCOMPAT_EXTL2;
+	}
 	if (o->shallow && qcow2_chain_depth(c) > 1) {
 		r = shallow_backing(c, dest, backing, sizeof(backing));
 		co.backing_file = backing;
