@@ -201,7 +201,8 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, e;
 	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
 	uint32_t l2_idx = (uint32_t)(cl % img->l2_entries), k, i;
-	size_t done = 0;
+	uint64_t run_host = 0;
+	size_t done = 0, run = 0; /* the pending run: @run bytes to @run_host */
 	int r;
 
 	if (l1_idx >= img->l1.n)
@@ -215,20 +216,28 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 	if (r < 0)
 		return r;
 	for (i = 0; i < k && done < n; i++) {
-		uint64_t pos = off + done, in = pos & (cs - 1);
+		uint64_t pos = off + done, in = pos & (cs - 1), host;
 		size_t len = (size_t)(cs - in < n - done ? cs - in : n - done);
 		uint64_t ent = words[i * ew], bm = ew == 2 ? words[i * ew + 1] : 0;
 
 		if (!in_place(img, ent, bm, in, in + len))
 			break;
-		if (buf) {
-			r = qcow2_io_pwrite(img->data_io, buf + done, len,
-					    host_of(img, ent, pos - in) + in);
+		host = host_of(img, ent, pos - in) + in;
+		if (run && host != run_host + run) { /* not contiguous: write the run so far */
+			r = buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
 			if (r < 0)
 				return r;
+			run = 0;
 		}
+		if (!run)
+			run_host = host;
+		run += len;
 		done += len;
 	}
+	/* clusters contiguous in the file go out in one write */
+	r = run && buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
+	if (r < 0)
+		return r;
 	if (done && buf)
 		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	return (ssize_t)done;
