@@ -767,6 +767,21 @@ int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_
 	return r;
 }
 
+bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = writable_top(c);
+	bool any = false;
+	uint32_t i;
+
+	if (!top)
+		return false;
+	pthread_mutex_lock(&top->w->lock);
+	for (i = 0; i < top->w->n_blocks && !any; i++) /* an allocation dirties its block */
+		any = top->w->block_dirty && top->w->block_dirty[i];
+	pthread_mutex_unlock(&top->w->lock);
+	return any;
+}
+
 int qcow2_chain_flush(struct qcow2_chain *c)
 {
 	struct qcow2_image *top = writable_top(c);

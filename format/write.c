@@ -234,10 +234,13 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 		run += len;
 		done += len;
 	}
-	/* clusters contiguous in the file go out in one write */
+	/* clusters contiguous in the file go out in one write; a large one starts its writeback
+	 * at once, as new extents do (a later flush then has less to wait for) */
 	r = run && buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
 	if (r < 0)
 		return r;
+	if (buf && run >= WRITEBACK_MIN)
+		qcow2_io_start_writeback(img->data_io, run_host, run);
 	if (done && buf)
 		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	return (ssize_t)done;

@@ -480,6 +480,9 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 /* Write the top's cluster at @off (cluster-aligned) from the whole cluster in @buf,
  * compressed with the image's compression type where that saves space. */
 int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off);
+/* Have refcounts changed since the last flush (new clusters whose pointers are not on disk
+ * yet, which a crash would leak)? */
+bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c);
 /* Make every acknowledged write durable (crash-safe write order, then fdatasync). */
 int qcow2_chain_flush(struct qcow2_chain *c);
 /* Grow the virtual size to @new_size (-EINVAL if smaller); the new range reads as zeros, even
