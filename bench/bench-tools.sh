@@ -20,12 +20,13 @@
 # qemu-img check, and the two checksums are equal.
 # Each figure runs until the command's writes are on the disk (a sync after it: qemu-img
 # convert leaves them in the page cache, qcowctl makes them durable before it returns).
-# Each figure is the median of BENCH_REPS runs (default 3), in seconds; the ratio is
+# Each figure is the median of BENCH_REPS runs (default 5; qemu-img goes first in every other
+# run), in seconds; the ratio is
 # qemu-img's time over qcowctl's (above 1: qcowctl is faster).
 #
 # Environment:
 #   BENCH_SIZE=1G     size of the images (numfmt --from=iec syntax, a multiple of 2 MiB)
-#   BENCH_REPS=3      runs per figure (the median is shown)
+#   BENCH_REPS=5      runs per figure (the median is shown)
 #   BENCH_DIR=DIR     work directory (default: a temporary directory under /var/tmp, removed)
 #   BENCH_STRICT=1    exit 1 when a target is missed
 #   QCOWCTL           the tool to measure (default build/tools/qcowctl)
@@ -35,7 +36,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE=${BENCH_SIZE:-1G}
-REPS=${BENCH_REPS:-3}
+REPS=${BENCH_REPS:-5}
 QCOWCTL=${QCOWCTL:-$ROOT/build/tools/qcowctl}
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -115,47 +116,62 @@ check_clean() { # IMAGE
 
 declare -A Q_T C_T
 
-bench_op() { # NAME
-	local name=$1 r tq tc qs=() cs=()
+# run_side SIDE NAME: the timed command of one side ("q": qemu-img, "c": qcowctl) in $DIR/SIDE,
+# its time written to $DIR/t.SIDE
+run_side() {
+	local side=$1 name=$2 t
+	cd "$DIR/$side" || exit 1
+	case $side-$name in
+	q-commit) timed t qemu-img commit -q top.qcow2 ;;
+	c-commit) timed t "$QCOWCTL" commit -q top.qcow2 ;;
+	q-pull) timed t qemu-img rebase -b "" top.qcow2 ;;
+	c-pull) timed t "$QCOWCTL" pull -q top.qcow2 ;;
+	q-copy) timed t qemu-img convert -O qcow2 top.qcow2 out.qcow2 ;;
+	c-copy) timed t "$QCOWCTL" copy -q top.qcow2 out.qcow2 ;;
+	q-check) timed t qemu-img check top.qcow2 ;;
+	c-check) timed t "$QCOWCTL" check top.qcow2 ;;
+	q-checksum) timed t sh -c "qemu-img convert -O raw top.qcow2 $SHM &&
+		sha256sum $SHM | cut -d' ' -f1 >sum; rm -f $SHM" ;;
+	c-checksum) timed t sh -c "'$QCOWCTL' checksum -q top.qcow2 | cut -d' ' -f1 >sum" ;;
+	esac
+	echo "$t" >"$DIR/t.$side"
+	cd "$DIR" || exit 1
+}
+
+# verify NAME: both sides produced the same result, and qcowctl's images pass qemu-img check
+verify() {
+	case $1 in
+	commit)
+		check_same commit "$DIR/q/base.qcow2" "$DIR/c/base.qcow2" &&
+			check_clean "$DIR/c/base.qcow2" && check_clean "$DIR/c/top.qcow2" ;;
+	pull)
+		check_same pull "$DIR/q/top.qcow2" "$DIR/c/top.qcow2" && check_clean "$DIR/c/top.qcow2" ;;
+	copy)
+		check_same copy "$DIR/q/out.qcow2" "$DIR/c/out.qcow2" && check_clean "$DIR/c/out.qcow2" ;;
+	checksum)
+		if ! cmp -s "$DIR/q/sum" "$DIR/c/sum"; then
+			log "DATA CHECK FAILED: checksums differ"
+			FAILED=1
+		fi ;;
+	esac
+}
+
+# bench_op NAME: REPS runs of both sides, qemu-img first on even runs and qcowctl first on odd
+# ones (the disk behind this machine is slower right after a burst of writes: the order must
+# not favour either side)
+bench_op() {
+	local name=$1 r qs=() cs=()
 	for ((r = 0; r < REPS; r++)); do
 		fresh q
 		fresh c
-		case $name in
-		commit)
-			(cd "$DIR/q" && timed tq qemu-img commit -q top.qcow2 && echo "$tq" >"$DIR/t.q")
-			(cd "$DIR/c" && timed tc "$QCOWCTL" commit -q top.qcow2 && echo "$tc" >"$DIR/t.c")
-			[ "$r" = 0 ] && check_same commit "$DIR/q/base.qcow2" "$DIR/c/base.qcow2" &&
-				check_clean "$DIR/c/base.qcow2" && check_clean "$DIR/c/top.qcow2"
-			;;
-		pull)
-			(cd "$DIR/q" && timed tq qemu-img rebase -b "" top.qcow2 && echo "$tq" >"$DIR/t.q")
-			(cd "$DIR/c" && timed tc "$QCOWCTL" pull -q top.qcow2 && echo "$tc" >"$DIR/t.c")
-			[ "$r" = 0 ] && check_same pull "$DIR/q/top.qcow2" "$DIR/c/top.qcow2" &&
-				check_clean "$DIR/c/top.qcow2"
-			;;
-		copy)
-			(cd "$DIR/q" && timed tq qemu-img convert -O qcow2 top.qcow2 out.qcow2 &&
-				echo "$tq" >"$DIR/t.q")
-			(cd "$DIR/c" && timed tc "$QCOWCTL" copy -q top.qcow2 out.qcow2 &&
-				echo "$tc" >"$DIR/t.c")
-			[ "$r" = 0 ] && check_same copy "$DIR/q/out.qcow2" "$DIR/c/out.qcow2" &&
-				check_clean "$DIR/c/out.qcow2"
-			;;
-		check)
-			(cd "$DIR/q" && timed tq qemu-img check top.qcow2 && echo "$tq" >"$DIR/t.q")
-			(cd "$DIR/c" && timed tc "$QCOWCTL" check top.qcow2 && echo "$tc" >"$DIR/t.c")
-			;;
-		checksum)
-			(cd "$DIR/q" && timed tq sh -c "qemu-img convert -O raw top.qcow2 $SHM &&
-				sha256sum $SHM | cut -d' ' -f1 >sum; rm -f $SHM" && echo "$tq" >"$DIR/t.q")
-			(cd "$DIR/c" && timed tc sh -c "'$QCOWCTL' checksum -q top.qcow2 | cut -d' ' -f1 >sum" &&
-				echo "$tc" >"$DIR/t.c")
-			if [ "$r" = 0 ] && ! cmp -s "$DIR/q/sum" "$DIR/c/sum"; then
-				log "DATA CHECK FAILED: checksums differ"
-				FAILED=1
-			fi
-			;;
-		esac
+		if ((r % 2 == 0)); then
+			run_side q "$name"
+			run_side c "$name"
+		else
+			run_side c "$name"
+			run_side q "$name"
+		fi
+		[ "$r" = 0 ] && verify "$name"
 		qs+=("$(cat "$DIR/t.q")")
 		cs+=("$(cat "$DIR/t.c")")
 	done
