@@ -139,6 +139,7 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	co.dst_raw = raw;
 	co.under = o->shallow ? dst : NULL;
 	co.dry_run = false;
+	co.scratch = true; /* a copy that does not complete is deleted */
 	if (r == 0)
 		r = qcow2_chain_copy(c, &co, job, &st);
 	if (r == 0)

@@ -146,7 +146,8 @@ static int dst_write(struct copy *k, const void *buf, uint64_t n, uint64_t off)
 		return r;
 	k->st->written_bytes += n;
 	/* in-place writes (into clusters already allocated) leak nothing: no flush for them */
-	if (k->o->dst && before / FLUSH_EVERY != k->st->written_bytes / FLUSH_EVERY &&
+	if (k->o->dst && !k->o->scratch &&
+	    before / FLUSH_EVERY != k->st->written_bytes / FLUSH_EVERY &&
 	    qcow2_chain_allocated_since_flush(k->o->dst))
 		r = qcow2_chain_flush(k->o->dst);
 	return r;

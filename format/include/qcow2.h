@@ -530,6 +530,8 @@ struct qcow2_copy_opts {
 	bool compare;              /* write only what differs from @under */
 	bool compress;             /* write compressed clusters (@dst qcow2, whole clusters) */
 	bool dry_run;              /* plan only */
+	bool scratch;              /* @dst is thrown away unless the copy completes: no flushes
+				    * on the way (they bound what a kill leaks into a kept image) */
 };
 struct qcow2_copy_stats {
 	uint64_t planned_bytes; /* bytes of data in the ranges to copy */
