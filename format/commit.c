@@ -244,7 +244,6 @@ struct commit {
 	const struct qcow2_job *job;
 	struct qcow2_plan *plan;
 	char repoint[PATH_MAX]; /* the name stored by the re-pointed image */
-	unsigned repointed;      /* the layer re-pointed to base, or ~0u */
 	char *journal;           /* layers an earlier run took out of the chain, one per line */
 };
 
@@ -538,7 +537,7 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 		 struct qcow2_plan *plan)
 {
 	struct qcow2_chain_opts ro = { .lock = true };
-	struct commit m = { .o = o, .job = job, .plan = plan, .repointed = ~0u };
+	struct commit m = { .o = o, .job = job, .plan = plan };
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
