@@ -24,6 +24,8 @@
 
 static bool log_to_stderr = true;
 static unsigned readahead_kb = 4096;
+/* -o no_default_permissions and -o allow_other as given: see check_permissions() */
+static bool no_default_permissions, allow_other;
 static char mount_path[PATH_MAX];
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t init_cond = PTHREAD_COND_INITIALIZER;
@@ -67,14 +69,19 @@ static void usage(FILE *f)
 		"  -s                   single-threaded\n"
 		"  -o OPT[,OPT...]      mount options: ro (every view read-only), allow_other,\n"
 		"                       readahead_kb=N (read-ahead of the mount, default 4096,\n"
-		"                       0 keeps the kernel's), and any other FUSE mount option\n"
+		"                       0 keeps the kernel's), no_default_permissions (no mode\n"
+		"                       checks by the kernel; refused with allow_other), and any\n"
+		"                       other FUSE mount option\n"
 		"  --backing-dir DIR    allow backing files below DIR (outside SOURCE); repeatable\n"
 		"  -h, --help           this text\n"
 		"  -V, --version        the version\n\n"
 		"The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
 		"writable, unless the mount is read-only, the image file is not writable, another\n"
 		"process holds it for writing or it is marked corrupt: writes go copy-on-write into\n"
-		"that image. Snapshot views and backing layers are read-only.\n");
+		"that image. Snapshot views and backing layers are read-only.\n\n"
+		"A view's owner and group are its image file's; its mode never grants more than\n"
+		"every file of its chain does (the kernel checks it: default_permissions). With\n"
+		"allow_other, other users get exactly that.\n");
 }
 
 /* Split -o options: ours are consumed, the rest go to FUSE. */
@@ -89,6 +96,14 @@ static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, siz
 			readahead_kb = (unsigned)strtoul(tok + 13, NULL, 10);
 			continue;
 		}
+		if (strcmp(tok, "no_default_permissions") == 0) {
+			no_default_permissions = true;
+			continue;
+		}
+		if (strcmp(tok, "default_permissions") == 0)
+			continue; /* the default: added once by check_permissions() */
+		if (strcmp(tok, "allow_other") == 0)
+			allow_other = true;
 		if (strcmp(tok, "ro") == 0)
 			cfg->read_only = true;
 		if (strlen(fuse_opts) + strlen(tok) + 2 > cap) {
@@ -99,6 +114,28 @@ static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, siz
 		strcat(fuse_opts, tok);
 	}
 	free(copy);
+	return 0;
+}
+
+/* The kernel checks every access against the views' modes (default_permissions), which never
+ * grant more than the source files (SPEC 3a; tree.c derives them). Opting out leaves the
+ * daemon, which runs as root, to answer every request it can serve, so it is refused with
+ * allow_other: only a mount that FUSE keeps to its owner may do without. 0, or -1 after a
+ * message. */
+static int check_permissions(char *fuse_opts, size_t cap)
+{
+	if (no_default_permissions && allow_other) {
+		fprintf(stderr, "qcowfs: -o no_default_permissions would let every user read and "
+				"write every view: not with allow_other\n");
+		return -1;
+	}
+	if (no_default_permissions)
+		return 0;
+	if (strlen(fuse_opts) + sizeof(",default_permissions") > cap) {
+		fprintf(stderr, "qcowfs: bad -o option\n");
+		return -1;
+	}
+	strcat(fuse_opts, ",default_permissions");
 	return 0;
 }
 
@@ -199,6 +236,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	if (check_permissions(fuse_opts, sizeof(fuse_opts)) < 0)
+		return 1;
 	cfg.source = pos[0];
 	if (!realpath(pos[1], mount_path)) {
 		fprintf(stderr, "qcowfs: cannot use mount point '%s': %s\n", pos[1], strerror(errno));

@@ -30,11 +30,13 @@ void src_clear(struct src *s)
 	free(s->snaps);
 	free(s->errmsg);
 	free(s->backing);
+	free(s->data_file);
 	free(s->check_msg);
 	free(s->busy_msg);
 	s->snaps = NULL;
 	s->nsnaps = 0;
-	s->errmsg = s->backing = s->check_msg = s->busy_msg = NULL;
+	s->errmsg = s->backing = s->data_file = s->check_msg = s->busy_msg = NULL;
+	s->data_file_bad = false;
 	s->busy = false;
 	s->corrupt = false;
 	s->err = 0;
@@ -116,6 +118,13 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 						     sizeof(backing));
 		if (r == 0)
 			s->backing = strdup(backing);
+	}
+	/* The data file holds the image's data: views read it, so its permissions count too. */
+	if (r == 0 && h->data_file[0]) {
+		if (qcow2_chain_resolve_path(&t->copts, s->path, h->data_file, backing,
+					     sizeof(backing)) == 0)
+			s->data_file = strdup(backing);
+		s->data_file_bad = !s->data_file;
 	}
 	if (r == 0) {
 		s->vsize = h->size;
@@ -334,9 +343,10 @@ again:
 	return false;
 }
 
+/* An image file no one may write (no write bit, as `chmod a-w` leaves it) is not written through
+ * its view either, root's access(2) notwithstanding: a view never grants more (SPEC 3a). */
 bool src_writable(struct qfs_tree *t, struct src *s)
 {
 	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
-	       !src_is_backing(t, s) &&
-	       access(s->path, W_OK) == 0;
+	       (s->st.st_mode & 0222) && !src_is_backing(t, s) && access(s->path, W_OK) == 0;
 }

@@ -31,6 +31,10 @@ struct src {
 	uint64_t vsize;
 	char *backing; /* canonical path, or NULL */
 	enum backing_fmt backing_fmt;
+	/* canonical path of the external data file, or NULL (none, or it does not resolve:
+	 * then the chain cannot be opened, and its views are not readable) */
+	char *data_file;
+	bool data_file_bad; /* named but unresolved: views deny reading */
 	uint32_t nsnaps;
 	struct snap *snaps;
 	unsigned check_gen; /* chain check memo */

@@ -416,7 +416,135 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 		snprintf(out, cap, "%s", name);
 }
 
-/* ---- attributes ---- */
+/* ---- attributes and permissions (SPEC 3a) ----
+ *
+ * A view never grants more than its source files. Its owner and group are its image file's
+ * (a raw backing file's own, a directory's own); its mode keeps, for each class (owner, group,
+ * other), a read bit only if every member of the class may read every file of the chain and
+ * reach it (search permission on every directory above it), and a write bit only on a writable
+ * leaf, only if every member may write the image file (and reach it). Directories keep read and
+ * search bits the same way, from their source directory and the directories above it. The
+ * kernel enforces the result (default_permissions, main.c).
+ *
+ * Group membership is not looked up (the group database may be remote and slow, and the daemon
+ * must never hang on it): where it is unknown whether a member of a class is in a file's group,
+ * the file must grant the bit through both its group and its other bits; where a member may be
+ * the file's owner, through its owner bits too.
+ */
+
+enum { CLASS_OWNER = 6, CLASS_GROUP = 3, CLASS_OTHER = 0 };
+
+/* May every member of class @shift of a view owned by @uid:@gid have @bit (S_IROTH, S_IWOTH or
+ * S_IXOTH) on the file @f? */
+static bool class_may(const struct stat *f, uid_t uid, gid_t gid, int shift, mode_t bit)
+{
+	bool own = f->st_mode & (bit << 6), grp = f->st_mode & (bit << 3), oth = f->st_mode & bit;
+
+	if (shift == CLASS_OWNER) /* the user @uid, who may or may not be in f's group */
+		return f->st_uid == uid ? own : grp && oth;
+	/* users other than @uid, in @gid (group class) or not (other class): one may own @f */
+	if (f->st_uid != uid && !own)
+		return false;
+	if (f->st_gid == gid)
+		return shift == CLASS_GROUP ? grp : oth;
+	return grp && oth;
+}
+
+/* Clear in @mode the bits @drop (a class-0 pattern, e.g. S_IROTH | S_IWOTH) of every class
+ * that does not have @need on @f. */
+static mode_t deny(mode_t mode, const struct stat *f, uid_t uid, gid_t gid, mode_t need,
+		   mode_t drop)
+{
+	int shift;
+
+	for (shift = CLASS_OTHER; shift <= CLASS_OWNER; shift += 3)
+		if (!class_may(f, uid, gid, shift, need))
+			mode &= ~(drop << shift);
+	return mode;
+}
+
+/* Clear @drop for the classes that cannot search every directory above the canonical @path.
+ * @seen is the last directory checked (skipped when it is the same: a chain's layers usually
+ * share one), updated. A directory that cannot be stat'ed denies every class. */
+static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mode_t drop,
+			 char *seen, size_t cap)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		return mode & ~(drop * 0111);
+	slash[slash == dir] = '\0'; /* "/x" -> "/" */
+	if (strcmp(dir, seen) == 0)
+		return mode;
+	snprintf(seen, cap, "%s", dir);
+	for (;;) {
+		if (stat(dir, &st) < 0)
+			return mode & ~(drop * 0111);
+		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
+		if (strcmp(dir, "/") == 0)
+			return mode;
+		slash = strrchr(dir, '/');
+		slash[slash == dir] = '\0';
+	}
+}
+
+/* Narrow @mode by the file @s of a chain (its top if @top): read needs read on the file and
+ * its external data file, and the top's write needs write on both. */
+static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, gid_t gid,
+			char *seen, size_t cap)
+{
+	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
+	struct stat st;
+
+	mode = deny(mode, &s->st, uid, gid, S_IROTH, S_IROTH);
+	if (top)
+		mode = deny(mode, &s->st, uid, gid, S_IWOTH, S_IWOTH);
+	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
+	if (!s->data_file && !s->data_file_bad)
+		return mode;
+	if (!s->data_file || stat(s->data_file, &st) < 0)
+		return mode & ~(drop * 0111);
+	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
+	if (top)
+		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
+	return deny_reach(mode, s->data_file, uid, gid, drop, seen, cap);
+}
+
+/* The permission bits of a view of the chain whose top is @top: 0444 or, for a writable view,
+ * 0666, narrowed by every file of the chain. A layer that cannot be found denies reading. */
+static mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
+{
+	char seen[PATH_MAX] = "";
+	uid_t uid = top->st.st_uid;
+	gid_t gid = top->st.st_gid;
+	mode_t mode = writable ? 0666 : 0444;
+	struct src *s = top;
+	unsigned depth;
+
+	for (depth = 0; s && mode & 0444; depth++) {
+		mode = deny_file(mode, s, s == top, uid, gid, seen, sizeof(seen));
+		if (!s->qcow2 || !s->backing)
+			return mode;
+		if (depth >= QCOW2_DEFAULT_MAX_DEPTH)
+			break;
+		s = src_get(t, s->backing);
+	}
+	return s ? mode : mode & ~0444;
+}
+
+/* A directory's mode: its source directory's read and search bits, for the classes that can
+ * reach it. */
+static mode_t dir_mode(const char *path, const struct stat *st)
+{
+	char seen[PATH_MAX] = "";
+
+	return deny_reach(st->st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH, seen,
+			  sizeof(seen));
+}
 
 static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
@@ -438,7 +566,7 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	}
 	chain_facts(t, s, &blocks, &stamp);
 	*st = s->st;
-	st->st_mode = S_IFREG | (!n->snap_id && src_writable(t, s) ? 0644 : 0444);
+	st->st_mode = S_IFREG | view_mode(t, s, !n->snap_id && src_writable(t, s));
 	st->st_nlink = 1;
 	st->st_size = (off_t)size;
 	st->st_blocks = blocks;
@@ -448,19 +576,20 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 
 static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
+	struct src *s;
+
 	switch (n->kind) {
 	case QFS_DIR:
 		if (stat(n->src, st) < 0)
 			return errno;
-		if (t->single_file)
-			st->st_mode = S_IFDIR | 0555;
-		else
-			st->st_mode = S_IFDIR | (st->st_mode & 0555);
+		st->st_mode = S_IFDIR | dir_mode(n->src, st);
 		break;
 	case QFS_RAW:
-		if (stat(n->src, st) < 0)
-			return errno;
-		st->st_mode = S_IFREG | (st->st_mode & 0444);
+		s = src_get(t, n->src);
+		if (!s)
+			return ENOENT;
+		*st = s->st;
+		st->st_mode = S_IFREG | view_mode(t, s, false);
 		break;
 	case QFS_FLAT: {
 		int r = flat_attr(t, n, st);
