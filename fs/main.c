@@ -238,6 +238,7 @@ int main(int argc, char **argv)
 	}
 	if (check_permissions(fuse_opts, sizeof(fuse_opts)) < 0)
 		return 1;
+	cfg.check_callers = !no_default_permissions;
 	cfg.source = pos[0];
 	if (!realpath(pos[1], mount_path)) {
 		fprintf(stderr, "qcowfs: cannot use mount point '%s': %s\n", pos[1], strerror(errno));

@@ -95,6 +95,41 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	qfs_init_done();
 }
 
+/* May the caller of @req have @mask (R_OK, W_OK) on @n? The kernel has checked already
+ * (default_permissions), with the attributes it holds; this checks again, with the current
+ * ones, as the kernel's generic check does (the owner's bits, else the group's for a member,
+ * else the others'; root passes), so that a mode that has just changed is never bypassed.
+ * Where the caller's groups cannot be read, both the group's and the others' bits must allow.
+ * 0 or a positive errno. */
+static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[64];
+	struct stat st;
+	int ng, i, r;
+	mode_t need = (mode_t)mask, bits;
+
+	if (!qfs_tree_checks_callers(t) || ctx->uid == 0)
+		return 0;
+	r = qfs_tree_getattr(t, n, &st);
+	if (r)
+		return r;
+	if (ctx->uid == st.st_uid) {
+		bits = st.st_mode >> 6;
+	} else if (ctx->gid == st.st_gid) {
+		bits = st.st_mode >> 3;
+	} else {
+		ng = fuse_req_getgroups(req, 64, groups);
+		for (i = 0; i < ng && i < 64 && groups[i] != st.st_gid; i++)
+			;
+		if (ng >= 0 && ng <= 64)
+			bits = i < ng ? st.st_mode >> 3 : st.st_mode;
+		else
+			bits = (st.st_mode >> 3) & st.st_mode;
+	}
+	return (bits & need) == need ? 0 : EACCES;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct qfs_tree *t = tree_of(req);
@@ -139,7 +174,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h;
 	char path[4096];
 	bool keep = false;
-	int r;
+	int r, acc;
 
 	if (!n) {
 		fuse_reply_err(req, ENOENT);
@@ -147,6 +182,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if ((fi->flags & O_ACCMODE) != O_RDONLY && n->kind != QFS_FLAT) {
 		fuse_reply_err(req, EROFS);
+		return;
+	}
+	acc = fi->flags & O_ACCMODE;
+	r = caller_may(req, t, n, acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 
@@ -271,6 +312,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (!n) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	r = caller_may(req, t, n, R_OK);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	d = calloc(1, sizeof(*d));

@@ -47,6 +47,7 @@ struct qfs_config {
 	const char *const *backing_dirs;
 	size_t n_backing_dirs;
 	bool read_only;
+	bool check_callers; /* default_permissions: opens are checked against the caller too */
 	const char *mount_point; /* canonical; never scanned (SOURCE may contain it) */
 };
 
@@ -82,6 +83,8 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
 		      uint64_t size);
 bool qfs_tree_read_only(const struct qfs_tree *t);
+/* Does the daemon check each opener against the view's mode (SPEC 3a)? */
+bool qfs_tree_checks_callers(const struct qfs_tree *t);
 /* The real path behind a raw node (for open/read). */
 int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap);
 const char *qfs_tree_source(const struct qfs_tree *t);

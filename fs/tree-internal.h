@@ -56,6 +56,7 @@ struct qfs_tree {
 	char *mount_point;
 	bool single_file;
 	bool read_only; /* -o ro */
+	bool check_callers; /* default_permissions (main.c) */
 	struct qcow2_chain_opts copts;
 	struct src *srcs[HASH_BUCKETS]; /* under lock */
 	unsigned gen, visit;            /* under lock */

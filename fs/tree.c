@@ -771,7 +771,8 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		chain_facts(t, s, &blocks, &stamp);
 		src = strdup(n->src);
 		snap = n->snap_id ? strdup(n->snap_id) : NULL;
-		writable = !snap && src_writable(t, s);
+		/* a view no one may write (no write bit left) is not written for root either */
+		writable = !snap && src_writable(t, s) && (view_mode(t, s, true) & 0222);
 		busy = s->busy;
 	}
 	o = t->copts;
@@ -861,6 +862,11 @@ bool qfs_tree_read_only(const struct qfs_tree *t)
 	return t->read_only;
 }
 
+bool qfs_tree_checks_callers(const struct qfs_tree *t)
+{
+	return t->check_callers;
+}
+
 int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap)
 {
 	int r = 0;
@@ -892,6 +898,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->source = strdup(canon);
 	t->single_file = !S_ISDIR(st.st_mode);
 	t->read_only = cfg->read_only;
+	t->check_callers = cfg->check_callers;
 	if (t->single_file)
 		*strrchr(canon, '/') = '\0';
 	t->root_dir = strdup(canon[0] ? canon : "/");

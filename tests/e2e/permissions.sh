@@ -138,6 +138,11 @@ setup qemu-img create -q -f qcow2 private/p.qcow2 1M
 setup qio private/p.qcow2 "write -P 0x58 0 64k"
 setup qemu-img create -q -f qcow2 -b ../private/p.qcow2 -F qcow2 open/o.qcow2
 chmod 0644 private/p.qcow2 open/o.qcow2
+# private/u.qcow2: the test user's, 0600, where the test user cannot reach it: no one may
+# write its view (no write bit left), so not even root writes through it
+setup qemu-img create -q -f qcow2 private/u.qcow2 1M
+chown "$TUID:$TGID" private/u.qcow2
+chmod 0600 private/u.qcow2
 
 ROOT=root
 RGRP=$(id -gn 0)
@@ -193,6 +198,20 @@ check "mine.raw: the write landed in mine.qcow2" \
 	bash -c "qemu-img convert -U -O raw mine.qcow2 '$WORK/mine.after' &&
 		cmp -n 65536 '$WORK/pub.before' '$WORK/mine.after'"
 check "mine.qcow2 is clean after the user's write" eventually image_clean mine.qcow2
+# The daemon checks each open against the current modes, not only the kernel against those it
+# has cached (for up to a second): reopening an O_PATH descriptor of the view through /proc
+# right after the owner took away its own read permission fails.
+check "the daemon checks opens against the current modes" as_user python3 -c '
+import errno, os, sys
+view, img = sys.argv[1], sys.argv[2]
+fd = os.open(view, os.O_PATH)
+os.chmod(img, 0)
+try:
+    os.close(os.open("/proc/self/fd/%d" % fd, os.O_RDONLY))
+except OSError as e:
+    sys.exit(0 if e.errno == errno.EACCES else "open: %s" % e)
+sys.exit("opened the view of an image its owner may not read")' "$MNT/mine.raw" "$SRC/mine.qcow2"
+chmod 0600 mine.qcow2
 
 check "group.raw (0640, the test user's group): mode 0640" \
 	expect_attr "$MNT/group.raw" 640 "$ROOT" "$TUSER"
@@ -207,6 +226,11 @@ check "frozen.raw: not even root opens it for writing" \
 check "private/ (source 0700): mode 0500" expect_attr "$MNT/private" 500 "$ROOT" "$RGRP"
 check_not "private/: the test user cannot list it" as_user ls "$MNT/private"
 check "private/p.raw: the test user cannot open it" user_open_fails "$MNT/private/p.raw" EACCES r
+check "private/u.raw (its owner cannot reach it): mode 0000" \
+	expect_attr "$MNT/private/u.raw" 0 "$TUSER" "$TUSER"
+check "private/u.raw: root cannot open it for writing" \
+	expect_open_fails "$MNT/private/u.raw" EROFS w rw
+check "private/u.raw: root reads it" expect_same_as_qemu private/u.qcow2 "$MNT/private/u.raw"
 check "open/o.raw (backing file in a 0700 directory): mode 0600" \
 	expect_attr "$MNT/open/o.raw" 600 "$ROOT" "$RGRP"
 check "open/o.raw: the test user cannot read it" user_open_fails "$MNT/open/o.raw" EACCES r

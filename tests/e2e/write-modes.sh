@@ -1,7 +1,7 @@
 #!/bin/bash
 # write-modes.sh - which flat views are writable (SPEC 2): the view of a leaf image (no image in
-# SOURCE uses it as backing) has mode 0644 and opens for writing, when the mount is not `-o ro`
-# and the image file is writable. The views of backing images, snapshot views, raw backing
+# SOURCE uses it as backing) has its owner's write bit and opens for writing, when the mount is
+# not `-o ro` and the image file is writable (who else may write: permissions.sh). The views of backing images, snapshot views, raw backing
 # files, images on a read-only file system and everything under `-o ro` have no write bit and
 # refuse to open for writing (EROFS). The tree follows SOURCE: an image that gets an overlay while
 # mounted becomes read-only, and writable again when the overlay goes. Writing the active state
@@ -55,9 +55,9 @@ fi
 
 mount_qcowfs "$SRC" "$MNT" || bail "mount failed"
 
-check "top.raw (a leaf) has mode 0644" expect_writable_mode "$MNT/top.raw"
-check "sub/snap.raw (a leaf with snapshots) has mode 0644" expect_writable_mode "$MNT/sub/snap.raw"
-check "over.raw (a leaf over a raw file) has mode 0644" expect_writable_mode "$MNT/over.raw"
+check "top.raw (a leaf) is writable (owner write bit)" expect_writable_mode "$MNT/top.raw"
+check "sub/snap.raw (a leaf with snapshots) is writable (owner write bit)" expect_writable_mode "$MNT/sub/snap.raw"
+check "over.raw (a leaf over a raw file) is writable (owner write bit)" expect_writable_mode "$MNT/over.raw"
 check "top.raw opens read-only, write-only and read-write" expect_open_fails "$MNT/top.raw" ok r w rw
 check "base.raw (backs top.qcow2) is read-only and refuses writers (EROFS)" \
 	expect_not_writable "$MNT/base.raw"
@@ -92,7 +92,7 @@ check "top.raw: a write before top.qcow2 gets an overlay" write_both "$MNT/top.r
 setup qemu-img create -q -f qcow2 -b top.qcow2 -F qcow2 newtop.qcow2
 check "once top.qcow2 has an overlay, top.raw is read-only and refuses writers" \
 	expect_not_writable "$MNT/top.raw"
-check "the new overlay newtop.raw has mode 0644" expect_writable_mode "$MNT/newtop.raw"
+check "the new overlay newtop.raw is writable (owner write bit)" expect_writable_mode "$MNT/newtop.raw"
 setup cp "$MODELS/top.raw" "$MODELS/newtop.raw"
 check "newtop.raw: writes succeed" write_both "$MNT/newtop.raw" "$MODELS/newtop.raw" w:0:100k:7 f
 check "newtop.raw holds the expected bytes" view_is_model "$MNT/newtop.raw" "$MODELS/newtop.raw"
