@@ -6,7 +6,8 @@
  * or when a name is looked up and something changed (SPEC 2): flat views of valid qcow2
  * chains, snapshot views, raw backing files, with the collision rule. Nodes give every name a
  * stable inode number. Images are opened (locked, L1 loaded) only when a flat view is opened,
- * and closed with its last handle.
+ * and closed with its last handle. Owners and modes derive from the source files, so that a
+ * view never grants more than they do (SPEC 3a, "attributes and permissions" below).
  *
  * Locking: t->lock guards the src cache, the node table and every node field marked so. It is
  * never held across a chain open or any read of image data; node->open_lock is taken after it
