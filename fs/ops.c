@@ -512,8 +512,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
-				      (uint64_t)attr->st_size);
+		/* truncate(2) by name opens the view for writing here: the caller must be allowed
+		 * to (through a handle open for writing, the open was checked) */
+		r = h && h->write ? 0 : caller_may(req, t, n, W_OK);
+		if (r == 0)
+			r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
+					      (uint64_t)attr->st_size);
 		if (r) {
 			fuse_reply_err(req, r);
 			return;

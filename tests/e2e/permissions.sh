@@ -89,6 +89,14 @@ same_image_bytes()
 	cmp "$2" "$now"
 }
 
+# image_size_is IMAGE BYTES: qemu-img's virtual size of IMAGE.
+image_size_is()
+{
+	local got
+	got=$(virtual_size "$1") || return 1
+	[ "$got" = "$2" ] || { echo "$1: virtual size $got, want $2"; return 1; }
+}
+
 # ---- the source ----
 # secret.qcow2: root's, 0600, with an internal snapshot
 setup qemu-img create -q -f qcow2 secret.qcow2 1M
@@ -108,6 +116,11 @@ setup qio hb.qcow2 "write -P 0x53 0 64k"
 setup qemu-img create -q -f qcow2 -b hb.qcow2 -F qcow2 ht.qcow2
 chmod 0600 hb.qcow2
 chmod 0644 ht.qcow2
+# dfimg.qcow2 (0644) keeps its data in an external data file df.data (0600)
+setup qemu-img create -q -f qcow2 -o data_file=df.data dfimg.qcow2 1M
+setup qio dfimg.qcow2 "write -P 0x5a 0 64k"
+chmod 0644 dfimg.qcow2
+chmod 0600 df.data
 # pub: a 0644 chain, its top with a snapshot
 setup qemu-img create -q -f qcow2 pubbase.qcow2 1M
 setup qio pubbase.qcow2 "write -P 0x54 0 64k"
@@ -174,6 +187,11 @@ check "ht.raw (0644 over a 0600 qcow2): mode 0600" expect_attr "$MNT/ht.raw" 600
 check "ht.raw: the test user cannot read it" user_open_fails "$MNT/ht.raw" EACCES r
 check "hb.raw (0600, a backing image): mode 0400" expect_attr "$MNT/hb.raw" 400 "$ROOT" "$RGRP"
 
+check "dfimg.raw (0644, its data file 0600): mode 0600" \
+	expect_attr "$MNT/dfimg.raw" 600 "$ROOT" "$RGRP"
+check "dfimg.raw: the test user cannot read it" user_open_fails "$MNT/dfimg.raw" EACCES r
+check "root reads dfimg.raw" expect_same_as_qemu dfimg.qcow2 "$MNT/dfimg.raw"
+
 check "pub.raw (a 0644 chain): mode 0644" expect_attr "$MNT/pub.raw" 644 "$ROOT" "$RGRP"
 check "pub.raw: the test user reads the chain" user_reads_as_qemu pub.qcow2 "$MNT/pub.raw"
 check "pubbase.raw: mode 0444" expect_attr "$MNT/pubbase.raw" 444 "$ROOT" "$RGRP"
@@ -212,6 +230,18 @@ except OSError as e:
     sys.exit(0 if e.errno == errno.EACCES else "open: %s" % e)
 sys.exit("opened the view of an image its owner may not read")' "$MNT/mine.raw" "$SRC/mine.qcow2"
 chmod 0600 mine.qcow2
+check "the daemon checks truncate by name against the current modes" as_user python3 -c '
+import errno, os, sys
+view, img = sys.argv[1], sys.argv[2]
+fd = os.open(view, os.O_PATH)
+os.chmod(img, 0o020)  # writable, but not by its owner
+try:
+    os.truncate("/proc/self/fd/%d" % fd, 2 << 20)
+except OSError as e:
+    sys.exit(0 if e.errno == errno.EACCES else "truncate: %s" % e)
+sys.exit("grew the view of an image its owner may not write")' "$MNT/mine.raw" "$SRC/mine.qcow2"
+chmod 0600 mine.qcow2
+check "mine.qcow2 kept its size" image_size_is mine.qcow2 1048576
 
 check "group.raw (0640, the test user's group): mode 0640" \
 	expect_attr "$MNT/group.raw" 640 "$ROOT" "$TUSER"
