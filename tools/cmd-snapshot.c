@@ -108,7 +108,7 @@ static int snapshot_list(int argc, char **argv)
 	uint32_t i, n;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "hU", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hU", longopts, "snapshot")) != -1) {
 		if (c == 'h') {
 			snapshot_usage(stdout);
 			return EXIT_OK;
@@ -116,7 +116,7 @@ static int snapshot_list(int argc, char **argv)
 		if (c == 'U')
 			co.lock = false;
 		else if (c != OPT_JSON || !common_opt(c, &o))
-			optind = argc + 1; /* a usage error */
+			return EXIT_USAGE;
 	}
 	if (optind + 1 != argc) {
 		snapshot_usage(stderr);
@@ -299,13 +299,16 @@ static int parse_change(int argc, char **argv, const struct option *longopts, st
 {
 	int c;
 
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hq", longopts, "snapshot")) != -1) {
 		if (c == 'h') {
 			snapshot_usage(stdout);
 			return EXIT_OK;
 		}
+		if (c == OPT_BAD)
+			return EXIT_USAGE;
 		if (c == 'p' || !common_opt(c, &ch->o)) {
-			snapshot_usage(stderr);
+			error("option '%s' does not apply here (see 'qcowctl snapshot --help')",
+			      argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 	}
