@@ -56,6 +56,17 @@ void qfs_log(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* libfuse's own messages, to stderr as its default handler prints them; an error among them
+ * (an unknown -o option, a failed mount) is already the one line naming the cause. */
+static bool fuse_reported;
+
+static void fuse_message(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	if (level <= FUSE_LOG_ERR)
+		fuse_reported = true;
+	vfprintf(stderr, fmt, ap);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -220,6 +231,7 @@ int main(int argc, char **argv)
 	int i, r;
 
 	cfg.backing_dirs = backing_dirs;
+	fuse_set_log_func(fuse_message);
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -284,7 +296,10 @@ int main(int argc, char **argv)
 	}
 	se = fuse_session_new(&args, &qfs_ops, sizeof(qfs_ops), tree);
 	if (!se) {
-		fprintf(stderr, "qcowfs: cannot create the FUSE session\n");
+		if (!fuse_reported)
+			fprintf(stderr, "qcowfs: cannot create the FUSE session\n");
+		fuse_opt_free_args(&args);
+		qfs_tree_free(tree);
 		return 1;
 	}
 	r = 1;
