@@ -190,8 +190,9 @@ static void *tune_readahead(void *arg)
 }
 
 /* Refuse, before anything is mounted, a SOURCE that is neither a directory nor a regular file
- * and a MOUNTPOINT that is not a directory (the kernel mounts over a file too, and every
- * access then fails). Sets mount_path. One line naming the argument on a refusal. */
+ * (or a directory the daemon cannot list) and a MOUNTPOINT that is not a directory (the kernel
+ * mounts over a file too, and every access then fails). Sets mount_path. One line naming the
+ * argument on a refusal. */
 static int check_args(const char *source, const char *mnt)
 {
 	struct stat st;
@@ -203,6 +204,10 @@ static int check_args(const char *source, const char *mnt)
 	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
 		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source,
 			"not a directory or an image file");
+		return -1;
+	}
+	if (S_ISDIR(st.st_mode) && access(source, R_OK | X_OK) < 0) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source, strerror(errno));
 		return -1;
 	}
 	if (!realpath(mnt, mount_path) || stat(mount_path, &st) < 0) {

@@ -165,6 +165,20 @@ if check "qcowfs mounts a directory holding an unreadable image" mount_nocap "$W
 	check "the daemon unmounts and exits cleanly" umount_qcowfs "$MNT"
 fi
 chmod 644 "$WORK/src/secret.qcow2"
+mkdir -p "$WORK/closed"
+chmod 000 "$WORK/closed"
+nocap_refused()
+{
+	local real=$QCOWFS r
+	QCOWFS=$NOCAP
+	mount_refused "$@"
+	r=$?
+	QCOWFS=$real
+	return $r
+}
+check "qcowfs: a SOURCE directory the daemon cannot list is refused" \
+	nocap_refused "'$WORK/closed': Permission denied" "$WORK/closed" "$MNT"
+chmod 755 "$WORK/closed"
 
 # ---- snapshot delete: killed before each write, then run again ----
 require_cmd strace
