@@ -44,7 +44,8 @@ static void snapshot_usage(FILE *f)
 	       "(a running VM, qemu-io, a qcowfs mount with one of its views open) and name it.\n"
 	       "Interrupted or killed at any point, they leave a valid image: before or after\n"
 	       "the change, some clusters leaked at worst (qemu-img check -r leaks reclaims\n"
-	       "them).\n");
+	       "them). A delete run again after such a kill finds the snapshot gone and\n"
+	       "says it is already deleted (exit 0).\n");
 }
 
 /* ---- list ---- */
