@@ -18,6 +18,8 @@
 #   (the snapshot listed or not; no refcount lower than its references), and after the rerun and
 #   `qemu-img check -r all` the image is clean, the active disk and the kept snapshot unchanged.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_cmd strace
+[ "$(id -u)" != 0 ] || require_cmd setpriv
 
 cd "$WORK" || exit 1
 setup qemu-img create -q -f qcow2 img.qcow2 1M
@@ -141,7 +143,6 @@ setup cp img.qcow2 "$WORK/src/secret.qcow2"
 chmod 000 "$WORK/src/secret.qcow2"
 NOCAP=$QCOWFS
 if [ "$(id -u)" = 0 ]; then
-	require_cmd setpriv
 	# root reads a mode 000 file: run the daemon without the capabilities that allow it
 	NOCAP=$WORK/qcowfs-nocap
 	printf '#!/bin/sh\nexec setpriv --inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search "%s" "$@"\n' \
@@ -181,7 +182,6 @@ check "qcowfs: a SOURCE directory the daemon cannot list is refused" \
 chmod 755 "$WORK/closed"
 
 # ---- snapshot delete: killed before each write, then run again ----
-require_cmd strace
 setup qemu-img create -q -f qcow2 "$WORK/orig.qcow2" 8M
 setup qemu-io -c "write -P 1 0 2M" "$WORK/orig.qcow2"
 setup qemu-img snapshot -c keep "$WORK/orig.qcow2"
