@@ -26,6 +26,9 @@ static bool log_to_stderr = true;
 static unsigned readahead_kb = 4096;
 /* -o no_default_permissions and -o allow_other as given: see check_permissions() */
 static bool no_default_permissions, allow_other;
+#define MAX_READAHEAD_KB (1024 * 1024) /* 1 GiB: more than any disk streams ahead usefully */
+/* -o max_read=N, 0 when not given */
+static unsigned max_read;
 static char mount_path[PATH_MAX];
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t init_cond = PTHREAD_COND_INITIALIZER;
@@ -53,6 +56,17 @@ void qfs_log(const char *fmt, ...)
 		vsyslog(LOG_WARNING, fmt, ap);
 	}
 	va_end(ap);
+}
+
+/* libfuse's own messages, to stderr as its default handler prints them; an error among them
+ * (an unknown -o option, a failed mount) is already the one line naming the cause. */
+static bool fuse_reported;
+
+static void fuse_message(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	if (level <= FUSE_LOG_ERR)
+		fuse_reported = true;
+	vfprintf(stderr, fmt, ap);
 }
 
 static void usage(FILE *f)
@@ -84,16 +98,43 @@ static void usage(FILE *f)
 		"allow_other, other users get exactly that.\n");
 }
 
-/* Split -o options: ours are consumed, the rest go to FUSE. */
+unsigned qfs_max_read(void)
+{
+	return max_read;
+}
+
+/* The value of -o NAME=VALUE: decimal digits only (strtoul would take "-5" as 2^32 - 5 and
+ * "abc" as 0), at most @max. Prints one line naming the option and returns -1 otherwise. */
+static int parse_uint_opt(const char *tok, size_t name_len, unsigned long max, unsigned *out)
+{
+	const char *v = tok + name_len + 1;
+	unsigned long n = 0;
+	const char *p;
+
+	for (p = v; *p >= '0' && *p <= '9' && n <= max; p++)
+		n = n * 10 + (unsigned long)(*p - '0');
+	if (p == v || *p || n > max) {
+		fprintf(stderr, "qcowfs: -o %.*s='%s': not a whole number from 0 to %lu\n",
+			(int)name_len, tok, v, max);
+		return -1;
+	}
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* Split -o options: ours are consumed, the rest go to FUSE. max_read goes to both: libfuse
+ * passes it to the kernel and fails INIT unless the init callback asks for the same value
+ * (qfs_max_read()). Prints one line naming the option on a refusal and returns -1. */
 static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, size_t cap)
 {
 	char *copy = strdup(arg), *save = NULL, *tok;
+	int r = 0;
 
 	if (!copy)
 		return -1;
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (tok = strtok_r(copy, ",", &save); tok && r == 0; tok = strtok_r(NULL, ",", &save)) {
 		if (strncmp(tok, "readahead_kb=", 13) == 0) {
-			readahead_kb = (unsigned)strtoul(tok + 13, NULL, 10);
+			r = parse_uint_opt(tok, 12, MAX_READAHEAD_KB, &readahead_kb);
 			continue;
 		}
 		if (strcmp(tok, "no_default_permissions") == 0) {
@@ -104,17 +145,21 @@ static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, siz
 			continue; /* the default: added once by check_permissions() */
 		if (strcmp(tok, "allow_other") == 0)
 			allow_other = true;
+		if (strncmp(tok, "max_read=", 9) == 0 &&
+		    (r = parse_uint_opt(tok, 8, UINT32_MAX, &max_read)) < 0)
+			break;
 		if (strcmp(tok, "ro") == 0)
 			cfg->read_only = true;
 		if (strlen(fuse_opts) + strlen(tok) + 2 > cap) {
-			free(copy);
-			return -1;
+			fprintf(stderr, "qcowfs: -o '%s': too many mount options\n", tok);
+			r = -1;
+			break;
 		}
 		strcat(fuse_opts, ",");
 		strcat(fuse_opts, tok);
 	}
 	free(copy);
-	return 0;
+	return r;
 }
 
 /* The kernel checks every access against the views' modes (default_permissions), which never
@@ -181,11 +226,44 @@ static void *tune_readahead(void *arg)
 	return NULL;
 }
 
+/* Refuse, before anything is mounted, a SOURCE that is neither a directory nor a regular file
+ * (or a directory the daemon cannot list) and a MOUNTPOINT that is not a directory (the kernel
+ * mounts over a file too, and every access then fails). Sets mount_path. One line naming the
+ * argument on a refusal. */
+static int check_args(const char *source, const char *mnt)
+{
+	struct stat st;
+
+	if (stat(source, &st) < 0) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source,
+			"not a directory or an image file");
+		return -1;
+	}
+	if (S_ISDIR(st.st_mode) && access(source, R_OK | X_OK) < 0) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source, strerror(errno));
+		return -1;
+	}
+	if (!realpath(mnt, mount_path) || stat(mount_path, &st) < 0) {
+		fprintf(stderr, "qcowfs: cannot use mount point '%s': %s\n", mnt, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "qcowfs: cannot use mount point '%s': %s\n", mnt,
+			strerror(ENOTDIR));
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *backing_dirs[MAX_BACKING_DIRS], *pos[2];
 	struct qfs_config cfg = { 0 };
-	char fuse_opts[4096] = "fsname=qcowfs,subtype=qcowfs";
+	char fuse_opts[4096] = "fsname=qcowfs,subtype=qcowfs", msg[1024];
 	bool foreground = false, debug = false, single = false;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config lcfg = { .clone_fd = 0, .max_idle_threads = 16 };
@@ -195,6 +273,7 @@ int main(int argc, char **argv)
 	int i, r;
 
 	cfg.backing_dirs = backing_dirs;
+	fuse_set_log_func(fuse_message);
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -211,10 +290,12 @@ int main(int argc, char **argv)
 			single = true;
 		} else if (strcmp(a, "-o") == 0 || strncmp(a, "-o", 2) == 0) {
 			const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-			if (!v || parse_o(v, &cfg, fuse_opts, sizeof(fuse_opts)) < 0) {
-				fprintf(stderr, "qcowfs: bad -o option\n");
+			if (!v) {
+				fprintf(stderr, "qcowfs: -o needs a value (see --help)\n");
 				return 1;
 			}
+			if (parse_o(v, &cfg, fuse_opts, sizeof(fuse_opts)) < 0)
+				return 1;
 		} else if (strcmp(a, "--backing-dir") == 0 || strncmp(a, "--backing-dir=", 14) == 0) {
 			const char *v = a[13] == '=' ? a + 14 : (i + 1 < argc ? argv[++i] : NULL);
 			if (!v || cfg.n_backing_dirs == MAX_BACKING_DIRS) {
@@ -240,14 +321,17 @@ int main(int argc, char **argv)
 		return 1;
 	cfg.check_callers = !no_default_permissions;
 	cfg.source = pos[0];
-	if (!realpath(pos[1], mount_path)) {
-		fprintf(stderr, "qcowfs: cannot use mount point '%s': %s\n", pos[1], strerror(errno));
+	if (check_args(pos[0], pos[1]) < 0)
 		return 1;
-	}
 	cfg.mount_point = mount_path;
 	r = qfs_tree_new(&cfg, &tree);
 	if (r < 0) {
 		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg.source, strerror(-r));
+		return 1;
+	}
+	if (qfs_tree_check_source(tree, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg.source, msg);
+		qfs_tree_free(tree);
 		return 1;
 	}
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
@@ -257,7 +341,10 @@ int main(int argc, char **argv)
 	}
 	se = fuse_session_new(&args, &qfs_ops, sizeof(qfs_ops), tree);
 	if (!se) {
-		fprintf(stderr, "qcowfs: cannot create the FUSE session\n");
+		if (!fuse_reported)
+			fprintf(stderr, "qcowfs: cannot create the FUSE session\n");
+		fuse_opt_free_args(&args);
+		qfs_tree_free(tree);
 		return 1;
 	}
 	r = 1;

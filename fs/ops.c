@@ -92,6 +92,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * the kernel must not drop the cache on every attribute refresh. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	conn->max_readahead = conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
+	if (qfs_max_read())
+		conn->max_read = qfs_max_read(); /* as -o max_read asked, or libfuse fails INIT */
 	qfs_init_done();
 }
 

@@ -19,6 +19,8 @@ void qfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Called once the kernel's INIT has been answered (main.c then tunes the mount). */
 void qfs_init_done(void);
+/* The -o max_read=N given (0: none): INIT must ask for the same, or libfuse fails it. */
+unsigned qfs_max_read(void);
 
 enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW };
 
@@ -52,6 +54,9 @@ struct qfs_config {
 };
 
 int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);
+/* For a SOURCE that is one file: 0 if it is an image the mount serves, else a negative errno
+ * with the cause in @msg (not a qcow2 image, unreadable, a bad header, a broken chain). */
+int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap);
 void qfs_tree_free(struct qfs_tree *t);
 struct qfs_node *qfs_tree_node(struct qfs_tree *t, fuse_ino_t ino);
 

@@ -78,6 +78,7 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 	struct qcow2_header *h;
 	struct qcow2_io *io;
 	uint8_t magic[4];
+	ssize_t got;
 	int r;
 
 	src_clear(s);
@@ -86,7 +87,10 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 		src_refuse(s, r, qcow2_last_error());
 		return;
 	}
-	if (qcow2_io_pread(io, magic, 4, 0) != 4 || !qcow2_probe(magic, 4)) {
+	got = qcow2_io_pread(io, magic, 4, 0);
+	if (got < 0) /* unreadable: refused (and logged), not taken for a raw file */
+		src_refuse(s, (int)got, qcow2_last_error());
+	if (got != 4 || !qcow2_probe(magic, 4)) {
 		qcow2_io_close(io);
 		return; /* not qcow2: a raw file, shown only if it backs a chain */
 	}

@@ -303,7 +303,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 
 	if (t->single_file) {
 		struct src *s = src_get(t, t->source);
-		if (!s || !s->qcow2 || !(f = calloc(1, sizeof(*f))))
+		if (!s || (!s->qcow2 && !s->err) || !(f = calloc(1, sizeof(*f))))
 			return 0;
 		f->name = strdup(strrchr(t->source, '/') + 1);
 		f->s = s;
@@ -359,7 +359,7 @@ static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l
 	for (i = 0; i < n; i++) {
 		if (!f[i].s)
 			listing_add(l, f[i].name, QFS_DIR, f[i].dir, NULL);
-		else if (f[i].s->qcow2 && f[i].s->err)
+		else if (f[i].s->err) /* a bad image, or a file that cannot be read */
 			log_refusal(f[i].s, f[i].s->errmsg);
 		else if (f[i].s->qcow2)
 			add_image(t, l, &f[i]);
@@ -918,6 +918,32 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	pthread_mutex_unlock(&t->lock);
 	*out = t;
 	return 0;
+}
+
+int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap)
+{
+	const char *why = NULL;
+	struct src *s;
+	int r = 0;
+
+	if (!t->single_file)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	s = src_get(t, t->source);
+	if (!s) {
+		r = -EINVAL;
+		snprintf(msg, cap, "not a regular file");
+	} else if (s->err) {
+		r = s->err;
+		snprintf(msg, cap, "%s", s->errmsg ? s->errmsg : strerror(-r));
+	} else if (!s->qcow2) {
+		r = -EINVAL;
+		snprintf(msg, cap, "not a qcow2 image");
+	} else if ((r = chain_check(t, s, &why)) < 0) {
+		snprintf(msg, cap, "%s", why && why[0] ? why : strerror(-r));
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
 }
 
 void qfs_tree_free(struct qfs_tree *t)

@@ -205,7 +205,7 @@ int cmd_check(int argc, char **argv)
 	struct check_opts o = {0};
 	int c;
 
-	while ((c = getopt_long(argc, argv, "hpqU", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hpqU", longopts, "check")) != -1) {
 		if (common_opt(c, &o.c))
 			continue;
 		switch (c) {
@@ -219,7 +219,6 @@ int cmd_check(int argc, char **argv)
 			check_usage(stdout);
 			return EXIT_OK;
 		default:
-			check_usage(stderr);
 			return EXIT_USAGE;
 		}
 	}

@@ -232,13 +232,13 @@ int cmd_checksum(int argc, char **argv)
 	char *path, *snap;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hpqU", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hpqU", longopts, "checksum")) != -1) {
 		if (common_opt(c, &o))
 			continue;
 		switch (c) {
 		case 'U': force_share = true; break;
 		case 'h': checksum_usage(stdout); return EXIT_OK;
-		default: checksum_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

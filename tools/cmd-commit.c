@@ -47,7 +47,7 @@ int cmd_commit(int argc, char **argv)
 	struct progress p;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hpqt:b:", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hpqt:b:", longopts, "commit")) != -1) {
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
@@ -56,7 +56,7 @@ int cmd_commit(int argc, char **argv)
 		case 'd': o.drop = true; break;
 		case 'f': o.force = true; break;
 		case 'h': commit_usage(stdout); return EXIT_OK;
-		default: commit_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

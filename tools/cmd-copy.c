@@ -47,7 +47,7 @@ int cmd_copy(int argc, char **argv)
 	struct progress p;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hpqcO:", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hpqcO:", longopts, "copy")) != -1) {
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
@@ -61,7 +61,7 @@ int cmd_copy(int argc, char **argv)
 				    optarg);
 			break;
 		case 'h': copy_usage(stdout); return EXIT_OK;
-		default: copy_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 2 != argc) {

@@ -223,8 +223,7 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 						   { NULL, 0, NULL, 0 } };
 	int c;
 
-	opterr = 0; /* our own one-line messages */
-	while ((c = getopt_long(argc, argv, ":b:F:f:o:uhpq", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "b:F:f:o:uhpq", longopts, "create")) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
 		switch (c) {
@@ -240,12 +239,7 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 				return -1;
 			break;
 		case 'h': create_usage(stdout); exit(EXIT_OK);
-		case ':':
-			return error("option '%s' needs a value (see 'qcowctl create --help')",
-				     argv[optind - 1]), -1;
-		default:
-			return error("unknown option '%s' (see 'qcowctl create --help')",
-				     argv[optind - 1]), -1;
+		default: return -1;
 		}
 	}
 	if (argc - optind < 1 || argc - optind > 2)

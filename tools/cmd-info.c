@@ -292,13 +292,13 @@ int cmd_info(int argc, char **argv)
 	struct info_opts o = { 0 };
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hU", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hU", longopts, "info")) != -1) {
 		switch (c) {
 		case 'c': o.chain = true; break;
 		case 'j': o.json = true; break;
 		case 'U': o.force_share = true; break;
 		case 'h': info_usage(stdout); return EXIT_OK;
-		default: info_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

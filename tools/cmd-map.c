@@ -336,12 +336,12 @@ int cmd_map(int argc, char **argv)
 	bool json = false, force_share = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "hU", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hU", longopts, "map")) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
 		case 'U': force_share = true; break;
 		case 'h': map_usage(stdout); return EXIT_OK;
-		default: map_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

@@ -39,13 +39,13 @@ int cmd_pull(int argc, char **argv)
 	struct progress p;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hpqb:", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hpqb:", longopts, "pull")) != -1) {
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
 		case 'b': base = optarg; break;
 		case 'h': pull_usage(stdout); return EXIT_OK;
-		default: pull_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

@@ -46,7 +46,7 @@ int cmd_rebase(int argc, char **argv)
 	struct progress p;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hpqub:F:", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hpqub:F:", longopts, "rebase")) != -1) {
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
@@ -54,7 +54,7 @@ int cmd_rebase(int argc, char **argv)
 		case 'F': fmt = optarg; break;
 		case 'u': unsafe = true; break;
 		case 'h': rebase_usage(stdout); return EXIT_OK;
-		default: rebase_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc || !backing) {

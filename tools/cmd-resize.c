@@ -60,15 +60,13 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 	const char *neg = take_negative(argc, argv);
 	int c;
 
-	opterr = 0; /* our own one-line messages */
-	while (!neg && (c = getopt_long(argc, argv, "hpq", longopts, NULL)) != -1) {
+	while (!neg && (c = next_option(argc, argv, "hpq", longopts, "resize")) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
 		if (c == 'h') {
 			resize_usage(stdout);
 			exit(EXIT_OK);
 		}
-		error("unknown option '%s' (see 'qcowctl resize --help')", argv[optind - 1]);
 		return -1;
 	}
 	if (neg) {

@@ -34,14 +34,13 @@ int snapshot_create_external(int argc, char **argv)
 	int c, r;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "hq", longopts, "snapshot")) != -1) {
 		if (c == 'e' || common_opt(c, &co))
 			continue;
 		if (c == 'h') {
 			external_usage(stdout);
 			return EXIT_OK;
 		}
-		external_usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (optind + 2 != argc) {

@@ -313,11 +313,11 @@ int cmd_tree(int argc, char **argv)
 	bool json = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = next_option(argc, argv, "h", longopts, "tree")) != -1) {
 		switch (c) {
 		case OPT_JSON: json = true; break;
 		case 'h': tree_usage(stdout); return EXIT_OK;
-		default: tree_usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

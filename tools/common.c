@@ -49,6 +49,70 @@ bool common_opt(int c, struct common_opts *o)
 	}
 }
 
+/* Does --@name (up to '=') name one long option exactly or, as a prefix, several? */
+static int long_matches(const struct option *longopts, const char *name, const struct option **hit)
+{
+	size_t len = strcspn(name, "=");
+	int n = 0;
+
+	for (; longopts->name; longopts++) {
+		if (strncmp(longopts->name, name, len) != 0)
+			continue;
+		*hit = longopts;
+		if (longopts->name[len] == '\0')
+			return 1; /* exact: getopt takes it whatever else it prefixes */
+		n++;
+	}
+	return n;
+}
+
+/* Print why getopt_long refused an option (@c: '?' or ':'), naming it as the user wrote it.
+ * A long option's argument is argv[optind - 1] (getopt has stepped past it); a short one is
+ * '-' and optopt, which may sit in the middle of a cluster ("-qx") that optind still points at,
+ * after an argument that was itself a long option. */
+static void refuse_option(char **argv, const struct option *longopts, int c, const char *cmd)
+{
+	const char *a = optind > 0 ? argv[optind - 1] : "", *what = "unknown option", *tail = "";
+	const struct option *hit = NULL;
+	bool is_long = strncmp(a, "--", 2) == 0 && a[2];
+	char name[64];
+	int n = is_long ? long_matches(longopts, a + 2, &hit) : 0;
+
+	if (is_long && c == '?' && optopt) /* --name=value to an option without a value */
+		is_long = strchr(a, '=') && n == 1 && hit->val == optopt && !hit->has_arg;
+	if (is_long) {
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(a, "="), a);
+		if (c == ':')
+			what = "option", tail = " needs a value";
+		else if (optopt)
+			what = "option", tail = " takes no value";
+		else if (n > 1)
+			what = "ambiguous option";
+	} else {
+		snprintf(name, sizeof(name), "-%c", optopt);
+		if (c == ':')
+			what = "option", tail = " needs a value";
+	}
+	error("%s '%s'%s (see 'qcowctl %s --help')", what, name, tail, cmd);
+}
+
+int next_option(int argc, char **argv, const char *shortopts, const struct option *longopts,
+		const char *cmd)
+{
+	char spec[64];
+	int c;
+
+	/* A leading ':' makes a missing value ':' rather than '?'; opterr 0: our own message. */
+	snprintf(spec, sizeof(spec), "%s%s", shortopts[0] == ':' ? "" : ":", shortopts);
+	opterr = 0;
+	c = getopt_long(argc, argv, spec, longopts, NULL);
+	if (c == '?' || c == ':') {
+		refuse_option(argv, longopts, c, cmd);
+		return OPT_BAD;
+	}
+	return c;
+}
+
 static double now(void)
 {
 	struct timespec ts;

@@ -6,6 +6,7 @@
 #ifndef QCOWCTL_H
 #define QCOWCTL_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +59,15 @@ struct common_opts {
 		{ "json", no_argument, NULL, OPT_JSON }
 /* True if @c was one of the shared flags (and stored it in @o). */
 bool common_opt(int c, struct common_opts *o);
+
+/* getopt_long() for every command's option loop, the one place options are parsed: returns
+ * the next option, -1 after the last, or OPT_BAD once it has printed one line naming an
+ * unknown, ambiguous or misused option ("unknown option '-l' (see 'qcowctl @cmd --help')"),
+ * where the caller returns EXIT_USAGE. getopt's own messages are off. A caller never moves
+ * optind itself (past argc, glibc's getopt reads beyond argv and never returns -1). */
+enum { OPT_BAD = '?' };
+int next_option(int argc, char **argv, const char *shortopts, const struct option *longopts,
+		const char *cmd);
 
 /* A progress bar on stderr: shown on a terminal, or always with -p, never with -q. */
 struct progress {
