@@ -7,9 +7,21 @@
  * function. Every entry's fields are validated here: L1 table placement and size, extra data
  * size, and the lengths of id and name. The encoder of one entry (what snapshot-write.c appends)
  * lives here too, next to the decoder it must agree with.
+ *
+ * Two kinds of damage (SPEC 5: "a bad entry in the snapshot table disables that snapshot
+ * only"): what makes the table itself unreadable (an entry running past the table, extra data
+ * of an impossible size, a NUL in a name: the next entry's place is unknown or the strings are
+ * not strings) refuses the table; what concerns one snapshot's own data (its L1 table
+ * misaligned, too large, past the end of the file or too small for its disk, its disk size
+ * absurd) marks that entry invalid (s->invalid says why) and the rest of the table stays
+ * usable. Nothing uses an invalid entry's L1 table; its bytes stay in the table as they are
+ * until a repair drops them (qemu-img does the same: it reads such a table and reports the
+ * entry in check).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -60,6 +72,25 @@ size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf)
 	return len;
 }
 
+static char oom_reason[] = "invalid entry";
+
+/* Mark @s invalid (the first reason found stays). */
+static void mark_invalid(struct qcow2_snapshot *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void mark_invalid(struct qcow2_snapshot *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->invalid)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&s->invalid, fmt, ap) < 0)
+		s->invalid = NULL;
+	va_end(ap);
+	if (!s->invalid)
+		s->invalid = oom_reason; /* never freed: see qcow2_snapshot_release() */
+}
+
 static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64_t virtual_size,
 			struct qcow2_snapshot *s, size_t *used)
 {
@@ -100,12 +131,12 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 	name = id + id_len;
 	if (memchr(id, '\0', id_len) || memchr(name, '\0', name_len))
 		return qcow2_set_error(-EUCLEAN, "snapshot id or name contains a NUL byte");
-	if ((s->l1_off & 511) || (uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
-		return qcow2_set_error(-EUCLEAN, "snapshot '%.*s' has an invalid L1 table",
-				       (int)(name_len > 64 ? 64 : name_len), name);
-	if (s->disk_bytes > QCOW2_MAX_VIRTUAL_SIZE)
-		return qcow2_set_error(-EUCLEAN, "snapshot '%.*s' has an invalid disk size",
-				       (int)(name_len > 64 ? 64 : name_len), name);
+	if (s->l1_off & 511)
+		mark_invalid(s, "L1 table offset %#" PRIx64 " is not aligned", s->l1_off);
+	else if ((uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
+		mark_invalid(s, "L1 table of %" PRIu32 " entries is too large", s->l1_entries);
+	else if (s->disk_bytes > QCOW2_MAX_VIRTUAL_SIZE)
+		mark_invalid(s, "disk size %" PRIu64 " is too large", s->disk_bytes);
 	s->id = strndup(id, id_len);
 	s->name = strndup(name, name_len);
 	if (!s->id || !s->name) {
@@ -142,7 +173,9 @@ void qcow2_snapshot_release(struct qcow2_snapshot *s, uint32_t n)
 	for (i = 0; s && i < n; i++) {
 		free(s[i].id);
 		free(s[i].name);
-		s[i].id = s[i].name = NULL;
+		if (s[i].invalid != oom_reason)
+			free(s[i].invalid);
+		s[i].id = s[i].name = s[i].invalid = NULL;
 	}
 }
 
@@ -152,6 +185,27 @@ void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n)
 	free(s);
 }
 
+/* What the pure decoder cannot know: the cluster size, the file size, the L2 geometry. */
+static void validate_entry(struct qcow2_snapshot *s, const struct qcow2_header *h,
+			   uint64_t file_bytes)
+{
+	uint64_t cluster_bytes = 1ull << h->cluster_bits, end, reach;
+	unsigned l2_bits = h->cluster_bits - 3 - ((h->incompat & QCOW2_INCOMPAT_EXTL2) ? 1 : 0);
+
+	if (s->invalid)
+		return;
+	if (s->l1_off % cluster_bytes)
+		mark_invalid(s, "L1 table offset %#" PRIx64 " is not cluster aligned", s->l1_off);
+	else if (s->l1_entries && (__builtin_add_overflow(s->l1_off, s->l1_entries * 8ull, &end) ||
+				   end > file_bytes))
+		mark_invalid(s, "L1 table at %#" PRIx64 " runs past end of file", s->l1_off);
+	else if (!__builtin_mul_overflow((uint64_t)s->l1_entries, 1ull << (l2_bits + h->cluster_bits),
+					 &reach) &&
+		 reach < s->disk_bytes)
+		mark_invalid(s, "L1 table of %" PRIu32 " entries is too small for its disk size",
+			     s->l1_entries);
+}
+
 int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_snapshot **out, uint64_t *table_bytes)
 {
@@ -159,6 +213,7 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	size_t want = 65536;
 	struct qcow2_snapshot *s;
 	uint8_t *buf = NULL;
+	uint32_t i;
 	ssize_t r;
 
 	*out = NULL;
@@ -201,6 +256,8 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		free(s);
 		return (int)r;
 	}
+	for (i = 0; i < h->nb_snapshots; i++)
+		validate_entry(&s[i], h, file_bytes);
 	*out = s;
 	if (table_bytes)
 		*table_bytes = (uint64_t)r;

@@ -208,12 +208,17 @@ struct qcow2_snapshot {
 	uint64_t vm_state_bytes;
 	uint64_t disk_bytes; /* the virtual size when the snapshot was taken */
 	uint64_t icount;     /* ~0 when absent */
+	/* NULL, or why this entry is unusable (its L1 table misaligned, too large, past the end
+	 * of the file or too small, its disk size absurd): such a snapshot has no view and no
+	 * operation uses it; the rest of the table works (SPEC 5). Freed with the entry. */
+	char *invalid;
 };
 
 /* Decode a snapshot table of @nb entries from @buf (@len bytes). @out gets @nb entries whose
  * strings the caller releases with qcow2_snapshot_release(). Pure. Returns the table's length
- * in bytes, -EMSGSIZE if @len is too short, or another negative errno; on failure nothing is
- * left allocated. */
+ * in bytes, -EMSGSIZE if @len is too short, or another negative errno when the table itself is
+ * unreadable; on failure nothing is left allocated. An entry whose own fields are bad is
+ * decoded with ->invalid set (qcow2_snapshot_read() also checks what needs the header). */
 ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, uint32_t version,
 				    uint64_t virtual_size, struct qcow2_snapshot *out);
 /* Free the strings of @n entries (the array itself stays the caller's). */
