@@ -172,6 +172,23 @@ ssize_t qcow2_snapshot_entry_bytes(const void *entry, size_t avail);
  * entry's length. Pure. */
 size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf);
 
+/* What proves that a snapshot is still the one a view was opened on (the why is in
+ * snapshot.c): the header's snapshot table fields and the entry's bytes. */
+struct qcow2_snapshot_pin {
+	struct qcow2_io *io; /* the image's file (not owned) */
+	uint8_t hdr[12];     /* header bytes 60..71: nb_snapshots, snapshots_offset */
+	uint64_t off;        /* the entry's offset in the file */
+	size_t len;
+	uint8_t *bytes; /* the entry as it was */
+};
+/* Pin snapshot @s of the image whose header is @h in @io, checking that the file still holds
+ * it. 0, -ESTALE (it changed already), or another -errno. */
+int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
+			    const struct qcow2_header *h, const struct qcow2_snapshot *s);
+/* 0 if the file still holds the pinned entry where it was; -ESTALE if not. */
+int qcow2_snapshot_pin_check(const struct qcow2_snapshot_pin *p);
+void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p);
+
 /* snapshot-plan.c: what a snapshot operation changes, worked out before anything changes;
  * snapshot-write.c carries it out. References one operation adds to and takes from one host
  * cluster: */

@@ -127,6 +127,7 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 		s->disk_bytes = get_be64(p + 48);
 	if (extra >= 24)
 		s->icount = get_be64(p + 56);
+	s->entry_bytes = ENTRY_FIXED + extra + id_len + name_len;
 	id = (const char *)p + ENTRY_FIXED + extra;
 	name = id + id_len;
 	if (memchr(id, '\0', id_len) || memchr(name, '\0', name_len))
@@ -161,6 +162,7 @@ ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, ui
 			qcow2_snapshot_release(out, i);
 			return r;
 		}
+		out[i].entry_off = off;
 		off += used;
 	}
 	return (ssize_t)off;
@@ -277,4 +279,78 @@ int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
 	if (r < 0)
 		qcow2_error_prefix(r, qcow2_io_name(io));
 	return r;
+}
+
+/* ---- pins: is a snapshot still the one a view was opened on? ----
+ *
+ * QEMU may delete a snapshot while a view of it is open (snapshot views share write
+ * permission, as QEMU's readers do) and then reuse its clusters. QEMU rewrites the snapshot
+ * table (a new table, then the header's table fields) before it frees any cluster of the
+ * deleted snapshot (qcow2_snapshot_delete: table first, refcounts after). So a read whose data
+ * was taken before that table change is the snapshot's, and a check of the header's table
+ * fields and of the entry's bytes made after the data was read proves it: if neither changed,
+ * no cluster of the snapshot can have been freed before the read. A pin holds those bytes. */
+
+int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
+			    const struct qcow2_header *h, const struct qcow2_snapshot *s)
+{
+	struct qcow2_snapshot got;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	p->io = io;
+	put_be32(p->hdr, h->nb_snapshots);
+	put_be64(p->hdr + 4, h->snapshots_off);
+	p->off = h->snapshots_off + s->entry_off;
+	p->len = s->entry_bytes;
+	p->bytes = malloc(p->len);
+	if (!p->bytes)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = qcow2_io_pread_full(io, p->bytes, p->len, p->off);
+	if (r == 0)
+		r = qcow2_snapshot_pin_check(p);
+	/* the bytes read now must be the entry the table was decoded from */
+	if (r == 0 && qcow2_snapshot_table_decode(p->bytes, p->len, 1, h->version, h->size,
+						  &got) < 0)
+		r = -ESTALE;
+	if (r == 0) {
+		if (got.invalid || strcmp(got.id, s->id) != 0 || got.l1_off != s->l1_off ||
+		    got.l1_entries != s->l1_entries || got.disk_bytes != s->disk_bytes)
+			r = -ESTALE;
+		qcow2_snapshot_release(&got, 1);
+	}
+	if (r == -ESTALE)
+		r = qcow2_set_error(-ESTALE, "snapshot '%s' changed while it was opened", s->name);
+	if (r < 0)
+		qcow2_snapshot_pin_release(p);
+	return r;
+}
+
+int qcow2_snapshot_pin_check(const struct qcow2_snapshot_pin *p)
+{
+	uint8_t hdr[sizeof(p->hdr)], stack[512], *buf = p->len <= sizeof(stack) ? stack : NULL;
+	int r;
+
+	r = qcow2_io_pread_full(p->io, hdr, sizeof(hdr), 60); /* nb_snapshots, snapshots_offset */
+	if (r == 0 && memcmp(hdr, p->hdr, sizeof(hdr)) != 0)
+		r = -ESTALE;
+	if (r == 0 && !buf && !(buf = malloc(p->len)))
+		r = qcow2_set_error(-ENOMEM, "out of memory");
+	if (r == 0)
+		r = qcow2_io_pread_full(p->io, buf, p->len, p->off);
+	if (r == 0 && memcmp(buf, p->bytes, p->len) != 0)
+		r = -ESTALE;
+	if (buf != stack)
+		free(buf);
+	if (r == -ESTALE)
+		r = qcow2_set_error(-ESTALE, "'%s': the snapshot was deleted or changed while its "
+					     "view was open",
+				    qcow2_io_name(p->io));
+	return r;
+}
+
+void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p)
+{
+	free(p->bytes);
+	p->bytes = NULL;
 }

@@ -19,6 +19,80 @@
 
 #include "tree-internal.h"
 
+/* ---- string maps ---- */
+
+static uint64_t hash64(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+static int strmap_grow(struct strmap *m)
+{
+	size_t cap = m->mask ? 2 * (m->mask + 1) : 64, i, j;
+	const char **key = calloc(cap, sizeof(*key));
+	size_t *val = calloc(cap, sizeof(*val));
+
+	if (!key || !val) {
+		free(key);
+		free(val);
+		return -ENOMEM;
+	}
+	for (i = 0; m->mask && i <= m->mask; i++) {
+		if (!m->key[i])
+			continue;
+		for (j = hash64(m->key[i]) & (cap - 1); key[j]; j = (j + 1) & (cap - 1))
+			;
+		key[j] = m->key[i];
+		val[j] = m->val[i];
+	}
+	free(m->key);
+	free(m->val);
+	m->key = key;
+	m->val = val;
+	m->mask = cap - 1;
+	return 0;
+}
+
+int strmap_put(struct strmap *m, const char *key, size_t val)
+{
+	size_t j;
+
+	if (2 * (m->n + 1) > (m->mask ? m->mask + 1 : 0) && strmap_grow(m) < 0)
+		return -ENOMEM;
+	for (j = hash64(key) & m->mask; m->key[j]; j = (j + 1) & m->mask)
+		if (strcmp(m->key[j], key) == 0)
+			return 0;
+	m->key[j] = key;
+	m->val[j] = val;
+	m->n++;
+	return 1;
+}
+
+long strmap_get(const struct strmap *m, const char *key)
+{
+	size_t j;
+
+	if (!m->mask)
+		return -1;
+	for (j = hash64(key) & m->mask; m->key[j]; j = (j + 1) & m->mask)
+		if (strcmp(m->key[j], key) == 0)
+			return (long)m->val[j];
+	return -1;
+}
+
+void strmap_free(struct strmap *m)
+{
+	free(m->key);
+	free(m->val);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ---- the cache ---- */
+
 void src_clear(struct src *s)
 {
 	uint32_t i;
@@ -28,6 +102,7 @@ void src_clear(struct src *s)
 		free(s->snaps[i].name);
 	}
 	free(s->snaps);
+	strmap_free(&s->snap_by_id);
 	free(s->errmsg);
 	free(s->backing);
 	free(s->check_msg);
@@ -49,10 +124,14 @@ static void src_refuse(struct src *s, int err, const char *msg)
 	s->errmsg = strdup(msg);
 }
 
+/* The usable snapshots of @s, indexed by id, duplicate names flagged. An entry the library
+ * marks invalid has no view (SPEC 5: it disables that snapshot only); it is logged once per
+ * change of the file (each change re-probes). */
 static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_header *h)
 {
+	struct strmap names = { 0 };
 	struct qcow2_snapshot *snaps;
-	uint32_t i;
+	uint32_t i, n = 0;
 	int r;
 
 	r = qcow2_snapshot_read(io, h, &snaps);
@@ -60,11 +139,32 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 		return r;
 	s->snaps = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*s->snaps));
 	for (i = 0; s->snaps && i < h->nb_snapshots; i++) {
-		s->snaps[i].id = strdup(snaps[i].id);
-		s->snaps[i].name = strdup(snaps[i].name);
-		s->snaps[i].size = snaps[i].disk_bytes;
+		struct snap *sn = &s->snaps[n];
+
+		if (snaps[i].invalid) {
+			qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: %s", s->path,
+				snaps[i].name, snaps[i].id, snaps[i].invalid);
+			continue;
+		}
+		sn->id = strdup(snaps[i].id);
+		sn->name = strdup(snaps[i].name);
+		sn->size = snaps[i].disk_bytes;
+		if (!sn->id || !sn->name || (r = strmap_put(&names, sn->name, n)) < 0) {
+			free(sn->id);
+			free(sn->name);
+			break;
+		}
+		sn->dup = r == 0;
+		n++;
 	}
-	s->nsnaps = s->snaps ? h->nb_snapshots : 0;
+	s->nsnaps = n;
+	strmap_free(&names);
+	for (i = 0; i < n; i++) {
+		if (strmap_put(&s->snap_by_id, s->snaps[i].id, i) < 0) {
+			strmap_free(&s->snap_by_id); /* out of memory: no view is found */
+			break;
+		}
+	}
 	qcow2_snapshots_free(snaps, h->nb_snapshots);
 	return 0;
 }

@@ -12,11 +12,27 @@
 
 enum backing_fmt { FMT_PROBE, FMT_QCOW2, FMT_RAW };
 
+/* A usable internal snapshot of a src (entries the library marks invalid are left out). */
 struct snap {
 	char *id;
 	char *name;
 	uint64_t size;
+	bool dup;    /* an earlier snapshot of the src has the same name */
+	bool logged; /* its view's name has been logged (shortened, or none possible) */
 };
+
+/* A map from strings (the caller's, they must outlive the map) to indexes: open addressing,
+ * O(1) expected per operation, so listings and lookups cost O(n) in entries, not O(n^2). */
+struct strmap {
+	const char **key;
+	size_t *val;
+	size_t mask, n;
+};
+/* Add @key -> @val unless @key is present. 1 added, 0 present, -ENOMEM. */
+int strmap_put(struct strmap *m, const char *key, size_t val);
+/* The value of @key, or -1. */
+long strmap_get(const struct strmap *m, const char *key);
+void strmap_free(struct strmap *m);
 
 struct src {
 	char *path; /* canonical */
@@ -33,6 +49,7 @@ struct src {
 	enum backing_fmt backing_fmt;
 	uint32_t nsnaps;
 	struct snap *snaps;
+	struct strmap snap_by_id; /* snapshot id -> index in snaps (the first of an id) */
 	unsigned check_gen; /* chain check memo */
 	int check_err;
 	char *check_msg;

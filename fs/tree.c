@@ -36,6 +36,7 @@ struct entry {
 struct listing {
 	struct entry *e;
 	size_t n, cap;
+	struct strmap by_name; /* name -> index in e: listing_has() and find_entry() in O(1) */
 };
 
 const char *qfs_tree_source(const struct qfs_tree *t)
@@ -110,11 +111,19 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 		l->e = ne;
 		l->cap = cap;
 	}
-	e = &l->e[l->n++];
+	e = &l->e[l->n];
 	e->name = strdup(name);
 	e->kind = kind;
 	e->src = strdup(src);
 	e->snap_id = snap_id ? strdup(snap_id) : NULL;
+	if (!e->name || !e->src || (snap_id && !e->snap_id) ||
+	    strmap_put(&l->by_name, e->name, l->n) < 0) {
+		free(e->name);
+		free(e->src);
+		free(e->snap_id);
+		return -ENOMEM;
+	}
+	l->n++;
 	return 0;
 }
 
@@ -128,17 +137,13 @@ static void listing_free(struct listing *l)
 		free(l->e[i].snap_id);
 	}
 	free(l->e);
+	strmap_free(&l->by_name);
 	memset(l, 0, sizeof(*l));
 }
 
 static bool listing_has(const struct listing *l, const char *name)
 {
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->e[i].name, name) == 0)
-			return true;
-	return false;
+	return strmap_get(&l->by_name, name) >= 0;
 }
 
 /* "NAME.qcow2" -> "NAME" (also .qcow, .img); other names unchanged. */
@@ -157,18 +162,73 @@ static void stem_of(const char *name, char *out, size_t cap)
 	}
 }
 
-/* Snapshot names in file names: '/' is "%2F" and '%' is "%25" (SPEC 2). */
-static void encode_snap(const char *s, char *out, size_t cap)
+/* Snapshot names in file names: '/' is "%2F" and '%' is "%25" (SPEC 2). Writes at most
+ * @cap - 1 bytes of the encoding to @out (never half an escape, never half a UTF-8 character)
+ * and returns the length of the whole encoding. */
+static size_t encode_snap(const char *s, char *out, size_t cap)
 {
-	size_t o = 0;
+	size_t o = 0, len = 0;
+	bool full = false;
 
-	for (; *s && o + 4 < cap; s++) {
-		if (*s == '/' || *s == '%')
-			o += (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*s);
-		else
-			out[o++] = *s;
+	for (; *s; s++) {
+		size_t k = (*s == '/' || *s == '%') ? 3 : 1, u = k;
+
+		/* a UTF-8 lead byte: its continuation bytes go with it or not at all */
+		if (k == 1 && ((unsigned char)*s & 0xc0) == 0xc0)
+			while (((unsigned char)s[u] & 0xc0) == 0x80)
+				u++;
+		if (!full && o + u < cap) {
+			if (k == 3)
+				o += (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*s);
+			else
+				out[o++] = *s;
+		} else {
+			full = true;
+		}
+		len += k;
 	}
 	out[o] = '\0';
+	return len;
+}
+
+/* The view name of snapshot @sn of the image shown as BASE.raw, in @out (NAME_MAX + 1 bytes):
+ *   BASE@NAME.raw        the first usable snapshot of a name (SPEC 2);
+ *   BASE@NAME%#ID.raw    a later snapshot of the same name (qcow2 allows repeated names; the
+ *                        ids tell them apart);
+ *   BASE@PREFIX%#ID.raw  a name too long for a file name, cut to fit (logged once).
+ * An encoded name holds '%' only in "%2F" and "%25", so "%#" never comes from a name and the
+ * last two forms cannot collide with the first. Returns false if no name fits (logged). */
+static bool snap_view_name(const struct src *s, struct snap *sn, const char *base, char *out)
+{
+	char enc[NAME_MAX + 1], id[NAME_MAX + 1], tail[NAME_MAX + 8];
+	size_t len = encode_snap(sn->name, enc, sizeof(enc)), blen = strlen(base), room;
+
+	if (!sn->dup && blen + 1 + len + 4 <= NAME_MAX) {
+		return snprintf(out, NAME_MAX + 1, "%s@%s.raw", base, enc) <= NAME_MAX;
+	}
+	if (encode_snap(sn->id, id, sizeof(id)) >= sizeof(id) - 1)
+		id[0] = '\0';
+	snprintf(tail, sizeof(tail), "%%#%s.raw", id);
+	if (!id[0] || blen + 1 + strlen(tail) > NAME_MAX) {
+		if (!sn->logged)
+			qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: its name does not fit "
+				"in a file name",
+				s->path, sn->name, sn->id);
+		sn->logged = true;
+		return false;
+	}
+	room = NAME_MAX - blen - 1 - strlen(tail);
+	if (len > room)
+		encode_snap(sn->name, enc, room + 1);
+	if (snprintf(out, NAME_MAX + 1, "%s@%s%s", base, enc, tail) > NAME_MAX)
+		return false; /* cannot happen: room was counted */
+	if (len > room && !sn->logged)
+		qfs_log("'%s': snapshot '%.64s...' (id %.32s): name too long for a file name, shown "
+			"as '%s'",
+			s->path, sn->name, sn->id, out);
+	if (len > room)
+		sn->logged = true;
+	return true;
 }
 
 /* A file found in the directory being scanned. */
@@ -181,7 +241,7 @@ struct found {
 
 static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 {
-	char snapname[2 * NAME_MAX + 3 * 1024 + 8], enc[3 * 1024 + 1], base[NAME_MAX + 1];
+	char snapname[NAME_MAX + 1], base[NAME_MAX + 1];
 	const char *msg;
 	uint32_t i;
 
@@ -192,10 +252,18 @@ static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 	listing_add(l, f->flat, QFS_FLAT, f->s->path, NULL);
 	snprintf(base, sizeof(base), "%.*s", (int)(strlen(f->flat) - 4), f->flat);
 	for (i = 0; i < f->s->nsnaps; i++) {
-		encode_snap(f->s->snaps[i].name, enc, sizeof(enc));
-		snprintf(snapname, sizeof(snapname), "%s@%s.raw", base, enc);
-		if (strlen(snapname) <= NAME_MAX && !listing_has(l, snapname))
-			listing_add(l, snapname, QFS_FLAT, f->s->path, f->s->snaps[i].id);
+		struct snap *sn = &f->s->snaps[i];
+
+		if (!snap_view_name(f->s, sn, base, snapname))
+			continue;
+		if (listing_has(l, snapname)) { /* only with repeated ids: a hostile table */
+			if (!sn->logged)
+				qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: '%s' is taken",
+					f->s->path, sn->name, sn->id, snapname);
+			sn->logged = true;
+			continue;
+		}
+		listing_add(l, snapname, QFS_FLAT, f->s->path, sn->id);
 	}
 }
 
@@ -400,12 +468,9 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 
 static const struct entry *find_entry(const struct listing *l, const char *name)
 {
-	size_t i;
+	long i = strmap_get(&l->by_name, name);
 
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->e[i].name, name) == 0)
-			return &l->e[i];
-	return NULL;
+	return i < 0 ? NULL : &l->e[i];
 }
 
 static void child_rel(const struct qfs_node *dir, const char *name, char *out, size_t cap)
@@ -424,15 +489,14 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	const char *msg;
 	uint64_t stamp, size;
 	blkcnt_t blocks;
-	uint32_t i;
 
 	if (!s || !s->qcow2 || s->err || chain_check(t, s, &msg) < 0)
 		return ENOENT;
 	size = s->vsize;
 	if (n->snap_id) {
-		for (i = 0; i < s->nsnaps && strcmp(s->snaps[i].id, n->snap_id) != 0; i++)
-			;
-		if (i == s->nsnaps)
+		long i = strmap_get(&s->snap_by_id, n->snap_id);
+
+		if (i < 0)
 			return ENOENT;
 		size = s->snaps[i].size;
 	}

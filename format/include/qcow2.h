@@ -212,6 +212,8 @@ struct qcow2_snapshot {
 	 * of the file or too small, its disk size absurd): such a snapshot has no view and no
 	 * operation uses it; the rest of the table works (SPEC 5). Freed with the entry. */
 	char *invalid;
+	uint64_t entry_off;   /* where the entry lies in the table (bytes from its start) */
+	uint32_t entry_bytes; /* its length without padding */
 };
 
 /* Decode a snapshot table of @nb entries from @buf (@len bytes). @out gets @nb entries whose
