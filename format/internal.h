@@ -219,6 +219,7 @@ void qcow2_snapshot_change_release(struct qcow2_snapshot_change *o);
 /* Work out @o's plan for @arg (create: the name; else an id or name): the deltas, the new
  * snapshot table, the counts. A writable image's w->lock is held. Changes nothing. */
 int qcow2_snapshot_change_plan(struct qcow2_snapshot_change *o, const char *arg);
+/* (A delete with @arg NULL drops the invalid entry @o->idx, see plan_drop().) */
 
 /* commit.c: what the block jobs (commit.c) share with convert.c. */
 int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,

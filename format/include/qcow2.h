@@ -276,6 +276,10 @@ int qcow2_image_snapshot_create(struct qcow2_image *img, const char *name);
 int qcow2_image_snapshot_apply(struct qcow2_image *img, const char *id_or_name);
 /* Delete the snapshot @id_or_name (id first), freeing what only it used. */
 int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name);
+/* Remove every invalid entry (->invalid set) from the snapshot table, each in its own
+ * crash-safe step; *@dropped counts them. Their L1 tables are not trusted, so what only they
+ * referenced stays allocated: leaks for a refcount repair (qcow2_image_repair()) to free. */
+int qcow2_image_snapshot_drop_invalid(struct qcow2_image *img, uint32_t *dropped);
 
 /* ---- one image (image.c) ---- */
 

@@ -4,7 +4,7 @@
 # - a bad entry in the snapshot table (its L1 table misaligned or too large) disables that
 #   snapshot only: the image and its other snapshots are served, the bad one has no view and
 #   the log says why; qcowctl info, check and checksum exit as qemu-img does, check reports the
-#   entry in qemu-img check's words, and check -r leaks --drop-bad-snapshots drops it;
+#   entry in qemu-img check's words, and check --repair --drop-bad-snapshots drops it;
 # - a snapshot deleted by QEMU while its view is open, its clusters reused, never shows the
 #   new data through the open view (an error instead);
 # - snapshots with the same name each get a view (NAME@S.raw, then NAME@S%#ID.raw), and a
@@ -210,11 +210,11 @@ check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 
 for how in misalign huge; do
 	img=$SRC/bad-$how.qcow2
-	check "bad entry ($how): check -r leaks alone keeps the entry" \
-		eval "\"$QCOWCTL\" check -r leaks \"$img\" >/dev/null 2>&1;
+	check "bad entry ($how): check --repair alone keeps the entry" \
+		eval "\"$QCOWCTL\" check --repair \"$img\" >/dev/null 2>&1;
 		      qemu-img snapshot -l \"$img\" | grep -q broken"
-	check "bad entry ($how): check -r all --drop-bad-snapshots drops it" \
-		eval "\"$QCOWCTL\" check -r all --drop-bad-snapshots \"$img\" >/dev/null 2>&1;
+	check "bad entry ($how): check --repair --drop-bad-snapshots drops it" \
+		eval "\"$QCOWCTL\" check --repair --drop-bad-snapshots \"$img\" >/dev/null 2>&1;
 		      ! qemu-img snapshot -l \"$img\" | grep -q broken"
 	check "bad entry ($how): qemu-img check is clean after the repair" qemu-img check "$img"
 	check "bad entry ($how): the good snapshot is intact after the repair" \
