@@ -56,7 +56,7 @@ struct qcow2_chain {
 	struct qcow2_ownermap *owners; /* NULL: walk every time */
 	pthread_rwlock_t owner_rw;
 	bool write_locked;
-	bool pinned;                   /* a snapshot view: every call checks the pin */
+	bool pinned;		       /* a snapshot view: every call checks the pin */
 	struct qcow2_snapshot_pin pin; /* immutable once open */
 };
 

@@ -336,7 +336,8 @@ static int premark(struct qcow2_scan *s)
 		const struct qcow2_snapshot *sn = &img->snaps[i];
 		uint64_t *l1;
 
-		if ((sn->l1_off & (img->cluster_bytes - 1)) || sn->l1_entries > QCOW2_MAX_L1_BYTES / 8)
+		if ((sn->l1_off & (img->cluster_bytes - 1)) ||
+		    sn->l1_entries > QCOW2_MAX_L1_BYTES / 8)
 			continue; /* reported by count_snapshots(): its references are not counted */
 		mark(s, sn->l1_off, (uint64_t)sn->l1_entries * 8);
 		r = read_l1(s, sn->l1_off, sn->l1_entries, &l1);

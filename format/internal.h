@@ -177,7 +177,7 @@ size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf);
 struct qcow2_snapshot_pin {
 	struct qcow2_io *io; /* the image's file (not owned) */
 	uint8_t hdr[12];     /* header bytes 60..71: nb_snapshots, snapshots_offset */
-	uint64_t off;        /* the entry's offset in the file */
+	uint64_t off;	     /* the entry's offset in the file */
 	size_t len;
 	uint8_t *bytes; /* the entry as it was */
 };

@@ -201,8 +201,8 @@ static void validate_entry(struct qcow2_snapshot *s, const struct qcow2_header *
 	else if (s->l1_entries && (__builtin_add_overflow(s->l1_off, s->l1_entries * 8ull, &end) ||
 				   end > file_bytes))
 		mark_invalid(s, "L1 table at %#" PRIx64 " runs past end of file", s->l1_off);
-	else if (!__builtin_mul_overflow((uint64_t)s->l1_entries, 1ull << (l2_bits + h->cluster_bits),
-					 &reach) &&
+	else if (!__builtin_mul_overflow((uint64_t)s->l1_entries,
+					 1ull << (l2_bits + h->cluster_bits), &reach) &&
 		 reach < s->disk_bytes)
 		mark_invalid(s, "L1 table of %" PRIu32 " entries is too small for its disk size",
 			     s->l1_entries);
@@ -310,8 +310,8 @@ int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
 	if (r == 0)
 		r = qcow2_snapshot_pin_check(p);
 	/* the bytes read now must be the entry the table was decoded from */
-	if (r == 0 && qcow2_snapshot_table_decode(p->bytes, p->len, 1, h->version, h->size,
-						  &got) < 0)
+	if (r == 0 &&
+	    qcow2_snapshot_table_decode(p->bytes, p->len, 1, h->version, h->size, &got) < 0)
 		r = -ESTALE;
 	if (r == 0) {
 		if (got.invalid || strcmp(got.id, s->id) != 0 || got.l1_off != s->l1_off ||
@@ -343,8 +343,9 @@ int qcow2_snapshot_pin_check(const struct qcow2_snapshot_pin *p)
 	if (buf != stack)
 		free(buf);
 	if (r == -ESTALE)
-		r = qcow2_set_error(-ESTALE, "'%s': the snapshot was deleted or changed while its "
-					     "view was open",
+		r = qcow2_set_error(-ESTALE,
+				    "'%s': the snapshot was deleted or changed while its "
+				    "view was open",
 				    qcow2_io_name(p->io));
 	return r;
 }

@@ -129,7 +129,7 @@ static void src_refuse(struct src *s, int err, const char *msg)
  * change of the file (each change re-probes). */
 static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_header *h)
 {
-	struct strmap names = { 0 };
+	struct strmap names = {0};
 	struct qcow2_snapshot *snaps;
 	uint32_t i, n = 0;
 	int r;

@@ -179,7 +179,8 @@ static size_t encode_snap(const char *s, char *out, size_t cap)
 				u++;
 		if (!full && o + u < cap) {
 			if (k == 3)
-				o += (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*s);
+				o +=
+				    (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*s);
 			else
 				out[o++] = *s;
 		} else {
@@ -211,9 +212,10 @@ static bool snap_view_name(const struct src *s, struct snap *sn, const char *bas
 	snprintf(tail, sizeof(tail), "%%#%s.raw", id);
 	if (!id[0] || blen + 1 + strlen(tail) > NAME_MAX) {
 		if (!sn->logged)
-			qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: its name does not fit "
-				"in a file name",
-				s->path, sn->name, sn->id);
+			qfs_log(
+			    "'%s': snapshot '%.64s' (id %.32s) has no view: its name does not fit "
+			    "in a file name",
+			    s->path, sn->name, sn->id);
 		sn->logged = true;
 		return false;
 	}
@@ -223,9 +225,10 @@ static bool snap_view_name(const struct src *s, struct snap *sn, const char *bas
 	if (snprintf(out, NAME_MAX + 1, "%s@%s%s", base, enc, tail) > NAME_MAX)
 		return false; /* cannot happen: room was counted */
 	if (len > room && !sn->logged)
-		qfs_log("'%s': snapshot '%.64s...' (id %.32s): name too long for a file name, shown "
-			"as '%s'",
-			s->path, sn->name, sn->id, out);
+		qfs_log(
+		    "'%s': snapshot '%.64s...' (id %.32s): name too long for a file name, shown "
+		    "as '%s'",
+		    s->path, sn->name, sn->id, out);
 	if (len > room)
 		sn->logged = true;
 	return true;
@@ -258,8 +261,9 @@ static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 			continue;
 		if (listing_has(l, snapname)) { /* only with repeated ids: a hostile table */
 			if (!sn->logged)
-				qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: '%s' is taken",
-					f->s->path, sn->name, sn->id, snapname);
+				qfs_log(
+				    "'%s': snapshot '%.64s' (id %.32s) has no view: '%s' is taken",
+				    f->s->path, sn->name, sn->id, snapname);
 			sn->logged = true;
 			continue;
 		}
