@@ -18,9 +18,9 @@
  * A snapshot view stays true (SPEC 2, 5): it shares write permission on its image, so QEMU
  * may delete the snapshot and reuse its clusters while the view is open. Rather than hold the
  * snapshot against deletion (QEMU's locks have no byte for one snapshot), every read, map and
- * seek re-validates the snapshot after doing its work: the header's snapshot table fields and
- * the entry's bytes must be as they were at open (a pin, snapshot.c), else the call fails with
- * ESTALE. QEMU changes the table before it frees any cluster of a deleted snapshot, so data
+ * seek re-validates the snapshot after doing its work: its table entry must be byte for byte
+ * as it was at open, where it was or in the table that replaced it (a pin, snapshot.c), else
+ * the call fails with ESTALE. QEMU changes the table before it frees any cluster of a deleted snapshot, so data
  * that passes the check afterwards is the snapshot's; a check before the work too saves
  * reading what would be thrown away. Reads of a deleted snapshot's view fail from then on.
  */
@@ -57,7 +57,7 @@ struct qcow2_chain {
 	pthread_rwlock_t owner_rw;
 	bool write_locked;
 	bool pinned;		       /* a snapshot view: every call checks the pin */
-	struct qcow2_snapshot_pin pin; /* immutable once open */
+	struct qcow2_snapshot_pin pin; /* its own lock */
 };
 
 /* Is @path equal to or below @dir (both absolute and canonical)? */
@@ -563,7 +563,7 @@ static int read_extent(struct qcow2_chain *c, const struct qcow2_extent *e, uint
 
 /* A writable top is read under its w->frees (shared): no cluster is freed under a read. */
 /* A snapshot view: is the snapshot still there, unchanged? 0 or -ESTALE (or -EIO). */
-static int pin_check(const struct qcow2_chain *c)
+static int pin_check(struct qcow2_chain *c)
 {
 	return c->pinned ? qcow2_snapshot_pin_check(&c->pin) : 0; /* its message names the file */
 }

@@ -287,9 +287,95 @@ int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
  * permission, as QEMU's readers do) and then reuse its clusters. QEMU rewrites the snapshot
  * table (a new table, then the header's table fields) before it frees any cluster of the
  * deleted snapshot (qcow2_snapshot_delete: table first, refcounts after). So a read whose data
- * was taken before that table change is the snapshot's, and a check of the header's table
- * fields and of the entry's bytes made after the data was read proves it: if neither changed,
- * no cluster of the snapshot can have been freed before the read. A pin holds those bytes. */
+ * was taken before that table change is the snapshot's, and a check made after the data was
+ * read proves it when it finds the entry unchanged: no cluster of the snapshot can have been
+ * freed before the read. A pin holds the entry's bytes and where they were.
+ *
+ * Other snapshots created or deleted meanwhile move the table (the header's fields change)
+ * but leave the entry's bytes as they were: the check then looks the entry up again in the
+ * new table (by its id, byte for byte) and follows it there. A snapshot deleted, or changed,
+ * stays stale: every later check fails with -ESTALE at once.
+ *
+ * Locking: p->lock (a leaf) guards the moving fields; each check holds it across its reads,
+ * so a check never sees half of a move. */
+
+static int stale(struct qcow2_snapshot_pin *p)
+{
+	p->stale = true;
+	return qcow2_set_error(-ESTALE,
+			       "'%s': snapshot '%s' was deleted or changed while its view was open",
+			       qcow2_io_name(p->io), p->name);
+}
+
+/* Read @p->len bytes at @off and compare them with the pinned entry: 0 same, 1 differ. */
+static int entry_differs(const struct qcow2_snapshot_pin *p, uint64_t off)
+{
+	uint8_t stack[512], *buf = p->len <= sizeof(stack) ? stack : malloc(p->len);
+	int r;
+
+	if (!buf)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = qcow2_io_pread_full(p->io, buf, p->len, off);
+	if (r == 0)
+		r = memcmp(buf, p->bytes, p->len) != 0;
+	if (buf != stack)
+		free(buf);
+	return r;
+}
+
+/* The header's table fields changed (@hdr): find the entry in the new table. */
+static int follow(struct qcow2_snapshot_pin *p, const uint8_t *hdr)
+{
+	struct qcow2_snapshot *s = NULL;
+	uint64_t file_bytes;
+	uint32_t i, nb;
+	int r;
+
+	p->h.nb_snapshots = get_be32(hdr);
+	p->h.snapshots_off = get_be64(hdr + 4);
+	nb = p->h.nb_snapshots;
+	r = qcow2_io_size(p->io, &file_bytes);
+	if (r == 0 && (nb > QCOW2_MAX_SNAPSHOTS || (nb && p->h.snapshots_off >= file_bytes)))
+		return stale(p);
+	if (r == 0)
+		r = qcow2_snapshot_load(p->io, &p->h, file_bytes, &s, NULL);
+	if (r == -EUCLEAN)
+		return stale(p); /* caught mid-change, or damaged: either way not provably ours */
+	for (i = 0; r == 0 && i < nb && strcmp(s[i].id, p->id) != 0; i++)
+		;
+	if (r == 0 && (i == nb || s[i].entry_bytes != p->len))
+		r = 1;
+	if (r == 0)
+		r = entry_differs(p, p->h.snapshots_off + s[i].entry_off);
+	if (r == 0) {
+		memcpy(p->hdr, hdr, sizeof(p->hdr));
+		p->off = p->h.snapshots_off + s[i].entry_off;
+	}
+	qcow2_snapshots_free(s, nb);
+	return r == 1 ? stale(p) : r;
+}
+
+int qcow2_snapshot_pin_check(struct qcow2_snapshot_pin *p)
+{
+	uint8_t hdr[sizeof(p->hdr)];
+	int r;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->stale) {
+		r = qcow2_set_error(-ESTALE, "'%s': snapshot '%s' was deleted or changed while its "
+					     "view was open",
+				    qcow2_io_name(p->io), p->name);
+		goto out;
+	}
+	r = qcow2_io_pread_full(p->io, hdr, sizeof(hdr), 60); /* nb_snapshots, snapshots_offset */
+	if (r == 0 && memcmp(hdr, p->hdr, sizeof(hdr)) != 0)
+		r = follow(p, hdr);
+	else if (r == 0 && (r = entry_differs(p, p->off)) == 1)
+		r = stale(p);
+out:
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
 
 int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
 			    const struct qcow2_header *h, const struct qcow2_snapshot *s)
@@ -298,60 +384,43 @@ int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
 	int r;
 
 	memset(p, 0, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
 	p->io = io;
+	p->h = *h;
 	put_be32(p->hdr, h->nb_snapshots);
 	put_be64(p->hdr + 4, h->snapshots_off);
 	p->off = h->snapshots_off + s->entry_off;
 	p->len = s->entry_bytes;
 	p->bytes = malloc(p->len);
-	if (!p->bytes)
+	p->id = strdup(s->id);
+	snprintf(p->name, sizeof(p->name), "%s", s->name);
+	if (!p->bytes || !p->id) {
+		qcow2_snapshot_pin_release(p);
 		return qcow2_set_error(-ENOMEM, "out of memory");
+	}
 	r = qcow2_io_pread_full(io, p->bytes, p->len, p->off);
-	if (r == 0)
-		r = qcow2_snapshot_pin_check(p);
 	/* the bytes read now must be the entry the table was decoded from */
 	if (r == 0 &&
 	    qcow2_snapshot_table_decode(p->bytes, p->len, 1, h->version, h->size, &got) < 0)
-		r = -ESTALE;
+		r = stale(p);
 	if (r == 0) {
 		if (got.invalid || strcmp(got.id, s->id) != 0 || got.l1_off != s->l1_off ||
 		    got.l1_entries != s->l1_entries || got.disk_bytes != s->disk_bytes)
-			r = -ESTALE;
+			r = stale(p);
 		qcow2_snapshot_release(&got, 1);
 	}
-	if (r == -ESTALE)
-		r = qcow2_set_error(-ESTALE, "snapshot '%s' changed while it was opened", s->name);
+	if (r == 0)
+		r = qcow2_snapshot_pin_check(p);
 	if (r < 0)
 		qcow2_snapshot_pin_release(p);
-	return r;
-}
-
-int qcow2_snapshot_pin_check(const struct qcow2_snapshot_pin *p)
-{
-	uint8_t hdr[sizeof(p->hdr)], stack[512], *buf = p->len <= sizeof(stack) ? stack : NULL;
-	int r;
-
-	r = qcow2_io_pread_full(p->io, hdr, sizeof(hdr), 60); /* nb_snapshots, snapshots_offset */
-	if (r == 0 && memcmp(hdr, p->hdr, sizeof(hdr)) != 0)
-		r = -ESTALE;
-	if (r == 0 && !buf && !(buf = malloc(p->len)))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
-	if (r == 0)
-		r = qcow2_io_pread_full(p->io, buf, p->len, p->off);
-	if (r == 0 && memcmp(buf, p->bytes, p->len) != 0)
-		r = -ESTALE;
-	if (buf != stack)
-		free(buf);
-	if (r == -ESTALE)
-		r = qcow2_set_error(-ESTALE,
-				    "'%s': the snapshot was deleted or changed while its "
-				    "view was open",
-				    qcow2_io_name(p->io));
 	return r;
 }
 
 void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p)
 {
 	free(p->bytes);
+	free(p->id);
 	p->bytes = NULL;
+	p->id = NULL;
+	pthread_mutex_destroy(&p->lock);
 }

@@ -6,7 +6,8 @@
 #   the log says why; qcowctl info, check and checksum exit as qemu-img does, check reports the
 #   entry in qemu-img check's words, and check --repair --drop-bad-snapshots drops it;
 # - a snapshot deleted by QEMU while its view is open, its clusters reused, never shows the
-#   new data through the open view (an error instead);
+#   new data through the open view (an error instead); other snapshots created or deleted
+#   meanwhile do not disturb it;
 # - snapshots with the same name each get a view (NAME@S.raw, then NAME@S%#ID.raw), and a
 #   name too long for a file name gets a shortened one (logged).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -189,6 +190,13 @@ all_bytes() # BYTE LEN: the hex line pread_fd prints for LEN bytes of BYTE
 exec {held}<"$MNT/held@keep.raw" || bail "cannot open held@keep.raw"
 check "the open snapshot view reads the snapshot" \
 	eval "[ \"\$(pread_fd $held 0 4096)\" = \"\$(all_bytes aa 4096)\" ]"
+# another snapshot taken and deleted: the table moves, the view's snapshot stays
+setup qemu-img snapshot -c other held.qcow2
+check "another snapshot created while the view is open: the view still reads" \
+	eval "[ \"\$(pread_fd $held $((4 << 20)) 4096)\" = \"\$(all_bytes aa 4096)\" ]"
+setup qemu-img snapshot -d other held.qcow2
+check "another snapshot deleted while the view is open: the view still reads" \
+	eval "[ \"\$(pread_fd $held $((5 << 20)) 4096)\" = \"\$(all_bytes aa 4096)\" ]"
 setup qemu-img snapshot -d keep held.qcow2
 setup qio held.qcow2 "discard 0 16M" "write -P 0xcc 0 16M"
 check "QEMU reused the deleted snapshot's clusters (precondition)" \
