@@ -5,6 +5,8 @@
  * only it reaches counts as leaked, since its L1 table is not walked), and dropping it
  * (qcow2_image_snapshot_drop_invalid(), `check --repair --drop-bad-snapshots`) followed by the
  * refcount repair leaves a clean image whose other snapshots and active state read as before.
+ * And the pins that keep snapshot views true: a pin follows its entry into a table that other
+ * snapshots' changes moved, and goes stale, for good, when its own entry changes or goes.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -198,5 +200,90 @@ Test(snapshot_bad, a_valid_image_has_nothing_to_drop)
 	cr_assert_eq(qcow2_image_snapshot_drop_invalid(q, &dropped), 0, "%s", qcow2_last_error());
 	cr_assert_eq(dropped, 0);
 	cr_assert_eq(qcow2_image_snapshot_count(q), 2);
+	qcow2_image_close(q);
+}
+
+/* ---- pins: a snapshot view stays true ---- */
+
+/* The image in memory, read-only, and a pin on its snapshot @idx. */
+static struct qcow2_image *pin_snapshot(uint32_t idx, struct qcow2_snapshot_pin *p)
+{
+	struct qcow2_image *q = open_bytes(img->bytes, img->len, false);
+
+	cr_assert_eq(qcow2_snapshot_pin_init(p, qcow2_image_io(q), qcow2_image_header(q),
+					     qcow2_image_snapshot(q, idx)),
+		     0, "%s", qcow2_last_error());
+	return q;
+}
+
+static void put_be32_io(struct qcow2_io *io, uint64_t off, uint32_t v)
+{
+	uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+
+	cr_assert_eq(qcow2_io_pwrite(io, b, 4, off), 0);
+}
+
+static void put_be64_io(struct qcow2_io *io, uint64_t off, uint64_t v)
+{
+	put_be32_io(io, off, (uint32_t)(v >> 32));
+	put_be32_io(io, off + 4, (uint32_t)v);
+}
+
+Test(snapshot_bad, a_pin_follows_its_entry_into_a_moved_table)
+{
+	struct qcow2_snapshot_pin p;
+	struct qcow2_image *q;
+	struct qcow2_io *io;
+	uint64_t table, second, moved;
+	uint8_t *copy;
+	size_t len;
+
+	build();
+	table = img->snap_table_off;
+	second = entry_off(1);
+	len = (size_t)(img->snap_table_bytes - (second - table));
+	q = pin_snapshot(1, &p);
+	io = qcow2_image_io(q);
+	cr_assert_eq(qcow2_snapshot_pin_check(&p), 0, "%s", qcow2_last_error());
+
+	/* the first snapshot deleted as QEMU does it: a new table (only the second entry) at the
+	 * end of the file, then the header's table fields */
+	copy = malloc(len);
+	memcpy(copy, img->bytes + second, len);
+	moved = (img->len + 65535) & ~65535ull;
+	cr_assert_eq(qcow2_io_pwrite(io, copy, len, moved), 0);
+	put_be32_io(io, 60, 1);
+	put_be64_io(io, 64, moved);
+	cr_assert_eq(qcow2_snapshot_pin_check(&p), 0, "the entry moved: %s", qcow2_last_error());
+
+	/* the old table's bytes now mean nothing: overwrite them */
+	memset(copy, 0xee, len);
+	cr_assert_eq(qcow2_io_pwrite(io, copy, len, table), 0);
+	cr_assert_eq(qcow2_snapshot_pin_check(&p), 0, "%s", qcow2_last_error());
+
+	/* the entry itself changes (its L1 table moved): stale, for good */
+	put_be64_io(io, moved, imgbuild_get_be64(img, second) + 65536);
+	cr_assert_eq(qcow2_snapshot_pin_check(&p), -ESTALE);
+	cr_assert(strstr(qcow2_last_error(), "snap2"), "%s", qcow2_last_error());
+	put_be64_io(io, moved, imgbuild_get_be64(img, second));
+	cr_assert_eq(qcow2_snapshot_pin_check(&p), -ESTALE, "a stale pin stays stale");
+	free(copy);
+	qcow2_snapshot_pin_release(&p);
+	qcow2_image_close(q);
+}
+
+Test(snapshot_bad, a_pin_goes_stale_when_its_snapshot_is_deleted)
+{
+	struct qcow2_snapshot_pin p;
+	struct qcow2_image *q;
+	struct qcow2_io *io;
+
+	build();
+	q = pin_snapshot(1, &p);
+	io = qcow2_image_io(q);
+	/* the last snapshot deleted: the header now counts one entry, the table stays */
+	put_be32_io(io, 60, 1);
+	cr_assert_eq(qcow2_snapshot_pin_check(&p), -ESTALE);
+	qcow2_snapshot_pin_release(&p);
 	qcow2_image_close(q);
 }
