@@ -430,22 +430,24 @@ static int refuse_invalid(const struct qcow2_image *img, uint32_t i)
 			       img->snaps[i].name, img->snaps[i].id, img->snaps[i].invalid);
 }
 
-/* An id names one entry; a name, the first usable entry of that name (names may repeat). */
+/* An id names one usable entry, else a name does (names may repeat: the first usable one);
+ * an invalid entry is named only to say why it cannot be used. */
 int qcow2_image_find_snapshot(const struct qcow2_image *img, const char *id_or_name)
 {
-	uint32_t i;
+	uint32_t i, pass;
 	int bad = -1;
 
-	for (i = 0; i < img->h.nb_snapshots; i++)
-		if (strcmp(img->snaps[i].id, id_or_name) == 0)
-			return img->snaps[i].invalid ? refuse_invalid(img, i) : (int)i;
-	for (i = 0; i < img->h.nb_snapshots; i++) {
-		if (strcmp(img->snaps[i].name, id_or_name) != 0)
-			continue;
-		if (!img->snaps[i].invalid)
-			return (int)i;
-		if (bad < 0)
-			bad = (int)i;
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < img->h.nb_snapshots; i++) {
+			const struct qcow2_snapshot *s = &img->snaps[i];
+
+			if (strcmp(pass ? s->name : s->id, id_or_name) != 0)
+				continue;
+			if (!s->invalid)
+				return (int)i;
+			if (bad < 0)
+				bad = (int)i;
+		}
 	}
 	if (bad >= 0)
 		return refuse_invalid(img, (uint32_t)bad);

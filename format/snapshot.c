@@ -10,10 +10,10 @@
  *
  * Two kinds of damage (SPEC 5: "a bad entry in the snapshot table disables that snapshot
  * only"): what makes the table itself unreadable (an entry running past the table, extra data
- * of an impossible size, a NUL in a name: the next entry's place is unknown or the strings are
- * not strings) refuses the table; what concerns one snapshot's own data (its L1 table
- * misaligned, too large, past the end of the file or too small for its disk, its disk size
- * absurd) marks that entry invalid (s->invalid says why) and the rest of the table stays
+ * of an impossible size: the next entry's place is unknown, and QEMU refuses such a table too)
+ * refuses the table; what concerns one snapshot alone (its L1 table misaligned, too large,
+ * past the end of the file or too small for its disk, its disk size absurd, a NUL in its id
+ * or name) marks that entry invalid (s->invalid says why) and the rest of the table stays
  * usable. Nothing uses an invalid entry's L1 table; its bytes stay in the table as they are
  * until a repair drops them (qemu-img does the same: it reads such a table and reports the
  * entry in check).
@@ -131,7 +131,7 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 	id = (const char *)p + ENTRY_FIXED + extra;
 	name = id + id_len;
 	if (memchr(id, '\0', id_len) || memchr(name, '\0', name_len))
-		return qcow2_set_error(-EUCLEAN, "snapshot id or name contains a NUL byte");
+		mark_invalid(s, "its id or name contains a NUL byte");
 	if (s->l1_off & 511)
 		mark_invalid(s, "L1 table offset %#" PRIx64 " is not aligned", s->l1_off);
 	else if ((uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)

@@ -308,22 +308,28 @@ Test(snapshot, names_as_long_as_qemu_writes_them_do_not_refuse_the_image)
 	qcow2_image_close(qi);
 }
 
-Test(snapshot, nul_inside_id_or_name_is_refused)
+Test(snapshot, nul_inside_id_or_name_disables_that_entry)
 {
 	struct imgbuild_snapshot_opts so = {0};
-	struct qcow2_snapshot s[1];
+	struct qcow2_snapshot s[2];
 	uint64_t e;
 
 	build(3);
 	so.id = "12";
 	so.name = "abcd";
 	add(&so);
+	add(NULL);
 	e = entry_off(0);
 	img->bytes[e + 40 + 16 + 2 + 1] = 0; /* inside the name */
-	cr_assert_eq(decode((size_t)img->snap_table_bytes, 1, s), -EUCLEAN);
+	cr_assert_eq(decode((size_t)img->snap_table_bytes, 2, s), (ssize_t)img->snap_table_bytes);
+	cr_assert_not_null(s[0].invalid);
+	cr_assert_null(s[1].invalid, "the next entry is read as it is");
+	cr_assert_str_eq(s[1].name, "snap2");
 	img->bytes[e + 40 + 16 + 2 + 1] = 'b';
 	img->bytes[e + 40 + 16] = 0; /* inside the id */
-	cr_assert_eq(decode((size_t)img->snap_table_bytes, 1, s), -EUCLEAN);
+	cr_assert_eq(decode((size_t)img->snap_table_bytes, 2, s), (ssize_t)img->snap_table_bytes);
+	cr_assert_not_null(s[0].invalid);
+	cr_assert_null(s[1].invalid);
 }
 
 struct field_case {
