@@ -74,7 +74,9 @@ struct qfs_tree {
 	unsigned gen, visit;            /* under lock */
 	struct qfs_node **nodes;        /* under lock: by ino - 1 */
 	size_t n_nodes, cap_nodes;
-	struct qfs_node *by_rel[HASH_BUCKETS];
+	struct qfs_node **by_rel; /* under lock: hash chains by rel, rel_mask + 1 of them, grown
+				   * with the nodes so a lookup stays O(1) (65,536 snapshots) */
+	size_t rel_mask;
 };
 
 static inline unsigned hash_str(const char *s)

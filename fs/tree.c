@@ -46,15 +46,50 @@ const char *qfs_tree_source(const struct qfs_tree *t)
 
 /* ---- nodes ---- */
 
+static size_t rel_hash(const char *rel)
+{
+	size_t h = 2166136261u;
+
+	while (*rel)
+		h = (h ^ (unsigned char)*rel++) * 16777619u;
+	return h ^ (h >> 15);
+}
+
+static struct qfs_node *node_find(const struct qfs_tree *t, const char *rel)
+{
+	struct qfs_node *n = t->by_rel[rel_hash(rel) & t->rel_mask];
+
+	while (n && strcmp(n->rel, rel) != 0)
+		n = n->hnext;
+	return n;
+}
+
+/* Keep the chains short: twice the buckets once there are as many nodes as buckets. */
+static void rel_grow(struct qfs_tree *t)
+{
+	size_t cap = 2 * (t->rel_mask + 1), i;
+	struct qfs_node **b;
+
+	if (t->n_nodes < t->rel_mask + 1 || !(b = calloc(cap, sizeof(*b))))
+		return; /* out of memory: longer chains, still correct */
+	for (i = 0; i < t->n_nodes; i++) {
+		struct qfs_node *n = t->nodes[i];
+		size_t k = rel_hash(n->rel) & (cap - 1);
+
+		n->hnext = b[k];
+		b[k] = n;
+	}
+	free(t->by_rel);
+	t->by_rel = b;
+	t->rel_mask = cap - 1;
+}
+
 static struct qfs_node *node_get(struct qfs_tree *t, const char *rel, enum qfs_kind kind,
 				 const char *src, const char *snap_id)
 {
-	unsigned b = hash_str(rel);
-	struct qfs_node *n;
+	struct qfs_node *n = node_find(t, rel);
+	size_t b;
 
-	for (n = t->by_rel[b]; n; n = n->hnext)
-		if (strcmp(n->rel, rel) == 0)
-			break;
 	if (!n) {
 		if (t->n_nodes == t->cap_nodes) {
 			size_t cap = t->cap_nodes ? 2 * t->cap_nodes : 256;
@@ -72,8 +107,10 @@ static struct qfs_node *node_get(struct qfs_tree *t, const char *rel, enum qfs_k
 		pthread_mutex_init(&n->open_lock, NULL);
 		t->nodes[t->n_nodes++] = n;
 		n->ino = t->n_nodes;
+		b = rel_hash(rel) & t->rel_mask;
 		n->hnext = t->by_rel[b];
 		t->by_rel[b] = n;
+		rel_grow(t);
 	}
 	n->kind = kind;
 	if (!n->src || strcmp(n->src, src) != 0) {
@@ -579,8 +616,7 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 	}
 	child_rel(dir, name, rel, sizeof(rel));
 	t->gen++;
-	for (n = t->by_rel[hash_str(rel)]; n && strcmp(n->rel, rel) != 0; n = n->hnext)
-		;
+	n = node_find(t, rel);
 	if (n && node_current(t, dir, n) && node_attr(t, n, st) == 0) {
 		*err = 0;
 		goto out;
@@ -827,6 +863,12 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 		free(t);
 		return -errno;
 	}
+	t->by_rel = calloc(HASH_BUCKETS, sizeof(*t->by_rel));
+	if (!t->by_rel) {
+		free(t);
+		return -ENOMEM;
+	}
+	t->rel_mask = HASH_BUCKETS - 1;
 	pthread_mutex_init(&t->lock, NULL);
 	t->source = strdup(canon);
 	t->single_file = !S_ISDIR(st.st_mode);
@@ -878,6 +920,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n);
 	}
 	free(t->nodes);
+	free(t->by_rel);
 	free(t->source);
 	free(t->root_dir);
 	free(t->mount_point);
