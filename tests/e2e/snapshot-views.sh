@@ -160,6 +160,17 @@ check "one log line per bad snapshot, naming the image and the snapshot" \
 	eval "[ \$(grep -c \"snapshot 'broken' (id 1) has no view\" \"$QCOWFS_LOG\") = 2 ] &&
 	      log_names \"$QCOWFS_LOG\" \"$SRC/bad-misalign.qcow2\" \"$SRC/bad-huge.qcow2\""
 
+# the images change (as under a running VM): nothing new to say, so nothing logged again
+setup qio "$SRC/bad-misalign.qcow2" "write -P 0x44 2M 64k"
+setup qio "$SRC/names.qcow2" "write -P 0x06 128k 64k"
+setup fs ls -l "$MNT"
+check "still one log line per bad snapshot after the image changed" \
+	eval "[ \$(grep -c \"snapshot 'broken' (id 1) has no view\" \"$QCOWFS_LOG\") = 2 ]"
+check "the shortened name is logged once, even after the image changed" \
+	eval "[ \$(grep -c 'name too long' \"$QCOWFS_LOG\") = 1 ]"
+check "bad entry (misalign): the active view follows the change" \
+	expect_same_as_qemu "$SRC/bad-misalign.qcow2" "$MNT/bad-misalign.raw"
+
 check "repeated name: the first snapshot is names@same.raw" \
 	same_as_snapshot_id "$SRC/names.qcow2" 1 "$MNT/names@same.raw"
 check "repeated name: the second is names@same%#2.raw" \
