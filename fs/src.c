@@ -174,8 +174,9 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 			qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: %s", s->path,
 				snaps[bad[i]].name, snaps[bad[i]].id, snaps[bad[i]].invalid);
 		if (nbad > 4)
-			qfs_log("'%s': %u more snapshots have no view (their table entries are bad)",
-				s->path, nbad - 4);
+			qfs_log(
+			    "'%s': %u more snapshots have no view (their table entries are bad)",
+			    s->path, nbad - 4);
 	}
 	s->bad_logged = bad_hash;
 	s->nsnaps = n;

@@ -50,7 +50,7 @@ struct src {
 	uint32_t nsnaps;
 	struct snap *snaps;
 	struct strmap snap_by_id; /* snapshot id -> index in snaps (the first of an id) */
-	uint64_t bad_logged;      /* the bad snapshot entries last logged (kept across probes) */
+	uint64_t bad_logged;	  /* the bad snapshot entries last logged (kept across probes) */
 	unsigned check_gen; /* chain check memo */
 	int check_err;
 	char *check_msg;

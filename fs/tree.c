@@ -241,9 +241,8 @@ static bool snap_view_name(const struct src *s, struct snap *sn, const char *bas
 	char enc[NAME_MAX + 1], id[NAME_MAX + 1], tail[NAME_MAX + 8];
 	size_t len = encode_snap(sn->name, enc, sizeof(enc)), blen = strlen(base), room;
 
-	if (!sn->dup && blen + 1 + len + 4 <= NAME_MAX) {
+	if (!sn->dup && blen + 1 + len + 4 <= NAME_MAX)
 		return snprintf(out, NAME_MAX + 1, "%s@%s.raw", base, enc) <= NAME_MAX;
-	}
 	if (encode_snap(sn->id, id, sizeof(id)) >= sizeof(id) - 1)
 		id[0] = '\0';
 	snprintf(tail, sizeof(tail), "%%#%s.raw", id);

@@ -139,6 +139,9 @@ for how in misalign huge; do
 	check_not "bad entry ($how): snapshot delete of the bad one is refused" \
 		"$QCOWCTL" snapshot delete "$img" broken
 done
+check "qcowctl tree marks the bad snapshots unusable and lists the good ones" \
+	eval "[ \$(\"$QCOWCTL\" tree \"$SRC\" | grep -c 'snapshot 1: broken (unusable: L1 table') = 2 ] &&
+	      [ \$(\"$QCOWCTL\" tree \"$SRC\" | grep -c 'snapshot 2: good\$') = 2 ]"
 
 # ---- the mount ----
 
