@@ -421,15 +421,15 @@ static int plan_delete(struct qcow2_snapshot_change *o, const char *arg)
 	return r;
 }
 
-/* drop (a delete with no @arg and @o->idx set): an invalid entry leaves the table; its L1
+/* drop (a delete with no @arg and @o->idx set): an unreadable entry leaves the table; its L1
  * table is not trusted, so nothing it points at is counted down (a refcount repair then frees
  * what only it held, as leaks). */
 static int plan_drop(struct qcow2_snapshot_change *o)
 {
 	struct qcow2_image *img = o->img;
 
-	if (!img->snaps[o->idx].invalid)
-		return qcow2_set_error(-EINVAL, "snapshot '%s' is valid", img->snaps[o->idx].name);
+	if (!img->snaps[o->idx].unreadable)
+		return qcow2_set_error(-EINVAL, "snapshot '%s' is readable", img->snaps[o->idx].name);
 	snprintf(o->plan.id, sizeof(o->plan.id), "%s", img->snaps[o->idx].id);
 	o->plan.nb_after = img->h.nb_snapshots - 1;
 	o->plan.freed_clusters = clusters_of(img, img->snap_table_bytes);

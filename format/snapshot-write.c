@@ -26,7 +26,7 @@
  *           old active reach and L1 table counted down, COPIED set where refcounts fell to 1.
  *   delete: the table without the entry; the header; the snapshot's reach and L1 table
  *           counted down, COPIED set on the active tables where refcounts fell to 1.
- *   drop:   (an invalid entry, whose L1 table is not trusted) the table without the entry;
+ *   drop:   (an unreadable entry, whose L1 table is not trusted) the table without the entry;
  *           the header; the old table freed. What only it reached is leaked, for a refcount
  *           repair to free.
  * Counting down goes through refcount.c's deferred frees, applied after the flush that made
@@ -523,9 +523,9 @@ int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name)
 	return end(&o, r, committed, "deleted");
 }
 
-/* ---- dropping invalid entries ---- */
+/* ---- dropping unreadable entries ---- */
 
-int qcow2_image_snapshot_drop_invalid(struct qcow2_image *img, uint32_t *dropped)
+int qcow2_image_snapshot_drop_unreadable(struct qcow2_image *img, uint32_t *dropped)
 {
 	uint64_t old_off, old_bytes;
 	bool committed;
@@ -535,7 +535,7 @@ int qcow2_image_snapshot_drop_invalid(struct qcow2_image *img, uint32_t *dropped
 
 	*dropped = 0;
 	for (i = 0; r == 0 && i < img->h.nb_snapshots;) {
-		if (!img->snaps[i].invalid) {
+		if (!img->snaps[i].unreadable) {
 			i++;
 			continue;
 		}

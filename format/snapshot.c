@@ -132,6 +132,7 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 	name = id + id_len;
 	if (memchr(id, '\0', id_len) || memchr(name, '\0', name_len))
 		mark_invalid(s, "its id or name contains a NUL byte");
+	s->unreadable = (s->l1_off & 511) || (uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES;
 	if (s->l1_off & 511)
 		mark_invalid(s, "L1 table offset %#" PRIx64 " is not aligned", s->l1_off);
 	else if ((uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
@@ -194,14 +195,17 @@ static void validate_entry(struct qcow2_snapshot *s, const struct qcow2_header *
 	uint64_t cluster_bytes = 1ull << h->cluster_bits, end, reach;
 	unsigned l2_bits = h->cluster_bits - 3 - ((h->incompat & QCOW2_INCOMPAT_EXTL2) ? 1 : 0);
 
-	if (s->invalid)
+	if (s->unreadable)
 		return;
-	if (s->l1_off % cluster_bytes)
+	if (s->l1_off % cluster_bytes) {
+		s->unreadable = true;
 		mark_invalid(s, "L1 table offset %#" PRIx64 " is not cluster aligned", s->l1_off);
-	else if (s->l1_entries && (__builtin_add_overflow(s->l1_off, s->l1_entries * 8ull, &end) ||
-				   end > file_bytes))
+	} else if (s->l1_entries &&
+		   (__builtin_add_overflow(s->l1_off, s->l1_entries * 8ull, &end) ||
+		    end > file_bytes)) {
+		s->unreadable = true;
 		mark_invalid(s, "L1 table at %#" PRIx64 " runs past end of file", s->l1_off);
-	else if (!__builtin_mul_overflow((uint64_t)s->l1_entries,
+	} else if (!__builtin_mul_overflow((uint64_t)s->l1_entries,
 					 1ull << (l2_bits + h->cluster_bits), &reach) &&
 		 reach < s->disk_bytes)
 		mark_invalid(s, "L1 table of %" PRIu32 " entries is too small for its disk size",

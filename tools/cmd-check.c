@@ -151,13 +151,13 @@ static int drop_bad_snapshots(struct qcow2_image *img, const struct check_opts *
 	for (i = 0; i < n; i++) {
 		const struct qcow2_snapshot *s = qcow2_image_snapshot(img, i);
 
-		if (s->invalid)
+		if (s->unreadable)
 			fprintf(stderr, "%sRepairing snapshot table: %s snapshot %s (%s): %s\n",
 				o->c.dry_run ? "(dry run) " : "",
 				o->c.dry_run ? "would drop" : "dropping", s->id, s->name,
 				s->invalid);
 	}
-	return o->c.dry_run ? 0 : qcow2_image_snapshot_drop_invalid(img, &dropped);
+	return o->c.dry_run ? 0 : qcow2_image_snapshot_drop_unreadable(img, &dropped);
 }
 
 /* Check (or repair, then check again) @img into @res. */

@@ -463,16 +463,17 @@ struct bad_entry_case { /* arrays, not pointers: each test runs in its own proce
 	uint32_t off, width;
 	int64_t delta; /* added to the field */
 	char mentions[24];
+	bool unreadable; /* no one can read its L1 table: a repair may drop it */
 };
 
 ParameterizedTestParameters(snapshot, bad_entry_disables_that_snapshot_only)
 {
 	static struct bad_entry_case cases[] = {
-	    {"misaligned to the cluster", 0, 8, 512, "cluster aligned"},
-	    {"misaligned to the sector", 0, 8, 1, "not aligned"},
-	    {"too large", 8, 4, QCOW2_MAX_L1_BYTES, "too large"},
-	    {"past the end of the file", 0, 8, 1ll << 40, "past end of file"},
-	    {"too small for the disk", 8, 4, -1, "too small"},
+	    {"misaligned to the cluster", 0, 8, 512, "cluster aligned", true},
+	    {"misaligned to the sector", 0, 8, 1, "not aligned", true},
+	    {"too large", 8, 4, QCOW2_MAX_L1_BYTES, "too large", true},
+	    {"past the end of the file", 0, 8, 1ll << 40, "past end of file", true},
+	    {"too small for the disk", 8, 4, -1, "too small", false},
 	};
 	return cr_make_param_array(struct bad_entry_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -496,6 +497,7 @@ ParameterizedTest(struct bad_entry_case *c, snapshot, bad_entry_disables_that_sn
 	cr_assert_not_null(qcow2_image_snapshot(qi, 0)->invalid, "%s", c->what);
 	cr_assert(strstr(qcow2_image_snapshot(qi, 0)->invalid, c->mentions), "%s: %s", c->what,
 		  qcow2_image_snapshot(qi, 0)->invalid);
+	cr_assert_eq(qcow2_image_snapshot(qi, 0)->unreadable, c->unreadable, "%s", c->what);
 	cr_assert_null(qcow2_image_snapshot(qi, 1)->invalid);
 	/* the bad one is refused by name, by id and by index, naming it and the cause */
 	cr_assert_eq(qcow2_image_find_snapshot(qi, "snap1"), -EUCLEAN);

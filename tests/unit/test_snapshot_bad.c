@@ -3,7 +3,7 @@
  * test_snapshot_bad.c - a bad entry in the snapshot table disables that snapshot only
  * (SPEC 5): the check reports it in qemu-img check's words and counts (one corruption; what
  * only it reaches counts as leaked, since its L1 table is not walked), and dropping it
- * (qcow2_image_snapshot_drop_invalid(), `check --repair --drop-bad-snapshots`) followed by the
+ * (qcow2_image_snapshot_drop_unreadable(), `check --repair --drop-bad-snapshots`) followed by the
  * refcount repair leaves a clean image whose other snapshots and active state read as before.
  * And the pins that keep snapshot views true: a pin follows its entry into a table that other
  * snapshots' changes moved, and goes stale, for good, when its own entry changes or goes.
@@ -170,7 +170,8 @@ ParameterizedTest(struct bad_case *c, snapshot_bad, check_reports_it_and_a_drop_
 
 	/* the drop, then the refcount repair: clean, and the rest reads as before */
 	q = open_bytes(img->bytes, img->len, true);
-	cr_assert_eq(qcow2_image_snapshot_drop_invalid(q, &dropped), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_drop_unreadable(q, &dropped), 0, "%s",
+		     qcow2_last_error());
 	cr_assert_eq(dropped, 1);
 	cr_assert_eq(qcow2_image_snapshot_count(q), 1);
 	memset(&msgs, 0, sizeof(msgs));
@@ -197,7 +198,28 @@ Test(snapshot_bad, a_valid_image_has_nothing_to_drop)
 
 	build();
 	q = open_bytes(img->bytes, img->len, true);
-	cr_assert_eq(qcow2_image_snapshot_drop_invalid(q, &dropped), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_drop_unreadable(q, &dropped), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_eq(dropped, 0);
+	cr_assert_eq(qcow2_image_snapshot_count(q), 2);
+	qcow2_image_close(q);
+}
+
+Test(snapshot_bad, a_drop_keeps_an_invalid_entry_whose_l1_table_is_readable)
+{
+	struct qcow2_image *q;
+	uint32_t dropped = 7;
+	uint64_t e;
+
+	build();
+	/* a NUL in snap1's name: no view, but its data stays readable (by QEMU) */
+	e = entry_off(0);
+	img->bytes[e + 40 + imgbuild_get_be32(img, e + 36) + img->bytes[e + 13] + 2] = 0;
+	q = open_bytes(img->bytes, img->len, true);
+	cr_assert_not_null(qcow2_image_snapshot(q, 0)->invalid);
+	cr_assert(!qcow2_image_snapshot(q, 0)->unreadable);
+	cr_assert_eq(qcow2_image_snapshot_drop_unreadable(q, &dropped), 0, "%s",
+		     qcow2_last_error());
 	cr_assert_eq(dropped, 0);
 	cr_assert_eq(qcow2_image_snapshot_count(q), 2);
 	qcow2_image_close(q);
