@@ -23,31 +23,30 @@ struct check_opts {
 
 static void check_usage(FILE *f)
 {
-	fprintf(
-	    f,
-	    "usage: qcowctl check [--repair [--drop-bad-snapshots] [--dry-run]] [--json] [-p|-q]\n"
-	    "                     [-U] IMAGE\n\n"
-	    "Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
-	    "against what points at it, tables against the file, the COPIED flags. Each\n"
-	    "problem is printed to stderr, the report to stdout.\n"
-	    "Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
-	    "not complete.\n\n"
-	    "  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
-	    "                     check again; L2 entries QEMU cannot read (misaligned, past\n"
-	    "                     the end of the file) become zero clusters, data lying in\n"
-	    "                     metadata gets a cluster of its own; refused while another\n"
-	    "                     process uses the image\n"
-	    "  --drop-bad-snapshots\n"
-	    "                     with --repair: first remove from the snapshot table each\n"
-	    "                     snapshot whose entry is bad (its L1 table misaligned, too\n"
-	    "                     large, past the end of the file); what only it used is then\n"
-	    "                     freed as leaks. Its data is lost: it could not be read anyway\n"
-	    "  --dry-run          with --repair: print what would be fixed, change nothing\n"
-	    "  --json             JSON, with 'qemu-img check --output=json' field names\n"
-	    "  -p, --progress     show a progress bar (default: on a terminal)\n"
-	    "  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
-	    "  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
-	    "  -h, --help         this text\n");
+	fprintf(f,
+		"usage: qcowctl check [--repair [--drop-bad-snapshots] [--dry-run]] [--json]\n"
+		"                     [-p|-q] [-U] IMAGE\n\n"
+		"Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
+		"against what points at it, tables against the file, the COPIED flags. Each\n"
+		"problem is printed to stderr, the report to stdout.\n"
+		"Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
+		"not complete.\n\n"
+		"  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
+		"                     check again; L2 entries QEMU cannot read (misaligned, past\n"
+		"                     the end of the file) become zero clusters, data lying in\n"
+		"                     metadata gets a cluster of its own; refused while another\n"
+		"                     process uses the image\n"
+		"  --drop-bad-snapshots\n"
+		"                     with --repair: first remove from the snapshot table each\n"
+		"                     snapshot whose L1 table cannot be read (misaligned, too\n"
+		"                     large, past the end of the file); the repair then frees\n"
+		"                     what only it used. It could not be read anyway\n"
+		"  --dry-run          with --repair: print what would be fixed, change nothing\n"
+		"  --json             JSON, with 'qemu-img check --output=json' field names\n"
+		"  -p, --progress     show a progress bar (default: on a terminal)\n"
+		"  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
+		"  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
+		"  -h, --help         this text\n");
 }
 
 struct msg_ctx {
