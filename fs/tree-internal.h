@@ -21,7 +21,7 @@ struct snap {
 	bool logged; /* its view's name has been logged (shortened, or none possible) */
 };
 
-/* A map from strings (the caller's, they must outlive the map) to indexes: open addressing,
+/* names.c: a map from strings (the caller's, they must outlive the map) to indexes: open addressing,
  * O(1) expected per operation, so listings and lookups cost O(n) in entries, not O(n^2). */
 struct strmap {
 	const char **key;
@@ -89,6 +89,12 @@ static inline unsigned hash_str(const char *s)
 	return h % HASH_BUCKETS;
 }
 
+
+/* names.c */
+/* The view name of snapshot @sn of @s, whose image is shown as BASE.raw, in @out (NAME_MAX + 1
+ * bytes): BASE@NAME.raw, or BASE@NAME%#ID.raw for a repeated name, or BASE@PREFIX%#ID.raw
+ * for a name too long (logged once). False if no name fits (logged once). */
+bool snap_view_name(const struct src *s, struct snap *sn, const char *base, char *out);
 
 /* src.c */
 void src_clear(struct src *s);
