@@ -14,6 +14,15 @@
  * chunks it touched are forgotten (owner_rw held exclusive), while a walk that records owners
  * holds owner_rw shared, so no walk that began before a change can record a stale owner after
  * it. Reads, writes and seeks of a writable top hold its w->frees shared (write.c).
+ *
+ * A snapshot view stays true (SPEC 2, 5): it shares write permission on its image, so QEMU
+ * may delete the snapshot and reuse its clusters while the view is open. Rather than hold the
+ * snapshot against deletion (QEMU's locks have no byte for one snapshot), every read, map and
+ * seek re-validates the snapshot after doing its work: its table entry must be byte for byte
+ * as it was at open, where it was or in the table that replaced it (a pin, snapshot.c), else
+ * the call fails with ESTALE. QEMU changes the table before it frees any cluster of a deleted snapshot, so data
+ * that passes the check afterwards is the snapshot's; a check before the work too saves
+ * reading what would be thrown away. Reads of a deleted snapshot's view fail from then on.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +56,8 @@ struct qcow2_chain {
 	struct qcow2_ownermap *owners; /* NULL: walk every time */
 	pthread_rwlock_t owner_rw;
 	bool write_locked;
+	bool pinned;		       /* a snapshot view: every call checks the pin */
+	struct qcow2_snapshot_pin pin; /* its own lock */
 };
 
 /* Is @path equal to or below @dir (both absolute and canonical)? */
@@ -245,6 +256,10 @@ static int open_top_snapshot(struct qcow2_chain *c, const char *snapshot)
 	if (r < 0)
 		return r;
 	l->size = l->l1->size;
+	r = qcow2_snapshot_pin_init(&c->pin, l->img->io, &l->img->h, &l->img->snaps[idx]);
+	if (r < 0)
+		return qcow2_error_prefix(r, l->path);
+	c->pinned = true;
 	return 0;
 }
 
@@ -329,6 +344,8 @@ void qcow2_chain_close(struct qcow2_chain *c)
 		qcow2_io_close(c->layers[i].raw);
 		free(c->layers[i].path);
 	}
+	if (c->pinned)
+		qcow2_snapshot_pin_release(&c->pin);
 	qcow2_ownermap_free(c->owners);
 	pthread_rwlock_destroy(&c->owner_rw);
 	free(c->layers);
@@ -545,6 +562,12 @@ static int read_extent(struct qcow2_chain *c, const struct qcow2_extent *e, uint
 }
 
 /* A writable top is read under its w->frees (shared): no cluster is freed under a read. */
+/* A snapshot view: is the snapshot still there, unchanged? 0 or -ESTALE (or -EIO). */
+static int pin_check(struct qcow2_chain *c)
+{
+	return c->pinned ? qcow2_snapshot_pin_check(&c->pin) : 0; /* its message names the file */
+}
+
 static void enter(struct qcow2_chain *c)
 {
 	struct qcow2_image *top = c->layers[0].img;
@@ -566,7 +589,11 @@ int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qc
 	int r;
 
 	enter(c);
-	r = chain_map(c, off, max, e);
+	r = pin_check(c);
+	if (r == 0)
+		r = chain_map(c, off, max, e);
+	if (r == 0)
+		r = pin_check(c);
 	leave(c);
 	return r;
 }
@@ -579,6 +606,8 @@ int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
 	enter(c);
 	if (off > c->size || n > c->size - off)
 		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
+	if (r == 0)
+		r = pin_check(c);
 	while (n && r == 0) {
 		struct qcow2_extent e;
 
@@ -591,6 +620,8 @@ int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
 		off += e.len;
 		n -= (size_t)e.len;
 	}
+	if (r == 0)
+		r = pin_check(c); /* after the data: what passes is the snapshot's (see above) */
 	leave(c);
 	return r;
 }
@@ -602,7 +633,13 @@ int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *
 	int r;
 
 	enter(c);
-	r = chain_seek(c, off, whence, result);
+	r = pin_check(c);
+	if (r == 0)
+		r = chain_seek(c, off, whence, result);
+	if (r == 0 || r == -ENXIO) {
+		int p = pin_check(c);
+		r = p < 0 ? p : r;
+	}
 	leave(c);
 	return r;
 }

@@ -336,8 +336,9 @@ static int premark(struct qcow2_scan *s)
 		const struct qcow2_snapshot *sn = &img->snaps[i];
 		uint64_t *l1;
 
-		if (sn->l1_entries > QCOW2_MAX_L1_BYTES / 8)
-			continue;
+		if ((sn->l1_off & (img->cluster_bytes - 1)) ||
+		    sn->l1_entries > QCOW2_MAX_L1_BYTES / 8)
+			continue; /* reported by count_snapshots(): its references are not counted */
 		mark(s, sn->l1_off, (uint64_t)sn->l1_entries * 8);
 		r = read_l1(s, sn->l1_off, sn->l1_entries, &l1);
 		if (r == 0)
@@ -547,6 +548,16 @@ static int count_snapshots(struct qcow2_scan *s)
 		const struct qcow2_snapshot *sn = &img->snaps[i];
 		uint64_t *l1;
 
+		/* QEMU's two checks, in its order and words: the entry is corrupt, its L1 table
+		 * is not walked (so what only it reaches counts as leaked) */
+		if (sn->l1_off & (img->cluster_bytes - 1)) {
+			corrupt(s,
+				"ERROR snapshot %s (%s) l1_offset=%#" PRIx64
+				": L1 table is not cluster aligned; "
+				"snapshot table entry corrupted",
+				sn->id, sn->name, sn->l1_off);
+			continue;
+		}
 		if (sn->l1_entries > QCOW2_MAX_L1_BYTES / 8) {
 			corrupt(s,
 				"ERROR snapshot %s (%s) l1_size=%#" PRIx32

@@ -58,7 +58,6 @@ int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t si
 static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o)
 {
 	const struct qcow2_header *h = &img->h;
-	uint32_t i;
 	int r;
 
 	img->cluster_bytes = 1ull << h->cluster_bits;
@@ -68,14 +67,10 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 	r = qcow2_l1_load(img, h->l1_off, h->l1_entries, h->size, &img->l1);
 	if (r < 0)
 		return r;
+	/* A bad entry marks that snapshot invalid, not the image (SPEC 5). */
 	r = qcow2_snapshot_load(img->io, h, img->file_bytes, &img->snaps, &img->snap_table_bytes);
 	if (r < 0)
 		return r;
-	for (i = 0; i < h->nb_snapshots; i++) {
-		if (img->snaps[i].l1_off % img->cluster_bytes)
-			return qcow2_set_error(-EUCLEAN, "snapshot '%s' L1 table is misaligned",
-					       img->snaps[i].name);
-	}
 	img->snap_l1 = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*img->snap_l1));
 	if (!img->snap_l1)
 		return qcow2_set_error(-ENOMEM, "out of memory");
@@ -429,16 +424,33 @@ const struct qcow2_snapshot *qcow2_image_snapshot(const struct qcow2_image *img,
 	return idx < img->h.nb_snapshots ? &img->snaps[idx] : NULL;
 }
 
+static int refuse_invalid(const struct qcow2_image *img, uint32_t i)
+{
+	return qcow2_set_error(-EUCLEAN, "'%s': snapshot '%s' (id %s) is unusable: %s", img->name,
+			       img->snaps[i].name, img->snaps[i].id, img->snaps[i].invalid);
+}
+
+/* An id names one usable entry, else a name does (names may repeat: the first usable one);
+ * an invalid entry is named only to say why it cannot be used. */
 int qcow2_image_find_snapshot(const struct qcow2_image *img, const char *id_or_name)
 {
-	uint32_t i;
+	uint32_t i, pass;
+	int bad = -1;
 
-	for (i = 0; i < img->h.nb_snapshots; i++)
-		if (strcmp(img->snaps[i].id, id_or_name) == 0)
-			return (int)i;
-	for (i = 0; i < img->h.nb_snapshots; i++)
-		if (strcmp(img->snaps[i].name, id_or_name) == 0)
-			return (int)i;
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < img->h.nb_snapshots; i++) {
+			const struct qcow2_snapshot *s = &img->snaps[i];
+
+			if (strcmp(pass ? s->name : s->id, id_or_name) != 0)
+				continue;
+			if (!s->invalid)
+				return (int)i;
+			if (bad < 0)
+				bad = (int)i;
+		}
+	}
+	if (bad >= 0)
+		return refuse_invalid(img, (uint32_t)bad);
 	return qcow2_set_error(-ENOENT, "'%s': no snapshot '%s'", img->name, id_or_name);
 }
 
@@ -451,6 +463,8 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 	if (idx >= img->h.nb_snapshots)
 		return qcow2_set_error(-ENOENT, "'%s': no snapshot #%u", img->name, idx);
 	s = &img->snaps[idx];
+	if (s->invalid)
+		return refuse_invalid(img, idx);
 	pthread_mutex_lock(&img->snap_lock);
 	if (!img->snap_l1[idx]) {
 		t = calloc(1, sizeof(*t));

@@ -172,6 +172,29 @@ ssize_t qcow2_snapshot_entry_bytes(const void *entry, size_t avail);
  * entry's length. Pure. */
 size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf);
 
+/* What proves that a snapshot is still the one a view was opened on (the why is in
+ * snapshot.c): the entry's bytes, where they are, and the header's table fields. */
+struct qcow2_snapshot_pin {
+	struct qcow2_io *io; /* the image's file (not owned) */
+	char *id;
+	char name[64]; /* for messages */
+	size_t len;
+	uint8_t *bytes;	     /* the entry as it was */
+	pthread_mutex_t lock; /* guards the fields below */
+	struct qcow2_header h; /* the header, with the table fields last seen */
+	uint8_t hdr[12];       /* header bytes 60..71: nb_snapshots, snapshots_offset */
+	uint64_t off;	       /* the entry's offset in the file */
+	bool stale;	       /* deleted or changed: for good */
+};
+/* Pin snapshot @s of the image whose header is @h in @io, checking that the file still holds
+ * it. 0, -ESTALE (it changed already), or another -errno. */
+int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
+			    const struct qcow2_header *h, const struct qcow2_snapshot *s);
+/* 0 if the file still holds the pinned entry (where it was, or in a table that moved); -ESTALE
+ * if not. Thread-safe. */
+int qcow2_snapshot_pin_check(struct qcow2_snapshot_pin *p);
+void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p);
+
 /* snapshot-plan.c: what a snapshot operation changes, worked out before anything changes;
  * snapshot-write.c carries it out. References one operation adds to and takes from one host
  * cluster: */
@@ -202,6 +225,7 @@ void qcow2_snapshot_change_release(struct qcow2_snapshot_change *o);
 /* Work out @o's plan for @arg (create: the name; else an id or name): the deltas, the new
  * snapshot table, the counts. A writable image's w->lock is held. Changes nothing. */
 int qcow2_snapshot_change_plan(struct qcow2_snapshot_change *o, const char *arg);
+/* (A delete with @arg NULL drops the invalid entry @o->idx, see plan_drop().) */
 
 /* commit.c: what the block jobs (commit.c) share with convert.c. */
 int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,

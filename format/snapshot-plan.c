@@ -421,6 +421,21 @@ static int plan_delete(struct qcow2_snapshot_change *o, const char *arg)
 	return r;
 }
 
+/* drop (a delete with no @arg and @o->idx set): an unreadable entry leaves the table; its L1
+ * table is not trusted, so nothing it points at is counted down (a refcount repair then frees
+ * what only it held, as leaks). */
+static int plan_drop(struct qcow2_snapshot_change *o)
+{
+	struct qcow2_image *img = o->img;
+
+	if (!img->snaps[o->idx].unreadable)
+		return qcow2_set_error(-EINVAL, "snapshot '%s' is readable", img->snaps[o->idx].name);
+	snprintf(o->plan.id, sizeof(o->plan.id), "%s", img->snaps[o->idx].id);
+	o->plan.nb_after = img->h.nb_snapshots - 1;
+	o->plan.freed_clusters = clusters_of(img, img->snap_table_bytes);
+	return table_without(o);
+}
+
 int qcow2_snapshot_change_plan(struct qcow2_snapshot_change *o, const char *arg)
 {
 	struct qcow2_image *img = o->img;
@@ -428,7 +443,9 @@ int qcow2_snapshot_change_plan(struct qcow2_snapshot_change *o, const char *arg)
 
 	o->plan.nb_before = img->h.nb_snapshots;
 	o->plan.size_before = o->plan.size_after = img->h.size;
-	if (o->kind == QCOW2_SNAPSHOT_CREATE)
+	if (o->kind == QCOW2_SNAPSHOT_DELETE && !arg)
+		r = plan_drop(o);
+	else if (o->kind == QCOW2_SNAPSHOT_CREATE)
 		r = plan_create(o, arg);
 	else if (o->kind == QCOW2_SNAPSHOT_APPLY)
 		r = plan_apply(o, arg);

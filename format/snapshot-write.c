@@ -26,6 +26,9 @@
  *           old active reach and L1 table counted down, COPIED set where refcounts fell to 1.
  *   delete: the table without the entry; the header; the snapshot's reach and L1 table
  *           counted down, COPIED set on the active tables where refcounts fell to 1.
+ *   drop:   (an unreadable entry, whose L1 table is not trusted) the table without the entry;
+ *           the header; the old table freed. What only it reached is leaked, for a refcount
+ *           repair to free.
  * Counting down goes through refcount.c's deferred frees, applied after the flush that made
  * the last pointer go away. So a crash at any point leaves a valid image that at worst leaks
  * clusters (or, like QEMU, lacks a COPIED flag on a cluster whose refcount just fell to 1).
@@ -265,7 +268,8 @@ static void clear_unknown_autoclear(struct qcow2_image *img)
 		img->h.autoclear &= QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 }
 
-/* Take the locks, write back what is pending, and work out the plan. */
+/* Take the locks, write back what is pending, and work out the plan (@arg NULL: drop entry
+ * @o->idx). */
 static int begin(struct qcow2_snapshot_change *o, const char *arg)
 {
 	struct qcow2_image *img = o->img;
@@ -517,4 +521,40 @@ int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name)
 			r = qcow2_refcount_defer_free(img, old_off, old_bytes);
 	}
 	return end(&o, r, committed, "deleted");
+}
+
+/* ---- dropping unreadable entries ---- */
+
+int qcow2_image_snapshot_drop_unreadable(struct qcow2_image *img, uint32_t *dropped)
+{
+	uint64_t old_off, old_bytes;
+	bool committed;
+	struct qcow2_snapshot_change o;
+	uint32_t i;
+	int r = 0;
+
+	*dropped = 0;
+	for (i = 0; r == 0 && i < img->h.nb_snapshots;) {
+		if (!img->snaps[i].unreadable) {
+			i++;
+			continue;
+		}
+		/* one entry at a time: each a complete, crash-safe table switch */
+		old_off = img->h.snapshots_off;
+		old_bytes = img->snap_table_bytes;
+		committed = false;
+		qcow2_snapshot_change_init(&o, img, QCOW2_SNAPSHOT_DELETE);
+		o.idx = (int)i;
+		r = begin(&o, NULL);
+		if (r == 0)
+			r = switch_table(&o);
+		if (r == 0) {
+			committed = true;
+			remove_from_lists(&o);
+			r = qcow2_refcount_defer_free(img, old_off, old_bytes);
+		}
+		r = end(&o, r, committed, "dropped");
+		*dropped += committed;
+	}
+	return r;
 }

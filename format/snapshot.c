@@ -7,9 +7,21 @@
  * function. Every entry's fields are validated here: L1 table placement and size, extra data
  * size, and the lengths of id and name. The encoder of one entry (what snapshot-write.c appends)
  * lives here too, next to the decoder it must agree with.
+ *
+ * Two kinds of damage (SPEC 5: "a bad entry in the snapshot table disables that snapshot
+ * only"): what makes the table itself unreadable (an entry running past the table, extra data
+ * of an impossible size: the next entry's place is unknown, and QEMU refuses such a table too)
+ * refuses the table; what concerns one snapshot alone (its L1 table misaligned, too large,
+ * past the end of the file or too small for its disk, its disk size absurd, a NUL in its id
+ * or name) marks that entry invalid (s->invalid says why) and the rest of the table stays
+ * usable. Nothing uses an invalid entry's L1 table; its bytes stay in the table as they are
+ * until a repair drops them (qemu-img does the same: it reads such a table and reports the
+ * entry in check).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -60,6 +72,25 @@ size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf)
 	return len;
 }
 
+static char oom_reason[] = "invalid entry";
+
+/* Mark @s invalid (the first reason found stays). */
+static void mark_invalid(struct qcow2_snapshot *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void mark_invalid(struct qcow2_snapshot *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->invalid)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&s->invalid, fmt, ap) < 0)
+		s->invalid = NULL;
+	va_end(ap);
+	if (!s->invalid)
+		s->invalid = oom_reason; /* never freed: see qcow2_snapshot_release() */
+}
+
 static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64_t virtual_size,
 			struct qcow2_snapshot *s, size_t *used)
 {
@@ -96,16 +127,18 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 		s->disk_bytes = get_be64(p + 48);
 	if (extra >= 24)
 		s->icount = get_be64(p + 56);
+	s->entry_bytes = ENTRY_FIXED + extra + id_len + name_len;
 	id = (const char *)p + ENTRY_FIXED + extra;
 	name = id + id_len;
 	if (memchr(id, '\0', id_len) || memchr(name, '\0', name_len))
-		return qcow2_set_error(-EUCLEAN, "snapshot id or name contains a NUL byte");
-	if ((s->l1_off & 511) || (uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
-		return qcow2_set_error(-EUCLEAN, "snapshot '%.*s' has an invalid L1 table",
-				       (int)(name_len > 64 ? 64 : name_len), name);
-	if (s->disk_bytes > QCOW2_MAX_VIRTUAL_SIZE)
-		return qcow2_set_error(-EUCLEAN, "snapshot '%.*s' has an invalid disk size",
-				       (int)(name_len > 64 ? 64 : name_len), name);
+		mark_invalid(s, "its id or name contains a NUL byte");
+	s->unreadable = (s->l1_off & 511) || (uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES;
+	if (s->l1_off & 511)
+		mark_invalid(s, "L1 table offset %#" PRIx64 " is not aligned", s->l1_off);
+	else if ((uint64_t)s->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
+		mark_invalid(s, "L1 table of %" PRIu32 " entries is too large", s->l1_entries);
+	else if (s->disk_bytes > QCOW2_MAX_VIRTUAL_SIZE)
+		mark_invalid(s, "disk size %" PRIu64 " is too large", s->disk_bytes);
 	s->id = strndup(id, id_len);
 	s->name = strndup(name, name_len);
 	if (!s->id || !s->name) {
@@ -130,6 +163,7 @@ ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, ui
 			qcow2_snapshot_release(out, i);
 			return r;
 		}
+		out[i].entry_off = off;
 		off += used;
 	}
 	return (ssize_t)off;
@@ -142,7 +176,9 @@ void qcow2_snapshot_release(struct qcow2_snapshot *s, uint32_t n)
 	for (i = 0; s && i < n; i++) {
 		free(s[i].id);
 		free(s[i].name);
-		s[i].id = s[i].name = NULL;
+		if (s[i].invalid != oom_reason)
+			free(s[i].invalid);
+		s[i].id = s[i].name = s[i].invalid = NULL;
 	}
 }
 
@@ -152,6 +188,30 @@ void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n)
 	free(s);
 }
 
+/* What the pure decoder cannot know: the cluster size, the file size, the L2 geometry. */
+static void validate_entry(struct qcow2_snapshot *s, const struct qcow2_header *h,
+			   uint64_t file_bytes)
+{
+	uint64_t cluster_bytes = 1ull << h->cluster_bits, end, reach;
+	unsigned l2_bits = h->cluster_bits - 3 - ((h->incompat & QCOW2_INCOMPAT_EXTL2) ? 1 : 0);
+
+	if (s->unreadable)
+		return;
+	if (s->l1_off % cluster_bytes) {
+		s->unreadable = true;
+		mark_invalid(s, "L1 table offset %#" PRIx64 " is not cluster aligned", s->l1_off);
+	} else if (s->l1_entries &&
+		   (__builtin_add_overflow(s->l1_off, s->l1_entries * 8ull, &end) ||
+		    end > file_bytes)) {
+		s->unreadable = true;
+		mark_invalid(s, "L1 table at %#" PRIx64 " runs past end of file", s->l1_off);
+	} else if (!__builtin_mul_overflow((uint64_t)s->l1_entries,
+					 1ull << (l2_bits + h->cluster_bits), &reach) &&
+		 reach < s->disk_bytes)
+		mark_invalid(s, "L1 table of %" PRIu32 " entries is too small for its disk size",
+			     s->l1_entries);
+}
+
 int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_snapshot **out, uint64_t *table_bytes)
 {
@@ -159,6 +219,7 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	size_t want = 65536;
 	struct qcow2_snapshot *s;
 	uint8_t *buf = NULL;
+	uint32_t i;
 	ssize_t r;
 
 	*out = NULL;
@@ -201,6 +262,8 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		free(s);
 		return (int)r;
 	}
+	for (i = 0; i < h->nb_snapshots; i++)
+		validate_entry(&s[i], h, file_bytes);
 	*out = s;
 	if (table_bytes)
 		*table_bytes = (uint64_t)r;
@@ -220,4 +283,148 @@ int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
 	if (r < 0)
 		qcow2_error_prefix(r, qcow2_io_name(io));
 	return r;
+}
+
+/* ---- pins: is a snapshot still the one a view was opened on? ----
+ *
+ * QEMU may delete a snapshot while a view of it is open (snapshot views share write
+ * permission, as QEMU's readers do) and then reuse its clusters. QEMU rewrites the snapshot
+ * table (a new table, then the header's table fields) before it frees any cluster of the
+ * deleted snapshot (qcow2_snapshot_delete: table first, refcounts after). So a read whose data
+ * was taken before that table change is the snapshot's, and a check made after the data was
+ * read proves it when it finds the entry unchanged: no cluster of the snapshot can have been
+ * freed before the read. A pin holds the entry's bytes and where they were.
+ *
+ * Other snapshots created or deleted meanwhile move the table (the header's fields change)
+ * but leave the entry's bytes as they were: the check then looks the entry up again in the
+ * new table (by its id, byte for byte) and follows it there. A snapshot deleted, or changed,
+ * stays stale: every later check fails with -ESTALE at once.
+ *
+ * Locking: p->lock (a leaf) guards the moving fields; each check holds it across its reads,
+ * so a check never sees half of a move. */
+
+static int stale(struct qcow2_snapshot_pin *p)
+{
+	p->stale = true;
+	return qcow2_set_error(-ESTALE,
+			       "'%s': snapshot '%s' was deleted or changed while its view was open",
+			       qcow2_io_name(p->io), p->name);
+}
+
+/* Read @p->len bytes at @off and compare them with the pinned entry: 0 same, 1 differ. */
+static int entry_differs(const struct qcow2_snapshot_pin *p, uint64_t off)
+{
+	uint8_t stack[512], *buf = p->len <= sizeof(stack) ? stack : malloc(p->len);
+	int r;
+
+	if (!buf)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = qcow2_io_pread_full(p->io, buf, p->len, off);
+	if (r == 0)
+		r = memcmp(buf, p->bytes, p->len) != 0;
+	if (buf != stack)
+		free(buf);
+	return r;
+}
+
+/* The header's table fields changed (@hdr): find the entry in the new table. */
+static int follow(struct qcow2_snapshot_pin *p, const uint8_t *hdr)
+{
+	struct qcow2_snapshot *s = NULL;
+	uint64_t file_bytes;
+	uint32_t i, nb;
+	int r;
+
+	p->h.nb_snapshots = get_be32(hdr);
+	p->h.snapshots_off = get_be64(hdr + 4);
+	nb = p->h.nb_snapshots;
+	r = qcow2_io_size(p->io, &file_bytes);
+	if (r == 0 && (nb > QCOW2_MAX_SNAPSHOTS || (nb && p->h.snapshots_off >= file_bytes)))
+		return stale(p);
+	if (r == 0)
+		r = qcow2_snapshot_load(p->io, &p->h, file_bytes, &s, NULL);
+	if (r == -EUCLEAN)
+		return stale(p); /* caught mid-change, or damaged: either way not provably ours */
+	for (i = 0; r == 0 && i < nb && strcmp(s[i].id, p->id) != 0; i++)
+		;
+	if (r == 0 && (i == nb || s[i].entry_bytes != p->len))
+		r = 1;
+	if (r == 0)
+		r = entry_differs(p, p->h.snapshots_off + s[i].entry_off);
+	if (r == 0) {
+		memcpy(p->hdr, hdr, sizeof(p->hdr));
+		p->off = p->h.snapshots_off + s[i].entry_off;
+	}
+	qcow2_snapshots_free(s, nb);
+	return r == 1 ? stale(p) : r;
+}
+
+int qcow2_snapshot_pin_check(struct qcow2_snapshot_pin *p)
+{
+	uint8_t hdr[sizeof(p->hdr)];
+	int r;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->stale) {
+		r = qcow2_set_error(-ESTALE, "'%s': snapshot '%s' was deleted or changed while its "
+					     "view was open",
+				    qcow2_io_name(p->io), p->name);
+		goto out;
+	}
+	r = qcow2_io_pread_full(p->io, hdr, sizeof(hdr), 60); /* nb_snapshots, snapshots_offset */
+	if (r == 0 && memcmp(hdr, p->hdr, sizeof(hdr)) != 0)
+		r = follow(p, hdr);
+	else if (r == 0 && (r = entry_differs(p, p->off)) == 1)
+		r = stale(p);
+out:
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
+			    const struct qcow2_header *h, const struct qcow2_snapshot *s)
+{
+	struct qcow2_snapshot got;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	p->io = io;
+	p->h = *h;
+	put_be32(p->hdr, h->nb_snapshots);
+	put_be64(p->hdr + 4, h->snapshots_off);
+	p->off = h->snapshots_off + s->entry_off;
+	p->len = s->entry_bytes;
+	p->bytes = malloc(p->len);
+	p->id = strdup(s->id);
+	snprintf(p->name, sizeof(p->name), "%s", s->name);
+	if (!p->bytes || !p->id) {
+		qcow2_snapshot_pin_release(p);
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	}
+	r = qcow2_io_pread_full(io, p->bytes, p->len, p->off);
+	/* the bytes read now must be the entry the table was decoded from */
+	if (r == 0 &&
+	    qcow2_snapshot_table_decode(p->bytes, p->len, 1, h->version, h->size, &got) < 0)
+		r = stale(p);
+	if (r == 0) {
+		if (got.invalid || strcmp(got.id, s->id) != 0 || got.l1_off != s->l1_off ||
+		    got.l1_entries != s->l1_entries || got.disk_bytes != s->disk_bytes)
+			r = stale(p);
+		qcow2_snapshot_release(&got, 1);
+	}
+	if (r == 0)
+		r = qcow2_snapshot_pin_check(p);
+	if (r < 0)
+		qcow2_snapshot_pin_release(p);
+	return r;
+}
+
+void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p)
+{
+	free(p->bytes);
+	free(p->id);
+	p->bytes = NULL;
+	p->id = NULL;
+	pthread_mutex_destroy(&p->lock);
 }

@@ -19,6 +19,8 @@
 
 #include "tree-internal.h"
 
+/* ---- the cache ---- */
+
 void src_clear(struct src *s)
 {
 	uint32_t i;
@@ -28,6 +30,7 @@ void src_clear(struct src *s)
 		free(s->snaps[i].name);
 	}
 	free(s->snaps);
+	strmap_free(&s->snap_by_id);
 	free(s->errmsg);
 	free(s->backing);
 	free(s->data_file);
@@ -51,10 +54,22 @@ static void src_refuse(struct src *s, int err, const char *msg)
 	s->errmsg = strdup(msg);
 }
 
+static uint64_t mix(uint64_t h, const char *str)
+{
+	while (*str)
+		h = (h ^ (unsigned char)*str++) * 1099511628211ull;
+	return (h ^ 0xff) * 1099511628211ull;
+}
+
+/* The usable snapshots of @s, indexed by id, duplicate names flagged. An entry the library
+ * marks invalid has no view (SPEC 5: it disables that snapshot only); it is logged once per
+ * change of the file (each change re-probes). */
 static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_header *h)
 {
+	uint64_t bad_hash = 1469598103934665603ull;
+	struct strmap names = {0};
 	struct qcow2_snapshot *snaps;
-	uint32_t i;
+	uint32_t i, n = 0, nbad = 0, bad[4];
 	int r;
 
 	r = qcow2_snapshot_read(io, h, &snaps);
@@ -62,17 +77,80 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 		return r;
 	s->snaps = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*s->snaps));
 	for (i = 0; s->snaps && i < h->nb_snapshots; i++) {
-		s->snaps[i].id = strdup(snaps[i].id);
-		s->snaps[i].name = strdup(snaps[i].name);
-		s->snaps[i].size = snaps[i].disk_bytes;
+		struct snap *sn = &s->snaps[n];
+
+		if (snaps[i].invalid) {
+			if (nbad < 4)
+				bad[nbad] = i;
+			nbad++;
+			bad_hash = mix(mix(bad_hash, snaps[i].id), snaps[i].invalid);
+			continue;
+		}
+		sn->id = strdup(snaps[i].id);
+		sn->name = strdup(snaps[i].name);
+		sn->size = snaps[i].disk_bytes;
+		if (!sn->id || !sn->name || (r = strmap_put(&names, sn->name, n)) < 0) {
+			free(sn->id);
+			free(sn->name);
+			break;
+		}
+		sn->dup = r == 0;
+		n++;
 	}
-	s->nsnaps = s->snaps ? h->nb_snapshots : 0;
+	/* Logged once: again only when the bad entries or their causes change (a probe follows
+	 * every change of the file, and a running VM changes it all the time). */
+	if (nbad && bad_hash != s->bad_logged) {
+		for (i = 0; i < nbad && i < 4; i++)
+			qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: %s", s->path,
+				snaps[bad[i]].name, snaps[bad[i]].id, snaps[bad[i]].invalid);
+		if (nbad > 4)
+			qfs_log(
+			    "'%s': %u more snapshots have no view (their table entries are bad)",
+			    s->path, nbad - 4);
+	}
+	s->bad_logged = bad_hash;
+	s->nsnaps = n;
+	strmap_free(&names);
+	for (i = 0; i < n; i++) {
+		if (strmap_put(&s->snap_by_id, s->snaps[i].id, i) < 0) {
+			strmap_free(&s->snap_by_id); /* out of memory: no view is found */
+			break;
+		}
+	}
 	qcow2_snapshots_free(snaps, h->nb_snapshots);
 	return 0;
 }
 
-/* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
+static void src_probe_file(struct qfs_tree *t, struct src *s);
+
+/* Read what the tree needs to know of the file again. What was logged about a snapshot's view
+ * name stays logged while the snapshot is there (src_snapshots() logs bad entries likewise). */
 static void src_probe(struct qfs_tree *t, struct src *s)
+{
+	struct strmap old_by_id = s->snap_by_id;
+	struct snap *old = s->snaps;
+	uint32_t nold = s->nsnaps, i;
+
+	s->snaps = NULL;
+	s->nsnaps = 0;
+	memset(&s->snap_by_id, 0, sizeof(s->snap_by_id));
+	src_probe_file(t, s);
+	for (i = 0; i < s->nsnaps; i++) {
+		long j = strmap_get(&old_by_id, s->snaps[i].id);
+
+		if (j >= 0 && strcmp(old[j].name, s->snaps[i].name) == 0)
+			s->snaps[i].logged = old[j].logged;
+	}
+	for (i = 0; i < nold; i++) {
+		free(old[i].id);
+		free(old[i].name);
+	}
+	free(old);
+	strmap_free(&old_by_id);
+}
+
+/* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
+static void src_probe_file(struct qfs_tree *t, struct src *s)
 {
 	char backing[PATH_MAX];
 	struct qcow2_header *h;

@@ -12,11 +12,27 @@
 
 enum backing_fmt { FMT_PROBE, FMT_QCOW2, FMT_RAW };
 
+/* A usable internal snapshot of a src (entries the library marks invalid are left out). */
 struct snap {
 	char *id;
 	char *name;
 	uint64_t size;
+	bool dup;    /* an earlier snapshot of the src has the same name */
+	bool logged; /* its view's name has been logged (shortened, or none possible) */
 };
+
+/* names.c: a map from strings (the caller's, they must outlive the map) to indexes: open addressing,
+ * O(1) expected per operation, so listings and lookups cost O(n) in entries, not O(n^2). */
+struct strmap {
+	const char **key;
+	size_t *val;
+	size_t mask, n;
+};
+/* Add @key -> @val unless @key is present. 1 added, 0 present, -ENOMEM. */
+int strmap_put(struct strmap *m, const char *key, size_t val);
+/* The value of @key, or -1. */
+long strmap_get(const struct strmap *m, const char *key);
+void strmap_free(struct strmap *m);
 
 struct src {
 	char *path; /* canonical */
@@ -37,6 +53,8 @@ struct src {
 	bool data_file_bad; /* named but unresolved: views deny reading */
 	uint32_t nsnaps;
 	struct snap *snaps;
+	struct strmap snap_by_id; /* snapshot id -> index in snaps (the first of an id) */
+	uint64_t bad_logged;	  /* the bad snapshot entries last logged (kept across probes) */
 	unsigned check_gen; /* chain check memo */
 	int check_err;
 	char *check_msg;
@@ -62,7 +80,9 @@ struct qfs_tree {
 	unsigned gen, visit;            /* under lock */
 	struct qfs_node **nodes;        /* under lock: by ino - 1 */
 	size_t n_nodes, cap_nodes;
-	struct qfs_node *by_rel[HASH_BUCKETS];
+	struct qfs_node **by_rel; /* under lock: hash chains by rel, rel_mask + 1 of them, grown
+				   * with the nodes so a lookup stays O(1) (65,536 snapshots) */
+	size_t rel_mask;
 };
 
 static inline unsigned hash_str(const char *s)
@@ -74,6 +94,12 @@ static inline unsigned hash_str(const char *s)
 	return h % HASH_BUCKETS;
 }
 
+
+/* names.c */
+/* The view name of snapshot @sn of @s, whose image is shown as BASE.raw, in @out (NAME_MAX + 1
+ * bytes): BASE@NAME.raw, or BASE@NAME%#ID.raw for a repeated name, or BASE@PREFIX%#ID.raw
+ * for a name too long (logged once). False if no name fits (logged once). */
+bool snap_view_name(const struct src *s, struct snap *sn, const char *base, char *out);
 
 /* src.c */
 void src_clear(struct src *s);

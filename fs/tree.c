@@ -37,6 +37,7 @@ struct entry {
 struct listing {
 	struct entry *e;
 	size_t n, cap;
+	struct strmap by_name; /* name -> index in e: listing_has() and find_entry() in O(1) */
 };
 
 const char *qfs_tree_source(const struct qfs_tree *t)
@@ -46,15 +47,50 @@ const char *qfs_tree_source(const struct qfs_tree *t)
 
 /* ---- nodes ---- */
 
+static size_t rel_hash(const char *rel)
+{
+	size_t h = 2166136261u;
+
+	while (*rel)
+		h = (h ^ (unsigned char)*rel++) * 16777619u;
+	return h ^ (h >> 15);
+}
+
+static struct qfs_node *node_find(const struct qfs_tree *t, const char *rel)
+{
+	struct qfs_node *n = t->by_rel[rel_hash(rel) & t->rel_mask];
+
+	while (n && strcmp(n->rel, rel) != 0)
+		n = n->hnext;
+	return n;
+}
+
+/* Keep the chains short: twice the buckets once there are as many nodes as buckets. */
+static void rel_grow(struct qfs_tree *t)
+{
+	size_t cap = 2 * (t->rel_mask + 1), i;
+	struct qfs_node **b;
+
+	if (t->n_nodes < t->rel_mask + 1 || !(b = calloc(cap, sizeof(*b))))
+		return; /* out of memory: longer chains, still correct */
+	for (i = 0; i < t->n_nodes; i++) {
+		struct qfs_node *n = t->nodes[i];
+		size_t k = rel_hash(n->rel) & (cap - 1);
+
+		n->hnext = b[k];
+		b[k] = n;
+	}
+	free(t->by_rel);
+	t->by_rel = b;
+	t->rel_mask = cap - 1;
+}
+
 static struct qfs_node *node_get(struct qfs_tree *t, const char *rel, enum qfs_kind kind,
 				 const char *src, const char *snap_id)
 {
-	unsigned b = hash_str(rel);
-	struct qfs_node *n;
+	struct qfs_node *n = node_find(t, rel);
+	size_t b;
 
-	for (n = t->by_rel[b]; n; n = n->hnext)
-		if (strcmp(n->rel, rel) == 0)
-			break;
 	if (!n) {
 		if (t->n_nodes == t->cap_nodes) {
 			size_t cap = t->cap_nodes ? 2 * t->cap_nodes : 256;
@@ -72,8 +108,10 @@ static struct qfs_node *node_get(struct qfs_tree *t, const char *rel, enum qfs_k
 		pthread_mutex_init(&n->open_lock, NULL);
 		t->nodes[t->n_nodes++] = n;
 		n->ino = t->n_nodes;
+		b = rel_hash(rel) & t->rel_mask;
 		n->hnext = t->by_rel[b];
 		t->by_rel[b] = n;
+		rel_grow(t);
 	}
 	n->kind = kind;
 	if (!n->src || strcmp(n->src, src) != 0) {
@@ -111,11 +149,19 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 		l->e = ne;
 		l->cap = cap;
 	}
-	e = &l->e[l->n++];
+	e = &l->e[l->n];
 	e->name = strdup(name);
 	e->kind = kind;
 	e->src = strdup(src);
 	e->snap_id = snap_id ? strdup(snap_id) : NULL;
+	if (!e->name || !e->src || (snap_id && !e->snap_id) ||
+	    strmap_put(&l->by_name, e->name, l->n) < 0) {
+		free(e->name);
+		free(e->src);
+		free(e->snap_id);
+		return -ENOMEM;
+	}
+	l->n++;
 	return 0;
 }
 
@@ -129,17 +175,13 @@ static void listing_free(struct listing *l)
 		free(l->e[i].snap_id);
 	}
 	free(l->e);
+	strmap_free(&l->by_name);
 	memset(l, 0, sizeof(*l));
 }
 
 static bool listing_has(const struct listing *l, const char *name)
 {
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->e[i].name, name) == 0)
-			return true;
-	return false;
+	return strmap_get(&l->by_name, name) >= 0;
 }
 
 /* "NAME.qcow2" -> "NAME" (also .qcow, .img); other names unchanged. */
@@ -158,20 +200,6 @@ static void stem_of(const char *name, char *out, size_t cap)
 	}
 }
 
-/* Snapshot names in file names: '/' is "%2F" and '%' is "%25" (SPEC 2). */
-static void encode_snap(const char *s, char *out, size_t cap)
-{
-	size_t o = 0;
-
-	for (; *s && o + 4 < cap; s++) {
-		if (*s == '/' || *s == '%')
-			o += (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*s);
-		else
-			out[o++] = *s;
-	}
-	out[o] = '\0';
-}
-
 /* A file found in the directory being scanned. */
 struct found {
 	char *name;
@@ -182,7 +210,7 @@ struct found {
 
 static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 {
-	char snapname[2 * NAME_MAX + 3 * 1024 + 8], enc[3 * 1024 + 1], base[NAME_MAX + 1];
+	char snapname[NAME_MAX + 1], base[NAME_MAX + 1];
 	const char *msg;
 	uint32_t i;
 
@@ -193,10 +221,19 @@ static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 	listing_add(l, f->flat, QFS_FLAT, f->s->path, NULL);
 	snprintf(base, sizeof(base), "%.*s", (int)(strlen(f->flat) - 4), f->flat);
 	for (i = 0; i < f->s->nsnaps; i++) {
-		encode_snap(f->s->snaps[i].name, enc, sizeof(enc));
-		snprintf(snapname, sizeof(snapname), "%s@%s.raw", base, enc);
-		if (strlen(snapname) <= NAME_MAX && !listing_has(l, snapname))
-			listing_add(l, snapname, QFS_FLAT, f->s->path, f->s->snaps[i].id);
+		struct snap *sn = &f->s->snaps[i];
+
+		if (!snap_view_name(f->s, sn, base, snapname))
+			continue;
+		if (listing_has(l, snapname)) { /* only with repeated ids: a hostile table */
+			if (!sn->logged)
+				qfs_log(
+				    "'%s': snapshot '%.64s' (id %.32s) has no view: '%s' is taken",
+				    f->s->path, sn->name, sn->id, snapname);
+			sn->logged = true;
+			continue;
+		}
+		listing_add(l, snapname, QFS_FLAT, f->s->path, sn->id);
 	}
 }
 
@@ -401,12 +438,9 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 
 static const struct entry *find_entry(const struct listing *l, const char *name)
 {
-	size_t i;
+	long i = strmap_get(&l->by_name, name);
 
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->e[i].name, name) == 0)
-			return &l->e[i];
-	return NULL;
+	return i < 0 ? NULL : &l->e[i];
 }
 
 static void child_rel(const struct qfs_node *dir, const char *name, char *out, size_t cap)
@@ -553,15 +587,14 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	const char *msg;
 	uint64_t stamp, size;
 	blkcnt_t blocks;
-	uint32_t i;
 
 	if (!s || !s->qcow2 || s->err || chain_check(t, s, &msg) < 0)
 		return ENOENT;
 	size = s->vsize;
 	if (n->snap_id) {
-		for (i = 0; i < s->nsnaps && strcmp(s->snaps[i].id, n->snap_id) != 0; i++)
-			;
-		if (i == s->nsnaps)
+		long i = strmap_get(&s->snap_by_id, n->snap_id);
+
+		if (i < 0)
 			return ENOENT;
 		size = s->snaps[i].size;
 	}
@@ -641,8 +674,7 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 	}
 	child_rel(dir, name, rel, sizeof(rel));
 	t->gen++;
-	for (n = t->by_rel[hash_str(rel)]; n && strcmp(n->rel, rel) != 0; n = n->hnext)
-		;
+	n = node_find(t, rel);
 	if (n && node_current(t, dir, n) && node_attr(t, n, st) == 0) {
 		*err = 0;
 		goto out;
@@ -895,6 +927,12 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 		free(t);
 		return -errno;
 	}
+	t->by_rel = calloc(HASH_BUCKETS, sizeof(*t->by_rel));
+	if (!t->by_rel) {
+		free(t);
+		return -ENOMEM;
+	}
+	t->rel_mask = HASH_BUCKETS - 1;
 	pthread_mutex_init(&t->lock, NULL);
 	t->source = strdup(canon);
 	t->single_file = !S_ISDIR(st.st_mode);
@@ -973,6 +1011,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n);
 	}
 	free(t->nodes);
+	free(t->by_rel);
 	free(t->source);
 	free(t->root_dir);
 	free(t->mount_point);

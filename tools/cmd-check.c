@@ -18,12 +18,14 @@ struct check_opts {
 	struct common_opts c;
 	bool repair;
 	bool force_share;
+	bool drop_bad_snapshots;
 };
 
 static void check_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: qcowctl check [--repair [--dry-run]] [--json] [-p|-q] [-U] IMAGE\n\n"
+		"usage: qcowctl check [--repair [--drop-bad-snapshots] [--dry-run]] [--json]\n"
+		"                     [-p|-q] [-U] IMAGE\n\n"
 		"Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
 		"against what points at it, tables against the file, the COPIED flags. Each\n"
 		"problem is printed to stderr, the report to stdout.\n"
@@ -34,6 +36,11 @@ static void check_usage(FILE *f)
 		"                     the end of the file) become zero clusters, data lying in\n"
 		"                     metadata gets a cluster of its own; refused while another\n"
 		"                     process uses the image\n"
+		"  --drop-bad-snapshots\n"
+		"                     with --repair: first remove from the snapshot table each\n"
+		"                     snapshot whose L1 table cannot be read (misaligned, too\n"
+		"                     large, past the end of the file); the repair then frees\n"
+		"                     what only it used. It could not be read anyway\n"
 		"  --dry-run          with --repair: print what would be fixed, change nothing\n"
 		"  --json             JSON, with 'qemu-img check --output=json' field names\n"
 		"  -p, --progress     show a progress bar (default: on a terminal)\n"
@@ -135,6 +142,23 @@ static void print_fixed(const struct check_opts *o, const struct qcow2_check_res
 	fflush(stdout);
 }
 
+/* --drop-bad-snapshots: name each bad entry, then (unless a dry run) drop them all. */
+static int drop_bad_snapshots(struct qcow2_image *img, const struct check_opts *o)
+{
+	uint32_t i, n = qcow2_image_snapshot_count(img), dropped;
+
+	for (i = 0; i < n; i++) {
+		const struct qcow2_snapshot *s = qcow2_image_snapshot(img, i);
+
+		if (s->unreadable)
+			fprintf(stderr, "%sRepairing snapshot table: %s snapshot %s (%s): %s\n",
+				o->c.dry_run ? "(dry run) " : "",
+				o->c.dry_run ? "would drop" : "dropping", s->id, s->name,
+				s->invalid);
+	}
+	return o->c.dry_run ? 0 : qcow2_image_snapshot_drop_unreadable(img, &dropped);
+}
+
 /* Check (or repair, then check again) @img into @res. */
 static int run(struct qcow2_image *img, const struct check_opts *o, struct progress *p,
 	       struct qcow2_check_result *res)
@@ -177,7 +201,9 @@ static int check_image(const char *path, const struct check_opts *o)
 	if (r < 0)
 		return fail_lib();
 	progress_init(&p, &o->c, o->repair && !o->c.dry_run ? "repairing" : "checking");
-	r = run(img, o, &p, &res);
+	r = o->drop_bad_snapshots ? drop_bad_snapshots(img, o) : 0;
+	if (r == 0)
+		r = run(img, o, &p, &res);
 	progress_end(&p);
 	qcow2_image_close(img);
 	if (r < 0)
@@ -199,6 +225,7 @@ int cmd_check(int argc, char **argv)
 	    COMMON_LONGOPTS,
 	    {"repair", no_argument, NULL, 'r'},
 	    {"force-share", no_argument, NULL, 'U'},
+	    {"drop-bad-snapshots", no_argument, NULL, 'D'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -215,6 +242,9 @@ int cmd_check(int argc, char **argv)
 		case 'U':
 			o.force_share = true;
 			break;
+		case 'D':
+			o.drop_bad_snapshots = true;
+			break;
 		case 'h':
 			check_usage(stdout);
 			return EXIT_OK;
@@ -224,6 +254,10 @@ int cmd_check(int argc, char **argv)
 	}
 	if (optind + 1 != argc) {
 		check_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (o.drop_bad_snapshots && !o.repair) {
+		error("--drop-bad-snapshots is a repair: use it with --repair");
 		return EXIT_USAGE;
 	}
 	if (o.repair && o.force_share && !o.c.dry_run) {

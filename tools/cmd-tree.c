@@ -185,7 +185,10 @@ static void print_node(struct forest *f, size_t i, bool root, bool last, const c
 	/* the prefix of everything below this image: a bar while later siblings follow */
 	strcpy(f->indent + len, root ? "  " : last ? "    " : "|   ");
 	for (k = 0; k < nd->n_snaps; k++)
-		printf("%ssnapshot %s: %s\n", f->indent, nd->snaps[k].id, nd->snaps[k].name);
+		printf("%ssnapshot %s: %s%s%s%s\n", f->indent, nd->snaps[k].id, nd->snaps[k].name,
+		       nd->snaps[k].invalid ? " (unusable: " : "",
+		       nd->snaps[k].invalid ? nd->snaps[k].invalid : "",
+		       nd->snaps[k].invalid ? ")" : "");
 	if (nd->snap_err)
 		printf("%s(snapshots not readable: %s)\n", f->indent, err_text(nd->snap_err));
 	for (k = 0; k < nd->n_children; k++) {
@@ -237,6 +240,8 @@ static void json_node(struct json *j, struct forest *f, size_t i, const char *no
 			json_begin_object(j, NULL);
 			json_string(j, "id", nd->snaps[k].id);
 			json_string(j, "name", nd->snaps[k].name);
+			if (nd->snaps[k].invalid)
+				json_string(j, "invalid", nd->snaps[k].invalid);
 			json_end_object(j);
 		}
 		json_end_array(j);

@@ -208,12 +208,22 @@ struct qcow2_snapshot {
 	uint64_t vm_state_bytes;
 	uint64_t disk_bytes; /* the virtual size when the snapshot was taken */
 	uint64_t icount;     /* ~0 when absent */
+	/* NULL, or why this entry is unusable (its L1 table misaligned, too large, past the end
+	 * of the file or too small, its disk size absurd): such a snapshot has no view and no
+	 * operation uses it; the rest of the table works (SPEC 5). Freed with the entry. */
+	char *invalid;
+	/* With ->invalid: its L1 table cannot be read at all (misaligned, too large, past the
+	 * end of the file), by us or by QEMU. Such an entry is what a repair may drop. */
+	bool unreadable;
+	uint64_t entry_off;   /* where the entry lies in the table (bytes from its start) */
+	uint32_t entry_bytes; /* its length without padding */
 };
 
 /* Decode a snapshot table of @nb entries from @buf (@len bytes). @out gets @nb entries whose
  * strings the caller releases with qcow2_snapshot_release(). Pure. Returns the table's length
- * in bytes, -EMSGSIZE if @len is too short, or another negative errno; on failure nothing is
- * left allocated. */
+ * in bytes, -EMSGSIZE if @len is too short, or another negative errno when the table itself is
+ * unreadable; on failure nothing is left allocated. An entry whose own fields are bad is
+ * decoded with ->invalid set (qcow2_snapshot_read() also checks what needs the header). */
 ssize_t qcow2_snapshot_table_decode(const void *buf, size_t len, uint32_t nb, uint32_t version,
 				    uint64_t virtual_size, struct qcow2_snapshot *out);
 /* Free the strings of @n entries (the array itself stays the caller's). */
@@ -269,6 +279,12 @@ int qcow2_image_snapshot_create(struct qcow2_image *img, const char *name);
 int qcow2_image_snapshot_apply(struct qcow2_image *img, const char *id_or_name);
 /* Delete the snapshot @id_or_name (id first), freeing what only it used. */
 int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name);
+/* Remove every unreadable entry (->unreadable set) from the snapshot table, each in its own
+ * crash-safe step; *@dropped counts them. Their L1 tables are not trusted, so what only they
+ * referenced stays allocated: leaks for a refcount repair (qcow2_image_repair()) to free.
+ * Other invalid entries (a NUL in a name, an L1 table too small for the disk size, an absurd
+ * disk size) stay: QEMU may still read their data. */
+int qcow2_image_snapshot_drop_unreadable(struct qcow2_image *img, uint32_t *dropped);
 
 /* ---- one image (image.c) ---- */
 

@@ -59,9 +59,10 @@ static ssize_t decode(size_t len, uint32_t nb, struct qcow2_snapshot *out)
 	uint32_t i;
 
 	for (i = 0; r >= 0 && i < nb; i++) {
-		cr_assert_lt(n_decoded + 2, sizeof(decoded) / sizeof(decoded[0]));
+		cr_assert_lt(n_decoded + 3, sizeof(decoded) / sizeof(decoded[0]));
 		decoded[n_decoded++] = out[i].id;
 		decoded[n_decoded++] = out[i].name;
+		decoded[n_decoded++] = out[i].invalid;
 	}
 	return r;
 }
@@ -307,62 +308,72 @@ Test(snapshot, names_as_long_as_qemu_writes_them_do_not_refuse_the_image)
 	qcow2_image_close(qi);
 }
 
-Test(snapshot, nul_inside_id_or_name_is_refused)
+Test(snapshot, nul_inside_id_or_name_disables_that_entry)
 {
 	struct imgbuild_snapshot_opts so = {0};
-	struct qcow2_snapshot s[1];
+	struct qcow2_snapshot s[2];
 	uint64_t e;
 
 	build(3);
 	so.id = "12";
 	so.name = "abcd";
 	add(&so);
+	add(NULL);
 	e = entry_off(0);
 	img->bytes[e + 40 + 16 + 2 + 1] = 0; /* inside the name */
-	cr_assert_eq(decode((size_t)img->snap_table_bytes, 1, s), -EUCLEAN);
+	cr_assert_eq(decode((size_t)img->snap_table_bytes, 2, s), (ssize_t)img->snap_table_bytes);
+	cr_assert_not_null(s[0].invalid);
+	cr_assert_null(s[1].invalid, "the next entry is read as it is");
+	cr_assert_str_eq(s[1].name, "snap2");
 	img->bytes[e + 40 + 16 + 2 + 1] = 'b';
 	img->bytes[e + 40 + 16] = 0; /* inside the id */
-	cr_assert_eq(decode((size_t)img->snap_table_bytes, 1, s), -EUCLEAN);
+	cr_assert_eq(decode((size_t)img->snap_table_bytes, 2, s), (ssize_t)img->snap_table_bytes);
+	cr_assert_not_null(s[0].invalid);
+	cr_assert_null(s[1].invalid);
 }
 
 struct field_case {
 	uint32_t off;	/* within the entry */
 	uint32_t width; /* 4 or 8 */
 	uint64_t value;
-	int want;
+	bool bad; /* the entry decodes, marked invalid (SPEC 5: that snapshot only) */
 };
 
 ParameterizedTestParameters(snapshot, entry_field_limits)
 {
 	static struct field_case cases[] = {
-	    {0, 8, 0x10100, -EUCLEAN}, /* L1 offset not sector aligned */
-	    {0, 8, 0x10001, -EUCLEAN},
-	    {0, 8, 0x10200, 0}, /* sector aligned decodes */
-	    {8, 4, QCOW2_MAX_L1_BYTES / 8, 0},
-	    {8, 4, QCOW2_MAX_L1_BYTES / 8 + 1, -EUCLEAN},
-	    {8, 4, 0xffffffff, -EUCLEAN},
-	    {48, 8, QCOW2_MAX_VIRTUAL_SIZE, 0}, /* disk size in extra data */
-	    {48, 8, QCOW2_MAX_VIRTUAL_SIZE + 1, -EUCLEAN},
-	    {48, 8, UINT64_MAX, -EUCLEAN},
+	    {0, 8, 0x10100, true}, /* L1 offset not sector aligned */
+	    {0, 8, 0x10001, true},
+	    {0, 8, 0x10200, false}, /* sector aligned decodes */
+	    {8, 4, QCOW2_MAX_L1_BYTES / 8, false},
+	    {8, 4, QCOW2_MAX_L1_BYTES / 8 + 1, true},
+	    {8, 4, 0xffffffff, true},
+	    {48, 8, QCOW2_MAX_VIRTUAL_SIZE, false}, /* disk size in extra data */
+	    {48, 8, QCOW2_MAX_VIRTUAL_SIZE + 1, true},
+	    {48, 8, UINT64_MAX, true},
 	};
 	return cr_make_param_array(struct field_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 ParameterizedTest(struct field_case *c, snapshot, entry_field_limits)
 {
-	struct qcow2_snapshot s[1];
-	uint64_t e;
+	struct qcow2_snapshot s[2];
 
 	build(3);
 	add(NULL);
-	e = entry_off(0);
+	add(NULL);
 	if (c->width == 8)
-		imgbuild_put_be64(img, e + c->off, c->value);
+		imgbuild_put_be64(img, entry_off(0) + c->off, c->value);
 	else
-		imgbuild_put_be32(img, e + c->off, (uint32_t)c->value);
-	cr_assert_eq(decode((size_t)img->snap_table_bytes, 1, s),
-		     c->want ? c->want : (ssize_t)img->snap_table_bytes, "field %u = %#llx: %s",
-		     c->off, (unsigned long long)c->value, qcow2_last_error());
+		imgbuild_put_be32(img, entry_off(0) + c->off, (uint32_t)c->value);
+	cr_assert_eq(decode((size_t)img->snap_table_bytes, 2, s), (ssize_t)img->snap_table_bytes,
+		     "field %u = %#llx: %s", c->off, (unsigned long long)c->value,
+		     qcow2_last_error());
+	cr_assert_eq(s[0].invalid != NULL, c->bad, "field %u = %#llx: invalid=%s", c->off,
+		     (unsigned long long)c->value, s[0].invalid ? s[0].invalid : "(null)");
+	cr_assert_null(s[1].invalid, "the next entry is not touched");
+	cr_assert_str_eq(s[1].name, "snap2");
+	cr_assert_eq(s[1].entry_off, entry_off(1) - entry_off(0));
 }
 
 /* ---- through an io and an open image ---- */
@@ -446,15 +457,78 @@ Test(snapshot, find_snapshot_matches_ids_before_names)
 	qcow2_image_close(qi);
 }
 
-Test(snapshot, snapshot_l1_misaligned_to_the_cluster_is_refused_on_open)
+/* SPEC 5: a bad entry disables that snapshot only; the image and the other snapshots work. */
+struct bad_entry_case { /* arrays, not pointers: each test runs in its own process */
+	char what[32];
+	uint32_t off, width;
+	int64_t delta; /* added to the field */
+	char mentions[24];
+	bool unreadable; /* no one can read its L1 table: a repair may drop it */
+};
+
+ParameterizedTestParameters(snapshot, bad_entry_disables_that_snapshot_only)
 {
+	static struct bad_entry_case cases[] = {
+	    {"misaligned to the cluster", 0, 8, 512, "cluster aligned", true},
+	    {"misaligned to the sector", 0, 8, 1, "not aligned", true},
+	    {"too large", 8, 4, QCOW2_MAX_L1_BYTES, "too large", true},
+	    {"past the end of the file", 0, 8, 1ll << 40, "past end of file", true},
+	    {"too small for the disk", 8, 4, -1, "too small", false},
+	};
+	return cr_make_param_array(struct bad_entry_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct bad_entry_case *c, snapshot, bad_entry_disables_that_snapshot_only)
+{
+	const struct qcow2_l1 *l1;
 	struct qcow2_image *qi;
+	uint64_t e;
 
 	build(3);
 	add(NULL);
-	imgbuild_put_be64(img, entry_off(0), img->snaps[0].l1_off + 512);
-	cr_assert_eq(open_image(&qi), -EUCLEAN);
+	add(NULL);
+	e = entry_off(0) + c->off;
+	if (c->width == 8)
+		imgbuild_put_be64(img, e, img->snaps[0].l1_off + (uint64_t)c->delta);
+	else
+		imgbuild_put_be32(img, e, (uint32_t)(img->snaps[0].l1_entries + c->delta));
+	cr_assert_eq(open_image(&qi), 0, "%s: %s", c->what, qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_count(qi), 2);
+	cr_assert_not_null(qcow2_image_snapshot(qi, 0)->invalid, "%s", c->what);
+	cr_assert(strstr(qcow2_image_snapshot(qi, 0)->invalid, c->mentions), "%s: %s", c->what,
+		  qcow2_image_snapshot(qi, 0)->invalid);
+	cr_assert_eq(qcow2_image_snapshot(qi, 0)->unreadable, c->unreadable, "%s", c->what);
+	cr_assert_null(qcow2_image_snapshot(qi, 1)->invalid);
+	/* the bad one is refused by name, by id and by index, naming it and the cause */
+	cr_assert_eq(qcow2_image_find_snapshot(qi, "snap1"), -EUCLEAN);
 	assert_error_mentions("snap1");
+	assert_error_mentions(c->mentions);
+	cr_assert_eq(qcow2_image_find_snapshot(qi, "1"), -EUCLEAN);
+	cr_assert_eq(qcow2_image_snapshot_l1(qi, 0, &l1), -EUCLEAN);
+	/* the good one works */
+	cr_assert_eq(qcow2_image_find_snapshot(qi, "snap2"), 1);
+	cr_assert_eq(qcow2_image_snapshot_l1(qi, 1, &l1), 0, "%s", qcow2_last_error());
+	qcow2_image_close(qi);
+}
+
+Test(snapshot, a_repeated_name_finds_the_first_usable_entry)
+{
+	struct imgbuild_snapshot_opts so = {0};
+	struct qcow2_image *qi;
+
+	build(3);
+	so.name = "same";
+	so.id = "1";
+	add(&so);
+	so.id = "2";
+	add(&so);
+	so.id = "3";
+	add(&so);
+	imgbuild_put_be64(img, entry_off(0), img->snaps[0].l1_off + 512);
+	cr_assert_eq(open_image(&qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_find_snapshot(qi, "same"), 1, "the first valid one");
+	cr_assert_eq(qcow2_image_find_snapshot(qi, "3"), 2, "each by its id");
+	qcow2_image_close(qi);
 }
 
 Test(snapshot, snapshot_l1_is_loaded_once_and_checked)
