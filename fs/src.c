@@ -37,6 +37,7 @@ void src_clear(struct src *s)
 	s->errmsg = s->backing = s->check_msg = s->busy_msg = NULL;
 	s->busy = false;
 	s->corrupt = false;
+	s->write_refused = false;
 	s->err = 0;
 	s->qcow2 = false;
 	s->check_gen = 0;
@@ -337,6 +338,5 @@ again:
 bool src_writable(struct qfs_tree *t, struct src *s)
 {
 	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
-	       !src_is_backing(t, s) &&
-	       access(s->path, W_OK) == 0;
+	       !s->write_refused && !src_is_backing(t, s) && access(s->path, W_OK) == 0;
 }
