@@ -202,11 +202,48 @@ Test(overlap, clean_image_writes_are_not_refused)
 	cr_assert_eq(qcow2_image_snapshot_create(qi, "after"), 0, "%s", qcow2_last_error());
 	cr_assert_eq(qcow2_image_write(qi, buf, 4096, 8192, NULL), 0, "%s", qcow2_last_error());
 	cr_assert_eq(qcow2_image_snapshot_delete(qi, "after"), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_apply(qi, img->snaps[0].id), 0, "%s", qcow2_last_error());
+	for (i = 0; i < 16; i++) /* into the tables the snapshot brought back */
+		cr_assert_eq(qcow2_image_write(qi, buf, 5000, i * 200 * 1024, NULL), 0, "%s",
+			     qcow2_last_error());
 	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
 	cr_assert(qcow2_image_writable(qi));
+	{
+		struct qcow2_check_result res;
+
+		cr_assert_eq(qcow2_image_check(qi, &res), 0, "%s", qcow2_last_error());
+		cr_assert_eq(res.corruptions, 0);
+	}
 	after = file_bytes(qi, &len);
 	cr_assert_not(be64_at(after, 72) & QCOW2_INCOMPAT_CORRUPT);
 	free(buf);
+}
+
+/* Version 2 has no corrupt bit: the write is refused all the same and the image takes no more
+ * changes; nothing on disk changes. */
+Test(overlap, version_2_write_refused_without_a_corrupt_bit)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	uint8_t buf[4096], *before;
+	const uint8_t *after;
+	size_t len;
+
+	o.version = 2;
+	o.feature_table = false;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x11, 2 * CS), 0);
+	imgbuild_put_be64(img, imgbuild_l2_entry_off(img, CS), img->l1_off | OFLAG_COPIED);
+	before = malloc(img->len);
+	memcpy(before, img->bytes, img->len);
+	cr_assert_eq(open_rw(&qi), 0, "%s", qcow2_last_error());
+	memset(buf, 0xee, sizeof(buf));
+	cr_assert_eq(qcow2_image_write(qi, buf, sizeof(buf), CS, NULL), -EIO);
+	cr_assert_eq(qcow2_image_write(qi, buf, sizeof(buf), 3 * CS, NULL), -EROFS);
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	after = file_bytes(qi, &len);
+	cr_assert_eq(len, img->len);
+	cr_assert_arr_eq(after, before, len, "a version 2 image changed");
+	free(before);
 }
 
 /* Set the refcount (16 bits, the first refcount block) of the cluster at @off to @v. */
