@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -314,4 +315,112 @@ Test(overlap, allocator_never_hands_out_live_metadata)
 	free(buf);
 	free(l1_before);
 	free(l2_before);
+}
+
+struct churn_case {
+	uint32_t cluster_bits;
+	uint32_t refcount_order;
+};
+
+ParameterizedTestParameters(overlap, map_stays_true_through_every_change)
+{
+	static struct churn_case cases[] = {{16, 4}, {9, 4}, {10, 5}, {12, 6}};
+	return cr_make_param_array(struct churn_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* What @q holds as live metadata is exactly what a fresh open of its bytes (flushed) finds:
+ * nothing missing (a write could overwrite it), nothing stale (never reused). */
+static void assert_map_true(struct qcow2_image *q, int step)
+{
+	struct qcow2_image_opts wo = {.writable = true};
+	struct qcow2_image *fresh;
+	uint64_t cs = q->cluster_bytes, n, i, busy, fresh_busy;
+	const void *b;
+	size_t len;
+
+	cr_assert_eq(qcow2_image_flush(q), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(q), 0, "%s", qcow2_last_error());
+	b = file_bytes(q, &len);
+	cr_assert_eq(
+	    qcow2_image_open(qcow2_io_mem_new("fresh.qcow2", b, len), "fresh.qcow2", &wo, &fresh),
+	    0, "step %d: %s", step, qcow2_last_error());
+	n = (len + cs - 1) / cs + 64;
+	for (i = 0; i < n; i = busy + 1) {
+		busy = qcow2_overlap_busy(q, i, n - i);
+		fresh_busy = qcow2_overlap_busy(fresh, i, n - i);
+		cr_assert_eq(busy, fresh_busy,
+			     "step %d: cluster %#lx is live metadata in one map only", step,
+			     (unsigned long)(busy < fresh_busy ? busy : fresh_busy));
+		if (busy == UINT64_MAX)
+			break;
+	}
+	qcow2_image_close(fresh);
+}
+
+/* After each of a series of writes, discards, growths (L1 table moves, new refcount blocks)
+ * and snapshot operations, the map of live metadata is true (assert_map_true()). */
+ParameterizedTest(struct churn_case *c, overlap, map_stays_true_through_every_change)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	uint64_t seed = 42, cs, size;
+	uint8_t *buf;
+	int k;
+
+	o.cluster_bits = c->cluster_bits;
+	o.refcount_order = c->refcount_order;
+	o.size = 4ull << 20;
+	img = imgbuild_new(&o);
+	cs = img->cluster_bytes;
+	cr_assert_eq(imgbuild_fill(img, 0, 0x11, 64 * 1024), 0);
+	cr_assert_eq(open_rw(&qi), 0, "%s", qcow2_last_error());
+	buf = malloc(256 * 1024);
+	memset(buf, 0x3c, 256 * 1024);
+	for (k = 0; k < 120; k++) {
+		uint64_t r = imgbuild_rand(&seed), off, len_w;
+
+		size = qcow2_image_header(qi)->size;
+		off = (r >> 8) % size;
+		len_w = 1 + (r >> 40) % (256 * 1024);
+		if (len_w > size - off)
+			len_w = size - off;
+		switch (r % 11) {
+		case 0:
+			cr_assert_eq(qcow2_image_zero(qi, off & ~(cs - 1), len_w & ~(cs - 1), NULL),
+				     0, "%s", qcow2_last_error());
+			break;
+		case 1:
+			cr_assert_eq(qcow2_image_grow(qi, size + (r >> 50) * cs * 8), 0, "%s",
+				     qcow2_last_error());
+			break;
+		case 2:
+			if (qcow2_image_snapshot_count(qi) < 3) {
+				char name[16];
+
+				snprintf(name, sizeof(name), "s%d", k);
+				cr_assert_eq(qcow2_image_snapshot_create(qi, name), 0, "%s",
+					     qcow2_last_error());
+			} else {
+				cr_assert_eq(
+				    qcow2_image_snapshot_delete(
+					qi, qcow2_image_snapshot(qi, (uint32_t)(r >> 20) % 3)->id),
+				    0, "%s", qcow2_last_error());
+			}
+			break;
+		case 3:
+			if (qcow2_image_snapshot_count(qi))
+				cr_assert_eq(
+				    qcow2_image_snapshot_apply(qi, qcow2_image_snapshot(qi, 0)->id),
+				    0, "%s", qcow2_last_error());
+			break;
+		case 4:
+			cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+			break;
+		default:
+			cr_assert_eq(qcow2_image_write(qi, buf, (size_t)len_w, off, NULL), 0, "%s",
+				     qcow2_last_error());
+		}
+		assert_map_true(qi, k);
+	}
+	cr_assert(qcow2_image_writable(qi));
+	free(buf);
 }
