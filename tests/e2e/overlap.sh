@@ -76,10 +76,30 @@ logged_once()
 	[ "$n" = 1 ] || { echo "$n lines with '$2' in the log:"; sed 's/^/  /' "$1"; return 1; }
 }
 
+# held_writes VIEW: three 4 KiB writes into guest cluster 1 through one handle; prints the
+# errno names
+held_writes()
+{
+	fs python3 -c '
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+out = []
+for i in range(3):
+    try:
+        os.pwrite(fd, b"x" * 4096, 65536)
+        out.append("ok")
+    except OSError as e:
+        out.append(errno.errorcode[e.errno])
+os.close(fd)
+print(" ".join(out))' "$1"
+}
+
 # ---- an L2 entry with COPIED pointing at the L1 table ----
 
 setup mk l1.qcow2
 setup python3 "$H" qcow2-break "$SRC/l1.qcow2:l1:64k"
+setup mk held.qcow2
+setup python3 "$H" qcow2-break "$SRC/held.qcow2:l1:64k"
 setup flat "$SRC/l1.qcow2" before.raw
 check "qemu-img does not see the damage as corruption yet" not_corrupt_in_info "$SRC/l1.qcow2"
 
@@ -96,6 +116,12 @@ check_not "a second dd fails too" dd_write "$MNT/l1.raw"
 check "the view still reads what qemu-img reads" expect_same_bytes before.raw "$MNT/l1.raw"
 check "the daemon survives" daemon_alive "$MNT"
 check "the refused write is logged once" logged_once "$QCOWFS_LOG" "preventing write on metadata"
+check "through a handle kept open: EIO, then EROFS" \
+	eval '[ "$(held_writes "$MNT/held.raw")" = "EIO EROFS EROFS" ]'
+check "through a handle kept open: logged once" \
+	logged_once "$QCOWFS_LOG" "held.qcow2': preventing write on metadata"
+check "through a handle kept open: one line about it in all" logged_once "$QCOWFS_LOG" "held.raw"
+check "qemu-img info says corrupt: true for it too" corrupt_in_info "$SRC/held.qcow2"
 check "unmount" umount_qcowfs "$MNT"
 check "qemu-img still reads every byte as before" \
 	eval 'flat "$SRC/l1.qcow2" after2.raw && cmp before.raw after2.raw'
