@@ -234,6 +234,8 @@ static int add(struct rngs *v, uint64_t off, uint64_t bytes, unsigned kind)
 	}
 	if (__builtin_add_overflow(off, bytes, &end) || end > UINT64_MAX - cs)
 		end = UINT64_MAX - cs;
+	if (off >> v->cluster_bits >= (end + cs - 1) >> v->cluster_bits)
+		return 0; /* only where offsets run out: no write reaches there */
 	v->r[v->n++] =
 	    (struct rng){off >> v->cluster_bits, (end + cs - 1) >> v->cluster_bits, kind};
 	return 0;
