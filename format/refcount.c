@@ -608,6 +608,18 @@ static void punch(struct qcow2_image *img, uint64_t first, uint64_t n)
 		qcow2_io_punch(img->io, first << img->h.cluster_bits, n << img->h.cluster_bits);
 }
 
+/* Is cluster @idx live metadata (overlap.c) that this count-down would free? A table an entry
+ * wrongly pointed at (the entry is gone now) keeps its own reference: freed, the allocator or
+ * QEMU's would overwrite it. Every table the engine stops using has left the map before its
+ * count-down, so nothing else stays: at worst a leak. */
+static bool keeps_live(struct qcow2_image *img, uint64_t idx)
+{
+	uint64_t v;
+
+	return qcow2_refcount_get_w(img, idx, &v) == 0 && v == 1 &&
+	       qcow2_overlap_busy(img, idx, 1) != UINT64_MAX;
+}
+
 int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 {
 	struct qcow2_wstate *w = img->w;
@@ -621,6 +633,11 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 		uint64_t first = w->pending[i].first, run = 0, v;
 
 		for (j = 0; j < w->pending[i].count; j++) {
+			if (keeps_live(img, first + j)) {
+				punch(img, first + j - run, run);
+				run = 0;
+				continue;
+			}
 			if ((e = put_cluster(img, first + j)) < 0 && r == 0)
 				r = e;
 			/* Clusters nothing uses any more go back to the host file system (du shrinks,

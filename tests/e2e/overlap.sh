@@ -4,7 +4,8 @@
 #     view into that cluster fails; `qemu-img info` then says "corrupt: true"; qemu-img reads
 #     every byte of the disk as before (the L1 table was not overwritten); the daemon's log
 #     names the image and the offset; the view is then read-only; qcowctl jobs refuse the image
-#     as qemu-img does;
+#     as qemu-img does; a hole punched over that cluster drops the entry but leaves the L1
+#     table its reference (QEMU would count it down to 0), so qemu-img check finds it clean;
 #   - images whose L1 table or L2 table has refcount 0 (which QEMU's allocator would hand out
 #     for new data): the view is served read-only with the reason in the log, a write through it
 #     fails, qcowctl refuses to write them, and no byte of them changes.
@@ -100,6 +101,10 @@ setup mk l1.qcow2
 setup python3 "$H" qcow2-break "$SRC/l1.qcow2:l1:64k"
 setup mk held.qcow2
 setup python3 "$H" qcow2-break "$SRC/held.qcow2:l1:64k"
+setup mk punch.qcow2
+setup python3 "$H" qcow2-break "$SRC/punch.qcow2:l1:64k"
+setup make_model "$SRC/punch.qcow2" punch.model
+setup dd if=/dev/zero of=punch.model bs=64k seek=1 count=1 conv=notrunc status=none
 setup flat "$SRC/l1.qcow2" before.raw
 check "qemu-img does not see the damage as corruption yet" not_corrupt_in_info "$SRC/l1.qcow2"
 
@@ -122,6 +127,9 @@ check "through a handle kept open: logged once" \
 	logged_once "$QCOWFS_LOG" "held.qcow2': preventing write on metadata"
 check "through a handle kept open: one line about it in all" logged_once "$QCOWFS_LOG" "held.raw"
 check "qemu-img info says corrupt: true for it too" corrupt_in_info "$SRC/held.qcow2"
+check "a hole punched where the entry into the L1 table was: the entry goes" \
+	eval '[ "$(try_op "$MNT/punch.raw" p:65536:65536)" = ok ]'
+check "the hole reads zeros, the rest as before" view_is_model "$MNT/punch.raw" punch.model
 check "unmount" umount_qcowfs "$MNT"
 check "qemu-img still reads every byte as before" \
 	eval 'flat "$SRC/l1.qcow2" after2.raw && cmp before.raw after2.raw'
@@ -129,6 +137,9 @@ check "qemu-img itself refuses to write it" \
 	_e2e_negate qemu-img resize -q "$SRC/l1.qcow2" 128M
 check "qcowctl refuses its jobs on it, saying corrupt" \
 	qcowctl_refuses "$SRC/l1.qcow2" corrupt
+check "the L1 table kept its own reference: qemu-img check finds the image clean" \
+	image_not_corrupt "$SRC/punch.qcow2"
+check "and reads the hole as zeros, the rest as before" image_is_model "$SRC/punch.qcow2" punch.model
 
 # ---- live L1 / L2 tables whose refcount is 0 ----
 

@@ -220,6 +220,40 @@ Test(overlap, clean_image_writes_are_not_refused)
 	free(buf);
 }
 
+/* Discarding the guest cluster whose entry points at the L1 table drops the entry but not the
+ * table's own reference: the image comes out consistent, not with a live table at refcount 0. */
+Test(overlap, discard_of_an_entry_into_metadata_keeps_the_table)
+{
+	struct qcow2_check_result res;
+	struct qcow2_image_opts ro = {.writable = false};
+	struct qcow2_image *q;
+	const uint8_t *after;
+	uint8_t *l1_before = malloc(CS);
+	uint64_t block, v;
+	size_t len;
+
+	build(false);
+	imgbuild_put_be64(img, imgbuild_l2_entry_off(img, CS), img->l1_off | OFLAG_COPIED);
+	memcpy(l1_before, img->bytes + img->l1_off, CS);
+	cr_assert_eq(open_rw(&qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_zero(qi, CS, CS, NULL), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	after = file_bytes(qi, &len);
+	block = be64_at(after, img->reftable_off);
+	v = (uint64_t)after[block + 2 * (img->l1_off / CS)] << 8 |
+	    after[block + 2 * (img->l1_off / CS) + 1];
+	cr_assert_eq(v, 1, "the L1 table's refcount is %lu", (unsigned long)v);
+	cr_assert_arr_eq(after + img->l1_off, l1_before, CS);
+	cr_assert_eq(
+	    qcow2_image_open(qcow2_io_mem_new("copy.qcow2", after, len), "copy.qcow2", &ro, &q), 0,
+	    "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_check(q, &res), 0, "%s", qcow2_last_error());
+	cr_assert_eq(res.corruptions, 0, "%lu corruptions", (unsigned long)res.corruptions);
+	qcow2_image_close(q);
+	free(l1_before);
+}
+
 /* Version 2 has no corrupt bit: the write is refused all the same and the image takes no more
  * changes; nothing on disk changes. */
 Test(overlap, version_2_write_refused_without_a_corrupt_bit)
