@@ -31,6 +31,13 @@
  * (qcow2_overlap_writable()); what was already acknowledged may still be written back, each write
  * checked again. A hole punched over live metadata is skipped.
  *
+ * The allocator (refcount.c) never hands out a cluster held here, whatever its refcount says,
+ * and a deferred count-down never takes one from 1 to 0 (an entry that wrongly pointed at a
+ * table is dropped, the table keeps its own reference). Every table the engine stops using
+ * leaves the map before its count-down is applied (L2 tables when their L1 entry changes,
+ * moved tables once the header no longer names them), which the unit tests check against a
+ * fresh open after every kind of change; so a stale entry could only cost a leak.
+ *
  * Locking: ol->lock (a rwlock, a leaf) guards the segments and the hash: the check takes it
  * shared, updates (under w->lock) exclusive. w->corrupt is atomic.
  */
