@@ -254,6 +254,25 @@ Test(overlap, discard_of_an_entry_into_metadata_keeps_the_table)
 	free(l1_before);
 }
 
+/* While the bitmaps are in force their directory and tables are live metadata; the first write
+ * takes them out of force (this library does not update them), and with them out of the map. */
+Test(overlap, bitmaps_are_live_until_the_first_write)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	uint8_t buf[512] = {0};
+
+	o.bitmaps = true;
+	img = imgbuild_new(&o);
+	cr_assert_neq(img->bitmap_table_off, 0);
+	cr_assert_eq(open_rw(&qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_overlap_busy(qi, img->bitmap_dir_off / CS, 1), img->bitmap_dir_off / CS);
+	cr_assert_eq(qcow2_overlap_busy(qi, img->bitmap_table_off / CS, 1),
+		     img->bitmap_table_off / CS);
+	cr_assert_eq(qcow2_image_write(qi, buf, sizeof(buf), 0, NULL), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_overlap_busy(qi, img->bitmap_dir_off / CS, 1), UINT64_MAX);
+	cr_assert_eq(qcow2_overlap_busy(qi, img->bitmap_table_off / CS, 1), UINT64_MAX);
+}
+
 /* Version 2 has no corrupt bit: the write is refused all the same and the image takes no more
  * changes; nothing on disk changes. */
 Test(overlap, version_2_write_refused_without_a_corrupt_bit)
