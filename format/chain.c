@@ -707,7 +707,9 @@ static struct qcow2_image *writable_top(const struct qcow2_chain *c)
 
 bool qcow2_chain_writable(const struct qcow2_chain *c)
 {
-	return writable_top(c) != NULL;
+	const struct qcow2_image *top = writable_top(c);
+
+	return top && qcow2_image_writable(top); /* not once a write found it damaged */
 }
 
 /* What the layers below the top show at [@off, @off + @n): copy-on-write's source. */

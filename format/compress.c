@@ -92,8 +92,8 @@ int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint6
 	ssize_t len;
 	int r;
 
-	if (!img->w)
-		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE)
 		return qcow2_set_error(-ENOTSUP, "'%s': no compressed clusters with a data file",
 				       img->name);

@@ -114,11 +114,17 @@ static int open_write_side(struct qcow2_image *img)
 	pthread_rwlockattr_destroy(&ra);
 	img->w = w;
 	r = qcow2_refcount_init_write(img);
+	if (r == 0)
+		r = qcow2_overlap_init(img);
 	/* A repair keeps the dirty bit until its refcounts are right (qcow2_image_repair()). */
 	if (img->repair)
 		w->set_dirty = img->h.incompat & QCOW2_INCOMPAT_DIRTY;
 	else if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY))
 		r = qcow2_check_rebuild_dirty(img);
+	/* Metadata whose refcount says free could be handed out and overwritten by the next
+	 * allocation (QEMU would): such an image is not written, only repaired. */
+	if (r == 0 && !img->repair)
+		r = qcow2_overlap_verify_refcounts(img);
 	w->ready = r == 0;
 	return r;
 }
@@ -128,7 +134,9 @@ int qcow2_image_write_header(struct qcow2_image *img)
 	const struct qcow2_header *h = &img->h;
 	uint8_t b[96];
 	size_t len = h->version >= 3 ? 96 : 72;
-	uint64_t incompat = h->incompat & ~QCOW2_INCOMPAT_DIRTY;
+	/* the corrupt bit may be set by another thread's refused write (overlap.c) */
+	uint64_t incompat = __atomic_load_n(&h->incompat, __ATOMIC_ACQUIRE) & ~QCOW2_INCOMPAT_DIRTY;
+	int r;
 
 	if (img->w->set_dirty)
 		incompat |= QCOW2_INCOMPAT_DIRTY;
@@ -145,7 +153,14 @@ int qcow2_image_write_header(struct qcow2_image *img)
 		put_be64(b + 80, h->compat);
 		put_be64(b + 88, h->autoclear);
 	}
-	return qcow2_io_pwrite(img->io, b + 24, len - 24, 24);
+	r = qcow2_io_pwrite_meta(img->io, b + 24, len - 24, 24, QCOW2_OL_HEADER);
+	/* a corrupt bit set while this header was being written must not be lost */
+	if (r == 0 && len == 96 && !(incompat & QCOW2_INCOMPAT_CORRUPT) &&
+	    (__atomic_load_n(&h->incompat, __ATOMIC_ACQUIRE) & QCOW2_INCOMPAT_CORRUPT)) {
+		put_be64(b + 72, incompat | QCOW2_INCOMPAT_CORRUPT);
+		r = qcow2_io_pwrite_meta(img->io, b + 72, 8, 72, QCOW2_OL_HEADER);
+	}
+	return r;
 }
 
 static void close_write_side(struct qcow2_image *img)
@@ -162,6 +177,7 @@ static void close_write_side(struct qcow2_image *img)
 		if (qcow2_image_write_header(img) < 0 || qcow2_io_flush(img->io) < 0)
 			w->set_dirty = true;
 	}
+	qcow2_overlap_release(img);
 	qcow2_refcount_release_write(img);
 	pthread_rwlock_destroy(&w->frees);
 	pthread_mutex_destroy(&w->lock);
@@ -171,7 +187,7 @@ static void close_write_side(struct qcow2_image *img)
 
 bool qcow2_image_writable(const struct qcow2_image *img)
 {
-	return img->w != NULL;
+	return img->w && !__atomic_load_n(&img->w->corrupt, __ATOMIC_ACQUIRE);
 }
 
 static uint64_t l1_entry(const struct qcow2_image *img, uint32_t i)
@@ -198,7 +214,8 @@ static int write_l1(struct qcow2_image *img)
 			return qcow2_set_error(-ENOMEM, "out of memory");
 		for (i = lo; i < hi; i++)
 			put_be64(buf + 8 * (i - lo), l1_entry(img, i));
-		r = qcow2_io_pwrite(img->io, buf, (size_t)(hi - lo) * 8, img->h.l1_off + 8ull * lo);
+		r = qcow2_io_pwrite_meta(img->io, buf, (size_t)(hi - lo) * 8,
+					 img->h.l1_off + 8ull * lo, QCOW2_OL_L1);
 		free(buf);
 		if (r < 0)
 			return r;
@@ -221,7 +238,8 @@ static int write_l1(struct qcow2_image *img)
 	}
 	if (w->l1_moved) {
 		w->l1_moved = false;
-		if (w->old_l1.count)
+		r = qcow2_overlap_update_tables(img); /* the old table is no longer live */
+		if (r == 0 && w->old_l1.count)
 			r = qcow2_refcount_defer_free(img, w->old_l1.first << img->h.cluster_bits,
 						      w->old_l1.count << img->h.cluster_bits);
 	}
@@ -315,6 +333,9 @@ int qcow2_image_begin_write(struct qcow2_image *img)
 			return r;
 		}
 	}
+	/* bitmaps no longer in force: their clusters are no longer live metadata */
+	if (autoclear != img->h.autoclear && (r = qcow2_overlap_update_tables(img)) < 0)
+		return r;
 	w->began = true;
 	return 0;
 }
@@ -537,8 +558,8 @@ int qcow2_image_set_backing(struct qcow2_image *img, const char *name, const cha
 	ssize_t end;
 	int r;
 
-	if (!img->w)
-		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (nlen > QCOW2_MAX_BACKING_NAME || (fmt && strlen(fmt) >= sizeof(img->h.backing_fmt)))
 		return qcow2_set_error(-ENAMETOOLONG, "'%s': backing file name too long", img->name);
 	r = qcow2_image_flush(img); /* the header on disk is then the one in memory */
@@ -559,7 +580,7 @@ int qcow2_image_set_backing(struct qcow2_image *img, const char *name, const cha
 		put_be32(out + 16, (uint32_t)nlen);
 		/* One write of the whole header cluster, then durable: the pointer is either the
 		 * old or the new one. */
-		r = qcow2_io_pwrite(img->io, out, (size_t)cs, 0);
+		r = qcow2_io_pwrite_meta(img->io, out, (size_t)cs, 0, QCOW2_OL_HEADER);
 		if (r == 0)
 			r = qcow2_io_flush(img->io);
 	} else {

@@ -78,6 +78,20 @@ static inline int qcow2_job_step(const struct qcow2_job *job, uint64_t done, uin
 	return 0;
 }
 
+/* io.c: a check run before every write and hole punch of an io (a writable image's overlap
+ * checks, overlap.c). @check gets the byte range and the kinds of metadata the write is (a
+ * QCOW2_OL_* mask, 0 for data; QCOW2_IO_PUNCH for a hole) and returns 0 or a negative errno that
+ * fails the write (a punch is then skipped). Set before the io is shared between threads. */
+#define QCOW2_IO_PUNCH (1u << 30)
+struct qcow2_io_guard {
+	int (*check)(void *ctx, uint64_t off, uint64_t n, unsigned own);
+	void *ctx;
+};
+void qcow2_io_set_guard(struct qcow2_io *io, const struct qcow2_io_guard *g); /* NULL: none */
+/* qcow2_io_pwrite() of metadata of the kinds @own (QCOW2_OL_*): it may overlap those. */
+int qcow2_io_pwrite_meta(struct qcow2_io *io, const void *buf, size_t n, uint64_t off,
+			 unsigned own);
+
 /* error.c: prefix the last message with "'@name': " unless it already starts so. */
 int qcow2_error_prefix(int err, const char *name);
 
@@ -287,6 +301,11 @@ struct qcow2_wstate {
 	 * of its bytes are used; forgotten at each flush (after which it could be freed). */
 	uint64_t comp_cluster;
 	uint64_t comp_used;
+	/* overlap.c: the live metadata every host write is checked against; @corrupt once a
+	 * write was refused (the corrupt bit is set on disk and the image takes no more changes).
+	 * Both have their own synchronisation (@ol its lock, @corrupt atomic). */
+	struct qcow2_overlap *ol;
+	bool corrupt;
 	/* Preallocation (a write without data) leaves new clusters past the end of the file
 	 * sparse, as qemu-img's preallocation=metadata does, instead of reserving their blocks
 	 * (create.c sets it; fallocate(2) through the views wants the blocks). */
@@ -371,6 +390,46 @@ bool qcow2_prealloc_only(const struct qcow2_image *img, const uint64_t *ent, boo
  * one allocation, no data written; the entries point at the new clusters (with extended L2,
  * every subcluster unallocated, as QEMU preallocates). */
 int qcow2_prealloc_clusters(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint32_t j);
+
+/* overlap.c: the live metadata of a writable image (SPEC 5: "every host write is checked against
+ * live metadata"), as QEMU's overlap checks keep it: the header, the active L1 table and the L2
+ * tables it points at, the refcount table and blocks, the snapshot table and the snapshots' L1
+ * tables, and while the bitmaps are in force the bitmap directory and tables. Every write of
+ * img->io is checked against it (the io guard); an overlap fails the write with -EIO, sets the
+ * corrupt bit on disk and leaves the image read-only. The allocator never hands out a cluster it
+ * holds, whatever its refcount says. Locking: its own rwlock, a leaf (taken under w->lock). */
+#define QCOW2_OL_HEADER	      (1u << 0)
+#define QCOW2_OL_L1	      (1u << 1)
+#define QCOW2_OL_L2	      (1u << 2)
+#define QCOW2_OL_REFT	      (1u << 3)
+#define QCOW2_OL_REFBLOCK     (1u << 4)
+#define QCOW2_OL_SNAP_TABLE   (1u << 5)
+#define QCOW2_OL_SNAP_L1      (1u << 6)
+#define QCOW2_OL_BITMAP_DIR   (1u << 7)
+#define QCOW2_OL_BITMAP_TABLE (1u << 8)
+#define QCOW2_OL_ALL	      0x1ffu
+/* Build the structure of a writable image (its refcount table loaded) and set the guard on
+ * img->io. */
+int qcow2_overlap_init(struct qcow2_image *img);
+void qcow2_overlap_release(struct qcow2_image *img);
+/* At writable open: every cluster of the image's own metadata has a non-zero refcount, else
+ * -EUCLEAN naming the first that does not. w->lock held or not yet shared. */
+int qcow2_overlap_verify_refcounts(struct qcow2_image *img);
+/* The header's tables moved (L1, refcount table, snapshot table, w->old_l1/old_reft) or the
+ * snapshot list changed: recompute the ranges. w->lock held. */
+int qcow2_overlap_update_tables(struct qcow2_image *img);
+/* The active L1 array was replaced: recompute everything. w->lock held. */
+int qcow2_overlap_rebuild(struct qcow2_image *img);
+/* Room for @n more L2 tables or refcount blocks (before taking a new one). w->lock held. */
+int qcow2_overlap_reserve(struct qcow2_image *img, size_t n);
+/* An active L1 entry changed from @old to @new (the L2 tables they point at). w->lock held. */
+void qcow2_overlap_l1_changed(struct qcow2_image *img, uint64_t old, uint64_t new_e);
+/* A refcount block now lies at @host_off. w->lock held, qcow2_overlap_reserve() done. */
+void qcow2_overlap_add_refblock(struct qcow2_image *img, uint64_t host_off);
+/* The first cluster of [@first, @first + @n) that holds live metadata, or UINT64_MAX. */
+uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n);
+/* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */
+int qcow2_overlap_writable(const struct qcow2_image *img);
 
 /* check.c: rebuild the refcounts of an image left dirty (lazy refcounts) before writing it. */
 int qcow2_check_rebuild_dirty(struct qcow2_image *img);

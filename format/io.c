@@ -5,6 +5,11 @@
  * Reads and writes are positional (pread/pwrite) and so safe from many threads at once on one
  * io. EINTR and partial transfers are retried here, so callers see whole transfers or an error.
  * The memory backend can fail its Nth read, write or flush to reach error paths in tests.
+ *
+ * Every write and hole punch passes the io's guard first, when one is set: a writable image
+ * sets its overlap checks there (overlap.c), so no host write of the library can land on live
+ * metadata whatever path it comes by. qcow2_io_pwrite() is a write of data; metadata writers
+ * say what they write with qcow2_io_pwrite_meta().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +30,9 @@ struct qcow2_io {
 	pthread_mutex_t mem_lock; /* guards mem, mem_len, fail_* */
 	unsigned fail_nth[3];
 	int fail_err[3];
+	/* checks every write and punch first (a writable image's overlap checks); set while no
+	 * other thread uses the io */
+	struct qcow2_io_guard guard;
 };
 
 static struct qcow2_io *io_alloc(const char *name)
@@ -208,13 +216,32 @@ static int mem_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t o
 	return r;
 }
 
+void qcow2_io_set_guard(struct qcow2_io *io, const struct qcow2_io_guard *g)
+{
+	if (g)
+		io->guard = *g;
+	else
+		memset(&io->guard, 0, sizeof(io->guard));
+}
+
 int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off)
+{
+	return qcow2_io_pwrite_meta(io, buf, n, off, 0);
+}
+
+int qcow2_io_pwrite_meta(struct qcow2_io *io, const void *buf, size_t n, uint64_t off, unsigned own)
 {
 	size_t done = 0;
 
 	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
 		return qcow2_set_error(-EINVAL, "'%s': write at %#llx out of range", io->name,
 				       (unsigned long long)off);
+	if (io->guard.check && n) {
+		int r = io->guard.check(io->guard.ctx, off, n, own);
+
+		if (r < 0)
+			return r;
+	}
 	if (io->fd < 0) {
 		int r = mem_pwrite(io, buf, n, off);
 		if (r < 0)
@@ -318,6 +345,9 @@ void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n)
 
 void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 {
+	/* a hole is a write of zeros: never over live metadata (the guard refuses it quietly) */
+	if (io->guard.check && n && io->guard.check(io->guard.ctx, off, n, QCOW2_IO_PUNCH) < 0)
+		return;
 	if (io->fd >= 0)
 		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				(off_t)n);

@@ -274,7 +274,7 @@ int qcow2_l2cache_writeback(struct qcow2_l2cache *c, struct qcow2_io *io)
 		pthread_mutex_unlock(&c->lock);
 		if (!off)
 			continue;
-		r = qcow2_io_pwrite(io, buf, c->table_bytes, off);
+		r = qcow2_io_pwrite_meta(io, buf, c->table_bytes, off, QCOW2_OL_L2);
 		if (r == 0) {
 			pthread_mutex_lock(&c->lock);
 			c->slots[i].dirty = false;

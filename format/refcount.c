@@ -299,6 +299,16 @@ static int resize_arrays(struct qcow2_image *img, uint32_t n)
 	return 0;
 }
 
+/* The first cluster from @from on where @n clusters hold no live metadata (overlap.c). */
+static uint64_t clear_run(struct qcow2_image *img, uint64_t from, uint64_t n)
+{
+	uint64_t busy;
+
+	while ((busy = qcow2_overlap_busy(img, from, n)) != UINT64_MAX)
+		from = busy + 1;
+	return from;
+}
+
 /* Move the refcount table to the end of the file with room for index @need (and for the
  * blocks that describe the new table itself). Written back by qcow2_refcount_write_table(). */
 static int grow_table(struct qcow2_image *img, uint64_t need)
@@ -312,6 +322,10 @@ static int grow_table(struct qcow2_image *img, uint64_t need)
 		n = need + 1;
 	for (;;) {
 		tc = (n * 8 + cs - 1) / cs;
+		if (clear_run(img, start, tc) != start) { /* live metadata there: further on */
+			start = clear_run(img, start, tc);
+			continue;
+		}
 		if ((start + tc + 4) / pb < n)
 			break;
 		n = (start + tc + 4) / pb + 1;
@@ -334,24 +348,27 @@ static int grow_table(struct qcow2_image *img, uint64_t need)
 	set_end(w, start + tc);
 	img->h.reftable_off = start << img->h.cluster_bits;
 	img->h.reftable_clusters = (uint32_t)tc;
-	for (i = 0; i < tc; i++) {
+	r = qcow2_overlap_update_tables(img);
+	for (i = 0; r == 0 && i < tc; i++)
 		r = set_refcount(img, start + i, 1);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return r;
 }
 
 /* A new, empty refcount block for table index @ti, placed past the end of everything. */
 static int new_block(struct qcow2_image *img, uint64_t ti)
 {
 	struct qcow2_wstate *w = img->w;
-	uint64_t at = w->end_cluster;
-	uint8_t *b = calloc(1, img->cluster_bytes);
+	uint64_t at = clear_run(img, w->end_cluster, 1);
+	uint8_t *b;
+	int r = qcow2_overlap_reserve(img, 1);
 
+	if (r < 0)
+		return r;
+	b = calloc(1, img->cluster_bytes);
 	if (!b)
 		return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
 	set_end(w, at + 1);
+	qcow2_overlap_add_refblock(img, at << img->h.cluster_bits);
 	free(w->blocks[ti]);
 	w->blocks[ti] = b;
 	w->block_dirty[ti] = true;
@@ -402,13 +419,26 @@ int qcow2_refcount_alloc(struct qcow2_image *img, uint64_t n, uint64_t *host_off
 
 	while (run < n) {
 		if (idx >= w->end_cluster) {
-			if (run == 0)
-				start = idx;
-			break;
+			/* past everything: free, unless live metadata lies there (a table an entry
+			 * places past the end of the file) */
+			uint64_t busy = qcow2_overlap_busy(img, idx, n - run);
+
+			if (busy == UINT64_MAX) {
+				if (run == 0)
+					start = idx;
+				break;
+			}
+			run = 0;
+			idx = busy + 1;
+			continue;
 		}
 		r = qcow2_refcount_get_w(img, idx, &v);
 		if (r < 0)
 			return r;
+		/* Live metadata is never handed out, whatever its refcount says: a refcount of 0
+		 * there is damage, and QEMU's allocator would overwrite the table. */
+		if (v == 0 && qcow2_overlap_busy(img, idx, 1) != UINT64_MAX)
+			v = 1;
 		if (v == 0) {
 			if (first_free == UINT64_MAX)
 				first_free = idx;
@@ -503,7 +533,8 @@ int qcow2_refcount_write_blocks(struct qcow2_image *img)
 	for (i = 0; i < w->n_blocks; i++) {
 		if (!w->block_dirty[i])
 			continue;
-		r = qcow2_io_pwrite(img->io, w->blocks[i], img->cluster_bytes, img->refs.table[i]);
+		r = qcow2_io_pwrite_meta(img->io, w->blocks[i], img->cluster_bytes,
+					 img->refs.table[i], QCOW2_OL_REFBLOCK);
 		if (r < 0)
 			return r;
 		w->block_dirty[i] = false;
@@ -523,7 +554,8 @@ static int write_entries(struct qcow2_image *img, uint32_t lo, uint32_t hi)
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	for (i = 0; i < n; i++)
 		put_be64(buf + 8 * i, img->refs.table[lo + i]);
-	r = qcow2_io_pwrite(img->io, buf, n * 8, img->h.reftable_off + 8ull * lo);
+	r = qcow2_io_pwrite_meta(img->io, buf, n * 8, img->h.reftable_off + 8ull * lo,
+				 QCOW2_OL_REFT);
 	free(buf);
 	return r;
 }
@@ -549,7 +581,8 @@ int qcow2_refcount_write_table(struct qcow2_image *img)
 			return r;
 		w->reft_moved = false;
 		memset(w->reft_dirty, 0, w->n_blocks);
-		return 1;
+		r = qcow2_overlap_update_tables(img); /* the old table is no longer live */
+		return r < 0 ? r : 1;
 	}
 	for (i = 0; i < w->n_blocks; i = j) {
 		if (!w->reft_dirty[i]) {
@@ -575,6 +608,18 @@ static void punch(struct qcow2_image *img, uint64_t first, uint64_t n)
 		qcow2_io_punch(img->io, first << img->h.cluster_bits, n << img->h.cluster_bits);
 }
 
+/* Is cluster @idx live metadata (overlap.c) that this count-down would free? A table an entry
+ * wrongly pointed at (the entry is gone now) keeps its own reference: freed, the allocator or
+ * QEMU's would overwrite it. Every table the engine stops using has left the map before its
+ * count-down, so nothing else stays: at worst a leak. */
+static bool keeps_live(struct qcow2_image *img, uint64_t idx)
+{
+	uint64_t v;
+
+	return qcow2_refcount_get_w(img, idx, &v) == 0 && v == 1 &&
+	       qcow2_overlap_busy(img, idx, 1) != UINT64_MAX;
+}
+
 int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 {
 	struct qcow2_wstate *w = img->w;
@@ -588,6 +633,11 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 		uint64_t first = w->pending[i].first, run = 0, v;
 
 		for (j = 0; j < w->pending[i].count; j++) {
+			if (keeps_live(img, first + j)) {
+				punch(img, first + j - run, run);
+				run = 0;
+				continue;
+			}
 			if ((e = put_cluster(img, first + j)) < 0 && r == 0)
 				r = e;
 			/* Clusters nothing uses any more go back to the host file system (du shrinks,

@@ -277,6 +277,8 @@ static int begin(struct qcow2_snapshot_change *o, const char *arg)
 
 	if (!img->w)
 		return qcow2_set_error(-EROFS, "it is open read-only");
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (has_data_file(img))
 		return qcow2_set_error(-ENOTSUP, "an image with an external data file has no "
 						 "internal snapshots");
@@ -356,6 +358,7 @@ static void add_to_lists(struct qcow2_snapshot_change *o, struct qcow2_l1 *l1)
 	img->snap_l1[n] = l1;
 	img->snap_table_bytes = o->table_bytes;
 	pthread_mutex_unlock(&img->snap_lock);
+	(void)qcow2_overlap_update_tables(img); /* -ENOMEM leaves the old ranges: still safe */
 }
 
 int qcow2_image_snapshot_create(struct qcow2_image *img, const char *name)
@@ -444,7 +447,7 @@ static int switch_l1(struct qcow2_snapshot_change *o, uint64_t *l1, uint32_t n, 
 	img->l1.n = n;
 	img->l1.size = h->size;
 	img->w->l1_lo = img->w->l1_hi = 0;
-	return 0;
+	return qcow2_overlap_rebuild(img); /* the active L2 tables are the snapshot's now */
 }
 
 int qcow2_image_snapshot_apply(struct qcow2_image *img, const char *id_or_name)
@@ -494,6 +497,7 @@ static void remove_from_lists(struct qcow2_snapshot_change *o)
 	img->snap_table_bytes = o->table_bytes;
 	pthread_mutex_unlock(&img->snap_lock);
 	o->sl1 = NULL;
+	(void)qcow2_overlap_update_tables(img); /* -ENOMEM leaves the old ranges: still safe */
 }
 
 int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name)

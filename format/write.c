@@ -52,6 +52,7 @@ void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v)
 {
 	struct qcow2_wstate *w = img->w;
 
+	qcow2_overlap_l1_changed(img, img->l1.entries[i], v);
 	__atomic_store_n(&img->l1.entries[i], v, __ATOMIC_RELEASE);
 	if (w->l1_lo >= w->l1_hi) {
 		w->l1_lo = i;
@@ -103,6 +104,9 @@ static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_o
 		return check_table_off(img, old);
 	}
 	if (old && (r = check_table_off(img, old)) < 0)
+		return r;
+	r = qcow2_overlap_reserve(img, 1); /* so that the new table is always known */
+	if (r < 0)
 		return r;
 	init = calloc(1, img->cluster_bytes);
 	if (!init)
@@ -576,9 +580,10 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 	const uint8_t *p = buf;
 	size_t done = 0;
 	ssize_t got;
+	int r;
 
-	if (!img->w)
-		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': write past the end of the disk", img->name);
 	while (done < n) {
@@ -686,8 +691,8 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 	ssize_t got;
 	int r;
 
-	if (!img->w)
-		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': zeroing past the end of the disk", img->name);
 	/* Where zeros cannot be said in metadata, write them: an external data file must hold
@@ -723,9 +728,10 @@ int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
 	uint64_t unit = 1ull << img->sc_bits, end = off + n;
 	struct qcow2_fill none = { 0 }; /* "nothing below": zero_run then unallocates */
 	ssize_t got;
+	int r;
 
-	if (!img->w)
-		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': range past the end of the disk", img->name);
 	end = end == img->h.size ? (end + unit - 1) & ~(unit - 1) : end & ~(unit - 1);
@@ -789,7 +795,7 @@ static int grow_l1(struct qcow2_image *img, uint64_t need)
 	img->h.l1_off = off;
 	img->h.l1_entries = img->l1.n;
 	w->l1_moved = true;
-	return 0;
+	return qcow2_overlap_update_tables(img);
 }
 
 int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
@@ -797,8 +803,8 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 	uint64_t per_l1 = (uint64_t)img->l2_entries << img->h.cluster_bits, need;
 	int r;
 
-	if (!img->w)
-		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
 	if (new_size < img->h.size)
 		return qcow2_set_error(-EINVAL, "'%s': shrinking the disk is refused", img->name);
 	if (new_size == img->h.size)

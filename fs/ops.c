@@ -397,10 +397,11 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* A library failure of a write-side call: logged (the log says which image and why), then
- * passed through. */
+ * passed through. EROFS is not logged: the image turned read-only under an open handle (it
+ * was found damaged), and the log already said why, once. */
 static void reply_failure(fuse_req_t req, struct handle *h, const char *what, int r)
 {
-	if (r != -EFBIG && r != -EINVAL)
+	if (r != -EFBIG && r != -EINVAL && r != -EROFS)
 		qfs_log("%s of '%s' failed: %s", what, h->node->rel, qcow2_last_error());
 	fuse_reply_err(req, -r);
 }

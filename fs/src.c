@@ -42,6 +42,7 @@ void src_clear(struct src *s)
 	s->data_file_bad = false;
 	s->busy = false;
 	s->corrupt = false;
+	s->write_refused = false;
 	s->err = 0;
 	s->qcow2 = false;
 	s->check_gen = 0;
@@ -430,5 +431,6 @@ again:
 bool src_writable(struct qfs_tree *t, struct src *s)
 {
 	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
-	       (s->st.st_mode & 0222) && !src_is_backing(t, s) && access(s->path, W_OK) == 0;
+	       (s->st.st_mode & 0222) && !s->write_refused && !src_is_backing(t, s) &&
+	       access(s->path, W_OK) == 0;
 }

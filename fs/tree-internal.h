@@ -40,6 +40,9 @@ struct src {
 	unsigned stat_gen; /* scan generation of the last refresh */
 	bool qcow2;
 	bool corrupt; /* the header's corrupt bit: served read-only */
+	/* The library refused to open it for writing (damaged metadata; the log said why): served
+	 * read-only until the file changes. */
+	bool write_refused;
 	int err; /* negative errno: refused; errmsg says why */
 	char *errmsg;
 	bool logged;

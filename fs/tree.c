@@ -752,9 +752,10 @@ void qfs_dirents_free(struct qfs_dirent *d, size_t n)
 
 /* Open @n's chain (n->open_lock held): writable when the view may be written, else
  * read-only; a snapshot view, or the view of an image another process writes, shares write
- * permission so that it does not stand in the writer's way. */
-static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_opts o,
-		      bool writable, bool busy, const char *snap)
+ * permission so that it does not stand in the writer's way. *@refused: the library refused to
+ * open it for writing (logged here, once: the view is then read-only until the file changes). */
+static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_opts o, bool writable,
+		      bool busy, const char *snap, bool *refused)
 {
 	int r;
 
@@ -767,6 +768,7 @@ static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_op
 			qcow2_last_error());
 		o.writable = false;
 		r = qcow2_chain_open(src, &o, &n->chain);
+		*refused = r == 0;
 	}
 	if (r < 0) {
 		qfs_log("cannot open '%s': %s", n->rel, qcow2_last_error());
@@ -791,7 +793,7 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 {
 	struct qcow2_chain_opts o;
 	char *src = NULL, *snap = NULL;
-	bool writable = false, busy = false;
+	bool writable = false, busy = false, refused = false;
 	uint64_t stamp = 0;
 	blkcnt_t blocks;
 	struct src *s;
@@ -820,7 +822,14 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 
 	pthread_mutex_lock(&n->open_lock);
 	if (!n->chain)
-		r = open_chain(n, src, o, writable, busy, snap);
+		r = open_chain(n, src, o, writable, busy, snap, &refused);
+	if (refused) {
+		pthread_mutex_lock(&t->lock);
+		s = src_get(t, src);
+		if (s)
+			s->write_refused = true;
+		pthread_mutex_unlock(&t->lock);
+	}
 	if (r == 0 && write && !qcow2_chain_writable(n->chain))
 		r = -EROFS;
 	if (r == 0 && write && n->writers == 0) {

@@ -59,7 +59,9 @@ Writing (the same operation applied to a flat view and to the test's model of it
                             header: at offset 0x200, which a cluster-aligned entry cannot be),
                             eof (point it 4 clusters past the end of the file), metadata (point
                             it at the refcount table), copied (clear its COPIED flag), corrupt
-                            (set the corrupt bit)
+                            (set the corrupt bit), l1 (point it, with COPIED, at the active L1
+                            table), free-l1 / free-l2 (set the refcount of the active L1
+                            table's first cluster / of the entry's L2 table to 0)
   check-compare OURS QEMU [OURS QEMU...]
                             compare `qcowctl check --json` outputs with `qemu-img check
                             --output=json` ones field by field (the same fields, the same
@@ -526,6 +528,12 @@ def break_one(path, kind, guest="0"):
             q.put64(at, copied | ((size + q.cs - 1) // q.cs + 4) * q.cs)
         elif kind == "metadata":
             q.put64(at, copied | q.reftable_off)
+        elif kind == "l1":
+            q.put64(at, copied | q.l1_off)
+        elif kind == "free-l1":
+            q.set_refcount(q.l1_off >> q.cluster_bits, 0)
+        elif kind == "free-l2":
+            q.set_refcount(at >> q.cluster_bits, 0)
         elif kind == "copied":
             q.put64(at, entry & ~copied)
         elif kind == "corrupt":
