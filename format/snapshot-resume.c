@@ -184,14 +184,19 @@ static int finish(struct qcow2_image *img, const char *path, const struct journa
 	return qcow2_journal_remove(path);
 }
 
-/* Delete snapshot @idx with the journal at @path around it (steps 1 to 3). */
+/* Delete snapshot @idx with the journal at @path around it (steps 1 to 3). A refusal comes
+ * from the plan, before the journal; a failure after it keeps the journal, since before the
+ * switch it leaves leaked clusters too, which the next delete reclaims. */
 static int delete_journaled(struct qcow2_image *img, int idx, const char *image, const char *path)
 {
 	const struct qcow2_snapshot *s = qcow2_image_snapshot(img, (uint32_t)idx);
 	struct journal j = {NULL, strdup(s->id), strdup(s->name)};
+	struct qcow2_snapshot_plan plan;
 	char *text = NULL;
 	int r = j.id && j.name ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
 
+	if (r == 0)
+		r = qcow2_image_snapshot_plan(img, QCOW2_SNAPSHOT_DELETE, j.id, &plan);
 	if (r == 0)
 		r = journal_encode(image, j.id, j.name, &text);
 	if (r == 0)
@@ -200,8 +205,6 @@ static int delete_journaled(struct qcow2_image *img, int idx, const char *image,
 		r = qcow2_image_snapshot_delete(img, j.id);
 	if (r == 0)
 		r = qcow2_journal_remove(path);
-	else if (has_snapshot(img, &j)) /* refused or failed before the switch: nothing to do */
-		qcow2_journal_remove(path);
 	free(text);
 	journal_release(&j);
 	return r;
