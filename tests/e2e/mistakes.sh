@@ -17,7 +17,8 @@
 #   says the snapshot is already deleted and that it finished its cleanup, and a mistyped name
 #   there (an image with leaks, no journal naming it) still exits 1. qemu-img is the oracle of
 #   the state after every kill (the snapshot listed or not; no refcount lower than its
-#   references), and after the rerun alone (no repair) `qemu-img check` finds the image clean,
+#   references); a --dry-run then says what the rerun will do and changes nothing; after the
+#   rerun alone (no repair) `qemu-img check` finds the image clean,
 #   the active disk and the kept snapshot unchanged, and no journal is left.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_cmd strace
@@ -209,7 +210,7 @@ snap_listed()
 # killed_then_rerun N: kill the delete before its Nth write, check the state, run it again
 killed_then_rerun()
 {
-	local n=$1 rc out
+	local n=$1 rc out dry sum
 	cp "$WORK/orig.qcow2" "$WORK/s.qcow2" || return 1
 	ASAN_OPTIONS=$NOLSAN strace -f -qq -o /dev/null -e trace=pwrite64 -e inject=pwrite64:signal=KILL:when="$n" \
 		"$QCOWCTL" snapshot delete -q "$WORK/s.qcow2" doomed 2>/dev/null
@@ -222,8 +223,16 @@ killed_then_rerun()
 		head -n 20 "$WORK/chk"
 		return 1
 	fi
+	# the dry run says what the rerun will do, and changes nothing
+	sum=$(cat "$WORK/s.qcow2" "$WORK/.s.qcow2.qcowctl-snapshot-delete" | md5sum)
+	dry=$("$QCOWCTL" snapshot delete --dry-run "$WORK/s.qcow2" doomed 2>&1) ||
+		{ echo "killed before write $n: the dry run failed: $dry"; return 1; }
+	[ "$sum" = "$(cat "$WORK/s.qcow2" "$WORK/.s.qcow2.qcowctl-snapshot-delete" | md5sum)" ] ||
+		{ echo "killed before write $n: the dry run changed something"; return 1; }
 	if snap_listed "$WORK/s.qcow2" doomed; then
 		before_switch=$((before_switch + 1))
+		[[ $dry == *"first, the cleanup of an interrupted delete:"* ]] ||
+			{ echo "killed before write $n (before the switch): the dry run said: $dry"; return 1; }
 		out=$("$QCOWCTL" snapshot delete "$WORK/s.qcow2" doomed) ||
 			{ echo "killed before write $n (before the switch): the rerun failed"; return 1; }
 		[[ $out == "deleted snapshot 'doomed'"* ]] || { echo "rerun said: $out"; return 1; }
@@ -233,10 +242,8 @@ killed_then_rerun()
 		rc=$?
 		[ $rc = 1 ] || { echo "killed before write $n (after the switch): a mistyped name: exit $rc: $out"; return 1; }
 		[[ $out == *"no snapshot 'doomd'"* ]] || { echo "mistyped name, said: $out"; return 1; }
-		out=$("$QCOWCTL" snapshot delete --dry-run "$WORK/s.qcow2" doomed 2>&1) ||
-			{ echo "killed before write $n (after the switch): the dry run failed: $out"; return 1; }
-		[[ $out == "dry run: snapshot 'doomed' of '$WORK/s.qcow2' already deleted; would finish"* ]] ||
-			{ echo "dry run said: $out"; return 1; }
+		[[ $dry == "dry run: snapshot 'doomed' of '$WORK/s.qcow2' already deleted; would finish"* ]] ||
+			{ echo "dry run said: $dry"; return 1; }
 		out=$("$QCOWCTL" snapshot delete "$WORK/s.qcow2" doomed 2>&1)
 		rc=$?
 		[ $rc = 0 ] || { echo "killed before write $n (after the switch): rerun exit $rc: $out"; return 1; }
