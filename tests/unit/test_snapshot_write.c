@@ -639,35 +639,46 @@ ParameterizedTest(enum qcow2_io_op *fail, snapshot_write,
 	cr_assert_gt(stopped - gone, 0, "never stopped before the switch");
 }
 
-/* A journal of a delete of "vm" stopped after its switch, then a delete of "one": the first
- * delete's cleanup is finished before the second runs, so neither leaves a leak. */
-Test(snapshot_write, a_delete_finishes_the_cleanup_another_one_left)
+/* Delete "vm" and stop it at the first write that comes after its switch: the bytes then on
+ * "disk", reopened writable, with its journal in @d. */
+static struct qcow2_image *stopped_past_the_switch(const struct rerun_dir *d)
 {
 	static const struct shape small = {3, 9, 4, false, 128 << 10};
 	struct qcow2_snapshot_resume res;
 	struct qcow2_image *back = NULL;
-	struct rerun_dir d;
 	unsigned nth;
 
-	rerun_dir_init(&d);
-	build(&small);
-	qi = open_writable();
 	for (nth = 1; nth < 200 && !back; nth++) {
+		build(&small);
+		qi = open_writable();
 		qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, nth, -EIO);
-		cr_assert_lt(qcow2_image_snapshot_delete_resumable(qi, "vm", d.image, &res), 0);
+		cr_assert_lt(qcow2_image_snapshot_delete_resumable(qi, "vm", d->image, &res), 0);
 		qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, 0, 0);
 		back = reopen(qcow2_image_io(qi), true);
 		if (find(back, "vm") >= 0) { /* before the switch: again from the start */
 			qcow2_image_close(back);
 			back = NULL;
 			qcow2_image_close(qi);
+			qi = NULL;
 			imgbuild_free(img);
+			img = NULL;
 			model_free(&m);
-			build(&small);
-			qi = open_writable();
 		}
 	}
 	cr_assert_not_null(back, "never stopped after the switch");
+	return back;
+}
+
+/* A journal of a delete of "vm" stopped after its switch, then a delete of "one": the first
+ * delete's cleanup is finished before the second runs, so neither leaves a leak. */
+Test(snapshot_write, a_delete_finishes_the_cleanup_another_one_left)
+{
+	struct qcow2_snapshot_resume res;
+	struct qcow2_image *back;
+	struct rerun_dir d;
+
+	rerun_dir_init(&d);
+	back = stopped_past_the_switch(&d);
 	cr_assert_eq(qcow2_image_snapshot_delete_resumable(back, "one", d.image, &res), 0, "%s",
 		     qcow2_last_error());
 	cr_assert_not(res.already_deleted);
@@ -676,6 +687,43 @@ Test(snapshot_write, a_delete_finishes_the_cleanup_another_one_left)
 	model_delete(&m, 1);
 	model_delete(&m, 0);
 	assert_done(back, &m, "both deleted");
+	qcow2_image_close(back);
+	rerun_dir_release(&d);
+}
+
+/* The cleanup touches nothing but leaks and missing COPIED flags: on an image that also has a
+ * refcount below its references it refuses, changes nothing and keeps the journal. */
+Test(snapshot_write, the_cleanup_refuses_an_image_with_other_errors)
+{
+	struct qcow2_snapshot_resume res;
+	struct qcow2_check_result cr;
+	struct qcow2_image *back;
+	struct rerun_dir d;
+	size_t len, len2;
+	const void *b;
+	void *before;
+	uint64_t l2;
+
+	rerun_dir_init(&d);
+	back = stopped_past_the_switch(&d);
+	l2 = (back->l1.entries[0] & QCOW2_L1E_OFFSET_MASK) >> back->h.cluster_bits;
+	cr_assert_neq(l2, 0);
+	pthread_mutex_lock(&back->w->lock);
+	cr_assert_eq(qcow2_refcount_set_w(back, l2, 0), 0);
+	pthread_mutex_unlock(&back->w->lock);
+	cr_assert_eq(qcow2_image_flush(back), 0);
+	cr_assert_eq(qcow2_image_check(back, &cr), 0);
+	cr_assert_gt(cr.refcount_errors, 0);
+	b = qcow2_io_mem_bytes(qcow2_image_io(back), &len);
+	before = xmalloc(len);
+	memcpy(before, b, len);
+	cr_assert_eq(qcow2_image_snapshot_delete_resumable(back, "vm", d.image, &res), -EUCLEAN);
+	cr_assert(strstr(qcow2_last_error(), "check --repair"), "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(back), 0);
+	b = qcow2_io_mem_bytes(qcow2_image_io(back), &len2);
+	cr_assert(len2 == len && !memcmp(b, before, len), "the refused cleanup changed the image");
+	cr_assert(exists(d.journal), "the refused cleanup took the journal");
+	free(before);
 	qcow2_image_close(back);
 	rerun_dir_release(&d);
 }
