@@ -775,6 +775,7 @@ static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
 			break;
 		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
+			s->copied_shared += !!(e & QCOW2_OFLAG_COPIED);
 			qcow2_check_say(s, kind,
 					"%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
 					" refcount=%" PRIu64,
@@ -793,7 +794,7 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 	int r = 0;
 
 	*found = 0;
-	if (planned)
+	if (planned && s->n_fixes)
 		qsort(s->fixes, s->n_fixes, sizeof(*s->fixes), cmp_fix);
 	for (i = 0; i < img->l1.n && r == 0; i++) {
 		uint64_t e = img->l1.entries[i], l2 = e & QCOW2_L1E_OFFSET_MASK;
@@ -803,6 +804,7 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		r = refcount_of(s, planned, l2 >> img->h.cluster_bits, &rc);
 		if (r == 0 && (rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
+			s->copied_shared += !!(e & QCOW2_OFLAG_COPIED);
 			qcow2_check_say(s, kind,
 					"%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
 					" refcount=%" PRIu64,

@@ -348,79 +348,56 @@ static int empty_image(struct commit *m, bool dry_run)
 }
 
 /* ---- the journal ----
- * Before the pointer moves, the layers that leave the chain are written, durably, to a hidden
- * file next to the image (.NAME.qcowctl-commit), removed when the commit is complete. A run
- * stopped in between leaves it: the next run does not take those layers for other users of
- * base (they still name it as their backing file), and deletes them with --drop. */
+ * Before the pointer moves, the layers that leave the chain are written, durably, to the
+ * image's commit journal (journal.c: .NAME.qcowctl-commit next to it), removed when the commit
+ * is complete. A run stopped in between leaves it: the next run does not take those layers for
+ * other users of base (they still name it as their backing file), and deletes them with
+ * --drop. */
 
-static void journal_path(struct commit *m, char *out, size_t cap)
+static int journal_path(struct commit *m, char *out, size_t cap)
 {
-	char d[PATH_MAX], b[PATH_MAX];
-
-	snprintf(d, sizeof(d), "%s", qcow2_commit_layer_path(m->c, 0));
-	snprintf(b, sizeof(b), "%s", qcow2_commit_layer_path(m->c, 0));
-	snprintf(out, cap, "%s/.%s.qcowctl-commit", dirname(d), basename(b));
+	return qcow2_journal_path(qcow2_commit_layer_path(m->c, 0), "commit", out, cap);
 }
 
-static void journal_read(struct commit *m)
+static int journal_read(struct commit *m)
 {
 	char path[PATH_MAX];
-	FILE *f;
-	long n;
+	int r = journal_path(m, path, sizeof(path));
 
-	journal_path(m, path, sizeof(path));
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	m->journal = calloc(1, 65536);
-	n = m->journal ? (long)fread(m->journal, 1, 65535, f) : 0;
-	if (m->journal)
-		m->journal[n] = 0;
-	fclose(f);
+	if (r == 0)
+		r = qcow2_journal_read(path, &m->journal);
+	return r < 0 ? r : 0;
 }
 
-int qcow2_commit_sync_dir(const char *path)
+/* The journal an earlier run left, and the layers this one takes out of the chain. */
+static int journal_write(struct commit *m)
 {
-	char d[PATH_MAX];
-	int fd, r = 0;
+	size_t len = m->journal ? strlen(m->journal) : 0, cap = len + 1;
+	char path[PATH_MAX], *text;
+	unsigned j;
+	int r;
 
-	snprintf(d, sizeof(d), "%s", path);
-	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		r = qcow2_set_error(-errno, "cannot sync the directory of '%s'", path);
-	if (fd >= 0)
-		close(fd);
+	for (j = m->t ? m->t : 1; j < m->b; j++)
+		cap += strlen(qcow2_commit_layer_path(m->c, j)) + 1;
+	text = malloc(cap);
+	if (!text)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	memcpy(text, m->journal ? m->journal : "", len + 1);
+	for (j = m->t ? m->t : 1; j < m->b; j++)
+		len += (size_t)sprintf(text + len, "%s\n", qcow2_commit_layer_path(m->c, j));
+	r = journal_path(m, path, sizeof(path));
+	if (r == 0)
+		r = qcow2_journal_write(path, text);
+	free(text);
 	return r;
 }
 
-static int journal_write(struct commit *m)
+static int journal_remove(struct commit *m)
 {
 	char path[PATH_MAX];
-	unsigned j;
-	FILE *f;
-	int r = 0;
+	int r = journal_path(m, path, sizeof(path));
 
-	journal_path(m, path, sizeof(path));
-	f = fopen(path, "we");
-	if (!f)
-		return qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
-	if (m->journal)
-		fputs(m->journal, f);
-	for (j = m->t ? m->t : 1; j < m->b; j++)
-		fprintf(f, "%s\n", qcow2_commit_layer_path(m->c, j));
-	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
-		r = qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
-	if (fclose(f) != 0 && r == 0)
-		r = qcow2_set_error(-errno, "cannot write '%s': %s", path, strerror(errno));
-	return r < 0 ? r : qcow2_commit_sync_dir(path);
-}
-
-static void journal_remove(struct commit *m)
-{
-	char path[PATH_MAX];
-
-	journal_path(m, path, sizeof(path));
-	unlink(path);
+	return r < 0 ? r : qcow2_journal_remove(path);
 }
 
 /* With --drop, the layers an earlier stopped run took out of the chain. */
@@ -497,7 +474,7 @@ static int commit_run(struct commit *m)
 	if (r == 0 && m->t == 0)
 		r = empty_image(m, dry);
 	if (r == 0 && !dry)
-		journal_remove(m);
+		r = journal_remove(m);
 	return r;
 }
 
@@ -544,9 +521,9 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 	r = qcow2_chain_open(image, &ro, &m.c);
 	if (r < 0)
 		return r;
-	journal_read(&m);
+	r = journal_read(&m);
 	m.t = 0;
-	if (o->top)
+	if (r == 0 && o->top)
 		r = qcow2_commit_find_layer(m.c, o->top, &m.t);
 	if (r == -ENOENT && o->top && access(o->top, F_OK) == 0) {
 		r = commit_done_before(&m, o->top);

@@ -111,7 +111,7 @@ static int publish_copy(const char *part, const char *dest)
 	if (rename(part, dest) < 0)
 		return qcow2_set_error(-errno, "cannot rename '%s' to '%s': %s", part, dest,
 				       strerror(errno));
-	return qcow2_commit_sync_dir(dest);
+	return qcow2_sync_dir(dest);
 }
 
 static int convert_run(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,

@@ -253,8 +253,21 @@ int qcow2_commit_find_layer(struct qcow2_chain *c, const char *name, unsigned *i
  * @relative, else absolute. */
 int qcow2_commit_name_for(const char *image, const char *target, bool relative, char *out,
 			  size_t cap);
+
+/* journal.c: the files that let a rerun complete an interrupted job (write order there). */
+/* The journal of @job for the image at @image: ".IMAGE.qcowctl-JOB" in its directory, into
+ * @out (@cap bytes). 0 or -ENAMETOOLONG. */
+int qcow2_journal_path(const char *image, const char *job, char *out, size_t cap);
+/* Replace the journal @path by @text, durably (a temporary file written and fsynced, renamed
+ * over it, the directory fsynced). 0 or -errno. */
+int qcow2_journal_write(const char *path, const char *text);
+/* Read the journal @path (at most 64 KiB) into *@text (malloc'ed, NUL-terminated). 1 if read,
+ * 0 if there is none (*@text NULL), or -errno (not a regular file: -EINVAL). */
+int qcow2_journal_read(const char *path, char **text);
+/* Remove the journal @path, durably. 0 (also when there is none) or -errno. */
+int qcow2_journal_remove(const char *path);
 /* fsync the directory holding @path. */
-int qcow2_commit_sync_dir(const char *path);
+int qcow2_sync_dir(const char *path);
 
 /* A range of host clusters whose refcount is to be lowered by one (refcount.c). */
 struct qcow2_crange {
@@ -478,6 +491,8 @@ struct qcow2_scan {
 	uint8_t *rblock;  /* a refcount block (read-only images) */
 	uint64_t rblock_ti;
 	uint64_t done, total; /* progress, in clusters */
+	uint64_t copied_shared; /* COPIED flags qcow2_check_copied() found set where the
+				 * refcount is not 1 (real damage, unlike a missing one) */
 };
 
 /* check.c: set up @s for @img; then count (qcow2_check_count), compare with the refcounts
@@ -536,6 +551,14 @@ int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes);
  * (corruptions_fixed when raised, leaks_fixed when lowered). Writable image, w->lock not held;
  * nothing flushed. */
 int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only);
+/* repair.c: the leak and COPIED part of a repair, and nothing else: refcounts above what points
+ * at their cluster counted down to it, durable, then the COPIED flags set where a refcount is
+ * now 1 (what an interrupted count-down leaves). Refused, changing nothing (-EUCLEAN), when a
+ * check finds anything else wrong: a refcount below its references, a bad entry, a COPIED flag
+ * on a shared cluster. @res: the check's counts before, leaks_fixed and corruptions_fixed (the
+ * flags set; with @dry_run, what it would fix, changing nothing: any image). A writable
+ * image no one else uses; no lock held. */
+int qcow2_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check_result *res);
 
 /* ownermap.c: which chain layer provides each chunk of the flat view; filled lazily. */
 struct qcow2_ownermap;

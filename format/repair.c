@@ -277,7 +277,11 @@ static int clear_past(struct qcow2_scan *s)
 	return r;
 }
 
-int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
+enum recount { RECOUNT_ALL, RECOUNT_RAISE, RECOUNT_LOWER };
+
+/* Set refcounts to the counts of @s: all of them, only those lower (@how RECOUNT_RAISE) or only
+ * those higher (RECOUNT_LOWER, the leaks). */
+static int set_refcounts(struct qcow2_scan *s, enum recount how)
 {
 	struct qcow2_image *img = s->img;
 	struct qcow2_wstate *w = img->w;
@@ -288,13 +292,14 @@ int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
 	if (w->end_cluster < s->n_used)
 		__atomic_store_n(&w->end_cluster, s->n_used, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&w->lock);
-	r = raise_only ? 0 : clear_past(s);
+	r = how == RECOUNT_RAISE ? 0 : clear_past(s);
 	for (i = 0; r == 0 && i < s->n_used; i++) {
 		if (i % STEP == STEP - 1 && (r = qcow2_check_step(s, STEP)) < 0)
 			break;
 		c = s->counts[i];
 		r = qcow2_refcount_get_w(img, i, &v);
-		if (r < 0 || v == c || (raise_only && v > c))
+		if (r < 0 || v == c || (how == RECOUNT_RAISE && v > c) ||
+		    (how == RECOUNT_LOWER && v < c))
 			continue;
 		r = qcow2_refcount_set_w(img, i, c);
 		if (r < 0)
@@ -310,6 +315,11 @@ int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
 	}
 	pthread_mutex_unlock(&w->lock);
 	return r;
+}
+
+int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
+{
+	return set_refcounts(s, raise_only ? RECOUNT_RAISE : RECOUNT_ALL);
 }
 
 /* ---- the fixes ---- */
@@ -615,6 +625,70 @@ int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o
 		r = report_plan(&s);
 	else if (r == 0 && (res->corruptions || res->leaks || res->dirty || res->corrupt))
 		r = apply(&s);
+	qcow2_check_release(&s);
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
+}
+
+/* ---- leaks only ---- */
+
+/* The scan of qcow2_repair_leaks(): counts, refcounts compared, and the COPIED flags checked
+ * against the counts, which are the refcounts once the leaks are counted down: a flag missing
+ * where a count is 1 is what the count-down leaves to set, a flag set where it is not 1 is
+ * damage this must not touch. */
+static int scan_leaks(struct qcow2_scan *s, uint64_t *missing_copied)
+{
+	int r = qcow2_check_count(s);
+
+	if (r == 0)
+		r = qcow2_check_compare(s);
+	if (r == 0)
+		r = qcow2_check_copied(s, true, "ERROR", QCOW2_CHECK_CORRUPTION, missing_copied);
+	if (r == 0 && (s->res->corruptions || s->copied_shared))
+		r = qcow2_set_error(-EUCLEAN,
+				    "it has %" PRIu64 " errors besides leaked clusters and missing "
+				    "COPIED flags ('qcowctl check --repair' fixes them)",
+				    s->res->corruptions + s->copied_shared);
+	return r;
+}
+
+int qcow2_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check_result *res)
+{
+	struct qcow2_scan s;
+	uint64_t missing = 0, n = 0;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (!dry_run && !img->w)
+		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
+	r = dry_run ? 0 : qcow2_image_flush(img);
+	if (r == 0)
+		r = qcow2_check_init(&s, img, NULL, res);
+	if (r < 0)
+		return qcow2_error_prefix(r, img->name);
+	r = scan_leaks(&s, &missing);
+	res->corruptions += missing;
+	if (dry_run) {
+		res->leaks_fixed = res->leaks;
+		res->corruptions_fixed = missing;
+		qcow2_check_release(&s);
+		return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
+	}
+	/* Steps 4 and 5 of a repair, made for leaks: refcounts only lowered to what points at
+	 * their cluster (nothing on disk points at what they free), durable; then the flags. */
+	if (r == 0 && res->leaks)
+		r = set_refcounts(&s, RECOUNT_LOWER);
+	if (r == 0)
+		r = qcow2_image_flush(img);
+	if (r == 0)
+		r = qcow2_check_copied(&s, false, "Repairing", QCOW2_CHECK_REPAIR, &n);
+	if (r == 0 && n) {
+		res->corruptions_fixed += n;
+		pthread_mutex_lock(&img->w->lock);
+		r = qcow2_write_fix_copied(img);
+		pthread_mutex_unlock(&img->w->lock);
+	}
+	if (r == 0)
+		r = qcow2_image_flush(img);
 	qcow2_check_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }

@@ -25,7 +25,9 @@
  *           table (the disk's part, not the VM state) written; the header's L1 offset, L1 size and virtual size in one write; the
  *           old active reach and L1 table counted down, COPIED set where refcounts fell to 1.
  *   delete: the table without the entry; the header; the snapshot's reach and L1 table
- *           counted down, COPIED set on the active tables where refcounts fell to 1.
+ *           counted down, COPIED set on the active tables where refcounts fell to 1. (The
+ *           journal that lets a rerun finish a delete stopped after its header write is
+ *           snapshot-resume.c's, written before all this and removed after.)
  *   drop:   (an unreadable entry, whose L1 table is not trusted) the table without the entry;
  *           the header; the old table freed. What only it reached is leaked, for a refcount
  *           repair to free.

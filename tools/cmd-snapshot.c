@@ -44,8 +44,11 @@ static void snapshot_usage(FILE *f)
 	       "(a running VM, qemu-io, a qcowfs mount with one of its views open) and name it.\n"
 	       "Interrupted or killed at any point, they leave a valid image: before or after\n"
 	       "the change, some clusters leaked at worst (qemu-img check -r leaks reclaims\n"
-	       "them). A delete run again after such a kill finds the snapshot gone and\n"
-	       "says it is already deleted (exit 0).\n");
+	       "them). A delete keeps a journal next to IMAGE (.IMAGE.qcowctl-snapshot-delete)\n"
+	       "while it runs: run again after a kill, it completes the delete (exit 0), or,\n"
+	       "if the snapshot was already gone, finishes its cleanup (the leaked clusters and\n"
+	       "COPIED flags) and says it was already deleted. Without that journal a name that\n"
+	       "is not there is an error.\n");
 }
 
 /* ---- list ---- */
@@ -197,7 +200,7 @@ static void plan_text(const struct qcow2_image *img, const struct change *ch,
 }
 
 static void plan_json(const struct qcow2_image *img, const struct change *ch,
-		      const struct qcow2_snapshot_plan *p)
+		      const struct qcow2_snapshot_plan *p, const struct qcow2_snapshot_resume *res)
 {
 	struct json j;
 
@@ -218,6 +221,10 @@ static void plan_json(const struct qcow2_image *img, const struct change *ch,
 	json_uint(&j, "raised-clusters", p->raised_clusters);
 	json_uint(&j, "lowered-clusters", p->lowered_clusters);
 	json_uint(&j, "freed-clusters", p->freed_clusters);
+	if (res) { /* first, the cleanup of an interrupted delete */
+		json_uint(&j, "interrupted-leaked-clusters", res->leaks_fixed);
+		json_uint(&j, "interrupted-copied-flags", res->copied_fixed);
+	}
 	json_end_object(&j);
 	json_finish(&j);
 }
@@ -226,10 +233,52 @@ static void plan_json(const struct qcow2_image *img, const struct change *ch,
 #define WRITE_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
 #define WRITE_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
 
+/* The cleanup an interrupted delete left, as the library counts it. */
+static void print_cleanup(const struct qcow2_snapshot_resume *res, const char *verb)
+{
+	printf("  %-20s %" PRIu64 "\n", "leaked clusters:", res->leaks_fixed);
+	printf("  %-20s %" PRIu64 " %s\n", "COPIED flags:", res->copied_fixed, verb);
+}
+
+/* --dry-run of a delete whose snapshot is gone: a rerun after a kill past the switch would
+ * finish its cleanup (the journal says so), or there is no such snapshot. */
+static int dry_run_rerun(struct qcow2_image *img, const struct change *ch)
+{
+	struct qcow2_snapshot_resume res;
+	struct json j;
+	int r = qcow2_image_snapshot_delete_pending(img, ch->arg, ch->path, &res);
+
+	if (r > 0)
+		r = qcow2_io_lock_check(qcow2_image_io(img), WRITE_PERMS, WRITE_SHARED) ?: 1;
+	if (r == 0)
+		error("'%s': no snapshot '%s'", ch->path, ch->arg);
+	if (r <= 0)
+		return r < 0 ? fail_lib() : EXIT_FAIL;
+	if (ch->o.json) {
+		json_init(&j, stdout);
+		json_begin_object(&j, NULL);
+		json_string(&j, "operation", ch->verb);
+		json_string(&j, "filename", ch->path);
+		json_string(&j, "name", ch->arg);
+		json_bool(&j, "already-deleted", true);
+		json_uint(&j, "interrupted-leaked-clusters", res.leaks_fixed);
+		json_uint(&j, "interrupted-copied-flags", res.copied_fixed);
+		json_end_object(&j);
+		json_finish(&j);
+		return EXIT_OK;
+	}
+	printf("dry run: snapshot '%s' of '%s' already deleted; would finish its cleanup; nothing "
+	       "was changed\n",
+	       ch->arg, ch->path);
+	print_cleanup(&res, "to set");
+	return EXIT_OK;
+}
+
 /* --dry-run: the image opened read-only, the plan printed, the write lock only tested. */
 static int dry_run(const struct change *ch)
 {
 	struct qcow2_chain_opts co = {.lock = true};
+	struct qcow2_snapshot_resume res;
 	struct qcow2_snapshot_plan p;
 	struct qcow2_image *img;
 	int r;
@@ -237,78 +286,45 @@ static int dry_run(const struct change *ch)
 	if (qcow2_image_open_path(ch->path, &co, &img) < 0)
 		return fail_lib();
 	r = qcow2_image_snapshot_plan(img, ch->op, ch->arg, &p);
+	if (r == -ENOENT && ch->op == QCOW2_SNAPSHOT_DELETE) {
+		r = dry_run_rerun(img, ch);
+		qcow2_image_close(img);
+		return r;
+	}
 	if (r == 0)
 		r = qcow2_io_lock_check(qcow2_image_io(img), WRITE_PERMS, WRITE_SHARED);
-	if (r == 0 && ch->o.json)
-		plan_json(img, ch, &p);
-	else if (r == 0)
+	if (r == 0 && ch->op == QCOW2_SNAPSHOT_DELETE)
+		r = qcow2_image_snapshot_delete_pending(img, ch->arg, ch->path, &res);
+	if (r >= 0 && ch->o.json)
+		plan_json(img, ch, &p, r ? &res : NULL);
+	else if (r >= 0)
 		plan_text(img, ch, &p);
-	else
+	if (r > 0 && !ch->o.json) {
+		printf("  first, the cleanup of an interrupted delete:\n");
+		print_cleanup(&res, "to set");
+	}
+	if (r < 0)
 		fail_lib();
 	qcow2_image_close(img);
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
-static int run_change(struct qcow2_image *img, const struct change *ch)
+static int run_change(struct qcow2_image *img, const struct change *ch,
+		      struct qcow2_snapshot_resume *res)
 {
 	switch (ch->op) {
 	case QCOW2_SNAPSHOT_CREATE:
 		return qcow2_image_snapshot_create(img, ch->arg);
 	case QCOW2_SNAPSHOT_APPLY:
 		return qcow2_image_snapshot_apply(img, ch->arg);
-	default:
-		return qcow2_image_snapshot_delete(img, ch->arg);
+	default: /* with its journal next to the image: a rerun completes it */
+		return qcow2_image_snapshot_delete_resumable(img, ch->arg, ch->path, res);
 	}
-}
-
-/* Count the check's problems that are a COPIED flag missing on a cluster whose refcount is 1
- * (qemu-img check's "ERROR OFLAG_COPIED ... refcount=1"): a safe state, as QEMU leaves it too
- * between lowering a refcount and setting the flag. A flag set on a shared cluster (refcount
- * above 1) would be real damage and is not counted. */
-static void count_missing_copied(void *ctx, enum qcow2_check_msg kind, const char *text)
-{
-	size_t n = strlen(text);
-
-	if (kind == QCOW2_CHECK_CORRUPTION && !strncmp(text, "ERROR OFLAG_COPIED ", 19) && n > 11 &&
-	    !strcmp(text + n - 11, " refcount=1"))
-		(*(uint64_t *)ctx)++;
-}
-
-/* A delete that finds no snapshot by that name: the rerun of a delete killed after its header
- * switch? Such a kill leaves the image without the entry, and stage 4 of the write order (the
- * count-down) undone or half done: leaked clusters (the deleted snapshot's L1 table, the old
- * snapshot table, refcounts not yet lowered) and maybe COPIED flags not yet set where a
- * refcount fell to 1. So with no snapshot of that name and that state, and nothing worse, the
- * delete is reported done (exit 0), naming what is left for a repair; on a clean image it is
- * the usual refusal. Prints and returns the exit code. */
-static int delete_rerun(struct qcow2_image *img, const struct change *ch)
-{
-	uint64_t copied = 0;
-	struct qcow2_check_opts o = {.message = count_missing_copied, .ctx = &copied};
-	struct qcow2_check_result res;
-	char b[32], leaks[80], flags[64], left[160];
-
-	if (qcow2_image_check_report(img, &o, &res) < 0 || res.corruptions != copied ||
-	    (!res.leaks && !copied)) {
-		error("'%s': no snapshot '%s'", ch->path, ch->arg);
-		return EXIT_FAIL;
-	}
-	format_size(res.leaks * qcow2_image_cluster_bytes(img), b, sizeof(b));
-	snprintf(leaks, sizeof(leaks), "%" PRIu64 " leaked clusters (%s)", res.leaks, b);
-	snprintf(flags, sizeof(flags), "%" PRIu64 " COPIED flags not yet set", copied);
-	snprintf(left, sizeof(left), "%s%s%s", res.leaks ? leaks : "",
-		 res.leaks && copied ? " and " : "", copied ? flags : "");
-	if (ch->o.progress != PROGRESS_QUIET)
-		printf(
-		    "snapshot '%s' of '%s' already deleted: there is none by that name, and the "
-		    "image holds what an interrupted delete leaves, %s ('qcowctl check --repair' "
-		    "fixes that)\n",
-		    ch->arg, ch->path, left);
-	return EXIT_OK;
 }
 
 static int change(const struct change *ch)
 {
+	struct qcow2_snapshot_resume res = {0};
 	struct qcow2_layer_info li;
 	struct qcow2_chain *c;
 	int r;
@@ -324,24 +340,27 @@ static int change(const struct change *ch)
 		error("'%s' is not a qcow2 image: it has no internal snapshots", ch->path);
 		return EXIT_FAIL;
 	}
-	r = run_change(li.image, ch);
-	if (r == -ENOENT && ch->op == QCOW2_SNAPSHOT_DELETE &&
-	    qcow2_image_find_snapshot(li.image, ch->arg) < 0) {
-		r = delete_rerun(li.image, ch);
-		finish_write(c, 0);
-		return r;
-	}
+	r = run_change(li.image, ch, &res);
 	if (r < 0) {
 		fail_lib();
 		finish_write(c, r);
 		return EXIT_FAIL;
 	}
-	if (ch->o.progress != PROGRESS_QUIET && ch->op == QCOW2_SNAPSHOT_CREATE)
+	if (ch->o.progress != PROGRESS_QUIET && res.already_deleted) {
+		printf("snapshot '%s' of '%s' already deleted; finished its cleanup\n", ch->arg,
+		       ch->path);
+		print_cleanup(&res, "set");
+	} else if (ch->o.progress != PROGRESS_QUIET && ch->op == QCOW2_SNAPSHOT_CREATE)
 		printf("created snapshot '%s' (id %s) of '%s'\n", ch->arg,
 		       qcow2_image_snapshot(li.image, qcow2_image_snapshot_count(li.image) - 1)->id,
 		       ch->path);
 	else if (ch->o.progress != PROGRESS_QUIET)
 		printf("%s snapshot '%s' of '%s'\n", ch->done, ch->arg, ch->path);
+	if (ch->o.progress != PROGRESS_QUIET && !res.already_deleted &&
+	    (res.leaks_fixed || res.copied_fixed)) {
+		printf("  first, the cleanup of an interrupted delete:\n");
+		print_cleanup(&res, "set");
+	}
 	if (finish_write(c, 0) < 0)
 		return fail_lib();
 	return EXIT_OK;

@@ -285,6 +285,30 @@ int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name)
  * Other invalid entries (a NUL in a name, an L1 table too small for the disk size, an absurd
  * disk size) stay: QEMU may still read their data. */
 int qcow2_image_snapshot_drop_unreadable(struct qcow2_image *img, uint32_t *dropped);
+/* What qcow2_image_snapshot_delete_resumable() did, or would do. */
+struct qcow2_snapshot_resume {
+	bool already_deleted;  /* an interrupted delete of that snapshot had gone past its switch:
+				* only its cleanup was left */
+	uint64_t leaks_fixed;  /* clusters counted down by that cleanup */
+	uint64_t copied_fixed; /* COPIED flags it set */
+};
+/* qcow2_image_snapshot_delete() that a rerun completes (snapshot-resume.c): a journal next to
+ * @image (the path of @img's file) names the snapshot while the delete runs. If @id_or_name is
+ * no snapshot of @img but that journal names it, a delete of it was interrupted after its
+ * switch: its cleanup is finished (leaked clusters counted down, COPIED flags set, nothing
+ * else; refused, -EUCLEAN, if the image has other errors) and @res->already_deleted set.
+ * Without such a journal a missing snapshot is -ENOENT, changing nothing. A delete that finds
+ * a journal of an interrupted one finishes that cleanup first (@res counts it). The caller
+ * holds the image alone (QEMU's write locks). Returns 0 or -errno. */
+int qcow2_image_snapshot_delete_resumable(struct qcow2_image *img, const char *id_or_name,
+					  const char *image, struct qcow2_snapshot_resume *res);
+/* What qcow2_image_snapshot_delete_resumable() would clean up first, changing nothing (any
+ * image): 1 if a journal tells of an interrupted delete whose cleanup it would finish
+ * (@res->already_deleted: that of @id_or_name, past its switch; @res: what it would fix;
+ * -EUCLEAN if it would refuse), 0 if there is none (or @id_or_name is neither a snapshot nor
+ * the one the journal names), or -errno. */
+int qcow2_image_snapshot_delete_pending(struct qcow2_image *img, const char *id_or_name,
+					const char *image, struct qcow2_snapshot_resume *res);
 
 /* ---- one image (image.c) ---- */
 

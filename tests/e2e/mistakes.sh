@@ -14,9 +14,12 @@
 #   not shown and gets one log line.
 # - qcowctl snapshot delete killed (SIGKILL, injected by strace) before each of its writes, then
 #   run again: the rerun exits 0 every time; after a kill that landed after the header switch it
-#   says the snapshot is already deleted. qemu-img is the oracle of the state after every kill
-#   (the snapshot listed or not; no refcount lower than its references), and after the rerun and
-#   `qemu-img check -r all` the image is clean, the active disk and the kept snapshot unchanged.
+#   says the snapshot is already deleted and that it finished its cleanup, and a mistyped name
+#   there (an image with leaks, no journal naming it) still exits 1. qemu-img is the oracle of
+#   the state after every kill (the snapshot listed or not; no refcount lower than its
+#   references); a --dry-run then says what the rerun will do and changes nothing; after the
+#   rerun alone (no repair) `qemu-img check` finds the image clean,
+#   the active disk and the kept snapshot unchanged, and no journal is left.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_cmd strace
 [ "$(id -u)" != 0 ] || require_cmd setpriv
@@ -207,7 +210,7 @@ snap_listed()
 # killed_then_rerun N: kill the delete before its Nth write, check the state, run it again
 killed_then_rerun()
 {
-	local n=$1 rc out
+	local n=$1 rc out dry sum
 	cp "$WORK/orig.qcow2" "$WORK/s.qcow2" || return 1
 	ASAN_OPTIONS=$NOLSAN strace -f -qq -o /dev/null -e trace=pwrite64 -e inject=pwrite64:signal=KILL:when="$n" \
 		"$QCOWCTL" snapshot delete -q "$WORK/s.qcow2" doomed 2>/dev/null
@@ -220,23 +223,37 @@ killed_then_rerun()
 		head -n 20 "$WORK/chk"
 		return 1
 	fi
+	# the dry run says what the rerun will do, and changes nothing
+	sum=$(cat "$WORK/s.qcow2" "$WORK/.s.qcow2.qcowctl-snapshot-delete" | md5sum)
+	dry=$("$QCOWCTL" snapshot delete --dry-run "$WORK/s.qcow2" doomed 2>&1) ||
+		{ echo "killed before write $n: the dry run failed: $dry"; return 1; }
+	[ "$sum" = "$(cat "$WORK/s.qcow2" "$WORK/.s.qcow2.qcowctl-snapshot-delete" | md5sum)" ] ||
+		{ echo "killed before write $n: the dry run changed something"; return 1; }
 	if snap_listed "$WORK/s.qcow2" doomed; then
 		before_switch=$((before_switch + 1))
+		[[ $dry == *"first, the cleanup of an interrupted delete:"* ]] ||
+			{ echo "killed before write $n (before the switch): the dry run said: $dry"; return 1; }
 		out=$("$QCOWCTL" snapshot delete "$WORK/s.qcow2" doomed) ||
 			{ echo "killed before write $n (before the switch): the rerun failed"; return 1; }
 		[[ $out == "deleted snapshot 'doomed'"* ]] || { echo "rerun said: $out"; return 1; }
 	else
 		after_switch=$((after_switch + 1))
+		out=$("$QCOWCTL" snapshot delete "$WORK/s.qcow2" doomd 2>&1)
+		rc=$?
+		[ $rc = 1 ] || { echo "killed before write $n (after the switch): a mistyped name: exit $rc: $out"; return 1; }
+		[[ $out == *"no snapshot 'doomd'"* ]] || { echo "mistyped name, said: $out"; return 1; }
+		[[ $dry == "dry run: snapshot 'doomed' of '$WORK/s.qcow2' already deleted; would finish"* ]] ||
+			{ echo "dry run said: $dry"; return 1; }
 		out=$("$QCOWCTL" snapshot delete "$WORK/s.qcow2" doomed 2>&1)
 		rc=$?
 		[ $rc = 0 ] || { echo "killed before write $n (after the switch): rerun exit $rc: $out"; return 1; }
-		[[ $out == "snapshot 'doomed' of '$WORK/s.qcow2' already deleted"* ]] ||
+		[[ $out == "snapshot 'doomed' of '$WORK/s.qcow2' already deleted; finished its cleanup"* ]] ||
 			{ echo "rerun said: $out"; return 1; }
 	fi
 	! snap_listed "$WORK/s.qcow2" doomed || { echo "doomed is still there"; return 1; }
 	snap_listed "$WORK/s.qcow2" keep || { echo "keep is gone"; return 1; }
-	qemu-img check -q -r all "$WORK/s.qcow2" >/dev/null 2>&1
-	qemu-img check "$WORK/s.qcow2" >"$WORK/chk" 2>&1 || { echo "not clean after a repair:"; head "$WORK/chk"; return 1; }
+	qemu-img check "$WORK/s.qcow2" >"$WORK/chk" 2>&1 || { echo "not clean after the rerun:"; head "$WORK/chk"; return 1; }
+	[ ! -e "$WORK/.s.qcow2.qcowctl-snapshot-delete" ] || { echo "the journal is left"; return 1; }
 	qemu-img compare -q -f qcow2 -F raw "$WORK/s.qcow2" "$WORK/active.raw" || { echo "the active disk changed"; return 1; }
 	qemu-img convert -O raw -l snapshot.name=keep "$WORK/s.qcow2" "$WORK/k.raw" && cmp "$WORK/k.raw" "$WORK/keep.raw" ||
 		{ echo "snapshot keep changed"; return 1; }
@@ -249,5 +266,21 @@ check "some kills landed before the header switch, some after" \
 	test "$before_switch" -gt 0 -a "$after_switch" -gt 0
 check_not "a delete of a name that never existed, on a clean image, still fails" \
 	"$QCOWCTL" snapshot delete "$WORK/orig.qcow2" never
+# an image with leaks and missing COPIED flags (a delete killed after its switch) but no journal
+leaky_mistyped()
+{
+	local out rc
+	cp "$WORK/orig.qcow2" "$WORK/s.qcow2" || return 1
+	rm -f "$WORK/.s.qcow2.qcowctl-snapshot-delete"
+	ASAN_OPTIONS=$NOLSAN strace -f -qq -o /dev/null -e trace=pwrite64 -e inject=pwrite64:signal=KILL:when="$NWRITES" \
+		"$QCOWCTL" snapshot delete -q "$WORK/s.qcow2" doomed 2>/dev/null
+	rm -f "$WORK/.s.qcow2.qcowctl-snapshot-delete"
+	! snap_listed "$WORK/s.qcow2" doomed || { echo "the kill landed before the switch"; return 1; }
+	qemu-img check "$WORK/s.qcow2" >/dev/null 2>&1 && { echo "the kill left no leak"; return 1; }
+	out=$("$QCOWCTL" snapshot delete "$WORK/s.qcow2" doomed 2>&1)
+	rc=$?
+	[ $rc = 1 ] && [[ $out == *"no snapshot 'doomed'"* ]] || { echo "exit $rc: $out"; return 1; }
+}
+check "a delete of a missing name on an image with leaks but no journal fails" leaky_mistyped
 
 finish

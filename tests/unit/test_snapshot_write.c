@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "imgbuild.h"
 #include "internal.h"
@@ -511,6 +512,241 @@ ParameterizedTest(struct crash_case *c, snapshot_write,
 	}
 	cr_assert_lt(nth, 200, "the operation never succeeded");
 	cr_assert_geq(stopped, 3, "stopped at only %u points", stopped);
+}
+
+/* ---- a delete stopped at every write and flush, then run again ----
+ * The image's "file" is in memory, its journal in a mkdtemp() directory: the journal a stopped
+ * delete leaves is what a crash at that point leaves, and the rerun works on a copy of the
+ * bytes then on "disk". */
+
+struct rerun_dir {
+	char dir[64], image[96], journal[160];
+};
+
+static void rerun_dir_init(struct rerun_dir *d)
+{
+	snprintf(d->dir, sizeof(d->dir), "/tmp/qcowfs-snapdel-XXXXXX");
+	cr_assert_not_null(mkdtemp(d->dir));
+	snprintf(d->image, sizeof(d->image), "%s/img.qcow2", d->dir);
+	cr_assert_eq(
+	    qcow2_journal_path(d->image, "snapshot-delete", d->journal, sizeof(d->journal)), 0);
+}
+
+static void rerun_dir_release(struct rerun_dir *d)
+{
+	unlink(d->journal);
+	cr_assert_eq(rmdir(d->dir), 0, "something else was left in the directory");
+}
+
+static bool exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/* Without the journal the same rerun is a missing name: -ENOENT, the image unchanged. */
+static void assert_no_journal_no_guess(struct qcow2_image *q, const struct rerun_dir *d)
+{
+	struct qcow2_snapshot_resume res;
+	char moved[192];
+	size_t len, len2;
+	const void *b = qcow2_io_mem_bytes(qcow2_image_io(q), &len);
+	void *before = xmalloc(len);
+
+	memcpy(before, b, len);
+	snprintf(moved, sizeof(moved), "%s.away", d->journal);
+	cr_assert_eq(rename(d->journal, moved), 0);
+	cr_assert_eq(qcow2_image_snapshot_delete_resumable(q, "vm", d->image, &res), -ENOENT);
+	cr_assert_eq(qcow2_image_flush(q), 0);
+	b = qcow2_io_mem_bytes(qcow2_image_io(q), &len2);
+	cr_assert(len2 == len && !memcmp(b, before, len), "a missing name changed the image");
+	cr_assert_eq(rename(moved, d->journal), 0);
+	free(before);
+}
+
+/* Delete "vm" stopped at its @nth @fail, then run again on the bytes left. Returns the first
+ * run's result; counts the reruns that found the snapshot gone in @gone. */
+static int delete_stopped_then_rerun(enum qcow2_io_op fail, unsigned nth, const struct rerun_dir *d,
+				     unsigned *gone)
+{
+	static const struct shape small = {3, 9, 4, false, 128 << 10};
+	struct qcow2_snapshot_resume res;
+	struct qcow2_image *back;
+	struct model after;
+	bool was_gone;
+	int r;
+
+	build(&small);
+	memset(&after, 0, sizeof(after));
+	model_from_builder(&after, img);
+	model_delete(&after, 1);
+	qi = open_writable();
+	qcow2_io_mem_fail_nth(qcow2_image_io(qi), fail, nth, -EIO);
+	r = qcow2_image_snapshot_delete_resumable(qi, "vm", d->image, &res);
+	qcow2_io_mem_fail_nth(qcow2_image_io(qi), fail, 0, 0);
+	cr_assert(r < 0 || !exists(d->journal), "a delete that succeeded left its journal");
+	cr_assert(r == 0 || exists(d->journal), "stopped at %u: no journal left", nth);
+	if (r < 0) {
+		back = reopen(qcow2_image_io(qi), true);
+		was_gone = find(back, "vm") < 0;
+		if (was_gone) {
+			*gone += 1;
+			assert_no_journal_no_guess(back, d);
+			cr_assert_eq(
+			    qcow2_image_snapshot_delete_resumable(back, "vn", d->image, &res),
+			    -ENOENT, "a mistyped name");
+			cr_assert(exists(d->journal), "a mistyped name took the journal");
+		}
+		cr_assert_eq(qcow2_image_snapshot_delete_resumable(back, "vm", d->image, &res), 0,
+			     "stopped at %u, run again: %s", nth, qcow2_last_error());
+		cr_assert_eq(res.already_deleted, was_gone, "stopped at %u", nth);
+		cr_assert(!exists(d->journal), "stopped at %u: the rerun left its journal", nth);
+		assert_done(back, &after, "run again");
+		qcow2_image_close(back);
+	}
+	model_free(&after);
+	qcow2_image_close(qi);
+	qi = NULL;
+	imgbuild_free(img);
+	img = NULL;
+	model_free(&m);
+	return r;
+}
+
+ParameterizedTestParameters(snapshot_write, a_delete_stopped_anywhere_is_completed_by_its_rerun)
+{
+	static enum qcow2_io_op ops[] = {QCOW2_IO_WRITE, QCOW2_IO_FLUSH};
+	return cr_make_param_array(enum qcow2_io_op, ops, sizeof(ops) / sizeof(ops[0]));
+}
+
+/* Each rerun exits 0 with the image exactly as a whole delete leaves it (no leak, every
+ * COPIED flag right), says "already deleted" exactly when the snapshot was gone, and a
+ * mistyped name or a missing journal changes nothing. */
+ParameterizedTest(enum qcow2_io_op *fail, snapshot_write,
+		  a_delete_stopped_anywhere_is_completed_by_its_rerun)
+{
+	struct rerun_dir d;
+	unsigned nth, stopped = 0, gone = 0;
+
+	rerun_dir_init(&d);
+	for (nth = 1; nth < 200; nth++) {
+		if (delete_stopped_then_rerun(*fail, nth, &d, &gone) == 0)
+			break;
+		stopped++;
+	}
+	rerun_dir_release(&d);
+	cr_assert_lt(nth, 200, "the delete never succeeded");
+	cr_assert_gt(gone, 0, "never stopped after the switch");
+	cr_assert_gt(stopped - gone, 0, "never stopped before the switch");
+}
+
+/* Delete "vm" and stop it at the first write that comes after its switch: the bytes then on
+ * "disk", reopened writable, with its journal in @d. */
+static struct qcow2_image *stopped_past_the_switch(const struct rerun_dir *d)
+{
+	static const struct shape small = {3, 9, 4, false, 128 << 10};
+	struct qcow2_snapshot_resume res;
+	struct qcow2_image *back = NULL;
+	unsigned nth;
+
+	for (nth = 1; nth < 200 && !back; nth++) {
+		build(&small);
+		qi = open_writable();
+		qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, nth, -EIO);
+		cr_assert_lt(qcow2_image_snapshot_delete_resumable(qi, "vm", d->image, &res), 0);
+		qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, 0, 0);
+		back = reopen(qcow2_image_io(qi), true);
+		if (find(back, "vm") >= 0) { /* before the switch: again from the start */
+			qcow2_image_close(back);
+			back = NULL;
+			qcow2_image_close(qi);
+			qi = NULL;
+			imgbuild_free(img);
+			img = NULL;
+			model_free(&m);
+		}
+	}
+	cr_assert_not_null(back, "never stopped after the switch");
+	return back;
+}
+
+/* A journal of a delete of "vm" stopped after its switch, then a delete of "one": the first
+ * delete's cleanup is finished before the second runs, so neither leaves a leak. */
+Test(snapshot_write, a_delete_finishes_the_cleanup_another_one_left)
+{
+	struct qcow2_snapshot_resume res;
+	struct qcow2_image *back;
+	struct rerun_dir d;
+
+	rerun_dir_init(&d);
+	back = stopped_past_the_switch(&d);
+	cr_assert_eq(qcow2_image_snapshot_delete_resumable(back, "one", d.image, &res), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_not(res.already_deleted);
+	cr_assert_gt(res.leaks_fixed + res.copied_fixed, 0, "the cleanup left was not counted");
+	cr_assert(!exists(d.journal));
+	model_delete(&m, 1);
+	model_delete(&m, 0);
+	assert_done(back, &m, "both deleted");
+	qcow2_image_close(back);
+	rerun_dir_release(&d);
+}
+
+/* The cleanup touches nothing but leaks and missing COPIED flags: on an image that also has a
+ * refcount below its references it refuses, changes nothing and keeps the journal. */
+Test(snapshot_write, the_cleanup_refuses_an_image_with_other_errors)
+{
+	struct qcow2_snapshot_resume res;
+	struct qcow2_check_result cr;
+	struct qcow2_image *back;
+	struct rerun_dir d;
+	size_t len, len2;
+	const void *b;
+	void *before;
+	uint64_t l2;
+
+	rerun_dir_init(&d);
+	back = stopped_past_the_switch(&d);
+	l2 = (back->l1.entries[0] & QCOW2_L1E_OFFSET_MASK) >> back->h.cluster_bits;
+	cr_assert_neq(l2, 0);
+	pthread_mutex_lock(&back->w->lock);
+	cr_assert_eq(qcow2_refcount_set_w(back, l2, 0), 0);
+	pthread_mutex_unlock(&back->w->lock);
+	cr_assert_eq(qcow2_image_flush(back), 0);
+	cr_assert_eq(qcow2_image_check(back, &cr), 0);
+	cr_assert_gt(cr.refcount_errors, 0);
+	b = qcow2_io_mem_bytes(qcow2_image_io(back), &len);
+	before = xmalloc(len);
+	memcpy(before, b, len);
+	cr_assert_eq(qcow2_image_snapshot_delete_resumable(back, "vm", d.image, &res), -EUCLEAN);
+	cr_assert(strstr(qcow2_last_error(), "check --repair"), "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(back), 0);
+	b = qcow2_io_mem_bytes(qcow2_image_io(back), &len2);
+	cr_assert(len2 == len && !memcmp(b, before, len), "the refused cleanup changed the image");
+	cr_assert(exists(d.journal), "the refused cleanup took the journal");
+	free(before);
+	qcow2_image_close(back);
+	rerun_dir_release(&d);
+}
+
+/* A journal that is not a snapshot delete's of this image is an error naming it, not a
+ * guess either way. */
+Test(snapshot_write, a_journal_of_another_image_is_refused)
+{
+	struct qcow2_snapshot_resume res;
+	struct rerun_dir d;
+
+	rerun_dir_init(&d);
+	build(&default_shape);
+	qi = open_writable();
+	cr_assert_eq(qcow2_journal_write(d.journal, "qcowctl snapshot delete\nimage 61\nid 31\n"
+						    "name 7878\n"),
+		     0);
+	cr_assert_eq(qcow2_image_snapshot_delete_resumable(qi, "vm", d.image, &res), -EUCLEAN);
+	cr_assert(strstr(qcow2_last_error(), d.journal), "%s", qcow2_last_error());
+	cr_assert_geq(find(qi, "vm"), 0, "deleted anyway");
+	cr_assert_eq(qcow2_journal_write(d.journal, "garbage"), 0);
+	cr_assert_eq(qcow2_image_snapshot_delete_resumable(qi, "vm", d.image, &res), -EUCLEAN);
+	rerun_dir_release(&d);
 }
 
 /* A snapshot as QEMU's savevm lays it out: the VM state in the clusters of its L1 table past
