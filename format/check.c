@@ -37,6 +37,7 @@
 #define L2_BITMAP_ALLOC	   0xffffffffull
 #define MAX_BITMAP_TABLE   (64u << 20)
 #define STEP		   4096 /* clusters compared between two progress reports */
+#define NO_BLOCK	   UINT64_MAX /* block_at(): a refcount block QEMU cannot read */
 
 /* ---- messages, progress, reads ---- */
 
@@ -127,20 +128,34 @@ static int read_l1(struct qcow2_scan *s, uint64_t off, uint32_t n, uint64_t **ou
 	return 0;
 }
 
+/* The refcount block of table entry @e at: 0 for none; a misaligned block or one QEMU cannot
+ * read (past its largest file offset, 2^63 - 1 GiB) is NO_BLOCK. Reserved bits
+ * are masked off, as QEMU reads it. */
+static uint64_t block_at(const struct qcow2_scan *s, uint64_t e)
+{
+	uint64_t off = e & QCOW2_REFT_OFFSET_MASK, cs = s->img->cluster_bytes;
+
+	if (off && ((off & (cs - 1)) || off > 0x7fffffffc0000000ull - cs))
+		return NO_BLOCK;
+	return off;
+}
+
 int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
 {
 	struct qcow2_image *img = s->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb;
+	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb, at;
 	int r;
 
 	if (img->w)
 		return qcow2_refcount_get_w(img, idx, v);
 	*v = 0;
-	if (ti >= img->refs.n || !img->refs.table[ti])
+	if (ti >= img->refs.n || !(at = block_at(s, img->refs.table[ti])))
 		return 0;
+	if (at == NO_BLOCK)
+		return 1;
 	if (ti != s->rblock_ti) {
 		s->rblock_ti = UINT64_MAX;
-		r = read_padded(img->io, s->rblock, img->cluster_bytes, img->refs.table[ti]);
+		r = read_padded(img->io, s->rblock, img->cluster_bytes, at);
 		if (r < 0)
 			return r;
 		s->rblock_ti = ti;
@@ -282,7 +297,8 @@ static const char *meta_name(const struct qcow2_scan *s, uint64_t c)
 	if (in(c, s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits))
 		return "refcount table";
 	for (i = 0; i < img->refs.n; i++)
-		if (img->refs.table[i] && in(c, s, img->refs.table[i], img->cluster_bytes))
+		if (in(c, s, img->refs.table[i] & QCOW2_REFT_OFFSET_MASK,
+		       img->refs.table[i] ? img->cluster_bytes : 0))
 			return "refcount block";
 	if (has_u64(s->l2s, s->n_l2s, c << h->cluster_bits))
 		return "L2 table";
@@ -349,7 +365,8 @@ static int premark(struct qcow2_scan *s)
 		mark(s, h->snapshots_off, img->snap_table_bytes);
 	mark(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
 	for (i = 0; i < img->refs.n; i++)
-		mark(s, img->refs.table[i], img->refs.table[i] ? img->cluster_bytes : 0);
+		mark(s, img->refs.table[i] & QCOW2_REFT_OFFSET_MASK,
+		     img->refs.table[i] ? img->cluster_bytes : 0);
 	if (h->has_crypto_ext)
 		mark(s, h->crypto_off, h->crypto_bytes);
 	sort_unique(s->l2s, &s->n_l2s);
@@ -634,24 +651,37 @@ static int walk_bitmaps(struct qcow2_scan *s, bool count)
 	return r;
 }
 
-/* The refcount blocks, each of which must be referenced exactly once. */
+/* The refcount blocks, each of which must be referenced exactly once, as QEMU's
+ * check_refblocks() sees them: an entry with reserved bits set, misaligned or outside the image
+ * is one corruption and is not counted; a block also used as something else is one corruption.
+ * Each of these means the refcount structure itself is broken: a repair rebuilds it elsewhere
+ * (s->rebuild) rather than writing refcounts into a block that is not one. */
 static void count_refblocks(struct qcow2_scan *s)
 {
 	const struct qcow2_refcounts *rt = &s->img->refs;
+	uint64_t cs = s->img->cluster_bytes;
 	uint32_t i;
 
 	for (i = 0; i < rt->n; i++) {
 		uint64_t off = rt->table[i], c = off >> s->img->h.cluster_bits;
+		bool bad = true;
 
 		if (!off)
 			continue;
-		if (c >= s->n_used) {
+		if (off & ~QCOW2_REFT_OFFSET_MASK)
+			corrupt(s, "ERROR refcount table entry %u has reserved bits set", i);
+		else if (off & (cs - 1))
+			corrupt(s,
+				"ERROR refcount block %u is not cluster aligned; refcount table "
+				"entry corrupted",
+				i);
+		else if (c >= s->n_used)
 			corrupt(s, "ERROR refcount block %u is outside image", i);
-			continue;
-		}
-		count_range(s, off, s->img->cluster_bytes);
-		if (s->counts[c] != 1)
+		else if (count_range(s, off, cs), s->counts[c] != 1)
 			corrupt(s, "ERROR refcount block %u refcount=%" PRIu32, i, s->counts[c]);
+		else
+			bad = false;
+		s->rebuild |= bad;
 	}
 }
 
@@ -692,6 +722,15 @@ int qcow2_check_compare(struct qcow2_scan *s)
 			break;
 		r = qcow2_check_refcount(s, i, &v);
 		c = s->counts[i];
+		if (r > 0) { /* as QEMU: an error of the check, not counted as anything else */
+			s->res->check_errors++;
+			qcow2_check_say(s, QCOW2_CHECK_CORRUPTION,
+					"Can't get refcount for cluster %" PRIu64
+					": Input/output error",
+					i);
+			r = 0;
+			continue;
+		}
 		if (r < 0 || (!v && !c))
 			continue;
 		highest = i;
@@ -762,6 +801,10 @@ static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
 		if (!data_file &&
 		    (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
 			break;
+		if (r > 0) { /* unreadable refcount: QEMU skips it silently */
+			r = 0;
+			continue;
+		}
 		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
 			qcow2_check_say(s, kind,
@@ -790,6 +833,10 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		if (!l2 || (planned && has_fix(s, true, i, 0)))
 			continue;
 		r = refcount_of(s, planned, l2 >> img->h.cluster_bits, &rc);
+		if (r > 0) { /* unreadable refcount: QEMU skips the entry, not its table */
+			r = 0;
+			rc = !!(e & QCOW2_OFLAG_COPIED);
+		}
 		if (r == 0 && (rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
 			qcow2_check_say(s, kind,

@@ -118,12 +118,17 @@ struct qcow2_refcounts {
 	uint32_t n;
 	uint32_t order;
 	uint32_t cluster_bits;
+	uint32_t first_bad; /* the first entry with reserved bits or misaligned; UINT32_MAX: none */
 };
 int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_refcounts *r);
 void qcow2_refcount_release(struct qcow2_refcounts *r);
-/* Load img->refs (the table only) unless it is loaded. */
+/* Load img->refs (the table only) unless it is loaded. Entries with reserved bits or
+ * misaligned are kept as found (refs.first_bad names the first): only a check and a repair
+ * read such a table; every other user of the refcounts refuses it. */
 int qcow2_refcount_ready(struct qcow2_image *img);
+/* Entry @i of @r has reserved bits set or is not cluster aligned. */
+bool qcow2_refcount_entry_bad(const struct qcow2_refcounts *r, uint32_t i);
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
 /* Encode @v (which must fit the width) into entry @idx of @block. Pure. */
@@ -376,6 +381,7 @@ struct qcow2_scan {
 	struct qcow2_check_result *res;
 	bool quiet; /* no messages */
 	bool plan;  /* record fixes for the active tables (repair.c) */
+	bool rebuild; /* the refcount structure is broken: a repair builds a new one elsewhere */
 	uint64_t file_bytes;
 	uint64_t n_file; /* clusters of the file */
 	uint64_t n;      /* clusters counted: the file's and one past it (a partial last one) */
@@ -409,7 +415,8 @@ int qcow2_check_compare(struct qcow2_scan *s);
  * OFLAG_COPIED ..." with message kind @kind. *@found gets their number. */
 int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		      enum qcow2_check_msg kind, uint64_t *found);
-/* The stored refcount of cluster @idx (0 past the refcount table). */
+/* The stored refcount of cluster @idx (0 past the refcount table): 0, -errno, or 1 when its
+ * refcount block cannot be read as QEMU cannot read it (misaligned, at an offset too large). */
 int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v);
 void qcow2_check_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

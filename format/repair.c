@@ -373,7 +373,9 @@ static int report_plan(struct qcow2_scan *s)
 		report_fix(s, &s->fixes[k]);
 	for (i = 0; i < s->n_used && r == 0; i++) {
 		r = qcow2_check_refcount(s, i, &v);
-		if (r < 0 || v == s->counts[i])
+		if (r > 0)
+			r = 0;
+		else if (r < 0 || v == s->counts[i])
 			continue;
 		if (v < s->counts[i])
 			s->res->corruptions_fixed++;

@@ -317,8 +317,10 @@ struct qcow2_check_result {
 	uint64_t refcount_errors;     /* the part of @corruptions that is refcounts lower than
 				       * what points at them: the one kind a crash must never leave
 				       * (a COPIED flag missing after a crash is safe, as in QEMU) */
-	uint64_t check_errors;        /* "check-errors": always 0 here (a check that cannot read
-				       * what it needs fails instead) */
+	uint64_t check_errors;        /* "check-errors": refcounts that cannot be read (their
+				       * refcount block is misaligned or at an offset QEMU cannot
+				       * read), one per cluster as QEMU counts them; other read
+				       * failures fail the check instead */
 	uint64_t corruptions_fixed;   /* "corruptions-fixed" (qcow2_image_repair()) */
 	uint64_t leaks_fixed;         /* "leaks-fixed" (qcow2_image_repair()) */
 	uint64_t total_clusters;      /* "total-clusters": clusters of the virtual disk */
