@@ -724,10 +724,9 @@ int qcow2_check_compare(struct qcow2_scan *s)
 		c = s->counts[i];
 		if (r > 0) { /* as QEMU: an error of the check, not counted as anything else */
 			s->res->check_errors++;
-			qcow2_check_say(s, QCOW2_CHECK_CORRUPTION,
-					"Can't get refcount for cluster %" PRIu64
-					": Input/output error",
-					i);
+			qcow2_check_say(
+			    s, QCOW2_CHECK_CORRUPTION,
+			    "Can't get refcount for cluster %" PRIu64 ": Input/output error", i);
 			r = 0;
 			continue;
 		}
