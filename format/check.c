@@ -146,7 +146,7 @@ int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
 	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb, at;
 	int r;
 
-	if (img->w)
+	if (img->w && !img->refs_broken)
 		return qcow2_refcount_get_w(img, idx, v);
 	*v = 0;
 	if (ti >= img->refs.n || !(at = block_at(s, img->refs.table[ti])))
@@ -700,11 +700,12 @@ int qcow2_check_count(struct qcow2_scan *s)
 		r = count_snapshots(s);
 	if (r < 0)
 		return r;
-	count_range(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
+	if (!s->skip_refs)
+		count_range(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
 	if (h->has_crypto_ext)
 		count_range(s, h->crypto_off, h->crypto_bytes);
 	r = walk_bitmaps(s, true);
-	if (r == 0)
+	if (r == 0 && !s->skip_refs)
 		count_refblocks(s);
 	return r;
 }

@@ -119,12 +119,18 @@ static int open_write_side(struct qcow2_image *img)
 	pthread_rwlockattr_destroy(&ra);
 	img->w = w;
 	r = qcow2_refcount_init_write(img);
+	/* A repair opens an image whose refcount table the write side cannot use: it builds a
+	 * new refcount structure before anything writes (repair.c, rebuild.c). */
+	if (r == -EUCLEAN && img->repair) {
+		img->refs_broken = true;
+		r = 0;
+	}
 	/* A repair keeps the dirty bit until its refcounts are right (qcow2_image_repair()). */
 	if (img->repair)
 		w->set_dirty = img->h.incompat & QCOW2_INCOMPAT_DIRTY;
 	else if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY))
 		r = qcow2_check_rebuild_dirty(img);
-	w->ready = r == 0;
+	w->ready = r == 0 && !img->refs_broken;
 	return r;
 }
 

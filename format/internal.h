@@ -78,6 +78,14 @@ static inline int qcow2_job_step(const struct qcow2_job *job, uint64_t done, uin
 	return 0;
 }
 
+/* io.c: @fn(@ctx, off, n) is called before every write and hole punch of [off, off + n)
+ * through @io (NULL: none); a negative return fails the write (the punch is skipped). One user
+ * at a time (a repair, which holds the image alone). */
+void qcow2_io_set_before_write(struct qcow2_io *io, int (*fn)(void *ctx, uint64_t off, uint64_t n),
+			       void *ctx);
+/* io.c: shrink the file to @bytes (no-op if it is not longer). */
+int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes);
+
 /* error.c: prefix the last message with "'@name': " unless it already starts so. */
 int qcow2_error_prefix(int err, const char *name);
 
@@ -295,6 +303,9 @@ struct qcow2_image {
 	struct qcow2_wstate *w;      /* NULL: read-only */
 	struct qcow2_image_opts opts;
 	bool repair; /* opened for qcow2_image_repair(): writable though corrupt or dirty */
+	bool refs_broken; /* repair: the refcount table has entries the write side cannot use
+			   * (misaligned, reserved bits, outside the file); no refcount may be
+			   * written until rebuild.c replaced the structure */
 };
 
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,
@@ -381,6 +392,7 @@ struct qcow2_scan {
 	struct qcow2_check_result *res;
 	bool quiet; /* no messages */
 	bool plan;  /* record fixes for the active tables (repair.c) */
+	bool skip_refs; /* leave the refcount table and blocks out of the counts (rebuild.c) */
 	bool rebuild; /* the refcount structure is broken: a repair builds a new one elsewhere */
 	uint64_t file_bytes;
 	uint64_t n_file; /* clusters of the file */
@@ -454,6 +466,25 @@ int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, u
 int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
 			 enum qcow2_ref ref);
 int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes);
+/* repair.c: one pass of a repair (qcow2_image_repair(), verify.c): a planning scan (its
+ * problems reported when @report_found, counted in @res), then the fixes applied (@dry_run:
+ * reported). When the refcount structure itself is broken, *@rebuild is set and nothing is
+ * applied: the caller rebuilds it first (rebuild.c). */
+int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
+		      bool report_found, struct qcow2_check_result *res, bool *rebuild);
+
+/* undo.c: from qcow2_undo_start() on, every write and hole punch through @io first saves what
+ * it replaces; qcow2_undo_replay() puts it all back and truncates the file to its old length
+ * (durable when it returns 0); qcow2_undo_free() stops and forgets. */
+struct qcow2_undo;
+/* rebuild.c: replace the refcount structure of @img (open for repair) by a new one built from
+ * what points at each cluster, in fresh clusters past the end of the file, switched to with
+ * one header write; the write side is then set up again on it. */
+int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_opts *o);
+int qcow2_undo_start(struct qcow2_io *io, struct qcow2_undo **out);
+int qcow2_undo_replay(struct qcow2_undo *u);
+void qcow2_undo_free(struct qcow2_undo *u);
+
 /* repair.c: set the refcount of every cluster to its count in @s (only those lower with
  * @raise_only), and clear those past the counted ones: the rebuild of a dirty image and the
  * refcount steps of a repair. Each change is reported and counted in @s->res

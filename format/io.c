@@ -25,7 +25,32 @@ struct qcow2_io {
 	pthread_mutex_t mem_lock; /* guards mem, mem_len, fail_* */
 	unsigned fail_nth[3];
 	int fail_err[3];
+	/* Called before every write and hole punch (a repair's undo journal, undo.c). */
+	int (*before_write)(void *ctx, uint64_t off, uint64_t n);
+	void *before_write_ctx;
 };
+
+void qcow2_io_set_before_write(struct qcow2_io *io, int (*fn)(void *ctx, uint64_t off, uint64_t n),
+			       void *ctx)
+{
+	io->before_write = fn;
+	io->before_write_ctx = ctx;
+}
+
+int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes)
+{
+	if (io->fd < 0) {
+		pthread_mutex_lock(&io->mem_lock);
+		if (bytes < io->mem_len)
+			io->mem_len = bytes;
+		pthread_mutex_unlock(&io->mem_lock);
+		return 0;
+	}
+	if (ftruncate(io->fd, (off_t)bytes) < 0)
+		return qcow2_set_error(-errno, "'%s': cannot truncate to %llu bytes: %s", io->name,
+				       (unsigned long long)bytes, strerror(errno));
+	return 0;
+}
 
 static struct qcow2_io *io_alloc(const char *name)
 {
@@ -215,6 +240,11 @@ int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off
 	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
 		return qcow2_set_error(-EINVAL, "'%s': write at %#llx out of range", io->name,
 				       (unsigned long long)off);
+	if (io->before_write) {
+		int r = io->before_write(io->before_write_ctx, off, n);
+		if (r < 0)
+			return r;
+	}
 	if (io->fd < 0) {
 		int r = mem_pwrite(io, buf, n, off);
 		if (r < 0)
@@ -318,6 +348,8 @@ void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n)
 
 void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 {
+	if (io->before_write && io->before_write(io->before_write_ctx, off, n) < 0)
+		return; /* a hole is never needed: leave the bytes */
 	if (io->fd >= 0)
 		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				(off_t)n);

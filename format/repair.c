@@ -590,32 +590,35 @@ static int apply(struct qcow2_scan *s)
 	return r;
 }
 
-int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
-		       struct qcow2_check_result *res)
+int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
+		      bool report_found, struct qcow2_check_result *res, bool *rebuild)
 {
 	struct qcow2_scan s;
 	uint64_t n = 0;
 	int r;
 
 	memset(res, 0, sizeof(*res));
-	if (!dry_run && !(img->w && img->repair))
-		return qcow2_set_error(-EINVAL, "'%s' is not open for repair", img->name);
+	*rebuild = false;
 	r = dry_run ? 0 : qcow2_image_flush(img);
 	if (r == 0)
 		r = qcow2_check_init(&s, img, o, res);
 	if (r < 0)
 		return qcow2_error_prefix(r, img->name);
 	s.plan = true;
+	s.quiet = !report_found;
 	r = qcow2_check_count(&s);
 	if (r == 0)
 		r = qcow2_check_compare(&s);
 	if (r == 0)
 		r = qcow2_check_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
 	res->corruptions += n;
+	s.quiet = false;
+	*rebuild = s.rebuild;
 	plan_counts(&s);
 	if (r == 0 && dry_run)
 		r = report_plan(&s);
-	else if (r == 0 && (res->corruptions || res->leaks || res->dirty || res->corrupt))
+	else if (r == 0 && !s.rebuild &&
+		 (res->corruptions || res->leaks || res->dirty || res->corrupt))
 		r = apply(&s);
 	qcow2_check_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
