@@ -25,6 +25,8 @@ struct qcow2_io {
 	pthread_mutex_t mem_lock; /* guards mem, mem_len, fail_* */
 	unsigned fail_nth[3];
 	int fail_err[3];
+	bool fail_sticky[3]; /* qcow2_io_mem_fail_from(): once failed, fail every later one */
+	bool failing[3];
 	/* Called before every write and hole punch (a repair's undo journal, undo.c). */
 	int (*before_write)(void *ctx, uint64_t off, uint64_t n);
 	void *before_write_ctx;
@@ -121,6 +123,16 @@ void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nt
 	pthread_mutex_lock(&io->mem_lock);
 	io->fail_nth[op] = nth;
 	io->fail_err[op] = err;
+	io->fail_sticky[op] = false;
+	io->failing[op] = false;
+	pthread_mutex_unlock(&io->mem_lock);
+}
+
+void qcow2_io_mem_fail_from(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err)
+{
+	qcow2_io_mem_fail_nth(io, op, nth, err);
+	pthread_mutex_lock(&io->mem_lock);
+	io->fail_sticky[op] = true;
 	pthread_mutex_unlock(&io->mem_lock);
 }
 
@@ -145,10 +157,14 @@ void qcow2_io_close(struct qcow2_io *io)
 /* Memory backend: count down an injected failure. Called with mem_lock held. */
 static int mem_should_fail(struct qcow2_io *io, enum qcow2_io_op op)
 {
+	if (io->failing[op])
+		return io->fail_err[op];
 	if (io->fail_nth[op] == 0)
 		return 0;
-	if (--io->fail_nth[op] == 0)
+	if (--io->fail_nth[op] == 0) {
+		io->failing[op] = io->fail_sticky[op];
 		return io->fail_err[op];
+	}
 	return 0;
 }
 

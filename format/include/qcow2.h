@@ -88,6 +88,8 @@ int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
 /* Make the @nth (1-based, counted from now) operation of kind @op fail with @err (memory io). */
 void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
+/* As qcow2_io_mem_fail_nth(), and every later call of @op fails too: a crash at the Nth. */
+void qcow2_io_mem_fail_from(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
 /* The bytes of a memory io (tests). */
 const void *qcow2_io_mem_bytes(const struct qcow2_io *io, size_t *len);
 void qcow2_io_close(struct qcow2_io *io);
