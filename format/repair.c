@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * repair.c - qcow2_image_repair(): what `qemu-img check -r all` fixes, and what it leaves.
+ * repair.c - one pass of qcow2_image_repair() (verify.c): what `qemu-img check -r all` fixes,
+ * and what it leaves.
  *
  * A planning scan (check.c) reports the image as `qemu-img check` would and notes what to
  * rewrite in the active tables: L2 entries whose cluster is misaligned or lies past the end of
@@ -23,6 +24,11 @@
  *   5. the COPIED flags, then the header bits.
  * An interrupted repair (a crash or a cancelled job, which stops between clusters) leaves an
  * image that is valid and no worse than before; running the repair again finishes it.
+ *
+ * These steps assume a sound refcount structure: a planning pass that finds it broken applies
+ * nothing (qcow2_repair_pass() sets *rebuild) and the caller (verify.c) first builds a new one
+ * elsewhere (rebuild.c). verify.c also journals every write, checks the result from disk and
+ * puts everything back when it is not better than the image found.
  */
 #include <errno.h>
 #include <inttypes.h>
