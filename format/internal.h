@@ -78,11 +78,13 @@ static inline int qcow2_job_step(const struct qcow2_job *job, uint64_t done, uin
 	return 0;
 }
 
-/* io.c: @fn(@ctx, off, n) is called before every write and hole punch of [off, off + n)
- * through @io (NULL: none); a negative return fails the write (the punch is skipped). One user
- * at a time (a repair, which holds the image alone). */
-void qcow2_io_set_before_write(struct qcow2_io *io, int (*fn)(void *ctx, uint64_t off, uint64_t n),
-			       void *ctx);
+/* io.c: @fn(@ctx, QCOW2_IO_WRITE, off, n) is called before every write and hole punch of
+ * [off, off + n) through @io, @fn(@ctx, QCOW2_IO_FLUSH, 0, 0) before every flush (NULL:
+ * none); a negative return fails the operation (a punch is skipped). One user at a time (a
+ * repair, which holds the image alone). */
+void qcow2_io_set_journal(struct qcow2_io *io,
+			  int (*fn)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n),
+			  void *ctx);
 /* io.c: shrink the file to @bytes (no-op if it is not longer). */
 int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes);
 
@@ -474,8 +476,9 @@ int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o,
 		      bool report_found, struct qcow2_check_result *res, bool *rebuild);
 
 /* undo.c: from qcow2_undo_start() on, every write and hole punch through @io first saves what
- * it replaces; qcow2_undo_replay() puts it all back and truncates the file to its old length
- * (durable when it returns 0); qcow2_undo_free() stops and forgets. */
+ * it replaces, and every flush is noted; qcow2_undo_replay() puts it all back, newest first,
+ * flushing where the run flushed, and truncates the file to its old length (durable when it
+ * returns 0); qcow2_undo_free() stops and forgets. */
 struct qcow2_undo;
 /* rebuild.c: replace the refcount structure of @img (open for repair) by a new one built from
  * what points at each cluster, in fresh clusters past the end of the file, switched to with

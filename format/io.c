@@ -27,16 +27,18 @@ struct qcow2_io {
 	int fail_err[3];
 	bool fail_sticky[3]; /* qcow2_io_mem_fail_from(): once failed, fail every later one */
 	bool failing[3];
-	/* Called before every write and hole punch (a repair's undo journal, undo.c). */
-	int (*before_write)(void *ctx, uint64_t off, uint64_t n);
-	void *before_write_ctx;
+	/* Told of every write and hole punch before it happens, and of every flush (a repair's
+	 * undo journal, undo.c). */
+	int (*journal)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n);
+	void *journal_ctx;
 };
 
-void qcow2_io_set_before_write(struct qcow2_io *io, int (*fn)(void *ctx, uint64_t off, uint64_t n),
-			       void *ctx)
+void qcow2_io_set_journal(struct qcow2_io *io,
+			  int (*fn)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n),
+			  void *ctx)
 {
-	io->before_write = fn;
-	io->before_write_ctx = ctx;
+	io->journal = fn;
+	io->journal_ctx = ctx;
 }
 
 int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes)
@@ -256,8 +258,8 @@ int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off
 	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
 		return qcow2_set_error(-EINVAL, "'%s': write at %#llx out of range", io->name,
 				       (unsigned long long)off);
-	if (io->before_write) {
-		int r = io->before_write(io->before_write_ctx, off, n);
+	if (io->journal) {
+		int r = io->journal(io->journal_ctx, QCOW2_IO_WRITE, off, n);
 		if (r < 0)
 			return r;
 	}
@@ -282,6 +284,11 @@ int qcow2_io_pwrite(struct qcow2_io *io, const void *buf, size_t n, uint64_t off
 
 int qcow2_io_flush(struct qcow2_io *io)
 {
+	if (io->journal) {
+		int r = io->journal(io->journal_ctx, QCOW2_IO_FLUSH, 0, 0);
+		if (r < 0)
+			return r;
+	}
 	if (io->fd < 0) {
 		int r;
 		pthread_mutex_lock(&io->mem_lock);
@@ -364,7 +371,7 @@ void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n)
 
 void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 {
-	if (io->before_write && io->before_write(io->before_write_ctx, off, n) < 0)
+	if (io->journal && io->journal(io->journal_ctx, QCOW2_IO_WRITE, off, n) < 0)
 		return; /* a hole is never needed: leave the bytes */
 	if (io->fd >= 0)
 		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
