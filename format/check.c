@@ -253,6 +253,7 @@ void qcow2_check_release(struct qcow2_scan *s)
 	free(s->fixes);
 	free(s->unref);
 	free(s->reref);
+	free(s->outside);
 	free(s->buf);
 	free(s->rblock);
 	memset(s, 0, sizeof(*s));
@@ -377,6 +378,26 @@ static int premark(struct qcow2_scan *s)
 
 /* ---- counting ---- */
 
+/* What a rebuild must not place its new clusters on (rebuild.c): growing the file over them
+ * would make them counted. */
+static int note_outside(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint32_t bits = s->img->h.cluster_bits;
+	struct qcow2_crange *p;
+
+	if (s->n_outside == s->cap_outside) {
+		size_t cap = s->cap_outside ? 2 * s->cap_outside : 16;
+		p = realloc(s->outside, cap * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		s->outside = p;
+		s->cap_outside = cap;
+	}
+	s->outside[s->n_outside].first = off >> bits;
+	s->outside[s->n_outside++].count = ((off + bytes - 1) >> bits) - (off >> bits) + 1;
+	return 0;
+}
+
 /* Count [@off, @off + @bytes) as referenced once, as qcow2_inc_refcounts_imrt() does: a region
  * ending a cluster or more past the end of the file is a corruption and is not counted (the last
  * cluster may be partly written, so less is allowed), nor is a reference the refcount width
@@ -394,6 +415,8 @@ static enum qcow2_ref count_range(struct qcow2_scan *s, uint64_t off, uint64_t b
 			"ERROR: counting reference for region exceeding the end of the file by one "
 			"cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
 			off, bytes);
+		if (s->skip_refs && off < (1ull << 62) && note_outside(s, off, bytes) < 0)
+			s->oom = true;
 		return QCOW2_REF_OUTSIDE;
 	}
 	last = (off + bytes - 1) >> bits;
@@ -707,6 +730,8 @@ int qcow2_check_count(struct qcow2_scan *s)
 	r = walk_bitmaps(s, true);
 	if (r == 0 && !s->skip_refs)
 		count_refblocks(s);
+	if (r == 0 && s->oom)
+		r = qcow2_set_error(-ENOMEM, "out of memory for the check");
 	return r;
 }
 

@@ -394,7 +394,11 @@ struct qcow2_scan {
 	struct qcow2_check_result *res;
 	bool quiet; /* no messages */
 	bool plan;  /* record fixes for the active tables (repair.c) */
-	bool skip_refs; /* leave the refcount table and blocks out of the counts (rebuild.c) */
+	bool skip_refs; /* leave the refcount table and blocks out of the counts (rebuild.c), and
+			 * note in @outside what is pointed at past the end of the file */
+	struct qcow2_crange *outside; /* clusters pointed at, not counted: past the file */
+	size_t n_outside, cap_outside;
+	bool oom; /* noting @outside ran out of memory */
 	bool rebuild; /* the refcount structure is broken: a repair builds a new one elsewhere */
 	uint64_t file_bytes;
 	uint64_t n_file; /* clusters of the file */

@@ -51,13 +51,17 @@ static int cmp_u64(const void *a, const void *b)
 
 /* What the old image's check still reads though nothing counted points at it: the old
  * refcount table, and every cluster an old entry names (QEMU reads a block through an entry
- * with reserved bits set; a misaligned one spans two clusters). */
-static int exclusions(const struct qcow2_image *img, uint64_t **out, size_t *n)
+ * with reserved bits set; a misaligned one spans two clusters); and what is pointed at past
+ * the end of the file (growing the file over it would make it counted). */
+static int exclusions(const struct qcow2_scan *s, uint64_t **out, size_t *n)
 {
+	const struct qcow2_image *img = s->img;
 	uint32_t bits = img->h.cluster_bits, i;
 	uint64_t first = img->h.reftable_off >> bits, k, *v;
 	size_t cap = (size_t)img->h.reftable_clusters + 2 * (size_t)img->refs.n, m = 0;
 
+	for (k = 0; k < s->n_outside; k++)
+		cap += s->outside[k].count;
 	v = malloc(cap ? cap * sizeof(*v) : 1);
 	if (!v)
 		return qcow2_set_error(-ENOMEM, "out of memory");
@@ -72,6 +76,9 @@ static int exclusions(const struct qcow2_image *img, uint64_t **out, size_t *n)
 		if (off & (img->cluster_bytes - 1))
 			v[m++] = (off >> bits) + 1;
 	}
+	for (k = 0; k < s->n_outside; k++)
+		for (i = 0; i < s->outside[k].count; i++)
+			v[m++] = s->outside[k].first + i;
 	qsort(v, m, sizeof(*v), cmp_u64);
 	*out = v;
 	*n = m;
@@ -216,7 +223,7 @@ int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_op
 	if (r == 0)
 		r = qcow2_check_count(&s);
 	if (r == 0)
-		r = exclusions(img, &excl, &l.n_excl);
+		r = exclusions(&s, &excl, &l.n_excl);
 	l.excl = excl;
 	if (r == 0)
 		r = plan_layout(&s, &l);

@@ -770,6 +770,7 @@ enum rt_target {
 	RT_RESERVED, /* its own block with reserved bit 8 set */
 	RT_HIGH,     /* its own block with bit 63 set: a block QEMU cannot read */
 	RT_EOF,	     /* four clusters past the end of the file */
+	RT_DATA_EOF, /* (second damage only) guest offset 64 KiB's L2 entry: just past the end */
 };
 
 struct rt_case {
@@ -811,6 +812,10 @@ static void break_entry(enum rt_target t, uint32_t idx)
 	case RT_EOF:
 		v = (img->len / cs + 4) * cs;
 		break;
+	case RT_DATA_EOF:
+		imgbuild_put_be64(img, imgbuild_l2_entry_off(img, 65536),
+				  QCOW2_OFLAG_COPIED | (img->len + cs - 1) / cs * cs);
+		return;
 	}
 	imgbuild_put_be64(img, img->reftable_off + 8ull * idx, v);
 }
@@ -855,6 +860,8 @@ ParameterizedTestParameters(check, a_broken_refcount_table_is_rebuilt_and_the_im
 	    {"unused entry past the end of the file", 9, RT_EOF, 7, RT_L1},
 	    {"block 0 -> L1 table, block 1 past the end", 9, RT_L1, 0, RT_EOF},
 	    {"block 2 -> L2 table, block 1 bit 63", 9, RT_L2, 2, RT_HIGH},
+	    /* the new structure must not grow the file over what the entry points at */
+	    {"block 0 -> L2 table, an L2 entry just past the end", 9, RT_L2, 0, RT_DATA_EOF},
 	};
 	return cr_make_param_array(struct rt_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -879,7 +886,8 @@ ParameterizedTest(struct rt_case *c, check,
 	back = reopen(qi);
 	cr_assert_eq(errors_of(back), 0, "%s: %lu errors before, after the repair:\n%s", c->name,
 		     (unsigned long)before, msgs.text);
-	assert_reads_model(back, 0, 0);
+	/* an entry past the end reads as zeros once repaired */
+	assert_reads_model(back, 65536, c->target2 == RT_DATA_EOF ? img->cluster_bytes : 0);
 	qcow2_image_close(back);
 }
 
