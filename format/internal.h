@@ -137,8 +137,6 @@ void qcow2_refcount_release(struct qcow2_refcounts *r);
  * misaligned are kept as found (refs.first_bad names the first): only a check and a repair
  * read such a table; every other user of the refcounts refuses it. */
 int qcow2_refcount_ready(struct qcow2_image *img);
-/* Entry @i of @r has reserved bits set or is not cluster aligned. */
-bool qcow2_refcount_entry_bad(const struct qcow2_refcounts *r, uint32_t i);
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
 /* Encode @v (which must fit the width) into entry @idx of @block. Pure. */

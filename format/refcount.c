@@ -34,6 +34,12 @@ uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t id
 	}
 }
 
+/* Entry @i of @r has reserved bits set or is not cluster aligned. */
+static bool entry_bad(const struct qcow2_refcounts *r, uint32_t i)
+{
+	return r->table[i] & ((1ull << r->cluster_bits) - 1);
+}
+
 int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_refcounts *r)
 {
@@ -59,15 +65,10 @@ int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		r->table[i] = get_be64(&r->table[i]);
 		/* Kept as found: a check reports it as QEMU does; everything else refuses it
 		 * (refs_ready()). */
-		if (qcow2_refcount_entry_bad(r, i) && r->first_bad == UINT32_MAX)
+		if (entry_bad(r, i) && r->first_bad == UINT32_MAX)
 			r->first_bad = i;
 	}
 	return 0;
-}
-
-bool qcow2_refcount_entry_bad(const struct qcow2_refcounts *r, uint32_t i)
-{
-	return r->table[i] & ((1ull << r->cluster_bits) - 1); /* reserved bits, or misaligned */
 }
 
 void qcow2_refcount_release(struct qcow2_refcounts *r)
@@ -92,6 +93,7 @@ int qcow2_refcount_ready(struct qcow2_image *img)
 static int refs_ready(struct qcow2_image *img)
 {
 	int r = qcow2_refcount_ready(img);
+
 	if (r == 0 && img->refs.first_bad != UINT32_MAX)
 		r = qcow2_set_error(-EUCLEAN, "refcount table entry %u is misaligned",
 				    img->refs.first_bad);
