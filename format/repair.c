@@ -619,11 +619,12 @@ int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o,
 		r = qcow2_check_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
 	res->corruptions += n;
 	s.quiet = false;
-	*rebuild = s.rebuild;
+	/* the write side cannot use the table either (a block at the very end of the file) */
+	*rebuild = s.rebuild || img->refs_broken;
 	plan_counts(&s);
 	if (r == 0 && dry_run)
 		r = report_plan(&s);
-	else if (r == 0 && !s.rebuild &&
+	else if (r == 0 && !*rebuild &&
 		 (res->corruptions || res->leaks || res->dirty || res->corrupt))
 		r = apply(&s);
 	qcow2_check_release(&s);

@@ -1043,3 +1043,25 @@ Test(check, a_repair_that_would_not_improve_the_image_changes_nothing_and_says_w
 	cr_assert_eq(len, img->len);
 	cr_assert_eq(memcmp(b, img->bytes, len), 0, "bytes changed");
 }
+
+/* A refcount block in the last cluster of the file, which ends part way through it: the check
+ * counts it (as QEMU does), but the write side cannot use it. The repair must not write
+ * refcounts through it: the structure is rebuilt. */
+Test(check, a_refcount_block_in_a_partial_last_cluster_is_rebuilt_not_written_through)
+{
+	struct qcow2_check_result res;
+	struct qcow2_image *back;
+	uint64_t at;
+
+	build_default();
+	at = imgbuild_alloc_cluster(img);
+	imgbuild_put_be64(img, img->reftable_off + 8, at);
+	img->len -= 512;
+	res = repair_it();
+	assert_said("Rebuilding refcount structure");
+	cr_assert_eq(res.corruptions + res.leaks, 0, "as QEMU: the block is counted\n%s", msgs.text);
+	back = reopen(qi);
+	cr_assert_eq(errors_of(back), 0, "%s", msgs.text);
+	assert_reads_model(back, 0, 0);
+	qcow2_image_close(back);
+}
