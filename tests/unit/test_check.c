@@ -1059,7 +1059,8 @@ Test(check, a_refcount_block_in_a_partial_last_cluster_is_rebuilt_not_written_th
 	img->len -= 512;
 	res = repair_it();
 	assert_said("Rebuilding refcount structure");
-	cr_assert_eq(res.corruptions + res.leaks, 0, "as QEMU: the block is counted\n%s", msgs.text);
+	cr_assert_eq(res.corruptions + res.leaks, 0, "as QEMU: the block is counted\n%s",
+		     msgs.text);
 	back = reopen(qi);
 	cr_assert_eq(errors_of(back), 0, "%s", msgs.text);
 	assert_reads_model(back, 0, 0);
