@@ -260,8 +260,9 @@ info_as_qemu()
 	python3 "$H" info-compare "$1.oi.json" "$1.qi.json"
 }
 
-# never_worse NAME: qcowctl check counts as qemu-img before; --repair exits 0; qemu-img check
-# then finds no error (fewer than before) and ours agrees; the data are the same
+# never_worse NAME: qcowctl check counts as qemu-img before; --repair exits 0 and its own
+# check of the result counts what qemu-img check then counts: no error (fewer than before);
+# a later qcowctl check agrees too; the data are the same
 never_worse()
 {
 	local n=$1 before after out rc
@@ -271,11 +272,15 @@ never_worse()
 		{ python3 "$H" check-compare "$n.ob.json" "$n.qb.json"; return 1; }
 	before=$(errors "$n.qb.json")
 	[ "$before" -gt 0 ] || { echo "no damage seen"; return 1; }
-	out=$("$Q" check --repair "$n.qcow2" 2>&1)
+	"$Q" check --repair --json "$n.qcow2" >"$n.or.json" 2>"$n.or.err"
 	rc=$?
-	[ $rc = 0 ] || { echo "qcowctl check --repair exited $rc:"; echo "$out" | tail -5; return 1; }
+	[ $rc = 0 ] || { echo "qcowctl check --repair exited $rc:"; tail -5 "$n.or.err"; return 1; }
 	qemu-img check --output=json "$n.qcow2" >"$n.qa.json" 2>/dev/null
 	"$Q" check --json "$n.qcow2" >"$n.oa.json" 2>/dev/null
+	# the repair's own check of its result says what qemu-img says
+	[ "$(python3 "$H" check-counts "$n.or.json")" = "$(python3 "$H" check-counts "$n.qa.json")" ] ||
+		{ echo "after --repair, its check says $(python3 "$H" check-counts "$n.or.json")," \
+			"qemu-img check $(python3 "$H" check-counts "$n.qa.json")"; return 1; }
 	after=$(errors "$n.qa.json")
 	[ "$after" -lt "$before" ] && [ "$after" = 0 ] ||
 		{ echo "qemu-img check: $before errors before the repair, $after after"; return 1; }
