@@ -128,9 +128,9 @@ static int read_l1(struct qcow2_scan *s, uint64_t off, uint32_t n, uint64_t **ou
 	return 0;
 }
 
-/* The refcount block of table entry @e at: 0 for none; a misaligned block or one QEMU cannot
- * read (past its largest file offset, 2^63 - 1 GiB) is NO_BLOCK. Reserved bits
- * are masked off, as QEMU reads it. */
+/* Where table entry @e says its refcount block is: 0 for nowhere, NO_BLOCK for a place QEMU
+ * cannot read (misaligned, or past its largest file offset, 2^63 - 1 GiB). Reserved bits are
+ * masked off, as QEMU reads the entry. */
 static uint64_t block_at(const struct qcow2_scan *s, uint64_t e)
 {
 	uint64_t off = e & QCOW2_REFT_OFFSET_MASK, cs = s->img->cluster_bytes;
