@@ -1066,3 +1066,51 @@ Test(check, a_refcount_block_in_a_partial_last_cluster_is_rebuilt_not_written_th
 	assert_reads_model(back, 0, 0);
 	qcow2_image_close(back);
 }
+
+/* A repair that fails part way puts the image back, newest write first, flushing where it had
+ * flushed: a crash while it does so (here every flush from the Mth on fails, and nothing after
+ * it reaches the disk) leaves one of the states the repair itself had made durable, with no
+ * more errors than the image had. */
+Test(check, a_crash_while_putting_back_leaves_no_more_errors)
+{
+	static const unsigned fail_at[] = {8, 20, 40};
+	struct qcow2_check_result res, before, now;
+	unsigned i, m, in_replay = 0;
+	int k;
+
+	for (k = 0; k < 6; k++) {
+		teardown();
+		setup();
+		build_case(k);
+		before = check_bytes(img->bytes, img->len);
+		for (i = 0; i < sizeof(fail_at) / sizeof(fail_at[0]); i++) {
+			for (m = 1; m < 400; m++) {
+				const void *b;
+				size_t len;
+				int r;
+
+				qi = open_repair();
+				qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE,
+						      fail_at[i], -EIO);
+				qcow2_io_mem_fail_from(qcow2_image_io(qi), QCOW2_IO_FLUSH, m, -EIO);
+				r = qcow2_image_repair(qi, NULL, false, &res);
+				in_replay +=
+				    r < 0 && strstr(qcow2_last_error(), "putting the image "
+									"back failed too");
+				b = qcow2_io_mem_bytes(qcow2_image_io(qi), &len);
+				now = check_bytes(b, len);
+				cr_assert_leq(errors(&now), errors(&before),
+					      "case %d, write %u failed, flush %u on: %lu errors "
+					      "before, then:\n%s",
+					      k, fail_at[i], m, (unsigned long)errors(&before),
+					      msgs.text);
+				qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_FLUSH, 0, 0);
+				qcow2_image_close(qi);
+				qi = NULL;
+				if (r == 0)
+					break;
+			}
+		}
+	}
+	cr_assert_gt(in_replay, 10, "a crash hit the putting back only %u times", in_replay);
+}
