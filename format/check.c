@@ -37,6 +37,7 @@
 #define L2_BITMAP_ALLOC	   0xffffffffull
 #define MAX_BITMAP_TABLE   (64u << 20)
 #define STEP		   4096 /* clusters compared between two progress reports */
+#define NO_BLOCK	   UINT64_MAX /* block_at(): a refcount block QEMU cannot read */
 
 /* ---- messages, progress, reads ---- */
 
@@ -127,20 +128,34 @@ static int read_l1(struct qcow2_scan *s, uint64_t off, uint32_t n, uint64_t **ou
 	return 0;
 }
 
+/* Where table entry @e says its refcount block is: 0 for nowhere, NO_BLOCK for a place QEMU
+ * cannot read (misaligned, or past its largest file offset, 2^63 - 1 GiB). Reserved bits are
+ * masked off, as QEMU reads the entry. */
+static uint64_t block_at(const struct qcow2_scan *s, uint64_t e)
+{
+	uint64_t off = e & QCOW2_REFT_OFFSET_MASK, cs = s->img->cluster_bytes;
+
+	if (off && ((off & (cs - 1)) || off > 0x7fffffffc0000000ull - cs))
+		return NO_BLOCK;
+	return off;
+}
+
 int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
 {
 	struct qcow2_image *img = s->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb;
+	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb, at;
 	int r;
 
-	if (img->w)
+	if (img->w && !img->refs_broken)
 		return qcow2_refcount_get_w(img, idx, v);
 	*v = 0;
-	if (ti >= img->refs.n || !img->refs.table[ti])
+	if (ti >= img->refs.n || !(at = block_at(s, img->refs.table[ti])))
 		return 0;
+	if (at == NO_BLOCK)
+		return 1;
 	if (ti != s->rblock_ti) {
 		s->rblock_ti = UINT64_MAX;
-		r = read_padded(img->io, s->rblock, img->cluster_bytes, img->refs.table[ti]);
+		r = read_padded(img->io, s->rblock, img->cluster_bytes, at);
 		if (r < 0)
 			return r;
 		s->rblock_ti = ti;
@@ -238,6 +253,7 @@ void qcow2_check_release(struct qcow2_scan *s)
 	free(s->fixes);
 	free(s->unref);
 	free(s->reref);
+	free(s->outside);
 	free(s->buf);
 	free(s->rblock);
 	memset(s, 0, sizeof(*s));
@@ -282,7 +298,8 @@ static const char *meta_name(const struct qcow2_scan *s, uint64_t c)
 	if (in(c, s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits))
 		return "refcount table";
 	for (i = 0; i < img->refs.n; i++)
-		if (img->refs.table[i] && in(c, s, img->refs.table[i], img->cluster_bytes))
+		if (in(c, s, img->refs.table[i] & QCOW2_REFT_OFFSET_MASK,
+		       img->refs.table[i] ? img->cluster_bytes : 0))
 			return "refcount block";
 	if (has_u64(s->l2s, s->n_l2s, c << h->cluster_bits))
 		return "L2 table";
@@ -350,7 +367,8 @@ static int premark(struct qcow2_scan *s)
 		mark(s, h->snapshots_off, img->snap_table_bytes);
 	mark(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
 	for (i = 0; i < img->refs.n; i++)
-		mark(s, img->refs.table[i], img->refs.table[i] ? img->cluster_bytes : 0);
+		mark(s, img->refs.table[i] & QCOW2_REFT_OFFSET_MASK,
+		     img->refs.table[i] ? img->cluster_bytes : 0);
 	if (h->has_crypto_ext)
 		mark(s, h->crypto_off, h->crypto_bytes);
 	sort_unique(s->l2s, &s->n_l2s);
@@ -360,6 +378,26 @@ static int premark(struct qcow2_scan *s)
 }
 
 /* ---- counting ---- */
+
+/* What a rebuild must not place its new clusters on (rebuild.c): growing the file over them
+ * would make them counted. */
+static int note_outside(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+{
+	uint32_t bits = s->img->h.cluster_bits;
+	struct qcow2_crange *p;
+
+	if (s->n_outside == s->cap_outside) {
+		size_t cap = s->cap_outside ? 2 * s->cap_outside : 16;
+		p = realloc(s->outside, cap * sizeof(*p));
+		if (!p)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		s->outside = p;
+		s->cap_outside = cap;
+	}
+	s->outside[s->n_outside].first = off >> bits;
+	s->outside[s->n_outside++].count = ((off + bytes - 1) >> bits) - (off >> bits) + 1;
+	return 0;
+}
 
 /* Count [@off, @off + @bytes) as referenced once, as qcow2_inc_refcounts_imrt() does: a region
  * ending a cluster or more past the end of the file is a corruption and is not counted (the last
@@ -378,6 +416,8 @@ static enum qcow2_ref count_range(struct qcow2_scan *s, uint64_t off, uint64_t b
 			"ERROR: counting reference for region exceeding the end of the file by one "
 			"cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
 			off, bytes);
+		if (s->skip_refs && off < (1ull << 62) && note_outside(s, off, bytes) < 0)
+			s->oom = true;
 		return QCOW2_REF_OUTSIDE;
 	}
 	last = (off + bytes - 1) >> bits;
@@ -645,24 +685,37 @@ static int walk_bitmaps(struct qcow2_scan *s, bool count)
 	return r;
 }
 
-/* The refcount blocks, each of which must be referenced exactly once. */
+/* The refcount blocks, each of which must be referenced exactly once, as QEMU's
+ * check_refblocks() sees them: an entry with reserved bits set, misaligned or outside the image
+ * is one corruption and is not counted; a block also used as something else is one corruption.
+ * Each of these means the refcount structure itself is broken: a repair rebuilds it elsewhere
+ * (s->rebuild) rather than writing refcounts into a block that is not one. */
 static void count_refblocks(struct qcow2_scan *s)
 {
 	const struct qcow2_refcounts *rt = &s->img->refs;
+	uint64_t cs = s->img->cluster_bytes;
 	uint32_t i;
 
 	for (i = 0; i < rt->n; i++) {
 		uint64_t off = rt->table[i], c = off >> s->img->h.cluster_bits;
+		bool bad = true;
 
 		if (!off)
 			continue;
-		if (c >= s->n_used) {
+		if (off & ~QCOW2_REFT_OFFSET_MASK)
+			corrupt(s, "ERROR refcount table entry %u has reserved bits set", i);
+		else if (off & (cs - 1))
+			corrupt(s,
+				"ERROR refcount block %u is not cluster aligned; refcount table "
+				"entry corrupted",
+				i);
+		else if (c >= s->n_used)
 			corrupt(s, "ERROR refcount block %u is outside image", i);
-			continue;
-		}
-		count_range(s, off, s->img->cluster_bytes);
-		if (s->counts[c] != 1)
+		else if (count_range(s, off, cs), s->counts[c] != 1)
 			corrupt(s, "ERROR refcount block %u refcount=%" PRIu32, i, s->counts[c]);
+		else
+			bad = false;
+		s->rebuild |= bad;
 	}
 }
 
@@ -681,12 +734,15 @@ int qcow2_check_count(struct qcow2_scan *s)
 		r = count_snapshots(s);
 	if (r < 0)
 		return r;
-	count_range(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
+	if (!s->skip_refs)
+		count_range(s, h->reftable_off, (uint64_t)h->reftable_clusters << h->cluster_bits);
 	if (h->has_crypto_ext)
 		count_range(s, h->crypto_off, h->crypto_bytes);
 	r = walk_bitmaps(s, true);
-	if (r == 0)
+	if (r == 0 && !s->skip_refs)
 		count_refblocks(s);
+	if (r == 0 && s->oom)
+		r = qcow2_set_error(-ENOMEM, "out of memory for the check");
 	return r;
 }
 
@@ -703,6 +759,14 @@ int qcow2_check_compare(struct qcow2_scan *s)
 			break;
 		r = qcow2_check_refcount(s, i, &v);
 		c = s->counts[i];
+		if (r > 0) { /* as QEMU: an error of the check, not counted as anything else */
+			s->res->check_errors++;
+			qcow2_check_say(
+			    s, QCOW2_CHECK_CORRUPTION,
+			    "Can't get refcount for cluster %" PRIu64 ": Input/output error", i);
+			r = 0;
+			continue;
+		}
 		if (r < 0 || (!v && !c))
 			continue;
 		highest = i;
@@ -773,6 +837,10 @@ static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
 		if (!data_file &&
 		    (r = refcount_of(s, planned, host >> img->h.cluster_bits, &rc)) < 0)
 			break;
+		if (r > 0) { /* unreadable refcount: QEMU skips it silently */
+			r = 0;
+			continue;
+		}
 		if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
 			s->copied_shared += !!(e & QCOW2_OFLAG_COPIED);
@@ -802,6 +870,10 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		if (!l2 || (planned && has_fix(s, true, i, 0)))
 			continue;
 		r = refcount_of(s, planned, l2 >> img->h.cluster_bits, &rc);
+		if (r > 0) { /* unreadable refcount: QEMU skips the entry, not its table */
+			r = 0;
+			rc = !!(e & QCOW2_OFLAG_COPIED);
+		}
 		if (r == 0 && (rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 			(*found)++;
 			s->copied_shared += !!(e & QCOW2_OFLAG_COPIED);

@@ -114,7 +114,15 @@ static int open_write_side(struct qcow2_image *img)
 	pthread_rwlockattr_destroy(&ra);
 	img->w = w;
 	r = qcow2_refcount_init_write(img);
-	if (r == 0)
+	/* A repair opens an image whose refcount table the write side cannot use: it builds a
+	 * new refcount structure before anything writes (repair.c, rebuild.c). */
+	if (r == -EUCLEAN && img->repair) {
+		img->refs_broken = true;
+		r = 0;
+	}
+	/* (Not with a broken refcount structure: the repair's rebuild replaces it first and
+	 * verifies its result, undoing it if it is not better; see repair.c.) */
+	if (r == 0 && !img->refs_broken)
 		r = qcow2_overlap_init(img);
 	/* A repair keeps the dirty bit until its refcounts are right (qcow2_image_repair()). */
 	if (img->repair)
@@ -125,7 +133,7 @@ static int open_write_side(struct qcow2_image *img)
 	 * allocation (QEMU would): such an image is not written, only repaired. */
 	if (r == 0 && !img->repair)
 		r = qcow2_overlap_verify_refcounts(img);
-	w->ready = r == 0;
+	w->ready = r == 0 && !img->refs_broken;
 	return r;
 }
 

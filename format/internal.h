@@ -91,6 +91,15 @@ void qcow2_io_set_guard(struct qcow2_io *io, const struct qcow2_io_guard *g); /*
 /* qcow2_io_pwrite() of metadata of the kinds @own (QCOW2_OL_*): it may overlap those. */
 int qcow2_io_pwrite_meta(struct qcow2_io *io, const void *buf, size_t n, uint64_t off,
 			 unsigned own);
+/* io.c: @fn(@ctx, QCOW2_IO_WRITE, off, n) is called before every write and hole punch of
+ * [off, off + n) through @io, @fn(@ctx, QCOW2_IO_FLUSH, 0, 0) before every flush (NULL:
+ * none); a negative return fails the operation (a punch is skipped). One user at a time (a
+ * repair, which holds the image alone). */
+void qcow2_io_set_journal(struct qcow2_io *io,
+			  int (*fn)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n),
+			  void *ctx);
+/* io.c: shrink the file to @bytes (no-op if it is not longer). */
+int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes);
 
 /* error.c: prefix the last message with "'@name': " unless it already starts so. */
 int qcow2_error_prefix(int err, const char *name);
@@ -132,11 +141,14 @@ struct qcow2_refcounts {
 	uint32_t n;
 	uint32_t order;
 	uint32_t cluster_bits;
+	uint32_t first_bad; /* the first entry with reserved bits or misaligned; UINT32_MAX: none */
 };
 int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_refcounts *r);
 void qcow2_refcount_release(struct qcow2_refcounts *r);
-/* Load img->refs (the table only) unless it is loaded. */
+/* Load img->refs (the table only) unless it is loaded. Entries with reserved bits or
+ * misaligned are kept as found (refs.first_bad names the first): only a check and a repair
+ * read such a table; every other user of the refcounts refuses it. */
 int qcow2_refcount_ready(struct qcow2_image *img);
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
@@ -346,6 +358,9 @@ struct qcow2_image {
 	struct qcow2_wstate *w;      /* NULL: read-only */
 	struct qcow2_image_opts opts;
 	bool repair; /* opened for qcow2_image_repair(): writable though corrupt or dirty */
+	bool refs_broken; /* repair: the refcount table has entries the write side cannot use
+			   * (misaligned, reserved bits, outside the file); no refcount may be
+			   * written until rebuild.c replaced the structure */
 };
 
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,
@@ -472,6 +487,12 @@ struct qcow2_scan {
 	struct qcow2_check_result *res;
 	bool quiet; /* no messages */
 	bool plan;  /* record fixes for the active tables (repair.c) */
+	bool skip_refs; /* leave the refcount table and blocks out of the counts (rebuild.c), and
+			 * note in @outside what is pointed at past the end of the file */
+	struct qcow2_crange *outside; /* clusters pointed at, not counted: past the file */
+	size_t n_outside, cap_outside;
+	bool oom; /* noting @outside ran out of memory */
+	bool rebuild; /* the refcount structure is broken: a repair builds a new one elsewhere */
 	uint64_t file_bytes;
 	uint64_t n_file; /* clusters of the file */
 	uint64_t n;      /* clusters counted: the file's and one past it (a partial last one) */
@@ -507,7 +528,8 @@ int qcow2_check_compare(struct qcow2_scan *s);
  * OFLAG_COPIED ..." with message kind @kind. *@found gets their number. */
 int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 		      enum qcow2_check_msg kind, uint64_t *found);
-/* The stored refcount of cluster @idx (0 past the refcount table). */
+/* The stored refcount of cluster @idx (0 past the refcount table): 0, -errno, or 1 when its
+ * refcount block cannot be read as QEMU cannot read it (misaligned, at an offset too large). */
 int qcow2_check_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v);
 void qcow2_check_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -545,6 +567,26 @@ int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, u
 int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
 			 enum qcow2_ref ref);
 int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes);
+/* repair.c: one pass of a repair (qcow2_image_repair(), verify.c): a planning scan (its
+ * problems reported when @report_found, counted in @res), then the fixes applied (@dry_run:
+ * reported). When the refcount structure itself is broken, *@rebuild is set and nothing is
+ * applied: the caller rebuilds it first (rebuild.c). */
+int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
+		      bool report_found, struct qcow2_check_result *res, bool *rebuild);
+
+/* undo.c: from qcow2_undo_start() on, every write and hole punch through @io first saves what
+ * it replaces, and every flush is noted; qcow2_undo_replay() puts it all back, newest first,
+ * flushing where the run flushed, and truncates the file to its old length (durable when it
+ * returns 0); qcow2_undo_free() stops and forgets. */
+struct qcow2_undo;
+/* rebuild.c: replace the refcount structure of @img (open for repair) by a new one built from
+ * what points at each cluster, in fresh clusters past the end of the file, switched to with
+ * one header write; the write side is then set up again on it. */
+int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_opts *o);
+int qcow2_undo_start(struct qcow2_io *io, struct qcow2_undo **out);
+int qcow2_undo_replay(struct qcow2_undo *u);
+void qcow2_undo_free(struct qcow2_undo *u);
+
 /* repair.c: set the refcount of every cluster to its count in @s (only those lower with
  * @raise_only), and clear those past the counted ones: the rebuild of a dirty image and the
  * refcount steps of a repair. Each change is reported and counted in @s->res

@@ -33,7 +33,36 @@ struct qcow2_io {
 	/* checks every write and punch first (a writable image's overlap checks); set while no
 	 * other thread uses the io */
 	struct qcow2_io_guard guard;
+	bool fail_sticky[3]; /* qcow2_io_mem_fail_from(): once failed, fail every later one */
+	bool failing[3];
+	/* Told of every write and hole punch before it happens, and of every flush (a repair's
+	 * undo journal, undo.c). */
+	int (*journal)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n);
+	void *journal_ctx;
 };
+
+void qcow2_io_set_journal(struct qcow2_io *io,
+			  int (*fn)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n),
+			  void *ctx)
+{
+	io->journal = fn;
+	io->journal_ctx = ctx;
+}
+
+int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes)
+{
+	if (io->fd < 0) {
+		pthread_mutex_lock(&io->mem_lock);
+		if (bytes < io->mem_len)
+			io->mem_len = bytes;
+		pthread_mutex_unlock(&io->mem_lock);
+		return 0;
+	}
+	if (ftruncate(io->fd, (off_t)bytes) < 0)
+		return qcow2_set_error(-errno, "'%s': cannot truncate to %llu bytes: %s", io->name,
+				       (unsigned long long)bytes, strerror(errno));
+	return 0;
+}
 
 static struct qcow2_io *io_alloc(const char *name)
 {
@@ -104,6 +133,16 @@ void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nt
 	pthread_mutex_lock(&io->mem_lock);
 	io->fail_nth[op] = nth;
 	io->fail_err[op] = err;
+	io->fail_sticky[op] = false;
+	io->failing[op] = false;
+	pthread_mutex_unlock(&io->mem_lock);
+}
+
+void qcow2_io_mem_fail_from(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err)
+{
+	qcow2_io_mem_fail_nth(io, op, nth, err);
+	pthread_mutex_lock(&io->mem_lock);
+	io->fail_sticky[op] = true;
 	pthread_mutex_unlock(&io->mem_lock);
 }
 
@@ -128,10 +167,14 @@ void qcow2_io_close(struct qcow2_io *io)
 /* Memory backend: count down an injected failure. Called with mem_lock held. */
 static int mem_should_fail(struct qcow2_io *io, enum qcow2_io_op op)
 {
+	if (io->failing[op])
+		return io->fail_err[op];
 	if (io->fail_nth[op] == 0)
 		return 0;
-	if (--io->fail_nth[op] == 0)
+	if (--io->fail_nth[op] == 0) {
+		io->failing[op] = io->fail_sticky[op];
 		return io->fail_err[op];
+	}
 	return 0;
 }
 
@@ -242,6 +285,11 @@ int qcow2_io_pwrite_meta(struct qcow2_io *io, const void *buf, size_t n, uint64_
 		if (r < 0)
 			return r;
 	}
+	if (io->journal) {
+		int r = io->journal(io->journal_ctx, QCOW2_IO_WRITE, off, n);
+		if (r < 0)
+			return r;
+	}
 	if (io->fd < 0) {
 		int r = mem_pwrite(io, buf, n, off);
 		if (r < 0)
@@ -263,6 +311,11 @@ int qcow2_io_pwrite_meta(struct qcow2_io *io, const void *buf, size_t n, uint64_
 
 int qcow2_io_flush(struct qcow2_io *io)
 {
+	if (io->journal) {
+		int r = io->journal(io->journal_ctx, QCOW2_IO_FLUSH, 0, 0);
+		if (r < 0)
+			return r;
+	}
 	if (io->fd < 0) {
 		int r;
 		pthread_mutex_lock(&io->mem_lock);
@@ -348,6 +401,8 @@ void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 	/* a hole is a write of zeros: never over live metadata (the guard refuses it quietly) */
 	if (io->guard.check && n && io->guard.check(io->guard.ctx, off, n, QCOW2_IO_PUNCH) < 0)
 		return;
+	if (io->journal && io->journal(io->journal_ctx, QCOW2_IO_WRITE, off, n) < 0)
+		return; /* a hole is never needed: leave the bytes */
 	if (io->fd >= 0)
 		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				(off_t)n);

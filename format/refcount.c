@@ -34,6 +34,12 @@ uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t id
 	}
 }
 
+/* Entry @i of @r has reserved bits set or is not cluster aligned. */
+static bool entry_bad(const struct qcow2_refcounts *r, uint32_t i)
+{
+	return r->table[i] & ((1ull << r->cluster_bits) - 1);
+}
+
 int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
 			struct qcow2_refcounts *r)
 {
@@ -54,14 +60,13 @@ int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	r->n = (uint32_t)(bytes / 8);
 	r->order = h->refcount_order;
 	r->cluster_bits = h->cluster_bits;
+	r->first_bad = UINT32_MAX;
 	for (i = 0; i < r->n; i++) {
 		r->table[i] = get_be64(&r->table[i]);
-		if (r->table[i] & ~QCOW2_REFT_OFFSET_MASK ||
-		    r->table[i] & ((1ull << h->cluster_bits) - 1)) {
-			ret = qcow2_set_error(-EUCLEAN, "refcount table entry %u is misaligned", i);
-			qcow2_refcount_release(r);
-			return ret;
-		}
+		/* Kept as found: a check reports it as QEMU does; everything else refuses it
+		 * (refs_ready()). */
+		if (entry_bad(r, i) && r->first_bad == UINT32_MAX)
+			r->first_bad = i;
 	}
 	return 0;
 }
@@ -73,8 +78,7 @@ void qcow2_refcount_release(struct qcow2_refcounts *r)
 	r->n = 0;
 }
 
-/* The refcount table is loaded on first use: reading guest data never needs it. */
-static int refs_ready(struct qcow2_image *img)
+int qcow2_refcount_ready(struct qcow2_image *img)
 {
 	int r = 0;
 
@@ -85,9 +89,15 @@ static int refs_ready(struct qcow2_image *img)
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
-int qcow2_refcount_ready(struct qcow2_image *img)
+/* The refcount table is loaded on first use: reading guest data never needs it. */
+static int refs_ready(struct qcow2_image *img)
 {
-	return refs_ready(img);
+	int r = qcow2_refcount_ready(img);
+
+	if (r == 0 && img->refs.first_bad != UINT32_MAX)
+		r = qcow2_set_error(-EUCLEAN, "refcount table entry %u is misaligned",
+				    img->refs.first_bad);
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * repair.c - qcow2_image_repair(): what `qemu-img check -r all` fixes, and what it leaves.
+ * repair.c - one pass of qcow2_image_repair() (verify.c): what `qemu-img check -r all` fixes,
+ * and what it leaves.
  *
  * A planning scan (check.c) reports the image as `qemu-img check` would and notes what to
  * rewrite in the active tables: L2 entries whose cluster is misaligned or lies past the end of
@@ -23,6 +24,11 @@
  *   5. the COPIED flags, then the header bits.
  * An interrupted repair (a crash or a cancelled job, which stops between clusters) leaves an
  * image that is valid and no worse than before; running the repair again finishes it.
+ *
+ * These steps assume a sound refcount structure: a planning pass that finds it broken applies
+ * nothing (qcow2_repair_pass() sets *rebuild) and the caller (verify.c) first builds a new one
+ * elsewhere (rebuild.c). verify.c also journals every write, checks the result from disk and
+ * puts everything back when it is not better than the image found.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -383,7 +389,9 @@ static int report_plan(struct qcow2_scan *s)
 		report_fix(s, &s->fixes[k]);
 	for (i = 0; i < s->n_used && r == 0; i++) {
 		r = qcow2_check_refcount(s, i, &v);
-		if (r < 0 || v == s->counts[i])
+		if (r > 0)
+			r = 0;
+		else if (r < 0 || v == s->counts[i])
 			continue;
 		if (v < s->counts[i])
 			s->res->corruptions_fixed++;
@@ -598,32 +606,36 @@ static int apply(struct qcow2_scan *s)
 	return r;
 }
 
-int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
-		       struct qcow2_check_result *res)
+int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
+		      bool report_found, struct qcow2_check_result *res, bool *rebuild)
 {
 	struct qcow2_scan s;
 	uint64_t n = 0;
 	int r;
 
 	memset(res, 0, sizeof(*res));
-	if (!dry_run && !(img->w && img->repair))
-		return qcow2_set_error(-EINVAL, "'%s' is not open for repair", img->name);
+	*rebuild = false;
 	r = dry_run ? 0 : qcow2_image_flush(img);
 	if (r == 0)
 		r = qcow2_check_init(&s, img, o, res);
 	if (r < 0)
 		return qcow2_error_prefix(r, img->name);
 	s.plan = true;
+	s.quiet = !report_found;
 	r = qcow2_check_count(&s);
 	if (r == 0)
 		r = qcow2_check_compare(&s);
 	if (r == 0)
 		r = qcow2_check_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
 	res->corruptions += n;
+	s.quiet = false;
+	/* the write side cannot use the table either (a block at the very end of the file) */
+	*rebuild = s.rebuild || img->refs_broken;
 	plan_counts(&s);
 	if (r == 0 && dry_run)
 		r = report_plan(&s);
-	else if (r == 0 && (res->corruptions || res->leaks || res->dirty || res->corrupt))
+	else if (r == 0 && !*rebuild &&
+		 (res->corruptions || res->leaks || res->dirty || res->corrupt))
 		r = apply(&s);
 	qcow2_check_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;

@@ -6,6 +6,7 @@
  *
  * Each problem goes to stderr as it is found, the report to stdout, as qemu-img does.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -30,12 +31,15 @@ static void check_usage(FILE *f)
 		"against what points at it, tables against the file, the COPIED flags. Each\n"
 		"problem is printed to stderr, the report to stdout.\n"
 		"Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
-		"not complete.\n\n"
+		"not complete, 4 a repair would not have improved the image (nothing changed).\n\n"
 		"  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
 		"                     check again; L2 entries QEMU cannot read (misaligned, past\n"
 		"                     the end of the file) become zero clusters, data lying in\n"
-		"                     metadata gets a cluster of its own; refused while another\n"
-		"                     process uses the image\n"
+		"                     metadata gets a cluster of its own, a broken refcount\n"
+		"                     structure is rebuilt elsewhere; kept only if a check of the\n"
+		"                     result finds fewer errors and no more corruptions, else\n"
+		"                     every byte is put back; refused while another process uses\n"
+		"                     the image\n"
 		"  --drop-bad-snapshots\n"
 		"                     with --repair: first remove from the snapshot table each\n"
 		"                     snapshot whose L1 table cannot be read (misaligned, too\n"
@@ -159,26 +163,38 @@ static int drop_bad_snapshots(struct qcow2_image *img, const struct check_opts *
 	return o->c.dry_run ? 0 : qcow2_image_snapshot_drop_unreadable(img, &dropped);
 }
 
-/* Check (or repair, then check again) @img into @res. */
-static int run(struct qcow2_image *img, const struct check_opts *o, struct progress *p,
-	       struct qcow2_check_result *res)
+/* Check (or repair, then check again) the image @*img at @path into @res. The check after a
+ * repair is made on the image opened afresh: it reads what is on disk, as qemu-img would.
+ * *@unimproved: the repair put everything back, since it would not have improved the image. */
+static int run(struct qcow2_image **img, const char *path, const struct check_opts *o,
+	       struct progress *p, struct qcow2_check_result *res, bool *unimproved)
 {
+	struct qcow2_chain_opts co = {.lock = !o->force_share};
 	struct msg_ctx m = {o, p};
 	struct qcow2_job job;
 	struct qcow2_check_opts ck = {&job, on_message, &m};
 	struct qcow2_check_result after;
 	int r;
 
+	*unimproved = false;
 	job_init(&job, p);
 	if (!o->repair)
-		return qcow2_image_check_report(img, &ck, res);
-	r = qcow2_image_repair(img, &ck, o->c.dry_run, res);
+		return qcow2_image_check_report(*img, &ck, res);
+	r = qcow2_image_repair(*img, &ck, o->c.dry_run, res);
+	if (r == -ENOTRECOVERABLE) {
+		*unimproved = true;
+		return 0;
+	}
 	if (r < 0 || (!res->leaks_fixed && !res->corruptions_fixed))
 		return r;
 	print_fixed(o, res);
 	if (o->c.dry_run)
 		return 0;
-	r = qcow2_image_check_report(img, &ck, &after);
+	qcow2_image_close(*img);
+	*img = NULL;
+	r = qcow2_image_open_path(path, &co, img);
+	if (r == 0)
+		r = qcow2_image_check_report(*img, &ck, &after);
 	after.leaks_fixed = res->leaks_fixed;
 	after.corruptions_fixed = res->corruptions_fixed;
 	*res = after;
@@ -191,6 +207,7 @@ static int check_image(const char *path, const struct check_opts *o)
 	struct qcow2_check_result res;
 	struct qcow2_image *img;
 	struct progress p;
+	bool unimproved;
 	int r;
 
 	catch_interrupts();
@@ -203,11 +220,20 @@ static int check_image(const char *path, const struct check_opts *o)
 	progress_init(&p, &o->c, o->repair && !o->c.dry_run ? "repairing" : "checking");
 	r = o->drop_bad_snapshots ? drop_bad_snapshots(img, o) : 0;
 	if (r == 0)
-		r = run(img, o, &p, &res);
+		r = run(&img, path, o, &p, &res, &unimproved);
 	progress_end(&p);
 	qcow2_image_close(img);
 	if (r < 0)
 		return fail_lib();
+	if (unimproved) {
+		/* the image as found (and as it still is), then why nothing was changed */
+		if (o->c.json)
+			print_json(path, &res, false);
+		else if (o->c.progress != PROGRESS_QUIET)
+			print_human(&res);
+		error("%s", qcow2_last_error());
+		return EXIT_NOT_IMPROVED;
+	}
 	if (o->c.json)
 		print_json(path, &res, o->repair && o->c.dry_run);
 	else if (o->c.progress != PROGRESS_QUIET)

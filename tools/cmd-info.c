@@ -26,6 +26,7 @@ struct layer_facts {
 	uint64_t virtual_size;
 	uint64_t disk_bytes;     /* host allocation of the file */
 	uint64_t used_clusters;  /* qcow2: clusters with a non-zero refcount */
+	bool used_unknown;       /* the refcounts cannot be read: no allocation figure */
 	struct qcow2_image *img; /* NULL for raw */
 };
 
@@ -90,7 +91,8 @@ static void print_text(const struct layer_facts *f)
 		printf("backing file: %s\n", h->backing_file);
 	if (h->backing_fmt[0])
 		printf("backing file format: %s\n", h->backing_fmt);
-	printf("allocated: %s (%" PRIu64 " clusters in use)\n", a, f->used_clusters);
+	if (!f->used_unknown)
+		printf("allocated: %s (%" PRIu64 " clusters in use)\n", a, f->used_clusters);
 	print_snapshots_text(f->img);
 	printf("Format specific information:\n    compat: %s\n", compat_name(h));
 	printf("    compression type: %s\n",
@@ -178,7 +180,9 @@ static void print_json(struct json *j, const struct layer_facts *f, const char *
 			if (h->backing_fmt[0])
 				json_string(j, "backing-filename-format", h->backing_fmt);
 		}
-		json_uint(j, "allocated-bytes", f->used_clusters * qcow2_image_cluster_bytes(f->img));
+		if (!f->used_unknown)
+			json_uint(j, "allocated-bytes",
+				  f->used_clusters * qcow2_image_cluster_bytes(f->img));
 		json_snapshots(j, f->img);
 		json_format_specific(j, h);
 	}
@@ -196,8 +200,13 @@ static int gather(struct layer_facts *f, const char *path, const char *format, u
 	f->virtual_size = size;
 	f->img = img;
 	r = qcow2_io_allocated(img ? qcow2_image_io(img) : io, &f->disk_bytes);
-	if (r == 0 && img)
-		r = qcow2_image_used_clusters(img, &f->used_clusters);
+	/* Damaged refcounts (a bad refcount table entry) do not hide the facts the header and
+	 * the tables still tell, as qemu-img info tells them: only the allocation figure, which
+	 * needs them, is left out, with a warning saying why. */
+	if (r == 0 && img && qcow2_image_used_clusters(img, &f->used_clusters) < 0) {
+		error("warning: allocation of '%s' unknown: %s", path, qcow2_last_error());
+		f->used_unknown = true;
+	}
 	return r;
 }
 

@@ -16,6 +16,7 @@ enum qcowctl_exit {
 	EXIT_FAIL = 1,
 	EXIT_CORRUPT = 2,
 	EXIT_LEAKS = 3,
+	EXIT_NOT_IMPROVED = 4, /* check --repair: the repair would not improve it; nothing changed */
 	EXIT_USAGE = 64,
 };
 

@@ -88,6 +88,8 @@ int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
 /* Make the @nth (1-based, counted from now) operation of kind @op fail with @err (memory io). */
 void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
+/* As qcow2_io_mem_fail_nth(), and every later call of @op fails too: a crash at the Nth. */
+void qcow2_io_mem_fail_from(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
 /* The bytes of a memory io (tests). */
 const void *qcow2_io_mem_bytes(const struct qcow2_io *io, size_t *len);
 void qcow2_io_close(struct qcow2_io *io);
@@ -357,8 +359,10 @@ struct qcow2_check_result {
 	uint64_t refcount_errors;     /* the part of @corruptions that is refcounts lower than
 				       * what points at them: the one kind a crash must never leave
 				       * (a COPIED flag missing after a crash is safe, as in QEMU) */
-	uint64_t check_errors;        /* "check-errors": always 0 here (a check that cannot read
-				       * what it needs fails instead) */
+	uint64_t check_errors;        /* "check-errors": refcounts that cannot be read (their
+				       * refcount block is misaligned or at an offset QEMU cannot
+				       * read), one per cluster as QEMU counts them; other read
+				       * failures fail the check instead */
 	uint64_t corruptions_fixed;   /* "corruptions-fixed" (qcow2_image_repair()) */
 	uint64_t leaks_fixed;         /* "leaks-fixed" (qcow2_image_repair()) */
 	uint64_t total_clusters;      /* "total-clusters": clusters of the virtual disk */
@@ -400,15 +404,23 @@ struct qcow2_chain_opts;
 int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
 			    struct qcow2_image **out);
 /* Check @img (reporting as qcow2_image_check_report()) and fix what `qemu-img check -r all`
- * fixes, plus what it cannot: refcounts set to what points at each cluster, COPIED flags set
- * from them, active L2 entries that are misaligned or point past the end of the file made zero
- * clusters (they read as nothing QEMU could read), active data clusters that lie in metadata
- * moved to a cluster of their own; then the dirty bit is cleared, and the corrupt bit if
- * nothing unfixable remains. @res gets the counts found before the repair and the fixes made
- * (corruptions_fixed, leaks_fixed); check again for the state after. Crash-safe: at every
- * point the image on disk is no worse than before (no refcount lower than what points at the
- * cluster unless it already was). @dry_run (the image may be read-only): report the fixes
- * only. @img: from qcow2_image_open_repair(), or any image with @dry_run. */
+ * fixes, plus what it cannot: a broken refcount structure (entries with reserved bits,
+ * misaligned, outside the image, or aliasing other metadata) rebuilt in clusters nothing uses
+ * and switched to with one header write, refcounts set to what points at each cluster, COPIED
+ * flags set from them, active L2 entries that are misaligned or point past the end of the file
+ * made zero clusters (they read as nothing QEMU could read), active data clusters that lie in
+ * metadata moved to a cluster of their own; then the dirty bit is cleared, and the corrupt bit
+ * if nothing unfixable remains. @res gets the counts found before the repair and the fixes
+ * made (corruptions_fixed, leaks_fixed); check again for the state after.
+ * Never worse: the result, checked afresh from disk, is kept only if it has no error, or fewer
+ * errors (corruptions + leaks + check errors) and no more corruptions and check errors than
+ * @res; otherwise every byte written is put back and the file truncated to its old length:
+ * -ENOTRECOVERABLE, "repair would not improve the image: REASON; nothing changed". A failure
+ * or cancellation part way is put back the same way (its error, "; nothing changed").
+ * Crash-safe: a kill at any point leaves no more errors than found, save the leaks or check
+ * errors rebuild.c describes, never more corruptions (repair.c, rebuild.c).
+ * @dry_run (the image may be read-only): report the fixes only. @img: from
+ * qcow2_image_open_repair(), or any image with @dry_run. */
 int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
 		       struct qcow2_check_result *res);
 

@@ -8,6 +8,10 @@
 # `qemu-img check -r all` makes of a copy (for the entry into the header, which QEMU can neither
 # repair nor read, what QEMU makes of its repaired copy once that cluster is zeroed); a dry run
 # changes no byte; a repair is refused while qemu-io holds the image for writing.
+# A refcount table entry pointing into other metadata, with bad bits or past the end of the
+# file: qcowctl check counts what qemu-img check counts, qcowctl info tells what qemu-img info
+# tells, and --repair leaves no error where qemu-img check found some (counted by qemu-img
+# before and after); damage it cannot improve is left byte for byte, with exit 4.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cd "$WORK" || exit 1
@@ -218,6 +222,102 @@ check "a check without -U is refused too (as qemu-img check)" _e2e_negate "$Q" c
 check "a check with -U reads it anyway" eval '"$Q" check -U held.qcow2 >/dev/null; [ $? = 2 ]'
 qemu_writer_stop
 check "the refused repair changed nothing" sha_unchanged held.sha
+
+# ---- a broken refcount table: never more errors than found, and info still works ----
+
+# errors JSON: corruptions + leaks + check errors, as qemu-img check --output=json counts them
+errors()
+{
+	python3 "$H" check-counts "$1" | awk '{ print $1 + $2 + $3 }'
+}
+
+# A refcount table entry into other metadata, with bad bits, outside the file; on 64 KiB and
+# 512-byte clusters (several refcount blocks), on a block in use and on an unused entry.
+rtcases="rtl1:plain:rt-l1:0 rtl2:plain:rt-l2:0 rthdr:plain:rt-header:0 rtres:plain:rt-reserved:0
+	rthigh:plain:rt-high:0 rteof:plain:rt-eof:0 rtl1s:c512:rt-l1:0 rtl1u:c512:rt-l1:3
+	rtl2u:c512:rt-l2:3 rtrbs:c512:rt-refblock:0 rtrbu:c512:rt-refblock:3
+	rthighs:c512:rt-high:0 rteofs:c512:rt-eof:1"
+rtnames=""
+for d in $rtcases; do
+	IFS=: read -r name from kind idx <<<"$d"
+	setup cp "$from.qcow2" "$name.qcow2"
+	setup python3 "$H" qcow2-break "$name.qcow2:$kind:$idx"
+	setup qemu-img convert -O raw "$from.qcow2" "$name.want.raw"
+	rtnames="$rtnames $name"
+done
+# combinations
+setup cp c512.qcow2 rtmix.qcow2
+setup python3 "$H" qcow2-break rtmix.qcow2:rt-l1:0 rtmix.qcow2:rt-eof:1 rtmix.qcow2:rt-high:2
+setup qemu-img convert -O raw c512.qcow2 rtmix.want.raw
+rtnames="$rtnames rtmix"
+
+# info_as_qemu IMAGE: exit 0 as qemu-img info, the same facts
+info_as_qemu()
+{
+	qemu-img info --output=json "$1" >"$1.qi.json" || { echo "qemu-img info fails"; return 1; }
+	"$Q" info --json "$1" >"$1.oi.json" 2>"$1.oi.err" ||
+		{ echo "qcowctl info exits $?:"; cat "$1.oi.err"; return 1; }
+	python3 "$H" info-compare "$1.oi.json" "$1.qi.json"
+}
+
+# never_worse NAME: qcowctl check counts as qemu-img before; --repair exits 0 and its own
+# check of the result counts what qemu-img check then counts: no error (fewer than before);
+# a later qcowctl check agrees too; the data are the same
+never_worse()
+{
+	local n=$1 before after out rc
+	qemu-img check --output=json "$n.qcow2" >"$n.qb.json" 2>/dev/null
+	"$Q" check --json "$n.qcow2" >"$n.ob.json" 2>/dev/null
+	python3 "$H" check-compare "$n.ob.json" "$n.qb.json" | grep -q "^same " ||
+		{ python3 "$H" check-compare "$n.ob.json" "$n.qb.json"; return 1; }
+	before=$(errors "$n.qb.json")
+	[ "$before" -gt 0 ] || { echo "no damage seen"; return 1; }
+	"$Q" check --repair --json "$n.qcow2" >"$n.or.json" 2>"$n.or.err"
+	rc=$?
+	[ $rc = 0 ] || { echo "qcowctl check --repair exited $rc:"; tail -5 "$n.or.err"; return 1; }
+	qemu-img check --output=json "$n.qcow2" >"$n.qa.json" 2>/dev/null
+	"$Q" check --json "$n.qcow2" >"$n.oa.json" 2>/dev/null
+	# the repair's own check of its result says what qemu-img says
+	[ "$(python3 "$H" check-counts "$n.or.json")" = "$(python3 "$H" check-counts "$n.qa.json")" ] ||
+		{ echo "after --repair, its check says $(python3 "$H" check-counts "$n.or.json")," \
+			"qemu-img check $(python3 "$H" check-counts "$n.qa.json")"; return 1; }
+	after=$(errors "$n.qa.json")
+	[ "$after" -lt "$before" ] && [ "$after" = 0 ] ||
+		{ echo "qemu-img check: $before errors before the repair, $after after"; return 1; }
+	python3 "$H" check-compare "$n.oa.json" "$n.qa.json" | grep -q "^same " ||
+		{ python3 "$H" check-compare "$n.oa.json" "$n.qa.json"; return 1; }
+	qemu-img convert -O raw "$n.qcow2" "$n.got.raw" && cmp "$n.want.raw" "$n.got.raw"
+}
+
+for n in $rtnames; do
+	check "$n: qcowctl info on a broken refcount table tells what qemu-img info tells" \
+		info_as_qemu "$n.qcow2"
+	check "$n: --repair leaves fewer errors (none), as qemu-img check counts them" \
+		never_worse "$n"
+done
+
+# Damage no repair fixes (an entry of a snapshot's own L2 table past the end of the file;
+# qemu-img check -r all cannot either): exit 4, the reason, not a byte changed.
+setup cp snap.qcow2 unfix.qcow2
+setup python3 "$H" qcow2-break unfix.qcow2:snapeof:1088k
+sha_of unfix.qcow2 >unfix.sha
+not_improved()
+{
+	local out rc b a
+	qemu-img check --output=json unfix.qcow2 >unfix.qb.json 2>/dev/null
+	b=$(errors unfix.qb.json)
+	out=$("$Q" check --repair unfix.qcow2 2>&1)
+	rc=$?
+	[ $rc = 4 ] || { echo "qcowctl check --repair exited $rc, want 4:"; echo "$out"; return 1; }
+	grep -q "repair would not improve the image: .*; nothing changed" <<<"$out" ||
+		{ echo "no reason given:"; echo "$out"; return 1; }
+	sha_unchanged unfix.sha || return 1
+	qemu-img check --output=json unfix.qcow2 >unfix.qa.json 2>/dev/null
+	a=$(errors unfix.qa.json)
+	[ "$b" -gt 0 ] && [ "$a" = "$b" ] || { echo "qemu-img check: $b errors, then $a"; return 1; }
+}
+check "a repair that would not improve the image changes nothing and says why (exit 4)" \
+	not_improved
 
 # ---- usage ----
 

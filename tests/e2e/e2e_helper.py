@@ -61,7 +61,12 @@ Writing (the same operation applied to a flat view and to the test's model of it
                             it at the refcount table), copied (clear its COPIED flag), corrupt
                             (set the corrupt bit), l1 (point it, with COPIED, at the active L1
                             table), free-l1 / free-l2 (set the refcount of the active L1
-                            table's first cluster / of the entry's L2 table to 0)
+                            table's first cluster / of the entry's L2 table to 0), snapeof (the entry in the first snapshot's
+                            own L2 table, 4 clusters past the end of the file); and entry N
+                            (the third field) of the refcount table: rt-l1, rt-l2, rt-refblock
+                            (pointed at the L1 table, the L2 table of guest offset 0, the block
+                            of entry 1), rt-header (0x200), rt-reserved (bit 8 set), rt-high
+                            (bit 63 set), rt-eof (4 clusters past the end of the file)
   check-compare OURS QEMU [OURS QEMU...]
                             compare `qcowctl check --json` outputs with `qemu-img check
                             --output=json` ones field by field (the same fields, the same
@@ -506,9 +511,46 @@ class Qcow2:
         self.f.write(raw.to_bytes(n, "big"))
 
 
+def break_reftable(f, q, kind, idx):
+    at = q.reftable_off + 8 * idx
+    size = os.fstat(f.fileno()).st_size
+    values = {
+        "rt-l1": lambda: q.l1_off,
+        "rt-l2": lambda: q.u64(q.l1_off) & 0x00fffffffffffe00,
+        "rt-refblock": lambda: q.u64(q.reftable_off + 8),
+        "rt-header": lambda: 0x200,
+        "rt-reserved": lambda: q.u64(at) | 0x100,
+        "rt-high": lambda: q.u64(at) | (1 << 63),
+        "rt-eof": lambda: ((size + q.cs - 1) // q.cs + 4) * q.cs,
+    }
+    if kind not in values:
+        sys.exit("unknown damage: " + kind)
+    q.put64(at, values[kind]())
+
+
+def break_snapshot_entry(f, q, guest):
+    """The L2 entry of GUEST in the first snapshot's L2 table, 4 clusters past the end."""
+    h = q.read(0, 72)
+    if not struct.unpack(">I", h[60:64])[0]:
+        sys.exit("no snapshot")
+    sn_l1 = q.u64(struct.unpack(">Q", h[64:72])[0])
+    per = q.cs // q.entry_bytes
+    l2 = q.u64(sn_l1 + 8 * (guest // q.cs // per)) & 0x00fffffffffffe00
+    if not l2:
+        sys.exit("the snapshot has no L2 table there")
+    size = os.fstat(f.fileno()).st_size
+    q.put64(l2 + q.entry_bytes * (guest // q.cs % per), ((size + q.cs - 1) // q.cs + 4) * q.cs)
+
+
 def break_one(path, kind, guest="0"):
     with open(path, "r+b") as f:
         q = Qcow2(f)
+        if kind.startswith("rt-"):
+            break_reftable(f, q, kind, num(guest))
+            return
+        if kind == "snapeof":
+            break_snapshot_entry(f, q, num(guest))
+            return
         at = q.l2_entry_off(num(guest))
         entry = q.u64(at)
         host = entry & 0x00fffffffffffe00

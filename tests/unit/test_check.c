@@ -734,3 +734,383 @@ Test(check, a_cancelled_repair_stops_with_ecanceled_and_no_new_low_refcount)
 	cr_assert_gt(cancelled, 10);
 	free(low);
 }
+
+/* ---- never more errors than found ----
+ *
+ * "Errors" are what `qemu-img check` counts: corruptions + leaks + check errors (the e2e test
+ * ctl-check.sh shows that these counts are qemu-img's on the same damage). */
+
+static uint64_t errors(const struct qcow2_check_result *res)
+{
+	return res->corruptions + res->leaks + res->check_errors;
+}
+
+static uint64_t errors_of(struct qcow2_image *q)
+{
+	struct qcow2_check_result res = check_it(q);
+
+	return errors(&res);
+}
+
+static uint64_t errors_of_bytes(const void *b, size_t len)
+{
+	struct qcow2_image *q = open_bytes(b, len, false);
+	uint64_t n = errors_of(q);
+
+	qcow2_image_close(q);
+	return n;
+}
+
+/* Damage to the refcount table: entry @idx set to what @target says. */
+enum rt_target {
+	RT_L1,	     /* the active L1 table */
+	RT_L2,	     /* the L2 table of guest offset 0 */
+	RT_REFBLOCK, /* the refcount block of entry 1 (another block) */
+	RT_HEADER,   /* 0x200: misaligned, into the header (64 KiB clusters) */
+	RT_RESERVED, /* its own block with reserved bit 8 set */
+	RT_HIGH,     /* its own block with bit 63 set: a block QEMU cannot read */
+	RT_EOF,	     /* four clusters past the end of the file */
+	RT_DATA_EOF, /* (second damage only) guest offset 64 KiB's L2 entry: just past the end */
+};
+
+struct rt_case {
+	const char *name;
+	uint32_t cluster_bits;
+	enum rt_target target;
+	uint32_t idx;
+	enum rt_target target2; /* a second entry, 1 (RT_L1 here means none) */
+};
+
+static uint64_t rt_entry(uint32_t i)
+{
+	return imgbuild_get_be64(img, img->reftable_off + 8ull * i);
+}
+
+static void break_entry(enum rt_target t, uint32_t idx)
+{
+	uint64_t cs = img->cluster_bytes, v = 0;
+
+	switch (t) {
+	case RT_L1:
+		v = img->l1_off;
+		break;
+	case RT_L2:
+		v = imgbuild_l2_entry_off(img, 0) & ~(cs - 1);
+		break;
+	case RT_REFBLOCK:
+		v = rt_entry(1);
+		break;
+	case RT_HEADER:
+		v = 0x200;
+		break;
+	case RT_RESERVED:
+		v = rt_entry(idx) | 0x100;
+		break;
+	case RT_HIGH:
+		v = rt_entry(idx) | (1ull << 63);
+		break;
+	case RT_EOF:
+		v = (img->len / cs + 4) * cs;
+		break;
+	case RT_DATA_EOF:
+		imgbuild_put_be64(img, imgbuild_l2_entry_off(img, 65536),
+				  QCOW2_OFLAG_COPIED | (img->len + cs - 1) / cs * cs);
+		return;
+	}
+	imgbuild_put_be64(img, img->reftable_off + 8ull * idx, v);
+}
+
+/* Data over several refcount blocks (512-byte clusters: 256 clusters a block). */
+static void build_blocks(uint32_t cluster_bits)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+
+	o.cluster_bits = cluster_bits;
+	o.size = 1 << 20;
+	o.reftable_clusters = 1;
+	img = imgbuild_new(&o);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x61, 256 << 10), 0);
+	cr_assert_eq(imgbuild_fill(img, 640 << 10, 0x62, 128 << 10), 0);
+	cr_assert(cluster_bits > 9 || rt_entry(2), "the image has 3 refcount blocks");
+}
+
+static void build_rt_case(const struct rt_case *c)
+{
+	build_blocks(c->cluster_bits);
+	break_entry(c->target, c->idx);
+	if (c->target2 != RT_L1)
+		break_entry(c->target2, 1);
+}
+
+ParameterizedTestParameters(check, a_broken_refcount_table_is_rebuilt_and_the_image_checks_clean)
+{
+	static struct rt_case cases[] = {
+	    {"block 0 -> L1 table", 9, RT_L1, 0, RT_L1},
+	    {"block 2 -> L1 table", 9, RT_L1, 2, RT_L1},
+	    {"unused entry -> L1 table", 9, RT_L1, 7, RT_L1},
+	    {"block 0 -> L2 table", 9, RT_L2, 0, RT_L1},
+	    {"unused entry -> L2 table", 9, RT_L2, 7, RT_L1},
+	    {"block 0 -> block 1", 9, RT_REFBLOCK, 0, RT_L1},
+	    {"unused entry -> block 1", 9, RT_REFBLOCK, 7, RT_L1},
+	    {"block 0 -> the header (misaligned)", 16, RT_HEADER, 0, RT_L1},
+	    {"reserved bits", 9, RT_RESERVED, 0, RT_L1},
+	    {"bit 63", 9, RT_HIGH, 0, RT_L1},
+	    {"bit 63, 64 KiB clusters", 16, RT_HIGH, 0, RT_L1},
+	    {"past the end of the file", 9, RT_EOF, 0, RT_L1},
+	    {"unused entry past the end of the file", 9, RT_EOF, 7, RT_L1},
+	    {"block 0 -> L1 table, block 1 past the end", 9, RT_L1, 0, RT_EOF},
+	    {"block 2 -> L2 table, block 1 bit 63", 9, RT_L2, 2, RT_HIGH},
+	    /* the new structure must not grow the file over what the entry points at */
+	    {"block 0 -> L2 table, an L2 entry just past the end", 9, RT_L2, 0, RT_DATA_EOF},
+	};
+	return cr_make_param_array(struct rt_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* As QEMU's rebuild_refcount_structure(): the refcounts are rebuilt elsewhere (never written
+ * through an entry that points into other metadata), the result checks clean, reads the same. */
+ParameterizedTest(struct rt_case *c, check,
+		  a_broken_refcount_table_is_rebuilt_and_the_image_checks_clean)
+{
+	struct qcow2_check_result res;
+	struct qcow2_image *back;
+	uint64_t before;
+
+	build_rt_case(c);
+	qi = open_ro();
+	before = errors_of(qi);
+	cr_assert_gt(before, 0, "%s: no damage seen", c->name);
+	qcow2_image_close(qi);
+	res = repair_it();
+	assert_said("Rebuilding refcount structure");
+	cr_assert_gt(res.corruptions_fixed, 0, "%s", c->name);
+	back = reopen(qi);
+	cr_assert_eq(errors_of(back), 0, "%s: %lu errors before, after the repair:\n%s", c->name,
+		     (unsigned long)before, msgs.text);
+	/* an entry past the end reads as zeros once repaired */
+	assert_reads_model(back, 65536, c->target2 == RT_DATA_EOF ? img->cluster_bytes : 0);
+	qcow2_image_close(back);
+}
+
+/* Case @k: 0, 1 a refcount block aliasing the L1 table, one past the end of the file; 2 the
+ * damage an in-place repair fixes (build_damaged()), 3 with a block aliasing the L1 table
+ * too; 4, 5 that damage and the block describing the end of the file aliasing the L1 table,
+ * unreadable (bit 63); 6, 7 the same on an image with no unused cluster. */
+static void build_case(int k)
+{
+	static const struct rt_case alias = {"", 9, RT_L1, 0, RT_L1};
+	static const struct rt_case far = {"", 9, RT_EOF, 2, RT_L1};
+	uint32_t last;
+
+	if (k == 0)
+		build_rt_case(&alias);
+	else if (k == 1)
+		build_rt_case(&far);
+	else if (k == 6 || k == 7)
+		build_blocks(9);
+	else
+		build_damaged();
+	if (k == 3)
+		imgbuild_put_be64(img, img->reftable_off + 8, img->l1_off);
+	last = (uint32_t)(img->len / img->cluster_bytes / 256);
+	if (k == 4 || k == 6)
+		imgbuild_put_be64(img, img->reftable_off + 8ull * last, img->l1_off);
+	if (k == 5 || k == 7)
+		imgbuild_put_be64(img, img->reftable_off + 8ull * last,
+				  rt_entry(last) | 1ull << 63);
+}
+
+static struct qcow2_check_result check_bytes(const void *b, size_t len)
+{
+	struct qcow2_image *q = open_bytes(b, len, false);
+	struct qcow2_check_result res = check_it(q);
+
+	qcow2_image_close(q);
+	return res;
+}
+
+/* A crash stops a repair at some write and nothing after it reaches the disk: wherever that
+ * is, the image has no more errors than it had. Except (cases 6 and 7) when the file has no
+ * unused cluster for a new refcount structure and a broken block describes the clusters past
+ * its end: then the clusters appended before the header switches to the new structure are
+ * counted against the broken block, one leak or check error each at most, never a corruption
+ * (rebuild.c). */
+Test(check, a_repair_killed_at_any_write_leaves_no_more_errors)
+{
+	struct qcow2_check_result res, before, now;
+	int k;
+
+	for (k = 0; k < 8; k++) {
+		unsigned nth, stopped = 0;
+
+		teardown();
+		setup();
+		build_case(k);
+		before = check_bytes(img->bytes, img->len);
+		for (nth = 1; nth < 5000; nth++) {
+			uint64_t slack = 0;
+			const void *b;
+			size_t len;
+			int r;
+
+			qi = open_repair();
+			qcow2_io_mem_fail_from(qcow2_image_io(qi), QCOW2_IO_WRITE, nth, -EIO);
+			r = qcow2_image_repair(qi, NULL, false, &res);
+			b = qcow2_io_mem_bytes(qcow2_image_io(qi), &len);
+			now = check_bytes(b, len);
+			if (k >= 6 && len > img->len)
+				slack = (len - img->len) / img->cluster_bytes;
+			cr_assert_leq(errors(&now), errors(&before) + slack,
+				      "case %d killed at write %u: %lu errors before, then:\n%s", k,
+				      nth, (unsigned long)errors(&before), msgs.text);
+			cr_assert_leq(now.corruptions, before.corruptions,
+				      "case %d killed at write %u: more corruptions:\n%s", k, nth,
+				      msgs.text);
+			qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, 0, 0);
+			qcow2_image_close(qi);
+			qi = NULL;
+			if (r == 0)
+				break;
+			stopped++;
+		}
+		cr_assert_gt(stopped, 5, "case %d: stopped at only %u points", k, stopped);
+	}
+}
+
+/* A repair that fails part way (an I/O error, not a crash) puts back every byte it wrote. */
+Test(check, a_repair_failing_part_way_puts_every_byte_back)
+{
+	struct qcow2_check_result res;
+	int k;
+
+	for (k = 0; k < 8; k++) {
+		unsigned nth, failed = 0;
+
+		teardown();
+		setup();
+		build_case(k);
+		for (nth = 1; nth < 5000; nth++) {
+			const void *b;
+			size_t len;
+			int r;
+
+			qi = open_repair();
+			qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, nth, -EIO);
+			r = qcow2_image_repair(qi, NULL, false, &res);
+			if (r < 0) {
+				cr_assert(strstr(qcow2_last_error(), "nothing changed"), "%s",
+					  qcow2_last_error());
+				b = qcow2_io_mem_bytes(qcow2_image_io(qi), &len);
+				cr_assert_eq(len, img->len, "case %d failed at write %u: length", k,
+					     nth);
+				cr_assert_eq(memcmp(b, img->bytes, len), 0,
+					     "case %d failed at write %u: bytes changed", k, nth);
+				failed++;
+			}
+			qcow2_image_close(qi);
+			qi = NULL;
+			if (r == 0)
+				break;
+		}
+		cr_assert_gt(failed, 5, "case %d: failed at only %u points", k, failed);
+	}
+}
+
+/* Damage no repair can fix (an L2 entry of a snapshot's own table past the end of the file:
+ * only the active tables are rewritten, and QEMU cannot fix it either): the repair says so and
+ * leaves every byte. */
+Test(check, a_repair_that_would_not_improve_the_image_changes_nothing_and_says_why)
+{
+	struct qcow2_check_result res;
+	uint64_t sn_l2, far;
+	const void *b;
+	size_t len;
+
+	build_default();
+	cr_assert_eq(imgbuild_snapshot_add(img, NULL), 0);
+	cr_assert_eq(imgbuild_fill(img, 0, 0x77, 65536), 0); /* the active L2 table is copied */
+	sn_l2 = imgbuild_get_be64(img, img->snaps[0].l1_off) & QCOW2_L1E_OFFSET_MASK;
+	cr_assert_neq(sn_l2, imgbuild_l2_entry_off(img, 0) & ~(img->cluster_bytes - 1));
+	far = (img->len / img->cluster_bytes + 4) * img->cluster_bytes;
+	imgbuild_put_be64(img, sn_l2 + 8 * 5, far); /* guest 320k: unallocated in the snapshot */
+	cr_assert_eq(errors_of_bytes(img->bytes, img->len), 1, "%s", msgs.text);
+	qi = open_repair();
+	memset(&msgs, 0, sizeof(msgs));
+	cr_assert_eq(qcow2_image_repair(qi, &report, false, &res), -ENOTRECOVERABLE);
+	assert_error_mentions("repair would not improve the image");
+	assert_error_mentions("nothing changed");
+	cr_assert_eq(res.corruptions, 1);
+	b = qcow2_io_mem_bytes(qcow2_image_io(qi), &len);
+	cr_assert_eq(len, img->len);
+	cr_assert_eq(memcmp(b, img->bytes, len), 0, "bytes changed");
+}
+
+/* A refcount block in the last cluster of the file, which ends part way through it: the check
+ * counts it (as QEMU does), but the write side cannot use it. The repair must not write
+ * refcounts through it: the structure is rebuilt. */
+Test(check, a_refcount_block_in_a_partial_last_cluster_is_rebuilt_not_written_through)
+{
+	struct qcow2_check_result res;
+	struct qcow2_image *back;
+	uint64_t at;
+
+	build_default();
+	at = imgbuild_alloc_cluster(img);
+	imgbuild_put_be64(img, img->reftable_off + 8, at);
+	img->len -= 512;
+	res = repair_it();
+	assert_said("Rebuilding refcount structure");
+	cr_assert_eq(res.corruptions + res.leaks, 0, "as QEMU: the block is counted\n%s",
+		     msgs.text);
+	back = reopen(qi);
+	cr_assert_eq(errors_of(back), 0, "%s", msgs.text);
+	assert_reads_model(back, 0, 0);
+	qcow2_image_close(back);
+}
+
+/* A repair that fails part way puts the image back, newest write first, flushing where it had
+ * flushed: a crash while it does so (here every flush from the Mth on fails, and nothing after
+ * it reaches the disk) leaves one of the states the repair itself had made durable, with no
+ * more errors than the image had. */
+Test(check, a_crash_while_putting_back_leaves_no_more_errors)
+{
+	static const unsigned fail_at[] = {8, 20, 40};
+	struct qcow2_check_result res, before, now;
+	unsigned i, m, in_replay = 0;
+	int k;
+
+	for (k = 0; k < 6; k++) {
+		teardown();
+		setup();
+		build_case(k);
+		before = check_bytes(img->bytes, img->len);
+		for (i = 0; i < sizeof(fail_at) / sizeof(fail_at[0]); i++) {
+			for (m = 1; m < 400; m++) {
+				const void *b;
+				size_t len;
+				int r;
+
+				qi = open_repair();
+				qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE,
+						      fail_at[i], -EIO);
+				qcow2_io_mem_fail_from(qcow2_image_io(qi), QCOW2_IO_FLUSH, m, -EIO);
+				r = qcow2_image_repair(qi, NULL, false, &res);
+				in_replay +=
+				    r < 0 && strstr(qcow2_last_error(), "putting the image "
+									"back failed too");
+				b = qcow2_io_mem_bytes(qcow2_image_io(qi), &len);
+				now = check_bytes(b, len);
+				cr_assert_leq(errors(&now), errors(&before),
+					      "case %d, write %u failed, flush %u on: %lu errors "
+					      "before, then:\n%s",
+					      k, fail_at[i], m, (unsigned long)errors(&before),
+					      msgs.text);
+				qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_FLUSH, 0, 0);
+				qcow2_image_close(qi);
+				qi = NULL;
+				if (r == 0)
+					break;
+			}
+		}
+	}
+	cr_assert_gt(in_replay, 10, "a crash hit the putting back only %u times", in_replay);
+}
