@@ -69,17 +69,60 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 	return 0;
 }
 
+/* Resolve the backing name @name of @s (confined, never through the mount point) into
+ * s->backing, even when @s itself is refused: the file it names is its base all the same, and
+ * must not be served writable (writing it would change @s's disk). 0 or -errno. */
+static int src_note_backing(struct qfs_tree *t, struct src *s, const char *name)
+{
+	char backing[PATH_MAX];
+	int r;
+
+	r = qcow2_chain_resolve_path(&t->copts, s->path, name, backing, sizeof(backing));
+	if (r == 0 && !(s->backing = strdup(backing)))
+		r = -ENOMEM;
+	return r;
+}
+
+/* The external data file named in @h must be a regular file, confined like a backing file:
+ * a FIFO there would hang the open of the chain. 0 or -errno with the message set. */
+static int src_check_data_file(struct qfs_tree *t, struct src *s, const struct qcow2_header *h)
+{
+	char path[PATH_MAX];
+	int r, fd;
+
+	if (!h->data_file[0])
+		return 0;
+	r = qcow2_chain_resolve_path(&t->copts, s->path, h->data_file, path, sizeof(path));
+	if (r < 0)
+		return r;
+	fd = qcow2_file_open(path, QCOW2_OPEN_NOFOLLOW);
+	if (fd < 0)
+		return qcow2_set_error(fd, "'%s': data file: %s", s->path, qcow2_last_error());
+	close(fd);
+	return 0;
+}
+
+/* The backing name of a refused qcow2 image, if its header still says which file it is
+ * (after src_refuse(): what this finds or fails is no part of the refusal's message). */
+static void src_refused_backing(struct qfs_tree *t, struct src *s, struct qcow2_io *io)
+{
+	char name[QCOW2_MAX_BACKING_NAME + 1];
+
+	if (!s->backing && qcow2_header_read_backing_name(io, name, sizeof(name)) == 1)
+		(void)src_note_backing(t, s, name);
+}
+
 /* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
 static void src_probe(struct qfs_tree *t, struct src *s)
 {
-	char backing[PATH_MAX];
 	struct qcow2_header *h;
 	struct qcow2_io *io;
 	uint8_t magic[4];
 	int r;
 
 	src_clear(s);
-	r = qcow2_io_open_file(s->path, false, &io);
+	/* s->path is canonical: a symlink found there now was put there since; not followed */
+	r = qcow2_io_open(s->path, QCOW2_OPEN_NOFOLLOW, &io);
 	if (r < 0) {
 		src_refuse(s, r, qcow2_last_error());
 		return;
@@ -104,6 +147,9 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 	if (r == 0)
 		r = src_snapshots(s, io, h);
 	if (r == 0 && h->backing_file[0]) {
+		/* first: known as a backing file whatever else is wrong with this image */
+		int rb = src_note_backing(t, s, h->backing_file);
+
 		s->backing_fmt = !h->backing_fmt[0]			  ? FMT_PROBE :
 				 strcmp(h->backing_fmt, "qcow2") == 0 ? FMT_QCOW2 :
 				 strcmp(h->backing_fmt, "raw") == 0   ? FMT_RAW :
@@ -111,18 +157,18 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 		if ((int)s->backing_fmt < 0)
 			r = qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
 					    s->path, h->backing_fmt);
-		if (r == 0)
-			r = qcow2_chain_resolve_path(&t->copts, s->path, h->backing_file, backing,
-						     sizeof(backing));
-		if (r == 0)
-			s->backing = strdup(backing);
+		else
+			r = rb;
 	}
+	if (r == 0)
+		r = src_check_data_file(t, s, h);
 	if (r == 0) {
 		s->vsize = h->size;
 		s->corrupt = h->incompat & QCOW2_INCOMPAT_CORRUPT;
-	}
-	else
+	} else {
 		src_refuse(s, r, qcow2_last_error());
+		src_refused_backing(t, s, io);
+	}
 	free(h);
 	qcow2_io_close(io);
 }
@@ -150,7 +196,7 @@ static bool lock_conflict(const char *path)
 	struct qcow2_io *io;
 	bool busy;
 
-	if (qcow2_io_open_file(path, false, &io) < 0)
+	if (qcow2_io_open(path, QCOW2_OPEN_NOFOLLOW, &io) < 0)
 		return false;
 	busy = qcow2_io_lock_check_reader(io) == -EBUSY;
 	qcow2_io_close(io);
@@ -205,6 +251,28 @@ static void set_check(struct src *s, unsigned gen, int err, const char *msg)
 	s->check_msg = msg ? strdup(msg) : NULL;
 }
 
+/* Why the backing file of @s is no file src_get() takes: missing, or not a regular file (a
+ * directory, a FIFO: opening it would fail, or block). Its path is canonical and confined
+ * (qcow2_chain_resolve_path(), which looked nothing up inside the mount point), and lstat()
+ * does not follow a link put there since. Returns the negative errno, @buf says why. */
+static int not_a_file(const struct src *s, char *buf, size_t cap)
+{
+	struct stat st;
+
+	if (lstat(s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
+		snprintf(buf, cap, "'%s': backing file '%s' is missing", s->path, s->backing);
+		return -ENOENT;
+	}
+	snprintf(buf, cap, "'%s': backing file '%s' is %s, not a regular file", s->path,
+		 s->backing,
+		 S_ISDIR(st.st_mode)	? "a directory" :
+		 S_ISFIFO(st.st_mode) ? "a FIFO" :
+		 S_ISLNK(st.st_mode)	? "a symlink" :
+		 S_ISSOCK(st.st_mode) ? "a socket" :
+					"a device");
+	return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+}
+
 /* Is the chain whose top is @top servable? Memoised per scan generation for every layer the
  * walk passes. Returns 0 or a negative errno with *msg set (owned by the src). */
 int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
@@ -227,13 +295,19 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 			snprintf(buf, sizeof(buf), "%s", cur->errmsg ? cur->errmsg : "refused");
 			break;
 		}
-		if (!cur->qcow2 || !cur->backing || cur->backing_fmt == FMT_RAW)
+		if (!cur->qcow2 || !cur->backing)
 			break;
 		next = src_get(t, cur->backing);
 		if (!next) {
-			err = -ENOENT;
-			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is missing", cur->path,
-				 cur->backing);
+			err = not_a_file(cur, buf, sizeof(buf));
+			break;
+		}
+		if (cur->backing_fmt == FMT_RAW) {
+			if (next->err) { /* a raw file that cannot be opened */
+				err = next->err;
+				snprintf(buf, sizeof(buf), "%s",
+					 next->errmsg ? next->errmsg : "refused");
+			}
 			break;
 		}
 		if (next->visit == token) {
@@ -311,6 +385,43 @@ void log_refusal(struct src *s, const char *msg)
 }
 
 
+void link_refusal(struct qfs_tree *t, const char *path, const char *msg)
+{
+	struct link_note *n;
+
+	for (n = t->link_notes; n && strcmp(n->path, path) != 0; n = n->next)
+		;
+	if (n && n->msg && strcmp(n->msg, msg) == 0)
+		return;
+	if (!n && (n = calloc(1, sizeof(*n)))) {
+		if ((n->path = strdup(path))) {
+			n->next = t->link_notes;
+			t->link_notes = n;
+		} else {
+			free(n);
+			n = NULL;
+		}
+	}
+	if (n) {
+		free(n->msg);
+		n->msg = strdup(msg);
+	}
+	qfs_log("not following '%s': %s", path, msg);
+}
+
+void link_notes_free(struct qfs_tree *t)
+{
+	struct link_note *n, *next;
+
+	for (n = t->link_notes; n; n = next) {
+		next = n->next;
+		free(n->path);
+		free(n->msg);
+		free(n);
+	}
+	t->link_notes = NULL;
+}
+
 bool src_is_backing(struct qfs_tree *t, const struct src *s)
 {
 	char path[PATH_MAX];
@@ -320,7 +431,9 @@ bool src_is_backing(struct qfs_tree *t, const struct src *s)
 again:
 	for (b = 0; b < HASH_BUCKETS; b++) {
 		for (o = t->srcs[b]; o; o = o->hnext) {
-			if (!o->qcow2 || o->err || !o->backing || strcmp(o->backing, s->path) != 0)
+			/* A refused image counts too: its backing file is its disk's base all the
+			 * same, and writing that would change the refused image's content. */
+			if (!o->qcow2 || !o->backing || strcmp(o->backing, s->path) != 0)
 				continue;
 			if (o->stat_gen == t->gen)
 				return true;

@@ -229,69 +229,6 @@ static void choose_names(struct found *f, size_t n)
 	}
 }
 
-/* Fold "." and ".." out of the absolute path @p, in place, without asking the file system. */
-static void normalize(char *p)
-{
-	char *out = p, *seg = p;
-
-	while (*seg) {
-		char *end;
-		size_t len;
-
-		while (*seg == '/')
-			seg++;
-		end = strchrnul(seg, '/');
-		len = (size_t)(end - seg);
-		if (len == 2 && seg[0] == '.' && seg[1] == '.') {
-			while (out > p && *--out != '/')
-				;
-		} else if (len && !(len == 1 && seg[0] == '.')) {
-			*out++ = '/';
-			memmove(out, seg, len);
-			out += len;
-		}
-		seg = end;
-	}
-	if (out == p)
-		*out++ = '/';
-	*out = '\0';
-}
-
-/* realpath() of the symlink @path, refusing (false) a link that leads into our own mount: the
- * resolution would wait on this daemon, which holds the tree lock. Each hop is checked before
- * it is followed. */
-static bool resolve_link(struct qfs_tree *t, const char *path, char *canon)
-{
-	char cur[PATH_MAX], target[PATH_MAX], next[PATH_MAX];
-	size_t mlen = strlen(t->mount_point);
-	struct stat st;
-	int hops;
-
-	snprintf(cur, sizeof(cur), "%s", path);
-	for (hops = 0; hops < 40; hops++) {
-		ssize_t n = readlink(cur, target, sizeof(target) - 1);
-
-		if (n < 0)
-			return errno == EINVAL && realpath(cur, canon); /* not a link any more */
-		target[n] = '\0';
-		if (target[0] == '/')
-			snprintf(next, sizeof(next), "%s", target);
-		else if (snprintf(next, sizeof(next), "%.*s/%s", (int)(strrchr(cur, '/') - cur), cur,
-				  target) >= (int)sizeof(next))
-			return false;
-		normalize(next);
-		if (mlen && strncmp(next, t->mount_point, mlen) == 0 &&
-		    (next[mlen] == '/' || next[mlen] == '\0'))
-			return false;
-		snprintf(cur, sizeof(cur), "%s", next);
-		if (lstat(cur, &st) < 0)
-			return false;
-		if (!S_ISLNK(st.st_mode))
-			return realpath(cur, canon) != NULL;
-	}
-	return false;
-}
-
 /* Collect the directory's subdirectories, qcow2 images and raw backing files. */
 static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 {
@@ -322,8 +259,18 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		    strcmp(path, t->mount_point) == 0 || lstat(path, &st) < 0)
 			continue;
 		if (!S_ISDIR(st.st_mode)) {
-			if (S_ISLNK(st.st_mode) ? !resolve_link(t, path, canon) :
-						  !snprintf(canon, sizeof(canon), "%s", path))
+			/* A symlink is followed one component at a time, never into our own mount
+			 * (that lookup would wait on this daemon, which holds t->lock), and its
+			 * target must lie in SOURCE or a --backing-dir like any backing file. */
+			int r = 0;
+
+			if (!S_ISLNK(st.st_mode))
+				snprintf(canon, sizeof(canon), "%s", path);
+			else
+				r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
+			if (r == -EPERM) /* outside, or into the mount point; dangling: quietly */
+				link_refusal(t, path, qcow2_last_error());
+			if (r < 0)
 				continue;
 			s = src_get(t, canon);
 			if (!s)
@@ -770,6 +717,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->copts.root = t->root_dir;
 	t->copts.allow_dirs = cfg->backing_dirs;
 	t->copts.n_allow_dirs = cfg->n_backing_dirs;
+	t->copts.mount_point = t->mount_point[0] ? t->mount_point : NULL;
 	t->copts.lock = true;
 	node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
 	pthread_mutex_lock(&t->lock);
@@ -809,6 +757,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n->snap_id);
 		free(n);
 	}
+	link_notes_free(t);
 	free(t->nodes);
 	free(t->source);
 	free(t->root_dir);
