@@ -76,12 +76,17 @@ int qcow2_file_open(const char *path, unsigned flags)
 	struct stat st;
 
 	oflags |= flags & QCOW2_OPEN_WRITE ? O_RDWR : O_RDONLY;
-	if (flags & QCOW2_OPEN_NOFOLLOW)
-		oflags |= O_NOFOLLOW;
-	fd = open(path, oflags);
+	if (flags & QCOW2_OPEN_NOFOLLOW) {
+		fd = qcow2_path_open_canonical(path, oflags);
+		if (fd < 0)
+			errno = -fd;
+	} else {
+		fd = open(path, oflags);
+	}
 	if (fd < 0) {
 		if (errno == ELOOP && (flags & QCOW2_OPEN_NOFOLLOW))
-			return qcow2_set_error(-ELOOP, "cannot open '%s': it became a symlink",
+			return qcow2_set_error(-ELOOP,
+					       "cannot open '%s': a symlink appeared on its path",
 					       path);
 		if (errno == ENXIO)
 			return qcow2_set_error(-EINVAL, "cannot open '%s': not a regular file",

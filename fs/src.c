@@ -7,7 +7,12 @@
  * facts, snapshot names, the resolved backing file (confined to SOURCE and --backing-dir).
  * Chains are checked from the cache (loops, missing or refused layers, depth) with a memo per
  * scan generation, so a directory of 1,000 images or a chain of 1,000 layers costs O(files).
- * Everything here runs under qfs_tree.lock.
+ * Everything here runs under qfs_tree.lock, so no path looked up here may enter our own mount
+ * (tree.c says how): srcs are canonical paths, backing and data files are resolved with the
+ * mount point refused (qcow2_chain_resolve_path()), and files are opened and stat()ed following
+ * no symlink (QCOW2_OPEN_NOFOLLOW, qcow2_path_stat()). Only regular files are opened, without
+ * blocking (qcow2_file_open()), and a chain is listed only if every file of it is one.
+ * The base an image names is read-only even when that image is refused (src_is_backing()).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -212,7 +217,7 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 
 	if (s && s->stat_gen == t->gen)
 		return s;
-	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (qcow2_path_stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
 			src_clear(s);
@@ -253,13 +258,13 @@ static void set_check(struct src *s, unsigned gen, int err, const char *msg)
 
 /* Why the backing file of @s is no file src_get() takes: missing, or not a regular file (a
  * directory, a FIFO: opening it would fail, or block). Its path is canonical and confined
- * (qcow2_chain_resolve_path(), which looked nothing up inside the mount point), and lstat()
- * does not follow a link put there since. Returns the negative errno, @buf says why. */
+ * (qcow2_chain_resolve_path(), which looked nothing up inside the mount point). Returns the
+ * negative errno, @buf says why. */
 static int not_a_file(const struct src *s, char *buf, size_t cap)
 {
 	struct stat st;
 
-	if (lstat(s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
+	if (qcow2_path_stat(s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
 		snprintf(buf, cap, "'%s': backing file '%s' is missing", s->path, s->backing);
 		return -ENOENT;
 	}
@@ -267,7 +272,6 @@ static int not_a_file(const struct src *s, char *buf, size_t cap)
 		 s->backing,
 		 S_ISDIR(st.st_mode)	? "a directory" :
 		 S_ISFIFO(st.st_mode) ? "a FIFO" :
-		 S_ISLNK(st.st_mode)	? "a symlink" :
 		 S_ISSOCK(st.st_mode) ? "a socket" :
 					"a device");
 	return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;

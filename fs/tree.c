@@ -10,7 +10,12 @@
  *
  * Locking: t->lock guards the src cache, the node table and every node field marked so. It is
  * never held across a chain open or any read of image data; node->open_lock is taken after it
- * is released.
+ * is released. It is held across lookups of SOURCE's files, which must never enter our own
+ * mount (the request would wait for t->lock: the whole mount would hang for good): every name
+ * looked up under it is a directory entry of SOURCE read relative to its directory (the mount
+ * point skipped) or a canonical path from qcow2_path_resolve(), which refused anything at or
+ * below the mount point before looking it up, used with qcow2_path_open_canonical() or
+ * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -229,6 +234,18 @@ static void choose_names(struct found *f, size_t n)
 	}
 }
 
+/* opendir() of the canonical directory @dir of SOURCE, following no symlink on the way: one
+ * put there since the scan that found @dir must not lead into our own mount (t->lock is held). */
+static DIR *open_dir(const char *dir)
+{
+	int fd = qcow2_path_open_canonical(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (fd >= 0 && !dp)
+		close(fd);
+	return dp;
+}
+
 /* Collect the directory's subdirectories, qcow2 images and raw backing files. */
 static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 {
@@ -246,7 +263,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		*out = f;
 		return 1;
 	}
-	if (!(dp = opendir(dir)))
+	if (!(dp = open_dir(dir)))
 		return 0;
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX], canon[PATH_MAX];
@@ -256,7 +273,8 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 || lstat(path, &st) < 0)
+		    strcmp(path, t->mount_point) == 0 ||
+		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (!S_ISDIR(st.st_mode)) {
 			/* A symlink is followed one component at a time, never into our own mount
@@ -326,7 +344,7 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 	struct dirent *d;
 	DIR *dp;
 
-	if (depth > 64 || !(dp = opendir(dir)))
+	if (depth > 64 || !(dp = open_dir(dir)))
 		return;
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX];
@@ -335,7 +353,8 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 || lstat(path, &st) < 0)
+		    strcmp(path, t->mount_point) == 0 ||
+		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode))
 			preload(t, path, depth + 1);

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* ---- on-disk constants (qcow2.txt) ---- */
@@ -84,7 +85,7 @@ enum qcow2_io_op { QCOW2_IO_READ, QCOW2_IO_WRITE, QCOW2_IO_FLUSH };
 
 /* Flags of qcow2_file_open() and qcow2_io_open(). */
 #define QCOW2_OPEN_WRITE (1u << 0)    /* O_RDWR, else O_RDONLY */
-#define QCOW2_OPEN_NOFOLLOW (1u << 1) /* @path is resolved already: its last part is no symlink */
+#define QCOW2_OPEN_NOFOLLOW (1u << 1) /* @path is canonical: follow no symlink anywhere in it */
 #define QCOW2_OPEN_BLOCKDEV (1u << 2) /* a block device is accepted too (the operator named it) */
 /* Open @path as an image, backing or data file, the only way the library opens one: the open
  * never blocks (O_NONBLOCK, cleared once the file is known), and only a regular file (or, with
@@ -529,6 +530,14 @@ bool qcow2_path_below(const char *path, const char *dir);
  * own mount point: a lookup there would wait on the daemon). Returns 0, -EPERM, -ENOENT,
  * -ELOOP, -ENOTDIR, -ENAMETOOLONG... with a message naming @path. */
 int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap);
+/* open(2) of the canonical @path (from qcow2_path_resolve()) following no symlink anywhere in
+ * it (openat2 RESOLVE_NO_SYMLINKS; where the kernel lacks openat2, O_NOFOLLOW): a symlink put
+ * in its way since it was resolved fails it with -ELOOP instead of leading elsewhere, such as
+ * into the daemon's own mount. Returns the descriptor or -errno (no message). */
+int qcow2_path_open_canonical(const char *path, int flags);
+/* stat(2) of the canonical @path the same way (not following a symlink anywhere). 0 or -errno
+ * (no message). */
+int qcow2_path_stat(const char *path, struct stat *st);
 
 /* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into
  * @out and confine it like a backing file: below @o->root or an allowed directory. Returns 0,

@@ -328,3 +328,28 @@ Test(chain_files, a_backing_name_in_a_refused_header_is_still_read, .init = setu
 	cr_assert_eq(qcow2_header_read_backing_name(io, name, sizeof(name)), 0);
 	qcow2_io_close(io);
 }
+
+/* A canonical path is used following no symlink: a directory on it swapped for a symlink
+ * since it was resolved (say into the daemon's mount) fails the open instead of leading there. */
+Test(path, canonical_paths_follow_no_symlink_put_in_their_way)
+{
+	char canon[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	cr_assert_eq(mkdir(at("a"), 0700), 0);
+	cr_assert_eq(mkdir(at("elsewhere"), 0700), 0);
+	make_file("a/f", "x");
+	make_file("elsewhere/f", "y");
+	cr_assert_eq(qcow2_path_resolve(at("a/f"), NULL, canon, sizeof(canon)), 0);
+	fd = qcow2_path_open_canonical(canon, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(qcow2_path_stat(canon, &st), 0);
+	cr_assert_eq(rename(at("a"), at("old-a")), 0);
+	cr_assert_eq(symlink("elsewhere", at("a")), 0);
+	cr_assert_eq(qcow2_path_open_canonical(canon, O_RDONLY | O_CLOEXEC), -ELOOP);
+	cr_assert_eq(qcow2_path_stat(canon, &st), -ELOOP);
+	cr_assert_eq(qcow2_file_open(canon, QCOW2_OPEN_NOFOLLOW), -ELOOP);
+	assert_error_mentions(canon);
+}
