@@ -228,11 +228,15 @@ int qcow2_path_stat(const char *path, struct stat *st)
 {
 	int fd = qcow2_path_open_canonical(path, O_PATH | O_CLOEXEC), r = 0;
 
-	if (fd < 0)
+	if (fd < 0) {
+		errno = -fd;
 		return fd;
+	}
 	if (fstat(fd, st) < 0)
 		r = -errno;
 	close(fd);
+	if (r < 0)
+		errno = -r;
 	return r;
 }
 

@@ -416,7 +416,7 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
 	switch (n->kind) {
 	case QFS_DIR:
-		if (stat(n->src, st) < 0)
+		if (qcow2_path_stat(n->src, st) < 0)
 			return errno;
 		if (t->single_file)
 			st->st_mode = S_IFDIR | 0555;
@@ -424,7 +424,7 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 			st->st_mode = S_IFDIR | (st->st_mode & 0555);
 		break;
 	case QFS_RAW:
-		if (stat(n->src, st) < 0)
+		if (qcow2_path_stat(n->src, st) < 0)
 			return errno;
 		st->st_mode = S_IFREG | (st->st_mode & 0444);
 		break;
@@ -444,7 +444,7 @@ static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_no
 {
 	struct stat st;
 
-	if (!t->single_file && (stat(dir->src, &st) < 0 || !dir->scanned ||
+	if (!t->single_file && (qcow2_path_stat(dir->src, &st) < 0 || !dir->scanned ||
 				st.st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st.st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -455,7 +455,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && stat(dir->src, &st) == 0) {
+	if (!t->single_file && qcow2_path_stat(dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}

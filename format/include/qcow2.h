@@ -536,7 +536,7 @@ int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t ca
  * into the daemon's own mount. Returns the descriptor or -errno (no message). */
 int qcow2_path_open_canonical(const char *path, int flags);
 /* stat(2) of the canonical @path the same way (not following a symlink anywhere). 0 or -errno
- * (no message). */
+ * (no message), errno set as stat(2) sets it. */
 int qcow2_path_stat(const char *path, struct stat *st);
 
 /* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into
