@@ -109,6 +109,8 @@ for f in into-rel into-abs into-link; do
 done
 check "a lookup of a name through the mount point answers (absent)" \
 	fs_t 20 expect_absent "$MNT/into-file.raw"
+check "the log says the symlink into the mount point is not followed" \
+	bash -c "grep -F into-file.qcow2 '$QCOWFS_LOG' | grep -q 'mount point'"
 check "and the mount still reads" fs_t 20 expect_same_as_qemu "$SRC/good.qcow2" "$MNT/good.raw"
 
 # 3, 4
@@ -119,6 +121,8 @@ done
 check "the log says pipe.raw is a FIFO" bash -c "grep -F pipe.raw '$QCOWFS_LOG' | grep -q FIFO"
 check "the log says dir.raw is a directory" \
 	bash -c "grep -F dir.raw '$QCOWFS_LOG' | grep -q directory"
+check "one log line names the symlink to the image outside, after many listings" \
+	bash -c "[ \$(grep -cF far-link.qcow2 '$QCOWFS_LOG') = 1 ]"
 check "a second listing logs nothing new" bash -c \
 	"n=\$(wc -l <'$QCOWFS_LOG'); ls '$MNT' >/dev/null && [ \$(wc -l <'$QCOWFS_LOG') = \$n ]"
 
