@@ -307,7 +307,7 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 			break;
 		}
 		if (cur->backing_fmt == FMT_RAW) {
-			if (next->err) { /* a raw file that cannot be opened */
+			if (next->err && !next->qcow2) { /* it could not be opened */
 				err = next->err;
 				snprintf(buf, sizeof(buf), "%s",
 					 next->errmsg ? next->errmsg : "refused");

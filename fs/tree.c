@@ -621,6 +621,9 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		return EROFS;
 	}
 
+	/* n->open_lock is held across the chain open, which cannot wait on a request to this
+	 * daemon: every name is resolved with our mount point refused (o.mount_point) and every
+	 * file is opened following no symlink and without blocking (qcow2_file_open()). */
 	pthread_mutex_lock(&n->open_lock);
 	if (!n->chain)
 		r = open_chain(n, src, o, writable, busy, snap);
