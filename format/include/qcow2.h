@@ -432,8 +432,9 @@ int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_exte
 struct qcow2_chain;
 
 struct qcow2_chain_opts {
-	/* Backing and data files must resolve below @root (NULL: anywhere) or below one of
-	 * @allow_dirs (--backing-dir). Symlinks are resolved before the check. */
+	/* Every file of the chain (the top image, backing and data files) must resolve below
+	 * @root (NULL: anywhere) or below one of @allow_dirs (--backing-dir). Symlinks are
+	 * resolved before the check. */
 	const char *root;
 	const char *const *allow_dirs;
 	size_t n_allow_dirs;
