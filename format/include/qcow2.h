@@ -84,7 +84,7 @@ struct qcow2_io;
 enum qcow2_io_op { QCOW2_IO_READ, QCOW2_IO_WRITE, QCOW2_IO_FLUSH };
 
 /* Flags of qcow2_file_open() and qcow2_io_open(). */
-#define QCOW2_OPEN_WRITE (1u << 0)    /* O_RDWR, else O_RDONLY */
+#define QCOW2_OPEN_WRITE    (1u << 0) /* O_RDWR, else O_RDONLY */
 #define QCOW2_OPEN_NOFOLLOW (1u << 1) /* @path is canonical: follow no symlink anywhere in it */
 #define QCOW2_OPEN_BLOCKDEV (1u << 2) /* a block device is accepted too (the operator named it) */
 /* Open @path as an image, backing or data file, the only way the library opens one: the open

@@ -158,8 +158,7 @@ static void assert_resolves_like_realpath(const char *path)
 	char want[PATH_MAX], got[PATH_MAX];
 
 	cr_assert_not_null(realpath(path, want), "realpath(%s)", path);
-	cr_assert_eq(qcow2_path_resolve(path, NULL, got, sizeof(got)), 0, "%s",
-		     qcow2_last_error());
+	cr_assert_eq(qcow2_path_resolve(path, NULL, got, sizeof(got)), 0, "%s", qcow2_last_error());
 	cr_assert_str_eq(got, want, "resolving %s", path);
 }
 
@@ -242,8 +241,8 @@ static void save_image(const char *name, const char *backing, const char *fmt,
 	imgbuild_free(img);
 }
 
-Test(chain_files, a_fifo_as_backing_file_fails_the_open_at_once, .init = setup,
-     .fini = teardown, .timeout = 10)
+Test(chain_files, a_fifo_as_backing_file_fails_the_open_at_once, .init = setup, .fini = teardown,
+     .timeout = 10)
 {
 	struct qcow2_chain *c = NULL;
 
@@ -269,7 +268,7 @@ Test(chain_files, a_directory_as_backing_file_is_refused, .init = setup, .fini =
 
 Test(chain_files, the_top_is_confined_like_a_backing_file, .init = setup, .fini = teardown)
 {
-	struct qcow2_chain_opts o = { 0 };
+	struct qcow2_chain_opts o = {0};
 	const char *allow[1];
 	struct qcow2_chain *c = NULL;
 
@@ -290,7 +289,7 @@ Test(chain_files, the_top_is_confined_like_a_backing_file, .init = setup, .fini 
 Test(chain_files, no_backing_name_is_resolved_through_the_mount_point, .init = setup,
      .fini = teardown)
 {
-	struct qcow2_chain_opts o = { 0 };
+	struct qcow2_chain_opts o = {0};
 	struct qcow2_chain *c = NULL;
 	char mnt[PATH_MAX];
 
@@ -304,12 +303,11 @@ Test(chain_files, no_backing_name_is_resolved_through_the_mount_point, .init = s
 	cr_assert_eq(qcow2_chain_open(at("mnt/base.qcow2"), &o, &c), -EPERM);
 }
 
-Test(chain_files, a_backing_name_in_a_refused_header_is_still_read, .init = setup,
-     .fini = teardown)
+Test(chain_files, a_backing_name_in_a_refused_header_is_still_read, .init = setup, .fini = teardown)
 {
 	struct qcow2_io *io;
 	char name[QCOW2_MAX_BACKING_NAME + 1];
-	uint8_t bit20[8] = { 0, 0, 0, 0, 0, 0x10, 0, 0 };
+	uint8_t bit20[8] = {0, 0, 0, 0, 0, 0x10, 0, 0};
 	struct qcow2_header h;
 	int fd;
 
