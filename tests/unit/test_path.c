@@ -351,3 +351,16 @@ Test(path, canonical_paths_follow_no_symlink_put_in_their_way)
 	cr_assert_eq(qcow2_file_open(canon, QCOW2_OPEN_NOFOLLOW), -ELOOP);
 	assert_error_mentions(canon);
 }
+
+Test(chain_files, a_fifo_as_data_file_fails_the_open_at_once, .init = setup, .fini = teardown,
+     .timeout = 10)
+{
+	struct qcow2_chain *c = NULL;
+
+	save_image("top.qcow2", NULL, NULL, "top.data");
+	cr_assert_eq(mkfifo(at("top.data"), 0600), 0);
+	cr_assert_eq(qcow2_chain_open(at("top.qcow2"), NULL, &c), -EINVAL);
+	assert_error_mentions("top.data");
+	assert_error_mentions("FIFO");
+	cr_assert_null(c);
+}
