@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -62,151 +63,155 @@ static int splice_link(char *rest, size_t cap, const char *target, const char *a
 	return 0;
 }
 
-/* Start the walk of @path: *@dfd the directory it starts from (the root, or the working
- * directory, whose canonical name goes to @res and *@len). 0 or -errno. */
-static int walk_start(const char *path, const char *avoid, char *res, size_t *len, int *dfd,
-		      const char **bad)
+/* A resolution in progress. */
+struct walk {
+	char res[PATH_MAX];  /* the canonical prefix resolved so far ("" for "/") */
+	size_t len;	     /* strlen(res) */
+	char rest[PATH_MAX]; /* what remains to resolve */
+	char *next;	     /* the next component in @rest */
+	int dfd;	     /* the directory @res names (O_PATH) */
+	unsigned hops;	     /* symlinks followed */
+	const char *avoid;   /* canonical directory never looked into, or NULL */
+	const char *bad;     /* the prefix refused for @avoid */
+};
+
+/* Is the prefix resolved so far at or below the directory to avoid? */
+static bool walk_avoided(struct walk *w)
 {
-	*len = 0;
-	res[0] = '\0';
-	if (path[0] != '/') {
-		if (!getcwd(res, PATH_MAX))
-			return -errno;
-		*len = strcmp(res, "/") == 0 ? 0 : strlen(res);
-		res[*len] = '\0';
-		if (avoid && avoid[0] && qcow2_path_below(*len ? res : "/", avoid)) {
-			*bad = *len ? res : "/";
-			return -EPERM;
-		}
-	}
-	*dfd = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	return *dfd < 0 ? -errno : 0;
+	if (!w->avoid || !w->avoid[0] || !qcow2_path_below(w->len ? w->res : "/", w->avoid))
+		return false;
+	w->bad = w->len ? w->res : "/";
+	return true;
 }
 
-/* Step from the directory *@dfd into its entry @name (a directory): *@dfd follows. */
-static int step_into(int *dfd, const char *name)
+/* Start the walk of @path from the root, or from the working directory. 0 or -errno. */
+static int walk_start(struct walk *w, const char *path)
 {
-	int fd = openat(*dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	w->len = 0;
+	w->res[0] = '\0';
+	w->dfd = -1;
+	w->hops = 0;
+	if (strlen(path) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	strcpy(w->rest, path);
+	w->next = w->rest;
+	if (path[0] != '/') {
+		if (!getcwd(w->res, PATH_MAX))
+			return -errno;
+		w->len = strcmp(w->res, "/") == 0 ? 0 : strlen(w->res);
+		w->res[w->len] = '\0';
+		if (walk_avoided(w))
+			return -EPERM;
+	}
+	w->dfd = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return w->dfd < 0 ? -errno : 0;
+}
+
+/* Step from the directory w->dfd into its entry @name (a directory, or ".."). 0 or -errno. */
+static int walk_into(struct walk *w, const char *name)
+{
+	int fd = openat(w->dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
 	if (fd < 0)
 		return -errno;
-	close(*dfd);
-	*dfd = fd;
+	close(w->dfd);
+	w->dfd = fd;
 	return 0;
 }
 
-/*
- * Resolve with no message: 0 or -errno; *@bad gets the prefix refused for @avoid. Every lookup
- * is relative to the descriptor of the directory reached so far (fstatat, readlinkat, openat
- * with no symlink followed), so no name already checked is walked again: a directory swapped
- * for a symlink into the mount point meanwhile is never followed.
- */
-static int resolve(const char *path, const char *avoid, char *res, char *rest, const char **bad)
+/* The component @comp (just appended to w->res) is a symlink: splice its target into what
+ * remains (@after), from the root for an absolute target. 0 or -errno. */
+static int walk_link(struct walk *w, const char *comp, const char *after)
 {
-	char target[PATH_MAX], comp[NAME_MAX + 1];
-	unsigned hops = 0;
-	struct stat st;
-	size_t len;
-	int dfd = -1, r;
-	char *p;
+	char target[PATH_MAX];
+	ssize_t n;
 
-	if (strlen(path) >= PATH_MAX)
+	if (++w->hops > MAX_LINK_HOPS)
+		return -ELOOP;
+	n = readlinkat(w->dfd, comp, target, sizeof(target) - 1);
+	if (n < 0)
+		return -errno;
+	target[n] = '\0';
+	drop_last(w->res, &w->len);
+	if (target[0] == '/') {
+		w->len = 0;
+		w->res[0] = '\0';
+		close(w->dfd);
+		w->dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (w->dfd < 0)
+			return -errno;
+	}
+	if (splice_link(w->rest, PATH_MAX, target, after) < 0)
 		return -ENAMETOOLONG;
-	r = walk_start(path, avoid, res, &len, &dfd, bad);
-	if (r < 0)
-		return r;
-	strcpy(rest, path);
-	p = rest;
-	while (*p) {
-		char *end;
+	w->next = w->rest;
+	return 0;
+}
+
+/* Resolve the component @comp, followed by @after in w->rest. 0 or -errno. */
+static int walk_component(struct walk *w, const char *comp, const char *after)
+{
+	size_t clen = strlen(comp);
+	struct stat st;
+
+	if (strcmp(comp, "..") == 0) {
+		drop_last(w->res, &w->len);
+		return walk_into(w, "..");
+	}
+	if (w->len + 1 + clen >= PATH_MAX)
+		return -ENAMETOOLONG;
+	w->res[w->len++] = '/';
+	memcpy(w->res + w->len, comp, clen + 1);
+	w->len += clen;
+	/* Checked before the lookup below: that lookup is what would enter the mount. */
+	if (walk_avoided(w))
+		return -EPERM;
+	if (fstatat(w->dfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return walk_link(w, comp, after);
+	while (*after == '/')
+		after++;
+	if (!*after)
+		return 0; /* the last component: it may be anything */
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return walk_into(w, comp);
+}
+
+/*
+ * Resolve @path into w->res. Every lookup is relative to the descriptor of the directory
+ * reached so far (fstatat, readlinkat, openat following no symlink), so no name already checked
+ * is walked again: a directory swapped for a symlink into the mount point meanwhile is never
+ * followed. 0 or -errno (-EPERM: w->bad lies in w->avoid).
+ */
+static int resolve(struct walk *w, const char *path)
+{
+	char comp[NAME_MAX + 1];
+	int r = walk_start(w, path);
+
+	while (r == 0 && *w->next) {
+		char *p = w->next, *end;
 		size_t clen;
 
 		while (*p == '/')
 			p++;
-		if (!*p)
-			break;
 		end = strchrnul(p, '/');
 		clen = (size_t)(end - p);
-		if (clen == 1 && p[0] == '.') {
-			p = end;
+		w->next = end;
+		if (clen == 0 || (clen == 1 && p[0] == '.'))
 			continue;
-		}
 		if (clen > NAME_MAX) {
 			r = -ENAMETOOLONG;
 			break;
 		}
 		memcpy(comp, p, clen);
 		comp[clen] = '\0';
-		if (clen == 2 && p[0] == '.' && p[1] == '.') {
-			drop_last(res, &len);
-			if ((r = step_into(&dfd, "..")) < 0)
-				break;
-			p = end;
-			continue;
-		}
-		if (len + 1 + clen >= PATH_MAX) {
-			r = -ENAMETOOLONG;
-			break;
-		}
-		res[len++] = '/';
-		memcpy(res + len, comp, clen + 1);
-		len += clen;
-		/* Checked before the lookup below: that lookup is what would enter the mount. */
-		if (avoid && avoid[0] && qcow2_path_below(res, avoid)) {
-			*bad = res;
-			r = -EPERM;
-			break;
-		}
-		if (fstatat(dfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			r = -errno;
-			break;
-		}
-		if (S_ISLNK(st.st_mode)) {
-			ssize_t n;
-
-			if (++hops > MAX_LINK_HOPS) {
-				r = -ELOOP;
-				break;
-			}
-			n = readlinkat(dfd, comp, target, sizeof(target) - 1);
-			if (n < 0) {
-				r = -errno;
-				break;
-			}
-			target[n] = '\0';
-			drop_last(res, &len);
-			if (target[0] == '/') {
-				len = 0;
-				res[0] = '\0';
-				close(dfd);
-				if ((dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
-					r = -errno;
-					break;
-				}
-			}
-			if (splice_link(rest, PATH_MAX, target, *end ? end + 1 : "") < 0) {
-				r = -ENAMETOOLONG;
-				break;
-			}
-			p = rest;
-			continue;
-		}
-		while (*end == '/')
-			end++;
-		if (*end) { /* more components follow: this one must be a directory */
-			if (!S_ISDIR(st.st_mode)) {
-				r = -ENOTDIR;
-				break;
-			}
-			if ((r = step_into(&dfd, comp)) < 0)
-				break;
-		}
-		p = end;
+		r = walk_component(w, comp, *end ? end + 1 : "");
 	}
-	if (dfd >= 0)
-		close(dfd);
-	if (r == 0 && len == 0)
-		strcpy(res, "/");
+	if (w->dfd >= 0)
+		close(w->dfd);
+	if (r == 0 && w->len == 0)
+		strcpy(w->res, "/");
 	return r;
 }
 
@@ -242,18 +247,22 @@ int qcow2_path_stat(const char *path, struct stat *st)
 
 int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap)
 {
-	char res[PATH_MAX], rest[PATH_MAX];
-	const char *bad = NULL;
+	struct walk *w = calloc(1, sizeof(*w));
 	int r;
 
-	r = resolve(path, avoid, res, rest, &bad);
-	if (r == -EPERM && bad)
-		return qcow2_set_error(-EPERM, "'%s' leads into the mount point '%s' (as '%s')",
-				       path, avoid, bad);
-	if (r < 0)
-		return qcow2_set_error(r, "cannot open '%s': %s", path, strerror(-r));
-	if (strlen(res) >= cap)
-		return qcow2_set_error(-ENAMETOOLONG, "'%s': path too long", path);
-	strcpy(out, res);
-	return 0;
+	if (!w)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	w->avoid = avoid;
+	r = resolve(w, path);
+	if (r == -EPERM && w->bad)
+		r = qcow2_set_error(-EPERM, "'%s' leads into the mount point '%s' (as '%s')", path,
+				    avoid, w->bad);
+	else if (r < 0)
+		r = qcow2_set_error(r, "cannot open '%s': %s", path, strerror(-r));
+	else if (strlen(w->res) >= cap)
+		r = qcow2_set_error(-ENAMETOOLONG, "'%s': path too long", path);
+	else
+		strcpy(out, w->res);
+	free(w);
+	return r;
 }
