@@ -56,7 +56,8 @@ static int splice_link(char *rest, size_t cap, const char *target, const char *a
 {
 	char tmp[PATH_MAX];
 
-	if (snprintf(tmp, sizeof(tmp), "%s/%s", target, after) >= (int)sizeof(tmp) ||
+	if (snprintf(tmp, sizeof(tmp), "%s%s%s", target, *after ? "/" : "", after) >=
+		(int)sizeof(tmp) ||
 	    strlen(tmp) >= cap)
 		return -ENAMETOOLONG;
 	strcpy(rest, tmp);
@@ -147,8 +148,9 @@ static int walk_link(struct walk *w, const char *comp, const char *after)
 	return 0;
 }
 
-/* Resolve the component @comp, followed by @after in w->rest. 0 or -errno. */
-static int walk_component(struct walk *w, const char *comp, const char *after)
+/* Resolve the component @comp, followed by @end in w->rest ("" for the last, or "/..."; a
+ * component followed by a slash must be a directory, as for the kernel). 0 or -errno. */
+static int walk_component(struct walk *w, const char *comp, const char *end)
 {
 	size_t clen = strlen(comp);
 	struct stat st;
@@ -168,10 +170,8 @@ static int walk_component(struct walk *w, const char *comp, const char *after)
 	if (fstatat(w->dfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (S_ISLNK(st.st_mode))
-		return walk_link(w, comp, after);
-	while (*after == '/')
-		after++;
-	if (!*after)
+		return walk_link(w, comp, *end ? end + 1 : "");
+	if (!*end)
 		return 0; /* the last component: it may be anything */
 	if (!S_ISDIR(st.st_mode))
 		return -ENOTDIR;
@@ -206,7 +206,7 @@ static int resolve(struct walk *w, const char *path)
 		}
 		memcpy(comp, p, clen);
 		comp[clen] = '\0';
-		r = walk_component(w, comp, *end ? end + 1 : "");
+		r = walk_component(w, comp, end);
 	}
 	if (w->dfd >= 0)
 		close(w->dfd);

@@ -180,6 +180,8 @@ Test(path, resolves_as_realpath_does)
 	assert_resolves_like_realpath(at("abs"));
 	assert_resolves_like_realpath(at("dirlink/../b/f"));
 	assert_resolves_like_realpath(at("dirlink"));
+	assert_resolves_like_realpath(at("a/b/"));
+	assert_resolves_like_realpath(at("a/lb//"));
 	assert_resolves_like_realpath("/");
 	cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
 	cr_assert_eq(chdir(at("a")), 0);
@@ -198,6 +200,7 @@ Test(path, errors_are_those_of_realpath)
 	cr_assert_eq(qcow2_path_resolve(at("missing"), NULL, out, sizeof(out)), -ENOENT);
 	assert_error_mentions(at("missing"));
 	cr_assert_eq(qcow2_path_resolve(at("f/x"), NULL, out, sizeof(out)), -ENOTDIR);
+	cr_assert_eq(qcow2_path_resolve(at("f/"), NULL, out, sizeof(out)), -ENOTDIR);
 	cr_assert_eq(qcow2_path_resolve(at("loop1"), NULL, out, sizeof(out)), -ELOOP);
 	cr_assert_eq(qcow2_path_resolve(at("f"), NULL, out, 4), -ENAMETOOLONG);
 }
