@@ -4,7 +4,11 @@
  *
  * Opening walks the backing names from the top: each name is resolved relative to the
  * directory of the image naming it, must stay below the allowed directories, and must not
- * repeat a file already in the chain (loops). Layers are qcow2 images or raw files.
+ * repeat a file already in the chain (loops). The top is confined the same way (a symlink in
+ * SOURCE to an image elsewhere is no way out), no name is resolved through the daemon's own
+ * mount point (path.c), and every file is opened by qcow2_file_open(): regular files only
+ * (the top may be a block device where the caller allows it), never a blocking open. Layers
+ * are qcow2 images or raw files.
  *
  * Reading: an offset is resolved by the first layer (from the top) that has data or zeros for
  * it; past the end of a layer everything below reads as zeros. The owner map remembers, per
@@ -60,16 +64,9 @@ struct qcow2_chain {
 	struct qcow2_snapshot_pin pin; /* its own lock */
 };
 
-/* Is @path equal to or below @dir (both absolute and canonical)? */
-static bool path_below(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	if (n == 1 && dir[0] == '/')
-		return true;
-	return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
-}
-
+/* Is the canonical @path below @o's root or one of its allowed directories? The directories
+ * are resolved the same careful way (an allowed directory reached through the mount point
+ * allows nothing). */
 static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
 {
 	char canon[PATH_MAX];
@@ -77,18 +74,42 @@ static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
 
 	if (!o || !o->root)
 		return true;
-	if (realpath(o->root, canon) && path_below(path, canon))
+	if (qcow2_path_resolve(o->root, o->mount_point, canon, sizeof(canon)) == 0 &&
+	    qcow2_path_below(path, canon))
 		return true;
 	for (i = 0; i < o->n_allow_dirs; i++)
-		if (realpath(o->allow_dirs[i], canon) && path_below(path, canon))
+		if (qcow2_path_resolve(o->allow_dirs[i], o->mount_point, canon, sizeof(canon)) ==
+			0 &&
+		    qcow2_path_below(path, canon))
 			return true;
 	return false;
+}
+
+int qcow2_chain_resolve_top(const struct qcow2_chain_opts *o, const char *path, char *out,
+			    size_t cap)
+{
+	char canon[PATH_MAX];
+	int r;
+
+	r = qcow2_path_resolve(path, o ? o->mount_point : NULL, canon, sizeof(canon));
+	if (r < 0)
+		return r;
+	if (!path_allowed(o, canon))
+		return qcow2_set_error(-EPERM,
+				       "'%s' is '%s', which lies outside the source directory "
+				       "(allow it with --backing-dir)",
+				       path, canon);
+	if (strlen(canon) >= cap)
+		return qcow2_set_error(-ENAMETOOLONG, "'%s': path too long", path);
+	strcpy(out, canon);
+	return 0;
 }
 
 int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
 			     const char *name, char *out, size_t cap)
 {
 	char joined[PATH_MAX], dir[PATH_MAX], canon[PATH_MAX];
+	int r;
 
 	if (name[0] == '/') {
 		if (snprintf(joined, sizeof(joined), "%s", name) >= (int)sizeof(joined))
@@ -99,9 +120,13 @@ int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image
 		    (int)sizeof(joined))
 			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
 	}
-	if (!realpath(joined, canon))
-		return qcow2_set_error(-errno, "cannot open '%s' (named by '%s'): %s", joined,
-				       image_path, strerror(errno));
+	r = qcow2_path_resolve(joined, o ? o->mount_point : NULL, canon, sizeof(canon));
+	if (r == -EPERM)
+		return qcow2_set_error(-EPERM, "'%s' names '%s', which leads into the mount point",
+				       image_path, joined);
+	if (r < 0)
+		return qcow2_set_error(r, "cannot open '%s' (named by '%s'): %s", joined,
+				       image_path, strerror(-r));
 	if (!path_allowed(o, canon))
 		return qcow2_set_error(-EPERM,
 				       "'%s' names '%s', which lies outside the source directory "
@@ -128,7 +153,8 @@ static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 	r = qcow2_chain_resolve_path(d->o, d->image_path, stored, path, sizeof(path));
 	if (r < 0)
 		return r;
-	r = qcow2_io_open_file(path, d->writable, io);
+	/* canonical: a symlink there now was put there since, and is not followed */
+	r = qcow2_io_open(path, (d->writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW, io);
 	if (r == 0 && d->o && d->o->lock)
 		r = qcow2_io_lock_reader(*io);
 	if (r < 0 && *io) {
@@ -159,10 +185,22 @@ static int add_layer(struct qcow2_chain *c, const char *path)
 	return 0;
 }
 
-/* Open one image: writable (the top of a writable chain) or not; @shared: the permissions a
- * reader lock shares. */
-static int open_image(const char *path, const struct qcow2_chain_opts *o, bool writable,
-		      unsigned shared, struct qcow2_image **out)
+/* The open flags of a chain's file at the canonical @path: layer @idx (0: the top). */
+static unsigned layer_flags(const struct qcow2_chain_opts *o, unsigned idx, bool writable)
+{
+	unsigned f = QCOW2_OPEN_NOFOLLOW;
+
+	if (writable)
+		f |= QCOW2_OPEN_WRITE;
+	if (idx == 0 && o && o->top_blockdev)
+		f |= QCOW2_OPEN_BLOCKDEV;
+	return f;
+}
+
+/* Open one image (the canonical @path of layer @idx): writable (the top of a writable chain)
+ * or not; @shared: the permissions a reader lock shares. */
+static int open_image(const char *path, unsigned idx, const struct qcow2_chain_opts *o,
+		      bool writable, unsigned shared, struct qcow2_image **out)
 {
 	struct data_file_ctx dctx = { o, path, writable };
 	struct qcow2_image_opts io_opts = { open_data_file, &dctx, o ? o->l2_cache_bytes : 0,
@@ -170,7 +208,7 @@ static int open_image(const char *path, const struct qcow2_chain_opts *o, bool w
 	struct qcow2_io *io;
 	int r;
 
-	r = qcow2_io_open_file(path, writable, &io);
+	r = qcow2_io_open(path, layer_flags(o, idx, writable), &io);
 	if (r == 0 && o && o->lock &&
 	    (r = qcow2_io_lock(io, QCOW2_PERM_CONSISTENT_READ, shared)) < 0)
 		qcow2_io_close(io);
@@ -184,7 +222,13 @@ static int open_image(const char *path, const struct qcow2_chain_opts *o, bool w
 int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 			  struct qcow2_image **out)
 {
-	return open_image(path, o, o && o->writable, READER_SHARED, out);
+	char canon[PATH_MAX];
+	int r;
+
+	r = qcow2_chain_resolve_top(o, path, canon, sizeof(canon));
+	if (r < 0)
+		return r;
+	return open_image(canon, 0, o, o && o->writable, READER_SHARED, out);
 }
 
 /* Open the file of the newest layer as @fmt ("qcow2", "raw" or "" to probe). */
@@ -194,19 +238,14 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 	struct layer *l = &c->layers[c->n - 1];
 	struct qcow2_io *io;
 	uint8_t magic[4];
-	struct stat st;
 	ssize_t got;
 	int r;
 
-	if (stat(l->path, &st) == 0) {
-		l->dev = st.st_dev;
-		l->ino = st.st_ino;
-	}
 	if (fmt[0] && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
 		return qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
 				       c->layers[c->n - 2].path, fmt);
 	if (strcmp(fmt, "qcow2") != 0) {
-		r = qcow2_io_open_file(l->path, false, &io);
+		r = qcow2_io_open(l->path, layer_flags(o, c->n - 1, false), &io);
 		if (r < 0)
 			return r;
 		got = qcow2_io_pread(io, magic, sizeof(magic), 0);
@@ -220,13 +259,27 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 			return (int)got;
 	}
 	if (c->n == 1 && o && (o->writable || o->share_write))
-		r = open_image(l->path, o, o->writable && !o->snapshot,
+		r = open_image(l->path, 0, o, o->writable && !o->snapshot,
 			       o->share_write ? QCOW2_PERM_ALL : READER_SHARED, &l->img);
 	else
-		r = open_image(l->path, o, false, READER_SHARED, &l->img);
+		r = open_image(l->path, c->n - 1, o, false, READER_SHARED, &l->img);
 	if (r < 0)
 		return r;
 	l->size = l->img->h.size;
+	return 0;
+}
+
+/* The identity of the newest layer, from its open descriptor (the file actually read). */
+static int note_identity(struct qcow2_chain *c)
+{
+	struct layer *l = &c->layers[c->n - 1];
+	struct qcow2_io *io = l->img ? l->img->io : l->raw;
+	struct stat st;
+
+	if (fstat(qcow2_io_fd(io), &st) < 0)
+		return qcow2_set_error(-errno, "'%s': %s", l->path, strerror(errno));
+	l->dev = st.st_dev;
+	l->ino = st.st_ino;
 	return 0;
 }
 
@@ -269,8 +322,9 @@ static int open_layers(struct qcow2_chain *c, const char *path, const struct qco
 	char next[PATH_MAX], fmt[32] = "";
 	int r;
 
-	if (!realpath(path, next))
-		return qcow2_set_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+	r = qcow2_chain_resolve_top(o, path, next, sizeof(next));
+	if (r < 0)
+		return r;
 	for (;;) {
 		const struct qcow2_header *h;
 
@@ -280,6 +334,8 @@ static int open_layers(struct qcow2_chain *c, const char *path, const struct qco
 		r = add_layer(c, next);
 		if (r == 0)
 			r = open_layer_file(c, o, fmt);
+		if (r == 0)
+			r = note_identity(c);
 		if (r == 0)
 			r = check_loop(c);
 		if (r < 0)

@@ -369,6 +369,38 @@ int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h)
 	return r;
 }
 
+int qcow2_header_read_backing_name(struct qcow2_io *io, char *name, size_t cap)
+{
+	uint8_t fixed[V2_HEADER_LEN];
+	uint64_t off;
+	uint32_t len, version;
+	int r;
+
+	r = qcow2_io_pread_full(io, fixed, sizeof(fixed), 0);
+	if (r < 0)
+		return r;
+	version = get_be32(fixed + OFF_VERSION);
+	if (!qcow2_probe(fixed, sizeof(fixed)) || (version != 2 && version != 3))
+		return qcow2_set_error(-EINVAL, "'%s': not a qcow2 image", qcow2_io_name(io));
+	off = get_be64(fixed + OFF_BACKING_OFF);
+	len = get_be32(fixed + OFF_BACKING_LEN);
+	if (!off || !len)
+		return 0;
+	/* where a valid header could put it: after the fixed part, inside the first cluster */
+	if (len > QCOW2_MAX_BACKING_NAME || len >= cap || off < V2_HEADER_LEN ||
+	    off + len > (1ull << QCOW2_MAX_CLUSTER_BITS))
+		return qcow2_set_error(-EUCLEAN, "'%s': invalid backing file name location",
+				       qcow2_io_name(io));
+	r = qcow2_io_pread_full(io, name, len, off);
+	if (r < 0)
+		return r;
+	name[len] = '\0';
+	if (strlen(name) != len)
+		return qcow2_set_error(-EUCLEAN, "'%s': backing file name contains a NUL byte",
+				       qcow2_io_name(io));
+	return 1;
+}
+
 /* ---- encoding a new header (create.c) ---- */
 
 /* QEMU's feature name table (block/qcow2.c), in its order: type, bit, name. */

@@ -10,6 +10,10 @@
  * sets its overlap checks there (overlap.c), so no host write of the library can land on live
  * metadata whatever path it comes by. qcow2_io_pwrite() is a write of data; metadata writers
  * say what they write with qcow2_io_pwrite_meta().
+ *
+ * Every image, backing and data file is opened by qcow2_file_open(): it never blocks (a FIFO
+ * or a device named as an image would otherwise hang the opener) and admits only regular
+ * files, and block devices only where the caller says an operator named one (SPEC 3a).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -80,22 +84,84 @@ static struct qcow2_io *io_alloc(const char *name)
 	return io;
 }
 
+/* What a file that is not regular (or an allowed block device) is called in messages. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	return "not a regular file";
+}
+
+/*
+ * The one way the library opens an image, backing or data file. O_NONBLOCK makes the open
+ * itself return at once whatever the file is (a FIFO with no writer, a device, a file under a
+ * lease), and fstat() on the open descriptor (not stat() of the name, which could change in
+ * between) decides: only a regular file is used, or a block device where the caller says an
+ * operator named it. O_NONBLOCK is then cleared, so nothing else changes for a regular file.
+ */
+int qcow2_file_open(const char *path, unsigned flags)
+{
+	int fd, fl, oflags = O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	struct stat st;
+
+	oflags |= flags & QCOW2_OPEN_WRITE ? O_RDWR : O_RDONLY;
+	if (flags & QCOW2_OPEN_NOFOLLOW) {
+		fd = qcow2_path_open_canonical(path, oflags);
+		if (fd < 0)
+			errno = -fd;
+	} else {
+		fd = open(path, oflags);
+	}
+	if (fd < 0) {
+		if (errno == ELOOP && (flags & QCOW2_OPEN_NOFOLLOW))
+			return qcow2_set_error(-ELOOP,
+					       "cannot open '%s': a symlink appeared on its path",
+					       path);
+		if (errno == ENXIO)
+			return qcow2_set_error(-EINVAL, "cannot open '%s': not a regular file",
+					       path);
+		return qcow2_set_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return qcow2_set_error(-e, "cannot open '%s': %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode) && !(S_ISBLK(st.st_mode) && (flags & QCOW2_OPEN_BLOCKDEV))) {
+		close(fd);
+		return qcow2_set_error(S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL,
+				       "cannot open '%s': %s, not a regular file", path,
+				       file_kind(st.st_mode));
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int e = errno;
+		close(fd);
+		return qcow2_set_error(-e, "cannot open '%s': %s", path, strerror(e));
+	}
+	return fd;
+}
+
+int qcow2_io_open(const char *path, unsigned flags, struct qcow2_io **out)
+{
+	int fd = qcow2_file_open(path, flags);
+
+	if (fd < 0)
+		return fd;
+	return qcow2_io_open_fd(fd, path, out);
+}
+
 int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out)
 {
-	struct qcow2_io *io;
-	int fd;
-
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (fd < 0)
-		return qcow2_set_error(-errno, "cannot open '%s': %s", path, strerror(errno));
-	io = io_alloc(path);
-	if (!io) {
-		close(fd);
-		return qcow2_set_error(-ENOMEM, "'%s': out of memory", path);
-	}
-	io->fd = fd;
-	*out = io;
-	return 0;
+	return qcow2_io_open(path, writable ? QCOW2_OPEN_WRITE : 0, out);
 }
 
 int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out)

@@ -41,18 +41,23 @@ static int lock_byte(int fd, int cmd, short type, off_t byte, struct flock *fl)
 	return 0;
 }
 
-/* Name a process (other than ours) that has the file open: "pid N (comm)". Links in /proc are
- * read, never followed: following one into a FUSE mount served by this very process would
- * wait on ourselves. */
-static void find_holder(const char *name, char *out, size_t cap)
+/* Name a process (other than ours) that has the file open as @fd: "pid N (comm)". Links in
+ * /proc are read, never followed: following one into a FUSE mount served by this very process
+ * would wait on ourselves. The file's own name comes from our descriptor's link too, not from
+ * resolving a path again. */
+static void find_holder(int fd, char *out, size_t cap)
 {
-	char want[PATH_MAX];
+	char want[PATH_MAX], self[64];
 	struct dirent *p;
+	ssize_t len;
 	DIR *proc;
 
 	snprintf(out, cap, "another process");
-	if (!realpath(name, want) || !(proc = opendir("/proc")))
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	len = fd >= 0 ? readlink(self, want, sizeof(want) - 1) : -1;
+	if (len <= 0 || !(proc = opendir("/proc")))
 		return;
+	want[len] = '\0';
 	while ((p = readdir(proc))) {
 		char path[300], comm[64] = "?";
 		struct dirent *f;
@@ -95,7 +100,7 @@ static int conflict(struct qcow2_io *io, unsigned bit, bool they_hold)
 {
 	char holder[128];
 
-	find_holder(qcow2_io_name(io), holder, sizeof(holder));
+	find_holder(qcow2_io_fd(io), holder, sizeof(holder));
 	return qcow2_set_error(-EBUSY, "'%s' is in use: %s %s the \"%s\" permission",
 			       qcow2_io_name(io), holder, they_hold ? "holds" : "does not share",
 			       perm_names[bit]);

@@ -203,8 +203,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	if (n->kind == QFS_RAW) {
 		r = qfs_tree_raw_path(t, n, path, sizeof(path));
-		if (r == 0 && (h->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-			r = errno;
+		/* the raw file was regular when listed: never block on what replaced it since */
+		if (r == 0 && (h->fd = qcow2_file_open(path, QCOW2_OPEN_NOFOLLOW)) < 0) {
+			qfs_log("cannot open '%s': %s", n->rel, qcow2_last_error());
+			r = -h->fd;
+		}
 		keep = true;
 	} else {
 		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep) : EISDIR;

@@ -7,9 +7,15 @@
  * facts, snapshot names, the resolved backing file (confined to SOURCE and --backing-dir).
  * Chains are checked from the cache (loops, missing or refused layers, depth) with a memo per
  * scan generation, so a directory of 1,000 images or a chain of 1,000 layers costs O(files).
- * Everything here runs under qfs_tree.lock.
+ * Everything here runs under qfs_tree.lock, so no path looked up here may enter our own mount
+ * (tree.c says how): srcs are canonical paths, backing and data files are resolved with the
+ * mount point refused (qcow2_chain_resolve_path()), and files are opened and stat()ed following
+ * no symlink (QCOW2_OPEN_NOFOLLOW, qcow2_path_stat()). Only regular files are opened, without
+ * blocking (qcow2_file_open()), and a chain is listed only if every file of it is one.
+ * The base an image names is read-only even when that image is refused (src_is_backing()).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -122,6 +128,52 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 	return 0;
 }
 
+/* Resolve the backing name @name of @s (confined, never through the mount point) into
+ * s->backing, even when @s itself is refused: the file it names is its base all the same, and
+ * must not be served writable (writing it would change @s's disk). 0 or -errno. */
+static int src_note_backing(struct qfs_tree *t, struct src *s, const char *name)
+{
+	char backing[PATH_MAX];
+	int r;
+
+	r = qcow2_chain_resolve_path(&t->copts, s->path, name, backing, sizeof(backing));
+	if (r == 0 && !(s->backing = strdup(backing)))
+		r = -ENOMEM;
+	return r;
+}
+
+/* The external data file named in @h must be a regular file, confined like a backing file:
+ * a FIFO there would hang the open of the chain. 0 or -errno with the message set. */
+static int src_check_data_file(struct qfs_tree *t, struct src *s, const struct qcow2_header *h)
+{
+	char path[PATH_MAX];
+	int r, fd;
+
+	if (!h->data_file[0])
+		return 0;
+	r = qcow2_chain_resolve_path(&t->copts, s->path, h->data_file, path, sizeof(path));
+	if (r < 0)
+		return r;
+	fd = qcow2_file_open(path, QCOW2_OPEN_NOFOLLOW);
+	if (fd < 0)
+		return qcow2_set_error(fd, "'%s': data file: %s", s->path, qcow2_last_error());
+	close(fd);
+	/* The data file holds the image's data: views read it, so its permissions count too. */
+	s->data_file = strdup(path);
+	s->data_file_bad = !s->data_file;
+	return 0;
+}
+
+/* The backing name of a refused qcow2 image, if its header still says which file it is
+ * (after src_refuse(): what this finds or fails is no part of the refusal's message). */
+static void src_refused_backing(struct qfs_tree *t, struct src *s, struct qcow2_io *io)
+{
+	char name[QCOW2_MAX_BACKING_NAME + 1];
+
+	if (!s->backing && qcow2_header_read_backing_name(io, name, sizeof(name)) == 1)
+		(void)src_note_backing(t, s, name);
+}
+
 static void src_probe_file(struct qfs_tree *t, struct src *s);
 
 /* Read what the tree needs to know of the file again. What was logged about a snapshot's view
@@ -153,7 +205,6 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 /* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
 static void src_probe_file(struct qfs_tree *t, struct src *s)
 {
-	char backing[PATH_MAX];
 	struct qcow2_header *h;
 	struct qcow2_io *io;
 	uint8_t magic[4];
@@ -161,7 +212,8 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 	int r;
 
 	src_clear(s);
-	r = qcow2_io_open_file(s->path, false, &io);
+	/* s->path is canonical: a symlink found there now was put there since; not followed */
+	r = qcow2_io_open(s->path, QCOW2_OPEN_NOFOLLOW, &io);
 	if (r < 0) {
 		src_refuse(s, r, qcow2_last_error());
 		return;
@@ -189,6 +241,9 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 	if (r == 0)
 		r = src_snapshots(s, io, h);
 	if (r == 0 && h->backing_file[0]) {
+		/* first: known as a backing file whatever else is wrong with this image */
+		int rb = src_note_backing(t, s, h->backing_file);
+
 		s->backing_fmt = !h->backing_fmt[0]			  ? FMT_PROBE :
 				 strcmp(h->backing_fmt, "qcow2") == 0 ? FMT_QCOW2 :
 				 strcmp(h->backing_fmt, "raw") == 0   ? FMT_RAW :
@@ -196,25 +251,18 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 		if ((int)s->backing_fmt < 0)
 			r = qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
 					    s->path, h->backing_fmt);
-		if (r == 0)
-			r = qcow2_chain_resolve_path(&t->copts, s->path, h->backing_file, backing,
-						     sizeof(backing));
-		if (r == 0)
-			s->backing = strdup(backing);
+		else
+			r = rb;
 	}
-	/* The data file holds the image's data: views read it, so its permissions count too. */
-	if (r == 0 && h->data_file[0]) {
-		if (qcow2_chain_resolve_path(&t->copts, s->path, h->data_file, backing,
-					     sizeof(backing)) == 0)
-			s->data_file = strdup(backing);
-		s->data_file_bad = !s->data_file;
-	}
+	if (r == 0)
+		r = src_check_data_file(t, s, h);
 	if (r == 0) {
 		s->vsize = h->size;
 		s->corrupt = h->incompat & QCOW2_INCOMPAT_CORRUPT;
-	}
-	else
+	} else {
 		src_refuse(s, r, qcow2_last_error());
+		src_refused_backing(t, s, io);
+	}
 	free(h);
 	qcow2_io_close(io);
 }
@@ -242,7 +290,7 @@ static bool lock_conflict(const char *path)
 	struct qcow2_io *io;
 	bool busy;
 
-	if (qcow2_io_open_file(path, false, &io) < 0)
+	if (qcow2_io_open(path, QCOW2_OPEN_NOFOLLOW, &io) < 0)
 		return false;
 	busy = qcow2_io_lock_check_reader(io) == -EBUSY;
 	qcow2_io_close(io);
@@ -258,7 +306,7 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 
 	if (s && s->stat_gen == t->gen)
 		return s;
-	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (qcow2_path_stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
 			src_clear(s);
@@ -297,6 +345,27 @@ static void set_check(struct src *s, unsigned gen, int err, const char *msg)
 	s->check_msg = msg ? strdup(msg) : NULL;
 }
 
+/* Why the backing file of @s is no file src_get() takes: missing, or not a regular file (a
+ * directory, a FIFO: opening it would fail, or block). Its path is canonical and confined
+ * (qcow2_chain_resolve_path(), which looked nothing up inside the mount point). Returns the
+ * negative errno, @buf says why. */
+static int not_a_file(const struct src *s, char *buf, size_t cap)
+{
+	struct stat st;
+
+	if (qcow2_path_stat(s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
+		snprintf(buf, cap, "'%s': backing file '%s' is missing", s->path, s->backing);
+		return -ENOENT;
+	}
+	snprintf(buf, cap, "'%s': backing file '%s' is %s, not a regular file", s->path,
+		 s->backing,
+		 S_ISDIR(st.st_mode)	? "a directory" :
+		 S_ISFIFO(st.st_mode) ? "a FIFO" :
+		 S_ISSOCK(st.st_mode) ? "a socket" :
+					"a device");
+	return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+}
+
 /* Is the chain whose top is @top servable? Memoised per scan generation for every layer the
  * walk passes. Returns 0 or a negative errno with *msg set (owned by the src). */
 int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
@@ -319,13 +388,19 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 			snprintf(buf, sizeof(buf), "%s", cur->errmsg ? cur->errmsg : "refused");
 			break;
 		}
-		if (!cur->qcow2 || !cur->backing || cur->backing_fmt == FMT_RAW)
+		if (!cur->qcow2 || !cur->backing)
 			break;
 		next = src_get(t, cur->backing);
 		if (!next) {
-			err = -ENOENT;
-			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is missing", cur->path,
-				 cur->backing);
+			err = not_a_file(cur, buf, sizeof(buf));
+			break;
+		}
+		if (cur->backing_fmt == FMT_RAW) {
+			if (next->err && !next->qcow2) { /* it could not be opened */
+				err = next->err;
+				snprintf(buf, sizeof(buf), "%s",
+					 next->errmsg ? next->errmsg : "refused");
+			}
 			break;
 		}
 		if (next->visit == token) {
@@ -403,6 +478,43 @@ void log_refusal(struct src *s, const char *msg)
 }
 
 
+void link_refusal(struct qfs_tree *t, const char *path, const char *msg)
+{
+	struct link_note *n;
+
+	for (n = t->link_notes; n && strcmp(n->path, path) != 0; n = n->next)
+		;
+	if (n && n->msg && strcmp(n->msg, msg) == 0)
+		return;
+	if (!n && (n = calloc(1, sizeof(*n)))) {
+		if ((n->path = strdup(path))) {
+			n->next = t->link_notes;
+			t->link_notes = n;
+		} else {
+			free(n);
+			n = NULL;
+		}
+	}
+	if (n) {
+		free(n->msg);
+		n->msg = strdup(msg);
+	}
+	qfs_log("not following '%s': %s", path, msg);
+}
+
+void link_notes_free(struct qfs_tree *t)
+{
+	struct link_note *n, *next;
+
+	for (n = t->link_notes; n; n = next) {
+		next = n->next;
+		free(n->path);
+		free(n->msg);
+		free(n);
+	}
+	t->link_notes = NULL;
+}
+
 bool src_is_backing(struct qfs_tree *t, const struct src *s)
 {
 	char path[PATH_MAX];
@@ -412,7 +524,9 @@ bool src_is_backing(struct qfs_tree *t, const struct src *s)
 again:
 	for (b = 0; b < HASH_BUCKETS; b++) {
 		for (o = t->srcs[b]; o; o = o->hnext) {
-			if (!o->qcow2 || o->err || !o->backing || strcmp(o->backing, s->path) != 0)
+			/* A refused image counts too: its backing file is its disk's base all the
+			 * same, and writing that would change the refused image's content. */
+			if (!o->qcow2 || !o->backing || strcmp(o->backing, s->path) != 0)
 				continue;
 			if (o->stat_gen == t->gen)
 				return true;
@@ -426,11 +540,30 @@ again:
 	return false;
 }
 
+/* May this daemon write the file at canonical @path (read-only file system, a daemon not run
+ * as root)? access(2) of the name would follow a symlink put in its way since it was resolved,
+ * possibly into our own mount while t->lock is held: the file is reached following no symlink
+ * (an O_PATH descriptor, which neither blocks nor checks permissions), then asked through its
+ * /proc link, which leads to the file itself without a walk. */
+static bool daemon_may_write(const char *path)
+{
+	char link[64];
+	int fd = qcow2_path_open_canonical(path, O_PATH | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ok = access(link, W_OK) == 0;
+	close(fd);
+	return ok;
+}
+
 /* An image file no one may write (no write bit, as `chmod a-w` leaves it) is not written through
  * its view either, root's access(2) notwithstanding: a view never grants more (SPEC 3a). */
 bool src_writable(struct qfs_tree *t, struct src *s)
 {
 	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
 	       (s->st.st_mode & 0222) && !s->write_refused && !src_is_backing(t, s) &&
-	       access(s->path, W_OK) == 0;
+	       daemon_may_write(s->path);
 }

@@ -70,6 +70,14 @@ struct src {
 	struct src *hnext;
 };
 
+/* A symlink in SOURCE that is not followed (its target lies outside, or in the mount point),
+ * with the reason last logged for it. */
+struct link_note {
+	char *path;
+	char *msg;
+	struct link_note *next;
+};
+
 struct qfs_tree {
 	pthread_mutex_t lock;
 	char *source;   /* canonical SOURCE (a directory, or a file) */
@@ -86,6 +94,7 @@ struct qfs_tree {
 	struct qfs_node **by_rel; /* under lock: hash chains by rel, rel_mask + 1 of them, grown
 				   * with the nodes so a lookup stays O(1) (65,536 snapshots) */
 	size_t rel_mask;
+	struct link_note *link_notes; /* under lock */
 };
 
 static inline unsigned hash_str(const char *s)
@@ -115,7 +124,11 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg);
 void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t *stamp);
 /* Log why @s is refused, once per change of the file. */
 void log_refusal(struct src *s, const char *msg);
-/* Does any image in the cache name @s as its backing file? */
+/* Log that the symlink @path in SOURCE is not followed and why, once per cause. */
+void link_refusal(struct qfs_tree *t, const char *path, const char *msg);
+/* Free what link_refusal() remembers. */
+void link_notes_free(struct qfs_tree *t);
+/* Does any image in the cache (refused ones too) name @s as its backing file? */
 bool src_is_backing(struct qfs_tree *t, const struct src *s);
 /* May the flat view of @s (its active state) be written? */
 bool src_writable(struct qfs_tree *t, struct src *s);

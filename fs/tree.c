@@ -11,7 +11,12 @@
  *
  * Locking: t->lock guards the src cache, the node table and every node field marked so. It is
  * never held across a chain open or any read of image data; node->open_lock is taken after it
- * is released.
+ * is released. It is held across lookups of SOURCE's files, which must never enter our own
+ * mount (the request would wait for t->lock: the whole mount would hang for good): every name
+ * looked up under it is a directory entry of SOURCE read relative to its directory (the mount
+ * point skipped) or a canonical path from qcow2_path_resolve(), which refused anything at or
+ * below the mount point before looking it up, used with qcow2_path_open_canonical() or
+ * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -267,67 +272,16 @@ static void choose_names(struct found *f, size_t n)
 	}
 }
 
-/* Fold "." and ".." out of the absolute path @p, in place, without asking the file system. */
-static void normalize(char *p)
+/* opendir() of the canonical directory @dir of SOURCE, following no symlink on the way: one
+ * put there since the scan that found @dir must not lead into our own mount (t->lock is held). */
+static DIR *open_dir(const char *dir)
 {
-	char *out = p, *seg = p;
+	int fd = qcow2_path_open_canonical(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
 
-	while (*seg) {
-		char *end;
-		size_t len;
-
-		while (*seg == '/')
-			seg++;
-		end = strchrnul(seg, '/');
-		len = (size_t)(end - seg);
-		if (len == 2 && seg[0] == '.' && seg[1] == '.') {
-			while (out > p && *--out != '/')
-				;
-		} else if (len && !(len == 1 && seg[0] == '.')) {
-			*out++ = '/';
-			memmove(out, seg, len);
-			out += len;
-		}
-		seg = end;
-	}
-	if (out == p)
-		*out++ = '/';
-	*out = '\0';
-}
-
-/* realpath() of the symlink @path, refusing (false) a link that leads into our own mount: the
- * resolution would wait on this daemon, which holds the tree lock. Each hop is checked before
- * it is followed. */
-static bool resolve_link(struct qfs_tree *t, const char *path, char *canon)
-{
-	char cur[PATH_MAX], target[PATH_MAX], next[PATH_MAX];
-	size_t mlen = strlen(t->mount_point);
-	struct stat st;
-	int hops;
-
-	snprintf(cur, sizeof(cur), "%s", path);
-	for (hops = 0; hops < 40; hops++) {
-		ssize_t n = readlink(cur, target, sizeof(target) - 1);
-
-		if (n < 0)
-			return errno == EINVAL && realpath(cur, canon); /* not a link any more */
-		target[n] = '\0';
-		if (target[0] == '/')
-			snprintf(next, sizeof(next), "%s", target);
-		else if (snprintf(next, sizeof(next), "%.*s/%s", (int)(strrchr(cur, '/') - cur), cur,
-				  target) >= (int)sizeof(next))
-			return false;
-		normalize(next);
-		if (mlen && strncmp(next, t->mount_point, mlen) == 0 &&
-		    (next[mlen] == '/' || next[mlen] == '\0'))
-			return false;
-		snprintf(cur, sizeof(cur), "%s", next);
-		if (lstat(cur, &st) < 0)
-			return false;
-		if (!S_ISLNK(st.st_mode))
-			return realpath(cur, canon) != NULL;
-	}
-	return false;
+	if (fd >= 0 && !dp)
+		close(fd);
+	return dp;
 }
 
 /* Collect the directory's subdirectories, qcow2 images and raw backing files. */
@@ -347,7 +301,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		*out = f;
 		return 1;
 	}
-	if (!(dp = opendir(dir)))
+	if (!(dp = open_dir(dir)))
 		return 0;
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX], canon[PATH_MAX];
@@ -357,11 +311,22 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 || lstat(path, &st) < 0)
+		    strcmp(path, t->mount_point) == 0 ||
+		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (!S_ISDIR(st.st_mode)) {
-			if (S_ISLNK(st.st_mode) ? !resolve_link(t, path, canon) :
-						  !snprintf(canon, sizeof(canon), "%s", path))
+			/* A symlink is followed one component at a time, never into our own mount
+			 * (that lookup would wait on this daemon, which holds t->lock), and its
+			 * target must lie in SOURCE or a --backing-dir like any backing file. */
+			int r = 0;
+
+			if (!S_ISLNK(st.st_mode))
+				snprintf(canon, sizeof(canon), "%s", path);
+			else
+				r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
+			if (r == -EPERM) /* outside, or into the mount point; dangling: quietly */
+				link_refusal(t, path, qcow2_last_error());
+			if (r < 0)
 				continue;
 			s = src_get(t, canon);
 			if (!s)
@@ -417,7 +382,7 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 	struct dirent *d;
 	DIR *dp;
 
-	if (depth > 64 || !(dp = opendir(dir)))
+	if (depth > 64 || !(dp = open_dir(dir)))
 		return;
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX];
@@ -426,7 +391,8 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 || lstat(path, &st) < 0)
+		    strcmp(path, t->mount_point) == 0 ||
+		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode))
 			preload(t, path, depth + 1);
@@ -517,7 +483,7 @@ static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mo
 		return mode;
 	snprintf(seen, cap, "%s", dir);
 	for (;;) {
-		if (stat(dir, &st) < 0)
+		if (qcow2_path_stat(dir, &st) < 0)
 			return mode & ~(drop * 0111);
 		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
 		if (strcmp(dir, "/") == 0)
@@ -541,7 +507,7 @@ static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, g
 	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
 	if (!s->data_file && !s->data_file_bad)
 		return mode;
-	if (!s->data_file || stat(s->data_file, &st) < 0)
+	if (!s->data_file || qcow2_path_stat(s->data_file, &st) < 0)
 		return mode & ~(drop * 0111);
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
@@ -614,7 +580,7 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 
 	switch (n->kind) {
 	case QFS_DIR:
-		if (stat(n->src, st) < 0)
+		if (qcow2_path_stat(n->src, st) < 0)
 			return errno;
 		st->st_mode = S_IFDIR | dir_mode(n->src, st);
 		break;
@@ -641,7 +607,7 @@ static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_no
 {
 	struct stat st;
 
-	if (!t->single_file && (stat(dir->src, &st) < 0 || !dir->scanned ||
+	if (!t->single_file && (qcow2_path_stat(dir->src, &st) < 0 || !dir->scanned ||
 				st.st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st.st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -652,7 +618,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && stat(dir->src, &st) == 0) {
+	if (!t->single_file && qcow2_path_stat(dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}
@@ -820,6 +786,9 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		return EROFS;
 	}
 
+	/* n->open_lock is held across the chain open, which cannot wait on a request to this
+	 * daemon: every name is resolved with our mount point refused (o.mount_point) and every
+	 * file is opened following no symlink and without blocking (qcow2_file_open()). */
 	pthread_mutex_lock(&n->open_lock);
 	if (!n->chain)
 		r = open_chain(n, src, o, writable, busy, snap, &refused);
@@ -954,6 +923,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->copts.root = t->root_dir;
 	t->copts.allow_dirs = cfg->backing_dirs;
 	t->copts.n_allow_dirs = cfg->n_backing_dirs;
+	t->copts.mount_point = t->mount_point[0] ? t->mount_point : NULL;
 	t->copts.lock = true;
 	node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
 	pthread_mutex_lock(&t->lock);
@@ -1019,6 +989,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n->snap_id);
 		free(n);
 	}
+	link_notes_free(t);
 	free(t->nodes);
 	free(t->by_rel);
 	free(t->source);

@@ -145,7 +145,9 @@ static int hash_view(struct hasher *h)
 static int checksum(const char *path, const char *snap, bool force_share,
 		    const struct common_opts *o, uint8_t *digest)
 {
-	struct qcow2_chain_opts co = { .lock = !force_share, .snapshot = snap };
+	struct qcow2_chain_opts co = { .lock = !force_share,
+					.snapshot = snap,
+					.top_blockdev = true };
 	struct hasher h = { 0 };
 	unsigned len = 0;
 	int r;

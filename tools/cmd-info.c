@@ -224,7 +224,7 @@ static void emit(struct json *j, const struct info_opts *o, const struct layer_f
 
 static int info_chain(const char *path, const struct info_opts *o)
 {
-	struct qcow2_chain_opts co = { .lock = !o->force_share };
+	struct qcow2_chain_opts co = { .lock = !o->force_share, .top_blockdev = true };
 	struct qcow2_chain *c;
 	struct json j;
 	unsigned i, n;
@@ -243,7 +243,8 @@ static int info_chain(const char *path, const struct info_opts *o)
 		struct qcow2_io *io = NULL;
 
 		qcow2_chain_layer(c, i, &li);
-		if (!li.image && qcow2_io_open_file(li.path, false, &io) < 0)
+		if (!li.image &&
+		    (r = qcow2_io_open(li.path, i == 0 ? QCOW2_OPEN_BLOCKDEV : 0, &io)) < 0)
 			break;
 		r = gather(&f, i == 0 ? path : li.path, li.format, li.size, li.image, io);
 		if (r == 0)
@@ -261,7 +262,7 @@ static int info_chain(const char *path, const struct info_opts *o)
 
 static int info_one(const char *path, const struct info_opts *o)
 {
-	struct qcow2_chain_opts co = { .lock = !o->force_share };
+	struct qcow2_chain_opts co = { .lock = !o->force_share, .top_blockdev = true };
 	struct qcow2_image *img = NULL;
 	struct qcow2_io *io = NULL;
 	struct layer_facts f;
@@ -272,7 +273,7 @@ static int info_one(const char *path, const struct info_opts *o)
 	r = qcow2_image_open_path(path, &co, &img);
 	if (r == -EINVAL && strstr(qcow2_last_error(), "bad magic")) {
 		/* Not qcow2: report it as raw, as qemu-img does. */
-		r = qcow2_io_open_file(path, false, &io);
+		r = qcow2_io_open(path, QCOW2_OPEN_BLOCKDEV, &io);
 		if (r == 0)
 			r = qcow2_io_size(io, &size);
 		if (r == 0)

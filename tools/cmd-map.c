@@ -303,7 +303,7 @@ static int detect_all(struct mapper *m)
 
 static int run_map(const char *path, bool json, bool force_share)
 {
-	struct qcow2_chain_opts co = { .lock = !force_share };
+	struct qcow2_chain_opts co = { .lock = !force_share, .top_blockdev = true };
 	struct mapper m = { .json = json };
 	unsigned i;
 	int r;

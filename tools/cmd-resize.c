@@ -161,7 +161,7 @@ static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint6
 /* --dry-run: opened read-only, locked as a reader (refused while someone writes it). */
 static int dry_run(const struct resize_args *a)
 {
-	struct qcow2_chain_opts co = { .lock = true };
+	struct qcow2_chain_opts co = { .lock = true, .top_blockdev = true };
 	struct qcow2_layer_info top;
 	struct qcow2_chain *c;
 	uint64_t old, n;
@@ -188,7 +188,7 @@ static bool is_qcow2(const char *path)
 {
 	struct qcow2_header *h = malloc(sizeof(*h));
 	struct qcow2_io *io;
-	int r = h ? qcow2_io_open_file(path, false, &io) : -ENOMEM;
+	int r = h ? qcow2_io_open(path, QCOW2_OPEN_BLOCKDEV, &io) : -ENOMEM;
 
 	if (r == 0) {
 		r = qcow2_header_read(io, h);

@@ -189,7 +189,7 @@ void job_init(struct qcow2_job *job, struct progress *p)
 
 int open_for_write(const char *path, struct qcow2_chain **out)
 {
-	struct qcow2_chain_opts co = { .lock = true, .writable = true };
+	struct qcow2_chain_opts co = { .lock = true, .writable = true, .top_blockdev = true };
 	struct qcow2_chain *c;
 	int r;
 

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* ---- on-disk constants (qcow2.txt) ---- */
@@ -82,7 +83,19 @@ struct qcow2_io;
 
 enum qcow2_io_op { QCOW2_IO_READ, QCOW2_IO_WRITE, QCOW2_IO_FLUSH };
 
-/* Open a host file. @writable opens O_RDWR, else O_RDONLY. Returns 0 or -errno. */
+/* Flags of qcow2_file_open() and qcow2_io_open(). */
+#define QCOW2_OPEN_WRITE    (1u << 0) /* O_RDWR, else O_RDONLY */
+#define QCOW2_OPEN_NOFOLLOW (1u << 1) /* @path is canonical: follow no symlink anywhere in it */
+#define QCOW2_OPEN_BLOCKDEV (1u << 2) /* a block device is accepted too (the operator named it) */
+/* Open @path as an image, backing or data file, the only way the library opens one: the open
+ * never blocks (O_NONBLOCK, cleared once the file is known), and only a regular file (or, with
+ * QCOW2_OPEN_BLOCKDEV, a block device) is accepted: a FIFO, socket, character device or
+ * directory is refused (-EINVAL, -EISDIR) with a message naming the file. Returns the
+ * descriptor (O_CLOEXEC) or -errno. */
+int qcow2_file_open(const char *path, unsigned flags);
+/* qcow2_file_open() into a file io. Returns 0 or -errno. */
+int qcow2_io_open(const char *path, unsigned flags, struct qcow2_io **out);
+/* qcow2_io_open() with QCOW2_OPEN_WRITE if @writable. Returns 0 or -errno. */
 int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
 /* A memory-backed io holding a copy of @bytes (tests, fuzzers). @name is used in messages. */
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
@@ -189,6 +202,12 @@ struct qcow2_header {
  * format's limits, not against the file size. Returns 0, -EINVAL (not qcow2 / bad version or
  * field), -ENOTSUP (a feature not handled), or -EUCLEAN. */
 int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h);
+/* The backing file name stored in the image read by @io, from the fields that locate it
+ * alone: known even when the image is refused for another reason (an unknown incompatible
+ * feature, encryption), so that what it names is still treated as its backing file. Returns 1
+ * with the name in @name (@cap bytes), 0 if it names none, or -errno (not qcow2, a name that
+ * lies where no valid header puts it). */
+int qcow2_header_read_backing_name(struct qcow2_io *io, char *name, size_t cap);
 /* Check the header's tables against the file size (@file_bytes). 0 or -EUCLEAN. */
 int qcow2_header_check_layout(const struct qcow2_header *h, uint64_t file_bytes);
 /* True if @buf (@len bytes) starts with the qcow2 magic. */
@@ -465,11 +484,17 @@ int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_exte
 struct qcow2_chain;
 
 struct qcow2_chain_opts {
-	/* Backing and data files must resolve below @root (NULL: anywhere) or below one of
-	 * @allow_dirs (--backing-dir). Symlinks are resolved before the check. */
+	/* Every file of the chain (the top image, backing and data files) must resolve below
+	 * @root (NULL: anywhere) or below one of @allow_dirs (--backing-dir). Symlinks are
+	 * resolved before the check. */
 	const char *root;
 	const char *const *allow_dirs;
 	size_t n_allow_dirs;
+	/* Canonical; no path is resolved through it (the daemon's own mount point), NULL: none. */
+	const char *mount_point;
+	/* The top image may be a block device (qcowctl, for an image the operator named); other
+	 * files of the chain are always regular files. */
+	bool top_blockdev;
 	unsigned max_depth;   /* 0: QCOW2_DEFAULT_MAX_DEPTH */
 	bool lock;            /* take QEMU-compatible locks on every file */
 	const char *snapshot; /* NULL: the active state; else id or name of a snapshot of the top */
@@ -483,9 +508,11 @@ struct qcow2_chain_opts {
 };
 
 /* Open the chain whose top image is @path (qcow2, or raw if it is not qcow2 and @allow_raw_top).
- * Backing paths resolve relative to the directory of the image that names them. Refused with a
+ * Backing paths resolve relative to the directory of the image that names them. Every file,
+ * the top too, must lie below @root or an allowed directory, is reached without a lookup
+ * through @mount_point, and is a regular file. Refused with a
  * message naming the file and the cause: loops (-ELOOP), depth over max (-ELOOP), a path that
- * leaves @root (-EPERM), a file held for writing by another process (-EBUSY), any image error. */
+ * leaves @root (-EPERM), a FIFO, device or directory (-EINVAL, -EISDIR), a file held for writing by another process (-EBUSY), any image error. */
 int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct qcow2_chain **out);
 void qcow2_chain_close(struct qcow2_chain *c);
 uint64_t qcow2_chain_size(const struct qcow2_chain *c);
@@ -545,6 +572,31 @@ int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
  * with its external data file resolved and confined like a backing file. */
 int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 			  struct qcow2_image **out);
+
+/* ---- paths (path.c) ---- */
+
+/* Is the canonical @path equal to or below the canonical directory @dir? */
+bool qcow2_path_below(const char *path, const char *dir);
+/* realpath(3) of @path into @out (@cap bytes), resolved one component at a time: a path that
+ * is or passes through @avoid (a canonical directory; NULL or "": none), directly or by a
+ * symlink, is refused (-EPERM) before anything under @avoid is looked up (the daemon passes its
+ * own mount point: a lookup there would wait on the daemon). Returns 0, -EPERM, -ENOENT,
+ * -ELOOP, -ENOTDIR, -ENAMETOOLONG... with a message naming @path. */
+int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap);
+/* open(2) of the canonical @path (from qcow2_path_resolve()) following no symlink anywhere in
+ * it (openat2 RESOLVE_NO_SYMLINKS; where the kernel lacks openat2, O_NOFOLLOW): a symlink put
+ * in its way since it was resolved fails it with -ELOOP instead of leading elsewhere, such as
+ * into the daemon's own mount. Returns the descriptor or -errno (no message). */
+int qcow2_path_open_canonical(const char *path, int flags);
+/* stat(2) of the canonical @path the same way (not following a symlink anywhere). 0 or -errno
+ * (no message), errno set as stat(2) sets it. */
+int qcow2_path_stat(const char *path, struct stat *st);
+
+/* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into
+ * @out and confine it like a backing file: below @o->root or an allowed directory. Returns 0,
+ * -EPERM (outside, or through the mount point), -ENOENT... */
+int qcow2_chain_resolve_top(const struct qcow2_chain_opts *o, const char *path, char *out,
+			    size_t cap);
 
 /* Resolve the backing name @name stored in the image at @image_path: relative names from the
  * image's directory. Writes an absolute, symlink-free path to @out (@cap bytes) and checks it

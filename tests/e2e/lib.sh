@@ -28,6 +28,7 @@ _e2e_kmounts=()    # kernel (ext4, ...) mount points
 _e2e_loops=()      # loop devices we attached
 _e2e_pids=()       # background processes we started (daemons, qemu-io holders)
 declare -A _e2e_mount_pid=()
+declare -A _e2e_mount_dev=() # MNT -> its FUSE connection number (/sys/fs/fuse/connections/N)
 WORK=""
 
 # ---- prerequisites ----
@@ -108,6 +109,7 @@ _e2e_cleanup()
 			sleep 0.1
 		done
 		kill -KILL "$p" 2>/dev/null
+		kill -0 "$p" 2>/dev/null && _e2e_abort_fuse # a daemon stuck on its own mount
 		wait "$p" 2>/dev/null
 	done
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
@@ -228,8 +230,9 @@ finish()
 
 # fs COMMAND...: run a command that touches the mount, bounded in time. `timeout` alone is not
 # enough: a process waiting on a deadlocked FUSE daemon can sit in D state where even SIGKILL
-# does not reach it. So a watchdog kills the command, then the daemons (which aborts their
-# connections and fails the waiting requests with ENOTCONN): the test fails instead of hanging.
+# does not reach it. So a watchdog kills the command, then the daemons, and aborts their
+# connections (which fails the waiting requests with ENOTCONN, even where a daemon is stuck on
+# its own mount and cannot exit): the test fails instead of hanging.
 fs()
 {
 	fs_t "$E2E_IO_TIMEOUT" "$@"
@@ -268,7 +271,22 @@ _e2e_watchdog()
 	for p in "${_e2e_mount_pid[@]}"; do
 		kill -KILL "$p" 2>/dev/null
 	done
+	_e2e_abort_fuse
 	exit 0
+}
+
+# _e2e_abort_fuse: abort the FUSE connection of every mount of the test. A daemon deadlocked on
+# its own mount cannot exit even when killed (its thread waits on a request only it could
+# answer), and whatever waits on the mount stays in D state until the connection is aborted.
+_e2e_abort_fuse()
+{
+	local c d=/sys/fs/fuse/connections
+	[ "${#_e2e_mount_dev[@]}" -gt 0 ] || return 0
+	mountpoint -q "$d" || mount -t fusectl fusectl "$d" 2>/dev/null
+	for c in "${_e2e_mount_dev[@]}"; do
+		[ -w "$d/$c/abort" ] && echo 1 >"$d/$c/abort" 2>/dev/null
+	done
+	return 0
 }
 
 # Background process the trap must stop.
@@ -305,6 +323,10 @@ mount_qcowfs()
 	_e2e_mount_pid[$mnt]=$QCOWFS_PID
 	for ((i = 0; i < 100; i++)); do
 		if mountpoint -q "$mnt"; then
+			# its device number is its connection's: recorded now, since a mount that
+			# hangs may be detached before the watchdog needs it
+			_e2e_mount_dev[$mnt]=$(awk -v m="$mnt" '$5 == m { split($3, d, ":"); c = d[2] }
+				END { print c }' /proc/self/mountinfo)
 			return 0
 		fi
 		if ! kill -0 "$QCOWFS_PID" 2>/dev/null; then

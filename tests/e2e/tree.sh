@@ -248,8 +248,9 @@ one_line_error()
 check "qcowctl info on a text file: one-line error naming it, non-zero exit" one_line_error notes.txt
 check "qcowctl info on a missing file: one-line error naming it, non-zero exit" one_line_error missing.qcow2
 
-# Symlinks in SOURCE: one to an image elsewhere is followed; one that leads into the mount point
-# (itself inside SOURCE) is skipped without resolving it, which would wait on the daemon itself.
+# Symlinks in SOURCE: one to an image elsewhere is followed only where --backing-dir allows its
+# directory (SPEC 3a); one that leads into the mount point (itself inside SOURCE) is skipped
+# without resolving it, which would wait on the daemon itself.
 SRC5=$WORK/src5
 mkdir -p "$SRC5/mnt" "$SRC5/sub" "$WORK/elsewhere"
 setup qemu-img create -q -f qcow2 "$WORK/elsewhere/real.qcow2" 1M
@@ -259,8 +260,13 @@ ln -s mnt/sub/link.raw "$SRC5/evil.qcow2"
 ln -s ./mnt/../mnt/sub "$SRC5/evil2"
 mount_qcowfs "$SRC5" "$SRC5/mnt" || bail "mount with the mount point inside SOURCE failed"
 check "a symlink into the mount point does not hang a listing" fs_t 20 ls -A "$SRC5/mnt"
-check "only the real image shows" expect_listing "$SRC5/mnt" sub
-check "a symlink to an image outside SOURCE is followed" \
-	expect_same_as_qemu "$WORK/elsewhere/real.qcow2" "$SRC5/mnt/sub/link.raw"
+check "only the real directory shows" expect_listing "$SRC5/mnt" sub
+check "a symlink to an image outside SOURCE is not followed" \
+	expect_listing "$SRC5/mnt/sub"
 check "the daemon unmounts and exits cleanly" umount_qcowfs "$SRC5/mnt"
+mount_qcowfs "$SRC5" "$SRC5/mnt" --backing-dir "$WORK/elsewhere" ||
+	bail "mount with --backing-dir failed"
+check "--backing-dir: a symlink to an image in that directory is followed" \
+	expect_same_as_qemu "$WORK/elsewhere/real.qcow2" "$SRC5/mnt/sub/link.raw"
+check "--backing-dir: the daemon unmounts and exits cleanly" umount_qcowfs "$SRC5/mnt"
 finish
