@@ -1,9 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * names.c - what tree.c and src.c need of names: the view name of an internal snapshot (SPEC 2,
- * with repeated and overlong snapshot names), and a string map (open addressing) that keeps
- * listings and lookups O(1) per name, so a directory of 65,536 snapshot views lists in O(n).
- * Called with qfs_tree.lock held (the snapshot's logged flag is under it).
+ * names.c - what tree.c and src.c need of names: the names of flat views (SPEC 2, with the
+ * collision rule) and of snapshot views (with repeated and overlong snapshot names), the log of
+ * names that are not the usual ones (once while they stay), and a string map (open addressing)
+ * that keeps listings and lookups O(1) per name, so a directory of 65,536 snapshot views lists
+ * in O(n).
+ *
+ * No two views of a directory share a name, whatever order it lists its files in: files that
+ * are not images and subdirectories keep their names; flat names differ from those and from
+ * each other (choose_names), and hold no '@'; a snapshot view's name is its image's flat name
+ * without ".raw", '@', and more, so it can only meet a file's or subdirectory's name (then it
+ * takes its next form, tree.c add_image) or another view of the same image.
+ *
+ * Called with qfs_tree.lock held (the snapshot's logged flag and the directory node's renamed
+ * list are under it).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -129,7 +139,7 @@ static size_t encode_snap(const char *s, char *out, size_t cap)
 /* The length of "NAME" in "NAME.qcow2" (also .qcow, .img); of the whole name otherwise. */
 static size_t stem_len(const char *name)
 {
-	static const char *const sfx[] = {".qcow2", ".qcow", ".img"};
+	static const char *const sfx[] = { ".qcow2", ".qcow", ".img" };
 	size_t n = strlen(name), i;
 
 	for (i = 0; i < 3; i++) {
@@ -249,8 +259,12 @@ static void last_levels(struct found *f, size_t n, const struct strmap *own)
 			strmap_put(&taken, f[i].name, i);
 		else if (f[i].flat && f[i].level < 2 && strmap_get(own, f[i].flat) < 0)
 			strmap_put(&taken, f[i].flat, i);
-		else if (p)
+		else if (is_image(&f[i]) && p)
 			p[np++] = &f[i];
+		else if (is_image(&f[i])) { /* out of memory: no view rather than a name twice */
+			free(f[i].flat);
+			f[i].flat = NULL;
+		}
 	}
 	qsort(p, np, sizeof(*p), cmp_found);
 	for (i = 0; i < np; i++) {
