@@ -266,7 +266,8 @@ static void last_levels(struct found *f, size_t n, const struct strmap *own)
 			f[i].flat = NULL;
 		}
 	}
-	qsort(p, np, sizeof(*p), cmp_found);
+	if (np)
+		qsort(p, np, sizeof(*p), cmp_found);
 	for (i = 0; i < np; i++) {
 		unsigned level;
 
@@ -350,7 +351,8 @@ void rename_note(const struct qfs_node *dir, struct renames *now, const char *fm
 
 void renames_commit(struct qfs_node *dir, struct renames *now)
 {
-	qsort(now->h, now->n, sizeof(*now->h), cmp_u64);
+	if (now->n)
+		qsort(now->h, now->n, sizeof(*now->h), cmp_u64);
 	free(dir->renamed);
 	dir->renamed = now->h;
 	dir->n_renamed = now->n;
