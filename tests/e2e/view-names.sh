@@ -132,4 +132,40 @@ check "names that did not change (a, over, t, s) are not logged" \
 	eval "! grep -E \"/(a|over|t|s)\\.qcow2' is shown\" \"$QCOWFS_LOG\""
 check "the daemon log is clean" log_clean "$QCOWFS_LOG"
 
+# ---- the same names whatever order a directory lists its files in ----
+# tmpfs lists a directory's files newest first: two directories of the same files created in
+# opposite orders list them in opposite orders (ext4 lists them in an order of their names).
+if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] &&
+	SHM=$(mktemp -d /dev/shm/qcowfs-e2e-view-names.XXXXXX); then
+	trap '_rc=$?; rm -rf "$SHM"; (exit $_rc); _e2e_cleanup' EXIT
+	ORDER=(a.qcow2 a@x.qcow2 m.qcow2 m.img m.qcow2.img c@d.qcow2 c%40d.qcow2)
+	mkdir "$SHM/one" "$SHM/two"
+	for img in "${ORDER[@]}"; do
+		from=$SRC/$img
+		[ -e "$from" ] || from=$SRC/enc/$img
+		setup cp --sparse=always "$from" "$SHM/one/"
+	done
+	for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do
+		setup cp --sparse=always "$SHM/one/${ORDER[i]}" "$SHM/two/"
+	done
+	if [ "$(ls -f "$SHM/one" | grep -v '^\.')" != "$(ls -f "$SHM/two" | grep -v '^\.' | tac)" ]; then
+		echo "# tmpfs does not list in creation order here: the orders are not opposite"
+	fi
+	mount_qcowfs "$SHM" "$WORK/mnt2" || bail "mount of tmpfs source failed"
+	WANT=(a.raw a@x.raw a%40x.raw m.qcow2.raw m.img.raw m.qcow2.img.raw c%40d.qcow2.raw
+		c%40d.qcow2%#2.raw)
+	for d in one two; do
+		check "$d: the same names" expect_listing "$WORK/mnt2/$d" "${WANT[@]}"
+		check "$d: a@x.raw is snapshot x of a.qcow2" \
+			expect_same_as_qemu "$SHM/$d/a.qcow2" "$WORK/mnt2/$d/a@x.raw" x
+		check "$d: a%40x.raw is a@x.qcow2" \
+			expect_same_as_qemu "$SHM/$d/a@x.qcow2" "$WORK/mnt2/$d/a%40x.raw"
+		check "$d: m.qcow2.raw is m.qcow2" \
+			expect_same_as_qemu "$SHM/$d/m.qcow2" "$WORK/mnt2/$d/m.qcow2.raw"
+		check "$d: c%40d.qcow2%#2.raw is c@d.qcow2" \
+			expect_same_as_qemu "$SHM/$d/c@d.qcow2" "$WORK/mnt2/$d/c%40d.qcow2%#2.raw"
+	done
+	check "tmpfs mount: the daemon log is clean" log_clean "$QCOWFS_LOG"
+fi
+
 finish
