@@ -140,6 +140,7 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 		       const char *snap_id)
 {
 	struct entry *e;
+	int r = -ENOMEM;
 
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 32;
@@ -154,12 +155,14 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 	e->kind = kind;
 	e->src = strdup(src);
 	e->snap_id = snap_id ? strdup(snap_id) : NULL;
+	/* a name already listed is not listed again: never two entries of one name (the naming
+	 * rule, names.c, gives every view its own; this holds even if it did not) */
 	if (!e->name || !e->src || (snap_id && !e->snap_id) ||
-	    strmap_put(&l->by_name, e->name, l->n) < 0) {
+	    (r = strmap_put(&l->by_name, e->name, l->n)) <= 0) {
 		free(e->name);
 		free(e->src);
 		free(e->snap_id);
-		return -ENOMEM;
+		return r == 0 ? -EEXIST : -ENOMEM;
 	}
 	l->n++;
 	return 0;
