@@ -36,6 +36,8 @@ struct qfs_node {
 	struct qfs_node *hnext; /* under tree->lock: hash chain by rel */
 	struct timespec scan_mtime; /* under tree->lock: DIR mtime at the last scan */
 	bool scanned;               /* under tree->lock */
+	uint64_t *renamed; /* under tree->lock: DIR: hashes of the renames its last scan logged */
+	size_t n_renamed;  /* under tree->lock */
 
 	pthread_mutex_t open_lock; /* guards the fields below */
 	struct qcow2_chain *chain; /* open while opens > 0 */

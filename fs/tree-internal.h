@@ -108,10 +108,41 @@ static inline unsigned hash_str(const char *s)
 
 
 /* names.c */
+
+/* A file found in the directory being scanned (tree.c collects them, names.c names them). */
+struct found {
+	char *name;
+	struct src *s;  /* NULL for a subdirectory */
+	char *dir;      /* subdirectory: its path */
+	char *flat;     /* image: its flat view's name (choose_names), NULL for none */
+	unsigned level; /* image: which of its candidate names it has (names.c) */
+};
+
+/* The renames a scan of a directory notes (hashes of log lines), kept in its node. */
+struct renames {
+	uint64_t *h;
+	size_t n, cap;
+};
+
+/* Choose the flat view name of every image in @f (SPEC 2): STEM.raw; FILE.raw where that is
+ * taken by another image's name, or by a name in @own (the directory's files that are not
+ * images, and its subdirectories: they keep their names); FILE%#2.raw... where that is taken
+ * too, in byte order of the file names. '%' and '@' in an image name with '@' are written %25
+ * and %40, so no flat name holds '@'. The result depends on the set of names, not on the
+ * order of @f. Each name that is not STEM.raw is noted (rename_note). */
+void choose_names(struct qfs_node *dir, struct found *f, size_t n, const struct strmap *own,
+		  struct renames *now);
+/* Log the line @fmt unless the last scan of @dir logged it, and note it in @now. */
+void rename_note(const struct qfs_node *dir, struct renames *now, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Keep @now as what @dir's scan logged (@now is emptied). */
+void renames_commit(struct qfs_node *dir, struct renames *now);
 /* The view name of snapshot @sn of @s, whose image is shown as BASE.raw, in @out (NAME_MAX + 1
- * bytes): BASE@NAME.raw, or BASE@NAME%#ID.raw for a repeated name, or BASE@PREFIX%#ID.raw
- * for a name too long (logged once). False if no name fits (logged once). */
-bool snap_view_name(const struct src *s, struct snap *sn, const char *base, char *out);
+ * bytes): BASE@NAME.raw, or BASE@NAME%#ID.raw for a repeated name or at @level 1 (the first
+ * is taken), BASE@NAME%#ID%#LEVEL.raw at @level 2 and up, or BASE@PREFIX%#ID.raw for a name
+ * too long (logged once). False if no name fits (logged once). */
+bool snap_view_name(const struct src *s, struct snap *sn, const char *base, unsigned level,
+		    char *out);
 
 /* src.c */
 void src_clear(struct src *s);

@@ -145,6 +145,7 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 		       const char *snap_id)
 {
 	struct entry *e;
+	int r = -ENOMEM;
 
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 32;
@@ -159,12 +160,14 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 	e->kind = kind;
 	e->src = strdup(src);
 	e->snap_id = snap_id ? strdup(snap_id) : NULL;
+	/* a name already listed is not listed again: never two entries of one name (the naming
+	 * rule, names.c, gives every view its own; this holds even if it did not) */
 	if (!e->name || !e->src || (snap_id && !e->snap_id) ||
-	    strmap_put(&l->by_name, e->name, l->n) < 0) {
+	    (r = strmap_put(&l->by_name, e->name, l->n)) <= 0) {
 		free(e->name);
 		free(e->src);
 		free(e->snap_id);
-		return -ENOMEM;
+		return r == 0 ? -EEXIST : -ENOMEM;
 	}
 	l->n++;
 	return 0;
@@ -189,36 +192,22 @@ static bool listing_has(const struct listing *l, const char *name)
 	return strmap_get(&l->by_name, name) >= 0;
 }
 
-/* "NAME.qcow2" -> "NAME" (also .qcow, .img); other names unchanged. */
-static void stem_of(const char *name, char *out, size_t cap)
+/* List image @f's flat view and its snapshot views. Flat names hold no '@' and differ from
+ * each other and from @own (choose_names), and a snapshot view's name is its image's flat name
+ * (without ".raw"), '@', then more: so a snapshot view can only collide with a name in @own
+ * (a file or subdirectory whose name holds '@') or with another snapshot of the same image
+ * (repeated ids: a hostile table). The first moves the view to its next name. */
+static void add_image(struct qfs_tree *t, struct qfs_node *dir, struct listing *l,
+		      const struct strmap *own, struct found *f, struct renames *now)
 {
-	static const char *const sfx[] = { ".qcow2", ".qcow", ".img" };
-	size_t n = strlen(name), i;
-
-	snprintf(out, cap, "%s", name);
-	for (i = 0; i < 3; i++) {
-		size_t k = strlen(sfx[i]);
-		if (n > k && strcmp(name + n - k, sfx[i]) == 0) {
-			out[n - k] = '\0';
-			return;
-		}
-	}
-}
-
-/* A file found in the directory being scanned. */
-struct found {
-	char *name;
-	struct src *s; /* NULL for a subdirectory */
-	char *dir;     /* subdirectory: its path */
-	char *flat;    /* chosen flat name */
-};
-
-static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
-{
-	char snapname[NAME_MAX + 1], base[NAME_MAX + 1];
+	char snapname[NAME_MAX + 1], first[NAME_MAX + 1], base[NAME_MAX + 1];
 	const char *msg;
+	unsigned level;
 	uint32_t i;
+	bool ok;
 
+	if (!f->flat)
+		return;
 	if (chain_check(t, f->s, &msg) < 0) {
 		log_refusal(f->s, msg);
 		return;
@@ -228,47 +217,29 @@ static void add_image(struct qfs_tree *t, struct listing *l, struct found *f)
 	for (i = 0; i < f->s->nsnaps; i++) {
 		struct snap *sn = &f->s->snaps[i];
 
-		if (!snap_view_name(f->s, sn, base, snapname))
-			continue;
-		if (listing_has(l, snapname)) { /* only with repeated ids: a hostile table */
+		if (strmap_get(&f->s->snap_by_id, sn->id) != (long)i) { /* a repeated id */
 			if (!sn->logged)
-				qfs_log(
-				    "'%s': snapshot '%.64s' (id %.32s) has no view: '%s' is taken",
-				    f->s->path, sn->name, sn->id, snapname);
+				qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: its id is "
+					"repeated",
+					f->s->path, sn->name, sn->id);
 			sn->logged = true;
 			continue;
 		}
-		listing_add(l, snapname, QFS_FLAT, f->s->path, sn->id);
-	}
-}
-
-/* Choose flat names: "STEM.raw", or "NAME.raw" where two would collide (SPEC 2). */
-static void choose_names(struct found *f, size_t n)
-{
-	char stem[NAME_MAX + 1], cand[NAME_MAX + 8];
-	size_t i, j;
-
-	for (i = 0; i < n; i++) {
-		if (!f[i].s || !f[i].s->qcow2)
-			continue;
-		stem_of(f[i].name, stem, sizeof(stem));
-		snprintf(cand, sizeof(cand), "%s.raw", stem);
-		for (j = 0; j < n; j++) {
-			char other[NAME_MAX + 8];
-			if (j == i)
-				continue;
-			if (f[j].s && f[j].s->qcow2) {
-				stem_of(f[j].name, stem, sizeof(stem));
-				snprintf(other, sizeof(other), "%s.raw", stem);
-			} else {
-				snprintf(other, sizeof(other), "%s", f[j].name);
-			}
-			if (strcmp(cand, other) == 0)
+		for (level = 0; (ok = snap_view_name(f->s, sn, base, level, snapname)); level++) {
+			if (!level)
+				snprintf(first, sizeof(first), "%s", snapname);
+			if (strmap_get(own, snapname) < 0 && !listing_has(l, snapname))
 				break;
 		}
-		if (j < n)
-			snprintf(cand, sizeof(cand), "%s.raw", f[i].name);
-		f[i].flat = strdup(cand);
+		if (!ok)
+			continue; /* no name fits (logged) */
+		if (level)
+			rename_note(
+			    dir, now,
+			    "'%s': snapshot '%.64s' (id %.32s) is shown as '%s': '%s' is the "
+			    "name of a file or subdirectory",
+			    f->s->path, sn->name, sn->id, snapname, first);
+		listing_add(l, snapname, QFS_FLAT, f->s->path, sn->id);
 	}
 }
 
@@ -352,22 +323,33 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 /* Compute the names directory @dir shows. Called with t->lock held. */
 static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l)
 {
+	struct renames now = { 0 };
+	struct strmap own = { 0 };
 	struct found *f = NULL;
 	size_t n, i;
 
 	t->gen++;
 	n = collect(t, dir->src, &f);
-	choose_names(f, n);
+	/* Subdirectories and files that are not images keep their names (shown under them, or
+	 * not at all); views take other names (choose_names, add_image). */
+	for (i = 0; i < n; i++)
+		if (f[i].name && !(f[i].s && f[i].s->qcow2) && strmap_put(&own, f[i].name, i) < 0)
+			f[i].name[0] = '\0'; /* out of memory: not listed rather than twice */
+	choose_names(dir, f, n, &own, &now);
 	for (i = 0; i < n; i++) {
+		if (!f[i].name || !f[i].name[0])
+			continue;
 		if (!f[i].s)
 			listing_add(l, f[i].name, QFS_DIR, f[i].dir, NULL);
 		else if (f[i].s->err) /* a bad image, or a file that cannot be read */
 			log_refusal(f[i].s, f[i].s->errmsg);
 		else if (f[i].s->qcow2)
-			add_image(t, l, &f[i]);
+			add_image(t, dir, l, &own, &f[i], &now);
 		else if (src_is_backing(t, f[i].s))
 			listing_add(l, f[i].name, QFS_RAW, f[i].s->path, NULL);
 	}
+	renames_commit(dir, &now);
+	strmap_free(&own);
 	for (i = 0; i < n; i++) {
 		free(f[i].name);
 		free(f[i].dir);
@@ -987,6 +969,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n->rel);
 		free(n->src);
 		free(n->snap_id);
+		free(n->renamed);
 		free(n);
 	}
 	link_notes_free(t);
