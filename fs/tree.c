@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "tree-internal.h"
@@ -435,6 +436,72 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 
 enum { CLASS_OWNER = 6, CLASS_GROUP = 3, CLASS_OTHER = 0 };
 
+/* POSIX ACL entry tags and the layout of "system.posix_acl_access": a little-endian u32
+ * version (2), then entries of a u16 tag, a u16 permission (rwx) and a u32 id. */
+enum {
+	ACL_TAG_USER = 0x02,
+	ACL_TAG_GROUP_OBJ = 0x04,
+	ACL_TAG_GROUP = 0x08,
+	ACL_TAG_MASK = 0x10,
+	ACL_TAG_OTHER = 0x20,
+};
+#define ACL_XATTR "system.posix_acl_access"
+#define ACL_HEADER_BYTES 4
+#define ACL_ENTRY_BYTES 8
+
+/* The least any user other than the file's owner has under the ACL @a of @len bytes: a named
+ * user or group, or a member of the owning group, gets its entry masked, everyone else the
+ * other entry. A user in several groups may get more (their union), never less. 0 for an ACL
+ * that cannot be read. */
+static mode_t acl_floor(const uint8_t *a, size_t len)
+{
+	mode_t floor = 07, mask = 07, masked = 07;
+	size_t i;
+
+	if (len < ACL_HEADER_BYTES || (len - ACL_HEADER_BYTES) % ACL_ENTRY_BYTES ||
+	    (a[0] | a[1] << 8 | a[2] << 16 | (uint32_t)a[3] << 24) != 2)
+		return 0;
+	for (i = ACL_HEADER_BYTES; i < len; i += ACL_ENTRY_BYTES) {
+		unsigned tag = a[i] | a[i + 1] << 8;
+		mode_t perm = (a[i + 2] | a[i + 3] << 8) & 07;
+
+		if (tag == ACL_TAG_MASK)
+			mask = perm;
+		else if (tag == ACL_TAG_OTHER)
+			floor &= perm;
+		else if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP || tag == ACL_TAG_GROUP_OBJ)
+			masked &= perm;
+	}
+	return floor & masked & mask;
+}
+
+/* @st (of the file @path) with its group and other bits lowered to what an access ACL on it
+ * grants every user but its owner: the mode bits alone do not say who an ACL denies (mode 0644
+ * with "user:X:---" keeps X out), and the views must keep them out too (SPEC 3a). Group
+ * membership and the ACL's named users are not looked up, so each entry counts for everyone
+ * who is not the owner. Without an ACL, @st is unchanged; an ACL that cannot be read leaves the
+ * owner's bits only. */
+static void fold_acl(const char *path, struct stat *st)
+{
+	uint8_t a[4096];
+	ssize_t len = getxattr(path, ACL_XATTR, a, sizeof(a));
+	mode_t floor;
+
+	if (len < 0 && (errno == ENODATA || errno == ENOTSUP))
+		return;
+	floor = len < 0 ? 0 : acl_floor(a, (size_t)len);
+	st->st_mode &= ~(mode_t)077 | floor << 3 | floor;
+}
+
+/* stat(2) of @path, with fold_acl(). */
+static int perm_stat(const char *path, struct stat *st)
+{
+	if (stat(path, st) < 0)
+		return -1;
+	fold_acl(path, st);
+	return 0;
+}
+
 /* May every member of class @shift of a view owned by @uid:@gid have @bit (S_IROTH, S_IWOTH or
  * S_IXOTH) on the file @f? */
 static bool class_may(const struct stat *f, uid_t uid, gid_t gid, int shift, mode_t bit)
@@ -483,7 +550,7 @@ static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mo
 		return mode;
 	snprintf(seen, cap, "%s", dir);
 	for (;;) {
-		if (stat(dir, &st) < 0)
+		if (perm_stat(dir, &st) < 0)
 			return mode & ~(drop * 0111);
 		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
 		if (strcmp(dir, "/") == 0)
@@ -499,15 +566,16 @@ static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, g
 			char *seen, size_t cap)
 {
 	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
-	struct stat st;
+	struct stat st = s->st;
 
-	mode = deny(mode, &s->st, uid, gid, S_IROTH, S_IROTH);
+	fold_acl(s->path, &st);
+	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
-		mode = deny(mode, &s->st, uid, gid, S_IWOTH, S_IWOTH);
+		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
 	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
 	if (!s->data_file && !s->data_file_bad)
 		return mode;
-	if (!s->data_file || stat(s->data_file, &st) < 0)
+	if (!s->data_file || perm_stat(s->data_file, &st) < 0)
 		return mode & ~(drop * 0111);
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
@@ -542,8 +610,10 @@ static mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 static mode_t dir_mode(const char *path, const struct stat *st)
 {
 	char seen[PATH_MAX] = "";
+	struct stat acl = *st;
 
-	return deny_reach(st->st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH, seen,
+	fold_acl(path, &acl);
+	return deny_reach(acl.st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH, seen,
 			  sizeof(seen));
 }
 

@@ -1,0 +1,134 @@
+#!/bin/bash
+# permissions-attack.sh - a second user of the host tries, through a mount by root with
+# allow_other, to read what the source files do not let them read (SPEC 3a): POSIX ACLs that
+# deny what the mode bits allow (on an image, on a directory above it), and a user who owns a
+# directory in SOURCE swapping a file or a directory of it for a symlink to someone else's image
+# while holding a view or directory of the mount (an O_PATH descriptor reopened through /proc).
+# Two test users are added for the test and removed in the trap.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_root "adds users"
+require_cmd useradd userdel setpriv
+
+U1=qfsatk$$a
+U2=qfsatk$$b
+_atk_cleanup()
+{
+	local rc=$? u
+	if [ "$BASHPID" = "$_e2e_main_pid" ]; then
+		for u in "$U1" "$U2"; do
+			id "$u" >/dev/null 2>&1 &&
+				{ userdel -r -f "$u" >/dev/null 2>&1 || userdel -f "$u" >/dev/null 2>&1; }
+		done
+	fi
+	(exit $rc)
+	_e2e_cleanup
+}
+trap _atk_cleanup EXIT
+setup useradd -M -U -s /usr/sbin/nologin "$U1"
+setup useradd -M -U -s /usr/sbin/nologin "$U2"
+UID1=$(id -u "$U1") && GID1=$(id -g "$U1") && UID2=$(id -u "$U2") && GID2=$(id -g "$U2") ||
+	bail "no uids"
+PY=$(command -v python3)
+case $PY in /usr/*) ;; *) PY=/usr/bin/python3 ;; esac # the users cannot run root's shims
+[ -x "$PY" ] || missing_prereq /usr/bin/python3
+
+chmod 0755 "$WORK"
+SRC=$WORK/src
+MNT=$WORK/mnt
+mkdir -p "$SRC/acldir" "$SRC/alice/sub" "$SRC/bob/pub"
+chmod 0755 "$SRC" "$SRC/acldir" "$SRC/bob/pub"
+chown "$UID1:$GID1" "$SRC/alice" "$SRC/alice/sub"
+chown "$UID2:$GID2" "$SRC/bob" "$SRC/bob/pub"
+chmod 0700 "$SRC/bob"
+cd "$SRC" || exit 1
+
+# as U1|U2 COMMAND...: run COMMAND as a test user (no supplementary groups of root's)
+as()
+{
+	local u=$1
+	shift
+	if [ "$u" = 1 ]; then
+		fs setpriv --reuid="$UID1" --regid="$GID1" --init-groups "$@"
+	else
+		fs setpriv --reuid="$UID2" --regid="$GID2" --init-groups "$@"
+	fi
+}
+
+# set_acl FILE PERM_OWNER PERM_GROUP PERM_OTHER UID PERM: an access ACL (written as its xattr,
+# so that no ACL tool is needed) with a named-user entry for UID, mask = the group's bits.
+set_acl()
+{
+	"$PY" - "$@" <<'PYEOF'
+import os, struct, sys
+f, o, g, other, uid, perm = sys.argv[1], *map(int, sys.argv[2:])
+ents = [(0x01, o, 0xffffffff), (0x02, perm, uid), (0x04, g, 0xffffffff),
+        (0x10, g | perm, 0xffffffff), (0x20, other, 0xffffffff)]
+os.setxattr(f, "system.posix_acl_access",
+            struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents))
+PYEOF
+}
+
+# reads VIEW: the user reads the first bytes of VIEW; cannot_read VIEW: open(2) fails
+user_reads() { as "$1" head -c 4096 "$2" >/dev/null; }
+cannot_read()
+{
+	local got
+	got=$(as "$1" "$PY" "$E2E_HELPER" open "$2" r)
+	[ "$got" = EACCES ] || { echo "open($2) as user $1: got $got, want EACCES"; return 1; }
+}
+
+# ---- the source ----
+# acl.qcow2: mode 0644, but an ACL keeps U1 out (user:U1:---)
+setup qemu-img create -q -f qcow2 acl.qcow2 1M
+chmod 0644 acl.qcow2
+ACL_OK=1
+set_acl acl.qcow2 6 4 4 "$UID1" 0 2>/dev/null || ACL_OK=0
+# acldir/d.qcow2: mode 0644 in a 0755 directory whose ACL keeps U1 out
+setup qemu-img create -q -f qcow2 acldir/d.qcow2 1M
+chmod 0644 acldir/d.qcow2
+[ $ACL_OK = 1 ] && set_acl acldir 7 5 5 "$UID1" 0
+# acltop.qcow2 (0644) over aclbase.qcow2 (0644 with an ACL keeping U1 out)
+setup qemu-img create -q -f qcow2 aclbase.qcow2 1M
+setup qemu-img create -q -f qcow2 -b aclbase.qcow2 -F qcow2 acltop.qcow2
+chmod 0644 aclbase.qcow2 acltop.qcow2
+[ $ACL_OK = 1 ] && set_acl aclbase.qcow2 6 4 4 "$UID1" 0
+if [ $ACL_OK = 1 ]; then
+	check "the source: U1 cannot read acl.qcow2" _e2e_negate as 1 head -c 1 acl.qcow2
+	check "the source: U2 reads acl.qcow2" as 2 head -c 1 acl.qcow2
+fi
+# bob/vm.qcow2: U2's, 0644, but bob/ is 0700: U1 cannot read it
+setup qemu-img create -q -f qcow2 bob/vm.qcow2 1M
+setup qio bob/vm.qcow2 "write -P 0x62 0 64k"
+chmod 0644 bob/vm.qcow2
+chown "$UID2:$GID2" bob/vm.qcow2
+setup qemu-img create -q -f qcow2 bob/pub/p.qcow2 1M
+setup qio bob/pub/p.qcow2 "write -P 0x63 0 64k"
+chmod 0644 bob/pub/p.qcow2
+# alice/top.qcow2, alice/sub/s.qcow2: U1's own images in U1's own directories
+setup qemu-img create -q -f qcow2 alice/top.qcow2 1M
+setup qemu-img create -q -f qcow2 alice/sub/s.qcow2 1M
+chown "$UID1:$GID1" alice/top.qcow2 alice/sub/s.qcow2
+chmod 0644 alice/top.qcow2 alice/sub/s.qcow2
+check "the source: U1 cannot read bob/vm.qcow2" _e2e_negate as 1 head -c 1 bob/vm.qcow2
+
+mount_qcowfs "$SRC" "$MNT" -o allow_other || bail "mount -o allow_other failed"
+
+# ---- POSIX ACLs ----
+if [ $ACL_OK = 1 ]; then
+	check "acl.raw (0644, ACL user:U1:---): U1 cannot read it" cannot_read 1 "$MNT/acl.raw"
+	check "acl.raw: mode 0600 (an ACL is taken conservatively)" \
+		bash -c "[ \"\$(stat -c %a '$MNT/acl.raw')\" = 600 ]"
+	check "acldir/ (0755, ACL user:U1:---): U1 cannot list it" \
+		_e2e_negate as 1 ls "$MNT/acldir"
+	check "acldir/d.raw: U1 cannot read it" cannot_read 1 "$MNT/acldir/d.raw"
+	check "acltop.raw (its backing file's ACL keeps U1 out): U1 cannot read it" \
+		cannot_read 1 "$MNT/acltop.raw"
+	check "root reads acl.raw" expect_same_as_qemu acl.qcow2 "$MNT/acl.raw"
+else
+	echo "# no POSIX ACLs on this file system: the ACL checks are skipped"
+fi
+
+check "the daemon exits cleanly" umount_qcowfs "$MNT"
+check "no sanitizer report in the daemon's log" log_clean "$QCOWFS_LOG"
+finish
