@@ -95,39 +95,38 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	qfs_init_done();
 }
 
-/* May the caller of @req have @mask (R_OK, W_OK) on @n? The kernel has checked already
- * (default_permissions), with the attributes it holds; this checks again, with the current
- * ones, as the kernel's generic check does (the owner's bits, else the group's for a member,
- * else the others'; root passes), so that a mode that has just changed is never bypassed.
- * Where the caller's groups cannot be read, both the group's and the others' bits must allow.
- * 0 or a positive errno. */
-static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, int mask)
+/* The caller of @req asking for @mask (R_OK, W_OK), in @c; NULL when the daemon does not check
+ * callers (no default_permissions) or the caller is root, who passes every check. The kernel
+ * has checked already (default_permissions), with the attributes it holds; the daemon checks
+ * again, with the current ones, so that a mode that has just changed is never bypassed. */
+static const struct qfs_caller *caller_of(fuse_req_t req, struct qfs_tree *t, int mask,
+					  struct qfs_caller *c)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	gid_t groups[64];
-	struct stat st;
-	int ng, i, r;
-	mode_t need = (mode_t)mask, bits;
 
 	if (!qfs_tree_checks_callers(t) || ctx->uid == 0)
+		return NULL;
+	c->uid = ctx->uid;
+	c->gid = ctx->gid;
+	c->mask = mask;
+	c->ngroups = fuse_req_getgroups(req, 64, c->groups);
+	if (c->ngroups > 64)
+		c->ngroups = -1;
+	return c;
+}
+
+/* May the caller of @req have @mask on @n, as its attributes are now? 0 or a positive errno. */
+static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, int mask)
+{
+	struct qfs_caller c;
+	const struct qfs_caller *who = caller_of(req, t, mask, &c);
+	struct stat st;
+	int r;
+
+	if (!who)
 		return 0;
 	r = qfs_tree_getattr(t, n, &st);
-	if (r)
-		return r;
-	if (ctx->uid == st.st_uid) {
-		bits = st.st_mode >> 6;
-	} else if (ctx->gid == st.st_gid) {
-		bits = st.st_mode >> 3;
-	} else {
-		ng = fuse_req_getgroups(req, 64, groups);
-		for (i = 0; i < ng && i < 64 && groups[i] != st.st_gid; i++)
-			;
-		if (ng >= 0 && ng <= 64)
-			bits = i < ng ? st.st_mode >> 3 : st.st_mode;
-		else
-			bits = (st.st_mode >> 3) & st.st_mode;
-	}
-	return (bits & need) == need ? 0 : EACCES;
+	return r ? r : qfs_caller_may(who, &st) ? 0 : EACCES;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -171,8 +170,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct qfs_tree *t = tree_of(req);
 	struct qfs_node *n = qfs_tree_node(t, ino);
+	const struct qfs_caller *who;
+	struct qfs_caller caller;
 	struct handle *h;
-	char path[4096];
 	bool keep = false;
 	int r, acc;
 
@@ -184,12 +184,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	/* the caller is checked by the tree, against the files it then opens */
 	acc = fi->flags & O_ACCMODE;
-	r = caller_may(req, t, n, acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK);
-	if (r) {
-		fuse_reply_err(req, r);
-		return;
-	}
+	who = caller_of(req, t, acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK,
+			&caller);
 
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -200,12 +198,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->fd = -1;
 	h->write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	if (n->kind == QFS_RAW) {
-		r = qfs_tree_raw_path(t, n, path, sizeof(path));
-		if (r == 0 && (h->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-			r = errno;
+		r = qfs_tree_open_raw(t, n, who, &h->fd);
 		keep = true;
 	} else {
-		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep) : EISDIR;
+		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep, who) : EISDIR;
 		/* O_TRUNC (passed here: libfuse asks for atomic O_TRUNC) would shrink the disk:
 		 * refused once the view proved writable (a read-only one says EROFS). */
 		if (r == 0 && h->write && (fi->flags & O_TRUNC)) {
@@ -514,10 +510,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		/* truncate(2) by name opens the view for writing here: the caller must be allowed
 		 * to (through a handle open for writing, the open was checked) */
-		r = h && h->write ? 0 : caller_may(req, t, n, W_OK);
-		if (r == 0)
-			r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
-					      (uint64_t)attr->st_size);
+		struct qfs_caller caller;
+		const struct qfs_caller *who = caller_of(req, t, W_OK, &caller);
+
+		r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
+				      (uint64_t)attr->st_size, who);
 		if (r) {
 			fuse_reply_err(req, r);
 			return;

@@ -10,6 +10,7 @@
  * Everything here runs under qfs_tree.lock.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -166,8 +167,44 @@ static bool lock_conflict(const char *path)
 	return busy;
 }
 
-/* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone
- * (or is not a regular file). Called with t->lock held. */
+int canon_open(const char *path, int flags)
+{
+	char proc[64], real[PATH_MAX];
+	ssize_t n;
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, real, sizeof(real) - 1);
+	if (n < 0 && errno == ENOENT) /* no /proc: ask again by name (not atomic, still a check) */
+		n = realpath(path, real) ? (ssize_t)strlen(real) : -1;
+	if (n < 0 || (size_t)n != strlen(path) || memcmp(real, path, (size_t)n) != 0) {
+		close(fd);
+		errno = ENOENT;
+		return -1;
+	}
+	return fd;
+}
+
+int canon_stat(const char *path, struct stat *st)
+{
+	int fd = canon_open(path, O_PATH), r;
+
+	if (fd < 0)
+		return -1;
+	r = fstat(fd, st);
+	close(fd);
+	if (r == 0 && S_ISLNK(st->st_mode)) { /* O_PATH | O_NOFOLLOW opens a link itself */
+		errno = ENOENT;
+		return -1;
+	}
+	return r;
+}
+
+/* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone,
+ * is not a regular file, or its path is no longer canonical (canon_stat()). Called with t->lock
+ * held. */
 struct src *src_get(struct qfs_tree *t, const char *path)
 {
 	struct src **link, *s = src_find(t, path, &link);
@@ -175,7 +212,7 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 
 	if (s && s->stat_gen == t->gen)
 		return s;
-	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (canon_stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
 			src_clear(s);

@@ -76,6 +76,16 @@ static inline unsigned hash_str(const char *s)
 
 
 /* src.c */
+/* open(2) of @path (with O_NOFOLLOW added), only if @path is still the file's canonical path:
+ * the path names a file or directory without symlinks, as scans resolved it, and the
+ * descriptor's own path (read back from /proc) is the same. Source paths are kept canonical
+ * and checked this way before each use: a user who owns a directory in SOURCE may swap a file
+ * or directory of it for a symlink while holding the view or directory of the mount, and the
+ * daemon must not follow it to files that user could not reach (SPEC 3a). -1 with errno
+ * (ENOENT when the path changed). */
+int canon_open(const char *path, int flags);
+/* fstat(2) of canon_open(@path, O_PATH). 0 or -1 with errno. */
+int canon_stat(const char *path, struct stat *st);
 void src_clear(struct src *s);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone. */
 struct src *src_get(struct qfs_tree *t, const char *path);

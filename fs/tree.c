@@ -301,6 +301,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 	size_t n = 0, cap = 0;
 	struct dirent *d;
 	DIR *dp;
+	int fd;
 
 	if (t->single_file) {
 		struct src *s = src_get(t, t->source);
@@ -311,8 +312,12 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		*out = f;
 		return 1;
 	}
-	if (!(dp = opendir(dir)))
+	fd = canon_open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0 || !(dp = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
 		return 0;
+	}
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX], canon[PATH_MAX];
 		struct stat st;
@@ -493,13 +498,22 @@ static void fold_acl(const char *path, struct stat *st)
 	st->st_mode &= ~(mode_t)077 | floor << 3 | floor;
 }
 
-/* stat(2) of @path, with fold_acl(). */
+/* canon_stat() of @path, with fold_acl() of the same file. */
 static int perm_stat(const char *path, struct stat *st)
 {
-	if (stat(path, st) < 0)
+	char proc[64];
+	int fd = canon_open(path, O_PATH), r;
+
+	if (fd < 0)
 		return -1;
-	fold_acl(path, st);
-	return 0;
+	r = fstat(fd, st);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (r == 0 && S_ISLNK(st->st_mode)) /* O_PATH | O_NOFOLLOW opens a link itself */
+		r = -1;
+	else if (r == 0)
+		fold_acl(access(proc, F_OK) == 0 ? proc : path, st);
+	close(fd);
+	return r;
 }
 
 /* May every member of class @shift of a view owned by @uid:@gid have @bit (S_IROTH, S_IWOTH or
@@ -651,8 +665,10 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 
 	switch (n->kind) {
 	case QFS_DIR:
-		if (stat(n->src, st) < 0)
+		if (canon_stat(n->src, st) < 0)
 			return errno;
+		if (!S_ISDIR(st->st_mode))
+			return ENOENT;
 		st->st_mode = S_IFDIR | dir_mode(n->src, st);
 		break;
 	case QFS_RAW:
@@ -673,12 +689,31 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	return 0;
 }
 
+bool qfs_caller_may(const struct qfs_caller *c, const struct stat *st)
+{
+	mode_t need = (mode_t)c->mask, bits;
+	int i;
+
+	if (c->uid == st->st_uid) {
+		bits = st->st_mode >> 6;
+	} else if (c->gid == st->st_gid) {
+		bits = st->st_mode >> 3;
+	} else if (c->ngroups < 0 || c->ngroups > 64) {
+		bits = (st->st_mode >> 3) & st->st_mode;
+	} else {
+		for (i = 0; i < c->ngroups && c->groups[i] != st->st_gid; i++)
+			;
+		bits = i < c->ngroups ? st->st_mode >> 3 : st->st_mode;
+	}
+	return (bits & need) == need;
+}
+
 /* Is the node still what the directory would show (no rescan needed)? */
 static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_node *n)
 {
 	struct stat st;
 
-	if (!t->single_file && (stat(dir->src, &st) < 0 || !dir->scanned ||
+	if (!t->single_file && (canon_stat(dir->src, &st) < 0 || !dir->scanned ||
 				st.st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st.st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -689,7 +724,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && stat(dir->src, &st) == 0) {
+	if (!t->single_file && canon_stat(dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}
@@ -825,19 +860,88 @@ static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
 	pthread_mutex_unlock(&t->lock);
 }
 
-int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache)
+/* A file as the permission checks saw it. */
+struct ident {
+	dev_t dev;
+	ino_t ino;
+};
+
+/* The files of @top's chain, top first, as the src cache has them (t->lock held). */
+static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *ids, unsigned cap)
+{
+	unsigned n = 0;
+
+	while (s && n < cap) {
+		ids[n].dev = s->st.st_dev;
+		ids[n++].ino = s->st.st_ino;
+		if (!s->qcow2 || !s->backing)
+			break;
+		s = src_get(t, s->backing);
+	}
+	return n;
+}
+
+/* Are the files the open chain @c reads (through its descriptors) the @n files @ids? */
+static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
+{
+	struct qcow2_layer_info li;
+	struct stat st;
+	unsigned i;
+
+	if (qcow2_chain_depth(c) != n)
+		return false;
+	for (i = 0; i < n; i++)
+		if (qcow2_chain_layer(c, i, &li) < 0 || fstat(qcow2_io_fd(li.io), &st) < 0 ||
+		    st.st_dev != ids[i].dev || st.st_ino != ids[i].ino)
+			return false;
+	return true;
+}
+
+/* Under t->lock: may @who (unless NULL) open @n? Its attributes are computed from the same
+ * src state as the identities the open is then held to. 0 or a positive errno. */
+static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who)
+{
+	struct stat st;
+	int r;
+
+	if (!who)
+		return 0;
+	r = node_attr(t, n, &st);
+	return r ? r : qfs_caller_may(who, &st) ? 0 : EACCES;
+}
+
+/* The permission check and the open are not one step: the caller is checked against the files
+ * the src cache holds (canonical paths, canon_stat()), their identities are kept, and the
+ * descriptors of the open chain must be of those same files. A file swapped in between (a
+ * symlink, or a rename within a directory the caller owns), or replaced while the chain was
+ * already open for someone else, would otherwise be served to a caller who was checked
+ * against another file (SPEC 3a). */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
+		  const struct qfs_caller *who)
 {
 	struct qcow2_chain_opts o;
 	char *src = NULL, *snap = NULL;
 	bool writable = false, busy = false;
+	struct ident *ids = NULL;
+	unsigned n_ids = 0;
 	uint64_t stamp = 0;
 	blkcnt_t blocks;
 	struct src *s;
 	int r = 0;
 
+	if (who && !(ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*ids))))
+		return ENOMEM;
 	pthread_mutex_lock(&t->lock);
 	t->gen++;
 	s = n->kind == QFS_FLAT ? src_get(t, n->src) : NULL;
+	r = s ? check_caller(t, n, who) : 0;
+	if (r) {
+		pthread_mutex_unlock(&t->lock);
+		free(ids);
+		return r;
+	}
+	if (s && ids)
+		n_ids = chain_idents(t, s, ids, QCOW2_DEFAULT_MAX_DEPTH + 1);
 	if (s) {
 		chain_facts(t, s, &blocks, &stamp);
 		src = strdup(n->src);
@@ -848,17 +952,22 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	}
 	o = t->copts;
 	pthread_mutex_unlock(&t->lock);
-	if (!src)
-		return ENOENT;
-	if (write && !writable) {
+	if (!src || (write && !writable)) {
 		free(src);
 		free(snap);
-		return EROFS;
+		free(ids);
+		return src ? EROFS : ENOENT;
 	}
 
 	pthread_mutex_lock(&n->open_lock);
 	if (!n->chain)
 		r = open_chain(n, src, o, writable, busy, snap);
+	if (r == 0 && ids && !chain_is(n->chain, ids, n_ids)) {
+		qfs_log("'%s': a file of its chain was replaced since it was checked (or since "
+			"the view was opened): not served to uid %u",
+			n->rel, (unsigned)who->uid);
+		r = -ESTALE;
+	}
 	if (r == 0 && write && !qcow2_chain_writable(n->chain))
 		r = -EROFS;
 	if (r == 0 && write && n->writers == 0) {
@@ -881,7 +990,42 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	pthread_mutex_unlock(&n->open_lock);
 	free(src);
 	free(snap);
+	free(ids);
 	return -r;
+}
+
+int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
+		      int *fd)
+{
+	char path[PATH_MAX];
+	struct ident id = { 0 };
+	struct stat st;
+	struct src *s;
+	int r;
+
+	pthread_mutex_lock(&t->lock);
+	t->gen++;
+	s = n->kind == QFS_RAW ? src_get(t, n->src) : NULL;
+	r = s ? check_caller(t, n, who) : n->kind == QFS_RAW ? ENOENT : EISDIR;
+	if (r == 0) {
+		id.dev = s->st.st_dev;
+		id.ino = s->st.st_ino;
+		snprintf(path, sizeof(path), "%s", s->path);
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (r)
+		return r;
+	/* no symlink followed, no FIFO waited on: the file the check saw, or nothing */
+	*fd = canon_open(path, O_RDONLY | O_NONBLOCK);
+	if (*fd < 0)
+		return errno == ELOOP ? ESTALE : errno;
+	if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != id.dev ||
+	    st.st_ino != id.ino) {
+		close(*fd);
+		*fd = -1;
+		return ESTALE;
+	}
+	return 0;
 }
 
 void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
@@ -902,7 +1046,7 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
 }
 
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
-		      uint64_t size)
+		      uint64_t size, const struct qfs_caller *who)
 {
 	bool keep, opened = false;
 	int r;
@@ -910,7 +1054,7 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 	if (n->kind != QFS_FLAT)
 		return n->kind == QFS_DIR ? EISDIR : EROFS;
 	if (!c) { /* truncate(2) by name: open the view for writing for the time of it */
-		r = qfs_tree_open(t, n, true, &keep);
+		r = qfs_tree_open(t, n, true, &keep, who);
 		if (r)
 			return r;
 		opened = true;
@@ -936,19 +1080,6 @@ bool qfs_tree_read_only(const struct qfs_tree *t)
 bool qfs_tree_checks_callers(const struct qfs_tree *t)
 {
 	return t->check_callers;
-}
-
-int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&t->lock);
-	if (n->kind != QFS_RAW)
-		r = EISDIR;
-	else
-		snprintf(out, cap, "%s", n->src);
-	pthread_mutex_unlock(&t->lock);
-	return r;
 }
 
 /* ---- lifetime ---- */

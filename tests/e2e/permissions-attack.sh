@@ -105,11 +105,23 @@ chown "$UID2:$GID2" bob/vm.qcow2
 setup qemu-img create -q -f qcow2 bob/pub/p.qcow2 1M
 setup qio bob/pub/p.qcow2 "write -P 0x63 0 64k"
 chmod 0644 bob/pub/p.qcow2
-# alice/top.qcow2, alice/sub/s.qcow2: U1's own images in U1's own directories
+# alice/top.qcow2, alice/sub/s.qcow2: U1's own images in U1's own directories; alice/araw.img
+# a raw backing file of U1's (under alice/over.qcow2)
 setup qemu-img create -q -f qcow2 alice/top.qcow2 1M
 setup qemu-img create -q -f qcow2 alice/sub/s.qcow2 1M
-chown "$UID1:$GID1" alice/top.qcow2 alice/sub/s.qcow2
-chmod 0644 alice/top.qcow2 alice/sub/s.qcow2
+setup qemu-img create -q -f raw alice/araw.img 1M
+setup qemu-img create -q -f qcow2 -b araw.img -F raw alice/over.qcow2
+chown "$UID1:$GID1" alice/top.qcow2 alice/sub/s.qcow2 alice/araw.img alice/over.qcow2
+chmod 0644 alice/top.qcow2 alice/sub/s.qcow2 alice/araw.img alice/over.qcow2
+# bob/raw.img: U2's raw file, 0644 in the 0700 bob/
+setup qemu-img create -q -f raw bob/raw.img 1M
+setup qio_raw bob/raw.img "write -P 0x64 0 64k"
+chown "$UID2:$GID2" bob/raw.img
+chmod 0644 bob/raw.img
+# alice/vm.qcow2: root's 0600 image in U1's directory (provisioned there for U1's VM, say)
+setup qemu-img create -q -f qcow2 alice/vm.qcow2 1M
+setup qio alice/vm.qcow2 "write -P 0x65 0 64k"
+chmod 0600 alice/vm.qcow2
 check "the source: U1 cannot read bob/vm.qcow2" _e2e_negate as 1 head -c 1 bob/vm.qcow2
 
 mount_qcowfs "$SRC" "$MNT" -o allow_other || bail "mount -o allow_other failed"
@@ -128,6 +140,67 @@ if [ $ACL_OK = 1 ]; then
 else
 	echo "# no POSIX ACLs on this file system: the ACL checks are skipped"
 fi
+
+# ---- a symlink swapped in while a view is held ----
+# U1 opens an O_PATH descriptor of a view (or directory) of their own, swaps the source for a
+# symlink to bob's image (or directory), then reopens the descriptor through /proc.
+SWAP='
+import os, sys
+view, src, target, mode = sys.argv[1:5]
+fd = os.open(view, os.O_PATH)
+os.rename(src, src + ".old")
+os.symlink(target, src)
+try:
+    if mode == "dir":
+        names = os.listdir("/proc/self/fd/%d" % fd)
+        print("listed %s" % names)
+        f = os.open("/proc/self/fd/%d/%s" % (fd, names[0]), os.O_RDONLY)
+    else:
+        f = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY)
+    print("read %r" % os.pread(f, 4, 0))
+    sys.exit(1)
+except OSError as e:
+    print("refused: %s" % e)
+finally:
+    os.unlink(src)
+    os.rename(src + ".old", src)
+'
+check "top.raw swapped for a link to bob/vm.qcow2: U1 cannot read it" \
+	as 1 "$PY" -c "$SWAP" "$MNT/alice/top.raw" "$SRC/alice/top.qcow2" "$SRC/bob/vm.qcow2" file
+check "alice/sub/ swapped for a link to bob/pub/: U1 cannot read bob's image" \
+	as 1 "$PY" -c "$SWAP" "$MNT/alice/sub" "$SRC/alice/sub" "$SRC/bob/pub" dir
+check "araw.img (raw) swapped for a link to bob/raw.img: U1 cannot read it" \
+	as 1 "$PY" -c "$SWAP" "$MNT/alice/araw.img" "$SRC/alice/araw.img" "$SRC/bob/raw.img" file
+check "alice/top.raw is still U1's" user_reads 1 "$MNT/alice/top.raw"
+
+# ---- a file replaced by a rename while its view is open ----
+# Root holds the view of root's 0600 alice/vm.qcow2 open. U1, who owns alice/, moves the image
+# aside and puts an image of their own in its place: U1 may read the new file, but must not be
+# served the chain that is open, of root's file.
+SWAPFILE='
+import os, subprocess, sys
+view, src, mine = sys.argv[1:4]
+os.rename(src, src + ".old")
+os.rename(mine, src)
+try:
+    f = os.open(view, os.O_RDONLY)
+    data = os.pread(f, 4, 0)
+    print("read %r" % data)
+    sys.exit(1 if data == b"eeee" else 0)
+except OSError as e:
+    print("refused: %s" % e)
+finally:
+    os.rename(src, mine)
+    os.rename(src + ".old", src)
+'
+exec {held}<"$MNT/alice/vm.raw" || bail "root cannot open alice/vm.raw"
+check "alice/vm.raw (root 0600), open by root: U1 cannot read it" cannot_read 1 "$MNT/alice/vm.raw"
+check "alice/vm.qcow2 renamed away and U1's image in its place: U1 is not served root's" \
+	as 1 "$PY" -c "$SWAPFILE" "$MNT/alice/vm.raw" "$SRC/alice/vm.qcow2" "$SRC/alice/top.qcow2"
+check "root's descriptor still reads root's image" \
+	bash -c "head -c 4 <&$held | cmp - <(printf eeee)"
+exec {held}<&-
+check "U2 reads bob/vm.raw" user_reads 2 "$MNT/bob/vm.raw"
 
 check "the daemon exits cleanly" umount_qcowfs "$MNT"
 check "no sanitizer report in the daemon's log" log_clean "$QCOWFS_LOG"
