@@ -134,10 +134,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct qfs_tree *t = tree_of(req);
 	struct qfs_node *dir = qfs_tree_node(t, parent), *n;
 	struct fuse_entry_param e;
+	struct qfs_caller caller;
 	int err = ENOENT;
 
 	memset(&e, 0, sizeof(e));
-	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err) : NULL;
+	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err,
+				  caller_of(req, t, R_OK, &caller)) :
+		  NULL;
 	if (!n) {
 		fuse_reply_err(req, err);
 		return;
@@ -303,6 +306,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct qfs_tree *t = tree_of(req);
 	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct qfs_caller caller;
 	struct dir_handle *d;
 	int r;
 
@@ -320,7 +324,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = qfs_tree_list(t, n, &d->d, &d->n);
+	r = qfs_tree_list(t, n, &d->d, &d->n, caller_of(req, t, R_OK, &caller));
 	if (r) {
 		free(d);
 		fuse_reply_err(req, r);

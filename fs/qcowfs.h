@@ -55,22 +55,6 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);
 void qfs_tree_free(struct qfs_tree *t);
 struct qfs_node *qfs_tree_node(struct qfs_tree *t, fuse_ino_t ino);
 
-/* Look @name up in directory @dir (rescanning what changed). Fills @st. NULL with *err set
- * (ENOENT, ENOTDIR...) if there is no such name. */
-struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
-				 struct stat *st, int *err);
-/* Current attributes of @n. 0 or a positive errno. */
-int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st);
-
-struct qfs_dirent {
-	char *name;
-	fuse_ino_t ino;
-	mode_t type;
-};
-/* List directory @dir (rescanning it). The caller frees with qfs_dirents_free(). */
-int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n);
-void qfs_dirents_free(struct qfs_dirent *d, size_t n);
-
 /* Who asks (ops.c fills it from the request), for the daemon's own permission checks. */
 struct qfs_caller {
 	uid_t uid;
@@ -83,6 +67,25 @@ struct qfs_caller {
  * owner's bits, else the group's for a member, else the others'; where the groups are not
  * known, both the group's and the others' bits must allow. */
 bool qfs_caller_may(const struct qfs_caller *c, const struct stat *st);
+
+/* Look @name up in directory @dir (rescanning what changed). Fills @st. NULL with *err set
+ * (ENOENT, ENOTDIR...) if there is no such name. The snapshot views of an image are names only
+ * for a @who (unless NULL) who may read them: their names come from inside the image. */
+struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
+				 struct stat *st, int *err, const struct qfs_caller *who);
+/* Current attributes of @n. 0 or a positive errno. */
+int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st);
+
+struct qfs_dirent {
+	char *name;
+	fuse_ino_t ino;
+	mode_t type;
+};
+/* List directory @dir (rescanning it), without the snapshot views @who (unless NULL) may not
+ * read (as qfs_tree_lookup()). The caller frees with qfs_dirents_free(). */
+int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n,
+		  const struct qfs_caller *who);
+void qfs_dirents_free(struct qfs_dirent *d, size_t n);
 
 /* Open the chain behind a flat view (shared by every open handle of the node), for writing if
  * @write (EROFS when the view is read-only, EBUSY when another process holds the image). Sets

@@ -731,7 +731,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 }
 
 struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
-				 struct stat *st, int *err)
+				 struct stat *st, int *err, const struct qfs_caller *who)
 {
 	char rel[PATH_MAX];
 	struct listing l = { 0 };
@@ -759,6 +759,10 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 	if (n && (*err = node_attr(t, n, st)) != 0)
 		n = NULL;
 out:
+	if (n && n->snap_id && who && !qfs_caller_may(who, st)) {
+		n = NULL; /* a snapshot's name is the image's content */
+		*err = ENOENT;
+	}
 	pthread_mutex_unlock(&t->lock);
 	listing_free(&l);
 	return n;
@@ -775,12 +779,31 @@ int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	return r;
 }
 
-int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n)
+/* May @who (unless NULL) see snapshot node @c, with the read bits of its image's view? @memo
+ * keeps the last image's answer (a directory lists an image's snapshots one after another). */
+static bool snapshot_shown(struct qfs_tree *t, struct qfs_node *c, const struct qfs_caller *who,
+			   const char **memo_src, bool *memo_ok)
+{
+	struct stat st;
+
+	if (!who || !c->snap_id)
+		return true;
+	if (!*memo_src || strcmp(*memo_src, c->src) != 0) {
+		*memo_src = c->src;
+		*memo_ok = node_attr(t, c, &st) == 0 && qfs_caller_may(who, &st);
+	}
+	return *memo_ok;
+}
+
+int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n,
+		  const struct qfs_caller *who)
 {
 	struct listing l = { 0 };
 	struct qfs_dirent *d = NULL;
+	const char *memo_src = NULL;
+	bool memo_ok = false;
 	char rel[PATH_MAX];
-	size_t i;
+	size_t i, k = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&t->lock);
@@ -800,12 +823,14 @@ int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **
 
 		child_rel(dir, l.e[i].name, rel, sizeof(rel));
 		c = node_get(t, rel, l.e[i].kind, l.e[i].src, l.e[i].snap_id);
-		d[i].name = strdup(l.e[i].name);
-		d[i].ino = c ? c->ino : 0;
-		d[i].type = l.e[i].kind == QFS_DIR ? S_IFDIR : S_IFREG;
+		if (c && !snapshot_shown(t, c, who, &memo_src, &memo_ok))
+			continue;
+		d[k].name = strdup(l.e[i].name);
+		d[k].ino = c ? c->ino : 0;
+		d[k++].type = l.e[i].kind == QFS_DIR ? S_IFDIR : S_IFREG;
 	}
 	*out = d;
-	*n = l.n;
+	*n = k;
 out:
 	pthread_mutex_unlock(&t->lock);
 	listing_free(&l);

@@ -123,6 +123,10 @@ setup qemu-img create -q -f qcow2 alice/vm.qcow2 1M
 setup qio alice/vm.qcow2 "write -P 0x65 0 64k"
 chmod 0600 alice/vm.qcow2
 check "the source: U1 cannot read bob/vm.qcow2" _e2e_negate as 1 head -c 1 bob/vm.qcow2
+# books.qcow2: root's 0600 image with an internal snapshot whose name only readers may know
+setup qemu-img create -q -f qcow2 books.qcow2 1M
+setup qemu-img snapshot -c before-layoffs books.qcow2
+chmod 0600 books.qcow2
 
 mount_qcowfs "$SRC" "$MNT" -o allow_other || bail "mount -o allow_other failed"
 
@@ -140,6 +144,18 @@ if [ $ACL_OK = 1 ]; then
 else
 	echo "# no POSIX ACLs on this file system: the ACL checks are skipped"
 fi
+
+# ---- snapshot names are the image's content ----
+# U1 sees books.qcow2 in the source directory, as books.raw in the mount, but may not read the
+# image: nor its snapshot table, nor its snapshot names.
+check "U1 lists books.raw" bash -c "setpriv --reuid=$UID1 --regid=$GID1 --init-groups \
+	ls '$MNT' | grep -qx books.raw"
+check "U1 does not list the snapshot names of books.qcow2 (0600)" \
+	bash -c "! setpriv --reuid=$UID1 --regid=$GID1 --init-groups ls '$MNT' | grep -F '@'"
+check "U1 cannot look the snapshot view up by name" \
+	_e2e_negate as 1 stat "$MNT/books@before-layoffs.raw"
+check "root lists the snapshot view" bash -c "ls '$MNT' | grep -qx 'books@before-layoffs.raw'"
+check "root still stats it after U1 tried" stat "$MNT/books@before-layoffs.raw"
 
 # ---- a symlink swapped in while a view is held ----
 # U1 opens an O_PATH descriptor of a view (or directory) of their own, swaps the source for a
