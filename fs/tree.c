@@ -598,7 +598,10 @@ static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, g
 }
 
 /* The permission bits of a view of the chain whose top is @top: 0444 or, for a writable view,
- * 0666, narrowed by every file of the chain. A layer that cannot be found denies reading. */
+ * 0666, narrowed by every file of the chain. A layer that cannot be found denies reading.
+ * Writing needs reading: a write of part of a cluster copies the rest of it from the layers
+ * below into the top image, where whoever may read the image file finds it (a user's own
+ * image over a backing file only root may read, written write-only through its view). */
 static mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 {
 	char seen[PATH_MAX] = "";
@@ -611,12 +614,16 @@ static mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 	for (depth = 0; s && mode & 0444; depth++) {
 		mode = deny_file(mode, s, s == top, uid, gid, seen, sizeof(seen));
 		if (!s->qcow2 || !s->backing)
-			return mode;
-		if (depth >= QCOW2_DEFAULT_MAX_DEPTH)
 			break;
+		if (depth >= QCOW2_DEFAULT_MAX_DEPTH) {
+			s = NULL;
+			break;
+		}
 		s = src_get(t, s->backing);
 	}
-	return s ? mode : mode & ~0444;
+	if (!s)
+		mode &= ~0444;
+	return mode & ~((~mode & 0444) >> 1); /* no read, no write */
 }
 
 /* A directory's mode: its source directory's read and search bits, for the classes that can

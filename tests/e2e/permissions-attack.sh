@@ -78,6 +78,15 @@ cannot_read()
 	[ "$got" = EACCES ] || { echo "open($2) as user $1: got $got, want EACCES"; return 1; }
 }
 
+# top_has_no_data IMAGE: qemu-img map shows no data in IMAGE's own layer (depth 0)
+top_has_no_data()
+{
+	qemu-img map -U --output=json "$1" | "$PY" -c '
+import json, sys
+own = [e for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]]
+sys.exit("data in the top layer: %s" % own if own else 0)'
+}
+
 # ---- the source ----
 # acl.qcow2: mode 0644, but an ACL keeps U1 out (user:U1:---)
 setup qemu-img create -q -f qcow2 acl.qcow2 1M
@@ -118,6 +127,15 @@ setup qemu-img create -q -f raw bob/raw.img 1M
 setup qio_raw bob/raw.img "write -P 0x64 0 64k"
 chown "$UID2:$GID2" bob/raw.img
 chmod 0644 bob/raw.img
+# alice/leak.qcow2: U1's own image over root's 0600 raw file: a write through the view would
+# copy the rest of the cluster from the backing file into U1's image, which U1 reads
+setup qemu-img create -q -f raw rootsecret.img 1M
+setup qio_raw rootsecret.img "write -P 0x66 0 64k"
+chmod 0600 rootsecret.img
+setup qemu-img create -q -f qcow2 -b ../rootsecret.img -F raw alice/leak.qcow2
+chown "$UID1:$GID1" alice/leak.qcow2
+chmod 0644 alice/leak.qcow2
+setup qemu-img convert -O raw alice/leak.qcow2 "$WORK/leak.before"
 # alice/vm.qcow2: root's 0600 image in U1's directory (provisioned there for U1's VM, say)
 setup qemu-img create -q -f qcow2 alice/vm.qcow2 1M
 setup qio alice/vm.qcow2 "write -P 0x65 0 64k"
@@ -144,6 +162,14 @@ if [ $ACL_OK = 1 ]; then
 else
 	echo "# no POSIX ACLs on this file system: the ACL checks are skipped"
 fi
+
+# ---- write-only: a partial write copies from the backing file ----
+check "alice/leak.raw (U1's image over root's 0600 raw file): U1 cannot open it write-only" \
+	bash -c "[ \"\$(setpriv --reuid=$UID1 --regid=$GID1 --init-groups \
+		'$PY' '$E2E_HELPER' open '$MNT/alice/leak.raw' w)\" = EACCES ]"
+as 1 dd if=/dev/zero of="$MNT/alice/leak.raw" bs=512 count=1 conv=notrunc,fsync status=none \
+	2>/dev/null
+check "alice/leak.qcow2 has no data of its own (nothing copied up)" top_has_no_data alice/leak.qcow2
 
 # ---- snapshot names are the image's content ----
 # U1 sees books.qcow2 in the source directory, as books.raw in the mount, but may not read the
