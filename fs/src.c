@@ -72,6 +72,25 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 	return 0;
 }
 
+/* Open @s for reading its header: the file s->st describes, at its canonical path, or nothing
+ * (a symlink or another file swapped in since the stat would have its header taken for this
+ * one's; a FIFO would block). On a mismatch the identity is forgotten, so the next refresh
+ * probes again. 0 or a negative errno with the error set. */
+static int probe_open(struct src *s, struct qcow2_io **io)
+{
+	struct stat st;
+	int fd = canon_open(s->path, O_RDONLY | O_NONBLOCK);
+
+	if (fd < 0)
+		return qcow2_set_error(-errno, "cannot open '%s': %s", s->path, strerror(errno));
+	if (fstat(fd, &st) < 0 || st.st_dev != s->st.st_dev || st.st_ino != s->st.st_ino) {
+		close(fd);
+		s->st.st_ino = 0;
+		return qcow2_set_error(-ESTALE, "'%s' changed while it was read", s->path);
+	}
+	return qcow2_io_open_fd(fd, s->path, io);
+}
+
 /* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
 static void src_probe(struct qfs_tree *t, struct src *s)
 {
@@ -82,7 +101,7 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 	int r;
 
 	src_clear(s);
-	r = qcow2_io_open_file(s->path, false, &io);
+	r = probe_open(s, &io);
 	if (r < 0) {
 		src_refuse(s, r, qcow2_last_error());
 		return;
