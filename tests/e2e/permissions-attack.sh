@@ -8,10 +8,11 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_root "adds users"
-require_cmd useradd userdel setpriv
+require_cmd useradd userdel groupadd groupdel usermod setpriv getent
 
 U1=qfsatk$$a
 U2=qfsatk$$b
+G=qfsatkg$$
 _atk_cleanup()
 {
 	local rc=$? u
@@ -21,6 +22,7 @@ _atk_cleanup()
 				{ userdel -r -f "$u" >/dev/null 2>&1 || userdel -f "$u" >/dev/null 2>&1; }
 		done
 	fi
+	[ "$BASHPID" = "$_e2e_main_pid" ] && getent group "$G" >/dev/null && groupdel "$G" 2>/dev/null
 	(exit $rc)
 	_e2e_cleanup
 }
@@ -146,7 +148,70 @@ setup qemu-img create -q -f qcow2 books.qcow2 1M
 setup qemu-img snapshot -c before-layoffs books.qcow2
 chmod 0600 books.qcow2
 
+# ---- held: cases that give nothing away (checked so that they stay so) ----
+setup groupadd "$G"
+setup usermod -aG "$G" "$U1" # a supplementary group of U1's, not U2's
+mkdir -p held/priv held/sgid
+chmod 0755 held
+chmod 0700 held/priv
+chgrp "$G" held/sgid
+chmod 2770 held/sgid # setgid: images made in it get group G
+# a raw backing file 0644 in a 0700 directory, under a 0644 overlay outside it
+setup qemu-img create -q -f raw held/priv/r.img 1M
+setup qemu-img create -q -f qcow2 -b priv/r.img -F raw held/overr.qcow2
+# a backing file reached through a symlink in a 0700 directory: its real place is readable
+setup qemu-img create -q -f qcow2 held/b.qcow2 1M
+ln -s ../b.qcow2 held/priv/lnk.qcow2
+setup qemu-img create -q -f qcow2 -b priv/lnk.qcow2 -F qcow2 held/vialink.qcow2
+# a 0644 image of a 0700 directory hard-linked into a 0755 one; a 0600 image hard-linked
+setup qemu-img create -q -f qcow2 held/priv/h.qcow2 1M
+ln held/priv/h.qcow2 held/hardlink.qcow2
+setup qemu-img create -q -f qcow2 held/s600.qcow2 1M
+ln held/s600.qcow2 held/s600link.qcow2
+# an image whose group is G (0640), and one made in the setgid directory
+setup qemu-img create -q -f qcow2 held/grp.qcow2 1M
+chgrp "$G" held/grp.qcow2
+setup qemu-img create -q -f qcow2 held/sgid/g.qcow2 1M
+# an image with its data in an external data file, both 0644
+(cd held && setup qemu-img create -q -f qcow2 -o data_file=df.data df.qcow2 1M &&
+	setup qio df.qcow2 "write -P 0x67 0 64k") || bail "cannot make held/df.qcow2"
+chmod 0644 held/priv/r.img held/overr.qcow2 held/b.qcow2 held/vialink.qcow2 held/priv/h.qcow2 \
+	held/df.qcow2 held/df.data
+chmod 0600 held/s600.qcow2
+chmod 0640 held/grp.qcow2 held/sgid/g.qcow2
+
 mount_qcowfs "$SRC" "$MNT" -o allow_other || bail "mount -o allow_other failed"
+
+# reads_as SRC_FILE VIEW U: user U reads VIEW exactly where U reads SRC_FILE in the source
+reads_as()
+{
+	local src_ok=no view_ok=no
+	as "$3" head -c 1 "$1" >/dev/null 2>&1 && src_ok=yes
+	[ "$1" = - ] && src_ok=$4
+	as "$3" head -c 1 "$2" >/dev/null 2>&1 && view_ok=yes
+	[ "$src_ok" = "$view_ok" ] || { echo "user $3: source $src_ok, view $view_ok"; return 1; }
+}
+for u in 1 2; do
+	check "held: U$u reads overr.raw (0644 over a 0644 raw file in a 0700 dir): no" \
+		reads_as - "$MNT/held/overr.raw" $u no
+	check "held: U$u reads vialink.raw (backing through a link in a 0700 dir): yes" \
+		reads_as - "$MNT/held/vialink.raw" $u yes
+	check "held: U$u reads hardlink.raw as the source's hard link" \
+		reads_as held/hardlink.qcow2 "$MNT/held/hardlink.raw" $u
+	check "held: U$u reads s600link.raw as the source's hard link" \
+		reads_as held/s600link.qcow2 "$MNT/held/s600link.raw" $u
+	check "held: U$u reads grp.raw (group G, 0640) as the source" \
+		reads_as held/grp.qcow2 "$MNT/held/grp.raw" $u
+	check "held: U$u reads sgid/g.raw (setgid directory) as the source" \
+		reads_as held/sgid/g.qcow2 "$MNT/held/sgid/g.raw" $u
+	check "held: U$u reads priv/r.img (0644 raw in a 0700 dir): no" \
+		reads_as held/priv/r.img "$MNT/held/priv/r.img" $u
+done
+check "held: U1 reads df.raw (external data file) as qemu-img does" \
+	bash -c "cd held && qemu-img convert -U -O raw df.qcow2 '$WORK/df.exp' &&
+		setpriv --reuid=$UID1 --regid=$GID1 --init-groups cat '$MNT/held/df.raw' |
+		cmp - '$WORK/df.exp'"
+check "held: U2 cannot list priv/ (0700)" _e2e_negate as 2 ls "$MNT/held/priv"
 
 # ---- POSIX ACLs ----
 if [ $ACL_OK = 1 ]; then
