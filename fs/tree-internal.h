@@ -35,6 +35,9 @@ struct src {
 	 * then the chain cannot be opened, and its views are not readable) */
 	char *data_file;
 	bool data_file_bad; /* named but unresolved: views deny reading */
+	/* the data file as the last permission check saw it (an open is held to its identity) */
+	dev_t data_dev;
+	ino_t data_ino;
 	uint32_t nsnaps;
 	struct snap *snaps;
 	unsigned check_gen; /* chain check memo */

@@ -569,7 +569,7 @@ static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mo
 
 /* Narrow @mode by the file @s of a chain (its top if @top): read needs read on the file and
  * its external data file, and the top's write needs write on both. */
-static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, gid_t gid,
+static mode_t deny_file(mode_t mode, struct src *s, bool top, uid_t uid, gid_t gid,
 			char *seen, size_t cap)
 {
 	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
@@ -582,8 +582,11 @@ static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, g
 	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
 	if (!s->data_file && !s->data_file_bad)
 		return mode;
+	s->data_ino = 0;
 	if (!s->data_file || perm_stat(s->data_file, &st) < 0)
 		return mode & ~(drop * 0111);
+	s->data_dev = st.st_dev;
+	s->data_ino = st.st_ino;
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
 		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
@@ -885,19 +888,23 @@ static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* A file as the permission checks saw it. */
+/* A layer's file and its external data file (data_ino 0: none) as the permission checks saw
+ * them. */
 struct ident {
-	dev_t dev;
-	ino_t ino;
+	dev_t dev, data_dev;
+	ino_t ino, data_ino;
 };
 
-/* The files of @top's chain, top first, as the src cache has them (t->lock held). */
+/* The files of @top's chain, top first, as the src cache has them (t->lock held, right after
+ * the check that read them). */
 static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *ids, unsigned cap)
 {
 	unsigned n = 0;
 
 	while (s && n < cap) {
 		ids[n].dev = s->st.st_dev;
+		ids[n].data_dev = s->data_dev;
+		ids[n].data_ino = s->data_file ? s->data_ino : 0;
 		ids[n++].ino = s->st.st_ino;
 		if (!s->qcow2 || !s->backing)
 			break;
@@ -906,19 +913,32 @@ static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *id
 	return n;
 }
 
-/* Are the files the open chain @c reads (through its descriptors) the @n files @ids? */
+/* Is @io the file @dev:@ino? */
+static bool io_is(struct qcow2_io *io, dev_t dev, ino_t ino)
+{
+	struct stat st;
+
+	return fstat(qcow2_io_fd(io), &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+/* Are the files the open chain @c reads (through its descriptors) the @n files @ids, external
+ * data files included? */
 static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
 {
 	struct qcow2_layer_info li;
-	struct stat st;
+	struct qcow2_io *data;
 	unsigned i;
 
 	if (qcow2_chain_depth(c) != n)
 		return false;
-	for (i = 0; i < n; i++)
-		if (qcow2_chain_layer(c, i, &li) < 0 || fstat(qcow2_io_fd(li.io), &st) < 0 ||
-		    st.st_dev != ids[i].dev || st.st_ino != ids[i].ino)
+	for (i = 0; i < n; i++) {
+		if (qcow2_chain_layer(c, i, &li) < 0 || !io_is(li.io, ids[i].dev, ids[i].ino))
 			return false;
+		data = li.image ? qcow2_image_data_io(li.image) : li.io;
+		if ((data != li.io) != (ids[i].data_ino != 0) ||
+		    (data != li.io && !io_is(data, ids[i].data_dev, ids[i].data_ino)))
+			return false;
+	}
 	return true;
 }
 

@@ -293,6 +293,8 @@ void qcow2_image_close(struct qcow2_image *img);
 const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
 const char *qcow2_image_name(const struct qcow2_image *img);
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
+/* The io of the image's external data file, or the image's own io when it has none. */
+struct qcow2_io *qcow2_image_data_io(const struct qcow2_image *img);
 uint64_t qcow2_image_cluster_bytes(const struct qcow2_image *img);
 uint32_t qcow2_image_snapshot_count(const struct qcow2_image *img);
 const struct qcow2_snapshot *qcow2_image_snapshot(const struct qcow2_image *img, uint32_t idx);

@@ -138,6 +138,14 @@ setup qemu-img create -q -f qcow2 -b ../rootsecret.img -F raw alice/leak.qcow2
 chown "$UID1:$GID1" alice/leak.qcow2
 chmod 0644 alice/leak.qcow2
 setup qemu-img convert -O raw alice/leak.qcow2 "$WORK/leak.before"
+# alice/dimg.qcow2: U1's image whose external data file is root's 0600 rd.data (in U1's
+# directory); md.data: U1's own file of the same size
+(cd alice && setup qemu-img create -q -f qcow2 -o data_file=rd.data dimg.qcow2 1M &&
+	setup qio dimg.qcow2 "write -P 0x68 0 64k") || bail "cannot make alice/dimg.qcow2"
+setup qemu-img create -q -f raw alice/md.data 1M
+chown "$UID1:$GID1" alice/dimg.qcow2 alice/md.data
+chmod 0644 alice/dimg.qcow2 alice/md.data
+chmod 0600 alice/rd.data
 # alice/vm.qcow2: root's 0600 image in U1's directory (provisioned there for U1's VM, say)
 setup qemu-img create -q -f qcow2 alice/vm.qcow2 1M
 setup qio alice/vm.qcow2 "write -P 0x65 0 64k"
@@ -306,6 +314,32 @@ check "alice/vm.qcow2 renamed away and U1's image in its place: U1 is not served
 	as 1 "$PY" -c "$SWAPFILE" "$MNT/alice/vm.raw" "$SRC/alice/vm.qcow2" "$SRC/alice/top.qcow2"
 check "root's descriptor still reads root's image" \
 	bash -c "head -c 4 <&$held | cmp - <(printf eeee)"
+exec {held}<&-
+
+# Root holds the view of alice/dimg.qcow2 open (its data in root's rd.data). U1, who owns the
+# image, points its header at md.data instead: U1 may read the image and md.data, but must not
+# be served the open chain, which reads rd.data.
+exec {held}<"$MNT/alice/dimg.raw" || bail "root cannot open alice/dimg.raw"
+check "alice/dimg.raw (data in root's 0600 rd.data): U1 cannot read it" \
+	cannot_read 1 "$MNT/alice/dimg.raw"
+check "U1 points the header of dimg.qcow2 at md.data" as 1 "$PY" -c '
+import sys
+f = open(sys.argv[1], "r+b")
+head = f.read(65536)
+at = head.find(b"rd.data")
+if at < 0:
+    sys.exit("no data file name in the header")
+f.seek(at)
+f.write(b"md.data")' "$SRC/alice/dimg.qcow2"
+check "U1 is not served root's rd.data through the open chain" as 1 "$PY" -c '
+import os, sys
+try:
+    f = os.open(sys.argv[1], os.O_RDONLY)
+    data = os.pread(f, 4, 0)
+    print("read %r" % data)
+    sys.exit(1 if data == b"hhhh" else 0)
+except OSError as e:
+    print("refused: %s" % e)' "$MNT/alice/dimg.raw"
 exec {held}<&-
 check "U2 reads bob/vm.raw" user_reads 2 "$MNT/bob/vm.raw"
 
