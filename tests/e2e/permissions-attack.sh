@@ -220,6 +220,35 @@ check "held: U1 reads df.raw (external data file) as qemu-img does" \
 		setpriv --reuid=$UID1 --regid=$GID1 --init-groups cat '$MNT/held/df.raw' |
 		cmp - '$WORK/df.exp'"
 check "held: U2 cannot list priv/ (0700)" _e2e_negate as 2 ls "$MNT/held/priv"
+setup qemu-img convert -O raw held/hardlink.qcow2 "$WORK/b.before"
+# a reader of hardlink.raw (a writable view, 0644: root writes it) tries every other way to
+# change it: each is refused
+check "held: a reader of hardlink.raw cannot change it by any call" as 2 "$PY" -c '
+import errno, mmap, os, sys
+v = sys.argv[1]
+fd = os.open(v, os.O_RDONLY)
+tries = {
+    "open O_RDONLY|O_TRUNC": lambda: os.open(v, os.O_RDONLY | os.O_TRUNC),
+    "open O_WRONLY": lambda: os.open(v, os.O_WRONLY),
+    "reopen O_RDWR through /proc": lambda: os.open("/proc/self/fd/%d" % fd, os.O_RDWR),
+    "fallocate": lambda: os.posix_fallocate(fd, 0, 4096),
+    "ftruncate": lambda: os.ftruncate(fd, 2 << 20),
+    "truncate by name": lambda: os.truncate(v, 2 << 20),
+    "pwrite": lambda: os.pwrite(fd, b"x", 0),
+    "mmap shared writable": lambda: mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_WRITE),
+    "setxattr": lambda: os.setxattr(v, "user.x", b"1"),
+    "chmod": lambda: os.chmod(v, 0o666),
+}
+bad = []
+for name, f in tries.items():
+    try:
+        f()
+        bad.append(name)
+    except OSError:
+        pass
+sys.exit("allowed: %s" % ", ".join(bad) if bad else 0)' "$MNT/held/hardlink.raw"
+check "held: hardlink.qcow2 kept its bytes and size" \
+	bash -c "qemu-img convert -U -O raw held/b.qcow2 '$WORK/b.after' && cmp '$WORK/b.before' '$WORK/b.after'"
 
 # ---- POSIX ACLs ----
 if [ $ACL_OK = 1 ]; then
