@@ -11,13 +11,15 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#if __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#endif
 #include <unistd.h>
 
 #include "tree-internal.h"
@@ -190,19 +192,22 @@ static bool lock_conflict(const char *path)
 
 int canon_open(const char *path, int flags)
 {
+	char proc[64], real[PATH_MAX];
+	ssize_t n;
+	int fd;
+#if defined(SYS_openat2) && defined(RESOLVE_NO_SYMLINKS)
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
 		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
-	char proc[64], real[PATH_MAX];
-	ssize_t n;
-	int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 
 	/* openat2() refuses a symlink anywhere on the path (ELOOP), and canonical paths have no
 	 * "..": the file reached is the one at @path. Without openat2 (Linux < 5.6), the path
 	 * the descriptor has is read back from /proc. */
+	fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 	if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
 		return fd < 0 && errno == ELOOP ? (errno = ENOENT, -1) : fd;
+#endif
 	fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
