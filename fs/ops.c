@@ -10,11 +10,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "qcowfs.h"
@@ -28,8 +31,50 @@ struct handle {
 	struct qfs_node *node;
 	int fd;     /* raw backing file, or -1 */
 	bool write; /* opened for writing */
+	bool limited; /* opened by a checked user other than root: writes as limited as theirs */
+	uid_t uid;    /* the opener (when limited) */
+	gid_t gid;
 	struct handle *prev, *next; /* under handles_lock */
 };
+
+/* Writes through a handle opened by a user other than root run as limited as the opener's own
+ * writes to the image file would: the thread takes the opener's file-system ids and sets
+ * CAP_SYS_RESOURCE aside, so that the blocks a file system keeps for root (and, where quotas
+ * exist, the image owner's limits, which CAP_SYS_RESOURCE overrides) stay out of the opener's
+ * reach (SPEC 3a). setfsuid(), setfsgid() and capset() act on the calling thread only; the
+ * thread is back to root's ids and capabilities before it takes another request. */
+struct limits {
+	bool on;
+	uid_t uid;
+	gid_t gid;
+	struct __user_cap_data_struct caps[2];
+};
+
+static void limits_enter(bool limited, uid_t uid, gid_t gid, struct limits *l)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct caps[2];
+
+	l->on = limited && syscall(SYS_capget, &hdr, l->caps) == 0;
+	if (!l->on)
+		return;
+	memcpy(caps, l->caps, sizeof(caps));
+	caps[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+	syscall(SYS_capset, &hdr, caps);
+	l->gid = (gid_t)setfsgid(gid);
+	l->uid = (uid_t)setfsuid(uid);
+}
+
+static void limits_leave(struct limits *l)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+
+	if (!l->on)
+		return;
+	setfsuid(l->uid);
+	setfsgid(l->gid);
+	syscall(SYS_capset, &hdr, l->caps);
+}
 
 /* Every open handle, so that those the kernel never released (an unmount right after a close
  * can overtake the release) are released at exit: the last writer's write-back included. */
@@ -200,6 +245,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->node = n;
 	h->fd = -1;
 	h->write = (fi->flags & O_ACCMODE) != O_RDONLY;
+	h->limited = who != NULL;
+	h->uid = who ? who->uid : 0;
+	h->gid = who ? who->gid : 0;
 	if (n->kind == QFS_RAW) {
 		r = qfs_tree_open_raw(t, n, who, &h->fd);
 		keep = true;
@@ -226,7 +274,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	handle_free(tree_of(req), handle_of(fi));
+	struct handle *h = handle_of(fi);
+	struct limits l;
+
+	limits_enter(h->limited && h->write, h->uid, h->gid, &l); /* the last writer writes back */
+	handle_free(tree_of(req), h);
+	limits_leave(&l);
 	fuse_reply_err(req, 0);
 }
 
@@ -407,6 +460,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		     struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
+	struct limits l;
 	int r;
 
 	if (!h->write || !h->node->chain) {
@@ -417,7 +471,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	limits_enter(h->limited, h->uid, h->gid, &l);
 	r = qcow2_chain_pwrite(h->node->chain, buf, size, (uint64_t)off);
+	limits_leave(&l);
 	if (r < 0)
 		reply_failure(req, h, "write", r);
 	else
@@ -427,12 +483,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
+	struct limits l;
 	int r = 0;
 
+	limits_enter(h->limited && h->write, h->uid, h->gid, &l);
 	if (h->fd >= 0)
 		r = fdatasync(h->fd) < 0 ? -errno : 0;
 	else if (h->node->chain)
 		r = qcow2_chain_flush(h->node->chain);
+	limits_leave(&l);
 	if (r < 0)
 		reply_failure(req, h, "fsync", r);
 	else
@@ -445,10 +504,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
-			 struct fuse_file_info *fi)
+static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off, off_t len)
 {
-	struct handle *h = handle_of(fi);
 	struct qcow2_chain *c = h->node->chain;
 	uint64_t size, end;
 	unsigned flags;
@@ -492,6 +549,17 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		fuse_reply_err(req, 0);
 }
 
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	struct limits l;
+
+	limits_enter(h->limited, h->uid, h->gid, &l);
+	fallocate_view(req, h, mode, off, len);
+	limits_leave(&l);
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
@@ -516,9 +584,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		 * to (through a handle open for writing, the open was checked) */
 		struct qfs_caller caller;
 		const struct qfs_caller *who = caller_of(req, t, W_OK, &caller);
+		struct limits l;
 
+		/* ftruncate(2) through a handle is limited as its writes are; truncate(2) by name
+		 * opens the chain first, as root, and grows only the image's tables */
+		limits_enter(h && h->write && h->limited, h ? h->uid : 0, h ? h->gid : 0, &l);
 		r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
 				      (uint64_t)attr->st_size, who);
+		limits_leave(&l);
 		if (r) {
 			fuse_reply_err(req, r);
 			return;

@@ -374,4 +374,45 @@ check "U2 reads bob/vm.raw" user_reads 2 "$MNT/bob/vm.raw"
 
 check "the daemon exits cleanly" umount_qcowfs "$MNT"
 check "no sanitizer report in the daemon's log" log_clean "$QCOWFS_LOG"
+
+# ---- the blocks a file system keeps for root ----
+# U1's image on a small ext4 file system with a large root reserve: U1's writes to the image
+# file stop where the reserve begins, and so must U1's writes through its view (the daemon
+# writes as root, which may use the reserve). Needs a loop device.
+if command -v mkfs.ext4 >/dev/null && losetup -f >/dev/null 2>&1; then
+	FSIMG=$WORK/res.ext4
+	RES=$WORK/res
+	setup truncate -s 64M "$FSIMG"
+	setup mkfs.ext4 -q -F -m 50 "$FSIMG"
+	DEV=$(losetup -f --show "$FSIMG") || bail "losetup failed"
+	track_loop "$DEV"
+	mkdir -p "$RES"
+	setup mount -t ext4 "$DEV" "$RES"
+	track_kmount "$RES"
+	mkdir -p "$RES/src/u1"
+	chmod 0755 "$RES" "$RES/src"
+	chown "$UID1:$GID1" "$RES/src/u1"
+	setup qemu-img create -q -f qcow2 "$RES/src/u1/big.qcow2" 256M
+	chown "$UID1:$GID1" "$RES/src/u1/big.qcow2"
+	chmod 0644 "$RES/src/u1/big.qcow2"
+	# free blocks the reserve holds: what root may use and U1 may not
+	reserved() { "$PY" -c 'import os, sys; v = os.statvfs(sys.argv[1]); print(v.f_bfree - v.f_bavail)' "$RES"; }
+	RESERVED=$(reserved)
+	check "the source: U1's own writes stop at the reserve (ENOSPC)" \
+		_e2e_negate as 1 dd if=/dev/zero of="$RES/src/u1/probe" bs=1M count=64 status=none
+	rm -f "$RES/src/u1/probe"
+	MNTR=$WORK/mnt-res
+	mount_qcowfs "$RES/src" "$MNTR" -o allow_other || bail "mount of the small file system failed"
+	OUT=$WORK/res-fill.out
+	as 1 "$PY" "$E2E_HELPER" fill "$MNTR/u1/big.raw" 1048576 9 128M >"$OUT" 2>&1
+	check "U1's writes through the view fail with ENOSPC too" grep -qx "error ENOSPC" "$OUT" ||
+		sed 's/^/#   /' "$OUT"
+	check "U1's writes left the root reserve alone" \
+		bash -c "[ \$('$PY' -c 'import os; print(os.statvfs(\"$RES\").f_bfree)') -ge $RESERVED ]"
+	check "the daemon is still alive" daemon_alive "$MNTR"
+	check "the daemon exits cleanly (small file system)" umount_qcowfs "$MNTR"
+	check "big.qcow2 is not corrupt" image_not_corrupt "$RES/src/u1/big.qcow2"
+else
+	echo "# no loop device: the root reserve checks are skipped"
+fi
 finish
