@@ -78,6 +78,12 @@ static inline unsigned hash_str(const char *s)
 }
 
 
+/* perm.c */
+/* The permission bits of a view of the chain whose top is @top (writable: the view of a
+ * writable leaf), and of the mount's directory for source directory @path (stat'ed: @st). */
+mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable);
+mode_t dir_mode(const char *path, const struct stat *st);
+
 /* src.c */
 /* open(2) of @path (with O_NOFOLLOW added), only if @path is still the file's canonical path:
  * the path names a file or directory without symlinks, as scans resolved it, and the
