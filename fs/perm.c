@@ -157,10 +157,11 @@ static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mo
 	}
 }
 
-/* Narrow @mode by the file @s of a chain (its top if @top): read needs read on the file and
+/* Narrow @mode by the file @s of a chain (its top if @top; read as raw bytes if @as_raw, its
+ * data file then no part of it): read needs read on the file and
  * its external data file, and the top's write needs write on both. */
-static mode_t deny_file(mode_t mode, struct src *s, bool top, uid_t uid, gid_t gid,
-			char *seen, size_t cap)
+static mode_t deny_file(mode_t mode, struct src *s, bool top, bool as_raw, uid_t uid,
+			gid_t gid, char *seen, size_t cap)
 {
 	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
 	struct stat st = s->st;
@@ -170,8 +171,8 @@ static mode_t deny_file(mode_t mode, struct src *s, bool top, uid_t uid, gid_t g
 	if (top)
 		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
 	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
-	if (!s->data_file && !s->data_file_bad)
-		return mode;
+	if (as_raw || (!s->data_file && !s->data_file_bad))
+		return mode; /* a qcow2 file named as a raw layer is read as it is */
 	s->data_ino = 0;
 	if (!s->data_file || perm_stat(s->data_file, &st) < 0)
 		return mode & ~(drop * 0111);
@@ -195,16 +196,18 @@ mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 	gid_t gid = top->st.st_gid;
 	mode_t mode = writable ? 0666 : 0444;
 	struct src *s = top;
+	bool as_raw = false;
 	unsigned depth;
 
 	for (depth = 0; s && mode & 0444; depth++) {
-		mode = deny_file(mode, s, s == top, uid, gid, seen, sizeof(seen));
-		if (!s->qcow2 || !s->backing)
+		mode = deny_file(mode, s, s == top, as_raw, uid, gid, seen, sizeof(seen));
+		if (as_raw || !s->qcow2 || !s->backing)
 			break;
 		if (depth >= QCOW2_DEFAULT_MAX_DEPTH) {
 			s = NULL;
 			break;
 		}
+		as_raw = s->backing_fmt == FMT_RAW; /* the chain ends with that file's bytes */
 		s = src_get(t, s->backing);
 	}
 	if (!s)

@@ -670,15 +670,17 @@ struct ident {
  * the check that read them). */
 static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *ids, unsigned cap)
 {
+	bool as_raw = false;
 	unsigned n = 0;
 
 	while (s && n < cap) {
 		ids[n].dev = s->st.st_dev;
 		ids[n].data_dev = s->data_dev;
-		ids[n].data_ino = s->data_file ? s->data_ino : 0;
+		ids[n].data_ino = s->data_file && !as_raw ? s->data_ino : 0;
 		ids[n++].ino = s->st.st_ino;
-		if (!s->qcow2 || !s->backing)
+		if (as_raw || !s->qcow2 || !s->backing)
 			break;
+		as_raw = s->backing_fmt == FMT_RAW; /* a qcow2 file named as raw: its bytes */
 		s = src_get(t, s->backing);
 	}
 	return n;

@@ -183,6 +183,13 @@ setup qemu-img create -q -f qcow2 held/sgid/g.qcow2 1M
 # an image with its data in an external data file, both 0644
 (cd held && setup qemu-img create -q -f qcow2 -o data_file=df.data df.qcow2 1M &&
 	setup qio df.qcow2 "write -P 0x67 0 64k") || bail "cannot make held/df.qcow2"
+# a qcow2 file named as a raw backing file (-F raw): its bytes are the layer, its own backing
+# file (0600) is not part of the chain
+setup qemu-img create -q -f qcow2 held/deep.qcow2 1M
+setup qemu-img create -q -f qcow2 -b deep.qcow2 -F qcow2 held/asraw.qcow2
+setup qemu-img create -q -f qcow2 -b asraw.qcow2 -F raw held/overq.qcow2
+chmod 0600 held/deep.qcow2
+chmod 0644 held/asraw.qcow2 held/overq.qcow2
 chmod 0644 held/priv/r.img held/overr.qcow2 held/b.qcow2 held/vialink.qcow2 held/priv/h.qcow2 \
 	held/df.qcow2 held/df.data
 chmod 0600 held/s600.qcow2
@@ -220,6 +227,10 @@ check "held: U1 reads df.raw (external data file) as qemu-img does" \
 		setpriv --reuid=$UID1 --regid=$GID1 --init-groups cat '$MNT/held/df.raw' |
 		cmp - '$WORK/df.exp'"
 check "held: U2 cannot list priv/ (0700)" _e2e_negate as 2 ls "$MNT/held/priv"
+check "held: U1 reads overq.raw (over a qcow2 file taken as raw) as qemu-img does" \
+	bash -c "cd held && qemu-img convert -U -O raw overq.qcow2 '$WORK/overq.exp' &&
+		setpriv --reuid=$UID1 --regid=$GID1 --init-groups cat '$MNT/held/overq.raw' |
+		cmp - '$WORK/overq.exp'"
 setup qemu-img convert -O raw held/hardlink.qcow2 "$WORK/b.before"
 # a reader of hardlink.raw (a writable view, 0644: root writes it) tries every other way to
 # change it: each is refused
