@@ -438,6 +438,11 @@ struct qcow2_io *qcow2_image_io(const struct qcow2_image *img)
 	return img->io;
 }
 
+struct qcow2_io *qcow2_image_data_io(const struct qcow2_image *img)
+{
+	return img->data_io;
+}
+
 uint64_t qcow2_image_cluster_bytes(const struct qcow2_image *img)
 {
 	return img->cluster_bytes;

@@ -217,21 +217,34 @@ static int resolve(struct walk *w, const char *path)
 
 int qcow2_path_open_canonical(const char *path, int flags)
 {
-	struct open_how how = {.flags = (uint64_t)flags,
+	struct open_how how = {.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
 			       .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+	char proc[64], real[PATH_MAX];
+	ssize_t n;
 	long fd;
 
+	/* openat2() refuses a symlink anywhere on the path (ELOOP), and canonical paths have no
+	 * "..": the file reached is the one at @path. */
 	fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 	if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
 		return fd < 0 ? -errno : (int)fd;
-	/* no openat2() here: the last component at least is not followed */
-	fd = open(path, flags | O_NOFOLLOW);
-	return fd < 0 ? -errno : (int)fd;
+	/* No openat2() (Linux < 5.6): open without following the last component, then read back
+	 * from /proc the path the descriptor has, which must be @path itself. */
+	fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
+	n = readlink(proc, real, sizeof(real) - 1);
+	if (n < 0 || (size_t)n != strlen(path) || memcmp(real, path, (size_t)n) != 0) {
+		close((int)fd);
+		return -ELOOP;
+	}
+	return (int)fd;
 }
 
 int qcow2_path_stat(const char *path, struct stat *st)
 {
-	int fd = qcow2_path_open_canonical(path, O_PATH | O_CLOEXEC), r = 0;
+	int fd = qcow2_path_open_canonical(path, O_PATH), r = 0;
 
 	if (fd < 0) {
 		errno = -fd;
@@ -239,6 +252,8 @@ int qcow2_path_stat(const char *path, struct stat *st)
 	}
 	if (fstat(fd, st) < 0)
 		r = -errno;
+	else if (S_ISLNK(st->st_mode)) /* O_PATH | O_NOFOLLOW opens a final symlink itself */
+		r = -ELOOP;
 	close(fd);
 	if (r < 0)
 		errno = -r;

@@ -10,11 +10,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "qcowfs.h"
@@ -28,8 +31,50 @@ struct handle {
 	struct qfs_node *node;
 	int fd;     /* raw backing file, or -1 */
 	bool write; /* opened for writing */
+	bool limited; /* opened by a checked user other than root: writes as limited as theirs */
+	uid_t uid;    /* the opener (when limited) */
+	gid_t gid;
 	struct handle *prev, *next; /* under handles_lock */
 };
+
+/* Writes through a handle opened by a user other than root run as limited as the opener's own
+ * writes to the image file would: the thread takes the opener's file-system ids and sets
+ * CAP_SYS_RESOURCE aside, so that the blocks a file system keeps for root (and, where quotas
+ * exist, the image owner's limits, which CAP_SYS_RESOURCE overrides) stay out of the opener's
+ * reach (SPEC 3a). setfsuid(), setfsgid() and capset() act on the calling thread only; the
+ * thread is back to root's ids and capabilities before it takes another request. */
+struct limits {
+	bool on;
+	uid_t uid;
+	gid_t gid;
+	struct __user_cap_data_struct caps[2];
+};
+
+static void limits_enter(bool limited, uid_t uid, gid_t gid, struct limits *l)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct caps[2];
+
+	l->on = limited && syscall(SYS_capget, &hdr, l->caps) == 0;
+	if (!l->on)
+		return;
+	memcpy(caps, l->caps, sizeof(caps));
+	caps[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+	syscall(SYS_capset, &hdr, caps);
+	l->gid = (gid_t)setfsgid(gid);
+	l->uid = (uid_t)setfsuid(uid);
+}
+
+static void limits_leave(struct limits *l)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+
+	if (!l->on)
+		return;
+	setfsuid(l->uid);
+	setfsgid(l->gid);
+	syscall(SYS_capset, &hdr, l->caps);
+}
 
 /* Every open handle, so that those the kernel never released (an unmount right after a close
  * can overtake the release) are released at exit: the last writer's write-back included. */
@@ -97,39 +142,38 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	qfs_init_done();
 }
 
-/* May the caller of @req have @mask (R_OK, W_OK) on @n? The kernel has checked already
- * (default_permissions), with the attributes it holds; this checks again, with the current
- * ones, as the kernel's generic check does (the owner's bits, else the group's for a member,
- * else the others'; root passes), so that a mode that has just changed is never bypassed.
- * Where the caller's groups cannot be read, both the group's and the others' bits must allow.
- * 0 or a positive errno. */
-static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, int mask)
+/* The caller of @req asking for @mask (R_OK, W_OK), in @c; NULL when the daemon does not check
+ * callers (no default_permissions) or the caller is root, who passes every check. The kernel
+ * has checked already (default_permissions), with the attributes it holds; the daemon checks
+ * again, with the current ones, so that a mode that has just changed is never bypassed. */
+static const struct qfs_caller *caller_of(fuse_req_t req, struct qfs_tree *t, int mask,
+					  struct qfs_caller *c)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	gid_t groups[64];
-	struct stat st;
-	int ng, i, r;
-	mode_t need = (mode_t)mask, bits;
 
 	if (!qfs_tree_checks_callers(t) || ctx->uid == 0)
+		return NULL;
+	c->uid = ctx->uid;
+	c->gid = ctx->gid;
+	c->mask = mask;
+	c->ngroups = fuse_req_getgroups(req, 64, c->groups);
+	if (c->ngroups > 64)
+		c->ngroups = -1;
+	return c;
+}
+
+/* May the caller of @req have @mask on @n, as its attributes are now? 0 or a positive errno. */
+static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, int mask)
+{
+	struct qfs_caller c;
+	const struct qfs_caller *who = caller_of(req, t, mask, &c);
+	struct stat st;
+	int r;
+
+	if (!who)
 		return 0;
 	r = qfs_tree_getattr(t, n, &st);
-	if (r)
-		return r;
-	if (ctx->uid == st.st_uid) {
-		bits = st.st_mode >> 6;
-	} else if (ctx->gid == st.st_gid) {
-		bits = st.st_mode >> 3;
-	} else {
-		ng = fuse_req_getgroups(req, 64, groups);
-		for (i = 0; i < ng && i < 64 && groups[i] != st.st_gid; i++)
-			;
-		if (ng >= 0 && ng <= 64)
-			bits = i < ng ? st.st_mode >> 3 : st.st_mode;
-		else
-			bits = (st.st_mode >> 3) & st.st_mode;
-	}
-	return (bits & need) == need ? 0 : EACCES;
+	return r ? r : qfs_caller_may(who, &st) ? 0 : EACCES;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -137,10 +181,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct qfs_tree *t = tree_of(req);
 	struct qfs_node *dir = qfs_tree_node(t, parent), *n;
 	struct fuse_entry_param e;
+	struct qfs_caller caller;
 	int err = ENOENT;
 
 	memset(&e, 0, sizeof(e));
-	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err) : NULL;
+	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err,
+				  caller_of(req, t, R_OK, &caller)) :
+		  NULL;
 	if (!n) {
 		fuse_reply_err(req, err);
 		return;
@@ -173,8 +220,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct qfs_tree *t = tree_of(req);
 	struct qfs_node *n = qfs_tree_node(t, ino);
+	const struct qfs_caller *who;
+	struct qfs_caller caller;
 	struct handle *h;
-	char path[4096];
 	bool keep = false;
 	int r, acc;
 
@@ -186,12 +234,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	/* the caller is checked by the tree, against the files it then opens */
 	acc = fi->flags & O_ACCMODE;
-	r = caller_may(req, t, n, acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK);
-	if (r) {
-		fuse_reply_err(req, r);
-		return;
-	}
+	who = caller_of(req, t, acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK,
+			&caller);
 
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -201,16 +247,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->node = n;
 	h->fd = -1;
 	h->write = (fi->flags & O_ACCMODE) != O_RDONLY;
+	h->limited = who != NULL;
+	h->uid = who ? who->uid : 0;
+	h->gid = who ? who->gid : 0;
 	if (n->kind == QFS_RAW) {
-		r = qfs_tree_raw_path(t, n, path, sizeof(path));
-		/* the raw file was regular when listed: never block on what replaced it since */
-		if (r == 0 && (h->fd = qcow2_file_open(path, QCOW2_OPEN_NOFOLLOW)) < 0) {
-			qfs_log("cannot open '%s': %s", n->rel, qcow2_last_error());
-			r = -h->fd;
-		}
+		r = qfs_tree_open_raw(t, n, who, &h->fd);
 		keep = true;
 	} else {
-		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep) : EISDIR;
+		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep, who) : EISDIR;
 		/* O_TRUNC (passed here: libfuse asks for atomic O_TRUNC) would shrink the disk:
 		 * refused once the view proved writable (a read-only one says EROFS). */
 		if (r == 0 && h->write && (fi->flags & O_TRUNC)) {
@@ -232,7 +276,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	handle_free(tree_of(req), handle_of(fi));
+	struct handle *h = handle_of(fi);
+	struct limits l;
+
+	limits_enter(h->limited && h->write, h->uid, h->gid, &l); /* the last writer writes back */
+	handle_free(tree_of(req), h);
+	limits_leave(&l);
 	fuse_reply_err(req, 0);
 }
 
@@ -312,6 +361,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct qfs_tree *t = tree_of(req);
 	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct qfs_caller caller;
 	struct dir_handle *d;
 	int r;
 
@@ -329,7 +379,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = qfs_tree_list(t, n, &d->d, &d->n);
+	r = qfs_tree_list(t, n, &d->d, &d->n, caller_of(req, t, R_OK, &caller));
 	if (r) {
 		free(d);
 		fuse_reply_err(req, r);
@@ -413,6 +463,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		     struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
+	struct limits l;
 	int r;
 
 	if (!h->write || !h->node->chain) {
@@ -423,7 +474,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	limits_enter(h->limited, h->uid, h->gid, &l);
 	r = qcow2_chain_pwrite(h->node->chain, buf, size, (uint64_t)off);
+	limits_leave(&l);
 	if (r < 0)
 		reply_failure(req, h, "write", r);
 	else
@@ -433,12 +486,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
+	struct limits l;
 	int r = 0;
 
+	limits_enter(h->limited && h->write, h->uid, h->gid, &l);
 	if (h->fd >= 0)
 		r = fdatasync(h->fd) < 0 ? -errno : 0;
 	else if (h->node->chain)
 		r = qcow2_chain_flush(h->node->chain);
+	limits_leave(&l);
 	if (r < 0)
 		reply_failure(req, h, "fsync", r);
 	else
@@ -451,10 +507,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
-			 struct fuse_file_info *fi)
+static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off, off_t len)
 {
-	struct handle *h = handle_of(fi);
 	struct qcow2_chain *c = h->node->chain;
 	uint64_t size, end;
 	unsigned flags;
@@ -498,6 +552,17 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		fuse_reply_err(req, 0);
 }
 
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	struct limits l;
+
+	limits_enter(h->limited, h->uid, h->gid, &l);
+	fallocate_view(req, h, mode, off, len);
+	limits_leave(&l);
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
@@ -520,10 +585,16 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		/* truncate(2) by name opens the view for writing here: the caller must be allowed
 		 * to (through a handle open for writing, the open was checked) */
-		r = h && h->write ? 0 : caller_may(req, t, n, W_OK);
-		if (r == 0)
-			r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
-					      (uint64_t)attr->st_size);
+		struct qfs_caller caller;
+		const struct qfs_caller *who = caller_of(req, t, W_OK, &caller);
+		struct limits l;
+
+		/* ftruncate(2) through a handle is limited as its writes are; truncate(2) by name
+		 * opens the chain first, as root, and grows only the image's tables */
+		limits_enter(h && h->write && h->limited, h ? h->uid : 0, h ? h->gid : 0, &l);
+		r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
+				      (uint64_t)attr->st_size, who);
+		limits_leave(&l);
 		if (r) {
 			fuse_reply_err(req, r);
 			return;

@@ -62,10 +62,24 @@ int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap);
 void qfs_tree_free(struct qfs_tree *t);
 struct qfs_node *qfs_tree_node(struct qfs_tree *t, fuse_ino_t ino);
 
+/* Who asks (ops.c fills it from the request), for the daemon's own permission checks. */
+struct qfs_caller {
+	uid_t uid;
+	gid_t gid;
+	int ngroups; /* supplementary groups in @groups, or -1: not known */
+	gid_t groups[64];
+	int mask; /* what is asked: R_OK, W_OK or both */
+};
+/* May @c do @c->mask on a node whose attributes are @st? As the kernel's generic check: the
+ * owner's bits, else the group's for a member, else the others'; where the groups are not
+ * known, both the group's and the others' bits must allow. */
+bool qfs_caller_may(const struct qfs_caller *c, const struct stat *st);
+
 /* Look @name up in directory @dir (rescanning what changed). Fills @st. NULL with *err set
- * (ENOENT, ENOTDIR...) if there is no such name. */
+ * (ENOENT, ENOTDIR...) if there is no such name. The snapshot views of an image are names only
+ * for a @who (unless NULL) who may read them: their names come from inside the image. */
 struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
-				 struct stat *st, int *err);
+				 struct stat *st, int *err, const struct qfs_caller *who);
 /* Current attributes of @n. 0 or a positive errno. */
 int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st);
 
@@ -74,26 +88,36 @@ struct qfs_dirent {
 	fuse_ino_t ino;
 	mode_t type;
 };
-/* List directory @dir (rescanning it). The caller frees with qfs_dirents_free(). */
-int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n);
+/* List directory @dir (rescanning it), without the snapshot views @who (unless NULL) may not
+ * read (as qfs_tree_lookup()). The caller frees with qfs_dirents_free(). */
+int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n,
+		  const struct qfs_caller *who);
 void qfs_dirents_free(struct qfs_dirent *d, size_t n);
 
 /* Open the chain behind a flat view (shared by every open handle of the node), for writing if
  * @write (EROFS when the view is read-only, EBUSY when another process holds the image). Sets
- * *keep_cache when the files are unchanged since the last open. 0 or a positive errno. */
-int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache);
+ * *keep_cache when the files are unchanged since the last open. @who, unless NULL, is checked
+ * (EACCES) against the attributes the open is decided on, and is served only the files those
+ * attributes were derived from (ESTALE when a file of the chain was replaced since, by a
+ * rename or a symlink, or when the open chain is of files replaced since it was opened).
+ * 0 or a positive errno. */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
+		  const struct qfs_caller *who);
+/* Open raw backing file @n for reading into *fd, checking @who (unless NULL) as
+ * qfs_tree_open() does. 0 or a positive errno. */
+int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
+		      int *fd);
 /* Release one handle; the last writer writes everything back and gives up the write lock,
  * the last handle closes the chain. */
 void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
-/* Set the size of flat view @n (through @c, a chain open for writing, or NULL to open one):
+/* Set the size of flat view @n (through @c, a chain open for writing, or NULL to open one for
+ * @who as qfs_tree_open() does):
  * growing grows the disk, shrinking is EINVAL. 0 or a positive errno. */
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
-		      uint64_t size);
+		      uint64_t size, const struct qfs_caller *who);
 bool qfs_tree_read_only(const struct qfs_tree *t);
 /* Does the daemon check each opener against the view's mode (SPEC 3a)? */
 bool qfs_tree_checks_callers(const struct qfs_tree *t);
-/* The real path behind a raw node (for open/read). */
-int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap);
 const char *qfs_tree_source(const struct qfs_tree *t);
 
 extern const struct fuse_lowlevel_ops qfs_ops;

@@ -21,6 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#if __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#endif
 #include <unistd.h>
 
 #include "tree-internal.h"
@@ -128,6 +132,25 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 	return 0;
 }
 
+/* Open @s for reading its header: the file s->st describes, at its canonical path, or nothing
+ * (a symlink or another file swapped in since the stat would have its header taken for this
+ * one's; a FIFO would block). On a mismatch the identity is forgotten, so the next refresh
+ * probes again. 0 or a negative errno with the error set. */
+static int probe_open(struct src *s, struct qcow2_io **io)
+{
+	struct stat st;
+	int fd = qcow2_path_open_canonical(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return qcow2_set_error(fd, "cannot open '%s': %s", s->path, strerror(-fd));
+	if (fstat(fd, &st) < 0 || st.st_dev != s->st.st_dev || st.st_ino != s->st.st_ino) {
+		close(fd);
+		s->st.st_ino = 0;
+		return qcow2_set_error(-ESTALE, "'%s' changed while it was read", s->path);
+	}
+	return qcow2_io_open_fd(fd, s->path, io);
+}
+
 /* Resolve the backing name @name of @s (confined, never through the mount point) into
  * s->backing, even when @s itself is refused: the file it names is its base all the same, and
  * must not be served writable (writing it would change @s's disk). 0 or -errno. */
@@ -212,8 +235,7 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 	int r;
 
 	src_clear(s);
-	/* s->path is canonical: a symlink found there now was put there since; not followed */
-	r = qcow2_io_open(s->path, QCOW2_OPEN_NOFOLLOW, &io);
+	r = probe_open(s, &io);
 	if (r < 0) {
 		src_refuse(s, r, qcow2_last_error());
 		return;
@@ -297,8 +319,9 @@ static bool lock_conflict(const char *path)
 	return busy;
 }
 
-/* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone
- * (or is not a regular file). Called with t->lock held. */
+/* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone,
+ * is not a regular file, or its path is no longer canonical (qcow2_path_stat()). Called with t->lock
+ * held. */
 struct src *src_get(struct qfs_tree *t, const char *path)
 {
 	struct src **link, *s = src_find(t, path, &link);

@@ -54,6 +54,9 @@ struct src {
 	 * then the chain cannot be opened, and its views are not readable) */
 	char *data_file;
 	bool data_file_bad; /* named but unresolved: views deny reading */
+	/* the data file as the last permission check saw it (an open is held to its identity) */
+	dev_t data_dev;
+	ino_t data_ino;
 	uint32_t nsnaps;
 	struct snap *snaps;
 	struct strmap snap_by_id; /* snapshot id -> index in snaps (the first of an id) */
@@ -143,6 +146,12 @@ void renames_commit(struct qfs_node *dir, struct renames *now);
  * too long (logged once). False if no name fits (logged once). */
 bool snap_view_name(const struct src *s, struct snap *sn, const char *base, unsigned level,
 		    char *out);
+
+/* perm.c */
+/* The permission bits of a view of the chain whose top is @top (writable: the view of a
+ * writable leaf), and of the mount's directory for source directory @path (stat'ed: @st). */
+mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable);
+mode_t dir_mode(const char *path, const struct stat *st);
 
 /* src.c */
 void src_clear(struct src *s);

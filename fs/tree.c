@@ -7,7 +7,7 @@
  * chains, snapshot views, raw backing files, with the collision rule. Nodes give every name a
  * stable inode number. Images are opened (locked, L1 loaded) only when a flat view is opened,
  * and closed with its last handle. Owners and modes derive from the source files, so that a
- * view never grants more than they do (SPEC 3a, "attributes and permissions" below).
+ * view never grants more than they do (SPEC 3a, perm.c).
  *
  * Locking: t->lock guards the src cache, the node table and every node field marked so. It is
  * never held across a chain open or any read of image data; node->open_lock is taken after it
@@ -272,8 +272,9 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		*out = f;
 		return 1;
 	}
-	if (!(dp = open_dir(dir)))
+	if (!(dp = open_dir(dir))) {
 		return 0;
+	}
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX], canon[PATH_MAX];
 		struct stat st;
@@ -399,135 +400,7 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 		snprintf(out, cap, "%s", name);
 }
 
-/* ---- attributes and permissions (SPEC 3a) ----
- *
- * A view never grants more than its source files. Its owner and group are its image file's
- * (a raw backing file's own, a directory's own); its mode keeps, for each class (owner, group,
- * other), a read bit only if every member of the class may read every file of the chain and
- * reach it (search permission on every directory above it), and a write bit only on a writable
- * leaf, only if every member may write the image file (and reach it). Directories keep read and
- * search bits the same way, from their source directory and the directories above it. The
- * kernel enforces the result (default_permissions, main.c).
- *
- * Group membership is not looked up (the group database may be remote and slow, and the daemon
- * must never hang on it): where it is unknown whether a member of a class is in a file's group,
- * the file must grant the bit through both its group and its other bits; where a member may be
- * the file's owner, through its owner bits too.
- */
-
-enum { CLASS_OWNER = 6, CLASS_GROUP = 3, CLASS_OTHER = 0 };
-
-/* May every member of class @shift of a view owned by @uid:@gid have @bit (S_IROTH, S_IWOTH or
- * S_IXOTH) on the file @f? */
-static bool class_may(const struct stat *f, uid_t uid, gid_t gid, int shift, mode_t bit)
-{
-	bool own = f->st_mode & (bit << 6), grp = f->st_mode & (bit << 3), oth = f->st_mode & bit;
-
-	if (shift == CLASS_OWNER) /* the user @uid, who may or may not be in f's group */
-		return f->st_uid == uid ? own : grp && oth;
-	/* users other than @uid, in @gid (group class) or not (other class): one may own @f */
-	if (f->st_uid != uid && !own)
-		return false;
-	if (f->st_gid == gid)
-		return shift == CLASS_GROUP ? grp : oth;
-	return grp && oth;
-}
-
-/* Clear in @mode the bits @drop (a class-0 pattern, e.g. S_IROTH | S_IWOTH) of every class
- * that does not have @need on @f. */
-static mode_t deny(mode_t mode, const struct stat *f, uid_t uid, gid_t gid, mode_t need,
-		   mode_t drop)
-{
-	int shift;
-
-	for (shift = CLASS_OTHER; shift <= CLASS_OWNER; shift += 3)
-		if (!class_may(f, uid, gid, shift, need))
-			mode &= ~(drop << shift);
-	return mode;
-}
-
-/* Clear @drop for the classes that cannot search every directory above the canonical @path.
- * @seen is the last directory checked (skipped when it is the same: a chain's layers usually
- * share one), updated. A directory that cannot be stat'ed denies every class. */
-static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mode_t drop,
-			 char *seen, size_t cap)
-{
-	char dir[PATH_MAX];
-	struct stat st;
-	char *slash;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		return mode & ~(drop * 0111);
-	slash[slash == dir] = '\0'; /* "/x" -> "/" */
-	if (strcmp(dir, seen) == 0)
-		return mode;
-	snprintf(seen, cap, "%s", dir);
-	for (;;) {
-		if (qcow2_path_stat(dir, &st) < 0)
-			return mode & ~(drop * 0111);
-		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
-		if (strcmp(dir, "/") == 0)
-			return mode;
-		slash = strrchr(dir, '/');
-		slash[slash == dir] = '\0';
-	}
-}
-
-/* Narrow @mode by the file @s of a chain (its top if @top): read needs read on the file and
- * its external data file, and the top's write needs write on both. */
-static mode_t deny_file(mode_t mode, const struct src *s, bool top, uid_t uid, gid_t gid,
-			char *seen, size_t cap)
-{
-	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
-	struct stat st;
-
-	mode = deny(mode, &s->st, uid, gid, S_IROTH, S_IROTH);
-	if (top)
-		mode = deny(mode, &s->st, uid, gid, S_IWOTH, S_IWOTH);
-	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
-	if (!s->data_file && !s->data_file_bad)
-		return mode;
-	if (!s->data_file || qcow2_path_stat(s->data_file, &st) < 0)
-		return mode & ~(drop * 0111);
-	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
-	if (top)
-		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
-	return deny_reach(mode, s->data_file, uid, gid, drop, seen, cap);
-}
-
-/* The permission bits of a view of the chain whose top is @top: 0444 or, for a writable view,
- * 0666, narrowed by every file of the chain. A layer that cannot be found denies reading. */
-static mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
-{
-	char seen[PATH_MAX] = "";
-	uid_t uid = top->st.st_uid;
-	gid_t gid = top->st.st_gid;
-	mode_t mode = writable ? 0666 : 0444;
-	struct src *s = top;
-	unsigned depth;
-
-	for (depth = 0; s && mode & 0444; depth++) {
-		mode = deny_file(mode, s, s == top, uid, gid, seen, sizeof(seen));
-		if (!s->qcow2 || !s->backing)
-			return mode;
-		if (depth >= QCOW2_DEFAULT_MAX_DEPTH)
-			break;
-		s = src_get(t, s->backing);
-	}
-	return s ? mode : mode & ~0444;
-}
-
-/* A directory's mode: its source directory's read and search bits, for the classes that can
- * reach it. */
-static mode_t dir_mode(const char *path, const struct stat *st)
-{
-	char seen[PATH_MAX] = "";
-
-	return deny_reach(st->st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH, seen,
-			  sizeof(seen));
-}
+/* ---- attributes (modes: perm.c) ---- */
 
 static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
@@ -564,6 +437,8 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	case QFS_DIR:
 		if (qcow2_path_stat(n->src, st) < 0)
 			return errno;
+		if (!S_ISDIR(st->st_mode))
+			return ENOENT;
 		st->st_mode = S_IFDIR | dir_mode(n->src, st);
 		break;
 	case QFS_RAW:
@@ -607,7 +482,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 }
 
 struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
-				 struct stat *st, int *err)
+				 struct stat *st, int *err, const struct qfs_caller *who)
 {
 	char rel[PATH_MAX];
 	struct listing l = { 0 };
@@ -634,6 +509,10 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 	if (n && (*err = node_attr(t, n, st)) != 0)
 		n = NULL;
 out:
+	if (n && n->snap_id && who && !qfs_caller_may(who, st)) {
+		n = NULL; /* a snapshot's name is the image's content */
+		*err = ENOENT;
+	}
 	pthread_mutex_unlock(&t->lock);
 	listing_free(&l);
 	return n;
@@ -650,12 +529,31 @@ int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	return r;
 }
 
-int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n)
+/* May @who (unless NULL) see snapshot node @c, with the read bits of its image's view? @memo
+ * keeps the last image's answer (a directory lists an image's snapshots one after another). */
+static bool snapshot_shown(struct qfs_tree *t, struct qfs_node *c, const struct qfs_caller *who,
+			   const char **memo_src, bool *memo_ok)
+{
+	struct stat st;
+
+	if (!who || !c->snap_id)
+		return true;
+	if (!*memo_src || strcmp(*memo_src, c->src) != 0) {
+		*memo_src = c->src;
+		*memo_ok = node_attr(t, c, &st) == 0 && qfs_caller_may(who, &st);
+	}
+	return *memo_ok;
+}
+
+int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n,
+		  const struct qfs_caller *who)
 {
 	struct listing l = { 0 };
 	struct qfs_dirent *d = NULL;
+	const char *memo_src = NULL;
+	bool memo_ok = false;
 	char rel[PATH_MAX];
-	size_t i;
+	size_t i, k = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&t->lock);
@@ -675,12 +573,14 @@ int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **
 
 		child_rel(dir, l.e[i].name, rel, sizeof(rel));
 		c = node_get(t, rel, l.e[i].kind, l.e[i].src, l.e[i].snap_id);
-		d[i].name = strdup(l.e[i].name);
-		d[i].ino = c ? c->ino : 0;
-		d[i].type = l.e[i].kind == QFS_DIR ? S_IFDIR : S_IFREG;
+		if (c && !snapshot_shown(t, c, who, &memo_src, &memo_ok))
+			continue;
+		d[k].name = strdup(l.e[i].name);
+		d[k].ino = c ? c->ino : 0;
+		d[k++].type = l.e[i].kind == QFS_DIR ? S_IFDIR : S_IFREG;
 	}
 	*out = d;
-	*n = l.n;
+	*n = k;
 out:
 	pthread_mutex_unlock(&t->lock);
 	listing_free(&l);
@@ -737,19 +637,107 @@ static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
 	pthread_mutex_unlock(&t->lock);
 }
 
-int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache)
+/* A layer's file and its external data file (data_ino 0: none) as the permission checks saw
+ * them. */
+struct ident {
+	dev_t dev, data_dev;
+	ino_t ino, data_ino;
+};
+
+/* The files of @top's chain, top first, as the src cache has them (t->lock held, right after
+ * the check that read them). */
+static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *ids, unsigned cap)
+{
+	bool as_raw = false;
+	unsigned n = 0;
+
+	while (s && n < cap) {
+		ids[n].dev = s->st.st_dev;
+		ids[n].data_dev = s->data_dev;
+		ids[n].data_ino = s->data_file && !as_raw ? s->data_ino : 0;
+		ids[n++].ino = s->st.st_ino;
+		if (as_raw || !s->qcow2 || !s->backing)
+			break;
+		as_raw = s->backing_fmt == FMT_RAW; /* a qcow2 file named as raw: its bytes */
+		s = src_get(t, s->backing);
+	}
+	return n;
+}
+
+/* Is @io the file @dev:@ino? */
+static bool io_is(struct qcow2_io *io, dev_t dev, ino_t ino)
+{
+	struct stat st;
+
+	return fstat(qcow2_io_fd(io), &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+/* Are the files the open chain @c reads (through its descriptors) the @n files @ids, external
+ * data files included? */
+static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
+{
+	struct qcow2_layer_info li;
+	struct qcow2_io *data;
+	unsigned i;
+
+	if (qcow2_chain_depth(c) != n)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (qcow2_chain_layer(c, i, &li) < 0 || !io_is(li.io, ids[i].dev, ids[i].ino))
+			return false;
+		data = li.image ? qcow2_image_data_io(li.image) : li.io;
+		if ((data != li.io) != (ids[i].data_ino != 0) ||
+		    (data != li.io && !io_is(data, ids[i].data_dev, ids[i].data_ino)))
+			return false;
+	}
+	return true;
+}
+
+/* Under t->lock: may @who (unless NULL) open @n? Its attributes are computed from the same
+ * src state as the identities the open is then held to. 0 or a positive errno. */
+static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who)
+{
+	struct stat st;
+	int r;
+
+	if (!who)
+		return 0;
+	r = node_attr(t, n, &st);
+	return r ? r : qfs_caller_may(who, &st) ? 0 : EACCES;
+}
+
+/* The permission check and the open are not one step: the caller is checked against the files
+ * the src cache holds (canonical paths, canon_stat()), their identities are kept, and the
+ * descriptors of the open chain must be of those same files. A file swapped in between (a
+ * symlink, or a rename within a directory the caller owns), or replaced while the chain was
+ * already open for someone else, would otherwise be served to a caller who was checked
+ * against another file (SPEC 3a). */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
+		  const struct qfs_caller *who)
 {
 	struct qcow2_chain_opts o;
 	char *src = NULL, *snap = NULL;
 	bool writable = false, busy = false, refused = false;
+	struct ident *ids = NULL;
+	unsigned n_ids = 0;
 	uint64_t stamp = 0;
 	blkcnt_t blocks;
 	struct src *s;
 	int r = 0;
 
+	if (who && !(ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*ids))))
+		return ENOMEM;
 	pthread_mutex_lock(&t->lock);
 	t->gen++;
 	s = n->kind == QFS_FLAT ? src_get(t, n->src) : NULL;
+	r = s ? check_caller(t, n, who) : 0;
+	if (r) {
+		pthread_mutex_unlock(&t->lock);
+		free(ids);
+		return r;
+	}
+	if (s && ids)
+		n_ids = chain_idents(t, s, ids, QCOW2_DEFAULT_MAX_DEPTH + 1);
 	if (s) {
 		chain_facts(t, s, &blocks, &stamp);
 		src = strdup(n->src);
@@ -760,12 +748,11 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	}
 	o = t->copts;
 	pthread_mutex_unlock(&t->lock);
-	if (!src)
-		return ENOENT;
-	if (write && !writable) {
+	if (!src || (write && !writable)) {
 		free(src);
 		free(snap);
-		return EROFS;
+		free(ids);
+		return src ? EROFS : ENOENT;
 	}
 
 	/* n->open_lock is held across the chain open, which cannot wait on a request to this
@@ -780,6 +767,12 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		if (s)
 			s->write_refused = true;
 		pthread_mutex_unlock(&t->lock);
+	}
+	if (r == 0 && ids && !chain_is(n->chain, ids, n_ids)) {
+		qfs_log("'%s': a file of its chain was replaced since it was checked (or since "
+			"the view was opened): not served to uid %u",
+			n->rel, (unsigned)who->uid);
+		r = -ESTALE;
 	}
 	if (r == 0 && write && !qcow2_chain_writable(n->chain))
 		r = -EROFS;
@@ -803,7 +796,45 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	pthread_mutex_unlock(&n->open_lock);
 	free(src);
 	free(snap);
+	free(ids);
 	return -r;
+}
+
+int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
+		      int *fd)
+{
+	char path[PATH_MAX];
+	struct ident id = { 0 };
+	struct stat st;
+	struct src *s;
+	int r;
+
+	pthread_mutex_lock(&t->lock);
+	t->gen++;
+	s = n->kind == QFS_RAW ? src_get(t, n->src) : NULL;
+	r = s ? check_caller(t, n, who) : n->kind == QFS_RAW ? ENOENT : EISDIR;
+	if (r == 0) {
+		id.dev = s->st.st_dev;
+		id.ino = s->st.st_ino;
+		snprintf(path, sizeof(path), "%s", s->path);
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (r)
+		return r;
+	/* no symlink followed, no FIFO waited on: the file the check saw, or nothing */
+	*fd = qcow2_path_open_canonical(path, O_RDONLY | O_NONBLOCK);
+	if (*fd < 0) {
+		r = *fd == -ELOOP ? ESTALE : -*fd;
+		*fd = -1;
+		return r;
+	}
+	if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != id.dev ||
+	    st.st_ino != id.ino) {
+		close(*fd);
+		*fd = -1;
+		return ESTALE;
+	}
+	return 0;
 }
 
 void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
@@ -824,7 +855,7 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
 }
 
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
-		      uint64_t size)
+		      uint64_t size, const struct qfs_caller *who)
 {
 	bool keep, opened = false;
 	int r;
@@ -832,7 +863,7 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 	if (n->kind != QFS_FLAT)
 		return n->kind == QFS_DIR ? EISDIR : EROFS;
 	if (!c) { /* truncate(2) by name: open the view for writing for the time of it */
-		r = qfs_tree_open(t, n, true, &keep);
+		r = qfs_tree_open(t, n, true, &keep, who);
 		if (r)
 			return r;
 		opened = true;
@@ -858,19 +889,6 @@ bool qfs_tree_read_only(const struct qfs_tree *t)
 bool qfs_tree_checks_callers(const struct qfs_tree *t)
 {
 	return t->check_callers;
-}
-
-int qfs_tree_raw_path(struct qfs_tree *t, struct qfs_node *n, char *out, size_t cap)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&t->lock);
-	if (n->kind != QFS_RAW)
-		r = EISDIR;
-	else
-		snprintf(out, cap, "%s", n->src);
-	pthread_mutex_unlock(&t->lock);
-	return r;
 }
 
 /* ---- lifetime ---- */

@@ -354,6 +354,8 @@ void qcow2_image_close(struct qcow2_image *img);
 const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
 const char *qcow2_image_name(const struct qcow2_image *img);
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
+/* The io of the image's external data file, or the image's own io when it has none. */
+struct qcow2_io *qcow2_image_data_io(const struct qcow2_image *img);
 uint64_t qcow2_image_cluster_bytes(const struct qcow2_image *img);
 uint32_t qcow2_image_snapshot_count(const struct qcow2_image *img);
 const struct qcow2_snapshot *qcow2_image_snapshot(const struct qcow2_image *img, uint32_t idx);
@@ -584,12 +586,14 @@ bool qcow2_path_below(const char *path, const char *dir);
  * -ELOOP, -ENOTDIR, -ENAMETOOLONG... with a message naming @path. */
 int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap);
 /* open(2) of the canonical @path (from qcow2_path_resolve()) following no symlink anywhere in
- * it (openat2 RESOLVE_NO_SYMLINKS; where the kernel lacks openat2, O_NOFOLLOW): a symlink put
- * in its way since it was resolved fails it with -ELOOP instead of leading elsewhere, such as
- * into the daemon's own mount. Returns the descriptor or -errno (no message). */
+ * it (openat2 RESOLVE_NO_SYMLINKS; where the kernel lacks openat2, O_NOFOLLOW and the path the
+ * descriptor has read back from /proc): a symlink put in its way since it was resolved fails it
+ * with -ELOOP instead of leading elsewhere, such as into the daemon's own mount or to a file the
+ * caller could not reach. O_NOFOLLOW and O_CLOEXEC are added. Returns the descriptor or -errno
+ * (no message). */
 int qcow2_path_open_canonical(const char *path, int flags);
-/* stat(2) of the canonical @path the same way (not following a symlink anywhere). 0 or -errno
- * (no message), errno set as stat(2) sets it. */
+/* stat(2) of the canonical @path the same way (not following a symlink anywhere; a symlink at
+ * the end is -ELOOP too). 0 or -errno (no message), errno set as stat(2) sets it. */
 int qcow2_path_stat(const char *path, struct stat *st);
 
 /* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into
