@@ -4,7 +4,10 @@
  * files they use as backing (qcowctl tree; commit's check that no other image uses a base).
  *
  * The walk follows symlinks (a chain is often built of links) but enters each directory once,
- * by device and inode, so a symlink loop ends; it goes at most SCAN_MAX_DEPTH levels down.
+ * by device and inode, so a symlink loop ends; it goes at most SCAN_MAX_DEPTH levels down. A
+ * symlink to a directory is entered only if the directory lies inside the one scanned: a link
+ * to '/' or '..' would otherwise make the walk read every file of the machine (devices, /proc,
+ * other mounts that may hang). A symlink to a file may lead anywhere: that file alone is read.
  * Only regular files are opened (a fifo would block the open). Each file is probed by its
  * magic; a qcow2 file has its header read and checked, nothing more: no L1 table, no lock, so
  * an image in use or a malformed one is still listed, with @err saying why it could not be
@@ -35,6 +38,7 @@ struct scan {
 	size_t n, cap;
 	struct dir_id *dirs; /* every directory entered */
 	size_t n_dirs, cap_dirs;
+	const char *root; /* the canonical directory scanned */
 };
 
 static int grow(void **p, size_t *cap, size_t n, size_t size)
@@ -169,8 +173,14 @@ static int visit(struct scan *s, const char *dir, const char *name, unsigned dep
 		return 0;
 	if (stat(child, &st) < 0)
 		return 0; /* a dangling symlink, or gone */
-	if (S_ISDIR(st.st_mode))
-		return depth < SCAN_MAX_DEPTH ? walk(s, child, depth + 1) : 0;
+	if (S_ISDIR(st.st_mode)) {
+		char canon[PATH_MAX];
+
+		/* a directory reached through a symlink: only inside the scanned one */
+		if (!realpath(child, canon) || !qcow2_path_below(canon, s->root))
+			return 0;
+		return depth < SCAN_MAX_DEPTH ? walk(s, canon, depth + 1) : 0;
+	}
 	if (S_ISREG(st.st_mode))
 		return add_file(s, child);
 	return 0;
@@ -269,6 +279,7 @@ int qcow2_dir_scan(const char *dir, struct qcow2_dir_image **out, size_t *n)
 	*n = 0;
 	if (!realpath(dir, canon))
 		return qcow2_set_error(-errno, "cannot open '%s': %s", dir, strerror(errno));
+	s.root = canon;
 	r = walk(&s, canon, 0);
 	free(s.dirs);
 	if (r == 0)
