@@ -483,6 +483,15 @@ int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_exte
 
 struct qcow2_chain;
 
+/* Directories a path must never be resolved through, other than one fixed directory: @fn says
+ * whether the canonical @path is at or below one of them (the daemon passes the FUSE mounts
+ * found below its sources: another daemon that may hang, or its own mount bound elsewhere). It
+ * is called from any thread, before the lookup it guards. @fn NULL: none. */
+struct qcow2_path_avoid {
+	bool (*fn)(void *ctx, const char *path);
+	void *ctx;
+};
+
 struct qcow2_chain_opts {
 	/* Every file of the chain (the top image, backing and data files) must resolve below
 	 * @root (NULL: anywhere) or below one of @allow_dirs (--backing-dir). Symlinks are
@@ -492,6 +501,8 @@ struct qcow2_chain_opts {
 	size_t n_allow_dirs;
 	/* Canonical; no path is resolved through it (the daemon's own mount point), NULL: none. */
 	const char *mount_point;
+	/* More directories no path is resolved through (qcow2_path_resolve_avoiding()). */
+	struct qcow2_path_avoid avoid;
 	/* The top image may be a block device (qcowctl, for an image the operator named); other
 	 * files of the chain are always regular files. */
 	bool top_blockdev;
@@ -575,6 +586,7 @@ int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 
 /* ---- paths (path.c) ---- */
 
+
 /* Is the canonical @path equal to or below the canonical directory @dir? */
 bool qcow2_path_below(const char *path, const char *dir);
 /* realpath(3) of @path into @out (@cap bytes), resolved one component at a time: a path that
@@ -583,6 +595,9 @@ bool qcow2_path_below(const char *path, const char *dir);
  * own mount point: a lookup there would wait on the daemon). Returns 0, -EPERM, -ENOENT,
  * -ELOOP, -ENOTDIR, -ENAMETOOLONG... with a message naming @path. */
 int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap);
+/* The same, also refusing (-EPERM) every path that @more (NULL: none) says to avoid. */
+int qcow2_path_resolve_avoiding(const char *path, const char *avoid,
+				const struct qcow2_path_avoid *more, char *out, size_t cap);
 /* open(2) of the canonical @path (from qcow2_path_resolve()) following no symlink anywhere in
  * it (openat2 RESOLVE_NO_SYMLINKS; where the kernel lacks openat2, O_NOFOLLOW): a symlink put
  * in its way since it was resolved fails it with -ELOOP instead of leading elsewhere, such as
