@@ -201,6 +201,9 @@ check "qcowctl tree with symlinks to '/' and '..' in DIR ends and stays inside D
 	timeout -k 2 30 '$QCOWCTL' tree '$SRC' >'$WORK/tree.out' 2>&1 || { cat '$WORK/tree.out'; exit 1; }
 	grep -q good.qcow2 '$WORK/tree.out' || { echo 'good.qcow2 not listed'; cat '$WORK/tree.out'; exit 1; }
 	! grep -q far.qcow2 '$WORK/tree.out' || { echo 'far.qcow2 (outside DIR) listed'; exit 1; }"
+check "qcowctl tree says over-loop.qcow2's backing name loops (not that it is missing)" bash -c "
+	grep -F 'over-loop.qcow2 (backing file name loops through symlinks' '$WORK/tree.out' ||
+		{ cat '$WORK/tree.out'; exit 1; }"
 check "qcowctl tree of 100,000 files ends" bash -c "
 	timeout -k 2 60 '$QCOWCTL' tree '$MANY' | grep -q img.qcow2"
 
