@@ -48,8 +48,11 @@ ln -s "$(python3 -c 'print("./" * 2042 + "good.qcow2", end="")')" long.qcow2
 ln -s / root-link
 ln -s .. up-link
 ln -s . self-link
+ln -s dloop-b dloop-a
+ln -s dloop-a dloop-b
 
-# a raw backing file that becomes a FIFO after the listing
+# a raw backing file and a top image that become FIFOs after the listing
+setup qemu-img create -q -f qcow2 race-top.qcow2 1M
 setup qemu-img create -q -f raw race.raw 1M
 setup qio_raw race.raw "write -P 0x55 0 64k"
 setup qemu-img create -q -f qcow2 -b race.raw -F raw over-race.qcow2 1M
@@ -66,7 +69,7 @@ MAIN_LOG=$QCOWFS_LOG
 
 check "the listing answers and shows exactly the servable chains" fs_t 20 expect_listing "$MNT" \
 	good.raw chain10.raw long.raw over-sys.raw race.raw \
-	over-race.raw links bind stopped nest
+	over-race.raw race-top.raw links bind stopped nest
 check "good.raw reads as qemu-img reads it" \
 	fs_t 20 expect_same_as_qemu "$SRC/good.qcow2" "$MNT/good.raw"
 check "chain10.raw (10 symlinks) reads as good.qcow2" \
@@ -82,13 +85,17 @@ for f in over-sock over-zero over-random over-tty over-data-zero over-loop chain
 	check "$f.qcow2 is not shown" fs_t 20 expect_absent "$MNT/$f.raw"
 	check "the log names $f.qcow2" log_names "$MAIN_LOG" "$f.qcow2"
 done
-check "the symlinks to '/', '..' and '.' are not shown" \
-	fs_t 20 expect_absent "$MNT/root-link" "$MNT/up-link" "$MNT/self-link"
+check "the symlinks to '/', '..', '.' and a loop of them are not shown" \
+	fs_t 20 expect_absent "$MNT/root-link" "$MNT/up-link" "$MNT/self-link" "$MNT/dloop-a"
 
 # a FIFO in the place of the raw backing file, after the listing: the open fails at once
 rm -f race.raw && mkfifo race.raw
 check "over-race.raw over a FIFO put there since the listing: the read fails, at once" \
 	fs_t 20 _e2e_negate cat "$MNT/over-race.raw"
+rm -f race-top.qcow2 && mkfifo race-top.qcow2
+check "race-top.raw, its image a FIFO since the listing: the read fails, at once" \
+	fs_t 20 _e2e_negate cat "$MNT/race-top.raw"
+rm -f race.raw race-top.qcow2
 check "and the mount still reads" fs_t 20 expect_same_as_qemu "$SRC/good.qcow2" "$MNT/good.raw"
 
 # the mount point bound into SOURCE: a lookup there would wait for this daemon
