@@ -26,16 +26,6 @@ enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW };
 
 struct qfs_tree;
 
-/* mounts.c: the FUSE mount points below the sources, never looked into. */
-struct qfs_mounts;
-/* @sources: SOURCE's directory and the --backing-dirs (FUSE mounts at or above them are theirs,
- * and looked into). 0 or -ENOMEM. */
-int qfs_mounts_new(const char *const *sources, size_t n, struct qfs_mounts **out);
-/* Is the canonical @path at or below a FUSE mount point to avoid? (@ctx: the qfs_mounts; the
- * signature of struct qcow2_path_avoid.) Any thread. */
-bool qfs_mounts_avoid(void *ctx, const char *path);
-void qfs_mounts_free(struct qfs_mounts *m);
-
 /* One name under the mount point. Nodes live as long as the mount; their ino never changes. */
 struct qfs_node {
 	fuse_ino_t ino;

@@ -397,7 +397,7 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 
 int qfs_path_stat(struct qfs_tree *t, const char *path, struct stat *st)
 {
-	if (qfs_mounts_avoid(t->mounts, path)) {
+	if (qcow2_mounts_avoid(t->mounts, path)) {
 		errno = EPERM;
 		return -EPERM;
 	}
@@ -406,7 +406,7 @@ int qfs_path_stat(struct qfs_tree *t, const char *path, struct stat *st)
 
 int qfs_path_open(struct qfs_tree *t, const char *path, int flags)
 {
-	if (qfs_mounts_avoid(t->mounts, path))
+	if (qcow2_mounts_avoid(t->mounts, path))
 		return -EPERM;
 	return qcow2_path_open_canonical(path, flags);
 }

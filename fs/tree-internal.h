@@ -102,7 +102,7 @@ struct qfs_tree {
 				   * with the nodes so a lookup stays O(1) (65,536 snapshots) */
 	size_t rel_mask;
 	struct link_note *link_notes; /* under lock */
-	struct qfs_mounts *mounts; /* FUSE mounts never looked into (its own lock) */
+	struct qcow2_mounts *mounts; /* FUSE mounts never looked into (its own lock) */
 	struct backing_ref *brefs[HASH_BUCKETS]; /* under lock: backing path -> srcs naming it */
 	bool brefs_lost; /* under lock: a count was lost (out of memory): never trust "none" */
 };

@@ -19,7 +19,7 @@
  * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a). The same holds
  * for every FUSE mount below SOURCE (mounts.c: its daemon may hang, or be this one, the mount
  * point bound elsewhere): directory entries, resolved names and canonical paths at or below
- * one are refused before the lookup (qfs_mounts_avoid(), qfs_path_stat(), qfs_path_open()).
+ * one are refused before the lookup (qcow2_mounts_avoid(), qfs_path_stat(), qfs_path_open()).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -288,7 +288,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		    strcmp(path, t->mount_point) == 0)
 			continue;
 		/* before the fstatat() below: that would be a request to the mount's daemon */
-		if (qfs_mounts_avoid(t->mounts, path)) {
+		if (qcow2_mounts_avoid(t->mounts, path)) {
 			link_refusal(t, path,
 				     "a FUSE file system mounted below the source: not looked into "
 				     "(its daemon may hang, or be this one)");
@@ -385,7 +385,7 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 || qfs_mounts_avoid(t->mounts, path) ||
+		    strcmp(path, t->mount_point) == 0 || qcow2_mounts_avoid(t->mounts, path) ||
 		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode))
@@ -930,13 +930,13 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	keep[0] = t->root_dir;
 	for (i = 0; i < cfg->n_backing_dirs; i++)
 		keep[i + 1] = cfg->backing_dirs[i];
-	r = qfs_mounts_new(keep, 1 + cfg->n_backing_dirs, &t->mounts);
+	r = qcow2_mounts_new(keep, 1 + cfg->n_backing_dirs, &t->mounts);
 	free(keep);
 	if (r < 0) {
 		qfs_tree_free(t);
 		return r;
 	}
-	t->copts.avoid.fn = qfs_mounts_avoid;
+	t->copts.avoid.fn = qcow2_mounts_avoid;
 	t->copts.avoid.ctx = t->mounts;
 	node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
 	pthread_mutex_lock(&t->lock);
@@ -1005,7 +1005,7 @@ void qfs_tree_free(struct qfs_tree *t)
 	}
 	link_notes_free(t);
 	brefs_free(t);
-	qfs_mounts_free(t->mounts);
+	qcow2_mounts_free(t->mounts);
 	free(t->nodes);
 	free(t->by_rel);
 	free(t->source);

@@ -607,6 +607,19 @@ int qcow2_path_open_canonical(const char *path, int flags);
  * (no message), errno set as stat(2) sets it. */
 int qcow2_path_stat(const char *path, struct stat *st);
 
+/* ---- FUSE mounts to avoid (mounts.c) ---- */
+
+/* The FUSE mount points below the sources, never looked into (their daemon may hang, or be
+ * the caller's own). */
+struct qcow2_mounts;
+/* @sources: the directories the caller works in (FUSE mounts at or above them are theirs, and
+ * looked into). 0 or -ENOMEM. */
+int qcow2_mounts_new(const char *const *sources, size_t n, struct qcow2_mounts **out);
+/* Is the canonical @path at or below a FUSE mount point to avoid? (@ctx: the qcow2_mounts, as
+ * struct qcow2_path_avoid takes it.) Any thread. */
+bool qcow2_mounts_avoid(void *ctx, const char *path);
+void qcow2_mounts_free(struct qcow2_mounts *m);
+
 /* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into
  * @out and confine it like a backing file: below @o->root or an allowed directory. Returns 0,
  * -EPERM (outside, or through the mount point), -ENOENT... */

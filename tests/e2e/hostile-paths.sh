@@ -132,6 +132,11 @@ check "with a stopped FUSE daemon's mount inside SOURCE, the listing answers" \
 check "over-stopped.qcow2 (backing file on the stopped mount) is not shown" \
 	fs_t 20 expect_absent "$MNT/over-stopped.raw"
 check "and the mount still reads" fs_t 20 expect_same_as_qemu "$SRC/good.qcow2" "$MNT/good.raw"
+check "qcowctl tree of SOURCE with the stopped mount in it ends, and lists good.qcow2" bash -c "
+	timeout -k 2 20 '$QCOWCTL' tree '$SRC' >'$WORK/tree-stopped.out' 2>&1 &&
+		grep -q '^good.qcow2' '$WORK/tree-stopped.out' &&
+		grep -F 'over-stopped.qcow2 (backing file cannot be reached' '$WORK/tree-stopped.out' ||
+		{ cat '$WORK/tree-stopped.out'; exit 1; }"
 kill -CONT "$STOPPED_PID"
 QCOWFS_PID=$STOPPED_PID
 check "the second daemon unmounts (fusermount3 -u) and exits cleanly" umount_qcowfs "$SRC/stopped"

@@ -1,25 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mounts.c - the FUSE file systems mounted below the sources, which the daemon never looks into.
+ * mounts.c - the FUSE file systems mounted below the directories a caller works in, which it
+ * never looks into.
  *
- * A lookup on a FUSE file system is a request to its daemon. That daemon may be this one (its
- * mount point bound into SOURCE, `mount --bind MNT SRC/sub`: the request would wait for the tree
- * lock its sender holds, and the whole mount would hang for good), another qcowfs serving our
- * mount (the same, through two daemons), or a daemon that hangs (stopped, or waiting on a dead
- * server). The tree lock is held across every lookup of SOURCE's files (tree.c), so one such
- * lookup would stop every other request of the mount. So no path at or below a FUSE mount
- * point is looked up, unless the mount is on the way to a source (SOURCE or a --backing-dir that
- * lies on a FUSE file system: the operator chose it). The check is on canonical paths, before
- * any lookup (qcow2_path_resolve_avoiding() for names, qfs_path_stat() and qfs_path_open() for
- * canonical paths, the scans for directory entries), as for our own mount point.
+ * A lookup on a FUSE file system is a request to its daemon. That daemon may be the caller
+ * (qcowfs's mount point bound into its SOURCE, `mount --bind MNT SRC/sub`: the request would
+ * wait for the tree lock its sender holds, and the whole mount would hang for good), another
+ * qcowfs serving that mount (the same, through two daemons), or a daemon that hangs (stopped,
+ * or waiting on a dead server): qcowfs holds its tree lock across every lookup of SOURCE's
+ * files, so one such lookup would stop every request of the mount, and a qcowctl scan would
+ * never end. So no path at or below a FUSE mount point is looked up, unless the mount is on the
+ * way to one of the caller's directories (SOURCE or a --backing-dir that lies on a FUSE file
+ * system: the operator chose it). The check is on canonical paths, before any lookup
+ * (qcow2_path_resolve_avoiding() for names; the callers for directory entries and canonical
+ * paths), as for qcowfs's own mount point.
  *
  * The FUSE mount points come from /proc/self/mountinfo, read again whenever the mount table
  * changed: the kernel marks the open file with POLLPRI at every mount and unmount, which a poll
  * that does not wait sees, so a check costs a poll() until the table changes. A mount made
  * between that poll and the lookup it guards is not seen: the window is one lookup wide.
  *
- * Locking: m->lock guards the list and the file; it is a leaf, taken from any thread, with or
- * without the tree lock.
+ * Locking: m->lock guards the list and the file; it is a leaf, taken from any thread (in
+ * qcowfs, with or without the tree lock).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,9 +32,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "qcowfs.h"
+#include "internal.h"
 
-struct qfs_mounts {
+struct qcow2_mounts {
 	pthread_mutex_t lock;
 	int fd;	     /* /proc/self/mountinfo, or -1: no FUSE mount is known */
 	char **keep; /* canonical sources: FUSE mounts on their way are looked into */
@@ -66,7 +68,7 @@ static bool is_fuse(const char *fstype)
 }
 
 /* Is the mount point @dir on the way to a source (at or above it)? */
-static bool kept(const struct qfs_mounts *m, const char *dir)
+static bool kept(const struct qcow2_mounts *m, const char *dir)
 {
 	size_t i, n = strlen(dir);
 
@@ -80,7 +82,7 @@ static bool kept(const struct qfs_mounts *m, const char *dir)
 	return false;
 }
 
-static void dirs_free(struct qfs_mounts *m)
+static void dirs_free(struct qcow2_mounts *m)
 {
 	size_t i;
 
@@ -92,7 +94,7 @@ static void dirs_free(struct qfs_mounts *m)
 }
 
 /* One line of mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE ...". */
-static void parse_line(struct qfs_mounts *m, char *line)
+static void parse_line(struct qcow2_mounts *m, char *line)
 {
 	char *f[5], *sep, *fstype, *end, **nd;
 	int i;
@@ -121,7 +123,7 @@ static void parse_line(struct qfs_mounts *m, char *line)
 
 /* Read the table again (m->lock held). On failure every path is avoided but the sources'
  * own: a lookup refused is a file not shown, a lookup that hangs is a mount that hangs. */
-static void reread(struct qfs_mounts *m)
+static void reread(struct qcow2_mounts *m)
 {
 	size_t len = 0, cap = 65536;
 	char *buf = malloc(cap), *line, *p;
@@ -157,9 +159,9 @@ out:
 	free(buf);
 }
 
-bool qfs_mounts_avoid(void *ctx, const char *path)
+bool qcow2_mounts_avoid(void *ctx, const char *path)
 {
-	struct qfs_mounts *m = ctx;
+	struct qcow2_mounts *m = ctx;
 	struct pollfd pfd;
 	bool avoid;
 	size_t i;
@@ -183,9 +185,9 @@ bool qfs_mounts_avoid(void *ctx, const char *path)
 	return avoid;
 }
 
-int qfs_mounts_new(const char *const *sources, size_t n, struct qfs_mounts **out)
+int qcow2_mounts_new(const char *const *sources, size_t n, struct qcow2_mounts **out)
 {
-	struct qfs_mounts *m = calloc(1, sizeof(*m));
+	struct qcow2_mounts *m = calloc(1, sizeof(*m));
 	size_t i;
 
 	if (!m || !(m->keep = calloc(n ? n : 1, sizeof(*m->keep)))) {
@@ -210,7 +212,7 @@ int qfs_mounts_new(const char *const *sources, size_t n, struct qfs_mounts **out
 	return 0;
 }
 
-void qfs_mounts_free(struct qfs_mounts *m)
+void qcow2_mounts_free(struct qcow2_mounts *m)
 {
 	size_t i;
 
