@@ -74,12 +74,13 @@ static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
 
 	if (!o || !o->root)
 		return true;
-	if (qcow2_path_resolve(o->root, o->mount_point, canon, sizeof(canon)) == 0 &&
+	if (qcow2_path_resolve_avoiding(o->root, o->mount_point, &o->avoid, canon,
+					sizeof(canon)) == 0 &&
 	    qcow2_path_below(path, canon))
 		return true;
 	for (i = 0; i < o->n_allow_dirs; i++)
-		if (qcow2_path_resolve(o->allow_dirs[i], o->mount_point, canon, sizeof(canon)) ==
-			0 &&
+		if (qcow2_path_resolve_avoiding(o->allow_dirs[i], o->mount_point, &o->avoid, canon,
+						sizeof(canon)) == 0 &&
 		    qcow2_path_below(path, canon))
 			return true;
 	return false;
@@ -91,7 +92,8 @@ int qcow2_chain_resolve_top(const struct qcow2_chain_opts *o, const char *path, 
 	char canon[PATH_MAX];
 	int r;
 
-	r = qcow2_path_resolve(path, o ? o->mount_point : NULL, canon, sizeof(canon));
+	r = qcow2_path_resolve_avoiding(path, o ? o->mount_point : NULL, o ? &o->avoid : NULL,
+					canon, sizeof(canon));
 	if (r < 0)
 		return r;
 	if (!path_allowed(o, canon))
@@ -120,10 +122,11 @@ int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image
 		    (int)sizeof(joined))
 			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
 	}
-	r = qcow2_path_resolve(joined, o ? o->mount_point : NULL, canon, sizeof(canon));
-	if (r == -EPERM)
-		return qcow2_set_error(-EPERM, "'%s' names '%s', which leads into the mount point",
-				       image_path, joined);
+	r = qcow2_path_resolve_avoiding(joined, o ? o->mount_point : NULL, o ? &o->avoid : NULL,
+					canon, sizeof(canon));
+	if (r == -EPERM) /* the message says where it leads */
+		return qcow2_set_error(-EPERM, "'%s' names '%s': %s", image_path, joined,
+				       qcow2_last_error());
 	if (r < 0)
 		return qcow2_set_error(r, "cannot open '%s' (named by '%s'): %s", joined,
 				       image_path, strerror(-r));

@@ -396,7 +396,7 @@ int qcow2_io_flush(struct qcow2_io *io)
 
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes)
 {
-	struct stat st;
+	off_t end;
 
 	if (io->fd < 0) {
 		pthread_mutex_lock(&io->mem_lock);
@@ -404,16 +404,15 @@ int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes)
 		pthread_mutex_unlock(&io->mem_lock);
 		return 0;
 	}
-	if (fstat(io->fd, &st) < 0)
-		return qcow2_set_error(-errno, "'%s': stat failed: %s", io->name, strerror(errno));
-	if (S_ISBLK(st.st_mode)) {
-		off_t end = lseek(io->fd, 0, SEEK_END);
-		if (end < 0)
-			return qcow2_set_error(-errno, "'%s': %s", io->name, strerror(errno));
-		*bytes = (uint64_t)end;
-		return 0;
-	}
-	*bytes = (uint64_t)st.st_size;
+	/* The end is where lseek() says, as for QEMU (a block device has no st_size). A regular
+	 * file of /proc has st_size 0 whatever it holds, and lseek() to its end fails: such a
+	 * file has no size to serve (reading it as empty would lie), and QEMU refuses it too.
+	 * (Not compared with st_size: another thread may grow the file in between.) */
+	end = lseek(io->fd, 0, SEEK_END);
+	if (end < 0)
+		return qcow2_set_error(-errno, "'%s': cannot tell its size: %s", io->name,
+				       strerror(errno));
+	*bytes = (uint64_t)end;
 	return 0;
 }
 

@@ -16,6 +16,10 @@
  * which follow no symlink at all (openat2 RESOLVE_NO_SYMLINKS): a walk of a canonical name
  * that follows no symlink can reach the daemon's mount only through the mount point itself,
  * which the name does not contain. No state: safe from any thread.
+ *
+ * The caller may name more directories to avoid (struct qcow2_path_avoid): the daemon names
+ * every FUSE mount found below its sources, whose daemon may hang or may be the daemon itself
+ * (its mount point bound elsewhere). They are checked the same way, before each lookup.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -73,15 +77,19 @@ struct walk {
 	int dfd;	     /* the directory @res names (O_PATH) */
 	unsigned hops;	     /* symlinks followed */
 	const char *avoid;   /* canonical directory never looked into, or NULL */
+	const struct qcow2_path_avoid *more; /* more of them, or NULL */
 	const char *bad;     /* the prefix refused for @avoid */
 };
 
 /* Is the prefix resolved so far at or below the directory to avoid? */
 static bool walk_avoided(struct walk *w)
 {
-	if (!w->avoid || !w->avoid[0] || !qcow2_path_below(w->len ? w->res : "/", w->avoid))
+	const char *at = w->len ? w->res : "/";
+
+	if ((!w->avoid || !w->avoid[0] || !qcow2_path_below(at, w->avoid)) &&
+	    (!w->more || !w->more->fn || !w->more->fn(w->more->ctx, at)))
 		return false;
-	w->bad = w->len ? w->res : "/";
+	w->bad = at;
 	return true;
 }
 
@@ -262,16 +270,28 @@ int qcow2_path_stat(const char *path, struct stat *st)
 
 int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap)
 {
+	return qcow2_path_resolve_avoiding(path, avoid, NULL, out, cap);
+}
+
+int qcow2_path_resolve_avoiding(const char *path, const char *avoid,
+				const struct qcow2_path_avoid *more, char *out, size_t cap)
+{
 	struct walk *w = calloc(1, sizeof(*w));
 	int r;
 
 	if (!w)
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	w->avoid = avoid;
+	w->more = more;
 	r = resolve(w, path);
-	if (r == -EPERM && w->bad)
+	if (r == -EPERM && w->bad && avoid && avoid[0] && qcow2_path_below(w->bad, avoid))
 		r = qcow2_set_error(-EPERM, "'%s' leads into the mount point '%s' (as '%s')", path,
 				    avoid, w->bad);
+	else if (r == -EPERM && w->bad)
+		r = qcow2_set_error(-EPERM,
+				    "'%s' leads into '%s', a FUSE file system mounted below the "
+				    "source: not looked into (its daemon may hang, or be this one)",
+				    path, w->bad);
 	else if (r < 0)
 		r = qcow2_set_error(r, "cannot open '%s': %s", path, strerror(-r));
 	else if (strlen(w->res) >= cap)

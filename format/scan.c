@@ -4,7 +4,13 @@
  * files they use as backing (qcowctl tree; commit's check that no other image uses a base).
  *
  * The walk follows symlinks (a chain is often built of links) but enters each directory once,
- * by device and inode, so a symlink loop ends; it goes at most SCAN_MAX_DEPTH levels down.
+ * by device and inode, so a symlink loop ends; it goes at most SCAN_MAX_DEPTH levels down. A
+ * symlink to a directory is entered only if the directory lies inside the one scanned: a link
+ * to '/' or '..' would otherwise make the walk read every file of the machine (devices, /proc,
+ * other mounts that may hang). A symlink to a file may lead anywhere: that file alone is read.
+ * No FUSE file system mounted below the directory is looked into (mounts.c: its daemon may
+ * hang), not by an entry, a symlink or a backing name: names are resolved with those mounts
+ * avoided (qcow2_path_resolve_avoiding()), then used following no symlink.
  * Only regular files are opened (a fifo would block the open). Each file is probed by its
  * magic; a qcow2 file has its header read and checked, nothing more: no L1 table, no lock, so
  * an image in use or a malformed one is still listed, with @err saying why it could not be
@@ -35,6 +41,8 @@ struct scan {
 	size_t n, cap;
 	struct dir_id *dirs; /* every directory entered */
 	size_t n_dirs, cap_dirs;
+	const char *root; /* the canonical directory scanned */
+	struct qcow2_chain_opts avoid; /* the FUSE mounts below it, avoided; confines nothing */
 };
 
 static int grow(void **p, size_t *cap, size_t n, size_t size)
@@ -87,7 +95,7 @@ static char *join_backing(const char *image_path, const char *name)
 }
 
 /* Fill @e's backing fields from the header @h of the image at @e->path. */
-static int note_backing(struct qcow2_dir_image *e, const struct qcow2_header *h)
+static int note_backing(struct scan *s, struct qcow2_dir_image *e, const struct qcow2_header *h)
 {
 	char resolved[PATH_MAX];
 
@@ -96,8 +104,8 @@ static int note_backing(struct qcow2_dir_image *e, const struct qcow2_header *h)
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	if (!h->backing_file[0])
 		return 0;
-	e->backing_err =
-	    qcow2_chain_resolve_path(NULL, e->path, h->backing_file, resolved, sizeof(resolved));
+	e->backing_err = qcow2_chain_resolve_path(&s->avoid, e->path, h->backing_file, resolved,
+						  sizeof(resolved));
 	e->backing =
 	    e->backing_err == 0 ? strdup(resolved) : join_backing(e->path, h->backing_file);
 	if (!e->backing)
@@ -107,7 +115,7 @@ static int note_backing(struct qcow2_dir_image *e, const struct qcow2_header *h)
 
 /* Probe the file at @e->path: qcow2 (header read, or @err), another kind, or unreadable. Only
  * running out of memory fails. */
-static int probe(struct qcow2_dir_image *e)
+static int probe(struct scan *s, struct qcow2_dir_image *e)
 {
 	struct qcow2_header h;
 	struct qcow2_io *io;
@@ -126,7 +134,7 @@ static int probe(struct qcow2_dir_image *e)
 		r = qcow2_header_read(io, &h);
 		if (r < 0)
 			e->err = r;
-		else if ((r = note_backing(e, &h)) < 0) {
+		else if ((r = note_backing(s, e, &h)) < 0) {
 			qcow2_io_close(io);
 			return r;
 		}
@@ -135,14 +143,12 @@ static int probe(struct qcow2_dir_image *e)
 	return 0;
 }
 
-static int add_file(struct scan *s, const char *path)
+/* Add the regular file at the canonical @canon. */
+static int add_file(struct scan *s, const char *canon)
 {
 	struct qcow2_dir_image *e;
-	char canon[PATH_MAX];
 	int r;
 
-	if (!realpath(path, canon))
-		return 0; /* gone meanwhile */
 	r = grow((void **)&s->v, &s->cap, s->n, sizeof(*s->v));
 	if (r < 0)
 		return r;
@@ -152,7 +158,7 @@ static int add_file(struct scan *s, const char *path)
 	if (!e->path)
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	s->n++;
-	return probe(e);
+	return probe(s, e);
 }
 
 static int walk(struct scan *s, const char *path, unsigned depth);
@@ -160,19 +166,26 @@ static int walk(struct scan *s, const char *path, unsigned depth);
 /* One entry @name of the directory @dir. */
 static int visit(struct scan *s, const char *dir, const char *name, unsigned depth)
 {
-	char child[PATH_MAX];
+	char child[PATH_MAX], canon[PATH_MAX];
 	struct stat st;
 
 	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return 0;
 	if (snprintf(child, sizeof(child), "%s/%s", dir, name) >= (int)sizeof(child))
 		return 0;
-	if (stat(child, &st) < 0)
-		return 0; /* a dangling symlink, or gone */
-	if (S_ISDIR(st.st_mode))
-		return depth < SCAN_MAX_DEPTH ? walk(s, child, depth + 1) : 0;
+	/* resolved with the FUSE mounts avoided (a mount point itself is an entry here), then
+	 * reached following no symlink: a dangling symlink, a loop, gone, or avoided: skipped */
+	if (qcow2_path_resolve_avoiding(child, NULL, &s->avoid.avoid, canon, sizeof(canon)) < 0 ||
+	    qcow2_path_stat(canon, &st) < 0)
+		return 0;
+	if (S_ISDIR(st.st_mode)) {
+		/* a directory reached through a symlink: only inside the scanned one */
+		if (!qcow2_path_below(canon, s->root))
+			return 0;
+		return depth < SCAN_MAX_DEPTH ? walk(s, canon, depth + 1) : 0;
+	}
 	if (S_ISREG(st.st_mode))
-		return add_file(s, child);
+		return add_file(s, canon);
 	return 0;
 }
 
@@ -262,6 +275,7 @@ static int settle(struct scan *s)
 int qcow2_dir_scan(const char *dir, struct qcow2_dir_image **out, size_t *n)
 {
 	struct scan s = {0};
+	struct qcow2_mounts *mounts;
 	char canon[PATH_MAX];
 	int r;
 
@@ -269,7 +283,14 @@ int qcow2_dir_scan(const char *dir, struct qcow2_dir_image **out, size_t *n)
 	*n = 0;
 	if (!realpath(dir, canon))
 		return qcow2_set_error(-errno, "cannot open '%s': %s", dir, strerror(errno));
+	s.root = canon;
+	r = qcow2_mounts_new((const char *const[]){canon}, 1, &mounts);
+	if (r < 0)
+		return qcow2_set_error(r, "out of memory");
+	s.avoid.avoid.fn = qcow2_mounts_avoid;
+	s.avoid.avoid.ctx = mounts;
 	r = walk(&s, canon, 0);
+	qcow2_mounts_free(mounts);
 	free(s.dirs);
 	if (r == 0)
 		r = settle(&s);

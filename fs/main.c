@@ -364,6 +364,8 @@ int main(int argc, char **argv)
 			pthread_detach(th);
 	}
 	r = single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
+	if (r > 0)
+		r = 0; /* ended by SIGINT, SIGTERM or SIGHUP (its number): as asked, no failure */
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

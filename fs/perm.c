@@ -41,9 +41,9 @@ enum {
 	ACL_TAG_MASK = 0x10,
 	ACL_TAG_OTHER = 0x20,
 };
-#define ACL_XATTR "system.posix_acl_access"
+#define ACL_XATTR	 "system.posix_acl_access"
 #define ACL_HEADER_BYTES 4
-#define ACL_ENTRY_BYTES 8
+#define ACL_ENTRY_BYTES	 8
 
 /* The least any user other than the file's owner has under the ACL @a of @len bytes: a named
  * user or group, or a member of the owning group, gets its entry masked, everyone else the
@@ -77,7 +77,7 @@ static mode_t acl_floor(const uint8_t *a, size_t len)
  * membership and the ACL's named users are not looked up, so each entry counts for everyone
  * who is not the owner. Without an ACL, @st is unchanged; an ACL that cannot be read leaves the
  * owner's bits only. */
-static void fold_acl(const char *path, struct stat *st)
+static void fold_acl(struct qfs_tree *t, const char *path, struct stat *st)
 {
 	uint8_t a[4096];
 	char link[64];
@@ -86,7 +86,7 @@ static void fold_acl(const char *path, struct stat *st)
 	/* The canonical @path reached following no symlink (one swapped in could lead into our
 	 * own mount, or elsewhere), then asked through the descriptor's /proc link, which leads
 	 * to the file itself without a walk (an O_PATH descriptor takes no getxattr of its own). */
-	int fd = qcow2_path_open_canonical(path, O_PATH);
+	int fd = qfs_path_open(t, path, O_PATH);
 
 	if (fd >= 0) {
 		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -104,11 +104,11 @@ static void fold_acl(const char *path, struct stat *st)
 
 /* stat(2) of the canonical @path following no symlink (qcow2_path_stat()), with fold_acl(). (A
  * swap in between the two makes the open that follows fail its identity check.) */
-static int perm_stat(const char *path, struct stat *st)
+static int perm_stat(struct qfs_tree *t, const char *path, struct stat *st)
 {
-	if (qcow2_path_stat(path, st) < 0)
+	if (qfs_path_stat(t, path, st) < 0)
 		return -1;
-	fold_acl(path, st);
+	fold_acl(t, path, st);
 	return 0;
 }
 
@@ -144,8 +144,8 @@ static mode_t deny(mode_t mode, const struct stat *f, uid_t uid, gid_t gid, mode
 /* Clear @drop for the classes that cannot search every directory above the canonical @path.
  * @seen is the last directory checked (skipped when it is the same: a chain's layers usually
  * share one), updated. A directory that cannot be stat'ed denies every class. */
-static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mode_t drop,
-			 char *seen, size_t cap)
+static mode_t deny_reach(struct qfs_tree *t, mode_t mode, const char *path, uid_t uid, gid_t gid,
+			 mode_t drop, char *seen, size_t cap)
 {
 	char dir[PATH_MAX];
 	struct stat st;
@@ -160,7 +160,7 @@ static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mo
 		return mode;
 	snprintf(seen, cap, "%s", dir);
 	for (;;) {
-		if (perm_stat(dir, &st) < 0)
+		if (perm_stat(t, dir, &st) < 0)
 			return mode & ~(drop * 0111);
 		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
 		if (strcmp(dir, "/") == 0)
@@ -173,28 +173,28 @@ static mode_t deny_reach(mode_t mode, const char *path, uid_t uid, gid_t gid, mo
 /* Narrow @mode by the file @s of a chain (its top if @top; read as raw bytes if @as_raw, its
  * data file then no part of it): read needs read on the file and
  * its external data file, and the top's write needs write on both. */
-static mode_t deny_file(mode_t mode, struct src *s, bool top, bool as_raw, uid_t uid,
-			gid_t gid, char *seen, size_t cap)
+static mode_t deny_file(struct qfs_tree *t, mode_t mode, struct src *s, bool top, bool as_raw,
+			uid_t uid, gid_t gid, char *seen, size_t cap)
 {
 	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
 	struct stat st = s->st;
 
-	fold_acl(s->path, &st);
+	fold_acl(t, s->path, &st);
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
 		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
-	mode = deny_reach(mode, s->path, uid, gid, drop, seen, cap);
+	mode = deny_reach(t, mode, s->path, uid, gid, drop, seen, cap);
 	if (as_raw || (!s->data_file && !s->data_file_bad))
 		return mode; /* a qcow2 file named as a raw layer is read as it is */
 	s->data_ino = 0;
-	if (!s->data_file || perm_stat(s->data_file, &st) < 0)
+	if (!s->data_file || perm_stat(t, s->data_file, &st) < 0)
 		return mode & ~(drop * 0111);
 	s->data_dev = st.st_dev;
 	s->data_ino = st.st_ino;
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
 		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
-	return deny_reach(mode, s->data_file, uid, gid, drop, seen, cap);
+	return deny_reach(t, mode, s->data_file, uid, gid, drop, seen, cap);
 }
 
 /* The permission bits of a view of the chain whose top is @top: 0444 or, for a writable view,
@@ -213,7 +213,7 @@ mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 	unsigned depth;
 
 	for (depth = 0; s && mode & 0444; depth++) {
-		mode = deny_file(mode, s, s == top, as_raw, uid, gid, seen, sizeof(seen));
+		mode = deny_file(t, mode, s, s == top, as_raw, uid, gid, seen, sizeof(seen));
 		if (as_raw || !s->qcow2 || !s->backing)
 			break;
 		if (depth >= QCOW2_DEFAULT_MAX_DEPTH) {
@@ -230,14 +230,14 @@ mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 
 /* A directory's mode: its source directory's read and search bits, for the classes that can
  * reach it. */
-mode_t dir_mode(const char *path, const struct stat *st)
+mode_t dir_mode(struct qfs_tree *t, const char *path, const struct stat *st)
 {
 	char seen[PATH_MAX] = "";
 	struct stat acl = *st;
 
-	fold_acl(path, &acl);
-	return deny_reach(acl.st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH, seen,
-			  sizeof(seen));
+	fold_acl(t, path, &acl);
+	return deny_reach(t, acl.st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH,
+			  seen, sizeof(seen));
 }
 
 bool qfs_caller_may(const struct qfs_caller *c, const struct stat *st)

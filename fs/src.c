@@ -10,7 +10,8 @@
  * Everything here runs under qfs_tree.lock, so no path looked up here may enter our own mount
  * (tree.c says how): srcs are canonical paths, backing and data files are resolved with the
  * mount point refused (qcow2_chain_resolve_path()), and files are opened and stat()ed following
- * no symlink (QCOW2_OPEN_NOFOLLOW, qcow2_path_stat()). Only regular files are opened, without
+ * no symlink (QCOW2_OPEN_NOFOLLOW, qfs_path_stat()), never at or below a FUSE mount found below
+ * SOURCE (mounts.c). Only regular files are opened, without
  * blocking (qcow2_file_open()), and a chain is listed only if every file of it is one.
  * The base an image names is read-only even when that image is refused (src_is_backing()).
  */
@@ -31,9 +32,63 @@
 
 /* ---- the cache ---- */
 
-void src_clear(struct src *s)
+/* How many srcs name @path as their backing file (s->backing), kept with every change of
+ * s->backing: src_is_backing() answers "none" in O(1), so a directory of 100,000 files that
+ * back nothing is listed in O(n), not O(n^2). */
+static struct backing_ref **bref_find(struct qfs_tree *t, const char *path)
+{
+	struct backing_ref **pp = &t->brefs[hash_str(path)];
+
+	while (*pp && strcmp((*pp)->path, path) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Count one more (@delta 1) or one fewer (-1) src naming @path. Out of memory, the count is
+ * not kept and src_is_backing() looks at every src, as it did before the count. */
+static void bref_add(struct qfs_tree *t, const char *path, int delta)
+{
+	struct backing_ref **pp = bref_find(t, path), *b = *pp;
+
+	if (!b && delta > 0 && (b = calloc(1, sizeof(*b))) && !(b->path = strdup(path))) {
+		free(b);
+		b = NULL;
+	}
+	if (!b) {
+		t->brefs_lost |= delta > 0;
+		return;
+	}
+	if (!*pp)
+		*pp = b;
+	b->n += (unsigned)delta;
+	if (b->n == 0) {
+		*pp = b->next;
+		free(b->path);
+		free(b);
+	}
+}
+
+void brefs_free(struct qfs_tree *t)
+{
+	unsigned i;
+
+	for (i = 0; i < HASH_BUCKETS; i++) {
+		while (t->brefs[i]) {
+			struct backing_ref *b = t->brefs[i];
+
+			t->brefs[i] = b->next;
+			free(b->path);
+			free(b);
+		}
+	}
+}
+
+void src_clear(struct qfs_tree *t, struct src *s)
 {
 	uint32_t i;
+
+	if (s->backing)
+		bref_add(t, s->backing, -1);
 
 	for (i = 0; i < s->nsnaps; i++) {
 		free(s->snaps[i].id);
@@ -136,10 +191,10 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
  * (a symlink or another file swapped in since the stat would have its header taken for this
  * one's; a FIFO would block). On a mismatch the identity is forgotten, so the next refresh
  * probes again. 0 or a negative errno with the error set. */
-static int probe_open(struct src *s, struct qcow2_io **io)
+static int probe_open(struct qfs_tree *t, struct src *s, struct qcow2_io **io)
 {
 	struct stat st;
-	int fd = qcow2_path_open_canonical(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int fd = qfs_path_open(t, s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
 	if (fd < 0)
 		return qcow2_set_error(fd, "cannot open '%s': %s", s->path, strerror(-fd));
@@ -162,6 +217,8 @@ static int src_note_backing(struct qfs_tree *t, struct src *s, const char *name)
 	r = qcow2_chain_resolve_path(&t->copts, s->path, name, backing, sizeof(backing));
 	if (r == 0 && !(s->backing = strdup(backing)))
 		r = -ENOMEM;
+	if (r == 0)
+		bref_add(t, s->backing, 1);
 	return r;
 }
 
@@ -230,12 +287,15 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 {
 	struct qcow2_header *h;
 	struct qcow2_io *io;
+	uint64_t bytes;
 	uint8_t magic[4];
 	ssize_t got;
 	int r;
 
-	src_clear(s);
-	r = probe_open(s, &io);
+	src_clear(t, s);
+	r = probe_open(t, s, &io);
+	if (r == 0 && (r = qcow2_io_size(io, &bytes)) < 0)
+		qcow2_io_close(io); /* no size (a file of /proc): the chain would read a lie */
 	if (r < 0) {
 		src_refuse(s, r, qcow2_last_error());
 		return;
@@ -329,10 +389,10 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 
 	if (s && s->stat_gen == t->gen)
 		return s;
-	if (qcow2_path_stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (qfs_path_stat(t, path, &st) < 0 || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
-			src_clear(s);
+			src_clear(t, s);
 			free(s->logged_msg);
 			free(s->path);
 			free(s);
@@ -358,6 +418,22 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 	return s;
 }
 
+int qfs_path_stat(struct qfs_tree *t, const char *path, struct stat *st)
+{
+	if (qcow2_mounts_avoid(t->mounts, path)) {
+		errno = EPERM;
+		return -EPERM;
+	}
+	return qcow2_path_stat(path, st);
+}
+
+int qfs_path_open(struct qfs_tree *t, const char *path, int flags)
+{
+	if (qcow2_mounts_avoid(t->mounts, path))
+		return -EPERM;
+	return qcow2_path_open_canonical(path, flags);
+}
+
 /* ---- chain checks ---- */
 
 static void set_check(struct src *s, unsigned gen, int err, const char *msg)
@@ -372,11 +448,11 @@ static void set_check(struct src *s, unsigned gen, int err, const char *msg)
  * directory, a FIFO: opening it would fail, or block). Its path is canonical and confined
  * (qcow2_chain_resolve_path(), which looked nothing up inside the mount point). Returns the
  * negative errno, @buf says why. */
-static int not_a_file(const struct src *s, char *buf, size_t cap)
+static int not_a_file(struct qfs_tree *t, const struct src *s, char *buf, size_t cap)
 {
 	struct stat st;
 
-	if (qcow2_path_stat(s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
+	if (qfs_path_stat(t, s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
 		snprintf(buf, cap, "'%s': backing file '%s' is missing", s->path, s->backing);
 		return -ENOENT;
 	}
@@ -415,7 +491,7 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 			break;
 		next = src_get(t, cur->backing);
 		if (!next) {
-			err = not_a_file(cur, buf, sizeof(buf));
+			err = not_a_file(t, cur, buf, sizeof(buf));
 			break;
 		}
 		if (cur->backing_fmt == FMT_RAW) {
@@ -544,6 +620,8 @@ bool src_is_backing(struct qfs_tree *t, const struct src *s)
 	unsigned b;
 	struct src *o;
 
+	if (!t->brefs_lost && !*bref_find(t, s->path))
+		return false; /* no src names it */
 again:
 	for (b = 0; b < HASH_BUCKETS; b++) {
 		for (o = t->srcs[b]; o; o = o->hnext) {
@@ -568,10 +646,10 @@ again:
  * possibly into our own mount while t->lock is held: the file is reached following no symlink
  * (an O_PATH descriptor, which neither blocks nor checks permissions), then asked through its
  * /proc link, which leads to the file itself without a walk. */
-static bool daemon_may_write(const char *path)
+static bool daemon_may_write(struct qfs_tree *t, const char *path)
 {
 	char link[64];
-	int fd = qcow2_path_open_canonical(path, O_PATH | O_CLOEXEC);
+	int fd = qfs_path_open(t, path, O_PATH | O_CLOEXEC);
 	bool ok;
 
 	if (fd < 0)
@@ -588,5 +666,5 @@ bool src_writable(struct qfs_tree *t, struct src *s)
 {
 	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
 	       (s->st.st_mode & 0222) && !s->write_refused && !src_is_backing(t, s) &&
-	       daemon_may_write(s->path);
+	       daemon_may_write(t, s->path);
 }

@@ -81,6 +81,13 @@ struct link_note {
 	struct link_note *next;
 };
 
+/* How many srcs name one path as their backing file (src.c). */
+struct backing_ref {
+	char *path;
+	unsigned n;
+	struct backing_ref *next;
+};
+
 struct qfs_tree {
 	pthread_mutex_t lock;
 	char *source;   /* canonical SOURCE (a directory, or a file) */
@@ -98,6 +105,9 @@ struct qfs_tree {
 				   * with the nodes so a lookup stays O(1) (65,536 snapshots) */
 	size_t rel_mask;
 	struct link_note *link_notes; /* under lock */
+	struct qcow2_mounts *mounts; /* FUSE mounts never looked into (its own lock) */
+	struct backing_ref *brefs[HASH_BUCKETS]; /* under lock: backing path -> srcs naming it */
+	bool brefs_lost; /* under lock: a count was lost (out of memory): never trust "none" */
 };
 
 static inline unsigned hash_str(const char *s)
@@ -109,6 +119,12 @@ static inline unsigned hash_str(const char *s)
 	return h % HASH_BUCKETS;
 }
 
+
+/* qcow2_path_stat() and qcow2_path_open_canonical() of the canonical @path, refused with
+ * -EPERM (errno EPERM) when it lies at or below a FUSE mount to avoid (mounts.c): every
+ * canonical path the daemon looks up under t->lock goes through these. */
+int qfs_path_stat(struct qfs_tree *t, const char *path, struct stat *st);
+int qfs_path_open(struct qfs_tree *t, const char *path, int flags);
 
 /* names.c */
 
@@ -151,10 +167,11 @@ bool snap_view_name(const struct src *s, struct snap *sn, const char *base, unsi
 /* The permission bits of a view of the chain whose top is @top (writable: the view of a
  * writable leaf), and of the mount's directory for source directory @path (stat'ed: @st). */
 mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable);
-mode_t dir_mode(const char *path, const struct stat *st);
+mode_t dir_mode(struct qfs_tree *t, const char *path, const struct stat *st);
 
 /* src.c */
-void src_clear(struct src *s);
+void src_clear(struct qfs_tree *t, struct src *s);
+void brefs_free(struct qfs_tree *t);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone. */
 struct src *src_get(struct qfs_tree *t, const char *path);
 /* 0 if the chain whose top is @top can be served, else a negative errno and *msg (owned by the

@@ -16,7 +16,10 @@
  * looked up under it is a directory entry of SOURCE read relative to its directory (the mount
  * point skipped) or a canonical path from qcow2_path_resolve(), which refused anything at or
  * below the mount point before looking it up, used with qcow2_path_open_canonical() or
- * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a).
+ * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a). The same holds
+ * for every FUSE mount below SOURCE (mounts.c: its daemon may hang, or be this one, the mount
+ * point bound elsewhere): directory entries, resolved names and canonical paths at or below
+ * one are refused before the lookup (qcow2_mounts_avoid(), qfs_path_stat(), qfs_path_open()).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -245,9 +248,9 @@ static void add_image(struct qfs_tree *t, struct qfs_node *dir, struct listing *
 
 /* opendir() of the canonical directory @dir of SOURCE, following no symlink on the way: one
  * put there since the scan that found @dir must not lead into our own mount (t->lock is held). */
-static DIR *open_dir(const char *dir)
+static DIR *open_dir(struct qfs_tree *t, const char *dir)
 {
-	int fd = qcow2_path_open_canonical(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = qfs_path_open(t, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
 
 	if (fd >= 0 && !dp)
@@ -272,7 +275,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		*out = f;
 		return 1;
 	}
-	if (!(dp = open_dir(dir))) {
+	if (!(dp = open_dir(t, dir))) {
 		return 0;
 	}
 	while ((d = readdir(dp))) {
@@ -283,8 +286,16 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 ||
-		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		    strcmp(path, t->mount_point) == 0)
+			continue;
+		/* before the fstatat() below: that would be a request to the mount's daemon */
+		if (qcow2_mounts_avoid(t->mounts, path)) {
+			link_refusal(t, path,
+				     "a FUSE file system mounted below the source: not looked into "
+				     "(its daemon may hang, or be this one)");
+			continue;
+		}
+		if (fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (!S_ISDIR(st.st_mode)) {
 			/* A symlink is followed one component at a time, never into our own mount
@@ -296,7 +307,8 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 				snprintf(canon, sizeof(canon), "%s", path);
 			else
 				r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
-			if (r == -EPERM) /* outside, or into the mount point; dangling: quietly */
+			/* outside, into the mount point, a loop; dangling: quietly */
+			if (r == -EPERM || r == -ELOOP)
 				link_refusal(t, path, qcow2_last_error());
 			if (r < 0)
 				continue;
@@ -365,7 +377,7 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 	struct dirent *d;
 	DIR *dp;
 
-	if (depth > 64 || !(dp = open_dir(dir)))
+	if (depth > 64 || !(dp = open_dir(t, dir)))
 		return;
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX];
@@ -374,7 +386,7 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 ||
+		    strcmp(path, t->mount_point) == 0 || qcow2_mounts_avoid(t->mounts, path) ||
 		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode))
@@ -435,11 +447,11 @@ static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 
 	switch (n->kind) {
 	case QFS_DIR:
-		if (qcow2_path_stat(n->src, st) < 0)
+		if (qfs_path_stat(t, n->src, st) < 0)
 			return errno;
 		if (!S_ISDIR(st->st_mode))
 			return ENOENT;
-		st->st_mode = S_IFDIR | dir_mode(n->src, st);
+		st->st_mode = S_IFDIR | dir_mode(t, n->src, st);
 		break;
 	case QFS_RAW:
 		s = src_get(t, n->src);
@@ -464,7 +476,7 @@ static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_no
 {
 	struct stat st;
 
-	if (!t->single_file && (qcow2_path_stat(dir->src, &st) < 0 || !dir->scanned ||
+	if (!t->single_file && (qfs_path_stat(t, dir->src, &st) < 0 || !dir->scanned ||
 				st.st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st.st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -475,7 +487,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && qcow2_path_stat(dir->src, &st) == 0) {
+	if (!t->single_file && qfs_path_stat(t, dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}
@@ -822,7 +834,7 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	if (r)
 		return r;
 	/* no symlink followed, no FIFO waited on: the file the check saw, or nothing */
-	*fd = qcow2_path_open_canonical(path, O_RDONLY | O_NONBLOCK);
+	*fd = qfs_path_open(t, path, O_RDONLY | O_NONBLOCK);
 	if (*fd < 0) {
 		r = *fd == -ELOOP ? ESTALE : -*fd;
 		*fd = -1;
@@ -896,8 +908,11 @@ bool qfs_tree_checks_callers(const struct qfs_tree *t)
 int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 {
 	struct qfs_tree *t = calloc(1, sizeof(*t));
+	const char **keep;
 	char canon[PATH_MAX];
 	struct stat st;
+	size_t i;
+	int r;
 
 	if (!t)
 		return -ENOMEM;
@@ -925,6 +940,22 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->copts.n_allow_dirs = cfg->n_backing_dirs;
 	t->copts.mount_point = t->mount_point[0] ? t->mount_point : NULL;
 	t->copts.lock = true;
+	if (!t->root_dir || !t->source || !t->mount_point ||
+	    !(keep = calloc(1 + cfg->n_backing_dirs, sizeof(*keep)))) {
+		qfs_tree_free(t);
+		return -ENOMEM;
+	}
+	keep[0] = t->root_dir;
+	for (i = 0; i < cfg->n_backing_dirs; i++)
+		keep[i + 1] = cfg->backing_dirs[i];
+	r = qcow2_mounts_new(keep, 1 + cfg->n_backing_dirs, &t->mounts);
+	free(keep);
+	if (r < 0) {
+		qfs_tree_free(t);
+		return r;
+	}
+	t->copts.avoid.fn = qcow2_mounts_avoid;
+	t->copts.avoid.ctx = t->mounts;
 	node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
 	pthread_mutex_lock(&t->lock);
 	t->gen++;
@@ -974,7 +1005,7 @@ void qfs_tree_free(struct qfs_tree *t)
 		struct src *s = t->srcs[b], *next;
 		for (; s; s = next) {
 			next = s->hnext;
-			src_clear(s);
+			src_clear(t, s);
 			free(s->logged_msg);
 			free(s->path);
 			free(s);
@@ -991,6 +1022,8 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n);
 	}
 	link_notes_free(t);
+	brefs_free(t);
+	qcow2_mounts_free(t->mounts);
 	free(t->nodes);
 	free(t->by_rel);
 	free(t->source);

@@ -139,8 +139,15 @@ static const char *root_note(const struct forest *f, const struct node *nd, bool
 		return "its backing chain loops";
 	if (nd->parent >= 0 || !nd->img->backing)
 		return NULL;
-	if (nd->img->backing_err)
+	/* say why its name leads nowhere: a loop of symlinks is no missing file */
+	if (nd->img->backing_err == -ELOOP)
+		return "backing file name loops through symlinks";
+	if (nd->img->backing_err == -ENAMETOOLONG)
+		return "backing file name too long";
+	if (nd->img->backing_err == -ENOENT || nd->img->backing_err == -ENOTDIR)
 		return "backing file missing";
+	if (nd->img->backing_err)
+		return "backing file cannot be reached";
 	if (strncmp(nd->img->backing, f->dir, n) != 0 || nd->img->backing[n] != '/')
 		return "backing file outside the directory";
 	return "backing file not an image";

@@ -485,6 +485,15 @@ int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_exte
 
 struct qcow2_chain;
 
+/* Directories a path must never be resolved through, other than one fixed directory: @fn says
+ * whether the canonical @path is at or below one of them (the daemon passes the FUSE mounts
+ * found below its sources: another daemon that may hang, or its own mount bound elsewhere). It
+ * is called from any thread, before the lookup it guards. @fn NULL: none. */
+struct qcow2_path_avoid {
+	bool (*fn)(void *ctx, const char *path);
+	void *ctx;
+};
+
 struct qcow2_chain_opts {
 	/* Every file of the chain (the top image, backing and data files) must resolve below
 	 * @root (NULL: anywhere) or below one of @allow_dirs (--backing-dir). Symlinks are
@@ -494,6 +503,8 @@ struct qcow2_chain_opts {
 	size_t n_allow_dirs;
 	/* Canonical; no path is resolved through it (the daemon's own mount point), NULL: none. */
 	const char *mount_point;
+	/* More directories no path is resolved through (qcow2_path_resolve_avoiding()). */
+	struct qcow2_path_avoid avoid;
 	/* The top image may be a block device (qcowctl, for an image the operator named); other
 	 * files of the chain are always regular files. */
 	bool top_blockdev;
@@ -577,6 +588,7 @@ int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 
 /* ---- paths (path.c) ---- */
 
+
 /* Is the canonical @path equal to or below the canonical directory @dir? */
 bool qcow2_path_below(const char *path, const char *dir);
 /* realpath(3) of @path into @out (@cap bytes), resolved one component at a time: a path that
@@ -585,6 +597,9 @@ bool qcow2_path_below(const char *path, const char *dir);
  * own mount point: a lookup there would wait on the daemon). Returns 0, -EPERM, -ENOENT,
  * -ELOOP, -ENOTDIR, -ENAMETOOLONG... with a message naming @path. */
 int qcow2_path_resolve(const char *path, const char *avoid, char *out, size_t cap);
+/* The same, also refusing (-EPERM) every path that @more (NULL: none) says to avoid. */
+int qcow2_path_resolve_avoiding(const char *path, const char *avoid,
+				const struct qcow2_path_avoid *more, char *out, size_t cap);
 /* open(2) of the canonical @path (from qcow2_path_resolve()) following no symlink anywhere in
  * it (openat2 RESOLVE_NO_SYMLINKS; where the kernel lacks openat2, O_NOFOLLOW and the path the
  * descriptor has read back from /proc): a symlink put in its way since it was resolved fails it
@@ -595,6 +610,19 @@ int qcow2_path_open_canonical(const char *path, int flags);
 /* stat(2) of the canonical @path the same way (not following a symlink anywhere; a symlink at
  * the end is -ELOOP too). 0 or -errno (no message), errno set as stat(2) sets it. */
 int qcow2_path_stat(const char *path, struct stat *st);
+
+/* ---- FUSE mounts to avoid (mounts.c) ---- */
+
+/* The FUSE mount points below the sources, never looked into (their daemon may hang, or be
+ * the caller's own). */
+struct qcow2_mounts;
+/* @sources: the directories the caller works in (FUSE mounts at or above them are theirs, and
+ * looked into). 0 or -ENOMEM. */
+int qcow2_mounts_new(const char *const *sources, size_t n, struct qcow2_mounts **out);
+/* Is the canonical @path at or below a FUSE mount point to avoid? (@ctx: the qcow2_mounts, as
+ * struct qcow2_path_avoid takes it.) Any thread. */
+bool qcow2_mounts_avoid(void *ctx, const char *path);
+void qcow2_mounts_free(struct qcow2_mounts *m);
 
 /* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into
  * @out and confine it like a backing file: below @o->root or an allowed directory. Returns 0,
