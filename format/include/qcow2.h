@@ -236,6 +236,10 @@ struct qcow2_snapshot {
 	/* With ->invalid: its L1 table cannot be read at all (misaligned, too large, past the
 	 * end of the file), by us or by QEMU. Such an entry is what a repair may drop. */
 	bool unreadable;
+	/* A v3 entry with less than 16 bytes of extra data (no 64-bit VM state size, no disk
+	 * size: the disk size is then the image's, as QEMU reads it). Usable; check reports it
+	 * as QEMU does ("snapshot table entry N is incomplete"). */
+	bool incomplete;
 	uint64_t entry_off;   /* where the entry lies in the table (bytes from its start) */
 	uint32_t entry_bytes; /* its length without padding */
 };
