@@ -283,7 +283,8 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	*out = s;
 	/* the table's length as QEMU counts it: up to the end of the last entry, unpadded */
 	if (table_bytes)
-		*table_bytes = s[h->nb_snapshots - 1].entry_off + s[h->nb_snapshots - 1].entry_bytes;
+		*table_bytes =
+		    s[h->nb_snapshots - 1].entry_off + s[h->nb_snapshots - 1].entry_bytes;
 	return 0;
 }
 
