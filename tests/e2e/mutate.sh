@@ -70,9 +70,10 @@ SANITIZER_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime 
 #   misaligned (3003:92), past the end of the file (3003:95, 1178805878:33);
 #   ... or over one bad snapshot entry (which should disable that snapshot only): a NUL in
 #   the name (3003:140), an invalid L1 table (4004:88), a name running past the end of the
-#   file (4004:95), extra data too short (4004:114).
+#   file (4004:95), extra data too short (4004:114);
+#   a repair that would not improve the image exits 4 and leaves it byte for byte (2907499918:18).
 REGRESS="3003:79 3040499152:0 3003:147 4004:31 3003:92 3003:95 1178805878:33 3003:140 4004:88
-	4004:95 4004:114"
+	4004:95 4004:114 2907499918:18"
 
 echo "# mutate: seed $SEED (reproduce with MUTATE_SEED=$SEED MUTATE_ONLY=ITER)"
 
