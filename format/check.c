@@ -36,7 +36,7 @@
 #define BME_OFFSET_MASK	   0x00fffffffffffe00ull
 #define L2_BITMAP_ALLOC	   0xffffffffull
 #define MAX_BITMAP_TABLE   (64u << 20)
-#define STEP		   4096 /* clusters compared between two progress reports */
+#define STEP		   4096	      /* clusters compared between two progress reports */
 #define NO_BLOCK	   UINT64_MAX /* block_at(): a refcount block QEMU cannot read */
 
 /* ---- messages, progress, reads ---- */
@@ -584,6 +584,10 @@ static int count_snapshots(struct qcow2_scan *s)
 
 	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->nb_snapshots)
 		corrupt(s, "ERROR %u snapshots in image with data file", h->nb_snapshots);
+	/* v3 entries need 16 bytes of extra data; QEMU counts each short one, in its words */
+	for (i = 0; i < h->nb_snapshots; i++)
+		if (img->snaps[i].incomplete)
+			corrupt(s, "ERROR snapshot table entry %u is incomplete", i);
 	for (i = 0; i < h->nb_snapshots && r == 0; i++) {
 		const struct qcow2_snapshot *sn = &img->snaps[i];
 		uint64_t *l1;

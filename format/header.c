@@ -113,7 +113,9 @@ static int decode_fixed(const uint8_t *p, size_t len, struct qcow2_header *h)
 		h->autoclear = get_be64(p + OFF_AUTOCLEAR);
 		h->refcount_order = get_be32(p + OFF_REFCOUNT_ORDER);
 		h->header_len = get_be32(p + OFF_HEADER_LEN);
-		if (h->header_len < V3_HEADER_LEN || h->header_len % 8)
+		/* qcow2.txt asks for a multiple of 8, but QEMU opens any length from 104 to the
+		 * cluster size and reads the extensions from there: so do we */
+		if (h->header_len < V3_HEADER_LEN)
 			return qcow2_set_error(-EUCLEAN, "invalid header length %u", h->header_len);
 		if (h->header_len > V3_HEADER_LEN) {
 			if (len <= OFF_COMPRESSION)
@@ -203,8 +205,8 @@ static int decode_ext(struct qcow2_header *h, uint32_t type, const uint8_t *d, u
 	case EXT_BACKING_FMT:
 		return copy_name(h->backing_fmt, sizeof(h->backing_fmt), d, len, "backing format");
 	case EXT_FEATURE_TABLE:
-		if (len % 48)
-			return qcow2_set_error(-EUCLEAN, "feature name table has length %u", len);
+		/* Informational only (names of feature bits for messages), and QEMU does not
+		 * check its length: whole entries are used, a partial one at the end ignored. */
 		h->nb_feature_names = len / 48;
 		*features = d;
 		return 0;

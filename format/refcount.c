@@ -100,6 +100,20 @@ static int refs_ready(struct qcow2_image *img)
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
+/* Read the refcount block of table entry @ti into @buf (a cluster). A block the file does not
+ * hold is named as such: the io's own message says only where a read failed. */
+static int read_refblock(struct qcow2_image *img, uint64_t ti, void *buf)
+{
+	uint64_t off = img->refs.table[ti];
+	int r = qcow2_io_pread_full(img->io, buf, img->cluster_bytes, off);
+
+	if (r == -EUCLEAN || r == -EINVAL)
+		r = qcow2_set_error(
+		    r, "'%s': refcount block %" PRIu64 " at %#" PRIx64 " is outside the image",
+		    img->name, ti, off);
+	return r;
+}
+
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount)
 {
 	const struct qcow2_refcounts *r = &img->refs;
@@ -120,7 +134,7 @@ int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t
 	block = malloc(img->cluster_bytes);
 	if (!block)
 		return qcow2_set_error(-ENOMEM, "out of memory");
-	ret = qcow2_io_pread_full(img->io, block, img->cluster_bytes, r->table[ti]);
+	ret = read_refblock(img, ti, block);
 	if (ret == 0)
 		*refcount = qcow2_refcount_block_get(block, r->order, bi);
 	free(block);
@@ -145,7 +159,7 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters)
 	for (i = 0; i < r->n; i++) {
 		if (!r->table[i])
 			continue;
-		ret = qcow2_io_pread_full(img->io, block, img->cluster_bytes, r->table[i]);
+		ret = read_refblock(img, i, block);
 		if (ret < 0)
 			break;
 		for (j = 0; j < per_block; j++)
@@ -255,7 +269,7 @@ static int load_block(struct qcow2_image *img, uint64_t ti, uint8_t **out)
 		b = malloc(img->cluster_bytes);
 		if (!b)
 			return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
-		r = qcow2_io_pread_full(img->io, b, img->cluster_bytes, img->refs.table[ti]);
+		r = read_refblock(img, ti, b);
 		if (r < 0) {
 			free(b);
 			return r;

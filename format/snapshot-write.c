@@ -564,3 +564,118 @@ int qcow2_image_snapshot_drop_unreadable(struct qcow2_image *img, uint32_t *drop
 	}
 	return r;
 }
+
+/* ---- completing short v3 entries ---- */
+
+#define ENTRY_FIXED 40
+
+/* An incomplete entry's length once completed: 24 bytes of extra data, its id and name. */
+static size_t completed_bytes(const struct qcow2_snapshot *s, const uint8_t *raw)
+{
+	size_t names = s->entry_bytes - ENTRY_FIXED - get_be32(raw + 36);
+
+	return ENTRY_FIXED + QCOW2_SNAPSHOT_EXTRA_BYTES + names;
+}
+
+/* The table with each incomplete entry given the 24 bytes of extra data QEMU writes (the
+ * sizes as they were read: the disk size the image's), its other bytes (id and name too,
+ * even one with a NUL) as they are; every other entry byte for byte. */
+static int table_completed(struct qcow2_image *img, uint8_t **out, size_t *bytes)
+{
+	size_t cap = 0, off = 0, len, extra;
+	uint8_t *cur, *t = NULL;
+	uint32_t i;
+	int r;
+
+	cur = malloc(img->snap_table_bytes ? (size_t)img->snap_table_bytes : 1);
+	r = cur ? qcow2_io_pread_full(img->io, cur, (size_t)img->snap_table_bytes,
+				      img->h.snapshots_off)
+		: qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+	for (i = 0; r == 0 && i < img->h.nb_snapshots; i++) {
+		const struct qcow2_snapshot *s = &img->snaps[i];
+
+		len = s->incomplete ? completed_bytes(s, cur + s->entry_off) : s->entry_bytes;
+		cap += (len + 7) & ~(size_t)7;
+	}
+	if (r == 0 && !(t = calloc(1, cap ? cap : 1)))
+		r = qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+	for (i = 0; r == 0 && i < img->h.nb_snapshots; i++) {
+		const struct qcow2_snapshot *s = &img->snaps[i];
+		const uint8_t *raw = cur + s->entry_off;
+
+		if (s->incomplete) {
+			extra = get_be32(raw + 36);
+			len = completed_bytes(s, raw);
+			memcpy(t + off, raw, ENTRY_FIXED);
+			put_be32(t + off + 36, QCOW2_SNAPSHOT_EXTRA_BYTES);
+			put_be64(t + off + 40, s->vm_state_bytes);
+			put_be64(t + off + 48, s->disk_bytes);
+			put_be64(t + off + 56, s->icount);
+			memcpy(t + off + ENTRY_FIXED + QCOW2_SNAPSHOT_EXTRA_BYTES,
+			       raw + ENTRY_FIXED + extra, s->entry_bytes - ENTRY_FIXED - extra);
+		} else {
+			len = s->entry_bytes;
+			memcpy(t + off, raw, len);
+		}
+		off += (len + 7) & ~(size_t)7;
+	}
+	free(cur);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	*out = t;
+	*bytes = off;
+	return 0;
+}
+
+int qcow2_image_snapshot_complete(struct qcow2_image *img, uint32_t *fixed)
+{
+	uint64_t old_off = img->h.snapshots_off, old_bytes = img->snap_table_bytes, off = 0;
+	struct qcow2_snapshot_change o;
+	bool committed = false;
+	uint32_t i, n = 0;
+	int r;
+
+	*fixed = 0;
+	for (i = 0; i < img->h.nb_snapshots; i++)
+		n += img->snaps[i].incomplete;
+	if (n == 0)
+		return 0;
+	if (!img->w)
+		return qcow2_set_error(-EROFS, "'%s': it is open read-only", img->name);
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return qcow2_error_prefix(r, img->name);
+	qcow2_snapshot_change_init(&o, img, QCOW2_SNAPSHOT_DELETE);
+	pthread_rwlock_wrlock(&img->w->frees);
+	pthread_mutex_lock(&img->w->lock);
+	o.locked = true;
+	r = settle(img);
+	if (r == 0)
+		r = table_completed(img, &o.table, &o.table_bytes);
+	o.plan.nb_after = img->h.nb_snapshots;
+	/* the same crash-safe switch as every table change: the new table written and durable,
+	 * then the header's one write; the old table freed after */
+	if (r == 0)
+		r = switch_table(&o);
+	if (r == 0) {
+		committed = true;
+		pthread_mutex_lock(&img->snap_lock);
+		for (i = 0; i < img->h.nb_snapshots; i++) {
+			struct qcow2_snapshot *s = &img->snaps[i];
+			const uint8_t *p = o.table + off;
+
+			s->incomplete = false;
+			s->entry_off = off;
+			s->entry_bytes =
+			    ENTRY_FIXED + get_be32(p + 36) + get_be16(p + 12) + get_be16(p + 14);
+			off += ((uint64_t)s->entry_bytes + 7) & ~7ull;
+		}
+		img->snap_table_bytes = o.table_bytes;
+		pthread_mutex_unlock(&img->snap_lock);
+		(void)qcow2_overlap_update_tables(img); /* -ENOMEM leaves the old ranges */
+		r = qcow2_refcount_defer_free(img, old_off, old_bytes);
+	}
+	*fixed = committed ? n : 0;
+	return end(&o, r, committed, "rewritten");
+}

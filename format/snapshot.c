@@ -9,12 +9,14 @@
  * lives here too, next to the decoder it must agree with.
  *
  * Two kinds of damage (SPEC 5: "a bad entry in the snapshot table disables that snapshot
- * only"): what makes the table itself unreadable (an entry running past the table, extra data
- * of an impossible size: the next entry's place is unknown, and QEMU refuses such a table too)
- * refuses the table; what concerns one snapshot alone (its L1 table misaligned, too large,
- * past the end of the file or too small for its disk, its disk size absurd, a NUL in its id
- * or name) marks that entry invalid (s->invalid says why) and the rest of the table stays
- * usable. Nothing uses an invalid entry's L1 table; its bytes stay in the table as they are
+ * only"): what makes the table itself unreadable (extra data of an impossible size, a table
+ * over QCOW2_MAX_SNAPSHOT_TABLE_BYTES: QEMU refuses such a table too) refuses the table; what
+ * concerns one snapshot alone (its L1 table misaligned, too large, past the end of the file or
+ * too small for its disk, its disk size absurd, a NUL in its id or name, the entry itself
+ * running past the end of the file, which QEMU reads as zeros) marks that entry invalid
+ * (s->invalid says why) and the rest of the table stays usable. A v3 entry with too little
+ * extra data is usable (s->incomplete): QEMU opens it and its check reports it. Nothing uses
+ * an invalid entry's L1 table; its bytes stay in the table as they are
  * until a repair drops them (qemu-img does the same: it reads such a table and reports the
  * entry in check).
  */
@@ -73,6 +75,7 @@ size_t qcow2_snapshot_entry_encode(const struct qcow2_snapshot *s, void *buf)
 }
 
 static char oom_reason[] = "invalid entry";
+static char past_eof_reason[] = "its entry runs past end of file";
 
 /* Mark @s invalid (the first reason found stays). */
 static void mark_invalid(struct qcow2_snapshot *s, const char *fmt, ...)
@@ -115,8 +118,9 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 	s->icount = ~0ull;
 	if (extra > QCOW2_MAX_SNAPSHOT_EXTRA)
 		return qcow2_set_error(-EUCLEAN, "snapshot extra data too large (%u bytes)", extra);
-	if (version >= 3 && extra < 16)
-		return qcow2_set_error(-EUCLEAN, "snapshot extra data too short for version 3");
+	/* v3 wants at least the 64-bit VM state size and the disk size; QEMU reads a shorter
+	 * entry (the disk size is then the image's) and check reports it: so do we */
+	s->incomplete = version >= 3 && extra < 16;
 	r = qcow2_snapshot_entry_bytes(p, avail);
 	if (r < 0)
 		return (int)r;
@@ -176,7 +180,7 @@ void qcow2_snapshot_release(struct qcow2_snapshot *s, uint32_t n)
 	for (i = 0; s && i < n; i++) {
 		free(s[i].id);
 		free(s[i].name);
-		if (s[i].invalid != oom_reason)
+		if (s[i].invalid != oom_reason && s[i].invalid != past_eof_reason)
 			free(s[i].invalid);
 		s[i].id = s[i].name = s[i].invalid = NULL;
 	}
@@ -232,10 +236,9 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	if (!s)
 		return qcow2_set_error(-ENOMEM, "out of memory for %u snapshots", h->nb_snapshots);
 	for (;;) {
+		size_t got;
 		uint8_t *nbuf;
 
-		if (want > avail)
-			want = (size_t)avail;
 		if (want > QCOW2_MAX_SNAPSHOT_TABLE_BYTES)
 			want = QCOW2_MAX_SNAPSHOT_TABLE_BYTES;
 		nbuf = realloc(buf, want);
@@ -244,15 +247,20 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 			break;
 		}
 		buf = nbuf;
-		r = qcow2_io_pread_full(io, buf, want, h->snapshots_off);
+		got = want > avail ? (size_t)avail : want;
+		r = qcow2_io_pread_full(io, buf, got, h->snapshots_off);
 		if (r < 0)
 			break;
+		/* Past the end of the file QEMU reads zeros (its block layer pads a short read):
+		 * a table whose last entries run past it is read, and those entries marked below. */
+		memset(buf + got, 0, want - got);
 		r = qcow2_snapshot_table_decode(buf, want, h->nb_snapshots, h->version, h->size, s);
 		/* -EMSGSIZE: the table goes on past what was read; read more. */
 		if (r != -EMSGSIZE)
 			break;
-		if (want == avail || want == QCOW2_MAX_SNAPSHOT_TABLE_BYTES) {
-			r = qcow2_set_error(-EUCLEAN, "snapshot table runs past end of file");
+		if (want == QCOW2_MAX_SNAPSHOT_TABLE_BYTES) {
+			r = qcow2_set_error(-EUCLEAN, "snapshot table is larger than %u MiB",
+					    QCOW2_MAX_SNAPSHOT_TABLE_BYTES >> 20);
 			break;
 		}
 		want *= 2;
@@ -262,11 +270,21 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		free(s);
 		return (int)r;
 	}
-	for (i = 0; i < h->nb_snapshots; i++)
+	for (i = 0; i < h->nb_snapshots; i++) {
+		/* An entry that runs past the end of the file is unusable whatever its zero-filled
+		 * fields say (a name cut short, an L1 table of zeros): this reason first. */
+		if (s[i].entry_off + s[i].entry_bytes > avail) {
+			if (s[i].invalid != oom_reason)
+				free(s[i].invalid);
+			s[i].invalid = past_eof_reason;
+		}
 		validate_entry(&s[i], h, file_bytes);
+	}
 	*out = s;
+	/* the table's length as QEMU counts it: up to the end of the last entry, unpadded */
 	if (table_bytes)
-		*table_bytes = (uint64_t)r;
+		*table_bytes =
+		    s[h->nb_snapshots - 1].entry_off + s[h->nb_snapshots - 1].entry_bytes;
 	return 0;
 }
 

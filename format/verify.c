@@ -109,6 +109,26 @@ static void say(const struct qcow2_check_opts *o, const char *text)
 		o->message(o->ctx, QCOW2_CHECK_REPAIR, text);
 }
 
+/* Last, with the refcounts sound (a new table is allocated): incomplete snapshot table
+ * entries get their full extra data, as `qemu-img check -r all` rewrites the table. */
+static int complete_snapshots(struct qcow2_image *img, const struct qcow2_check_opts *o,
+			      struct qcow2_check_result *res)
+{
+	uint32_t i, n;
+	char text[96];
+	int r;
+
+	for (i = 0; i < qcow2_image_snapshot_count(img); i++)
+		if (qcow2_image_snapshot(img, i)->incomplete) {
+			snprintf(text, sizeof(text),
+				 "Repairing snapshot table entry %u is incomplete", i);
+			say(o, text);
+		}
+	r = qcow2_image_snapshot_complete(img, &n);
+	res->corruptions_fixed += n;
+	return r;
+}
+
 /* The passes, with a rebuild of the refcount structure between them when it is broken. */
 static int run(struct qcow2_image *img, const struct qcow2_check_opts *o,
 	       struct qcow2_check_result *res, bool *rebuilt)
@@ -118,8 +138,10 @@ static int run(struct qcow2_image *img, const struct qcow2_check_opts *o,
 	int r = qcow2_repair_pass(img, o, false, true, res, &rebuild);
 
 	*rebuilt = false;
-	if (r < 0 || !rebuild)
+	if (r < 0)
 		return r;
+	if (!rebuild)
+		return complete_snapshots(img, o, res);
 	say(o, "Rebuilding refcount structure");
 	r = qcow2_rebuild_refcounts(img, o);
 	if (r < 0)
@@ -131,7 +153,7 @@ static int run(struct qcow2_image *img, const struct qcow2_check_opts *o,
 		    -EUCLEAN, "'%s': the rebuilt refcount structure is still broken", img->name);
 	res->corruptions_fixed += again.corruptions_fixed;
 	res->leaks_fixed += again.leaks_fixed;
-	return r;
+	return r < 0 ? r : complete_snapshots(img, o, res);
 }
 
 /* Put every byte back; the image object's caches no longer match the disk: nothing more of

@@ -236,6 +236,10 @@ struct qcow2_snapshot {
 	/* With ->invalid: its L1 table cannot be read at all (misaligned, too large, past the
 	 * end of the file), by us or by QEMU. Such an entry is what a repair may drop. */
 	bool unreadable;
+	/* A v3 entry with less than 16 bytes of extra data (no 64-bit VM state size, no disk
+	 * size: the disk size is then the image's, as QEMU reads it). Usable; check reports it
+	 * as QEMU does ("snapshot table entry N is incomplete"). */
+	bool incomplete;
 	uint64_t entry_off;   /* where the entry lies in the table (bytes from its start) */
 	uint32_t entry_bytes; /* its length without padding */
 };
@@ -306,6 +310,11 @@ int qcow2_image_snapshot_delete(struct qcow2_image *img, const char *id_or_name)
  * Other invalid entries (a NUL in a name, an L1 table too small for the disk size, an absurd
  * disk size) stay: QEMU may still read their data. */
 int qcow2_image_snapshot_drop_unreadable(struct qcow2_image *img, uint32_t *dropped);
+/* Rewrite the snapshot table with every incomplete entry (->incomplete, a v3 entry with less
+ * than 16 bytes of extra data) given its full extra data, as `qemu-img check -r all` does;
+ * the other entries are copied byte for byte. One crash-safe table switch; *@fixed counts the
+ * entries completed. Needs a sound refcount structure (it allocates the new table). */
+int qcow2_image_snapshot_complete(struct qcow2_image *img, uint32_t *fixed);
 /* What qcow2_image_snapshot_delete_resumable() did, or would do. */
 struct qcow2_snapshot_resume {
 	bool already_deleted;  /* an interrupted delete of that snapshot had gone past its switch:

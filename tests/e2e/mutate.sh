@@ -17,7 +17,8 @@
 #     disables that snapshot only); `checksum` must be the SHA-256 of `qemu-img convert -O raw`
 #     when both work;
 #   - `qcowctl check`: exit 0, 1, 2 or 3 only;
-#   - `qcowctl check --repair` on a copy: never worse by qemu-img's count, errors (corruptions
+#   - `qcowctl check --repair` on a copy: exit 0 to 3, or 4 ("would not improve the image;
+#     nothing changed") with the file byte-identical to before; never worse by qemu-img's count, errors (corruptions
 #     + leaks + check-errors of `qemu-img check --output=json`; an image qemu-img cannot check
 #     counts as infinitely many) after the repair <= errors before it;
 #   - when `qemu-img convert` reads the active view: a mount of the chain's directory, every
@@ -69,9 +70,10 @@ SANITIZER_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime 
 #   misaligned (3003:92), past the end of the file (3003:95, 1178805878:33);
 #   ... or over one bad snapshot entry (which should disable that snapshot only): a NUL in
 #   the name (3003:140), an invalid L1 table (4004:88), a name running past the end of the
-#   file (4004:95), extra data too short (4004:114).
+#   file (4004:95), extra data too short (4004:114);
+#   a repair that would not improve the image exits 4 and leaves it byte for byte (2907499918:18).
 REGRESS="3003:79 3040499152:0 3003:147 4004:31 3003:92 3003:95 1178805878:33 3003:140 4004:88
-	4004:95 4004:114"
+	4004:95 4004:114 2907499918:18"
 
 echo "# mutate: seed $SEED (reproduce with MUTATE_SEED=$SEED MUTATE_ONLY=ITER)"
 
@@ -309,11 +311,17 @@ mount_and_read()
 # counted before
 repair_never_worse()
 {
-	local before after
+	local before after sum_before
 	cp --sparse=always "$TOP" "$REP" || return 1
 	run qcheck-before qemu-img check -f qcow2 --output=json "$REP"
 	before=$(errors_of "$OUT/qcheck-before.out")
-	ours repair "0 1 2 3" "$Q" check --repair -q "$REP" || { rm -f "$REP"; return 1; }
+	sum_before=$(sha256sum <"$REP")
+	# exit 4: the repair would not have improved the image and left it as it was; allowed
+	# only when the file is byte for byte what it was before
+	ours repair "0 1 2 3 4" "$Q" check --repair -q "$REP" || { rm -f "$REP"; return 1; }
+	if [ "$RC" = 4 ] && [ "$(sha256sum <"$REP")" != "$sum_before" ]; then
+		failed "check --repair exited 4 (nothing changed) but changed the image"
+	fi
 	run qcheck-after qemu-img check -f qcow2 --output=json "$REP"
 	after=$(errors_of "$OUT/qcheck-after.out")
 	if [ "$before" != inf ] && { [ "$after" = inf ] || [ "$after" -gt "$before" ]; }; then

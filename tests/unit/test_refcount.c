@@ -237,6 +237,24 @@ Test(refcount, refcount_block_past_end_of_file_is_corruption)
 	cr_assert_eq(open_then_refcount(0, &rc), -EUCLEAN);
 	cr_assert_not_null(qi, "the block is only read on use");
 	cr_assert_eq(qcow2_image_used_clusters(qi, &used), -EUCLEAN);
+	/* the message names the structure, not only the read that failed */
+	assert_error_mentions("refcount block 0 at");
+	assert_error_mentions("is outside the image");
+}
+
+/* An entry so large that no read can reach it: named the same way. */
+Test(refcount, refcount_block_out_of_range_is_named)
+{
+	uint64_t rc = 77, used;
+
+	img = imgbuild_new(NULL);
+	imgbuild_put_be64(img, img->reftable_off, 0x8000000000040000ull);
+	cr_assert_lt(open_then_refcount(0, &rc), 0);
+	assert_error_mentions("refcount block 0 at 0x8000000000040000 is outside the image");
+	if (qi) {
+		cr_assert_lt(qcow2_image_used_clusters(qi, &used), 0);
+		assert_error_mentions("refcount block 0 at 0x8000000000040000 is outside");
+	}
 }
 
 Test(refcount, read_errors_on_refcount_blocks_propagate)

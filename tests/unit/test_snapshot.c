@@ -15,7 +15,8 @@
 #include "testutil.h"
 #include "qcow2.h"
 
-#define H_NB_SNAPSHOTS 60
+#define H_NB_SNAPSHOTS	60
+#define H_SNAPSHOTS_OFF 64
 
 static struct imgbuild *img;
 
@@ -160,10 +161,9 @@ struct extra_case {
 ParameterizedTestParameters(snapshot, extra_data_sizes)
 {
 	static struct extra_case cases[] = {
-	    {2, 0, 0},		 {2, 8, 0},	   {2, 16, 0},	      {3, 16, 0},
-	    {3, 24, 0},		 {3, 40, 0},	   {3, 1023, 0},      {3, 1024, 0},
-	    {3, 0, -EUCLEAN},	 {3, 8, -EUCLEAN}, {3, 15, -EUCLEAN}, {3, 1025, -EUCLEAN},
-	    {2, 1025, -EUCLEAN},
+	    {2, 0, 0},	{2, 8, 0},	     {2, 16, 0},	  {3, 16, 0}, {3, 24, 0},
+	    {3, 40, 0}, {3, 1023, 0},	     {3, 1024, 0},	  {3, 0, 0},  {3, 8, 0},
+	    {3, 15, 0}, {3, 1025, -EUCLEAN}, {2, 1025, -EUCLEAN},
 	};
 	return cr_make_param_array(struct extra_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -182,12 +182,20 @@ ParameterizedTest(struct extra_case *c, snapshot, extra_data_sizes)
 	so.extra_bytes = 0;
 	so.name = "next";
 	add(&so);
-	/* Patch the first entry's extra size (the builder wrote at least 16 bytes of it). */
-	if (c->extra == 0 || c->extra == 8 || c->extra == 15)
-		imgbuild_put_be32(img, img->snap_table_off + 36, c->extra);
-	n = decode((size_t)img->snap_table_bytes, 2, s);
+	/* v3, none: patch the first entry's extra size (the builder wrote 16 bytes of it; the
+	 * id and name are then read from them) */
+	if (c->version == 3 && c->extra == 0)
+		imgbuild_put_be32(img, img->snap_table_off + 36, 0);
+	/* (with the first entry shortened, the second is not where its bytes are) */
+	n = decode((size_t)img->snap_table_bytes, c->version == 3 && c->extra == 0 ? 1 : 2, s);
 	if (c->want) {
 		cr_assert_eq(n, c->want, "extra=%u: %s", c->extra, qcow2_last_error());
+		return;
+	}
+	if (c->version == 3 && c->extra == 0) {
+		cr_assert_gt(n, 0, "%s", qcow2_last_error());
+		cr_assert(s[0].incomplete, "v3 without extra data: usable, flagged");
+		cr_assert_eq(s[0].disk_bytes, img->o.size, "no disk size: the image's, as QEMU");
 		return;
 	}
 	cr_assert_eq(n, (ssize_t)img->snap_table_bytes, "extra=%u: %s", c->extra,
@@ -195,6 +203,34 @@ ParameterizedTest(struct extra_case *c, snapshot, extra_data_sizes)
 	cr_assert_str_eq(s[1].name, "next", "the next entry is found after the extra data");
 	cr_assert_str_eq(s[0].name, "first");
 	cr_assert_eq(s[0].vm_state_bytes, 77);
+	/* v3 with less than 16 bytes: usable, flagged for check (QEMU opens it too) */
+	cr_assert_eq(s[0].incomplete, c->version == 3 && c->extra && c->extra < 16);
+	cr_assert_null(s[0].invalid);
+	if (c->extra && c->extra < 16)
+		cr_assert_eq(s[0].disk_bytes, img->o.size, "no disk size: the image's, as QEMU");
+}
+
+/* A v3 entry without extra data: QEMU opens the image, the snapshot works (its disk size the
+ * image's), and check reports the entry in QEMU's words. */
+Test(snapshot, v3_entry_with_short_extra_data_opens_and_check_reports_it)
+{
+	struct imgbuild_snapshot_opts so = {0};
+	struct qcow2_image *qi;
+	struct qcow2_check_result res;
+
+	build(3);
+	add(NULL);
+	so.extra_bytes = 8; /* the 64-bit VM state size only */
+	add(&so);
+	cr_assert_eq(open_image(&qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_count(qi), 2);
+	cr_assert(qcow2_image_snapshot(qi, 1)->incomplete);
+	cr_assert_null(qcow2_image_snapshot(qi, 1)->invalid);
+	cr_assert_eq(qcow2_image_snapshot(qi, 1)->disk_bytes, img->o.size);
+	cr_assert(!qcow2_image_snapshot(qi, 0)->incomplete);
+	cr_assert_eq(qcow2_image_check_report(qi, NULL, &res), 0, "%s", qcow2_last_error());
+	cr_assert_eq(res.corruptions, 1, "one incomplete entry, one corruption (qemu-img check)");
+	qcow2_image_close(qi);
 }
 
 Test(snapshot, last_entry_padding_may_be_missing_at_end_of_buffer)
@@ -227,6 +263,37 @@ Test(snapshot, table_without_padding_at_end_of_file_opens)
 	cr_assert_eq(open_image(&qi), 0, "%s", qcow2_last_error());
 	cr_assert_eq(qcow2_image_snapshot_count(qi), 1);
 	cr_assert_str_eq(qcow2_image_snapshot(qi, 0)->name, "abc");
+	qcow2_image_close(qi);
+}
+
+/* The last entry's name runs past the end of the file: QEMU reads zeros there and opens the
+ * image; that entry is disabled, the others stay usable. */
+Test(snapshot, entry_running_past_end_of_file_disables_that_snapshot_only)
+{
+	struct imgbuild_snapshot_opts so = {0};
+	struct qcow2_image *qi;
+	uint64_t last, table;
+
+	build(3);
+	so.name = "first";
+	add(&so);
+	so.name = "second";
+	add(&so);
+	/* the table moved to a new last cluster, the file cut right after it */
+	last = entry_off(1) - img->snap_table_off;
+	table = imgbuild_alloc_cluster(img);
+	memcpy(img->bytes + table, img->bytes + img->snap_table_off, img->snap_table_bytes);
+	imgbuild_put_be64(img, H_SNAPSHOTS_OFF, table);
+	img->len = (size_t)(table + img->snap_table_bytes);
+	imgbuild_put_be16(img, table + last + 14, 0xffff); /* name_size */
+	cr_assert_eq(open_image(&qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_snapshot_count(qi), 2);
+	cr_assert_null(qcow2_image_snapshot(qi, 0)->invalid);
+	cr_assert_str_eq(qcow2_image_snapshot(qi, 0)->name, "first");
+	cr_assert_not_null(qcow2_image_snapshot(qi, 1)->invalid);
+	cr_assert(strstr(qcow2_image_snapshot(qi, 1)->invalid, "past end of file"), "%s",
+		  qcow2_image_snapshot(qi, 1)->invalid);
+	cr_assert_eq(qcow2_image_find_snapshot(qi, "first"), 0);
 	qcow2_image_close(qi);
 }
 
