@@ -44,7 +44,10 @@ T=${MUTATE_TIMEOUT:-}
 SEED=${MUTATE_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 ITERS=${MUTATE_ITERS:-100000}
 SANITIZED=0
-if ldd "$Q" 2>/dev/null | grep -q 'lib[at]san\|libubsan'; then
+# (ldd's output read whole first: grep -q stops reading at the first match, and with pipefail
+# the SIGPIPE ldd may then get would make a sanitized build pass for a plain one.)
+LIBS=$(ldd "$Q" 2>/dev/null)
+if grep -q 'lib[at]san\|libubsan' <<<"$LIBS"; then
 	SANITIZED=1
 fi
 # A hang is a loop that does not end: the limit leaves room for a slow sanitized build on a
