@@ -241,6 +241,7 @@ struct qcow2_snapshot_change {
 	struct qcow2_snapshot sn;        /* create: the new entry (id and name allocated) */
 	size_t entry_at;                 /* create: where it lies in @table */
 	bool locked;                     /* snapshot-write.c holds w->frees and w->lock */
+	bool walk_only;                  /* add_reach() checks what it reaches, counts nothing */
 	uint64_t rc_ti;                  /* read-only images: @rc_block is refcount block @rc_ti */
 	uint8_t *rc_block;
 	struct qcow2_snapshot_plan plan;
@@ -456,6 +457,10 @@ void qcow2_overlap_l1_changed(struct qcow2_image *img, uint64_t old, uint64_t ne
 void qcow2_overlap_add_refblock(struct qcow2_image *img, uint64_t host_off);
 /* The first cluster of [@first, @first + @n) that holds live metadata, or UINT64_MAX. */
 uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n);
+/* The same for metadata of kinds other than @own; *@what (if not NULL) gets the name of what
+ * lies there. Without a write side: UINT64_MAX. */
+uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n, unsigned own,
+			    const char **what);
 /* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */
 int qcow2_overlap_writable(const struct qcow2_image *img);
 

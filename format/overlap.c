@@ -416,12 +416,22 @@ static unsigned lookup(struct qcow2_overlap *ol, uint64_t c0, uint64_t c1, unsig
 
 uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n)
 {
+	return qcow2_overlap_held(img, first, n, 0, NULL);
+}
+
+uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n, unsigned own,
+			    const char **what)
+{
 	struct qcow2_overlap *ol = img->w ? img->w->ol : NULL;
 	uint64_t at = UINT64_MAX;
+	unsigned kinds;
 
 	if (!ol || !n)
 		return UINT64_MAX;
-	return lookup(ol, first, first + n - 1, 0, &at) ? at : UINT64_MAX;
+	kinds = lookup(ol, first, first + n - 1, own & QCOW2_OL_ALL, &at);
+	if (kinds && what)
+		*what = kind_name(kinds);
+	return kinds ? at : UINT64_MAX;
 }
 
 /* ---- L1 and refcount table changes ---- */
