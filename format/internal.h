@@ -461,6 +461,17 @@ uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n)
  * lies there. Without a write side: UINT64_MAX. */
 uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n, unsigned own,
 			    const char **what);
+/* Before the first change of the active L2 table at @l2_off (@t, the whole table) in this
+ * open: every entry's data lies outside live metadata, has a refcount, of 1 where COPIED says
+ * the image owns it alone, and no cluster is named twice where one of the entries says COPIED.
+ * Entries [@first, @first + @n), which the change rewrites, may lie in metadata (a write there
+ * meets the guard, a hole drops them). Otherwise -EIO naming the entry, the corrupt bit set
+ * and the image takes no more changes. Passed once, the table is not read again
+ * (qcow2_overlap_table_checked()). w->lock held. */
+int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const uint64_t *t,
+			      uint32_t first, uint32_t n);
+/* Has the table at @l2_off passed qcow2_overlap_check_table() (true without a write side)? */
+bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off);
 /* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */
 int qcow2_overlap_writable(const struct qcow2_image *img);
 
