@@ -470,6 +470,18 @@ uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n,
  * (qcow2_overlap_table_checked()). w->lock held. */
 int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const uint64_t *t,
 			      uint32_t first, uint32_t n);
+/* The same for every active L2 table not checked yet (entries [@first, @first + @n) of the
+ * one @l1_idx points at rewritten by the change), before the first change of an open: a change
+ * anywhere (a new table, a refcount, the L1 table moved) may rewrite metadata that an entry of
+ * any table names as data, or hand out a cluster with refcount 0 that one still uses. Once
+ * every table passed, nothing more (until the L1 table is replaced). w->lock held. */
+int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_t first,
+			       uint32_t n);
+/* How many entries of the table that L1 entry @i points at a change of @n entries of table
+ * @l1_idx may rewrite though they lie in metadata: @n for that table if the image owns it
+ * alone (COPIED), else 0 (it would be copied first, writing the L1 table, and the copy would
+ * still name the old table as data). */
+uint32_t qcow2_exempt(const struct qcow2_image *img, uint32_t i, uint32_t l1_idx, uint32_t n);
 /* Has the table at @l2_off passed qcow2_overlap_check_table() (true without a write side)? */
 bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off);
 /* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */

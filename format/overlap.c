@@ -76,6 +76,7 @@ struct qcow2_overlap {
 	unsigned shift;
 	struct bm_table *bitmaps; /* read at init: the bitmap tables (immutable) */
 	size_t n_bitmaps;
+	bool all_checked; /* every active L2 table passed (under w->lock; reset by fill_hash()) */
 };
 
 static const char *const kind_names[N_KINDS] = {
@@ -495,6 +496,7 @@ static int fill_hash(struct qcow2_image *img)
 	free(ol->slots);
 	ol->slots = NULL;
 	ol->cap = ol->used = 0;
+	ol->all_checked = false;
 	r = reserve(ol, n + 16);
 	for (i = 0; r == 0 && i < img->l1.n; i++) {
 		uint64_t e = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
@@ -717,6 +719,46 @@ int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const ui
 		pthread_rwlock_unlock(&ol->lock);
 	}
 	return 0;
+}
+
+uint32_t qcow2_exempt(const struct qcow2_image *img, uint32_t i, uint32_t l1_idx, uint32_t n)
+{
+	return i == l1_idx && (img->l1.entries[i] & QCOW2_OFLAG_COPIED) ? n : 0;
+}
+
+int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_t first, uint32_t n)
+{
+	struct qcow2_overlap *ol = img->w ? img->w->ol : NULL;
+	uint32_t cb = img->h.cluster_bits, i;
+	bool all = true;
+	uint64_t *t;
+	int r = 0;
+
+	if (!ol || ol->all_checked)
+		return 0;
+	t = malloc(img->cluster_bytes);
+	if (!t)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	for (i = 0; i < img->l1.n && r == 0; i++) {
+		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
+
+		if (!off || qcow2_overlap_table_checked(img, off))
+			continue;
+		if ((off & (img->cluster_bytes - 1)) || (off >> cb) >= img->w->end_cluster) {
+			all = false; /* unreadable: a write through it fails */
+			continue;
+		}
+		r = qcow2_l2cache_get(img->l2cache, img->io, off, 0,
+				      (uint32_t)(img->cluster_bytes / 8), t);
+		if (r == 0)
+			r = qcow2_overlap_check_table(img, off, t, first,
+						      qcow2_exempt(img, i, l1_idx, n));
+		all &= r == 0 && qcow2_overlap_table_checked(img, off);
+	}
+	free(t);
+	if (r == 0 && all)
+		ol->all_checked = true;
+	return r;
 }
 
 /* ---- at open ---- */

@@ -169,7 +169,7 @@ static int check_table(struct qcow2_image *img, uint32_t l1_idx, uint32_t first,
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	r = qcow2_l2cache_get(img->l2cache, img->io, old, 0, (uint32_t)(img->cluster_bytes / 8), t);
 	if (r == 0)
-		r = qcow2_overlap_check_table(img, old, t, first, k);
+		r = qcow2_overlap_check_table(img, old, t, first, qcow2_exempt(img, l1_idx, l1_idx, k));
 	free(t);
 	return r;
 }
@@ -585,11 +585,17 @@ typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n,
 static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
 			  uint64_t off, const struct qcow2_fill *fill)
 {
+	uint64_t cl = off >> img->h.cluster_bits;
 	ssize_t got;
 	int r;
 
 	pthread_mutex_lock(&img->w->lock);
-	r = qcow2_image_begin_write(img);
+	/* the tables first: a refused change leaves the header as it was too */
+	r = qcow2_overlap_check_tables(img, (uint32_t)(cl / img->l2_entries),
+				       (uint32_t)(cl % img->l2_entries),
+				       run_clusters(img, off, n, MAX_RUN));
+	if (r == 0)
+		r = qcow2_image_begin_write(img);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
 	if (got >= 0 && (r = relieve(img)) < 0)
 		got = r;
@@ -837,7 +843,9 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 				       new_size);
 	need = new_size / per_l1 + (new_size % per_l1 != 0);
 	pthread_mutex_lock(&img->w->lock);
-	r = qcow2_image_begin_write(img);
+	r = qcow2_overlap_check_tables(img, UINT32_MAX, 0, 0);
+	if (r == 0)
+		r = qcow2_image_begin_write(img);
 	if (r == 0 && need > img->l1.n)
 		r = grow_l1(img, need);
 	if (r == 0) {
