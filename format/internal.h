@@ -227,6 +227,7 @@ void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p);
 struct qcow2_snapshot_delta {
 	uint64_t idx;
 	uint32_t plus, minus;
+	uint32_t keep; /* references the operation leaves (a delete: the active state's) */
 };
 
 struct qcow2_snapshot_change {
@@ -241,7 +242,7 @@ struct qcow2_snapshot_change {
 	struct qcow2_snapshot sn;        /* create: the new entry (id and name allocated) */
 	size_t entry_at;                 /* create: where it lies in @table */
 	bool locked;                     /* snapshot-write.c holds w->frees and w->lock */
-	bool walk_only;                  /* add_reach() checks what it reaches, counts nothing */
+	bool keep;                       /* add_reach() counts references that stay (keep) */
 	uint64_t rc_ti;                  /* read-only images: @rc_block is refcount block @rc_ti */
 	uint8_t *rc_block;
 	struct qcow2_snapshot_plan plan;

@@ -55,7 +55,8 @@ static int push(struct qcow2_snapshot_change *o, uint64_t idx, bool plus)
 		o->d = d;
 		o->cap = cap;
 	}
-	o->d[o->n++] = (struct qcow2_snapshot_delta){idx, plus, !plus};
+	o->d[o->n++] = o->keep ? (struct qcow2_snapshot_delta){idx, 0, 0, 1}
+			       : (struct qcow2_snapshot_delta){idx, plus, !plus, 0};
 	return 0;
 }
 
@@ -86,7 +87,7 @@ static int add_range(struct qcow2_snapshot_change *o, uint64_t off, uint64_t byt
 				       " (repair it: qcowctl check --repair)",
 				       own ? "an L2 table" : "guest data", off, what,
 				       i << img->h.cluster_bits);
-	for (i = first; i <= last && r == 0 && !o->walk_only; i++)
+	for (i = first; i <= last && r == 0; i++)
 		r = push(o, i, plus);
 	return r;
 }
@@ -160,6 +161,7 @@ static void merge(struct qcow2_snapshot_change *o)
 		if (o->d[i].idx == o->d[k].idx) {
 			o->d[k].plus += o->d[i].plus;
 			o->d[k].minus += o->d[i].minus;
+			o->d[k].keep += o->d[i].keep;
 		} else {
 			o->d[++k] = o->d[i];
 		}
@@ -218,7 +220,7 @@ static int check_deltas(struct qcow2_snapshot_change *o)
 			    d->idx << img->h.cluster_bits, bits);
 		/* what an operation adds copies references counted already; what it takes away
 		 * must be counted */
-		if (v < d->minus || (d->plus && !v))
+		if (v < d->minus || (d->plus && !v) || up - d->minus < d->keep)
 			return qcow2_set_error(
 			    -EUCLEAN,
 			    "cluster %#" PRIx64 " has a refcount lower "
@@ -431,11 +433,13 @@ static int plan_delete(struct qcow2_snapshot_change *o, const char *arg)
 		return r;
 	r = add_reach(o, o->sl1->entries, o->sl1->n, false);
 	/* The delete rewrites COPIED flags in the active L2 tables and frees what only the
-	 * snapshot held: nothing the active state reaches may lie in metadata either. */
+	 * snapshot held: nothing the active state reaches may lie in metadata either, and what
+	 * it reaches must keep a refcount (a refcount lower than the references would free a
+	 * cluster the active state still uses). */
 	if (r == 0) {
-		o->walk_only = true;
+		o->keep = true;
 		r = add_reach(o, img->l1.entries, img->l1.n, false);
-		o->walk_only = false;
+		o->keep = false;
 	}
 	if (r == 0)
 		r = table_without(o);

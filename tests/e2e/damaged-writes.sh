@@ -8,6 +8,8 @@
 #     snapshot create, apply and delete refuse, saying where in one line, and change no byte
 #     (each would rewrite metadata that the guest reads as data there, and count the
 #     metadata's own refcount up or down).
+#   - a snapshot delete that would take a cluster's refcount below the references the active
+#     state keeps (and free it) refuses, changing nothing.
 #   - an L2 table with one bad entry: its data cluster has refcount 0 (the allocator would hand
 #     it out again), COPIED on a cluster shared with a snapshot (a write in place changes the
 #     snapshot), guest data in the L2 table itself or in a refcount block (every change of the
@@ -77,6 +79,24 @@ for kind in at-l2:0 at-snaptable:0 at-snapl1:0 zip-l1:0 l1-refblock; do
 	check "$name: qemu-img counts as many errors as before" \
 		eval '[ "$(errors "$img")" = "$before" ]'
 done
+
+# ---- a delete that would free a cluster the active state still uses ----
+# (the active L2 table, shared with the snapshot, names guest 0's cluster twice: its refcount
+# 2 counts two references of four, and the delete takes two away)
+
+img=$SRC/shared.qcow2
+setup qemu-img create -q -f qcow2 "$img" 8M
+setup qio "$img" "write -P 0x11 0 1M"
+setup qemu-img snapshot -c s1 "$img"
+setup python3 "$H" qcow2-break "$img:share:0:3145728"
+setup qemu-img convert -U -O raw "$img" shared.disk
+sha_of "$img" >shared.sha
+check "a delete that would free a cluster still in use refuses, saying why" \
+	refuses_in_one_line "refcount lower than its references" \
+	"$QCOWCTL" snapshot delete -q "$img" s1
+check "and changes not one byte" sha_unchanged shared.sha
+check "qemu-img reads the disk as before" \
+	eval 'qemu-img convert -U -O raw "$img" after.raw && cmp shared.disk after.raw'
 
 # ---- writes through a table with a bad entry ----
 
