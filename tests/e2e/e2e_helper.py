@@ -488,7 +488,7 @@ class Qcow2:
             if magic == 0:
                 break
             if magic == 0x23852875:
-                return struct.unpack(">Q", self.read(off + 16, 8))[0]
+                return struct.unpack(">Q", self.read(off + 24, 8))[0]
             off += 8 + ((length + 7) & ~7)
         sys.exit("no bitmaps extension")
 
