@@ -169,7 +169,8 @@ static int check_table(struct qcow2_image *img, uint32_t l1_idx, uint32_t first,
 		return qcow2_set_error(-ENOMEM, "out of memory");
 	r = qcow2_l2cache_get(img->l2cache, img->io, old, 0, (uint32_t)(img->cluster_bytes / 8), t);
 	if (r == 0)
-		r = qcow2_overlap_check_table(img, old, t, first, qcow2_exempt(img, l1_idx, l1_idx, k));
+		r = qcow2_overlap_check_table(img, old, t, first,
+					      qcow2_exempt(img, l1_idx, l1_idx, k));
 	free(t);
 	return r;
 }
