@@ -483,6 +483,11 @@ int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_
  * alone (COPIED), else 0 (it would be copied first, writing the L1 table, and the copy would
  * still name the old table as data). */
 uint32_t qcow2_exempt(const struct qcow2_image *img, uint32_t i, uint32_t l1_idx, uint32_t n);
+/* At a writable open, before a dirty image's refcounts are rebuilt (which rewrites refcount
+ * blocks and COPIED flags): no entry of an active L2 table names live metadata as its data,
+ * else -EUCLEAN naming it, nothing changed (the rebuild would change what the guest reads
+ * there). */
+int qcow2_overlap_check_meta(struct qcow2_image *img);
 /* Has the table at @l2_off passed qcow2_overlap_check_table() (true without a write side)? */
 bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off);
 /* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */

@@ -646,10 +646,18 @@ static int check_entry(struct qcow2_image *img, uint64_t l2_off, uint32_t idx, u
 	if (at != UINT64_MAX && !exempt) {
 		snprintf(why, sizeof(why), "guest data at %#" PRIx64 " lies in the %s at %#" PRIx64,
 			 host, what, at << cb);
+		if (!refs) /* qcow2_overlap_check_meta(): nothing changes */
+			return qcow2_set_error(-EUCLEAN,
+					       "'%s': L2 table at %#" PRIx64 ", entry %" PRIu32
+					       ": %s: refusing to write the image (repair it with "
+					       "'qcowctl check --repair')",
+					       img->name, l2_off, idx, why);
 		return refuse_table(img, l2_off, idx, why);
 	}
 	if (at != UINT64_MAX)
 		return 1; /* the change drops or rewrites it (a write there meets the guard) */
+	if (!refs)
+		return 0;
 	for (; c <= c1; c++) {
 		r = qcow2_refcount_get_w(img, c, &v);
 		if (r < 0)
@@ -758,6 +766,31 @@ int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_
 	free(t);
 	if (r == 0 && all)
 		ol->all_checked = true;
+	return r;
+}
+
+int qcow2_overlap_check_meta(struct qcow2_image *img)
+{
+	uint32_t cb = img->h.cluster_bits, ew = img->l2_entry_words, i, j;
+	uint64_t *t;
+	int r = 0;
+
+	if (!img->w || !img->w->ol)
+		return 0;
+	t = malloc(img->cluster_bytes);
+	if (!t)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	for (i = 0; i < img->l1.n && r == 0; i++) {
+		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
+
+		if (!off || (off & (img->cluster_bytes - 1)) || (off >> cb) >= img->w->end_cluster)
+			continue;
+		r = qcow2_l2cache_get(img->l2cache, img->io, off, 0,
+				      (uint32_t)(img->cluster_bytes / 8), t);
+		for (j = 0; j < img->l2_entries && r == 0; j++)
+			r = check_entry(img, off, j, t[(size_t)j * ew], false, NULL, NULL);
+	}
+	free(t);
 	return r;
 }
 

@@ -8,6 +8,9 @@
 #     snapshot create, apply and delete refuse, saying where in one line, and change no byte
 #     (each would rewrite metadata that the guest reads as data there, and count the
 #     metadata's own refcount up or down).
+#   - an image left dirty by lazy refcounts whose guest data lies in metadata is not written
+#     (rebuilding its refcounts would rewrite what the guest reads there): qcowctl refuses,
+#     saying where, and changes nothing.
 #   - a snapshot delete that would take a cluster's refcount below the references the active
 #     state keeps (and free it) refuses, changing nothing.
 #   - an L2 table with one bad entry: its data cluster has refcount 0 (the allocator would hand
@@ -78,6 +81,21 @@ for kind in at-l2:0 at-snaptable:0 at-snapl1:0 zip-l1:0 l1-refblock; do
 	check "$name: not one byte changed" sha_unchanged "snap-$name.sha"
 	check "$name: qemu-img counts as many errors as before" \
 		eval '[ "$(errors "$img")" = "$before" ]'
+done
+
+# ---- an image left dirty by lazy refcounts, its guest data in metadata ----
+# (the open would rebuild the refcounts and COPIED flags, rewriting the refcount block or the
+# L2 table that the guest reads there)
+
+for kind in at-l2 at-refblock; do
+	img=$SRC/dirty-$kind.qcow2
+	setup qemu-img create -q -f qcow2 -o lazy_refcounts=on "$img" 8M
+	setup mk_data "$img"
+	setup python3 "$H" qcow2-break "$img:$kind:0" "$img:dirty"
+	sha_of "$img" >"dirty-$kind.sha"
+	check "dirty, $kind: qcowctl resize refuses before rebuilding, saying where" \
+		refuses_in_one_line "lies in the" "$QCOWCTL" resize -q "$img" 16M
+	check "dirty, $kind: not one byte changed" sha_unchanged "dirty-$kind.sha"
 done
 
 # ---- a delete that would free a cluster the active state still uses ----
