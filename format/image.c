@@ -127,8 +127,13 @@ static int open_write_side(struct qcow2_image *img)
 	/* A repair keeps the dirty bit until its refcounts are right (qcow2_image_repair()). */
 	if (img->repair)
 		w->set_dirty = img->h.incompat & QCOW2_INCOMPAT_DIRTY;
-	else if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY))
-		r = qcow2_check_rebuild_dirty(img);
+	else if (r == 0 && (img->h.incompat & QCOW2_INCOMPAT_DIRTY)) {
+		/* (guest data in metadata: rebuilding refcounts and COPIED flags would rewrite
+		 * what the guest reads there; only a repair moves it first) */
+		r = qcow2_overlap_check_meta(img);
+		if (r == 0)
+			r = qcow2_check_rebuild_dirty(img);
+	}
 	/* Metadata whose refcount says free could be handed out and overwritten by the next
 	 * allocation (QEMU would): such an image is not written, only repaired. */
 	if (r == 0 && !img->repair)

@@ -227,6 +227,7 @@ void qcow2_snapshot_pin_release(struct qcow2_snapshot_pin *p);
 struct qcow2_snapshot_delta {
 	uint64_t idx;
 	uint32_t plus, minus;
+	uint32_t keep; /* references the operation leaves (a delete: the active state's) */
 };
 
 struct qcow2_snapshot_change {
@@ -241,6 +242,7 @@ struct qcow2_snapshot_change {
 	struct qcow2_snapshot sn;        /* create: the new entry (id and name allocated) */
 	size_t entry_at;                 /* create: where it lies in @table */
 	bool locked;                     /* snapshot-write.c holds w->frees and w->lock */
+	bool keep;                       /* add_reach() counts references that stay (keep) */
 	uint64_t rc_ti;                  /* read-only images: @rc_block is refcount block @rc_ti */
 	uint8_t *rc_block;
 	struct qcow2_snapshot_plan plan;
@@ -456,6 +458,38 @@ void qcow2_overlap_l1_changed(struct qcow2_image *img, uint64_t old, uint64_t ne
 void qcow2_overlap_add_refblock(struct qcow2_image *img, uint64_t host_off);
 /* The first cluster of [@first, @first + @n) that holds live metadata, or UINT64_MAX. */
 uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n);
+/* The same for metadata of kinds other than @own; *@what (if not NULL) gets the name of what
+ * lies there. Without a write side: UINT64_MAX. */
+uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n, unsigned own,
+			    const char **what);
+/* Before the first change of the active L2 table at @l2_off (@t, the whole table) in this
+ * open: every entry's data lies outside live metadata, has a refcount, of 1 where COPIED says
+ * the image owns it alone, and no cluster is named twice where one of the entries says COPIED.
+ * Entries [@first, @first + @n), which the change rewrites, may lie in metadata (a write there
+ * meets the guard, a hole drops them). Otherwise -EIO naming the entry, the corrupt bit set
+ * and the image takes no more changes. Passed once, the table is not read again
+ * (qcow2_overlap_table_checked()). w->lock held. */
+int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const uint64_t *t,
+			      uint32_t first, uint32_t n);
+/* The same for every active L2 table not checked yet (entries [@first, @first + @n) of the
+ * one @l1_idx points at rewritten by the change), before the first change of an open: a change
+ * anywhere (a new table, a refcount, the L1 table moved) may rewrite metadata that an entry of
+ * any table names as data, or hand out a cluster with refcount 0 that one still uses. Once
+ * every table passed, nothing more (until the L1 table is replaced). w->lock held. */
+int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_t first,
+			       uint32_t n);
+/* How many entries of the table that L1 entry @i points at a change of @n entries of table
+ * @l1_idx may rewrite though they lie in metadata: @n for that table if the image owns it
+ * alone (COPIED), else 0 (it would be copied first, writing the L1 table, and the copy would
+ * still name the old table as data). */
+uint32_t qcow2_exempt(const struct qcow2_image *img, uint32_t i, uint32_t l1_idx, uint32_t n);
+/* At a writable open, before a dirty image's refcounts are rebuilt (which rewrites refcount
+ * blocks and COPIED flags): no entry of an active L2 table names live metadata as its data,
+ * else -EUCLEAN naming it, nothing changed (the rebuild would change what the guest reads
+ * there). */
+int qcow2_overlap_check_meta(struct qcow2_image *img);
+/* Has the table at @l2_off passed qcow2_overlap_check_table() (true without a write side)? */
+bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off);
 /* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */
 int qcow2_overlap_writable(const struct qcow2_image *img);
 

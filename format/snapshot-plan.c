@@ -55,20 +55,38 @@ static int push(struct qcow2_snapshot_change *o, uint64_t idx, bool plus)
 		o->d = d;
 		o->cap = cap;
 	}
-	o->d[o->n++] = (struct qcow2_snapshot_delta){idx, plus, !plus};
+	o->d[o->n++] = o->keep ? (struct qcow2_snapshot_delta){idx, 0, 0, 1}
+			       : (struct qcow2_snapshot_delta){idx, plus, !plus, 0};
 	return 0;
 }
 
-/* One reference more (@plus) or less to every host cluster of [@off, @off + @bytes). */
-static int add_range(struct qcow2_snapshot_change *o, uint64_t off, uint64_t bytes, bool plus)
+/* One reference more (@plus) or less to every host cluster of [@off, @off + @bytes), which
+ * are metadata of the kinds @own (QCOW2_OL_L2 for an L2 table) or data (0).
+ *
+ * Guest data lying in live metadata (an L2 entry pointing at an L1 table, a refcount block,
+ * ...), or an L2 table in other metadata, is refused: every metadata write the operation makes
+ * (refcounts, COPIED flags, tables freed or moved) would change what the guest reads there, and
+ * counting such a cluster up or down corrupts the metadata's own refcount. QEMU would go on and
+ * change those bytes; a repair gives the data a cluster of its own first. */
+static int add_range(struct qcow2_snapshot_change *o, uint64_t off, uint64_t bytes, bool plus,
+		     unsigned own)
 {
-	uint64_t first = off >> o->img->h.cluster_bits, i;
-	uint64_t last = (off + bytes - 1) >> o->img->h.cluster_bits;
+	struct qcow2_image *img = o->img;
+	uint64_t first = off >> img->h.cluster_bits, i;
+	uint64_t last = (off + bytes - 1) >> img->h.cluster_bits;
+	const char *what = "metadata";
 	int r = 0;
 
-	if (last >= end_cluster(o->img))
+	if (last >= end_cluster(img))
 		return qcow2_set_error(-EUCLEAN, "cluster %#" PRIx64 " lies outside the file",
-				       last << o->img->h.cluster_bits);
+				       last << img->h.cluster_bits);
+	i = qcow2_overlap_held(img, first, last - first + 1, own, &what);
+	if (i != UINT64_MAX)
+		return qcow2_set_error(-EUCLEAN,
+				       "%s at %#" PRIx64 " lies in the %s at %#" PRIx64
+				       " (repair it: qcowctl check --repair)",
+				       own ? "an L2 table" : "guest data", off, what,
+				       i << img->h.cluster_bits);
 	for (i = first; i <= last && r == 0; i++)
 		r = push(o, i, plus);
 	return r;
@@ -86,12 +104,12 @@ static int add_l2_reach(struct qcow2_snapshot_change *o, const uint64_t *t, bool
 		if (t[j] & QCOW2_OFLAG_COMPRESSED) {
 			r = qcow2_map_compressed(img, t[j], &host, &bytes);
 			if (r == 0) /* every host cluster it touches, as write.c counts it down */
-				r = add_range(o, host & ~511ull, bytes, plus);
+				r = add_range(o, host & ~511ull, bytes, plus, 0);
 		} else if ((host = t[j] & QCOW2_L2E_OFFSET_MASK)) {
 			if (host & (img->cluster_bytes - 1))
 				return qcow2_set_error(-EUCLEAN,
 						       "misaligned data cluster %#" PRIx64, host);
-			r = add_range(o, host, img->cluster_bytes, plus);
+			r = add_range(o, host, img->cluster_bytes, plus, 0);
 		}
 	}
 	return r;
@@ -113,7 +131,7 @@ static int add_reach(struct qcow2_snapshot_change *o, const uint64_t *l1, uint32
 		if (l2 & (img->cluster_bytes - 1))
 			r = qcow2_set_error(-EUCLEAN, "misaligned L2 table %#" PRIx64, l2);
 		if (r == 0)
-			r = add_range(o, l2, img->cluster_bytes, plus);
+			r = add_range(o, l2, img->cluster_bytes, plus, QCOW2_OL_L2);
 		if (r == 0)
 			r = qcow2_l2cache_get(img->l2cache, img->io, l2, 0,
 					      (uint32_t)(img->cluster_bytes / 8), t);
@@ -143,6 +161,7 @@ static void merge(struct qcow2_snapshot_change *o)
 		if (o->d[i].idx == o->d[k].idx) {
 			o->d[k].plus += o->d[i].plus;
 			o->d[k].minus += o->d[i].minus;
+			o->d[k].keep += o->d[i].keep;
 		} else {
 			o->d[++k] = o->d[i];
 		}
@@ -201,7 +220,7 @@ static int check_deltas(struct qcow2_snapshot_change *o)
 			    d->idx << img->h.cluster_bits, bits);
 		/* what an operation adds copies references counted already; what it takes away
 		 * must be counted */
-		if (v < d->minus || (d->plus && !v))
+		if (v < d->minus || (d->plus && !v) || up - d->minus < d->keep)
 			return qcow2_set_error(
 			    -EUCLEAN,
 			    "cluster %#" PRIx64 " has a refcount lower "
@@ -413,6 +432,15 @@ static int plan_delete(struct qcow2_snapshot_change *o, const char *arg)
 	if (r < 0)
 		return r;
 	r = add_reach(o, o->sl1->entries, o->sl1->n, false);
+	/* The delete rewrites COPIED flags in the active L2 tables and frees what only the
+	 * snapshot held: nothing the active state reaches may lie in metadata either, and what
+	 * it reaches must keep a refcount (a refcount lower than the references would free a
+	 * cluster the active state still uses). */
+	if (r == 0) {
+		o->keep = true;
+		r = add_reach(o, img->l1.entries, img->l1.n, false);
+		o->keep = false;
+	}
 	if (r == 0)
 		r = table_without(o);
 	o->plan.nb_after = img->h.nb_snapshots - 1;
@@ -429,7 +457,8 @@ static int plan_drop(struct qcow2_snapshot_change *o)
 	struct qcow2_image *img = o->img;
 
 	if (!img->snaps[o->idx].unreadable)
-		return qcow2_set_error(-EINVAL, "snapshot '%s' is readable", img->snaps[o->idx].name);
+		return qcow2_set_error(-EINVAL, "snapshot '%s' is readable",
+				       img->snaps[o->idx].name);
 	snprintf(o->plan.id, sizeof(o->plan.id), "%s", img->snaps[o->idx].id);
 	o->plan.nb_after = img->h.nb_snapshots - 1;
 	o->plan.freed_clusters = clusters_of(img, img->snap_table_bytes);

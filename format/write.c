@@ -153,6 +153,28 @@ static uint32_t run_clusters(const struct qcow2_image *img, uint64_t off, uint64
 	return k > max ? max : (uint32_t)k;
 }
 
+/* Before the first change of the table @l1_idx points at (or of its copy), its entries are
+ * checked (overlap.c): a change of a table whose other entries name metadata, or clusters
+ * whose refcount is wrong, would rewrite what the guest reads there or hand out a cluster
+ * still in use. Entries [@first, @first + @k) are the ones the change rewrites. w->lock held. */
+static int check_table(struct qcow2_image *img, uint32_t l1_idx, uint32_t first, uint32_t k)
+{
+	uint64_t old = l1_get(img, l1_idx) & QCOW2_L1E_OFFSET_MASK, *t;
+	int r;
+
+	if (!old || (r = check_table_off(img, old)) < 0 || qcow2_overlap_table_checked(img, old))
+		return 0; /* (a table outside the file fails in pin_table()) */
+	t = malloc(img->cluster_bytes);
+	if (!t)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = qcow2_l2cache_get(img->l2cache, img->io, old, 0, (uint32_t)(img->cluster_bytes / 8), t);
+	if (r == 0)
+		r = qcow2_overlap_check_table(img, old, t, first,
+					      qcow2_exempt(img, l1_idx, l1_idx, k));
+	free(t);
+	return r;
+}
+
 /* The @k entries from @off's on, in the L2 table made ready and pinned for writing. */
 static int load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint64_t *ents,
 		    uint64_t *l2_off)
@@ -163,7 +185,9 @@ static int load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint64_t 
 
 	if (l1_idx >= img->l1.n)
 		return qcow2_set_error(-EIO, "offset %#" PRIx64 " beyond the L1 table", off);
-	r = pin_table(img, l1_idx, l2_off);
+	r = check_table(img, l1_idx, (uint32_t)(cl % img->l2_entries), k);
+	if (r == 0)
+		r = pin_table(img, l1_idx, l2_off);
 	return r < 0 ? r :
 		       qcow2_l2cache_get(img->l2cache, img->io, *l2_off,
 					 (uint32_t)(cl % img->l2_entries) * ew, k * ew, ents);
@@ -213,8 +237,8 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 		return 0;
 	e = l1_get(img, l1_idx);
 	l2_off = e & QCOW2_L1E_OFFSET_MASK;
-	if (!l2_off || !(e & QCOW2_OFLAG_COPIED))
-		return 0;
+	if (!l2_off || !(e & QCOW2_OFLAG_COPIED) || !qcow2_overlap_table_checked(img, l2_off))
+		return 0; /* the slow path checks the table first */
 	k = run_clusters(img, off, n, 64);
 	r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, words);
 	if (r < 0)
@@ -562,11 +586,17 @@ typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n,
 static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
 			  uint64_t off, const struct qcow2_fill *fill)
 {
+	uint64_t cl = off >> img->h.cluster_bits;
 	ssize_t got;
 	int r;
 
 	pthread_mutex_lock(&img->w->lock);
-	r = qcow2_image_begin_write(img);
+	/* the tables first: a refused change leaves the header as it was too */
+	r = qcow2_overlap_check_tables(img, (uint32_t)(cl / img->l2_entries),
+				       (uint32_t)(cl % img->l2_entries),
+				       run_clusters(img, off, n, MAX_RUN));
+	if (r == 0)
+		r = qcow2_image_begin_write(img);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
 	if (got >= 0 && (r = relieve(img)) < 0)
 		got = r;
@@ -814,7 +844,9 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 				       new_size);
 	need = new_size / per_l1 + (new_size % per_l1 != 0);
 	pthread_mutex_lock(&img->w->lock);
-	r = qcow2_image_begin_write(img);
+	r = qcow2_overlap_check_tables(img, UINT32_MAX, 0, 0);
+	if (r == 0)
+		r = qcow2_image_begin_write(img);
 	if (r == 0 && need > img->l1.n)
 		r = grow_l1(img, need);
 	if (r == 0) {

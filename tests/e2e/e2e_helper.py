@@ -66,7 +66,17 @@ Writing (the same operation applied to a flat view and to the test's model of it
                             (the third field) of the refcount table: rt-l1, rt-l2, rt-refblock
                             (pointed at the L1 table, the L2 table of guest offset 0, the block
                             of entry 1), rt-header (0x200), rt-reserved (bit 8 set), rt-high
-                            (bit 63 set), rt-eof (4 clusters past the end of the file)
+                            (bit 63 set), rt-eof (4 clusters past the end of the file);
+                            more entries with COPIED into metadata: at-l2 (its own L2 table),
+                            at-refblock (the first refcount block), at-snaptable (the snapshot
+                            table), at-snapl1 (the first snapshot's L1 table), at-bmdir (the
+                            bitmap directory); share (GUEST:OTHER: the entry of guest offset
+                            OTHER becomes a copy of this one, both with COPIED), free-data (refcount
+                            0 on the data cluster, COPIED kept), l1-refblock (L1 entry 0 points
+                            at the first refcount block), reftable-at-l1 (the header places the
+                            refcount table on the L1 table), zip-l1 (a compressed descriptor
+                            whose bytes start in the cluster before the L1 table and run into
+                            it), dirty (set the dirty bit of a lazy-refcounts image)
   check-compare OURS QEMU [OURS QEMU...]
                             compare `qcowctl check --json` outputs with `qemu-img check
                             --output=json` ones field by field (the same fields, the same
@@ -470,6 +480,18 @@ class Qcow2:
         incompat = struct.unpack(">Q", h[72:80])[0] if self.version >= 3 else 0
         self.entry_bytes = 16 if incompat & 16 else 8
 
+    def bitmap_dir(self):
+        """The offset of the bitmap directory (header extension 0x23852875)."""
+        off = struct.unpack(">I", self.read(100, 4))[0] if self.version >= 3 else 72
+        while off + 8 <= self.cs:
+            magic, length = struct.unpack(">II", self.read(off, 8))
+            if magic == 0:
+                break
+            if magic == 0x23852875:
+                return struct.unpack(">Q", self.read(off + 24, 8))[0]
+            off += 8 + ((length + 7) & ~7)
+        sys.exit("no bitmaps extension")
+
     def read(self, off, n):
         self.f.seek(off)
         return self.f.read(n)
@@ -542,7 +564,7 @@ def break_snapshot_entry(f, q, guest):
     q.put64(l2 + q.entry_bytes * (guest // q.cs % per), ((size + q.cs - 1) // q.cs + 4) * q.cs)
 
 
-def break_one(path, kind, guest="0"):
+def break_one(path, kind, guest="0", other="0"):
     with open(path, "r+b") as f:
         q = Qcow2(f)
         if kind.startswith("rt-"):
@@ -550,6 +572,14 @@ def break_one(path, kind, guest="0"):
             return
         if kind == "snapeof":
             break_snapshot_entry(f, q, num(guest))
+            return
+        if kind in ("l1-refblock", "reftable-at-l1", "dirty"):
+            if kind == "l1-refblock":
+                q.put64(q.l1_off, (1 << 63) | (q.u64(q.reftable_off) & ~0x1ff))
+            elif kind == "reftable-at-l1":
+                q.put64(48, q.l1_off)
+            else:
+                q.put64(72, q.u64(72) | 1)
             return
         at = q.l2_entry_off(num(guest))
         entry = q.u64(at)
@@ -572,6 +602,30 @@ def break_one(path, kind, guest="0"):
             q.put64(at, copied | q.reftable_off)
         elif kind == "l1":
             q.put64(at, copied | q.l1_off)
+        elif kind == "at-l2":
+            q.put64(at, copied | (at & ~(q.cs - 1)))
+        elif kind == "at-refblock":
+            q.put64(at, copied | (q.u64(q.reftable_off) & ~0x1ff))
+        elif kind == "at-snaptable":
+            q.put64(at, copied | q.u64(64))
+        elif kind == "at-snapl1":
+            if not q.u64(56) >> 32:
+                sys.exit("no snapshot")
+            q.put64(at, copied | q.u64(q.u64(64)))
+        elif kind == "at-bmdir":
+            q.put64(at, copied | q.bitmap_dir())
+        elif kind == "share":
+            q.put64(q.l2_entry_off(num(other)), entry | copied)
+            q.put64(at, entry | copied)
+        elif kind == "free-data":
+            if not host or entry & (1 << 62):
+                sys.exit("guest offset %s has no standard data cluster" % guest)
+            q.set_refcount(host >> q.cluster_bits, 0)
+        elif kind == "zip-l1":
+            # offset bits: 62 - (cluster_bits - 8); the sector count above them
+            x = 62 - (q.cluster_bits - 8)
+            start = q.l1_off - 512
+            q.put64(at, (1 << 62) | (1 << x) | start)
         elif kind == "free-l1":
             q.set_refcount(q.l1_off >> q.cluster_bits, 0)
         elif kind == "free-l2":
