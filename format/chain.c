@@ -268,7 +268,7 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		r = open_image(l->path, c->n - 1, o, false, READER_SHARED, &l->img);
 	if (r < 0)
 		return r;
-	l->size = l->img->h.size;
+	l->size = qcow2_guest_bytes(l->img->h.size);
 	return 0;
 }
 

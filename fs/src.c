@@ -339,7 +339,7 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 	if (r == 0)
 		r = src_check_data_file(t, s, h);
 	if (r == 0) {
-		s->vsize = h->size;
+		s->vsize = qcow2_guest_bytes(h->size);
 		s->corrupt = h->incompat & QCOW2_INCOMPAT_CORRUPT;
 	} else {
 		src_refuse(s, r, qcow2_last_error());

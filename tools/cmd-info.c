@@ -279,7 +279,8 @@ static int info_one(const char *path, const struct info_opts *o)
 		if (r == 0)
 			r = gather(&f, path, "raw", size, NULL, io);
 	} else if (r == 0) {
-		r = gather(&f, path, "qcow2", qcow2_image_header(img)->size, img, NULL);
+		r = gather(&f, path, "qcow2", qcow2_guest_bytes(qcow2_image_header(img)->size), img,
+			   NULL);
 	}
 	if (r == 0) {
 		json_init(&j, stdout);

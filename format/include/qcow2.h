@@ -538,6 +538,13 @@ struct qcow2_chain_opts {
 int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct qcow2_chain **out);
 void qcow2_chain_close(struct qcow2_chain *c);
 uint64_t qcow2_chain_size(const struct qcow2_chain *c);
+/* The guest's disk size of an image whose header says @header_bytes: QEMU counts whole 512-byte
+ * sectors (total_sectors = size / 512), so an odd size is cut down to a sector, and the guest
+ * (and qemu-img convert) never sees the tail. */
+static inline uint64_t qcow2_guest_bytes(uint64_t header_bytes)
+{
+	return header_bytes & ~(uint64_t)511;
+}
 unsigned qcow2_chain_depth(const struct qcow2_chain *c);
 
 struct qcow2_layer_info {
