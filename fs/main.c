@@ -1,10 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * main.c - qcowfs's command line, logging and FUSE session lifetime.
- *
- * After the mount is set up and the kernel's INIT has been answered, the mount's read-ahead
- * window is raised (read_ahead_kb of its bdi, default 4 MiB): with the kernel's default of
- * 128 KiB a FUSE file reads sequentially at a fraction of the disk's speed (PERF-NOTES).
+ * main.c - qcowfs's command line and the FUSE session's lifetime: the top of fs/ (qcowfs.h
+ * draws the order). The log (log.c) and the read-ahead window (readahead.c) are set up here.
  */
 #include <errno.h>
 #include <limits.h>
@@ -18,45 +15,18 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "log.h"
 #include "qcowfs.h"
+#include "readahead.h"
 
 #define MAX_BACKING_DIRS 64
 
-static bool log_to_stderr = true;
-static unsigned readahead_kb = 4096;
+static unsigned readahead_kb = QFS_DEFAULT_READAHEAD_KB;
 /* -o no_default_permissions and -o allow_other as given: see check_permissions() */
 static bool no_default_permissions, allow_other;
-#define MAX_READAHEAD_KB (1024 * 1024) /* 1 GiB: more than any disk streams ahead usefully */
 /* -o max_read=N, 0 when not given */
 static unsigned max_read;
 static char mount_path[PATH_MAX];
-static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t init_cond = PTHREAD_COND_INITIALIZER;
-static bool init_done; /* under init_lock */
-
-void qfs_init_done(void)
-{
-	pthread_mutex_lock(&init_lock);
-	init_done = true;
-	pthread_cond_broadcast(&init_cond);
-	pthread_mutex_unlock(&init_lock);
-}
-
-void qfs_log(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (log_to_stderr) {
-		fputs("qcowfs: ", stderr);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-		fflush(stderr);
-	} else {
-		vsyslog(LOG_WARNING, fmt, ap);
-	}
-	va_end(ap);
-}
 
 /* libfuse's own messages, to stderr as its default handler prints them; an error among them
  * (an unknown -o option, a failed mount) is already the one line naming the cause. */
@@ -99,11 +69,6 @@ static void usage(FILE *f)
 		"allow_other, other users get exactly that.\n");
 }
 
-unsigned qfs_max_read(void)
-{
-	return max_read;
-}
-
 /* The value of -o NAME=VALUE: decimal digits only (strtoul would take "-5" as 2^32 - 5 and
  * "abc" as 0), at most @max. Prints one line naming the option and returns -1 otherwise. */
 static int parse_uint_opt(const char *tok, size_t name_len, unsigned long max, unsigned *out)
@@ -125,7 +90,7 @@ static int parse_uint_opt(const char *tok, size_t name_len, unsigned long max, u
 
 /* Split -o options: ours are consumed, the rest go to FUSE. max_read goes to both: libfuse
  * passes it to the kernel and fails INIT unless the init callback asks for the same value
- * (qfs_max_read()). Prints one line naming the option on a refusal and returns -1. */
+ * (qfs_readahead_max_read()). Prints one line naming the option on a refusal and returns -1. */
 static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, size_t cap)
 {
 	char *copy = strdup(arg), *save = NULL, *tok;
@@ -135,7 +100,7 @@ static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, siz
 		return -1;
 	for (tok = strtok_r(copy, ",", &save); tok && r == 0; tok = strtok_r(NULL, ",", &save)) {
 		if (strncmp(tok, "readahead_kb=", 13) == 0) {
-			r = parse_uint_opt(tok, 12, MAX_READAHEAD_KB, &readahead_kb);
+			r = parse_uint_opt(tok, 12, QFS_MAX_READAHEAD_KB, &readahead_kb);
 			continue;
 		}
 		if (strcmp(tok, "no_default_permissions") == 0) {
@@ -183,48 +148,6 @@ static int check_permissions(char *fuse_opts, size_t cap)
 	}
 	strcat(fuse_opts, ",default_permissions");
 	return 0;
-}
-
-/* Raise the mount's read-ahead once the kernel has processed INIT (whose reply caps it). */
-static void *tune_readahead(void *arg)
-{
-	char line[8192], path[128];
-	int tries;
-
-	(void)arg;
-	pthread_mutex_lock(&init_lock);
-	while (!init_done)
-		pthread_cond_wait(&init_cond, &init_lock);
-	pthread_mutex_unlock(&init_lock);
-	for (tries = 0; tries < 100; tries++) {
-		FILE *f = fopen("/proc/self/mountinfo", "r");
-		unsigned maj, min;
-		bool done = false;
-
-		usleep(50000);
-		if (!f)
-			return NULL;
-		while (!done && fgets(line, sizeof(line), f)) {
-			char mnt[PATH_MAX];
-			if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) == 3 &&
-			    strcmp(mnt, mount_path) == 0 && strstr(line, "fuse")) {
-				FILE *ra;
-				snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj,
-					 min);
-				usleep(100000); /* INIT's reply, which caps the window, goes first */
-				ra = fopen(path, "w");
-				if (ra) {
-					fprintf(ra, "%u\n", readahead_kb);
-					fclose(ra);
-				}
-				done = true;
-			}
-		}
-		fclose(f);
-		if (done)
-			return NULL;
-	}
-	return NULL;
 }
 
 /* Refuse, before anything is mounted, a SOURCE that is neither a directory nor a regular file
@@ -340,6 +263,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qcowfs: out of memory\n");
 		return 1;
 	}
+	qfs_readahead_set(readahead_kb, max_read);
 	se = fuse_session_new(&args, &qfs_ops, sizeof(qfs_ops), tree);
 	if (!se) {
 		if (!fuse_reported)
@@ -353,16 +277,10 @@ int main(int argc, char **argv)
 		goto out_session;
 	if (fuse_session_mount(se, mount_path) != 0)
 		goto out_signals;
-	if (!foreground) {
-		log_to_stderr = false;
-		openlog("qcowfs", LOG_PID, LOG_DAEMON);
-	}
+	if (!foreground)
+		qfs_log_to_syslog();
 	fuse_daemonize(foreground);
-	if (readahead_kb) {
-		pthread_t th;
-		if (pthread_create(&th, NULL, tune_readahead, NULL) == 0)
-			pthread_detach(th);
-	}
+	qfs_readahead_start(mount_path);
 	r = single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
 	if (r > 0)
 		r = 0; /* ended by SIGINT, SIGTERM or SIGHUP (its number): as asked, no failure */

@@ -1,19 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * names.c - what tree.c and src.c need of names: the names of flat views (SPEC 2, with the
- * collision rule) and of snapshot views (with repeated and overlong snapshot names), the log of
- * names that are not the usual ones (once while they stay), and a string map (open addressing)
- * that keeps listings and lookups O(1) per name, so a directory of 65,536 snapshot views lists
- * in O(n).
+ * names.c - what tree.c needs of names: the names of flat views (SPEC 2, with the collision
+ * rule) and of snapshot views (with repeated and overlong snapshot names), and the log of names
+ * that are not the usual ones (once while they stay). Lookups go through string maps
+ * (strmap.c), O(1) per name, so a directory of 65,536 snapshot views lists in O(n).
  *
  * No two views of a directory share a name, whatever order it lists its files in: files that
  * are not images and subdirectories keep their names; flat names differ from those and from
- * each other (choose_names), and hold no '@'; a snapshot view's name is its image's flat name
+ * each other (qfs_names_choose), and hold no '@'; a snapshot view's name is its image's flat name
  * without ".raw", '@', and more, so it can only meet a file's or subdirectory's name (then it
  * takes its next form, tree.c add_image) or another view of the same image.
  *
  * Called with qfs_tree.lock held (the snapshot's logged flag and the directory node's renamed
- * list are under it).
+ * list, which qfs_names_commit() replaces, are under it).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -22,79 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tree-internal.h"
-
-/* ---- string maps ---- */
-
-static uint64_t hash64(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-	return h ^ (h >> 29);
-}
-
-static int strmap_grow(struct strmap *m)
-{
-	size_t cap = m->mask ? 2 * (m->mask + 1) : 64, i, j;
-	const char **key = calloc(cap, sizeof(*key));
-	size_t *val = calloc(cap, sizeof(*val));
-
-	if (!key || !val) {
-		free(key);
-		free(val);
-		return -ENOMEM;
-	}
-	for (i = 0; m->mask && i <= m->mask; i++) {
-		if (!m->key[i])
-			continue;
-		for (j = hash64(m->key[i]) & (cap - 1); key[j]; j = (j + 1) & (cap - 1))
-			;
-		key[j] = m->key[i];
-		val[j] = m->val[i];
-	}
-	free(m->key);
-	free(m->val);
-	m->key = key;
-	m->val = val;
-	m->mask = cap - 1;
-	return 0;
-}
-
-int strmap_put(struct strmap *m, const char *key, size_t val)
-{
-	size_t j;
-
-	if (2 * (m->n + 1) > (m->mask ? m->mask + 1 : 0) && strmap_grow(m) < 0)
-		return -ENOMEM;
-	for (j = hash64(key) & m->mask; m->key[j]; j = (j + 1) & m->mask)
-		if (strcmp(m->key[j], key) == 0)
-			return 0;
-	m->key[j] = key;
-	m->val[j] = val;
-	m->n++;
-	return 1;
-}
-
-long strmap_get(const struct strmap *m, const char *key)
-{
-	size_t j;
-
-	if (!m->mask)
-		return -1;
-	for (j = hash64(key) & m->mask; m->key[j]; j = (j + 1) & m->mask)
-		if (strcmp(m->key[j], key) == 0)
-			return (long)m->val[j];
-	return -1;
-}
-
-void strmap_free(struct strmap *m)
-{
-	free(m->key);
-	free(m->val);
-	memset(m, 0, sizeof(*m));
-}
+#include "log.h"
+#include "names.h"
 
 /* ---- encoding ---- */
 
@@ -176,19 +104,19 @@ static bool flat_name(const char *file, unsigned level, char *out)
 
 static int cmp_found(const void *a, const void *b)
 {
-	const struct found *x = *(const struct found *const *)a,
-			   *y = *(const struct found *const *)b;
+	const struct qfs_found *x = *(const struct qfs_found *const *)a,
+			   *y = *(const struct qfs_found *const *)b;
 
 	return strcmp(x->name, y->name);
 }
 
-static bool is_image(const struct found *f)
+static bool is_image(const struct qfs_found *f)
 {
 	return f->name && f->name[0] && f->s && f->s->qcow2;
 }
 
 /* Set image @f's level and flat name (NULL if it does not fit, or out of memory). */
-static void set_level(struct found *f, unsigned level)
+static void set_level(struct qfs_found *f, unsigned level)
 {
 	char name[NAME_MAX + 1];
 
@@ -201,7 +129,7 @@ static void set_level(struct found *f, unsigned level)
  * name is taken by a file or subdirectory, or by another image's level-0 name, or by another
  * image's level-1 name, or does not fit, moves to level 1. Each image moves at most once and
  * at most 8 images share a level-0 name (4 suffixes, '@' or "%40"), so this is O(n). */
-static void first_levels(struct found *f, size_t n, const struct strmap *own, struct strmap *l0)
+static void first_levels(struct qfs_found *f, size_t n, const struct qfs_strmap *own, struct qfs_strmap *l0)
 {
 	size_t *queue = calloc(n ? n : 1, sizeof(*queue)), nq = 0, i;
 	long j;
@@ -210,12 +138,12 @@ static void first_levels(struct found *f, size_t n, const struct strmap *own, st
 		if (!is_image(&f[i]))
 			continue;
 		set_level(&f[i], 0);
-		if (!f[i].flat || strmap_get(own, f[i].flat) >= 0) {
+		if (!f[i].flat || qfs_strmap_get(own, f[i].flat) >= 0) {
 			f[i].level = 1; /* moves below */
-		} else if ((j = strmap_get(l0, f[i].flat)) >= 0) {
+		} else if ((j = qfs_strmap_get(l0, f[i].flat)) >= 0) {
 			f[i].level = 1;
 			f[j].level = 1;
-		} else if (strmap_put(l0, f[i].flat, i) < 0) {
+		} else if (qfs_strmap_put(l0, f[i].flat, i) < 0) {
 			f[i].level = 1; /* out of memory: never a name twice */
 		}
 	}
@@ -225,7 +153,7 @@ static void first_levels(struct found *f, size_t n, const struct strmap *own, st
 	while (nq) {
 		i = queue[--nq];
 		set_level(&f[i], 1);
-		if (!f[i].flat || (j = strmap_get(l0, f[i].flat)) < 0 || (size_t)j == i ||
+		if (!f[i].flat || (j = qfs_strmap_get(l0, f[i].flat)) < 0 || (size_t)j == i ||
 		    f[j].level)
 			continue;
 		f[j].level = 1; /* its level-0 name is this image's level-1 name */
@@ -241,24 +169,24 @@ static void first_levels(struct found *f, size_t n, const struct strmap *own, st
 /* Levels 2 and up: images whose level-1 name is taken (by a file or subdirectory, or by another
  * image's level-1 name) or does not fit take, in byte order of their file names, the first
  * free of FILE.raw, FILE%#2.raw, FILE%#3.raw... */
-static void last_levels(struct found *f, size_t n, const struct strmap *own)
+static void last_levels(struct qfs_found *f, size_t n, const struct qfs_strmap *own)
 {
-	struct strmap l1 = { 0 }, taken = { 0 };
-	struct found **p = calloc(n ? n : 1, sizeof(*p));
+	struct qfs_strmap l1 = { 0 }, taken = { 0 };
+	struct qfs_found **p = calloc(n ? n : 1, sizeof(*p));
 	size_t np = 0, i;
 	long j;
 
 	for (i = 0; i < n; i++)
 		if (is_image(&f[i]) && f[i].level && f[i].flat &&
-		    (j = strmap_get(&l1, f[i].flat)) >= 0)
+		    (j = qfs_strmap_get(&l1, f[i].flat)) >= 0)
 			f[j].level = f[i].level = 2; /* marks both */
 		else if (is_image(&f[i]) && f[i].level && f[i].flat)
-			strmap_put(&l1, f[i].flat, i);
+			qfs_strmap_put(&l1, f[i].flat, i);
 	for (i = 0; i < n; i++) {
 		if (!is_image(&f[i]) && f[i].name && f[i].name[0])
-			strmap_put(&taken, f[i].name, i);
-		else if (f[i].flat && f[i].level < 2 && strmap_get(own, f[i].flat) < 0)
-			strmap_put(&taken, f[i].flat, i);
+			qfs_strmap_put(&taken, f[i].name, i);
+		else if (f[i].flat && f[i].level < 2 && qfs_strmap_get(own, f[i].flat) < 0)
+			qfs_strmap_put(&taken, f[i].flat, i);
 		else if (is_image(&f[i]) && p)
 			p[np++] = &f[i];
 		else if (is_image(&f[i])) { /* out of memory: no view rather than a name twice */
@@ -273,45 +201,45 @@ static void last_levels(struct found *f, size_t n, const struct strmap *own)
 
 		for (level = 1; level < UINT_MAX; level++) {
 			set_level(p[i], level);
-			if (p[i]->flat && strmap_get(&taken, p[i]->flat) < 0)
+			if (p[i]->flat && qfs_strmap_get(&taken, p[i]->flat) < 0)
 				break;
 		}
-		if (p[i]->flat && strmap_put(&taken, p[i]->flat, 0) < 0) {
+		if (p[i]->flat && qfs_strmap_put(&taken, p[i]->flat, 0) < 0) {
 			free(p[i]->flat); /* out of memory: no view rather than a name twice */
 			p[i]->flat = NULL;
 		}
 	}
 	free(p);
-	strmap_free(&l1);
-	strmap_free(&taken);
+	qfs_strmap_free(&l1);
+	qfs_strmap_free(&taken);
 }
 
-void choose_names(struct qfs_node *dir, struct found *f, size_t n, const struct strmap *own,
-		  struct renames *now)
+void qfs_names_choose(struct qfs_name_log *log, struct qfs_found *f, size_t n,
+		      const struct qfs_strmap *own)
 {
 	char want[NAME_MAX + 1];
-	struct strmap l0 = { 0 };
+	struct qfs_strmap l0 = { 0 };
 	size_t i;
 
 	first_levels(f, n, own, &l0);
-	strmap_free(&l0);
+	qfs_strmap_free(&l0);
 	last_levels(f, n, own);
 	for (i = 0; i < n; i++) {
 		if (!is_image(&f[i]) || !f[i].flat || (!f[i].level && !strchr(f[i].name, '@')))
 			continue;
 		if (f[i].level == 0)
-			rename_note(dir, now,
-				    "'%s/%s' is shown as '%s': in an image name with '@', "
-				    "'%%' and '@' are written %%25 and %%40",
-				    dir->src, f[i].name, f[i].flat);
+			qfs_names_note(log,
+				       "'%s/%s' is shown as '%s': in an image name with '@', "
+				       "'%%' and '@' are written %%25 and %%40",
+				       log->dir, f[i].name, f[i].flat);
 		else if (flat_name(f[i].name, 0, want))
-			rename_note(dir, now,
-				    "'%s/%s' is shown as '%s': '%s' is the name of another "
-				    "view or file in the directory",
-				    dir->src, f[i].name, f[i].flat, want);
+			qfs_names_note(log,
+				       "'%s/%s' is shown as '%s': '%s' is the name of another "
+				       "view or file in the directory",
+				       log->dir, f[i].name, f[i].flat, want);
 		else
-			rename_note(dir, now, "'%s/%s' is shown as '%s': its name is too long",
-				    dir->src, f[i].name, f[i].flat);
+			qfs_names_note(log, "'%s/%s' is shown as '%s': its name is too long",
+				       log->dir, f[i].name, f[i].flat);
 	}
 }
 
@@ -324,7 +252,7 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-void rename_note(const struct qfs_node *dir, struct renames *now, const char *fmt, ...)
+void qfs_names_note(struct qfs_name_log *log, const char *fmt, ...)
 {
 	char msg[2 * PATH_MAX];
 	uint64_t h;
@@ -333,30 +261,33 @@ void rename_note(const struct qfs_node *dir, struct renames *now, const char *fm
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	h = hash64(msg);
-	if (now->n == now->cap) {
-		size_t cap = now->cap ? 2 * now->cap : 16;
-		uint64_t *nh = realloc(now->h, cap * sizeof(*nh));
+	h = qfs_strmap_hash(msg);
+	if (log->n == log->cap) {
+		size_t cap = log->cap ? 2 * log->cap : 16;
+		uint64_t *nh = realloc(log->h, cap * sizeof(*nh));
 
 		if (nh) {
-			now->h = nh;
-			now->cap = cap;
+			log->h = nh;
+			log->cap = cap;
 		}
 	}
-	if (now->n < now->cap)
-		now->h[now->n++] = h;
-	if (!dir->renamed || !bsearch(&h, dir->renamed, dir->n_renamed, sizeof(h), cmp_u64))
+	if (log->n < log->cap)
+		log->h[log->n++] = h;
+	if (!log->last || !bsearch(&h, log->last, log->n_last, sizeof(h), cmp_u64))
 		qfs_log("%s", msg);
 }
 
-void renames_commit(struct qfs_node *dir, struct renames *now)
+void qfs_names_commit(struct qfs_name_log *log, uint64_t **kept, size_t *n_kept)
 {
-	if (now->n)
-		qsort(now->h, now->n, sizeof(*now->h), cmp_u64);
-	free(dir->renamed);
-	dir->renamed = now->h;
-	dir->n_renamed = now->n;
-	memset(now, 0, sizeof(*now));
+	if (log->n)
+		qsort(log->h, log->n, sizeof(*log->h), cmp_u64);
+	free(*kept);
+	*kept = log->h;
+	*n_kept = log->n;
+	log->last = log->h;
+	log->n_last = log->n;
+	log->h = NULL;
+	log->n = log->cap = 0;
 }
 
 /* ---- snapshot view names ---- */
@@ -371,7 +302,7 @@ void renames_commit(struct qfs_node *dir, struct renames *now)
  *                        "%#L" before ".raw" at @level L >= 2.
  * An encoded name holds '%' only in "%2F" and "%25", so "%#" never comes from a name and the
  * last forms cannot collide with the first. Returns false if no name fits (logged). */
-bool snap_view_name(const struct src *s, struct snap *sn, const char *base, unsigned level,
+bool qfs_names_snap_view(const struct qfs_src *s, struct qfs_snap *sn, const char *base, unsigned level,
 		    char *out)
 {
 	char enc[NAME_MAX + 1], id[NAME_MAX + 1], tail[NAME_MAX + 24];

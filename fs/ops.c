@@ -20,7 +20,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "qcowfs.h"
+#include "readahead.h"
 
 /* Names are looked up again on every access (entry timeout 0), so that images and snapshots
  * created or deleted under SOURCE show at once (SPEC 2); attributes may be cached briefly. */
@@ -137,9 +139,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * the kernel must not drop the cache on every attribute refresh. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	conn->max_readahead = conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
-	if (qfs_max_read())
-		conn->max_read = qfs_max_read(); /* as -o max_read asked, or libfuse fails INIT */
-	qfs_init_done();
+	if (qfs_readahead_max_read())
+		conn->max_read = qfs_readahead_max_read(); /* as -o max_read asked, or INIT fails */
+	qfs_readahead_init_done();
 }
 
 /* The caller of @req asking for @mask (R_OK, W_OK), in @c; NULL when the daemon does not check

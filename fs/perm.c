@@ -17,7 +17,7 @@
  * the file's owner, through its owner bits too. POSIX ACLs count too (fold_acl()), and a class
  * keeps no write bit without the read bit.
  *
- * Locking: view_mode() and dir_mode() run under qfs_tree.lock (they read the src cache);
+ * Locking: qfs_perm_view() and qfs_perm_dir() run under qfs_tree.lock (they read the src cache);
  * qfs_caller_may() reads only its arguments.
  */
 #include <errno.h>
@@ -28,7 +28,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "tree-internal.h"
+#include "perm.h"
 
 enum { CLASS_OWNER = 6, CLASS_GROUP = 3, CLASS_OTHER = 0 };
 
@@ -77,7 +77,7 @@ static mode_t acl_floor(const uint8_t *a, size_t len)
  * membership and the ACL's named users are not looked up, so each entry counts for everyone
  * who is not the owner. Without an ACL, @st is unchanged; an ACL that cannot be read leaves the
  * owner's bits only. */
-static void fold_acl(struct qfs_tree *t, const char *path, struct stat *st)
+static void fold_acl(struct qfs_src_cache *c, const char *path, struct stat *st)
 {
 	uint8_t a[4096];
 	char link[64];
@@ -86,7 +86,7 @@ static void fold_acl(struct qfs_tree *t, const char *path, struct stat *st)
 	/* The canonical @path reached following no symlink (one swapped in could lead into our
 	 * own mount, or elsewhere), then asked through the descriptor's /proc link, which leads
 	 * to the file itself without a walk (an O_PATH descriptor takes no getxattr of its own). */
-	int fd = qfs_path_open(t, path, O_PATH);
+	int fd = qfs_src_path_open(c, path, O_PATH);
 
 	if (fd >= 0) {
 		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -103,12 +103,15 @@ static void fold_acl(struct qfs_tree *t, const char *path, struct stat *st)
 }
 
 /* stat(2) of the canonical @path following no symlink (qcow2_path_stat()), with fold_acl(). (A
- * swap in between the two makes the open that follows fail its identity check.) */
-static int perm_stat(struct qfs_tree *t, const char *path, struct stat *st)
+ * swap in between the two makes the open that follows fail its identity check.) 0 or a
+ * negative errno. */
+static int perm_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 {
-	if (qfs_path_stat(t, path, st) < 0)
-		return -1;
-	fold_acl(t, path, st);
+	int r = qfs_src_path_stat(c, path, st);
+
+	if (r < 0)
+		return r;
+	fold_acl(c, path, st);
 	return 0;
 }
 
@@ -144,7 +147,7 @@ static mode_t deny(mode_t mode, const struct stat *f, uid_t uid, gid_t gid, mode
 /* Clear @drop for the classes that cannot search every directory above the canonical @path.
  * @seen is the last directory checked (skipped when it is the same: a chain's layers usually
  * share one), updated. A directory that cannot be stat'ed denies every class. */
-static mode_t deny_reach(struct qfs_tree *t, mode_t mode, const char *path, uid_t uid, gid_t gid,
+static mode_t deny_reach(struct qfs_src_cache *c, mode_t mode, const char *path, uid_t uid, gid_t gid,
 			 mode_t drop, char *seen, size_t cap)
 {
 	char dir[PATH_MAX];
@@ -160,7 +163,7 @@ static mode_t deny_reach(struct qfs_tree *t, mode_t mode, const char *path, uid_
 		return mode;
 	snprintf(seen, cap, "%s", dir);
 	for (;;) {
-		if (perm_stat(t, dir, &st) < 0)
+		if (perm_stat(c, dir, &st) < 0)
 			return mode & ~(drop * 0111);
 		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
 		if (strcmp(dir, "/") == 0)
@@ -173,28 +176,28 @@ static mode_t deny_reach(struct qfs_tree *t, mode_t mode, const char *path, uid_
 /* Narrow @mode by the file @s of a chain (its top if @top; read as raw bytes if @as_raw, its
  * data file then no part of it): read needs read on the file and
  * its external data file, and the top's write needs write on both. */
-static mode_t deny_file(struct qfs_tree *t, mode_t mode, struct src *s, bool top, bool as_raw,
+static mode_t deny_file(struct qfs_src_cache *c, mode_t mode, struct qfs_src *s, bool top, bool as_raw,
 			uid_t uid, gid_t gid, char *seen, size_t cap)
 {
 	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
 	struct stat st = s->st;
 
-	fold_acl(t, s->path, &st);
+	fold_acl(c, s->path, &st);
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
 		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
-	mode = deny_reach(t, mode, s->path, uid, gid, drop, seen, cap);
+	mode = deny_reach(c, mode, s->path, uid, gid, drop, seen, cap);
 	if (as_raw || (!s->data_file && !s->data_file_bad))
 		return mode; /* a qcow2 file named as a raw layer is read as it is */
 	s->data_ino = 0;
-	if (!s->data_file || perm_stat(t, s->data_file, &st) < 0)
+	if (!s->data_file || perm_stat(c, s->data_file, &st) < 0)
 		return mode & ~(drop * 0111);
 	s->data_dev = st.st_dev;
 	s->data_ino = st.st_ino;
 	mode = deny(mode, &st, uid, gid, S_IROTH, S_IROTH);
 	if (top)
 		mode = deny(mode, &st, uid, gid, S_IWOTH, S_IWOTH);
-	return deny_reach(t, mode, s->data_file, uid, gid, drop, seen, cap);
+	return deny_reach(c, mode, s->data_file, uid, gid, drop, seen, cap);
 }
 
 /* The permission bits of a view of the chain whose top is @top: 0444 or, for a writable view,
@@ -202,26 +205,26 @@ static mode_t deny_file(struct qfs_tree *t, mode_t mode, struct src *s, bool top
  * Writing needs reading: a write of part of a cluster copies the rest of it from the layers
  * below into the top image, where whoever may read the image file finds it (a user's own
  * image over a backing file only root may read, written write-only through its view). */
-mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
+mode_t qfs_perm_view(struct qfs_src_cache *c, struct qfs_src *top, bool writable)
 {
 	char seen[PATH_MAX] = "";
 	uid_t uid = top->st.st_uid;
 	gid_t gid = top->st.st_gid;
 	mode_t mode = writable ? 0666 : 0444;
-	struct src *s = top;
+	struct qfs_src *s = top;
 	bool as_raw = false;
 	unsigned depth;
 
 	for (depth = 0; s && mode & 0444; depth++) {
-		mode = deny_file(t, mode, s, s == top, as_raw, uid, gid, seen, sizeof(seen));
+		mode = deny_file(c, mode, s, s == top, as_raw, uid, gid, seen, sizeof(seen));
 		if (as_raw || !s->qcow2 || !s->backing)
 			break;
 		if (depth >= QCOW2_DEFAULT_MAX_DEPTH) {
 			s = NULL;
 			break;
 		}
-		as_raw = s->backing_fmt == FMT_RAW; /* the chain ends with that file's bytes */
-		s = src_get(t, s->backing);
+		as_raw = s->backing_fmt == QFS_FMT_RAW; /* the chain ends with that file's bytes */
+		s = qfs_src_get(c, s->backing);
 	}
 	if (!s)
 		mode &= ~0444;
@@ -230,13 +233,13 @@ mode_t view_mode(struct qfs_tree *t, struct src *top, bool writable)
 
 /* A directory's mode: its source directory's read and search bits, for the classes that can
  * reach it. */
-mode_t dir_mode(struct qfs_tree *t, const char *path, const struct stat *st)
+mode_t qfs_perm_dir(struct qfs_src_cache *c, const char *path, const struct stat *st)
 {
 	char seen[PATH_MAX] = "";
 	struct stat acl = *st;
 
-	fold_acl(t, path, &acl);
-	return deny_reach(t, acl.st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH,
+	fold_acl(c, path, &acl);
+	return deny_reach(c, acl.st_mode & 0555, path, st->st_uid, st->st_gid, S_IROTH | S_IXOTH,
 			  seen, sizeof(seen));
 }
 

@@ -1,7 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * qcowfs.h - the daemon's shared declarations: the mounted tree (tree.c), FUSE operations
- * (ops.c) and the command line (main.c). Image facts come only from format/ (qcow2.h).
+ * qcowfs.h - the daemon's tree (tree.c) and FUSE operations (ops.c), as main.c and ops.c see
+ * them. Image facts come only from format/ (qcow2.h).
+ *
+ * The files of fs/, lowest first; each calls only files below it (no symbol of a file is taken
+ * by a file under it), each has its own header:
+ *
+ *   log.c        log.h        qfs_log(): stderr, or syslog once the daemon left the foreground
+ *   strmap.c     strmap.h     qfs_strmap_*: a string map (open addressing)
+ *   readahead.c  readahead.h  qfs_readahead_*: the mount's read-ahead window, -o max_read
+ *   src.c        src.h        qfs_src_*: the cache of source files and the chain checks
+ *   names.c      names.h      qfs_names_*: the names of the views, renames logged once
+ *   perm.c       perm.h       qfs_perm_*, qfs_caller_may(): modes of the views, caller checks
+ *   tree.c       qcowfs.h     qfs_tree_*: the names under the mount point, open views
+ *   ops.c        qcowfs.h     qfs_ops: the FUSE operations
+ *   main.c                    the command line and the session's lifetime
+ *
+ * Errors: every function of fs/ that fails returns a negative errno (or sets one, as
+ * qfs_tree_lookup()'s *err); ops.c turns it into FUSE's positive one once, as it replies.
  */
 #ifndef QCOWFS_H
 #define QCOWFS_H
@@ -12,15 +28,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "perm.h"
 #include "qcow2.h"
-
-/* Log one line (stderr in the foreground, syslog otherwise). */
-void qfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Called once the kernel's INIT has been answered (main.c then tunes the mount). */
-void qfs_init_done(void);
-/* The -o max_read=N given (0: none): INIT must ask for the same, or libfuse fails it. */
-unsigned qfs_max_read(void);
 
 enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW };
 
@@ -61,19 +70,6 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);
 int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap);
 void qfs_tree_free(struct qfs_tree *t);
 struct qfs_node *qfs_tree_node(struct qfs_tree *t, fuse_ino_t ino);
-
-/* Who asks (ops.c fills it from the request), for the daemon's own permission checks. */
-struct qfs_caller {
-	uid_t uid;
-	gid_t gid;
-	int ngroups; /* supplementary groups in @groups, or -1: not known */
-	gid_t groups[64];
-	int mask; /* what is asked: R_OK, W_OK or both */
-};
-/* May @c do @c->mask on a node whose attributes are @st? As the kernel's generic check: the
- * owner's bits, else the group's for a member, else the others'; where the groups are not
- * known, both the group's and the others' bits must allow. */
-bool qfs_caller_may(const struct qfs_caller *c, const struct stat *st);
 
 /* Look @name up in directory @dir (rescanning what changed). Fills @st. NULL with *err set
  * (ENOENT, ENOTDIR...) if there is no such name. The snapshot views of an image are names only

@@ -7,13 +7,15 @@
  * facts, snapshot names, the resolved backing file (confined to SOURCE and --backing-dir).
  * Chains are checked from the cache (loops, missing or refused layers, depth) with a memo per
  * scan generation, so a directory of 1,000 images or a chain of 1,000 layers costs O(files).
- * Everything here runs under qfs_tree.lock, so no path looked up here may enter our own mount
- * (tree.c says how): srcs are canonical paths, backing and data files are resolved with the
- * mount point refused (qcow2_chain_resolve_path()), and files are opened and stat()ed following
- * no symlink (QCOW2_OPEN_NOFOLLOW, qfs_path_stat()), never at or below a FUSE mount found below
- * SOURCE (mounts.c). Only regular files are opened, without
- * blocking (qcow2_file_open()), and a chain is listed only if every file of it is one.
- * The base an image names is read-only even when that image is refused (src_is_backing()).
+ * The cache is its own object (struct qfs_src_cache, src.h): it knows of the tree only the
+ * confinement options and the mounts to avoid it was given, and takes no lock; everything here
+ * runs under its owner's lock (qfs_tree.lock), so no path looked up here may enter our own
+ * mount (tree.c says how): srcs are canonical paths, backing and data files are resolved with
+ * the mount point refused (qcow2_chain_resolve_path()), and files are opened and stat()ed
+ * following no symlink (QCOW2_OPEN_NOFOLLOW, qfs_src_path_stat()), never at or below a FUSE
+ * mount found below SOURCE (mounts.c). Only regular files are opened, without blocking
+ * (qcow2_file_open()), and a chain is listed only if every file of it is one.
+ * The base an image names is read-only even when that image is refused (qfs_src_is_backing()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,16 +30,41 @@
 #endif
 #include <unistd.h>
 
-#include "tree-internal.h"
+#include "log.h"
+#include "src.h"
+
+/* A symlink in SOURCE that is not followed (its target lies outside, or in the mount point),
+ * with the reason last logged for it. */
+struct qfs_link_note {
+	char *path;
+	char *msg;
+	struct qfs_link_note *next;
+};
+
+/* How many srcs name one path as their backing file. */
+struct qfs_backing_ref {
+	char *path;
+	unsigned n;
+	struct qfs_backing_ref *next;
+};
+
+static unsigned hash_str(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % QFS_SRC_BUCKETS;
+}
 
 /* ---- the cache ---- */
 
 /* How many srcs name @path as their backing file (s->backing), kept with every change of
- * s->backing: src_is_backing() answers "none" in O(1), so a directory of 100,000 files that
+ * s->backing: qfs_src_is_backing() answers "none" in O(1), so a directory of 100,000 files that
  * back nothing is listed in O(n), not O(n^2). */
-static struct backing_ref **bref_find(struct qfs_tree *t, const char *path)
+static struct qfs_backing_ref **bref_find(struct qfs_src_cache *c, const char *path)
 {
-	struct backing_ref **pp = &t->brefs[hash_str(path)];
+	struct qfs_backing_ref **pp = &c->brefs[hash_str(path)];
 
 	while (*pp && strcmp((*pp)->path, path) != 0)
 		pp = &(*pp)->next;
@@ -45,17 +72,17 @@ static struct backing_ref **bref_find(struct qfs_tree *t, const char *path)
 }
 
 /* Count one more (@delta 1) or one fewer (-1) src naming @path. Out of memory, the count is
- * not kept and src_is_backing() looks at every src, as it did before the count. */
-static void bref_add(struct qfs_tree *t, const char *path, int delta)
+ * not kept and qfs_src_is_backing() looks at every src, as it did before the count. */
+static void bref_add(struct qfs_src_cache *c, const char *path, int delta)
 {
-	struct backing_ref **pp = bref_find(t, path), *b = *pp;
+	struct qfs_backing_ref **pp = bref_find(c, path), *b = *pp;
 
 	if (!b && delta > 0 && (b = calloc(1, sizeof(*b))) && !(b->path = strdup(path))) {
 		free(b);
 		b = NULL;
 	}
 	if (!b) {
-		t->brefs_lost |= delta > 0;
+		c->brefs_lost |= delta > 0;
 		return;
 	}
 	if (!*pp)
@@ -68,34 +95,34 @@ static void bref_add(struct qfs_tree *t, const char *path, int delta)
 	}
 }
 
-void brefs_free(struct qfs_tree *t)
+static void brefs_free(struct qfs_src_cache *c)
 {
 	unsigned i;
 
-	for (i = 0; i < HASH_BUCKETS; i++) {
-		while (t->brefs[i]) {
-			struct backing_ref *b = t->brefs[i];
+	for (i = 0; i < QFS_SRC_BUCKETS; i++) {
+		while (c->brefs[i]) {
+			struct qfs_backing_ref *b = c->brefs[i];
 
-			t->brefs[i] = b->next;
+			c->brefs[i] = b->next;
 			free(b->path);
 			free(b);
 		}
 	}
 }
 
-void src_clear(struct qfs_tree *t, struct src *s)
+static void src_clear(struct qfs_src_cache *c, struct qfs_src *s)
 {
 	uint32_t i;
 
 	if (s->backing)
-		bref_add(t, s->backing, -1);
+		bref_add(c, s->backing, -1);
 
 	for (i = 0; i < s->nsnaps; i++) {
 		free(s->snaps[i].id);
 		free(s->snaps[i].name);
 	}
 	free(s->snaps);
-	strmap_free(&s->snap_by_id);
+	qfs_strmap_free(&s->snap_by_id);
 	free(s->errmsg);
 	free(s->backing);
 	free(s->data_file);
@@ -113,7 +140,16 @@ void src_clear(struct qfs_tree *t, struct src *s)
 	s->check_gen = 0;
 }
 
-static void src_refuse(struct src *s, int err, const char *msg)
+/* Free @s (unlinked by the caller). */
+static void src_free(struct qfs_src_cache *c, struct qfs_src *s)
+{
+	src_clear(c, s);
+	free(s->logged_msg);
+	free(s->path);
+	free(s);
+}
+
+static void src_refuse(struct qfs_src *s, int err, const char *msg)
 {
 	s->err = err;
 	free(s->errmsg);
@@ -130,10 +166,10 @@ static uint64_t mix(uint64_t h, const char *str)
 /* The usable snapshots of @s, indexed by id, duplicate names flagged. An entry the library
  * marks invalid has no view (SPEC 5: it disables that snapshot only); it is logged once per
  * change of the file (each change re-probes). */
-static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_header *h)
+static int src_snapshots(struct qfs_src *s, struct qcow2_io *io, const struct qcow2_header *h)
 {
 	uint64_t bad_hash = 1469598103934665603ull;
-	struct strmap names = {0};
+	struct qfs_strmap names = {0};
 	struct qcow2_snapshot *snaps;
 	uint32_t i, n = 0, nbad = 0, bad[4];
 	int r;
@@ -143,7 +179,7 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 		return r;
 	s->snaps = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*s->snaps));
 	for (i = 0; s->snaps && i < h->nb_snapshots; i++) {
-		struct snap *sn = &s->snaps[n];
+		struct qfs_snap *sn = &s->snaps[n];
 
 		if (snaps[i].invalid) {
 			if (nbad < 4)
@@ -155,7 +191,7 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 		sn->id = strdup(snaps[i].id);
 		sn->name = strdup(snaps[i].name);
 		sn->size = snaps[i].disk_bytes;
-		if (!sn->id || !sn->name || (r = strmap_put(&names, sn->name, n)) < 0) {
+		if (!sn->id || !sn->name || (r = qfs_strmap_put(&names, sn->name, n)) < 0) {
 			free(sn->id);
 			free(sn->name);
 			break;
@@ -176,10 +212,10 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
 	}
 	s->bad_logged = bad_hash;
 	s->nsnaps = n;
-	strmap_free(&names);
+	qfs_strmap_free(&names);
 	for (i = 0; i < n; i++) {
-		if (strmap_put(&s->snap_by_id, s->snaps[i].id, i) < 0) {
-			strmap_free(&s->snap_by_id); /* out of memory: no view is found */
+		if (qfs_strmap_put(&s->snap_by_id, s->snaps[i].id, i) < 0) {
+			qfs_strmap_free(&s->snap_by_id); /* out of memory: no view is found */
 			break;
 		}
 	}
@@ -191,10 +227,10 @@ static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_
  * (a symlink or another file swapped in since the stat would have its header taken for this
  * one's; a FIFO would block). On a mismatch the identity is forgotten, so the next refresh
  * probes again. 0 or a negative errno with the error set. */
-static int probe_open(struct qfs_tree *t, struct src *s, struct qcow2_io **io)
+static int probe_open(struct qfs_src_cache *c, struct qfs_src *s, struct qcow2_io **io)
 {
 	struct stat st;
-	int fd = qfs_path_open(t, s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	int fd = qfs_src_path_open(c, s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
 	if (fd < 0)
 		return qcow2_set_error(fd, "cannot open '%s': %s", s->path, strerror(-fd));
@@ -209,29 +245,29 @@ static int probe_open(struct qfs_tree *t, struct src *s, struct qcow2_io **io)
 /* Resolve the backing name @name of @s (confined, never through the mount point) into
  * s->backing, even when @s itself is refused: the file it names is its base all the same, and
  * must not be served writable (writing it would change @s's disk). 0 or -errno. */
-static int src_note_backing(struct qfs_tree *t, struct src *s, const char *name)
+static int src_note_backing(struct qfs_src_cache *c, struct qfs_src *s, const char *name)
 {
 	char backing[PATH_MAX];
 	int r;
 
-	r = qcow2_chain_resolve_path(&t->copts, s->path, name, backing, sizeof(backing));
+	r = qcow2_chain_resolve_path(c->copts, s->path, name, backing, sizeof(backing));
 	if (r == 0 && !(s->backing = strdup(backing)))
 		r = -ENOMEM;
 	if (r == 0)
-		bref_add(t, s->backing, 1);
+		bref_add(c, s->backing, 1);
 	return r;
 }
 
 /* The external data file named in @h must be a regular file, confined like a backing file:
  * a FIFO there would hang the open of the chain. 0 or -errno with the message set. */
-static int src_check_data_file(struct qfs_tree *t, struct src *s, const struct qcow2_header *h)
+static int src_check_data_file(struct qfs_src_cache *c, struct qfs_src *s, const struct qcow2_header *h)
 {
 	char path[PATH_MAX];
 	int r, fd;
 
 	if (!h->data_file[0])
 		return 0;
-	r = qcow2_chain_resolve_path(&t->copts, s->path, h->data_file, path, sizeof(path));
+	r = qcow2_chain_resolve_path(c->copts, s->path, h->data_file, path, sizeof(path));
 	if (r < 0)
 		return r;
 	fd = qcow2_file_open(path, QCOW2_OPEN_NOFOLLOW);
@@ -246,30 +282,30 @@ static int src_check_data_file(struct qfs_tree *t, struct src *s, const struct q
 
 /* The backing name of a refused qcow2 image, if its header still says which file it is
  * (after src_refuse(): what this finds or fails is no part of the refusal's message). */
-static void src_refused_backing(struct qfs_tree *t, struct src *s, struct qcow2_io *io)
+static void src_refused_backing(struct qfs_src_cache *c, struct qfs_src *s, struct qcow2_io *io)
 {
 	char name[QCOW2_MAX_BACKING_NAME + 1];
 
 	if (!s->backing && qcow2_header_read_backing_name(io, name, sizeof(name)) == 1)
-		(void)src_note_backing(t, s, name);
+		(void)src_note_backing(c, s, name);
 }
 
-static void src_probe_file(struct qfs_tree *t, struct src *s);
+static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s);
 
 /* Read what the tree needs to know of the file again. What was logged about a snapshot's view
  * name stays logged while the snapshot is there (src_snapshots() logs bad entries likewise). */
-static void src_probe(struct qfs_tree *t, struct src *s)
+static void src_probe(struct qfs_src_cache *c, struct qfs_src *s)
 {
-	struct strmap old_by_id = s->snap_by_id;
-	struct snap *old = s->snaps;
+	struct qfs_strmap old_by_id = s->snap_by_id;
+	struct qfs_snap *old = s->snaps;
 	uint32_t nold = s->nsnaps, i;
 
 	s->snaps = NULL;
 	s->nsnaps = 0;
 	memset(&s->snap_by_id, 0, sizeof(s->snap_by_id));
-	src_probe_file(t, s);
+	src_probe_file(c, s);
 	for (i = 0; i < s->nsnaps; i++) {
-		long j = strmap_get(&old_by_id, s->snaps[i].id);
+		long j = qfs_strmap_get(&old_by_id, s->snaps[i].id);
 
 		if (j >= 0 && strcmp(old[j].name, s->snaps[i].name) == 0)
 			s->snaps[i].logged = old[j].logged;
@@ -279,11 +315,11 @@ static void src_probe(struct qfs_tree *t, struct src *s)
 		free(old[i].name);
 	}
 	free(old);
-	strmap_free(&old_by_id);
+	qfs_strmap_free(&old_by_id);
 }
 
 /* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
-static void src_probe_file(struct qfs_tree *t, struct src *s)
+static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 {
 	struct qcow2_header *h;
 	struct qcow2_io *io;
@@ -292,8 +328,8 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 	ssize_t got;
 	int r;
 
-	src_clear(t, s);
-	r = probe_open(t, s, &io);
+	src_clear(c, s);
+	r = probe_open(c, s, &io);
 	if (r == 0 && (r = qcow2_io_size(io, &bytes)) < 0)
 		qcow2_io_close(io); /* no size (a file of /proc): the chain would read a lie */
 	if (r < 0) {
@@ -324,11 +360,11 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 		r = src_snapshots(s, io, h);
 	if (r == 0 && h->backing_file[0]) {
 		/* first: known as a backing file whatever else is wrong with this image */
-		int rb = src_note_backing(t, s, h->backing_file);
+		int rb = src_note_backing(c, s, h->backing_file);
 
-		s->backing_fmt = !h->backing_fmt[0]			  ? FMT_PROBE :
-				 strcmp(h->backing_fmt, "qcow2") == 0 ? FMT_QCOW2 :
-				 strcmp(h->backing_fmt, "raw") == 0   ? FMT_RAW :
+		s->backing_fmt = !h->backing_fmt[0]			  ? QFS_FMT_PROBE :
+				 strcmp(h->backing_fmt, "qcow2") == 0 ? QFS_FMT_QCOW2 :
+				 strcmp(h->backing_fmt, "raw") == 0   ? QFS_FMT_RAW :
 									-1;
 		if ((int)s->backing_fmt < 0)
 			r = qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
@@ -337,21 +373,21 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 			r = rb;
 	}
 	if (r == 0)
-		r = src_check_data_file(t, s, h);
+		r = src_check_data_file(c, s, h);
 	if (r == 0) {
 		s->vsize = qcow2_guest_bytes(h->size);
 		s->corrupt = h->incompat & QCOW2_INCOMPAT_CORRUPT;
 	} else {
 		src_refuse(s, r, qcow2_last_error());
-		src_refused_backing(t, s, io);
+		src_refused_backing(c, s, io);
 	}
 	free(h);
 	qcow2_io_close(io);
 }
 
-static struct src *src_find(struct qfs_tree *t, const char *path, struct src ***link)
+static struct qfs_src *src_find(struct qfs_src_cache *c, const char *path, struct qfs_src ***link)
 {
-	struct src **pp = &t->srcs[hash_str(path)];
+	struct qfs_src **pp = &c->srcs[hash_str(path)];
 
 	while (*pp && strcmp((*pp)->path, path) != 0)
 		pp = &(*pp)->hnext;
@@ -380,22 +416,19 @@ static bool lock_conflict(const char *path)
 }
 
 /* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone,
- * is not a regular file, or its path is no longer canonical (qcow2_path_stat()). Called with t->lock
+ * is not a regular file, or its path is no longer canonical (qcow2_path_stat()). Called with the owner's lock
  * held. */
-struct src *src_get(struct qfs_tree *t, const char *path)
+struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 {
-	struct src **link, *s = src_find(t, path, &link);
+	struct qfs_src **link, *s = src_find(c, path, &link);
 	struct stat st;
 
-	if (s && s->stat_gen == t->gen)
+	if (s && s->stat_gen == c->gen)
 		return s;
-	if (qfs_path_stat(t, path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (qfs_src_path_stat(c, path, &st) < 0 || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
-			src_clear(t, s);
-			free(s->logged_msg);
-			free(s->path);
-			free(s);
+			src_free(c, s);
 		}
 		return NULL;
 	}
@@ -409,34 +442,34 @@ struct src *src_get(struct qfs_tree *t, const char *path)
 	} else if (same_identity(&s->st, &st) && s->err != -EBUSY &&
 		   (s->our_writers || !s->qcow2 || s->err || s->busy == lock_conflict(s->path))) {
 		s->st = st;
-		s->stat_gen = t->gen;
+		s->stat_gen = c->gen;
 		return s;
 	}
 	s->st = st;
-	s->stat_gen = t->gen;
-	src_probe(t, s);
+	s->stat_gen = c->gen;
+	src_probe(c, s);
 	return s;
 }
 
-int qfs_path_stat(struct qfs_tree *t, const char *path, struct stat *st)
+int qfs_src_path_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 {
-	if (qcow2_mounts_avoid(t->mounts, path)) {
+	if (qcow2_mounts_avoid(c->mounts, path)) {
 		errno = EPERM;
 		return -EPERM;
 	}
 	return qcow2_path_stat(path, st);
 }
 
-int qfs_path_open(struct qfs_tree *t, const char *path, int flags)
+int qfs_src_path_open(struct qfs_src_cache *c, const char *path, int flags)
 {
-	if (qcow2_mounts_avoid(t->mounts, path))
+	if (qcow2_mounts_avoid(c->mounts, path))
 		return -EPERM;
 	return qcow2_path_open_canonical(path, flags);
 }
 
 /* ---- chain checks ---- */
 
-static void set_check(struct src *s, unsigned gen, int err, const char *msg)
+static void set_check(struct qfs_src *s, unsigned gen, int err, const char *msg)
 {
 	s->check_gen = gen;
 	s->check_err = err;
@@ -444,15 +477,15 @@ static void set_check(struct src *s, unsigned gen, int err, const char *msg)
 	s->check_msg = msg ? strdup(msg) : NULL;
 }
 
-/* Why the backing file of @s is no file src_get() takes: missing, or not a regular file (a
+/* Why the backing file of @s is no file qfs_src_get() takes: missing, or not a regular file (a
  * directory, a FIFO: opening it would fail, or block). Its path is canonical and confined
  * (qcow2_chain_resolve_path(), which looked nothing up inside the mount point). Returns the
  * negative errno, @buf says why. */
-static int not_a_file(struct qfs_tree *t, const struct src *s, char *buf, size_t cap)
+static int not_a_file(struct qfs_src_cache *c, const struct qfs_src *s, char *buf, size_t cap)
 {
 	struct stat st;
 
-	if (qfs_path_stat(t, s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
+	if (qfs_src_path_stat(c, s->backing, &st) < 0 || S_ISREG(st.st_mode)) {
 		snprintf(buf, cap, "'%s': backing file '%s' is missing", s->path, s->backing);
 		return -ENOENT;
 	}
@@ -467,16 +500,16 @@ static int not_a_file(struct qfs_tree *t, const struct src *s, char *buf, size_t
 
 /* Is the chain whose top is @top servable? Memoised per scan generation for every layer the
  * walk passes. Returns 0 or a negative errno with *msg set (owned by the src). */
-int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
+int qfs_src_chain_check(struct qfs_src_cache *c, struct qfs_src *top, const char **msg)
 {
-	struct src *path[QCOW2_DEFAULT_MAX_DEPTH + 1], *cur = top;
+	struct qfs_src *path[QCOW2_DEFAULT_MAX_DEPTH + 1], *cur = top;
 	char buf[700];
-	unsigned n = 0, i, token = ++t->visit;
+	unsigned n = 0, i, token = ++c->visit;
 	int err = 0;
 
 	buf[0] = '\0';
-	while (cur->check_gen != t->gen) {
-		struct src *next;
+	while (cur->check_gen != c->gen) {
+		struct qfs_src *next;
 
 		if (cur != top && cur->busy)
 			break; /* judged below: a busy layer refuses the chains above it only */
@@ -489,12 +522,12 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 		}
 		if (!cur->qcow2 || !cur->backing)
 			break;
-		next = src_get(t, cur->backing);
+		next = qfs_src_get(c, cur->backing);
 		if (!next) {
-			err = not_a_file(t, cur, buf, sizeof(buf));
+			err = not_a_file(c, cur, buf, sizeof(buf));
 			break;
 		}
-		if (cur->backing_fmt == FMT_RAW) {
+		if (cur->backing_fmt == QFS_FMT_RAW) {
 			if (next->err && !next->qcow2) { /* it could not be opened */
 				err = next->err;
 				snprintf(buf, sizeof(buf), "%s",
@@ -508,7 +541,7 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 				 next->path);
 			break;
 		}
-		if (cur->backing_fmt == FMT_QCOW2 && !next->qcow2) {
+		if (cur->backing_fmt == QFS_FMT_QCOW2 && !next->qcow2) {
 			err = -EINVAL;
 			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is not qcow2", cur->path,
 				 next->path);
@@ -525,20 +558,20 @@ int chain_check(struct qfs_tree *t, struct src *top, const char **msg)
 	if (cur != top && cur->busy && n > 0 && path[n - 1] != cur) {
 		err = -EBUSY; /* another process writes a backing file of this chain */
 		snprintf(buf, sizeof(buf), "%s", cur->busy_msg ? cur->busy_msg : "busy");
-	} else if (cur->check_gen == t->gen && n > 0 && path[n - 1] != cur) {
+	} else if (cur->check_gen == c->gen && n > 0 && path[n - 1] != cur) {
 		err = cur->check_err; /* the walk reached a layer already judged */
 		snprintf(buf, sizeof(buf), "%s", cur->check_msg ? cur->check_msg : "");
 	}
 	for (i = 0; i < n; i++)
-		set_check(path[i], t->gen, err, err ? buf : NULL);
+		set_check(path[i], c->gen, err, err ? buf : NULL);
 	*msg = top->check_msg;
 	return top->check_err;
 }
 
 /* Sum of st_blocks and the stamp (identity of every file) of @top's chain. */
-void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t *stamp)
+void qfs_src_chain_facts(struct qfs_src_cache *c, struct qfs_src *top, blkcnt_t *blocks, uint64_t *stamp)
 {
-	struct src *s = top;
+	struct qfs_src *s = top;
 	unsigned depth = 0;
 	uint64_t h = 1469598103934665603ull;
 
@@ -550,22 +583,22 @@ void chain_facts(struct qfs_tree *t, struct src *top, blkcnt_t *blocks, uint64_t
 		h = (h ^ (uint64_t)s->st.st_mtim.tv_nsec) * 1099511628211ull;
 		h = (h ^ (uint64_t)s->st.st_ctim.tv_sec) * 1099511628211ull;
 		h = (h ^ (uint64_t)s->st.st_ctim.tv_nsec) * 1099511628211ull;
-		if (!s->qcow2 || !s->backing || s->backing_fmt == FMT_RAW) {
-			if (s->backing && s->backing_fmt == FMT_RAW)
-				s = src_get(t, s->backing);
+		if (!s->qcow2 || !s->backing || s->backing_fmt == QFS_FMT_RAW) {
+			if (s->backing && s->backing_fmt == QFS_FMT_RAW)
+				s = qfs_src_get(c, s->backing);
 			else
 				break;
 			if (s)
 				*blocks += s->st.st_blocks;
 			break;
 		}
-		s = src_get(t, s->backing);
+		s = qfs_src_get(c, s->backing);
 	}
 	*stamp = h;
 }
 
 /* Log a refusal once per change of the file. */
-void log_refusal(struct src *s, const char *msg)
+void qfs_src_log_refusal(struct qfs_src *s, const char *msg)
 {
 	/* Once per cause: a re-probe that finds the same problem stays quiet. */
 	if (s->logged && s->logged_msg && msg && strcmp(s->logged_msg, msg) == 0)
@@ -577,18 +610,18 @@ void log_refusal(struct src *s, const char *msg)
 }
 
 
-void link_refusal(struct qfs_tree *t, const char *path, const char *msg)
+void qfs_src_link_refusal(struct qfs_src_cache *c, const char *path, const char *msg)
 {
-	struct link_note *n;
+	struct qfs_link_note *n;
 
-	for (n = t->link_notes; n && strcmp(n->path, path) != 0; n = n->next)
+	for (n = c->link_notes; n && strcmp(n->path, path) != 0; n = n->next)
 		;
 	if (n && n->msg && strcmp(n->msg, msg) == 0)
 		return;
 	if (!n && (n = calloc(1, sizeof(*n)))) {
 		if ((n->path = strdup(path))) {
-			n->next = t->link_notes;
-			t->link_notes = n;
+			n->next = c->link_notes;
+			c->link_notes = n;
 		} else {
 			free(n);
 			n = NULL;
@@ -601,40 +634,40 @@ void link_refusal(struct qfs_tree *t, const char *path, const char *msg)
 	qfs_log("not following '%s': %s", path, msg);
 }
 
-void link_notes_free(struct qfs_tree *t)
+static void link_notes_free(struct qfs_src_cache *c)
 {
-	struct link_note *n, *next;
+	struct qfs_link_note *n, *next;
 
-	for (n = t->link_notes; n; n = next) {
+	for (n = c->link_notes; n; n = next) {
 		next = n->next;
 		free(n->path);
 		free(n->msg);
 		free(n);
 	}
-	t->link_notes = NULL;
+	c->link_notes = NULL;
 }
 
-bool src_is_backing(struct qfs_tree *t, const struct src *s)
+bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s)
 {
 	char path[PATH_MAX];
 	unsigned b;
-	struct src *o;
+	struct qfs_src *o;
 
-	if (!t->brefs_lost && !*bref_find(t, s->path))
+	if (!c->brefs_lost && !*bref_find(c, s->path))
 		return false; /* no src names it */
 again:
-	for (b = 0; b < HASH_BUCKETS; b++) {
-		for (o = t->srcs[b]; o; o = o->hnext) {
+	for (b = 0; b < QFS_SRC_BUCKETS; b++) {
+		for (o = c->srcs[b]; o; o = o->hnext) {
 			/* A refused image counts too: its backing file is its disk's base all the
 			 * same, and writing that would change the refused image's content. */
 			if (!o->qcow2 || !o->backing || strcmp(o->backing, s->path) != 0)
 				continue;
-			if (o->stat_gen == t->gen)
+			if (o->stat_gen == c->gen)
 				return true;
 			/* Known from an earlier scan: refresh it (it may be gone or rebased since),
 			 * which may free it and change the table: look again from the start. */
 			snprintf(path, sizeof(path), "%s", o->path);
-			src_get(t, path);
+			qfs_src_get(c, path);
 			goto again;
 		}
 	}
@@ -643,13 +676,13 @@ again:
 
 /* May this daemon write the file at canonical @path (read-only file system, a daemon not run
  * as root)? access(2) of the name would follow a symlink put in its way since it was resolved,
- * possibly into our own mount while t->lock is held: the file is reached following no symlink
+ * possibly into our own mount while the tree lock is held: the file is reached following no symlink
  * (an O_PATH descriptor, which neither blocks nor checks permissions), then asked through its
  * /proc link, which leads to the file itself without a walk. */
-static bool daemon_may_write(struct qfs_tree *t, const char *path)
+static bool daemon_may_write(struct qfs_src_cache *c, const char *path)
 {
 	char link[64];
-	int fd = qfs_path_open(t, path, O_PATH | O_CLOEXEC);
+	int fd = qfs_src_path_open(c, path, O_PATH | O_CLOEXEC);
 	bool ok;
 
 	if (fd < 0)
@@ -662,9 +695,41 @@ static bool daemon_may_write(struct qfs_tree *t, const char *path)
 
 /* An image file no one may write (no write bit, as `chmod a-w` leaves it) is not written through
  * its view either, root's access(2) notwithstanding: a view never grants more (SPEC 3a). */
-bool src_writable(struct qfs_tree *t, struct src *s)
+bool qfs_src_writable(struct qfs_src_cache *c, struct qfs_src *s)
 {
-	return !t->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
-	       (s->st.st_mode & 0222) && !s->write_refused && !src_is_backing(t, s) &&
-	       daemon_may_write(t, s->path);
+	return !c->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
+	       (s->st.st_mode & 0222) && !s->write_refused && !qfs_src_is_backing(c, s) &&
+	       daemon_may_write(c, s->path);
+}
+
+/* ---- lifetime ---- */
+
+void qfs_src_cache_init(struct qfs_src_cache *c, const struct qcow2_chain_opts *copts,
+			struct qcow2_mounts *mounts, bool read_only)
+{
+	c->copts = copts;
+	c->mounts = mounts;
+	c->read_only = read_only;
+}
+
+void qfs_src_cache_next_gen(struct qfs_src_cache *c)
+{
+	c->gen++;
+}
+
+void qfs_src_cache_release(struct qfs_src_cache *c)
+{
+	unsigned b;
+
+	for (b = 0; b < QFS_SRC_BUCKETS; b++) {
+		struct qfs_src *s = c->srcs[b], *next;
+
+		for (; s; s = next) {
+			next = s->hnext;
+			src_free(c, s);
+		}
+		c->srcs[b] = NULL;
+	}
+	link_notes_free(c);
+	brefs_free(c);
 }

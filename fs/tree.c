@@ -32,7 +32,35 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "tree-internal.h"
+#include "log.h"
+#include "names.h"
+#include "perm.h"
+#include "qcowfs.h"
+#include "src.h"
+
+/* The mounted tree. Locking: lock guards the source cache (src.c takes no lock of its own:
+ * every call into it is made with lock held) and the fields marked; a node's open_lock is taken
+ * only after lock is released (open_lock -> lock, never the other way). */
+struct qfs_tree {
+	pthread_mutex_t lock;
+	char *source;	/* canonical SOURCE (a directory, or a file) */
+	char *root_dir; /* SOURCE, or its directory for a single file */
+	char *mount_point;
+	bool single_file;
+	bool read_only;		     /* -o ro */
+	bool check_callers;	     /* default_permissions (main.c) */
+	struct qcow2_chain_opts copts;
+	struct qcow2_mounts *mounts; /* FUSE mounts never looked into (its own lock) */
+	struct qfs_src_cache cache;  /* under lock */
+	struct qfs_node **nodes;     /* under lock: by ino - 1 */
+	size_t n_nodes, cap_nodes;
+	struct qfs_node **by_rel; /* under lock: hash chains by rel, rel_mask + 1 of them, grown
+				   * with the nodes so a lookup stays O(1) (65,536 snapshots) */
+	size_t rel_mask;
+};
+
+/* The first size of the table of nodes by rel (grown with the nodes: rel_grow()). */
+#define REL_BUCKETS 4096u
 
 /* One name a directory shows, as computed by a scan. */
 struct entry {
@@ -45,7 +73,7 @@ struct entry {
 struct listing {
 	struct entry *e;
 	size_t n, cap;
-	struct strmap by_name; /* name -> index in e: listing_has() and find_entry() in O(1) */
+	struct qfs_strmap by_name; /* name -> index in e: listing_has() and find_entry() in O(1) */
 };
 
 const char *qfs_tree_source(const struct qfs_tree *t)
@@ -166,7 +194,7 @@ static int listing_add(struct listing *l, const char *name, enum qfs_kind kind, 
 	/* a name already listed is not listed again: never two entries of one name (the naming
 	 * rule, names.c, gives every view its own; this holds even if it did not) */
 	if (!e->name || !e->src || (snap_id && !e->snap_id) ||
-	    (r = strmap_put(&l->by_name, e->name, l->n)) <= 0) {
+	    (r = qfs_strmap_put(&l->by_name, e->name, l->n)) <= 0) {
 		free(e->name);
 		free(e->src);
 		free(e->snap_id);
@@ -186,22 +214,22 @@ static void listing_free(struct listing *l)
 		free(l->e[i].snap_id);
 	}
 	free(l->e);
-	strmap_free(&l->by_name);
+	qfs_strmap_free(&l->by_name);
 	memset(l, 0, sizeof(*l));
 }
 
 static bool listing_has(const struct listing *l, const char *name)
 {
-	return strmap_get(&l->by_name, name) >= 0;
+	return qfs_strmap_get(&l->by_name, name) >= 0;
 }
 
 /* List image @f's flat view and its snapshot views. Flat names hold no '@' and differ from
- * each other and from @own (choose_names), and a snapshot view's name is its image's flat name
+ * each other and from @own (qfs_names_choose), and a snapshot view's name is its image's flat name
  * (without ".raw"), '@', then more: so a snapshot view can only collide with a name in @own
  * (a file or subdirectory whose name holds '@') or with another snapshot of the same image
  * (repeated ids: a hostile table). The first moves the view to its next name. */
-static void add_image(struct qfs_tree *t, struct qfs_node *dir, struct listing *l,
-		      const struct strmap *own, struct found *f, struct renames *now)
+static void add_image(struct qfs_tree *t, struct listing *l,
+		      const struct qfs_strmap *own, struct qfs_found *f, struct qfs_name_log *log)
 {
 	char snapname[NAME_MAX + 1], first[NAME_MAX + 1], base[NAME_MAX + 1];
 	const char *msg;
@@ -211,16 +239,16 @@ static void add_image(struct qfs_tree *t, struct qfs_node *dir, struct listing *
 
 	if (!f->flat)
 		return;
-	if (chain_check(t, f->s, &msg) < 0) {
-		log_refusal(f->s, msg);
+	if (qfs_src_chain_check(&t->cache, f->s, &msg) < 0) {
+		qfs_src_log_refusal(f->s, msg);
 		return;
 	}
 	listing_add(l, f->flat, QFS_FLAT, f->s->path, NULL);
 	snprintf(base, sizeof(base), "%.*s", (int)(strlen(f->flat) - 4), f->flat);
 	for (i = 0; i < f->s->nsnaps; i++) {
-		struct snap *sn = &f->s->snaps[i];
+		struct qfs_snap *sn = &f->s->snaps[i];
 
-		if (strmap_get(&f->s->snap_by_id, sn->id) != (long)i) { /* a repeated id */
+		if (qfs_strmap_get(&f->s->snap_by_id, sn->id) != (long)i) { /* a repeated id */
 			if (!sn->logged)
 				qfs_log("'%s': snapshot '%.64s' (id %.32s) has no view: its id is "
 					"repeated",
@@ -228,17 +256,17 @@ static void add_image(struct qfs_tree *t, struct qfs_node *dir, struct listing *
 			sn->logged = true;
 			continue;
 		}
-		for (level = 0; (ok = snap_view_name(f->s, sn, base, level, snapname)); level++) {
+		for (level = 0; (ok = qfs_names_snap_view(f->s, sn, base, level, snapname)); level++) {
 			if (!level)
 				snprintf(first, sizeof(first), "%s", snapname);
-			if (strmap_get(own, snapname) < 0 && !listing_has(l, snapname))
+			if (qfs_strmap_get(own, snapname) < 0 && !listing_has(l, snapname))
 				break;
 		}
 		if (!ok)
 			continue; /* no name fits (logged) */
 		if (level)
-			rename_note(
-			    dir, now,
+			qfs_names_note(
+			    log,
 			    "'%s': snapshot '%.64s' (id %.32s) is shown as '%s': '%s' is the "
 			    "name of a file or subdirectory",
 			    f->s->path, sn->name, sn->id, snapname, first);
@@ -250,7 +278,7 @@ static void add_image(struct qfs_tree *t, struct qfs_node *dir, struct listing *
  * put there since the scan that found @dir must not lead into our own mount (t->lock is held). */
 static DIR *open_dir(struct qfs_tree *t, const char *dir)
 {
-	int fd = qfs_path_open(t, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = qfs_src_path_open(&t->cache, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
 
 	if (fd >= 0 && !dp)
@@ -259,15 +287,15 @@ static DIR *open_dir(struct qfs_tree *t, const char *dir)
 }
 
 /* Collect the directory's subdirectories, qcow2 images and raw backing files. */
-static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
+static size_t collect(struct qfs_tree *t, const char *dir, struct qfs_found **out)
 {
-	struct found *f = NULL;
+	struct qfs_found *f = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *d;
 	DIR *dp;
 
 	if (t->single_file) {
-		struct src *s = src_get(t, t->source);
+		struct qfs_src *s = qfs_src_get(&t->cache, t->source);
 		if (!s || (!s->qcow2 && !s->err) || !(f = calloc(1, sizeof(*f))))
 			return 0;
 		f->name = strdup(strrchr(t->source, '/') + 1);
@@ -281,7 +309,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 	while ((d = readdir(dp))) {
 		char path[PATH_MAX], canon[PATH_MAX];
 		struct stat st;
-		struct src *s = NULL;
+		struct qfs_src *s = NULL;
 
 		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
 			continue;
@@ -290,7 +318,7 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 			continue;
 		/* before the fstatat() below: that would be a request to the mount's daemon */
 		if (qcow2_mounts_avoid(t->mounts, path)) {
-			link_refusal(t, path,
+			qfs_src_link_refusal(&t->cache, path,
 				     "a FUSE file system mounted below the source: not looked into "
 				     "(its daemon may hang, or be this one)");
 			continue;
@@ -309,15 +337,15 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 				r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
 			/* outside, into the mount point, a loop; dangling: quietly */
 			if (r == -EPERM || r == -ELOOP)
-				link_refusal(t, path, qcow2_last_error());
+				qfs_src_link_refusal(&t->cache, path, qcow2_last_error());
 			if (r < 0)
 				continue;
-			s = src_get(t, canon);
+			s = qfs_src_get(&t->cache, canon);
 			if (!s)
 				continue;
 		}
 		if (n == cap) {
-			struct found *nf = realloc(f, (cap = cap ? 2 * cap : 32) * sizeof(*nf));
+			struct qfs_found *nf = realloc(f, (cap = cap ? 2 * cap : 32) * sizeof(*nf));
 			if (!nf)
 				break;
 			f = nf;
@@ -336,33 +364,33 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct found **out)
 /* Compute the names directory @dir shows. Called with t->lock held. */
 static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l)
 {
-	struct renames now = { 0 };
-	struct strmap own = { 0 };
-	struct found *f = NULL;
+	struct qfs_name_log log = { dir->src, dir->renamed, dir->n_renamed, NULL, 0, 0 };
+	struct qfs_strmap own = { 0 };
+	struct qfs_found *f = NULL;
 	size_t n, i;
 
-	t->gen++;
+	qfs_src_cache_next_gen(&t->cache);
 	n = collect(t, dir->src, &f);
 	/* Subdirectories and files that are not images keep their names (shown under them, or
-	 * not at all); views take other names (choose_names, add_image). */
+	 * not at all); views take other names (qfs_names_choose, add_image). */
 	for (i = 0; i < n; i++)
-		if (f[i].name && !(f[i].s && f[i].s->qcow2) && strmap_put(&own, f[i].name, i) < 0)
+		if (f[i].name && !(f[i].s && f[i].s->qcow2) && qfs_strmap_put(&own, f[i].name, i) < 0)
 			f[i].name[0] = '\0'; /* out of memory: not listed rather than twice */
-	choose_names(dir, f, n, &own, &now);
+	qfs_names_choose(&log, f, n, &own);
 	for (i = 0; i < n; i++) {
 		if (!f[i].name || !f[i].name[0])
 			continue;
 		if (!f[i].s)
 			listing_add(l, f[i].name, QFS_DIR, f[i].dir, NULL);
 		else if (f[i].s->err) /* a bad image, or a file that cannot be read */
-			log_refusal(f[i].s, f[i].s->errmsg);
+			qfs_src_log_refusal(f[i].s, f[i].s->errmsg);
 		else if (f[i].s->qcow2)
-			add_image(t, dir, l, &own, &f[i], &now);
-		else if (src_is_backing(t, f[i].s))
+			add_image(t, l, &own, &f[i], &log);
+		else if (qfs_src_is_backing(&t->cache, f[i].s))
 			listing_add(l, f[i].name, QFS_RAW, f[i].s->path, NULL);
 	}
-	renames_commit(dir, &now);
-	strmap_free(&own);
+	qfs_names_commit(&log, &dir->renamed, &dir->n_renamed);
+	qfs_strmap_free(&own);
 	for (i = 0; i < n; i++) {
 		free(f[i].name);
 		free(f[i].dir);
@@ -392,14 +420,14 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		if (S_ISDIR(st.st_mode))
 			preload(t, path, depth + 1);
 		else if (S_ISREG(st.st_mode))
-			src_get(t, path);
+			qfs_src_get(&t->cache, path);
 	}
 	closedir(dp);
 }
 
 static const struct entry *find_entry(const struct listing *l, const char *name)
 {
-	long i = strmap_get(&l->by_name, name);
+	long i = qfs_strmap_get(&l->by_name, name);
 
 	return i < 0 ? NULL : &l->e[i];
 }
@@ -416,24 +444,24 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 
 static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
-	struct src *s = src_get(t, n->src);
+	struct qfs_src *s = qfs_src_get(&t->cache, n->src);
 	const char *msg;
 	uint64_t stamp, size;
 	blkcnt_t blocks;
 
-	if (!s || !s->qcow2 || s->err || chain_check(t, s, &msg) < 0)
+	if (!s || !s->qcow2 || s->err || qfs_src_chain_check(&t->cache, s, &msg) < 0)
 		return ENOENT;
 	size = s->vsize;
 	if (n->snap_id) {
-		long i = strmap_get(&s->snap_by_id, n->snap_id);
+		long i = qfs_strmap_get(&s->snap_by_id, n->snap_id);
 
 		if (i < 0)
 			return ENOENT;
 		size = s->snaps[i].size;
 	}
-	chain_facts(t, s, &blocks, &stamp);
+	qfs_src_chain_facts(&t->cache, s, &blocks, &stamp);
 	*st = s->st;
-	st->st_mode = S_IFREG | view_mode(t, s, !n->snap_id && src_writable(t, s));
+	st->st_mode = S_IFREG | qfs_perm_view(&t->cache, s, !n->snap_id && qfs_src_writable(&t->cache, s));
 	st->st_nlink = 1;
 	st->st_size = (off_t)size;
 	st->st_blocks = blocks;
@@ -443,22 +471,22 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 
 static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
-	struct src *s;
+	struct qfs_src *s;
 
 	switch (n->kind) {
 	case QFS_DIR:
-		if (qfs_path_stat(t, n->src, st) < 0)
+		if (qfs_src_path_stat(&t->cache, n->src, st) < 0)
 			return errno;
 		if (!S_ISDIR(st->st_mode))
 			return ENOENT;
-		st->st_mode = S_IFDIR | dir_mode(t, n->src, st);
+		st->st_mode = S_IFDIR | qfs_perm_dir(&t->cache, n->src, st);
 		break;
 	case QFS_RAW:
-		s = src_get(t, n->src);
+		s = qfs_src_get(&t->cache, n->src);
 		if (!s)
 			return ENOENT;
 		*st = s->st;
-		st->st_mode = S_IFREG | view_mode(t, s, false);
+		st->st_mode = S_IFREG | qfs_perm_view(&t->cache, s, false);
 		break;
 	case QFS_FLAT: {
 		int r = flat_attr(t, n, st);
@@ -476,7 +504,7 @@ static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_no
 {
 	struct stat st;
 
-	if (!t->single_file && (qfs_path_stat(t, dir->src, &st) < 0 || !dir->scanned ||
+	if (!t->single_file && (qfs_src_path_stat(&t->cache, dir->src, &st) < 0 || !dir->scanned ||
 				st.st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st.st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -487,7 +515,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && qfs_path_stat(t, dir->src, &st) == 0) {
+	if (!t->single_file && qfs_src_path_stat(&t->cache, dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}
@@ -508,7 +536,7 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 		goto out;
 	}
 	child_rel(dir, name, rel, sizeof(rel));
-	t->gen++;
+	qfs_src_cache_next_gen(&t->cache);
 	n = node_find(t, rel);
 	if (n && node_current(t, dir, n) && node_attr(t, n, st) == 0) {
 		*err = 0;
@@ -535,7 +563,7 @@ int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	int r;
 
 	pthread_mutex_lock(&t->lock);
-	t->gen++;
+	qfs_src_cache_next_gen(&t->cache);
 	r = node_attr(t, n, st);
 	pthread_mutex_unlock(&t->lock);
 	return r;
@@ -640,10 +668,10 @@ static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_op
 /* Count a writer of @src (its lock is ours, not a conflict). */
 static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
 {
-	struct src *s;
+	struct qfs_src *s;
 
 	pthread_mutex_lock(&t->lock);
-	s = src_get(t, n->src);
+	s = qfs_src_get(&t->cache, n->src);
 	if (s)
 		s->our_writers += (unsigned)delta;
 	pthread_mutex_unlock(&t->lock);
@@ -658,7 +686,7 @@ struct ident {
 
 /* The files of @top's chain, top first, as the src cache has them (t->lock held, right after
  * the check that read them). */
-static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *ids, unsigned cap)
+static unsigned chain_idents(struct qfs_tree *t, struct qfs_src *s, struct ident *ids, unsigned cap)
 {
 	bool as_raw = false;
 	unsigned n = 0;
@@ -670,8 +698,8 @@ static unsigned chain_idents(struct qfs_tree *t, struct src *s, struct ident *id
 		ids[n++].ino = s->st.st_ino;
 		if (as_raw || !s->qcow2 || !s->backing)
 			break;
-		as_raw = s->backing_fmt == FMT_RAW; /* a qcow2 file named as raw: its bytes */
-		s = src_get(t, s->backing);
+		as_raw = s->backing_fmt == QFS_FMT_RAW; /* a qcow2 file named as raw: its bytes */
+		s = qfs_src_get(&t->cache, s->backing);
 	}
 	return n;
 }
@@ -734,14 +762,14 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	unsigned n_ids = 0;
 	uint64_t stamp = 0;
 	blkcnt_t blocks;
-	struct src *s;
+	struct qfs_src *s;
 	int r = 0;
 
 	if (who && !(ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*ids))))
 		return ENOMEM;
 	pthread_mutex_lock(&t->lock);
-	t->gen++;
-	s = n->kind == QFS_FLAT ? src_get(t, n->src) : NULL;
+	qfs_src_cache_next_gen(&t->cache);
+	s = n->kind == QFS_FLAT ? qfs_src_get(&t->cache, n->src) : NULL;
 	r = s ? check_caller(t, n, who) : 0;
 	if (r) {
 		pthread_mutex_unlock(&t->lock);
@@ -751,11 +779,11 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	if (s && ids)
 		n_ids = chain_idents(t, s, ids, QCOW2_DEFAULT_MAX_DEPTH + 1);
 	if (s) {
-		chain_facts(t, s, &blocks, &stamp);
+		qfs_src_chain_facts(&t->cache, s, &blocks, &stamp);
 		src = strdup(n->src);
 		snap = n->snap_id ? strdup(n->snap_id) : NULL;
 		/* a view no one may write (no write bit left) is not written for root either */
-		writable = !snap && src_writable(t, s) && (view_mode(t, s, true) & 0222);
+		writable = !snap && qfs_src_writable(&t->cache, s) && (qfs_perm_view(&t->cache, s, true) & 0222);
 		busy = s->busy;
 	}
 	o = t->copts;
@@ -775,7 +803,7 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		r = open_chain(n, src, o, writable, busy, snap, &refused);
 	if (refused) {
 		pthread_mutex_lock(&t->lock);
-		s = src_get(t, src);
+		s = qfs_src_get(&t->cache, src);
 		if (s)
 			s->write_refused = true;
 		pthread_mutex_unlock(&t->lock);
@@ -818,12 +846,12 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	char path[PATH_MAX];
 	struct ident id = { 0 };
 	struct stat st;
-	struct src *s;
+	struct qfs_src *s;
 	int r;
 
 	pthread_mutex_lock(&t->lock);
-	t->gen++;
-	s = n->kind == QFS_RAW ? src_get(t, n->src) : NULL;
+	qfs_src_cache_next_gen(&t->cache);
+	s = n->kind == QFS_RAW ? qfs_src_get(&t->cache, n->src) : NULL;
 	r = s ? check_caller(t, n, who) : n->kind == QFS_RAW ? ENOENT : EISDIR;
 	if (r == 0) {
 		id.dev = s->st.st_dev;
@@ -834,7 +862,7 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	if (r)
 		return r;
 	/* no symlink followed, no FIFO waited on: the file the check saw, or nothing */
-	*fd = qfs_path_open(t, path, O_RDONLY | O_NONBLOCK);
+	*fd = qfs_src_path_open(&t->cache, path, O_RDONLY | O_NONBLOCK);
 	if (*fd < 0) {
 		r = *fd == -ELOOP ? ESTALE : -*fd;
 		*fd = -1;
@@ -920,12 +948,12 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 		free(t);
 		return -errno;
 	}
-	t->by_rel = calloc(HASH_BUCKETS, sizeof(*t->by_rel));
+	t->by_rel = calloc(REL_BUCKETS, sizeof(*t->by_rel));
 	if (!t->by_rel) {
 		free(t);
 		return -ENOMEM;
 	}
-	t->rel_mask = HASH_BUCKETS - 1;
+	t->rel_mask = REL_BUCKETS - 1;
 	pthread_mutex_init(&t->lock, NULL);
 	t->source = strdup(canon);
 	t->single_file = !S_ISDIR(st.st_mode);
@@ -956,11 +984,12 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	}
 	t->copts.avoid.fn = qcow2_mounts_avoid;
 	t->copts.avoid.ctx = t->mounts;
+	qfs_src_cache_init(&t->cache, &t->copts, t->mounts, t->read_only);
 	node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
 	pthread_mutex_lock(&t->lock);
-	t->gen++;
+	qfs_src_cache_next_gen(&t->cache);
 	if (t->single_file)
-		src_get(t, t->source);
+		qfs_src_get(&t->cache, t->source);
 	else
 		preload(t, t->root_dir, 0);
 	pthread_mutex_unlock(&t->lock);
@@ -971,13 +1000,13 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap)
 {
 	const char *why = NULL;
-	struct src *s;
+	struct qfs_src *s;
 	int r = 0;
 
 	if (!t->single_file)
 		return 0;
 	pthread_mutex_lock(&t->lock);
-	s = src_get(t, t->source);
+	s = qfs_src_get(&t->cache, t->source);
 	if (!s) {
 		r = -EINVAL;
 		snprintf(msg, cap, "not a regular file");
@@ -987,7 +1016,7 @@ int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap)
 	} else if (!s->qcow2) {
 		r = -EINVAL;
 		snprintf(msg, cap, "not a qcow2 image");
-	} else if ((r = chain_check(t, s, &why)) < 0) {
+	} else if ((r = qfs_src_chain_check(&t->cache, s, &why)) < 0) {
 		snprintf(msg, cap, "%s", why && why[0] ? why : strerror(-r));
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -996,21 +1025,11 @@ int qfs_tree_check_source(struct qfs_tree *t, char *msg, size_t cap)
 
 void qfs_tree_free(struct qfs_tree *t)
 {
-	unsigned b;
 	size_t i;
 
 	if (!t)
 		return;
-	for (b = 0; b < HASH_BUCKETS; b++) {
-		struct src *s = t->srcs[b], *next;
-		for (; s; s = next) {
-			next = s->hnext;
-			src_clear(t, s);
-			free(s->logged_msg);
-			free(s->path);
-			free(s);
-		}
-	}
+	qfs_src_cache_release(&t->cache);
 	for (i = 0; i < t->n_nodes; i++) {
 		struct qfs_node *n = t->nodes[i];
 		qcow2_chain_close(n->chain);
@@ -1021,8 +1040,6 @@ void qfs_tree_free(struct qfs_tree *t)
 		free(n->renamed);
 		free(n);
 	}
-	link_notes_free(t);
-	brefs_free(t);
 	qcow2_mounts_free(t->mounts);
 	free(t->nodes);
 	free(t->by_rel);

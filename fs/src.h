@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * src.h - the cache of source files ("srcs") and the chain checks (src.c). Above the log and
+ * the string map; under the names, the permissions and the tree, which reads the facts of a src
+ * (its fields below) and never the cache's own bookkeeping.
+ *
+ * Locking: the cache takes no lock of its own. Its owner (the tree) holds one lock across every
+ * call below and every read of a src's fields (qfs_tree.lock); a src pointer is good until that
+ * lock is released (the next qfs_src_get() may free a src whose file is gone).
+ */
+#ifndef QCOWFS_SRC_H
+#define QCOWFS_SRC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "qcow2.h"
+#include "strmap.h"
+
+#define QFS_SRC_BUCKETS 4096u
+
+enum qfs_backing_fmt { QFS_FMT_PROBE, QFS_FMT_QCOW2, QFS_FMT_RAW };
+
+/* A usable internal snapshot of a src (entries the library marks invalid are left out). */
+struct qfs_snap {
+	char *id;
+	char *name;
+	uint64_t size;
+	bool dup;    /* an earlier snapshot of the src has the same name */
+	bool logged; /* its view's name has been logged (shortened, or none possible) */
+};
+
+/* One file of SOURCE (or of a --backing-dir), keyed by its canonical path. */
+struct qfs_src {
+	char *path; /* canonical */
+	struct stat st;
+	unsigned stat_gen; /* scan generation of the last refresh */
+	bool qcow2;
+	bool corrupt; /* the header's corrupt bit: served read-only */
+	/* The library refused to open it for writing (damaged metadata; the log said why): served
+	 * read-only until the file changes. */
+	bool write_refused;
+	int err; /* negative errno: refused; errmsg says why */
+	char *errmsg;
+	bool logged;
+	char *logged_msg; /* the cause last logged */
+	uint64_t vsize;
+	char *backing; /* canonical path, or NULL */
+	enum qfs_backing_fmt backing_fmt;
+	/* canonical path of the external data file, or NULL (none, or it does not resolve:
+	 * then the chain cannot be opened, and its views are not readable) */
+	char *data_file;
+	bool data_file_bad; /* named but unresolved: views deny reading */
+	/* the data file as the last permission check saw it (an open is held to its identity) */
+	dev_t data_dev;
+	ino_t data_ino;
+	uint32_t nsnaps;
+	struct qfs_snap *snaps;
+	struct qfs_strmap snap_by_id; /* snapshot id -> index in snaps (the first of an id) */
+	uint64_t bad_logged;	      /* the bad snapshot entries last logged (kept across probes) */
+	unsigned check_gen;	      /* chain check memo */
+	int check_err;
+	char *check_msg;
+	unsigned visit;
+	/* Another process holds the image for writing (QEMU's write lock): its own view is
+	 * served read-only, chains reading through it are refused. busy_msg names the holder. */
+	bool busy;
+	char *busy_msg;
+	unsigned our_writers; /* writable handles of this daemon on the image (its own locks) */
+	struct qfs_src *hnext;
+};
+
+struct qfs_link_note;
+struct qfs_backing_ref;
+
+/* The cache. Its owner fills the first three fields (qfs_src_cache_init()); the rest is the
+ * cache's own. */
+struct qfs_src_cache {
+	const struct qcow2_chain_opts *copts; /* confinement of backing files, data files, links */
+	struct qcow2_mounts *mounts;	      /* FUSE mounts never looked into (its own lock) */
+	bool read_only;			      /* -o ro: no view is writable */
+	unsigned gen, visit;		      /* scan generation, chain walk token */
+	struct qfs_src *srcs[QFS_SRC_BUCKETS];
+	struct qfs_link_note *link_notes;
+	struct qfs_backing_ref *brefs[QFS_SRC_BUCKETS]; /* backing path -> srcs naming it */
+	bool brefs_lost; /* a count was lost (out of memory): never trust "none" */
+};
+
+/* Set up the empty cache @c (zeroed by the caller) over @copts and @mounts, which must outlive
+ * it. */
+void qfs_src_cache_init(struct qfs_src_cache *c, const struct qcow2_chain_opts *copts,
+			struct qcow2_mounts *mounts, bool read_only);
+/* Free every src and note of @c (a zeroed cache too). */
+void qfs_src_cache_release(struct qfs_src_cache *c);
+/* Start a new scan generation: each src is looked at again on its next qfs_src_get(). */
+void qfs_src_cache_next_gen(struct qfs_src_cache *c);
+
+/* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone,
+ * is not a regular file, or its path is no longer canonical. */
+struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path);
+/* 0 if the chain whose top is @top can be served, else a negative errno and *msg (owned by the
+ * src) saying why. Memoised per scan generation. */
+int qfs_src_chain_check(struct qfs_src_cache *c, struct qfs_src *top, const char **msg);
+/* Sum of st_blocks over the chain's files, and a stamp of their identities. */
+void qfs_src_chain_facts(struct qfs_src_cache *c, struct qfs_src *top, blkcnt_t *blocks,
+			 uint64_t *stamp);
+/* Log why @s is refused, once per change of the file. */
+void qfs_src_log_refusal(struct qfs_src *s, const char *msg);
+/* Log that the symlink @path in SOURCE is not followed and why, once per cause. */
+void qfs_src_link_refusal(struct qfs_src_cache *c, const char *path, const char *msg);
+/* Does any image in the cache (refused ones too) name @s as its backing file? */
+bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s);
+/* May the flat view of @s (its active state) be written? */
+bool qfs_src_writable(struct qfs_src_cache *c, struct qfs_src *s);
+
+/* qcow2_path_stat() and qcow2_path_open_canonical() of the canonical @path, refused with
+ * -EPERM (errno EPERM) when it lies at or below a FUSE mount to avoid (mounts.c): every
+ * canonical path the daemon looks up under its tree lock goes through these. 0 (a descriptor)
+ * or a negative errno. */
+int qfs_src_path_stat(struct qfs_src_cache *c, const char *path, struct stat *st);
+int qfs_src_path_open(struct qfs_src_cache *c, const char *path, int flags);
+
+#endif
