@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ops.c - FUSE low-level operations: argument checks, one call into the tree or the qcow2
- * library, exactly one reply. Library errors pass through unchanged.
+ * library, exactly one reply. Library errors pass through unchanged: every error inside fs/
+ * is a negative errno, and reply_err() makes it FUSE's positive one, the one place the sign
+ * flips.
  *
  * A file handle (fi->fh) is a struct handle: the node and, for raw backing files, the file
  * descriptor. Flat views share their node's open chain; reads and writes run concurrently on
@@ -123,6 +125,13 @@ struct dir_handle {
 	size_t n;
 };
 
+/* Reply @r to @req: 0, or a negative errno (the library's and the tree's), which FUSE wants
+ * positive. Every error reply of this file goes through here. */
+static void reply_err(fuse_req_t req, int r)
+{
+	fuse_reply_err(req, -r);
+}
+
 static struct qfs_tree *tree_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -164,7 +173,7 @@ static const struct qfs_caller *caller_of(fuse_req_t req, struct qfs_tree *t, in
 	return c;
 }
 
-/* May the caller of @req have @mask on @n, as its attributes are now? 0 or a positive errno. */
+/* May the caller of @req have @mask on @n, as its attributes are now? 0 or a negative errno. */
 static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, int mask)
 {
 	struct qfs_caller c;
@@ -175,7 +184,7 @@ static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, in
 	if (!who)
 		return 0;
 	r = qfs_tree_getattr(t, n, &st);
-	return r ? r : qfs_caller_may(who, &st) ? 0 : EACCES;
+	return r ? r : qfs_caller_may(who, &st) ? 0 : -EACCES;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -184,14 +193,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct qfs_node *dir = qfs_tree_node(t, parent), *n;
 	struct fuse_entry_param e;
 	struct qfs_caller caller;
-	int err = ENOENT;
+	int err = -ENOENT;
 
 	memset(&e, 0, sizeof(e));
 	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err,
 				  caller_of(req, t, R_OK, &caller)) :
 		  NULL;
 	if (!n) {
-		fuse_reply_err(req, err);
+		reply_err(req, err);
 		return;
 	}
 	e.ino = n->ino;
@@ -208,12 +217,12 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int r;
 
 	if (!n) {
-		fuse_reply_err(req, ENOENT);
+		reply_err(req, -ENOENT);
 		return;
 	}
 	r = qfs_tree_getattr(t, n, &st);
 	if (r)
-		fuse_reply_err(req, r);
+		reply_err(req, r);
 	else
 		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
@@ -229,11 +238,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int r, acc;
 
 	if (!n) {
-		fuse_reply_err(req, ENOENT);
+		reply_err(req, -ENOENT);
 		return;
 	}
 	if ((fi->flags & O_ACCMODE) != O_RDONLY && n->kind != QFS_FLAT) {
-		fuse_reply_err(req, EROFS);
+		reply_err(req, -EROFS);
 		return;
 	}
 	/* the caller is checked by the tree, against the files it then opens */
@@ -243,7 +252,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	h = calloc(1, sizeof(*h));
 	if (!h) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, -ENOMEM);
 		return;
 	}
 	h->node = n;
@@ -256,17 +265,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = qfs_tree_open_raw(t, n, who, &h->fd);
 		keep = true;
 	} else {
-		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep, who) : EISDIR;
+		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep, who) : -EISDIR;
 		/* O_TRUNC (passed here: libfuse asks for atomic O_TRUNC) would shrink the disk:
 		 * refused once the view proved writable (a read-only one says EROFS). */
 		if (r == 0 && h->write && (fi->flags & O_TRUNC)) {
 			qfs_tree_release(t, n, true);
-			r = EINVAL;
+			r = -EINVAL;
 		}
 	}
 	if (r) {
 		free(h);
-		fuse_reply_err(req, r);
+		reply_err(req, r);
 		return;
 	}
 	fi->fh = (uintptr_t)h;
@@ -284,7 +293,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	limits_enter(h->limited && h->write, h->uid, h->gid, &l); /* the last writer writes back */
 	handle_free(tree_of(req), h);
 	limits_leave(&l);
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -310,7 +319,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = (size_t)(vsize - (uint64_t)off);
 	buf = malloc(size ? size : 1);
 	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, -ENOMEM);
 		return;
 	}
 	if (size)
@@ -318,7 +327,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (r < 0) {
 		qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
 			qcow2_last_error());
-		fuse_reply_err(req, -r);
+		reply_err(req, r);
 	} else {
 		fuse_reply_buf(req, buf, size);
 	}
@@ -335,26 +344,26 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	if (h->fd >= 0) {
 		off_t o = lseek(h->fd, off, whence);
 		if (o < 0)
-			fuse_reply_err(req, errno);
+			reply_err(req, -errno);
 		else
 			fuse_reply_lseek(req, o);
 		return;
 	}
 	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, -EINVAL);
 		return;
 	}
 	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, -EINVAL);
 		return;
 	}
 	if ((uint64_t)off >= qcow2_chain_size(h->node->chain)) {
-		fuse_reply_err(req, ENXIO);
+		reply_err(req, -ENXIO);
 		return;
 	}
 	r = qcow2_chain_seek(h->node->chain, (uint64_t)off, whence, &result);
 	if (r < 0)
-		fuse_reply_err(req, -r);
+		reply_err(req, r);
 	else
 		fuse_reply_lseek(req, (off_t)result);
 }
@@ -368,23 +377,23 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int r;
 
 	if (!n) {
-		fuse_reply_err(req, ENOENT);
+		reply_err(req, -ENOENT);
 		return;
 	}
 	r = caller_may(req, t, n, R_OK);
 	if (r) {
-		fuse_reply_err(req, r);
+		reply_err(req, r);
 		return;
 	}
 	d = calloc(1, sizeof(*d));
 	if (!d) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, -ENOMEM);
 		return;
 	}
 	r = qfs_tree_list(t, n, &d->d, &d->n, caller_of(req, t, R_OK, &caller));
 	if (r) {
 		free(d);
-		fuse_reply_err(req, r);
+		reply_err(req, r);
 		return;
 	}
 	fi->fh = (uintptr_t)d;
@@ -402,7 +411,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t used = 0, i;
 
 	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, -ENOMEM);
 		return;
 	}
 	/* Offsets: 0 ".", 1 "..", then entry i at i + 2; each entry's off is the next one's. */
@@ -435,7 +444,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 	qfs_dirents_free(d->d, d->n);
 	free(d);
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -443,7 +452,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv;
 
 	if (statvfs(qfs_tree_source(tree_of(req)), &sv) < 0) {
-		fuse_reply_err(req, errno);
+		reply_err(req, -errno);
 		return;
 	}
 	if (qfs_tree_read_only(tree_of(req)))
@@ -458,7 +467,7 @@ static void reply_failure(fuse_req_t req, struct handle *h, const char *what, in
 {
 	if (r != -EFBIG && r != -EINVAL && r != -EROFS)
 		qfs_log("%s of '%s' failed: %s", what, h->node->rel, qcow2_last_error());
-	fuse_reply_err(req, -r);
+	reply_err(req, r);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -469,11 +478,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int r;
 
 	if (!h->write || !h->node->chain) {
-		fuse_reply_err(req, EBADF);
+		reply_err(req, -EBADF);
 		return;
 	}
 	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, -EINVAL);
 		return;
 	}
 	limits_enter(h->limited, h->uid, h->gid, &l);
@@ -500,13 +509,13 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	if (r < 0)
 		reply_failure(req, h, "fsync", r);
 	else
-		fuse_reply_err(req, 0);
+		reply_err(req, 0);
 }
 
 /* close(2): nothing to do; durability is fsync's (and the last writer's release). */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 }
 
 static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off, off_t len)
@@ -517,11 +526,11 @@ static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off
 	int r;
 
 	if (!h->write || !c) {
-		fuse_reply_err(req, EBADF);
+		reply_err(req, -EBADF);
 		return;
 	}
 	if (off < 0 || len <= 0 || __builtin_add_overflow((uint64_t)off, (uint64_t)len, &end)) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, -EINVAL);
 		return;
 	}
 	size = qcow2_chain_size(c);
@@ -533,7 +542,7 @@ static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off
 	} else if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0) {
 		flags = QCOW2_ZERO_ALLOCATE;
 	} else {
-		fuse_reply_err(req, EOPNOTSUPP);
+		reply_err(req, -EOPNOTSUPP);
 		return;
 	}
 	/* Like a file: without KEEP_SIZE the disk grows to cover the range. */
@@ -551,7 +560,7 @@ static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off
 	if (r < 0)
 		reply_failure(req, h, "fallocate", r);
 	else
-		fuse_reply_err(req, 0);
+		reply_err(req, 0);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
@@ -575,13 +584,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	int r;
 
 	if (!n) {
-		fuse_reply_err(req, ENOENT);
+		reply_err(req, -ENOENT);
 		return;
 	}
 	/* Only the size of a flat view may change (it grows the disk); times are the image's
 	 * own and are ignored rather than refused, so that tools which set them still work. */
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-		fuse_reply_err(req, EPERM);
+		reply_err(req, -EPERM);
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -598,13 +607,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 				      (uint64_t)attr->st_size, who);
 		limits_leave(&l);
 		if (r) {
-			fuse_reply_err(req, r);
+			reply_err(req, r);
 			return;
 		}
 	}
 	r = qfs_tree_getattr(t, n, &st);
 	if (r)
-		fuse_reply_err(req, r);
+		reply_err(req, r);
 	else
 		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
@@ -612,39 +621,39 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 /* Nothing under the mount point can be created, removed or renamed: the tree mirrors SOURCE. */
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	reply_err(req, -EROFS);
 }
 
 const struct fuse_lowlevel_ops qfs_ops = {

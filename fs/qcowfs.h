@@ -72,11 +72,11 @@ void qfs_tree_free(struct qfs_tree *t);
 struct qfs_node *qfs_tree_node(struct qfs_tree *t, fuse_ino_t ino);
 
 /* Look @name up in directory @dir (rescanning what changed). Fills @st. NULL with *err set
- * (ENOENT, ENOTDIR...) if there is no such name. The snapshot views of an image are names only
+ * (-ENOENT, -ENOTDIR...) if there is no such name. The snapshot views of an image are names only
  * for a @who (unless NULL) who may read them: their names come from inside the image. */
 struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const char *name,
 				 struct stat *st, int *err, const struct qfs_caller *who);
-/* Current attributes of @n. 0 or a positive errno. */
+/* Current attributes of @n. 0 or a negative errno. */
 int qfs_tree_getattr(struct qfs_tree *t, struct qfs_node *n, struct stat *st);
 
 struct qfs_dirent {
@@ -85,22 +85,23 @@ struct qfs_dirent {
 	mode_t type;
 };
 /* List directory @dir (rescanning it), without the snapshot views @who (unless NULL) may not
- * read (as qfs_tree_lookup()). The caller frees with qfs_dirents_free(). */
+ * read (as qfs_tree_lookup()). The caller frees with qfs_dirents_free(). 0 or a negative
+ * errno. */
 int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n,
 		  const struct qfs_caller *who);
 void qfs_dirents_free(struct qfs_dirent *d, size_t n);
 
 /* Open the chain behind a flat view (shared by every open handle of the node), for writing if
- * @write (EROFS when the view is read-only, EBUSY when another process holds the image). Sets
+ * @write (-EROFS when the view is read-only, -EBUSY when another process holds the image). Sets
  * *keep_cache when the files are unchanged since the last open. @who, unless NULL, is checked
- * (EACCES) against the attributes the open is decided on, and is served only the files those
- * attributes were derived from (ESTALE when a file of the chain was replaced since, by a
+ * (-EACCES) against the attributes the open is decided on, and is served only the files those
+ * attributes were derived from (-ESTALE when a file of the chain was replaced since, by a
  * rename or a symlink, or when the open chain is of files replaced since it was opened).
- * 0 or a positive errno. */
+ * 0 or a negative errno. */
 int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
 		  const struct qfs_caller *who);
 /* Open raw backing file @n for reading into *fd, checking @who (unless NULL) as
- * qfs_tree_open() does. 0 or a positive errno. */
+ * qfs_tree_open() does. 0 or a negative errno. */
 int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
 		      int *fd);
 /* Release one handle; the last writer writes everything back and gives up the write lock,
@@ -108,7 +109,7 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
 /* Set the size of flat view @n (through @c, a chain open for writing, or NULL to open one for
  * @who as qfs_tree_open() does):
- * growing grows the disk, shrinking is EINVAL. 0 or a positive errno. */
+ * growing grows the disk, shrinking is -EINVAL. 0 or a negative errno. */
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
 		      uint64_t size, const struct qfs_caller *who);
 bool qfs_tree_read_only(const struct qfs_tree *t);

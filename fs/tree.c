@@ -450,13 +450,13 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	blkcnt_t blocks;
 
 	if (!s || !s->qcow2 || s->err || qfs_src_chain_check(&t->cache, s, &msg) < 0)
-		return ENOENT;
+		return -ENOENT;
 	size = s->vsize;
 	if (n->snap_id) {
 		long i = qfs_strmap_get(&s->snap_by_id, n->snap_id);
 
 		if (i < 0)
-			return ENOENT;
+			return -ENOENT;
 		size = s->snaps[i].size;
 	}
 	qfs_src_chain_facts(&t->cache, s, &blocks, &stamp);
@@ -469,31 +469,33 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	return 0;
 }
 
+/* The attributes of @n as the mount shows them (t->lock held). 0 or a negative errno. */
 static int node_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 {
 	struct qfs_src *s;
+	int r;
 
 	switch (n->kind) {
 	case QFS_DIR:
-		if (qfs_src_path_stat(&t->cache, n->src, st) < 0)
-			return errno;
+		r = qfs_src_path_stat(&t->cache, n->src, st);
+		if (r < 0)
+			return r;
 		if (!S_ISDIR(st->st_mode))
-			return ENOENT;
+			return -ENOENT;
 		st->st_mode = S_IFDIR | qfs_perm_dir(&t->cache, n->src, st);
 		break;
 	case QFS_RAW:
 		s = qfs_src_get(&t->cache, n->src);
 		if (!s)
-			return ENOENT;
+			return -ENOENT;
 		*st = s->st;
 		st->st_mode = S_IFREG | qfs_perm_view(&t->cache, s, false);
 		break;
-	case QFS_FLAT: {
-		int r = flat_attr(t, n, st);
-		if (r)
+	case QFS_FLAT:
+		r = flat_attr(t, n, st);
+		if (r < 0)
 			return r;
 		break;
-	}
 	}
 	st->st_ino = n->ino;
 	return 0;
@@ -530,9 +532,9 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 	struct qfs_node *n = NULL;
 
 	pthread_mutex_lock(&t->lock);
-	*err = ENOENT;
+	*err = -ENOENT;
 	if (dir->kind != QFS_DIR) {
-		*err = ENOTDIR;
+		*err = -ENOTDIR;
 		goto out;
 	}
 	child_rel(dir, name, rel, sizeof(rel));
@@ -551,7 +553,7 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 out:
 	if (n && n->snap_id && who && !qfs_caller_may(who, st)) {
 		n = NULL; /* a snapshot's name is the image's content */
-		*err = ENOENT;
+		*err = -ENOENT;
 	}
 	pthread_mutex_unlock(&t->lock);
 	listing_free(&l);
@@ -598,14 +600,14 @@ int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **
 
 	pthread_mutex_lock(&t->lock);
 	if (dir->kind != QFS_DIR) {
-		r = ENOTDIR;
+		r = -ENOTDIR;
 		goto out;
 	}
 	scan_dir(t, dir, &l);
 	note_scanned(t, dir);
 	d = calloc(l.n ? l.n : 1, sizeof(*d));
 	if (!d) {
-		r = ENOMEM;
+		r = -ENOMEM;
 		goto out;
 	}
 	for (i = 0; i < l.n; i++) {
@@ -734,7 +736,7 @@ static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
 }
 
 /* Under t->lock: may @who (unless NULL) open @n? Its attributes are computed from the same
- * src state as the identities the open is then held to. 0 or a positive errno. */
+ * src state as the identities the open is then held to. 0 or a negative errno. */
 static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who)
 {
 	struct stat st;
@@ -743,7 +745,7 @@ static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs
 	if (!who)
 		return 0;
 	r = node_attr(t, n, &st);
-	return r ? r : qfs_caller_may(who, &st) ? 0 : EACCES;
+	return r ? r : qfs_caller_may(who, &st) ? 0 : -EACCES;
 }
 
 /* The permission check and the open are not one step: the caller is checked against the files
@@ -766,7 +768,7 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	int r = 0;
 
 	if (who && !(ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*ids))))
-		return ENOMEM;
+		return -ENOMEM;
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache);
 	s = n->kind == QFS_FLAT ? qfs_src_get(&t->cache, n->src) : NULL;
@@ -792,7 +794,7 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		free(src);
 		free(snap);
 		free(ids);
-		return src ? EROFS : ENOENT;
+		return src ? -EROFS : -ENOENT;
 	}
 
 	/* n->open_lock is held across the chain open, which cannot wait on a request to this
@@ -837,7 +839,7 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	free(src);
 	free(snap);
 	free(ids);
-	return -r;
+	return r;
 }
 
 int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
@@ -852,7 +854,7 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache);
 	s = n->kind == QFS_RAW ? qfs_src_get(&t->cache, n->src) : NULL;
-	r = s ? check_caller(t, n, who) : n->kind == QFS_RAW ? ENOENT : EISDIR;
+	r = s ? check_caller(t, n, who) : n->kind == QFS_RAW ? -ENOENT : -EISDIR;
 	if (r == 0) {
 		id.dev = s->st.st_dev;
 		id.ino = s->st.st_ino;
@@ -864,7 +866,7 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	/* no symlink followed, no FIFO waited on: the file the check saw, or nothing */
 	*fd = qfs_src_path_open(&t->cache, path, O_RDONLY | O_NONBLOCK);
 	if (*fd < 0) {
-		r = *fd == -ELOOP ? ESTALE : -*fd;
+		r = *fd == -ELOOP ? -ESTALE : *fd;
 		*fd = -1;
 		return r;
 	}
@@ -872,7 +874,7 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	    st.st_ino != id.ino) {
 		close(*fd);
 		*fd = -1;
-		return ESTALE;
+		return -ESTALE;
 	}
 	return 0;
 }
@@ -901,7 +903,7 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 	int r;
 
 	if (n->kind != QFS_FLAT)
-		return n->kind == QFS_DIR ? EISDIR : EROFS;
+		return n->kind == QFS_DIR ? -EISDIR : -EROFS;
 	if (!c) { /* truncate(2) by name: open the view for writing for the time of it */
 		r = qfs_tree_open(t, n, true, &keep, who);
 		if (r)
@@ -910,10 +912,10 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 		c = n->chain;
 	}
 	if (size < qcow2_chain_size(c)) {
-		r = EINVAL; /* shrinking would lose data (SPEC 3) */
+		r = -EINVAL; /* shrinking would lose data (SPEC 3) */
 	} else {
-		r = -qcow2_chain_grow(c, size);
-		if (r)
+		r = qcow2_chain_grow(c, size);
+		if (r < 0)
 			qfs_log("growing '%s' failed: %s", n->rel, qcow2_last_error());
 	}
 	if (opened)
