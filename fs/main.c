@@ -2,8 +2,13 @@
 /*
  * main.c - qcowfs's command line and the FUSE session's lifetime: the top of fs/ (qcowfs.h
  * draws the order). The log (log.c) and the read-ahead window (readahead.c) are set up here.
+ *
+ * The command line is read by getopt_long(); -o values are split here, ours taken out and
+ * checked, the rest handed to libfuse, which refuses what it does not know. Every refusal is
+ * one line on stderr naming the option or argument, before anything is mounted.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -21,11 +25,25 @@
 
 #define MAX_BACKING_DIRS 64
 
-static unsigned readahead_kb = QFS_DEFAULT_READAHEAD_KB;
-/* -o no_default_permissions and -o allow_other as given: see check_permissions() */
-static bool no_default_permissions, allow_other;
-/* -o max_read=N, 0 when not given */
-static unsigned max_read;
+/* The exit status of a usage error (an unknown option, a bad value, a missing argument): 1, as
+ * every other refusal (EXIT_FAILURE: a SOURCE or MOUNTPOINT that cannot be used, a failed
+ * mount), as it always was. */
+#define EXIT_USAGE 1
+
+/* What the command line asks for. */
+struct cmdline {
+	struct qfs_config cfg;
+	const char *backing_dirs[MAX_BACKING_DIRS];
+	const char *pos[2]; /* SOURCE, MOUNTPOINT */
+	size_t n_pos;
+	char fuse_opts[4096]; /* the -o options libfuse gets */
+	bool foreground, debug, single;
+	/* -o no_default_permissions and -o allow_other as given: see check_permissions() */
+	bool no_default_permissions, allow_other;
+	unsigned readahead_kb; /* -o readahead_kb=N */
+	unsigned max_read;     /* -o max_read=N, 0 when not given */
+};
+
 static char mount_path[PATH_MAX];
 
 /* libfuse's own messages, to stderr as its default handler prints them; an error among them
@@ -88,44 +106,162 @@ static int parse_uint_opt(const char *tok, size_t name_len, unsigned long max, u
 	return 0;
 }
 
+/* Add ",@tok" to the options libfuse gets. -1 after a message when they would not fit. */
+static int add_fuse_opt(struct cmdline *cl, const char *tok)
+{
+	if (strlen(cl->fuse_opts) + strlen(tok) + 2 > sizeof(cl->fuse_opts)) {
+		fprintf(stderr, "qcowfs: -o '%s': too many mount options\n", tok);
+		return -1;
+	}
+	strcat(cl->fuse_opts, ",");
+	strcat(cl->fuse_opts, tok);
+	return 0;
+}
+
 /* Split -o options: ours are consumed, the rest go to FUSE. max_read goes to both: libfuse
  * passes it to the kernel and fails INIT unless the init callback asks for the same value
  * (qfs_readahead_max_read()). Prints one line naming the option on a refusal and returns -1. */
-static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, size_t cap)
+static int parse_o(struct cmdline *cl, const char *arg)
 {
 	char *copy = strdup(arg), *save = NULL, *tok;
 	int r = 0;
 
-	if (!copy)
+	if (!copy) {
+		fprintf(stderr, "qcowfs: out of memory\n");
 		return -1;
+	}
 	for (tok = strtok_r(copy, ",", &save); tok && r == 0; tok = strtok_r(NULL, ",", &save)) {
-		if (strncmp(tok, "readahead_kb=", 13) == 0) {
-			r = parse_uint_opt(tok, 12, QFS_MAX_READAHEAD_KB, &readahead_kb);
-			continue;
-		}
-		if (strcmp(tok, "no_default_permissions") == 0) {
-			no_default_permissions = true;
-			continue;
-		}
-		if (strcmp(tok, "default_permissions") == 0)
-			continue; /* the default: added once by check_permissions() */
+		if (strncmp(tok, "readahead_kb=", 13) == 0)
+			r = parse_uint_opt(tok, 12, QFS_MAX_READAHEAD_KB, &cl->readahead_kb);
+		else if (strcmp(tok, "no_default_permissions") == 0)
+			cl->no_default_permissions = true;
+		else if (strcmp(tok, "default_permissions") == 0)
+			; /* the default: added once by check_permissions() */
+		else if (strncmp(tok, "max_read=", 9) == 0)
+			r = parse_uint_opt(tok, 8, UINT32_MAX, &cl->max_read) < 0 ? -1 :
+										     add_fuse_opt(cl, tok);
+		else
+			r = add_fuse_opt(cl, tok);
 		if (strcmp(tok, "allow_other") == 0)
-			allow_other = true;
-		if (strncmp(tok, "max_read=", 9) == 0 &&
-		    (r = parse_uint_opt(tok, 8, UINT32_MAX, &max_read)) < 0)
-			break;
+			cl->allow_other = true;
 		if (strcmp(tok, "ro") == 0)
-			cfg->read_only = true;
-		if (strlen(fuse_opts) + strlen(tok) + 2 > cap) {
-			fprintf(stderr, "qcowfs: -o '%s': too many mount options\n", tok);
-			r = -1;
-			break;
-		}
-		strcat(fuse_opts, ",");
-		strcat(fuse_opts, tok);
+			cl->cfg.read_only = true;
 	}
 	free(copy);
 	return r;
+}
+
+/* A --backing-dir value: a directory name (it need not exist yet: it is looked up each time
+ * a file below it is). -1 after a message naming the option otherwise. */
+static int add_backing_dir(struct cmdline *cl, const char *dir)
+{
+	if (!dir[0]) {
+		fprintf(stderr, "qcowfs: --backing-dir '': an empty directory name\n");
+		return -1;
+	}
+	if (cl->cfg.n_backing_dirs == MAX_BACKING_DIRS) {
+		fprintf(stderr, "qcowfs: --backing-dir '%s': more than %d directories\n", dir,
+			MAX_BACKING_DIRS);
+		return -1;
+	}
+	cl->backing_dirs[cl->cfg.n_backing_dirs++] = dir;
+	return 0;
+}
+
+/* SOURCE, then MOUNTPOINT. -1 after a message when both are there already. */
+static int add_arg(struct cmdline *cl, const char *arg)
+{
+	if (cl->n_pos == 2) {
+		fprintf(stderr, "qcowfs: too many arguments (see --help)\n");
+		return -1;
+	}
+	cl->pos[cl->n_pos++] = arg;
+	return 0;
+}
+
+/* getopt_long()'s answers beyond the letters: an argument ("-" mode), --backing-dir. */
+enum { OPT_ARG = 1, OPT_BACKING_DIR = 256 };
+
+static const struct option long_opts[] = {
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ "backing-dir", required_argument, NULL, OPT_BACKING_DIR },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Why getopt_long() refused an option (@c: '?' unknown, ':' missing value). @arg is the
+ * argument it was reading: a long option is named as typed ("--help=x", which takes no
+ * value, included), a short one by its letter (it may sit inside a cluster, "-fx"). */
+static void refuse_option(int c, const char *arg)
+{
+	bool is_long = strncmp(arg, "--", 2) == 0 && arg[2];
+
+	if (c == ':' && optopt == OPT_BACKING_DIR)
+		fprintf(stderr, "qcowfs: --backing-dir needs a directory\n");
+	else if (c == ':')
+		fprintf(stderr, "qcowfs: -%c needs a value (see --help)\n", optopt);
+	else if (is_long)
+		fprintf(stderr, "qcowfs: unknown option '%s' (see --help)\n", arg);
+	else
+		fprintf(stderr, "qcowfs: unknown option '-%c' (see --help)\n", optopt);
+}
+
+/* Read the command line into @cl. Options and arguments may come in any order (taken as they
+ * are given: "-" first in the option string), "--" ends the options. 0 to go on, 1 when done
+ * (--help, --version), -1 after a refusal (one line naming the option or argument; the usage
+ * text for a missing argument). */
+static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
+{
+	int c;
+
+	opterr = 0; /* our own messages */
+	for (;;) {
+		const char *arg = optind < argc ? argv[optind] : "";
+
+		c = getopt_long(argc, argv, "-:hVfdso:", long_opts, NULL);
+		if (c == -1)
+			break;
+		switch (c) {
+		case 'h':
+			usage(stdout);
+			return 1;
+		case 'V':
+			printf("qcowfs %s (libfuse %s)\n", QCOWFS_VERSION, fuse_pkgversion());
+			return 1;
+		case 'f':
+			cl->foreground = true;
+			break;
+		case 'd':
+			cl->foreground = cl->debug = true;
+			break;
+		case 's':
+			cl->single = true;
+			break;
+		case 'o':
+			if (parse_o(cl, optarg) < 0)
+				return -1;
+			break;
+		case OPT_BACKING_DIR:
+			if (add_backing_dir(cl, optarg) < 0)
+				return -1;
+			break;
+		case OPT_ARG:
+			if (add_arg(cl, optarg) < 0)
+				return -1;
+			break;
+		default:
+			refuse_option(c, arg);
+			return -1;
+		}
+	}
+	for (; optind < argc; optind++) /* after "--" */
+		if (add_arg(cl, argv[optind]) < 0)
+			return -1;
+	if (cl->n_pos != 2) {
+		usage(stderr);
+		return -1;
+	}
+	return 0;
 }
 
 /* The kernel checks every access against the views' modes (default_permissions), which never
@@ -133,20 +269,20 @@ static int parse_o(const char *arg, struct qfs_config *cfg, char *fuse_opts, siz
  * daemon, which runs as root, to answer every request it can serve, so it is refused with
  * allow_other: only a mount that FUSE keeps to its owner may do without. 0, or -1 after a
  * message. */
-static int check_permissions(char *fuse_opts, size_t cap)
+static int check_permissions(struct cmdline *cl)
 {
-	if (no_default_permissions && allow_other) {
+	if (cl->no_default_permissions && cl->allow_other) {
 		fprintf(stderr, "qcowfs: -o no_default_permissions would let every user read and "
 				"write every view: not with allow_other\n");
 		return -1;
 	}
-	if (no_default_permissions)
+	if (cl->no_default_permissions)
 		return 0;
-	if (strlen(fuse_opts) + sizeof(",default_permissions") > cap) {
+	if (strlen(cl->fuse_opts) + sizeof(",default_permissions") > sizeof(cl->fuse_opts)) {
 		fprintf(stderr, "qcowfs: bad -o option\n");
 		return -1;
 	}
-	strcat(fuse_opts, ",default_permissions");
+	strcat(cl->fuse_opts, ",default_permissions");
 	return 0;
 }
 
@@ -185,103 +321,64 @@ static int check_args(const char *source, const char *mnt)
 
 int main(int argc, char **argv)
 {
-	const char *backing_dirs[MAX_BACKING_DIRS], *pos[2];
-	struct qfs_config cfg = { 0 };
-	char fuse_opts[4096] = "fsname=qcowfs,subtype=qcowfs", msg[1024];
-	bool foreground = false, debug = false, single = false;
+	static struct cmdline cl = {
+		.fuse_opts = "fsname=qcowfs,subtype=qcowfs",
+		.readahead_kb = QFS_DEFAULT_READAHEAD_KB,
+	};
+	struct qfs_config *cfg = &cl.cfg;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config lcfg = { .clone_fd = 0, .max_idle_threads = 16 };
 	struct fuse_session *se;
 	struct qfs_tree *tree;
-	size_t n_pos = 0;
-	int i, r;
+	char msg[1024];
+	int r;
 
-	cfg.backing_dirs = backing_dirs;
+	cfg->backing_dirs = cl.backing_dirs;
 	fuse_set_log_func(fuse_message);
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
-			printf("qcowfs %s (libfuse %s)\n", QCOWFS_VERSION, fuse_pkgversion());
-			return 0;
-		} else if (strcmp(a, "-f") == 0) {
-			foreground = true;
-		} else if (strcmp(a, "-d") == 0) {
-			foreground = debug = true;
-		} else if (strcmp(a, "-s") == 0) {
-			single = true;
-		} else if (strcmp(a, "-o") == 0 || strncmp(a, "-o", 2) == 0) {
-			const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-			if (!v) {
-				fprintf(stderr, "qcowfs: -o needs a value (see --help)\n");
-				return 1;
-			}
-			if (parse_o(v, &cfg, fuse_opts, sizeof(fuse_opts)) < 0)
-				return 1;
-		} else if (strcmp(a, "--backing-dir") == 0 || strncmp(a, "--backing-dir=", 14) == 0) {
-			const char *v = a[13] == '=' ? a + 14 : (i + 1 < argc ? argv[++i] : NULL);
-			if (!v || cfg.n_backing_dirs == MAX_BACKING_DIRS) {
-				fprintf(stderr, "qcowfs: --backing-dir needs a directory\n");
-				return 1;
-			}
-			backing_dirs[cfg.n_backing_dirs++] = v;
-		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "qcowfs: unknown option '%s' (see --help)\n", a);
-			return 1;
-		} else if (n_pos < 2) {
-			pos[n_pos++] = a;
-		} else {
-			fprintf(stderr, "qcowfs: too many arguments (see --help)\n");
-			return 1;
-		}
-	}
-	if (n_pos != 2) {
-		usage(stderr);
-		return 1;
-	}
-	if (check_permissions(fuse_opts, sizeof(fuse_opts)) < 0)
-		return 1;
-	cfg.check_callers = !no_default_permissions;
-	cfg.source = pos[0];
-	if (check_args(pos[0], pos[1]) < 0)
-		return 1;
-	cfg.mount_point = mount_path;
-	r = qfs_tree_new(&cfg, &tree);
+	r = parse_cmdline(argc, argv, &cl);
+	if (r != 0)
+		return r > 0 ? EXIT_SUCCESS : EXIT_USAGE;
+	if (check_permissions(&cl) < 0)
+		return EXIT_USAGE;
+	cfg->check_callers = !cl.no_default_permissions;
+	cfg->source = cl.pos[0];
+	if (check_args(cl.pos[0], cl.pos[1]) < 0)
+		return EXIT_FAILURE;
+	cfg->mount_point = mount_path;
+	r = qfs_tree_new(cfg, &tree);
 	if (r < 0) {
-		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg.source, strerror(-r));
-		return 1;
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg->source, strerror(-r));
+		return EXIT_FAILURE;
 	}
 	if (qfs_tree_check_source(tree, msg, sizeof(msg)) < 0) {
-		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg.source, msg);
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg->source, msg);
 		qfs_tree_free(tree);
-		return 1;
+		return EXIT_FAILURE;
 	}
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
-	    fuse_opt_add_arg(&args, fuse_opts) || (debug && fuse_opt_add_arg(&args, "-d"))) {
+	    fuse_opt_add_arg(&args, cl.fuse_opts) || (cl.debug && fuse_opt_add_arg(&args, "-d"))) {
 		fprintf(stderr, "qcowfs: out of memory\n");
-		return 1;
+		return EXIT_FAILURE;
 	}
-	qfs_readahead_set(readahead_kb, max_read);
+	qfs_readahead_set(cl.readahead_kb, cl.max_read);
 	se = fuse_session_new(&args, &qfs_ops, sizeof(qfs_ops), tree);
 	if (!se) {
 		if (!fuse_reported)
 			fprintf(stderr, "qcowfs: cannot create the FUSE session\n");
 		fuse_opt_free_args(&args);
 		qfs_tree_free(tree);
-		return 1;
+		return EXIT_FAILURE;
 	}
 	r = 1;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, mount_path) != 0)
 		goto out_signals;
-	if (!foreground)
+	if (!cl.foreground)
 		qfs_log_to_syslog();
-	fuse_daemonize(foreground);
+	fuse_daemonize(cl.foreground);
 	qfs_readahead_start(mount_path);
-	r = single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
+	r = cl.single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
 	if (r > 0)
 		r = 0; /* ended by SIGINT, SIGTERM or SIGHUP (its number): as asked, no failure */
 	fuse_session_unmount(se);
@@ -292,5 +389,5 @@ out_session:
 	qfs_release_all(tree);
 	fuse_opt_free_args(&args);
 	qfs_tree_free(tree);
-	return r ? 1 : 0;
+	return r ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -7,7 +7,8 @@
 #   users type it), a value given to a flag and a missing value: exit 64 within 10 s, one line.
 # - qcowfs: a SOURCE that is a text file, a broken image, an image whose backing file is
 #   missing, or neither a directory nor a file; a MOUNTPOINT that is a regular file; -o
-#   readahead_kb=-5, =abc, too large; -o max_read=abc; an -o option libfuse does not know:
+#   readahead_kb=-5, =abc, too large; -o max_read=abc; an -o option libfuse does not know; an
+#   empty --backing-dir:
 #   each refused before mounting, one line naming the argument, non-zero exit, nothing mounted. -o max_read=N (which libfuse failed at
 #   INIT) and -o readahead_kb=N work (the view equals qemu-img convert, the bdi's read_ahead_kb
 #   is N). An image the daemon cannot open (mode 000, the daemon without CAP_DAC_OVERRIDE) is
@@ -118,6 +119,13 @@ done
 check "qcowfs: -o max_read=abc is refused" mount_refused "max_read='abc'" -o max_read=abc "$WORK/src" "$MNT"
 check "qcowfs: an -o option libfuse does not know is refused" \
 	mount_refused "no_such_option" -o ro,no_such_option "$WORK/src" "$MNT"
+
+# ---- qcowfs: --backing-dir values ----
+# an empty directory name (it once allowed nothing, silently)
+check "qcowfs: an empty --backing-dir is refused" \
+	mount_refused "--backing-dir ''" --backing-dir= "$WORK/src" "$MNT"
+check "qcowfs: an empty --backing-dir (separate argument) is refused" \
+	mount_refused "--backing-dir ''" --backing-dir "" "$WORK/src" "$MNT"
 
 # ---- qcowfs: max_read and readahead_kb work ----
 setup qemu-io -c "write -P 0x5a 0 1M" "$WORK/src/ok.qcow2"
