@@ -138,8 +138,9 @@ static int parse_o(struct cmdline *cl, const char *arg)
 		else if (strcmp(tok, "default_permissions") == 0)
 			; /* the default: added once by check_permissions() */
 		else if (strncmp(tok, "max_read=", 9) == 0)
-			r = parse_uint_opt(tok, 8, UINT32_MAX, &cl->max_read) < 0 ? -1 :
-										     add_fuse_opt(cl, tok);
+			r = parse_uint_opt(tok, 8, UINT32_MAX, &cl->max_read) < 0 ?
+				    -1 :
+				    add_fuse_opt(cl, tok);
 		else
 			r = add_fuse_opt(cl, tok);
 		if (strcmp(tok, "allow_other") == 0)

@@ -129,7 +129,8 @@ static void set_level(struct qfs_found *f, unsigned level)
  * name is taken by a file or subdirectory, or by another image's level-0 name, or by another
  * image's level-1 name, or does not fit, moves to level 1. Each image moves at most once and
  * at most 8 images share a level-0 name (4 suffixes, '@' or "%40"), so this is O(n). */
-static void first_levels(struct qfs_found *f, size_t n, const struct qfs_strmap *own, struct qfs_strmap *l0)
+static void first_levels(struct qfs_found *f, size_t n, const struct qfs_strmap *own,
+			 struct qfs_strmap *l0)
 {
 	size_t *queue = calloc(n ? n : 1, sizeof(*queue)), nq = 0, i;
 	long j;
@@ -302,8 +303,8 @@ void qfs_names_commit(struct qfs_name_log *log, uint64_t **kept, size_t *n_kept)
  *                        "%#L" before ".raw" at @level L >= 2.
  * An encoded name holds '%' only in "%2F" and "%25", so "%#" never comes from a name and the
  * last forms cannot collide with the first. Returns false if no name fits (logged). */
-bool qfs_names_snap_view(const struct qfs_src *s, struct qfs_snap *sn, const char *base, unsigned level,
-		    char *out)
+bool qfs_names_snap_view(const struct qfs_src *s, struct qfs_snap *sn, const char *base,
+			 unsigned level, char *out)
 {
 	char enc[NAME_MAX + 1], id[NAME_MAX + 1], tail[NAME_MAX + 24];
 	size_t len = encode_snap(sn->name, enc, sizeof(enc)), blen = strlen(base), room;

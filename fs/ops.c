@@ -147,7 +147,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Page cache validity is decided at open (keep_cache when no file of the chain changed);
 	 * the kernel must not drop the cache on every attribute refresh. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-	conn->max_readahead = conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
+	conn->max_readahead =
+	    conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
 	if (qfs_readahead_max_read())
 		conn->max_read = qfs_readahead_max_read(); /* as -o max_read asked, or INIT fails */
 	qfs_readahead_init_done();
@@ -556,7 +557,8 @@ static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off
 	}
 	if (end > size)
 		end = size;
-	r = end > (uint64_t)off ? qcow2_chain_zero(c, (uint64_t)off, end - (uint64_t)off, flags) : 0;
+	r = end > (uint64_t)off ? qcow2_chain_zero(c, (uint64_t)off, end - (uint64_t)off, flags)
+				: 0;
 	if (r < 0)
 		reply_failure(req, h, "fallocate", r);
 	else

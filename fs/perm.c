@@ -147,8 +147,8 @@ static mode_t deny(mode_t mode, const struct stat *f, uid_t uid, gid_t gid, mode
 /* Clear @drop for the classes that cannot search every directory above the canonical @path.
  * @seen is the last directory checked (skipped when it is the same: a chain's layers usually
  * share one), updated. A directory that cannot be stat'ed denies every class. */
-static mode_t deny_reach(struct qfs_src_cache *c, mode_t mode, const char *path, uid_t uid, gid_t gid,
-			 mode_t drop, char *seen, size_t cap)
+static mode_t deny_reach(struct qfs_src_cache *c, mode_t mode, const char *path, uid_t uid,
+			 gid_t gid, mode_t drop, char *seen, size_t cap)
 {
 	char dir[PATH_MAX];
 	struct stat st;
@@ -176,8 +176,8 @@ static mode_t deny_reach(struct qfs_src_cache *c, mode_t mode, const char *path,
 /* Narrow @mode by the file @s of a chain (its top if @top; read as raw bytes if @as_raw, its
  * data file then no part of it): read needs read on the file and
  * its external data file, and the top's write needs write on both. */
-static mode_t deny_file(struct qfs_src_cache *c, mode_t mode, struct qfs_src *s, bool top, bool as_raw,
-			uid_t uid, gid_t gid, char *seen, size_t cap)
+static mode_t deny_file(struct qfs_src_cache *c, mode_t mode, struct qfs_src *s, bool top,
+			bool as_raw, uid_t uid, gid_t gid, char *seen, size_t cap)
 {
 	mode_t drop = top ? S_IROTH | S_IWOTH : S_IROTH;
 	struct stat st = s->st;

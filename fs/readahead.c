@@ -68,9 +68,10 @@ static void *tune_readahead(void *arg)
 			if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) == 3 &&
 			    strcmp(mnt, mount_path) == 0 && strstr(line, "fuse")) {
 				FILE *ra;
-				snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj,
-					 min);
-				usleep(100000); /* INIT's reply, which caps the window, goes first */
+				snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
+					 maj, min);
+				/* INIT's reply, which caps the window, goes first */
+				usleep(100000);
 				ra = fopen(path, "w");
 				if (ra) {
 					fprintf(ra, "%u\n", readahead_kb);

@@ -260,7 +260,8 @@ static int src_note_backing(struct qfs_src_cache *c, struct qfs_src *s, const ch
 
 /* The external data file named in @h must be a regular file, confined like a backing file:
  * a FIFO there would hang the open of the chain. 0 or -errno with the message set. */
-static int src_check_data_file(struct qfs_src_cache *c, struct qfs_src *s, const struct qcow2_header *h)
+static int src_check_data_file(struct qfs_src_cache *c, struct qfs_src *s,
+			       const struct qcow2_header *h)
 {
 	char path[PATH_MAX];
 	int r, fd;
@@ -416,8 +417,8 @@ static bool lock_conflict(const char *path)
 }
 
 /* The src for canonical @path, refreshed once per scan generation. NULL if the file is gone,
- * is not a regular file, or its path is no longer canonical (qcow2_path_stat()). Called with the owner's lock
- * held. */
+ * is not a regular file, or its path is no longer canonical (qcow2_path_stat()). Called with
+ * the owner's lock held. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 {
 	struct qfs_src **link, *s = src_find(c, path, &link);
@@ -537,14 +538,14 @@ int qfs_src_chain_check(struct qfs_src_cache *c, struct qfs_src *top, const char
 		}
 		if (next->visit == token) {
 			err = -ELOOP;
-			snprintf(buf, sizeof(buf), "'%s': backing chain loops back to '%s'", cur->path,
-				 next->path);
+			snprintf(buf, sizeof(buf), "'%s': backing chain loops back to '%s'",
+				 cur->path, next->path);
 			break;
 		}
 		if (cur->backing_fmt == QFS_FMT_QCOW2 && !next->qcow2) {
 			err = -EINVAL;
-			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is not qcow2", cur->path,
-				 next->path);
+			snprintf(buf, sizeof(buf), "'%s': backing file '%s' is not qcow2",
+				 cur->path, next->path);
 			break;
 		}
 		if (n >= QCOW2_DEFAULT_MAX_DEPTH) {
@@ -569,7 +570,8 @@ int qfs_src_chain_check(struct qfs_src_cache *c, struct qfs_src *top, const char
 }
 
 /* Sum of st_blocks and the stamp (identity of every file) of @top's chain. */
-void qfs_src_chain_facts(struct qfs_src_cache *c, struct qfs_src *top, blkcnt_t *blocks, uint64_t *stamp)
+void qfs_src_chain_facts(struct qfs_src_cache *c, struct qfs_src *top, blkcnt_t *blocks,
+			 uint64_t *stamp)
 {
 	struct qfs_src *s = top;
 	unsigned depth = 0;

@@ -256,7 +256,8 @@ static void add_image(struct qfs_tree *t, struct listing *l,
 			sn->logged = true;
 			continue;
 		}
-		for (level = 0; (ok = qfs_names_snap_view(f->s, sn, base, level, snapname)); level++) {
+		for (level = 0; (ok = qfs_names_snap_view(f->s, sn, base, level, snapname));
+		     level++) {
 			if (!level)
 				snprintf(first, sizeof(first), "%s", snapname);
 			if (qfs_strmap_get(own, snapname) < 0 && !listing_has(l, snapname))
@@ -374,7 +375,8 @@ static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l
 	/* Subdirectories and files that are not images keep their names (shown under them, or
 	 * not at all); views take other names (qfs_names_choose, add_image). */
 	for (i = 0; i < n; i++)
-		if (f[i].name && !(f[i].s && f[i].s->qcow2) && qfs_strmap_put(&own, f[i].name, i) < 0)
+		if (f[i].name && !(f[i].s && f[i].s->qcow2) &&
+		    qfs_strmap_put(&own, f[i].name, i) < 0)
 			f[i].name[0] = '\0'; /* out of memory: not listed rather than twice */
 	qfs_names_choose(&log, f, n, &own);
 	for (i = 0; i < n; i++) {
@@ -411,7 +413,8 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		char path[PATH_MAX];
 		struct stat st;
 
-		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
+		if (d->d_name[0] == '.' &&
+		    (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
 		    strcmp(path, t->mount_point) == 0 || qcow2_mounts_avoid(t->mounts, path) ||
@@ -461,7 +464,8 @@ static int flat_attr(struct qfs_tree *t, struct qfs_node *n, struct stat *st)
 	}
 	qfs_src_chain_facts(&t->cache, s, &blocks, &stamp);
 	*st = s->st;
-	st->st_mode = S_IFREG | qfs_perm_view(&t->cache, s, !n->snap_id && qfs_src_writable(&t->cache, s));
+	st->st_mode =
+	    S_IFREG | qfs_perm_view(&t->cache, s, !n->snap_id && qfs_src_writable(&t->cache, s));
 	st->st_nlink = 1;
 	st->st_size = (off_t)size;
 	st->st_blocks = blocks;
@@ -785,7 +789,8 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		src = strdup(n->src);
 		snap = n->snap_id ? strdup(n->snap_id) : NULL;
 		/* a view no one may write (no write bit left) is not written for root either */
-		writable = !snap && qfs_src_writable(&t->cache, s) && (qfs_perm_view(&t->cache, s, true) & 0222);
+		writable = !snap && qfs_src_writable(&t->cache, s) &&
+			   (qfs_perm_view(&t->cache, s, true) & 0222);
 		busy = s->busy;
 	}
 	o = t->copts;
