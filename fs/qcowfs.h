@@ -18,6 +18,11 @@
  *
  * Errors: every function of fs/ that fails returns a negative errno (or sets one, as
  * qfs_tree_lookup()'s *err); ops.c turns it into FUSE's positive one once, as it replies.
+ *
+ * Locks, in the order they may be taken: a node's open_lock, then the tree's lock (tree.c;
+ * the source cache, the names and the permissions run under it and take none of their own),
+ * then the library's own. ops.c's handles_lock and readahead.c's init_lock are leaves, never
+ * held across a call into another file.
  */
 #ifndef QCOWFS_H
 #define QCOWFS_H

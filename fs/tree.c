@@ -19,7 +19,8 @@
  * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a). The same holds
  * for every FUSE mount below SOURCE (mounts.c: its daemon may hang, or be this one, the mount
  * point bound elsewhere): directory entries, resolved names and canonical paths at or below
- * one are refused before the lookup (qcow2_mounts_avoid(), qfs_path_stat(), qfs_path_open()).
+ * one are refused before the lookup (qcow2_mounts_avoid(), qfs_src_path_stat(),
+ * qfs_src_path_open()).
  */
 #include <dirent.h>
 #include <errno.h>
