@@ -16,6 +16,9 @@
  *   ops.c        qcowfs.h     qfs_ops: the FUSE operations
  *   main.c                    the command line and the session's lifetime
  *
+ * fs/meson.build lists them in this order, and the unit test fs-order (check-order.py) fails
+ * on a call upward or a global name without the qfs_ prefix.
+ *
  * Errors: every function of fs/ that fails returns a negative errno (or sets one, as
  * qfs_tree_lookup()'s *err); ops.c turns it into FUSE's positive one once, as it replies.
  *
