@@ -34,6 +34,8 @@
 struct cmdline {
 	struct qfs_config cfg;
 	const char *backing_dirs[MAX_BACKING_DIRS];
+	/* relative --backing-dir values made absolute: the daemon works from / once detached */
+	char backing_abs[MAX_BACKING_DIRS][PATH_MAX];
 	const char *pos[2]; /* SOURCE, MOUNTPOINT */
 	size_t n_pos;
 	char fuse_opts[4096]; /* the -o options libfuse gets */
@@ -153,9 +155,13 @@ static int parse_o(struct cmdline *cl, const char *arg)
 }
 
 /* A --backing-dir value: a directory name (it need not exist yet: it is looked up each time
- * a file below it is). -1 after a message naming the option otherwise. */
+ * a file below it is), relative to the directory qcowfs was started in. -1 after a message
+ * naming the option otherwise. */
 static int add_backing_dir(struct cmdline *cl, const char *dir)
 {
+	char cwd[PATH_MAX], *abs;
+	int n;
+
 	if (!dir[0]) {
 		fprintf(stderr, "qcowfs: --backing-dir '': an empty directory name\n");
 		return -1;
@@ -164,6 +170,18 @@ static int add_backing_dir(struct cmdline *cl, const char *dir)
 		fprintf(stderr, "qcowfs: --backing-dir '%s': more than %d directories\n", dir,
 			MAX_BACKING_DIRS);
 		return -1;
+	}
+	if (dir[0] != '/') {
+		abs = cl->backing_abs[cl->cfg.n_backing_dirs];
+		n = -1;
+		if (getcwd(cwd, sizeof(cwd)))
+			n = snprintf(abs, PATH_MAX, "%s/%s", cwd, dir);
+		if (n < 0 || n >= PATH_MAX) {
+			fprintf(stderr, "qcowfs: --backing-dir '%s': %s\n", dir,
+				n < 0 ? strerror(errno) : strerror(ENAMETOOLONG));
+			return -1;
+		}
+		dir = abs;
 	}
 	cl->backing_dirs[cl->cfg.n_backing_dirs++] = dir;
 	return 0;

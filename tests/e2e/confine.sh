@@ -146,6 +146,18 @@ check "--backing-dir: the symlinked image outside is shown and reads as qemu-img
 	expect_same_as_qemu "$OUT/far.qcow2" "$MNT2/far-link.raw"
 check "--backing-dir: the daemon unmounts and exits cleanly" umount_qcowfs "$MNT2"
 
+# the same with a relative --backing-dir and a daemon that detaches (and so works from /): the
+# directory is the one named relative to where qcowfs was started
+MNT3=$WORK/mnt3
+mkdir -p "$MNT3"
+_e2e_mounts+=("$MNT3")
+check "--backing-dir relative, detached daemon: the mount starts" bash -c \
+	"cd '$(dirname "$OUT")' && '$QCOWFS' --backing-dir '$(basename "$OUT")' '$SRC' '$MNT3' \
+		</dev/null >/dev/null 2>&1 && mountpoint -q '$MNT3'"
+check "--backing-dir relative, detached daemon: the symlinked image outside reads as qemu-img reads it" \
+	expect_same_as_qemu "$OUT/far.qcow2" "$MNT3/far-link.raw"
+check "--backing-dir relative, detached daemon: it unmounts" fusermount3 -u "$MNT3"
+
 # qcowctl on chains through a FIFO: a quick error naming the FIFO, never a hang
 ctl_fails_fast()
 {
