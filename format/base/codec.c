@@ -15,7 +15,7 @@
 #include <zlib.h>
 
 #include "config.h"
-#include "internal.h"
+#include "base/base.h"
 
 #if HAVE_ZSTD
 #include <zstd.h>

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base/base.h"
 
 #define LOCK_PERM_BASE 100
 #define LOCK_SHARED_BASE 200

@@ -32,7 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base/base.h"
 
 struct qcow2_mounts {
 	pthread_mutex_t lock;

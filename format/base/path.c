@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base/base.h"
 
 #define MAX_LINK_HOPS 40 /* as the kernel's MAXSYMLINKS */
 
@@ -300,4 +301,83 @@ int qcow2_path_resolve_avoiding(const char *path, const char *avoid,
 		strcpy(out, w->res);
 	free(w);
 	return r;
+}
+
+/* ---- confinement: the files a chain, a repair, a scan or a create may open ---- */
+
+/* Is the canonical @path below @o's root or one of its allowed directories? The directories
+ * are resolved the same careful way (an allowed directory reached through the mount point
+ * allows nothing). */
+static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
+{
+	char canon[PATH_MAX];
+	size_t i;
+
+	if (!o || !o->root)
+		return true;
+	if (qcow2_path_resolve_avoiding(o->root, o->mount_point, &o->avoid, canon,
+					sizeof(canon)) == 0 &&
+	    qcow2_path_below(path, canon))
+		return true;
+	for (i = 0; i < o->n_allow_dirs; i++)
+		if (qcow2_path_resolve_avoiding(o->allow_dirs[i], o->mount_point, &o->avoid, canon,
+						sizeof(canon)) == 0 &&
+		    qcow2_path_below(path, canon))
+			return true;
+	return false;
+}
+
+int qcow2_chain_resolve_top(const struct qcow2_chain_opts *o, const char *path, char *out,
+			    size_t cap)
+{
+	char canon[PATH_MAX];
+	int r;
+
+	r = qcow2_path_resolve_avoiding(path, o ? o->mount_point : NULL, o ? &o->avoid : NULL,
+					canon, sizeof(canon));
+	if (r < 0)
+		return r;
+	if (!path_allowed(o, canon))
+		return qcow2_set_error(-EPERM,
+				       "'%s' is '%s', which lies outside the source directory "
+				       "(allow it with --backing-dir)",
+				       path, canon);
+	if (strlen(canon) >= cap)
+		return qcow2_set_error(-ENAMETOOLONG, "'%s': path too long", path);
+	strcpy(out, canon);
+	return 0;
+}
+
+int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
+			     const char *name, char *out, size_t cap)
+{
+	char joined[PATH_MAX], dir[PATH_MAX], canon[PATH_MAX];
+	int r;
+
+	if (name[0] == '/') {
+		if (snprintf(joined, sizeof(joined), "%s", name) >= (int)sizeof(joined))
+			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
+	} else {
+		snprintf(dir, sizeof(dir), "%s", image_path);
+		if (snprintf(joined, sizeof(joined), "%s/%s", dirname(dir), name) >=
+		    (int)sizeof(joined))
+			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
+	}
+	r = qcow2_path_resolve_avoiding(joined, o ? o->mount_point : NULL, o ? &o->avoid : NULL,
+					canon, sizeof(canon));
+	if (r == -EPERM) /* the message says where it leads */
+		return qcow2_set_error(-EPERM, "'%s' names '%s': %s", image_path, joined,
+				       qcow2_last_error());
+	if (r < 0)
+		return qcow2_set_error(r, "cannot open '%s' (named by '%s'): %s", joined,
+				       image_path, strerror(-r));
+	if (!path_allowed(o, canon))
+		return qcow2_set_error(-EPERM,
+				       "'%s' names '%s', which lies outside the source directory "
+				       "(allow it with --backing-dir)",
+				       image_path, canon);
+	if (strlen(canon) >= cap)
+		return qcow2_set_error(-ENAMETOOLONG, "path too long");
+	strcpy(out, canon);
+	return 0;
 }

@@ -20,7 +20,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "base/base.h"
 
 struct undo_rec {
 	uint64_t off;

@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "chain/chain.h"
 
 #define OWNER_RECORD_MAX (4ull << 20)
 
@@ -63,83 +63,6 @@ struct qcow2_chain {
 	bool pinned;		       /* a snapshot view: every call checks the pin */
 	struct qcow2_snapshot_pin pin; /* its own lock */
 };
-
-/* Is the canonical @path below @o's root or one of its allowed directories? The directories
- * are resolved the same careful way (an allowed directory reached through the mount point
- * allows nothing). */
-static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
-{
-	char canon[PATH_MAX];
-	size_t i;
-
-	if (!o || !o->root)
-		return true;
-	if (qcow2_path_resolve_avoiding(o->root, o->mount_point, &o->avoid, canon,
-					sizeof(canon)) == 0 &&
-	    qcow2_path_below(path, canon))
-		return true;
-	for (i = 0; i < o->n_allow_dirs; i++)
-		if (qcow2_path_resolve_avoiding(o->allow_dirs[i], o->mount_point, &o->avoid, canon,
-						sizeof(canon)) == 0 &&
-		    qcow2_path_below(path, canon))
-			return true;
-	return false;
-}
-
-int qcow2_chain_resolve_top(const struct qcow2_chain_opts *o, const char *path, char *out,
-			    size_t cap)
-{
-	char canon[PATH_MAX];
-	int r;
-
-	r = qcow2_path_resolve_avoiding(path, o ? o->mount_point : NULL, o ? &o->avoid : NULL,
-					canon, sizeof(canon));
-	if (r < 0)
-		return r;
-	if (!path_allowed(o, canon))
-		return qcow2_set_error(-EPERM,
-				       "'%s' is '%s', which lies outside the source directory "
-				       "(allow it with --backing-dir)",
-				       path, canon);
-	if (strlen(canon) >= cap)
-		return qcow2_set_error(-ENAMETOOLONG, "'%s': path too long", path);
-	strcpy(out, canon);
-	return 0;
-}
-
-int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
-			     const char *name, char *out, size_t cap)
-{
-	char joined[PATH_MAX], dir[PATH_MAX], canon[PATH_MAX];
-	int r;
-
-	if (name[0] == '/') {
-		if (snprintf(joined, sizeof(joined), "%s", name) >= (int)sizeof(joined))
-			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
-	} else {
-		snprintf(dir, sizeof(dir), "%s", image_path);
-		if (snprintf(joined, sizeof(joined), "%s/%s", dirname(dir), name) >=
-		    (int)sizeof(joined))
-			return qcow2_set_error(-ENAMETOOLONG, "backing name too long");
-	}
-	r = qcow2_path_resolve_avoiding(joined, o ? o->mount_point : NULL, o ? &o->avoid : NULL,
-					canon, sizeof(canon));
-	if (r == -EPERM) /* the message says where it leads */
-		return qcow2_set_error(-EPERM, "'%s' names '%s': %s", image_path, joined,
-				       qcow2_last_error());
-	if (r < 0)
-		return qcow2_set_error(r, "cannot open '%s' (named by '%s'): %s", joined,
-				       image_path, strerror(-r));
-	if (!path_allowed(o, canon))
-		return qcow2_set_error(-EPERM,
-				       "'%s' names '%s', which lies outside the source directory "
-				       "(allow it with --backing-dir)",
-				       image_path, canon);
-	if (strlen(canon) >= cap)
-		return qcow2_set_error(-ENAMETOOLONG, "path too long");
-	strcpy(out, canon);
-	return 0;
-}
 
 struct data_file_ctx {
 	const struct qcow2_chain_opts *o;
@@ -620,27 +543,28 @@ static int read_extent(struct qcow2_chain *c, const struct qcow2_extent *e, uint
 	return 0;
 }
 
-/* A writable top is read under its w->frees (shared): no cluster is freed under a read. */
 /* A snapshot view: is the snapshot still there, unchanged? 0 or -ESTALE (or -EIO). */
 static int pin_check(struct qcow2_chain *c)
 {
 	return c->pinned ? qcow2_snapshot_pin_check(&c->pin) : 0; /* its message names the file */
 }
 
+/* A writable top is read under qcow2_image_read_begin() (w->frees shared): no cluster is freed
+ * under a read. */
 static void enter(struct qcow2_chain *c)
 {
 	struct qcow2_image *top = c->layers[0].img;
 
-	if (top && top->w)
-		pthread_rwlock_rdlock(&top->w->frees);
+	if (top)
+		qcow2_image_read_begin(top);
 }
 
 static void leave(struct qcow2_chain *c)
 {
 	struct qcow2_image *top = c->layers[0].img;
 
-	if (top && top->w)
-		pthread_rwlock_unlock(&top->w->frees);
+	if (top)
+		qcow2_image_read_end(top);
 }
 
 int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
@@ -868,16 +792,8 @@ int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_
 bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c)
 {
 	struct qcow2_image *top = writable_top(c);
-	bool any = false;
-	uint32_t i;
 
-	if (!top)
-		return false;
-	pthread_mutex_lock(&top->w->lock);
-	for (i = 0; i < top->w->n_blocks && !any; i++) /* an allocation dirties its block */
-		any = top->w->block_dirty && top->w->block_dirty[i];
-	pthread_mutex_unlock(&top->w->lock);
-	return any;
+	return top && qcow2_refcount_any_dirty(top);
 }
 
 int qcow2_chain_flush(struct qcow2_chain *c)
@@ -915,7 +831,7 @@ static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new
 	struct qcow2_ownermap *m = NULL;
 	int r;
 
-	pthread_rwlock_wrlock(&top->w->frees); /* no read or write runs while the size changes */
+	qcow2_image_exclusive_begin(top); /* no read or write runs while the size changes */
 	r = qcow2_image_grow(top, new_size);
 	if (r == 0 && c->owners && new_size != c->size) {
 		r = qcow2_ownermap_new(new_size, qcow2_ownermap_chunk_bits(c->owners), &m);
@@ -928,7 +844,7 @@ static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new
 		c->size = new_size;
 		c->layers[0].size = new_size;
 	}
-	pthread_rwlock_unlock(&top->w->frees);
+	qcow2_image_exclusive_end(top);
 	return r;
 }
 

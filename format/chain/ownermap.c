@@ -15,7 +15,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "chain/chain.h"
 
 #define PAGE_BITS 12
 #define PAGE_ENTRIES (1u << PAGE_BITS)

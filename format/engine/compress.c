@@ -7,7 +7,7 @@
  * cluster when the allocator hands out the one right after it. Every host cluster a
  * compressed cluster touches has its refcount raised by one for it, as qemu-img check counts.
  * Write order: the compressed bytes and the refcounts reach the disk in the first flush
- * stage, the L2 entry in a later one (image.c), so no entry points at bytes not yet there.
+ * stage, the L2 entry in a later one (flush.c), so no entry points at bytes not yet there.
  * The packing cluster is forgotten at every flush: after a flush, frees are applied and the
  * cluster could be reused, so nothing more may be appended to it.
  */
@@ -15,7 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "engine/engine.h"
 
 /* Raise by one the refcount of host cluster @idx. */
 static int ref_inc(struct qcow2_image *img, uint64_t idx)
@@ -70,7 +70,7 @@ static int store(struct qcow2_image *img, const uint8_t *c, size_t len, uint64_t
 	uint64_t host, ent[2] = { 0, 0 };
 	int r;
 
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_meta_lock(img);
 	r = qcow2_image_begin_write(img);
 	if (r == 0)
 		r = place(img, len, &host);
@@ -81,7 +81,7 @@ static int store(struct qcow2_image *img, const uint8_t *c, size_t len, uint64_t
 		ent[0] = descriptor(img, host, len);
 		r = qcow2_write_set_entry(img, guest_off >> img->h.cluster_bits, ent);
 	}
-	pthread_mutex_unlock(&img->w->lock);
+	qcow2_image_meta_unlock(img);
 	return r;
 }
 

@@ -46,7 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "engine/engine.h"
 
 #define EMPTY	UINT64_MAX
 #define N_KINDS 9
@@ -752,7 +752,7 @@ int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_
 
 		if (!off || qcow2_overlap_table_checked(img, off))
 			continue;
-		if ((off & (img->cluster_bytes - 1)) || (off >> cb) >= img->w->end_cluster) {
+		if ((off & (img->cluster_bytes - 1)) || (off >> cb) >= img->end_cluster) {
 			all = false; /* unreadable: a write through it fails */
 			continue;
 		}
@@ -783,7 +783,7 @@ int qcow2_overlap_check_meta(struct qcow2_image *img)
 	for (i = 0; i < img->l1.n && r == 0; i++) {
 		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
 
-		if (!off || (off & (img->cluster_bytes - 1)) || (off >> cb) >= img->w->end_cluster)
+		if (!off || (off & (img->cluster_bytes - 1)) || (off >> cb) >= img->end_cluster)
 			continue;
 		r = qcow2_l2cache_get(img->l2cache, img->io, off, 0,
 				      (uint32_t)(img->cluster_bytes / 8), t);

@@ -12,7 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "engine/engine.h"
 
 bool qcow2_prealloc_only(const struct qcow2_image *img, const uint64_t *ent, bool backing)
 {

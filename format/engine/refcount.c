@@ -1,205 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * refcount.c - the refcount table and blocks.
- *
- * Read side for now: loading the table (bounded by QCOW2_MAX_REFTABLE_BYTES), decoding entries
- * of every width from 1 to 64 bits, and lookups. Sub-byte widths pack from the least
- * significant bit (qcow2.txt); widths of 8 bits and more are big-endian.
+ * refcount.c - the refcounts of a writable image: allocation, count-downs deferred to after the
+ * flush that unlinked what they count (applied by qcow2_refcount_apply_frees()), the growth of
+ * the refcount table, and the first two write-back stages (blocks, then table entries or a moved
+ * table and its header fields). The reader (load, lookups) is image/refcount.c, the cached
+ * blocks refcache.c. w->lock held.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "internal.h"
-
-uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx)
-{
-	const uint8_t *b = block;
-
-	switch (order) {
-	case 0:
-		return (b[idx / 8] >> (idx % 8)) & 1;
-	case 1:
-		return (b[idx / 4] >> (2 * (idx % 4))) & 3;
-	case 2:
-		return (b[idx / 2] >> (4 * (idx % 2))) & 15;
-	case 3:
-		return b[idx];
-	case 4:
-		return get_be16(b + 2 * idx);
-	case 5:
-		return get_be32(b + 4 * idx);
-	default:
-		return get_be64(b + 8 * idx);
-	}
-}
-
-/* Entry @i of @r has reserved bits set or is not cluster aligned. */
-static bool entry_bad(const struct qcow2_refcounts *r, uint32_t i)
-{
-	return r->table[i] & ((1ull << r->cluster_bits) - 1);
-}
-
-int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
-			struct qcow2_refcounts *r)
-{
-	size_t bytes = (size_t)h->reftable_clusters << h->cluster_bits; /* bounded by header.c */
-	uint32_t i;
-	int ret;
-
-	(void)file_bytes;
-	memset(r, 0, sizeof(*r));
-	r->table = malloc(bytes);
-	if (!r->table)
-		return qcow2_set_error(-ENOMEM, "out of memory for the refcount table");
-	ret = qcow2_io_pread_full(io, r->table, bytes, h->reftable_off);
-	if (ret < 0) {
-		qcow2_refcount_release(r);
-		return ret;
-	}
-	r->n = (uint32_t)(bytes / 8);
-	r->order = h->refcount_order;
-	r->cluster_bits = h->cluster_bits;
-	r->first_bad = UINT32_MAX;
-	for (i = 0; i < r->n; i++) {
-		r->table[i] = get_be64(&r->table[i]);
-		/* Kept as found: a check reports it as QEMU does; everything else refuses it
-		 * (refs_ready()). */
-		if (entry_bad(r, i) && r->first_bad == UINT32_MAX)
-			r->first_bad = i;
-	}
-	return 0;
-}
-
-void qcow2_refcount_release(struct qcow2_refcounts *r)
-{
-	free(r->table);
-	r->table = NULL;
-	r->n = 0;
-}
-
-int qcow2_refcount_ready(struct qcow2_image *img)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&img->snap_lock);
-	if (!img->refs.table)
-		r = qcow2_refcount_load(img->io, &img->h, img->file_bytes, &img->refs);
-	pthread_mutex_unlock(&img->snap_lock);
-	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
-}
-
-/* The refcount table is loaded on first use: reading guest data never needs it. */
-static int refs_ready(struct qcow2_image *img)
-{
-	int r = qcow2_refcount_ready(img);
-
-	if (r == 0 && img->refs.first_bad != UINT32_MAX)
-		r = qcow2_set_error(-EUCLEAN, "refcount table entry %u is misaligned",
-				    img->refs.first_bad);
-	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
-}
-
-/* Read the refcount block of table entry @ti into @buf (a cluster). A block the file does not
- * hold is named as such: the io's own message says only where a read failed. */
-static int read_refblock(struct qcow2_image *img, uint64_t ti, void *buf)
-{
-	uint64_t off = img->refs.table[ti];
-	int r = qcow2_io_pread_full(img->io, buf, img->cluster_bytes, off);
-
-	if (r == -EUCLEAN || r == -EINVAL)
-		r = qcow2_set_error(
-		    r, "'%s': refcount block %" PRIu64 " at %#" PRIx64 " is outside the image",
-		    img->name, ti, off);
-	return r;
-}
-
-int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount)
-{
-	const struct qcow2_refcounts *r = &img->refs;
-	uint64_t per_block, ti, bi;
-	uint8_t *block;
-	int ret = refs_ready(img);
-
-	if (ret < 0)
-		return ret;
-	per_block = (img->cluster_bytes * 8) >> r->order;
-	ti = cluster_idx / per_block;
-	bi = cluster_idx % per_block;
-
-	if (ti >= r->n || !r->table[ti]) {
-		*refcount = 0;
-		return 0;
-	}
-	block = malloc(img->cluster_bytes);
-	if (!block)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	ret = read_refblock(img, ti, block);
-	if (ret == 0)
-		*refcount = qcow2_refcount_block_get(block, r->order, bi);
-	free(block);
-	return ret;
-}
-
-int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters)
-{
-	const struct qcow2_refcounts *r = &img->refs;
-	uint64_t per_block, n = 0, j;
-	uint8_t *block;
-	uint32_t i;
-	int ret = refs_ready(img);
-
-	if (ret < 0)
-		return ret;
-	per_block = (img->cluster_bytes * 8) >> r->order;
-
-	block = malloc(img->cluster_bytes);
-	if (!block)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	for (i = 0; i < r->n; i++) {
-		if (!r->table[i])
-			continue;
-		ret = read_refblock(img, i, block);
-		if (ret < 0)
-			break;
-		for (j = 0; j < per_block; j++)
-			n += qcow2_refcount_block_get(block, r->order, j) != 0;
-	}
-	free(block);
-	if (ret == 0)
-		*clusters = n;
-	return ret;
-}
-
-/* ---- write side ---- */
-
-void qcow2_refcount_block_set(void *block, uint32_t order, uint64_t idx, uint64_t v)
-{
-	uint8_t *b = block;
-
-	if (order <= 2) {
-		unsigned bits = 1u << order, per_byte = 8 / bits;
-		unsigned shift = bits * (unsigned)(idx % per_byte);
-		uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
-
-		b[idx / per_byte] = (uint8_t)((b[idx / per_byte] & ~mask) | ((v << shift) & mask));
-		return;
-	}
-	switch (order) {
-	case 3:
-		b[idx] = (uint8_t)v;
-		break;
-	case 4:
-		put_be16(b + 2 * idx, (uint16_t)v);
-		break;
-	case 5:
-		put_be32(b + 4 * idx, (uint32_t)v);
-		break;
-	default:
-		put_be64(b + 8 * idx, v);
-		break;
-	}
-}
+#include "engine/engine.h"
 
 static uint64_t per_block(const struct qcow2_image *img)
 {
@@ -212,16 +23,16 @@ static uint64_t max_refcount(const struct qcow2_image *img)
 }
 
 /* end_cluster is read without the lock by map.c's bounds checks: stored atomically. */
-static void set_end(struct qcow2_wstate *w, uint64_t end)
+static void set_end(struct qcow2_image *img, uint64_t end)
 {
-	__atomic_store_n(&w->end_cluster, end, __ATOMIC_RELAXED);
+	__atomic_store_n(&img->end_cluster, end, __ATOMIC_RELAXED);
 }
 
 int qcow2_refcount_init_write(struct qcow2_image *img)
 {
 	struct qcow2_wstate *w = img->w;
 	uint32_t i;
-	int r = refs_ready(img);
+	int r = qcow2_refcount_usable(img);
 
 	if (r < 0)
 		return r;
@@ -236,7 +47,7 @@ int qcow2_refcount_init_write(struct qcow2_image *img)
 	w->reft_dirty = calloc(w->n_blocks, sizeof(*w->reft_dirty));
 	if (!w->blocks || !w->block_dirty || !w->reft_dirty)
 		return qcow2_set_error(-ENOMEM, "out of memory for refcount blocks");
-	set_end(w, (img->file_bytes + img->cluster_bytes - 1) >> img->h.cluster_bits);
+	set_end(img, (img->file_bytes + img->cluster_bytes - 1) >> img->h.cluster_bits);
 	w->free_hint = 1; /* the header cluster is never free */
 	return 0;
 }
@@ -252,44 +63,6 @@ void qcow2_refcount_release_write(struct qcow2_image *img)
 	free(w->block_dirty);
 	free(w->reft_dirty);
 	free(w->pending);
-}
-
-/* The cached refcount block of table index @ti, loaded on first use; NULL (and 0) if the table
- * has no block there. */
-static int load_block(struct qcow2_image *img, uint64_t ti, uint8_t **out)
-{
-	struct qcow2_wstate *w = img->w;
-	uint8_t *b;
-	int r;
-
-	*out = NULL;
-	if (ti >= w->n_blocks || !img->refs.table[ti])
-		return 0;
-	if (!w->blocks[ti]) {
-		b = malloc(img->cluster_bytes);
-		if (!b)
-			return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
-		r = read_refblock(img, ti, b);
-		if (r < 0) {
-			free(b);
-			return r;
-		}
-		w->blocks[ti] = b;
-	}
-	*out = w->blocks[ti];
-	return 0;
-}
-
-int qcow2_refcount_get_w(struct qcow2_image *img, uint64_t idx, uint64_t *v)
-{
-	uint64_t pb = per_block(img);
-	uint8_t *b;
-	int r = load_block(img, idx / pb, &b);
-
-	if (r < 0)
-		return r;
-	*v = b ? qcow2_refcount_block_get(b, img->refs.order, idx % pb) : 0;
-	return 0;
 }
 
 static int set_refcount(struct qcow2_image *img, uint64_t idx, uint64_t v);
@@ -338,7 +111,7 @@ static uint64_t clear_run(struct qcow2_image *img, uint64_t from, uint64_t n)
 static int grow_table(struct qcow2_image *img, uint64_t need)
 {
 	struct qcow2_wstate *w = img->w;
-	uint64_t pb = per_block(img), cs = img->cluster_bytes, start = w->end_cluster;
+	uint64_t pb = per_block(img), cs = img->cluster_bytes, start = img->end_cluster;
 	uint64_t n = 2 * (uint64_t)img->refs.n, tc, i;
 	int r;
 
@@ -369,7 +142,7 @@ static int grow_table(struct qcow2_image *img, uint64_t need)
 		w->old_reft.count = img->h.reftable_clusters;
 	}
 	w->reft_moved = true;
-	set_end(w, start + tc);
+	set_end(img, start + tc);
 	img->h.reftable_off = start << img->h.cluster_bits;
 	img->h.reftable_clusters = (uint32_t)tc;
 	r = qcow2_overlap_update_tables(img);
@@ -382,7 +155,7 @@ static int grow_table(struct qcow2_image *img, uint64_t need)
 static int new_block(struct qcow2_image *img, uint64_t ti)
 {
 	struct qcow2_wstate *w = img->w;
-	uint64_t at = clear_run(img, w->end_cluster, 1);
+	uint64_t at = clear_run(img, img->end_cluster, 1);
 	uint8_t *b;
 	int r = qcow2_overlap_reserve(img, 1);
 
@@ -391,7 +164,7 @@ static int new_block(struct qcow2_image *img, uint64_t ti)
 	b = calloc(1, img->cluster_bytes);
 	if (!b)
 		return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
-	set_end(w, at + 1);
+	set_end(img, at + 1);
 	qcow2_overlap_add_refblock(img, at << img->h.cluster_bits);
 	free(w->blocks[ti]);
 	w->blocks[ti] = b;
@@ -416,7 +189,7 @@ static int set_refcount(struct qcow2_image *img, uint64_t idx, uint64_t v)
 		if (r < 0)
 			return r;
 	}
-	r = load_block(img, ti, &b);
+	r = qcow2_refcount_block_w(img, ti, &b);
 	if (r < 0)
 		return r;
 	if (!b) {
@@ -442,7 +215,7 @@ int qcow2_refcount_alloc(struct qcow2_image *img, uint64_t n, uint64_t *host_off
 	int r;
 
 	while (run < n) {
-		if (idx >= w->end_cluster) {
+		if (idx >= img->end_cluster) {
 			/* past everything: free, unless live metadata lies there (a table an entry
 			 * places past the end of the file) */
 			uint64_t busy = qcow2_overlap_busy(img, idx, n - run);
@@ -476,8 +249,8 @@ int qcow2_refcount_alloc(struct qcow2_image *img, uint64_t n, uint64_t *host_off
 	if (start + n > (1ull << (56 - img->h.cluster_bits)))
 		return qcow2_set_error(-EFBIG, "image file would exceed the format's 64 PiB");
 	w->free_hint = first_free == UINT64_MAX || first_free == start ? start + n : first_free;
-	if (w->end_cluster < start + n)
-		set_end(w, start + n);
+	if (img->end_cluster < start + n)
+		set_end(img, start + n);
 	for (i = 0; i < n; i++) {
 		r = set_refcount(img, start + i, 1);
 		if (r < 0) {
@@ -679,3 +452,4 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 	w->n_pending -= n;
 	return r;
 }
+

@@ -18,20 +18,18 @@
  *
  * Write order: new clusters get their refcount in a cached refcount block, new L2 tables and
  * changed entries stay in the L2 cache (dirty), L1 changes in memory; qcow2_image_flush()
- * writes them back in the order described in internal.h. Clusters that lose their last
- * pointer are counted down only after that flush.
+ * (flush.c) writes them back in the order described at struct qcow2_wstate (engine.h).
+ * Clusters that lose their last pointer are counted down only after that flush.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "engine/engine.h"
 
 #define MAX_RUN	      256	   /* clusters handled per metadata pass (bounded stack use) */
 #define PENDING_FLUSH 4096	   /* deferred frees that make a write flush */
 #define WRITEBACK_MIN (256u << 10) /* new data written back at once from this size on */
-
-static const uint64_t RESERVED_BITS = 0x3f000000000001feull;
 
 static bool has_data_file(const struct qcow2_image *img)
 {
@@ -85,7 +83,7 @@ static int modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init
 
 static int check_table_off(const struct qcow2_image *img, uint64_t off)
 {
-	if (off & (img->cluster_bytes - 1) || (off >> img->h.cluster_bits) >= img->w->end_cluster)
+	if (off & (img->cluster_bytes - 1) || (off >> img->h.cluster_bits) >= img->end_cluster)
 		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
 				       off);
 	return 0;
@@ -199,7 +197,7 @@ static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uin
 	uint32_t s0, s1;
 	uint64_t mask;
 
-	if (!(e & QCOW2_OFLAG_COPIED) || (e & (QCOW2_OFLAG_COMPRESSED | RESERVED_BITS)))
+	if (!(e & QCOW2_OFLAG_COPIED) || (e & (QCOW2_OFLAG_COMPRESSED | QCOW2_L2E_RESERVED)))
 		return false;
 	if (!(e & QCOW2_L2E_OFFSET_MASK) && !has_data_file(img))
 		return false;
@@ -590,7 +588,7 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 	ssize_t got;
 	int r;
 
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_meta_lock(img);
 	/* the tables first: a refused change leaves the header as it was too */
 	r = qcow2_overlap_check_tables(img, (uint32_t)(cl / img->l2_entries),
 				       (uint32_t)(cl % img->l2_entries),
@@ -600,7 +598,7 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 	got = r < 0 ? r : run(img, buf, n, off, fill);
 	if (got >= 0 && (r = relieve(img)) < 0)
 		got = r;
-	pthread_mutex_unlock(&img->w->lock);
+	qcow2_image_meta_unlock(img);
 	return got;
 }
 
@@ -843,7 +841,7 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 		return qcow2_set_error(-EFBIG, "'%s': %" PRIu64 " bytes is too large", img->name,
 				       new_size);
 	need = new_size / per_l1 + (new_size % per_l1 != 0);
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_meta_lock(img);
 	r = qcow2_overlap_check_tables(img, UINT32_MAX, 0, 0);
 	if (r == 0)
 		r = qcow2_image_begin_write(img);
@@ -855,7 +853,7 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 		img->w->header_dirty = true;
 		r = qcow2_image_flush_locked(img);
 	}
-	pthread_mutex_unlock(&img->w->lock);
+	qcow2_image_meta_unlock(img);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 

@@ -16,7 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "image/image.h"
 
 #define MIN_SLOTS 8u
 #define MAX_SLOTS 65536u

@@ -13,7 +13,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "image/image.h"
 
 #define MAX_RUN_UNITS 256 /* L2 entries examined per call (bounded stack use) */
 
@@ -27,7 +27,7 @@ struct unit {
 static uint64_t file_end(const struct qcow2_image *img)
 {
 	if (img->w)
-		return __atomic_load_n(&img->w->end_cluster, __ATOMIC_RELAXED)
+		return __atomic_load_n(&img->end_cluster, __ATOMIC_RELAXED)
 		       << img->h.cluster_bits;
 	return img->file_bytes;
 }
@@ -71,7 +71,7 @@ static int classify(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint
 	memset(u, 0, sizeof(*u));
 	if (e & QCOW2_OFLAG_COMPRESSED)
 		return classify_compressed(img, e, u);
-	if (e & 0x3f000000000001feull)
+	if (e & QCOW2_L2E_RESERVED)
 		return qcow2_set_error(-EUCLEAN, "L2 entry %#" PRIx64 " has reserved bits set", e);
 	if (host & (img->cluster_bytes - 1))
 		return qcow2_set_error(-EUCLEAN, "L2 entry points at unaligned offset %#" PRIx64,

@@ -7,7 +7,7 @@
  * rebuild_refcount_structure() does, the repair (repair.c) builds the structure anew and
  * never writes into the old one.
  *
- * The counts come from a scan (check.c) that leaves the old refcount table and blocks out:
+ * The counts come from a walk (engine/walk.c) that leaves the old refcount table and blocks out:
  * once the header names the new table nothing points at them any more. The new blocks and
  * table go, as QEMU places them, to the first clusters nothing counted points at, in the file
  * or past its end, except the old table and every cluster an old entry names (QEMU's check
@@ -30,7 +30,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "integrity/integrity.h"
 
 struct layout {
 	uint64_t *at;	 /* the cluster of each block */
@@ -217,11 +217,11 @@ int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_op
 	struct qcow2_scan s;
 	int r;
 
-	r = qcow2_check_init(&s, img, o, &scratch);
+	r = qcow2_walk_init(&s, img, o, &scratch);
 	s.quiet = true;
 	s.skip_refs = true;
 	if (r == 0)
-		r = qcow2_check_count(&s);
+		r = qcow2_walk_count(&s);
 	if (r == 0)
 		r = exclusions(&s, &excl, &l.n_excl);
 	l.excl = excl;
@@ -245,7 +245,7 @@ int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_op
 	last = (l.table + l.table_clusters) << img->h.cluster_bits;
 	if (r == 0)
 		r = reload(img, size > last ? size : last);
-	qcow2_check_release(&s);
+	qcow2_walk_release(&s);
 	free(l.at);
 	free(excl);
 	return r;

@@ -3,9 +3,9 @@
  * repair.c - one pass of qcow2_image_repair() (verify.c): what `qemu-img check -r all` fixes,
  * and what it leaves.
  *
- * A planning scan (check.c) reports the image as `qemu-img check` would and notes what to
- * rewrite in the active tables: L2 entries whose cluster is misaligned or lies past the end of
- * the file become zero clusters (QEMU fails to read the first and reads zeros from the second;
+ * A planning walk (engine/walk.c, with this file's planners as its visitor) reports the image
+ * as `qemu-img check` would and notes what to rewrite in the active tables: L2 entries whose
+ * cluster is misaligned or lies past the end of the file become zero clusters (QEMU fails to read the first and reads zeros from the second;
  * it turns misaligned preallocated clusters into zero clusters itself), data clusters lying in
  * metadata are copied to a cluster of their own (so a write of the guest cannot change the
  * metadata and a change of the metadata cannot change the guest's data), L1 entries with a
@@ -35,12 +35,8 @@
 #include <limits.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "integrity/integrity.h"
 
-#define L1E_RESERVED	0x7f000000000001ffull
-#define L2E_RESERVED	0x3f000000000001feull
-#define L2_BITMAP_ALLOC 0xffffffffull
-#define STEP		4096 /* clusters set between two progress reports */
 
 /* ---- opening ---- */
 
@@ -92,7 +88,7 @@ int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
 	return qcow2_image_open_repair_io(f, path, &io, out);
 }
 
-/* ---- planning (while a scan walks the tables, check.c) ---- */
+/* ---- planning (the visitor of a planning walk, engine/walk.c) ---- */
 
 static int push_range(struct qcow2_crange **v, size_t *n, size_t *cap, uint64_t first,
 		      uint64_t count)
@@ -113,7 +109,7 @@ static int push_range(struct qcow2_crange **v, size_t *n, size_t *cap, uint64_t 
 }
 
 /* Leave [@off, @off + @bytes), just counted, out of the planned counts (a rewritten entry). */
-int qcow2_repair_unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
+static int unref(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
 {
 	uint32_t bits = s->img->h.cluster_bits;
 
@@ -155,7 +151,7 @@ static void zero_entry(const struct qcow2_image *img, struct qcow2_fix *f, uint6
 	f->entry = 0;
 	f->bitmap = 0;
 	if (img->l2_entry_words == 2)
-		f->bitmap = (bm | bm << 32) & ~L2_BITMAP_ALLOC;
+		f->bitmap = (bm | bm << 32) & ~QCOW2_L2_BITMAP_ALLOC;
 	else if (img->h.version >= 3)
 		f->entry = QCOW2_OFLAG_ZERO;
 	else if (img->h.backing_file[0])
@@ -165,22 +161,22 @@ static void zero_entry(const struct qcow2_image *img, struct qcow2_fix *f, uint6
 /* What a repair does with an entry: zeroed for @zero_why, or when its cluster lies past the end
  * of the file, its data given a cluster of its own when it lies in metadata or its refcount
  * would overflow, reserved bits and subclusters both allocated and zero cleared. */
-int qcow2_repair_plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
+static int plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
 			    uint64_t bm, const char *zero_why, enum qcow2_ref ref)
 {
 	struct qcow2_image *img = s->img;
 	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
-	uint64_t both = (bm >> 32) & bm & L2_BITMAP_ALLOC;
+	uint64_t both = (bm >> 32) & bm & QCOW2_L2_BITMAP_ALLOC;
 	bool ext = img->l2_entry_words == 2;
-	bool data = ext ? ((bm & ~both) & L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
+	bool data = ext ? ((bm & ~both) & QCOW2_L2_BITMAP_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
 	bool in_meta = ref == QCOW2_REF_COUNTED && !zero_why &&
-		       qcow2_check_is_meta(s, host >> img->h.cluster_bits);
+		       qcow2_walk_is_meta(s, host >> img->h.cluster_bits);
 	struct qcow2_fix f = {
 	    .table = w->table,
 	    .idx = j,
 	    .guest_off = w->guest + j * cs,
 	    .old = e,
-	    .entry = e & ~L2E_RESERVED,
+	    .entry = e & ~QCOW2_L2E_RESERVED,
 	    .bitmap = bm & ~both,
 	    .why = both ? "subclusters both allocated and zero" : "reserved bits set",
 	};
@@ -201,12 +197,12 @@ int qcow2_repair_plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32
 		return 0;
 	}
 	if (ref == QCOW2_REF_COUNTED && (f.move || (f.entry & QCOW2_L2E_OFFSET_MASK) != host) &&
-	    qcow2_repair_unref(s, host, cs) < 0)
+	    unref(s, host, cs) < 0)
 		return -ENOMEM;
 	return w->active ? add_fix(s, &f) : 0;
 }
 
-int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j,
+static int plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j,
 				 uint64_t e, uint64_t bm, uint64_t host, uint64_t bytes)
 {
 	bool data_file = s->img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
@@ -231,7 +227,7 @@ int qcow2_repair_plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, u
 
 /* An active L1 entry a repair rewrites: reserved bits cleared, or dropped when its L2 table is
  * misaligned or past the end of the file (QEMU cannot read it either). */
-int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
+static int plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
 			 enum qcow2_ref ref)
 {
 	struct qcow2_fix f = {
@@ -239,7 +235,7 @@ int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t 
 	    .l1 = true,
 	    .guest_off = w->guest,
 	    .old = e,
-	    .entry = e & ~L1E_RESERVED,
+	    .entry = e & ~QCOW2_L1E_RESERVED,
 	    .why = "reserved bits set",
 	};
 	uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
@@ -253,80 +249,16 @@ int qcow2_repair_plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t 
 						 : "no L2 table";
 		w->dropped = true;
 		if (ref == QCOW2_REF_COUNTED &&
-		    qcow2_repair_unref(s, l2, s->img->cluster_bytes) < 0)
+		    unref(s, l2, s->img->cluster_bytes) < 0)
 			return -ENOMEM;
-	} else if (!(e & L1E_RESERVED)) {
+	} else if (!(e & QCOW2_L1E_RESERVED)) {
 		return 0;
 	}
 	return add_fix(s, &f);
 }
 
-/* ---- setting refcounts ---- */
-
-/* Clusters past the counted ones keep no refcount. w->lock held. */
-static int clear_past(struct qcow2_scan *s)
-{
-	struct qcow2_image *img = s->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order;
-	uint64_t covered = (uint64_t)img->refs.n * pb, i, v;
-	int r = 0;
-
-	for (i = s->n_used; r == 0 && i < covered; i++) {
-		if (!img->refs.table[i / pb]) {
-			i = (i / pb + 1) * pb - 1;
-			continue;
-		}
-		r = qcow2_refcount_get_w(img, i, &v);
-		if (r == 0 && v)
-			r = qcow2_refcount_set_w(img, i, 0);
-	}
-	return r;
-}
-
-enum recount { RECOUNT_ALL, RECOUNT_RAISE, RECOUNT_LOWER };
-
-/* Set refcounts to the counts of @s: all of them, only those lower (@how RECOUNT_RAISE) or only
- * those higher (RECOUNT_LOWER, the leaks). */
-static int set_refcounts(struct qcow2_scan *s, enum recount how)
-{
-	struct qcow2_image *img = s->img;
-	struct qcow2_wstate *w = img->w;
-	uint64_t i, v, c;
-	int r;
-
-	/* New refcount blocks go past every cluster counted. */
-	if (w->end_cluster < s->n_used)
-		__atomic_store_n(&w->end_cluster, s->n_used, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&w->lock);
-	r = how == RECOUNT_RAISE ? 0 : clear_past(s);
-	for (i = 0; r == 0 && i < s->n_used; i++) {
-		if (i % STEP == STEP - 1 && (r = qcow2_check_step(s, STEP)) < 0)
-			break;
-		c = s->counts[i];
-		r = qcow2_refcount_get_w(img, i, &v);
-		if (r < 0 || v == c || (how == RECOUNT_RAISE && v > c) ||
-		    (how == RECOUNT_LOWER && v < c))
-			continue;
-		r = qcow2_refcount_set_w(img, i, c);
-		if (r < 0)
-			break;
-		if (v < c)
-			s->res->corruptions_fixed++;
-		else
-			s->res->leaks_fixed++;
-		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
-				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
-				" reference=%" PRIu64,
-				i, v, c);
-	}
-	pthread_mutex_unlock(&w->lock);
-	return r;
-}
-
-int qcow2_repair_set_refcounts(struct qcow2_scan *s, bool raise_only)
-{
-	return set_refcounts(s, raise_only ? RECOUNT_RAISE : RECOUNT_ALL);
-}
+/* What a planning walk asks of the repair, entry by entry (engine/walk.c). */
+static const struct qcow2_walk_fixes planners = {plan_entry, plan_compressed, plan_l1, unref};
 
 /* ---- the fixes ---- */
 
@@ -349,11 +281,11 @@ static void report_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
 {
 	s->res->corruptions_fixed++;
 	if (f->l1)
-		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
 				"Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
 				f->table, f->old, f->why, action(f));
 	else
-		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
 				"Repairing L2 entry for guest offset 0x%" PRIx64
 				" (l2_entry=%" PRIx64 ", %s): %s",
 				f->guest_off, f->old, f->why, action(f));
@@ -388,7 +320,7 @@ static int report_plan(struct qcow2_scan *s)
 	for (k = 0; k < s->n_fixes; k++)
 		report_fix(s, &s->fixes[k]);
 	for (i = 0; i < s->n_used && r == 0; i++) {
-		r = qcow2_check_refcount(s, i, &v);
+		r = qcow2_walk_refcount(s, i, &v);
 		if (r > 0)
 			r = 0;
 		else if (r < 0 || v == s->counts[i])
@@ -397,7 +329,7 @@ static int report_plan(struct qcow2_scan *s)
 			s->res->corruptions_fixed++;
 		else
 			s->res->leaks_fixed++;
-		qcow2_check_say(s, QCOW2_CHECK_REPAIR,
+		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
 				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
 				" reference=%" PRIu64,
 				i, v, (uint64_t)s->counts[i]);
@@ -436,7 +368,7 @@ static int apply_rewrites(struct qcow2_scan *s)
 	size_t k;
 	int r = 0;
 
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_meta_lock(img);
 	for (k = 0; k < s->n_fixes && r == 0; k++) {
 		const struct qcow2_fix *f = &s->fixes[k];
 
@@ -449,7 +381,7 @@ static int apply_rewrites(struct qcow2_scan *s)
 		if (r == 0)
 			report_fix(s, f);
 	}
-	pthread_mutex_unlock(&img->w->lock);
+	qcow2_image_meta_unlock(img);
 	return r;
 }
 
@@ -514,14 +446,14 @@ static int apply_moves(struct qcow2_scan *s, uint8_t **copies)
 	size_t k;
 	int r = zeros ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
 
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_meta_lock(img);
 	for (k = 0; k < s->n_fixes && r == 0; k++) {
 		if (s->fixes[k].move)
 			r = move_one(s, &s->fixes[k], copies[k], zeros);
 		if (r == 0)
-			r = qcow2_check_step(s, 0);
+			r = qcow2_walk_step(s, 0);
 	}
-	pthread_mutex_unlock(&img->w->lock);
+	qcow2_image_meta_unlock(img);
 	free(zeros);
 	return r;
 }
@@ -535,25 +467,25 @@ static int recount(struct qcow2_image *img, const struct qcow2_check_opts *o,
 	uint64_t n;
 	int r;
 
-	r = qcow2_check_init(&s, img, o, &scratch);
+	r = qcow2_walk_init(&s, img, o, &scratch);
 	s.quiet = true;
 	if (r == 0)
-		r = qcow2_check_count(&s);
+		r = qcow2_walk_count(&s);
 	s.quiet = false;
 	s.res = res;
 	if (r == 0)
-		r = qcow2_repair_set_refcounts(&s, false);
+		r = qcow2_walk_set_refcounts(&s, QCOW2_RECOUNT_ALL);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
 		r = qcow2_check_copied(&s, false, "Repairing", QCOW2_CHECK_REPAIR, &n);
 	if (r == 0) {
 		res->corruptions_fixed += n;
-		pthread_mutex_lock(&img->w->lock);
+		qcow2_image_meta_lock(img);
 		r = qcow2_write_fix_copied(img);
-		pthread_mutex_unlock(&img->w->lock);
+		qcow2_image_meta_unlock(img);
 	}
-	qcow2_check_release(&s);
+	qcow2_walk_release(&s);
 	return r;
 }
 
@@ -587,7 +519,7 @@ static int apply(struct qcow2_scan *s)
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
-		r = qcow2_repair_set_refcounts(s, true);
+		r = qcow2_walk_set_refcounts(s, QCOW2_RECOUNT_RAISE);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
@@ -617,12 +549,13 @@ int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o,
 	*rebuild = false;
 	r = dry_run ? 0 : qcow2_image_flush(img);
 	if (r == 0)
-		r = qcow2_check_init(&s, img, o, res);
+		r = qcow2_walk_init(&s, img, o, res);
 	if (r < 0)
 		return qcow2_error_prefix(r, img->name);
 	s.plan = true;
+	s.fix = &planners;
 	s.quiet = !report_found;
-	r = qcow2_check_count(&s);
+	r = qcow2_walk_count(&s);
 	if (r == 0)
 		r = qcow2_check_compare(&s);
 	if (r == 0)
@@ -637,7 +570,7 @@ int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o,
 	else if (r == 0 && !*rebuild &&
 		 (res->corruptions || res->leaks || res->dirty || res->corrupt))
 		r = apply(&s);
-	qcow2_check_release(&s);
+	qcow2_walk_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
@@ -649,7 +582,7 @@ int qcow2_repair_pass(struct qcow2_image *img, const struct qcow2_check_opts *o,
  * damage this must not touch. */
 static int scan_leaks(struct qcow2_scan *s, uint64_t *missing_copied)
 {
-	int r = qcow2_check_count(s);
+	int r = qcow2_walk_count(s);
 
 	if (r == 0)
 		r = qcow2_check_compare(s);
@@ -674,7 +607,7 @@ int qcow2_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check
 		return qcow2_set_error(-EROFS, "'%s' is open read-only", img->name);
 	r = dry_run ? 0 : qcow2_image_flush(img);
 	if (r == 0)
-		r = qcow2_check_init(&s, img, NULL, res);
+		r = qcow2_walk_init(&s, img, NULL, res);
 	if (r < 0)
 		return qcow2_error_prefix(r, img->name);
 	r = scan_leaks(&s, &missing);
@@ -682,25 +615,26 @@ int qcow2_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check
 	if (dry_run) {
 		res->leaks_fixed = res->leaks;
 		res->corruptions_fixed = missing;
-		qcow2_check_release(&s);
+		qcow2_walk_release(&s);
 		return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 	}
 	/* Steps 4 and 5 of a repair, made for leaks: refcounts only lowered to what points at
 	 * their cluster (nothing on disk points at what they free), durable; then the flags. */
 	if (r == 0 && res->leaks)
-		r = set_refcounts(&s, RECOUNT_LOWER);
+		r = qcow2_walk_set_refcounts(&s, QCOW2_RECOUNT_LOWER);
 	if (r == 0)
 		r = qcow2_image_flush(img);
 	if (r == 0)
 		r = qcow2_check_copied(&s, false, "Repairing", QCOW2_CHECK_REPAIR, &n);
 	if (r == 0 && n) {
 		res->corruptions_fixed += n;
-		pthread_mutex_lock(&img->w->lock);
+		qcow2_image_meta_lock(img);
 		r = qcow2_write_fix_copied(img);
-		pthread_mutex_unlock(&img->w->lock);
+		qcow2_image_meta_unlock(img);
 	}
 	if (r == 0)
 		r = qcow2_image_flush(img);
-	qcow2_check_release(&s);
+	qcow2_walk_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
+

@@ -27,7 +27,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "integrity/integrity.h"
 
 /* A second, read-only handle on the bytes of @io: the same file, or a copy of the memory. */
 static int reopen_io(struct qcow2_io *io, struct qcow2_io **out)

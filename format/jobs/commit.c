@@ -32,7 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "jobs/jobs.h"
 
 /* ---- plans ---- */
 

@@ -26,7 +26,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "jobs/jobs.h"
 
 #define CHUNK (4u << 20)     /* bytes read and written per step (a multiple of every cluster) */
 #define PREFETCH (32u << 20) /* data asked of the disk ahead of the copy */

@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "jobs/jobs.h"
 
 #define PREALLOC_STEP (64ull << 20) /* bytes between progress reports and cancellation polls */
 #define QCOW2_MAX_FMT_NAME 32       /* struct qcow2_header's backing_fmt, its NUL included */

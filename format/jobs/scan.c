@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "internal.h"
+#include "jobs/jobs.h"
 
 #define SCAN_MAX_DEPTH 64
 

@@ -26,7 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "ondisk/ondisk.h"
 
 #define ENTRY_FIXED 40
 
@@ -389,7 +389,8 @@ int qcow2_snapshot_pin_check(struct qcow2_snapshot_pin *p)
 				    qcow2_io_name(p->io), p->name);
 		goto out;
 	}
-	r = qcow2_io_pread_full(p->io, hdr, sizeof(hdr), 60); /* nb_snapshots, snapshots_offset */
+	/* nb_snapshots, snapshots_offset */
+	r = qcow2_io_pread_full(p->io, hdr, sizeof(hdr), OFF_NB_SNAPSHOTS);
 	if (r == 0 && memcmp(hdr, p->hdr, sizeof(hdr)) != 0)
 		r = follow(p, hdr);
 	else if (r == 0 && (r = entry_differs(p, p->off)) == 1)

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "internal.h"
+#include "snapshot/snapshot.h"
 
 static uint64_t clusters_of(const struct qcow2_image *img, uint64_t bytes)
 {
@@ -34,7 +34,7 @@ static uint64_t clusters_of(const struct qcow2_image *img, uint64_t bytes)
 /* First cluster past the file (and, when writable, past every allocation). */
 static uint64_t end_cluster(const struct qcow2_image *img)
 {
-	return img->w ? img->w->end_cluster : clusters_of(img, img->file_bytes);
+	return img->w ? img->end_cluster : clusters_of(img, img->file_bytes);
 }
 
 static bool has_data_file(const struct qcow2_image *img)
@@ -520,9 +520,9 @@ int qcow2_image_snapshot_plan(struct qcow2_image *img, enum qcow2_snapshot_op op
 	if (r == 0 && !img->w)
 		r = qcow2_image_refcount(img, 0, &v); /* loads the refcount table */
 	if (r == 0 && img->w) {
-		pthread_mutex_lock(&img->w->lock);
+		qcow2_image_meta_lock(img);
 		r = qcow2_snapshot_change_plan(&o, arg);
-		pthread_mutex_unlock(&img->w->lock);
+		qcow2_image_meta_unlock(img);
 	} else if (r == 0) {
 		r = qcow2_snapshot_change_plan(&o, arg);
 	}

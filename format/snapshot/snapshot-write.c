@@ -52,7 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "snapshot/snapshot.h"
 
 static uint64_t clusters_of(const struct qcow2_image *img, uint64_t bytes)
 {
@@ -284,8 +284,8 @@ static int begin(struct qcow2_snapshot_change *o, const char *arg)
 	if (has_data_file(img))
 		return qcow2_set_error(-ENOTSUP, "an image with an external data file has no "
 						 "internal snapshots");
-	pthread_rwlock_wrlock(&img->w->frees);
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_exclusive_begin(img);
+	qcow2_image_meta_lock(img);
 	o->locked = true;
 	r = settle(img);
 	if (r == 0)
@@ -307,8 +307,8 @@ static int end(struct qcow2_snapshot_change *o, int r, bool committed, const cha
 	if (committed && r == 0)
 		r = settle(img);
 	if (o->locked) {
-		pthread_mutex_unlock(&img->w->lock);
-		pthread_rwlock_unlock(&img->w->frees);
+		qcow2_image_meta_unlock(img);
+		qcow2_image_exclusive_end(img);
 	}
 	qcow2_snapshot_change_release(o);
 	if (r < 0 && committed)
@@ -330,7 +330,7 @@ static int grow_lists(struct qcow2_snapshot_change *o, struct qcow2_l1 **l1)
 	struct qcow2_l1 **p;
 	int r = 0;
 
-	pthread_mutex_lock(&img->snap_lock);
+	qcow2_image_snapshots_lock(img);
 	s = realloc(img->snaps, (n + 1) * sizeof(*s));
 	if (s)
 		img->snaps = s;
@@ -339,7 +339,7 @@ static int grow_lists(struct qcow2_snapshot_change *o, struct qcow2_l1 **l1)
 		img->snap_l1 = p;
 	else
 		r = qcow2_set_error(-ENOMEM, "out of memory");
-	pthread_mutex_unlock(&img->snap_lock);
+	qcow2_image_snapshots_unlock(img);
 	*l1 = r == 0 ? calloc(1, sizeof(**l1)) : NULL;
 	if (*l1)
 		(*l1)->entries = malloc(img->l1.n ? (size_t)img->l1.n * 8 : 1);
@@ -354,12 +354,12 @@ static void add_to_lists(struct qcow2_snapshot_change *o, struct qcow2_l1 *l1)
 	struct qcow2_image *img = o->img;
 	uint32_t n = img->h.nb_snapshots - 1;
 
-	pthread_mutex_lock(&img->snap_lock);
+	qcow2_image_snapshots_lock(img);
 	img->snaps[n] = o->sn;
 	o->sn.id = o->sn.name = NULL;
 	img->snap_l1[n] = l1;
 	img->snap_table_bytes = o->table_bytes;
-	pthread_mutex_unlock(&img->snap_lock);
+	qcow2_image_snapshots_unlock(img);
 	(void)qcow2_overlap_update_tables(img); /* -ENOMEM leaves the old ranges: still safe */
 }
 
@@ -489,7 +489,7 @@ static void remove_from_lists(struct qcow2_snapshot_change *o)
 	struct qcow2_image *img = o->img;
 	uint32_t i = (uint32_t)o->idx, n = img->h.nb_snapshots; /* already one less */
 
-	pthread_mutex_lock(&img->snap_lock);
+	qcow2_image_snapshots_lock(img);
 	qcow2_snapshot_release(&img->snaps[i], 1);
 	if (img->snap_l1[i])
 		free(img->snap_l1[i]->entries);
@@ -497,7 +497,7 @@ static void remove_from_lists(struct qcow2_snapshot_change *o)
 	memmove(&img->snaps[i], &img->snaps[i + 1], (n - i) * sizeof(*img->snaps));
 	memmove(&img->snap_l1[i], &img->snap_l1[i + 1], (n - i) * sizeof(*img->snap_l1));
 	img->snap_table_bytes = o->table_bytes;
-	pthread_mutex_unlock(&img->snap_lock);
+	qcow2_image_snapshots_unlock(img);
 	o->sl1 = NULL;
 	(void)qcow2_overlap_update_tables(img); /* -ENOMEM leaves the old ranges: still safe */
 }
@@ -647,8 +647,8 @@ int qcow2_image_snapshot_complete(struct qcow2_image *img, uint32_t *fixed)
 	if ((r = qcow2_overlap_writable(img)) < 0)
 		return qcow2_error_prefix(r, img->name);
 	qcow2_snapshot_change_init(&o, img, QCOW2_SNAPSHOT_DELETE);
-	pthread_rwlock_wrlock(&img->w->frees);
-	pthread_mutex_lock(&img->w->lock);
+	qcow2_image_exclusive_begin(img);
+	qcow2_image_meta_lock(img);
 	o.locked = true;
 	r = settle(img);
 	if (r == 0)
@@ -660,7 +660,7 @@ int qcow2_image_snapshot_complete(struct qcow2_image *img, uint32_t *fixed)
 		r = switch_table(&o);
 	if (r == 0) {
 		committed = true;
-		pthread_mutex_lock(&img->snap_lock);
+		qcow2_image_snapshots_lock(img);
 		for (i = 0; i < img->h.nb_snapshots; i++) {
 			struct qcow2_snapshot *s = &img->snaps[i];
 			const uint8_t *p = o.table + off;
@@ -672,7 +672,7 @@ int qcow2_image_snapshot_complete(struct qcow2_image *img, uint32_t *fixed)
 			off += ((uint64_t)s->entry_bytes + 7) & ~7ull;
 		}
 		img->snap_table_bytes = o.table_bytes;
-		pthread_mutex_unlock(&img->snap_lock);
+		qcow2_image_snapshots_unlock(img);
 		(void)qcow2_overlap_update_tables(img); /* -ENOMEM leaves the old ranges */
 		r = qcow2_refcount_defer_free(img, old_off, old_bytes);
 	}
