@@ -70,7 +70,7 @@ void qcow2_wstate_locks_destroy(struct qcow2_wstate *w);
  * The write side of an image (open.c, flush.c, refcount.c, write.c), present when it was
  * opened writable. Every field is under @lock, the image's metadata lock, except @frees.
  *
- * Write order (docs/design.md): metadata is cached and written back by
+ * Write order (crash safety; written here, once): metadata is cached and written back by
  * qcow2_image_flush() in stages, each made durable before the next starts: data and refcount
  * blocks, then refcount table entries (or a moved table and its header fields), then L2
  * tables, then L1 entries (or a moved L1 table) and the header. So no table on disk ever

@@ -59,10 +59,10 @@ int qcow2_refcount_ready(struct qcow2_image *img)
 {
 	int r = 0;
 
-	pthread_mutex_lock(&img->snap_lock);
+	qcow2_image_snapshots_lock(img);
 	if (!img->refs.table)
 		r = qcow2_refcount_load(img->io, &img->h, img->file_bytes, &img->refs);
-	pthread_mutex_unlock(&img->snap_lock);
+	qcow2_image_snapshots_unlock(img);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
 
