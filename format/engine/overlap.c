@@ -864,32 +864,18 @@ void qcow2_overlap_release(struct qcow2_image *img)
 	img->w->ol = NULL;
 }
 
-/* The refcount of cluster @idx: a cached block, or one read into @scratch (which holds block
- * *@ti). */
-static int peek(struct qcow2_image *img, uint64_t idx, uint8_t *scratch, uint64_t *ti, uint64_t *v)
+/* The refcount of cluster @idx: a cached block of the write side, or the file's, read through
+ * @c (without filling the write side's cache). */
+static int peek(struct qcow2_image *img, uint64_t idx, struct qcow2_refcount_cursor *c,
+		uint64_t *v)
 {
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, t = idx / pb;
-	const uint8_t *b = NULL;
-	int r;
+	uint64_t pb = qcow2_refcount_per_block(img), t = idx / pb;
 
-	if (t >= img->refs.n || !img->refs.table[t]) {
-		*v = 0;
+	if (t < img->refs.n && img->refs.table[t] && t < img->w->n_blocks && img->w->blocks[t]) {
+		*v = qcow2_refcount_block_get(img->w->blocks[t], img->refs.order, idx % pb);
 		return 0;
 	}
-	if (t < img->w->n_blocks && img->w->blocks[t]) {
-		b = img->w->blocks[t];
-	} else {
-		if (*ti != t) {
-			r = qcow2_io_pread_full(img->io, scratch, img->cluster_bytes,
-						img->refs.table[t]);
-			if (r < 0)
-				return r;
-			*ti = t;
-		}
-		b = scratch;
-	}
-	*v = qcow2_refcount_block_get(b, img->refs.order, idx % pb);
-	return 0;
+	return qcow2_refcount_lookup(img, c, idx, v);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -911,10 +897,10 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 {
 	struct qcow2_overlap *ol = img->w->ol;
 	const unsigned skip = QCOW2_OL_BITMAP_DIR | QCOW2_OL_BITMAP_TABLE;
-	uint64_t ti = UINT64_MAX, v, c, *keys = NULL;
-	uint8_t *scratch = malloc(img->cluster_bytes);
+	struct qcow2_refcount_cursor rc = QCOW2_REFCOUNT_CURSOR_INIT;
+	uint64_t v, c, *keys = NULL;
 	size_t i, n = 0;
-	int r = scratch ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = 0;
 
 	/* the clusters of the hash, sorted so that each refcount block is read once */
 	if (r == 0 && !(keys = malloc((ol->used ? ol->used : 1) * sizeof(*keys))))
@@ -925,7 +911,7 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 	if (r == 0)
 		qsort(keys, n, sizeof(*keys), cmp_u64);
 	for (i = 0; r == 0 && i < n; i++) {
-		r = peek(img, keys[i], scratch, &ti, &v);
+		r = peek(img, keys[i], &rc, &v);
 		if (r == 0 && v == 0)
 			r = unreferenced(img, slot_kinds(ol, keys[i]), keys[i]);
 	}
@@ -933,12 +919,12 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 		if (!(ol->segs[i].kinds & ~skip))
 			continue;
 		for (c = ol->segs[i].first; r == 0 && c < ol->segs[i].end; c++) {
-			r = peek(img, c, scratch, &ti, &v);
+			r = peek(img, c, &rc, &v);
 			if (r == 0 && v == 0)
 				r = unreferenced(img, ol->segs[i].kinds & ~skip, c);
 		}
 	}
 	free(keys);
-	free(scratch);
+	qcow2_refcount_cursor_release(&rc);
 	return r;
 }

@@ -21,7 +21,7 @@
 static int clear_past(struct qcow2_scan *s)
 {
 	struct qcow2_image *img = s->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order;
+	uint64_t pb = qcow2_refcount_per_block(img);
 	uint64_t covered = (uint64_t)img->refs.n * pb, i, v;
 	int r = 0;
 

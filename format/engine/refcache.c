@@ -10,11 +10,6 @@
 
 #include "engine/engine.h"
 
-static uint64_t per_block(const struct qcow2_image *img)
-{
-	return (img->cluster_bytes * 8) >> img->refs.order;
-}
-
 /* The cached refcount block of table index @ti, loaded on first use; NULL (and 0) if the table
  * has no block there. */
 int qcow2_refcount_block_w(struct qcow2_image *img, uint64_t ti, uint8_t **out)
@@ -43,7 +38,7 @@ int qcow2_refcount_block_w(struct qcow2_image *img, uint64_t ti, uint8_t **out)
 
 int qcow2_refcount_get_w(struct qcow2_image *img, uint64_t idx, uint64_t *v)
 {
-	uint64_t pb = per_block(img);
+	uint64_t pb = qcow2_refcount_per_block(img);
 	uint8_t *b;
 	int r = qcow2_refcount_block_w(img, idx / pb, &b);
 

@@ -12,11 +12,6 @@
 
 #include "engine/engine.h"
 
-static uint64_t per_block(const struct qcow2_image *img)
-{
-	return (img->cluster_bytes * 8) >> img->refs.order;
-}
-
 static uint64_t max_refcount(const struct qcow2_image *img)
 {
 	return img->refs.order == 6 ? UINT64_MAX : (1ull << (1u << img->refs.order)) - 1;
@@ -111,7 +106,7 @@ static uint64_t clear_run(struct qcow2_image *img, uint64_t from, uint64_t n)
 static int grow_table(struct qcow2_image *img, uint64_t need)
 {
 	struct qcow2_wstate *w = img->w;
-	uint64_t pb = per_block(img), cs = img->cluster_bytes, start = img->end_cluster;
+	uint64_t pb = qcow2_refcount_per_block(img), cs = img->cluster_bytes, start = img->end_cluster;
 	uint64_t n = 2 * (uint64_t)img->refs.n, tc, i;
 	int r;
 
@@ -177,7 +172,7 @@ static int new_block(struct qcow2_image *img, uint64_t ti)
 static int set_refcount(struct qcow2_image *img, uint64_t idx, uint64_t v)
 {
 	struct qcow2_wstate *w = img->w;
-	uint64_t pb = per_block(img), ti = idx / pb;
+	uint64_t pb = qcow2_refcount_per_block(img), ti = idx / pb;
 	uint8_t *b;
 	int r;
 

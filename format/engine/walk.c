@@ -140,7 +140,7 @@ static uint64_t block_at(const struct qcow2_scan *s, uint64_t e)
 int qcow2_walk_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v)
 {
 	struct qcow2_image *img = s->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb, at;
+	uint64_t pb = qcow2_refcount_per_block(img), ti = idx / pb, at;
 	int r;
 
 	if (img->w && !img->refs_broken)

@@ -54,6 +54,20 @@ void qcow2_refcount_release(struct qcow2_refcounts *r);
  * misaligned are kept as found (refs.first_bad names the first): only a check and a repair
  * read such a table; every other user of the refcounts refuses it. */
 int qcow2_refcount_ready(struct qcow2_image *img);
+/* A lookup of the refcounts the file holds that keeps the last block it read. */
+struct qcow2_refcount_cursor {
+	uint8_t *block; /* one cluster, allocated on first use */
+	uint64_t ti;    /* the table index @block holds; UINT64_MAX: none */
+};
+#define QCOW2_REFCOUNT_CURSOR_INIT {NULL, UINT64_MAX}
+/* The one lookup of a refcount in the file: that of cluster @idx (0 past the table, or where the
+ * table has no block), its block read through @c (kept for the next lookup). The table is
+ * loaded and usable (qcow2_refcount_usable()). A writable image's current refcounts are the
+ * engine's cached blocks (qcow2_refcount_get_w()); a check reads a table that may be broken
+ * its own way (qcow2_walk_refcount()). */
+int qcow2_refcount_lookup(struct qcow2_image *img, struct qcow2_refcount_cursor *c, uint64_t idx,
+			  uint64_t *v);
+void qcow2_refcount_cursor_release(struct qcow2_refcount_cursor *c);
 /* qcow2_refcount_ready(), and -EUCLEAN if an entry has reserved bits set or is misaligned:
  * what every user of the refcounts but a check and a repair asks. */
 int qcow2_refcount_usable(struct qcow2_image *img);
@@ -102,6 +116,12 @@ void qcow2_image_unload(struct qcow2_image *img);
  * the snapshots' L1 tables (snapshot-write.c), and for their lazy loads. */
 void qcow2_image_snapshots_lock(struct qcow2_image *img);
 void qcow2_image_snapshots_unlock(struct qcow2_image *img);
+/* Refcount entries per refcount block. */
+static inline uint64_t qcow2_refcount_per_block(const struct qcow2_image *img)
+{
+	return (img->cluster_bytes * 8) >> img->refs.order;
+}
+
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,
 		  struct qcow2_l1 *l1);
 

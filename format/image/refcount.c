@@ -91,30 +91,44 @@ int qcow2_refcount_read_block(struct qcow2_image *img, uint64_t ti, void *buf)
 	return r;
 }
 
+int qcow2_refcount_lookup(struct qcow2_image *img, struct qcow2_refcount_cursor *c, uint64_t idx,
+			  uint64_t *v)
+{
+	uint64_t pb = qcow2_refcount_per_block(img), ti = idx / pb;
+	int r;
+
+	*v = 0;
+	if (ti >= img->refs.n || !img->refs.table[ti])
+		return 0;
+	if (!c->block || c->ti != ti) {
+		if (!c->block && !(c->block = malloc(img->cluster_bytes)))
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		c->ti = UINT64_MAX;
+		r = qcow2_refcount_read_block(img, ti, c->block);
+		if (r < 0)
+			return r;
+		c->ti = ti;
+	}
+	*v = qcow2_refcount_block_get(c->block, img->refs.order, idx % pb);
+	return 0;
+}
+
+void qcow2_refcount_cursor_release(struct qcow2_refcount_cursor *c)
+{
+	free(c->block);
+	c->block = NULL;
+	c->ti = UINT64_MAX;
+}
+
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount)
 {
-	const struct qcow2_refcounts *r = &img->refs;
-	uint64_t per_block, ti, bi;
-	uint8_t *block;
+	struct qcow2_refcount_cursor c = QCOW2_REFCOUNT_CURSOR_INIT;
 	int ret = qcow2_refcount_usable(img);
 
 	if (ret < 0)
 		return ret;
-	per_block = (img->cluster_bytes * 8) >> r->order;
-	ti = cluster_idx / per_block;
-	bi = cluster_idx % per_block;
-
-	if (ti >= r->n || !r->table[ti]) {
-		*refcount = 0;
-		return 0;
-	}
-	block = malloc(img->cluster_bytes);
-	if (!block)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	ret = qcow2_refcount_read_block(img, ti, block);
-	if (ret == 0)
-		*refcount = qcow2_refcount_block_get(block, r->order, bi);
-	free(block);
+	ret = qcow2_refcount_lookup(img, &c, cluster_idx, refcount);
+	qcow2_refcount_cursor_release(&c);
 	return ret;
 }
 
@@ -128,7 +142,7 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters)
 
 	if (ret < 0)
 		return ret;
-	per_block = (img->cluster_bytes * 8) >> r->order;
+	per_block = qcow2_refcount_per_block(img);
 
 	block = malloc(img->cluster_bytes);
 	if (!block)

@@ -170,30 +170,12 @@ static void merge(struct qcow2_snapshot_change *o)
 }
 
 /* Refcount of cluster @idx: the write side's cached blocks, or for a read-only image (a dry
- * run) the block read from the file, the last one kept. */
+ * run) the file's, the last block read kept. */
 static int refcount_of(struct qcow2_snapshot_change *o, uint64_t idx, uint64_t *v)
 {
-	struct qcow2_image *img = o->img;
-	uint64_t pb = (img->cluster_bytes * 8) >> img->refs.order, ti = idx / pb;
-	int r;
-
-	if (img->w)
-		return qcow2_refcount_get_w(img, idx, v);
-	*v = 0;
-	if (ti >= img->refs.n || !img->refs.table[ti])
-		return 0;
-	if (!o->rc_block || o->rc_ti != ti) {
-		if (!o->rc_block && !(o->rc_block = malloc(img->cluster_bytes)))
-			return qcow2_set_error(-ENOMEM, "out of memory");
-		o->rc_ti = UINT64_MAX;
-		r = qcow2_io_pread_full(img->io, o->rc_block, img->cluster_bytes,
-					img->refs.table[ti]);
-		if (r < 0)
-			return r;
-		o->rc_ti = ti;
-	}
-	*v = qcow2_refcount_block_get(o->rc_block, img->refs.order, idx % pb);
-	return 0;
+	if (o->img->w)
+		return qcow2_refcount_get_w(o->img, idx, v);
+	return qcow2_refcount_lookup(o->img, &o->rc, idx, v);
 }
 
 /* Every change fits the refcount width and takes away no reference that is not counted;
@@ -495,14 +477,14 @@ void qcow2_snapshot_change_init(struct qcow2_snapshot_change *o, struct qcow2_im
 	o->img = img;
 	o->kind = kind;
 	o->idx = -1;
-	o->rc_ti = UINT64_MAX;
+	o->rc = (struct qcow2_refcount_cursor)QCOW2_REFCOUNT_CURSOR_INIT;
 }
 
 void qcow2_snapshot_change_release(struct qcow2_snapshot_change *o)
 {
 	free(o->d);
 	free(o->table);
-	free(o->rc_block);
+	qcow2_refcount_cursor_release(&o->rc);
 	qcow2_snapshot_release(&o->sn, 1);
 }
 

@@ -30,8 +30,7 @@ struct qcow2_snapshot_change {
 	size_t entry_at;	  /* create: where it lies in @table */
 	bool locked;		  /* snapshot-write.c holds w->frees and w->lock */
 	bool keep;		  /* add_reach() counts references that stay (keep) */
-	uint64_t rc_ti;		  /* read-only images: @rc_block is refcount block @rc_ti */
-	uint8_t *rc_block;
+	struct qcow2_refcount_cursor rc; /* read-only images: their refcount lookups */
 	struct qcow2_snapshot_plan plan;
 };
 void qcow2_snapshot_change_init(struct qcow2_snapshot_change *o, struct qcow2_image *img,
