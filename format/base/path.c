@@ -20,6 +20,11 @@
  * The caller may name more directories to avoid (struct qcow2_path_avoid): the daemon names
  * every FUSE mount found below its sources, whose daemon may hang or may be the daemon itself
  * (its mount point bound elsewhere). They are checked the same way, before each lookup.
+ *
+ * Confinement (qcow2_chain_resolve_top(), qcow2_chain_resolve_path(); public names kept): a
+ * file named by an image (a backing or external data file) or by the user is resolved so and
+ * must lie below the chain options' root or one of their allowed directories. Chains, the
+ * repair, the directory scan and create all use it, so it lives here, below them all.
  */
 #include <errno.h>
 #include <fcntl.h>
