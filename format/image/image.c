@@ -8,7 +8,7 @@
  * the active L1 table of a read-only image, so readers need no lock for them. A writable image
  * (img->w) changes L1 entries atomically under w->lock (readers load them atomically), and
  * replaces the L1 array only with w->frees held exclusive (docs/design.md, "Locks and their
- * order"). Snapshot L1 tables are loaded on first use under img->snap_lock, a leaf. Error
+ * order"). Snapshot L1 tables are loaded on first use under img->snap_lock (below w->lock). Error
  * messages are prefixed with the image's name here, once, at the public boundary.
  */
 #include <errno.h>
@@ -221,7 +221,7 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 	s = &img->snaps[idx];
 	if (s->invalid)
 		return refuse_invalid(img, idx);
-	pthread_mutex_lock(&img->snap_lock);
+	qcow2_image_snapshots_lock(img);
 	if (!img->snap_l1[idx]) {
 		t = calloc(1, sizeof(*t));
 		if (!t)
@@ -240,16 +240,6 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 		}
 	}
 	*l1 = img->snap_l1[idx];
-	pthread_mutex_unlock(&img->snap_lock);
+	qcow2_image_snapshots_unlock(img);
 	return r;
-}
-
-void qcow2_image_snapshots_lock(struct qcow2_image *img)
-{
-	pthread_mutex_lock(&img->snap_lock);
-}
-
-void qcow2_image_snapshots_unlock(struct qcow2_image *img)
-{
-	pthread_mutex_unlock(&img->snap_lock);
 }

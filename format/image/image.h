@@ -112,10 +112,20 @@ int qcow2_image_load(struct qcow2_io *io, const char *name, const struct qcow2_i
 		     struct qcow2_image **out);
 /* Free what qcow2_image_load() set up and close the files (the write side is gone already). */
 void qcow2_image_unload(struct qcow2_image *img);
-/* img->snap_lock, a leaf below w->lock (docs/design.md): held to change the snapshot list and
- * the snapshots' L1 tables (snapshot-write.c), and for their lazy loads. */
-void qcow2_image_snapshots_lock(struct qcow2_image *img);
-void qcow2_image_snapshots_unlock(struct qcow2_image *img);
+/* img->snap_lock, below w->lock (docs/design.md): held to change the snapshot list and the
+ * snapshots' L1 tables (snapshot-write.c), and for their lazy loads and that of the refcount
+ * table (refcount.c). image.c owns it; inline, so that the files of this layer that take it
+ * need no call into each other. */
+static inline void qcow2_image_snapshots_lock(struct qcow2_image *img)
+{
+	pthread_mutex_lock(&img->snap_lock);
+}
+
+static inline void qcow2_image_snapshots_unlock(struct qcow2_image *img)
+{
+	pthread_mutex_unlock(&img->snap_lock);
+}
+
 /* Refcount entries per refcount block. */
 static inline uint64_t qcow2_refcount_per_block(const struct qcow2_image *img)
 {
