@@ -68,7 +68,8 @@ static int write_l1(struct qcow2_image *img)
 	return r < 0 ? r : wrote;
 }
 
-/* The write-back stages, each durable before the next (struct qcow2_wstate, engine.h). w->lock held. */
+/* The write-back stages, each durable before the next (struct qcow2_wstate, engine.h).
+ * w->lock held. */
 int qcow2_image_flush_locked(struct qcow2_image *img)
 {
 	struct qcow2_wstate *w = img->w;

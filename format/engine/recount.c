@@ -37,8 +37,8 @@ static int clear_past(struct qcow2_scan *s)
 	return r;
 }
 
-/* Set refcounts to the counts of @s: all of them, only those lower (@how QCOW2_RECOUNT_RAISE) or only
- * those higher (QCOW2_RECOUNT_LOWER, the leaks). */
+/* Set refcounts to the counts of @s: all of them, only those lower (@how QCOW2_RECOUNT_RAISE)
+ * or only those higher (QCOW2_RECOUNT_LOWER, the leaks). */
 int qcow2_walk_set_refcounts(struct qcow2_scan *s, enum qcow2_recount how)
 {
 	struct qcow2_image *img = s->img;

@@ -106,7 +106,8 @@ static uint64_t clear_run(struct qcow2_image *img, uint64_t from, uint64_t n)
 static int grow_table(struct qcow2_image *img, uint64_t need)
 {
 	struct qcow2_wstate *w = img->w;
-	uint64_t pb = qcow2_refcount_per_block(img), cs = img->cluster_bytes, start = img->end_cluster;
+	uint64_t pb = qcow2_refcount_per_block(img), cs = img->cluster_bytes;
+	uint64_t start = img->end_cluster;
 	uint64_t n = 2 * (uint64_t)img->refs.n, tc, i;
 	int r;
 

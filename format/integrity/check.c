@@ -14,7 +14,7 @@
 
 #include "integrity/integrity.h"
 
-#define STEP		   4096	      /* clusters compared between two progress reports */
+#define STEP 4096 /* clusters compared between two progress reports */
 
 /* ---- comparing ---- */
 

@@ -3,16 +3,16 @@
  * repair.c - one pass of qcow2_image_repair() (verify.c): what `qemu-img check -r all` fixes,
  * and what it leaves.
  *
- * A planning walk (engine/walk.c, with this file's planners as its visitor) reports the image
- * as `qemu-img check` would and notes what to rewrite in the active tables: L2 entries whose
- * cluster is misaligned or lies past the end of the file become zero clusters (QEMU fails to read the first and reads zeros from the second;
- * it turns misaligned preallocated clusters into zero clusters itself), data clusters lying in
- * metadata are copied to a cluster of their own (so a write of the guest cannot change the
- * metadata and a change of the metadata cannot change the guest's data), L1 entries with a
- * misaligned or missing L2 table are dropped, reserved bits and COPIED flags of compressed
- * clusters are cleared. Then every refcount is set to what points at the cluster, the COPIED
- * flags are set from the refcounts (qcow2_write_fix_copied()), and the dirty and corrupt bits
- * are cleared once a final check finds no corruption.
+ * A planning walk (engine/walk.c, with this file's planners as its visitor) reports the image as
+ * `qemu-img check` would and notes what to rewrite in the active tables: L2 entries whose cluster
+ * is misaligned or lies past the end of the file become zero clusters (QEMU fails to read the first
+ * and reads zeros from the second; it turns misaligned preallocated clusters into zero clusters
+ * itself), data clusters lying in metadata are copied to a cluster of their own (so a write of the
+ * guest cannot change the metadata and a change of the metadata cannot change the guest's data), L1
+ * entries with a misaligned or missing L2 table are dropped, reserved bits and COPIED flags of
+ * compressed clusters are cleared. Then every refcount is set to what points at the cluster, the
+ * COPIED flags are set from the refcounts (qcow2_write_fix_copied()), and the dirty and corrupt
+ * bits are cleared once a final check finds no corruption.
  *
  * Crash safety: the steps are made durable one after the other (qcow2_image_flush()), and each
  * keeps every refcount at least what points at its cluster (unless it already was lower):
