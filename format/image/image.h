@@ -57,9 +57,12 @@ int qcow2_refcount_ready(struct qcow2_image *img);
 /* A lookup of the refcounts the file holds that keeps the last block it read. */
 struct qcow2_refcount_cursor {
 	uint8_t *block; /* one cluster, allocated on first use */
-	uint64_t ti;    /* the table index @block holds; UINT64_MAX: none */
+	uint64_t ti;	/* the table index @block holds; UINT64_MAX: none */
 };
-#define QCOW2_REFCOUNT_CURSOR_INIT {NULL, UINT64_MAX}
+#define QCOW2_REFCOUNT_CURSOR_INIT \
+	{                          \
+		NULL, UINT64_MAX   \
+	}
 /* The one lookup of a refcount in the file: that of cluster @idx (0 past the table, or where the
  * table has no block), its block read through @c (kept for the next lookup). The table is
  * loaded and usable (qcow2_refcount_usable()). A writable image's current refcounts are the

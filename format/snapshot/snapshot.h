@@ -26,10 +26,10 @@ struct qcow2_snapshot_change {
 	size_t n, cap;
 	uint8_t *table; /* the new snapshot table (NULL: no snapshot left) */
 	size_t table_bytes;
-	struct qcow2_snapshot sn; /* create: the new entry (id and name allocated) */
-	size_t entry_at;	  /* create: where it lies in @table */
-	bool locked;		  /* snapshot-write.c holds w->frees and w->lock */
-	bool keep;		  /* add_reach() counts references that stay (keep) */
+	struct qcow2_snapshot sn;	 /* create: the new entry (id and name allocated) */
+	size_t entry_at;		 /* create: where it lies in @table */
+	bool locked;			 /* snapshot-write.c holds w->frees and w->lock */
+	bool keep;			 /* add_reach() counts references that stay (keep) */
 	struct qcow2_refcount_cursor rc; /* read-only images: their refcount lookups */
 	struct qcow2_snapshot_plan plan;
 };
