@@ -196,7 +196,7 @@ uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n)
  * lies there. Without a write side: UINT64_MAX. */
 uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n, unsigned own,
 			    const char **what);
-/* Before the first change of the active L2 table at @l2_off (@t, the whole table) in this
+/* overlap-tables.c: before the first change of the active L2 table at @l2_off (@t, the whole table) in this
  * open: every entry's data lies outside live metadata, has a refcount, of 1 where COPIED says
  * the image owns it alone, and no cluster is named twice where one of the entries says COPIED.
  * Entries [@first, @first + @n), which the change rewrites, may lie in metadata (a write there
@@ -224,6 +224,14 @@ uint32_t qcow2_exempt(const struct qcow2_image *img, uint32_t i, uint32_t l1_idx
 int qcow2_overlap_check_meta(struct qcow2_image *img);
 /* Has the table at @l2_off passed qcow2_overlap_check_table() (true without a write side)? */
 bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off);
+/* overlap.c, for overlap-tables.c: the table at @l2_off passed (w->lock held); every active
+ * table passed (true without a write side, under w->lock), and now they all have. */
+void qcow2_overlap_set_checked(struct qcow2_image *img, uint64_t l2_off);
+bool qcow2_overlap_all_checked(const struct qcow2_image *img);
+void qcow2_overlap_set_all_checked(struct qcow2_image *img);
+/* A change was refused: the image takes no more changes, and the first refusal sets the
+ * corrupt bit on disk (version 3). */
+void qcow2_overlap_refused(struct qcow2_image *img);
 /* 0 while the image takes changes, else -EROFS with the reason (read-only, marked corrupt). */
 int qcow2_overlap_writable(const struct qcow2_image *img);
 

@@ -38,6 +38,9 @@
  * moved tables once the header no longer names them), which the unit tests check against a
  * fresh open after every kind of change; so a stale entry could only cost a leak.
  *
+ * The entries of the active L2 tables are checked against this structure before the first
+ * change of an open (overlap-tables.c); this file remembers which tables passed.
+ *
  * Locking: ol->lock (a rwlock, a leaf) guards the segments and the hash: the check takes it
  * shared, updates (under w->lock) exclusive. w->corrupt is atomic.
  */
@@ -548,8 +551,14 @@ static void mark_corrupt(struct qcow2_image *img)
 	if (__atomic_load_n(&img->w->set_dirty, __ATOMIC_ACQUIRE))
 		incompat |= QCOW2_INCOMPAT_DIRTY;
 	put_be64(b, incompat);
-	if (qcow2_io_pwrite_meta(img->io, b, 8, 72, QCOW2_OL_ALL) == 0)
+	if (qcow2_io_pwrite_meta(img->io, b, 8, OFF_INCOMPAT, QCOW2_OL_ALL) == 0)
 		(void)qcow2_io_flush(img->io);
+}
+
+void qcow2_overlap_refused(struct qcow2_image *img)
+{
+	if (!__atomic_exchange_n(&img->w->corrupt, true, __ATOMIC_ACQ_REL))
+		mark_corrupt(img);
 }
 
 /* The io guard of a writable image: the write of @n bytes at @off, which is metadata of the
@@ -568,15 +577,14 @@ static int guard(void *ctx, uint64_t off, uint64_t n, unsigned own)
 		return 0;
 	if (own & QCOW2_IO_PUNCH)
 		return -EIO; /* skipped quietly: a hole is only space given back */
-	if (!__atomic_exchange_n(&img->w->corrupt, true, __ATOMIC_ACQ_REL))
-		mark_corrupt(img);
+	qcow2_overlap_refused(img);
 	return qcow2_set_error(-EIO,
 			       "'%s': preventing write on metadata at %#" PRIx64 " (%s at %#" PRIx64
 			       "): image marked corrupt, read-only from now on",
 			       img->name, off, kind_name(kinds), at << cb);
 }
 
-/* ---- the entries of an L2 table, before it is written ---- */
+/* ---- which L2 tables passed their check (overlap-tables.c checks them) ---- */
 
 bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off)
 {
@@ -593,205 +601,28 @@ bool qcow2_overlap_table_checked(struct qcow2_image *img, uint64_t l2_off)
 	return ok;
 }
 
-struct host_ref {
-	uint64_t cluster;
-	uint32_t idx;
-	bool copied;
-};
-
-static int cmp_host_ref(const void *a, const void *b)
+void qcow2_overlap_set_checked(struct qcow2_image *img, uint64_t l2_off)
 {
-	const struct host_ref *x = a, *y = b;
-
-	return x->cluster < y->cluster ? -1 : x->cluster > y->cluster;
-}
-
-/* Refuse a change of the table at @l2_off because of its entry @idx: the corrupt bit goes to
- * disk and the image takes no more changes, as for a write the guard refuses (QEMU marks an
- * image corrupt where it finds such an entry). */
-static int refuse_table(struct qcow2_image *img, uint64_t l2_off, uint32_t idx, const char *why)
-{
-	if (!__atomic_exchange_n(&img->w->corrupt, true, __ATOMIC_ACQ_REL))
-		mark_corrupt(img);
-	return qcow2_set_error(-EIO,
-			       "'%s': L2 table at %#" PRIx64 ", entry %" PRIu32
-			       ": %s: image marked "
-			       "corrupt, read-only from now on (repair it with 'qcowctl check "
-			       "--repair')",
-			       img->name, l2_off, idx, why);
-}
-
-/* One entry of a table being checked: where its data lies (standard entries go to @refs). */
-static int check_entry(struct qcow2_image *img, uint64_t l2_off, uint32_t idx, uint64_t e,
-		       bool exempt, struct host_ref *refs, size_t *n_refs)
-{
-	uint32_t cb = img->h.cluster_bits;
-	uint64_t host, bytes, c, c1, v, at;
-	const char *what = "metadata";
-	char why[160];
-	int r;
-
-	if (e & QCOW2_OFLAG_COMPRESSED) {
-		if (qcow2_map_compressed(img, e, &host, &bytes) < 0)
-			return 0; /* unreadable: reads fail, a write rewrites it whole */
-		host &= ~511ull;
-	} else if ((host = e & QCOW2_L2E_OFFSET_MASK) && !(host & (img->cluster_bytes - 1))) {
-		bytes = img->cluster_bytes;
-	} else {
-		return 0; /* unallocated, or misaligned (reads and writes of it fail) */
-	}
-	c = host >> cb;
-	c1 = (host + bytes - 1) >> cb;
-	at = qcow2_overlap_held(img, c, c1 - c + 1, 0, &what);
-	if (at != UINT64_MAX && !exempt) {
-		snprintf(why, sizeof(why), "guest data at %#" PRIx64 " lies in the %s at %#" PRIx64,
-			 host, what, at << cb);
-		if (!refs) /* qcow2_overlap_check_meta(): nothing changes */
-			return qcow2_set_error(-EUCLEAN,
-					       "'%s': L2 table at %#" PRIx64 ", entry %" PRIu32
-					       ": %s: refusing to write the image (repair it with "
-					       "'qcowctl check --repair')",
-					       img->name, l2_off, idx, why);
-		return refuse_table(img, l2_off, idx, why);
-	}
-	if (at != UINT64_MAX)
-		return 1; /* the change drops or rewrites it (a write there meets the guard) */
-	if (!refs)
-		return 0;
-	for (; c <= c1; c++) {
-		r = qcow2_refcount_get_w(img, c, &v);
-		if (r < 0)
-			return r;
-		if (v == 0 ||
-		    (v != 1 && (e & QCOW2_OFLAG_COPIED) && !(e & QCOW2_OFLAG_COMPRESSED))) {
-			snprintf(why, sizeof(why),
-				 "data cluster %#" PRIx64 " has refcount %" PRIu64 "%s", c << cb, v,
-				 v ? " but is marked as owned alone (COPIED)" : "");
-			return refuse_table(img, l2_off, idx, why);
-		}
-	}
-	if (!(e & QCOW2_OFLAG_COMPRESSED))
-		refs[(*n_refs)++] = (struct host_ref){host >> cb, idx, !!(e & QCOW2_OFLAG_COPIED)};
-	return 0;
-}
-
-int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const uint64_t *t,
-			      uint32_t first, uint32_t n)
-{
-	struct qcow2_overlap *ol = img->w ? img->w->ol : NULL;
-	uint32_t ew = img->l2_entry_words, i;
-	const char *what = "metadata";
-	struct host_ref *refs;
-	size_t n_refs = 0, j;
-	bool exempted = false;
-	char why[96];
+	struct qcow2_overlap *ol = img->w->ol;
 	struct slot *s;
-	int r = 0;
 
-	if (!ol || qcow2_overlap_table_checked(img, l2_off))
-		return 0;
-	if (qcow2_overlap_held(img, l2_off >> img->h.cluster_bits, 1, QCOW2_OL_L2, &what) !=
-	    UINT64_MAX) {
-		snprintf(why, sizeof(why), "the table lies in the %s", what);
-		return refuse_table(img, l2_off, 0, why);
-	}
-	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE)
-		return 0; /* data clusters lie in another file, with no refcounts */
-	refs = malloc((size_t)img->l2_entries * sizeof(*refs));
-	if (!refs)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	for (i = 0; i < img->l2_entries && r >= 0; i++) {
-		r = check_entry(img, l2_off, i, t[(size_t)i * ew], i >= first && i - first < n,
-				refs, &n_refs);
-		exempted |= r == 1;
-	}
-	/* one cluster named twice, once as owned alone: a write in place there changes both */
-	if (r >= 0 && n_refs > 1) {
-		qsort(refs, n_refs, sizeof(*refs), cmp_host_ref);
-		for (j = 1; j < n_refs && r >= 0; j++)
-			if (refs[j].cluster == refs[j - 1].cluster &&
-			    (refs[j].copied || refs[j - 1].copied))
-				r = refuse_table(img, l2_off,
-						 refs[j].copied ? refs[j].idx : refs[j - 1].idx,
-						 "its data cluster is named twice in the table, "
-						 "yet marked as owned alone (COPIED)");
-	}
-	free(refs);
-	if (r < 0)
-		return r;
-	if (!exempted) {
-		pthread_rwlock_wrlock(&ol->lock);
-		s = ol->cap ? find(ol, l2_off >> img->h.cluster_bits) : NULL;
-		if (s)
-			s->checked = true;
-		pthread_rwlock_unlock(&ol->lock);
-	}
-	return 0;
+	pthread_rwlock_wrlock(&ol->lock);
+	s = ol->cap ? find(ol, l2_off >> img->h.cluster_bits) : NULL;
+	if (s)
+		s->checked = true;
+	pthread_rwlock_unlock(&ol->lock);
 }
 
-uint32_t qcow2_exempt(const struct qcow2_image *img, uint32_t i, uint32_t l1_idx, uint32_t n)
+bool qcow2_overlap_all_checked(const struct qcow2_image *img)
 {
-	return i == l1_idx && (img->l1.entries[i] & QCOW2_OFLAG_COPIED) ? n : 0;
+	const struct qcow2_overlap *ol = img->w ? img->w->ol : NULL;
+
+	return !ol || ol->all_checked;
 }
 
-int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_t first, uint32_t n)
+void qcow2_overlap_set_all_checked(struct qcow2_image *img)
 {
-	struct qcow2_overlap *ol = img->w ? img->w->ol : NULL;
-	uint32_t cb = img->h.cluster_bits, i;
-	bool all = true;
-	uint64_t *t;
-	int r = 0;
-
-	if (!ol || ol->all_checked)
-		return 0;
-	t = malloc(img->cluster_bytes);
-	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	for (i = 0; i < img->l1.n && r == 0; i++) {
-		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
-
-		if (!off || qcow2_overlap_table_checked(img, off))
-			continue;
-		if ((off & (img->cluster_bytes - 1)) || (off >> cb) >= img->end_cluster) {
-			all = false; /* unreadable: a write through it fails */
-			continue;
-		}
-		r = qcow2_l2cache_get(img->l2cache, img->io, off, 0,
-				      (uint32_t)(img->cluster_bytes / 8), t);
-		if (r == 0)
-			r = qcow2_overlap_check_table(img, off, t, first,
-						      qcow2_exempt(img, i, l1_idx, n));
-		all &= r == 0 && qcow2_overlap_table_checked(img, off);
-	}
-	free(t);
-	if (r == 0 && all)
-		ol->all_checked = true;
-	return r;
-}
-
-int qcow2_overlap_check_meta(struct qcow2_image *img)
-{
-	uint32_t cb = img->h.cluster_bits, ew = img->l2_entry_words, i, j;
-	uint64_t *t;
-	int r = 0;
-
-	if (!img->w || !img->w->ol)
-		return 0;
-	t = malloc(img->cluster_bytes);
-	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	for (i = 0; i < img->l1.n && r == 0; i++) {
-		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
-
-		if (!off || (off & (img->cluster_bytes - 1)) || (off >> cb) >= img->end_cluster)
-			continue;
-		r = qcow2_l2cache_get(img->l2cache, img->io, off, 0,
-				      (uint32_t)(img->cluster_bytes / 8), t);
-		for (j = 0; j < img->l2_entries && r == 0; j++)
-			r = check_entry(img, off, j, t[(size_t)j * ew], false, NULL, NULL);
-	}
-	free(t);
-	return r;
+	img->w->ol->all_checked = true;
 }
 
 /* ---- at open ---- */
