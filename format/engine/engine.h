@@ -148,7 +148,7 @@ int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint6
 /* Set the COPIED flags of the active L1 and L2 tables from the refcounts (refcount 1: set),
  * as a repair after the refcounts were rebuilt. */
 int qcow2_write_fix_copied(struct qcow2_image *img);
-/* Grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
+/* grow.c: grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
 int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);
 /* Write back every cached change in crash-safe order and make it durable, then count down
  * the clusters that the flushed metadata no longer uses. Takes w->frees itself: the caller
