@@ -340,7 +340,7 @@ int qcow2_image_snapshot_delete_resumable(struct qcow2_image *img, const char *i
 int qcow2_image_snapshot_delete_pending(struct qcow2_image *img, const char *id_or_name,
 					const char *image, struct qcow2_snapshot_resume *res);
 
-/* ---- one image (image.c) ---- */
+/* ---- one image (image/image.c, engine/open.c) ---- */
 
 struct qcow2_image;
 
@@ -361,7 +361,6 @@ int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_i
 		     struct qcow2_image **out);
 void qcow2_image_close(struct qcow2_image *img);
 const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
-const char *qcow2_image_name(const struct qcow2_image *img);
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
 /* The io of the image's external data file, or the image's own io when it has none. */
 struct qcow2_io *qcow2_image_data_io(const struct qcow2_image *img);
@@ -375,7 +374,7 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters);
 /* Refcount of host cluster @cluster_idx. */
 int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t *refcount);
 
-/* ---- consistency (check.c, repair.c) ---- */
+/* ---- consistency (integrity/check.c, repair.c, verify.c) ---- */
 
 /* What `qemu-img check --output=json` reports, with the same meaning (qemu-img's field names in
  * the comments). */
@@ -652,7 +651,7 @@ int qcow2_chain_resolve_top(const struct qcow2_chain_opts *o, const char *path, 
 int qcow2_chain_resolve_path(const struct qcow2_chain_opts *o, const char *image_path,
 			     const char *name, char *out, size_t cap);
 
-/* ---- changing images and chains (image.c, copy.c) ---- */
+/* ---- changing images and chains (engine/backing.c, jobs/copy.c) ---- */
 
 /* Rewrite the backing file pointer of @img (open writable): @name stored as given (NULL or
  * "": none) with the backing format extension @fmt (NULL or "": none). The whole header

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "integrity/integrity.h"
 
 #define MAX_SNAPS 8
 

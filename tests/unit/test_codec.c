@@ -15,7 +15,7 @@
 #include "config.h"
 #include "imgbuild.h"
 #include "testutil.h"
-#include "internal.h"
+#include "image/image.h"
 
 static struct imgbuild *img;
 static struct qcow2_image *qi;

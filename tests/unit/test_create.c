@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "jobs/jobs.h"
 #include "testutil.h"
 
 /* ---- the header encoder ---- */

@@ -16,7 +16,7 @@
 
 #include "imgbuild.h"
 #include "testutil.h"
-#include "internal.h"
+#include "image/image.h"
 
 static struct qcow2_io *io;
 static char tmpdir[64];

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "image/image.h"
 
 static struct imgbuild *img;
 static struct qcow2_image *qi;

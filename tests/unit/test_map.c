@@ -12,7 +12,7 @@
 
 #include "imgbuild.h"
 #include "testutil.h"
-#include "internal.h"
+#include "image/image.h"
 
 static struct imgbuild *img;
 static struct qcow2_image *qi;

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "snapshot/snapshot.h"
 
 #define CS	     65536ull
 #define OFLAG_COPIED (1ull << 63)

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "image/image.h"
 #include "testutil.h"
 
 static struct imgbuild *img;

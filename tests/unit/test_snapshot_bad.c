@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "integrity/integrity.h"
 
 static struct imgbuild *img;
 

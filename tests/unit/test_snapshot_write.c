@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "integrity/integrity.h"
 #include "snapshot_model.h"
 #include "testutil.h"
 

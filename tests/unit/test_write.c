@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "imgbuild.h"
-#include "internal.h"
+#include "engine/engine.h"
 #include "testutil.h"
 
 static struct imgbuild *img;

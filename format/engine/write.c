@@ -1,0 +1,838 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * write.c - guest writes into one qcow2 image: copy-on-write allocation, zeroing and discard,
+ * and the COPIED flags set from the refcounts (SPEC 3 and 4). The growth of the virtual size is
+ * grow.c's, the crash-safe write-back of the cached metadata flush.c's.
+ *
+ * Two paths. The fast path writes in place, with no lock but w->frees held shared (by the
+ * caller), into clusters the image owns alone (L2 entry with the COPIED flag, and for extended
+ * L2 entries every touched subcluster allocated). Everything else takes w->lock, the image's
+ * metadata lock, which serializes allocation: a new cluster is assembled in memory from what
+ * the layers below show (or zeros, or the old compressed or shared cluster) plus the new data,
+ * written whole to a newly allocated cluster, and only then is the L2 entry pointed at it. A
+ * second writer of the same cluster waits on w->lock and then finds it allocated.
+ *
+ * The lock is held across the copy-on-write I/O because it is what makes two first writes of
+ * one cluster safe; writes to allocated clusters never take it.
+ *
+ * Preallocation (a write without data) of clusters that need no copy is prealloc.c's.
+ *
+ * Write order: new clusters get their refcount in a cached refcount block, new L2 tables and
+ * changed entries stay in the L2 cache (dirty), L1 changes in memory; qcow2_image_flush()
+ * (flush.c) writes them back in the order described at struct qcow2_wstate (engine.h).
+ * Clusters that lose their last pointer are counted down only after that flush.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "engine/engine.h"
+
+#define MAX_RUN	      256	   /* clusters handled per metadata pass (bounded stack use) */
+#define PENDING_FLUSH 4096	   /* deferred frees that make a write flush */
+#define WRITEBACK_MIN (256u << 10) /* new data written back at once from this size on */
+
+static bool has_data_file(const struct qcow2_image *img)
+{
+	return img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
+}
+
+static bool is_ext(const struct qcow2_image *img)
+{
+	return img->l2_entry_words == 2;
+}
+
+static uint64_t l1_get(const struct qcow2_image *img, uint32_t i)
+{
+	return __atomic_load_n(&img->l1.entries[i], __ATOMIC_ACQUIRE);
+}
+
+void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v)
+{
+	struct qcow2_wstate *w = img->w;
+
+	qcow2_overlap_l1_changed(img, img->l1.entries[i], v);
+	__atomic_store_n(&img->l1.entries[i], v, __ATOMIC_RELEASE);
+	if (w->l1_lo >= w->l1_hi) {
+		w->l1_lo = i;
+		w->l1_hi = i + 1;
+	} else {
+		if (i < w->l1_lo)
+			w->l1_lo = i;
+		if (i + 1 > w->l1_hi)
+			w->l1_hi = i + 1;
+	}
+}
+
+/* ---- L2 access ---- */
+
+static int modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init, uint32_t word,
+		  uint32_t n, const uint64_t *words)
+{
+	int r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n, words);
+
+	if (r == -EAGAIN) { /* every cached table is dirty: write them back */
+		r = qcow2_image_flush_locked(img);
+		if (r == 0)
+			r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n,
+						 words);
+		if (r == -EAGAIN)
+			r = qcow2_set_error(-ENOMEM, "L2 cache too small");
+	}
+	return r;
+}
+
+static int check_table_off(const struct qcow2_image *img, uint64_t off)
+{
+	if (off & (img->cluster_bytes - 1) || (off >> img->h.cluster_bits) >= img->end_cluster)
+		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
+				       off);
+	return 0;
+}
+
+/* The L2 table for @l1_idx, owned by this image alone: allocated, or copied from a table
+ * shared with a snapshot. w->lock held. */
+static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
+{
+	uint64_t e = l1_get(img, l1_idx), old = e & QCOW2_L1E_OFFSET_MASK, fresh;
+	uint64_t *init;
+	int r;
+
+	if (old && (e & QCOW2_OFLAG_COPIED)) {
+		*l2_off = old;
+		return check_table_off(img, old);
+	}
+	if (old && (r = check_table_off(img, old)) < 0)
+		return r;
+	r = qcow2_overlap_reserve(img, 1); /* so that the new table is always known */
+	if (r < 0)
+		return r;
+	init = calloc(1, img->cluster_bytes);
+	if (!init)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = old ? qcow2_l2cache_get(img->l2cache, img->io, old, 0,
+				    (uint32_t)(img->cluster_bytes / 8), init)
+		: 0;
+	if (r == 0)
+		r = qcow2_refcount_alloc(img, 1, &fresh);
+	if (r == 0) {
+		r = modify(img, fresh, init, 0, 0, NULL);
+		if (r < 0)
+			qcow2_refcount_unalloc(img, fresh, 1);
+	}
+	free(init);
+	if (r == 0 && old)
+		r = qcow2_refcount_defer_free(img, old, img->cluster_bytes);
+	if (r < 0)
+		return r;
+	qcow2_write_l1_set(img, l1_idx, fresh | QCOW2_OFLAG_COPIED);
+	*l2_off = fresh;
+	return 0;
+}
+
+/* The L2 table for @l1_idx, ready for writing and pinned in the cache (marked dirty) before
+ * anything is changed: the entries changed later then cannot fail to be stored, which matters
+ * because what they replace is already queued for freeing. */
+static int pin_table(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
+{
+	int r = l2_for_write(img, l1_idx, l2_off);
+
+	return r < 0 ? r : modify(img, *l2_off, NULL, 0, 0, NULL);
+}
+
+/* Clusters of [@off, @off + @n) up to the end of the L2 table, at most @max. */
+static uint32_t run_clusters(const struct qcow2_image *img, uint64_t off, uint64_t n,
+			     uint32_t max)
+{
+	uint64_t cs = img->cluster_bytes, k = ((off & (cs - 1)) + n + cs - 1) >> img->h.cluster_bits;
+	uint32_t left = img->l2_entries - (uint32_t)((off >> img->h.cluster_bits) % img->l2_entries);
+
+	if (k > left)
+		k = left;
+	return k > max ? max : (uint32_t)k;
+}
+
+/* Before the first change of the table @l1_idx points at (or of its copy), its entries are
+ * checked (overlap.c): a change of a table whose other entries name metadata, or clusters
+ * whose refcount is wrong, would rewrite what the guest reads there or hand out a cluster
+ * still in use. Entries [@first, @first + @k) are the ones the change rewrites. w->lock held. */
+static int check_table(struct qcow2_image *img, uint32_t l1_idx, uint32_t first, uint32_t k)
+{
+	uint64_t old = l1_get(img, l1_idx) & QCOW2_L1E_OFFSET_MASK, *t;
+	int r;
+
+	if (!old || (r = check_table_off(img, old)) < 0 || qcow2_overlap_table_checked(img, old))
+		return 0; /* (a table outside the file fails in pin_table()) */
+	t = malloc(img->cluster_bytes);
+	if (!t)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = qcow2_l2cache_get(img->l2cache, img->io, old, 0, (uint32_t)(img->cluster_bytes / 8), t);
+	if (r == 0)
+		r = qcow2_overlap_check_table(img, old, t, first,
+					      qcow2_exempt(img, l1_idx, l1_idx, k));
+	free(t);
+	return r;
+}
+
+/* The @k entries from @off's on, in the L2 table made ready and pinned for writing. */
+static int load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint64_t *ents,
+		    uint64_t *l2_off)
+{
+	uint64_t cl = off >> img->h.cluster_bits;
+	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
+	int r;
+
+	if (l1_idx >= img->l1.n)
+		return qcow2_set_error(-EIO, "offset %#" PRIx64 " beyond the L1 table", off);
+	r = check_table(img, l1_idx, (uint32_t)(cl % img->l2_entries), k);
+	if (r == 0)
+		r = pin_table(img, l1_idx, l2_off);
+	return r < 0 ? r :
+		       qcow2_l2cache_get(img->l2cache, img->io, *l2_off,
+					 (uint32_t)(cl % img->l2_entries) * ew, k * ew, ents);
+}
+
+/* Is the cluster with entry @e (bitmap @bm) written in place for bytes [@a, @b)? */
+static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t a, uint64_t b)
+{
+	uint32_t s0, s1;
+	uint64_t mask;
+
+	if (!(e & QCOW2_OFLAG_COPIED) || (e & (QCOW2_OFLAG_COMPRESSED | QCOW2_L2E_RESERVED)))
+		return false;
+	if (!(e & QCOW2_L2E_OFFSET_MASK) && !has_data_file(img))
+		return false;
+	if (!is_ext(img))
+		return !(e & QCOW2_OFLAG_ZERO);
+	if (e & QCOW2_OFLAG_ZERO)
+		return false;
+	s0 = (uint32_t)(a >> img->sc_bits);
+	s1 = (uint32_t)((b - 1) >> img->sc_bits);
+	mask = (s1 - s0 == 31 ? 0xffffffffull : ((1ull << (s1 - s0 + 1)) - 1)) << s0;
+	return (bm & mask) == mask;
+}
+
+/* Host offset of the cluster with entry @e: identity with an external data file. */
+static uint64_t host_of(const struct qcow2_image *img, uint64_t e, uint64_t guest_cl)
+{
+	return has_data_file(img) ? guest_cl : e & QCOW2_L2E_OFFSET_MASK;
+}
+
+/* ---- the fast path ---- */
+
+/* Write in place as far as clusters allow, from @off. Returns the bytes written (0: the first
+ * cluster needs the slow path) or -errno. */
+static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off)
+{
+	uint64_t words[2 * 64];
+	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, e;
+	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
+	uint32_t l2_idx = (uint32_t)(cl % img->l2_entries), k, i;
+	uint64_t run_host = 0;
+	size_t done = 0, run = 0; /* the pending run: @run bytes to @run_host */
+	int r;
+
+	if (l1_idx >= img->l1.n)
+		return 0;
+	e = l1_get(img, l1_idx);
+	l2_off = e & QCOW2_L1E_OFFSET_MASK;
+	if (!l2_off || !(e & QCOW2_OFLAG_COPIED) || !qcow2_overlap_table_checked(img, l2_off))
+		return 0; /* the slow path checks the table first */
+	k = run_clusters(img, off, n, 64);
+	r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, words);
+	if (r < 0)
+		return r;
+	for (i = 0; i < k && done < n; i++) {
+		uint64_t pos = off + done, in = pos & (cs - 1), host;
+		size_t len = (size_t)(cs - in < n - done ? cs - in : n - done);
+		uint64_t ent = words[i * ew], bm = ew == 2 ? words[i * ew + 1] : 0;
+
+		if (!in_place(img, ent, bm, in, in + len))
+			break;
+		host = host_of(img, ent, pos - in) + in;
+		if (run && host != run_host + run) { /* not contiguous: write the run so far */
+			r = buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
+			if (r < 0)
+				return r;
+			run = 0;
+		}
+		if (!run)
+			run_host = host;
+		run += len;
+		done += len;
+	}
+	/* clusters contiguous in the file go out in one write; a large one starts its writeback
+	 * at once, as new extents do (a later flush then has less to wait for) */
+	r = run && buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
+	if (r < 0)
+		return r;
+	if (buf && run >= WRITEBACK_MIN)
+		qcow2_io_start_writeback(img->data_io, run_host, run);
+	if (done && buf)
+		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
+	return (ssize_t)done;
+}
+
+/* ---- the slow path ---- */
+
+/* Fill @buf (@n bytes at guest @off) with what the layers below show. */
+static int fill_below(const struct qcow2_fill *fill, void *buf, size_t n, uint64_t off)
+{
+	if (!fill || !fill->has_backing) {
+		memset(buf, 0, n);
+		return 0;
+	}
+	return fill->read(fill->ctx, buf, n, off);
+}
+
+/* Read the whole old content of the cluster with entry @e into @buf (@bm: its bitmap). */
+static int old_content(struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t guest_cl,
+		       const struct qcow2_fill *fill, uint8_t *buf)
+{
+	uint64_t cs = img->cluster_bytes, host, scb = 1ull << img->sc_bits;
+	uint32_t i;
+	int r;
+
+	if (e & QCOW2_OFLAG_COMPRESSED) {
+		struct qcow2_extent x = {.kind = QCOW2_EXTENT_COMPRESSED, .io = img->io};
+
+		r = qcow2_map_compressed(img, e, &x.host_off, &x.comp_bytes);
+		return r < 0 ? r : qcow2_image_read_compressed(img, &x, 0, buf, cs);
+	}
+	host = host_of(img, e, guest_cl);
+	if (!is_ext(img)) {
+		if (e & QCOW2_OFLAG_ZERO) {
+			memset(buf, 0, cs);
+			return 0;
+		}
+		/* allocated: an offset, or (external data file, identity mapped) the COPIED flag */
+		if ((e & QCOW2_L2E_OFFSET_MASK) || (has_data_file(img) && (e & QCOW2_OFLAG_COPIED)))
+			return qcow2_io_pread_full(img->data_io, buf, cs, host) < 0 ? -EIO : 0;
+		return fill_below(fill, buf, cs, guest_cl);
+	}
+	for (i = 0; i < 32; i++) {
+		uint8_t *p = buf + i * scb;
+
+		if (bm >> i & 1)
+			r = qcow2_io_pread(img->data_io, p, scb, host + i * scb) < 0 ? -EIO : 0;
+		else if (bm >> (32 + i) & 1)
+			r = (memset(p, 0, scb), 0);
+		else
+			r = fill_below(fill, p, scb, guest_cl + i * scb);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Count down what entry @e pointed at (after the next flush). */
+static int release_entry(struct qcow2_image *img, uint64_t e)
+{
+	uint64_t host, bytes;
+	int r;
+
+	if (has_data_file(img))
+		return 0; /* data clusters of an external file are not refcounted */
+	if (e & QCOW2_OFLAG_COMPRESSED) {
+		r = qcow2_map_compressed(img, e, &host, &bytes);
+		return r < 0 ? r : qcow2_refcount_defer_free(img, host & ~511ull, bytes);
+	}
+	host = e & QCOW2_L2E_OFFSET_MASK;
+	return host ? qcow2_refcount_defer_free(img, host, img->cluster_bytes) : 0;
+}
+
+/* @n new clusters: from the allocator, or identity-mapped in an external data file. */
+static int new_clusters(struct qcow2_image *img, uint64_t guest_cl, uint64_t n, uint64_t *host)
+{
+	if (has_data_file(img)) {
+		*host = guest_cl;
+		return 0;
+	}
+	return qcow2_refcount_alloc(img, n, host);
+}
+
+static void drop_clusters(struct qcow2_image *img, uint64_t host, uint64_t n)
+{
+	if (!has_data_file(img))
+		qcow2_refcount_unalloc(img, host, n);
+}
+
+/* Rewrite one cluster whole into a new one: old content, then [@in, @in + @len) of @data
+ * (NULL: no new data). @ent (1 or 2 words) is updated. */
+static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
+			   size_t len, const uint8_t *data, const struct qcow2_fill *fill)
+{
+	uint64_t cs = img->cluster_bytes, host;
+	uint8_t *buf = malloc(cs);
+	int r;
+
+	if (!buf)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	r = old_content(img, ent[0], is_ext(img) ? ent[1] : 0, guest_cl, fill, buf);
+	if (r == 0 && data)
+		memcpy(buf + in, data, len);
+	if (r == 0)
+		r = new_clusters(img, guest_cl, 1, &host);
+	if (r == 0) {
+		r = qcow2_io_pwrite(img->data_io, buf, cs, host);
+		if (r < 0)
+			drop_clusters(img, host, 1);
+	}
+	free(buf);
+	if (r == 0)
+		r = release_entry(img, ent[0]);
+	if (r < 0)
+		return r;
+	ent[0] = host | QCOW2_OFLAG_COPIED;
+	if (is_ext(img))
+		ent[1] = 0xffffffffull; /* every subcluster allocated */
+	return 0;
+}
+
+/* Extended L2: write [@in, @in + @len) of the cluster, allocating only the subclusters it
+ * touches; a partly written subcluster is completed from below (or zeros). */
+static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
+			     size_t len, const uint8_t *data, const struct qcow2_fill *fill)
+{
+	uint64_t cs = img->cluster_bytes, scb = 1ull << img->sc_bits, e = ent[0], bm = ent[1];
+	uint64_t old = host_of(img, e, guest_cl), target = old, end = in + len;
+	uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((end - 1) / scb), i;
+	uint8_t *sub;
+	int r = 0;
+
+	if (!(e & QCOW2_OFLAG_COPIED) || !old) {
+		r = new_clusters(img, guest_cl, 1, &target);
+		if (r < 0)
+			return r;
+		if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
+			sub = malloc(cs);
+			r = sub ? qcow2_io_pread_full(img->data_io, sub, cs, old) : -ENOMEM;
+			if (r == 0)
+				r = qcow2_io_pwrite(img->data_io, sub, cs, target);
+			free(sub);
+		} else {
+			r = qcow2_io_grow(img->data_io, target + cs);
+		}
+		if (r == 0)
+			r = release_entry(img, e);
+		if (r < 0) {
+			drop_clusters(img, target, 1);
+			return r;
+		}
+	}
+	sub = malloc(scb);
+	if (!sub)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	for (i = s0; i <= s1 && r == 0; i++) {
+		uint64_t a = i * scb > in ? i * scb : in,
+			 b = (i + 1) * scb < end ? (i + 1) * scb : end;
+
+		if (bm >> i & 1) { /* allocated: write in place */
+			if (data)
+				r = qcow2_io_pwrite(img->data_io, data + (a - in), b - a,
+						    target + a);
+			continue;
+		}
+		if (data && a == i * scb && b == (i + 1) * scb) {
+			r = qcow2_io_pwrite(img->data_io, data + (a - in), scb, target + a);
+		} else {
+			if (bm >> (32 + i) & 1)
+				memset(sub, 0, scb);
+			else
+				r = fill_below(fill, sub, scb, guest_cl + i * scb);
+			if (r == 0 && data)
+				memcpy(sub + (a - i * scb), data + (a - in), b - a);
+			if (r == 0)
+				r = qcow2_io_pwrite(img->data_io, sub, scb, target + i * scb);
+		}
+		bm = (bm | 1ull << i) & ~(1ull << (32 + i));
+	}
+	free(sub);
+	if (r < 0)
+		return r;
+	ent[0] = (has_data_file(img) ? guest_cl : target) | QCOW2_OFLAG_COPIED;
+	ent[1] = bm;
+	return 0;
+}
+
+/* Write whole clusters [@i, @j) of the run (entries @ents, guest cluster offset @first_cl):
+ * one allocation, one write. */
+static int write_whole(struct qcow2_image *img, uint64_t first_cl, uint64_t *ents, uint32_t i,
+		       uint32_t j, const uint8_t *data)
+{
+	uint64_t cs = img->cluster_bytes, host, k;
+	uint32_t ew = img->l2_entry_words;
+	int r = new_clusters(img, first_cl + i * cs, j - i, &host);
+
+	if (r < 0)
+		return r;
+	r = qcow2_io_pwrite(img->data_io, data, (size_t)((j - i) * cs), host);
+	if (r < 0) {
+		drop_clusters(img, host, j - i);
+		return r;
+	}
+	if ((j - i) * cs >= WRITEBACK_MIN)
+		qcow2_io_start_writeback(img->data_io, host, (j - i) * cs);
+	for (k = i; k < j; k++) {
+		r = release_entry(img, ents[k * ew]);
+		if (r < 0)
+			return r;
+		ents[k * ew] = (host + (k - i) * cs) | QCOW2_OFLAG_COPIED;
+		if (ew == 2)
+			ents[k * ew + 1] = 0xffffffffull;
+	}
+	return 0;
+}
+
+/* The end of the run of clusters from @i (< @k) that one allocation takes whole: whole
+ * clusters within @left bytes, none written in place (a write) or each qcow2_prealloc_only()
+ * (a preallocation). */
+static uint32_t whole_span(const struct qcow2_image *img, const uint64_t *ents, uint32_t i,
+			   uint32_t k, uint64_t left, bool write, bool backing)
+{
+	uint64_t cs = img->cluster_bytes;
+	uint32_t ew = img->l2_entry_words, j;
+
+	for (j = i + 1; j < k && left - (j - i) * cs >= cs; j++) {
+		const uint64_t *e = &ents[j * ew];
+
+		if (write ? in_place(img, e[0], ew == 2 ? e[1] : 0, 0, cs)
+			  : !qcow2_prealloc_only(img, e, backing))
+			break;
+	}
+	return j;
+}
+
+/* Write from @off up to the end of one L2 table (at most MAX_RUN clusters). w->lock held.
+ * Returns the bytes handled. */
+static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
+			 const struct qcow2_fill *fill)
+{
+	uint64_t ents[2 * MAX_RUN], orig[2 * MAX_RUN];
+	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, first_cl;
+	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(cl % img->l2_entries), k, i, j;
+	bool backing = fill && fill->has_backing;
+	size_t done = 0;
+	int r;
+
+	k = run_clusters(img, off, n, MAX_RUN);
+	r = load_run(img, off, k, ents, &l2_off);
+	if (r < 0)
+		return r;
+	memcpy(orig, ents, (size_t)k * ew * 8);
+	first_cl = cl << img->h.cluster_bits;
+	for (i = 0; i < k && done < n && r == 0;) {
+		uint64_t pos = off + done, in = pos & (cs - 1), *ent = &ents[i * ew];
+		size_t len = (size_t)(cs - in < n - done ? cs - in : n - done);
+		const uint8_t *data = buf ? buf + done : NULL;
+
+		if (in_place(img, ent[0], ew == 2 ? ent[1] : 0, in, in + len)) {
+			if (data)
+				r = qcow2_io_pwrite(img->data_io, data, len,
+						    host_of(img, ent[0], pos - in) + in);
+		} else if (in == 0 && (data ? len == cs : (len == cs || pos + len == img->h.size) &&
+						       qcow2_prealloc_only(img, ent, backing))) {
+			/* a run of whole clusters: one allocation, one write (or none) */
+			j = whole_span(img, ents, i, k, n - done, data != NULL, backing);
+			r = data ? write_whole(img, first_cl, ents, i, j, data)
+				 : qcow2_prealloc_clusters(img, ents, i, j);
+			if (r == 0) {
+				done += (j - i) * cs < n - done ? (size_t)((j - i) * cs) : n - done;
+				i = j;
+			}
+			continue;
+		} else if (ew == 2 && !(ent[0] & QCOW2_OFLAG_COMPRESSED)) {
+			r = write_subclusters(img, pos - in, ent, in, len, data, fill);
+		} else {
+			r = rewrite_cluster(img, pos - in, ent, in, len, data, fill);
+		}
+		if (r == 0) {
+			done += len;
+			i++;
+		}
+	}
+	/* Point the L2 entries at what was written (even after a failure midway). */
+	for (i = 0; i < k; i++) {
+		int e;
+
+		if (memcmp(&ents[i * ew], &orig[i * ew], ew * 8) == 0)
+			continue;
+		for (j = i + 1; j < k && memcmp(&ents[j * ew], &orig[j * ew], ew * 8) != 0; j++)
+			;
+		e = modify(img, l2_off, NULL, (l2_idx + i) * ew, (j - i) * ew, &ents[i * ew]);
+		if (e < 0 && r == 0)
+			r = e;
+		i = j;
+	}
+	if (done)
+		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
+	return r < 0 ? r : (ssize_t)done;
+}
+
+/* Flush when the cache of dirty tables or the list of deferred frees has grown large. */
+static int relieve(struct qcow2_image *img)
+{
+	if (qcow2_l2cache_pressure(img->l2cache) || img->w->n_pending > PENDING_FLUSH)
+		return qcow2_image_flush_locked(img);
+	return 0;
+}
+
+typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
+			  const struct qcow2_fill *fill);
+
+/* One slow-path pass under the metadata lock: the first change made durable first, then the
+ * run, then a flush if the caches are full. */
+static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
+			  uint64_t off, const struct qcow2_fill *fill)
+{
+	uint64_t cl = off >> img->h.cluster_bits;
+	ssize_t got;
+	int r;
+
+	qcow2_image_meta_lock(img);
+	/* the tables first: a refused change leaves the header as it was too */
+	r = qcow2_overlap_check_tables(img, (uint32_t)(cl / img->l2_entries),
+				       (uint32_t)(cl % img->l2_entries),
+				       run_clusters(img, off, n, MAX_RUN));
+	if (r == 0)
+		r = qcow2_image_begin_write(img);
+	got = r < 0 ? r : run(img, buf, n, off, fill);
+	if (got >= 0 && (r = relieve(img)) < 0)
+		got = r;
+	qcow2_image_meta_unlock(img);
+	return got;
+}
+
+int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64_t off,
+		      const struct qcow2_fill *fill)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+	ssize_t got;
+	int r;
+
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
+	if (off > img->h.size || n > img->h.size - off)
+		return qcow2_set_error(-EFBIG, "'%s': write past the end of the disk", img->name);
+	while (done < n) {
+		got = write_in_place(img, p ? p + done : NULL, n - done, off + done);
+		if (got > 0) {
+			done += (size_t)got;
+			continue;
+		}
+		if (got == 0)
+			got = locked_run(img, write_run, p ? p + done : NULL, n - done, off + done,
+					 fill);
+		if (got < 0)
+			return qcow2_error_prefix((int)got, img->name);
+		done += (size_t)got;
+	}
+	return 0;
+}
+
+/* ---- zeroing and discard ---- */
+
+static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n,
+		       const struct qcow2_fill *fill)
+{
+	size_t chunk = n < (1u << 20) ? (size_t)n : (1u << 20);
+	uint8_t *zero = calloc(1, chunk ? chunk : 1);
+	int r = 0;
+
+	if (!zero)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	while (n && r == 0) {
+		size_t len = n < chunk ? (size_t)n : chunk;
+
+		r = qcow2_image_write(img, zero, len, off, fill);
+		off += len;
+		n -= len;
+	}
+	free(zero);
+	return r;
+}
+
+/* Zero whole units (clusters, or subclusters with extended L2) [@off, @off + @n) within one
+ * L2 table. w->lock held. Returns bytes handled. */
+static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n, uint64_t off,
+			const struct qcow2_fill *fill)
+{
+	uint64_t ents[2 * MAX_RUN];
+	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, e, scb;
+	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
+	uint32_t l2_idx = (uint32_t)(cl % img->l2_entries), k, i;
+	bool backing = fill && fill->has_backing;
+	uint64_t done = 0;
+	int r;
+
+	k = run_clusters(img, off, n, MAX_RUN);
+	e = l1_idx < img->l1.n ? l1_get(img, l1_idx) : 0;
+	if (!backing && !(e & QCOW2_L1E_OFFSET_MASK)) /* unallocated and nothing below: zeros */
+		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n
+				     ? ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1))
+				     : n);
+	r = load_run(img, off, k, ents, &l2_off);
+	if (r < 0)
+		return r;
+	scb = 1ull << img->sc_bits;
+	for (i = 0; i < k && done < n && r == 0; i++) {
+		uint64_t pos = off + done, in = pos & (cs - 1), *ent = &ents[i * ew];
+		uint64_t len = cs - in < n - done ? cs - in : n - done;
+
+		if (ew == 1 || len == cs) {
+			uint64_t want = backing ? QCOW2_OFLAG_ZERO : 0;
+
+			if (ent[0] != want ||
+			    (ew == 2 && ent[1] != (backing ? 0xffffffffull << 32 : 0)))
+				r = release_entry(img, ent[0]);
+			ent[0] = ew == 2 ? 0 : want;
+			if (ew == 2)
+				ent[1] = backing ? 0xffffffffull << 32 : 0;
+		} else if (ent[0] & QCOW2_OFLAG_COMPRESSED) {
+			/* no subclusters in a compressed cluster: make it a normal one first */
+			r = rewrite_cluster(img, pos - in, ent, 0, 0, NULL, fill);
+			continue; /* the same cluster again, now with subclusters */
+		} else {
+			uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((in + len - 1) / scb),
+				 s;
+
+			for (s = s0; s <= s1; s++) {
+				ent[1] &= ~(1ull << s);
+				if (backing)
+					ent[1] |= 1ull << (32 + s);
+				else
+					ent[1] &= ~(1ull << (32 + s));
+			}
+		}
+		done += len;
+	}
+	if (r == 0)
+		r = modify(img, l2_off, NULL, l2_idx * ew, k * ew, ents);
+	return r < 0 ? r : (ssize_t)done;
+}
+
+int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
+		     const struct qcow2_fill *fill)
+{
+	uint64_t unit = 1ull << img->sc_bits, end = off + n;
+	bool backing = fill && fill->has_backing;
+	ssize_t got;
+	int r;
+
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
+	if (off > img->h.size || n > img->h.size - off)
+		return qcow2_set_error(-EFBIG, "'%s': zeroing past the end of the disk", img->name);
+	/* Where zeros cannot be said in metadata, write them: an external data file must hold
+	 * them (it may be read as raw), and a version 2 image has no zero flag to hide what a
+	 * backing file shows. */
+	if (has_data_file(img) || (img->h.version < 3 && backing))
+		return write_zeros(img, off, n, fill);
+	while (off < end) {
+		uint64_t head = off & (unit - 1), len;
+
+		if (head || end - off < unit) {
+			len = unit - head < end - off ? unit - head : end - off;
+			r = write_zeros(img, off, len, fill);
+			if (r < 0)
+				return r;
+			off += len;
+			continue;
+		}
+		len = (end - off) & ~(unit - 1);
+		got = locked_run(img, zero_run, NULL, (size_t)len, off, fill);
+		if (got < 0)
+			return qcow2_error_prefix((int)got, img->name);
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+/* Whole units of [@off, @off + @n) made unallocated, so that what lies below shows through
+ * (an overlay emptied after a commit). A partial unit is left as it is, except the last one
+ * of the disk, whose tail lies past the end anyway. */
+int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
+{
+	uint64_t unit = 1ull << img->sc_bits, end = off + n;
+	struct qcow2_fill none = { 0 }; /* "nothing below": zero_run then unallocates */
+	ssize_t got;
+	int r;
+
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
+	if (off > img->h.size || n > img->h.size - off)
+		return qcow2_set_error(-EFBIG, "'%s': range past the end of the disk", img->name);
+	end = end == img->h.size ? (end + unit - 1) & ~(unit - 1) : end & ~(unit - 1);
+	off = (off + unit - 1) & ~(unit - 1);
+	while (off < end) {
+		got = locked_run(img, zero_run, NULL, (size_t)(end - off), off, &none);
+		if (got < 0)
+			return qcow2_error_prefix((int)got, img->name);
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+/* Point guest cluster @guest_cl at @ent (1 or 2 words), counting down what it pointed at.
+ * w->lock held, qcow2_image_begin_write() done. */
+int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent)
+{
+	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(guest_cl % img->l2_entries);
+	uint64_t old[2] = { 0, 0 }, l2_off;
+	int r;
+
+	r = load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);
+	if (r == 0 && old[0] != ent[0])
+		r = release_entry(img, old[0]);
+	if (r == 0)
+		r = modify(img, l2_off, NULL, l2_idx * ew, ew, ent);
+	return r < 0 ? r : relieve(img);
+}
+
+/* ---- repair ---- */
+
+/* The COPIED flag an entry pointing at cluster @host should carry: set iff its refcount is 1. */
+static int want_copied(struct qcow2_image *img, uint64_t host, bool *copied)
+{
+	uint64_t v;
+	int r = qcow2_refcount_get_w(img, host >> img->h.cluster_bits, &v);
+
+	*copied = v == 1;
+	return r;
+}
+
+int qcow2_write_fix_copied(struct qcow2_image *img)
+{
+	uint32_t ew = img->l2_entry_words, i, j, n = (uint32_t)(img->cluster_bytes / 8);
+	uint64_t *t = malloc(img->cluster_bytes);
+	bool c;
+	int r = t ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+
+	for (i = 0; r == 0 && i < img->l1.n; i++) {
+		uint64_t e = l1_get(img, i), l2 = e & QCOW2_L1E_OFFSET_MASK;
+		bool changed = false;
+
+		if (!l2 || (r = want_copied(img, l2, &c)) < 0)
+			continue;
+		if (c != !!(e & QCOW2_OFLAG_COPIED))
+			qcow2_write_l1_set(img, i,
+					   c ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED);
+		r = qcow2_l2cache_get(img->l2cache, img->io, l2, 0, n, t);
+		for (j = 0; r == 0 && j < n; j += ew) {
+			uint64_t host = t[j] & QCOW2_L2E_OFFSET_MASK;
+
+			if (!host || (t[j] & QCOW2_OFLAG_COMPRESSED) || has_data_file(img))
+				continue;
+			r = want_copied(img, host, &c);
+			if (r == 0 && c != !!(t[j] & QCOW2_OFLAG_COPIED)) {
+				t[j] ^= QCOW2_OFLAG_COPIED;
+				changed = true;
+			}
+		}
+		if (r == 0 && changed)
+			r = modify(img, l2, t, 0, 0, NULL);
+	}
+	free(t);
+	return r;
+}

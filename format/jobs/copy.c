@@ -1,0 +1,583 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * copy.c - moving data between the layers of chains: the engine of commit, pull, rebase and
+ * copy (qcow2_chain_copy).
+ *
+ * A copy runs in two passes. The plan walks the source's metadata once and lists the ranges
+ * to handle: data (or compressed data) from the layers in range, and ranges that must read as
+ * zeros (zeros said by a layer in range, and holes where what lies under the destination
+ * could show something else). The copy then reads each data range through the source chain,
+ * which stops at the first layer that has it, one in range: so the source never reads the
+ * layers from @limit on, which may be the very image the destination writes (commit). Ranges
+ * of zeros are checked against @under, which is read through its own object.
+ *
+ * Writes are split at the destination's clusters: an all-zero piece becomes a zeroing (or
+ * nothing, where @under shows zeros there), a piece equal to @under's (with @compare) is
+ * skipped, the rest is written in runs. Work is proportional to the planned ranges: a sparse
+ * 100 GiB overlay with 1 GiB written costs about 1 GiB of reads and writes.
+ *
+ * Safety comes from the callers' order (tools/): every range written makes the destination
+ * show what the source shows, which is what every chain reading through it must keep seeing;
+ * pointers are rewritten only after the data is durable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "jobs/jobs.h"
+
+#define CHUNK (4u << 20)     /* bytes read and written per step (a multiple of every cluster) */
+#define PREFETCH (32u << 20) /* data asked of the disk ahead of the copy */
+/* Data written between two flushes of the destination: what a kill can leave leaked (new
+ * clusters whose refcounts reached the disk but whose L2 entries did not) is bounded by it. */
+#define FLUSH_EVERY (128ull << 20)
+
+enum item_kind { ITEM_DATA, ITEM_ZERO };
+
+struct item {
+	uint64_t off, len;
+	enum item_kind kind;
+};
+
+struct plan {
+	struct item *v;
+	size_t n, cap;
+};
+
+struct copy {
+	struct qcow2_chain *src;
+	const struct qcow2_copy_opts *o;
+	const struct qcow2_job *job;
+	struct qcow2_copy_stats *st;
+	uint64_t granule; /* the destination's cluster */
+	uint64_t done, total;
+	uint8_t *buf; /* compressed copies */
+	const struct plan *plan;
+	size_t pf_item;  /* prefetch cursor: the item, and the offset reached in it */
+	uint64_t pf_off;
+};
+
+static int add(struct plan *p, enum item_kind kind, uint64_t off, uint64_t len)
+{
+	struct item *last = p->n ? &p->v[p->n - 1] : NULL;
+
+	if (last && last->kind == kind && last->off + last->len == off) {
+		last->len += len;
+		return 0;
+	}
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 256;
+		struct item *v = realloc(p->v, cap * sizeof(*v));
+
+		if (!v)
+			return qcow2_set_error(-ENOMEM, "out of memory for the copy plan");
+		p->v = v;
+		p->cap = cap;
+	}
+	p->v[p->n++] = (struct item){ off, len, kind };
+	return 0;
+}
+
+/* Holes of @src can show something else under the destination only past the end of a layer
+ * above @limit (where the chain reads zeros whatever lies below), or anywhere when @under is
+ * another chain. */
+static uint64_t holes_from(struct qcow2_chain *src, const struct qcow2_copy_opts *o)
+{
+	uint64_t from = qcow2_chain_size(src);
+	struct qcow2_layer_info li;
+	unsigned i;
+
+	if (!o->under_is_tail)
+		return 0;
+	for (i = 0; i < o->limit && i < qcow2_chain_depth(src); i++)
+		if (qcow2_chain_layer(src, i, &li) == 0 && li.size < from)
+			from = li.size;
+	return from;
+}
+
+static int make_plan(struct copy *k, struct plan *p)
+{
+	const struct qcow2_copy_opts *o = k->o;
+	uint64_t size = qcow2_chain_size(k->src), off = 0, hole_from = holes_from(k->src, o);
+	unsigned steps = 0;
+	int r = 0;
+
+	while (off < size && r == 0) {
+		struct qcow2_extent e;
+		bool in;
+
+		r = qcow2_chain_map(k->src, off, size - off, &e);
+		if (r < 0)
+			break;
+		in = e.layer >= (int)o->first && e.layer < (int)o->limit;
+		if (in && (e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED)) {
+			r = add(p, ITEM_DATA, off, e.len);
+			k->st->planned_bytes += e.len;
+		} else if (o->under && ((in && e.kind == QCOW2_EXTENT_ZERO) ||
+					(e.layer < 0 && off + e.len > hole_from))) {
+			uint64_t from = e.layer < 0 && off < hole_from ? hole_from : off;
+
+			r = add(p, ITEM_ZERO, from, off + e.len - from);
+			k->st->planned_zero += off + e.len - from;
+		}
+		off += e.len;
+		if (r == 0 && ++steps % 4096 == 0)
+			r = qcow2_job_step(k->job, 0, 0);
+	}
+	return r;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* ---- the destination ---- */
+
+static int dst_write(struct copy *k, const void *buf, uint64_t n, uint64_t off)
+{
+	uint64_t before = k->st->written_bytes;
+	int r = k->o->dst ? qcow2_chain_pwrite(k->o->dst, buf, (size_t)n, off)
+			  : qcow2_io_pwrite(k->o->dst_raw, buf, (size_t)n, off);
+
+	if (r < 0)
+		return r;
+	k->st->written_bytes += n;
+	/* in-place writes (into clusters already allocated) leak nothing: no flush for them */
+	if (k->o->dst && !k->o->scratch &&
+	    before / FLUSH_EVERY != k->st->written_bytes / FLUSH_EVERY &&
+	    qcow2_chain_allocated_since_flush(k->o->dst))
+		r = qcow2_chain_flush(k->o->dst);
+	return r;
+}
+
+static int raw_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
+{
+	int fd = qcow2_io_fd(io);
+	uint8_t *z;
+	int r = 0;
+
+	if (fd >= 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+				 (off_t)n) == 0)
+		return 0;
+	z = calloc(1, CHUNK);
+	if (!z)
+		return qcow2_set_error(-ENOMEM, "out of memory");
+	while (n && r == 0) {
+		uint64_t len = n < CHUNK ? n : CHUNK;
+
+		r = qcow2_io_pwrite(io, z, (size_t)len, off);
+		off += len;
+		n -= len;
+	}
+	free(z);
+	return r;
+}
+
+/* Make [@off, @off + @n) read as zeros where @under would show something else. */
+static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
+{
+	struct qcow2_chain *u = k->o->under;
+	uint64_t usize = u ? qcow2_chain_size(u) : 0, end = off + n;
+	int r = 0;
+
+	while (u && off < end && off < usize && r == 0) {
+		struct qcow2_extent e;
+		uint64_t len;
+
+		r = qcow2_chain_map(u, off, (end < usize ? end : usize) - off, &e);
+		if (r < 0)
+			break;
+		len = e.len;
+		if (e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED) {
+			r = k->o->dst ? qcow2_chain_zero(k->o->dst, off, len, 0)
+				      : raw_zero(k->o->dst_raw, off, len);
+			if (r == 0)
+				k->st->zeroed_bytes += len;
+		}
+		off += len;
+	}
+	return r;
+}
+
+/* ---- copying data ---- */
+
+/* Write @n bytes of @p (read from the source at @off) piece by piece at the destination's
+ * clusters: runs of data written, zero pieces zeroed, pieces equal to @under's skipped
+ * (@u: @under's bytes, with @compare). */
+static int put_pieces(struct copy *k, const uint8_t *p, const uint8_t *u, uint64_t n,
+		      uint64_t off)
+{
+	uint64_t pos = 0, run = 0; /* pending run of data: [pos - run, pos) */
+	int r = 0;
+
+	while (pos < n && r == 0) {
+		uint64_t len = k->granule - ((off + pos) & (k->granule - 1));
+
+		if (len > n - pos)
+			len = n - pos;
+		if (all_zero(p + pos, (size_t)len) || (u && !memcmp(p + pos, u + pos, (size_t)len))) {
+			if (run)
+				r = dst_write(k, p + pos - run, run, off + pos - run);
+			run = 0;
+			if (r == 0 && !(u && !memcmp(p + pos, u + pos, (size_t)len)))
+				r = dst_zero(k, off + pos, len);
+		} else {
+			run += len;
+		}
+		pos += len;
+	}
+	if (r == 0 && run)
+		r = dst_write(k, p + pos - run, run, off + pos - run);
+	return r;
+}
+
+static int read_under(struct copy *k, uint8_t *buf, uint64_t n, uint64_t off)
+{
+	uint64_t usize = qcow2_chain_size(k->o->under), have = 0;
+
+	if (off < usize)
+		have = usize - off < n ? usize - off : n;
+	memset(buf + have, 0, (size_t)(n - have));
+	return have ? qcow2_chain_pread(k->o->under, buf, (size_t)have, off) : 0;
+}
+
+/* Ask the disk for the source's data of [@off, @off + @n) without waiting for it: the plan
+ * skips from range to range, which defeats the kernel's read-ahead. */
+static void prefetch_range(struct copy *k, uint64_t off, uint64_t n)
+{
+	uint64_t end = off + n;
+
+	while (off < end) {
+		struct qcow2_extent e;
+		int fd;
+
+		if (qcow2_chain_map(k->src, off, end - off, &e) < 0)
+			return;
+		fd = e.io ? qcow2_io_fd(e.io) : -1;
+		if (fd >= 0 && e.kind == QCOW2_EXTENT_DATA)
+			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.len, POSIX_FADV_WILLNEED);
+		else if (fd >= 0 && e.kind == QCOW2_EXTENT_COMPRESSED)
+			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.comp_bytes,
+				      POSIX_FADV_WILLNEED);
+		off += e.len;
+	}
+}
+
+/* Keep the prefetch cursor PREFETCH bytes of data ahead of item @i at @off. */
+static void prefetch(struct copy *k, size_t i, uint64_t off)
+{
+	const struct plan *p = k->plan;
+	uint64_t ahead = 0;
+	size_t j;
+
+	for (j = i; j < k->pf_item && j < p->n; j++) /* data already asked for */
+		if (p->v[j].kind == ITEM_DATA)
+			ahead += p->v[j].off + p->v[j].len - (j == i ? off : p->v[j].off);
+	if (k->pf_item < p->n && k->pf_item >= i)
+		ahead += k->pf_off - (k->pf_item == i ? off : p->v[k->pf_item].off);
+	if (k->pf_item < i || (k->pf_item == i && k->pf_off < off)) {
+		k->pf_item = i;
+		k->pf_off = off;
+		ahead = 0;
+	}
+	while (ahead < PREFETCH && k->pf_item < p->n) {
+		const struct item *it = &p->v[k->pf_item];
+		uint64_t n = it->off + it->len - k->pf_off;
+
+		if (n > PREFETCH / 4)
+			n = PREFETCH / 4;
+		if (it->kind == ITEM_DATA) {
+			prefetch_range(k, k->pf_off, n);
+			ahead += n;
+		}
+		k->pf_off += n;
+		if (k->pf_off >= it->off + it->len && ++k->pf_item < p->n)
+			k->pf_off = p->v[k->pf_item].off;
+	}
+}
+
+static int step(struct copy *k, uint64_t n)
+{
+	k->done += n;
+	return qcow2_job_step(k->job, k->done, k->total);
+}
+
+/* ---- the readers: reads run ahead of the writes, several at once ----
+ * Chunk number q of the plan's data (in order) is read by reader q % SLOTS into slot
+ * q % SLOTS and written out by the caller's thread in order: up to SLOTS reads are in
+ * flight while the writes go on, as deep a queue as qemu-img keeps. */
+
+#define SLOTS 4
+
+struct slot {
+	uint8_t *buf, *ubuf;
+	uint64_t off, n;
+	int err;
+	bool full;
+};
+
+struct reader {
+	pthread_t thread[SLOTS];
+	unsigned started;
+	pthread_mutex_t m;
+	pthread_cond_t cv;
+	struct slot s[SLOTS];
+	unsigned tail; /* next slot to write out */
+	bool stop;
+	struct copy *k;
+};
+
+struct reader_arg {
+	struct reader *rd;
+	unsigned id;
+};
+
+/* Fill slot @sl with the chunk at @off (and @under's bytes, with @compare). */
+static int read_chunk(struct copy *k, struct slot *sl, uint64_t off, uint64_t n)
+{
+	int r = qcow2_chain_pread(k->src, sl->buf, (size_t)n, off);
+
+	if (r == 0 && k->o->compare && k->o->under)
+		r = read_under(k, sl->ubuf, n, off);
+	return r;
+}
+
+/* Reader @id: chunk q of the data items for every q % SLOTS == @id, in order. */
+static int reader_chunk(struct reader *rd, unsigned id, size_t i, uint64_t off, uint64_t n)
+{
+	struct slot *sl = &rd->s[id];
+	int r;
+
+	pthread_mutex_lock(&rd->m);
+	while (sl->full && !rd->stop)
+		pthread_cond_wait(&rd->cv, &rd->m);
+	r = rd->stop ? -ECANCELED : 0;
+	pthread_mutex_unlock(&rd->m);
+	if (r < 0)
+		return r;
+	if (id == 0)
+		prefetch(rd->k, i, off);
+	r = read_chunk(rd->k, sl, off, n);
+	pthread_mutex_lock(&rd->m);
+	sl->off = off;
+	sl->n = n;
+	sl->err = r;
+	sl->full = true;
+	pthread_cond_broadcast(&rd->cv);
+	pthread_mutex_unlock(&rd->m);
+	return r;
+}
+
+static void *reader_main(void *arg)
+{
+	struct reader *rd = ((struct reader_arg *)arg)->rd;
+	unsigned id = ((struct reader_arg *)arg)->id;
+	const struct plan *p = rd->k->plan;
+	uint64_t q = 0;
+	size_t i;
+	int r = 0;
+
+	free(arg);
+	for (i = 0; i < p->n && r == 0; i++) {
+		uint64_t off = p->v[i].off, end = off + p->v[i].len;
+
+		for (; p->v[i].kind == ITEM_DATA && off < end && r == 0; q++) {
+			uint64_t n = end - off < CHUNK ? end - off : CHUNK;
+
+			if (q % SLOTS == id)
+				r = reader_chunk(rd, id, i, off, n);
+			off += n;
+		}
+	}
+	return NULL;
+}
+
+static void reader_stop(struct reader *rd)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&rd->m);
+	rd->stop = true;
+	pthread_cond_broadcast(&rd->cv);
+	pthread_mutex_unlock(&rd->m);
+	for (i = 0; i < rd->started; i++)
+		pthread_join(rd->thread[i], NULL);
+	for (i = 0; i < SLOTS; i++) {
+		free(rd->s[i].buf);
+		free(rd->s[i].ubuf);
+	}
+	pthread_cond_destroy(&rd->cv);
+	pthread_mutex_destroy(&rd->m);
+}
+
+static int reader_start(struct reader *rd, struct copy *k)
+{
+	unsigned i;
+
+	memset(rd, 0, sizeof(*rd));
+	rd->k = k;
+	pthread_mutex_init(&rd->m, NULL);
+	pthread_cond_init(&rd->cv, NULL);
+	for (i = 0; i < SLOTS; i++) {
+		rd->s[i].buf = malloc(CHUNK);
+		rd->s[i].ubuf = k->o->compare ? malloc(CHUNK) : NULL;
+		if (!rd->s[i].buf || (k->o->compare && !rd->s[i].ubuf))
+			return qcow2_set_error(-ENOMEM, "out of memory");
+	}
+	for (i = 0; i < SLOTS; i++) {
+		struct reader_arg *a = malloc(sizeof(*a));
+
+		if (!a)
+			return qcow2_set_error(-ENOMEM, "out of memory");
+		*a = (struct reader_arg){ rd, i };
+		if (pthread_create(&rd->thread[i], NULL, reader_main, a) != 0) {
+			free(a);
+			return qcow2_set_error(-EAGAIN, "cannot start a reader thread");
+		}
+		rd->started++;
+	}
+	return 0;
+}
+
+/* Write out the chunks of the data item [@off, @off + @len), in order. */
+static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int r = 0;
+
+	while (off < end && r == 0) {
+		struct slot *sl = &rd->s[rd->tail];
+
+		pthread_mutex_lock(&rd->m);
+		while (!sl->full)
+			pthread_cond_wait(&rd->cv, &rd->m);
+		pthread_mutex_unlock(&rd->m);
+		if (sl->off != off)
+			r = qcow2_set_error(-EIO, "internal: copy out of step at %#" PRIx64, off);
+		if (r == 0)
+			r = sl->err;
+		if (r == 0)
+			r = put_pieces(k, sl->buf, k->o->compare && k->o->under ? sl->ubuf : NULL,
+				       sl->n, off);
+		if (r == 0)
+			r = step(k, sl->n);
+		off += sl->n;
+		pthread_mutex_lock(&rd->m);
+		sl->full = false;
+		rd->tail = (rd->tail + 1) % SLOTS;
+		pthread_cond_broadcast(&rd->cv);
+		pthread_mutex_unlock(&rd->m);
+	}
+	return r;
+}
+
+/* Compressed: whole clusters of the destination, read whole from the source. @next: the
+ * first cluster not yet written (items may share a cluster). */
+static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t *next)
+{
+	uint64_t cs = k->granule, size = qcow2_chain_size(k->src), end = off + len;
+	uint64_t c = off & ~(cs - 1);
+	int r = 0;
+
+	for (; c < end && r == 0; c += cs) {
+		uint64_t n = size - c < cs ? size - c : cs;
+
+		if (c < *next)
+			continue;
+		memset(k->buf + n, 0, (size_t)(cs - n));
+		r = qcow2_chain_pread(k->src, k->buf, (size_t)n, c);
+		if (r == 0)
+			r = all_zero(k->buf, (size_t)n) ? dst_zero(k, c, n)
+							 : qcow2_chain_write_compressed(k->o->dst, k->buf, c);
+		if (r == 0) {
+			k->st->written_bytes += n;
+			r = step(k, n);
+		}
+		*next = c + cs;
+	}
+	return r;
+}
+
+static int run_plan(struct copy *k, const struct plan *p)
+{
+	struct reader rd;
+	uint64_t next = 0;
+	size_t i;
+	int r = 0;
+
+	if (!k->o->compress)
+		r = reader_start(&rd, k);
+	for (i = 0; i < p->n && r == 0; i++) {
+		const struct item *it = &p->v[i];
+
+		if (it->kind == ITEM_ZERO) {
+			r = dst_zero(k, it->off, it->len);
+			if (r == 0)
+				r = step(k, it->len);
+		} else if (k->o->compress) {
+			r = copy_compressed(k, it->off, it->len, &next);
+		} else {
+			r = copy_data(k, &rd, it->off, it->len);
+		}
+	}
+	if (!k->o->compress)
+		reader_stop(&rd);
+	return r;
+}
+
+static int granule_of(const struct qcow2_copy_opts *o, uint64_t *g)
+{
+	struct qcow2_layer_info li;
+	int r;
+
+	*g = 64 << 10;
+	if (!o->dst)
+		return 0;
+	r = qcow2_chain_layer(o->dst, 0, &li);
+	if (r == 0 && li.image)
+		*g = qcow2_image_cluster_bytes(li.image);
+	return r;
+}
+
+int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
+		     const struct qcow2_job *job, struct qcow2_copy_stats *st)
+{
+	struct copy k = { .src = src, .o = o, .job = job, .st = st };
+	struct plan p = { 0 };
+	int r;
+
+	memset(st, 0, sizeof(*st));
+	if (!o->dry_run && !o->dst && !o->dst_raw)
+		return qcow2_set_error(-EINVAL, "internal: copy without a destination");
+	if (o->compress && !o->dst && !o->dry_run)
+		return qcow2_set_error(-EINVAL, "compressed clusters need a qcow2 destination");
+	r = granule_of(o, &k.granule);
+	if (r == 0)
+		r = make_plan(&k, &p);
+	if (r == 0 && !o->dry_run) {
+		k.plan = &p;
+		k.pf_off = p.n ? p.v[0].off : 0;
+		k.total = st->planned_bytes + st->planned_zero;
+		k.buf = o->compress ? malloc(CHUNK) : NULL;
+		if (o->compress && !k.buf)
+			r = qcow2_set_error(-ENOMEM, "out of memory");
+		if (r == 0)
+			r = run_plan(&k, &p);
+		if (r == 0)
+			r = qcow2_job_step(job, k.total, k.total);
+	}
+	free(k.buf);
+	free(p.v);
+	return r;
+}
+
+int qcow2_copy_zero(const struct qcow2_copy_opts *o, uint64_t off, uint64_t n,
+		    struct qcow2_copy_stats *st)
+{
+	struct copy k = { .o = o, .st = st };
+
+	return dst_zero(&k, off, n);
+}
