@@ -13,6 +13,9 @@
 /* ---- refcount.c, refcache.c: the refcounts of the write side (w->lock held) ---- */
 int qcow2_refcount_init_write(struct qcow2_image *img);
 void qcow2_refcount_release_write(struct qcow2_image *img);
+/* The write side set up again on the refcount structure the header names now (a repair that
+ * rebuilt it elsewhere and switched to it), the file @file_bytes long. w->lock held. */
+int qcow2_refcount_reload_write(struct qcow2_image *img, uint64_t file_bytes);
 /* Allocate @n contiguous clusters (refcount 0 -> 1); *@host_off is the first one's offset. */
 int qcow2_refcount_alloc(struct qcow2_image *img, uint64_t n, uint64_t *host_off);
 /* Give back clusters allocated by qcow2_refcount_alloc() that nothing points to yet. */

@@ -60,6 +60,28 @@ void qcow2_refcount_release_write(struct qcow2_image *img)
 	free(w->pending);
 }
 
+int qcow2_refcount_reload_write(struct qcow2_image *img, uint64_t file_bytes)
+{
+	struct qcow2_wstate *w = img->w;
+	int r;
+
+	qcow2_refcount_release_write(img);
+	w->blocks = NULL;
+	w->block_dirty = NULL;
+	w->reft_dirty = NULL;
+	w->n_blocks = 0;
+	w->pending = NULL;
+	w->n_pending = w->cap_pending = 0;
+	w->reft_moved = false;
+	w->comp_cluster = w->comp_used = 0;
+	qcow2_refcount_release(&img->refs);
+	img->file_bytes = file_bytes;
+	img->refs_broken = false;
+	r = qcow2_refcount_init_write(img);
+	w->ready = r == 0;
+	return r;
+}
+
 static int set_refcount(struct qcow2_image *img, uint64_t idx, uint64_t v);
 
 /* Grow the in-memory arrays that follow the refcount table to @n entries. */

@@ -185,29 +185,6 @@ static int write_structure(const struct qcow2_scan *s, const struct layout *l)
 	return r == 0 ? qcow2_io_flush(img->io) : r;
 }
 
-/* The write side again, on the structure the header now names. */
-static int reload(struct qcow2_image *img, uint64_t file_bytes)
-{
-	struct qcow2_wstate *w = img->w;
-	int r;
-
-	qcow2_refcount_release_write(img);
-	w->blocks = NULL;
-	w->block_dirty = NULL;
-	w->reft_dirty = NULL;
-	w->n_blocks = 0;
-	w->pending = NULL;
-	w->n_pending = w->cap_pending = 0;
-	w->reft_moved = false;
-	w->comp_cluster = w->comp_used = 0;
-	qcow2_refcount_release(&img->refs);
-	img->file_bytes = file_bytes;
-	img->refs_broken = false;
-	r = qcow2_refcount_init_write(img);
-	w->ready = r == 0;
-	return r;
-}
-
 int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_opts *o)
 {
 	struct qcow2_check_result scratch = {0};
@@ -244,7 +221,7 @@ int qcow2_rebuild_refcounts(struct qcow2_image *img, const struct qcow2_check_op
 		r = qcow2_io_size(img->io, &size);
 	last = (l.table + l.table_clusters) << img->h.cluster_bits;
 	if (r == 0)
-		r = reload(img, size > last ? size : last);
+		r = qcow2_refcount_reload_write(img, size > last ? size : last);
 	qcow2_walk_release(&s);
 	free(l.at);
 	free(excl);
