@@ -543,8 +543,9 @@ JH void jh_hidden(char *out, size_t cap)
 static int jh_spawn(char *const argv[], char *out, size_t cap)
 {
 	posix_spawn_file_actions_t fa;
+	char scratch[4096];
 	int pipefd[2], status = 0;
-	size_t len = 0;
+	size_t len = 0, keep;
 	ssize_t n;
 	pid_t pid;
 
@@ -553,6 +554,7 @@ static int jh_spawn(char *const argv[], char *out, size_t cap)
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
 	posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+	posix_spawn_file_actions_addclose(&fa, pipefd[1]);
 	if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
 		posix_spawn_file_actions_destroy(&fa);
 		close(pipefd[0]);
@@ -561,10 +563,17 @@ static int jh_spawn(char *const argv[], char *out, size_t cap)
 	}
 	posix_spawn_file_actions_destroy(&fa);
 	close(pipefd[1]);
-	while ((n = read(pipefd[0], out + len, cap - 1 - len)) > 0 && len + (size_t)n < cap - 1)
-		len += (size_t)n;
-	if (n > 0)
-		len += (size_t)n;
+	/* read all of it, keeping what fits: a child blocked on a full pipe would never exit */
+	for (;;) {
+		n = read(pipefd[0], scratch, sizeof(scratch));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		keep = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
+		memcpy(out + len, scratch, keep);
+		len += keep;
+	}
 	out[len] = 0;
 	close(pipefd[0]);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
