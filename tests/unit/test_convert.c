@@ -10,7 +10,8 @@
  * fsync, link, rename and unlink it makes (jobs_harness.h): after each crash the source's
  * files are unchanged and DEST is as it was (absent, or the file it replaces, byte for byte)
  * or complete; running the copy again leaves DEST reading the source's view, with the backing
- * file it should name, and nothing hidden behind.
+ * file it should name, and nothing hidden behind. External snapshots (also convert.c) are
+ * crashed the same way.
  */
 #include "jobs_harness.h"
 
@@ -174,4 +175,50 @@ Test(convert, copy_over_a_stale_part_file_survives_a_crash_at_every_step)
 	chain();
 	jh_raw(".dest.qcow2.qcowctl-part", 5000, 9);
 	sweep();
+}
+
+/* ---- external snapshots (convert.c, qcow2_snapshot_external) ----
+ * The overlay is created whole (create.c: an unnamed file, made durable, then linked to its
+ * name): after a crash it is absent or complete, and the image under it never changes. A
+ * rerun refuses an overlay that exists, so it may only find a complete one. */
+
+static int run_external(void)
+{
+	struct qcow2_plan plan;
+	int r =
+	    qcow2_snapshot_external(jh_path("top.qcow2"), jh_path("overlay.qcow2"), false, &plan);
+
+	qcow2_plan_release(&plan);
+	return r;
+}
+
+static void check_external(enum jh_state s, const char *fault)
+{
+	char hidden[4096];
+
+	jh_expect_unchanged("top.qcow2", fault);
+	jh_expect_unchanged("mid.qcow2", fault);
+	jh_expect_unchanged("base.qcow2", fault);
+	jh_hidden(hidden, sizeof(hidden));
+	cr_assert(only_leftovers(hidden, false), "%s: left behind: %s", fault, hidden);
+	if (s == JH_DONE || jh_exists("overlay.qcow2")) {
+		jh_expect_view("overlay.qcow2", want, want_size, fault);
+		jh_check_image("overlay.qcow2", false, fault);
+		jh_expect_backing("overlay.qcow2", "top.qcow2", "qcow2", fault);
+		cr_assert(!jh_has_data("overlay.qcow2"), "%s: the overlay holds data", fault);
+	}
+	if (s == JH_DONE && !fault[0]) {
+		cr_assert_str_empty(hidden, "left behind: %s", hidden);
+		jh_qemu_check("overlay.qcow2");
+		jh_qemu_compare("overlay.qcow2", "qcow2", want, want_size);
+	}
+}
+
+Test(convert, external_snapshot_survives_a_crash_at_every_step)
+{
+	struct jh_job j = {run_external, check_external};
+
+	chain();
+	jh_sweep(&j);
+	free(want);
 }
