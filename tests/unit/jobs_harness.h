@@ -11,13 +11,17 @@
  * fallocate for hole punches). Those system calls are wrapped here: this file defines them,
  * so the test executable's own definitions take the place of the C library's for the
  * library linked into it, and they call the real ones through dlsym(RTLD_NEXT) unless armed.
+ * pwrite, ftruncate, fdatasync and fsync are wrapped too, to log what a power loss undoes.
  *
  * A sweep (jh_sweep()) runs the job once counting its events of every kind, then, for every
  * kind and every N up to that count, rebuilds the files, runs the job with a crash at the Nth
  * event of that kind (it and every later write, flush and system call fail, so nothing more
  * reaches the files: what a killed process leaves), checks what the test says must hold after
  * a crash, runs the job again with nothing failing and checks the final state. A second pass
- * fails only the Nth write or flush, the job then going on (its error paths, closing).
+ * fails only the Nth write or flush, the job then going on (its error paths, closing). A third
+ * crashes at every event again as a power loss would: what the files had not made durable by
+ * then (fsync, fdatasync) is undone before the checks, so a missing flush between two steps
+ * shows too, not only a wrong order.
  *
  * Header-only (each suite is one executable of one source file): every function is static
  * and may go unused.
@@ -33,6 +37,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <linux/falloc.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +78,17 @@ static struct {
 	unsigned seen[JH_KINDS]; /* the system call kinds (the io kinds: the library's hook) */
 	bool crashed;		 /* a sticky failure of a system call happened */
 	bool fired;		 /* a system call failed */
+	bool power;		 /* the crash is a power loss: see jh_power_loss() */
 } jh_fault;
+
+/* How the armed event fails. */
+enum jh_mode {
+	JH_ONCE,  /* it fails, the job goes on */
+	JH_CRASH, /* it and everything after fail: the process was killed there */
+	JH_POWER, /* a crash, and what was not made durable is lost too (jh_power_loss()) */
+};
+
+static const char *const jh_mode_names[] = {"failure", "crash", "power loss"};
 
 JH unsigned jh_seen(enum jh_kind k)
 {
@@ -91,13 +107,16 @@ JH bool jh_fired(void)
 	return jh_fault.fired;
 }
 
-/* Fail the @nth event of kind @k (a crash there with @sticky); @nth UINT_MAX: count only. */
-JH void jh_arm(enum jh_kind k, unsigned nth, bool sticky)
+/* Fail the @nth event of kind @k as @mode says; @nth UINT_MAX: count only. */
+JH void jh_arm(enum jh_kind k, unsigned nth, enum jh_mode mode)
 {
+	bool sticky = mode != JH_ONCE;
+
 	memset(&jh_fault, 0, sizeof(jh_fault));
 	jh_fault.kind = k;
 	jh_fault.nth = nth;
 	jh_fault.sticky = sticky;
+	jh_fault.power = mode == JH_POWER;
 	/* armed with UINT_MAX, the hook counts both kinds (and fails after a crash) */
 	qcow2_io_fail_files(QCOW2_IO_WRITE, k == JH_WRITE ? nth : UINT_MAX, -EIO, sticky);
 	qcow2_io_fail_files(QCOW2_IO_FLUSH, k == JH_FLUSH ? nth : UINT_MAX, -EIO, sticky);
@@ -107,6 +126,7 @@ JH void jh_arm(enum jh_kind k, unsigned nth, bool sticky)
 JH void jh_disarm(void)
 {
 	jh_fault.armed = false;
+	jh_fault.power = false;
 	qcow2_io_fail_files(QCOW2_IO_WRITE, 0, 0, false);
 	qcow2_io_fail_files(QCOW2_IO_FLUSH, 0, 0, false);
 }
@@ -137,11 +157,107 @@ static bool jh_sys_fails(enum jh_kind k)
 
 #define JH_REAL(name, type) ((type)dlsym(RTLD_NEXT, name))
 
+/* ---- power loss ----
+ * Armed with JH_POWER, every change to a regular file made since that file was last fsynced
+ * or fdatasynced is logged with the bytes (and the size) it replaces; jh_power_loss() then
+ * undoes them all, newest first: the files as the disk had them at their last flush, one of
+ * the states a power loss may leave. (Renames, links and unlinks are taken as durable at
+ * once; the journal's write(2) is not logged: it is fsynced before its rename.) */
+
+struct jh_undo {
+	dev_t dev;
+	ino_t ino;
+	off64_t off;
+	size_t n;	  /* bytes of @old */
+	uint8_t *old;	  /* what [off, off + n) held */
+	off64_t old_size; /* the file's size before */
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct jh_undo *v;
+	size_t n, cap;
+} jh_undo_log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Log that [@off, @off + @n) of the file @fd is about to change (@n 0: only its size). */
+static void jh_record(int fd, off64_t off, size_t n)
+{
+	struct jh_undo u = {0};
+	struct stat st;
+	ssize_t got;
+
+	if (!jh_fault.power || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	u.dev = st.st_dev;
+	u.ino = st.st_ino;
+	u.off = off;
+	u.old_size = st.st_size;
+	u.old = malloc(n ? n : 1);
+	cr_assert_not_null(u.old);
+	got = n && off < st.st_size ? pread(fd, u.old, n, off) : 0;
+	u.n = got > 0 ? (size_t)got : 0;
+	pthread_mutex_lock(&jh_undo_log.lock);
+	if (jh_undo_log.n == jh_undo_log.cap) {
+		jh_undo_log.cap = jh_undo_log.cap ? 2 * jh_undo_log.cap : 64;
+		jh_undo_log.v = realloc(jh_undo_log.v, jh_undo_log.cap * sizeof(u));
+		cr_assert_not_null(jh_undo_log.v);
+	}
+	jh_undo_log.v[jh_undo_log.n++] = u;
+	pthread_mutex_unlock(&jh_undo_log.lock);
+}
+
+/* The file @fd is durable: nothing logged of it can be lost any more. */
+static void jh_durable(int fd)
+{
+	struct stat st;
+	size_t i, k = 0;
+
+	if (fstat(fd, &st) < 0)
+		return;
+	pthread_mutex_lock(&jh_undo_log.lock);
+	for (i = 0; i < jh_undo_log.n; i++) {
+		struct jh_undo *u = &jh_undo_log.v[i];
+
+		if (u->dev == st.st_dev && u->ino == st.st_ino)
+			free(u->old);
+		else
+			jh_undo_log.v[k++] = *u;
+	}
+	jh_undo_log.n = k;
+	pthread_mutex_unlock(&jh_undo_log.lock);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
+{
+	jh_record(fd, off, n);
+	return JH_REAL("pwrite64", ssize_t(*)(int, const void *, size_t, off64_t))(fd, buf, n, off);
+}
+
+int ftruncate64(int fd, off64_t len)
+{
+	jh_record(fd, 0, 0);
+	return JH_REAL("ftruncate64", int (*)(int, off64_t))(fd, len);
+}
+
+int fdatasync(int fd)
+{
+	int r = JH_REAL("fdatasync", int (*)(int))(fd);
+
+	if (r == 0)
+		jh_durable(fd);
+	return r;
+}
+
 int fsync(int fd)
 {
+	int r;
+
 	if (jh_sys_fails(JH_FSYNC))
 		return -1;
-	return JH_REAL("fsync", int (*)(int))(fd);
+	r = JH_REAL("fsync", int (*)(int))(fd);
+	if (r == 0)
+		jh_durable(fd);
+	return r;
 }
 
 int rename(const char *from, const char *to)
@@ -170,6 +286,7 @@ int fallocate64(int fd, int mode, off64_t off, off64_t len)
 {
 	if (jh_sys_fails(JH_FALLOC))
 		return -1;
+	jh_record(fd, off, mode & FALLOC_FL_PUNCH_HOLE ? (size_t)len : 0);
 	return JH_REAL("fallocate64", int (*)(int, int, off64_t, off64_t))(fd, mode, off, len);
 }
 
@@ -224,8 +341,14 @@ JH void jh_setup(void)
 JH void jh_teardown(void)
 {
 	unsigned i;
+	size_t k;
 
 	jh_disarm();
+	for (k = 0; k < jh_undo_log.n; k++)
+		free(jh_undo_log.v[k].old);
+	free(jh_undo_log.v);
+	jh_undo_log.v = NULL;
+	jh_undo_log.n = jh_undo_log.cap = 0;
 	for (i = 0; i < jh_n; i++) {
 		imgbuild_free(jh_files[i].img);
 		free(jh_files[i].raw);
@@ -363,8 +486,9 @@ JH bool jh_exists(const char *name)
 	return lstat(jh_path(name), &st) == 0;
 }
 
-/* The flat view of the file @name read through the library (NULL if the file is missing). */
-JH uint8_t *jh_read_view(const char *name, uint64_t *size)
+/* The flat view of the file @name read through the library (NULL if the file is missing).
+ * @when says at which step, in messages. */
+JH uint8_t *jh_read_view(const char *name, uint64_t *size, const char *when)
 {
 	struct qcow2_chain_opts o = {0};
 	struct qcow2_chain *c;
@@ -374,12 +498,12 @@ JH uint8_t *jh_read_view(const char *name, uint64_t *size)
 	if (!jh_exists(name))
 		return NULL;
 	r = qcow2_chain_open(jh_path(name), &o, &c);
-	cr_assert_eq(r, 0, "cannot open '%s': %s", name, qcow2_last_error());
+	cr_assert_eq(r, 0, "%s: cannot open '%s': %s", when, name, qcow2_last_error());
 	*size = qcow2_chain_size(c);
 	buf = malloc(*size ? *size : 1);
 	cr_assert_not_null(buf);
 	r = qcow2_chain_pread(c, buf, (size_t)*size, 0);
-	cr_assert_eq(r, 0, "cannot read '%s': %s", name, qcow2_last_error());
+	cr_assert_eq(r, 0, "%s: cannot read '%s': %s", when, name, qcow2_last_error());
 	qcow2_chain_close(c);
 	return buf;
 }
@@ -398,7 +522,7 @@ static long jh_first_diff(const uint8_t *a, const uint8_t *b, uint64_t n)
 JH void jh_expect_view(const char *name, const uint8_t *want, uint64_t size, const char *when)
 {
 	uint64_t got_size = 0;
-	uint8_t *got = jh_read_view(name, &got_size);
+	uint8_t *got = jh_read_view(name, &got_size, when);
 	long d;
 
 	cr_assert_not_null(got, "%s: '%s' is missing", when, name);
@@ -417,7 +541,7 @@ JH void jh_expect_view_between(const char *name, const uint8_t *old, uint64_t ol
 			       const uint8_t *new, uint64_t new_size, const char *when)
 {
 	uint64_t got_size = 0, i;
-	uint8_t *got = jh_read_view(name, &got_size);
+	uint8_t *got = jh_read_view(name, &got_size, when);
 
 	cr_assert_not_null(got, "%s: '%s' is missing", when, name);
 	cr_assert(got_size == old_size || got_size == new_size,
@@ -625,6 +749,37 @@ JH void jh_qemu_compare(const char *name, const char *fmt, const uint8_t *want, 
 	cr_assert_eq(jh_spawn(argv, out, sizeof(out)), 0, "qemu-img compare '%s': %s", name, out);
 }
 
+/* The power fails: undo every change logged since each file's last flush, newest first, in
+ * the files of the test directory (a file no name leads to any more is gone anyway). */
+JH void jh_power_loss(void)
+{
+	size_t i;
+
+	pthread_mutex_lock(&jh_undo_log.lock);
+	for (i = jh_undo_log.n; i-- > 0;) {
+		struct jh_undo *u = &jh_undo_log.v[i];
+		DIR *d = opendir(jh_dir);
+		struct dirent *e;
+		struct stat st;
+		int fd = -1;
+
+		cr_assert_not_null(d);
+		while (fd < 0 && (e = readdir(d)))
+			if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    st.st_dev == u->dev && st.st_ino == u->ino)
+				fd = openat(dirfd(d), e->d_name, O_WRONLY | O_CLOEXEC);
+		closedir(d);
+		if (fd >= 0) {
+			cr_assert_eq(ftruncate(fd, u->old_size), 0);
+			cr_assert_eq(pwrite(fd, u->old, u->n, u->off), (ssize_t)u->n);
+			close(fd);
+		}
+		free(u->old);
+	}
+	jh_undo_log.n = 0;
+	pthread_mutex_unlock(&jh_undo_log.lock);
+}
+
 /* ---- sweeps ---- */
 
 enum jh_state {
@@ -652,20 +807,21 @@ static int jh_run_job(const struct jh_job *j)
 	return r;
 }
 
-/* One run with a failure at the @n-th event of kind @k (sticky: a crash), then a rerun. */
-static void jh_inject(const struct jh_job *j, enum jh_kind k, unsigned n, bool sticky)
+/* One run with a failure at the @n-th event of kind @k as @mode says, then a rerun. */
+static void jh_inject(const struct jh_job *j, enum jh_kind k, unsigned n, enum jh_mode mode)
 {
 	char fault[1024];
 	int r;
 
-	snprintf(fault, sizeof(fault), "%s at %s %u", sticky ? "crash" : "failure",
-		 jh_kind_names[k], n);
+	snprintf(fault, sizeof(fault), "%s at %s %u", jh_mode_names[mode], jh_kind_names[k], n);
 	jh_save_all();
-	jh_arm(k, n, sticky);
+	jh_arm(k, n, mode);
 	r = jh_run_job(j);
 	cr_assert(jh_fired(), "%s: the job no longer reaches it", fault);
 	jh_disarm();
-	if (r == 0) {
+	if (mode == JH_POWER)
+		jh_power_loss();
+	if (r == 0 && mode != JH_POWER) {
 		/* only a failure nothing depends on may pass unreported (a flush of frees when an
 		 * image is closed): the job must then be complete */
 		j->check(JH_DONE, fault);
@@ -683,7 +839,7 @@ static void jh_inject(const struct jh_job *j, enum jh_kind k, unsigned n, bool s
 }
 
 /* Run @j clean (checked, the event counts taken), then crashed at every event of every kind,
- * then failed once at every write and flush. */
+ * then failed once at every write and flush, then crashed by a power loss at every event. */
 JH void jh_sweep(const struct jh_job *j)
 {
 	unsigned total[JH_KINDS], k, n, all = 0;
@@ -691,7 +847,7 @@ JH void jh_sweep(const struct jh_job *j)
 
 	jh_runs = 0;
 	jh_save_all();
-	jh_arm(JH_WRITE, UINT_MAX, true);
+	jh_arm(JH_WRITE, UINT_MAX, JH_CRASH);
 	r = jh_run_job(j);
 	for (k = 0; k < JH_KINDS; k++)
 		total[k] = jh_seen(k);
@@ -701,10 +857,13 @@ JH void jh_sweep(const struct jh_job *j)
 	cr_assert_gt(total[JH_WRITE], 0, "the job wrote nothing");
 	for (k = 0; k < JH_KINDS; k++)
 		for (n = 1; n <= total[k]; n++)
-			jh_inject(j, k, n, true);
+			jh_inject(j, k, n, JH_CRASH);
 	for (k = JH_WRITE; k <= JH_FLUSH; k++)
 		for (n = 1; n <= total[k]; n++)
-			jh_inject(j, k, n, false);
+			jh_inject(j, k, n, JH_ONCE);
+	for (k = 0; k < JH_KINDS; k++)
+		for (n = 1; n <= total[k]; n++)
+			jh_inject(j, k, n, JH_POWER);
 	for (k = 0; k < JH_KINDS; k++)
 		all += total[k];
 	cr_log_info("%u events (%u writes, %u flushes, %u fsyncs, %u renames, %u unlinks, %u "

@@ -67,10 +67,10 @@ static bool only_leftovers(const char *hidden, bool part_ok)
 }
 
 /* Does DEST read the source's view? */
-static bool reads_want(void)
+static bool reads_want(const char *when)
 {
 	uint64_t n;
-	uint8_t *v = jh_read_view(dest, &n);
+	uint8_t *v = jh_read_view(dest, &n, when);
 	bool same = v && n == want_size && memcmp(v, want, n) == 0;
 
 	free(v);
@@ -108,7 +108,7 @@ static void check_convert(enum jh_state s, const char *fault)
 		cr_assert(only_leftovers(hidden, true), "%s: left behind: %s", fault, hidden);
 		if (!jh_exists(dest))
 			cr_assert(!dest_existed, "%s: the file DEST replaces is gone", fault);
-		else if (dest_existed && !reads_want())
+		else if (dest_existed && !reads_want(fault))
 			jh_expect_unchanged(dest, fault); /* the old file, byte for byte */
 		else
 			check_dest(fault);
