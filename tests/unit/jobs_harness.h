@@ -20,8 +20,8 @@
  * a crash, runs the job again with nothing failing and checks the final state. A second pass
  * fails only the Nth write or flush, the job then going on (its error paths, closing). A third
  * crashes at every event again as a power loss would: what the files had not made durable by
- * then (fsync, fdatasync) is undone before the checks, so a missing flush between two steps
- * shows too, not only a wrong order.
+ * then (fsync, fdatasync of a file; fsync of the directory for its names) is undone before
+ * the checks, so a missing flush between two steps shows too, not only a wrong order.
  *
  * Header-only (each suite is one executable of one source file): every function is static
  * and may go unused.
@@ -54,6 +54,10 @@
 #define JH static __attribute__((unused))
 
 extern char **environ;
+
+/* The test directory, and another for what the tests keep aside (stashed names, files for
+ * qemu-img). */
+static char jh_dir[64], jh_aux[64];
 
 /* ---- failure injection ---- */
 
@@ -161,8 +165,9 @@ static bool jh_sys_fails(enum jh_kind k)
  * Armed with JH_POWER, every change to a regular file made since that file was last fsynced
  * or fdatasynced is logged with the bytes (and the size) it replaces; jh_power_loss() then
  * undoes them all, newest first: the files as the disk had them at their last flush, one of
- * the states a power loss may leave. (Renames, links and unlinks are taken as durable at
- * once; the journal's write(2) is not logged: it is fsynced before its rename.) */
+ * the states a power loss may leave; renames, links and unlinks since the directory was last
+ * fsynced are undone too (below). The journal's write(2) is not logged: it is fsynced before
+ * its rename. */
 
 struct jh_undo {
 	dev_t dev;
@@ -248,8 +253,51 @@ int fdatasync(int fd)
 	return r;
 }
 
+/* Names change in the directory at once, but a power loss undoes every change since the
+ * directory was last fsynced: each is logged (a name an unlink or a rename takes away is
+ * kept aside as a hard link in jh_aux) and jh_power_loss() undoes them, newest first. */
+enum jh_dirop_kind { JH_DIROP_LINK, JH_DIROP_RENAME, JH_DIROP_UNLINK };
+
+struct jh_dirop {
+	enum jh_dirop_kind kind;
+	char from[PATH_MAX], to[PATH_MAX]; /* LINK: @to; UNLINK: @from */
+	char stash[PATH_MAX];		   /* the name taken away, kept; "": none */
+};
+
+static struct {
+	struct jh_dirop *v;
+	size_t n, cap;
+	unsigned stashed;
+} jh_dirops;
+
+/* Keep the file @path aside under a new name in jh_aux (into @stash, "" if there is none). */
+static void jh_stash(const char *path, char *stash)
+{
+	snprintf(stash, PATH_MAX, "%s/stash-%u", jh_aux, jh_dirops.stashed++);
+	if (link(path, stash) < 0)
+		stash[0] = 0;
+}
+
+static void jh_dirop_log(enum jh_dirop_kind kind, const char *from, const char *to,
+			 const char *stash)
+{
+	struct jh_dirop *d;
+
+	if (jh_dirops.n == jh_dirops.cap) {
+		jh_dirops.cap = jh_dirops.cap ? 2 * jh_dirops.cap : 16;
+		jh_dirops.v = realloc(jh_dirops.v, jh_dirops.cap * sizeof(*d));
+		cr_assert_not_null(jh_dirops.v);
+	}
+	d = &jh_dirops.v[jh_dirops.n++];
+	d->kind = kind;
+	snprintf(d->from, sizeof(d->from), "%s", from ? from : "");
+	snprintf(d->to, sizeof(d->to), "%s", to ? to : "");
+	snprintf(d->stash, sizeof(d->stash), "%s", stash ? stash : "");
+}
+
 int fsync(int fd)
 {
+	struct stat st;
 	int r;
 
 	if (jh_sys_fails(JH_FSYNC))
@@ -257,29 +305,52 @@ int fsync(int fd)
 	r = JH_REAL("fsync", int (*)(int))(fd);
 	if (r == 0)
 		jh_durable(fd);
+	if (r == 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+		jh_dirops.n = 0; /* one directory in these tests: all its names are durable */
 	return r;
 }
 
 int rename(const char *from, const char *to)
 {
+	char stash[PATH_MAX] = "";
+	int r;
+
 	if (jh_sys_fails(JH_RENAME))
 		return -1;
-	return JH_REAL("rename", int (*)(const char *, const char *))(from, to);
+	if (jh_fault.power)
+		jh_stash(to, stash);
+	r = JH_REAL("rename", int (*)(const char *, const char *))(from, to);
+	if (r == 0 && jh_fault.power)
+		jh_dirop_log(JH_DIROP_RENAME, from, to, stash);
+	return r;
 }
 
 int linkat(int fd1, const char *from, int fd2, const char *to, int flags)
 {
+	int r;
+
 	if (jh_sys_fails(JH_RENAME))
 		return -1;
-	return JH_REAL("linkat", int (*)(int, const char *, int, const char *, int))(fd1, from, fd2,
-										     to, flags);
+	r = JH_REAL("linkat", int (*)(int, const char *, int, const char *, int))(fd1, from, fd2,
+										  to, flags);
+	if (r == 0 && jh_fault.power)
+		jh_dirop_log(JH_DIROP_LINK, NULL, to, NULL);
+	return r;
 }
 
 int unlink(const char *path)
 {
+	char stash[PATH_MAX] = "";
+	int r;
+
 	if (jh_sys_fails(JH_UNLINK))
 		return -1;
-	return JH_REAL("unlink", int (*)(const char *))(path);
+	if (jh_fault.power)
+		jh_stash(path, stash);
+	r = JH_REAL("unlink", int (*)(const char *))(path);
+	if (r == 0 && jh_fault.power)
+		jh_dirop_log(JH_DIROP_UNLINK, path, NULL, stash);
+	return r;
 }
 
 int fallocate64(int fd, int mode, off64_t off, off64_t len)
@@ -302,7 +373,6 @@ struct jh_file {
 	char backing[64]; /* the model file below ("": none) */
 };
 
-static char jh_dir[64], jh_aux[64];
 static struct jh_file jh_files[JH_MAX_FILES];
 static unsigned jh_n;
 
@@ -349,6 +419,8 @@ JH void jh_teardown(void)
 	free(jh_undo_log.v);
 	jh_undo_log.v = NULL;
 	jh_undo_log.n = jh_undo_log.cap = 0;
+	free(jh_dirops.v);
+	memset(&jh_dirops, 0, sizeof(jh_dirops));
 	for (i = 0; i < jh_n; i++) {
 		imgbuild_free(jh_files[i].img);
 		free(jh_files[i].raw);
@@ -755,6 +827,21 @@ JH void jh_power_loss(void)
 {
 	size_t i;
 
+	for (i = jh_dirops.n; i-- > 0;) {
+		const struct jh_dirop *d = &jh_dirops.v[i];
+
+		if (d->kind == JH_DIROP_LINK) {
+			cr_assert_eq(unlink(d->to), 0, "undoing the link of '%s'", d->to);
+		} else if (d->kind == JH_DIROP_RENAME) {
+			cr_assert_eq(rename(d->to, d->from), 0, "undoing the rename to '%s'",
+				     d->to);
+			if (d->stash[0])
+				cr_assert_eq(link(d->stash, d->to), 0, "restoring '%s'", d->to);
+		} else if (d->stash[0]) {
+			cr_assert_eq(link(d->stash, d->from), 0, "restoring '%s'", d->from);
+		}
+	}
+	jh_dirops.n = 0;
 	pthread_mutex_lock(&jh_undo_log.lock);
 	for (i = jh_undo_log.n; i-- > 0;) {
 		struct jh_undo *u = &jh_undo_log.v[i];
