@@ -11,6 +11,10 @@
  * metadata whatever path it comes by. qcow2_io_pwrite() is a write of data; metadata writers
  * say what they write with qcow2_io_pwrite_meta().
  *
+ * A test hook (qcow2_io_fail_files()) fails the Nth write or flush of every file io of the
+ * process, as a crash there would: the one mutable global of the library, for tests only.
+ * Unarmed, it costs the file paths one relaxed atomic load.
+ *
  * Every image, backing and data file is opened by qcow2_file_open(): it never blocks (a FIFO
  * or a device named as an image would otherwise hang the opener) and admits only regular
  * files, and block devices only where the caller says an operator named one (SPEC 3a).
@@ -45,6 +49,70 @@ struct qcow2_io {
 	void *journal_ctx;
 };
 
+/* ---- the test hook on file ios (qcow2_io_fail_files()) ---- */
+
+static struct {
+	unsigned armed;	      /* ops armed (a bit each): loaded relaxed on the hot path */
+	pthread_mutex_t lock; /* guards the rest */
+	unsigned nth[3], seen[3];
+	int err[3];
+	bool sticky[3];
+	bool crashed; /* a sticky failure happened: every write and flush fails */
+	int crash_err;
+} file_fail = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int qcow2_io_fail_files(enum qcow2_io_op op, unsigned nth, int err, bool sticky)
+{
+	unsigned armed;
+
+	if (op != QCOW2_IO_WRITE && op != QCOW2_IO_FLUSH)
+		return -EINVAL;
+	pthread_mutex_lock(&file_fail.lock);
+	file_fail.nth[op] = nth;
+	file_fail.seen[op] = 0;
+	file_fail.err[op] = err;
+	file_fail.sticky[op] = sticky;
+	armed = __atomic_load_n(&file_fail.armed, __ATOMIC_RELAXED);
+	armed = nth ? armed | (1u << op) : armed & ~(1u << op);
+	if (!armed)
+		file_fail.crashed = false;
+	__atomic_store_n(&file_fail.armed, armed, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&file_fail.lock);
+	return 0;
+}
+
+unsigned qcow2_io_fail_files_seen(enum qcow2_io_op op)
+{
+	unsigned n;
+
+	if (op != QCOW2_IO_WRITE && op != QCOW2_IO_FLUSH)
+		return 0;
+	pthread_mutex_lock(&file_fail.lock);
+	n = file_fail.seen[op];
+	pthread_mutex_unlock(&file_fail.lock);
+	return n;
+}
+
+/* Count one @op of a file io: 0, or the error the armed hook says it fails with. */
+static int file_should_fail(enum qcow2_io_op op)
+{
+	int r = 0;
+
+	if (!__atomic_load_n(&file_fail.armed, __ATOMIC_RELAXED))
+		return 0;
+	pthread_mutex_lock(&file_fail.lock);
+	file_fail.seen[op]++;
+	if (file_fail.crashed) {
+		r = file_fail.crash_err;
+	} else if (file_fail.nth[op] && file_fail.seen[op] == file_fail.nth[op]) {
+		r = file_fail.err[op];
+		file_fail.crashed = file_fail.sticky[op];
+		file_fail.crash_err = r;
+	}
+	pthread_mutex_unlock(&file_fail.lock);
+	return r;
+}
+
 void qcow2_io_set_journal(struct qcow2_io *io,
 			  int (*fn)(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n),
 			  void *ctx)
@@ -62,7 +130,7 @@ int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes)
 		pthread_mutex_unlock(&io->mem_lock);
 		return 0;
 	}
-	if (ftruncate(io->fd, (off_t)bytes) < 0)
+	if ((errno = -file_should_fail(QCOW2_IO_WRITE)) != 0 || ftruncate(io->fd, (off_t)bytes) < 0)
 		return qcow2_set_error(-errno, "'%s': cannot truncate to %llu bytes: %s", io->name,
 				       (unsigned long long)bytes, strerror(errno));
 	return 0;
@@ -362,6 +430,9 @@ int qcow2_io_pwrite_meta(struct qcow2_io *io, const void *buf, size_t n, uint64_
 			return qcow2_set_error(r, "'%s': write failed: %s", io->name, strerror(-r));
 		return 0;
 	}
+	if ((errno = -file_should_fail(QCOW2_IO_WRITE)) != 0)
+		return qcow2_set_error(-errno, "'%s': write at %#llx failed: %s", io->name,
+				       (unsigned long long)off, strerror(errno));
 	while (done < n) {
 		ssize_t r = pwrite(io->fd, (const char *)buf + done, n - done, (off_t)(off + done));
 
@@ -389,7 +460,7 @@ int qcow2_io_flush(struct qcow2_io *io)
 		pthread_mutex_unlock(&io->mem_lock);
 		return r ? qcow2_set_error(r, "'%s': flush failed: %s", io->name, strerror(-r)) : 0;
 	}
-	if (fdatasync(io->fd) < 0)
+	if ((errno = -file_should_fail(QCOW2_IO_FLUSH)) != 0 || fdatasync(io->fd) < 0)
 		return qcow2_set_error(-errno, "'%s': flush failed: %s", io->name, strerror(errno));
 	return 0;
 }
@@ -449,7 +520,7 @@ int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes)
 		uint8_t zero = 0;
 		return bytes ? qcow2_io_pwrite(io, &zero, 0, bytes) : 0;
 	}
-	if (ftruncate(io->fd, (off_t)bytes) < 0)
+	if ((errno = -file_should_fail(QCOW2_IO_WRITE)) != 0 || ftruncate(io->fd, (off_t)bytes) < 0)
 		return qcow2_set_error(-errno, "'%s': cannot grow to %llu bytes: %s", io->name,
 				       (unsigned long long)bytes, strerror(errno));
 	return 0;
@@ -468,7 +539,7 @@ void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 		return;
 	if (io->journal && io->journal(io->journal_ctx, QCOW2_IO_WRITE, off, n) < 0)
 		return; /* a hole is never needed: leave the bytes */
-	if (io->fd >= 0)
+	if (io->fd >= 0 && file_should_fail(QCOW2_IO_WRITE) == 0)
 		(void)fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				(off_t)n);
 }

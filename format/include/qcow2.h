@@ -103,6 +103,17 @@ struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t le
 void qcow2_io_mem_fail_nth(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
 /* As qcow2_io_mem_fail_nth(), and every later call of @op fails too: a crash at the Nth. */
 void qcow2_io_mem_fail_from(struct qcow2_io *io, enum qcow2_io_op op, unsigned nth, int err);
+/* Test hook, process-wide (tests of the jobs, which open their files by path): make the @nth
+ * (1-based, counted from now) @op (QCOW2_IO_WRITE: a write, a size change or a hole punch;
+ * QCOW2_IO_FLUSH: a flush) of every file io of the process fail with @err (negative errno; a
+ * failed punch is skipped silently, as any punch may be). With @sticky, a crash at the Nth:
+ * from then on every write and flush of every file io fails with @err. While anything is armed,
+ * both kinds are counted. @nth 0 disarms @op; once nothing is armed, the crash ends. Memory ios
+ * are not concerned (qcow2_io_mem_fail_nth()). Returns 0, or -EINVAL for QCOW2_IO_READ. Not for
+ * use outside tests: it changes every file io of the process. */
+int qcow2_io_fail_files(enum qcow2_io_op op, unsigned nth, int err, bool sticky);
+/* How many @op of file ios the hook counted since @op was last armed (or disarmed). */
+unsigned qcow2_io_fail_files_seen(enum qcow2_io_op op);
 /* The bytes of a memory io (tests). */
 const void *qcow2_io_mem_bytes(const struct qcow2_io *io, size_t *len);
 void qcow2_io_close(struct qcow2_io *io);

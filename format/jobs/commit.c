@@ -352,7 +352,9 @@ static int empty_image(struct commit *m, bool dry_run)
  * image's commit journal (journal.c: .NAME.qcowctl-commit next to it), removed when the commit
  * is complete. A run stopped in between leaves it: the next run does not take those layers for
  * other users of base (they still name it as their backing file), and deletes them with
- * --drop. */
+ * --drop. A rerun of an intermediate commit whose pointer had moved completes it too, and
+ * removes the journal: whether top is still there (commit_done_before) or a stopped --drop
+ * run deleted it already (dropped_before: the journal lists it). */
 
 static int journal_path(struct commit *m, char *out, size_t cap)
 {
@@ -506,8 +508,46 @@ static int commit_done_before(struct commit *m, const char *top)
 		if (r == 0 && m->o->drop && !m->o->dry_run && unlink(p) < 0)
 			r = qcow2_set_error(-errno, "cannot delete '%s': %s", p, strerror(errno));
 	}
+	/* complete: the journal the stopped run left must not outlive it (a later commit
+	 * --drop of the image would delete the layers it lists) */
+	if (r == 0 && !m->o->dry_run)
+		r = journal_remove(m);
 	qcow2_chain_close(tc);
 	return r;
+}
+
+/* The absolute path of @name (from @dir when relative) whose last component may be missing:
+ * its directory resolved, symlinks and all, as layer paths are. */
+static bool resolve_missing(const char *dir, const char *name, char *out, size_t cap)
+{
+	char joined[PATH_MAX], d[PATH_MAX], b[PATH_MAX], real[PATH_MAX];
+	int n;
+
+	n = name[0] == '/' ? snprintf(joined, sizeof(joined), "%s", name)
+			   : snprintf(joined, sizeof(joined), "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= sizeof(joined))
+		return false;
+	snprintf(d, sizeof(d), "%s", joined);
+	snprintf(b, sizeof(b), "%s", joined);
+	if (!realpath(dirname(d), real))
+		return false;
+	n = snprintf(out, cap, "%s/%s", strcmp(real, "/") ? real : "", basename(b));
+	return n >= 0 && (size_t)n < cap;
+}
+
+/* An intermediate commit with --drop run again after it deleted @top: @top is gone and the
+ * journal the stopped run left lists it (@top as given, from the working directory or the
+ * image's). Only the rest of the journal's layers are left to delete. */
+static bool dropped_before(struct commit *m, const char *top)
+{
+	char cwd[PATH_MAX], dir[PATH_MAX], path[PATH_MAX];
+
+	if (!m->journal || !m->o->drop || access(top, F_OK) == 0 || errno != ENOENT)
+		return false;
+	snprintf(dir, sizeof(dir), "%s", qcow2_commit_layer_path(m->c, 0));
+	return (getcwd(cwd, sizeof(cwd)) && resolve_missing(cwd, top, path, sizeof(path)) &&
+		listed(m->journal, path)) ||
+	       (resolve_missing(dirname(dir), top, path, sizeof(path)) && listed(m->journal, path));
 }
 
 int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const struct qcow2_job *job,
@@ -527,6 +567,15 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 		r = qcow2_commit_find_layer(m.c, o->top, &m.t);
 	if (r == -ENOENT && o->top && access(o->top, F_OK) == 0) {
 		r = commit_done_before(&m, o->top);
+		qcow2_chain_close(m.c);
+		free(m.journal);
+		return r;
+	}
+	if (r == -ENOENT && o->top && dropped_before(&m, o->top)) {
+		qcow2_clear_error();
+		r = drop_journal(&m, o->dry_run);
+		if (r == 0 && !o->dry_run)
+			r = journal_remove(&m);
 		qcow2_chain_close(m.c);
 		free(m.journal);
 		return r;

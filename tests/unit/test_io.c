@@ -318,3 +318,65 @@ Test(io, failed_reads_while_opening_leave_no_image)
 	}
 	imgbuild_free(img);
 }
+
+/* ---- the process-wide hook on file ios (qcow2_io_fail_files) ---- */
+
+Test(io, file_writes_fail_at_the_nth_counted_across_every_file_io)
+{
+	const char *path = make_file(sample, 16);
+	struct qcow2_io *other = NULL, *mem = qcow2_io_mem_new("mem", sample, 16);
+	char buf[4];
+
+	cr_assert_eq(qcow2_io_open_file(path, true, &io), 0);
+	cr_assert_eq(qcow2_io_open_file(path, true, &other), 0);
+	cr_assert_eq(qcow2_io_fail_files(QCOW2_IO_WRITE, 3, -EIO, false), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, "a", 1, 0), 0);
+	cr_assert_eq(qcow2_io_pwrite(mem, "m", 1, 0), 0); /* memory ios are not counted */
+	cr_assert_eq(qcow2_io_pwrite(other, "b", 1, 1), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, "c", 1, 2), -EIO);
+	assert_error_mentions(path);
+	cr_assert_eq(qcow2_io_pwrite(other, "d", 1, 3), 0); /* once: the next one passes */
+	cr_assert_eq(qcow2_io_flush(io), 0);
+	cr_assert_eq(qcow2_io_fail_files_seen(QCOW2_IO_WRITE), 4);
+	cr_assert_eq(qcow2_io_fail_files_seen(QCOW2_IO_FLUSH), 1);
+	cr_assert_eq(qcow2_io_fail_files(QCOW2_IO_WRITE, 0, 0, false), 0);
+	cr_assert_eq(qcow2_io_pread(io, buf, 4, 0), 4);
+	cr_assert_arr_eq(buf, "ab2d", 4, "the failed write must not reach the file");
+	qcow2_io_close(other);
+	qcow2_io_close(mem);
+}
+
+Test(io, a_sticky_file_failure_is_a_crash_of_every_file_io)
+{
+	const char *path = make_file(sample, 16);
+	struct qcow2_io *other = NULL;
+	uint64_t size;
+	char buf[4];
+
+	cr_assert_eq(qcow2_io_open_file(path, true, &io), 0);
+	cr_assert_eq(qcow2_io_open_file(path, true, &other), 0);
+	cr_assert_eq(qcow2_io_fail_files(QCOW2_IO_FLUSH, 2, -ENOSPC, true), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, "a", 1, 0), 0);
+	cr_assert_eq(qcow2_io_flush(other), 0);
+	cr_assert_eq(qcow2_io_flush(io), -ENOSPC);
+	/* from then on nothing reaches any file: writes, size changes, flushes */
+	cr_assert_eq(qcow2_io_pwrite(other, "b", 1, 1), -ENOSPC);
+	cr_assert_eq(qcow2_io_grow(io, 4096), -ENOSPC);
+	cr_assert_eq(qcow2_io_flush(other), -ENOSPC);
+	qcow2_io_punch(io, 0, 16); /* skipped quietly */
+	cr_assert_eq(qcow2_io_fail_files(QCOW2_IO_FLUSH, 0, 0, false), 0);
+	/* disarmed: the crash is over */
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 16);
+	cr_assert_eq(qcow2_io_pread(io, buf, 4, 0), 4);
+	cr_assert_arr_eq(buf, "a123", 4);
+	cr_assert_eq(qcow2_io_pwrite(other, "b", 1, 1), 0);
+	cr_assert_eq(qcow2_io_flush(other), 0);
+	qcow2_io_close(other);
+}
+
+Test(io, the_file_hook_counts_no_reads)
+{
+	cr_assert_eq(qcow2_io_fail_files(QCOW2_IO_READ, 1, -EIO, false), -EINVAL);
+	cr_assert_eq(qcow2_io_fail_files_seen(QCOW2_IO_READ), 0);
+}
