@@ -19,7 +19,7 @@ Q=$QCOWCTL
 H=$E2E_HELPER
 
 # mk NAME [qemu-img create options...]: a 4 MiB image with data in three places
-mk()
+mk_filled()
 {
 	local name=$1
 	shift
@@ -35,20 +35,20 @@ incompat()
 
 # ---- clean images ----
 
-setup mk plain.qcow2
-setup mk c512.qcow2 -o cluster_size=512
-setup mk r1.qcow2 -o refcount_bits=1
-setup mk r64.qcow2 -o refcount_bits=64
-setup mk ext.qcow2 -o extended_l2=on,cluster_size=16k
-setup mk v2.qcow2 -o compat=0.10
+setup mk_filled plain.qcow2
+setup mk_filled c512.qcow2 -o cluster_size=512
+setup mk_filled r1.qcow2 -o refcount_bits=1
+setup mk_filled r64.qcow2 -o refcount_bits=64
+setup mk_filled ext.qcow2 -o extended_l2=on,cluster_size=16k
+setup mk_filled v2.qcow2 -o compat=0.10
 setup qemu-img convert -c -O qcow2 plain.qcow2 comp.qcow2
 setup qemu-img convert -c -O qcow2 -o cluster_size=512 plain.qcow2 comp512.qcow2
-setup mk snap.qcow2
+setup mk_filled snap.qcow2
 setup qemu-img snapshot -c s1 snap.qcow2
 setup qio snap.qcow2 "write -P 0x44 0 64k" "write -P 0x45 2M 128k"
 setup qemu-img snapshot -c s2 snap.qcow2
 setup qio snap.qcow2 "write -P 0x46 1M 4k" "discard 2M 64k"
-setup mk bitmaps.qcow2
+setup mk_filled bitmaps.qcow2
 setup qemu-img bitmap --add bitmaps.qcow2 b0
 setup qemu-img bitmap --add -g 65536 bitmaps.qcow2 b1
 setup qio bitmaps.qcow2 "write -P 0x55 512k 64k"
@@ -225,10 +225,10 @@ check "the refused repair changed nothing" sha_unchanged held.sha
 
 # ---- a broken refcount table: never more errors than found, and info still works ----
 
-# errors JSON: corruptions + leaks + check errors, as qemu-img check --output=json counts them
-errors()
+# json_errors JSON: corruptions + leaks + check errors, as qemu-img check --output=json counts them
+json_errors()
 {
-	python3 "$H" check-counts "$1" | awk '{ print $1 + $2 + $3 }'
+	check_counts_json "$1" | awk '{ print $1 + $2 + $3 }'
 }
 
 # A refcount table entry into other metadata, with bad bits, outside the file; on 64 KiB and
@@ -270,7 +270,7 @@ never_worse()
 	"$Q" check --json "$n.qcow2" >"$n.ob.json" 2>/dev/null
 	python3 "$H" check-compare "$n.ob.json" "$n.qb.json" | grep -q "^same " ||
 		{ python3 "$H" check-compare "$n.ob.json" "$n.qb.json"; return 1; }
-	before=$(errors "$n.qb.json")
+	before=$(json_errors "$n.qb.json")
 	[ "$before" -gt 0 ] || { echo "no damage seen"; return 1; }
 	"$Q" check --repair --json "$n.qcow2" >"$n.or.json" 2>"$n.or.err"
 	rc=$?
@@ -278,10 +278,10 @@ never_worse()
 	qemu-img check --output=json "$n.qcow2" >"$n.qa.json" 2>/dev/null
 	"$Q" check --json "$n.qcow2" >"$n.oa.json" 2>/dev/null
 	# the repair's own check of its result says what qemu-img says
-	[ "$(python3 "$H" check-counts "$n.or.json")" = "$(python3 "$H" check-counts "$n.qa.json")" ] ||
-		{ echo "after --repair, its check says $(python3 "$H" check-counts "$n.or.json")," \
-			"qemu-img check $(python3 "$H" check-counts "$n.qa.json")"; return 1; }
-	after=$(errors "$n.qa.json")
+	[ "$(check_counts_json "$n.or.json")" = "$(check_counts_json "$n.qa.json")" ] ||
+		{ echo "after --repair, its check says $(check_counts_json "$n.or.json")," \
+			"qemu-img check $(check_counts_json "$n.qa.json")"; return 1; }
+	after=$(json_errors "$n.qa.json")
 	[ "$after" -lt "$before" ] && [ "$after" = 0 ] ||
 		{ echo "qemu-img check: $before errors before the repair, $after after"; return 1; }
 	python3 "$H" check-compare "$n.oa.json" "$n.qa.json" | grep -q "^same " ||
@@ -305,7 +305,7 @@ not_improved()
 {
 	local out rc b a
 	qemu-img check --output=json unfix.qcow2 >unfix.qb.json 2>/dev/null
-	b=$(errors unfix.qb.json)
+	b=$(json_errors unfix.qb.json)
 	out=$("$Q" check --repair unfix.qcow2 2>&1)
 	rc=$?
 	[ $rc = 4 ] || { echo "qcowctl check --repair exited $rc, want 4:"; echo "$out"; return 1; }
@@ -313,7 +313,7 @@ not_improved()
 		{ echo "no reason given:"; echo "$out"; return 1; }
 	sha_unchanged unfix.sha || return 1
 	qemu-img check --output=json unfix.qcow2 >unfix.qa.json 2>/dev/null
-	a=$(errors unfix.qa.json)
+	a=$(json_errors unfix.qa.json)
 	[ "$b" -gt 0 ] && [ "$a" = "$b" ] || { echo "qemu-img check: $b errors, then $a"; return 1; }
 }
 check "a repair that would not improve the image changes nothing and says why (exit 4)" \

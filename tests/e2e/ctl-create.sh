@@ -63,8 +63,6 @@ run_batch()
 	done <"$WORK/batch.out"
 }
 
-ctl() { "$QCOWCTL" "$@"; }
-
 # writes_read_back IMAGE: qemu-io writes a pattern and reads it back, and check stays clean.
 writes_read_back()
 {
@@ -195,8 +193,8 @@ check "... leaves it unchanged" sha_unchanged "$WORK/v3.sha"
 
 # ---- bad options: one line naming the cause, nothing created, and qemu-img refuses too ----
 
-# refused CAUSE ARGS...: `qcowctl create ARGS bad.qcow2 [SIZE]` fails with one line naming CAUSE.
-refused()
+# create_refused CAUSE ARGS...: `qcowctl create ARGS bad.qcow2 [SIZE]` fails with one line naming CAUSE.
+create_refused()
 {
 	local cause=$1 rc
 	shift
@@ -220,7 +218,7 @@ qemu_refuses()
 
 while read -r cause args; do
 	eval "set -- $args"
-	check "refused: $args" refused "$cause" "$@"
+	check "refused: $args" create_refused "$cause" "$@"
 	case $cause in SIZE | 1Q) continue ;; esac
 	check "qemu-img refuses it too: $args" qemu_refuses "$@"
 done <<'EOF'

@@ -5,10 +5,10 @@
 # preallocated), discards, compressed clusters, 512 B and 64 KiB clusters, extended L2 with
 # subcluster writes, metadata preallocation, an external data file, a v2 image and an overlay
 # larger than its backing file; `qcowctl checksum` is the sha256sum of `qemu-img convert -O raw`
-# (of `convert -l` for IMAGE@SNAP, by name and by id, file names containing '@'), fast on an
-# 8 GiB sparse image and stopped by SIGINT; `qcowctl tree` draws a directory of chains (a
-# shared base with two overlays, a raw base, snapshots, missing and outside backing files,
-# an image in use) in text and JSON; every error is one line and a non-zero exit; nothing is
+# (of `convert -l` for IMAGE@SNAP, by name and by id, file names containing '@'), reading only
+# the data of an 8 GiB sparse image, and stopped by SIGINT; `qcowctl tree` draws a directory of
+# chains (a shared base with two overlays, a raw base, snapshots, missing and outside backing
+# files, an image in use) in text and JSON; every error is one line and a non-zero exit; nothing is
 # written to the images.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,52 +16,50 @@ D=$WORK/img
 mkdir -p "$D"
 cd "$D" || exit 1
 
-new() { qemu-img create -q -f qcow2 "$@"; }
-
 # ---- fixtures ----
 
 # raw base with holes, then three qcow2 layers of 64 KiB clusters; top has a snapshot
 setup qemu-img create -q -f raw base.raw 4M
 setup qio_raw base.raw "write -P 0x11 0 1M" "write -P 0x12 3M 64k" "write -P 0x13 3200k 4k"
-setup new -b base.raw -F raw l1.qcow2
+setup qcreate -b base.raw -F raw l1.qcow2
 setup qio l1.qcow2 "write -P 0x21 512k 256k" "write -z 2M 128k" "discard 0 64k" \
 	"write -P 0x22 1536k 192k" "write -z 1536k 64k" "write -z -u 1600k 64k"
-setup new -b l1.qcow2 -F qcow2 l2.qcow2 6M # past 4M: beyond its backing file
+setup qcreate -b l1.qcow2 -F qcow2 l2.qcow2 6M # past 4M: beyond its backing file
 setup qio l2.qcow2 "write -P 0x31 3M 64k" "write -z 64k 64k" "write -P 0x32 5M 4k" \
 	"write -P 0x33 100k 8k"
-setup new -b l2.qcow2 -F qcow2 top.qcow2
+setup qcreate -b l2.qcow2 -F qcow2 top.qcow2
 setup qio top.qcow2 "write -P 0x41 0 32k" "discard 3M 64k" "write -P 0x42 4160k 64k"
 setup qemu-img snapshot -c s1 top.qcow2
 setup qio top.qcow2 "write -P 0x43 256k 1M" "write -z 4M 512k" "write -P 0x44 5M 8k"
 
 # compressed clusters (64 KiB and 512 B), and an overlay on compressed data
-setup new src.qcow2 2M
+setup qcreate src.qcow2 2M
 setup qio src.qcow2 "write -P 0x51 0 1M" "write -P 0x52 1536k 64k" "write -P 0x53 1800k 1k"
 setup qemu-img convert -c -O qcow2 src.qcow2 comp.qcow2
 setup qemu-img convert -c -O qcow2 -o cluster_size=512 src.qcow2 comp512.qcow2
-setup new -b comp.qcow2 -F qcow2 compov.qcow2
+setup qcreate -b comp.qcow2 -F qcow2 compov.qcow2
 setup qio compov.qcow2 "write -P 0x54 64k 64k" "write -z 512k 64k"
 
 # 512 B clusters
-setup new -o cluster_size=512 s0.qcow2 1M
+setup qcreate -o cluster_size=512 s0.qcow2 1M
 setup qio s0.qcow2 "write -P 0x61 0 3k" "write -P 0x62 1536 1k" "write -z 8k 2k" "write -P 0x63 9k 512"
-setup new -o cluster_size=512 -b s0.qcow2 -F qcow2 s1.qcow2
+setup qcreate -o cluster_size=512 -b s0.qcow2 -F qcow2 s1.qcow2
 setup qio s1.qcow2 "write -P 0x64 1k 512" "discard 8k 512" "write -z 2k 1k"
 
 # extended L2: subcluster writes, zeros, discards; the overlay is larger than its backing
-setup new -o extended_l2=on x0.qcow2 2M
+setup qcreate -o extended_l2=on x0.qcow2 2M
 setup qio x0.qcow2 "write -P 0x71 8k 4k" "write -z 16k 2k" "write -P 0x72 40k 1k" \
 	"write -P 0x73 128k 64k" "discard 130k 2k" "write -z 136k 4k"
-setup new -o extended_l2=on -b x0.qcow2 -F qcow2 x1.qcow2 3M
+setup qcreate -o extended_l2=on -b x0.qcow2 -F qcow2 x1.qcow2 3M
 setup qio x1.qcow2 "write -P 0x74 10k 2k" "write -z 128k 4k" "write -P 0x75 2112k 2k"
 
 # metadata preallocation (QEMU then looks at the host file's holes), an external data file,
 # a version 2 image
-setup new -o preallocation=metadata pm.qcow2 1M
+setup qcreate -o preallocation=metadata pm.qcow2 1M
 setup qio pm.qcow2 "write -P 0x81 64k 4k"
-setup new -o data_file=df.data df.qcow2 1M
+setup qcreate -o data_file=df.data df.qcow2 1M
 setup qio df.qcow2 "write -P 0x82 64k 4k" "write -z 128k 64k"
-setup new -o compat=0.10 v2.qcow2 1M
+setup qcreate -o compat=0.10 v2.qcow2 1M
 setup qio v2.qcow2 "write -P 0x83 64k 4k" "write -z 128k 64k"
 
 IMAGES=(top.qcow2 l2.qcow2 l1.qcow2 base.raw comp.qcow2 comp512.qcow2 compov.qcow2 s0.qcow2
@@ -189,24 +187,21 @@ check "checksum -p draws a progress bar to 100%, -q nothing" progress_shown
 BIG_SHA=a94a606f362420fff50467f11282e9cb7b1b07994c3bddaa46d4bc7ed93caa71
 setup truncate -s 8G big.raw
 setup qio_raw big.raw "write -P 0x5a 0 64k" "write -P 0xa5 4G 64k"
-setup new -b big.raw -F raw big.qcow2
+setup qcreate -b big.raw -F raw big.qcow2
 setup qio big.qcow2 "write -z 6G 1M" "write -P 0x11 8388544k 64k"
 big_sum()
 {
-	local got cpu trace=$WORK/big.trace TIMEFORMAT='%U %S'
+	local got trace=$WORK/big.trace
 	local -a cmd=("$QCOWCTL" checksum -q big.qcow2)
 	# the holes (of the raw file too) are hashed, not read: all it reads is the data and the
 	# metadata (counted with strace where there is one)
 	# (LeakSanitizer cannot run under ptrace)
 	command -v strace >/dev/null && cmd=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 		strace -f -qq -e trace=pread64,read -o "$trace" "${cmd[@]}")
-	{ time "${cmd[@]}" >"$WORK/big.out"; } 2>"$WORK/big.time" || { cat "$WORK/big.time"; return 1; }
+	# how fast, against qemu-img, is measured by bench/bench-jobs.sh; here a hang fails
+	timeout -k 2 300 "${cmd[@]}" >"$WORK/big.out" 2>"$WORK/big.err" || { cat "$WORK/big.err"; return 1; }
 	got=$(<"$WORK/big.out")
 	[ "$got" = "$BIG_SHA  big.qcow2" ] || { echo "got $got"; return 1; }
-	# CPU seconds, not wall time (the machine may be busy): SHA-256 alone is ~6 s of 8 GiB
-	cpu=$(awk '{ printf "%d", $1 + $2 }' "$WORK/big.time")
-	echo "$cpu s of CPU"
-	[ "$cpu" -lt 30 ] || { echo "too slow"; return 1; }
 	[ -f "$trace" ] || return 0
 	awk -F'= ' '{ n += $NF } END { print n " bytes read"; exit !(n < 4194304) }' "$trace"
 }
@@ -235,20 +230,20 @@ rm -f big.qcow2 big.raw
 T=$WORK/tree
 mkdir -p "$T/sub" "$WORK/elsewhere"
 cd "$T" || exit 1
-setup new base.qcow2 1M
+setup qcreate base.qcow2 1M
 setup qemu-img snapshot -c clean base.qcow2
 setup qemu-img snapshot -c 'with space' base.qcow2
-setup new -b base.qcow2 -F qcow2 ov-a.qcow2
+setup qcreate -b base.qcow2 -F qcow2 ov-a.qcow2
 setup qemu-img snapshot -c before ov-a.qcow2
-setup new -b ../ov-a.qcow2 -F qcow2 sub/ov-a2.qcow2
-setup new -b ../base.qcow2 -F qcow2 sub/ov-b.qcow2
+setup qcreate -b ../ov-a.qcow2 -F qcow2 sub/ov-a2.qcow2
+setup qcreate -b ../base.qcow2 -F qcow2 sub/ov-b.qcow2
 setup qemu-img create -q -f raw disk.raw 1M
-setup new -b disk.raw -F raw vm.qcow2
+setup qcreate -b disk.raw -F raw vm.qcow2
 setup qemu-img snapshot -c daily vm.qcow2
-setup new lone.qcow2 1M
-setup new "$WORK/elsewhere/far-base.qcow2" 1M
-setup new -b ../elsewhere/far-base.qcow2 -F qcow2 far.qcow2
-setup new -b gone.qcow2 -F qcow2 -u orphan.qcow2 1M
+setup qcreate lone.qcow2 1M
+setup qcreate "$WORK/elsewhere/far-base.qcow2" 1M
+setup qcreate -b ../elsewhere/far-base.qcow2 -F qcow2 far.qcow2
+setup qcreate -b gone.qcow2 -F qcow2 -u orphan.qcow2 1M
 setup ln -s base.qcow2 link-to-base.qcow2
 echo "not an image" >notes.txt
 cd "$D" || exit 1
