@@ -24,8 +24,9 @@ n_fields=0
 : >"$BATCH"
 cat >"$WORK/batch.py" <<'EOF'
 import json, sys
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[1])
-import e2e_helper
+from helpers.qemu_json import compare_one
 def runs(path):
     out = []
     for e in json.load(open(path)):
@@ -38,7 +39,7 @@ def runs(path):
 for line in open(sys.argv[2]):
     kind, desc, *args = line.rstrip("\n").split("|")
     if kind == "info":
-        bad = e2e_helper.compare_one(json.load(open(args[0])), json.load(open(args[1])), "")
+        bad = compare_one(json.load(open(args[0])), json.load(open(args[1])), "")
     elif kind == "map":
         a, b = runs(args[0]), runs(args[1])
         bad = [] if a == b else ["ours: %s" % a, "qemu-img's: %s" % b]
