@@ -1343,3 +1343,97 @@ alloc_bytes()
 {
 	echo $(($(stat -c %b "$1") * 512))
 }
+
+# ---- qcowctl map, checksum and tree: the chains they read ----
+
+# inspect_images: in the current directory, the chains ctl-map.sh and ctl-checksum.sh read, as
+# QEMU builds them; sets IMAGES (their names, df.data aside). A raw base with holes under three
+# qcow2 layers (top has a snapshot), compressed clusters, 512 B clusters, extended L2 with
+# subclusters and an overlay larger than its backing file, metadata preallocation, an
+# external data file, a version 2 image.
+inspect_images()
+{
+	# raw base with holes, then three qcow2 layers of 64 KiB clusters; top has a snapshot
+	setup qemu-img create -q -f raw base.raw 4M
+	setup qio_raw base.raw "write -P 0x11 0 1M" "write -P 0x12 3M 64k" "write -P 0x13 3200k 4k"
+	setup qcreate -b base.raw -F raw l1.qcow2
+	setup qio l1.qcow2 "write -P 0x21 512k 256k" "write -z 2M 128k" "discard 0 64k" \
+		"write -P 0x22 1536k 192k" "write -z 1536k 64k" "write -z -u 1600k 64k"
+	setup qcreate -b l1.qcow2 -F qcow2 l2.qcow2 6M # past 4M: beyond its backing file
+	setup qio l2.qcow2 "write -P 0x31 3M 64k" "write -z 64k 64k" "write -P 0x32 5M 4k" \
+		"write -P 0x33 100k 8k"
+	setup qcreate -b l2.qcow2 -F qcow2 top.qcow2
+	setup qio top.qcow2 "write -P 0x41 0 32k" "discard 3M 64k" "write -P 0x42 4160k 64k"
+	setup qemu-img snapshot -c s1 top.qcow2
+	setup qio top.qcow2 "write -P 0x43 256k 1M" "write -z 4M 512k" "write -P 0x44 5M 8k"
+
+	# compressed clusters (64 KiB and 512 B), and an overlay on compressed data
+	setup qcreate src.qcow2 2M
+	setup qio src.qcow2 "write -P 0x51 0 1M" "write -P 0x52 1536k 64k" "write -P 0x53 1800k 1k"
+	setup qemu-img convert -c -O qcow2 src.qcow2 comp.qcow2
+	setup qemu-img convert -c -O qcow2 -o cluster_size=512 src.qcow2 comp512.qcow2
+	setup qcreate -b comp.qcow2 -F qcow2 compov.qcow2
+	setup qio compov.qcow2 "write -P 0x54 64k 64k" "write -z 512k 64k"
+
+	# 512 B clusters
+	setup qcreate -o cluster_size=512 s0.qcow2 1M
+	setup qio s0.qcow2 "write -P 0x61 0 3k" "write -P 0x62 1536 1k" "write -z 8k 2k" "write -P 0x63 9k 512"
+	setup qcreate -o cluster_size=512 -b s0.qcow2 -F qcow2 s1.qcow2
+	setup qio s1.qcow2 "write -P 0x64 1k 512" "discard 8k 512" "write -z 2k 1k"
+
+	# extended L2: subcluster writes, zeros, discards; the overlay is larger than its backing
+	setup qcreate -o extended_l2=on x0.qcow2 2M
+	setup qio x0.qcow2 "write -P 0x71 8k 4k" "write -z 16k 2k" "write -P 0x72 40k 1k" \
+		"write -P 0x73 128k 64k" "discard 130k 2k" "write -z 136k 4k"
+	setup qcreate -o extended_l2=on -b x0.qcow2 -F qcow2 x1.qcow2 3M
+	setup qio x1.qcow2 "write -P 0x74 10k 2k" "write -z 128k 4k" "write -P 0x75 2112k 2k"
+
+	# metadata preallocation (QEMU then looks at the host file's holes), an external data file,
+	# a version 2 image
+	setup qcreate -o preallocation=metadata pm.qcow2 1M
+	setup qio pm.qcow2 "write -P 0x81 64k 4k"
+	setup qcreate -o data_file=df.data df.qcow2 1M
+	setup qio df.qcow2 "write -P 0x82 64k 4k" "write -z 128k 64k"
+	setup qcreate -o compat=0.10 v2.qcow2 1M
+	setup qio v2.qcow2 "write -P 0x83 64k 4k" "write -z 128k 64k"
+
+	IMAGES=(top.qcow2 l2.qcow2 l1.qcow2 base.raw comp.qcow2 comp512.qcow2 compov.qcow2 s0.qcow2
+		s1.qcow2 x0.qcow2 x1.qcow2 pm.qcow2 df.qcow2 v2.qcow2)
+	# QEMU reads the host files' allocation (st_blocks, SEEK_DATA) to decide whether an image is
+	# metadata-preallocated and where its data clusters have holes. Where it zeroed a cluster's
+	# copy-on-write part with fallocate, SEEK_DATA finds a hole until something reads that range
+	# into the page cache, and a hole again once the kernel drops those pages: so the map tests
+	# come first, on files nothing has read, written back (sync) and left alone.
+	setup sync "${IMAGES[@]}" df.data
+}
+
+# one_line_error TEXT COMMAND...: the command fails with one line on stderr, "qcowctl: ..."
+# containing TEXT, and prints nothing on stdout (qcowctl map may print its header line first).
+one_line_error()
+{
+	local text=$1 out=$WORK/error.out err=$WORK/error.err rc
+	shift
+	"$@" >"$out" 2>"$err" </dev/null
+	rc=$?
+	if [ $rc = 0 ]; then
+		echo "'$*' succeeded"
+		return 1
+	fi
+	if [ "$(wc -l <"$err")" != 1 ] || ! grep -q "^qcowctl: .*$text" "$err"; then
+		echo "'$*' (exit $rc) did not print one line naming '$text':"
+		cat "$err"
+		return 1
+	fi
+	[ "$1" = "$QCOWCTL" ] && [ "$2" = map ] && return 0 # map prints its header line first
+	[ -s "$out" ] && { echo "'$*' printed on stdout:"; cat "$out"; return 1; }
+	return 0
+}
+
+# ctl_usage_error SUBCOMMAND: `qcowctl SUBCOMMAND` without arguments exits 64 (a usage error),
+# and `qcowctl SUBCOMMAND --help` prints its usage line.
+ctl_usage_error()
+{
+	"$QCOWCTL" "$1" >/dev/null 2>&1
+	[ $? = 64 ] || { echo "$1 without arguments did not exit 64"; return 1; }
+	"$QCOWCTL" "$1" --help | grep -q "^usage: qcowctl $1 " || { echo "$1 --help"; return 1; }
+}
