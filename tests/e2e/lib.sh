@@ -1437,3 +1437,13 @@ ctl_usage_error()
 	[ $? = 64 ] || { echo "$1 without arguments did not exit 64"; return 1; }
 	"$QCOWCTL" "$1" --help | grep -q "^usage: qcowctl $1 " || { echo "$1 --help"; return 1; }
 }
+
+# holder_named ARGS...: `qcowctl ARGS` fails, naming qemu-io as the writer.
+holder_named()
+{
+	if "$QCOWCTL" "$@" 2>"$WORK/holder.err"; then
+		echo "qcowctl $* succeeded"
+		return 1
+	fi
+	grep -q 'qemu-io' "$WORK/holder.err" || { echo "no holder named:"; cat "$WORK/holder.err"; return 1; }
+}
