@@ -1447,3 +1447,69 @@ holder_named()
 	fi
 	grep -q 'qemu-io' "$WORK/holder.err" || { echo "no holder named:"; cat "$WORK/holder.err"; return 1; }
 }
+
+# ---- qcowctl check: images clean and damaged ----
+
+# mk_filled NAME [qemu-img create options...]: a 4 MiB image with data in three places
+mk_filled()
+{
+	local name=$1
+	shift
+	qemu-img create -q -f qcow2 "$@" "$name" 4M &&
+		qio "$name" "write -P 0x11 0 192k" "write -P 0x22 1M 64k" "write -P 0x33 3M 4k"
+}
+
+# check_images: in the current directory, the images ctl-check.sh and ctl-repair.sh check:
+# clean ones of every kind qemu-img makes (CHECK_CLEAN: their names without .qcow2), ones
+# damaged on purpose (CHECK_DAMAGED), with NAME.qemu.qcow2 a copy of each for qemu-img to
+# repair, and held.qcow2 (a refcount too low) with its SHA-256 in held.sha.
+check_images()
+{
+	local specs d name from kind off n damage
+
+	# ---- clean images ----
+
+	setup mk_filled plain.qcow2
+	setup mk_filled c512.qcow2 -o cluster_size=512
+	setup mk_filled r1.qcow2 -o refcount_bits=1
+	setup mk_filled r64.qcow2 -o refcount_bits=64
+	setup mk_filled ext.qcow2 -o extended_l2=on,cluster_size=16k
+	setup mk_filled v2.qcow2 -o compat=0.10
+	setup qemu-img convert -c -O qcow2 plain.qcow2 comp.qcow2
+	setup qemu-img convert -c -O qcow2 -o cluster_size=512 plain.qcow2 comp512.qcow2
+	setup mk_filled snap.qcow2
+	setup qemu-img snapshot -c s1 snap.qcow2
+	setup qio snap.qcow2 "write -P 0x44 0 64k" "write -P 0x45 2M 128k"
+	setup qemu-img snapshot -c s2 snap.qcow2
+	setup qio snap.qcow2 "write -P 0x46 1M 4k" "discard 2M 64k"
+	setup mk_filled bitmaps.qcow2
+	setup qemu-img bitmap --add bitmaps.qcow2 b0
+	setup qemu-img bitmap --add -g 65536 bitmaps.qcow2 b1
+	setup qio bitmaps.qcow2 "write -P 0x55 512k 64k"
+	setup qemu-img create -q -f qcow2 -b plain.qcow2 -F qcow2 overlay.qcow2
+	setup qio overlay.qcow2 "write -P 0x66 64k 8k"
+	CHECK_CLEAN="plain c512 r1 r64 ext v2 comp comp512 snap bitmaps overlay"
+
+	# ---- damaged images (and, NAME.qemu.qcow2, a copy of each for qemu-img to repair) ----
+
+	# a dirty image: lazy refcounts, and a writer that died before it wrote its refcounts
+	setup qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 4M
+	(qemu-io -c "write -P 0x77 0 256k" -c "write -P 0x78 2M 64k" -c abort dirty.qcow2; :) \
+		>/dev/null 2>&1
+	damage="leak:plain:leak refcount:plain:refcount:1M header:plain:header eof:plain:eof:64k
+		meta:plain:metadata:128k copied:plain:copied snapcopied:snap:copied:1M
+		extrefcount:ext:refcount corrupt:plain:refcount:64k held:plain:refcount:1M"
+	specs=()
+	for d in $damage; do
+		IFS=: read -r name from kind off <<<"$d"
+		setup cp "$from.qcow2" "$name.qcow2"
+		specs+=("$name.qcow2:$kind:${off:-0}")
+	done
+	specs+=("corrupt.qcow2:corrupt:0")
+	setup python3 "$E2E_HELPER" qcow2-break "${specs[@]}"
+	CHECK_DAMAGED="leak refcount header eof meta copied snapcopied extrefcount corrupt dirty"
+	for n in $CHECK_DAMAGED; do
+		setup cp "$n.qcow2" "$n.qemu.qcow2"
+	done
+	sha_of held.qcow2 >held.sha
+}
