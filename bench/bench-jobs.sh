@@ -3,7 +3,7 @@
 # run, as ratios: the work must follow the data, not the disk size. (The e2e tests check these
 # commands' results: ctl-jobs-sparse.sh and ctl-inspect.sh; how fast they are is measured here.)
 #
-#   bash bench/bench-jobs.sh                  # a minute or two
+#   bash bench/bench-jobs.sh                  # a few minutes
 #   BENCH_REPS=1 bash bench/bench-jobs.sh     # quick run
 #
 # The images:
@@ -14,8 +14,8 @@
 # The pairs, each on fresh copies (cp --sparse=always):
 #   commit     qcowctl commit top.qcow2          vs  qemu-img commit top.qcow2
 #   pull       qcowctl pull top.qcow2            vs  qemu-img rebase -b "" top.qcow2
-#   checksum   qcowctl checksum big.qcow2        vs  qemu-img convert -O raw big.qcow2 (a sparse
-#              file) followed by sha256sum of the raw file (QEMU 7.2 has no checksum)
+#   checksum   qcowctl checksum big.qcow2        vs  qemu-img convert -O raw big.qcow2 (to a sparse
+#              file in /dev/shm) followed by sha256sum of it (QEMU 7.2 has no checksum)
 # Every result is checked: both sides' images compare equal (qemu-img compare) and pass qemu-img
 # check, and the two checksums are equal. Each figure runs until the command's writes are on the
 # disk (a sync after it) and is the median of BENCH_REPS runs (default 3; qemu-img goes first in
@@ -41,12 +41,14 @@ die() { log "error: $*"; exit 1; }
 for c in qemu-img qemu-io bc; do command -v "$c" >/dev/null || die "missing $c"; done
 [ -x "$QCOWCTL" ] || die "no $QCOWCTL: build first (ninja -C build)"
 
+SHM=/dev/shm/qcowctl-bench-jobs.$$.raw
 if [ -n "${BENCH_DIR:-}" ]; then
 	DIR=$BENCH_DIR
 	mkdir -p "$DIR"
+	trap 'rm -f "$SHM"' EXIT
 else
 	DIR=$(mktemp -d /var/tmp/qcowctl-bench-jobs.XXXXXX)
-	trap 'rm -rf "$DIR"' EXIT
+	trap 'rm -rf "$DIR" "$SHM"' EXIT
 fi
 
 drop_caches() {
@@ -127,8 +129,8 @@ run_side() {
 	c-commit) timed t "$QCOWCTL" commit -q top.qcow2 ;;
 	q-pull) timed t qemu-img rebase -b "" top.qcow2 ;;
 	c-pull) timed t "$QCOWCTL" pull -q top.qcow2 ;;
-	q-checksum) timed t sh -c "qemu-img convert -O raw big.qcow2 flat.raw &&
-		sha256sum flat.raw | cut -d' ' -f1 >sum; rm -f flat.raw" ;;
+	q-checksum) timed t sh -c "qemu-img convert -O raw big.qcow2 $SHM &&
+		sha256sum $SHM | cut -d' ' -f1 >sum; rm -f $SHM" ;;
 	c-checksum) timed t sh -c "'$QCOWCTL' checksum -q big.qcow2 | cut -d' ' -f1 >sum" ;;
 	esac
 	echo "$t" >"$DIR/t.$side"
