@@ -732,12 +732,12 @@ check_counts_json()
 # gives no JSON.
 check_counts()
 {
-	local j
+	local j rc
 	j=$(tmpfile .json)
 	qemu-img check -U --output=json "$1" >"$j" 2>/dev/null
 	[ -s "$j" ] || { rm -f "$j"; return 1; }
 	check_counts_json "$j"
-	local rc=$?
+	rc=$?
 	rm -f "$j"
 	return $rc
 }
