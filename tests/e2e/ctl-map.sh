@@ -12,7 +12,6 @@ D=$WORK/img
 mkdir -p "$D"
 cd "$D" || exit 1
 inspect_images
-sha_of "${IMAGES[@]}" df.data >"$WORK/before.sha"
 
 # map_same IMAGE: --json equals qemu-img's JSON byte for byte; the text form equals qemu-img's
 # human form, or both refuse (compressed clusters have no offset to show).
@@ -40,6 +39,9 @@ map_elsewhere()
 		cmp <(cd "$WORK" && qemu-img map -U img/x1.qcow2) <(cd "$WORK" && "$QCOWCTL" map img/x1.qcow2)
 }
 check "map names the files as qemu-img does from other directories" map_elsewhere
+
+# only now: reading the files would change what SEEK_DATA finds in them (see inspect_images)
+sha_of "${IMAGES[@]}" df.data >"$WORK/before.sha"
 
 head -c 1024 top.qcow2 >bad.qcow2
 check "map of a missing file: one line" one_line_error "missing.qcow2" "$QCOWCTL" map missing.qcow2
