@@ -10,30 +10,23 @@ SRC=$WORK/src
 MNT=$WORK/mnt
 mkdir -p "$SRC"/{raw,nofmt,paths/sub/deeper,short,d2,d32}
 
-new()
-{
-	local name=$1 size=$2
-	shift 2
-	qemu-img create -q -f qcow2 "$@" "$name" "$size"
-}
-
 # -- a raw backing file with data and holes, under a qcow2 overlay
 cd "$SRC/raw" || exit 1
 setup qemu-img create -q -f raw base.img 2M
 setup qio_raw base.img "write -P 0x55 0 64k" "write -P 0x56 1M 4k" "write -P 0x57 2040k 8k"
-setup new top.qcow2 4M -b base.img -F raw
+setup mk_qcow2 top.qcow2 4M -b base.img -F raw
 setup qio top.qcow2 "write -P 0x58 32k 64k" "write -z 1M 512" "write -P 0x59 3M 4k"
 
 # -- no backing format: qcow2 and raw backing files, probed
 cd "$SRC/nofmt" || exit 1
-setup new base.qcow2 4M
+setup mk_qcow2 base.qcow2 4M
 setup qio base.qcow2 "write -P 0x61 0 1M" "write -P 0x62 2M 1M"
-setup new top.qcow2 4M -b base.qcow2 -F qcow2
+setup mk_qcow2 top.qcow2 4M -b base.qcow2 -F qcow2
 setup qio top.qcow2 "write -P 0x63 512k 1M"
 setup python3 "$E2E_HELPER" drop-backing-fmt top.qcow2
 setup qemu-img create -q -f raw rawbase.img 1M
 setup qio_raw rawbase.img "write -P 0x64 0 1M"
-setup new rawtop.qcow2 1M -b rawbase.img -F raw
+setup mk_qcow2 rawtop.qcow2 1M -b rawbase.img -F raw
 setup qio rawtop.qcow2 "write -P 0x65 4k 4k"
 setup python3 "$E2E_HELPER" drop-backing-fmt rawtop.qcow2
 check "nofmt: qemu-img sees no backing format on top.qcow2 and rawtop.qcow2" \
@@ -42,38 +35,38 @@ check "nofmt: qemu-img sees no backing format on top.qcow2 and rawtop.qcow2" \
 
 # -- backing paths: relative, ../, ../../, into a subdirectory, absolute
 cd "$SRC/paths" || exit 1
-setup new base.qcow2 4M
+setup mk_qcow2 base.qcow2 4M
 setup qio base.qcow2 "write -P 0x71 0 4M"
-setup new rel.qcow2 4M -b base.qcow2 -F qcow2
+setup mk_qcow2 rel.qcow2 4M -b base.qcow2 -F qcow2
 setup qio rel.qcow2 "write -P 0x72 0 64k"
-setup new abs.qcow2 4M -b "$SRC/paths/base.qcow2" -F qcow2
+setup mk_qcow2 abs.qcow2 4M -b "$SRC/paths/base.qcow2" -F qcow2
 setup qio abs.qcow2 "write -P 0x73 64k 64k"
-setup new sub/up.qcow2 4M -b ../base.qcow2 -F qcow2
+setup mk_qcow2 sub/up.qcow2 4M -b ../base.qcow2 -F qcow2
 setup qio sub/up.qcow2 "write -P 0x74 128k 64k"
-setup new sub/deeper/upup.qcow2 4M -b ../../rel.qcow2 -F qcow2
+setup mk_qcow2 sub/deeper/upup.qcow2 4M -b ../../rel.qcow2 -F qcow2
 setup qio sub/deeper/upup.qcow2 "write -P 0x75 192k 64k"
-setup new sub/inner.qcow2 4M
+setup mk_qcow2 sub/inner.qcow2 4M
 setup qio sub/inner.qcow2 "write -P 0x76 1M 1M"
-setup new down.qcow2 4M -b sub/inner.qcow2 -F qcow2
+setup mk_qcow2 down.qcow2 4M -b sub/inner.qcow2 -F qcow2
 setup qio down.qcow2 "write -P 0x77 1M 4k"
 check "paths: qemu-img resolves ../../rel.qcow2 from the image's own directory" \
 	bash -c "qemu-img info -U --backing-chain sub/deeper/upup.qcow2 | grep -q 'actual path: sub/deeper/../../base.qcow2'"
 
 # -- backing files shorter than the overlay
 cd "$SRC/short" || exit 1
-setup new base.qcow2 1M
+setup mk_qcow2 base.qcow2 1M
 setup qio base.qcow2 "write -P 0x81 0 1M"
-setup new top.qcow2 4M -b base.qcow2 -F qcow2
+setup mk_qcow2 top.qcow2 4M -b base.qcow2 -F qcow2
 setup qio top.qcow2 "write -P 0x82 3M 4k" "write -P 0x83 1020k 8k"
 head -c 1000000 /dev/urandom >rawshort.img || bail "head"
-setup new rawtop.qcow2 2M -b rawshort.img -F raw
+setup mk_qcow2 rawtop.qcow2 2M -b rawshort.img -F raw
 setup qio rawtop.qcow2 "write -P 0x84 1M 4k"
 
 # -- depth 2 and 32: every layer writes a pattern overlapping the next one's, some zero writes
 cd "$SRC/d2" || exit 1
-setup new l0.qcow2 4M
+setup mk_qcow2 l0.qcow2 4M
 setup qio l0.qcow2 "write -P 0x91 0 3M"
-setup new l1.qcow2 4M -b l0.qcow2 -F qcow2
+setup mk_qcow2 l1.qcow2 4M -b l0.qcow2 -F qcow2
 setup qio l1.qcow2 "write -P 0x92 1M 1M" "write -z 2560k 64k"
 
 cd "$SRC/d32" || exit 1
@@ -82,9 +75,9 @@ prev=""
 for i in $(seq 0 31); do
 	n=$(printf 'l%02d.qcow2' "$i")
 	if [ -z "$prev" ]; then
-		setup new "$n" 4M
+		setup mk_qcow2 "$n" 4M
 	else
-		setup new "$n" 4M -b "$prev" -F qcow2
+		setup mk_qcow2 "$n" 4M -b "$prev" -F qcow2
 	fi
 	cmds=("write -P $((i + 1)) $((i * 96))k 128k")
 	((i % 5 == 4)) && cmds+=("write -z $(((i - 2) * 96))k 32k")

@@ -13,15 +13,6 @@ OUT=$WORK/outside
 mkdir -p "$SRC" "$MNT" "$OUT"
 cd "$SRC" || exit 1
 
-put_be()
-{
-	local f=$1 off=$2 w=$3 v=$4 i s=""
-	for ((i = w - 1; i >= 0; i--)); do
-		s+=$(printf '\\x%02x' $(((v >> (8 * i)) & 0xff)))
-	done
-	printf "$s" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
-}
-
 # drop_backing_fmt IMAGE: make the backing format extension an unknown one (ignored), so the
 # backing file's format is probed (qemu-img 7.2 no longer creates such images)
 drop_backing_fmt()
@@ -159,21 +150,6 @@ check "--backing-dir relative, detached daemon: the symlinked image outside read
 check "--backing-dir relative, detached daemon: it unmounts" fusermount3 -u "$MNT3"
 
 # qcowctl on chains through a FIFO: a quick error naming the FIFO, never a hang
-ctl_fails_fast()
-{
-	local name=$1 rc err
-	shift
-	err=$(tmpfile .err)
-	timeout -k 2 20 "$QCOWCTL" "$@" >/dev/null 2>"$err"
-	rc=$?
-	if [ $rc = 124 ] || [ $rc = 137 ]; then
-		echo "qcowctl $* hung (killed after 20 s)"
-		return 1
-	fi
-	[ $rc != 0 ] || { echo "qcowctl $* succeeded"; return 1; }
-	[ "$(wc -l <"$err")" = 1 ] || { echo "stderr is not one line:"; cat "$err"; return 1; }
-	grep -qF -- "$name" "$err" || { echo "the error does not name $name:"; cat "$err"; return 1; }
-}
 check "qcowctl info --chain over a FIFO backing file fails fast" \
 	ctl_fails_fast pipe.raw info --chain over-fifo.qcow2
 check "qcowctl map over a FIFO backing file fails fast" ctl_fails_fast pipe.raw map over-fifo.qcow2

@@ -1,89 +1,22 @@
 #!/bin/bash
-# ctl-check.sh - `qcowctl check [--repair]` against `qemu-img check` as the oracle: on clean
-# images of every kind qemu-img makes, the same JSON fields and values, the same text report,
-# exit 0; on images damaged on purpose (a leak, a refcount too low, an L2 entry into the header,
-# one past the end of the file, one into the refcount table, a missing COPIED flag, a dirty
-# image left by lazy refcounts, the corrupt bit), the same exit status and counts; after
-# `--repair` both checkers find the image clean, and its data (qemu-img convert -O raw) is what
-# `qemu-img check -r all` makes of a copy (for the entry into the header, which QEMU can neither
-# repair nor read, what QEMU makes of its repaired copy once that cluster is zeroed); a dry run
-# changes no byte; a repair is refused while qemu-io holds the image for writing.
-# A refcount table entry pointing into other metadata, with bad bits or past the end of the
-# file: qcowctl check counts what qemu-img check counts, qcowctl info tells what qemu-img info
-# tells, and --repair leaves no error where qemu-img check found some (counted by qemu-img
-# before and after); damage it cannot improve is left byte for byte, with exit 4.
+# ctl-check.sh - `qcowctl check` against `qemu-img check` as the oracle: on clean images of
+# every kind qemu-img makes, the same JSON fields and values, the same text report, exit 0; on
+# images damaged on purpose (a leak, a refcount too low, an L2 entry into the header, one past
+# the end of the file, one into the refcount table, a missing COPIED flag, a dirty image left by
+# lazy refcounts, the corrupt bit), the same exit status and counts; an image qemu-io holds for
+# writing is checked only with -U. (--repair: ctl-repair.sh.)
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cd "$WORK" || exit 1
 Q=$QCOWCTL
 H=$E2E_HELPER
-
-# mk NAME [qemu-img create options...]: a 4 MiB image with data in three places
-mk()
-{
-	local name=$1
-	shift
-	qemu-img create -q -f qcow2 "$@" "$name" 4M &&
-		qio "$name" "write -P 0x11 0 192k" "write -P 0x22 1M 64k" "write -P 0x33 3M 4k"
-}
-
-# incompat IMAGE: the incompatible feature bits of a v3 image, as 0x...
-incompat()
-{
-	printf '0x%x\n' "0x$(od -An -tx8 --endian=big -j72 -N8 "$1" | tr -d ' ')"
-}
-
-# ---- clean images ----
-
-setup mk plain.qcow2
-setup mk c512.qcow2 -o cluster_size=512
-setup mk r1.qcow2 -o refcount_bits=1
-setup mk r64.qcow2 -o refcount_bits=64
-setup mk ext.qcow2 -o extended_l2=on,cluster_size=16k
-setup mk v2.qcow2 -o compat=0.10
-setup qemu-img convert -c -O qcow2 plain.qcow2 comp.qcow2
-setup qemu-img convert -c -O qcow2 -o cluster_size=512 plain.qcow2 comp512.qcow2
-setup mk snap.qcow2
-setup qemu-img snapshot -c s1 snap.qcow2
-setup qio snap.qcow2 "write -P 0x44 0 64k" "write -P 0x45 2M 128k"
-setup qemu-img snapshot -c s2 snap.qcow2
-setup qio snap.qcow2 "write -P 0x46 1M 4k" "discard 2M 64k"
-setup mk bitmaps.qcow2
-setup qemu-img bitmap --add bitmaps.qcow2 b0
-setup qemu-img bitmap --add -g 65536 bitmaps.qcow2 b1
-setup qio bitmaps.qcow2 "write -P 0x55 512k 64k"
-setup qemu-img create -q -f qcow2 -b plain.qcow2 -F qcow2 overlay.qcow2
-setup qio overlay.qcow2 "write -P 0x66 64k 8k"
-clean="plain c512 r1 r64 ext v2 comp comp512 snap bitmaps overlay"
-
-# ---- damaged images (and, NAME.qemu.qcow2, a copy of each for qemu-img to repair) ----
-
-# a dirty image: lazy refcounts, and a writer that died before it wrote its refcounts
-setup qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 4M
-(qemu-io -c "write -P 0x77 0 256k" -c "write -P 0x78 2M 64k" -c abort dirty.qcow2; :) \
-	>/dev/null 2>&1
-damage="leak:plain:leak refcount:plain:refcount:1M header:plain:header eof:plain:eof:64k
-	meta:plain:metadata:128k copied:plain:copied snapcopied:snap:copied:1M
-	extrefcount:ext:refcount corrupt:plain:refcount:64k held:plain:refcount:1M"
-specs=()
-for d in $damage; do
-	IFS=: read -r name from kind off <<<"$d"
-	setup cp "$from.qcow2" "$name.qcow2"
-	specs+=("$name.qcow2:$kind:${off:-0}")
-done
-specs+=("corrupt.qcow2:corrupt:0")
-setup python3 "$H" qcow2-break "${specs[@]}"
-damaged="leak refcount header eof meta copied snapcopied extrefcount corrupt dirty"
-for n in $damaged; do
-	setup cp "$n.qcow2" "$n.qemu.qcow2"
-done
-sha_of held.qcow2 >held.sha
+check_images
 
 # ---- both checkers on every image, compared in one go ----
 
 declare -A QRC ORC
 pairs=()
-for n in $clean $damaged; do
+for n in $CHECK_CLEAN $CHECK_DAMAGED; do
 	qemu-img check --output=json "$n.qcow2" >"$n.q.json" 2>"$n.q.err"
 	QRC[$n]=$?
 	"$Q" check --json "$n.qcow2" >"$n.o.json" 2>"$n.o.err"
@@ -104,7 +37,7 @@ same_as_qemu()
 	grep -qxF "same $n.o.json" compare.txt || { grep -F " $n.o.json" compare.txt; return 1; }
 }
 
-for n in $clean; do
+for n in $CHECK_CLEAN; do
 	check "clean $n.qcow2: exit 0 and the same fields as qemu-img check" same_as_qemu "$n" 0
 done
 
@@ -132,200 +65,19 @@ check "an image marked corrupt is checked (read-only) as qemu-img does" same_as_
 check "the problems are reported in qemu-img's words" \
 	grep -qxF "ERROR cluster 0 refcount=1 reference=2" header.o.err
 
-# ---- repairs ----
-
-# repaired_clean IMAGE: `qcowctl check --repair` exits 0, then qemu-img check and ours are clean
-repaired_clean()
-{
-	local out rc
-	out=$("$Q" check --repair "$1" 2>&1)
-	rc=$?
-	[ $rc = 0 ] || { echo "qcowctl check --repair exited $rc:"; echo "$out"; return 1; }
-	grep -q "^Double checking the fixed image now" <<<"$out" ||
-		{ echo "no report of what was repaired:"; echo "$out"; return 1; }
-	image_clean "$1" || return 1
-	"$Q" check -q "$1" || { echo "qcowctl check after the repair exits $?"; return 1; }
-}
-
-# same_data A B: qemu-img reads the same bytes from both images
-same_data()
-{
-	qemu-img convert -O raw "$1" "$1.raw" && qemu-img convert -O raw "$2" "$2.raw" &&
-		cmp "$1.raw" "$2.raw"
-}
-
-# dry_run_changes_nothing IMAGE WANT_RC: --repair --dry-run exits as the check does, announces
-# fixes, and the file keeps every byte
-dry_run_changes_nothing()
-{
-	local sum out rc
-	sum=$(sha256sum <"$1")
-	out=$("$Q" check --repair --dry-run "$1" 2>&1)
-	rc=$?
-	[ $rc = "$2" ] || { echo "dry run exited $rc, want $2"; echo "$out"; return 1; }
-	grep -q "would be repaired" <<<"$out" || { echo "no plan:"; echo "$out"; return 1; }
-	[ "$(sha256sum <"$1")" = "$sum" ] || { echo "the dry run changed $1"; return 1; }
-}
-
-check "a dry run announces the fixes and changes nothing" dry_run_changes_nothing header.qcow2 2
-check "a dirty image: the dirty bit is set" [ "$(incompat dirty.qcow2)" = 0x1 ]
-check "an image marked corrupt: the corrupt bit is set" [ "$(incompat corrupt.qcow2)" = 0x2 ]
-
-for n in $damaged; do
-	check "$n: --repair leaves an image both checkers find clean" repaired_clean "$n.qcow2"
-	qemu-img check -q -r all "$n.qemu.qcow2" >/dev/null 2>&1
-done
-for n in leak refcount eof meta copied snapcopied extrefcount corrupt dirty; do
-	check "$n: the repaired image reads what qemu-img's repaired copy reads" \
-		same_data "$n.qcow2" "$n.qemu.qcow2"
-done
-check "a dirty image: the dirty bit is cleared" [ "$(incompat dirty.qcow2)" = 0x0 ]
-check "an image marked corrupt: the corrupt bit is cleared" [ "$(incompat corrupt.qcow2)" = 0x0 ]
-
-# The entry into the header: qemu-img check -r all cannot fix it (exit 2 after its repair) nor
-# read it (convert fails). Ours makes it a zero cluster: what QEMU reads once its own copy's
-# cluster is zeroed (write -z, which QEMU does for such a cluster by making it a preallocated
-# zero cluster, then its repair turns that into a plain zero cluster).
-header_qemu_cannot()
-{
-	if qemu-img check "header.qemu.qcow2" >/dev/null 2>&1; then
-		echo "qemu-img check -r all repaired the entry into the header after all"
-		return 1
-	fi
-	if qemu-img convert -O raw header.qemu.qcow2 header.qemu.raw 2>/dev/null; then
-		echo "QEMU reads the entry into the header after all"
-		return 1
-	fi
-}
-check "qemu-img check -r all neither repairs nor reads an entry into the header" \
-	header_qemu_cannot
-setup qio header.qemu.qcow2 "write -z 0 64k"
-setup qemu-img check -q -r all header.qemu.qcow2
-check "the entry into the header reads as zeros, as QEMU's copy with that cluster zeroed" \
-	same_data header.qcow2 header.qemu.qcow2
-
 # ---- locks ----
 
 setup qemu_writer_start held.qcow2
-repair_refused()
-{
-	local out
-	if out=$("$Q" check --repair held.qcow2 2>&1); then
-		echo "the repair ran while qemu-io held the image:"
-		echo "$out"
-		return 1
-	fi
-	grep -q "qemu-io" <<<"$out" || { echo "the holder is not named:"; echo "$out"; return 1; }
-}
-check "--repair is refused while qemu-io holds the image for writing, naming it" repair_refused
 check "a check without -U is refused too (as qemu-img check)" _e2e_negate "$Q" check -q held.qcow2
 check "a check with -U reads it anyway" eval '"$Q" check -U held.qcow2 >/dev/null; [ $? = 2 ]'
 qemu_writer_stop
-check "the refused repair changed nothing" sha_unchanged held.sha
-
-# ---- a broken refcount table: never more errors than found, and info still works ----
-
-# errors JSON: corruptions + leaks + check errors, as qemu-img check --output=json counts them
-errors()
-{
-	python3 "$H" check-counts "$1" | awk '{ print $1 + $2 + $3 }'
-}
-
-# A refcount table entry into other metadata, with bad bits, outside the file; on 64 KiB and
-# 512-byte clusters (several refcount blocks), on a block in use and on an unused entry.
-rtcases="rtl1:plain:rt-l1:0 rtl2:plain:rt-l2:0 rthdr:plain:rt-header:0 rtres:plain:rt-reserved:0
-	rthigh:plain:rt-high:0 rteof:plain:rt-eof:0 rtl1s:c512:rt-l1:0 rtl1u:c512:rt-l1:3
-	rtl2u:c512:rt-l2:3 rtrbs:c512:rt-refblock:0 rtrbu:c512:rt-refblock:3
-	rthighs:c512:rt-high:0 rteofs:c512:rt-eof:1"
-rtnames=""
-for d in $rtcases; do
-	IFS=: read -r name from kind idx <<<"$d"
-	setup cp "$from.qcow2" "$name.qcow2"
-	setup python3 "$H" qcow2-break "$name.qcow2:$kind:$idx"
-	setup qemu-img convert -O raw "$from.qcow2" "$name.want.raw"
-	rtnames="$rtnames $name"
-done
-# combinations
-setup cp c512.qcow2 rtmix.qcow2
-setup python3 "$H" qcow2-break rtmix.qcow2:rt-l1:0 rtmix.qcow2:rt-eof:1 rtmix.qcow2:rt-high:2
-setup qemu-img convert -O raw c512.qcow2 rtmix.want.raw
-rtnames="$rtnames rtmix"
-
-# info_as_qemu IMAGE: exit 0 as qemu-img info, the same facts
-info_as_qemu()
-{
-	qemu-img info --output=json "$1" >"$1.qi.json" || { echo "qemu-img info fails"; return 1; }
-	"$Q" info --json "$1" >"$1.oi.json" 2>"$1.oi.err" ||
-		{ echo "qcowctl info exits $?:"; cat "$1.oi.err"; return 1; }
-	python3 "$H" info-compare "$1.oi.json" "$1.qi.json"
-}
-
-# never_worse NAME: qcowctl check counts as qemu-img before; --repair exits 0 and its own
-# check of the result counts what qemu-img check then counts: no error (fewer than before);
-# a later qcowctl check agrees too; the data are the same
-never_worse()
-{
-	local n=$1 before after out rc
-	qemu-img check --output=json "$n.qcow2" >"$n.qb.json" 2>/dev/null
-	"$Q" check --json "$n.qcow2" >"$n.ob.json" 2>/dev/null
-	python3 "$H" check-compare "$n.ob.json" "$n.qb.json" | grep -q "^same " ||
-		{ python3 "$H" check-compare "$n.ob.json" "$n.qb.json"; return 1; }
-	before=$(errors "$n.qb.json")
-	[ "$before" -gt 0 ] || { echo "no damage seen"; return 1; }
-	"$Q" check --repair --json "$n.qcow2" >"$n.or.json" 2>"$n.or.err"
-	rc=$?
-	[ $rc = 0 ] || { echo "qcowctl check --repair exited $rc:"; tail -5 "$n.or.err"; return 1; }
-	qemu-img check --output=json "$n.qcow2" >"$n.qa.json" 2>/dev/null
-	"$Q" check --json "$n.qcow2" >"$n.oa.json" 2>/dev/null
-	# the repair's own check of its result says what qemu-img says
-	[ "$(python3 "$H" check-counts "$n.or.json")" = "$(python3 "$H" check-counts "$n.qa.json")" ] ||
-		{ echo "after --repair, its check says $(python3 "$H" check-counts "$n.or.json")," \
-			"qemu-img check $(python3 "$H" check-counts "$n.qa.json")"; return 1; }
-	after=$(errors "$n.qa.json")
-	[ "$after" -lt "$before" ] && [ "$after" = 0 ] ||
-		{ echo "qemu-img check: $before errors before the repair, $after after"; return 1; }
-	python3 "$H" check-compare "$n.oa.json" "$n.qa.json" | grep -q "^same " ||
-		{ python3 "$H" check-compare "$n.oa.json" "$n.qa.json"; return 1; }
-	qemu-img convert -O raw "$n.qcow2" "$n.got.raw" && cmp "$n.want.raw" "$n.got.raw"
-}
-
-for n in $rtnames; do
-	check "$n: qcowctl info on a broken refcount table tells what qemu-img info tells" \
-		info_as_qemu "$n.qcow2"
-	check "$n: --repair leaves fewer errors (none), as qemu-img check counts them" \
-		never_worse "$n"
-done
-
-# Damage no repair fixes (an entry of a snapshot's own L2 table past the end of the file;
-# qemu-img check -r all cannot either): exit 4, the reason, not a byte changed.
-setup cp snap.qcow2 unfix.qcow2
-setup python3 "$H" qcow2-break unfix.qcow2:snapeof:1088k
-sha_of unfix.qcow2 >unfix.sha
-not_improved()
-{
-	local out rc b a
-	qemu-img check --output=json unfix.qcow2 >unfix.qb.json 2>/dev/null
-	b=$(errors unfix.qb.json)
-	out=$("$Q" check --repair unfix.qcow2 2>&1)
-	rc=$?
-	[ $rc = 4 ] || { echo "qcowctl check --repair exited $rc, want 4:"; echo "$out"; return 1; }
-	grep -q "repair would not improve the image: .*; nothing changed" <<<"$out" ||
-		{ echo "no reason given:"; echo "$out"; return 1; }
-	sha_unchanged unfix.sha || return 1
-	qemu-img check --output=json unfix.qcow2 >unfix.qa.json 2>/dev/null
-	a=$(errors unfix.qa.json)
-	[ "$b" -gt 0 ] && [ "$a" = "$b" ] || { echo "qemu-img check: $b errors, then $a"; return 1; }
-}
-check "a repair that would not improve the image changes nothing and says why (exit 4)" \
-	not_improved
+check "the refused check changed nothing" sha_unchanged held.sha
 
 # ---- usage ----
 
 check "--help exits 0 and tells the exit statuses" \
 	eval '"$Q" check --help | grep -q "0 clean, 2 corruptions, 3 leaked clusters only"'
 check "no image: a usage error" eval '"$Q" check >/dev/null 2>&1; [ $? = 64 ]'
-check "-U with --repair: a usage error" \
-	eval '"$Q" check -U --repair plain.qcow2 >/dev/null 2>&1; [ $? = 64 ]'
 check "a missing image: exit 1 naming it" \
 	eval '"$Q" check nothere.qcow2 2>&1 >/dev/null | grep -q "nothere.qcow2"; [ ${PIPESTATUS[0]} = 1 ]'
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# ctl-create.sh - `qcowctl create` and `qcowctl resize` against qemu-img. For a matrix of
+# ctl-create.sh - `qcowctl create` against qemu-img. For a matrix of
 # options (v2/v3, 512 B/64 K/2 M clusters, refcount widths 1/16/64, lazy refcounts, extended L2,
 # every preallocation mode, overlays on relative and absolute backing names, raw and qcow2
 # backing files): `qemu-img check` is clean; `qemu-img info` tells the same facts as for the
@@ -7,9 +7,8 @@
 # writes and reads back; an overlay reads as its backing file; preallocation allocates what
 # qemu-img's does (`qemu-img map`, host blocks). --dry-run creates nothing; bad options fail
 # with one line naming the cause (and qemu-img refuses them too); an image another process
-# writes is neither replaced nor resized; a killed or interrupted create leaves nothing or the
-# complete image. resize gives the bytes and size `qemu-img resize` gives a copy, keeps internal
-# snapshots, refuses to shrink.
+# writes is not replaced; a killed or interrupted create leaves nothing or the
+# complete image. (qcowctl resize: ctl-resize.sh.)
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 D=$WORK/d
@@ -24,8 +23,9 @@ n_fields=0
 : >"$BATCH"
 cat >"$WORK/batch.py" <<'EOF'
 import json, sys
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[1])
-import e2e_helper
+from helpers.qemu_json import compare_one
 def runs(path):
     out = []
     for e in json.load(open(path)):
@@ -38,7 +38,7 @@ def runs(path):
 for line in open(sys.argv[2]):
     kind, desc, *args = line.rstrip("\n").split("|")
     if kind == "info":
-        bad = e2e_helper.compare_one(json.load(open(args[0])), json.load(open(args[1])), "")
+        bad = compare_one(json.load(open(args[0])), json.load(open(args[1])), "")
     elif kind == "map":
         a, b = runs(args[0]), runs(args[1])
         bad = [] if a == b else ["ours: %s" % a, "qemu-img's: %s" % b]
@@ -63,8 +63,6 @@ run_batch()
 	done <"$WORK/batch.out"
 }
 
-ctl() { "$QCOWCTL" "$@"; }
-
 # writes_read_back IMAGE: qemu-io writes a pattern and reads it back, and check stays clean.
 writes_read_back()
 {
@@ -76,18 +74,6 @@ writes_read_back()
 		return 1
 	fi
 	image_clean "$1"
-}
-
-# same_flat A B: qemu-img reads the same bytes from both (`qemu-img compare`).
-same_flat()
-{
-	qemu-img compare -U "$1" "$2"
-}
-
-# vsize IMAGE: its virtual size, as qemu-img tells it.
-vsize()
-{
-	qemu-img info -U --output=json "$1" | sed -n 's/^ *"virtual-size": \([0-9]*\),*$/\1/p'
 }
 
 # info_later DESC IMAGE KEY WANT: queue a check of one `qemu-img info` field.
@@ -123,7 +109,7 @@ case_()
 	qemu-img info --output=json "$ours" >"$WORK/$name.info.a"
 	qemu-img info --output=json "$theirs" >"$WORK/$name.info.b"
 	echo "info|$name: qemu-img info tells what it tells of qemu-img's image|$WORK/$name.info.a|$WORK/$name.info.b" >>"$BATCH"
-	check "$name: reads as qemu-img's image" same_flat "$ours" "$theirs"
+	check "$name: reads as qemu-img's image" same_content "$ours" "$theirs"
 	case " $* " in
 	*preallocation=*)
 		qemu-img map --output=json "$ours" >"$WORK/$name.map.a"
@@ -168,18 +154,18 @@ case_ ov-abs 8M -b "$D/base.qcow2" -F qcow2 -o cluster_size=4K
 case_ ov-v2 - -b base.qcow2 -F qcow2 -o compat=0.10
 case_ ov-pre - -b base.qcow2 -F qcow2 -o extended_l2=on,preallocation=metadata
 check "an overlay with a relative name" ctl create -q -b base.qcow2 -F qcow2 fresh-rel.qcow2
-check "an overlay reads as its backing file" same_flat fresh-rel.qcow2 base.qcow2
+check "an overlay reads as its backing file" same_content fresh-rel.qcow2 base.qcow2
 info_later "the backing name is stored as given (relative)" fresh-rel.qcow2 backing-filename \
 	base.qcow2
 check "an overlay one directory down, no -F" ctl create -q -b ../base.qcow2 sub/probed.qcow2
 info_later "without -F the backing format is probed and stored" sub/probed.qcow2 \
 	backing-filename-format qcow2
 check "a relative name resolves from the image's directory (the size is the backing's)" \
-	same_flat sub/probed.qcow2 base.qcow2
+	same_content sub/probed.qcow2 base.qcow2
 info_later "... its size is the backing file's" sub/probed.qcow2 virtual-size 6291456
 check "an overlay of a raw file, no -F, no SIZE" ctl create -q -b base.raw sub/probed-raw.qcow2
 info_later "a raw backing file is probed as raw" sub/probed-raw.qcow2 backing-filename-format raw
-check "... and reads as it" same_flat sub/probed-raw.qcow2 sub/base.raw
+check "... and reads as it" same_content sub/probed-raw.qcow2 sub/base.raw
 
 # ---- --dry-run ----
 
@@ -195,8 +181,8 @@ check "... leaves it unchanged" sha_unchanged "$WORK/v3.sha"
 
 # ---- bad options: one line naming the cause, nothing created, and qemu-img refuses too ----
 
-# refused CAUSE ARGS...: `qcowctl create ARGS bad.qcow2 [SIZE]` fails with one line naming CAUSE.
-refused()
+# create_refused CAUSE ARGS...: `qcowctl create ARGS bad.qcow2 [SIZE]` fails with one line naming CAUSE.
+create_refused()
 {
 	local cause=$1 rc
 	shift
@@ -220,7 +206,7 @@ qemu_refuses()
 
 while read -r cause args; do
 	eval "set -- $args"
-	check "refused: $args" refused "$cause" "$@"
+	check "refused: $args" create_refused "$cause" "$@"
 	case $cause in SIZE | 1Q) continue ;; esac
 	check "qemu-img refuses it too: $args" qemu_refuses "$@"
 done <<'EOF'
@@ -256,21 +242,11 @@ check "... and the image is unchanged" sha_unchanged "$WORK/v3.sha"
 setup cp v3.qcow2 busy.qcow2
 sha_of busy.qcow2 >"$WORK/busy.sha"
 setup qemu_writer_start busy.qcow2
-# holder_named ARGS...: qcowctl ARGS fails, naming qemu-io as the writer.
-holder_named()
-{
-	if "$QCOWCTL" "$@" 2>"$WORK/err"; then
-		echo "qcowctl $* succeeded"
-		return 1
-	fi
-	grep -q 'qemu-io' "$WORK/err" || { echo "no holder named:"; cat "$WORK/err"; return 1; }
-}
 check "create refuses to replace an image qemu-io writes, naming it" holder_named create -q busy.qcow2 1M
-check "resize refuses an image qemu-io writes, naming it" holder_named resize -q busy.qcow2 +1M
 qemu_writer_stop
 check "... and the image is unchanged" sha_unchanged "$WORK/busy.sha"
 check "an existing image no one writes is replaced" ctl create -q -o cluster_size=4K busy.qcow2 2M
-check "... by the new one" test "$(vsize busy.qcow2)" = 2097152
+check "... by the new one" test "$(virtual_size busy.qcow2)" = 2097152
 
 # ---- killed and interrupted creates ----
 
@@ -284,7 +260,7 @@ nothing_or_complete()
 		return 0
 	fi
 	[ "$n" = 1 ] && [ -e "$1/$2" ] || { echo "left in $1:"; ls -la "$1"; return 1; }
-	image_clean "$1/$2" && [ "$(vsize "$1/$2")" = "$3" ]
+	image_clean "$1/$2" && [ "$(virtual_size "$1/$2")" = "$3" ]
 }
 "$QCOWCTL" create -q -o preallocation=full "$D/k/killed.qcow2" 256M &
 pid=$!
@@ -306,62 +282,6 @@ if [ $rc != 0 ]; then
 	check "... and says it was interrupted" grep -q interrupted "$WORK/int.err"
 fi
 rm -f "$D/k/"*
-
-# ---- resize ----
-
-# grows IMAGE SIZE: qcowctl resize IMAGE SIZE gives what qemu-img resize gives a copy.
-grows()
-{
-	local img=$1 size=$2 copy=$D/copy-$1
-	cp "$img" "$copy" || return 1
-	qemu-img resize -q "$copy" "$size" || return 1
-	"$QCOWCTL" resize -q "$img" "$size" || return 1
-	image_clean "$img" || return 1
-	[ "$(vsize "$img")" = "$(vsize "$copy")" ] ||
-		{ echo "size $(vsize "$img"), qemu-img: $(vsize "$copy")"; return 1; }
-	same_flat "$img" "$copy"
-}
-
-setup qemu-img create -q -f qcow2 r1.qcow2 1M
-setup qio r1.qcow2 "write -P 0x61 0 1M"
-check "resize to an absolute size" grows r1.qcow2 3M
-check "resize by a relative size" grows r1.qcow2 +1536K
-setup qemu-img create -q -f qcow2 -o cluster_size=512 r2.qcow2 64K
-setup qio r2.qcow2 "write -P 0x62 1000 30k"
-check "resize that moves the L1 table (512-byte clusters)" grows r2.qcow2 40M
-setup qemu-img create -q -f qcow2 -o compat=0.10,refcount_bits=16 r3.qcow2 1M
-check "resize of a v2 image" grows r3.qcow2 9M
-setup qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 r4.qcow2 1M
-setup qio r4.qcow2 "write -P 0x63 512k 4k"
-check "resize of an overlay over a longer backing file: the new range reads zeros" grows r4.qcow2 7M
-setup qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 r5.qcow2 1M
-check "a v2 overlay grown over a longer backing file (qemu-img refuses this one)" \
-	ctl resize -q r5.qcow2 6M
-check "... reads zeros past its old end" qio r5.qcow2 "read -P 0 1M 5M"
-check "... and is clean" image_clean r5.qcow2
-
-setup qemu-img create -q -f qcow2 snap.qcow2 2M
-setup qio snap.qcow2 "write -P 0x71 0 2M"
-setup qemu-img snapshot -c s1 snap.qcow2
-setup qio snap.qcow2 "write -P 0x72 0 64k"
-setup qemu-img snapshot -c s2 snap.qcow2
-setup qemu-img convert -O raw -l snapshot.name=s1 snap.qcow2 "$WORK/s1.raw"
-check "resize of an image with internal snapshots" grows snap.qcow2 +5M
-check "... keeps them" bash -c "qemu-img snapshot -l snap.qcow2 | grep -q ' s1 ' &&
-	qemu-img snapshot -l snap.qcow2 | grep -q ' s2 '"
-check "... with their content" bash -c "qemu-img convert -O raw -l snapshot.name=s1 snap.qcow2 \
-	'$WORK/s1.after' && cmp -n 2097152 '$WORK/s1.raw' '$WORK/s1.after'"
-
-sha_of r1.qcow2 >"$WORK/r1.sha"
-for s in 1M -1M +100 3000; do
-	check "resize to $s is refused with one line" bash -c "! '$QCOWCTL' resize r1.qcow2 -- $s \
-		2>'$WORK/err' && [ \$(wc -l <'$WORK/err') = 1 ]"
-done
-check "shrinking is refused as not supported" grep -q 'shrinking is not supported' <(
-	"$QCOWCTL" resize r1.qcow2 1M 2>&1)
-check "resize --dry-run prints the plan" bash -c "'$QCOWCTL' resize --dry-run r1.qcow2 +1G |
-	grep -q 'would grow'"
-check "refused and dry resizes leave the image unchanged" sha_unchanged "$WORK/r1.sha"
 
 run_batch
 finish

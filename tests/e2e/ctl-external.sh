@@ -38,16 +38,6 @@ check "the image itself is unchanged" sha_unchanged "$WORK/vm.sha"
 
 # an existing NEW is never replaced
 sha_of vm-s1.qcow2 >"$WORK/s1.sha"
-expect_fail_msg() { # PATTERN CMD...: CMD fails, one stderr line matches PATTERN
-	local pat=$1 err
-	shift
-	if err=$("$@" 2>&1 >/dev/null); then
-		echo "succeeded: $*"
-		return 1
-	fi
-	[ "$(wc -l <<<"$err")" = 1 ] || { echo "not one line: $err"; return 1; }
-	grep -qE "$pat" <<<"$err" || { echo "message: $err"; return 1; }
-}
 check "an existing NEW is refused" expect_fail_msg "already exists" \
 	"$QCOWCTL" snapshot create --external vm.qcow2 vm-s1.qcow2
 check "the existing NEW is untouched" sha_unchanged "$WORK/s1.sha"

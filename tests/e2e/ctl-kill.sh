@@ -28,8 +28,8 @@ setup qemu-img convert -O raw "$ORIG/top.qcow2" "$WORK/view.raw"
 setup cp -a "$ORIG" "$WORK/ref"
 setup qemu-img commit -q -b base.qcow2 "$WORK/ref/top.qcow2"
 
-# check_counts IMAGE: `qemu-img check`'s exit status in CHK_RC, the leaked clusters in CHK_LEAKS
-check_counts()
+# check_status_leaks IMAGE: `qemu-img check`'s exit status in CHK_RC, the leaked clusters in CHK_LEAKS
+check_status_leaks()
 {
 	local out re='"leaks": ([0-9]+)'
 	out=$(qemu-img check --output=json "$1" 2>/dev/null)
@@ -45,7 +45,7 @@ valid()
 {
 	local f bad=0
 	for f in "$1"/*.qcow2; do
-		check_counts "$f"
+		check_status_leaks "$f"
 		if [ "$CHK_RC" != 0 ] && [ "$CHK_RC" != 3 ]; then
 			echo "qemu-img check $f exited $CHK_RC:"
 			qemu-img check "$f" 2>&1 | head -n 20
@@ -66,7 +66,7 @@ all_clean()
 	return $rc
 }
 
-view_unchanged() { same_content_raw "$1/top.qcow2" "$WORK/view.raw"; }
+top_view_unchanged() { same_content_raw "$1/top.qcow2" "$WORK/view.raw"; }
 same_content_raw()
 {
 	local out
@@ -123,7 +123,7 @@ for job in commit pull; do
 	DUR_MS[$job]=$((ms < 50 ? 50 : ms))
 	echo "# $job runs in $ms ms"
 	check "$job: uninterrupted: exit status 0" test "$rc" = 0 || echo "$run_out" | sed 's/^/#   /'
-	check "$job: uninterrupted: the view unchanged" view_unchanged "$WORK/full"
+	check "$job: uninterrupted: the view unchanged" top_view_unchanged "$WORK/full"
 	check "$job: uninterrupted: every image clean" all_clean "$WORK/full"
 	[ $job = commit ] && check "$job: uninterrupted: the base holds QEMU's bytes" \
 		base_is_qemus "$WORK/full"
@@ -156,11 +156,11 @@ for job in commit pull; do
 		l0=${LEAKS[$job-kill]:-0}
 		check "$what: no image corrupt" valid "$D" "$job-kill"
 		echo "# $what: $((${LEAKS[$job-kill]:-0} - l0)) leaked clusters"
-		check "$what: top's view unchanged" view_unchanged "$D"
+		check "$what: top's view unchanged" top_view_unchanged "$D"
 		"$QCOWCTL" "${ARGS[@]}" >"$WORK/job.out" 2>&1
 		rc=$?
 		check "$what: run again: exit status 0" test $rc = 0 || sed 's/^/#   /' "$WORK/job.out"
-		check "$what: run again: top's view unchanged" view_unchanged "$D"
+		check "$what: run again: top's view unchanged" top_view_unchanged "$D"
 		check "$what: run again: no image corrupt" valid "$D" "$job-rerun"
 		if [ $job = commit ]; then
 			check "$what: run again: the base holds QEMU's bytes" base_is_qemus "$D"
@@ -188,7 +188,7 @@ rc=$?
 what="commit --drop after a commit without --drop"
 check "$what: exit status 0" test $rc = 0 || sed 's/^/#   /' "$WORK/job.out"
 check "$what: base and top unchanged" sha_unchanged "$WORK/w.sha"
-check "$what: top's view unchanged" view_unchanged "$D"
+check "$what: top's view unchanged" top_view_unchanged "$D"
 check "$what: every image clean" all_clean "$D"
 
 # ---- SIGINT: stops at a safe point, says "interrupted", exits non-zero ----
@@ -228,7 +228,7 @@ for job in commit pull; do
 				said_interrupted "$WORK/int.out"
 		fi
 		check "$what: every image clean" all_clean "$D"
-		check "$what: top's view unchanged" view_unchanged "$D"
+		check "$what: top's view unchanged" top_view_unchanged "$D"
 	done
 	check "$job: SIGINT: interrupted (exit status non-zero) in one of $((try - 1)) tries" \
 		test $interrupted = 1
@@ -236,7 +236,7 @@ for job in commit pull; do
 	"$QCOWCTL" "${ARGS[@]}" >"$WORK/job.out" 2>&1
 	rc=$?
 	check "$job: SIGINT: run again: exit status 0" test $rc = 0 || sed 's/^/#   /' "$WORK/job.out"
-	check "$job: SIGINT: run again: top's view unchanged" view_unchanged "$D"
+	check "$job: SIGINT: run again: top's view unchanged" top_view_unchanged "$D"
 	check "$job: SIGINT: run again: every image clean" all_clean "$D"
 	[ $job = commit ] &&
 		check "$job: SIGINT: run again: the base holds QEMU's bytes" base_is_qemus "$D"

@@ -19,8 +19,6 @@ MNT=$WORK/mnt
 mkdir -p "$SRC"
 cd "$SRC" || exit 1
 
-ctl() { "$QCOWCTL" "$@"; }
-
 # sha IMAGE [SNAPSHOT]: SHA-256 of what qemu-img convert -O raw makes of it.
 sha()
 {
@@ -119,30 +117,29 @@ same_convert()
 
 # ---- the images ----
 
-mk() { qemu-img create -q -f qcow2 "$@"; }
-fill() { qio "$1" "write -P 0x11 0 1M" "write -P 0x12 1536k 100k" "write -P 0x13 3M 64k"; }
+fill_three() { qio "$1" "write -P 0x11 0 1M" "write -P 0x12 1536k 100k" "write -P 0x13 3M 64k"; }
 
-setup mk v3.qcow2 4M
-setup fill v3.qcow2
+setup qcreate v3.qcow2 4M
+setup fill_three v3.qcow2
 setup qemu-img snapshot -c q1 v3.qcow2
 setup qio v3.qcow2 "write -P 0x14 64k 64k" "write -z 3M 64k"
 setup qemu-img snapshot -c q2 v3.qcow2
 setup qio v3.qcow2 "write -P 0x15 2M 4k"
 
-setup mk -o compat=0.10 v2.qcow2 4M
-setup fill v2.qcow2
+setup qcreate -o compat=0.10 v2.qcow2 4M
+setup fill_three v2.qcow2
 setup qemu-img snapshot -c q1 v2.qcow2
 
-setup mk -o cluster_size=512 c512.qcow2 4M
-setup fill c512.qcow2
+setup qcreate -o cluster_size=512 c512.qcow2 4M
+setup fill_three c512.qcow2
 setup qemu-img snapshot -c q1 c512.qcow2
 setup qio c512.qcow2 "write -P 0x16 700k 3k"
 
-setup mk -o refcount_bits=64 r64.qcow2 4M
-setup fill r64.qcow2
+setup qcreate -o refcount_bits=64 r64.qcow2 4M
+setup fill_three r64.qcow2
 
-setup mk -o extended_l2=on ext.qcow2 4M
-setup fill ext.qcow2
+setup qcreate -o extended_l2=on ext.qcow2 4M
+setup fill_three ext.qcow2
 setup qio ext.qcow2 "write -P 0x17 2051k 3k"
 setup qemu-img snapshot -c q1 ext.qcow2
 
@@ -151,12 +148,12 @@ setup qio_raw plain.raw "write -P 0x21 0 1M" "write -P 0x22 2M 300k"
 setup qemu-img convert -c -O qcow2 plain.raw comp.qcow2
 setup qemu-img snapshot -c q1 comp.qcow2
 
-setup mk bm.qcow2 4M
+setup qcreate bm.qcow2 4M
 setup qemu-img bitmap --add bm.qcow2 b0
-setup fill bm.qcow2
+setup fill_three bm.qcow2
 
-setup mk vm.qcow2 4M
-setup fill vm.qcow2
+setup qcreate vm.qcow2 4M
+setup fill_three vm.qcow2
 setup hmp vm.qcow2 "savevm vm1"
 setup qio vm.qcow2 "write -P 0x18 0 64k"
 setup qemu-img snapshot -c q1 vm.qcow2
@@ -247,15 +244,15 @@ check "vm: ... q1 kept its content" sha_is "$(sha vm.qcow2 q1)" vm2.qcow2 q1
 
 # ---- refusals change no byte ----
 
-setup mk -o refcount_bits=1 r1.qcow2 4M
-setup fill r1.qcow2
+setup qcreate -o refcount_bits=1 r1.qcow2 4M
+setup fill_three r1.qcow2
 r1=$(sha256sum <r1.qcow2 | cut -d' ' -f1)
 check "1-bit refcounts: create refused, naming the cause" \
 	fails_saying "1-bit refcounts" ctl snapshot create r1.qcow2 s
 check "1-bit refcounts: the file is unchanged" file_unchanged r1.qcow2 "$r1"
 check "1-bit refcounts: qemu-img check clean" image_clean r1.qcow2
 
-setup mk -o data_file=data.raw df.qcow2 1M
+setup qcreate -o data_file=data.raw df.qcow2 1M
 check "a data file: create refused, as qemu-img does" \
 	fails_saying "external data file" ctl snapshot create df.qcow2 s
 

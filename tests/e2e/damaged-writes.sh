@@ -28,7 +28,7 @@ SRC=$WORK/src
 mkdir -p "$SRC"
 
 # mk IMAGE: a 8 MiB image with data, a compressed cluster, a snapshot, then more data
-mk()
+mk_damaged()
 {
 	qemu-img create -q -f qcow2 "$1" 8M && mk_data "$1"
 }
@@ -38,16 +38,6 @@ mk_data()
 	qio "$1" "write -P 0x11 0 1M" "write -c -P 0x33 2M 64k" "write -P 0x22 3M 256k" &&
 		qemu-img snapshot -c s1 "$1" &&
 		qio "$1" "write -P 0x44 64k 64k" "write -P 0x55 4M 64k"
-}
-
-# errors IMAGE: qemu-img's count of what is wrong with IMAGE
-errors()
-{
-	qemu-img check -U --output=json "$1" >"$WORK/check.json" 2>/dev/null
-	python3 -c '
-import json, sys
-j = json.load(open(sys.argv[1]))
-print(j.get("corruptions", 0) + j.get("leaks", 0) + j.get("check-errors", 0))' "$WORK/check.json"
 }
 
 # refuses_in_one_line WHY CMD...: CMD fails, printing one line that holds WHY
@@ -68,9 +58,9 @@ refuses_in_one_line()
 for kind in at-l2:0 at-snaptable:0 at-snapl1:0 zip-l1:0 l1-refblock; do
 	name=${kind%%:*}
 	img=$SRC/snap-$name.qcow2
-	setup mk "$img"
+	setup mk_damaged "$img"
 	setup python3 "$H" qcow2-break "$img:$kind"
-	before=$(errors "$img")
+	before=$(check_errors "$img")
 	sha_of "$img" >"snap-$name.sha"
 	check "$name: qcowctl snapshot create refuses, saying where" \
 		refuses_in_one_line "lies in the" "$QCOWCTL" snapshot create -q "$img" s2
@@ -80,7 +70,7 @@ for kind in at-l2:0 at-snaptable:0 at-snapl1:0 zip-l1:0 l1-refblock; do
 		refuses_in_one_line "lies in the" "$QCOWCTL" snapshot delete -q "$img" s1
 	check "$name: not one byte changed" sha_unchanged "snap-$name.sha"
 	check "$name: qemu-img counts as many errors as before" \
-		eval '[ "$(errors "$img")" = "$before" ]'
+		eval '[ "$(check_errors "$img")" = "$before" ]'
 done
 
 # ---- an image left dirty by lazy refcounts, its guest data in metadata ----
@@ -121,11 +111,6 @@ check "qemu-img reads the disk as before" \
 MNT=$WORK/mnt
 TAB=$WORK/tab
 mkdir -p "$TAB"
-# flat IMAGE OUT [SNAPSHOT]: what qemu-img reads of the disk (or of a snapshot)
-flat()
-{
-	qemu-img convert -U -O raw ${3:+-l snapshot.id=$3} "$1" "$2"
-}
 # same_but_dd A B: A and B are the same but maybe for the 4 KiB the dd wrote (at 7 MiB)
 same_but_dd()
 {
@@ -136,11 +121,6 @@ d = 7 << 20
 if len(a) != len(b) or a[:d] != b[:d] or a[d + 4096:] != b[d + 4096:]:
     sys.exit("%s and %s differ outside the 4 KiB written" % tuple(sys.argv[1:3]))
 PY
-}
-dd_write() # VIEW OFFSET
-{
-	fs dd if=/dev/urandom of="$1" bs=4096 count=1 seek=$(($2 / 4096)) conv=notrunc,fsync \
-		status=none
 }
 kinds="free-data:0 copied-shared:0 at-l2:0 at-refblock:0"
 setup qemu-img create -q -f qcow2 "$TAB/base.qcow2" 8M
@@ -168,9 +148,9 @@ PY
 		setup python3 "$H" qcow2-break "$img:$kind"
 	fi
 	cp "$img" "$TAB/pull-$name.qcow2"
-	setup flat "$img" "$name.disk"
-	setup flat "$img" "$name.snap" 1
-	echo "$(errors "$img")" >"$name.errors"
+	setup flat_of "$img" "$name.disk"
+	setup flat_of "$img" "$name.snap" 1
+	echo "$(check_errors "$img")" >"$name.errors"
 done
 mount_qcowfs "$TAB" "$MNT" || bail "mount failed"
 for kind in $kinds; do
@@ -185,19 +165,19 @@ for kind in $kinds; do
 	name=${kind%%:*}
 	img=$TAB/$name.qcow2
 	check "$name: qemu-img counts no more errors" \
-		eval '[ "$(errors "$img")" -le "$(cat "$name.errors")" ]'
+		eval '[ "$(check_errors "$img")" -le "$(cat "$name.errors")" ]'
 	check "$name: qemu-img reads the disk as before (but what the dd wrote)" \
-		eval 'flat "$img" after.raw && same_but_dd "$name.disk" after.raw'
+		eval 'flat_of "$img" after.raw && same_but_dd "$name.disk" after.raw'
 	check "$name: and the snapshot" \
-		eval 'flat "$img" after.raw 1 && cmp "$name.snap" after.raw'
+		eval 'flat_of "$img" after.raw 1 && cmp "$name.snap" after.raw'
 	img=$TAB/pull-$name.qcow2
 	check "$name: qcowctl pull refuses, saying why in one line" \
 		refuses_in_one_line "L2 table at 0x.*entry" "$QCOWCTL" pull -q "$img"
 	check "$name: after the pull, qemu-img counts no more errors" \
-		eval '[ "$(errors "$img")" -le "$(cat "$name.errors")" ]'
+		eval '[ "$(check_errors "$img")" -le "$(cat "$name.errors")" ]'
 	check "$name: and reads the disk and the snapshot as before" \
-		eval 'flat "$img" after.raw && cmp "$name.disk" after.raw &&
-			flat "$img" after.raw 1 && cmp "$name.snap" after.raw'
+		eval 'flat_of "$img" after.raw && cmp "$name.disk" after.raw &&
+			flat_of "$img" after.raw 1 && cmp "$name.snap" after.raw'
 done
 
 finish

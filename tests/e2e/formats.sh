@@ -25,31 +25,24 @@ fill()
 		"write -P 0xa5 4095k 1k"
 }
 
-new()
-{
-	local name=$1 size=$2
-	shift 2
-	qemu-img create -q -f qcow2 "$@" "$name" "$size"
-}
-
 IMAGES=()
 
 # -- header versions, cluster sizes, refcount widths
-setup new v2.qcow2 4M -o compat=0.10
+setup mk_qcow2 v2.qcow2 4M -o compat=0.10
 setup fill v2.qcow2
-setup new v3.qcow2 4M -o compat=1.1
+setup mk_qcow2 v3.qcow2 4M -o compat=1.1
 setup fill v3.qcow2
 IMAGES+=(v2 v3)
 for cs in 512 4096 65536 2097152; do
-	setup new "c$cs.qcow2" 4M -o "cluster_size=$cs"
+	setup mk_qcow2 "c$cs.qcow2" 4M -o "cluster_size=$cs"
 	setup fill "c$cs.qcow2"
 	IMAGES+=("c$cs")
 done
-setup new c2m-odd.qcow2 5000k -o cluster_size=2M # virtual size not a multiple of the cluster
+setup mk_qcow2 c2m-odd.qcow2 5000k -o cluster_size=2M # virtual size not a multiple of the cluster
 setup qio c2m-odd.qcow2 "write -P 0xb1 4M 904k" "write -P 0xb2 1M 4k"
 IMAGES+=(c2m-odd)
 for rb in 1 16 64; do
-	setup new "rc$rb.qcow2" 4M -o "refcount_bits=$rb"
+	setup mk_qcow2 "rc$rb.qcow2" 4M -o "refcount_bits=$rb"
 	setup fill "rc$rb.qcow2"
 	IMAGES+=("rc$rb")
 done
@@ -66,16 +59,16 @@ setup qemu-img convert -c -O qcow2 -o compression_type=zstd "$RAWSRC" zstd.qcow2
 setup qemu-img convert -c -O qcow2 -o cluster_size=4096 "$RAWSRC" zlib4k.qcow2
 setup qemu-img convert -c -O qcow2 -o cluster_size=2M,compression_type=zstd "$RAWSRC" zstd2m.qcow2
 # compressed writes into an image with ordinary clusters, and overwrites of compressed clusters
-setup new mixed-zlib.qcow2 4M
+setup mk_qcow2 mixed-zlib.qcow2 4M
 setup qio mixed-zlib.qcow2 "write -c -P 0x61 0 64k" "write -c -P 0x62 1M 64k" \
 	"write -P 0x63 1M 4k" "write -P 0x64 2M 64k" "write -z 64k 64k"
 IMAGES+=(zlib zstd zlib4k zstd2m mixed-zlib)
 
 # -- extended L2 entries: small writes into 64k clusters (2k subclusters) over a backing file,
 #    partial subclusters, zero subclusters, a whole zero cluster, a discarded cluster
-setup new xbase.qcow2 4M
+setup mk_qcow2 xbase.qcow2 4M
 setup qio xbase.qcow2 "write -P 0x11 0 4M"
-setup new extl2.qcow2 4M -o extended_l2=on -b xbase.qcow2 -F qcow2
+setup mk_qcow2 extl2.qcow2 4M -o extended_l2=on -b xbase.qcow2 -F qcow2
 setup qio extl2.qcow2 \
 	"write -P 0x22 4k 2k" \
 	"write -P 0x23 6656 512" \
@@ -86,31 +79,31 @@ setup qio extl2.qcow2 \
 	"write -P 0x26 3M 1k" \
 	"discard 3M 64k" \
 	"write -P 0x27 4094k 2k"
-setup new extl2-solo.qcow2 4M -o extended_l2=on,cluster_size=128k
+setup mk_qcow2 extl2-solo.qcow2 4M -o extended_l2=on,cluster_size=128k
 setup qio extl2-solo.qcow2 "write -P 0x28 0 1k" "write -P 0x29 9k 3k" "write -z 12k 4k" \
 	"write -P 0x2a 1M 128k" "write -z 1M 4k"
 IMAGES+=(xbase extl2 extl2-solo)
 
 # -- zero clusters over backing data, v3 (zero flag) and v2 (no zero flag: qemu writes zeros)
-setup new zbase.qcow2 4M
+setup mk_qcow2 zbase.qcow2 4M
 setup qio zbase.qcow2 "write -P 0x31 0 4M"
-setup new zover.qcow2 4M -b zbase.qcow2 -F qcow2
+setup mk_qcow2 zover.qcow2 4M -b zbase.qcow2 -F qcow2
 setup qio zover.qcow2 "write -z 0 64k" "write -z 1M 512k" "write -z 2052k 4k" "write -P 0x32 3M 64k"
-setup new v2base.qcow2 4M -o compat=0.10
+setup mk_qcow2 v2base.qcow2 4M -o compat=0.10
 setup qio v2base.qcow2 "write -P 0x33 0 4M"
-setup new v2over.qcow2 4M -o compat=0.10 -b v2base.qcow2 -F qcow2
+setup mk_qcow2 v2over.qcow2 4M -o compat=0.10 -b v2base.qcow2 -F qcow2
 setup qio v2over.qcow2 "write -z 0 64k" "write -P 0x34 2M 8k"
 IMAGES+=(zbase zover v2base v2over)
 
 # -- preallocation
 for p in metadata falloc full; do
-	setup new "prealloc-$p.qcow2" 4M -o "preallocation=$p"
+	setup mk_qcow2 "prealloc-$p.qcow2" 4M -o "preallocation=$p"
 	setup fill "prealloc-$p.qcow2"
 	IMAGES+=("prealloc-$p")
 done
 
 # -- persistent bitmaps (the autoclear bit and the bitmap directory must not disturb reads)
-setup new bitmaps.qcow2 4M
+setup mk_qcow2 bitmaps.qcow2 4M
 setup qemu-img bitmap --add bitmaps.qcow2 b0
 setup qemu-img bitmap --add --granularity 128k bitmaps.qcow2 b1
 setup fill bitmaps.qcow2
@@ -118,15 +111,15 @@ setup qemu-img bitmap --disable bitmaps.qcow2 b1
 IMAGES+=(bitmaps)
 
 # -- lazy refcounts left dirty by a crash (qemu-io's abort)
-setup new lazy.qcow2 4M -o lazy_refcounts=on
+setup mk_qcow2 lazy.qcow2 4M -o lazy_refcounts=on
 setup fill lazy.qcow2
 (ulimit -c 0; qemu-io -c "write -P 0x41 2M 128k" -c abort lazy.qcow2; true) >/dev/null 2>&1
 IMAGES+=(lazy)
 
 # -- external data files
-setup new datafile.qcow2 4M -o data_file=datafile.data
+setup mk_qcow2 datafile.qcow2 4M -o data_file=datafile.data
 setup fill datafile.qcow2
-setup new datafile-raw.qcow2 4M -o data_file=datafile-raw.data,data_file_raw=on
+setup mk_qcow2 datafile-raw.qcow2 4M -o data_file=datafile-raw.data,data_file_raw=on
 setup fill datafile-raw.qcow2
 IMAGES+=(datafile datafile-raw)
 

@@ -180,21 +180,6 @@ check "100,000 files: the daemon unmounts and exits cleanly" umount_qcowfs "$MNT
 check "100,000 files: no sanitizer report" log_clean "$QCOWFS_LOG"
 
 # qcowctl on the same inputs: a quick error naming the file, never a hang
-ctl_fails_fast()
-{
-	local name=$1 rc err
-	shift
-	err=$(tmpfile .err)
-	timeout -k 2 20 "$QCOWCTL" "$@" >/dev/null 2>"$err" </dev/null
-	rc=$?
-	if [ $rc = 124 ] || [ $rc = 137 ]; then
-		echo "qcowctl $* hung (killed after 20 s)"
-		return 1
-	fi
-	[ $rc != 0 ] || { echo "qcowctl $* succeeded"; return 1; }
-	[ "$(wc -l <"$err")" = 1 ] || { echo "stderr is not one line:"; cat "$err"; return 1; }
-	grep -qF -- "$name" "$err" || { echo "the error does not name $name:"; cat "$err"; return 1; }
-}
 for f in over-sock:sock.raw over-zero:/dev/zero over-random:/dev/random over-tty:/dev/tty \
 	over-data-zero:/dev/zero over-loop:loop-a.qcow2 over-status:/status over-mem:/mem; do
 	img=${f%%:*}.qcow2

@@ -11,16 +11,6 @@ MNT=$WORK/mnt
 mkdir -p "$SRC/sub"
 cd "$SRC" || exit 1
 
-# put_be FILE OFFSET WIDTH VALUE: write VALUE big-endian in WIDTH bytes at OFFSET
-put_be()
-{
-	local f=$1 off=$2 w=$3 v=$4 i s=""
-	for ((i = w - 1; i >= 0; i--)); do
-		s+=$(printf '\\x%02x' $(((v >> (8 * i)) & 0xff)))
-	done
-	printf "$s" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
-}
-
 get_be()
 {
 	local f=$1 off=$2 w=$3

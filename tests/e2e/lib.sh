@@ -1,12 +1,20 @@
 # Common code for the qcowfs end-to-end tests; every tests/e2e/*.sh sources it.
 #
+# This file is the tests' one helper vocabulary: each helper is defined here once, with one
+# meaning, and a comment line above it says what it does. A script defines only helpers of its
+# own with names no other script uses (lint-helpers.sh fails otherwise); a helper two scripts
+# need moves here.
+#
 # Gives each test: prerequisite checks (exit 77 = skip, or failure under CI=true), a private
 # work directory ($WORK), a trap that unmounts every mount, stops every daemon, detaches every
 # loop device and removes $WORK whatever happens, mount helpers, the qemu-img oracles
 # (expect_same_as_qemu, check_seek_matches_map), helpers for writes through the views (a model
 # of the expected bytes: make_model, write_both, view_is_model, image_is_model; image_clean and
-# image_not_corrupt from `qemu-img check`; a QEMU writer holding an image: qemu_writer_start)
-# and a pass/fail counter whose last line is "N passed, N failed".
+# image_not_corrupt from `qemu-img check`; a QEMU writer holding an image: qemu_writer_start),
+# image building and qemu-img facts (ctl, mk_qcow2, check_counts, ...), the block jobs' chains
+# and oracles (job_variant_build, same_content, refused_naming, ...), cleanup hooks for what a
+# test adds (on_cleanup, add_test_user) and a pass/fail counter whose last line is
+# "N passed, N failed".
 #
 # Environment: QCOWFS, QCOWCTL (absolute paths, set by meson); E2E_KEEP=1 keeps $WORK;
 # E2E_IO_TIMEOUT (seconds, default 120) bounds every command that reads the mount, so a hung
@@ -27,6 +35,7 @@ _e2e_mounts=()     # FUSE mount points, in mount order
 _e2e_kmounts=()    # kernel (ext4, ...) mount points
 _e2e_loops=()      # loop devices we attached
 _e2e_pids=()       # background processes we started (daemons, qemu-io holders)
+_e2e_hooks=()      # commands the trap runs first (on_cleanup)
 declare -A _e2e_mount_pid=()
 declare -A _e2e_mount_dev=() # MNT -> its FUSE connection number (/sys/fs/fuse/connections/N)
 WORK=""
@@ -44,6 +53,7 @@ missing_prereq()
 	exit 77
 }
 
+# require_cmd COMMAND...: each command is in PATH (or the test is skipped: missing_prereq).
 require_cmd()
 {
 	local c
@@ -81,6 +91,9 @@ _e2e_cleanup()
 	[ "$BASHPID" = "$_e2e_main_pid" ] || exit "$rc"
 	trap - EXIT INT TERM
 	set +e
+	for ((i = ${#_e2e_hooks[@]} - 1; i >= 0; i--)); do
+		eval "${_e2e_hooks[i]}"
+	done
 	for ((i = ${#_e2e_kmounts[@]} - 1; i >= 0; i--)); do
 		m=${_e2e_kmounts[i]}
 		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
@@ -149,12 +162,14 @@ unset _e2e_py
 
 # ---- pass/fail counter ----
 
+# pass DESCRIPTION: count one assertion that held, and say so ("ok N - ...").
 pass()
 {
 	_e2e_pass=$((_e2e_pass + 1))
 	echo "ok $((_e2e_pass + _e2e_fail)) - $*"
 }
 
+# fail DESCRIPTION: count one assertion that failed, and say so ("not ok N - ...").
 fail()
 {
 	_e2e_fail=$((_e2e_fail + 1))
@@ -207,6 +222,7 @@ setup()
 	fi
 }
 
+# bail MESSAGE: the test cannot go on: say why and stop (a failure).
 bail()
 {
 	echo "# $*"
@@ -295,19 +311,62 @@ track_pid()
 	_e2e_pids+=("$1")
 }
 
+# track_loop DEVICE: a loop device the trap detaches.
 track_loop()
 {
 	_e2e_loops+=("$1")
 }
 
+# track_kmount MNT: a kernel (ext4, ...) mount the trap unmounts.
 track_kmount()
 {
 	_e2e_kmounts+=("$1")
 }
 
+# track_mount MNT: a FUSE mount point the trap unmounts should something mount it (a mount the
+# test expects to be refused, made by a command other than mount_qcowfs).
+track_mount()
+{
+	_e2e_mounts+=("$1")
+}
+
+# on_cleanup COMMAND...: the trap runs the command (quoted as given) before it unmounts anything,
+# the last registered first, on every path out of the test.
+on_cleanup()
+{
+	_e2e_hooks+=("$(printf '%q ' "$@")")
+}
+
+# add_test_user NAME: a system user without home or shell, with its own group, deleted
+# (userdel -r) by the trap.
+add_test_user()
+{
+	on_cleanup _e2e_userdel "$1"
+	setup useradd -M -U -s /usr/sbin/nologin "$1"
+}
+
+_e2e_userdel()
+{
+	id "$1" >/dev/null 2>&1 || return 0
+	userdel -r -f "$1" >/dev/null 2>&1 || userdel -f "$1" >/dev/null 2>&1
+}
+
+# add_test_group NAME: a group deleted by the trap.
+add_test_group()
+{
+	on_cleanup _e2e_groupdel "$1"
+	setup groupadd "$1"
+}
+
+_e2e_groupdel()
+{
+	getent group "$1" >/dev/null && groupdel "$1" 2>/dev/null
+	return 0
+}
+
+_e2e_nmount=0
 # mount_qcowfs SRC MNT [OPTIONS...]: start the daemon in the foreground (in the background of
 # this shell) and wait up to ~10 s for the mount. Sets QCOWFS_PID and QCOWFS_LOG.
-_e2e_nmount=0
 mount_qcowfs()
 {
 	local src=$1 mnt=$2 i
@@ -401,6 +460,7 @@ log_names()
 # ---- oracles ----
 
 _e2e_ntmp=0
+# tmpfile [SUFFIX]: a new file name in $WORK (not created).
 tmpfile()
 {
 	_e2e_ntmp=$((_e2e_ntmp + 1))
@@ -559,6 +619,7 @@ expect_readonly_mode()
 	fi
 }
 
+# expect_exists PATH...: each path exists (looked up through the mount, bounded in time).
 expect_exists()
 {
 	local f
@@ -567,6 +628,7 @@ expect_exists()
 	done
 }
 
+# expect_absent PATH...: no path exists.
 expect_absent()
 {
 	local f
@@ -611,6 +673,134 @@ qio_raw()
 		args+=(-c "$c")
 	done
 	qemu-io -f raw "${args[@]}" "$img" >/dev/null
+}
+
+# ---- building images, and what qemu-img says about them ----
+
+# ctl ARGS...: run qcowctl.
+ctl()
+{
+	"$QCOWCTL" "$@"
+}
+
+# mk_qcow2 NAME SIZE [OPTIONS...]: `qemu-img create -q -f qcow2 OPTIONS NAME SIZE`.
+mk_qcow2()
+{
+	local name=$1 size=$2
+	shift 2
+	qemu-img create -q -f qcow2 "$@" "$name" "$size"
+}
+
+# qcreate ARGS...: `qemu-img create -q -f qcow2 ARGS` (options, then the name and the size).
+qcreate()
+{
+	qemu-img create -q -f qcow2 "$@"
+}
+
+# flat_of IMAGE OUT [SNAPSHOT_ID]: OUT holds `qemu-img convert -O raw` of IMAGE (of one snapshot).
+flat_of()
+{
+	qemu-img convert -U -O raw ${3:+-l snapshot.id=$3} "$1" "$2"
+}
+
+# dd_write VIEW OFFSET: one 4 KiB block of random bytes written at OFFSET (a multiple of 4096)
+# with dd, synced.
+dd_write()
+{
+	fs dd if=/dev/urandom of="$1" bs=4096 count=1 seek=$(($2 / 4096)) conv=notrunc,fsync \
+		status=none
+}
+
+# put_be FILE OFFSET WIDTH VALUE: write VALUE as a WIDTH-byte big-endian number at OFFSET.
+put_be()
+{
+	local f=$1 off=$2 w=$3 v=$4 i s=""
+	for ((i = w - 1; i >= 0; i--)); do
+		s+=$(printf '\\x%02x' $(((v >> (8 * i)) & 0xff)))
+	done
+	printf "$s" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+}
+
+# check_counts_json JSON: "CHECK-ERRORS CORRUPTIONS LEAKS" from the JSON of `qemu-img check
+# --output=json` (or `qcowctl check --json`).
+check_counts_json()
+{
+	python3 "$E2E_HELPER" check-counts "$1"
+}
+
+# check_counts IMAGE: the same from `qemu-img check -U --output=json IMAGE`; fails when qemu-img
+# gives no JSON.
+check_counts()
+{
+	local j rc
+	j=$(tmpfile .json)
+	qemu-img check -U --output=json "$1" >"$j" 2>/dev/null
+	[ -s "$j" ] || { rm -f "$j"; return 1; }
+	check_counts_json "$j"
+	rc=$?
+	rm -f "$j"
+	return $rc
+}
+
+# check_errors IMAGE: check errors + corruptions + leaks, as `qemu-img check` counts them.
+check_errors()
+{
+	local c
+	c=$(check_counts "$1") || return 1
+	set -- $c
+	echo $(($1 + $2 + $3))
+}
+
+# has_compressed IMAGE: `qemu-img check` passes and counts compressed clusters.
+has_compressed()
+{
+	local out
+	out=$(qemu-img check "$1") &&
+		[[ $out == *" compressed clusters"* && $out != *" 0.00% compressed"* ]]
+}
+
+# expect_fail_msg PATTERN COMMAND...: the command fails with one line on stderr, which matches
+# the extended regular expression PATTERN.
+expect_fail_msg()
+{
+	local pat=$1 err
+	shift
+	if err=$("$@" 2>&1 >/dev/null); then
+		echo "succeeded: $*"
+		return 1
+	fi
+	[ "$(wc -l <<<"$err")" = 1 ] || { echo "not one line: $err"; return 1; }
+	grep -qE "$pat" <<<"$err" || { echo "message: $err"; return 1; }
+}
+
+# ctl_fails_fast NAME ARGS...: `qcowctl ARGS` fails with one line on stderr naming NAME, and
+# ends within 20 s (a hang fails, it is killed).
+ctl_fails_fast()
+{
+	local name=$1 rc err
+	shift
+	err=$(tmpfile .err)
+	timeout -k 2 20 "$QCOWCTL" "$@" >/dev/null 2>"$err" </dev/null
+	rc=$?
+	if [ $rc = 124 ] || [ $rc = 137 ]; then
+		echo "qcowctl $* hung (killed after 20 s)"
+		return 1
+	fi
+	[ $rc != 0 ] || { echo "qcowctl $* succeeded"; return 1; }
+	[ "$(wc -l <"$err")" = 1 ] || { echo "stderr is not one line:"; cat "$err"; return 1; }
+	grep -qF -- "$name" "$err" || { echo "the error does not name $name:"; cat "$err"; return 1; }
+}
+
+# table_of DISK: its partition table from `sfdisk -d`, the device name replaced by DISK.
+table_of()
+{
+	sfdisk -d "$1" | grep -v '^device:' | sed "s|^$1|DISK|"
+}
+
+# same_table DISK1 DISK2: the two partition tables are the same (table_of).
+same_table()
+{
+	diff -u --label "sfdisk -d $1" --label "sfdisk -d $2" <(table_of "$1") <(table_of "$2")
 }
 
 # ---- writes through the flat views ----
@@ -777,6 +967,7 @@ qemu_writer_start()
 	return 1
 }
 
+# qemu_writer_stop: end the qemu-io of qemu_writer_start (it releases its lock).
 qemu_writer_stop()
 {
 	local i
@@ -806,4 +997,519 @@ qemu_write_refused()
 		echo "$out"
 		return 1
 	fi
+}
+
+# ---- block jobs (commit, pull, rebase): chains QEMU built, and QEMU's results to compare ----
+# The ctl-commit*, ctl-pull, ctl-rebase and ctl-jobs-* scripts run each operation on a copy of a
+# chain ($O) and its QEMU counterpart on a second copy ($R); a case's other files are $C.*.
+# jobs_setup makes $V (the chain variants) and the bytes the bases are made of.
+
+# jobs_setup: $V, the bases' bytes: 2 MiB of 0x11 (compressible), 1 MiB of random bytes
+jobs_setup()
+{
+	V=$WORK/variants
+	mkdir -p "$V" "$WORK/c"
+	setup truncate -s 1M "$V/random"
+	setup python3 "$E2E_HELPER" pattern "$V/random" 1M 64k 7
+	setup bash -c "head -c 2M /dev/zero | tr '\\0' '\\021' >'$V/ones'"
+}
+
+# The chain variants: cluster size, disk size, qemu-img create options, the kind of base
+# (compressed, qcow2 or raw), then a middle layer size (- for the disk size) and top's options.
+declare -A JOB_VARIANT=(
+	[std]="65536 4194304 compat=1.1 compressed"
+	[rawbase]="65536 4194304 compat=1.1 raw"
+	[short]="65536 4194304 compat=1.1 qcow2 2097152"
+	[c512]="512 1048576 compat=1.1 compressed"
+	[extl2]="65536 4194304 compat=1.1 qcow2 - extended_l2=on"
+	[v2]="65536 4194304 compat=0.10 compressed"
+)
+
+# job_variant_build VARIANT: $V/VARIANT/ holds base <- mid <- top (relative backing names) and
+# other.qcow2; $V/VARIANT.view top's bytes, $V/VARIANT.base the base's name and format. Of size S
+# in clusters of C: base: a compressible pattern in the first half, random data in
+# [S/2 + C, 3S/4), holes elsewhere (compressed clusters where it is made with convert -c); mid:
+# partial clusters over base data, zero clusters, a discard, a compressed cluster; top: data over
+# mid's and base's, zero clusters, a discard, a compressed cluster, the last bytes of the disk
+# (and subclusters with extended L2). other.qcow2, unrelated to the chain, is a rebase target.
+job_variant_build()
+{
+	_e2e_job_build "$1" ${JOB_VARIANT[$1]}
+}
+
+_e2e_job_build()
+{
+	local name=$1 c=$2 s=$3 opts=$4 kind=$5 midsize=${6:-} topopts=${7:-$4} d=$V/$1 b bf
+	[ "$midsize" = - ] && midsize=""
+	mkdir -p "$d"
+	truncate -s "$s" "$d/src.raw" &&
+		dd if="$V/ones" of="$d/src.raw" bs=$((s / 2)) count=1 conv=notrunc status=none &&
+		dd if="$V/random" of="$d/src.raw" bs=$((s / 4 - c)) count=1 seek=$((s / 2 + c)) \
+			oflag=seek_bytes conv=notrunc status=none || return 1
+	case $kind in
+	compressed) b=base.qcow2 bf=qcow2
+		qemu-img convert -c -O qcow2 -o "$opts,cluster_size=$c" "$d/src.raw" "$d/$b" || return 1 ;;
+	qcow2) b=base.qcow2 bf=qcow2
+		qemu-img convert -O qcow2 -o "$opts,cluster_size=$c" "$d/src.raw" "$d/$b" || return 1 ;;
+	raw) b=base.img bf=raw
+		cp "$d/src.raw" "$d/$b" || return 1 ;;
+	esac
+	rm -f "$d/src.raw"
+	(cd "$d" && qemu-img create -q -f qcow2 -o "$opts,cluster_size=$c" -b "$b" -F "$bf" \
+		mid.qcow2 $midsize) || return 1
+	qio "$d/mid.qcow2" "write -P 0x21 $((2 * c + c / 2)) $((3 * c))" \
+		"write -z $((8 * c)) $((2 * c))" "discard $((12 * c)) $c" \
+		"write -c -P 0x22 $((14 * c)) $c" || return 1
+	(cd "$d" && qemu-img create -q -f qcow2 -o "$topopts,cluster_size=$c" -b mid.qcow2 -F qcow2 \
+		top.qcow2 "$s") || return 1
+	qio "$d/top.qcow2" "write -P 0x31 $((3 * c)) $((4 * c + 100))" \
+		"write -z $((13 * c)) $((2 * c))" "discard $((9 * c)) $c" \
+		"write -P 0x32 $((s - c / 2)) $((c / 2))" \
+		"write -P 0x33 $((s / 2 + 2 * c)) $c" "write -c -P 0x34 $((16 * c)) $c" || return 1
+	case $topopts in
+	*extended_l2=on*) # subclusters of C/32
+		qio "$d/top.qcow2" "write -P 0x35 $((20 * c + 2 * c / 32)) $((c / 32))" \
+			"write -z $((21 * c + 5 * c / 32)) $((2 * c / 32))" \
+			"write -P 0x36 $((22 * c + 31 * c / 32)) $((c / 16))" || return 1 ;;
+	esac
+	qemu-img create -q -f qcow2 -o "cluster_size=$c" "$d/other.qcow2" "$s" || return 1
+	qio "$d/other.qcow2" "write -P 0x41 0 $((s / 4))" "write -P 0x42 $((s / 2)) $((s / 8))" ||
+		return 1
+	echo "$b $bf" >"$V/$name.base"
+	qemu-img convert -O raw "$d/top.qcow2" "$V/$name.view"
+}
+
+# job_variants VARIANT...: build each variant (a failure stops the test)
+job_variants()
+{
+	local v
+	for v in "$@"; do
+		setup job_variant_build "$v"
+	done
+}
+
+# variant_base VARIANT: sets B (the base's file name) and BF (its format)
+variant_base()
+{
+	read -r B BF <"$V/$1.base"
+}
+
+# job_fresh NAME VARIANT: two copies of a variant's images, $O (ours) and $R (for QEMU's
+# tools); the case's other files are $C.*
+job_fresh()
+{
+	C=$WORK/c/$1
+	O=$C.ours R=$C.ref
+	cp -a "$V/$2" "$O" && cp -a "$V/$2" "$R" || bail "cannot copy variant $2"
+}
+
+# same_content A B [FMT_B]: qemu-img compare finds the same bytes and the same size
+same_content()
+{
+	local out
+	out=$(qemu-img compare -U ${3:+-F "$3"} "$1" "$2" 2>&1)
+	if [ $? != 0 ] || [[ $out == *"size mismatch"* ]]; then
+		echo "qemu-img compare $1 $2: $out"
+		return 1
+	fi
+}
+
+# same_prefix A B LEN: the chains of A and B hold the same first LEN bytes
+same_prefix()
+{
+	qemu-img convert -U -O raw "$1" "$C.a.raw" && qemu-img convert -U -O raw "$2" "$C.b.raw" ||
+		{ echo "qemu-img convert failed"; return 1; }
+	cmp -n "$3" "$C.a.raw" "$C.b.raw"
+}
+
+# variant_view_unchanged VARIANT IMAGE: IMAGE's chain holds the variant's original top view
+variant_view_unchanged()
+{
+	same_content "$2" "$V/$1.view" raw
+}
+
+# images_clean IMAGE...: `qemu-img check` is clean (exit 0) on each qcow2 image (a raw one is
+# skipped: there is nothing to check)
+images_clean()
+{
+	local f rc=0
+	for f in "$@"; do
+		[[ $f == *.qcow2 ]] || continue
+		image_clean "$f" || rc=1
+	done
+	return $rc
+}
+
+# expect_backing IMAGE NAME: IMAGE's backing file is NAME, as stored (qemu-img info's "backing
+# file", "" when there is none)
+expect_backing()
+{
+	local out line got=""
+	out=$(qemu-img info -U "$1") || { echo "qemu-img info $1 failed"; return 1; }
+	while IFS= read -r line; do
+		if [[ $line == "backing file: "* ]]; then
+			got=${line#backing file: }
+			got=${got% (actual path: *}
+		fi
+	done <<<"$out"
+	[ "$got" = "$2" ] || { echo "backing file of $1: '$got', want '$2'"; return 1; }
+}
+
+# emptied IMAGE: qemu-img map finds nothing the image itself provides (depth 0)
+emptied()
+{
+	local out
+	out=$(qemu-img map -U --output=json "$1") || { echo "qemu-img map $1 failed"; return 1; }
+	[[ $out == *'"depth": 0, "present": true'* ]] || return 0
+	echo "$out"
+	echo "(the entries at depth 0 are still provided by $1)"
+	return 1
+}
+
+# layer_map IMAGE OUT: qemu-img map of the image alone (no backing), host offsets included
+layer_map()
+{
+	local spec='{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"'$1'"}}'
+	qemu-img map -U --output=json "json:$spec" >"$2"
+}
+
+# layer_unchanged IMAGE BEFORE: the image's own clusters are where they were (from layer_map)
+layer_unchanged()
+{
+	layer_map "$1" "$2.after" || return 1
+	cmp -s "$2" "$2.after" && return 0
+	diff "$2" "$2.after"
+	return 1
+}
+
+# sha_dir DIR OUT: SHA-256 of every file in DIR, for files_unchanged
+sha_dir()
+{
+	sha256sum -- "$1"/* >"$2"
+}
+
+# files_unchanged DIR OUT: DIR holds the same files with the same bytes as when sha_dir made OUT
+files_unchanged()
+{
+	local -a now want
+	now=("$1"/*)
+	mapfile -t want <"$2"
+	[ ${#now[@]} = ${#want[@]} ] || { echo "files in $1 now: ${now[*]##*/}"; return 1; }
+	sha256sum --quiet -c "$2"
+}
+
+# run_to OUT COMMAND...: run, its output (both streams) in OUT, its exit status in OUT.rc
+run_to()
+{
+	local out=$1
+	shift
+	"$@" >"$out" 2>&1
+	echo $? >"$out.rc"
+}
+
+# ran_ok OUT: the command run by run_to exited 0
+ran_ok()
+{
+	local rc
+	read -r rc <"$1.rc"
+	[ "$rc" = 0 ] && return 0
+	echo "exit status $rc:"
+	cat "$1"
+	return 1
+}
+
+# refused_naming OUT WORD... [-- NOTWORD...]: the command run by run_to failed with a one-line
+# message naming each WORD (and none of the NOTWORDs)
+refused_naming()
+{
+	local out=$1 rc w not=0 text=""
+	shift
+	read -r rc <"$out.rc"
+	IFS= read -r -d '' text <"$out"
+	[ "$rc" != 0 ] || { echo "exit status 0, want a refusal: $text"; return 1; }
+	[[ ${text%$'\n'} != *$'\n'* ]] || { echo "want a one-line error, got: $text"; return 1; }
+	for w in "$@"; do
+		[ "$w" = -- ] && { not=1; continue; }
+		if [ $not = 0 ] && [[ $text != *"$w"* ]]; then
+			echo "the message does not name '$w': $text"
+			return 1
+		elif [ $not = 1 ] && [[ $text == *"$w"* ]]; then
+			echo "the message names '$w': $text"
+			return 1
+		fi
+	done
+}
+
+# has_lines FILE PATTERN...: FILE has a line matching each (bash) PATTERN
+has_lines()
+{
+	local f=$1 p line found
+	shift
+	for p in "$@"; do
+		found=0
+		while IFS= read -r line; do
+			# shellcheck disable=SC2053
+			[[ $line == $p ]] && { found=1; break; }
+		done <"$f"
+		[ $found = 1 ] || { echo "no line like '$p' in:"; cat "$f"; return 1; }
+	done
+}
+
+# reads_zero IMAGE OFFSET LENGTH: qemu-io reads zeros there
+reads_zero()
+{
+	local out
+	out=$(qemu-io -r -U -c "read -P 0 $2 $3" "$1" 2>&1)
+	[[ $out == *"read $3/$3 bytes"* && $out != *"Pattern verification failed"* ]] && return 0
+	echo "$1 at $2+$3: $out"
+	return 1
+}
+
+# info_says IMAGE TEXT: qemu-img info's text has TEXT
+info_says()
+{
+	local out
+	out=$(qemu-img info -U "$1") && [[ $out == *"$2"* ]] && return 0
+	echo "$out"
+	return 1
+}
+
+# lists_bitmap IMAGE NAME: qemu-img info lists the persistent bitmap NAME
+lists_bitmap()
+{
+	local out
+	out=$(qemu-img info -U "$1") || return 1
+	[[ $out == *"name: $2"$'\n'* ]]
+}
+
+# bitmap_leaks IMAGE: the clusters `qemu-img check` reports leaked once IMAGE's bitmaps are no
+# longer trusted (its autoclear bit cleared, on a copy next to it, so that its backing file
+# opens): the bitmaps' own clusters
+bitmap_leaks()
+{
+	local c=$1.leaks.qcow2 got
+	cp "$1" "$c" && python3 "$E2E_HELPER" clear-autoclear "$c" || return 1
+	got=$(check_counts "$c")
+	rm -f "$c"
+	[ -n "$got" ] || return 1
+	echo "${got##* }"
+}
+
+# bitmaps_kept IMAGE BITMAP LEAKS WRITTEN: an image only re-pointed still lists BITMAP and checks
+# clean. One written (WRITTEN=1) without its bitmaps updated keeps the bitmaps extension with the
+# autoclear bit cleared (as qcow2.txt asks of a program that does not update bitmaps), and
+# `qemu-img check` then finds no error and exactly LEAKS leaked clusters, the bitmaps' own;
+# still listing the bitmap and checking clean is also right.
+bitmaps_kept()
+{
+	local img=$1 name=$2 leaks=$3 written=$4 f got ac
+	if lists_bitmap "$img" "$name"; then
+		image_clean "$img"
+		return
+	fi
+	[ "$written" = 1 ] || { echo "bitmap $name no longer listed by qemu-img info $img"; return 1; }
+	f=$(python3 "$E2E_HELPER" qcow2-fields "$img") || return 1
+	[[ $f == *$'\n'"exts "*0x23852875* ]] || { echo "$img lost its bitmaps extension: $f"; return 1; }
+	[[ $f =~ autoclear\ (0x[0-9a-f]+) ]] && ac=${BASH_REMATCH[1]} || ac=1
+	[ $((ac & 1)) = 0 ] || { echo "$img: bitmaps neither listed nor marked stale: $f"; return 1; }
+	got=$(check_counts "$img")
+	[ "$got" = "0 0 $leaks" ] && return 0
+	echo "qemu-img check $img: check errors, corruptions, leaks: $got (want 0 0 $leaks)"
+	qemu-img check "$img" 2>&1 | head -n 10
+	return 1
+}
+
+# snapshot_same IMAGE SNAP RAW [REF]: SNAP of IMAGE reads RAW (if not "") and what it reads in REF
+snapshot_same()
+{
+	qemu-img convert -U -l "snapshot.name=$2" -O raw "$1" "$C.snap.raw" || return 1
+	if [ -n "$3" ]; then
+		cmp "$C.snap.raw" "$3" || { echo "(snapshot $2 of $1 changed)"; return 1; }
+	fi
+	[ -n "${4:-}" ] || return 0
+	qemu-img convert -U -l "snapshot.name=$2" -O raw "$4" "$C.snap.ref" || return 1
+	cmp "$C.snap.raw" "$C.snap.ref" || { echo "(snapshot $2 of $1 differs from QEMU's)"; return 1; }
+}
+
+# snapshots_listed IMAGE LIST: `qemu-img snapshot -l` says the same as before
+snapshots_listed()
+{
+	qemu-img snapshot -U -l "$1" >"$C.snaps" || return 1
+	cmp -s "$C.snaps" "$2" || { diff "$2" "$C.snaps"; return 1; }
+}
+
+# alloc_bytes FILE: the bytes the file system allocated to FILE
+alloc_bytes()
+{
+	echo $(($(stat -c %b "$1") * 512))
+}
+
+# ---- qcowctl map, checksum and tree: the chains they read ----
+
+# inspect_images: in the current directory, the chains ctl-map.sh and ctl-checksum.sh read, as
+# QEMU builds them; sets IMAGES (their names, df.data aside). A raw base with holes under three
+# qcow2 layers (top has a snapshot), compressed clusters, 512 B clusters, extended L2 with
+# subclusters and an overlay larger than its backing file, metadata preallocation, an
+# external data file, a version 2 image.
+inspect_images()
+{
+	# raw base with holes, then three qcow2 layers of 64 KiB clusters; top has a snapshot
+	setup qemu-img create -q -f raw base.raw 4M
+	setup qio_raw base.raw "write -P 0x11 0 1M" "write -P 0x12 3M 64k" "write -P 0x13 3200k 4k"
+	setup qcreate -b base.raw -F raw l1.qcow2
+	setup qio l1.qcow2 "write -P 0x21 512k 256k" "write -z 2M 128k" "discard 0 64k" \
+		"write -P 0x22 1536k 192k" "write -z 1536k 64k" "write -z -u 1600k 64k"
+	setup qcreate -b l1.qcow2 -F qcow2 l2.qcow2 6M # past 4M: beyond its backing file
+	setup qio l2.qcow2 "write -P 0x31 3M 64k" "write -z 64k 64k" "write -P 0x32 5M 4k" \
+		"write -P 0x33 100k 8k"
+	setup qcreate -b l2.qcow2 -F qcow2 top.qcow2
+	setup qio top.qcow2 "write -P 0x41 0 32k" "discard 3M 64k" "write -P 0x42 4160k 64k"
+	setup qemu-img snapshot -c s1 top.qcow2
+	setup qio top.qcow2 "write -P 0x43 256k 1M" "write -z 4M 512k" "write -P 0x44 5M 8k"
+
+	# compressed clusters (64 KiB and 512 B), and an overlay on compressed data
+	setup qcreate src.qcow2 2M
+	setup qio src.qcow2 "write -P 0x51 0 1M" "write -P 0x52 1536k 64k" "write -P 0x53 1800k 1k"
+	setup qemu-img convert -c -O qcow2 src.qcow2 comp.qcow2
+	setup qemu-img convert -c -O qcow2 -o cluster_size=512 src.qcow2 comp512.qcow2
+	setup qcreate -b comp.qcow2 -F qcow2 compov.qcow2
+	setup qio compov.qcow2 "write -P 0x54 64k 64k" "write -z 512k 64k"
+
+	# 512 B clusters
+	setup qcreate -o cluster_size=512 s0.qcow2 1M
+	setup qio s0.qcow2 "write -P 0x61 0 3k" "write -P 0x62 1536 1k" "write -z 8k 2k" "write -P 0x63 9k 512"
+	setup qcreate -o cluster_size=512 -b s0.qcow2 -F qcow2 s1.qcow2
+	setup qio s1.qcow2 "write -P 0x64 1k 512" "discard 8k 512" "write -z 2k 1k"
+
+	# extended L2: subcluster writes, zeros, discards; the overlay is larger than its backing
+	setup qcreate -o extended_l2=on x0.qcow2 2M
+	setup qio x0.qcow2 "write -P 0x71 8k 4k" "write -z 16k 2k" "write -P 0x72 40k 1k" \
+		"write -P 0x73 128k 64k" "discard 130k 2k" "write -z 136k 4k"
+	setup qcreate -o extended_l2=on -b x0.qcow2 -F qcow2 x1.qcow2 3M
+	setup qio x1.qcow2 "write -P 0x74 10k 2k" "write -z 128k 4k" "write -P 0x75 2112k 2k"
+
+	# metadata preallocation (QEMU then looks at the host file's holes), an external data file,
+	# a version 2 image
+	setup qcreate -o preallocation=metadata pm.qcow2 1M
+	setup qio pm.qcow2 "write -P 0x81 64k 4k"
+	setup qcreate -o data_file=df.data df.qcow2 1M
+	setup qio df.qcow2 "write -P 0x82 64k 4k" "write -z 128k 64k"
+	setup qcreate -o compat=0.10 v2.qcow2 1M
+	setup qio v2.qcow2 "write -P 0x83 64k 4k" "write -z 128k 64k"
+
+	IMAGES=(top.qcow2 l2.qcow2 l1.qcow2 base.raw comp.qcow2 comp512.qcow2 compov.qcow2 s0.qcow2
+		s1.qcow2 x0.qcow2 x1.qcow2 pm.qcow2 df.qcow2 v2.qcow2)
+	# QEMU reads the host files' allocation (st_blocks, SEEK_DATA) to decide whether an image is
+	# metadata-preallocated and where its data clusters have holes. Where it zeroed a cluster's
+	# copy-on-write part with fallocate, SEEK_DATA finds a hole until something reads that range
+	# into the page cache, and a hole again once the kernel drops those pages: so the map tests
+	# come first, on files nothing has read, written back (sync) and left alone.
+	setup sync "${IMAGES[@]}" df.data
+}
+
+# one_line_error TEXT COMMAND...: the command fails with one line on stderr, "qcowctl: ..."
+# containing TEXT, and prints nothing on stdout (qcowctl map may print its header line first).
+one_line_error()
+{
+	local text=$1 out=$WORK/error.out err=$WORK/error.err rc
+	shift
+	"$@" >"$out" 2>"$err" </dev/null
+	rc=$?
+	if [ $rc = 0 ]; then
+		echo "'$*' succeeded"
+		return 1
+	fi
+	if [ "$(wc -l <"$err")" != 1 ] || ! grep -q "^qcowctl: .*$text" "$err"; then
+		echo "'$*' (exit $rc) did not print one line naming '$text':"
+		cat "$err"
+		return 1
+	fi
+	[ "$1" = "$QCOWCTL" ] && [ "$2" = map ] && return 0 # map prints its header line first
+	[ -s "$out" ] && { echo "'$*' printed on stdout:"; cat "$out"; return 1; }
+	return 0
+}
+
+# ctl_usage_error SUBCOMMAND: `qcowctl SUBCOMMAND` without arguments exits 64 (a usage error),
+# and `qcowctl SUBCOMMAND --help` prints its usage line.
+ctl_usage_error()
+{
+	"$QCOWCTL" "$1" >/dev/null 2>&1
+	[ $? = 64 ] || { echo "$1 without arguments did not exit 64"; return 1; }
+	"$QCOWCTL" "$1" --help | grep -q "^usage: qcowctl $1 " || { echo "$1 --help"; return 1; }
+}
+
+# holder_named ARGS...: `qcowctl ARGS` fails, naming qemu-io as the writer.
+holder_named()
+{
+	if "$QCOWCTL" "$@" 2>"$WORK/holder.err"; then
+		echo "qcowctl $* succeeded"
+		return 1
+	fi
+	grep -q 'qemu-io' "$WORK/holder.err" || { echo "no holder named:"; cat "$WORK/holder.err"; return 1; }
+}
+
+# ---- qcowctl check: images clean and damaged ----
+
+# mk_filled NAME [qemu-img create options...]: a 4 MiB image with data in three places
+mk_filled()
+{
+	local name=$1
+	shift
+	qemu-img create -q -f qcow2 "$@" "$name" 4M &&
+		qio "$name" "write -P 0x11 0 192k" "write -P 0x22 1M 64k" "write -P 0x33 3M 4k"
+}
+
+# check_images: in the current directory, the images ctl-check.sh and ctl-repair.sh check:
+# clean ones of every kind qemu-img makes (CHECK_CLEAN: their names without .qcow2), ones
+# damaged on purpose (CHECK_DAMAGED), with NAME.qemu.qcow2 a copy of each for qemu-img to
+# repair, and held.qcow2 (a refcount too low) with its SHA-256 in held.sha.
+check_images()
+{
+	local specs d name from kind off n damage
+
+	# ---- clean images ----
+
+	setup mk_filled plain.qcow2
+	setup mk_filled c512.qcow2 -o cluster_size=512
+	setup mk_filled r1.qcow2 -o refcount_bits=1
+	setup mk_filled r64.qcow2 -o refcount_bits=64
+	setup mk_filled ext.qcow2 -o extended_l2=on,cluster_size=16k
+	setup mk_filled v2.qcow2 -o compat=0.10
+	setup qemu-img convert -c -O qcow2 plain.qcow2 comp.qcow2
+	setup qemu-img convert -c -O qcow2 -o cluster_size=512 plain.qcow2 comp512.qcow2
+	setup mk_filled snap.qcow2
+	setup qemu-img snapshot -c s1 snap.qcow2
+	setup qio snap.qcow2 "write -P 0x44 0 64k" "write -P 0x45 2M 128k"
+	setup qemu-img snapshot -c s2 snap.qcow2
+	setup qio snap.qcow2 "write -P 0x46 1M 4k" "discard 2M 64k"
+	setup mk_filled bitmaps.qcow2
+	setup qemu-img bitmap --add bitmaps.qcow2 b0
+	setup qemu-img bitmap --add -g 65536 bitmaps.qcow2 b1
+	setup qio bitmaps.qcow2 "write -P 0x55 512k 64k"
+	setup qemu-img create -q -f qcow2 -b plain.qcow2 -F qcow2 overlay.qcow2
+	setup qio overlay.qcow2 "write -P 0x66 64k 8k"
+	CHECK_CLEAN="plain c512 r1 r64 ext v2 comp comp512 snap bitmaps overlay"
+
+	# ---- damaged images (and, NAME.qemu.qcow2, a copy of each for qemu-img to repair) ----
+
+	# a dirty image: lazy refcounts, and a writer that died before it wrote its refcounts
+	setup qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 4M
+	(qemu-io -c "write -P 0x77 0 256k" -c "write -P 0x78 2M 64k" -c abort dirty.qcow2; :) \
+		>/dev/null 2>&1
+	damage="leak:plain:leak refcount:plain:refcount:1M header:plain:header eof:plain:eof:64k
+		meta:plain:metadata:128k copied:plain:copied snapcopied:snap:copied:1M
+		extrefcount:ext:refcount corrupt:plain:refcount:64k held:plain:refcount:1M"
+	specs=()
+	for d in $damage; do
+		IFS=: read -r name from kind off <<<"$d"
+		setup cp "$from.qcow2" "$name.qcow2"
+		specs+=("$name.qcow2:$kind:${off:-0}")
+	done
+	specs+=("corrupt.qcow2:corrupt:0")
+	setup python3 "$E2E_HELPER" qcow2-break "${specs[@]}"
+	CHECK_DAMAGED="leak refcount header eof meta copied snapcopied extrefcount corrupt dirty"
+	for n in $CHECK_DAMAGED; do
+		setup cp "$n.qcow2" "$n.qemu.qcow2"
+	done
+	sha_of held.qcow2 >held.sha
 }

@@ -73,14 +73,14 @@ check "qcowctl snapshot list still lists" bash -c "'$QCOWCTL' snapshot list --js
 # ---- qcowfs: refused before mounting ----
 MNT=$WORK/mnt
 mkdir -p "$MNT" "$WORK/src"
-_e2e_mounts+=("$MNT") # unmounted by the trap should a refused mount happen after all
+track_mount "$MNT" # unmounted by the trap should a refused mount happen after all
 setup cp img.qcow2 "$WORK/src/ok.qcow2"
 echo "just some text" >"$WORK/notes.txt"
 setup qemu-img create -q -f qcow2 "$WORK/broken.qcow2" 1M
 printf '\0\0\0\0' | dd of="$WORK/broken.qcow2" bs=1 seek=100 conv=notrunc status=none # header_length 0
 setup qemu-img create -q -f qcow2 -u -b gone.qcow2 -F qcow2 "$WORK/orphan.qcow2" 1M
 touch "$WORK/file-mnt"
-_e2e_mounts+=("$WORK/file-mnt")
+track_mount "$WORK/file-mnt"
 
 # mount_refused WANT ARGS...: qcowfs exits non-zero within 10 s, one line on stderr naming
 # WANT, and nothing is mounted on $MNT (or on a file mount point)

@@ -18,22 +18,10 @@ MNT=$WORK/mnt
 mkdir -p "$SRC"
 
 # mk NAME: a 64 MiB image with data in a few places
-mk()
+mk_src()
 {
 	qemu-img create -q -f qcow2 "$SRC/$1" 64M &&
 		qio "$SRC/$1" "write -P 0x11 0 1M" "write -P 0x22 4M 256k" "write -P 0x33 40M 64k"
-}
-
-# flat IMAGE OUT: what qemu-img reads of IMAGE (it may be marked corrupt: read-only opens work)
-flat()
-{
-	qemu-img convert -U -O raw "$1" "$2"
-}
-
-# dd_write VIEW: one 4 KiB write into guest cluster 1 (offset 64 KiB), made durable
-dd_write()
-{
-	fs dd if=/dev/urandom of="$1" bs=4096 count=1 seek=16 conv=notrunc,fsync status=none
 }
 
 corrupt_in_info()
@@ -97,27 +85,27 @@ print(" ".join(out))' "$1"
 
 # ---- an L2 entry with COPIED pointing at the L1 table ----
 
-setup mk l1.qcow2
+setup mk_src l1.qcow2
 setup python3 "$H" qcow2-break "$SRC/l1.qcow2:l1:64k"
-setup mk held.qcow2
+setup mk_src held.qcow2
 setup python3 "$H" qcow2-break "$SRC/held.qcow2:l1:64k"
-setup mk punch.qcow2
+setup mk_src punch.qcow2
 setup python3 "$H" qcow2-break "$SRC/punch.qcow2:l1:64k"
 setup make_model "$SRC/punch.qcow2" punch.model
 setup dd if=/dev/zero of=punch.model bs=64k seek=1 count=1 conv=notrunc status=none
-setup flat "$SRC/l1.qcow2" before.raw
+setup flat_of "$SRC/l1.qcow2" before.raw
 check "qemu-img does not see the damage as corruption yet" not_corrupt_in_info "$SRC/l1.qcow2"
 
 mount_qcowfs "$SRC" "$MNT" || bail "mount failed"
 check "the view of the damaged image is offered writable" expect_writable_mode "$MNT/l1.raw"
-check_not "a 4 KiB dd into the cluster that is the L1 table fails" dd_write "$MNT/l1.raw"
+check_not "a 4 KiB dd into the cluster that is the L1 table fails" dd_write "$MNT/l1.raw" 65536
 check "qemu-img info says corrupt: true" corrupt_in_info "$SRC/l1.qcow2"
 check "qemu-img reads every byte as before (the L1 table is intact)" \
-	eval 'flat "$SRC/l1.qcow2" after.raw && cmp before.raw after.raw'
+	eval 'flat_of "$SRC/l1.qcow2" after.raw && cmp before.raw after.raw'
 check "the log names the image and the offset" \
 	log_names "$QCOWFS_LOG" "l1.qcow2" "preventing write on metadata at 0x"
 check "the view is read-only now" eventually expect_not_writable "$MNT/l1.raw"
-check_not "a second dd fails too" dd_write "$MNT/l1.raw"
+check_not "a second dd fails too" dd_write "$MNT/l1.raw" 65536
 check "the view still reads what qemu-img reads" expect_same_bytes before.raw "$MNT/l1.raw"
 check "the daemon survives" daemon_alive "$MNT"
 check "the refused write is logged once" logged_once "$QCOWFS_LOG" "preventing write on metadata"
@@ -132,7 +120,7 @@ check "a hole punched where the entry into the L1 table was: the entry goes" \
 check "the hole reads zeros, the rest as before" view_is_model "$MNT/punch.raw" punch.model
 check "unmount" umount_qcowfs "$MNT"
 check "qemu-img still reads every byte as before" \
-	eval 'flat "$SRC/l1.qcow2" after2.raw && cmp before.raw after2.raw'
+	eval 'flat_of "$SRC/l1.qcow2" after2.raw && cmp before.raw after2.raw'
 check "qemu-img itself refuses to write it" \
 	_e2e_negate qemu-img resize -q "$SRC/l1.qcow2" 128M
 check "qcowctl refuses its jobs on it, saying corrupt" \
@@ -145,22 +133,22 @@ check "and reads the hole as zeros, the rest as before" image_is_model "$SRC/pun
 
 for kind in l1 l2; do
 	img=free-$kind.qcow2
-	setup mk "$img"
+	setup mk_src "$img"
 	setup python3 "$H" qcow2-break "$SRC/$img:free-$kind:0"
-	setup flat "$SRC/$img" "free-$kind.raw"
+	setup flat_of "$SRC/$img" "free-$kind.raw"
 	sha_of "$SRC/$img" >"free-$kind.sha"
 done
 mount_qcowfs "$SRC" "$MNT" || bail "mount failed"
 for kind in l1 l2; do
 	check_not "refcount 0 on the $kind table: a dd through the view fails" \
-		dd_write "$MNT/free-$kind.raw"
+		dd_write "$MNT/free-$kind.raw" 65536
 	check "refcount 0 on the $kind table: the log says why it is read-only" \
 		log_names "$QCOWFS_LOG" "free-$kind" "refcount 0"
 	check "refcount 0 on the $kind table: the view reads what qemu-img reads" \
 		expect_same_bytes "free-$kind.raw" "$MNT/free-$kind.raw"
 	check "refcount 0 on the $kind table: the view is then read-only" \
 		expect_not_writable "$MNT/free-$kind.raw"
-	check_not "refcount 0 on the $kind table: a second dd fails" dd_write "$MNT/free-$kind.raw"
+	check_not "refcount 0 on the $kind table: a second dd fails" dd_write "$MNT/free-$kind.raw" 65536
 	check "refcount 0 on the $kind table: the reason is logged once" \
 		logged_once "$QCOWFS_LOG" "free-$kind.qcow2': the"
 done

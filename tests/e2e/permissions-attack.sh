@@ -13,22 +13,8 @@ require_cmd useradd userdel groupadd groupdel usermod setpriv getent
 U1=qfsatk$$a
 U2=qfsatk$$b
 G=qfsatkg$$
-_atk_cleanup()
-{
-	local rc=$? u
-	if [ "$BASHPID" = "$_e2e_main_pid" ]; then
-		for u in "$U1" "$U2"; do
-			id "$u" >/dev/null 2>&1 &&
-				{ userdel -r -f "$u" >/dev/null 2>&1 || userdel -f "$u" >/dev/null 2>&1; }
-		done
-	fi
-	[ "$BASHPID" = "$_e2e_main_pid" ] && getent group "$G" >/dev/null && groupdel "$G" 2>/dev/null
-	(exit $rc)
-	_e2e_cleanup
-}
-trap _atk_cleanup EXIT
-setup useradd -M -U -s /usr/sbin/nologin "$U1"
-setup useradd -M -U -s /usr/sbin/nologin "$U2"
+add_test_user "$U1"
+add_test_user "$U2"
 UID1=$(id -u "$U1") && GID1=$(id -g "$U1") && UID2=$(id -u "$U2") && GID2=$(id -g "$U2") ||
 	bail "no uids"
 PY=$(command -v python3)
@@ -157,7 +143,7 @@ setup qemu-img snapshot -c before-layoffs books.qcow2
 chmod 0600 books.qcow2
 
 # ---- held: cases that give nothing away (checked so that they stay so) ----
-setup groupadd "$G"
+add_test_group "$G"
 setup usermod -aG "$G" "$U1" # a supplementary group of U1's, not U2's
 mkdir -p held/priv held/sgid
 chmod 0755 held

@@ -15,17 +15,7 @@ require_root "adds a user"
 require_cmd useradd userdel setpriv findmnt
 
 TUSER=qfsperm$$
-_perm_cleanup()
-{
-	local rc=$?
-	if [ "$BASHPID" = "$_e2e_main_pid" ] && id "$TUSER" >/dev/null 2>&1; then
-		userdel -r -f "$TUSER" >/dev/null 2>&1 || userdel -f "$TUSER" >/dev/null 2>&1
-	fi
-	(exit $rc)
-	_e2e_cleanup
-}
-trap _perm_cleanup EXIT
-setup useradd -M -U -s /usr/sbin/nologin "$TUSER"
+add_test_user "$TUSER"
 TUID=$(id -u "$TUSER") && TGID=$(id -g "$TUSER") || bail "no uid for $TUSER"
 
 # The test user must reach SOURCE and the mount point like any user of the host would.
@@ -294,7 +284,7 @@ check "without allow_other: the daemon exits cleanly" umount_qcowfs "$MNT2"
 # ---- opting out of default_permissions ----
 MNT3=$WORK/mnt-nodp
 mkdir -p "$MNT3"
-_e2e_mounts+=("$MNT3") # unmounted by the trap should the daemon mount it after all
+track_mount "$MNT3" # unmounted by the trap should the daemon mount it after all
 check_not "-o allow_other,no_default_permissions is refused" \
 	timeout 10 "$QCOWFS" -f -o allow_other,no_default_permissions "$SRC" "$MNT3"
 check_not "... and nothing is mounted" mountpoint -q "$MNT3"

@@ -108,17 +108,6 @@ modify()
 	cp --sparse=always "$img" "$tmp" && "$@" "$tmp" && mv -f "$tmp" "$img"
 }
 
-# eventually COMMAND...: true within 5 s (entries may be cached by the kernel for a second).
-eventually()
-{
-	local i
-	for ((i = 0; i < 50; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	"$@"
-}
-
 in_listing()
 {
 	local l

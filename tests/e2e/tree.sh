@@ -12,34 +12,27 @@ MNT=$WORK/mnt
 mkdir -p "$SRC/sub/dir"
 cd "$SRC" || exit 1
 
-new()
-{
-	local name=$1 size=$2
-	shift 2
-	qemu-img create -q -f qcow2 "$@" "$name" "$size"
-}
-
-setup new a.qcow2 4M
+setup mk_qcow2 a.qcow2 4M
 setup qio a.qcow2 "write -P 0x11 0 1M"
 setup qemu-img snapshot -c s1 a.qcow2
 setup qio a.qcow2 "write -P 0x12 2M 64k"
-setup new b.qcow 3M -o compat=0.10
+setup mk_qcow2 b.qcow 3M -o compat=0.10
 setup qio b.qcow "write -P 0x13 0 64k"
-setup new c.img 5M -o extended_l2=on,compression_type=zstd
+setup mk_qcow2 c.img 5M -o extended_l2=on,compression_type=zstd
 setup qio c.img "write -P 0x14 64k 4k"
-setup new d 1M -o lazy_refcounts=on,refcount_bits=64
+setup mk_qcow2 d 1M -o lazy_refcounts=on,refcount_bits=64
 setup qio d "write -P 0x15 0 4k"
-setup new x.qcow2 1M
+setup mk_qcow2 x.qcow2 1M
 setup qio x.qcow2 "write -P 0x16 0 4k"
-setup new x.img 2M
+setup mk_qcow2 x.img 2M
 setup qio x.img "write -P 0x17 0 4k"
-setup new sub/dir/deep.qcow2 1M -o cluster_size=4096
+setup mk_qcow2 sub/dir/deep.qcow2 1M -o cluster_size=4096
 setup qio sub/dir/deep.qcow2 "write -P 0x18 4k 4k"
-setup new base.qcow2 4M
+setup mk_qcow2 base.qcow2 4M
 setup qio base.qcow2 "write -P 0x19 0 4M"
-setup new sub/top.qcow2 4M -b ../base.qcow2 -F qcow2
+setup mk_qcow2 sub/top.qcow2 4M -b ../base.qcow2 -F qcow2
 setup qio sub/top.qcow2 "write -P 0x1a 1M 4k"
-setup new empty.qcow2 8M # no data at all
+setup mk_qcow2 empty.qcow2 8M # no data at all
 # things that are not shown
 setup qemu-img create -q -f raw e.img 1M # a raw image nobody uses as a backing file
 echo "just some notes" >notes.txt
@@ -195,7 +188,7 @@ fails_quickly()
 	return 0
 }
 mkdir -p "$WORK/mnt-bad"
-_e2e_mounts+=("$WORK/mnt-bad") # unmounted by the trap should it mount after all
+track_mount "$WORK/mnt-bad" # unmounted by the trap should it mount after all
 check "qcowfs without arguments fails" fails_quickly "$QCOWFS"
 check "qcowfs with a missing SOURCE fails" fails_quickly "$QCOWFS" -f "$WORK/nonexistent" "$WORK/mnt-bad"
 check "qcowfs with an unknown option fails" fails_quickly "$QCOWFS" -f --no-such-option "$SRC" "$WORK/mnt-bad"
@@ -221,8 +214,8 @@ chain_matches()
 }
 setup qemu-img snapshot -c 'two/2%' a.qcow2
 setup qemu-img create -q -f raw rawbase.img 1M
-setup new rawtop.qcow2 2M -b rawbase.img -F raw
-setup new bm.qcow2 1M
+setup mk_qcow2 rawtop.qcow2 2M -b rawbase.img -F raw
+setup mk_qcow2 bm.qcow2 1M
 setup qemu-img bitmap --add bm.qcow2 b0
 for img in a.qcow2 b.qcow c.img d x.img sub/dir/deep.qcow2 base.qcow2 sub/top.qcow2 empty.qcow2 \
 	rawtop.qcow2 bm.qcow2; do
@@ -234,7 +227,8 @@ check "qcowctl info --chain --json sub/top.qcow2 matches qemu-img info --backing
 check "qcowctl info --chain --json rawtop.qcow2 (raw backing) matches" chain_matches rawtop.qcow2
 check "qcowctl info --chain --json a.qcow2 (no backing) is a one-element array" chain_matches a.qcow2
 check "qcowctl info (text) works" bash -c "'$QCOWCTL' info a.qcow2 | grep -q ."
-one_line_error()
+# info_fails_naming ARGS... FILE: `qcowctl info ARGS FILE` fails with one line naming FILE
+info_fails_naming()
 {
 	local err
 	err=$(tmpfile .err)
@@ -245,8 +239,8 @@ one_line_error()
 	[ "$(wc -l <"$err")" = 1 ] || { echo "stderr is not one line:"; cat "$err"; return 1; }
 	grep -qF -- "${!#}" "$err" || { echo "error does not name the file:"; cat "$err"; return 1; }
 }
-check "qcowctl info on a text file: one-line error naming it, non-zero exit" one_line_error notes.txt
-check "qcowctl info on a missing file: one-line error naming it, non-zero exit" one_line_error missing.qcow2
+check "qcowctl info on a text file: one-line error naming it, non-zero exit" info_fails_naming notes.txt
+check "qcowctl info on a missing file: one-line error naming it, non-zero exit" info_fails_naming missing.qcow2
 
 # Symlinks in SOURCE: one to an image elsewhere is followed only where --backing-dir allows its
 # directory (SPEC 3a); one that leads into the mount point (itself inside SOURCE) is skipped

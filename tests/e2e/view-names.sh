@@ -16,43 +16,36 @@ MNT=$WORK/mnt
 mkdir -p "$SRC/enc"
 cd "$SRC" || exit 1
 
-new()
-{
-	local name=$1 size=$2
-	shift 2
-	qemu-img create -q -f qcow2 "$@" "$name" "$size"
-}
-
 # an image and its snapshot view against another image's flat view
-setup new a.qcow2 1M
+setup mk_qcow2 a.qcow2 1M
 setup qio a.qcow2 "write -P 0x21 0 64k"
 setup qemu-img snapshot -c x a.qcow2
 setup qio a.qcow2 "write -P 0x22 0 64k"
-setup new a@x.qcow2 2M
+setup mk_qcow2 a@x.qcow2 2M
 setup qio a@x.qcow2 "write -P 0x23 0 64k"
 # the full-name fallback taken by another image's first name...
-setup new m.qcow2 1M
+setup mk_qcow2 m.qcow2 1M
 setup qio m.qcow2 "write -P 0x31 0 4k"
-setup new m.img 1M
+setup mk_qcow2 m.img 1M
 setup qio m.img "write -P 0x32 0 4k"
-setup new m.qcow2.img 1M
+setup mk_qcow2 m.qcow2.img 1M
 setup qio m.qcow2.img "write -P 0x33 0 4k"
 # ... and by a raw backing file's name
-setup new n.qcow2 1M
+setup mk_qcow2 n.qcow2 1M
 setup qio n.qcow2 "write -P 0x41 0 4k"
-setup new n.img 1M
+setup mk_qcow2 n.img 1M
 setup qio n.img "write -P 0x42 0 4k"
 setup qemu-img create -q -f raw n.qcow2.raw 1M
 setup qio_raw n.qcow2.raw "write -P 0x43 0 4k"
-setup new over.qcow2 1M -b n.qcow2.raw -F raw
+setup mk_qcow2 over.qcow2 1M -b n.qcow2.raw -F raw
 setup qio over.qcow2 "write -P 0x44 64k 4k"
 # a raw backing file next to its overlay: the file keeps its name
 setup qemu-img create -q -f raw b.raw 1M
 setup qio_raw b.raw "write -P 0x51 0 8k"
-setup new b.qcow2 1M -b b.raw -F raw
+setup mk_qcow2 b.qcow2 1M -b b.raw -F raw
 setup qio b.qcow2 "write -P 0x52 4k 4k"
 # snapshot views whose names a raw backing file and a subdirectory hold
-setup new s.qcow2 1M
+setup mk_qcow2 s.qcow2 1M
 setup qio s.qcow2 "write -P 0x61 0 4k"
 setup qemu-img snapshot -c y s.qcow2
 setup qio s.qcow2 "write -P 0x62 0 4k"
@@ -60,19 +53,19 @@ setup qemu-img snapshot -c z s.qcow2
 setup qio s.qcow2 "write -P 0x63 0 4k"
 setup qemu-img create -q -f raw s@y.raw 1M
 setup qio_raw s@y.raw "write -P 0x64 0 4k"
-setup new t.qcow2 1M -b s@y.raw -F raw
+setup mk_qcow2 t.qcow2 1M -b s@y.raw -F raw
 mkdir 's@z.raw'
 # '%' and '@' together, an image literally named like an encoded one, no suffix
 cd enc || exit 1
-setup new 'p%@q.qcow2' 1M
+setup mk_qcow2 'p%@q.qcow2' 1M
 setup qio 'p%@q.qcow2' "write -P 0x71 0 4k"
 setup qemu-img snapshot -c v 'p%@q.qcow2'
 setup qio 'p%@q.qcow2' "write -P 0x72 0 4k"
-setup new c@d.qcow2 1M
+setup mk_qcow2 c@d.qcow2 1M
 setup qio c@d.qcow2 "write -P 0x73 0 4k"
-setup new c%40d.qcow2 1M
+setup mk_qcow2 c%40d.qcow2 1M
 setup qio c%40d.qcow2 "write -P 0x74 0 4k"
-setup new e@f 1M
+setup mk_qcow2 e@f 1M
 setup qio e@f "write -P 0x75 0 4k"
 cd "$SRC" || exit 1
 
@@ -137,7 +130,7 @@ check "the daemon log is clean" log_clean "$QCOWFS_LOG"
 # opposite orders list them in opposite orders (ext4 lists them in an order of their names).
 if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] &&
 	SHM=$(mktemp -d /dev/shm/qcowfs-e2e-view-names.XXXXXX); then
-	trap '_rc=$?; rm -rf "$SHM"; (exit $_rc); _e2e_cleanup' EXIT
+	on_cleanup rm -rf "$SHM"
 	ORDER=(a.qcow2 a@x.qcow2 m.qcow2 m.img m.qcow2.img c@d.qcow2 c%40d.qcow2)
 	mkdir "$SHM/one" "$SHM/two"
 	for img in "${ORDER[@]}"; do

@@ -100,10 +100,6 @@ debugfs_is()
 	cmp "$3" "$got"
 }
 
-# sfdisk -d of a disk with its name taken out
-table_of() { sfdisk -d "$1" | grep -v '^device:' | sed "s|^$1|DISK|"; }
-same_table() { diff -u <(table_of "$1") <(table_of "$2"); }
-
 for d in gpt mbr; do
 	conv=$WORK/$d-converted.raw part=$WORK/$d-part.img
 	check "$d: $d.qcow2: qemu-img check finds no error and no leak" image_clean "$SRC/$d.qcow2"

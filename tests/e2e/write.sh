@@ -19,16 +19,6 @@ mkdir -p "$SRC" "$MODELS"
 cd "$SRC" || exit 1
 
 has_bitmaps_ext() { python3 "$E2E_HELPER" qcow2-fields "$1" | grep -q '^exts .*0x23852875'; }
-# check_counts IMAGE: "CHECK-ERRORS CORRUPTIONS LEAKS" from `qemu-img check --output=json`
-check_counts()
-{
-	local j
-	j=$(tmpfile .json)
-	qemu-img check --output=json "$1" >"$j" 2>/dev/null
-	[ -s "$j" ] || return 1
-	python3 -c 'import json, sys; j = json.load(open(sys.argv[1]))
-print(j.get("check-errors", 0), j.get("corruptions", 0), j.get("leaks", 0))' "$j"
-}
 # bitmap_check IMAGE: no error, and no leak but the bitmaps' own clusters
 bitmap_check()
 {
@@ -125,7 +115,6 @@ BITMAP_LEAKS=${BITMAP_LEAKS##* }
 rm -f bitmap-cleared.qcow2
 
 # the oracle sees what we meant to build
-has_compressed() { ! qemu-img check "$1" | grep -q ' 0.00% compressed clusters'; }
 for name in v3 c512 c2m zstd extl2-16k; do
 	check "fixtures: $name.qcow2 has compressed clusters" has_compressed "$name.qcow2"
 done

@@ -1,0 +1,52 @@
+#!/bin/bash
+# ctl-map.sh - qcowctl map against QEMU as the oracle: `qcowctl map --json` is byte for
+# byte `qemu-img map --output=json` and the text form is qemu-img's human format, on the chains
+# of lib.sh's inspect_images (a raw base with holes, zero clusters plain and preallocated,
+# discards, compressed clusters, 512 B and 64 KiB clusters, extended L2 with subcluster writes,
+# metadata preallocation, an external data file, a v2 image, an overlay larger than its
+# backing file), from other directories too; every error is one line and a non-zero exit;
+# nothing is written to the images.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+D=$WORK/img
+mkdir -p "$D"
+cd "$D" || exit 1
+inspect_images
+
+# map_same IMAGE: --json equals qemu-img's JSON byte for byte; the text form equals qemu-img's
+# human form, or both refuse (compressed clusters have no offset to show).
+map_same()
+{
+	local img=$1 want=$WORK/map.want got=$WORK/map.got
+	qemu-img map -U --output=json "$img" >"$want" || { echo "qemu-img map $img failed"; return 1; }
+	"$QCOWCTL" map --json "$img" >"$got" || return 1
+	diff -u --label "qemu-img map --output=json $img" --label "qcowctl map --json" "$want" "$got" ||
+		return 1
+	if qemu-img map -U "$img" >"$want" 2>/dev/null; then
+		"$QCOWCTL" map "$img" >"$got" || return 1
+		diff -u --label "qemu-img map $img" --label "qcowctl map" "$want" "$got"
+	else
+		one_line_error "compressed" "$QCOWCTL" map "$img"
+	fi
+}
+
+for img in "${IMAGES[@]}"; do
+	check "map $img equals qemu-img map (JSON and text)" map_same "$img"
+done
+map_elsewhere()
+{
+	cmp <(cd / && qemu-img map -U "$D/top.qcow2") <(cd / && "$QCOWCTL" map "$D/top.qcow2") &&
+		cmp <(cd "$WORK" && qemu-img map -U img/x1.qcow2) <(cd "$WORK" && "$QCOWCTL" map img/x1.qcow2)
+}
+check "map names the files as qemu-img does from other directories" map_elsewhere
+
+# only now: reading the files would change what SEEK_DATA finds in them (see inspect_images)
+sha_of "${IMAGES[@]}" df.data >"$WORK/before.sha"
+
+head -c 1024 top.qcow2 >bad.qcow2
+check "map of a missing file: one line" one_line_error "missing.qcow2" "$QCOWCTL" map missing.qcow2
+check "map of a malformed qcow2 file: one line" one_line_error "bad.qcow2" "$QCOWCTL" map bad.qcow2
+check "map: usage errors exit 64, --help describes it" ctl_usage_error map
+
+check "no image was changed" sha_unchanged "$WORK/before.sha"
+finish

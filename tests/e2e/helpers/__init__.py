@@ -1,0 +1,1 @@
+"""The modules behind e2e_helper.py (see its docstring for the subcommands)."""
