@@ -141,7 +141,7 @@ check "--backing-dir: the daemon unmounts and exits cleanly" umount_qcowfs "$MNT
 # directory is the one named relative to where qcowfs was started
 MNT3=$WORK/mnt3
 mkdir -p "$MNT3"
-_e2e_mounts+=("$MNT3")
+track_mount "$MNT3"
 check "--backing-dir relative, detached daemon: the mount starts" bash -c \
 	"cd '$(dirname "$OUT")' && '$QCOWFS' --backing-dir '$(basename "$OUT")' '$SRC' '$MNT3' \
 		</dev/null >/dev/null 2>&1 && mountpoint -q '$MNT3'"
