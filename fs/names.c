@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * names.c - what tree.c needs of names: the names of flat views (SPEC 2, with the collision
+ * names.c - what tree-dir.c needs of names: the names of flat views (SPEC 2, with the collision
  * rule) and of snapshot views (with repeated and overlong snapshot names), and the log of names
  * that are not the usual ones (once while they stay). Lookups go through string maps
  * (strmap.c), O(1) per name, so a directory of 65,536 snapshot views lists in O(n).
@@ -9,7 +9,7 @@
  * are not images and subdirectories keep their names; flat names differ from those and from
  * each other (qfs_names_choose), and hold no '@'; a snapshot view's name is its image's flat name
  * without ".raw", '@', and more, so it can only meet a file's or subdirectory's name (then it
- * takes its next form, tree.c add_image) or another view of the same image.
+ * takes its next form, tree-dir.c add_image) or another view of the same image.
  *
  * Called with qfs_tree.lock held (the snapshot's logged flag and the directory node's renamed
  * list, which qfs_names_commit() replaces, are under it).

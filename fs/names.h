@@ -15,7 +15,7 @@
 #include "src.h"
 #include "strmap.h"
 
-/* A file found in the directory being scanned (tree.c collects them, names.c names them). */
+/* A file found in the directory being scanned (tree-dir.c collects them, names.c names them). */
 struct qfs_found {
 	char *name;
 	struct qfs_src *s; /* NULL for a subdirectory */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * qcowfs.h - the daemon's tree (tree.c) and FUSE operations (ops.c), as main.c and ops.c see
- * them. Image facts come only from format/ (qcow2.h).
+ * qcowfs.h - the daemon's tree (tree*.c) and FUSE operations (ops.c), as main.c and ops.c see
+ * them (the tree's own files share tree.h besides). Image facts come only from format/ (qcow2.h).
  *
  * The files of fs/, lowest first; each calls only files below it (no symbol of a file is taken
  * by a file under it), each has its own header:
@@ -12,7 +12,10 @@
  *   src.c        src.h        qfs_src_*: the cache of source files and the chain checks
  *   names.c      names.h      qfs_names_*: the names of the views, renames logged once
  *   perm.c       perm.h       qfs_perm_*, qfs_caller_may(): modes of the views, caller checks
- *   tree.c       qcowfs.h     qfs_tree_*: the names under the mount point, open views
+ *   tree.c       tree.h       qfs_tree_*: the tree object, its nodes by ino and path, lifetime
+ *   tree-attr.c  tree.h       qfs_tree_attr(), qfs_tree_getattr(): the attributes of the views
+ *   tree-dir.c   qcowfs.h     qfs_tree_lookup(), qfs_tree_list(): the names a directory shows
+ *   tree-open.c  qcowfs.h     qfs_tree_open*(), release, truncate: opening views, their chains
  *   ops.c        qcowfs.h     qfs_ops: the FUSE operations
  *   main.c                    the command line and the session's lifetime
  *
@@ -22,7 +25,7 @@
  * Errors: every function of fs/ that fails returns a negative errno (or sets one, as
  * qfs_tree_lookup()'s *err); ops.c turns it into FUSE's positive one once, as it replies.
  *
- * Locks, in the order they may be taken: a node's open_lock, then the tree's lock (tree.c;
+ * Locks, in the order they may be taken: a node's open_lock, then the tree's lock (tree.h;
  * the source cache, the names and the permissions run under it and take none of their own),
  * then the library's own. ops.c's handles_lock and readahead.c's init_lock are leaves, never
  * held across a call into another file.

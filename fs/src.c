@@ -10,7 +10,7 @@
  * The cache is its own object (struct qfs_src_cache, src.h): it knows of the tree only the
  * confinement options and the mounts to avoid it was given, and takes no lock; everything here
  * runs under its owner's lock (qfs_tree.lock), so no path looked up here may enter our own
- * mount (tree.c says how): srcs are canonical paths, backing and data files are resolved with
+ * mount (tree.h says how): srcs are canonical paths, backing and data files are resolved with
  * the mount point refused (qcow2_chain_resolve_path()), and files are opened and stat()ed
  * following no symlink (QCOW2_OPEN_NOFOLLOW, qfs_src_path_stat()), never at or below a FUSE
  * mount found below SOURCE (mounts.c). Only regular files are opened, without blocking

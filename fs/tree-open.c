@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tree-open.c - opening views: the chain behind a flat view, shared by every open handle of
+ * its node, opened with the first handle (locked, L1 loaded) and closed with the last; the
+ * write lock held while a handle writes; raw backing files opened for reading; a flat view
+ * grown by truncate. Every open is checked against the files the permission check saw.
+ *
+ * Locking: takes t->lock (only to read the src cache, never across a chain open or any read
+ * of image data), then, after releasing it, the node's open_lock, which guards the node's
+ * chain and counts; under open_lock it takes t->lock again only briefly (note_writer(), the
+ * write refusal): open_lock -> t->lock, never the other way (qcowfs.h). The library's own locks
+ * are taken inside the chain calls.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "perm.h"
+#include "qcowfs.h"
+#include "src.h"
+#include "tree.h"
+
+/* Open @n's chain (n->open_lock held): writable when the view may be written, else
+ * read-only; a snapshot view, or the view of an image another process writes, shares write
+ * permission so that it does not stand in the writer's way. *@refused: the library refused to
+ * open it for writing (logged here, once: the view is then read-only until the file changes). */
+static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_opts o, bool writable,
+		      bool busy, const char *snap, bool *refused)
+{
+	int r;
+
+	o.snapshot = snap;
+	o.writable = writable && !snap;
+	o.share_write = snap || busy;
+	r = qcow2_chain_open(src, &o, &n->chain);
+	if (r < 0 && o.writable) {
+		qfs_log("cannot open '%s' for writing, serving it read-only: %s", n->rel,
+			qcow2_last_error());
+		o.writable = false;
+		r = qcow2_chain_open(src, &o, &n->chain);
+		*refused = r == 0;
+	}
+	if (r < 0) {
+		qfs_log("cannot open '%s': %s", n->rel, qcow2_last_error());
+		n->chain = NULL;
+	}
+	return r;
+}
+
+/* Count a writer of @src (its lock is ours, not a conflict). */
+static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
+{
+	struct qfs_src *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = qfs_src_get(&t->cache, n->src);
+	if (s)
+		s->our_writers += (unsigned)delta;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* A layer's file and its external data file (data_ino 0: none) as the permission checks saw
+ * them. */
+struct ident {
+	dev_t dev, data_dev;
+	ino_t ino, data_ino;
+};
+
+/* The files of @top's chain, top first, as the src cache has them (t->lock held, right after
+ * the check that read them). */
+static unsigned chain_idents(struct qfs_tree *t, struct qfs_src *s, struct ident *ids, unsigned cap)
+{
+	bool as_raw = false;
+	unsigned n = 0;
+
+	while (s && n < cap) {
+		ids[n].dev = s->st.st_dev;
+		ids[n].data_dev = s->data_dev;
+		ids[n].data_ino = s->data_file && !as_raw ? s->data_ino : 0;
+		ids[n++].ino = s->st.st_ino;
+		if (as_raw || !s->qcow2 || !s->backing)
+			break;
+		as_raw = s->backing_fmt == QFS_FMT_RAW; /* a qcow2 file named as raw: its bytes */
+		s = qfs_src_get(&t->cache, s->backing);
+	}
+	return n;
+}
+
+/* Is @io the file @dev:@ino? */
+static bool io_is(struct qcow2_io *io, dev_t dev, ino_t ino)
+{
+	struct stat st;
+
+	return fstat(qcow2_io_fd(io), &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+/* Are the files the open chain @c reads (through its descriptors) the @n files @ids, external
+ * data files included? */
+static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
+{
+	struct qcow2_layer_info li;
+	struct qcow2_io *data;
+	unsigned i;
+
+	if (qcow2_chain_depth(c) != n)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (qcow2_chain_layer(c, i, &li) < 0 || !io_is(li.io, ids[i].dev, ids[i].ino))
+			return false;
+		data = li.image ? qcow2_image_data_io(li.image) : li.io;
+		if ((data != li.io) != (ids[i].data_ino != 0) ||
+		    (data != li.io && !io_is(data, ids[i].data_dev, ids[i].data_ino)))
+			return false;
+	}
+	return true;
+}
+
+/* Under t->lock: may @who (unless NULL) open @n? Its attributes are computed from the same
+ * src state as the identities the open is then held to. 0 or a negative errno. */
+static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who)
+{
+	struct stat st;
+	int r;
+
+	if (!who)
+		return 0;
+	r = qfs_tree_attr(t, n, &st);
+	return r ? r : qfs_caller_may(who, &st) ? 0 : -EACCES;
+}
+
+/* The permission check and the open are not one step: the caller is checked against the files
+ * the src cache holds (canonical paths, canon_stat()), their identities are kept, and the
+ * descriptors of the open chain must be of those same files. A file swapped in between (a
+ * symlink, or a rename within a directory the caller owns), or replaced while the chain was
+ * already open for someone else, would otherwise be served to a caller who was checked
+ * against another file (SPEC 3a). */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
+		  const struct qfs_caller *who)
+{
+	struct qcow2_chain_opts o;
+	char *src = NULL, *snap = NULL;
+	bool writable = false, busy = false, refused = false;
+	struct ident *ids = NULL;
+	unsigned n_ids = 0;
+	uint64_t stamp = 0;
+	blkcnt_t blocks;
+	struct qfs_src *s;
+	int r = 0;
+
+	if (who && !(ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*ids))))
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	qfs_src_cache_next_gen(&t->cache);
+	s = n->kind == QFS_FLAT ? qfs_src_get(&t->cache, n->src) : NULL;
+	r = s ? check_caller(t, n, who) : 0;
+	if (r) {
+		pthread_mutex_unlock(&t->lock);
+		free(ids);
+		return r;
+	}
+	if (s && ids)
+		n_ids = chain_idents(t, s, ids, QCOW2_DEFAULT_MAX_DEPTH + 1);
+	if (s) {
+		qfs_src_chain_facts(&t->cache, s, &blocks, &stamp);
+		src = strdup(n->src);
+		snap = n->snap_id ? strdup(n->snap_id) : NULL;
+		/* a view no one may write (no write bit left) is not written for root either */
+		writable = !snap && qfs_src_writable(&t->cache, s) &&
+			   (qfs_perm_view(&t->cache, s, true) & 0222);
+		busy = s->busy;
+	}
+	o = t->copts;
+	pthread_mutex_unlock(&t->lock);
+	if (!src || (write && !writable)) {
+		free(src);
+		free(snap);
+		free(ids);
+		return src ? -EROFS : -ENOENT;
+	}
+
+	/* n->open_lock is held across the chain open, which cannot wait on a request to this
+	 * daemon: every name is resolved with our mount point refused (o.mount_point) and every
+	 * file is opened following no symlink and without blocking (qcow2_file_open()). */
+	pthread_mutex_lock(&n->open_lock);
+	if (!n->chain)
+		r = open_chain(n, src, o, writable, busy, snap, &refused);
+	if (refused) {
+		pthread_mutex_lock(&t->lock);
+		s = qfs_src_get(&t->cache, src);
+		if (s)
+			s->write_refused = true;
+		pthread_mutex_unlock(&t->lock);
+	}
+	if (r == 0 && ids && !chain_is(n->chain, ids, n_ids)) {
+		qfs_log("'%s': a file of its chain was replaced since it was checked (or since "
+			"the view was opened): not served to uid %u",
+			n->rel, (unsigned)who->uid);
+		r = -ESTALE;
+	}
+	if (r == 0 && write && !qcow2_chain_writable(n->chain))
+		r = -EROFS;
+	if (r == 0 && write && n->writers == 0) {
+		note_writer(t, n, 1);
+		r = qcow2_chain_lock_write(n->chain, true);
+		if (r < 0) {
+			qfs_log("cannot write '%s': %s", n->rel, qcow2_last_error());
+			note_writer(t, n, -1);
+		}
+	}
+	if (r == 0) {
+		*keep_cache = n->opens == 0 ? stamp == n->stamp : true;
+		n->stamp = stamp;
+		n->opens++;
+		n->writers += write;
+	} else if (n->opens == 0) {
+		qcow2_chain_close(n->chain);
+		n->chain = NULL;
+	}
+	pthread_mutex_unlock(&n->open_lock);
+	free(src);
+	free(snap);
+	free(ids);
+	return r;
+}
+
+int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
+		      int *fd)
+{
+	char path[PATH_MAX];
+	struct ident id = { 0 };
+	struct stat st;
+	struct qfs_src *s;
+	int r;
+
+	pthread_mutex_lock(&t->lock);
+	qfs_src_cache_next_gen(&t->cache);
+	s = n->kind == QFS_RAW ? qfs_src_get(&t->cache, n->src) : NULL;
+	r = s ? check_caller(t, n, who) : n->kind == QFS_RAW ? -ENOENT : -EISDIR;
+	if (r == 0) {
+		id.dev = s->st.st_dev;
+		id.ino = s->st.st_ino;
+		snprintf(path, sizeof(path), "%s", s->path);
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (r)
+		return r;
+	/* no symlink followed, no FIFO waited on: the file the check saw, or nothing */
+	*fd = qfs_src_path_open(&t->cache, path, O_RDONLY | O_NONBLOCK);
+	if (*fd < 0) {
+		r = *fd == -ELOOP ? -ESTALE : *fd;
+		*fd = -1;
+		return r;
+	}
+	if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != id.dev ||
+	    st.st_ino != id.ino) {
+		close(*fd);
+		*fd = -1;
+		return -ESTALE;
+	}
+	return 0;
+}
+
+void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
+{
+	pthread_mutex_lock(&n->open_lock);
+	if (write && n->writers && --n->writers == 0) {
+		if (qcow2_chain_lock_write(n->chain, false) < 0)
+			qfs_log("writing back '%s' failed: %s", n->rel, qcow2_last_error());
+		note_writer(t, n, -1);
+	}
+	if (n->opens && --n->opens == 0) {
+		if (qcow2_chain_flush(n->chain) < 0)
+			qfs_log("writing back '%s' failed: %s", n->rel, qcow2_last_error());
+		qcow2_chain_close(n->chain);
+		n->chain = NULL;
+	}
+	pthread_mutex_unlock(&n->open_lock);
+}
+
+int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
+		      uint64_t size, const struct qfs_caller *who)
+{
+	bool keep, opened = false;
+	int r;
+
+	if (n->kind != QFS_FLAT)
+		return n->kind == QFS_DIR ? -EISDIR : -EROFS;
+	if (!c) { /* truncate(2) by name: open the view for writing for the time of it */
+		r = qfs_tree_open(t, n, true, &keep, who);
+		if (r)
+			return r;
+		opened = true;
+		c = n->chain;
+	}
+	if (size < qcow2_chain_size(c)) {
+		r = -EINVAL; /* shrinking would lose data (SPEC 3) */
+	} else {
+		r = qcow2_chain_grow(c, size);
+		if (r < 0)
+			qfs_log("growing '%s' failed: %s", n->rel, qcow2_last_error());
+	}
+	if (opened)
+		qfs_tree_release(t, n, true);
+	return r;
+}
