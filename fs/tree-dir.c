@@ -145,6 +145,63 @@ static void add_image(struct qfs_tree *t, struct listing *l,
 	}
 }
 
+/* SOURCE is one file: it is the only entry, when it is an image or a file that cannot be read. */
+static size_t collect_single(struct qfs_tree *t, struct qfs_found **out)
+{
+	struct qfs_src *s = qfs_src_get(&t->cache, t->source);
+	struct qfs_found *f;
+
+	if (!s || (!s->qcow2 && !s->err) || !(f = calloc(1, sizeof(*f))))
+		return 0;
+	f->name = strdup(strrchr(t->source, '/') + 1);
+	f->s = s;
+	*out = f;
+	return 1;
+}
+
+/* Entry @name of directory @dir (open as @dp): its path into @path, and false when it is not
+ * collected (".", "..", the mount point, a FUSE mount, gone, a symlink refused or dangling);
+ * else *s is its src, or NULL for a subdirectory. */
+static bool entry_src(struct qfs_tree *t, DIR *dp, const char *dir, const char *name,
+		      char path[PATH_MAX], struct qfs_src **s)
+{
+	char canon[PATH_MAX];
+	struct stat st;
+	int r = 0;
+
+	*s = NULL;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return false;
+	if (snprintf(path, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX ||
+	    strcmp(path, t->mount_point) == 0)
+		return false;
+	/* before the fstatat() below: that would be a request to the mount's daemon */
+	if (qcow2_mounts_avoid(t->mounts, path)) {
+		qfs_src_link_refusal(&t->cache, path,
+				     "a FUSE file system mounted below the source: not looked into "
+				     "(its daemon may hang, or be this one)");
+		return false;
+	}
+	if (fstatat(dirfd(dp), name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	if (S_ISDIR(st.st_mode))
+		return true;
+	/* A symlink is followed one component at a time, never into our own mount (that lookup
+	 * would wait on this daemon, which holds t->lock), and its target must lie in SOURCE or a
+	 * --backing-dir like any backing file. */
+	if (!S_ISLNK(st.st_mode))
+		snprintf(canon, sizeof(canon), "%s", path);
+	else
+		r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
+	/* outside, into the mount point, a loop; dangling: quietly */
+	if (r == -EPERM || r == -ELOOP)
+		qfs_src_link_refusal(&t->cache, path, qcow2_last_error());
+	if (r < 0)
+		return false;
+	*s = qfs_src_get(&t->cache, canon);
+	return *s != NULL;
+}
+
 /* Collect the directory's subdirectories, qcow2 images and raw backing files. */
 static size_t collect(struct qfs_tree *t, const char *dir, struct qfs_found **out)
 {
@@ -153,56 +210,17 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct qfs_found **ou
 	struct dirent *d;
 	DIR *dp;
 
-	if (t->single_file) {
-		struct qfs_src *s = qfs_src_get(&t->cache, t->source);
-		if (!s || (!s->qcow2 && !s->err) || !(f = calloc(1, sizeof(*f))))
-			return 0;
-		f->name = strdup(strrchr(t->source, '/') + 1);
-		f->s = s;
-		*out = f;
-		return 1;
-	}
+	if (t->single_file)
+		return collect_single(t, out);
 	if (!(dp = qfs_tree_opendir(t, dir))) {
 		return 0;
 	}
 	while ((d = readdir(dp))) {
-		char path[PATH_MAX], canon[PATH_MAX];
-		struct stat st;
-		struct qfs_src *s = NULL;
+		char path[PATH_MAX];
+		struct qfs_src *s;
 
-		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+		if (!entry_src(t, dp, dir, d->d_name, path, &s))
 			continue;
-		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0)
-			continue;
-		/* before the fstatat() below: that would be a request to the mount's daemon */
-		if (qcow2_mounts_avoid(t->mounts, path)) {
-			qfs_src_link_refusal(&t->cache, path,
-				     "a FUSE file system mounted below the source: not looked into "
-				     "(its daemon may hang, or be this one)");
-			continue;
-		}
-		if (fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (!S_ISDIR(st.st_mode)) {
-			/* A symlink is followed one component at a time, never into our own mount
-			 * (that lookup would wait on this daemon, which holds t->lock), and its
-			 * target must lie in SOURCE or a --backing-dir like any backing file. */
-			int r = 0;
-
-			if (!S_ISLNK(st.st_mode))
-				snprintf(canon, sizeof(canon), "%s", path);
-			else
-				r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
-			/* outside, into the mount point, a loop; dangling: quietly */
-			if (r == -EPERM || r == -ELOOP)
-				qfs_src_link_refusal(&t->cache, path, qcow2_last_error());
-			if (r < 0)
-				continue;
-			s = qfs_src_get(&t->cache, canon);
-			if (!s)
-				continue;
-		}
 		if (n == cap) {
 			struct qfs_found *nf = realloc(f, (cap = cap ? 2 * cap : 32) * sizeof(*nf));
 			if (!nf)

@@ -134,70 +134,86 @@ static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs
 	return r ? r : qfs_caller_may(who, &st) ? 0 : -EACCES;
 }
 
-/* The permission check and the open are not one step: the caller is checked against the files
- * the src cache holds (canonical paths, canon_stat()), their identities are kept, and the
- * descriptors of the open chain must be of those same files. A file swapped in between (a
- * symlink, or a rename within a directory the caller owns), or replaced while the chain was
- * already open for someone else, would otherwise be served to a caller who was checked
- * against another file (SPEC 3a). */
-int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
-		  const struct qfs_caller *who)
-{
+/* What an open is decided on, read from the src cache in one go under t->lock. */
+struct open_plan {
+	char *src;  /* the view's source file; NULL: not a flat view (or out of memory) */
+	char *snap; /* its snapshot id, or NULL */
+	bool writable, busy;
+	uint64_t stamp;
+	struct ident *ids; /* with a caller to check: the files the check saw, top first */
+	unsigned n_ids;
 	struct qcow2_chain_opts o;
-	char *src = NULL, *snap = NULL;
-	bool writable = false, busy = false, refused = false;
-	struct ident *ids = NULL;
-	unsigned n_ids = 0;
-	uint64_t stamp = 0;
+};
+
+static void plan_free(struct open_plan *p)
+{
+	free(p->src);
+	free(p->snap);
+	free(p->ids);
+}
+
+/* Check @who (unless NULL) against @n and read what opening @n is decided on into @p, both
+ * under t->lock (taken here). 0 or a negative errno; @p is freed by the caller either way. */
+static int plan_open(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
+		     struct open_plan *p)
+{
 	blkcnt_t blocks;
 	struct qfs_src *s;
-	int r = 0;
+	int r;
 
-	if (who && !(ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*ids))))
+	if (who && !(p->ids = calloc(QCOW2_DEFAULT_MAX_DEPTH + 1, sizeof(*p->ids))))
 		return -ENOMEM;
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache);
 	s = n->kind == QFS_FLAT ? qfs_src_get(&t->cache, n->src) : NULL;
 	r = s ? check_caller(t, n, who) : 0;
-	if (r) {
-		pthread_mutex_unlock(&t->lock);
-		free(ids);
-		return r;
-	}
-	if (s && ids)
-		n_ids = chain_idents(t, s, ids, QCOW2_DEFAULT_MAX_DEPTH + 1);
-	if (s) {
-		qfs_src_chain_facts(&t->cache, s, &blocks, &stamp);
-		src = strdup(n->src);
-		snap = n->snap_id ? strdup(n->snap_id) : NULL;
+	if (r == 0 && s) {
+		if (p->ids)
+			p->n_ids = chain_idents(t, s, p->ids, QCOW2_DEFAULT_MAX_DEPTH + 1);
+		qfs_src_chain_facts(&t->cache, s, &blocks, &p->stamp);
+		p->src = strdup(n->src);
+		p->snap = n->snap_id ? strdup(n->snap_id) : NULL;
 		/* a view no one may write (no write bit left) is not written for root either */
-		writable = !snap && qfs_src_writable(&t->cache, s) &&
-			   (qfs_perm_view(&t->cache, s, true) & 0222);
-		busy = s->busy;
+		p->writable = !p->snap && qfs_src_writable(&t->cache, s) &&
+			      (qfs_perm_view(&t->cache, s, true) & 0222);
+		p->busy = s->busy;
 	}
-	o = t->copts;
+	p->o = t->copts;
 	pthread_mutex_unlock(&t->lock);
-	if (!src || (write && !writable)) {
-		free(src);
-		free(snap);
-		free(ids);
-		return src ? -EROFS : -ENOENT;
-	}
+	return r;
+}
+
+/* The library refused to open @src for writing: its views are read-only until it changes. */
+static void note_refused(struct qfs_tree *t, const char *src)
+{
+	struct qfs_src *s;
+
+	pthread_mutex_lock(&t->lock);
+	s = qfs_src_get(&t->cache, src);
+	if (s)
+		s->write_refused = true;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Under n->open_lock (taken here): open @n's chain as @p plans unless it is open, hold it to
+ * the files the caller was checked against, take the write lock for the first writer and count
+ * the handle; close the chain again on failure when no other handle has it. 0 or a negative
+ * errno. */
+static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_plan *p, bool write,
+		      bool *keep_cache, const struct qfs_caller *who)
+{
+	bool refused = false;
+	int r = 0;
 
 	/* n->open_lock is held across the chain open, which cannot wait on a request to this
-	 * daemon: every name is resolved with our mount point refused (o.mount_point) and every
+	 * daemon: every name is resolved with our mount point refused (p->o.mount_point) and every
 	 * file is opened following no symlink and without blocking (qcow2_file_open()). */
 	pthread_mutex_lock(&n->open_lock);
 	if (!n->chain)
-		r = open_chain(n, src, o, writable, busy, snap, &refused);
-	if (refused) {
-		pthread_mutex_lock(&t->lock);
-		s = qfs_src_get(&t->cache, src);
-		if (s)
-			s->write_refused = true;
-		pthread_mutex_unlock(&t->lock);
-	}
-	if (r == 0 && ids && !chain_is(n->chain, ids, n_ids)) {
+		r = open_chain(n, p->src, p->o, p->writable, p->busy, p->snap, &refused);
+	if (refused)
+		note_refused(t, p->src);
+	if (r == 0 && p->ids && !chain_is(n->chain, p->ids, p->n_ids)) {
 		qfs_log("'%s': a file of its chain was replaced since it was checked (or since "
 			"the view was opened): not served to uid %u",
 			n->rel, (unsigned)who->uid);
@@ -214,8 +230,8 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		}
 	}
 	if (r == 0) {
-		*keep_cache = n->opens == 0 ? stamp == n->stamp : true;
-		n->stamp = stamp;
+		*keep_cache = n->opens == 0 ? p->stamp == n->stamp : true;
+		n->stamp = p->stamp;
 		n->opens++;
 		n->writers += write;
 	} else if (n->opens == 0) {
@@ -223,9 +239,27 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 		n->chain = NULL;
 	}
 	pthread_mutex_unlock(&n->open_lock);
-	free(src);
-	free(snap);
-	free(ids);
+	return r;
+}
+
+/* The permission check and the open are not one step: the caller is checked against the files
+ * the src cache holds (canonical paths, canon_stat()), their identities are kept, and the
+ * descriptors of the open chain must be of those same files. A file swapped in between (a
+ * symlink, or a rename within a directory the caller owns), or replaced while the chain was
+ * already open for someone else, would otherwise be served to a caller who was checked
+ * against another file (SPEC 3a). */
+int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
+		  const struct qfs_caller *who)
+{
+	struct open_plan p = {0};
+	int r;
+
+	r = plan_open(t, n, who, &p);
+	if (r == 0 && (!p.src || (write && !p.writable)))
+		r = p.src ? -EROFS : -ENOENT;
+	if (r == 0)
+		r = hold_chain(t, n, &p, write, keep_cache, who);
+	plan_free(&p);
 	return r;
 }
 

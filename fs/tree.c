@@ -173,13 +173,33 @@ bool qfs_tree_checks_callers(const struct qfs_tree *t)
 
 /* ---- lifetime ---- */
 
+/* The FUSE mounts that SOURCE's directory and the backing directories hold, which the tree
+ * never looks into (t->mounts, and the chain options' avoid hook). 0 or a negative errno. */
+static int avoid_mounts(struct qfs_tree *t, const struct qfs_config *cfg)
+{
+	const char **keep;
+	size_t i;
+	int r;
+
+	if (!(keep = calloc(1 + cfg->n_backing_dirs, sizeof(*keep))))
+		return -ENOMEM;
+	keep[0] = t->root_dir;
+	for (i = 0; i < cfg->n_backing_dirs; i++)
+		keep[i + 1] = cfg->backing_dirs[i];
+	r = qcow2_mounts_new(keep, 1 + cfg->n_backing_dirs, &t->mounts);
+	free(keep);
+	if (r < 0)
+		return r;
+	t->copts.avoid.fn = qcow2_mounts_avoid;
+	t->copts.avoid.ctx = t->mounts;
+	return 0;
+}
+
 int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 {
 	struct qfs_tree *t = calloc(1, sizeof(*t));
-	const char **keep;
 	char canon[PATH_MAX];
 	struct stat st;
-	size_t i;
 	int r;
 
 	if (!t)
@@ -208,22 +228,11 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->copts.n_allow_dirs = cfg->n_backing_dirs;
 	t->copts.mount_point = t->mount_point[0] ? t->mount_point : NULL;
 	t->copts.lock = true;
-	if (!t->root_dir || !t->source || !t->mount_point ||
-	    !(keep = calloc(1 + cfg->n_backing_dirs, sizeof(*keep)))) {
-		qfs_tree_free(t);
-		return -ENOMEM;
-	}
-	keep[0] = t->root_dir;
-	for (i = 0; i < cfg->n_backing_dirs; i++)
-		keep[i + 1] = cfg->backing_dirs[i];
-	r = qcow2_mounts_new(keep, 1 + cfg->n_backing_dirs, &t->mounts);
-	free(keep);
+	r = !t->root_dir || !t->source || !t->mount_point ? -ENOMEM : avoid_mounts(t, cfg);
 	if (r < 0) {
 		qfs_tree_free(t);
 		return r;
 	}
-	t->copts.avoid.fn = qcow2_mounts_avoid;
-	t->copts.avoid.ctx = t->mounts;
 	qfs_src_cache_init(&t->cache, &t->copts, t->mounts, t->read_only);
 	qfs_tree_node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
 	pthread_mutex_lock(&t->lock);
