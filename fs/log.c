@@ -3,6 +3,8 @@
  * log.c - the daemon's log: one line per event, to stderr while the daemon runs in the
  * foreground, to syslog once it has left it. The switch happens once, in main.c, before any
  * FUSE request is served (fuse_daemonize()), so the flag needs no lock.
+ *
+ * Locking: no locks.
  */
 #include <stdarg.h>
 #include <stdbool.h>

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * log.h - the daemon's log (log.c): the bottom of fs/, called from every file above it.
+ * log.h - the daemon's log (log.c): the bottom of fs/, called from every file above it. No
+ * locks.
  */
 #ifndef QCOWFS_LOG_H
 #define QCOWFS_LOG_H

@@ -6,6 +6,9 @@
  * The command line is read by getopt_long(); -o values are split here, ours taken out and
  * checked, the rest handed to libfuse, which refuses what it does not know. Every refusal is
  * one line on stderr naming the option or argument, before anything is mounted.
+ *
+ * Locking: takes no lock of its own; the tree takes its lock inside qfs_tree_new() and
+ * qfs_tree_check_source(), before the session's threads start.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -338,6 +341,51 @@ static int check_args(const char *source, const char *mnt)
 	return 0;
 }
 
+/* The tree of SOURCE, checked (a single file must be an image the mount serves), or NULL with
+ * the cause on stderr. */
+static struct qfs_tree *open_tree(const struct qfs_config *cfg)
+{
+	struct qfs_tree *tree;
+	char msg[1024];
+	int r;
+
+	r = qfs_tree_new(cfg, &tree);
+	if (r < 0) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg->source, strerror(-r));
+		return NULL;
+	}
+	if (qfs_tree_check_source(tree, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg->source, msg);
+		qfs_tree_free(tree);
+		return NULL;
+	}
+	return tree;
+}
+
+/* Mount session @se and serve it until it ends (unmounted, or a signal). 0, or nonzero when it
+ * could not be mounted or its loop failed. */
+static int serve(struct fuse_session *se, const struct cmdline *cl)
+{
+	struct fuse_loop_config lcfg = {.clone_fd = 0, .max_idle_threads = 16};
+	int r = 1;
+
+	if (fuse_set_signal_handlers(se) != 0)
+		return r;
+	if (fuse_session_mount(se, mount_path) == 0) {
+		if (!cl->foreground)
+			qfs_log_to_syslog();
+		fuse_daemonize(cl->foreground);
+		qfs_readahead_start(mount_path);
+		r = cl->single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
+		/* ended by SIGINT, SIGTERM or SIGHUP (its number): as asked, no failure */
+		if (r > 0)
+			r = 0;
+		fuse_session_unmount(se);
+	}
+	fuse_remove_signal_handlers(se);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	static struct cmdline cl = {
@@ -346,10 +394,8 @@ int main(int argc, char **argv)
 	};
 	struct qfs_config *cfg = &cl.cfg;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config lcfg = { .clone_fd = 0, .max_idle_threads = 16 };
 	struct fuse_session *se;
 	struct qfs_tree *tree;
-	char msg[1024];
 	int r;
 
 	cfg->backing_dirs = cl.backing_dirs;
@@ -364,16 +410,9 @@ int main(int argc, char **argv)
 	if (check_args(cl.pos[0], cl.pos[1]) < 0)
 		return EXIT_FAILURE;
 	cfg->mount_point = mount_path;
-	r = qfs_tree_new(cfg, &tree);
-	if (r < 0) {
-		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg->source, strerror(-r));
+	tree = open_tree(cfg);
+	if (!tree)
 		return EXIT_FAILURE;
-	}
-	if (qfs_tree_check_source(tree, msg, sizeof(msg)) < 0) {
-		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", cfg->source, msg);
-		qfs_tree_free(tree);
-		return EXIT_FAILURE;
-	}
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, cl.fuse_opts) || (cl.debug && fuse_opt_add_arg(&args, "-d"))) {
 		fprintf(stderr, "qcowfs: out of memory\n");
@@ -388,22 +427,7 @@ int main(int argc, char **argv)
 		qfs_tree_free(tree);
 		return EXIT_FAILURE;
 	}
-	r = 1;
-	if (fuse_set_signal_handlers(se) != 0)
-		goto out_session;
-	if (fuse_session_mount(se, mount_path) != 0)
-		goto out_signals;
-	if (!cl.foreground)
-		qfs_log_to_syslog();
-	fuse_daemonize(cl.foreground);
-	qfs_readahead_start(mount_path);
-	r = cl.single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
-	if (r > 0)
-		r = 0; /* ended by SIGINT, SIGTERM or SIGHUP (its number): as asked, no failure */
-	fuse_session_unmount(se);
-out_signals:
-	fuse_remove_signal_handlers(se);
-out_session:
+	r = serve(se, &cl);
 	fuse_session_destroy(se);
 	qfs_release_all(tree);
 	fuse_opt_free_args(&args);

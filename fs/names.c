@@ -11,8 +11,8 @@
  * without ".raw", '@', and more, so it can only meet a file's or subdirectory's name (then it
  * takes its next form, tree-dir.c add_image) or another view of the same image.
  *
- * Called with qfs_tree.lock held (the snapshot's logged flag and the directory node's renamed
- * list, which qfs_names_commit() replaces, are under it).
+ * Locking: takes no lock. Called with qfs_tree.lock held (the snapshot's logged flag and the
+ * directory node's renamed list, which qfs_names_commit() replaces, are under it).
  */
 #include <errno.h>
 #include <stdarg.h>

@@ -2,8 +2,8 @@
 /*
  * names.h - the names of flat views and snapshot views (names.c), and the log of names that
  * are not the usual ones. Above the log, the string map and the source cache (whose srcs and
- * snapshots it names), under the tree. Called under qfs_tree.lock (it updates the snapshots'
- * logged flags).
+ * snapshots it names), under the tree. Takes no lock; called under qfs_tree.lock (it updates
+ * the snapshots' logged flags).
  */
 #ifndef QCOWFS_NAMES_H
 #define QCOWFS_NAMES_H

@@ -9,6 +9,9 @@
  * descriptor. Flat views share their node's open chain; reads and writes run concurrently on
  * it. A view opened for writing holds QEMU's write lock on its image until its last writer
  * closes (SPEC 3).
+ *
+ * Locking: handles_lock guards the list of open handles; a leaf, never held across a call into
+ * another file. The tree's locks are taken inside the qfs_tree_*() calls, never held here.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -17,8 +17,8 @@
  * the file's owner, through its owner bits too. POSIX ACLs count too (fold_acl()), and a class
  * keeps no write bit without the read bit.
  *
- * Locking: qfs_perm_view() and qfs_perm_dir() run under qfs_tree.lock (they read the src cache);
- * qfs_caller_may() reads only its arguments.
+ * Locking: takes no lock. qfs_perm_view() and qfs_perm_dir() run under qfs_tree.lock (they read
+ * the src cache); qfs_caller_may() reads only its arguments.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * perm.h - the permission bits of the views and directories, and the daemon's own check of a
- * caller against them (perm.c). Above the source cache, under the tree.
+ * caller against them (perm.c). Above the source cache, under the tree. Takes no lock: the
+ * modes are computed under qfs_tree.lock (they read the src cache).
  */
 #ifndef QCOWFS_PERM_H
 #define QCOWFS_PERM_H

@@ -2,6 +2,7 @@
 /*
  * readahead.h - the mount's read-ahead window and the kernel's largest read (readahead.c):
  * set by main.c from -o readahead_kb and -o max_read, read by ops.c when INIT arrives.
+ * Locking: init_lock (readahead.c), a leaf.
  */
 #ifndef QCOWFS_READAHEAD_H
 #define QCOWFS_READAHEAD_H

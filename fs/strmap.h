@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * strmap.h - a map from strings to indexes (strmap.c), under the source cache and the names.
+ * Takes no lock: each map's owner guards it.
  */
 #ifndef QCOWFS_STRMAP_H
 #define QCOWFS_STRMAP_H
