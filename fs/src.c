@@ -319,6 +319,39 @@ static void src_probe(struct qfs_src_cache *c, struct qfs_src *s)
 	qfs_strmap_free(&old_by_id);
 }
 
+/* Is image @s (open as @io) written by another process? Our own write lock is no conflict;
+ * another process's is (it may change the image): the image is then busy, served read-only
+ * (logged once per message). */
+static void src_check_busy(struct qfs_src *s, struct qcow2_io *io)
+{
+	if (s->our_writers || qcow2_io_lock_check_reader(io) != -EBUSY)
+		return;
+	s->busy = true;
+	s->busy_msg = strdup(qcow2_last_error());
+	if (!s->logged_msg || strcmp(s->logged_msg, s->busy_msg ? s->busy_msg : "") != 0) {
+		free(s->logged_msg);
+		s->logged_msg = s->busy_msg ? strdup(s->busy_msg) : NULL;
+		qfs_log("serving '%s' read-only: %s", s->path, qcow2_last_error());
+	}
+}
+
+/* Image @s names a backing file in header @h: note it, and its format. 0 or a negative errno
+ * (-ENOTSUP for a format other than qcow2 or raw). */
+static int src_backing(struct qfs_src_cache *c, struct qfs_src *s, const struct qcow2_header *h)
+{
+	/* first: known as a backing file whatever else is wrong with this image */
+	int rb = src_note_backing(c, s, h->backing_file);
+
+	s->backing_fmt = !h->backing_fmt[0]			? QFS_FMT_PROBE
+			 : strcmp(h->backing_fmt, "qcow2") == 0 ? QFS_FMT_QCOW2
+			 : strcmp(h->backing_fmt, "raw") == 0	? QFS_FMT_RAW
+								: -1;
+	if ((int)s->backing_fmt < 0)
+		return qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported", s->path,
+				       h->backing_fmt);
+	return rb;
+}
+
 /* Read what the tree needs to know of the file: format, header facts, snapshots, backing. */
 static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 {
@@ -347,32 +380,12 @@ static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 	s->qcow2 = true;
 	h = malloc(sizeof(*h));
 	r = h ? qcow2_header_read(io, h) : -ENOMEM;
-	/* Our own write lock is no conflict; another process's is (it may change the image). */
-	if (r == 0 && !s->our_writers && qcow2_io_lock_check_reader(io) == -EBUSY) {
-		s->busy = true;
-		s->busy_msg = strdup(qcow2_last_error());
-		if (!s->logged_msg || strcmp(s->logged_msg, s->busy_msg ? s->busy_msg : "") != 0) {
-			free(s->logged_msg);
-			s->logged_msg = s->busy_msg ? strdup(s->busy_msg) : NULL;
-			qfs_log("serving '%s' read-only: %s", s->path, qcow2_last_error());
-		}
-	}
+	if (r == 0)
+		src_check_busy(s, io);
 	if (r == 0)
 		r = src_snapshots(s, io, h);
-	if (r == 0 && h->backing_file[0]) {
-		/* first: known as a backing file whatever else is wrong with this image */
-		int rb = src_note_backing(c, s, h->backing_file);
-
-		s->backing_fmt = !h->backing_fmt[0]			  ? QFS_FMT_PROBE :
-				 strcmp(h->backing_fmt, "qcow2") == 0 ? QFS_FMT_QCOW2 :
-				 strcmp(h->backing_fmt, "raw") == 0   ? QFS_FMT_RAW :
-									-1;
-		if ((int)s->backing_fmt < 0)
-			r = qcow2_set_error(-ENOTSUP, "'%s': backing format '%s' not supported",
-					    s->path, h->backing_fmt);
-		else
-			r = rb;
-	}
+	if (r == 0 && h->backing_file[0])
+		r = src_backing(c, s, h);
 	if (r == 0)
 		r = src_check_data_file(c, s, h);
 	if (r == 0) {
