@@ -4,7 +4,7 @@
  * them (the tree's own files share tree.h besides). Image facts come only from format/ (qcow2.h).
  *
  * The files of fs/, lowest first; each calls only files below it (no symbol of a file is taken
- * by a file under it), each has its own header:
+ * by a file under it), each with its header (the tree's four files share tree.h and qcowfs.h):
  *
  *   log.c        log.h        qfs_log(): stderr, or syslog once the daemon left the foreground
  *   strmap.c     strmap.h     qfs_strmap_*: a string map (open addressing)
