@@ -436,33 +436,15 @@ int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_la
 	return 0;
 }
 
-/* A raw layer: data where the host file has data, zeros in its holes (SEEK_DATA/SEEK_HOLE). */
+/* A raw layer: data where the host file has data, zeros in its holes (qcow2_io_next_extent()). */
 static void raw_map(struct qcow2_io *io, uint64_t off, uint64_t max, struct qcow2_extent *e)
 {
-	int fd = qcow2_io_fd(io);
-	off_t d, h;
+	bool data;
 
-	e->kind = QCOW2_EXTENT_DATA;
+	qcow2_io_next_extent(io, off, max, &e->len, &data);
+	e->kind = data ? QCOW2_EXTENT_DATA : QCOW2_EXTENT_ZERO;
 	e->io = io;
 	e->host_off = off;
-	e->len = max;
-	if (fd < 0)
-		return;
-	d = lseek(fd, (off_t)off, SEEK_DATA);
-	if (d < 0) {
-		if (errno == ENXIO)
-			e->kind = QCOW2_EXTENT_ZERO;
-		return;
-	}
-	if ((uint64_t)d > off) {
-		e->kind = QCOW2_EXTENT_ZERO;
-		if ((uint64_t)d - off < max)
-			e->len = (uint64_t)d - off;
-		return;
-	}
-	h = lseek(fd, (off_t)off, SEEK_HOLE);
-	if (h > (off_t)off && (uint64_t)h - off < max)
-		e->len = (uint64_t)h - off;
 }
 
 /* Map @off in layer @i. Returns 1 if @off lies past the layer's end (everything below reads

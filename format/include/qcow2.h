@@ -126,6 +126,14 @@ int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes);
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);
 /* Bytes the host file system has allocated for the file (st_blocks * 512). */
 int qcow2_io_allocated(struct qcow2_io *io, uint64_t *bytes);
+/* The run of bytes from @off, at most @max: data (*@is_data) up to the next hole of the host
+ * file, or a hole (reads as zeros) up to the next data, *@len bytes (> 0 when @max is). Past
+ * the end of the file is a hole; a file whose holes cannot be told, and a memory io up to its
+ * end, are data. Never fails: holes are only a hint (QEMU's file driver reads them the same way,
+ * SEEK_DATA and SEEK_HOLE, EINTR retried). The only way the library and its callers look for
+ * holes in a file. */
+void qcow2_io_next_extent(struct qcow2_io *io, uint64_t off, uint64_t max, uint64_t *len,
+			  bool *is_data);
 /* The file descriptor behind a file io, or -1 (memory io). Owned by the io. */
 int qcow2_io_fd(const struct qcow2_io *io);
 const char *qcow2_io_name(const struct qcow2_io *io);

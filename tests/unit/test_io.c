@@ -318,3 +318,70 @@ Test(io, failed_reads_while_opening_leave_no_image)
 	}
 	imgbuild_free(img);
 }
+
+/* ---- holes: qcow2_io_next_extent() ---- */
+
+static void assert_extent(uint64_t off, uint64_t max, bool want_data, uint64_t want_len)
+{
+	uint64_t len = 0;
+	bool data = !want_data;
+
+	qcow2_io_next_extent(io, off, max, &len, &data);
+	cr_assert_eq(data, want_data, "at %#llx: data %d", (unsigned long long)off, data);
+	cr_assert_eq(len, want_len, "at %#llx: %#llx bytes, want %#llx", (unsigned long long)off,
+		     (unsigned long long)len, (unsigned long long)want_len);
+}
+
+Test(io, memory_is_data_to_its_end_and_a_hole_after)
+{
+	static const uint8_t bytes[100];
+
+	io = qcow2_io_mem_new("mem", bytes, sizeof(bytes));
+	assert_extent(0, 1000, true, 100);
+	assert_extent(40, 10, true, 10);
+	assert_extent(99, 1000, true, 1);
+	assert_extent(100, 50, false, 50);
+	assert_extent(4096, 7, false, 7);
+}
+
+#define KIB 1024ull
+
+/* A sparse file: data [0, 64K), a hole to 1M, data [1M, 1M + 64K), a hole to its end at 2M. */
+static void make_sparse_file(void)
+{
+	static uint8_t block[64 * KIB];
+	const char *path = make_file(NULL, 0);
+
+	memset(block, 0xa5, sizeof(block));
+	cr_assert_eq(qcow2_io_open_file(path, true, &io), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_io_pwrite(io, block, sizeof(block), 0), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, block, sizeof(block), 1024 * KIB), 0);
+	cr_assert_eq(qcow2_io_grow(io, 2048 * KIB), 0);
+	cr_assert_eq(qcow2_io_flush(io), 0);
+}
+
+Test(io, file_extents_follow_its_holes)
+{
+	make_sparse_file();
+	assert_extent(0, 4096 * KIB, true, 64 * KIB);
+	assert_extent(32 * KIB, 1 * KIB, true, 1 * KIB);	  /* capped by @max */
+	assert_extent(64 * KIB, 4096 * KIB, false, 960 * KIB);	  /* up to the next data */
+	assert_extent(100 * KIB, 8 * KIB, false, 8 * KIB);	  /* capped by @max */
+	assert_extent(1024 * KIB, 4096 * KIB, true, 64 * KIB);	  /* up to the next hole */
+	assert_extent(1088 * KIB, 4096 * KIB, false, 4096 * KIB); /* a hole to the end: @max */
+	assert_extent(2048 * KIB, 512, false, 512);		  /* past the end: zeros */
+	assert_extent(8192 * KIB, 512, false, 512);
+}
+
+Test(io, writing_zeros_over_holes_keeps_the_bytes_and_leaves_no_hole)
+{
+	static uint8_t before[2048 * KIB], after[2048 * KIB];
+
+	make_sparse_file();
+	cr_assert_eq(qcow2_io_pread_full(io, before, sizeof(before), 0), 0);
+	cr_assert_eq(qcow2_io_preallocate(io, 0, sizeof(before), true), 0, "%s",
+		     qcow2_last_error());
+	assert_extent(0, sizeof(before), true, sizeof(before));
+	cr_assert_eq(qcow2_io_pread_full(io, after, sizeof(after), 0), 0);
+	cr_assert_arr_eq(before, after, sizeof(before));
+}
