@@ -150,21 +150,8 @@ struct data_file_ctx {
 static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 {
 	const struct data_file_ctx *d = ctx;
-	char path[PATH_MAX];
-	int r;
 
-	r = qcow2_chain_resolve_path(d->o, d->image_path, stored, path, sizeof(path));
-	if (r < 0)
-		return r;
-	/* canonical: a symlink there now was put there since, and is not followed */
-	r = qcow2_io_open(path, (d->writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW, io);
-	if (r == 0 && d->o && d->o->lock)
-		r = qcow2_io_lock_reader(*io);
-	if (r < 0 && *io) {
-		qcow2_io_close(*io);
-		*io = NULL;
-	}
-	return r;
+	return qcow2_data_file_open(d->o, d->image_path, stored, d->writable, io);
 }
 
 static int add_layer(struct qcow2_chain *c, const char *path)

@@ -53,20 +53,8 @@ struct repair_open {
 static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 {
 	const struct repair_open *ro = ctx;
-	char path[PATH_MAX];
-	int r;
 
-	*io = NULL;
-	r = qcow2_chain_resolve_path(ro->o, ro->path, stored, path, sizeof(path));
-	if (r == 0)
-		r = qcow2_io_open_file(path, false, io);
-	if (r == 0 && ro->o->lock)
-		r = qcow2_io_lock_reader(*io);
-	if (r < 0 && *io) {
-		qcow2_io_close(*io);
-		*io = NULL;
-	}
-	return r;
+	return qcow2_data_file_open(ro->o, ro->path, stored, false, io);
 }
 
 int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
