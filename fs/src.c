@@ -288,7 +288,7 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 	struct qcow2_header *h;
 	struct qcow2_io *io;
 	uint64_t bytes;
-	uint8_t magic[4];
+	bool is_qcow2;
 	ssize_t got;
 	int r;
 
@@ -300,10 +300,10 @@ static void src_probe_file(struct qfs_tree *t, struct src *s)
 		src_refuse(s, r, qcow2_last_error());
 		return;
 	}
-	got = qcow2_io_pread(io, magic, 4, 0);
+	got = qcow2_header_probe(io, &is_qcow2, NULL);
 	if (got < 0) /* unreadable: refused (and logged), not taken for a raw file */
 		src_refuse(s, (int)got, qcow2_last_error());
-	if (got != 4 || !qcow2_probe(magic, 4)) {
+	if (!is_qcow2) {
 		qcow2_io_close(io);
 		return; /* not qcow2: a raw file, shown only if it backs a chain */
 	}

@@ -227,8 +227,7 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 {
 	struct layer *l = &c->layers[c->n - 1];
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
+	bool is_qcow2;
 	int r;
 
 	if (fmt[0] && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
@@ -238,15 +237,15 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		r = qcow2_io_open(l->path, layer_flags(o, c->n - 1, false), &io);
 		if (r < 0)
 			return r;
-		got = qcow2_io_pread(io, magic, sizeof(magic), 0);
-		if (got >= 0 && (strcmp(fmt, "raw") == 0 || !qcow2_probe(magic, (size_t)got))) {
+		r = qcow2_header_probe(io, &is_qcow2, NULL);
+		if (r == 0 && (strcmp(fmt, "raw") == 0 || !is_qcow2)) {
 			l->raw = io;
 			r = o && o->lock ? qcow2_io_lock_reader(io) : 0;
 			return r < 0 ? r : qcow2_io_size(io, &l->size);
 		}
 		qcow2_io_close(io);
-		if (got < 0)
-			return (int)got;
+		if (r < 0)
+			return r;
 	}
 	if (c->n == 1 && o && (o->writable || o->share_write))
 		r = open_image(l->path, 0, o, o->writable && !o->snapshot,

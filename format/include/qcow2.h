@@ -230,6 +230,11 @@ bool qcow2_probe(const void *buf, size_t len);
 /* Read and decode the header of the file in @io (the first cluster, or less if the file is
  * shorter), then check its layout against the file size. -EINVAL if it is not qcow2. */
 int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h);
+/* What the file in @io is, the one way to tell: *@is_qcow2 if it begins with the qcow2 magic,
+ * else it is a raw file (also one shorter than the magic). With @h (may be NULL) and a qcow2
+ * file, its header is read into @h too (qcow2_header_read()). Returns 0, or -errno: the first
+ * bytes cannot be read (*@is_qcow2 false), or the header of a qcow2 file is bad. */
+int qcow2_header_probe(struct qcow2_io *io, bool *is_qcow2, struct qcow2_header *h);
 
 /* ---- snapshots (snapshot.c) ---- */
 

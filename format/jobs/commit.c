@@ -639,18 +639,16 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 static int probe_format(const char *path, const char **fmt)
 {
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
+	bool is_qcow2;
 	int r = qcow2_io_open_file(path, false, &io);
 
 	if (r < 0)
 		return r;
-	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
+	r = qcow2_header_probe(io, &is_qcow2, NULL);
 	qcow2_io_close(io);
-	if (got < 0)
-		return (int)got;
-	*fmt = qcow2_probe(magic, (size_t)got) ? "qcow2" : "raw";
-	return 0;
+	if (r == 0)
+		*fmt = is_qcow2 ? "qcow2" : "raw";
+	return r;
 }
 
 int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,

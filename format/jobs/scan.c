@@ -119,25 +119,15 @@ static int probe(struct scan *s, struct qcow2_dir_image *e)
 {
 	struct qcow2_header h;
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
 	int r;
 
 	e->err = qcow2_io_open_file(e->path, false, &io);
 	if (e->err < 0)
 		return 0;
-	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
-	if (got < 0) {
-		e->err = (int)got;
-	} else if (qcow2_probe(magic, (size_t)got)) {
-		e->qcow2 = true;
-		r = qcow2_header_read(io, &h);
-		if (r < 0)
-			e->err = r;
-		else if ((r = note_backing(s, e, &h)) < 0) {
-			qcow2_io_close(io);
-			return r;
-		}
+	e->err = qcow2_header_probe(io, &e->qcow2, &h);
+	if (e->err == 0 && e->qcow2 && (r = note_backing(s, e, &h)) < 0) {
+		qcow2_io_close(io);
+		return r;
 	}
 	qcow2_io_close(io);
 	return 0;
