@@ -267,7 +267,7 @@ static int layer_names(struct mapper *m, const char *image)
 	}
 	free(cur);
 	if (!m->names || i < m->n)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	return 0;
 }
 
@@ -279,7 +279,7 @@ static int detect_all(struct mapper *m)
 
 	m->prealloc = calloc(m->n, sizeof(*m->prealloc));
 	if (!m->prealloc)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < m->n && r == 0; i++)
 		if (qcow2_chain_layer(m->c, i, &li) == 0 && li.image)
 			r = detect_prealloc(li.image, &m->prealloc[i]);

@@ -194,7 +194,7 @@ int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out)
 
 	if (!io) {
 		close(fd);
-		return qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+		return qcow2_error_prefix(qcow2_oom(), name);
 	}
 	io->fd = fd;
 	*out = io;

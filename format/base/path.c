@@ -280,7 +280,7 @@ int qcow2_path_resolve_avoiding(const char *path, const char *avoid,
 	int r;
 
 	if (!w)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	w->avoid = avoid;
 	w->more = more;
 	r = resolve(w, path);

@@ -162,7 +162,7 @@ static int add_layer(struct qcow2_chain *c, const char *path)
 		unsigned cap = c->cap ? 2 * c->cap : 8;
 		struct layer *n = realloc(c->layers, cap * sizeof(*n));
 		if (!n)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		c->layers = n;
 		c->cap = cap;
 	}
@@ -170,7 +170,7 @@ static int add_layer(struct qcow2_chain *c, const char *path)
 	memset(l, 0, sizeof(*l));
 	l->path = strdup(path);
 	if (!l->path)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	c->n++;
 	return 0;
 }
@@ -363,7 +363,7 @@ int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct 
 	int r;
 
 	if (!c)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	pthread_rwlock_init(&c->owner_rw, NULL);
 	r = open_layers(c, path, o);
 	if (r == 0) {

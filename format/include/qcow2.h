@@ -73,6 +73,12 @@ struct qcow2_job {
 
 /* Store a message for this thread (printf-style) and return @err unchanged. */
 int qcow2_set_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Running out of memory, said once for the library and its programs: stores "out of memory"
+ * and returns -ENOMEM. */
+int qcow2_oom(void);
+/* As qcow2_oom(), naming what the memory was for (printf-style): "out of memory for the L1
+ * table", where the size came from the file and says which table was too large. */
+int qcow2_oom_for(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The last message stored by this thread, or "" if none. Valid until the next call. */
 const char *qcow2_last_error(void);
 void qcow2_clear_error(void);

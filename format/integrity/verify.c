@@ -39,7 +39,7 @@ static int reopen_io(struct qcow2_io *io, struct qcow2_io **out)
 	if (fd < 0) {
 		bytes = qcow2_io_mem_bytes(io, &len);
 		*out = qcow2_io_mem_new(qcow2_io_name(io), bytes, len);
-		return *out ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+		return *out ? 0 : qcow2_oom();
 	}
 	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (dup_fd < 0)

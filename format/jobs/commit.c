@@ -66,7 +66,7 @@ int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const
 		struct qcow2_step *v = realloc(p->v, cap * sizeof(*v));
 
 		if (!v)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		p->v = v;
 		p->cap = cap;
 	}
@@ -78,7 +78,7 @@ int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const
 	if (!s->image || (detail && !s->detail)) {
 		free(s->image);
 		free(s->detail);
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	}
 	p->n++;
 	return 0;
@@ -381,7 +381,7 @@ static int journal_write(struct commit *m)
 		cap += strlen(qcow2_commit_layer_path(m->c, j)) + 1;
 	text = malloc(cap);
 	if (!text)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	memcpy(text, m->journal ? m->journal : "", len + 1);
 	for (j = m->t ? m->t : 1; j < m->b; j++)
 		len += (size_t)sprintf(text + len, "%s\n", qcow2_commit_layer_path(m->c, j));
@@ -410,7 +410,7 @@ static int drop_journal(struct commit *m, bool dry_run)
 		return 0;
 	copy = strdup(m->journal);
 	if (!copy)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (line = strtok_r(copy, "\n", &save); line && r == 0;
 	     line = strtok_r(NULL, "\n", &save)) {
 		if (access(line, F_OK) < 0)

@@ -362,7 +362,7 @@ int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h)
 			n = (size_t)file_bytes;
 		buf = malloc(n ? n : 1);
 		if (!buf)
-			return qcow2_set_error(-ENOMEM, "'%s': out of memory", qcow2_io_name(io));
+			return qcow2_error_prefix(qcow2_oom(), qcow2_io_name(io));
 		r = qcow2_io_pread_full(io, buf, n, 0);
 		if (r < 0)
 			break;
