@@ -129,7 +129,7 @@ static int resize(struct qcow2_overlap *ol, size_t cap)
 
 	s = malloc(cap * sizeof(*s));
 	if (!s)
-		return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+		return qcow2_oom_for("the metadata map");
 	for (i = 0; i < cap; i++)
 		s[i] = (struct slot){EMPTY, 0, 0, false};
 	ol->slots = s;
@@ -154,7 +154,7 @@ static int reserve(struct qcow2_overlap *ol, size_t n)
 
 	while ((ol->used + n) * 2 > cap) {
 		if (cap > SIZE_MAX / 4 / sizeof(struct slot))
-			return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+			return qcow2_oom_for("the metadata map");
 		cap *= 2;
 	}
 	return cap == ol->cap ? 0 : resize(ol, cap);
@@ -238,7 +238,7 @@ static int add(struct rngs *v, uint64_t off, uint64_t bytes, unsigned kind)
 		struct rng *p = realloc(v->r, cap * sizeof(*p));
 
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+			return qcow2_oom_for("the metadata map");
 		v->r = p;
 		v->cap = cap;
 	}
@@ -271,7 +271,7 @@ static int sweep(const struct rngs *v, struct seg **out, size_t *n_out)
 	if (!ev || !segs) {
 		free(ev);
 		free(segs);
-		return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+		return qcow2_oom_for("the metadata map");
 	}
 	for (i = 0; i < v->n; i++) {
 		k = (unsigned)__builtin_ctz(v->r[i].kind);
@@ -699,7 +699,7 @@ int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const ui
 		return 0; /* data clusters lie in another file, with no refcounts */
 	refs = malloc((size_t)img->l2_entries * sizeof(*refs));
 	if (!refs)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < img->l2_entries && r >= 0; i++) {
 		r = check_entry(img, l2_off, i, t[(size_t)i * ew], i >= first && i - first < n,
 				refs, &n_refs);
@@ -746,7 +746,7 @@ int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_
 		return 0;
 	t = malloc(img->cluster_bytes);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < img->l1.n && r == 0; i++) {
 		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
 
@@ -779,7 +779,7 @@ int qcow2_overlap_check_meta(struct qcow2_image *img)
 		return 0;
 	t = malloc(img->cluster_bytes);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < img->l1.n && r == 0; i++) {
 		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
 
@@ -812,7 +812,7 @@ static int read_bitmaps(struct qcow2_image *img)
 	ol->bitmaps = calloc(h->nb_bitmaps, sizeof(*ol->bitmaps));
 	if (!dir || !ol->bitmaps) {
 		free(dir);
-		return qcow2_set_error(-ENOMEM, "out of memory for the bitmap directory");
+		return qcow2_oom_for("the bitmap directory");
 	}
 	if (qcow2_io_pread_full(img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off) < 0) {
 		free(dir);
@@ -837,7 +837,7 @@ int qcow2_overlap_init(struct qcow2_image *img)
 	int r;
 
 	if (!ol)
-		return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+		return qcow2_oom_for("the metadata map");
 	pthread_rwlock_init(&ol->lock, NULL);
 	ol->cluster_bits = img->h.cluster_bits;
 	img->w->ol = ol;
@@ -914,11 +914,11 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 	uint64_t ti = UINT64_MAX, v, c, *keys = NULL;
 	uint8_t *scratch = malloc(img->cluster_bytes);
 	size_t i, n = 0;
-	int r = scratch ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = scratch ? 0 : qcow2_oom();
 
 	/* the clusters of the hash, sorted so that each refcount block is read once */
 	if (r == 0 && !(keys = malloc((ol->used ? ol->used : 1) * sizeof(*keys))))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	for (i = 0; r == 0 && i < ol->cap; i++)
 		if (ol->slots[i].key != EMPTY)
 			keys[n++] = ol->slots[i].key;

@@ -51,7 +51,7 @@ int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	memset(r, 0, sizeof(*r));
 	r->table = malloc(bytes);
 	if (!r->table)
-		return qcow2_set_error(-ENOMEM, "out of memory for the refcount table");
+		return qcow2_oom_for("the refcount table");
 	ret = qcow2_io_pread_full(io, r->table, bytes, h->reftable_off);
 	if (ret < 0) {
 		qcow2_refcount_release(r);
@@ -133,7 +133,7 @@ int qcow2_image_refcount(struct qcow2_image *img, uint64_t cluster_idx, uint64_t
 	}
 	block = malloc(img->cluster_bytes);
 	if (!block)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	ret = read_refblock(img, ti, block);
 	if (ret == 0)
 		*refcount = qcow2_refcount_block_get(block, r->order, bi);
@@ -155,7 +155,7 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters)
 
 	block = malloc(img->cluster_bytes);
 	if (!block)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < r->n; i++) {
 		if (!r->table[i])
 			continue;
@@ -235,7 +235,7 @@ int qcow2_refcount_init_write(struct qcow2_image *img)
 	w->block_dirty = calloc(w->n_blocks, sizeof(*w->block_dirty));
 	w->reft_dirty = calloc(w->n_blocks, sizeof(*w->reft_dirty));
 	if (!w->blocks || !w->block_dirty || !w->reft_dirty)
-		return qcow2_set_error(-ENOMEM, "out of memory for refcount blocks");
+		return qcow2_oom_for("refcount blocks");
 	set_end(w, (img->file_bytes + img->cluster_bytes - 1) >> img->h.cluster_bits);
 	w->free_hint = 1; /* the header cluster is never free */
 	return 0;
@@ -268,7 +268,7 @@ static int load_block(struct qcow2_image *img, uint64_t ti, uint8_t **out)
 	if (!w->blocks[ti]) {
 		b = malloc(img->cluster_bytes);
 		if (!b)
-			return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
+			return qcow2_oom_for("a refcount block");
 		r = read_refblock(img, ti, b);
 		if (r < 0) {
 			free(b);
@@ -312,7 +312,7 @@ static int resize_arrays(struct qcow2_image *img, uint32_t n)
 		w->block_dirty = d;
 	td = d ? realloc(w->reft_dirty, n) : NULL;
 	if (!td)
-		return qcow2_set_error(-ENOMEM, "out of memory for the refcount table");
+		return qcow2_oom_for("the refcount table");
 	w->reft_dirty = td;
 	memset(t + img->refs.n, 0, (size_t)(n - img->refs.n) * 8);
 	memset(b + w->n_blocks, 0, (size_t)(n - w->n_blocks) * sizeof(*b));
@@ -390,7 +390,7 @@ static int new_block(struct qcow2_image *img, uint64_t ti)
 		return r;
 	b = calloc(1, img->cluster_bytes);
 	if (!b)
-		return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
+		return qcow2_oom_for("a refcount block");
 	set_end(w, at + 1);
 	qcow2_overlap_add_refblock(img, at << img->h.cluster_bits);
 	free(w->blocks[ti]);
@@ -538,7 +538,7 @@ int qcow2_refcount_defer_free(struct qcow2_image *img, uint64_t host_off, uint64
 		size_t cap = w->cap_pending ? 2 * w->cap_pending : 64;
 		p = realloc(w->pending, cap * sizeof(*p));
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		w->pending = p;
 		w->cap_pending = cap;
 	}
@@ -575,7 +575,7 @@ static int write_entries(struct qcow2_image *img, uint32_t lo, uint32_t hi)
 	int r;
 
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < n; i++)
 		put_be64(buf + 8 * i, img->refs.table[lo + i]);
 	r = qcow2_io_pwrite_meta(img->io, buf, n * 8, img->h.reftable_off + 8ull * lo,

@@ -42,7 +42,7 @@ int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t si
 				       off);
 	l1->entries = malloc((size_t)n * 8); /* n * 8 <= QCOW2_MAX_L1_BYTES, checked by callers */
 	if (!l1->entries)
-		return qcow2_set_error(-ENOMEM, "out of memory for the L1 table");
+		return qcow2_oom_for("the L1 table");
 	r = qcow2_io_pread_full(img->io, l1->entries, (size_t)n * 8, off);
 	if (r < 0) {
 		free(l1->entries);
@@ -73,7 +73,7 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 		return r;
 	img->snap_l1 = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*img->snap_l1));
 	if (!img->snap_l1)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = qcow2_l2cache_new(img->cluster_bytes,
 			      o && o->l2_cache_bytes ? o->l2_cache_bytes : DEFAULT_L2_CACHE_BYTES,
 			      &img->l2cache);
@@ -105,7 +105,7 @@ static int open_write_side(struct qcow2_image *img)
 					       "'qemu-img check -r all')");
 	w = calloc(1, sizeof(*w));
 	if (!w)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_rwlockattr_init(&ra);
 	/* Applying frees must not starve behind a stream of reads. */
@@ -224,7 +224,7 @@ static int write_l1(struct qcow2_image *img)
 	if (lo < hi) {
 		buf = malloc((size_t)(hi - lo) * 8);
 		if (!buf)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		for (i = lo; i < hi; i++)
 			put_be64(buf + 8 * (i - lo), l1_entry(img, i));
 		r = qcow2_io_pwrite_meta(img->io, buf, (size_t)(hi - lo) * 8,
@@ -362,14 +362,14 @@ static int open_image(struct qcow2_io *io, const char *name, const struct qcow2_
 	img = calloc(1, sizeof(*img));
 	if (!img) {
 		qcow2_io_close(io);
-		return qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+		return qcow2_error_prefix(qcow2_oom(), name);
 	}
 	img->io = io;
 	img->repair = repair;
 	pthread_mutex_init(&img->snap_lock, NULL);
 	img->name = strdup(name);
 	if (!img->name) {
-		r = qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+		r = qcow2_error_prefix(qcow2_oom(), name);
 		goto fail;
 	}
 	r = qcow2_header_read(io, &img->h);
@@ -508,7 +508,7 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 	if (!img->snap_l1[idx]) {
 		t = calloc(1, sizeof(*t));
 		if (!t)
-			r = qcow2_set_error(-ENOMEM, "out of memory");
+			r = qcow2_oom();
 		else
 			r = qcow2_l1_load(img, s->l1_off, s->l1_entries, s->disk_bytes, t);
 		if (r == 0 && (uint64_t)t->n * img->l2_entries * img->cluster_bytes < s->disk_bytes)
@@ -585,7 +585,7 @@ int qcow2_image_set_backing(struct qcow2_image *img, const char *name, const cha
 	p = calloc(1, cs);
 	out = calloc(1, cs);
 	if (r == 0 && (!p || !out))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	if (r == 0 && (r = (int)qcow2_io_pread(img->io, p, cs, 0)) >= 0)
 		r = 0;
 	end = r < 0 ? r : rebuild_exts(&img->h, p, cs, nlen && fmt ? fmt : "", out);
