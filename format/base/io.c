@@ -13,7 +13,8 @@
  *
  * Every image, backing and data file is opened by qcow2_file_open(): it never blocks (a FIFO
  * or a device named as an image would otherwise hang the opener) and admits only regular
- * files, and block devices only where the caller says an operator named one (SPEC 3a).
+ * files, and block devices only where the caller says an operator named one: no file type
+ * blocks the daemon or a command, and a view never reaches a device its caller did not name.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -19,8 +19,8 @@
  * holds owner_rw shared, so no walk that began before a change can record a stale owner after
  * it. Reads, writes and seeks of a writable top hold its w->frees shared (write.c).
  *
- * A snapshot view stays true (SPEC 2, 5): it shares write permission on its image, so QEMU
- * may delete the snapshot and reuse its clusters while the view is open. Rather than hold the
+ * A snapshot view never shows another state's data. It shares write permission on its image, so
+ * QEMU may delete the snapshot and reuse its clusters while the view is open. Rather than hold the
  * snapshot against deletion (QEMU's locks have no byte for one snapshot), every read, map and
  * seek re-validates the snapshot after doing its work: its table entry must be byte for byte
  * as it was at open, where it was or in the table that replaced it (a pin, snapshot.c), else

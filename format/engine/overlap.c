@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * overlap.c - the live metadata of a writable image, and the check every host write passes
- * against it (SPEC 5: "writes never make a damaged image worse"), as QEMU's overlap checks
+ * against it, so that a write never makes a damaged image worse, as QEMU's overlap checks
  * (qcow2_check_metadata_overlap) protect an image.
  *
  * What is live metadata: the header cluster, the active L1 table, the L2 tables it points at,

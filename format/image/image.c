@@ -67,7 +67,7 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 	r = qcow2_l1_load(img, h->l1_off, h->l1_entries, h->size, &img->l1);
 	if (r < 0)
 		return r;
-	/* A bad entry marks that snapshot invalid, not the image (SPEC 5). */
+	/* A bad entry marks that snapshot invalid, not the image: the rest stays usable. */
 	r = qcow2_snapshot_load(img->io, h, img->file_bytes, &img->snaps, &img->snap_table_bytes);
 	if (r < 0)
 		return r;

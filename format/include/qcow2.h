@@ -257,7 +257,7 @@ struct qcow2_snapshot {
 	uint64_t icount;     /* ~0 when absent */
 	/* NULL, or why this entry is unusable (its L1 table misaligned, too large, past the end
 	 * of the file or too small, its disk size absurd): such a snapshot has no view and no
-	 * operation uses it; the rest of the table works (SPEC 5). Freed with the entry. */
+	 * operation uses it; the rest of the table works. Freed with the entry. */
 	char *invalid;
 	/* With ->invalid: its L1 table cannot be read at all (misaligned, too large, past the
 	 * end of the file), by us or by QEMU. Such an entry is what a repair may drop. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * verify.c - qcow2_image_repair(): a repair that never leaves an image with more errors than
- * it found (SPEC 5).
+ * it found: a damaged image is never made worse.
  *
  * "Errors" are what `qemu-img check` counts: corruptions + leaks + check errors. A repair keeps
  * its result only if a check of the image as it then is on disk (opened afresh, so nothing

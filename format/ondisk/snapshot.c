@@ -8,8 +8,8 @@
  * size, and the lengths of id and name. The encoder of one entry (what snapshot-write.c appends)
  * lives here too, next to the decoder it must agree with.
  *
- * Two kinds of damage (SPEC 5: "a bad entry in the snapshot table disables that snapshot
- * only"): what makes the table itself unreadable (extra data of an impossible size, a table
+ * Two kinds of damage (a bad entry in the snapshot table disables that snapshot
+ * only): what makes the table itself unreadable (extra data of an impossible size, a table
  * over QCOW2_MAX_SNAPSHOT_TABLE_BYTES: QEMU refuses such a table too) refuses the table; what
  * concerns one snapshot alone (its L1 table misaligned, too large, past the end of the file or
  * too small for its disk, its disk size absurd, a NUL in its id or name, the entry itself
