@@ -293,7 +293,7 @@ struct qcow2_crange {
  * The write side of an image (image.c, refcount.c, write.c), present when it was opened
  * writable. Every field is under @lock, the image's metadata lock, except @frees.
  *
- * Write order (SPEC 3, "crash safety"): metadata is cached and written back by
+ * Write order (crash safety): metadata is cached and written back by
  * qcow2_image_flush() in stages, each made durable before the next starts: data and refcount
  * blocks, then refcount table entries (or a moved table and its header fields), then L2
  * tables, then L1 entries (or a moved L1 table) and the header. So no table on disk ever
@@ -421,8 +421,8 @@ bool qcow2_prealloc_only(const struct qcow2_image *img, const uint64_t *ent, boo
  * every subcluster unallocated, as QEMU preallocates). */
 int qcow2_prealloc_clusters(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint32_t j);
 
-/* overlap.c: the live metadata of a writable image (SPEC 5: "every host write is checked against
- * live metadata"), as QEMU's overlap checks keep it: the header, the active L1 table and the L2
+/* overlap.c: the live metadata of a writable image (every host write is checked against it),
+ * as QEMU's overlap checks keep it: the header, the active L1 table and the L2
  * tables it points at, the refcount table and blocks, the snapshot table and the snapshots' L1
  * tables, and while the bitmaps are in force the bitmap directory and tables. Every write of
  * img->io is checked against it (the io guard); an overlap fails the write with -EIO, sets the

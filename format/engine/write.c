@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * write.c - guest writes into one qcow2 image: copy-on-write allocation, zeroing and discard,
- * growth, and the crash-safe write-back of cached metadata (SPEC 3 and 4).
+ * growth, and the crash-safe write-back of cached metadata (the write order: internal.h).
  *
  * Two paths. The fast path writes in place, with no lock but w->frees held shared (by the
  * caller), into clusters the image owns alone (L2 entry with the COPIED flag, and for extended
