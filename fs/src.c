@@ -128,7 +128,7 @@ static uint64_t mix(uint64_t h, const char *str)
 }
 
 /* The usable snapshots of @s, indexed by id, duplicate names flagged. An entry the library
- * marks invalid has no view (SPEC 5: it disables that snapshot only); it is logged once per
+ * marks invalid has no view (a bad entry disables that snapshot only); it is logged once per
  * change of the file (each change re-probes). */
 static int src_snapshots(struct src *s, struct qcow2_io *io, const struct qcow2_header *h)
 {
