@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_path.c - how the library reaches files (SPEC 3a): qcow2_file_open() (io.c) never blocks
+ * test_path.c - how the library reaches files: qcow2_file_open() (io.c) never blocks
  * and admits only regular files (block devices on request), qcow2_path_resolve() (path.c)
  * resolves like realpath() but refuses a path through a forbidden directory before looking it
  * up, and chains confine their top image, backing and data files and never open a FIFO. Each
