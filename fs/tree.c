@@ -3,11 +3,11 @@
  * tree.c - the mounted tree: which names exist under the mount point and what each shows.
  *
  * A directory's names are computed from the cache of source files (src.c) when it is listed,
- * or when a name is looked up and something changed (SPEC 2): flat views of valid qcow2
+ * or when a name is looked up and something changed: flat views of valid qcow2
  * chains, snapshot views, raw backing files, with the collision rule. Nodes give every name a
  * stable inode number. Images are opened (locked, L1 loaded) only when a flat view is opened,
  * and closed with its last handle. Owners and modes derive from the source files, so that a
- * view never grants more than they do (SPEC 3a, perm.c).
+ * view never grants more than they do (perm.c).
  *
  * Locking: t->lock guards the src cache, the node table and every node field marked so. It is
  * never held across a chain open or any read of image data; node->open_lock is taken after it
@@ -16,7 +16,7 @@
  * looked up under it is a directory entry of SOURCE read relative to its directory (the mount
  * point skipped) or a canonical path from qcow2_path_resolve(), which refused anything at or
  * below the mount point before looking it up, used with qcow2_path_open_canonical() or
- * qcow2_path_stat(), which follow no symlink put in the way since (SPEC 3a). The same holds
+ * qcow2_path_stat(), which follow no symlink put in the way since. The same holds
  * for every FUSE mount below SOURCE (mounts.c: its daemon may hang, or be this one, the mount
  * point bound elsewhere): directory entries, resolved names and canonical paths at or below
  * one are refused before the lookup (qcow2_mounts_avoid(), qfs_src_path_stat(),
@@ -758,7 +758,7 @@ static int check_caller(struct qfs_tree *t, struct qfs_node *n, const struct qfs
  * descriptors of the open chain must be of those same files. A file swapped in between (a
  * symlink, or a rename within a directory the caller owns), or replaced while the chain was
  * already open for someone else, would otherwise be served to a caller who was checked
- * against another file (SPEC 3a). */
+ * against another file. */
 int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
 		  const struct qfs_caller *who)
 {

@@ -24,7 +24,7 @@ static int open_write_side(struct qcow2_image *img)
 				       "'qemu-img check -r all')");
 	w = calloc(1, sizeof(*w));
 	if (!w)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	qcow2_wstate_locks_init(w);
 	img->w = w;
 	r = qcow2_refcount_init_write(img);

@@ -72,7 +72,7 @@ static int add(struct plan *p, enum item_kind kind, uint64_t off, uint64_t len)
 		struct item *v = realloc(p->v, cap * sizeof(*v));
 
 		if (!v)
-			return qcow2_set_error(-ENOMEM, "out of memory for the copy plan");
+			return qcow2_oom_for("the copy plan");
 		p->v = v;
 		p->cap = cap;
 	}
@@ -164,7 +164,7 @@ static int raw_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
 		return 0;
 	z = calloc(1, CHUNK);
 	if (!z)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	while (n && r == 0) {
 		uint64_t len = n < CHUNK ? n : CHUNK;
 
@@ -425,13 +425,13 @@ static int reader_start(struct reader *rd, struct copy *k)
 		rd->s[i].buf = malloc(CHUNK);
 		rd->s[i].ubuf = k->o->compare ? malloc(CHUNK) : NULL;
 		if (!rd->s[i].buf || (k->o->compare && !rd->s[i].ubuf))
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 	}
 	for (i = 0; i < SLOTS; i++) {
 		struct reader_arg *a = malloc(sizeof(*a));
 
 		if (!a)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		*a = (struct reader_arg){ rd, i };
 		if (pthread_create(&rd->thread[i], NULL, reader_main, a) != 0) {
 			free(a);
@@ -563,7 +563,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		k.total = st->planned_bytes + st->planned_zero;
 		k.buf = o->compress ? malloc(CHUNK) : NULL;
 		if (o->compress && !k.buf)
-			r = qcow2_set_error(-ENOMEM, "out of memory");
+			r = qcow2_oom();
 		if (r == 0)
 			r = run_plan(&k, &p);
 		if (r == 0)
