@@ -619,6 +619,30 @@ void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 				(off_t)n);
 }
 
+int qcow2_io_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
+{
+	static const uint8_t zeros[65536];
+	uint64_t len;
+	int r = 0;
+
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return qcow2_set_error(-EINVAL, "'%s': zeroing at %#llx out of range", io->name,
+				       (unsigned long long)off);
+	if (io->guard.check && n && (r = io->guard.check(io->guard.ctx, off, n, 0)) < 0)
+		return r;
+	if (io->fd >= 0 && n && (!io->journal || io->journal(io->journal_ctx, QCOW2_IO_WRITE,
+							     off, n) == 0) &&
+	    file_should_fail(QCOW2_IO_WRITE) == 0 &&
+	    fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) == 0)
+		return 0;
+	/* no hole here (a memory io, a file system without them, a failure): written zeros */
+	for (; n && r == 0; off += len, n -= len) {
+		len = n < sizeof(zeros) ? n : sizeof(zeros);
+		r = qcow2_io_pwrite(io, zeros, (size_t)len, off);
+	}
+	return r;
+}
+
 /* Write zeros over the holes of [@off, @end) (qcow2_io_next_extent() finds them; the range
  * lies inside the file, which the callers grew first): the bytes read the same, and every block
  * is then allocated and written. */

@@ -145,6 +145,9 @@ void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n);
 /* Give [@off, @off + @n) back to the host file system (a hint: the range reads as zeros
  * afterwards where it succeeds; unused clusters only). */
 void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n);
+/* Make [@off, @off + @n) read as zeros: a hole where the file system punches one, else zeros
+ * written (the file's length kept). Checked by the guard as a write of data. 0 or -errno. */
+int qcow2_io_zero(struct qcow2_io *io, uint64_t off, uint64_t n);
 /* Extend the file to at least @bytes (never shrinks). */
 int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes);
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);

@@ -153,29 +153,6 @@ static int dst_write(struct copy *k, const void *buf, uint64_t n, uint64_t off)
 	return r;
 }
 
-static int raw_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
-{
-	int fd = qcow2_io_fd(io);
-	uint8_t *z;
-	int r = 0;
-
-	if (fd >= 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-				 (off_t)n) == 0)
-		return 0;
-	z = calloc(1, CHUNK);
-	if (!z)
-		return qcow2_oom();
-	while (n && r == 0) {
-		uint64_t len = n < CHUNK ? n : CHUNK;
-
-		r = qcow2_io_pwrite(io, z, (size_t)len, off);
-		off += len;
-		n -= len;
-	}
-	free(z);
-	return r;
-}
-
 /* Make [@off, @off + @n) read as zeros where @under would show something else. */
 static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 {
@@ -193,7 +170,7 @@ static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 		len = e.len;
 		if (e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED) {
 			r = k->o->dst ? qcow2_chain_zero(k->o->dst, off, len, 0)
-				      : raw_zero(k->o->dst_raw, off, len);
+				      : qcow2_io_zero(k->o->dst_raw, off, len);
 			if (r == 0)
 				k->st->zeroed_bytes += len;
 		}

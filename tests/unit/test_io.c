@@ -269,6 +269,66 @@ Test(io, writing_zeros_over_holes_keeps_the_bytes_and_leaves_no_hole)
 	cr_assert_arr_eq(before, after, sizeof(before));
 }
 
+/* ---- zeroing a range: qcow2_io_zero() ---- */
+
+static int refuse_first_block(void *ctx, uint64_t off, uint64_t n, unsigned own)
+{
+	(void)ctx;
+	(void)own;
+	return off < 64 * KIB && n ? -EIO : 0;
+}
+
+Test(io, zeroing_a_file_range_punches_a_hole_and_keeps_the_length)
+{
+	static uint8_t got[2048 * KIB];
+	uint64_t size;
+	size_t i;
+
+	make_sparse_file();
+	cr_assert_eq(qcow2_io_zero(io, 1024 * KIB + 4096, 16 * KIB), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_io_zero(io, 0, 64 * KIB), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 2048 * KIB);
+	assert_extent(0, 4096 * KIB, false, 1024 * KIB); /* the first block is a hole now */
+	cr_assert_eq(qcow2_io_pread_full(io, got, sizeof(got), 0), 0);
+	for (i = 0; i < sizeof(got); i++) {
+		bool data = (i >= 1024 * KIB && i < 1024 * KIB + 4096) ||
+			    (i >= 1024 * KIB + 20 * KIB && i < 1088 * KIB);
+
+		cr_assert_eq(got[i], data ? 0xa5 : 0, "byte %zu", i);
+	}
+}
+
+Test(io, zeroing_memory_writes_zeros)
+{
+	static const uint8_t ones[64] = { [0 ... 63] = 1 };
+	uint8_t got[64];
+	uint64_t size;
+
+	io = qcow2_io_mem_new("mem", ones, sizeof(ones));
+	cr_assert_not_null(io);
+	cr_assert_eq(qcow2_io_zero(io, 8, 16), 0);
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 64);
+	cr_assert_eq(qcow2_io_pread_full(io, got, sizeof(got), 0), 0);
+	for (size_t i = 0; i < sizeof(got); i++)
+		cr_assert_eq(got[i], i >= 8 && i < 24 ? 0 : 1, "byte %zu", i);
+}
+
+Test(io, zeroing_passes_the_guard_like_a_write)
+{
+	static const struct qcow2_io_guard guard = { refuse_first_block, NULL };
+	static uint8_t got[64 * KIB];
+
+	make_sparse_file();
+	qcow2_io_set_guard(io, &guard);
+	cr_assert_eq(qcow2_io_zero(io, 4096, 4096), -EIO);
+	cr_assert_eq(qcow2_io_pread_full(io, got, sizeof(got), 0), 0);
+	for (size_t i = 0; i < sizeof(got); i++)
+		cr_assert_eq(got[i], 0xa5, "byte %zu", i);
+	cr_assert_eq(qcow2_io_zero(io, 1024 * KIB, 4096), 0);
+}
+
 /* ---- the out-of-memory error (error.c), one message for the library and its programs ---- */
 
 Test(io, out_of_memory_is_enomem_with_one_message)
