@@ -816,9 +816,6 @@ static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new
 	return r;
 }
 
-#define WRITER_PERMS (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
-#define WRITER_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
-
 int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
 {
 	struct qcow2_image *top = writable_top(c);
@@ -829,13 +826,12 @@ int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
 	if (on == c->write_locked)
 		return 0;
 	if (on) {
-		/* QEMU's writer: consistent read, write and resize held; write and resize not
-		 * shared (as a reader we already did not share them). */
-		r = qcow2_io_lock(top->io, WRITER_PERMS, WRITER_SHARED);
+		/* QEMU's writer (as a reader we already did not share write and resize) */
+		r = qcow2_io_lock_writer(top->io);
 	} else {
 		r = qcow2_image_flush(top);
 		if (r == 0)
-			r = qcow2_io_unlock(top->io, WRITER_PERMS & ~QCOW2_PERM_CONSISTENT_READ);
+			r = qcow2_io_unlock(top->io, QCOW2_WRITER_PERMS & ~QCOW2_PERM_CONSISTENT_READ);
 	}
 	if (r == 0)
 		c->write_locked = on;

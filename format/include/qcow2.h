@@ -187,9 +187,9 @@ int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 			    QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
 /* What a QEMU writer holds: consistent read, write and resize, sharing neither write nor
  * resize. Taken on an io that already holds a reader lock, it upgrades that lock. */
-#define qcow2_io_lock_writer(io)                                                            \
-	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE,  \
-		      QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+#define QCOW2_WRITER_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
+#define QCOW2_WRITER_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+#define qcow2_io_lock_writer(io) qcow2_io_lock((io), QCOW2_WRITER_PERMS, QCOW2_WRITER_SHARED)
 /* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
  * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
 #define qcow2_io_lock_reader(io)                                                            \
