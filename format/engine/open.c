@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * open.c - the public open and close of one image: the read side loaded (image/image.c), then
+ * open.c - the public open and close of one image: the read side loaded (image/load.c), then
  * for a writable image its write side set up (refcount blocks, overlap checks, a dirty image's
  * refcounts rebuilt, the refcounts of its metadata verified); a clean close writes everything
  * back and clears the dirty bit. Locking: the image is not shared yet while it opens, nor any

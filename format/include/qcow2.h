@@ -380,7 +380,7 @@ int qcow2_image_snapshot_delete_resumable(struct qcow2_image *img, const char *i
 int qcow2_image_snapshot_delete_pending(struct qcow2_image *img, const char *id_or_name,
 					const char *image, struct qcow2_snapshot_resume *res);
 
-/* ---- one image (image/image.c, engine/open.c) ---- */
+/* ---- one image (image/load.c, engine/open.c) ---- */
 
 struct qcow2_image;
 

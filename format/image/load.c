@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * image.c - one qcow2 image, read side: loading it (header, L1 table, snapshot table, external
+ * load.c - one qcow2 image, read side: loading it (header, L1 table, snapshot table, external
  * data file, an L2 cache), accessors, the snapshots' L1 tables, and unloading it. The write
  * side, the public open and close, is the engine's (engine/open.c).
  *
