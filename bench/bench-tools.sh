@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-tools.sh - qcowctl's long commands against their qemu-img counterparts, on the same
-# images, in one run, as ratios (SPEC section 7: at least as fast as qemu-img).
+# images, in one run, as ratios (the target: at least as fast as qemu-img).
 #
 #   bash bench/bench-tools.sh                   # as root: 1 GiB images, a few minutes
 #   BENCH_SIZE=256M bash bench/bench-tools.sh   # quick run

@@ -25,7 +25,7 @@
 #   - after the first run of each workload, the flat view of qcowfs's and of qsd's top.qcow2
 #     must equal the raw result (qemu-img compare).
 # Each figure is the median of BENCH_REPS runs (default 5). The table gives the ratios that
-# SPEC section 7 sets a target for: allocating writes at least as fast as qemu-storage-daemon.
+# the target is set for: allocating writes at least as fast as qemu-storage-daemon.
 #
 # When qcowfs cannot write (fio fails: a read-only milestone, a crash, a timeout), its column
 # says so, the reason is printed, the remaining qcowfs runs of that workload are skipped and
@@ -417,7 +417,7 @@ for wl in ("seq", "rand"):
             print("%s %s %s: %s" % (target, wl, "FAILED" if kind == "failed" else "WRONG DATA",
                                     reason))
 print()
-print("SPEC section 7 targets:")
+print("Targets:")
 missed = 0
 for wl in ("seq", "rand"):
     got = ratio(get(wl, "qcowfs"), get(wl, "qsd"))

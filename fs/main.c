@@ -287,7 +287,7 @@ static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
 }
 
 /* The kernel checks every access against the views' modes (default_permissions), which never
- * grant more than the source files (SPEC 3a; tree-attr.c derives them). Opting out leaves the
+ * grant more than the source files (tree-attr.c derives them). Opting out leaves the
  * daemon, which runs as root, to answer every request it can serve, so it is refused with
  * allow_other: only a mount that FUSE keeps to its owner may do without. 0, or -1 after a
  * message. */

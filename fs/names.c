@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * names.c - what tree-dir.c needs of names: the names of flat views (SPEC 2, with the collision
+ * names.c - what tree-dir.c needs of names: the names of flat views (with the collision
  * rule) and of snapshot views (with repeated and overlong snapshot names), and the log of names
  * that are not the usual ones (once while they stay). Lookups go through string maps
  * (strmap.c), O(1) per name, so a directory of 65,536 snapshot views lists in O(n).
@@ -56,7 +56,7 @@ static size_t encode(const char *s, size_t n, const char *esc, char *out, size_t
 	return len;
 }
 
-/* Snapshot names in file names: '/' is "%2F" and '%' is "%25" (SPEC 2). */
+/* Snapshot names in file names: '/' is "%2F" and '%' is "%25". */
 static size_t encode_snap(const char *s, char *out, size_t cap)
 {
 	return encode(s, strlen(s), "/%", out, cap);
@@ -79,7 +79,7 @@ static size_t stem_len(const char *name)
 }
 
 /* The name of the flat view of the image file @file at @level, in @out (NAME_MAX + 1 bytes):
- *   0: STEM.raw         (SPEC 2)
+ *   0: STEM.raw         the usual name
  *   1: FILE.raw         where STEM.raw is taken
  *   k >= 2: FILE%#k.raw where FILE.raw is taken too, FILE cut to fit.
  * In a name that holds '@', '%' and '@' are written "%25" and "%40": a flat view's name never
@@ -294,7 +294,7 @@ void qfs_names_commit(struct qfs_name_log *log, uint64_t **kept, size_t *n_kept)
 /* ---- snapshot view names ---- */
 
 /* The view name of snapshot @sn of the image shown as BASE.raw, in @out (NAME_MAX + 1 bytes):
- *   BASE@NAME.raw        the first usable snapshot of a name (SPEC 2), at @level 0;
+ *   BASE@NAME.raw        the first usable snapshot of a name, at @level 0;
  *   BASE@NAME%#ID.raw    a later snapshot of the same name (qcow2 allows repeated names; the
  *                        ids tell them apart), or at @level 1 (the first name is taken by a
  *                        file or subdirectory);

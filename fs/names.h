@@ -34,7 +34,7 @@ struct qfs_name_log {
 	size_t n, cap;
 };
 
-/* Choose the flat view name of every image in @f (SPEC 2): STEM.raw; FILE.raw where that is
+/* Choose the flat view name of every image in @f: STEM.raw; FILE.raw where that is
  * taken by another image's name, or by a name in @own (the directory's files that are not
  * images, and its subdirectories: they keep their names); FILE%#2.raw... where that is taken
  * too, in byte order of the file names. '%' and '@' in an image name with '@' are written %25

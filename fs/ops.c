@@ -8,7 +8,7 @@
  * A file handle (fi->fh) is a struct handle: the node and, for raw backing files, the file
  * descriptor. Flat views share their node's open chain; reads and writes run concurrently on
  * it. A view opened for writing holds QEMU's write lock on its image until its last writer
- * closes (SPEC 3).
+ * closes.
  *
  * Locking: handles_lock guards the list of open handles; a leaf, never held across a call into
  * another file. The tree's locks are taken inside the qfs_tree_*() calls, never held here.
@@ -30,7 +30,7 @@
 #include "readahead.h"
 
 /* Names are looked up again on every access (entry timeout 0), so that images and snapshots
- * created or deleted under SOURCE show at once (SPEC 2); attributes may be cached briefly. */
+ * created or deleted under SOURCE show at once; attributes may be cached briefly. */
 #define ENTRY_TIMEOUT 0.0
 #define ATTR_TIMEOUT 1.0
 
@@ -48,7 +48,7 @@ struct handle {
  * writes to the image file would: the thread takes the opener's file-system ids and sets
  * CAP_SYS_RESOURCE aside, so that the blocks a file system keeps for root (and, where quotas
  * exist, the image owner's limits, which CAP_SYS_RESOURCE overrides) stay out of the opener's
- * reach (SPEC 3a). setfsuid(), setfsgid() and capset() act on the calling thread only; the
+ * reach. setfsuid(), setfsgid() and capset() act on the calling thread only; the
  * thread is back to root's ids and capabilities before it takes another request. */
 struct limits {
 	bool on;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * perm.c - the permission bits of the views and directories of the mount, and the daemon's
- * own check of a caller against them (SPEC 3a).
+ * own check of a caller against them.
  *
  * A view never grants more than its source files. Its owner and group are its image file's
  * (a raw backing file's own, a directory's own); its mode keeps, for each class (owner, group,
@@ -73,7 +73,7 @@ static mode_t acl_floor(const uint8_t *a, size_t len)
 
 /* @st (of the file @path) with its group and other bits lowered to what an access ACL on it
  * grants every user but its owner: the mode bits alone do not say who an ACL denies (mode 0644
- * with "user:X:---" keeps X out), and the views must keep them out too (SPEC 3a). Group
+ * with "user:X:---" keeps X out), and the views must keep them out too. Group
  * membership and the ACL's named users are not looked up, so each entry counts for everyone
  * who is not the owner. Without an ACL, @st is unchanged; an ACL that cannot be read leaves the
  * owner's bits only. */

@@ -124,7 +124,7 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
 		      uint64_t size, const struct qfs_caller *who);
 bool qfs_tree_read_only(const struct qfs_tree *t);
-/* Does the daemon check each opener against the view's mode (SPEC 3a)? */
+/* Does the daemon check each opener against the view's mode? */
 bool qfs_tree_checks_callers(const struct qfs_tree *t);
 const char *qfs_tree_source(const struct qfs_tree *t);
 

@@ -164,7 +164,7 @@ static uint64_t mix(uint64_t h, const char *str)
 }
 
 /* The usable snapshots of @s, indexed by id, duplicate names flagged. An entry the library
- * marks invalid has no view (SPEC 5: it disables that snapshot only); it is logged once per
+ * marks invalid has no view (a bad entry disables that snapshot only); it is logged once per
  * change of the file (each change re-probes). */
 static int src_snapshots(struct qfs_src *s, struct qcow2_io *io, const struct qcow2_header *h)
 {
@@ -358,7 +358,7 @@ static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 	struct qcow2_header *h;
 	struct qcow2_io *io;
 	uint64_t bytes;
-	uint8_t magic[4];
+	bool is_qcow2;
 	ssize_t got;
 	int r;
 
@@ -370,10 +370,10 @@ static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 		src_refuse(s, r, qcow2_last_error());
 		return;
 	}
-	got = qcow2_io_pread(io, magic, 4, 0);
+	got = qcow2_header_probe(io, &is_qcow2, NULL);
 	if (got < 0) /* unreadable: refused (and logged), not taken for a raw file */
 		src_refuse(s, (int)got, qcow2_last_error());
-	if (got != 4 || !qcow2_probe(magic, 4)) {
+	if (!is_qcow2) {
 		qcow2_io_close(io);
 		return; /* not qcow2: a raw file, shown only if it backs a chain */
 	}
@@ -709,7 +709,7 @@ static bool daemon_may_write(struct qfs_src_cache *c, const char *path)
 }
 
 /* An image file no one may write (no write bit, as `chmod a-w` leaves it) is not written through
- * its view either, root's access(2) notwithstanding: a view never grants more (SPEC 3a). */
+ * its view either, root's access(2) notwithstanding: a view never grants more. */
 bool qfs_src_writable(struct qfs_src_cache *c, struct qfs_src *s)
 {
 	return !c->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&

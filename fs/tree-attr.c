@@ -3,7 +3,7 @@
  * tree-attr.c - the attributes of a view as the mount shows them: a directory's from its
  * source directory, a raw backing file's from the file, a flat view's from its chain (the
  * virtual size, or a snapshot's, the blocks of every layer). Owners and modes derive from the
- * source files, so that a view never grants more than they do (SPEC 3a; the modes: perm.c).
+ * source files, so that a view never grants more than they do (the modes: perm.c).
  *
  * Locking: qfs_tree_getattr() takes t->lock; qfs_tree_attr() runs under it (tree.h). No other
  * lock.

@@ -2,7 +2,7 @@
 /*
  * tree-dir.c - the names a directory shows, and looking one up. They are computed from the
  * cache of source files (src.c) when the directory is listed, or when a name is looked up and
- * something changed (SPEC 2): flat views of valid qcow2 chains, snapshot views, raw backing
+ * something changed: flat views of valid qcow2 chains, snapshot views, raw backing
  * files, with the collision rule (the names themselves: names.c). Each name gets its node
  * (tree.c), so its inode number stays. A snapshot view is a name only for a caller who may read
  * it: its name comes from inside the image.

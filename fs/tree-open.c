@@ -247,7 +247,7 @@ static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_
  * descriptors of the open chain must be of those same files. A file swapped in between (a
  * symlink, or a rename within a directory the caller owns), or replaced while the chain was
  * already open for someone else, would otherwise be served to a caller who was checked
- * against another file (SPEC 3a). */
+ * against another file. */
 int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
 		  const struct qfs_caller *who)
 {

@@ -12,7 +12,7 @@
  * read relative to its directory (the mount point skipped) or a canonical path from
  * qcow2_path_resolve(), which refused anything at or below the mount point before looking it
  * up, used with qcow2_path_open_canonical() or qcow2_path_stat(), which follow no symlink put
- * in the way since (SPEC 3a). The same holds for every FUSE mount below SOURCE (mounts.c: its
+ * in the way since. The same holds for every FUSE mount below SOURCE (mounts.c: its
  * daemon may hang, or be this one, the mount point bound elsewhere): directory entries,
  * resolved names and canonical paths at or below one are refused before the lookup
  * (qcow2_mounts_avoid(), qfs_src_path_stat(), qfs_src_path_open()).

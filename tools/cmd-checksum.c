@@ -159,7 +159,7 @@ static int checksum(const char *path, const char *snap, bool force_share,
 	h.md = EVP_MD_CTX_new();
 	h.buf = malloc(CHUNK_BYTES);
 	if (!h.md || !h.buf)
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	else if (EVP_DigestInit_ex(h.md, EVP_sha256(), NULL) != 1)
 		r = qcow2_set_error(-EIO, "SHA-256 is not available");
 	progress_init(&h.progress, o, "checksum");
@@ -184,14 +184,14 @@ static int split_arg(const char *arg, char **path, char **snap)
 	*snap = NULL;
 	*path = strdup(arg);
 	if (!*path)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	if (stat(arg, &st) == 0)
 		return 0;
 	for (at = strrchr(arg, '@'); at; at = at == arg ? NULL : memrchr(arg, '@', at - arg)) {
 		(*path)[at - arg] = '\0';
 		if (at > arg && stat(*path, &st) == 0) {
 			*snap = strdup(at + 1);
-			return *snap ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+			return *snap ? 0 : qcow2_oom();
 		}
 	}
 	strcpy(*path, arg);

@@ -10,7 +10,7 @@
  * clusters, preallocated zero clusters and unallocated subclusters of an allocated cluster
  * (qcow2), every byte of a raw file; never for compressed clusters. Adjacent ranges merge when
  * all of that is equal and the offsets are contiguous. Raw layers answer data or zeros by the
- * host file's holes (SEEK_DATA), as QEMU's file driver does.
+ * host file's holes (qcow2_io_next_extent()), as QEMU's file driver does.
  *
  * Cost: one qcow2_chain_map() call per extent the library returns (plus one image map for a
  * zero or a hole in a qcow2 layer, which may have host clusters), never one per cluster.
@@ -121,28 +121,13 @@ static int detect_prealloc(struct qcow2_image *img, bool *out)
 
 /* Data of a metadata-preallocated layer: zeros where the host file (@io) has a hole (up to the
  * end of the hole, or to the end of @me at the end of the file), else data up to the next hole,
- * as QEMU's file driver reports them (SEEK_DATA, SEEK_HOLE). */
+ * as QEMU's file driver reports them (qcow2_io_next_extent()). */
 static void host_holes(struct qcow2_io *io, struct map_entry *me)
 {
-	int fd = qcow2_io_fd(io);
-	off_t d, h;
+	bool data;
 
-	if (fd < 0)
-		return;
-	d = lseek(fd, (off_t)me->offset, SEEK_DATA);
-	if (d < 0) {
-		me->zero = errno == ENXIO; /* a hole up to the end of the file */
-		return;
-	}
-	if ((uint64_t)d > me->offset) {
-		me->zero = true;
-		if ((uint64_t)d - me->offset < me->length)
-			me->length = (uint64_t)d - me->offset;
-		return;
-	}
-	h = lseek(fd, (off_t)me->offset, SEEK_HOLE);
-	if (h > d && (uint64_t)h - me->offset < me->length)
-		me->length = (uint64_t)h - me->offset;
+	qcow2_io_next_extent(io, me->offset, me->length, &me->length, &data);
+	me->zero = !data;
 }
 
 /* qemu-img's answer for the bytes from @off (at most @max). */
@@ -282,7 +267,7 @@ static int layer_names(struct mapper *m, const char *image)
 	}
 	free(cur);
 	if (!m->names || i < m->n)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	return 0;
 }
 
@@ -294,7 +279,7 @@ static int detect_all(struct mapper *m)
 
 	m->prealloc = calloc(m->n, sizeof(*m->prealloc));
 	if (!m->prealloc)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < m->n && r == 0; i++)
 		if (qcow2_chain_layer(m->c, i, &li) == 0 && li.image)
 			r = detect_prealloc(li.image, &m->prealloc[i]);

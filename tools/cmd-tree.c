@@ -97,7 +97,7 @@ static int add_child(struct node *parent, size_t child)
 	size_t *c = realloc(parent->children, (parent->n_children + 1) * sizeof(*c));
 
 	if (!c)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	c[parent->n_children++] = child;
 	parent->children = c;
 	return 0;
@@ -112,7 +112,7 @@ static int build(struct forest *f)
 
 	f->nodes = calloc(f->n ? f->n : 1, sizeof(*f->nodes));
 	if (!f->nodes)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < f->n; i++) {
 		const struct qcow2_dir_image *hit = NULL;
 		struct node *nd = &f->nodes[i];
@@ -297,7 +297,7 @@ static int run_tree(const char *dir, bool json)
 	r = build(&f);
 	f.indent = malloc(4 * f.n + 8); /* 4 bytes per level at most */
 	if (r == 0 && !f.indent)
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	if (r == 0) {
 		f.indent[0] = '\0';
 		if (json)

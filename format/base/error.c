@@ -27,6 +27,22 @@ int qcow2_set_error(int err, const char *fmt, ...)
 	return err;
 }
 
+int qcow2_oom(void)
+{
+	return qcow2_set_error(-ENOMEM, "out of memory");
+}
+
+int qcow2_oom_for(const char *fmt, ...)
+{
+	char what[sizeof(last_error)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	return qcow2_set_error(-ENOMEM, "out of memory for %s", what);
+}
+
 int qcow2_error_prefix(int err, const char *name)
 {
 	size_t n = strlen(name);

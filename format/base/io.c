@@ -17,10 +17,12 @@
  *
  * Every image, backing and data file is opened by qcow2_file_open(): it never blocks (a FIFO
  * or a device named as an image would otherwise hang the opener) and admits only regular
- * files, and block devices only where the caller says an operator named one (SPEC 3a).
+ * files, and block devices only where the caller says an operator named one: no file type
+ * blocks the daemon or a command, and a view never reaches a device its caller did not name.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,13 +234,36 @@ int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out)
 	return qcow2_io_open(path, writable ? QCOW2_OPEN_WRITE : 0, out);
 }
 
+/* Resolved and confined as a backing file is, then opened by its canonical path: a symlink
+ * there now was put there since, and is not followed. Locked as a reader, as QEMU locks the
+ * data file of an image it reads. */
+int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
+			 const char *stored_name, bool writable, struct qcow2_io **io)
+{
+	char path[PATH_MAX];
+	int r;
+
+	*io = NULL;
+	r = qcow2_chain_resolve_path(o, image_path, stored_name, path, sizeof(path));
+	if (r == 0)
+		r = qcow2_io_open(path, (writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW,
+				  io);
+	if (r == 0 && o && o->lock)
+		r = qcow2_io_lock_reader(*io);
+	if (r < 0 && *io) {
+		qcow2_io_close(*io);
+		*io = NULL;
+	}
+	return r;
+}
+
 int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out)
 {
 	struct qcow2_io *io = io_alloc(name);
 
 	if (!io) {
 		close(fd);
-		return qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+		return qcow2_error_prefix(qcow2_oom(), name);
 	}
 	io->fd = fd;
 	*out = io;
@@ -499,6 +524,56 @@ int qcow2_io_allocated(struct qcow2_io *io, uint64_t *bytes)
 	return 0;
 }
 
+/* lseek(@whence) from @off, with EINTR retried (a FUSE file system may be interrupted). */
+static off_t seek_retry(int fd, uint64_t off, int whence)
+{
+	off_t r;
+
+	do
+		r = lseek(fd, (off_t)off, whence);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+/*
+ * The rules of QEMU's file driver (raw_co_block_status() in block/file-posix.c), in one place:
+ * SEEK_DATA from @off failing with ENXIO is a hole up to the end of the file, beyond which
+ * every byte reads as zeros; data at @off runs to the next hole (SEEK_HOLE), which is at the
+ * end of the file at the latest; any other failure (a file system that cannot tell) is data,
+ * as is every byte of a memory io up to its end.
+ */
+void qcow2_io_next_extent(struct qcow2_io *io, uint64_t off, uint64_t max, uint64_t *len,
+			  bool *is_data)
+{
+	off_t d, h;
+
+	*is_data = true;
+	*len = max;
+	if (io->fd < 0) {
+		pthread_mutex_lock(&io->mem_lock);
+		if (off >= io->mem_len)
+			*is_data = false;
+		else if (io->mem_len - off < max)
+			*len = io->mem_len - off;
+		pthread_mutex_unlock(&io->mem_lock);
+		return;
+	}
+	d = seek_retry(io->fd, off, SEEK_DATA);
+	if (d < 0) {
+		*is_data = errno != ENXIO;
+		return;
+	}
+	if ((uint64_t)d > off) {
+		*is_data = false;
+		if ((uint64_t)d - off < max)
+			*len = (uint64_t)d - off;
+		return;
+	}
+	h = seek_retry(io->fd, off, SEEK_HOLE);
+	if (h > d && (uint64_t)h - off < max)
+		*len = (uint64_t)h - off;
+}
+
 int qcow2_io_fd(const struct qcow2_io *io)
 {
 	return io->fd;
@@ -544,29 +619,50 @@ void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n)
 				(off_t)n);
 }
 
-/* Write zeros over the holes of [@off, @end) (SEEK_HOLE finds them): the bytes read the same,
- * and every block is then allocated and written. */
+int qcow2_io_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
+{
+	static const uint8_t zeros[65536];
+	uint64_t len;
+	int r = 0;
+
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return qcow2_set_error(-EINVAL, "'%s': zeroing at %#llx out of range", io->name,
+				       (unsigned long long)off);
+	if (io->guard.check && n && (r = io->guard.check(io->guard.ctx, off, n, 0)) < 0)
+		return r;
+	if (io->fd >= 0 && n && (!io->journal || io->journal(io->journal_ctx, QCOW2_IO_WRITE,
+							     off, n) == 0) &&
+	    file_should_fail(QCOW2_IO_WRITE) == 0 &&
+	    fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) == 0)
+		return 0;
+	/* no hole here (a memory io, a file system without them, a failure): written zeros */
+	for (; n && r == 0; off += len, n -= len) {
+		len = n < sizeof(zeros) ? n : sizeof(zeros);
+		r = qcow2_io_pwrite(io, zeros, (size_t)len, off);
+	}
+	return r;
+}
+
+/* Write zeros over the holes of [@off, @end) (qcow2_io_next_extent() finds them; the range
+ * lies inside the file, which the callers grew first): the bytes read the same, and every block
+ * is then allocated and written. */
 static int fill_holes(struct qcow2_io *io, uint64_t off, uint64_t end)
 {
 	static const uint8_t zeros[65536];
-	off_t hole, data;
+	uint64_t len, stop;
+	bool data;
 	size_t n;
 	int r;
 
 	while (off < end) {
-		hole = lseek(io->fd, (off_t)off, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole >= end)
-			return 0;
-		data = lseek(io->fd, hole, SEEK_DATA);
-		if (data < 0 || (uint64_t)data > end)
-			data = (off_t)end;
-		for (off = (uint64_t)hole; off < (uint64_t)data; off += n) {
-			n = (uint64_t)data - off < sizeof(zeros) ? (size_t)((uint64_t)data - off)
-								  : sizeof(zeros);
+		qcow2_io_next_extent(io, off, end - off, &len, &data);
+		for (stop = off + len; !data && off < stop; off += n) {
+			n = stop - off < sizeof(zeros) ? (size_t)(stop - off) : sizeof(zeros);
 			r = qcow2_io_pwrite(io, zeros, n, off);
 			if (r < 0)
 				return r;
 		}
+		off = stop;
 	}
 	return 0;
 }

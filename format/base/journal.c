@@ -121,7 +121,7 @@ int qcow2_journal_read(const char *path, char **text)
 	buf = malloc(JOURNAL_MAX_BYTES + 1);
 	if (!buf) {
 		close(fd);
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	}
 	while (len < JOURNAL_MAX_BYTES) {
 		n = read(fd, buf + len, JOURNAL_MAX_BYTES - len);

@@ -6,7 +6,7 @@
  * with the directory to avoid (the daemon's own mount point) before anything is asked of the
  * file system about it, and a symlink's target is spliced into what remains and checked the
  * same way. A lookup inside the daemon's mount would be a request to the daemon itself, which
- * may be waiting for this very thread: it must never be made (SPEC 3a). The prefix resolved so
+ * may be waiting for this very thread: it would hang, so it is never made. The prefix resolved so
  * far is always canonical (no symlink, "." or ".."), so ".." is folded by dropping its last
  * component, as the kernel would, and a plain string comparison with the canonical directory
  * to avoid is exact. Each lookup is made relative to the directory reached so far, never by
@@ -286,7 +286,7 @@ int qcow2_path_resolve_avoiding(const char *path, const char *avoid,
 	int r;
 
 	if (!w)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	w->avoid = avoid;
 	w->more = more;
 	r = resolve(w, path);

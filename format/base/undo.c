@@ -43,7 +43,7 @@ static int push(struct qcow2_undo *u, uint64_t off, uint64_t n, uint8_t *bytes)
 		size_t cap = u->cap ? 2 * u->cap : 64;
 		r = realloc(u->v, cap * sizeof(*r));
 		if (!r)
-			return qcow2_set_error(-ENOMEM, "out of memory for the undo journal");
+			return qcow2_oom_for("the undo journal");
 		u->v = r;
 		u->cap = cap;
 	}
@@ -65,7 +65,7 @@ static int note(void *ctx, enum qcow2_io_op op, uint64_t off, uint64_t n)
 		n = u->old_bytes - off;
 	bytes = malloc(n);
 	if (!bytes)
-		return qcow2_set_error(-ENOMEM, "out of memory for the undo journal");
+		return qcow2_oom_for("the undo journal");
 	r = qcow2_io_pread_full(u->io, bytes, n, off);
 	if (r == 0)
 		r = push(u, off, n, bytes);
@@ -80,7 +80,7 @@ int qcow2_undo_start(struct qcow2_io *io, struct qcow2_undo **out)
 	int r;
 
 	if (!u)
-		return qcow2_set_error(-ENOMEM, "out of memory for the undo journal");
+		return qcow2_oom_for("the undo journal");
 	u->io = io;
 	r = qcow2_io_size(io, &u->old_bytes);
 	if (r < 0) {

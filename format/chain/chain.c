@@ -19,8 +19,8 @@
  * holds owner_rw shared, so no walk that began before a change can record a stale owner after
  * it. Reads, writes and seeks of a writable top hold its w->frees shared (write.c).
  *
- * A snapshot view stays true (SPEC 2, 5): it shares write permission on its image, so QEMU
- * may delete the snapshot and reuse its clusters while the view is open. Rather than hold the
+ * A snapshot view never shows another state's data. It shares write permission on its image, so
+ * QEMU may delete the snapshot and reuse its clusters while the view is open. Rather than hold the
  * snapshot against deletion (QEMU's locks have no byte for one snapshot), every read, map and
  * seek re-validates the snapshot after doing its work: its table entry must be byte for byte
  * as it was at open, where it was or in the table that replaced it (a pin, snapshot.c), else
@@ -73,21 +73,8 @@ struct data_file_ctx {
 static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 {
 	const struct data_file_ctx *d = ctx;
-	char path[PATH_MAX];
-	int r;
 
-	r = qcow2_chain_resolve_path(d->o, d->image_path, stored, path, sizeof(path));
-	if (r < 0)
-		return r;
-	/* canonical: a symlink there now was put there since, and is not followed */
-	r = qcow2_io_open(path, (d->writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW, io);
-	if (r == 0 && d->o && d->o->lock)
-		r = qcow2_io_lock_reader(*io);
-	if (r < 0 && *io) {
-		qcow2_io_close(*io);
-		*io = NULL;
-	}
-	return r;
+	return qcow2_data_file_open(d->o, d->image_path, stored, d->writable, io);
 }
 
 static int add_layer(struct qcow2_chain *c, const char *path)
@@ -98,7 +85,7 @@ static int add_layer(struct qcow2_chain *c, const char *path)
 		unsigned cap = c->cap ? 2 * c->cap : 8;
 		struct layer *n = realloc(c->layers, cap * sizeof(*n));
 		if (!n)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		c->layers = n;
 		c->cap = cap;
 	}
@@ -106,7 +93,7 @@ static int add_layer(struct qcow2_chain *c, const char *path)
 	memset(l, 0, sizeof(*l));
 	l->path = strdup(path);
 	if (!l->path)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	c->n++;
 	return 0;
 }
@@ -163,8 +150,7 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 {
 	struct layer *l = &c->layers[c->n - 1];
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
+	bool is_qcow2;
 	int r;
 
 	if (fmt[0] && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
@@ -174,15 +160,15 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 		r = qcow2_io_open(l->path, layer_flags(o, c->n - 1, false), &io);
 		if (r < 0)
 			return r;
-		got = qcow2_io_pread(io, magic, sizeof(magic), 0);
-		if (got >= 0 && (strcmp(fmt, "raw") == 0 || !qcow2_probe(magic, (size_t)got))) {
+		r = qcow2_header_probe(io, &is_qcow2, NULL);
+		if (r == 0 && (strcmp(fmt, "raw") == 0 || !is_qcow2)) {
 			l->raw = io;
 			r = o && o->lock ? qcow2_io_lock_reader(io) : 0;
 			return r < 0 ? r : qcow2_io_size(io, &l->size);
 		}
 		qcow2_io_close(io);
-		if (got < 0)
-			return (int)got;
+		if (r < 0)
+			return r;
 	}
 	if (c->n == 1 && o && (o->writable || o->share_write))
 		r = open_image(l->path, 0, o, o->writable && !o->snapshot,
@@ -300,7 +286,7 @@ int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct 
 	int r;
 
 	if (!c)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	pthread_rwlock_init(&c->owner_rw, NULL);
 	r = open_layers(c, path, o);
 	if (r == 0) {
@@ -359,33 +345,15 @@ int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_la
 	return 0;
 }
 
-/* A raw layer: data where the host file has data, zeros in its holes (SEEK_DATA/SEEK_HOLE). */
+/* A raw layer: data where the host file has data, zeros in its holes (qcow2_io_next_extent()). */
 static void raw_map(struct qcow2_io *io, uint64_t off, uint64_t max, struct qcow2_extent *e)
 {
-	int fd = qcow2_io_fd(io);
-	off_t d, h;
+	bool data;
 
-	e->kind = QCOW2_EXTENT_DATA;
+	qcow2_io_next_extent(io, off, max, &e->len, &data);
+	e->kind = data ? QCOW2_EXTENT_DATA : QCOW2_EXTENT_ZERO;
 	e->io = io;
 	e->host_off = off;
-	e->len = max;
-	if (fd < 0)
-		return;
-	d = lseek(fd, (off_t)off, SEEK_DATA);
-	if (d < 0) {
-		if (errno == ENXIO)
-			e->kind = QCOW2_EXTENT_ZERO;
-		return;
-	}
-	if ((uint64_t)d > off) {
-		e->kind = QCOW2_EXTENT_ZERO;
-		if ((uint64_t)d - off < max)
-			e->len = (uint64_t)d - off;
-		return;
-	}
-	h = lseek(fd, (off_t)off, SEEK_HOLE);
-	if (h > (off_t)off && (uint64_t)h - off < max)
-		e->len = (uint64_t)h - off;
 }
 
 /* Map @off in layer @i. Returns 1 if @off lies past the layer's end (everything below reads
@@ -848,9 +816,6 @@ static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new
 	return r;
 }
 
-#define WRITER_PERMS (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
-#define WRITER_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
-
 int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
 {
 	struct qcow2_image *top = writable_top(c);
@@ -861,13 +826,12 @@ int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
 	if (on == c->write_locked)
 		return 0;
 	if (on) {
-		/* QEMU's writer: consistent read, write and resize held; write and resize not
-		 * shared (as a reader we already did not share them). */
-		r = qcow2_io_lock(top->io, WRITER_PERMS, WRITER_SHARED);
+		/* QEMU's writer (as a reader we already did not share write and resize) */
+		r = qcow2_io_lock_writer(top->io);
 	} else {
 		r = qcow2_image_flush(top);
 		if (r == 0)
-			r = qcow2_io_unlock(top->io, WRITER_PERMS & ~QCOW2_PERM_CONSISTENT_READ);
+			r = qcow2_io_unlock(top->io, QCOW2_WRITER_PERMS & ~QCOW2_PERM_CONSISTENT_READ);
 	}
 	if (r == 0)
 		c->write_locked = on;

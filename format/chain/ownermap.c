@@ -40,7 +40,7 @@ int qcow2_ownermap_new(uint64_t size, uint32_t chunk_bits, struct qcow2_ownermap
 	m = calloc(1, sizeof(*m));
 	if (!m || !(m->pages = calloc(n_pages ? n_pages : 1, sizeof(*m->pages)))) {
 		free(m);
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	}
 	m->chunk_bits = chunk_bits;
 	m->n_chunks = n_chunks;

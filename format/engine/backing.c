@@ -65,7 +65,7 @@ int qcow2_image_set_backing(struct qcow2_image *img, const char *name, const cha
 	p = calloc(1, cs);
 	out = calloc(1, cs);
 	if (r == 0 && (!p || !out))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	if (r == 0 && (r = (int)qcow2_io_pread(img->io, p, cs, 0)) >= 0)
 		r = 0;
 	end = r < 0 ? r : rebuild_exts(&img->h, p, cs, nlen && fmt ? fmt : "", out);

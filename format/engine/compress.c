@@ -103,7 +103,7 @@ int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint6
 	n = img->h.size - guest_off < cs ? img->h.size - guest_off : cs;
 	c = malloc(cs);
 	if (!c)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	/* Worth it only if it saves at least a sector; the descriptor's sector count also
 	 * bounds the stored length. */
 	len = qcow2_codec_compress(img->h.compression_type, buf, cs, c, cs - 512);

@@ -168,13 +168,13 @@ bool qcow2_prealloc_only(const struct qcow2_image *img, const uint64_t *ent, boo
  * every subcluster unallocated, as QEMU preallocates). */
 int qcow2_prealloc_clusters(struct qcow2_image *img, uint64_t *ents, uint32_t i, uint32_t j);
 
-/* overlap.c: the live metadata of a writable image (SPEC 5: "every host write is checked against
- * live metadata"), as QEMU's overlap checks keep it: the header, the active L1 table and the L2
- * tables it points at, the refcount table and blocks, the snapshot table and the snapshots' L1
- * tables, and while the bitmaps are in force the bitmap directory and tables. Every write of
- * img->io is checked against it (the io guard); an overlap fails the write with -EIO, sets the
- * corrupt bit on disk and leaves the image read-only. The allocator never hands out a cluster it
- * holds, whatever its refcount says. Locking: its own rwlock, a leaf (taken under w->lock). */
+/* overlap.c: the live metadata of a writable image (every host write is checked against it,
+ * so that a write never makes a damaged image worse), as QEMU's overlap checks keep it: the
+ * header, the active L1 table and the L2 tables it points at, the refcount table and blocks,
+ * the snapshot table and the snapshots' L1 tables, and while the bitmaps are in force the
+ * bitmap directory and tables. Every write of img->io is checked against it (the io guard); an
+ * overlap fails the write with -EIO, sets the corrupt bit on disk and leaves the image
+ * read-only. The allocator never hands out a cluster it holds, whatever its refcount says. Locking: its own rwlock, a leaf (taken under w->lock). */
 /* Build the structure of a writable image (its refcount table loaded) and set the guard on
  * img->io. */
 int qcow2_overlap_init(struct qcow2_image *img);

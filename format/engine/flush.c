@@ -33,7 +33,7 @@ static int write_l1(struct qcow2_image *img)
 	if (lo < hi) {
 		buf = malloc((size_t)(hi - lo) * 8);
 		if (!buf)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		for (i = lo; i < hi; i++)
 			put_be64(buf + 8 * (i - lo), l1_entry(img, i));
 		r = qcow2_io_pwrite_meta(img->io, buf, (size_t)(hi - lo) * 8,

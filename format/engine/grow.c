@@ -26,7 +26,7 @@ static int grow_l1(struct qcow2_image *img, uint64_t need)
 				       QCOW2_MAX_L1_BYTES);
 	t = calloc(1, bytes);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory for the L1 table");
+		return qcow2_oom_for("the L1 table");
 	r = qcow2_refcount_alloc(img, bytes / cs, &off);
 	if (r < 0) {
 		free(t);

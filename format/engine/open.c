@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * open.c - the public open and close of one image: the read side loaded (image/image.c), then
+ * open.c - the public open and close of one image: the read side loaded (image/load.c), then
  * for a writable image its write side set up (refcount blocks, overlap checks, a dirty image's
  * refcounts rebuilt, the refcounts of its metadata verified); a clean close writes everything
  * back and clears the dirty bit. Locking: the image is not shared yet while it opens, nor any
@@ -24,7 +24,7 @@ static int open_write_side(struct qcow2_image *img)
 				       "'qemu-img check -r all')");
 	w = calloc(1, sizeof(*w));
 	if (!w)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	qcow2_wstate_locks_init(w);
 	img->w = w;
 	r = qcow2_refcount_init_write(img);

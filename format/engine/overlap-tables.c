@@ -120,7 +120,7 @@ int qcow2_overlap_check_table(struct qcow2_image *img, uint64_t l2_off, const ui
 		return 0; /* data clusters lie in another file, with no refcounts */
 	refs = malloc((size_t)img->l2_entries * sizeof(*refs));
 	if (!refs)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < img->l2_entries && r >= 0; i++) {
 		r = check_entry(img, l2_off, i, t[(size_t)i * ew], i >= first && i - first < n,
 				refs, &n_refs);
@@ -161,7 +161,7 @@ int qcow2_overlap_check_tables(struct qcow2_image *img, uint32_t l1_idx, uint32_
 		return 0;
 	t = malloc(img->cluster_bytes);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < img->l1.n && r == 0; i++) {
 		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
 
@@ -194,7 +194,7 @@ int qcow2_overlap_check_meta(struct qcow2_image *img)
 		return 0;
 	t = malloc(img->cluster_bytes);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < img->l1.n && r == 0; i++) {
 		uint64_t off = img->l1.entries[i] & QCOW2_L1E_OFFSET_MASK;
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * overlap.c - the live metadata of a writable image, and the check every host write passes
- * against it (SPEC 5: "writes never make a damaged image worse"), as QEMU's overlap checks
+ * against it (so a write never makes a damaged image worse), as QEMU's overlap checks
  * (qcow2_check_metadata_overlap) protect an image.
  *
  * What is live metadata: the header cluster, the active L1 table, the L2 tables it points at,
@@ -132,7 +132,7 @@ static int resize(struct qcow2_overlap *ol, size_t cap)
 
 	s = malloc(cap * sizeof(*s));
 	if (!s)
-		return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+		return qcow2_oom_for("the metadata map");
 	for (i = 0; i < cap; i++)
 		s[i] = (struct slot){EMPTY, 0, 0, false};
 	ol->slots = s;
@@ -157,7 +157,7 @@ static int reserve(struct qcow2_overlap *ol, size_t n)
 
 	while ((ol->used + n) * 2 > cap) {
 		if (cap > SIZE_MAX / 4 / sizeof(struct slot))
-			return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+			return qcow2_oom_for("the metadata map");
 		cap *= 2;
 	}
 	return cap == ol->cap ? 0 : resize(ol, cap);
@@ -241,7 +241,7 @@ static int add(struct rngs *v, uint64_t off, uint64_t bytes, unsigned kind)
 		struct rng *p = realloc(v->r, cap * sizeof(*p));
 
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+			return qcow2_oom_for("the metadata map");
 		v->r = p;
 		v->cap = cap;
 	}
@@ -274,7 +274,7 @@ static int sweep(const struct rngs *v, struct seg **out, size_t *n_out)
 	if (!ev || !segs) {
 		free(ev);
 		free(segs);
-		return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+		return qcow2_oom_for("the metadata map");
 	}
 	for (i = 0; i < v->n; i++) {
 		k = (unsigned)__builtin_ctz(v->r[i].kind);
@@ -643,7 +643,7 @@ static int read_bitmaps(struct qcow2_image *img)
 	ol->bitmaps = calloc(h->nb_bitmaps, sizeof(*ol->bitmaps));
 	if (!dir || !ol->bitmaps) {
 		free(dir);
-		return qcow2_set_error(-ENOMEM, "out of memory for the bitmap directory");
+		return qcow2_oom_for("the bitmap directory");
 	}
 	if (qcow2_io_pread_full(img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off) < 0) {
 		free(dir);
@@ -668,7 +668,7 @@ int qcow2_overlap_init(struct qcow2_image *img)
 	int r;
 
 	if (!ol)
-		return qcow2_set_error(-ENOMEM, "out of memory for the metadata map");
+		return qcow2_oom_for("the metadata map");
 	pthread_rwlock_init(&ol->lock, NULL);
 	ol->cluster_bits = img->h.cluster_bits;
 	img->w->ol = ol;
@@ -735,7 +735,7 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 
 	/* the clusters of the hash, sorted so that each refcount block is read once */
 	if (r == 0 && !(keys = malloc((ol->used ? ol->used : 1) * sizeof(*keys))))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	for (i = 0; r == 0 && i < ol->cap; i++)
 		if (ol->slots[i].key != EMPTY)
 			keys[n++] = ol->slots[i].key;

@@ -33,7 +33,7 @@ static int back_new_clusters(struct qcow2_image *img, uint64_t host, uint64_t by
 
 	eof = (eof + cs - 1) & ~(cs - 1);
 	if (r == 0 && zeros && host < eof && !(zero = calloc(1, cs)))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	for (; r == 0 && zeros && host < end && host < eof; host += cs)
 		r = qcow2_io_pwrite(img->io, zero, cs, host);
 	free(zero);

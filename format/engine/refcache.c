@@ -24,7 +24,7 @@ int qcow2_refcount_block_w(struct qcow2_image *img, uint64_t ti, uint8_t **out)
 	if (!w->blocks[ti]) {
 		b = malloc(img->cluster_bytes);
 		if (!b)
-			return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
+			return qcow2_oom_for("a refcount block");
 		r = qcow2_refcount_read_block(img, ti, b);
 		if (r < 0) {
 			free(b);

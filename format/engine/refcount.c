@@ -41,7 +41,7 @@ int qcow2_refcount_init_write(struct qcow2_image *img)
 	w->block_dirty = calloc(w->n_blocks, sizeof(*w->block_dirty));
 	w->reft_dirty = calloc(w->n_blocks, sizeof(*w->reft_dirty));
 	if (!w->blocks || !w->block_dirty || !w->reft_dirty)
-		return qcow2_set_error(-ENOMEM, "out of memory for refcount blocks");
+		return qcow2_oom_for("refcount blocks");
 	set_end(img, (img->file_bytes + img->cluster_bytes - 1) >> img->h.cluster_bits);
 	w->free_hint = 1; /* the header cluster is never free */
 	return 0;
@@ -102,7 +102,7 @@ static int resize_arrays(struct qcow2_image *img, uint32_t n)
 		w->block_dirty = d;
 	td = d ? realloc(w->reft_dirty, n) : NULL;
 	if (!td)
-		return qcow2_set_error(-ENOMEM, "out of memory for the refcount table");
+		return qcow2_oom_for("the refcount table");
 	w->reft_dirty = td;
 	memset(t + img->refs.n, 0, (size_t)(n - img->refs.n) * 8);
 	memset(b + w->n_blocks, 0, (size_t)(n - w->n_blocks) * sizeof(*b));
@@ -181,7 +181,7 @@ static int new_block(struct qcow2_image *img, uint64_t ti)
 		return r;
 	b = calloc(1, img->cluster_bytes);
 	if (!b)
-		return qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
+		return qcow2_oom_for("a refcount block");
 	set_end(img, at + 1);
 	qcow2_overlap_add_refblock(img, at << img->h.cluster_bits);
 	free(w->blocks[ti]);
@@ -329,7 +329,7 @@ int qcow2_refcount_defer_free(struct qcow2_image *img, uint64_t host_off, uint64
 		size_t cap = w->cap_pending ? 2 * w->cap_pending : 64;
 		p = realloc(w->pending, cap * sizeof(*p));
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		w->pending = p;
 		w->cap_pending = cap;
 	}
@@ -366,7 +366,7 @@ static int write_entries(struct qcow2_image *img, uint32_t lo, uint32_t hi)
 	int r;
 
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < n; i++)
 		put_be64(buf + 8 * i, img->refs.table[lo + i]);
 	r = qcow2_io_pwrite_meta(img->io, buf, n * 8, img->h.reftable_off + 8ull * lo,

@@ -113,7 +113,7 @@ static int read_l1(struct qcow2_scan *s, uint64_t off, uint32_t n, uint64_t **ou
 	int r;
 
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory for an L1 table");
+		return qcow2_oom_for("an L1 table");
 	r = read_padded(s->img->io, t, (size_t)n * 8, off);
 	for (i = 0; r == 0 && i < n; i++)
 		t[i] = get_be64(&t[i]);
@@ -207,7 +207,7 @@ static int push_u64(uint64_t **v, size_t *n, uint64_t x)
 	if ((*n & (*n - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to the next power of two */
 		p = realloc(*v, (*n ? 2 * *n : 1) * sizeof(*p));
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		*v = p;
 	}
 	(*v)[(*n)++] = x;
@@ -258,7 +258,7 @@ int qcow2_walk_init(struct qcow2_scan *s, struct qcow2_image *img, const struct 
 	s->buf = malloc(cs);
 	s->rblock = malloc(cs);
 	if (!s->counts || !s->meta || !s->buf || !s->rblock)
-		return qcow2_set_error(-ENOMEM, "out of memory for the check");
+		return qcow2_oom_for("the check");
 	res->clusters = s->n_file;
 	res->total_clusters = (img->h.size + cs - 1) >> img->h.cluster_bits;
 	res->dirty = img->h.incompat & QCOW2_INCOMPAT_DIRTY;
@@ -412,7 +412,7 @@ static int note_outside(struct qcow2_scan *s, uint64_t off, uint64_t bytes)
 		size_t cap = s->cap_outside ? 2 * s->cap_outside : 16;
 		p = realloc(s->outside, cap * sizeof(*p));
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		s->outside = p;
 		s->cap_outside = cap;
 	}
@@ -651,7 +651,7 @@ static int walk_bitmap_table(struct qcow2_scan *s, bool count, uint64_t table, u
 
 	t = malloc(entries ? entries * 8 : 1);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory for a bitmap table");
+		return qcow2_oom_for("a bitmap table");
 	r = read_padded(s->img->io, t, entries * 8, table);
 	for (i = 0; r == 0 && i < entries; i++) {
 		uint64_t e = get_be64(&t[i]), off = e & BME_OFFSET_MASK;
@@ -687,7 +687,7 @@ static int walk_bitmaps(struct qcow2_scan *s, bool count)
 		mark(s, h->bitmap_dir_off, h->bitmap_dir_bytes);
 	dir = malloc(h->bitmap_dir_bytes ? h->bitmap_dir_bytes : 1);
 	if (!dir)
-		return qcow2_set_error(-ENOMEM, "out of memory for the bitmap directory");
+		return qcow2_oom_for("the bitmap directory");
 	r = read_padded(s->img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off);
 	while (r == 0 && n++ < h->nb_bitmaps && off + 24 <= h->bitmap_dir_bytes) {
 		uint64_t table = get_be64(dir + off), entries = get_be32(dir + off + 8);
@@ -767,6 +767,6 @@ int qcow2_walk_count(struct qcow2_scan *s)
 	if (r == 0 && !s->skip_refs)
 		count_refblocks(s);
 	if (r == 0 && s->oom)
-		r = qcow2_set_error(-ENOMEM, "out of memory for the check");
+		r = qcow2_oom_for("the check");
 	return r;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * write.c - guest writes into one qcow2 image: copy-on-write allocation, zeroing and discard,
- * and the COPIED flags set from the refcounts (SPEC 3 and 4). The growth of the virtual size is
- * grow.c's, the crash-safe write-back of the cached metadata flush.c's.
+ * and the COPIED flags set from the refcounts. The growth of the virtual size is grow.c's, the
+ * crash-safe write-back of the cached metadata flush.c's (docs/design.md, "Write order").
  *
  * Two paths. The fast path writes in place, with no lock but w->frees held shared (by the
  * caller), into clusters the image owns alone (L2 entry with the COPIED flag, and for extended
@@ -109,7 +109,7 @@ static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_o
 		return r;
 	init = calloc(1, img->cluster_bytes);
 	if (!init)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = old ? qcow2_l2cache_get(img->l2cache, img->io, old, 0,
 				    (uint32_t)(img->cluster_bytes / 8), init)
 		: 0;
@@ -165,7 +165,7 @@ static int check_table(struct qcow2_image *img, uint32_t l1_idx, uint32_t first,
 		return 0; /* (a table outside the file fails in pin_table()) */
 	t = malloc(img->cluster_bytes);
 	if (!t)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = qcow2_l2cache_get(img->l2cache, img->io, old, 0, (uint32_t)(img->cluster_bytes / 8), t);
 	if (r == 0)
 		r = qcow2_overlap_check_table(img, old, t, first,
@@ -367,7 +367,7 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 	int r;
 
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = old_content(img, ent[0], is_ext(img) ? ent[1] : 0, guest_cl, fill, buf);
 	if (r == 0 && data)
 		memcpy(buf + in, data, len);
@@ -422,7 +422,7 @@ static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_
 	}
 	sub = malloc(scb);
 	if (!sub)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = s0; i <= s1 && r == 0; i++) {
 		uint64_t a = i * scb > in ? i * scb : in,
 			 b = (i + 1) * scb < end ? (i + 1) * scb : end;
@@ -641,7 +641,7 @@ static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n,
 	int r = 0;
 
 	if (!zero)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	while (n && r == 0) {
 		size_t len = n < chunk ? (size_t)n : chunk;
 
@@ -807,7 +807,7 @@ int qcow2_write_fix_copied(struct qcow2_image *img)
 	uint32_t ew = img->l2_entry_words, i, j, n = (uint32_t)(img->cluster_bytes / 8);
 	uint64_t *t = malloc(img->cluster_bytes);
 	bool c;
-	int r = t ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = t ? 0 : qcow2_oom();
 
 	for (i = 0; r == 0 && i < img->l1.n; i++) {
 		uint64_t e = l1_get(img, i), l2 = e & QCOW2_L1E_OFFSET_MASK;

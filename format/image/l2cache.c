@@ -47,7 +47,7 @@ int qcow2_l2cache_new(size_t table_bytes, size_t budget_bytes, struct qcow2_l2ca
 	uint32_t i;
 
 	if (!c)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	if (n < MIN_SLOTS)
 		n = MIN_SLOTS;
 	if (n > MAX_SLOTS)
@@ -61,7 +61,7 @@ int qcow2_l2cache_new(size_t table_bytes, size_t budget_bytes, struct qcow2_l2ca
 	c->buckets = malloc(sizeof(*c->buckets) * c->n_buckets);
 	if (!c->slots || !c->buckets) {
 		qcow2_l2cache_free(c);
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	}
 	for (i = 0; i < c->n_buckets; i++)
 		c->buckets[i] = -1;
@@ -150,7 +150,7 @@ static int load_table(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t hos
 	int r;
 
 	if (!words)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = qcow2_io_pread_full(io, words, c->table_bytes, host_off);
 	if (r < 0) {
 		free(words);
@@ -216,7 +216,7 @@ int qcow2_l2cache_modify(struct qcow2_l2cache *c, struct qcow2_io *io, uint64_t 
 	if (init) {
 		fresh = malloc(c->table_bytes);
 		if (!fresh)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		memcpy(fresh, init, c->table_bytes);
 	}
 	for (;;) {
@@ -262,7 +262,7 @@ int qcow2_l2cache_writeback(struct qcow2_l2cache *c, struct qcow2_io *io)
 	uint32_t i;
 
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	/* Writers are excluded by the image's metadata lock; only readers run meanwhile. */
 	for (i = 0; i < c->n_slots && r == 0; i++) {
 		uint64_t off;

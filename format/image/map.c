@@ -239,7 +239,7 @@ int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_exte
 	in = malloc(in_len);
 	out = malloc(img->cluster_bytes);
 	if (!in || !out) {
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 		goto out;
 	}
 	got = qcow2_io_pread(img->io, in, in_len, e->host_off);

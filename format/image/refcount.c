@@ -28,7 +28,7 @@ int qcow2_refcount_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 	memset(r, 0, sizeof(*r));
 	r->table = malloc(bytes);
 	if (!r->table)
-		return qcow2_set_error(-ENOMEM, "out of memory for the refcount table");
+		return qcow2_oom_for("the refcount table");
 	ret = qcow2_io_pread_full(io, r->table, bytes, h->reftable_off);
 	if (ret < 0) {
 		qcow2_refcount_release(r);
@@ -102,7 +102,7 @@ int qcow2_refcount_lookup(struct qcow2_image *img, struct qcow2_refcount_cursor 
 		return 0;
 	if (!c->block || c->ti != ti) {
 		if (!c->block && !(c->block = malloc(img->cluster_bytes)))
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		c->ti = UINT64_MAX;
 		r = qcow2_refcount_read_block(img, ti, c->block);
 		if (r < 0)
@@ -146,7 +146,7 @@ int qcow2_image_used_clusters(struct qcow2_image *img, uint64_t *clusters)
 
 	block = malloc(img->cluster_bytes);
 	if (!block)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < r->n; i++) {
 		if (!r->table[i])
 			continue;

@@ -73,6 +73,12 @@ struct qcow2_job {
 
 /* Store a message for this thread (printf-style) and return @err unchanged. */
 int qcow2_set_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Running out of memory, said once for the library and its programs: stores "out of memory"
+ * and returns -ENOMEM. */
+int qcow2_oom(void);
+/* As qcow2_oom(), naming what the memory was for (printf-style): "out of memory for the L1
+ * table", where the size came from the file and says which table was too large. */
+int qcow2_oom_for(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The last message stored by this thread, or "" if none. Valid until the next call. */
 const char *qcow2_last_error(void);
 void qcow2_clear_error(void);
@@ -97,6 +103,13 @@ int qcow2_file_open(const char *path, unsigned flags);
 int qcow2_io_open(const char *path, unsigned flags, struct qcow2_io **out);
 /* qcow2_io_open() with QCOW2_OPEN_WRITE if @writable. Returns 0 or -errno. */
 int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
+struct qcow2_chain_opts;
+/* Open the external data file @stored_name named by the image at @image_path (the opener of
+ * struct qcow2_image_opts): resolved and confined by qcow2_chain_resolve_path(), opened with no
+ * symlink followed, for writing if @writable, and with @o->lock a reader's lock taken. Returns
+ * 0 or -errno; *@io is NULL on failure. */
+int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
+			 const char *stored_name, bool writable, struct qcow2_io **io);
 /* A memory-backed io holding a copy of @bytes (tests, fuzzers). @name is used in messages. */
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
 /* Make the @nth (1-based, counted from now) operation of kind @op fail with @err (memory io). */
@@ -132,11 +145,22 @@ void qcow2_io_start_writeback(struct qcow2_io *io, uint64_t off, uint64_t n);
 /* Give [@off, @off + @n) back to the host file system (a hint: the range reads as zeros
  * afterwards where it succeeds; unused clusters only). */
 void qcow2_io_punch(struct qcow2_io *io, uint64_t off, uint64_t n);
+/* Make [@off, @off + @n) read as zeros: a hole where the file system punches one, else zeros
+ * written (the file's length kept). Checked by the guard as a write of data. 0 or -errno. */
+int qcow2_io_zero(struct qcow2_io *io, uint64_t off, uint64_t n);
 /* Extend the file to at least @bytes (never shrinks). */
 int qcow2_io_grow(struct qcow2_io *io, uint64_t bytes);
 int qcow2_io_size(struct qcow2_io *io, uint64_t *bytes);
 /* Bytes the host file system has allocated for the file (st_blocks * 512). */
 int qcow2_io_allocated(struct qcow2_io *io, uint64_t *bytes);
+/* The run of bytes from @off, at most @max: data (*@is_data) up to the next hole of the host
+ * file, or a hole (reads as zeros) up to the next data, *@len bytes (> 0 when @max is). Past
+ * the end of the file is a hole; a file whose holes cannot be told, and a memory io up to its
+ * end, are data. Never fails: holes are only a hint (QEMU's file driver reads them the same way,
+ * SEEK_DATA and SEEK_HOLE, EINTR retried). The only way the library and its callers look for
+ * holes in a file. */
+void qcow2_io_next_extent(struct qcow2_io *io, uint64_t off, uint64_t max, uint64_t *len,
+			  bool *is_data);
 /* The file descriptor behind a file io, or -1 (memory io). Owned by the io. */
 int qcow2_io_fd(const struct qcow2_io *io);
 const char *qcow2_io_name(const struct qcow2_io *io);
@@ -163,9 +187,9 @@ int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 			    QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
 /* What a QEMU writer holds: consistent read, write and resize, sharing neither write nor
  * resize. Taken on an io that already holds a reader lock, it upgrades that lock. */
-#define qcow2_io_lock_writer(io)                                                            \
-	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE,  \
-		      QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+#define QCOW2_WRITER_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
+#define QCOW2_WRITER_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+#define qcow2_io_lock_writer(io) qcow2_io_lock((io), QCOW2_WRITER_PERMS, QCOW2_WRITER_SHARED)
 /* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
  * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
 #define qcow2_io_lock_reader(io)                                                            \
@@ -226,6 +250,11 @@ bool qcow2_probe(const void *buf, size_t len);
 /* Read and decode the header of the file in @io (the first cluster, or less if the file is
  * shorter), then check its layout against the file size. -EINVAL if it is not qcow2. */
 int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h);
+/* What the file in @io is, the one way to tell: *@is_qcow2 if it begins with the qcow2 magic,
+ * else it is a raw file (also one shorter than the magic). With @h (may be NULL) and a qcow2
+ * file, its header is read into @h too (qcow2_header_read()). Returns 0, or -errno: the first
+ * bytes cannot be read (*@is_qcow2 false), or the header of a qcow2 file is bad. */
+int qcow2_header_probe(struct qcow2_io *io, bool *is_qcow2, struct qcow2_header *h);
 
 /* ---- snapshots (snapshot.c) ---- */
 
@@ -242,7 +271,7 @@ struct qcow2_snapshot {
 	uint64_t icount;     /* ~0 when absent */
 	/* NULL, or why this entry is unusable (its L1 table misaligned, too large, past the end
 	 * of the file or too small, its disk size absurd): such a snapshot has no view and no
-	 * operation uses it; the rest of the table works (SPEC 5). Freed with the entry. */
+	 * operation uses it; the rest of the table works. Freed with the entry. */
 	char *invalid;
 	/* With ->invalid: its L1 table cannot be read at all (misaligned, too large, past the
 	 * end of the file), by us or by QEMU. Such an entry is what a repair may drop. */
@@ -351,7 +380,7 @@ int qcow2_image_snapshot_delete_resumable(struct qcow2_image *img, const char *i
 int qcow2_image_snapshot_delete_pending(struct qcow2_image *img, const char *id_or_name,
 					const char *image, struct qcow2_snapshot_resume *res);
 
-/* ---- one image (image/image.c, engine/open.c) ---- */
+/* ---- one image (image/load.c, engine/open.c) ---- */
 
 struct qcow2_image;
 

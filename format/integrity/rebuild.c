@@ -64,7 +64,7 @@ static int exclusions(const struct qcow2_scan *s, uint64_t **out, size_t *n)
 		cap += s->outside[k].count;
 	v = malloc(cap ? cap * sizeof(*v) : 1);
 	if (!v)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (k = 0; k < img->h.reftable_clusters; k++)
 		v[m++] = first + k;
 	for (i = 0; i < img->refs.n; i++) {
@@ -122,7 +122,7 @@ static int plan_layout(const struct qcow2_scan *s, struct layout *l)
 		free(l->at);
 		l->at = malloc(nb * sizeof(*l->at));
 		if (!l->at)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		l->table_clusters = 0;
 		l->table = first_free(s, l, nt);
 		l->table_clusters = nt;
@@ -169,7 +169,7 @@ static int write_structure(const struct qcow2_scan *s, const struct layout *l)
 	struct qcow2_image *img = s->img;
 	uint64_t cs = img->cluster_bytes, j, tb = l->table_clusters * cs;
 	uint8_t *buf = malloc(tb > cs ? tb : cs);
-	int r = buf ? 0 : qcow2_set_error(-ENOMEM, "out of memory for a refcount block");
+	int r = buf ? 0 : qcow2_oom_for("a refcount block");
 
 	for (j = 0; r == 0 && j < l->blocks; j++) {
 		fill_block(s, l, j, buf);

@@ -49,20 +49,8 @@ struct repair_open {
 static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 {
 	const struct repair_open *ro = ctx;
-	char path[PATH_MAX];
-	int r;
 
-	*io = NULL;
-	r = qcow2_chain_resolve_path(ro->o, ro->path, stored, path, sizeof(path));
-	if (r == 0)
-		r = qcow2_io_open_file(path, false, io);
-	if (r == 0 && ro->o->lock)
-		r = qcow2_io_lock_reader(*io);
-	if (r < 0 && *io) {
-		qcow2_io_close(*io);
-		*io = NULL;
-	}
-	return r;
+	return qcow2_data_file_open(ro->o, ro->path, stored, false, io);
 }
 
 int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
@@ -99,7 +87,7 @@ static int push_range(struct qcow2_crange **v, size_t *n, size_t *cap, uint64_t 
 		size_t c = *cap ? 2 * *cap : 16;
 		p = realloc(*v, c * sizeof(*p));
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		*v = p;
 		*cap = c;
 	}
@@ -136,7 +124,7 @@ static int add_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
 		size_t cap = s->cap_fixes ? 2 * s->cap_fixes : 16;
 		p = realloc(s->fixes, cap * sizeof(*p));
 		if (!p)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		s->fixes = p;
 		s->cap_fixes = cap;
 	}
@@ -392,7 +380,7 @@ static int read_moves(struct qcow2_scan *s, uint8_t ***out)
 	uint64_t cs = s->img->cluster_bytes;
 	uint8_t **copies = calloc(s->n_fixes ? s->n_fixes : 1, sizeof(*copies));
 	size_t k;
-	int r = copies ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = copies ? 0 : qcow2_oom();
 
 	for (k = 0; k < s->n_fixes && r == 0; k++) {
 		uint64_t src = s->fixes[k].entry & QCOW2_L2E_OFFSET_MASK;
@@ -400,8 +388,7 @@ static int read_moves(struct qcow2_scan *s, uint8_t ***out)
 		if (!s->fixes[k].move || !src)
 			continue;
 		copies[k] = malloc(cs);
-		r = copies[k] ? qcow2_io_pread_full(s->img->io, copies[k], cs, src)
-			      : qcow2_set_error(-ENOMEM, "out of memory");
+		r = copies[k] ? qcow2_io_pread_full(s->img->io, copies[k], cs, src) : qcow2_oom();
 	}
 	*out = copies;
 	return r;
@@ -444,7 +431,7 @@ static int apply_moves(struct qcow2_scan *s, uint8_t **copies)
 	struct qcow2_image *img = s->img;
 	uint8_t *zeros = calloc(1, img->cluster_bytes);
 	size_t k;
-	int r = zeros ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = zeros ? 0 : qcow2_oom();
 
 	qcow2_image_meta_lock(img);
 	for (k = 0; k < s->n_fixes && r == 0; k++) {

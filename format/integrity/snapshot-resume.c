@@ -104,7 +104,7 @@ static int journal_encode(const char *image, const char *id, const char *name, c
 
 	*out = p = malloc(cap);
 	if (!p)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	p += sprintf(p, "qcowctl snapshot delete\n");
 	put_hex(&p, "image", image_base(image));
 	put_hex(&p, "id", id);
@@ -138,7 +138,7 @@ static int journal_load(const char *path, const char *image, struct journal *j)
 	if (r < 0)
 		journal_release(j);
 	if (r == -ENOMEM)
-		return qcow2_set_error(r, "out of memory");
+		return qcow2_oom();
 	if (r < 0)
 		return qcow2_set_error(-EUCLEAN,
 				       "'%s' is not the journal of a snapshot delete of "
@@ -193,7 +193,7 @@ static int delete_journaled(struct qcow2_image *img, int idx, const char *image,
 	struct journal j = {NULL, strdup(s->id), strdup(s->name)};
 	struct qcow2_snapshot_plan plan;
 	char *text = NULL;
-	int r = j.id && j.name ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = j.id && j.name ? 0 : qcow2_oom();
 
 	if (r == 0)
 		r = qcow2_image_snapshot_plan(img, QCOW2_SNAPSHOT_DELETE, j.id, &plan);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * verify.c - qcow2_image_repair(): a repair that never leaves an image with more errors than
- * it found (SPEC 5).
+ * it found: a damaged image is never made worse.
  *
  * "Errors" are what `qemu-img check` counts: corruptions + leaks + check errors. A repair keeps
  * its result only if a check of the image as it then is on disk (opened afresh, so nothing
@@ -39,7 +39,7 @@ static int reopen_io(struct qcow2_io *io, struct qcow2_io **out)
 	if (fd < 0) {
 		bytes = qcow2_io_mem_bytes(io, &len);
 		*out = qcow2_io_mem_new(qcow2_io_name(io), bytes, len);
-		return *out ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+		return *out ? 0 : qcow2_oom();
 	}
 	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (dup_fd < 0)

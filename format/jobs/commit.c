@@ -66,7 +66,7 @@ int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const
 		struct qcow2_step *v = realloc(p->v, cap * sizeof(*v));
 
 		if (!v)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		p->v = v;
 		p->cap = cap;
 	}
@@ -78,7 +78,7 @@ int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const
 	if (!s->image || (detail && !s->detail)) {
 		free(s->image);
 		free(s->detail);
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	}
 	p->n++;
 	return 0;
@@ -383,7 +383,7 @@ static int journal_write(struct commit *m)
 		cap += strlen(qcow2_commit_layer_path(m->c, j)) + 1;
 	text = malloc(cap);
 	if (!text)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	memcpy(text, m->journal ? m->journal : "", len + 1);
 	for (j = m->t ? m->t : 1; j < m->b; j++)
 		len += (size_t)sprintf(text + len, "%s\n", qcow2_commit_layer_path(m->c, j));
@@ -412,7 +412,7 @@ static int drop_journal(struct commit *m, bool dry_run)
 		return 0;
 	copy = strdup(m->journal);
 	if (!copy)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (line = strtok_r(copy, "\n", &save); line && r == 0;
 	     line = strtok_r(NULL, "\n", &save)) {
 		if (access(line, F_OK) < 0)
@@ -688,18 +688,16 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 static int probe_format(const char *path, const char **fmt)
 {
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
+	bool is_qcow2;
 	int r = qcow2_io_open_file(path, false, &io);
 
 	if (r < 0)
 		return r;
-	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
+	r = qcow2_header_probe(io, &is_qcow2, NULL);
 	qcow2_io_close(io);
-	if (got < 0)
-		return (int)got;
-	*fmt = qcow2_probe(magic, (size_t)got) ? "qcow2" : "raw";
-	return 0;
+	if (r == 0)
+		*fmt = is_qcow2 ? "qcow2" : "raw";
+	return r;
 }
 
 int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,

@@ -72,7 +72,7 @@ static int add(struct plan *p, enum item_kind kind, uint64_t off, uint64_t len)
 		struct item *v = realloc(p->v, cap * sizeof(*v));
 
 		if (!v)
-			return qcow2_set_error(-ENOMEM, "out of memory for the copy plan");
+			return qcow2_oom_for("the copy plan");
 		p->v = v;
 		p->cap = cap;
 	}
@@ -153,29 +153,6 @@ static int dst_write(struct copy *k, const void *buf, uint64_t n, uint64_t off)
 	return r;
 }
 
-static int raw_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
-{
-	int fd = qcow2_io_fd(io);
-	uint8_t *z;
-	int r = 0;
-
-	if (fd >= 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-				 (off_t)n) == 0)
-		return 0;
-	z = calloc(1, CHUNK);
-	if (!z)
-		return qcow2_set_error(-ENOMEM, "out of memory");
-	while (n && r == 0) {
-		uint64_t len = n < CHUNK ? n : CHUNK;
-
-		r = qcow2_io_pwrite(io, z, (size_t)len, off);
-		off += len;
-		n -= len;
-	}
-	free(z);
-	return r;
-}
-
 /* Make [@off, @off + @n) read as zeros where @under would show something else. */
 static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 {
@@ -193,7 +170,7 @@ static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 		len = e.len;
 		if (e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED) {
 			r = k->o->dst ? qcow2_chain_zero(k->o->dst, off, len, 0)
-				      : raw_zero(k->o->dst_raw, off, len);
+				      : qcow2_io_zero(k->o->dst_raw, off, len);
 			if (r == 0)
 				k->st->zeroed_bytes += len;
 		}
@@ -425,13 +402,13 @@ static int reader_start(struct reader *rd, struct copy *k)
 		rd->s[i].buf = malloc(CHUNK);
 		rd->s[i].ubuf = k->o->compare ? malloc(CHUNK) : NULL;
 		if (!rd->s[i].buf || (k->o->compare && !rd->s[i].ubuf))
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 	}
 	for (i = 0; i < SLOTS; i++) {
 		struct reader_arg *a = malloc(sizeof(*a));
 
 		if (!a)
-			return qcow2_set_error(-ENOMEM, "out of memory");
+			return qcow2_oom();
 		*a = (struct reader_arg){ rd, i };
 		if (pthread_create(&rd->thread[i], NULL, reader_main, a) != 0) {
 			free(a);
@@ -563,7 +540,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		k.total = st->planned_bytes + st->planned_zero;
 		k.buf = o->compress ? malloc(CHUNK) : NULL;
 		if (o->compress && !k.buf)
-			r = qcow2_set_error(-ENOMEM, "out of memory");
+			r = qcow2_oom();
 		if (r == 0)
 			r = run_plan(&k, &p);
 		if (r == 0)

@@ -166,7 +166,7 @@ static int encode_header(const struct qcow2_create_opts *o, const struct layout 
 	int r;
 
 	if (!h)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	h->version = o->version;
 	h->cluster_bits = o->cluster_bits;
 	h->size = o->size;
@@ -213,7 +213,7 @@ static int write_l1(struct qcow2_io *io, const struct layout *l)
 		return 0;
 	zero = calloc(1, chunk);
 	if (!zero)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	while (left && r == 0) {
 		size_t n = left < chunk ? (size_t)left : chunk;
 
@@ -236,7 +236,7 @@ static int write_metadata(struct qcow2_io *io, const struct qcow2_create_opts *o
 		return qcow2_set_error(-EFBIG, "the refcount table would be too large");
 	buf = calloc(1, (size_t)(head + blocks));
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = encode_header(o, l, buf);
 	if (r == 0) {
 		encode_refcounts(o, l, buf + l->cs, buf + head);

@@ -55,7 +55,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
 	new_cap = *cap ? 2 * *cap : 64;
 	q = realloc(*p, new_cap * size);
 	if (!q)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	*p = q;
 	*cap = new_cap;
 	return 0;
@@ -101,7 +101,7 @@ static int note_backing(struct scan *s, struct qcow2_dir_image *e, const struct 
 
 	e->nb_snapshots = h->nb_snapshots;
 	if (h->backing_fmt[0] && !(e->backing_fmt = strdup(h->backing_fmt)))
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	if (!h->backing_file[0])
 		return 0;
 	e->backing_err = qcow2_chain_resolve_path(&s->avoid, e->path, h->backing_file, resolved,
@@ -109,7 +109,7 @@ static int note_backing(struct scan *s, struct qcow2_dir_image *e, const struct 
 	e->backing =
 	    e->backing_err == 0 ? strdup(resolved) : join_backing(e->path, h->backing_file);
 	if (!e->backing)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	return 0;
 }
 
@@ -119,25 +119,15 @@ static int probe(struct scan *s, struct qcow2_dir_image *e)
 {
 	struct qcow2_header h;
 	struct qcow2_io *io;
-	uint8_t magic[4];
-	ssize_t got;
 	int r;
 
 	e->err = qcow2_io_open_file(e->path, false, &io);
 	if (e->err < 0)
 		return 0;
-	got = qcow2_io_pread(io, magic, sizeof(magic), 0);
-	if (got < 0) {
-		e->err = (int)got;
-	} else if (qcow2_probe(magic, (size_t)got)) {
-		e->qcow2 = true;
-		r = qcow2_header_read(io, &h);
-		if (r < 0)
-			e->err = r;
-		else if ((r = note_backing(s, e, &h)) < 0) {
-			qcow2_io_close(io);
-			return r;
-		}
+	e->err = qcow2_header_probe(io, &e->qcow2, &h);
+	if (e->err == 0 && e->qcow2 && (r = note_backing(s, e, &h)) < 0) {
+		qcow2_io_close(io);
+		return r;
 	}
 	qcow2_io_close(io);
 	return 0;
@@ -156,7 +146,7 @@ static int add_file(struct scan *s, const char *canon)
 	memset(e, 0, sizeof(*e));
 	e->path = strdup(canon);
 	if (!e->path)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	s->n++;
 	return probe(s, e);
 }
@@ -260,7 +250,7 @@ static int settle(struct scan *s)
 	s->n = k;
 	used = calloc(s->n, sizeof(*used));
 	if (!used)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	mark_backing_files(s, used);
 	for (i = k = 0; i < s->n; i++)
 		if (s->v[i].qcow2 || s->v[i].err || used[i])
@@ -286,7 +276,7 @@ int qcow2_dir_scan(const char *dir, struct qcow2_dir_image **out, size_t *n)
 	s.root = canon;
 	r = qcow2_mounts_new((const char *const[]){canon}, 1, &mounts);
 	if (r < 0)
-		return qcow2_set_error(r, "out of memory");
+		return qcow2_oom();
 	s.avoid.avoid.fn = qcow2_mounts_avoid;
 	s.avoid.avoid.ctx = mounts;
 	r = walk(&s, canon, 0);

@@ -23,6 +23,19 @@ bool qcow2_probe(const void *buf, size_t len)
 	return len >= 4 && get_be32(buf) == QCOW2_MAGIC;
 }
 
+/* The format is the magic alone, as QEMU probes it (qcow2_probe() in block/qcow2.c): a file
+ * that begins otherwise, or is shorter than the magic, is raw. */
+int qcow2_header_probe(struct qcow2_io *io, bool *is_qcow2, struct qcow2_header *h)
+{
+	uint8_t magic[4];
+	ssize_t got = qcow2_io_pread(io, magic, sizeof(magic), 0);
+
+	*is_qcow2 = got >= 0 && qcow2_probe(magic, (size_t)got);
+	if (got < 0)
+		return (int)got;
+	return *is_qcow2 && h ? qcow2_header_read(io, h) : 0;
+}
+
 /* Copy a length-counted name into a NUL-terminated field, refusing embedded NULs. */
 static int copy_name(char *dst, size_t cap, const uint8_t *src, size_t len, const char *what)
 {
@@ -318,7 +331,7 @@ int qcow2_header_read(struct qcow2_io *io, struct qcow2_header *h)
 			n = (size_t)file_bytes;
 		buf = malloc(n ? n : 1);
 		if (!buf)
-			return qcow2_set_error(-ENOMEM, "'%s': out of memory", qcow2_io_name(io));
+			return qcow2_error_prefix(qcow2_oom(), qcow2_io_name(io));
 		r = qcow2_io_pread_full(io, buf, n, 0);
 		if (r < 0)
 			break;

@@ -8,8 +8,8 @@
  * size, and the lengths of id and name. The encoder of one entry (what snapshot-write.c appends)
  * lives here too, next to the decoder it must agree with.
  *
- * Two kinds of damage (SPEC 5: "a bad entry in the snapshot table disables that snapshot
- * only"): what makes the table itself unreadable (extra data of an impossible size, a table
+ * Two kinds of damage (a bad entry in the snapshot table disables that snapshot
+ * only): what makes the table itself unreadable (extra data of an impossible size, a table
  * over QCOW2_MAX_SNAPSHOT_TABLE_BYTES: QEMU refuses such a table too) refuses the table; what
  * concerns one snapshot alone (its L1 table misaligned, too large, past the end of the file or
  * too small for its disk, its disk size absurd, a NUL in its id or name, the entry itself
@@ -147,7 +147,7 @@ static int decode_entry(const uint8_t *p, size_t avail, uint32_t version, uint64
 	s->name = strndup(name, name_len);
 	if (!s->id || !s->name) {
 		qcow2_snapshot_release(s, 1);
-		return qcow2_set_error(-ENOMEM, "out of memory for snapshot names");
+		return qcow2_oom_for("snapshot names");
 	}
 	*used = len;
 	return 0;
@@ -234,7 +234,7 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 				       h->nb_snapshots);
 	s = calloc(h->nb_snapshots, sizeof(*s));
 	if (!s)
-		return qcow2_set_error(-ENOMEM, "out of memory for %u snapshots", h->nb_snapshots);
+		return qcow2_oom_for("%u snapshots", h->nb_snapshots);
 	for (;;) {
 		size_t got;
 		uint8_t *nbuf;
@@ -243,7 +243,7 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 			want = QCOW2_MAX_SNAPSHOT_TABLE_BYTES;
 		nbuf = realloc(buf, want);
 		if (!nbuf) {
-			r = qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+			r = qcow2_oom_for("the snapshot table");
 			break;
 		}
 		buf = nbuf;
@@ -336,7 +336,7 @@ static int entry_differs(const struct qcow2_snapshot_pin *p, uint64_t off)
 	int r;
 
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = qcow2_io_pread_full(p->io, buf, p->len, off);
 	if (r == 0)
 		r = memcmp(buf, p->bytes, p->len) != 0;
@@ -419,7 +419,7 @@ int qcow2_snapshot_pin_init(struct qcow2_snapshot_pin *p, struct qcow2_io *io,
 	snprintf(p->name, sizeof(p->name), "%s", s->name);
 	if (!p->bytes || !p->id) {
 		qcow2_snapshot_pin_release(p);
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	}
 	r = qcow2_io_pread_full(io, p->bytes, p->len, p->off);
 	/* the bytes read now must be the entry the table was decoded from */

@@ -51,7 +51,7 @@ static int push(struct qcow2_snapshot_change *o, uint64_t idx, bool plus)
 		struct qcow2_snapshot_delta *d = realloc(o->d, cap * sizeof(*d));
 
 		if (!d)
-			return qcow2_set_error(-ENOMEM, "out of memory for the refcount changes");
+			return qcow2_oom_for("the refcount changes");
 		o->d = d;
 		o->cap = cap;
 	}
@@ -121,7 +121,7 @@ static int add_reach(struct qcow2_snapshot_change *o, const uint64_t *l1, uint32
 	struct qcow2_image *img = o->img;
 	uint64_t *t = malloc(img->cluster_bytes);
 	uint32_t i;
-	int r = t ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = t ? 0 : qcow2_oom();
 
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
@@ -228,7 +228,7 @@ static int read_table(struct qcow2_image *img, uint8_t **out)
 		return 0;
 	*out = malloc(bytes ? bytes : 1);
 	if (!*out)
-		return qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+		return qcow2_oom_for("the snapshot table");
 	r = qcow2_io_pread_full(img->io, *out, bytes, img->h.snapshots_off);
 	if (r < 0) {
 		free(*out);
@@ -275,7 +275,7 @@ static int table_with(struct qcow2_snapshot_change *o)
 		o->table_bytes = old + len;
 	}
 	free(cur);
-	return o->table ? 0 : qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+	return o->table ? 0 : qcow2_oom_for("the snapshot table");
 }
 
 /* delete: the old table without entry @o->idx, the others byte for byte. */
@@ -298,7 +298,7 @@ static int table_without(struct qcow2_snapshot_change *o)
 		o->table_bytes = bytes - len;
 		o->table = malloc(o->table_bytes);
 		if (!o->table)
-			r = qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+			r = qcow2_oom_for("the snapshot table");
 		else {
 			memcpy(o->table, cur, start);
 			memcpy(o->table + start, cur + start + len, bytes - start - len);
@@ -348,7 +348,7 @@ static int plan_create(struct qcow2_snapshot_change *o, const char *name)
 	o->sn.id = strdup(o->plan.id);
 	o->sn.name = strdup(name);
 	if (!o->sn.id || !o->sn.name)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	o->sn.l1_entries = img->l1.n;
 	o->sn.date_sec = (uint32_t)now.tv_sec;
 	o->sn.date_nsec = (uint32_t)now.tv_nsec;

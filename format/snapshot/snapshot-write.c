@@ -140,7 +140,7 @@ static int fix_flags(struct qcow2_image *img, const uint64_t *l1, uint32_t n, ui
 {
 	uint32_t words = (uint32_t)(img->cluster_bytes / 8), i, j;
 	uint64_t *t = malloc(img->cluster_bytes), want;
-	int r = t ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = t ? 0 : qcow2_oom();
 
 	for (i = 0; i < n && r == 0; i++) {
 		uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
@@ -173,7 +173,7 @@ static int fix_active(struct qcow2_image *img)
 {
 	uint64_t *out = malloc(img->l1.n ? (size_t)img->l1.n * 8 : 1);
 	uint32_t i;
-	int r = out ? 0 : qcow2_set_error(-ENOMEM, "out of memory");
+	int r = out ? 0 : qcow2_oom();
 
 	if (r == 0)
 		r = fix_flags(img, img->l1.entries, img->l1.n, out);
@@ -196,7 +196,7 @@ static int alloc_write(struct qcow2_image *img, const void *buf, uint64_t bytes,
 		return 0;
 	pad = calloc(1, len);
 	if (!pad)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	memcpy(pad, buf, bytes);
 	r = qcow2_refcount_alloc(img, n, off);
 	if (r == 0) {
@@ -218,7 +218,7 @@ static int write_l1_copy(struct qcow2_image *img, const uint64_t *l1, uint32_t n
 	int r;
 
 	if (!buf)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	for (i = 0; i < n; i++)
 		put_be64(buf + 8 * i, flags ? l1[i] : l1[i] & ~QCOW2_OFLAG_COPIED);
 	r = alloc_write(img, buf, (uint64_t)n * 8, off);
@@ -338,13 +338,13 @@ static int grow_lists(struct qcow2_snapshot_change *o, struct qcow2_l1 **l1)
 	if (p)
 		img->snap_l1 = p;
 	else
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	qcow2_image_snapshots_unlock(img);
 	*l1 = r == 0 ? calloc(1, sizeof(**l1)) : NULL;
 	if (*l1)
 		(*l1)->entries = malloc(img->l1.n ? (size_t)img->l1.n * 8 : 1);
 	if (r == 0 && (!*l1 || !(*l1)->entries))
-		r = qcow2_set_error(-ENOMEM, "out of memory");
+		r = qcow2_oom();
 	return r;
 }
 
@@ -417,7 +417,7 @@ static int new_active_l1(struct qcow2_snapshot_change *o, uint64_t **l1, uint32_
 	*n = (uint32_t)(o->plan.l1_bytes / 8);
 	*l1 = calloc(*n ? *n : 1, 8);
 	if (!*l1)
-		return qcow2_set_error(-ENOMEM, "out of memory for the L1 table");
+		return qcow2_oom_for("the L1 table");
 	r = fix_flags(img, o->sl1->entries, *n, *l1);
 	if (r == 0)
 		r = write_l1_copy(img, *l1, *n, true, off);
@@ -590,7 +590,7 @@ static int table_completed(struct qcow2_image *img, uint8_t **out, size_t *bytes
 	cur = malloc(img->snap_table_bytes ? (size_t)img->snap_table_bytes : 1);
 	r = cur ? qcow2_io_pread_full(img->io, cur, (size_t)img->snap_table_bytes,
 				      img->h.snapshots_off)
-		: qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+		: qcow2_oom_for("the snapshot table");
 	for (i = 0; r == 0 && i < img->h.nb_snapshots; i++) {
 		const struct qcow2_snapshot *s = &img->snaps[i];
 
@@ -598,7 +598,7 @@ static int table_completed(struct qcow2_image *img, uint8_t **out, size_t *bytes
 		cap += (len + 7) & ~(size_t)7;
 	}
 	if (r == 0 && !(t = calloc(1, cap ? cap : 1)))
-		r = qcow2_set_error(-ENOMEM, "out of memory for the snapshot table");
+		r = qcow2_oom_for("the snapshot table");
 	for (i = 0; r == 0 && i < img->h.nb_snapshots; i++) {
 		const struct qcow2_snapshot *s = &img->snaps[i];
 		const uint8_t *raw = cur + s->entry_off;

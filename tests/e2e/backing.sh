@@ -1,5 +1,5 @@
 #!/bin/bash
-# backing.sh - backing chains (SPEC 2, 3, 4, 5): raw backing files shown under their own name,
+# backing.sh - backing chains: raw backing files shown under their own name,
 # backing files without a backing format (probed), relative, ../ and absolute backing paths,
 # images in subdirectories, backing files shorter than their overlay (zeros past their end),
 # chains of depth 2, 32 and 1000. Every layer that backs another is shown read-only and its

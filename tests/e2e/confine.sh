@@ -1,5 +1,5 @@
 #!/bin/bash
-# confine.sh - confinement (SPEC 3a): a symlink in SOURCE to an image elsewhere is not served
+# confine.sh - confinement: a symlink in SOURCE to an image elsewhere is not served
 # unless --backing-dir allows its directory; no backing name or symlink leads the daemon into
 # its own mount point (the mount keeps answering); a FIFO or a directory named as a backing or
 # data file is never opened (the chain is not listed, the log says why, and qcowctl fails fast);

@@ -1,6 +1,6 @@
 #!/bin/bash
 # ctl-kill.sh - qcowctl commit and pull killed (SIGKILL) at random moments, and interrupted
-# (SIGINT) once (SPEC 6: killed or interrupted, every image stays valid and shows the same data;
+# (SIGINT) once (killed or interrupted, every image stays valid and shows the same data;
 # running the same command again completes the job). The chain base <- mid <- top holds 121 MiB
 # of data in 64 KiB clusters (sparse files), so that a job takes a moment. After every kill
 # `qemu-img check` finds no corruption on any image (leaked clusters are allowed after a kill,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# ctl-snapshot.sh - qcowctl snapshot list|create|apply|delete (SPEC 6) against QEMU, on images
+# ctl-snapshot.sh - qcowctl snapshot list|create|apply|delete against QEMU, on images
 # qemu-img made (v2 and v3, 64 KiB and 512 B clusters, 64-bit refcounts, extended L2 entries,
 # compressed clusters, a persistent bitmap, snapshots from `qemu-img snapshot -c`, a VM-state
 # snapshot from QEMU's savevm): `qemu-img check` clean after every change; ours listed by

@@ -1,5 +1,5 @@
 #!/bin/bash
-# damaged-writes.sh - changing an image with damaged metadata never makes it worse (SPEC 5),
+# damaged-writes.sh - changing an image with damaged metadata never makes it worse,
 # with qemu-img as the oracle (its error count: corruptions + leaks + check errors, and the
 # bytes it reads of the disk and of each snapshot):
 #   - guest data lying in metadata (an L2 entry, with COPIED, pointing at the active L2 table,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# formats.sh - every on-disk variant the reader must handle (SPEC 4): v2 and v3 headers, cluster
+# formats.sh - every on-disk variant the reader must handle: v2 and v3 headers, cluster
 # sizes 512 B to 2 MiB, refcount widths 1/16/64, zlib and zstd compressed clusters, extended L2
 # entries with partly written subclusters over a backing file, zero clusters over backing data,
 # preallocated images, persistent bitmaps, lazy refcounts with the dirty bit, external data

@@ -1,5 +1,5 @@
 #!/bin/bash
-# hostile-paths.sh - never hang, never lie, whatever file types and paths SOURCE holds (SPEC 3a):
+# hostile-paths.sh - never hang, never lie, whatever file types and paths SOURCE holds:
 # sockets, devices and /proc or /sys files named as backing or data files, symlink loops and
 # long symlink chains, a 4094-byte symlink, symlinks to '/' and '..', a FIFO put in the place
 # of a backing file after the listing, the mount point bound into SOURCE, a stopped FUSE

@@ -1,5 +1,5 @@
 #!/bin/bash
-# hostile.sh - untrusted input (SPEC 5): malformed, truncated and hostile images in one SOURCE
+# hostile.sh - untrusted input: malformed, truncated and hostile images in one SOURCE
 # with good ones. Every bad image is absent from the mount and named in the daemon's log with
 # its cause; the daemon stays up, does not blow up its memory, and keeps serving the good
 # images; the corrupt bit makes an image read-only, not invisible; backing files outside SOURCE

@@ -1,5 +1,5 @@
 #!/bin/bash
-# locking.sh - QEMU-compatible image locks (SPEC 3): while a flat view is open, QEMU cannot
+# locking.sh - QEMU-compatible image locks: while a flat view is open, QEMU cannot
 # open its image (or a backing file of the chain) for writing, while QEMU readers still can;
 # the locks go away when the last handle of the view closes (images are opened lazily, so an
 # image nobody reads through the mount stays free for QEMU, and the view follows its changes).

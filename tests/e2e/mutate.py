@@ -438,8 +438,8 @@ def cmd_mutate(seeddir, outdir, seed, it):
         print("mutation %s: %s" % (target, w))
     # Refcounts and snapshot entries are not needed to describe an image: `qemu-img info`
     # opens it whatever they hold, and so must `qcowctl info` (a bad snapshot entry disables
-    # that snapshot only, SPEC 5). Elsewhere a refusal with a reason is allowed (SPEC 5 wants
-    # images with e.g. an L1 table past the end of the file refused).
+    # that snapshot only). Elsewhere a refusal with a reason is allowed (an image with e.g. an
+    # L1 table past the end of the file must be refused).
     print("info-must-open", "yes" if img.regions <= INFO_OPTIONAL else "no")
     for off, raw in img.patches:
         print("patch %s %d %s" % (target, off, raw.hex()))

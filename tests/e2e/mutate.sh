@@ -1,5 +1,5 @@
 #!/bin/bash
-# mutate.sh - a mutation fuzz loop over the metadata of images made by qemu-img (SPEC 5: images
+# mutate.sh - a mutation fuzz loop over the metadata of images made by qemu-img (images
 # are untrusted input; never crash, never hang, never lie, never make a damaged image worse).
 #
 # Seed chains are made with qemu-img and qemu-io: v2 and v3, 512 B and 64 KiB clusters, a

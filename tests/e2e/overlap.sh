@@ -1,5 +1,5 @@
 #!/bin/bash
-# overlap.sh - writes never make a damaged image worse (SPEC 5), with qemu-img as the oracle:
+# overlap.sh - writes never make a damaged image worse, with qemu-img as the oracle:
 #   - an image whose L2 entry (with COPIED) points at its own L1 table: a 4 KiB dd through the
 #     view into that cluster fails; `qemu-img info` then says "corrupt: true"; qemu-img reads
 #     every byte of the disk as before (the L1 table was not overwritten); the daemon's log

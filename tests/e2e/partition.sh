@@ -1,5 +1,5 @@
 #!/bin/bash
-# partition.sh - the operator's real case (SPEC 1): a disk with a partition table and an ext4
+# partition.sh - the operator's real case: a disk with a partition table and an ext4
 # file system, converted to qcow2 (plain, and compressed as cloud images are), with an overlay
 # written outside the partition. Through qcowfs: sfdisk reads the same partition table from the
 # flat view, the partition attached read-only with losetup at its offset mounts, and every file

@@ -1,6 +1,6 @@
 #!/bin/bash
 # permissions-attack.sh - a second user of the host tries, through a mount by root with
-# allow_other, to read what the source files do not let them read (SPEC 3a): POSIX ACLs that
+# allow_other, to read what the source files do not let them read: POSIX ACLs that
 # deny what the mode bits allow (on an image, on a directory above it), and a user who owns a
 # directory in SOURCE swapping a file or a directory of it for a symlink to someone else's image
 # while holding a view or directory of the mount (an O_PATH descriptor reopened through /proc).

@@ -1,5 +1,5 @@
 #!/bin/bash
-# permissions.sh - who may read and write the views (SPEC 3a), checked as a real second user
+# permissions.sh - who may read and write the views, checked as a real second user
 # (added for the test, removed in the trap). The mount uses the kernel's permission checks
 # (default_permissions); a view's owner and group are its image file's, and its mode is never
 # more than its chain grants: readable by a class only if every member of the class could read

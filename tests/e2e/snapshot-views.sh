@@ -1,6 +1,5 @@
 #!/bin/bash
-# snapshot-views.sh - snapshot views that stay true, and snapshot tables that are partly bad
-# (SPEC 2, 5):
+# snapshot-views.sh - snapshot views that stay true, and snapshot tables that are partly bad:
 # - a bad entry in the snapshot table (its L1 table misaligned or too large) disables that
 #   snapshot only: the image and its other snapshots are served, the bad one has no view and
 #   the log says why; qcowctl info, check and checksum exit as qemu-img does, check reports the

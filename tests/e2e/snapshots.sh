@@ -1,5 +1,5 @@
 #!/bin/bash
-# snapshots.sh - internal snapshots (SPEC 2): every snapshot S of NAME.qcow2 is NAME@S.raw, equal
+# snapshots.sh - internal snapshots: every snapshot S of NAME.qcow2 is NAME@S.raw, equal
 # to `qemu-img convert -l snapshot.name=S`, sized as the disk was when S was taken, read-only;
 # '/' and '%' in snapshot names are written %2F and %25; snapshots of an overlay include its
 # backing data; the tree follows SOURCE: snapshots created or deleted, images created, written

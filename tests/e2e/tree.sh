@@ -1,5 +1,5 @@
 #!/bin/bash
-# tree.sh - the mounted tree and its attributes (SPEC 2, 6): names by magic for .qcow2, .qcow,
+# tree.sh - the mounted tree and its attributes: names by magic for .qcow2, .qcow,
 # .img and no suffix; non-images not shown; the collision rule; subdirectories; a single image
 # as SOURCE; the views of leaf images open for writing, every other open for writing fails
 # with EROFS; -o ro, -o allow_other,
@@ -243,7 +243,7 @@ check "qcowctl info on a text file: one-line error naming it, non-zero exit" inf
 check "qcowctl info on a missing file: one-line error naming it, non-zero exit" info_fails_naming missing.qcow2
 
 # Symlinks in SOURCE: one to an image elsewhere is followed only where --backing-dir allows its
-# directory (SPEC 3a); one that leads into the mount point (itself inside SOURCE) is skipped
+# directory; one that leads into the mount point (itself inside SOURCE) is skipped
 # without resolving it, which would wait on the daemon itself.
 SRC5=$WORK/src5
 mkdir -p "$SRC5/mnt" "$SRC5/sub" "$WORK/elsewhere"

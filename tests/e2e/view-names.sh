@@ -1,5 +1,5 @@
 #!/bin/bash
-# view-names.sh - no view is lost to a name collision (SPEC 2): every image, snapshot and raw
+# view-names.sh - no view is lost to a name collision: every image, snapshot and raw
 # backing file gets a name of its own, the same whatever order the directory lists them in, and
 # the log says once why a name is not the usual one:
 # - an image whose name holds '@' (a@x.qcow2) is shown with '@' and '%' written %40 and %25

@@ -1,5 +1,5 @@
 #!/bin/bash
-# write-concurrency.sh - many threads writing and reading flat views at once (SPEC 3): first
+# write-concurrency.sh - many threads writing and reading flat views at once: first
 # writes of the same clusters racing each other (the allocation must happen once, and no
 # write may be lost), writes into two views of one mount at once, and a reader racing a writer
 # of the same range, which must see the old or the new data, never a mix of anything else.

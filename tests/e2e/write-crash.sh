@@ -1,5 +1,5 @@
 #!/bin/bash
-# write-crash.sh - crash safety of writes (SPEC 3): random writes, discards and zeroings with
+# write-crash.sh - crash safety of writes: random writes, discards and zeroings with
 # fsync/fdatasync every few operations go through two flat views (512 B clusters, where metadata
 # changes at almost every write, and 64 KiB clusters), both over a backing file, and the daemon
 # is killed with SIGKILL at a random moment; this is repeated over many rounds on the same

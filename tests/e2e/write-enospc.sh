@@ -1,6 +1,6 @@
 #!/bin/bash
-# write-enospc.sh - the file system holding SOURCE fills up under writes through a flat view
-# (SPEC 3): SOURCE is on a 32 MiB ext4 file system, the overlay's virtual size is larger. The
+# write-enospc.sh - the file system holding SOURCE fills up under writes through a flat view:
+# SOURCE is on a 32 MiB ext4 file system, the overlay's virtual size is larger. The
 # writes (each fsynced) must eventually fail with ENOSPC; the daemon stays up and keeps serving
 # reads; after unmounting, `qemu-img check` finds no corruption (leaks are acceptable) and every
 # byte written and fsynced before the failure reads back. Freeing space makes writes work again.

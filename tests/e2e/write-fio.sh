@@ -1,5 +1,5 @@
 #!/bin/bash
-# write-fio.sh - fio with data verification through a writable flat view (SPEC 3): concurrent
+# write-fio.sh - fio with data verification through a writable flat view: concurrent
 # jobs on separate regions of one overlay over a backing file (random 4 KiB writes, sequential
 # 64 KiB writes, random unaligned 3 KiB writes with 512 B clusters in another image), each
 # verifying with crc32c what it wrote, with fsyncs along the way. fio must exit 0. Then the

@@ -1,5 +1,5 @@
 #!/bin/bash
-# write-locking.sh - QEMU-compatible locks around writable views (SPEC 3). While a writable view
+# write-locking.sh - QEMU-compatible locks around writable views. While a writable view
 # is open for writing, QEMU cannot open its image, nor any backing file of the chain, for
 # writing (`Failed to get "write" lock`), and, as with a QEMU writer, QEMU readers that do not
 # share the write permission are refused too, while `-U` readers still work. While the view is

@@ -1,5 +1,5 @@
 #!/bin/bash
-# write-modes.sh - which flat views are writable (SPEC 2): the view of a leaf image (no image in
+# write-modes.sh - which flat views are writable: the view of a leaf image (no image in
 # SOURCE uses it as backing) has its owner's write bit and opens for writing, when the mount is
 # not `-o ro` and the image file is writable (who else may write: permissions.sh). The views of backing images, snapshot views, raw backing
 # files, images on a read-only file system and everything under `-o ro` have no write bit and

@@ -1,5 +1,5 @@
 #!/bin/bash
-# write-partition.sh - the operator's real case, read-write (SPEC 1 and 3): disks with an ext4
+# write-partition.sh - the operator's real case, read-write: disks with an ext4
 # partition (GPT, and MBR with the partition second and the base image compressed as cloud
 # images are), each a qcow2 base image with an overlay. Through qcowfs the overlay's writable
 # view has its partition attached with `losetup -o OFFSET --sizelimit SIZE` and mounted

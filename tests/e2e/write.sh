@@ -1,5 +1,5 @@
 #!/bin/bash
-# write.sh - writes through writable flat views (SPEC 3 and 4): pwrite at unaligned offsets and
+# write.sh - writes through writable flat views: pwrite at unaligned offsets and
 # lengths, across cluster and L2-table boundaries, over compressed (zlib and zstd), zero,
 # unallocated, allocated and backing-provided clusters; fallocate punch-hole, zero-range and
 # preallocation; fsync and fdatasync; truncate growing the disk, refused shrinking and writes

@@ -1089,3 +1089,66 @@ Test(header, header_read_fetches_a_whole_large_cluster)
 	free(name);
 	free(data);
 }
+
+/* ---- qcow2_header_probe(): what a file is, the one way to tell ---- */
+
+/* Probe @len bytes of @bytes from a memory io, failing its first read with @fail (0: none). */
+static int probe_bytes(const void *bytes, size_t len, int fail, bool *is_qcow2,
+		       struct qcow2_header *h)
+{
+	struct qcow2_io *io = qcow2_io_mem_new("probed", bytes, len);
+	int r;
+
+	cr_assert_not_null(io);
+	if (fail)
+		qcow2_io_mem_fail_nth(io, QCOW2_IO_READ, 1, fail);
+	*is_qcow2 = !*is_qcow2; /* must be set either way */
+	r = qcow2_header_probe(io, is_qcow2, h);
+	qcow2_io_close(io);
+	return r;
+}
+
+Test(header, probe_tells_qcow2_by_the_magic_and_reads_its_header)
+{
+	struct qcow2_header h, want;
+	bool q = false;
+
+	cr_assert_eq(decode(&want), 0, "%s", qcow2_last_error());
+	cr_assert_eq(probe_bytes(img->bytes, img->len, 0, &q, NULL), 0);
+	cr_assert(q);
+	memset(&h, 0xa5, sizeof(h));
+	cr_assert_eq(probe_bytes(img->bytes, img->len, 0, &q, &h), 0, "%s", qcow2_last_error());
+	cr_assert(q);
+	cr_assert_eq(h.size, want.size);
+	cr_assert_eq(h.cluster_bits, want.cluster_bits);
+	cr_assert_eq(h.l1_off, want.l1_off);
+}
+
+Test(header, probe_takes_any_other_file_for_raw)
+{
+	static const uint8_t text[] = "not an image";
+	bool q = true;
+
+	cr_assert_eq(probe_bytes(text, sizeof(text), 0, &q, NULL), 0);
+	cr_assert_not(q);
+	cr_assert_eq(probe_bytes(img->bytes, 3, 0, &q, NULL), 0, "shorter than the magic");
+	cr_assert_not(q);
+	cr_assert_eq(probe_bytes(NULL, 0, 0, &q, NULL), 0, "empty");
+	cr_assert_not(q);
+}
+
+Test(header, probe_fails_when_the_file_cannot_be_read_or_its_header_is_bad)
+{
+	struct qcow2_header h;
+	bool q = true;
+
+	cr_assert_eq(probe_bytes(img->bytes, img->len, -EIO, &q, NULL), -EIO);
+	cr_assert_not(q, "unreadable is not qcow2");
+	assert_error_mentions("probed");
+	imgbuild_put_be32(img, H_VERSION, 4);
+	cr_assert_eq(probe_bytes(img->bytes, img->len, 0, &q, NULL), 0, "the magic alone");
+	cr_assert(q);
+	cr_assert_eq(probe_bytes(img->bytes, img->len, 0, &q, &h), -EINVAL);
+	cr_assert(q, "a qcow2 file with a bad header");
+	assert_error_mentions("probed");
+}

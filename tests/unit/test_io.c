@@ -3,7 +3,8 @@
  * test_io.c - the host I/O layer (memory and file backends, failure injection) and the
  * propagation of injected I/O failures through every read the library makes: opening an
  * image, mapping, loading snapshot tables, reading compressed clusters. A failed read must
- * return its error unchanged, never crash and never leak (run under ASan).
+ * return its error unchanged, never crash and never leak (run under ASan). Also: holes in host
+ * files (qcow2_io_next_extent()) and the out-of-memory error every module reports.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -199,6 +200,149 @@ Test(io, missing_file_is_enoent_naming_the_path)
 	cr_assert_eq(qcow2_io_open_file("/nonexistent/qcowfs/x.qcow2", false, &none), -ENOENT);
 	assert_error_mentions("/nonexistent/qcowfs/x.qcow2");
 	cr_assert_null(none);
+}
+
+/* ---- holes: qcow2_io_next_extent() ---- */
+
+static void assert_extent(uint64_t off, uint64_t max, bool want_data, uint64_t want_len)
+{
+	uint64_t len = 0;
+	bool data = !want_data;
+
+	qcow2_io_next_extent(io, off, max, &len, &data);
+	cr_assert_eq(data, want_data, "at %#llx: data %d", (unsigned long long)off, data);
+	cr_assert_eq(len, want_len, "at %#llx: %#llx bytes, want %#llx", (unsigned long long)off,
+		     (unsigned long long)len, (unsigned long long)want_len);
+}
+
+Test(io, memory_is_data_to_its_end_and_a_hole_after)
+{
+	static const uint8_t bytes[100];
+
+	io = qcow2_io_mem_new("mem", bytes, sizeof(bytes));
+	assert_extent(0, 1000, true, 100);
+	assert_extent(40, 10, true, 10);
+	assert_extent(99, 1000, true, 1);
+	assert_extent(100, 50, false, 50);
+	assert_extent(4096, 7, false, 7);
+}
+
+#define KIB 1024ull
+
+/* A sparse file: data [0, 64K), a hole to 1M, data [1M, 1M + 64K), a hole to its end at 2M. */
+static void make_sparse_file(void)
+{
+	static uint8_t block[64 * KIB];
+	const char *path = make_file(NULL, 0);
+
+	memset(block, 0xa5, sizeof(block));
+	cr_assert_eq(qcow2_io_open_file(path, true, &io), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_io_pwrite(io, block, sizeof(block), 0), 0);
+	cr_assert_eq(qcow2_io_pwrite(io, block, sizeof(block), 1024 * KIB), 0);
+	cr_assert_eq(qcow2_io_grow(io, 2048 * KIB), 0);
+	cr_assert_eq(qcow2_io_flush(io), 0);
+}
+
+Test(io, file_extents_follow_its_holes)
+{
+	make_sparse_file();
+	assert_extent(0, 4096 * KIB, true, 64 * KIB);
+	assert_extent(32 * KIB, 1 * KIB, true, 1 * KIB);	  /* capped by @max */
+	assert_extent(64 * KIB, 4096 * KIB, false, 960 * KIB);	  /* up to the next data */
+	assert_extent(100 * KIB, 8 * KIB, false, 8 * KIB);	  /* capped by @max */
+	assert_extent(1024 * KIB, 4096 * KIB, true, 64 * KIB);	  /* up to the next hole */
+	assert_extent(1088 * KIB, 4096 * KIB, false, 4096 * KIB); /* a hole to the end: @max */
+	assert_extent(2048 * KIB, 512, false, 512);		  /* past the end: zeros */
+	assert_extent(8192 * KIB, 512, false, 512);
+}
+
+Test(io, writing_zeros_over_holes_keeps_the_bytes_and_leaves_no_hole)
+{
+	static uint8_t before[2048 * KIB], after[2048 * KIB];
+
+	make_sparse_file();
+	cr_assert_eq(qcow2_io_pread_full(io, before, sizeof(before), 0), 0);
+	cr_assert_eq(qcow2_io_preallocate(io, 0, sizeof(before), true), 0, "%s",
+		     qcow2_last_error());
+	assert_extent(0, sizeof(before), true, sizeof(before));
+	cr_assert_eq(qcow2_io_pread_full(io, after, sizeof(after), 0), 0);
+	cr_assert_arr_eq(before, after, sizeof(before));
+}
+
+/* ---- zeroing a range: qcow2_io_zero() ---- */
+
+static int refuse_first_block(void *ctx, uint64_t off, uint64_t n, unsigned own)
+{
+	(void)ctx;
+	(void)own;
+	return off < 64 * KIB && n ? -EIO : 0;
+}
+
+Test(io, zeroing_a_file_range_punches_a_hole_and_keeps_the_length)
+{
+	static uint8_t got[2048 * KIB];
+	uint64_t size;
+	size_t i;
+
+	make_sparse_file();
+	cr_assert_eq(qcow2_io_zero(io, 1024 * KIB + 4096, 16 * KIB), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_io_zero(io, 0, 64 * KIB), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 2048 * KIB);
+	assert_extent(0, 4096 * KIB, false, 1024 * KIB); /* the first block is a hole now */
+	cr_assert_eq(qcow2_io_pread_full(io, got, sizeof(got), 0), 0);
+	for (i = 0; i < sizeof(got); i++) {
+		bool data = (i >= 1024 * KIB && i < 1024 * KIB + 4096) ||
+			    (i >= 1024 * KIB + 20 * KIB && i < 1088 * KIB);
+
+		cr_assert_eq(got[i], data ? 0xa5 : 0, "byte %zu", i);
+	}
+}
+
+Test(io, zeroing_memory_writes_zeros)
+{
+	static const uint8_t ones[64] = { [0 ... 63] = 1 };
+	uint8_t got[64];
+	uint64_t size;
+
+	io = qcow2_io_mem_new("mem", ones, sizeof(ones));
+	cr_assert_not_null(io);
+	cr_assert_eq(qcow2_io_zero(io, 8, 16), 0);
+	cr_assert_eq(qcow2_io_size(io, &size), 0);
+	cr_assert_eq(size, 64);
+	cr_assert_eq(qcow2_io_pread_full(io, got, sizeof(got), 0), 0);
+	for (size_t i = 0; i < sizeof(got); i++)
+		cr_assert_eq(got[i], i >= 8 && i < 24 ? 0 : 1, "byte %zu", i);
+}
+
+Test(io, zeroing_passes_the_guard_like_a_write)
+{
+	static const struct qcow2_io_guard guard = { refuse_first_block, NULL };
+	static uint8_t got[64 * KIB];
+
+	make_sparse_file();
+	qcow2_io_set_guard(io, &guard);
+	cr_assert_eq(qcow2_io_zero(io, 4096, 4096), -EIO);
+	cr_assert_eq(qcow2_io_pread_full(io, got, sizeof(got), 0), 0);
+	for (size_t i = 0; i < sizeof(got); i++)
+		cr_assert_eq(got[i], 0xa5, "byte %zu", i);
+	cr_assert_eq(qcow2_io_zero(io, 1024 * KIB, 4096), 0);
+}
+
+/* ---- the out-of-memory error (error.c), one message for the library and its programs ---- */
+
+Test(io, out_of_memory_is_enomem_with_one_message)
+{
+	qcow2_set_error(-EIO, "something else");
+	cr_assert_eq(qcow2_oom(), -ENOMEM);
+	cr_assert_str_eq(qcow2_last_error(), "out of memory");
+	cr_assert_eq(qcow2_oom_for("the L1 table"), -ENOMEM);
+	cr_assert_str_eq(qcow2_last_error(), "out of memory for the L1 table");
+	cr_assert_eq(qcow2_oom_for("%u snapshots", 70000u), -ENOMEM);
+	cr_assert_str_eq(qcow2_last_error(), "out of memory for 70000 snapshots");
+	/* a message that names a file keeps the name first */
+	cr_assert_eq(qcow2_error_prefix(qcow2_oom(), "a.qcow2"), -ENOMEM);
+	cr_assert_str_eq(qcow2_last_error(), "'a.qcow2': out of memory");
 }
 
 /* ---- failures injected into every read of the library ---- */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_overlap.c - writes never make a damaged image worse (overlap.c, SPEC 5): on images built
+ * test_overlap.c - writes never make a damaged image worse (overlap.c): on images built
  * in memory and then damaged on purpose, a write that would land on live metadata fails with
  * EIO, leaves the metadata byte for byte as it was, sets the corrupt bit on disk and leaves the
  * image refusing further changes; live tables whose refcount says 0 are never handed out by the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_path.c - how the library reaches files (SPEC 3a): qcow2_file_open() (io.c) never blocks
+ * test_path.c - how the library reaches files: qcow2_file_open() (io.c) never blocks
  * and admits only regular files (block devices on request), qcow2_path_resolve() (path.c)
  * resolves like realpath() but refuses a path through a forbidden directory before looking it
  * up, and chains confine their top image, backing and data files and never open a FIFO. Each
@@ -366,4 +366,71 @@ Test(chain_files, a_fifo_as_data_file_fails_the_open_at_once, .init = setup, .fi
 	assert_error_mentions("top.data");
 	assert_error_mentions("FIFO");
 	cr_assert_null(c);
+}
+
+/* ---- qcow2_data_file_open(): the one opener of external data files ---- */
+
+Test(data_file, resolved_from_the_image_directory_and_confined, .init = setup, .fini = teardown)
+{
+	struct qcow2_chain_opts o = {0};
+	struct qcow2_io *io = (struct qcow2_io *)&o; /* any non-NULL: it must be reset */
+	char root[PATH_MAX], buf[8] = "";
+
+	snprintf(root, sizeof(root), "%s", at("in"));
+	o.root = root;
+	cr_assert_eq(mkdir(at("in"), 0700), 0);
+	make_file("in/top.data", "inside");
+	make_file("out.data", "outside");
+	cr_assert_eq(qcow2_data_file_open(&o, at("in/top.qcow2"), "top.data", false, &io), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_eq(qcow2_io_pread(io, buf, 6, 0), 6);
+	cr_assert_str_eq(buf, "inside");
+	cr_assert_eq(qcow2_io_pwrite(io, "x", 1, 0), -EBADF, "opened read-only");
+	qcow2_io_close(io);
+
+	io = (struct qcow2_io *)&o;
+	cr_assert_eq(qcow2_data_file_open(&o, at("in/top.qcow2"), "../out.data", false, &io),
+		     -EPERM);
+	cr_assert_null(io);
+	assert_error_mentions("outside the source directory");
+	io = (struct qcow2_io *)&o;
+	cr_assert_eq(qcow2_data_file_open(&o, at("in/top.qcow2"), "gone.data", false, &io),
+		     -ENOENT);
+	cr_assert_null(io);
+	assert_error_mentions("gone.data");
+}
+
+Test(data_file, writable_when_asked_and_locked_as_a_reader, .init = setup, .fini = teardown)
+{
+	struct qcow2_chain_opts o = {.lock = true};
+	struct qcow2_io *io = NULL, *other = NULL;
+
+	make_file("top.data", "data");
+	cr_assert_eq(qcow2_data_file_open(&o, at("top.qcow2"), "top.data", true, &io), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_eq(qcow2_io_pwrite(io, "D", 1, 0), 0, "%s", qcow2_last_error());
+	/* QEMU's writer would be refused: the data file is held as a reader holds it */
+	cr_assert_eq(qcow2_io_open(at("top.data"), 0, &other), 0);
+	cr_assert_eq(qcow2_io_lock_check(other, QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE,
+					 QCOW2_PERM_ALL),
+		     -EBUSY);
+	qcow2_io_close(io);
+	cr_assert_eq(qcow2_io_lock_check(other, QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE,
+					 QCOW2_PERM_ALL),
+		     0, "the lock goes with the io");
+	qcow2_io_close(other);
+}
+
+Test(data_file, opened_by_its_canonical_path, .init = setup, .fini = teardown)
+{
+	struct qcow2_chain_opts o = {0};
+	struct qcow2_io *io = NULL;
+
+	/* the name resolves through the symlink; the canonical path is what is opened */
+	make_file("real.data", "real");
+	cr_assert_eq(symlink("real.data", at("link.data")), 0);
+	cr_assert_eq(qcow2_data_file_open(&o, at("top.qcow2"), "link.data", false, &io), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_str_eq(qcow2_io_name(io), at("real.data"));
+	qcow2_io_close(io);
 }

@@ -403,7 +403,7 @@ struct field_case {
 	uint32_t off;	/* within the entry */
 	uint32_t width; /* 4 or 8 */
 	uint64_t value;
-	bool bad; /* the entry decodes, marked invalid (SPEC 5: that snapshot only) */
+	bool bad; /* the entry decodes, marked invalid (that snapshot only) */
 };
 
 ParameterizedTestParameters(snapshot, entry_field_limits)
@@ -524,7 +524,7 @@ Test(snapshot, find_snapshot_matches_ids_before_names)
 	qcow2_image_close(qi);
 }
 
-/* SPEC 5: a bad entry disables that snapshot only; the image and the other snapshots work. */
+/* A bad entry disables that snapshot only; the image and the other snapshots work. */
 struct bad_entry_case { /* arrays, not pointers: each test runs in its own process */
 	char what[32];
 	uint32_t off, width;

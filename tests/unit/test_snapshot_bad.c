@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_snapshot_bad.c - a bad entry in the snapshot table disables that snapshot only
- * (SPEC 5): the check reports it in qemu-img check's words and counts (one corruption; what
+ * test_snapshot_bad.c - a bad entry in the snapshot table disables that snapshot only:
+ * the check reports it in qemu-img check's words and counts (one corruption; what
  * only it reaches counts as leaked, since its L1 table is not walked), and dropping it
  * (qcow2_image_snapshot_drop_unreadable(), `check --repair --drop-bad-snapshots`) followed by the
  * refcount repair leaves a clean image whose other snapshots and active state read as before.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * image.c - one qcow2 image, read side: loading it (header, L1 table, snapshot table, external
+ * load.c - one qcow2 image, read side: loading it (header, L1 table, snapshot table, external
  * data file, an L2 cache), accessors, the snapshots' L1 tables, and unloading it. The write
  * side, the public open and close, is the engine's (engine/open.c).
  *
@@ -36,7 +36,7 @@ int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t si
 				       off);
 	l1->entries = malloc((size_t)n * 8); /* n * 8 <= QCOW2_MAX_L1_BYTES, checked by callers */
 	if (!l1->entries)
-		return qcow2_set_error(-ENOMEM, "out of memory for the L1 table");
+		return qcow2_oom_for("the L1 table");
 	r = qcow2_io_pread_full(img->io, l1->entries, (size_t)n * 8, off);
 	if (r < 0) {
 		free(l1->entries);
@@ -61,13 +61,13 @@ static int open_tables(struct qcow2_image *img, const struct qcow2_image_opts *o
 	r = qcow2_l1_load(img, h->l1_off, h->l1_entries, h->size, &img->l1);
 	if (r < 0)
 		return r;
-	/* A bad entry marks that snapshot invalid, not the image (SPEC 5). */
+	/* A bad entry marks that snapshot invalid, not the image: the rest stays usable. */
 	r = qcow2_snapshot_load(img->io, h, img->file_bytes, &img->snaps, &img->snap_table_bytes);
 	if (r < 0)
 		return r;
 	img->snap_l1 = calloc(h->nb_snapshots ? h->nb_snapshots : 1, sizeof(*img->snap_l1));
 	if (!img->snap_l1)
-		return qcow2_set_error(-ENOMEM, "out of memory");
+		return qcow2_oom();
 	r = qcow2_l2cache_new(img->cluster_bytes,
 			      o && o->l2_cache_bytes ? o->l2_cache_bytes : DEFAULT_L2_CACHE_BYTES,
 			      &img->l2cache);
@@ -100,13 +100,13 @@ int qcow2_image_load(struct qcow2_io *io, const char *name, const struct qcow2_i
 	img = calloc(1, sizeof(*img));
 	if (!img) {
 		qcow2_io_close(io);
-		return qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+		return qcow2_error_prefix(qcow2_oom(), name);
 	}
 	img->io = io;
 	pthread_mutex_init(&img->snap_lock, NULL);
 	img->name = strdup(name);
 	if (!img->name) {
-		r = qcow2_set_error(-ENOMEM, "'%s': out of memory", name);
+		r = qcow2_error_prefix(qcow2_oom(), name);
 		goto fail;
 	}
 	r = qcow2_header_read(io, &img->h);
@@ -225,7 +225,7 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 	if (!img->snap_l1[idx]) {
 		t = calloc(1, sizeof(*t));
 		if (!t)
-			r = qcow2_set_error(-ENOMEM, "out of memory");
+			r = qcow2_oom();
 		else
 			r = qcow2_l1_load(img, s->l1_off, s->l1_entries, s->disk_bytes, t);
 		if (r == 0 && (uint64_t)t->n * img->l2_entries * img->cluster_bytes < s->disk_bytes)
