@@ -333,7 +333,7 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 		c = n->chain;
 	}
 	if (size < qcow2_chain_size(c)) {
-		r = -EINVAL; /* shrinking would lose data (SPEC 3) */
+		r = -EINVAL; /* a view never shrinks: that would cut the guest disk */
 	} else {
 		r = qcow2_chain_grow(c, size);
 		if (r < 0)

@@ -226,7 +226,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->copts.root = t->root_dir;
 	t->copts.allow_dirs = cfg->backing_dirs;
 	t->copts.n_allow_dirs = cfg->n_backing_dirs;
-	t->copts.mount_point = t->mount_point[0] ? t->mount_point : NULL;
+	t->copts.mount_point = t->mount_point && t->mount_point[0] ? t->mount_point : NULL;
 	t->copts.lock = true;
 	r = !t->root_dir || !t->source || !t->mount_point ? -ENOMEM : avoid_mounts(t, cfg);
 	if (r < 0) {
