@@ -8,7 +8,8 @@
  * SOURCE to an image elsewhere is no way out), no name is resolved through the daemon's own
  * mount point (path.c), and every file is opened by qcow2_file_open(): regular files only
  * (the top may be a block device where the caller allows it), never a blocking open. Layers
- * are qcow2 images or raw files.
+ * are qcow2 images, opened as every image opened by path is (qcow2_image_open_canonical(),
+ * engine/open.c), or raw files.
  *
  * Reading: an offset is resolved by the first layer (from the top) that has data or zeros for
  * it; past the end of a layer everything below reads as zeros. The owner map remembers, per
@@ -64,19 +65,6 @@ struct qcow2_chain {
 	struct qcow2_snapshot_pin pin; /* its own lock */
 };
 
-struct data_file_ctx {
-	const struct qcow2_chain_opts *o;
-	const char *image_path;
-	bool writable;
-};
-
-static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
-{
-	const struct data_file_ctx *d = ctx;
-
-	return qcow2_data_file_open(d->o, d->image_path, stored, d->writable, io);
-}
-
 static int add_layer(struct qcow2_chain *c, const char *path)
 {
 	struct layer *l;
@@ -110,40 +98,6 @@ static unsigned layer_flags(const struct qcow2_chain_opts *o, unsigned idx, bool
 	return f;
 }
 
-/* Open one image (the canonical @path of layer @idx): writable (the top of a writable chain)
- * or not; @shared: the permissions a reader lock shares. */
-static int open_image(const char *path, unsigned idx, const struct qcow2_chain_opts *o,
-		      bool writable, unsigned shared, struct qcow2_image **out)
-{
-	struct data_file_ctx dctx = { o, path, writable };
-	struct qcow2_image_opts io_opts = { open_data_file, &dctx, o ? o->l2_cache_bytes : 0,
-					    writable };
-	struct qcow2_io *io;
-	int r;
-
-	r = qcow2_io_open(path, layer_flags(o, idx, writable), &io);
-	if (r == 0 && o && o->lock &&
-	    (r = qcow2_io_lock(io, QCOW2_PERM_CONSISTENT_READ, shared)) < 0)
-		qcow2_io_close(io);
-	if (r < 0)
-		return r;
-	return qcow2_image_open(io, path, &io_opts, out);
-}
-
-#define READER_SHARED (QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
-
-int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
-			  struct qcow2_image **out)
-{
-	char canon[PATH_MAX];
-	int r;
-
-	r = qcow2_chain_resolve_top(o, path, canon, sizeof(canon));
-	if (r < 0)
-		return r;
-	return open_image(canon, 0, o, o && o->writable, READER_SHARED, out);
-}
-
 /* Open the file of the newest layer as @fmt ("qcow2", "raw" or "" to probe). */
 static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts *o,
 			   const char *fmt)
@@ -171,10 +125,13 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 			return r;
 	}
 	if (c->n == 1 && o && (o->writable || o->share_write))
-		r = open_image(l->path, 0, o, o->writable && !o->snapshot,
-			       o->share_write ? QCOW2_PERM_ALL : READER_SHARED, &l->img);
+		r = qcow2_image_open_canonical(l->path, o,
+					       layer_flags(o, 0, o->writable && !o->snapshot),
+					       o->share_write ? QCOW2_PERM_ALL : QCOW2_READER_SHARED,
+					       &l->img);
 	else
-		r = open_image(l->path, c->n - 1, o, false, READER_SHARED, &l->img);
+		r = qcow2_image_open_canonical(l->path, o, layer_flags(o, c->n - 1, false),
+					       QCOW2_READER_SHARED, &l->img);
 	if (r < 0)
 		return r;
 	l->size = qcow2_guest_bytes(l->img->h.size);

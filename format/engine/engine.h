@@ -241,10 +241,12 @@ int qcow2_overlap_writable(const struct qcow2_image *img);
 /* recount.c: rebuild the refcounts of an image left dirty (lazy refcounts) before writing it. */
 int qcow2_rebuild_dirty(struct qcow2_image *img);
 
-/* open.c: qcow2_image_open() of a writable image for qcow2_image_repair(): accepted when
- * marked corrupt, and a dirty image keeps its dirty bit, unrebuilt, until the repair. */
-int qcow2_image_open_repair_io(struct qcow2_io *io, const char *name,
-			       const struct qcow2_image_opts *o, struct qcow2_image **out);
+/* open.c: qcow2_image_open_path() past the resolution: the image at the canonical @path (a
+ * chain's layers, whose paths the chain resolves), opened with qcow2_io_open() @flags
+ * (QCOW2_OPEN_WRITE: writable; QCOW2_OPEN_BLOCKDEV) and no symlink followed; with @o->lock
+ * locked as a reader sharing @shared (with @o->repair: QEMU's writer lock). */
+int qcow2_image_open_canonical(const char *path, const struct qcow2_chain_opts *o,
+			       unsigned flags, unsigned shared, struct qcow2_image **out);
 
 /* ---- walk.c: one walk over an image's metadata as `qemu-img check` makes it (counts of what
  * points at each cluster, the problems found), shared by the check, the dirty rebuild and the
