@@ -19,6 +19,10 @@
  * or a device named as an image would otherwise hang the opener) and admits only regular
  * files, and block devices only where the caller says an operator named one: no file type
  * blocks the daemon or a command, and a view never reaches a device its caller did not name.
+ *
+ * Locks: io->mem_lock (a memory io's buffer and injected failures) and file_fail.lock
+ * (the test hook's counters), both leaves and internal to this file; QEMU's file locks on a data
+ * file opened for an image (qcow2_data_file_open(), a reader's, through lock.c).
  */
 #include <errno.h>
 #include <fcntl.h>

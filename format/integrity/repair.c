@@ -29,6 +29,10 @@
  * nothing (qcow2_repair_pass() sets *rebuild) and the caller (verify.c) first builds a new one
  * elsewhere (rebuild.c). verify.c also journals every write, checks the result from disk and
  * puts everything back when it is not better than the image found.
+ *
+ * Locks: w->lock (qcow2_image_meta_lock(), engine/locks.c) around each step that changes
+ * the image; w->frees is not needed: a repair holds the image alone (QEMU's writer lock, one
+ * thread).
  */
 #include <errno.h>
 #include <inttypes.h>

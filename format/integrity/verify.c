@@ -20,6 +20,8 @@
  * each step, written next to each (repair.c, rebuild.c): the old refcount structure is never
  * written into, the rebuilt one is switched to with one header write, and the in-place steps
  * keep every refcount at least what points at its cluster.
+ *
+ * Locks: none of its own; each pass's steps take w->lock (repair.c).
  */
 #include <errno.h>
 #include <fcntl.h>

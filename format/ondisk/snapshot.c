@@ -19,6 +19,9 @@
  * an invalid entry's L1 table; its bytes stay in the table as they are
  * until a repair drops them (qemu-img does the same: it reads such a table and reports the
  * entry in check).
+ *
+ * Locks: a pin's p->lock (a mutex, internal to the pins at the end of this file) around its
+ * check; everything else is pure decoding.
  */
 #include <errno.h>
 #include <inttypes.h>
