@@ -88,10 +88,9 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 			return r;
 	}
 	if (c->n == 1 && o && (o->writable || o->share_write))
-		r = qcow2_image_open_canonical(l->path, o,
-					       layer_flags(o, 0, o->writable && !o->snapshot),
-					       o->share_write ? QCOW2_PERM_ALL : QCOW2_READER_SHARED,
-					       &l->img);
+		r = qcow2_image_open_canonical(
+		    l->path, o, layer_flags(o, 0, o->writable && !o->snapshot),
+		    o->share_write ? QCOW2_PERM_ALL : QCOW2_READER_SHARED, &l->img);
 	else
 		r = qcow2_image_open_canonical(l->path, o, layer_flags(o, c->n - 1, false),
 					       QCOW2_READER_SHARED, &l->img);

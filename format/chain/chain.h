@@ -38,7 +38,7 @@ struct qcow2_chain {
 	struct qcow2_chain_layer *layers;
 	unsigned n;
 	unsigned cap;
-	uint64_t size;                 /* changes only under the top's w->frees, exclusive */
+	uint64_t size;		       /* changes only under the top's w->frees, exclusive */
 	struct qcow2_ownermap *owners; /* NULL: walk every time; replaced under w->frees excl. */
 	pthread_rwlock_t owner_rw;     /* chain-read.c's: the owner map's entries */
 	bool write_locked;

@@ -259,8 +259,8 @@ int qcow2_rebuild_dirty(struct qcow2_image *img);
  * chain's layers, whose paths the chain resolves), opened with qcow2_io_open() @flags
  * (QCOW2_OPEN_WRITE: writable; QCOW2_OPEN_BLOCKDEV) and no symlink followed; with @o->lock
  * locked as a reader sharing @shared (with @o->repair: QEMU's writer lock). */
-int qcow2_image_open_canonical(const char *path, const struct qcow2_chain_opts *o,
-			       unsigned flags, unsigned shared, struct qcow2_image **out);
+int qcow2_image_open_canonical(const char *path, const struct qcow2_chain_opts *o, unsigned flags,
+			       unsigned shared, struct qcow2_image **out);
 
 /* ---- walk.c: one walk over an image's metadata as `qemu-img check` makes it (counts of what
  * points at each cluster, the problems found), shared by the check, the dirty rebuild and the

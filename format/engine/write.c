@@ -242,37 +242,51 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 	return 0;
 }
 
+/* Extended L2: the host cluster guest cluster @guest_cl (entry @e, bitmap @bm) writes its
+ * subclusters to: its own, or a new one, holding a copy of a shared cluster's allocated
+ * subclusters (the old one then counted down). */
+static int own_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t e, uint64_t bm,
+		       uint64_t *target)
+{
+	uint64_t cs = img->cluster_bytes, old = host_of(img, e, guest_cl);
+	uint8_t *copy;
+	int r;
+
+	*target = old;
+	if ((e & QCOW2_OFLAG_COPIED) && old)
+		return 0;
+	r = new_clusters(img, guest_cl, 1, target);
+	if (r < 0)
+		return r;
+	if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
+		copy = malloc(cs);
+		r = copy ? qcow2_io_pread_full(img->data_io, copy, cs, old) : -ENOMEM;
+		if (r == 0)
+			r = qcow2_io_pwrite(img->data_io, copy, cs, *target);
+		free(copy);
+	} else {
+		r = qcow2_io_grow(img->data_io, *target + cs);
+	}
+	if (r == 0)
+		r = release_entry(img, e);
+	if (r < 0)
+		drop_clusters(img, *target, 1);
+	return r;
+}
+
 /* Extended L2: write [@in, @in + @len) of the cluster, allocating only the subclusters it
  * touches; a partly written subcluster is completed from below (or zeros). */
 static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
 			     size_t len, const uint8_t *data, const struct qcow2_fill *fill)
 {
-	uint64_t cs = img->cluster_bytes, scb = 1ull << img->sc_bits, e = ent[0], bm = ent[1];
-	uint64_t old = host_of(img, e, guest_cl), target = old, end = in + len;
+	uint64_t scb = 1ull << img->sc_bits, bm = ent[1], target, end = in + len;
 	uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((end - 1) / scb), i;
 	uint8_t *sub;
-	int r = 0;
+	int r;
 
-	if (!(e & QCOW2_OFLAG_COPIED) || !old) {
-		r = new_clusters(img, guest_cl, 1, &target);
-		if (r < 0)
-			return r;
-		if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
-			sub = malloc(cs);
-			r = sub ? qcow2_io_pread_full(img->data_io, sub, cs, old) : -ENOMEM;
-			if (r == 0)
-				r = qcow2_io_pwrite(img->data_io, sub, cs, target);
-			free(sub);
-		} else {
-			r = qcow2_io_grow(img->data_io, target + cs);
-		}
-		if (r == 0)
-			r = release_entry(img, e);
-		if (r < 0) {
-			drop_clusters(img, target, 1);
-			return r;
-		}
-	}
+	r = own_cluster(img, guest_cl, ent[0], bm, &target);
+	if (r < 0)
+		return r;
 	sub = malloc(scb);
 	if (!sub)
 		return qcow2_oom();
@@ -356,6 +370,28 @@ static uint32_t whole_span(const struct qcow2_image *img, const uint64_t *ents, 
 	return j;
 }
 
+/* Store the entries of @ents (@k from L2 index @l2_idx of the table at @l2_off) that differ
+ * from @orig, a run of changed entries at a time. The first error, after trying them all. */
+static int store_changed(struct qcow2_image *img, uint64_t l2_off, uint32_t l2_idx,
+			 const uint64_t *ents, const uint64_t *orig, uint32_t k)
+{
+	uint32_t ew = img->l2_entry_words, i, j;
+	int r = 0, e;
+
+	for (i = 0; i < k; i++) {
+		if (memcmp(&ents[i * ew], &orig[i * ew], ew * 8) == 0)
+			continue;
+		for (j = i + 1; j < k && memcmp(&ents[j * ew], &orig[j * ew], ew * 8) != 0; j++)
+			;
+		e = qcow2_write_l2_modify(img, l2_off, NULL, (l2_idx + i) * ew, (j - i) * ew,
+					  &ents[i * ew]);
+		if (e < 0 && r == 0)
+			r = e;
+		i = j;
+	}
+	return r;
+}
+
 /* Write from @off up to the end of one L2 table (at most MAX_RUN clusters). w->lock held.
  * Returns the bytes handled. */
 static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
@@ -366,7 +402,7 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(cl % img->l2_entries), k, i, j;
 	bool backing = fill && fill->has_backing;
 	size_t done = 0;
-	int r;
+	int r, e;
 
 	k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
 	r = qcow2_write_load_run(img, off, k, ents, &l2_off);
@@ -405,18 +441,9 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 		}
 	}
 	/* Point the L2 entries at what was written (even after a failure midway). */
-	for (i = 0; i < k; i++) {
-		int e;
-
-		if (memcmp(&ents[i * ew], &orig[i * ew], ew * 8) == 0)
-			continue;
-		for (j = i + 1; j < k && memcmp(&ents[j * ew], &orig[j * ew], ew * 8) != 0; j++)
-			;
-		e = qcow2_write_l2_modify(img, l2_off, NULL, (l2_idx + i) * ew, (j - i) * ew, &ents[i * ew]);
-		if (e < 0 && r == 0)
-			r = e;
-		i = j;
-	}
+	e = store_changed(img, l2_off, l2_idx, ents, orig, k);
+	if (e < 0 && r == 0)
+		r = e;
 	if (done)
 		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	return r < 0 ? r : (ssize_t)done;

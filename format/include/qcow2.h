@@ -184,7 +184,7 @@ int qcow2_io_unlock(struct qcow2_io *io, unsigned perm);
 int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 /* What a reader shares: everything but write and resize. */
 #define QCOW2_READER_SHARED (QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
-#define qcow2_io_lock_check_reader(io)                                                      \
+#define qcow2_io_lock_check_reader(io) \
 	qcow2_io_lock_check((io), QCOW2_PERM_CONSISTENT_READ, QCOW2_READER_SHARED)
 /* What a QEMU writer holds: consistent read, write and resize, sharing neither write nor
  * resize. Taken on an io that already holds a reader lock, it upgrades that lock. */
@@ -193,7 +193,8 @@ int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 #define qcow2_io_lock_writer(io) qcow2_io_lock((io), QCOW2_WRITER_PERMS, QCOW2_WRITER_SHARED)
 /* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
  * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
-#define qcow2_io_lock_reader(io) qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ, QCOW2_READER_SHARED)
+#define qcow2_io_lock_reader(io) \
+	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ, QCOW2_READER_SHARED)
 
 /* ---- header (header.c) ---- */
 

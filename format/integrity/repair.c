@@ -41,7 +41,6 @@
 
 #include "integrity/integrity.h"
 
-
 /* ---- planning (the visitor of a planning walk, engine/walk.c) ---- */
 
 static int push_range(struct qcow2_crange **v, size_t *n, size_t *cap, uint64_t first,
