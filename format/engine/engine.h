@@ -118,7 +118,7 @@ struct qcow2_wstate {
 	bool sparse_prealloc;
 };
 
-/* write.c: the write side of one image. The caller (chain.c) holds w->frees shared around
+/* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around
  * writes and zeroing (qcow2_image_read_begin()), and exclusive around qcow2_image_grow()
  * (qcow2_image_exclusive_begin()). @fill reads what the layers
  * below show (for copy-on-write); NULL or !has_backing: nothing below, zeros. */

@@ -536,7 +536,7 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_extent *e,
 				uint64_t skip, void *buf, size_t len);
 
-/* ---- chains (chain.c) ---- */
+/* ---- chains (chain/chain.c; reading: chain-read.c) ---- */
 
 struct qcow2_chain;
 
@@ -615,7 +615,7 @@ int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *
 /* Sum of host-allocated bytes of every file of the chain (for st_blocks). */
 int qcow2_chain_allocated_bytes(struct qcow2_chain *c, uint64_t *bytes);
 
-/* ---- writing (chain.c, write.c) ----
+/* ---- writing (chain/chain-write.c, engine/write.c) ----
  * Writes go to the top image only, copy-on-write from the layers below. Every function is
  * safe from many threads at once with reads and with each other, except
  * qcow2_chain_grow(), which waits for them. -EROFS when the top is not writable. */
