@@ -6,7 +6,8 @@
  * back and clears the dirty bit. The one way to open an image by path is here too
  * (qcow2_image_open_path(): the chain's layers, the tools, the jobs and a repair): the path
  * confined (base/path.c), the file opened with no symlink followed and locked as QEMU would
- * (base/lock.c), its data file resolved and confined like a backing file.
+ * (base/lock.c), its data file resolved and confined like a backing file
+ * (qcow2_data_file_open()).
  *
  * Locks: no library lock (the image is not shared yet while it opens, nor any more while it
  * closes; the locks of the write side are locks.c's); QEMU's file locks on the file opened by
@@ -112,6 +113,29 @@ int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_i
 }
 
 /* ---- by path ---- */
+
+/* Resolved and confined as a backing file is, then opened by its canonical path: a symlink
+ * there now was put there since, and is not followed. Locked as a reader, as QEMU locks the
+ * data file of an image it reads. */
+int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
+			 const char *stored_name, bool writable, struct qcow2_io **io)
+{
+	char path[PATH_MAX];
+	int r;
+
+	*io = NULL;
+	r = qcow2_chain_resolve_path(o, image_path, stored_name, path, sizeof(path));
+	if (r == 0)
+		r = qcow2_io_open(path, (writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW,
+				  io);
+	if (r == 0 && o && o->lock)
+		r = qcow2_io_lock_reader(*io);
+	if (r < 0 && *io) {
+		qcow2_io_close(*io);
+		*io = NULL;
+	}
+	return r;
+}
 
 struct data_file_ctx {
 	const struct qcow2_chain_opts *o;

@@ -103,13 +103,6 @@ int qcow2_file_open(const char *path, unsigned flags);
 int qcow2_io_open(const char *path, unsigned flags, struct qcow2_io **out);
 /* qcow2_io_open() with QCOW2_OPEN_WRITE if @writable. Returns 0 or -errno. */
 int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
-struct qcow2_chain_opts;
-/* Open the external data file @stored_name named by the image at @image_path (the opener of
- * struct qcow2_image_opts): resolved and confined by qcow2_chain_resolve_path(), opened with no
- * symlink followed, for writing if @writable, and with @o->lock a reader's lock taken. Returns
- * 0 or -errno; *@io is NULL on failure. */
-int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
-			 const char *stored_name, bool writable, struct qcow2_io **io);
 /* A memory-backed io holding a copy of @bytes (tests, fuzzers). @name is used in messages. */
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
 /* Make the @nth (1-based, counted from now) operation of kind @op fail with @err (memory io). */
@@ -412,6 +405,12 @@ struct qcow2_chain_opts;
  * writes it without sharing that). */
 int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 			  struct qcow2_image **out);
+/* Open the external data file @stored_name named by the image at @image_path (the opener of
+ * struct qcow2_image_opts that qcow2_image_open_path() gives): resolved and confined by
+ * qcow2_chain_resolve_path(), opened with no symlink followed, for writing if @writable, and
+ * with @o->lock a reader's lock taken. Returns 0 or -errno; *@io is NULL on failure. */
+int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
+			 const char *stored_name, bool writable, struct qcow2_io **io);
 void qcow2_image_close(struct qcow2_image *img);
 const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
