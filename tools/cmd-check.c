@@ -211,10 +211,8 @@ static int check_image(const char *path, const struct check_opts *o)
 	int r;
 
 	catch_interrupts();
-	if (o->repair && !o->c.dry_run)
-		r = qcow2_image_open_repair(path, &co, &img);
-	else
-		r = qcow2_image_open_path(path, &co, &img);
+	co.repair = o->repair && !o->c.dry_run;
+	r = qcow2_image_open_path(path, &co, &img);
 	if (r < 0)
 		return fail_lib();
 	progress_init(&p, &o->c, o->repair && !o->c.dry_run ? "repairing" : "checking");

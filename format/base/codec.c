@@ -9,6 +9,8 @@
  *
  * Compression (copy --compress) writes what QEMU writes: a raw deflate stream (window bits
  * -12) or one zstd frame, used only when it is shorter than the cluster.
+ *
+ * Locks: none (no state shared between calls).
  */
 #include <errno.h>
 #include <limits.h>

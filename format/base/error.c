@@ -5,6 +5,8 @@
  * Errors are recorded once, where they are found, with qcow2_set_error(); callers higher up
  * return the code unchanged so the first (most precise) message survives. fs/ and tools/ print
  * it; nothing in format/ does.
+ *
+ * Locks: none (the message is per thread).
  */
 #include <stdarg.h>
 #include <stdio.h>

@@ -19,6 +19,9 @@
  * or a device named as an image would otherwise hang the opener) and admits only regular
  * files, and block devices only where the caller says an operator named one: no file type
  * blocks the daemon or a command, and a view never reaches a device its caller did not name.
+ *
+ * Locks: io->mem_lock (a memory io's buffer and injected failures) and file_fail.lock
+ * (the test hook's counters), both leaves and internal to this file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -232,29 +235,6 @@ int qcow2_io_open(const char *path, unsigned flags, struct qcow2_io **out)
 int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out)
 {
 	return qcow2_io_open(path, writable ? QCOW2_OPEN_WRITE : 0, out);
-}
-
-/* Resolved and confined as a backing file is, then opened by its canonical path: a symlink
- * there now was put there since, and is not followed. Locked as a reader, as QEMU locks the
- * data file of an image it reads. */
-int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
-			 const char *stored_name, bool writable, struct qcow2_io **io)
-{
-	char path[PATH_MAX];
-	int r;
-
-	*io = NULL;
-	r = qcow2_chain_resolve_path(o, image_path, stored_name, path, sizeof(path));
-	if (r == 0)
-		r = qcow2_io_open(path, (writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW,
-				  io);
-	if (r == 0 && o && o->lock)
-		r = qcow2_io_lock_reader(*io);
-	if (r < 0 && *io) {
-		qcow2_io_close(*io);
-		*io = NULL;
-	}
-	return r;
 }
 
 int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out)

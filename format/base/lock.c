@@ -8,6 +8,8 @@
  * wants conflicts with someone's "not shared" byte, and a permission it does not share conflicts
  * with someone's "held" byte. We do exactly that, so QEMU and we see each other.
  * Locks live as long as the io's file descriptor; closing the io drops them.
+ *
+ * Locks: no library lock; the OFD locks on the file itself (above), taken and tested here.
  */
 #include <dirent.h>
 #include <errno.h>

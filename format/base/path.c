@@ -25,6 +25,9 @@
  * file named by an image (a backing or external data file) or by the user is resolved so and
  * must lie below the chain options' root or one of their allowed directories. Chains, the
  * repair, the directory scan and create all use it, so it lives here, below them all.
+ *
+ * Locks: none of its own; a caller's avoid callback (struct qcow2_path_avoid: the daemon's
+ * mount table, mounts.c) takes its leaf lock during a resolution.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -16,6 +16,8 @@
  * per write (a refcount block written back three times is saved three times).
  *
  * One thread: a repair holds the image alone and writes it from one thread.
+ *
+ * Locks: none.
  */
 #include <errno.h>
 #include <stdlib.h>

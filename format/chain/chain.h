@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * chain.h - a chain of images as one flat view, and the owner map of its chunks. Above
- * integrity (docs/design.md).
+ * chain.h - a chain of images as one flat view (chain.c, chain-read.c, chain-write.c), and the
+ * owner map of its chunks (ownermap.c). Above integrity (docs/design.md).
  */
 #ifndef QCOW2_CHAIN_H
 #define QCOW2_CHAIN_H
@@ -20,5 +20,41 @@ void qcow2_ownermap_set(struct qcow2_ownermap *m, uint64_t idx, uint32_t owner);
 uint32_t qcow2_ownermap_chunk_bits(const struct qcow2_ownermap *m);
 /* Make chunks [@first, @last] unknown again (only pages that exist are touched). */
 void qcow2_ownermap_forget(struct qcow2_ownermap *m, uint64_t first, uint64_t last);
+
+/* ---- the chain (chain.c opens and closes it, chain-read.c reads it, chain-write.c writes its
+ * top) ---- */
+
+struct qcow2_chain_layer {
+	char *path;
+	struct qcow2_image *img; /* NULL for raw */
+	struct qcow2_io *raw;
+	const struct qcow2_l1 *l1; /* NULL: the active table */
+	uint64_t size;
+	dev_t dev;
+	ino_t ino;
+};
+
+struct qcow2_chain {
+	struct qcow2_chain_layer *layers;
+	unsigned n;
+	unsigned cap;
+	uint64_t size;		       /* changes only under the top's w->frees, exclusive */
+	struct qcow2_ownermap *owners; /* NULL: walk every time; replaced under w->frees excl. */
+	pthread_rwlock_t owner_rw;     /* chain-read.c's: the owner map's entries */
+	bool write_locked;
+	bool pinned;		       /* a snapshot view: every call checks the pin */
+	struct qcow2_snapshot_pin pin; /* its own lock */
+};
+
+/* chain-read.c: a call on the chain begins and ends: a writable top's clusters are not freed
+ * in between (qcow2_image_read_begin/end(): its w->frees shared). */
+void qcow2_chain_enter(struct qcow2_chain *c);
+void qcow2_chain_leave(struct qcow2_chain *c);
+/* chain-read.c: what the layers below the top show at [@off, @off + @n) of @ctx (the chain),
+ * zeros past the end: copy-on-write's source (a qcow2_fill reader). 0 or -errno. */
+int qcow2_chain_read_below(void *ctx, void *buf, size_t n, uint64_t off);
+/* chain-read.c: the top changed over [@off, @off + @n): the owners recorded there are stale
+ * (takes c->owner_rw exclusive; not with the top's w->lock held). */
+void qcow2_chain_forget(struct qcow2_chain *c, uint64_t off, uint64_t n);
 
 #endif

@@ -11,6 +11,7 @@
  * Disks with more than 2^30 chunks get no map (the caller walks the chain instead).
  * When the top layer changes, the chain forgets the chunks it changed (qcow2_ownermap_forget(),
  * under the chain's owner lock held exclusive, while walks that record owners hold it shared).
+ * Locks: none taken here (the owner lock is chain-read.c's).
  */
 #include <errno.h>
 #include <stdlib.h>

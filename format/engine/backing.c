@@ -2,6 +2,9 @@
 /*
  * backing.c - changing the backing file pointer of a writable image (commit, rebase): the
  * header cluster rewritten whole, in one write, then made durable.
+ *
+ * Locks: w->lock (qcow2_image_meta_lock()) around the header rewrite, after a flush that takes
+ * its own (flush.c).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -10,6 +10,9 @@
  * stage, the L2 entry in a later one (flush.c), so no entry points at bytes not yet there.
  * The packing cluster is forgotten at every flush: after a flush, frees are applied and the
  * cluster could be reused, so nothing more may be appended to it.
+ *
+ * Locks: w->lock (qcow2_image_meta_lock()) around the placement and the entry; the caller
+ * holds w->frees shared (qcow2_image_read_begin(), the chain's call).
  */
 #include <errno.h>
 #include <inttypes.h>

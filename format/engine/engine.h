@@ -118,7 +118,7 @@ struct qcow2_wstate {
 	bool sparse_prealloc;
 };
 
-/* write.c: the write side of one image. The caller (chain.c) holds w->frees shared around
+/* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around
  * writes and zeroing (qcow2_image_read_begin()), and exclusive around qcow2_image_grow()
  * (qcow2_image_exclusive_begin()). @fill reads what the layers
  * below show (for copy-on-write); NULL or !has_backing: nothing below, zeros. */
@@ -137,8 +137,6 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
  * (which may be read as raw), a version 2 image over a backing file. */
 int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
-/* Change active L1 entry @i to @v; the next flush writes it back. w->lock held. */
-void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v);
 /* Make whole units of [@off, @off + @n) unallocated (partial units are left, except the last
  * one of the disk). */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);
@@ -148,8 +146,24 @@ int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint
 /* compress.c: write guest cluster @guest_off (aligned) from the whole cluster in @buf (zeros
  * past the disk's end), compressed where that saves space, else as a normal write. */
 int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint64_t guest_off);
+/* write-table.c: the tables a change rewrites. Active L1 entry @i (an atomic load: no lock). */
+uint64_t qcow2_write_l1_get(const struct qcow2_image *img, uint32_t i);
+/* Change active L1 entry @i to @v; the next flush writes it back. w->lock held. */
+void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v);
+/* qcow2_l2cache_modify() of the table at @l2_off, writing every cached table back first when
+ * all of them are dirty (-ENOMEM "L2 cache too small" if that is not enough). w->lock held. */
+int qcow2_write_l2_modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init,
+			  uint32_t word, uint32_t n, const uint64_t *words);
+/* Clusters of [@off, @off + @n) up to the end of their L2 table, at most @max. */
+uint32_t qcow2_write_run_clusters(const struct qcow2_image *img, uint64_t off, uint64_t n,
+				  uint32_t max);
+/* The @k entries (@k from qcow2_write_run_clusters()) from guest @off's on into @ents, from
+ * the L2 table checked, made the image's own and pinned for writing at *@l2_off. w->lock
+ * held. */
+int qcow2_write_load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint64_t *ents,
+			 uint64_t *l2_off);
 /* Set the COPIED flags of the active L1 and L2 tables from the refcounts (refcount 1: set),
- * as a repair after the refcounts were rebuilt. */
+ * as a repair after the refcounts were rebuilt. w->lock held. */
 int qcow2_write_fix_copied(struct qcow2_image *img);
 /* grow.c: grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
 int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);
@@ -241,10 +255,12 @@ int qcow2_overlap_writable(const struct qcow2_image *img);
 /* recount.c: rebuild the refcounts of an image left dirty (lazy refcounts) before writing it. */
 int qcow2_rebuild_dirty(struct qcow2_image *img);
 
-/* open.c: qcow2_image_open() of a writable image for qcow2_image_repair(): accepted when
- * marked corrupt, and a dirty image keeps its dirty bit, unrebuilt, until the repair. */
-int qcow2_image_open_repair_io(struct qcow2_io *io, const char *name,
-			       const struct qcow2_image_opts *o, struct qcow2_image **out);
+/* open.c: qcow2_image_open_path() past the resolution: the image at the canonical @path (a
+ * chain's layers, whose paths the chain resolves), opened with qcow2_io_open() @flags
+ * (QCOW2_OPEN_WRITE: writable; QCOW2_OPEN_BLOCKDEV) and no symlink followed; with @o->lock
+ * locked as a reader sharing @shared (with @o->repair: QEMU's writer lock). */
+int qcow2_image_open_canonical(const char *path, const struct qcow2_chain_opts *o, unsigned flags,
+			       unsigned shared, struct qcow2_image **out);
 
 /* ---- walk.c: one walk over an image's metadata as `qemu-img check` makes it (counts of what
  * points at each cluster, the problems found), shared by the check, the dirty rebuild and the

@@ -4,6 +4,10 @@
  * and the L2 cache changed in memory goes to disk in stages, each made durable before the next
  * (the order is explained at struct qcow2_wstate, engine.h), then the clusters the flushed
  * metadata no longer uses are counted down, with no read running (w->frees exclusive).
+ *
+ * Locks: qcow2_image_flush() takes w->lock for the stages, then w->frees exclusive and w->lock
+ * again for the count-downs (in the order of docs/design.md); qcow2_image_flush_locked() runs
+ * the stages for a caller that already holds w->lock.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -6,7 +6,7 @@
  * (qcow2_image_flush_locked()). Shrinking is refused.
  *
  * Locking: takes w->lock; the caller holds w->frees exclusive (qcow2_image_exclusive_begin(),
- * chain.c), as the L1 array is replaced under it.
+ * chain-write.c), as the L1 array is replaced under it.
  */
 #include <errno.h>
 #include <inttypes.h>

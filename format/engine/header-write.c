@@ -6,6 +6,8 @@
  * write, laid out by ondisk.h's OFF_* (the one home of the header layout, which header.c decodes
  * and encodes): size, L1 and refcount table placement, snapshot fields as they are, and for v3
  * the feature bits. That range lies in the first sector, which the disk writes whole.
+ *
+ * Locks: none taken; the callers hold w->lock (or the image alone, while it opens).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -3,11 +3,19 @@
  * open.c - the public open and close of one image: the read side loaded (image/load.c), then
  * for a writable image its write side set up (refcount blocks, overlap checks, a dirty image's
  * refcounts rebuilt, the refcounts of its metadata verified); a clean close writes everything
- * back and clears the dirty bit. Locking: the image is not shared yet while it opens, nor any
- * more while it closes; the locks of the write side are locks.c's.
+ * back and clears the dirty bit. The one way to open an image by path is here too
+ * (qcow2_image_open_path(): the chain's layers, the tools, the jobs and a repair): the path
+ * confined (base/path.c), the file opened with no symlink followed and locked as QEMU would
+ * (base/lock.c), its data file resolved and confined like a backing file
+ * (qcow2_data_file_open()).
+ *
+ * Locks: no library lock (the image is not shared yet while it opens, nor any more while it
+ * closes; the locks of the write side are locks.c's); QEMU's file locks on the file opened by
+ * path: a reader's, or a writer's for a repair.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -82,8 +90,8 @@ bool qcow2_image_writable(const struct qcow2_image *img)
 	return img->w && !__atomic_load_n(&img->w->corrupt, __ATOMIC_ACQUIRE);
 }
 
-static int open_image(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
-		      bool repair, struct qcow2_image **out)
+int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
+		     struct qcow2_image **out)
 {
 	struct qcow2_image *img;
 	int r;
@@ -91,7 +99,7 @@ static int open_image(struct qcow2_io *io, const char *name, const struct qcow2_
 	r = qcow2_image_load(io, name, o, &img);
 	if (r < 0)
 		return r;
-	img->repair = repair;
+	img->repair = o && o->writable && o->repair;
 	if (o && o->writable) {
 		r = open_write_side(img);
 		if (r < 0) {
@@ -104,16 +112,86 @@ static int open_image(struct qcow2_io *io, const char *name, const struct qcow2_
 	return 0;
 }
 
-int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
-		     struct qcow2_image **out)
+/* ---- by path ---- */
+
+/* Resolved and confined as a backing file is, then opened by its canonical path: a symlink
+ * there now was put there since, and is not followed. Locked as a reader, as QEMU locks the
+ * data file of an image it reads. */
+int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
+			 const char *stored_name, bool writable, struct qcow2_io **io)
 {
-	return open_image(io, name, o, false, out);
+	char path[PATH_MAX];
+	int r;
+
+	*io = NULL;
+	r = qcow2_chain_resolve_path(o, image_path, stored_name, path, sizeof(path));
+	if (r == 0)
+		r = qcow2_io_open(path, (writable ? QCOW2_OPEN_WRITE : 0) | QCOW2_OPEN_NOFOLLOW,
+				  io);
+	if (r == 0 && o && o->lock)
+		r = qcow2_io_lock_reader(*io);
+	if (r < 0 && *io) {
+		qcow2_io_close(*io);
+		*io = NULL;
+	}
+	return r;
 }
 
-int qcow2_image_open_repair_io(struct qcow2_io *io, const char *name,
-			       const struct qcow2_image_opts *o, struct qcow2_image **out)
+struct data_file_ctx {
+	const struct qcow2_chain_opts *o;
+	const char *image_path;
+	bool writable;
+};
+
+/* The external data file: resolved and confined as a backing file is (base/io.c). */
+static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 {
-	return open_image(io, name, o, o && o->writable, out);
+	const struct data_file_ctx *d = ctx;
+
+	return qcow2_data_file_open(d->o, d->image_path, stored, d->writable, io);
+}
+
+int qcow2_image_open_canonical(const char *path, const struct qcow2_chain_opts *o, unsigned flags,
+			       unsigned shared, struct qcow2_image **out)
+{
+	bool writable = flags & QCOW2_OPEN_WRITE, repair = writable && o && o->repair;
+	/* A repair writes the image only: its data file stays read-only. */
+	struct data_file_ctx dctx = {o, path, writable && !repair};
+	struct qcow2_image_opts io_opts = {open_data_file, &dctx, o ? o->l2_cache_bytes : 0,
+					   writable, repair};
+	struct qcow2_io *io;
+	int r;
+
+	r = qcow2_io_open(path, flags | QCOW2_OPEN_NOFOLLOW, &io);
+	if (r < 0)
+		return r;
+	if (o && o->lock) {
+		r = repair ? qcow2_io_lock_writer(io)
+			   : qcow2_io_lock(io, QCOW2_PERM_CONSISTENT_READ, shared);
+		if (r < 0) {
+			qcow2_io_close(io);
+			return r;
+		}
+	}
+	return qcow2_image_open(io, path, &io_opts, out);
+}
+
+int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
+			  struct qcow2_image **out)
+{
+	char canon[PATH_MAX];
+	unsigned flags = 0;
+	int r;
+
+	r = qcow2_chain_resolve_top(o, path, canon, sizeof(canon));
+	if (r < 0)
+		return r;
+	if (o && (o->writable || o->repair))
+		flags |= QCOW2_OPEN_WRITE;
+	/* (not for a repair, which may truncate what it wrote back to the file's old length) */
+	if (o && o->top_blockdev && !o->repair)
+		flags |= QCOW2_OPEN_BLOCKDEV;
+	return qcow2_image_open_canonical(canon, o, flags, QCOW2_READER_SHARED, out);
 }
 
 void qcow2_image_close(struct qcow2_image *img)

@@ -3,7 +3,7 @@
  * prealloc.c - preallocation: clusters allocated by a write without data (qcow2_image_write()
  * with no buffer, for fallocate(2) through the views and for new images), where the content
  * they show does not change, so nothing is copied. write.c decides which clusters qualify and
- * calls in here with w->lock held.
+ * calls in here with w->lock held (no lock taken here).
  *
  * Write order is the write path's: the new clusters' refcounts and L2 entries stay cached until
  * qcow2_image_flush(), and what is written here (zeros over a reused cluster, the file's new

@@ -2,7 +2,8 @@
 /*
  * refcache.c - the refcount blocks of a writable image, cached in w->blocks (on-disk encoding)
  * and loaded on first use: what the allocator (refcount.c) changes and the overlap checks
- * (overlap.c) read. w->lock held.
+ * (overlap.c) read. Locks: none taken, w->lock held by the callers, except
+ * qcow2_refcount_any_dirty(), which takes it (qcow2_image_meta_lock()).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -4,7 +4,7 @@
  * flush that unlinked what they count (applied by qcow2_refcount_apply_frees()), the growth of
  * the refcount table, and the first two write-back stages (blocks, then table entries or a moved
  * table and its header fields). The reader (load, lookups) is image/refcount.c, the cached
- * blocks refcache.c. w->lock held.
+ * blocks refcache.c. Locks: none taken, w->lock held by the callers.
  */
 #include <errno.h>
 #include <inttypes.h>

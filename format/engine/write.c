@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * write.c - guest writes into one qcow2 image: copy-on-write allocation, zeroing and discard,
- * and the COPIED flags set from the refcounts. The growth of the virtual size is grow.c's, the
- * crash-safe write-back of the cached metadata flush.c's (docs/design.md, "Write order").
+ * the L2 tables they change made ready by write-table.c (which also sets the COPIED flags from
+ * the refcounts). The growth of the virtual size is grow.c's, the crash-safe write-back of the
+ * cached metadata flush.c's (docs/design.md, "Write order").
  *
  * Two paths. The fast path writes in place, with no lock but w->frees held shared (by the
  * caller), into clusters the image owns alone (L2 entry with the COPIED flag, and for extended
@@ -42,155 +43,7 @@ static bool is_ext(const struct qcow2_image *img)
 	return img->l2_entry_words == 2;
 }
 
-static uint64_t l1_get(const struct qcow2_image *img, uint32_t i)
-{
-	return __atomic_load_n(&img->l1.entries[i], __ATOMIC_ACQUIRE);
-}
-
-void qcow2_write_l1_set(struct qcow2_image *img, uint32_t i, uint64_t v)
-{
-	struct qcow2_wstate *w = img->w;
-
-	qcow2_overlap_l1_changed(img, img->l1.entries[i], v);
-	__atomic_store_n(&img->l1.entries[i], v, __ATOMIC_RELEASE);
-	if (w->l1_lo >= w->l1_hi) {
-		w->l1_lo = i;
-		w->l1_hi = i + 1;
-	} else {
-		if (i < w->l1_lo)
-			w->l1_lo = i;
-		if (i + 1 > w->l1_hi)
-			w->l1_hi = i + 1;
-	}
-}
-
-/* ---- L2 access ---- */
-
-static int modify(struct qcow2_image *img, uint64_t l2_off, const uint64_t *init, uint32_t word,
-		  uint32_t n, const uint64_t *words)
-{
-	int r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n, words);
-
-	if (r == -EAGAIN) { /* every cached table is dirty: write them back */
-		r = qcow2_image_flush_locked(img);
-		if (r == 0)
-			r = qcow2_l2cache_modify(img->l2cache, img->io, l2_off, init, word, n,
-						 words);
-		if (r == -EAGAIN)
-			r = qcow2_set_error(-ENOMEM, "L2 cache too small");
-	}
-	return r;
-}
-
-static int check_table_off(const struct qcow2_image *img, uint64_t off)
-{
-	if (off & (img->cluster_bytes - 1) || (off >> img->h.cluster_bits) >= img->end_cluster)
-		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
-				       off);
-	return 0;
-}
-
-/* The L2 table for @l1_idx, owned by this image alone: allocated, or copied from a table
- * shared with a snapshot. w->lock held. */
-static int l2_for_write(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
-{
-	uint64_t e = l1_get(img, l1_idx), old = e & QCOW2_L1E_OFFSET_MASK, fresh;
-	uint64_t *init;
-	int r;
-
-	if (old && (e & QCOW2_OFLAG_COPIED)) {
-		*l2_off = old;
-		return check_table_off(img, old);
-	}
-	if (old && (r = check_table_off(img, old)) < 0)
-		return r;
-	r = qcow2_overlap_reserve(img, 1); /* so that the new table is always known */
-	if (r < 0)
-		return r;
-	init = calloc(1, img->cluster_bytes);
-	if (!init)
-		return qcow2_oom();
-	r = old ? qcow2_l2cache_get(img->l2cache, img->io, old, 0,
-				    (uint32_t)(img->cluster_bytes / 8), init)
-		: 0;
-	if (r == 0)
-		r = qcow2_refcount_alloc(img, 1, &fresh);
-	if (r == 0) {
-		r = modify(img, fresh, init, 0, 0, NULL);
-		if (r < 0)
-			qcow2_refcount_unalloc(img, fresh, 1);
-	}
-	free(init);
-	if (r == 0 && old)
-		r = qcow2_refcount_defer_free(img, old, img->cluster_bytes);
-	if (r < 0)
-		return r;
-	qcow2_write_l1_set(img, l1_idx, fresh | QCOW2_OFLAG_COPIED);
-	*l2_off = fresh;
-	return 0;
-}
-
-/* The L2 table for @l1_idx, ready for writing and pinned in the cache (marked dirty) before
- * anything is changed: the entries changed later then cannot fail to be stored, which matters
- * because what they replace is already queued for freeing. */
-static int pin_table(struct qcow2_image *img, uint32_t l1_idx, uint64_t *l2_off)
-{
-	int r = l2_for_write(img, l1_idx, l2_off);
-
-	return r < 0 ? r : modify(img, *l2_off, NULL, 0, 0, NULL);
-}
-
-/* Clusters of [@off, @off + @n) up to the end of the L2 table, at most @max. */
-static uint32_t run_clusters(const struct qcow2_image *img, uint64_t off, uint64_t n,
-			     uint32_t max)
-{
-	uint64_t cs = img->cluster_bytes, k = ((off & (cs - 1)) + n + cs - 1) >> img->h.cluster_bits;
-	uint32_t left = img->l2_entries - (uint32_t)((off >> img->h.cluster_bits) % img->l2_entries);
-
-	if (k > left)
-		k = left;
-	return k > max ? max : (uint32_t)k;
-}
-
-/* Before the first change of the table @l1_idx points at (or of its copy), its entries are
- * checked (overlap.c): a change of a table whose other entries name metadata, or clusters
- * whose refcount is wrong, would rewrite what the guest reads there or hand out a cluster
- * still in use. Entries [@first, @first + @k) are the ones the change rewrites. w->lock held. */
-static int check_table(struct qcow2_image *img, uint32_t l1_idx, uint32_t first, uint32_t k)
-{
-	uint64_t old = l1_get(img, l1_idx) & QCOW2_L1E_OFFSET_MASK, *t;
-	int r;
-
-	if (!old || (r = check_table_off(img, old)) < 0 || qcow2_overlap_table_checked(img, old))
-		return 0; /* (a table outside the file fails in pin_table()) */
-	t = malloc(img->cluster_bytes);
-	if (!t)
-		return qcow2_oom();
-	r = qcow2_l2cache_get(img->l2cache, img->io, old, 0, (uint32_t)(img->cluster_bytes / 8), t);
-	if (r == 0)
-		r = qcow2_overlap_check_table(img, old, t, first,
-					      qcow2_exempt(img, l1_idx, l1_idx, k));
-	free(t);
-	return r;
-}
-
-/* The @k entries from @off's on, in the L2 table made ready and pinned for writing. */
-static int load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint64_t *ents,
-		    uint64_t *l2_off)
-{
-	uint64_t cl = off >> img->h.cluster_bits;
-	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
-	int r;
-
-	if (l1_idx >= img->l1.n)
-		return qcow2_set_error(-EIO, "offset %#" PRIx64 " beyond the L1 table", off);
-	r = check_table(img, l1_idx, (uint32_t)(cl % img->l2_entries), k);
-	if (r == 0)
-		r = pin_table(img, l1_idx, l2_off);
-	return r < 0 ? r :
-		       qcow2_l2cache_get(img->l2cache, img->io, *l2_off,
-					 (uint32_t)(cl % img->l2_entries) * ew, k * ew, ents);
-}
+/* ---- entries ---- */
 
 /* Is the cluster with entry @e (bitmap @bm) written in place for bytes [@a, @b)? */
 static bool in_place(const struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_t a, uint64_t b)
@@ -234,11 +87,11 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 
 	if (l1_idx >= img->l1.n)
 		return 0;
-	e = l1_get(img, l1_idx);
+	e = qcow2_write_l1_get(img, l1_idx);
 	l2_off = e & QCOW2_L1E_OFFSET_MASK;
 	if (!l2_off || !(e & QCOW2_OFLAG_COPIED) || !qcow2_overlap_table_checked(img, l2_off))
 		return 0; /* the slow path checks the table first */
-	k = run_clusters(img, off, n, 64);
+	k = qcow2_write_run_clusters(img, off, n, 64);
 	r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, words);
 	if (r < 0)
 		return r;
@@ -389,37 +242,51 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 	return 0;
 }
 
+/* Extended L2: the host cluster guest cluster @guest_cl (entry @e, bitmap @bm) writes its
+ * subclusters to: its own, or a new one, holding a copy of a shared cluster's allocated
+ * subclusters (the old one then counted down). */
+static int own_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t e, uint64_t bm,
+		       uint64_t *target)
+{
+	uint64_t cs = img->cluster_bytes, old = host_of(img, e, guest_cl);
+	uint8_t *copy;
+	int r;
+
+	*target = old;
+	if ((e & QCOW2_OFLAG_COPIED) && old)
+		return 0;
+	r = new_clusters(img, guest_cl, 1, target);
+	if (r < 0)
+		return r;
+	if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
+		copy = malloc(cs);
+		r = copy ? qcow2_io_pread_full(img->data_io, copy, cs, old) : -ENOMEM;
+		if (r == 0)
+			r = qcow2_io_pwrite(img->data_io, copy, cs, *target);
+		free(copy);
+	} else {
+		r = qcow2_io_grow(img->data_io, *target + cs);
+	}
+	if (r == 0)
+		r = release_entry(img, e);
+	if (r < 0)
+		drop_clusters(img, *target, 1);
+	return r;
+}
+
 /* Extended L2: write [@in, @in + @len) of the cluster, allocating only the subclusters it
  * touches; a partly written subcluster is completed from below (or zeros). */
 static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
 			     size_t len, const uint8_t *data, const struct qcow2_fill *fill)
 {
-	uint64_t cs = img->cluster_bytes, scb = 1ull << img->sc_bits, e = ent[0], bm = ent[1];
-	uint64_t old = host_of(img, e, guest_cl), target = old, end = in + len;
+	uint64_t scb = 1ull << img->sc_bits, bm = ent[1], target, end = in + len;
 	uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((end - 1) / scb), i;
 	uint8_t *sub;
-	int r = 0;
+	int r;
 
-	if (!(e & QCOW2_OFLAG_COPIED) || !old) {
-		r = new_clusters(img, guest_cl, 1, &target);
-		if (r < 0)
-			return r;
-		if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
-			sub = malloc(cs);
-			r = sub ? qcow2_io_pread_full(img->data_io, sub, cs, old) : -ENOMEM;
-			if (r == 0)
-				r = qcow2_io_pwrite(img->data_io, sub, cs, target);
-			free(sub);
-		} else {
-			r = qcow2_io_grow(img->data_io, target + cs);
-		}
-		if (r == 0)
-			r = release_entry(img, e);
-		if (r < 0) {
-			drop_clusters(img, target, 1);
-			return r;
-		}
-	}
+	r = own_cluster(img, guest_cl, ent[0], bm, &target);
+	if (r < 0)
+		return r;
 	sub = malloc(scb);
 	if (!sub)
 		return qcow2_oom();
@@ -503,6 +370,28 @@ static uint32_t whole_span(const struct qcow2_image *img, const uint64_t *ents, 
 	return j;
 }
 
+/* Store the entries of @ents (@k from L2 index @l2_idx of the table at @l2_off) that differ
+ * from @orig, a run of changed entries at a time. The first error, after trying them all. */
+static int store_changed(struct qcow2_image *img, uint64_t l2_off, uint32_t l2_idx,
+			 const uint64_t *ents, const uint64_t *orig, uint32_t k)
+{
+	uint32_t ew = img->l2_entry_words, i, j;
+	int r = 0, e;
+
+	for (i = 0; i < k; i++) {
+		if (memcmp(&ents[i * ew], &orig[i * ew], ew * 8) == 0)
+			continue;
+		for (j = i + 1; j < k && memcmp(&ents[j * ew], &orig[j * ew], ew * 8) != 0; j++)
+			;
+		e = qcow2_write_l2_modify(img, l2_off, NULL, (l2_idx + i) * ew, (j - i) * ew,
+					  &ents[i * ew]);
+		if (e < 0 && r == 0)
+			r = e;
+		i = j;
+	}
+	return r;
+}
+
 /* Write from @off up to the end of one L2 table (at most MAX_RUN clusters). w->lock held.
  * Returns the bytes handled. */
 static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
@@ -513,10 +402,10 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(cl % img->l2_entries), k, i, j;
 	bool backing = fill && fill->has_backing;
 	size_t done = 0;
-	int r;
+	int r, e;
 
-	k = run_clusters(img, off, n, MAX_RUN);
-	r = load_run(img, off, k, ents, &l2_off);
+	k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
+	r = qcow2_write_load_run(img, off, k, ents, &l2_off);
 	if (r < 0)
 		return r;
 	memcpy(orig, ents, (size_t)k * ew * 8);
@@ -552,18 +441,9 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 		}
 	}
 	/* Point the L2 entries at what was written (even after a failure midway). */
-	for (i = 0; i < k; i++) {
-		int e;
-
-		if (memcmp(&ents[i * ew], &orig[i * ew], ew * 8) == 0)
-			continue;
-		for (j = i + 1; j < k && memcmp(&ents[j * ew], &orig[j * ew], ew * 8) != 0; j++)
-			;
-		e = modify(img, l2_off, NULL, (l2_idx + i) * ew, (j - i) * ew, &ents[i * ew]);
-		if (e < 0 && r == 0)
-			r = e;
-		i = j;
-	}
+	e = store_changed(img, l2_off, l2_idx, ents, orig, k);
+	if (e < 0 && r == 0)
+		r = e;
 	if (done)
 		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	return r < 0 ? r : (ssize_t)done;
@@ -593,7 +473,7 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 	/* the tables first: a refused change leaves the header as it was too */
 	r = qcow2_overlap_check_tables(img, (uint32_t)(cl / img->l2_entries),
 				       (uint32_t)(cl % img->l2_entries),
-				       run_clusters(img, off, n, MAX_RUN));
+				       qcow2_write_run_clusters(img, off, n, MAX_RUN));
 	if (r == 0)
 		r = qcow2_image_begin_write(img);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
@@ -666,13 +546,13 @@ static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n
 	uint64_t done = 0;
 	int r;
 
-	k = run_clusters(img, off, n, MAX_RUN);
-	e = l1_idx < img->l1.n ? l1_get(img, l1_idx) : 0;
+	k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
+	e = l1_idx < img->l1.n ? qcow2_write_l1_get(img, l1_idx) : 0;
 	if (!backing && !(e & QCOW2_L1E_OFFSET_MASK)) /* unallocated and nothing below: zeros */
 		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n
 				     ? ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1))
 				     : n);
-	r = load_run(img, off, k, ents, &l2_off);
+	r = qcow2_write_load_run(img, off, k, ents, &l2_off);
 	if (r < 0)
 		return r;
 	scb = 1ull << img->sc_bits;
@@ -708,7 +588,7 @@ static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n
 		done += len;
 	}
 	if (r == 0)
-		r = modify(img, l2_off, NULL, l2_idx * ew, k * ew, ents);
+		r = qcow2_write_l2_modify(img, l2_off, NULL, l2_idx * ew, k * ew, ents);
 	return r < 0 ? r : (ssize_t)done;
 }
 
@@ -782,57 +662,10 @@ int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint
 	uint64_t old[2] = { 0, 0 }, l2_off;
 	int r;
 
-	r = load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);
+	r = qcow2_write_load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);
 	if (r == 0 && old[0] != ent[0])
 		r = release_entry(img, old[0]);
 	if (r == 0)
-		r = modify(img, l2_off, NULL, l2_idx * ew, ew, ent);
+		r = qcow2_write_l2_modify(img, l2_off, NULL, l2_idx * ew, ew, ent);
 	return r < 0 ? r : relieve(img);
-}
-
-/* ---- repair ---- */
-
-/* The COPIED flag an entry pointing at cluster @host should carry: set iff its refcount is 1. */
-static int want_copied(struct qcow2_image *img, uint64_t host, bool *copied)
-{
-	uint64_t v;
-	int r = qcow2_refcount_get_w(img, host >> img->h.cluster_bits, &v);
-
-	*copied = v == 1;
-	return r;
-}
-
-int qcow2_write_fix_copied(struct qcow2_image *img)
-{
-	uint32_t ew = img->l2_entry_words, i, j, n = (uint32_t)(img->cluster_bytes / 8);
-	uint64_t *t = malloc(img->cluster_bytes);
-	bool c;
-	int r = t ? 0 : qcow2_oom();
-
-	for (i = 0; r == 0 && i < img->l1.n; i++) {
-		uint64_t e = l1_get(img, i), l2 = e & QCOW2_L1E_OFFSET_MASK;
-		bool changed = false;
-
-		if (!l2 || (r = want_copied(img, l2, &c)) < 0)
-			continue;
-		if (c != !!(e & QCOW2_OFLAG_COPIED))
-			qcow2_write_l1_set(img, i,
-					   c ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED);
-		r = qcow2_l2cache_get(img->l2cache, img->io, l2, 0, n, t);
-		for (j = 0; r == 0 && j < n; j += ew) {
-			uint64_t host = t[j] & QCOW2_L2E_OFFSET_MASK;
-
-			if (!host || (t[j] & QCOW2_OFLAG_COMPRESSED) || has_data_file(img))
-				continue;
-			r = want_copied(img, host, &c);
-			if (r == 0 && c != !!(t[j] & QCOW2_OFLAG_COPIED)) {
-				t[j] ^= QCOW2_OFLAG_COPIED;
-				changed = true;
-			}
-		}
-		if (r == 0 && changed)
-			r = modify(img, l2, t, 0, 0, NULL);
-	}
-	free(t);
-	return r;
 }

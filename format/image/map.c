@@ -115,13 +115,58 @@ static bool continues(const struct unit *a, const struct unit *b, uint64_t unit_
 	return b->host == a->host + unit_bytes;
 }
 
+/* The L2 table L1 entry @l1_idx of @l1 points at (0: none), checked to lie in the file. */
+static int l2_table(struct qcow2_image *img, const struct qcow2_l1 *l1, uint32_t l1_idx,
+		    uint64_t *l2_off)
+{
+	uint64_t off = 0;
+
+	/* Atomic: a writer may change the entry meanwhile (the old or the new table is fine). */
+	if (l1_idx < l1->n)
+		off = __atomic_load_n(&l1->entries[l1_idx], __ATOMIC_ACQUIRE);
+	off &= QCOW2_L1E_OFFSET_MASK;
+	if (off & (img->cluster_bytes - 1))
+		return qcow2_set_error(-EUCLEAN, "L1 entry %u points at unaligned offset %#" PRIx64,
+				       l1_idx, off);
+	if (off && (off >= file_end(img) || file_end(img) - off < img->cluster_bytes))
+		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
+				       off);
+	*l2_off = off;
+	return 0;
+}
+
+/* The end of the run of units that continue @u, from the unit at guest @pos on, @end at most;
+ * @words: the L2 entries from guest cluster @cluster on. */
+static int run_end(struct qcow2_image *img, const uint64_t *words, uint64_t cluster, struct unit u,
+		   uint64_t pos, uint64_t end, uint64_t *out)
+{
+	uint32_t ew = img->l2_entry_words, per = 1u << (img->h.cluster_bits - img->sc_bits), i, sc;
+	int r;
+
+	while (pos < end) {
+		struct unit next;
+
+		i = (uint32_t)((pos >> img->h.cluster_bits) - cluster);
+		sc = (uint32_t)((pos >> img->sc_bits) & (per - 1));
+		r = classify(img, words[i * ew], ew == 2 ? words[i * 2 + 1] : 0, sc, &next);
+		if (r < 0)
+			return r;
+		if (!continues(&u, &next, 1ull << img->sc_bits))
+			break;
+		u = next;
+		pos += 1ull << img->sc_bits;
+	}
+	*out = pos < end ? pos : end;
+	return 0;
+}
+
 static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64_t guest_off,
 		      uint64_t max, struct qcow2_extent *e)
 {
 	uint64_t words[2 * MAX_RUN_UNITS];
-	uint64_t cluster = guest_off >> img->h.cluster_bits, l2_off, unit_bytes, end, pos;
-	uint32_t l1_idx, l2_idx, n, i, units_per_cluster, sc;
-	struct unit first, u;
+	uint64_t cluster = guest_off >> img->h.cluster_bits, l2_off = 0, unit_bytes, end, pos;
+	uint32_t l1_idx, l2_idx, n, units_per_cluster, sc;
+	struct unit first;
 	int r;
 
 	if (!l1)
@@ -148,21 +193,14 @@ static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64
 		if (max > table_end - guest_off)
 			max = table_end - guest_off;
 	}
-	/* Atomic: a writer may change the entry meanwhile (the old or the new table is fine). */
-	l2_off = l1_idx < l1->n ?
-			 __atomic_load_n(&l1->entries[l1_idx], __ATOMIC_ACQUIRE) & QCOW2_L1E_OFFSET_MASK :
-			 0;
-	if (l2_off & (img->cluster_bytes - 1))
-		return qcow2_set_error(-EUCLEAN, "L1 entry %u points at unaligned offset %#" PRIx64,
-				       l1_idx, l2_off);
+	r = l2_table(img, l1, l1_idx, &l2_off);
+	if (r < 0)
+		return r;
 	if (!l2_off) {
 		e->kind = QCOW2_EXTENT_UNALLOCATED;
 		e->len = max;
 		return 0;
 	}
-	if (l2_off >= file_end(img) || file_end(img) - l2_off < img->cluster_bytes)
-		return qcow2_set_error(-EUCLEAN, "L2 table at %#" PRIx64 " lies outside the file",
-				       l2_off);
 	/* Only fetch the entries the extent can reach. */
 	{
 		uint64_t need = ((guest_off + max - 1) >> img->h.cluster_bits) - cluster + 1;
@@ -193,22 +231,10 @@ static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64
 		e->host_off = 0; /* no host cluster */
 	e->comp_bytes = first.comp_bytes;
 	e->io = first.kind == QCOW2_EXTENT_COMPRESSED ? img->io : img->data_io;
-	u = first;
-	while (pos < guest_off + max) {
-		struct unit next;
-		uint64_t c = pos >> img->h.cluster_bits;
-		i = (uint32_t)(c - cluster);
-		sc = (uint32_t)((pos >> img->sc_bits) & (units_per_cluster - 1));
-		r = classify(img, words[i * img->l2_entry_words],
-			     img->l2_entry_words == 2 ? words[i * 2 + 1] : 0, sc, &next);
-		if (r < 0)
-			return r;
-		if (!continues(&u, &next, 1ull << img->sc_bits))
-			break;
-		u = next;
-		pos += 1ull << img->sc_bits;
-	}
-	e->len = (pos < guest_off + max ? pos : guest_off + max) - guest_off;
+	r = run_end(img, words, cluster, first, pos, guest_off + max, &pos);
+	if (r < 0)
+		return r;
+	e->len = pos - guest_off;
 	if (e->kind != QCOW2_EXTENT_DATA && e->kind != QCOW2_EXTENT_COMPRESSED)
 		e->io = NULL;
 	return 0;

@@ -103,13 +103,6 @@ int qcow2_file_open(const char *path, unsigned flags);
 int qcow2_io_open(const char *path, unsigned flags, struct qcow2_io **out);
 /* qcow2_io_open() with QCOW2_OPEN_WRITE if @writable. Returns 0 or -errno. */
 int qcow2_io_open_file(const char *path, bool writable, struct qcow2_io **out);
-struct qcow2_chain_opts;
-/* Open the external data file @stored_name named by the image at @image_path (the opener of
- * struct qcow2_image_opts): resolved and confined by qcow2_chain_resolve_path(), opened with no
- * symlink followed, for writing if @writable, and with @o->lock a reader's lock taken. Returns
- * 0 or -errno; *@io is NULL on failure. */
-int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
-			 const char *stored_name, bool writable, struct qcow2_io **io);
 /* A memory-backed io holding a copy of @bytes (tests, fuzzers). @name is used in messages. */
 struct qcow2_io *qcow2_io_mem_new(const char *name, const void *bytes, size_t len);
 /* Make the @nth (1-based, counted from now) operation of kind @op fail with @err (memory io). */
@@ -182,9 +175,10 @@ int qcow2_io_unlock(struct qcow2_io *io, unsigned perm);
 /* The conflict test of qcow2_io_lock() alone: 0 if the locks could be taken now, else -EBUSY
  * naming the holder. Takes no lock. */
 int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
-#define qcow2_io_lock_check_reader(io)                                                      \
-	qcow2_io_lock_check((io), QCOW2_PERM_CONSISTENT_READ,                               \
-			    QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+/* What a reader shares: everything but write and resize. */
+#define QCOW2_READER_SHARED (QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+#define qcow2_io_lock_check_reader(io) \
+	qcow2_io_lock_check((io), QCOW2_PERM_CONSISTENT_READ, QCOW2_READER_SHARED)
 /* What a QEMU writer holds: consistent read, write and resize, sharing neither write nor
  * resize. Taken on an io that already holds a reader lock, it upgrades that lock. */
 #define QCOW2_WRITER_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
@@ -192,9 +186,8 @@ int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 #define qcow2_io_lock_writer(io) qcow2_io_lock((io), QCOW2_WRITER_PERMS, QCOW2_WRITER_SHARED)
 /* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
  * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
-#define qcow2_io_lock_reader(io)                                                            \
-	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ,                                     \
-		      QCOW2_PERM_ALL & ~(QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE))
+#define qcow2_io_lock_reader(io) \
+	qcow2_io_lock((io), QCOW2_PERM_CONSISTENT_READ, QCOW2_READER_SHARED)
 
 /* ---- header (header.c) ---- */
 
@@ -393,12 +386,31 @@ struct qcow2_image_opts {
 	/* Set up the write side (@io must be open for writing). Refused (-EROFS) for an image
 	 * marked corrupt; an image left dirty by lazy refcounts has its refcounts rebuilt. */
 	bool writable;
+	/* With @writable, for qcow2_image_repair(): accepted when marked corrupt, and a dirty
+	 * image keeps its dirty bit, unrebuilt, until the repair. */
+	bool repair;
 };
 
 /* Open the qcow2 image in @io. Takes ownership of @io (closed on failure too). @name names the
  * image in messages. Returns 0 or -errno (-EINVAL not qcow2, -EUCLEAN malformed, -ENOTSUP). */
 int qcow2_image_open(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
 		     struct qcow2_image **out);
+struct qcow2_chain_opts;
+/* Open the qcow2 image at @path, the one way by path: resolved and confined as the top of a
+ * chain (qcow2_chain_resolve_top()), opened with no symlink followed, writable if @o->writable,
+ * locked as a reader if @o->lock, with its external data file resolved and confined like a
+ * backing file. With @o->repair, for qcow2_image_repair(): writable even when marked corrupt or
+ * left dirty, nothing rebuilt at open, a regular file only, its data file read-only, and with
+ * @o->lock QEMU's write permission taken (-EBUSY naming the holder if another process reads or
+ * writes it without sharing that). */
+int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
+			  struct qcow2_image **out);
+/* Open the external data file @stored_name named by the image at @image_path (the opener of
+ * struct qcow2_image_opts that qcow2_image_open_path() gives): resolved and confined by
+ * qcow2_chain_resolve_path(), opened with no symlink followed, for writing if @writable, and
+ * with @o->lock a reader's lock taken. Returns 0 or -errno; *@io is NULL on failure. */
+int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
+			 const char *stored_name, bool writable, struct qcow2_io **io);
 void qcow2_image_close(struct qcow2_image *img);
 const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
@@ -466,12 +478,6 @@ int qcow2_image_check(struct qcow2_image *img, struct qcow2_check_result *res);
 int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_opts *o,
 			     struct qcow2_check_result *res);
 
-struct qcow2_chain_opts;
-/* Open the qcow2 image at @path for qcow2_image_repair(): writable even when marked corrupt
- * or left dirty, nothing rebuilt at open, and with @o->lock QEMU's write permission taken
- * (-EBUSY naming the holder if another process reads or writes it without sharing that). */
-int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
-			    struct qcow2_image **out);
 /* Check @img (reporting as qcow2_image_check_report()) and fix what `qemu-img check -r all`
  * fixes, plus what it cannot: a broken refcount structure (entries with reserved bits,
  * misaligned, outside the image, or aliasing other metadata) rebuilt in clusters nothing uses
@@ -489,7 +495,7 @@ int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
  * Crash-safe: a kill at any point leaves no more errors than found, save the leaks or check
  * errors rebuild.c describes, never more corruptions (repair.c, rebuild.c).
  * @dry_run (the image may be read-only): report the fixes only. @img: from
- * qcow2_image_open_repair(), or any image with @dry_run. */
+ * qcow2_image_open_path() with @o->repair, or any image with @dry_run. */
 int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
 		       struct qcow2_check_result *res);
 
@@ -529,7 +535,7 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 int qcow2_image_read_compressed(struct qcow2_image *img, const struct qcow2_extent *e,
 				uint64_t skip, void *buf, size_t len);
 
-/* ---- chains (chain.c) ---- */
+/* ---- chains (chain/chain.c; reading: chain-read.c) ---- */
 
 struct qcow2_chain;
 
@@ -566,6 +572,8 @@ struct qcow2_chain_opts {
 	/* A snapshot view: let others hold write permission on the top image (a writer never
 	 * changes clusters a snapshot still uses in place: it copies them first). */
 	bool share_write;
+	/* qcow2_image_open_path() only: open the image for qcow2_image_repair() (see there). */
+	bool repair;
 };
 
 /* Open the chain whose top image is @path (qcow2, or raw if it is not qcow2 and @allow_raw_top).
@@ -606,7 +614,7 @@ int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *
 /* Sum of host-allocated bytes of every file of the chain (for st_blocks). */
 int qcow2_chain_allocated_bytes(struct qcow2_chain *c, uint64_t *bytes);
 
-/* ---- writing (chain.c, write.c) ----
+/* ---- writing (chain/chain-write.c, engine/write.c) ----
  * Writes go to the top image only, copy-on-write from the layers below. Every function is
  * safe from many threads at once with reads and with each other, except
  * qcow2_chain_grow(), which waits for them. -EROFS when the top is not writable. */
@@ -635,11 +643,6 @@ int qcow2_chain_flush(struct qcow2_chain *c);
 /* Grow the virtual size to @new_size (-EINVAL if smaller); the new range reads as zeros, even
  * where a longer backing file has data (as QEMU grows an image). */
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
-
-/* Open the qcow2 image at @path (writable if @o->writable), locked as a reader if @o->lock,
- * with its external data file resolved and confined like a backing file. */
-int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
-			  struct qcow2_image **out);
 
 /* ---- paths (path.c) ---- */
 

@@ -5,6 +5,8 @@
  * on the way): then every cluster's stored refcount is compared with its count (lower: a
  * corruption, higher: a leak), and the COPIED flags of the active tables with "refcount == 1".
  * Nothing here changes the image.
+ *
+ * Locks: none of its own (the walk's, engine/walk.c: the L2 cache's leaf lock).
  */
 #include <errno.h>
 #include <inttypes.h>

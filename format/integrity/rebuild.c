@@ -25,6 +25,8 @@
  *
  * The write side of the image (refcount.c) is then set up again on the new structure; w->lock
  * is not taken: a repair holds the image alone and works from one thread.
+ *
+ * Locks: none.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -29,6 +29,10 @@
  * nothing (qcow2_repair_pass() sets *rebuild) and the caller (verify.c) first builds a new one
  * elsewhere (rebuild.c). verify.c also journals every write, checks the result from disk and
  * puts everything back when it is not better than the image found.
+ *
+ * Locks: w->lock (qcow2_image_meta_lock(), engine/locks.c) around each step that changes
+ * the image; w->frees is not needed: a repair holds the image alone (QEMU's writer lock, one
+ * thread).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,45 +40,6 @@
 #include <stdlib.h>
 
 #include "integrity/integrity.h"
-
-
-/* ---- opening ---- */
-
-struct repair_open {
-	const struct qcow2_chain_opts *o;
-	const char *path;
-};
-
-/* The external data file, read-only and confined as a backing file is. */
-static int open_data_file(void *ctx, const char *stored, struct qcow2_io **io)
-{
-	const struct repair_open *ro = ctx;
-
-	return qcow2_data_file_open(ro->o, ro->path, stored, false, io);
-}
-
-int qcow2_image_open_repair(const char *path, const struct qcow2_chain_opts *o,
-			    struct qcow2_image **out)
-{
-	static const struct qcow2_chain_opts none = {0};
-	struct repair_open ro = {o ? o : &none, path};
-	struct qcow2_image_opts io = {open_data_file, &ro, ro.o->l2_cache_bytes, true};
-	struct qcow2_io *f = NULL;
-	int r;
-
-	r = qcow2_io_open_file(path, true, &f);
-	/* QEMU's writer: consistent read, write and resize held, write and resize not shared. */
-	if (r == 0 && ro.o->lock)
-		r = qcow2_io_lock(f,
-				  QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE,
-				  QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED);
-	if (r < 0) {
-		if (f)
-			qcow2_io_close(f);
-		return qcow2_error_prefix(r, path);
-	}
-	return qcow2_image_open_repair_io(f, path, &io, out);
-}
 
 /* ---- planning (the visitor of a planning walk, engine/walk.c) ---- */
 

@@ -20,6 +20,8 @@
  * each step, written next to each (repair.c, rebuild.c): the old refcount structure is never
  * written into, the rebuilt one is switched to with one header write, and the in-place steps
  * keep every refcount at least what points at its cluster.
+ *
+ * Locks: none of its own; each pass's steps take w->lock (repair.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +58,7 @@ static int reopen_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 /* Check the image as it is on disk now. */
 static int check_on_disk(struct qcow2_image *img, struct qcow2_check_result *res)
 {
-	struct qcow2_image_opts o = {NULL, NULL, 0, false};
+	struct qcow2_image_opts o = {NULL, NULL, 0, false, false};
 	struct qcow2_image *fresh;
 	struct qcow2_io *io;
 	int r;

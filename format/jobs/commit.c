@@ -21,6 +21,9 @@
  * Writable handles of the changed images are opened without locks of their own: the locks
  * are held on the reader handles' file descriptions, and a second lock of this process on
  * another description of the same file would conflict with them.
+ *
+ * Locks: no library lock of its own (the images' through their functions); QEMU's file locks:
+ * a reader's on every layer, a writer's on the images it changes.
  */
 #include <errno.h>
 #include <fcntl.h>

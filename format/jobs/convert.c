@@ -8,6 +8,8 @@
  * (copy.c), made durable, and only then renamed to DEST, the directory synced after: DEST is
  * never half-made. An external snapshot's overlay is created whole (create.c) while the image
  * under it is held as a reader, so no other process writes it meanwhile.
+ *
+ * Locks: none of its own (copy.c's readers; QEMU's file locks through the chain it opens).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -19,6 +19,9 @@
  * Safety comes from the callers' order (tools/): every range written makes the destination
  * show what the source shows, which is what every chain reading through it must keep seeing;
  * pointers are rewritten only after the data is durable.
+ *
+ * Locks: rd->m, the parallel readers' mutex (a leaf, internal to this file: the queue of
+ * clusters read ahead and its condition variable); QEMU's file locks through the chain it opens.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -15,6 +15,9 @@
  * linked to its name (or renamed over an existing file), after which the directory is synced.
  * A failure, a cancellation or a crash before that leaves nothing new (at worst the hidden
  * file, when there is no O_TMPFILE); after it, the complete image.
+ *
+ * Locks: no library lock; QEMU's file locks: the conflict test on an existing file it would
+ * replace (no writer may hold it), a reader's lock on a raw backing file while its size is read.
  */
 #include <errno.h>
 #include <fcntl.h>

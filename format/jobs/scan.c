@@ -18,6 +18,8 @@
  * could not be opened at all (they may be images). Entries are identified by their resolved
  * path: a file reached through several symlinks is listed once. Nothing here is shared
  * between threads.
+ *
+ * Locks: none (no QEMU lock either: the headers are only read).
  */
 #include <dirent.h>
 #include <errno.h>

@@ -6,6 +6,8 @@
  * Every header field is validated here, once, with overflow-checked arithmetic, before any
  * other module trusts it; qcow2_header_check_layout() then checks the tables against the
  * file's size. All magic and version checks live in this file.
+ *
+ * Locks: none (pure decoding and encoding).
  */
 #include <errno.h>
 #include <inttypes.h>

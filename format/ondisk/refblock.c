@@ -3,6 +3,8 @@
  * refblock.c - entries of a refcount block, of every width from 1 to 64 bits: pure decoding and
  * encoding. Sub-byte widths pack from the least significant bit (qcow2.txt); widths of 8 bits
  * and more are big-endian.
+ *
+ * Locks: none (pure decoding and encoding).
  */
 #include "ondisk/ondisk.h"
 

@@ -19,6 +19,9 @@
  * an invalid entry's L1 table; its bytes stay in the table as they are
  * until a repair drops them (qemu-img does the same: it reads such a table and reports the
  * entry in check).
+ *
+ * Locks: a pin's p->lock (a mutex, internal to the pins at the end of this file) around its
+ * check; everything else is pure decoding.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -216,25 +219,16 @@ static void validate_entry(struct qcow2_snapshot *s, const struct qcow2_header *
 			     s->l1_entries);
 }
 
-int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
-			struct qcow2_snapshot **out, uint64_t *table_bytes)
+/* Read and decode the table of @h into @s: the first 64 KiB, then twice as much until every
+ * entry fits (QCOW2_MAX_SNAPSHOT_TABLE_BYTES at most); @avail bytes of the file from the table
+ * on. */
+static int read_table(struct qcow2_io *io, const struct qcow2_header *h, uint64_t avail,
+		      struct qcow2_snapshot *s)
 {
-	uint64_t avail = file_bytes - h->snapshots_off; /* header.c: snapshots_off < file */
 	size_t want = 65536;
-	struct qcow2_snapshot *s;
 	uint8_t *buf = NULL;
-	uint32_t i;
 	ssize_t r;
 
-	*out = NULL;
-	if (h->nb_snapshots == 0)
-		return 0;
-	if (avail / ENTRY_FIXED < h->nb_snapshots)
-		return qcow2_set_error(-EUCLEAN, "snapshot table of %u entries runs past end of file",
-				       h->nb_snapshots);
-	s = calloc(h->nb_snapshots, sizeof(*s));
-	if (!s)
-		return qcow2_oom_for("%u snapshots", h->nb_snapshots);
 	for (;;) {
 		size_t got;
 		uint8_t *nbuf;
@@ -252,7 +246,8 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		if (r < 0)
 			break;
 		/* Past the end of the file QEMU reads zeros (its block layer pads a short read):
-		 * a table whose last entries run past it is read, and those entries marked below. */
+		 * a table whose last entries run past it is read, and those entries marked by the
+		 * caller. */
 		memset(buf + got, 0, want - got);
 		r = qcow2_snapshot_table_decode(buf, want, h->nb_snapshots, h->version, h->size, s);
 		/* -EMSGSIZE: the table goes on past what was read; read more. */
@@ -266,9 +261,31 @@ int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint6
 		want *= 2;
 	}
 	free(buf);
+	return r < 0 ? (int)r : 0;
+}
+
+int qcow2_snapshot_load(struct qcow2_io *io, const struct qcow2_header *h, uint64_t file_bytes,
+			struct qcow2_snapshot **out, uint64_t *table_bytes)
+{
+	uint64_t avail = file_bytes - h->snapshots_off; /* header.c: snapshots_off < file */
+	struct qcow2_snapshot *s;
+	uint32_t i;
+	int r;
+
+	*out = NULL;
+	if (h->nb_snapshots == 0)
+		return 0;
+	if (avail / ENTRY_FIXED < h->nb_snapshots)
+		return qcow2_set_error(-EUCLEAN,
+				       "snapshot table of %u entries runs past end of file",
+				       h->nb_snapshots);
+	s = calloc(h->nb_snapshots, sizeof(*s));
+	if (!s)
+		return qcow2_oom_for("%u snapshots", h->nb_snapshots);
+	r = read_table(io, h, avail, s);
 	if (r < 0) {
 		free(s);
-		return (int)r;
+		return r;
 	}
 	for (i = 0; i < h->nb_snapshots; i++) {
 		/* An entry that runs past the end of the file is unusable whatever its zero-filled

@@ -15,8 +15,9 @@
  * operation adds and takes away, checked against the refcount width (1-bit refcounts cannot
  * share a cluster) and against refcounts already lower than their references; and the new
  * snapshot table: the old entries byte for byte, plus or minus one. A refusal changes nothing.
- * On a writable image the caller holds w->lock; a read-only image (a dry run) reads its
- * refcount blocks from the file, keeping the last one.
+ * On a writable image the plan is made under w->lock (qcow2_image_snapshot_plan() takes it;
+ * snapshot-write.c already holds it); a read-only image (a dry run) reads its refcount blocks
+ * from the file, keeping the last one. No other lock is taken here.
  */
 #include <errno.h>
 #include <inttypes.h>

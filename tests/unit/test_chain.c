@@ -3,7 +3,8 @@
  * test_chain.c - backing chains on real files (qcow2_chain_open() works on paths): backing
  * names resolved from the image's directory, raw and short backing files, loops, depth, the
  * root/allow_dirs confinement, qcow2_chain_pread() and qcow2_chain_seek() against a byte
- * model of the flat view, internal snapshots of the top, and reads from several threads.
+ * model of the flat view, internal snapshots of the top, reads from several threads, and the
+ * open by path of one image for a repair (qcow2_image_open_path() with @repair).
  * Each test works in its own mkdtemp() directory.
  */
 #include <criterion/criterion.h>
@@ -966,4 +967,50 @@ Test(chain, concurrent_reads_agree_with_the_model)
 		cr_assert_eq(rd[i].bad, 0, "thread %d: %d reads differ from the model", i,
 			     rd[i].bad);
 	}
+}
+
+/* The one open by path (qcow2_image_open_path()) for a repair: an image marked corrupt opens
+ * writable, which the ordinary writable open refuses; it holds QEMU's writer lock (another
+ * reader of the file is refused); the repair clears the bit, after which the ordinary open
+ * takes the image; and it is confined like every other open. */
+Test(chain, the_open_by_path_for_a_repair_is_writable_locked_and_confined)
+{
+	struct imgbuild_opts io = imgbuild_defaults();
+	struct qcow2_chain_opts o = {.lock = true, .writable = true};
+	struct qcow2_check_result res;
+	struct qcow2_image *img = NULL;
+	struct qcow2_io *other;
+	char root[PATH_MAX];
+
+	io.size = 1 << 20;
+	io.incompat = QCOW2_INCOMPAT_CORRUPT;
+	add_qcow2(imgbuild_new(&io), "bad.qcow2");
+	cr_assert_eq(qcow2_image_open_path(path_of("bad.qcow2"), &o, &img), -EROFS);
+	cr_assert(strstr(qcow2_last_error(), "marked corrupt"), "%s", qcow2_last_error());
+
+	o.writable = false;
+	o.repair = true;
+	cr_assert_eq(qcow2_image_open_path(path_of("bad.qcow2"), &o, &img), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_eq(qcow2_io_open_file(path_of("bad.qcow2"), false, &other), 0);
+	cr_assert_eq(qcow2_io_lock_check_reader(other), -EBUSY);
+	qcow2_io_close(other);
+	cr_assert_eq(qcow2_image_repair(img, NULL, false, &res), 0, "%s", qcow2_last_error());
+	qcow2_image_close(img);
+
+	o.repair = false;
+	o.writable = true;
+	cr_assert_eq(qcow2_image_open_path(path_of("bad.qcow2"), &o, &img), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_eq(qcow2_image_header(img)->incompat & QCOW2_INCOMPAT_CORRUPT, 0);
+	qcow2_image_close(img);
+
+	make_dir("r");
+	snprintf(root, sizeof(root), "%s", path_of("r"));
+	o.root = root;
+	o.writable = false;
+	o.repair = true;
+	cr_assert_eq(qcow2_image_open_path(path_of("bad.qcow2"), &o, &img), -EPERM);
+	cr_assert(strstr(qcow2_last_error(), "lies outside the source directory"), "%s",
+		  qcow2_last_error());
 }

@@ -89,11 +89,10 @@ static struct qcow2_image *open_ro(void)
 
 static struct qcow2_image *open_bytes(const void *b, size_t len, bool repair)
 {
-	struct qcow2_image_opts o = {.writable = repair};
+	struct qcow2_image_opts o = {.writable = repair, .repair = repair};
 	struct qcow2_io *io = qcow2_io_mem_new("mem.qcow2", b, len);
 	struct qcow2_image *q;
-	int r = repair ? qcow2_image_open_repair_io(io, "mem.qcow2", &o, &q)
-		       : qcow2_image_open(io, "mem.qcow2", &o, &q);
+	int r = qcow2_image_open(io, "mem.qcow2", &o, &q);
 
 	cr_assert_eq(r, 0, "open: %s", qcow2_last_error());
 	return q;

@@ -76,11 +76,10 @@ static void build(void)
 
 static struct qcow2_image *open_bytes(const void *b, size_t len, bool writable)
 {
-	struct qcow2_image_opts o = {.writable = writable};
+	struct qcow2_image_opts o = {.writable = writable, .repair = writable};
 	struct qcow2_io *io = qcow2_io_mem_new("mem.qcow2", b, len);
 	struct qcow2_image *q;
-	int r = writable ? qcow2_image_open_repair_io(io, "mem.qcow2", &o, &q)
-			 : qcow2_image_open(io, "mem.qcow2", &o, &q);
+	int r = qcow2_image_open(io, "mem.qcow2", &o, &q);
 
 	cr_assert_eq(r, 0, "open: %s", qcow2_last_error());
 	return q;

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chain-read.c - reading a flat view: map, read and seek, each offset resolved layer by layer.
+ *
+ * An offset is resolved by the first layer (from the top) that has data or zeros for it; past
+ * the end of a layer everything below reads as zeros. The owner map remembers, per chunk (the
+ * smallest subcluster of the chain), which layer answered, so that a resolved chunk costs one
+ * lookup whatever the depth. The top may be written through the chain (chain-write.c): after
+ * each change the chunks it touched are forgotten (qcow2_chain_forget()).
+ *
+ * A snapshot view never shows another state's data. It shares write permission on its image, so
+ * QEMU may delete the snapshot and reuse its clusters while the view is open. Rather than hold
+ * the snapshot against deletion (QEMU's locks have no byte for one snapshot), every read, map
+ * and seek re-validates the snapshot after doing its work: its table entry must be byte for
+ * byte as it was at open, where it was or in the table that replaced it (a pin,
+ * ondisk/snapshot.c), else the call fails with ESTALE. QEMU changes the table before it frees
+ * any cluster of a deleted snapshot, so data that passes the check afterwards is the
+ * snapshot's; a check before the work too saves reading what would be thrown away. Reads of a
+ * deleted snapshot's view fail from then on.
+ *
+ * Locks: c->owner_rw (owned here): shared by a walk that records owners, exclusive while the
+ * chunks a change touched are forgotten, so no walk that began before a change can record a
+ * stale owner after it. Reads, maps and seeks of a writable top run inside
+ * qcow2_image_read_begin/end() (the top's w->frees shared, engine/locks.c), taken before
+ * c->owner_rw; the pin's lock through qcow2_snapshot_pin_check().
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "chain/chain.h"
+
+#define OWNER_RECORD_MAX (4ull << 20)
+
+/* A raw layer: data where the host file has data, zeros in its holes (qcow2_io_next_extent()). */
+static void raw_map(struct qcow2_io *io, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	bool data;
+
+	qcow2_io_next_extent(io, off, max, &e->len, &data);
+	e->kind = data ? QCOW2_EXTENT_DATA : QCOW2_EXTENT_ZERO;
+	e->io = io;
+	e->host_off = off;
+}
+
+/* Map @off in layer @i. Returns 1 if @off lies past the layer's end (everything below reads
+ * as zeros), else 0 or -errno. */
+static int layer_map(struct qcow2_chain *c, unsigned i, uint64_t off, uint64_t max,
+		     struct qcow2_extent *e)
+{
+	struct qcow2_chain_layer *l = &c->layers[i];
+	int r = 0;
+
+	if (off >= l->size)
+		return 1;
+	if (max > l->size - off)
+		max = l->size - off;
+	if (l->img) {
+		r = qcow2_image_map(l->img, l->l1, off, max, e);
+	} else {
+		memset(e, 0, sizeof(*e));
+		e->guest_off = off;
+		raw_map(l->raw, off, max, e);
+	}
+	e->layer = (int)i;
+	if (r == 0 && e->len == 0)
+		r = qcow2_set_error(-EIO, "'%s': empty extent at %#" PRIx64, l->path, off);
+	return r;
+}
+
+/* Resolve @off by walking the layers from layer @first down. */
+static int walk_from(struct qcow2_chain *c, unsigned first, uint64_t off, uint64_t max,
+		     struct qcow2_extent *e)
+{
+	uint64_t span = max;
+	unsigned i;
+	int r;
+
+	for (i = first; i < c->n; i++) {
+		r = layer_map(c, i, off, span, e);
+		if (r < 0)
+			return r;
+		if (r == 1)
+			break;
+		if (e->kind != QCOW2_EXTENT_UNALLOCATED)
+			return 0;
+		span = e->len;
+	}
+	memset(e, 0, sizeof(*e));
+	e->kind = QCOW2_EXTENT_UNALLOCATED;
+	e->guest_off = off;
+	e->len = span;
+	e->layer = -1;
+	return 0;
+}
+
+static int walk(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	return walk_from(c, 0, off, max, e);
+}
+
+static uint32_t owner_of(const struct qcow2_extent *e)
+{
+	return e->layer < 0 ? QCOW2_OWNER_NONE : (uint32_t)e->layer + 1;
+}
+
+/* Resolve the chunk holding @off by a walk from its start, and remember its owner. */
+static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
+	uint64_t base = off >> bits << bits, end, skip = off - base, idx, want;
+	int r;
+
+	/* Walk only the requested range: each layer then classifies a handful of entries, not a
+	 * whole L2 table's worth, which is what keeps a first touch cheap on a deep chain. */
+	want = ((skip + max + (1ull << bits) - 1) >> bits) << bits; /* whole chunks */
+	if (want > c->size - base)
+		want = c->size - base;
+	pthread_rwlock_rdlock(&c->owner_rw);
+	r = walk(c, base, want, e);
+	if (r < 0 || e->len <= skip) {
+		/* The answer ends before @off (a raw layer's extents can be finer than a chunk):
+		 * it owns no chunk, and @off needs a walk of its own. */
+		pthread_rwlock_unlock(&c->owner_rw);
+		return r < 0 ? r : walk(c, off, max, e);
+	}
+	/* Remember at most a few MiB past @off: a seek across a huge sparse range must not fill
+	 * the map with it. */
+	end = base + e->len;
+	if (end - off > OWNER_RECORD_MAX)
+		end = off + OWNER_RECORD_MAX;
+	for (idx = base >> bits; (idx + 1) << bits <= end || (end == c->size && idx << bits < end);
+	     idx++)
+		qcow2_ownermap_set(c->owners, idx, owner_of(e));
+	pthread_rwlock_unlock(&c->owner_rw);
+	e->guest_off = off;
+	e->len -= skip;
+	if (e->kind == QCOW2_EXTENT_DATA)
+		e->host_off += skip;
+	if (e->len > max)
+		e->len = max;
+	return 0;
+}
+
+static int chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	uint32_t bits, owner;
+	uint64_t limit;
+	int r;
+
+	if (off >= c->size)
+		return qcow2_set_error(-EINVAL, "offset %#" PRIx64 " past the end of the disk",
+				       off);
+	if (max > c->size - off)
+		max = c->size - off;
+	if (!c->owners)
+		return walk(c, off, max, e);
+	bits = qcow2_ownermap_chunk_bits(c->owners);
+	owner = qcow2_ownermap_get(c->owners, off >> bits);
+	if (owner == QCOW2_OWNER_UNKNOWN)
+		return map_unknown(c, off, max, e);
+	if (owner == QCOW2_OWNER_NONE) {
+		memset(e, 0, sizeof(*e));
+		e->kind = QCOW2_EXTENT_UNALLOCATED;
+		e->guest_off = off;
+		e->layer = -1;
+		e->len = max;
+	} else {
+		r = layer_map(c, owner - 1, off, max, e);
+		if (r != 0)
+			return r < 0 ? r : walk(c, off, max, e);
+	}
+	/* Extend over following chunks with the same owner, no further. */
+	limit = ((off >> bits) + 1) << bits;
+	while (limit < off + e->len && qcow2_ownermap_get(c->owners, limit >> bits) == owner)
+		limit += 1ull << bits;
+	if (e->len > limit - off)
+		e->len = limit - off;
+	return 0;
+}
+
+/* Read the bytes extent @e describes (at flat offset @off) into @p. */
+static int read_extent(struct qcow2_chain *c, const struct qcow2_extent *e, uint64_t off,
+		       uint8_t *p)
+{
+	size_t len = (size_t)e->len;
+
+	if (e->kind == QCOW2_EXTENT_DATA) {
+		ssize_t got = qcow2_io_pread(e->io, p, len, e->host_off);
+		if (got < 0)
+			return (int)got;
+		memset(p + got, 0, len - (size_t)got); /* data past EOF reads as zeros */
+	} else if (e->kind == QCOW2_EXTENT_COMPRESSED) {
+		struct qcow2_image *img = c->layers[e->layer].img;
+		return qcow2_image_read_compressed(img, e, off & (img->cluster_bytes - 1), p, len);
+	} else {
+		memset(p, 0, len);
+	}
+	return 0;
+}
+
+/* A snapshot view: is the snapshot still there, unchanged? 0 or -ESTALE (or -EIO). */
+static int pin_check(struct qcow2_chain *c)
+{
+	return c->pinned ? qcow2_snapshot_pin_check(&c->pin) : 0; /* its message names the file */
+}
+
+/* A writable top is read under qcow2_image_read_begin() (w->frees shared): no cluster is freed
+ * under a read. */
+void qcow2_chain_enter(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = c->layers[0].img;
+
+	if (top)
+		qcow2_image_read_begin(top);
+}
+
+void qcow2_chain_leave(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = c->layers[0].img;
+
+	if (top)
+		qcow2_image_read_end(top);
+}
+
+int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
+{
+	int r;
+
+	qcow2_chain_enter(c);
+	r = pin_check(c);
+	if (r == 0)
+		r = chain_map(c, off, max, e);
+	if (r == 0)
+		r = pin_check(c);
+	qcow2_chain_leave(c);
+	return r;
+}
+
+int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
+{
+	uint8_t *p = buf;
+	int r = 0;
+
+	qcow2_chain_enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
+	if (r == 0)
+		r = pin_check(c);
+	while (n && r == 0) {
+		struct qcow2_extent e;
+
+		r = chain_map(c, off, n, &e);
+		if (r == 0)
+			r = read_extent(c, &e, off, p);
+		if (r < 0)
+			break;
+		p += e.len;
+		off += e.len;
+		n -= (size_t)e.len;
+	}
+	if (r == 0)
+		r = pin_check(c); /* after the data: what passes is the snapshot's (see above) */
+	qcow2_chain_leave(c);
+	return r;
+}
+
+static int chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result);
+
+int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result)
+{
+	int r;
+
+	qcow2_chain_enter(c);
+	r = pin_check(c);
+	if (r == 0)
+		r = chain_seek(c, off, whence, result);
+	if (r == 0 || r == -ENXIO) {
+		int p = pin_check(c);
+		r = p < 0 ? p : r;
+	}
+	qcow2_chain_leave(c);
+	return r;
+}
+
+static int chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result)
+{
+	struct qcow2_extent e;
+	int r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return qcow2_set_error(-EINVAL, "bad whence %d", whence);
+	while (off < c->size) {
+		bool data;
+
+		r = chain_map(c, off, c->size - off, &e);
+		if (r < 0)
+			return r;
+		data = e.kind == QCOW2_EXTENT_DATA || e.kind == QCOW2_EXTENT_COMPRESSED;
+		if (data == (whence == SEEK_DATA)) {
+			*result = off;
+			return 0;
+		}
+		off += e.len;
+	}
+	if (whence == SEEK_HOLE) {
+		*result = c->size;
+		return 0;
+	}
+	return -ENXIO;
+}
+
+/* What the layers below the top show at [@off, @off + @n): copy-on-write's source. */
+int qcow2_chain_read_below(void *ctx, void *buf, size_t n, uint64_t off)
+{
+	struct qcow2_chain *c = ctx;
+	uint8_t *p = buf;
+	int r;
+
+	while (n) {
+		struct qcow2_extent e;
+
+		if (off >= c->size) {
+			memset(p, 0, n);
+			return 0;
+		}
+		r = walk_from(c, 1, off, n < c->size - off ? n : c->size - off, &e);
+		if (r == 0)
+			r = read_extent(c, &e, off, p);
+		if (r < 0)
+			return r;
+		p += e.len;
+		off += e.len;
+		n -= (size_t)e.len;
+	}
+	return 0;
+}
+
+/* The top changed over [@off, @off + @n): owners recorded there are stale. */
+void qcow2_chain_forget(struct qcow2_chain *c, uint64_t off, uint64_t n)
+{
+	uint32_t bits;
+
+	if (!c->owners || !n)
+		return;
+	bits = qcow2_ownermap_chunk_bits(c->owners);
+	pthread_rwlock_wrlock(&c->owner_rw);
+	qcow2_ownermap_forget(c->owners, off >> bits, (off + n - 1) >> bits);
+	pthread_rwlock_unlock(&c->owner_rw);
+}

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chain-write.c - writing a flat view: writes, zeroing and compressed writes go to the top
+ * image only, copy-on-write from the layers below (qcow2_chain_read_below()); flush, growth
+ * and QEMU's write permission on the top.
+ *
+ * Locks: every change runs inside qcow2_image_read_begin/end() (the top's w->frees shared,
+ * engine/locks.c), then forgets the chunks it touched (c->owner_rw exclusive, chain-read.c)
+ * after the write has released the write side's w->lock. Growth holds the top's w->frees
+ * exclusive (qcow2_image_exclusive_begin/end()): no read or write runs while c->size and the
+ * owner map change.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "chain/chain.h"
+
+static struct qcow2_image *writable_top(const struct qcow2_chain *c)
+{
+	struct qcow2_image *top = c->layers[0].img;
+
+	return top && top->w ? top : NULL;
+}
+
+bool qcow2_chain_writable(const struct qcow2_chain *c)
+{
+	const struct qcow2_image *top = writable_top(c);
+
+	return top && qcow2_image_writable(top); /* not once a write found it damaged */
+}
+
+static int not_writable(const struct qcow2_chain *c)
+{
+	return qcow2_set_error(-EROFS, "'%s' is open read-only", c->layers[0].path);
+}
+
+/* A change of the top over [@off, @off + @n): a write of @buf, an allocation (@buf NULL,
+ * @zero false), a zeroing or an unmapping. */
+static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t off, bool zero,
+		  bool unmap)
+{
+	struct qcow2_image *top = writable_top(c);
+	struct qcow2_fill fill = {qcow2_chain_read_below, c, c->n > 1};
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	qcow2_chain_enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EFBIG, "'%s': range past the end of the disk",
+				    c->layers[0].path);
+	else if (zero && unmap)
+		r = qcow2_image_unmap(top, off, n);
+	else if (zero)
+		r = qcow2_image_zero(top, off, n, &fill);
+	else
+		r = qcow2_image_write(top, buf, (size_t)n, off, &fill);
+	qcow2_chain_forget(c, off, n);
+	qcow2_chain_leave(c);
+	return r;
+}
+
+int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off)
+{
+	return change(c, buf, n, off, false, false);
+}
+
+int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned flags)
+{
+	return change(c, NULL, n, off, !(flags & QCOW2_ZERO_ALLOCATE), flags & QCOW2_ZERO_UNMAP);
+}
+
+int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off)
+{
+	struct qcow2_image *top = writable_top(c);
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	qcow2_chain_enter(c);
+	r = qcow2_image_write_compressed(top, buf, off);
+	qcow2_chain_forget(c, off, top->cluster_bytes);
+	qcow2_chain_leave(c);
+	return r;
+}
+
+bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = writable_top(c);
+
+	return top && qcow2_refcount_any_dirty(top);
+}
+
+int qcow2_chain_flush(struct qcow2_chain *c)
+{
+	struct qcow2_image *top = writable_top(c);
+
+	return top ? qcow2_image_flush(top) : 0;
+}
+
+static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size);
+
+int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
+{
+	struct qcow2_image *top = writable_top(c);
+	uint64_t old_size, below;
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	old_size = c->size;
+	r = grow_top(c, top, new_size);
+	/* The new range reads as zeros, as QEMU makes it, not as what a longer backing file has
+	 * there (a crash before this is durable leaves a valid image showing that data). */
+	below = c->n > 1 ? c->layers[1].size : 0;
+	if (below > new_size)
+		below = new_size;
+	if (r == 0 && below > old_size)
+		r = qcow2_chain_zero(c, old_size, below - old_size, 0);
+	return r == 0 ? qcow2_chain_flush(c) : r;
+}
+
+/* Grow the top's virtual size, with no read or write running meanwhile. */
+static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size)
+{
+	struct qcow2_ownermap *m = NULL;
+	int r;
+
+	qcow2_image_exclusive_begin(top); /* no read or write runs while the size changes */
+	r = qcow2_image_grow(top, new_size);
+	if (r == 0 && c->owners && new_size != c->size) {
+		r = qcow2_ownermap_new(new_size, qcow2_ownermap_chunk_bits(c->owners), &m);
+		if (r == 0) {
+			qcow2_ownermap_free(c->owners);
+			c->owners = m;
+		}
+	}
+	if (r == 0) {
+		c->size = new_size;
+		c->layers[0].size = new_size;
+	}
+	qcow2_image_exclusive_end(top);
+	return r;
+}
+
+int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
+{
+	struct qcow2_image *top = writable_top(c);
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	if (on == c->write_locked)
+		return 0;
+	if (on) {
+		/* QEMU's writer (as a reader we already did not share write and resize) */
+		r = qcow2_io_lock_writer(top->io);
+	} else {
+		r = qcow2_image_flush(top);
+		if (r == 0)
+			r = qcow2_io_unlock(top->io,
+					    QCOW2_WRITER_PERMS & ~QCOW2_PERM_CONSISTENT_READ);
+	}
+	if (r == 0)
+		c->write_locked = on;
+	return r;
+}
