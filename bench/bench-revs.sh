@@ -27,8 +27,11 @@
 # pass qemu-img check, both commits and copies give equal images.
 # The report gives per workload min/median/max of each side, the ratio of the medians
 # new/old, the min and max of the per-repetition ratios (each pair ran back to back), and the
-# load average at the start and the end. About 6 minutes with the defaults on 2 cores (the
-# builds take about 2 of them).
+# load average at the start and the end, twice: for the figures above, and for the CPU time
+# (user + system) of the daemon over its whole life in the run, or of qcowctl, which the load
+# of a shared machine disturbs far less. A workload is called slower or faster only when
+# the new side was so in every one of at least 5 pairs; otherwise "within noise".
+# About 3 minutes with the defaults on 2 cores (the two builds take about 1 of them).
 #
 # Environment:
 #   BENCH_SIZE=128M        size of the read and write images (numfmt --from=iec syntax, a
@@ -160,13 +163,35 @@ start_view() { # SIDE SOURCE-DIR LOG
 	wait_mounted "$MNT" "$QPID" || die "$1 qcowfs did not mount $2: $(tail -n 3 "$3")"
 }
 
+# CPU time: a process's user and system time, its threads' included, is added to the
+# children's times of this shell (bash's times) when the shell reaps it. cpu_mark FILE notes
+# those times, in the shell itself (a subshell would count its own children); cpu_diff FILE
+# FILE2 prints the seconds between two marks. Only the process measured and small helpers
+# (fusermount3, stop_pid's sleeps: the same on both sides) end between the marks. This figure
+# is disturbed by the load of a shared machine far less than the elapsed time is.
+cpu_mark() { times >"$1"; }
+cpu_diff() {
+	python3 - "$1" "$2" <<'PY'
+import re, sys
+def cpu(path):
+    line = open(path).read().splitlines()[1]   # the children's "user sys"
+    return sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
+print("%.4f" % (cpu(sys.argv[2]) - cpu(sys.argv[1])))
+PY
+}
+
 # Unmounting ends the daemon's session; it then exits by itself, having written out what it
-# holds (within a minute, or it is killed and the run fails).
-stop_view() { # SIDE LOG
+# holds (within a minute, or it is killed and the run fails). With a third argument, the
+# daemon's CPU time (start, workload and exit) goes to the global CPU.
+stop_view() { # SIDE LOG [CPU-MARK]
 	local rc=0
 	fusermount3 -u "$MNT" 2>/dev/null || true
 	stop_pid "$QPID" 60
 	wait "$QPID" 2>/dev/null || rc=$?
+	if [ -n "${3:-}" ]; then
+		cpu_mark "$3.end"
+		CPU=$(cpu_diff "$3" "$3.end")
+	fi
 	QPID=
 	unmount "$MNT"
 	[ "$rc" = 0 ] || die "$1 qcowfs exited with status $rc: $(tail -n 3 "$2")"
@@ -181,7 +206,9 @@ run_read() { # IMAGE WL SIDE REP
 	local image=$1 wl=$2 side=$3 rep=$4 logf=$RESULTS/$1-$2-$3-$4.log
 	start_view "$side" "$WORK/$image" "$logf"
 	run_fio "$image" "$wl" "$side" "$(view_of "$image")" "$rep"
-	stop_view "$side" "$logf"
+	cpu_mark "$WORK/cpu" # after fio ended: the daemon's whole life is counted, fio's not
+	stop_view "$side" "$logf" "$WORK/cpu"
+	printf '%s\t%s\t%s\t%s\n' "$image" "$wl" "$side" "$CPU" >>"$RESULTS/cpu.tsv"
 }
 
 run_write() { # SIDE REP
@@ -200,7 +227,9 @@ run_write() { # SIDE REP
 	[ "$rc" = 0 ] || die "$side: fio failed (status $rc): $(tail -n 3 "$out.err")"
 	res=$(fio_result "$out" rand)
 	[ "${res#error}" = "$res" ] || die "$side: fio: $res"
-	stop_view "$side" "$logf"
+	cpu_mark "$WORK/cpu" # after fio and fio_result ended: the daemon's whole life is counted
+	stop_view "$side" "$logf" "$WORK/cpu"
+	printf 'write\trand\t%s\t%s\n' "$side" "$CPU" >>"$RESULTS/cpu.tsv"
 	qemu-img check -q "$SRC/top.qcow2" || die "$side: qemu-img check of the written overlay failed"
 	# fio writes the same bytes every time (fixed seed): both sides must leave equal views
 	out_img=$WORK/written-$side.qcow2
@@ -215,17 +244,26 @@ run_write() { # SIDE REP
 	printf 'write\trand\t%s\t%s\n' "$side" "$res" >>"$RESULTS/all.tsv"
 }
 
+# cpu_run CMD... - CMD, its CPU time in the global CPU
+cpu_run() {
+	cpu_mark "$WORK/cpu"
+	"$@"
+	cpu_mark "$WORK/cpu.end"
+	CPU=$(cpu_diff "$WORK/cpu" "$WORK/cpu.end")
+}
+
 run_ctl() { # OP SIDE REP
 	local op=$1 side=$2 ctl=${QCOWCTL_BIN[$2]} t
 	fresh "$side"
 	cd "$DIR/$side"
 	case $op in
-	commit) timed t "$ctl" commit -q top.qcow2 ;;
-	copy) timed t "$ctl" copy -q top.qcow2 out.qcow2 ;;
-	check) timed t "$ctl" check -q top.qcow2 ;;
+	commit) timed t cpu_run "$ctl" commit -q top.qcow2 ;;
+	copy) timed t cpu_run "$ctl" copy -q top.qcow2 out.qcow2 ;;
+	check) timed t cpu_run "$ctl" check -q top.qcow2 ;;
 	esac
 	cd "$WORK"
 	printf 'ctl\t%s\t%s\t%s\n' "$op" "$side" "$t" >>"$RESULTS/all.tsv"
+	printf 'ctl\t%s\t%s\t%s\n' "$op" "$side" "$CPU" >>"$RESULTS/cpu.tsv"
 }
 
 # verify_ctl OP - the first pair of runs of OP left equal, clean images on both sides
@@ -252,6 +290,7 @@ run() { # WORKLOAD SIDE REP
 # ---- images ----
 mkdir -p "$RESULTS" "$WORK/mnt"
 : >"$RESULTS/all.tsv"
+: >"$RESULTS/cpu.tsv"
 cd "$WORK"
 case " $WORKLOADS " in *" single-"* | *" chain-"*) make_images ;; esac
 TOP=$(printf 'l%02d.qcow2' $((LAYERS - 1)))
@@ -289,17 +328,19 @@ done
 
 # ---- report ----
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$RESULTS/all.tsv" "$LAYERS" "$SIZE" "$TOOLS_SIZE" "$REPS" \
+python3 - "$RESULTS/all.tsv" "$RESULTS/cpu.tsv" "$LAYERS" "$SIZE" "$TOOLS_SIZE" "$REPS" \
 	"$(git -C "$ROOT" log -1 --format='%h %s' "$OLD_REV" | cut -c1-70)" \
 	"$(git -C "$ROOT" log -1 --format='%h %s' "$NEW_REV" | cut -c1-70)" \
 	"$LOAD_START" "$LOAD_END" "$WORKLOADS" <<'EOF'
 import statistics, sys
 from collections import defaultdict
-path, layers, size, tsize, reps, old, new, load0, load1, wls = sys.argv[1:]
-vals = defaultdict(list)
-for line in open(path):
-    group, wl, side, v = line.rstrip("\n").split("\t")
-    vals[(group + "-" + wl, side)].append(float(v))
+path, cpath, layers, size, tsize, reps, old, new, load0, load1, wls = sys.argv[1:]
+def load(path):
+    vals = defaultdict(list)
+    for line in open(path):
+        group, wl, side, v = line.rstrip("\n").split("\t")
+        vals[(group + "-" + wl, side)].append(float(v))
+    return vals
 names = {"seq": "seq 1M read (MB/s)", "rand1": "rand 4k read 1 job (IOPS)",
          "rand4": "rand 4k read 4 jobs (IOPS)"}
 def label(w):
@@ -313,30 +354,36 @@ print("old: %s" % old)
 print("new: %s" % new)
 print("%s runs per side, in turn; read/write images %s, qcowctl images %s" % (reps, size, tsize))
 print("load average at start %s, at end %s" % (load0, load1))
-print()
-row = "%-36s %22s %22s %7s %13s  %s"
-hdr = row % ("workload", "old min/med/max", "new min/med/max", "new/old", "pairs min-max",
-             "verdict")
-print(hdr)
-print("-" * len(hdr))
+row = "%-42s %22s %22s %7s %13s  %s"
 def f(v):
     return "%.3f" % v if v < 10 else "%.0f" % v
-for w in wls.split():
-    o, n = vals.get((w, "old"), []), vals.get((w, "new"), [])
-    if not o or not n:
-        continue
-    pairs = [b / a for a, b in zip(o, n) if a > 0]
-    ratio = statistics.median(n) / statistics.median(o)
-    # time: lower is better; every other figure: higher is better
-    slower = [p > 1 for p in pairs] if w.startswith("ctl-") else [p < 1 for p in pairs]
-    verdict = ("new slower in every pair" if all(slower) else
-               "new faster in every pair" if not any(slower) else "within noise")
-    if len(pairs) < 3:
-        verdict = "too few runs to tell"
-    print(row % (label(w), "/".join(f(x) for x in (min(o), statistics.median(o), max(o))),
-                 "/".join(f(x) for x in (min(n), statistics.median(n), max(n))),
-                 "%.3f" % ratio, "%.2f-%.2f" % (min(pairs), max(pairs)), verdict))
+def table(title, vals, lower_better, label):
+    print()
+    print(title)
+    hdr = row % ("workload", "old min/med/max", "new min/med/max", "new/old",
+                 "pairs min-max", "verdict")
+    print(hdr)
+    print("-" * len(hdr))
+    for w in wls.split():
+        o, n = vals.get((w, "old"), []), vals.get((w, "new"), [])
+        if not o or not n or not statistics.median(o):
+            continue
+        pairs = [b / a for a, b in zip(o, n) if a > 0]
+        ratio = statistics.median(n) / statistics.median(o)
+        slower = [p > 1 if lower_better(w) else p < 1 for p in pairs]
+        verdict = ("new slower in every pair" if all(slower) else
+                   "new faster in every pair" if not any(slower) else "within noise")
+        if len(pairs) < 5:
+            verdict = "too few runs to tell"
+        print(row % (label(w), "/".join(f(x) for x in (min(o), statistics.median(o), max(o))),
+                     "/".join(f(x) for x in (min(n), statistics.median(n), max(n))),
+                     "%.3f" % ratio, "%.2f-%.2f" % (min(pairs), max(pairs)), verdict))
+table("Figures (elapsed):", load(path), lambda w: w.startswith("ctl-"), label)
+def cpu_label(w):
+    return label(w).rsplit(" (", 1)[0] + (" (s)" if w.startswith("ctl-") else " daemon (s)")
+table("CPU time, user + system (the daemon's whole life per run, or qcowctl's):",
+      load(cpath), lambda w: True, cpu_label)
 print()
-print("new/old is the ratio of the medians (for qcowctl a time: above 1 is slower); a pair is")
-print("one repetition's old and new run, back to back.")
+print("new/old is the ratio of the medians (for a time, above 1 is slower); a pair is one")
+print("repetition's old and new run, back to back.")
 EOF
