@@ -64,32 +64,33 @@ static void fuse_message(enum fuse_log_level level, const char *fmt, va_list ap)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: qcowfs [OPTIONS] SOURCE MOUNTPOINT\n\n"
-		"Show every qcow2 chain in SOURCE (a directory, scanned recursively, or one image)\n"
-		"as a flat raw file under MOUNTPOINT: NAME.qcow2 -> NAME.raw, internal snapshot S ->\n"
-		"NAME@S.raw, raw backing files under their own names. Unmount with\n"
-		"'fusermount3 -u MOUNTPOINT' (or SIGINT/SIGTERM to the daemon).\n\n"
-		"options:\n"
-		"  -f                   stay in the foreground (log to stderr, not syslog)\n"
-		"  -d                   FUSE debug output (implies -f)\n"
-		"  -s                   single-threaded\n"
-		"  -o OPT[,OPT...]      mount options: ro (every view read-only), allow_other,\n"
-		"                       readahead_kb=N (read-ahead of the mount, default 4096,\n"
-		"                       0 keeps the kernel's), no_default_permissions (no mode\n"
-		"                       checks by the kernel; refused with allow_other), and any\n"
-		"                       other FUSE mount option\n"
-		"  --backing-dir DIR    allow files below DIR (outside SOURCE): backing and data\n"
-		"                       files, images symlinks in SOURCE lead to; repeatable\n"
-		"  -h, --help           this text\n"
-		"  -V, --version        the version\n\n"
-		"The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
-		"writable, unless the mount is read-only, the image file is not writable, another\n"
-		"process holds it for writing or it is marked corrupt: writes go copy-on-write into\n"
-		"that image. Snapshot views and backing layers are read-only.\n\n"
-		"A view's owner and group are its image file's; its mode never grants more than\n"
-		"every file of its chain does (the kernel checks it: default_permissions). With\n"
-		"allow_other, other users get exactly that.\n");
+	fprintf(
+	    f,
+	    "usage: qcowfs [OPTIONS] SOURCE MOUNTPOINT\n\n"
+	    "Show every qcow2 chain in SOURCE (a directory, scanned recursively, or one image)\n"
+	    "as a flat raw file under MOUNTPOINT: NAME.qcow2 -> NAME.raw, internal snapshot S ->\n"
+	    "NAME@S.raw, raw backing files under their own names. Unmount with\n"
+	    "'fusermount3 -u MOUNTPOINT' (or SIGINT/SIGTERM to the daemon).\n\n"
+	    "options:\n"
+	    "  -f                   stay in the foreground (log to stderr, not syslog)\n"
+	    "  -d                   FUSE debug output (implies -f)\n"
+	    "  -s                   single-threaded\n"
+	    "  -o OPT[,OPT...]      mount options: ro (every view read-only), allow_other,\n"
+	    "                       readahead_kb=N (read-ahead of the mount, default 4096,\n"
+	    "                       0 keeps the kernel's), no_default_permissions (no mode\n"
+	    "                       checks by the kernel; refused with allow_other), and any\n"
+	    "                       other FUSE mount option\n"
+	    "  --backing-dir DIR    allow files below DIR (outside SOURCE): backing and data\n"
+	    "                       files, images symlinks in SOURCE lead to; repeatable\n"
+	    "  -h, --help           this text\n"
+	    "  -V, --version        the version\n\n"
+	    "The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
+	    "writable, unless the mount is read-only, the image file is not writable, another\n"
+	    "process holds it for writing or it is marked corrupt: writes go copy-on-write into\n"
+	    "that image. Snapshot views and backing layers are read-only.\n\n"
+	    "A view's owner and group are its image file's; its mode never grants more than\n"
+	    "every file of its chain does (the kernel checks it: default_permissions). With\n"
+	    "allow_other, other users get exactly that.\n");
 }
 
 /* The value of -o NAME=VALUE: decimal digits only (strtoul would take "-5" as 2^32 - 5 and
@@ -143,9 +144,9 @@ static int parse_o(struct cmdline *cl, const char *arg)
 		else if (strcmp(tok, "default_permissions") == 0)
 			; /* the default: added once by check_permissions() */
 		else if (strncmp(tok, "max_read=", 9) == 0)
-			r = parse_uint_opt(tok, 8, UINT32_MAX, &cl->max_read) < 0 ?
-				    -1 :
-				    add_fuse_opt(cl, tok);
+			r = parse_uint_opt(tok, 8, UINT32_MAX, &cl->max_read) < 0
+				? -1
+				: add_fuse_opt(cl, tok);
 		else
 			r = add_fuse_opt(cl, tok);
 		if (strcmp(tok, "allow_other") == 0)
@@ -205,10 +206,10 @@ static int add_arg(struct cmdline *cl, const char *arg)
 enum { OPT_ARG = 1, OPT_BACKING_DIR = 256 };
 
 static const struct option long_opts[] = {
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
-	{ "backing-dir", required_argument, NULL, OPT_BACKING_DIR },
-	{ NULL, 0, NULL, 0 },
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"backing-dir", required_argument, NULL, OPT_BACKING_DIR},
+    {NULL, 0, NULL, 0},
 };
 
 /* Why getopt_long() refused an option (@c: '?' unknown, ':' missing value). @arg is the
@@ -389,8 +390,8 @@ static int serve(struct fuse_session *se, const struct cmdline *cl)
 int main(int argc, char **argv)
 {
 	static struct cmdline cl = {
-		.fuse_opts = "fsname=qcowfs,subtype=qcowfs",
-		.readahead_kb = QFS_DEFAULT_READAHEAD_KB,
+	    .fuse_opts = "fsname=qcowfs,subtype=qcowfs",
+	    .readahead_kb = QFS_DEFAULT_READAHEAD_KB,
 	};
 	struct qfs_config *cfg = &cl.cfg;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);

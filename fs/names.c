@@ -67,7 +67,7 @@ static size_t encode_snap(const char *s, char *out, size_t cap)
 /* The length of "NAME" in "NAME.qcow2" (also .qcow, .img); of the whole name otherwise. */
 static size_t stem_len(const char *name)
 {
-	static const char *const sfx[] = { ".qcow2", ".qcow", ".img" };
+	static const char *const sfx[] = {".qcow2", ".qcow", ".img"};
 	size_t n = strlen(name), i;
 
 	for (i = 0; i < 3; i++) {
@@ -105,7 +105,7 @@ static bool flat_name(const char *file, unsigned level, char *out)
 static int cmp_found(const void *a, const void *b)
 {
 	const struct qfs_found *x = *(const struct qfs_found *const *)a,
-			   *y = *(const struct qfs_found *const *)b;
+			       *y = *(const struct qfs_found *const *)b;
 
 	return strcmp(x->name, y->name);
 }
@@ -172,7 +172,7 @@ static void first_levels(struct qfs_found *f, size_t n, const struct qfs_strmap 
  * free of FILE.raw, FILE%#2.raw, FILE%#3.raw... */
 static void last_levels(struct qfs_found *f, size_t n, const struct qfs_strmap *own)
 {
-	struct qfs_strmap l1 = { 0 }, taken = { 0 };
+	struct qfs_strmap l1 = {0}, taken = {0};
 	struct qfs_found **p = calloc(n ? n : 1, sizeof(*p));
 	size_t np = 0, i;
 	long j;
@@ -219,7 +219,7 @@ void qfs_names_choose(struct qfs_name_log *log, struct qfs_found *f, size_t n,
 		      const struct qfs_strmap *own)
 {
 	char want[NAME_MAX + 1];
-	struct qfs_strmap l0 = { 0 };
+	struct qfs_strmap l0 = {0};
 	size_t i;
 
 	first_levels(f, n, own, &l0);

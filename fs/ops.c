@@ -32,12 +32,12 @@
 /* Names are looked up again on every access (entry timeout 0), so that images and snapshots
  * created or deleted under SOURCE show at once; attributes may be cached briefly. */
 #define ENTRY_TIMEOUT 0.0
-#define ATTR_TIMEOUT 1.0
+#define ATTR_TIMEOUT  1.0
 
 struct handle {
 	struct qfs_node *node;
-	int fd;     /* raw backing file, or -1 */
-	bool write; /* opened for writing */
+	int fd;	      /* raw backing file, or -1 */
+	bool write;   /* opened for writing */
 	bool limited; /* opened by a checked user other than root: writes as limited as theirs */
 	uid_t uid;    /* the opener (when limited) */
 	gid_t gid;
@@ -59,7 +59,7 @@ struct limits {
 
 static void limits_enter(bool limited, uid_t uid, gid_t gid, struct limits *l)
 {
-	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
 	struct __user_cap_data_struct caps[2];
 
 	l->on = limited && syscall(SYS_capget, &hdr, l->caps) == 0;
@@ -74,7 +74,7 @@ static void limits_enter(bool limited, uid_t uid, gid_t gid, struct limits *l)
 
 static void limits_leave(struct limits *l)
 {
-	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
 
 	if (!l->on)
 		return;
@@ -200,9 +200,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int err = -ENOENT;
 
 	memset(&e, 0, sizeof(e));
-	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err,
-				  caller_of(req, t, R_OK, &caller)) :
-		  NULL;
+	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err, caller_of(req, t, R_OK, &caller))
+		: NULL;
 	if (!n) {
 		reply_err(req, err);
 		return;
@@ -251,7 +250,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	/* the caller is checked by the tree, against the files it then opens */
 	acc = fi->flags & O_ACCMODE;
-	who = caller_of(req, t, acc == O_RDONLY ? R_OK : acc == O_WRONLY ? W_OK : R_OK | W_OK,
+	who = caller_of(req, t,
+			acc == O_RDONLY	  ? R_OK
+			: acc == O_WRONLY ? W_OK
+					  : R_OK | W_OK,
 			&caller);
 
 	h = calloc(1, sizeof(*h));
@@ -420,7 +422,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	/* Offsets: 0 ".", 1 "..", then entry i at i + 2; each entry's off is the next one's. */
 	for (i = (size_t)off; i < d->n + 2; i++) {
-		struct stat st = { 0 };
+		struct stat st = {0};
 		const char *name;
 		size_t len;
 
@@ -662,28 +664,28 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 }
 
 const struct fuse_lowlevel_ops qfs_ops = {
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.unlink = op_unlink,
-	.rmdir = op_unlink,
-	.symlink = op_symlink,
-	.rename = op_rename,
-	.link = op_link,
-	.create = op_create,
-	.init = op_init,
-	.lookup = op_lookup,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.open = op_open,
-	.read = op_read,
-	.write = op_write,
-	.flush = op_flush,
-	.fsync = op_fsync,
-	.fallocate = op_fallocate,
-	.release = op_release,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.releasedir = op_releasedir,
-	.statfs = op_statfs,
-	.lseek = op_lseek,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_unlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .create = op_create,
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .fsync = op_fsync,
+    .fallocate = op_fallocate,
+    .release = op_release,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .statfs = op_statfs,
+    .lseek = op_lseek,
 };

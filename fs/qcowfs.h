@@ -49,13 +49,13 @@ struct qfs_tree;
 /* One name under the mount point. Nodes live as long as the mount; their ino never changes. */
 struct qfs_node {
 	fuse_ino_t ino;
-	char *rel;          /* path below the mount point, "" for the root */
+	char *rel;	    /* path below the mount point, "" for the root */
 	enum qfs_kind kind; /* under tree->lock */
-	char *src;          /* under tree->lock: canonical source file (FLAT, RAW) or dir (DIR) */
-	char *snap_id;      /* under tree->lock: snapshot id of a snapshot view, else NULL */
-	struct qfs_node *hnext; /* under tree->lock: hash chain by rel */
+	char *src;	    /* under tree->lock: canonical source file (FLAT, RAW) or dir (DIR) */
+	char *snap_id;	    /* under tree->lock: snapshot id of a snapshot view, else NULL */
+	struct qfs_node *hnext;	    /* under tree->lock: hash chain by rel */
 	struct timespec scan_mtime; /* under tree->lock: DIR mtime at the last scan */
-	bool scanned;               /* under tree->lock */
+	bool scanned;		    /* under tree->lock */
 	uint64_t *renamed; /* under tree->lock: DIR: hashes of the renames its last scan logged */
 	size_t n_renamed;  /* under tree->lock */
 
@@ -63,7 +63,7 @@ struct qfs_node {
 	struct qcow2_chain *chain; /* open while opens > 0 */
 	unsigned opens;
 	unsigned writers; /* handles open for writing (the chain holds the write lock) */
-	uint64_t stamp; /* identity of the chain's files at the last open (page cache validity) */
+	uint64_t stamp;	  /* identity of the chain's files at the last open (page cache validity) */
 };
 
 struct qfs_config {
@@ -71,7 +71,7 @@ struct qfs_config {
 	const char *const *backing_dirs;
 	size_t n_backing_dirs;
 	bool read_only;
-	bool check_callers; /* default_permissions: opens are checked against the caller too */
+	bool check_callers;	 /* default_permissions: opens are checked against the caller too */
 	const char *mount_point; /* canonical; never scanned (SOURCE may contain it) */
 };
 
@@ -121,8 +121,8 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
 /* Set the size of flat view @n (through @c, a chain open for writing, or NULL to open one for
  * @who as qfs_tree_open() does):
  * growing grows the disk, shrinking is -EINVAL. 0 or a negative errno. */
-int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
-		      uint64_t size, const struct qfs_caller *who);
+int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, uint64_t size,
+		      const struct qfs_caller *who);
 bool qfs_tree_read_only(const struct qfs_tree *t);
 /* Does the daemon check each opener against the view's mode? */
 bool qfs_tree_checks_callers(const struct qfs_tree *t);

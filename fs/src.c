@@ -503,12 +503,11 @@ static int not_a_file(struct qfs_src_cache *c, const struct qfs_src *s, char *bu
 		snprintf(buf, cap, "'%s': backing file '%s' is missing", s->path, s->backing);
 		return -ENOENT;
 	}
-	snprintf(buf, cap, "'%s': backing file '%s' is %s, not a regular file", s->path,
-		 s->backing,
-		 S_ISDIR(st.st_mode)	? "a directory" :
-		 S_ISFIFO(st.st_mode) ? "a FIFO" :
-		 S_ISSOCK(st.st_mode) ? "a socket" :
-					"a device");
+	snprintf(buf, cap, "'%s': backing file '%s' is %s, not a regular file", s->path, s->backing,
+		 S_ISDIR(st.st_mode)	? "a directory"
+		 : S_ISFIFO(st.st_mode) ? "a FIFO"
+		 : S_ISSOCK(st.st_mode) ? "a socket"
+					: "a device");
 	return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 }
 
@@ -623,7 +622,6 @@ void qfs_src_log_refusal(struct qfs_src *s, const char *msg)
 	s->logged_msg = msg ? strdup(msg) : NULL;
 	qfs_log("refusing '%s': %s", s->path, msg && msg[0] ? msg : "invalid image");
 }
-
 
 void qfs_src_link_refusal(struct qfs_src_cache *c, const char *path, const char *msg)
 {

@@ -59,7 +59,7 @@ struct qfs_src {
 	struct qfs_snap *snaps;
 	struct qfs_strmap snap_by_id; /* snapshot id -> index in snaps (the first of an id) */
 	uint64_t bad_logged; /* the bad snapshot entries last logged (kept across probes) */
-	unsigned check_gen;	      /* chain check memo */
+	unsigned check_gen;  /* chain check memo */
 	int check_err;
 	char *check_msg;
 	unsigned visit;

@@ -98,8 +98,8 @@ static bool listing_has(const struct listing *l, const char *name)
  * (without ".raw"), '@', then more: so a snapshot view can only collide with a name in @own
  * (a file or subdirectory whose name holds '@') or with another snapshot of the same image
  * (repeated ids: a hostile table). The first moves the view to its next name. */
-static void add_image(struct qfs_tree *t, struct listing *l,
-		      const struct qfs_strmap *own, struct qfs_found *f, struct qfs_name_log *log)
+static void add_image(struct qfs_tree *t, struct listing *l, const struct qfs_strmap *own,
+		      struct qfs_found *f, struct qfs_name_log *log)
 {
 	char snapname[NAME_MAX + 1], first[NAME_MAX + 1], base[NAME_MAX + 1];
 	const char *msg;
@@ -241,8 +241,8 @@ static size_t collect(struct qfs_tree *t, const char *dir, struct qfs_found **ou
 /* Compute the names directory @dir shows. Called with t->lock held. */
 static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l)
 {
-	struct qfs_name_log log = { dir->src, dir->renamed, dir->n_renamed, NULL, 0, 0 };
-	struct qfs_strmap own = { 0 };
+	struct qfs_name_log log = {dir->src, dir->renamed, dir->n_renamed, NULL, 0, 0};
+	struct qfs_strmap own = {0};
 	struct qfs_found *f = NULL;
 	size_t n, i;
 
@@ -318,7 +318,7 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 				 struct stat *st, int *err, const struct qfs_caller *who)
 {
 	char rel[PATH_MAX];
-	struct listing l = { 0 };
+	struct listing l = {0};
 	const struct entry *e;
 	struct qfs_node *n = NULL;
 
@@ -370,7 +370,7 @@ static bool snapshot_shown(struct qfs_tree *t, struct qfs_node *c, const struct 
 int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **out, size_t *n,
 		  const struct qfs_caller *who)
 {
-	struct listing l = { 0 };
+	struct listing l = {0};
 	struct qfs_dirent *d = NULL;
 	const char *memo_src = NULL;
 	bool memo_ok = false;

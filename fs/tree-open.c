@@ -263,11 +263,10 @@ int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep
 	return r;
 }
 
-int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
-		      int *fd)
+int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who, int *fd)
 {
 	char path[PATH_MAX];
-	struct ident id = { 0 };
+	struct ident id = {0};
 	struct stat st;
 	struct qfs_src *s;
 	int r;
@@ -317,8 +316,8 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
 	pthread_mutex_unlock(&n->open_lock);
 }
 
-int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
-		      uint64_t size, const struct qfs_caller *who)
+int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, uint64_t size,
+		      const struct qfs_caller *who)
 {
 	bool keep, opened = false;
 	int r;

@@ -13,17 +13,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Build: compiler, meson, ninja and the libraries. Test: qemu tools, qemu-storage-daemon (in
 # qemu-system-common), qemu-system-x86 (its savevm makes snapshots with VM state), fio, ext4
 # tools, sfdisk, losetup (in mount), clang and its libFuzzer runtime (libclang-rt-14-dev, only
-# recommended by clang), strace.
+# recommended by clang), strace, clang-format (the formatting check).
 PACKAGES=(
 	gcc pkg-config meson ninja-build
 	libfuse3-dev fuse3 zlib1g-dev libssl-dev libzstd-dev libcriterion-dev
 	qemu-utils qemu-system-common qemu-system-x86 fio e2fsprogs fdisk util-linux mount python3
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev clang-format
 	strace
 )
 # Commands that the build, the tests, the demo and the benchmark call.
 COMMANDS=(gcc pkg-config meson ninja fusermount3 qemu-img qemu-io qemu-storage-daemon fio
-	mkfs.ext4 debugfs e2fsck sfdisk losetup mountpoint python3 clang qemu-system-x86_64)
+	clang-format mkfs.ext4 debugfs e2fsck sfdisk losetup mountpoint python3 clang qemu-system-x86_64)
 # mistakes.sh: strace kills a command at a chosen write, setpriv runs the daemon without the
 # capabilities that let root read any file
 COMMANDS+=(strace setpriv)

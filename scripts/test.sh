@@ -4,7 +4,7 @@
 #   bash scripts/test.sh
 #
 # 1. scripts/setup.sh: packages and the plain build in build/
-# 2. every meson test suite in build/ (unit and end-to-end)
+# 2. every meson test suite in build/ (unit, end-to-end, and the formatting check)
 # 3. the same build with ASan and UBSan in build-asan/, and every suite again under it
 # 4. the decoder fuzzers, briefly, when the build defines a "fuzz" suite: libFuzzer in a clang
 #    build (build-fuzz/), or the standalone drivers of build/ where there is no clang
@@ -109,13 +109,14 @@ NO_FUZZ=()
 log "tests: build/"
 run_suites build plain "build" "${NO_FUZZ[@]}"
 
-# Every suite again under the sanitizers, the fuzz drivers' mutation runs included.
+# Every suite again under the sanitizers, the fuzz drivers' mutation runs included (the
+# formatting check, which runs no code of ours, only once).
 log "ASan/UBSan build: build-asan/"
 if configure_dir build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
 	log "tests: build-asan/ (ASan, UBSan)"
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		run_suites build-asan asan "build-asan" --timeout-multiplier 3
+		run_suites build-asan asan "build-asan" --timeout-multiplier 3 --no-suite lint
 else
 	step_failed "build-asan (configure or compile)"
 fi

@@ -203,7 +203,7 @@ static int run(struct qcow2_image **img, const char *path, const struct check_op
 
 static int check_image(const char *path, const struct check_opts *o)
 {
-	struct qcow2_chain_opts co = { .lock = !o->force_share, .top_blockdev = true };
+	struct qcow2_chain_opts co = {.lock = !o->force_share, .top_blockdev = true};
 	struct qcow2_check_result res;
 	struct qcow2_image *img;
 	struct progress p;

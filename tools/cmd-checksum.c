@@ -22,14 +22,14 @@
 #include "qcowctl.h"
 
 #define CHUNK_BYTES (4u << 20)
-#define ZERO_BYTES (1u << 20)
+#define ZERO_BYTES  (1u << 20)
 
 static const uint8_t zeros[ZERO_BYTES];
 
 struct hasher {
 	struct qcow2_chain *c;
 	EVP_MD_CTX *md;
-	uint8_t *buf;  /* CHUNK_BYTES */
+	uint8_t *buf;			   /* CHUNK_BYTES */
 	uint64_t pending_off, pending_len; /* data gathered for one read */
 	uint64_t size;
 	struct progress progress;
@@ -37,16 +37,17 @@ struct hasher {
 
 static void checksum_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl checksum [--json] [-p|-q] [-U] IMAGE[@SNAP]\n\n"
-		   "Print the SHA-256 of IMAGE's flat view (the bytes `qemu-img convert -O raw`\n"
-		   "gives), or of its internal snapshot SNAP (an id or a name), as sha256sum does.\n"
-		   "Holes and zero clusters are hashed without being read. If a file named\n"
-		   "IMAGE@SNAP exists, it is the image; otherwise the longest existing IMAGE is.\n\n"
-		   "  --json             {\"filename\": ..., \"sha256\": ...}\n"
-		   "  -p, --progress     show a progress bar (default: on a terminal)\n"
-		   "  -q, --quiet        no progress bar\n"
-		   "  -U, --force-share  do not take (or respect) image locks\n"
-		   "  -h, --help         this text\n");
+	fprintf(f,
+		"usage: qcowctl checksum [--json] [-p|-q] [-U] IMAGE[@SNAP]\n\n"
+		"Print the SHA-256 of IMAGE's flat view (the bytes `qemu-img convert -O raw`\n"
+		"gives), or of its internal snapshot SNAP (an id or a name), as sha256sum does.\n"
+		"Holes and zero clusters are hashed without being read. If a file named\n"
+		"IMAGE@SNAP exists, it is the image; otherwise the longest existing IMAGE is.\n\n"
+		"  --json             {\"filename\": ..., \"sha256\": ...}\n"
+		"  -p, --progress     show a progress bar (default: on a terminal)\n"
+		"  -q, --quiet        no progress bar\n"
+		"  -U, --force-share  do not take (or respect) image locks\n"
+		"  -h, --help         this text\n");
 }
 
 static int hash(struct hasher *h, const void *p, size_t n)
@@ -145,10 +146,8 @@ static int hash_view(struct hasher *h)
 static int checksum(const char *path, const char *snap, bool force_share,
 		    const struct common_opts *o, uint8_t *digest)
 {
-	struct qcow2_chain_opts co = { .lock = !force_share,
-					.snapshot = snap,
-					.top_blockdev = true };
-	struct hasher h = { 0 };
+	struct qcow2_chain_opts co = {.lock = !force_share, .snapshot = snap, .top_blockdev = true};
+	struct hasher h = {0};
 	unsigned len = 0;
 	int r;
 
@@ -221,14 +220,11 @@ static void print_result(const char *arg, const uint8_t *digest, bool json)
 int cmd_checksum(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, OPT_JSON}, {"progress", no_argument, NULL, 'p'},
+	    {"quiet", no_argument, NULL, 'q'},	   {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
 	};
-	struct common_opts o = { 0 };
+	struct common_opts o = {0};
 	bool force_share = false;
 	uint8_t digest[32];
 	char *path, *snap;
@@ -238,9 +234,14 @@ int cmd_checksum(int argc, char **argv)
 		if (common_opt(c, &o))
 			continue;
 		switch (c) {
-		case 'U': force_share = true; break;
-		case 'h': checksum_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 'U':
+			force_share = true;
+			break;
+		case 'h':
+			checksum_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

@@ -10,38 +10,42 @@
 
 static void commit_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: qcowctl commit [--top T] [--base B] [--drop] [--force] [--dry-run] [--json]\n"
-		"                      [-p|-q] IMAGE\n\n"
-		"Merge the layers (B, T] of IMAGE's backing chain into B (virsh blockcommit).\n"
-		"T defaults to IMAGE (an active commit: IMAGE is emptied afterwards and backs onto\n"
-		"B), B to T's backing file. An intermediate commit (T below IMAGE) re-points the\n"
-		"layer above T to B. IMAGE's flat view never changes; B's own view takes in the\n"
-		"merged data. T and B are paths (or names relative to IMAGE's directory).\n\n"
-		"  --top T      the top of the merged layers\n"
-		"  --base B     the layer that receives them\n"
-		"  --drop       delete the merged layers that are no longer used\n"
-		"  --force      commit even when other images in IMAGE's or B's directory read\n"
-		"               through B or a merged layer (their content would change)\n"
-		"  --dry-run    print the plan and change nothing\n"
-		"  --json       print the plan as JSON\n"
-		"  -p           show progress even when not on a terminal\n"
-		"  -q           print nothing but errors\n"
-		"  -h, --help   this text\n\n"
-		"Interrupted or killed, every image stays valid and IMAGE shows the same data;\n"
-		"running the same command again completes the commit.\n");
+	fprintf(
+	    f,
+	    "usage: qcowctl commit [--top T] [--base B] [--drop] [--force] [--dry-run] [--json]\n"
+	    "                      [-p|-q] IMAGE\n\n"
+	    "Merge the layers (B, T] of IMAGE's backing chain into B (virsh blockcommit).\n"
+	    "T defaults to IMAGE (an active commit: IMAGE is emptied afterwards and backs onto\n"
+	    "B), B to T's backing file. An intermediate commit (T below IMAGE) re-points the\n"
+	    "layer above T to B. IMAGE's flat view never changes; B's own view takes in the\n"
+	    "merged data. T and B are paths (or names relative to IMAGE's directory).\n\n"
+	    "  --top T      the top of the merged layers\n"
+	    "  --base B     the layer that receives them\n"
+	    "  --drop       delete the merged layers that are no longer used\n"
+	    "  --force      commit even when other images in IMAGE's or B's directory read\n"
+	    "               through B or a merged layer (their content would change)\n"
+	    "  --dry-run    print the plan and change nothing\n"
+	    "  --json       print the plan as JSON\n"
+	    "  -p           show progress even when not on a terminal\n"
+	    "  -q           print nothing but errors\n"
+	    "  -h, --help   this text\n\n"
+	    "Interrupted or killed, every image stays valid and IMAGE shows the same data;\n"
+	    "running the same command again completes the commit.\n");
 }
 
 int cmd_commit(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "top", required_argument, NULL, 't' }, { "base", required_argument, NULL, 'b' },
-		{ "drop", no_argument, NULL, 'd' },	 { "force", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },	 COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
+	    {"top", required_argument, NULL, 't'},
+	    {"base", required_argument, NULL, 'b'},
+	    {"drop", no_argument, NULL, 'd'},
+	    {"force", no_argument, NULL, 'f'},
+	    {"help", no_argument, NULL, 'h'},
+	    COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0},
 	};
-	struct qcow2_commit_opts o = { 0 };
-	struct common_opts co = { 0 };
+	struct qcow2_commit_opts o = {0};
+	struct common_opts co = {0};
 	struct qcow2_plan plan;
 	struct qcow2_job job;
 	struct progress p;
@@ -51,12 +55,23 @@ int cmd_commit(int argc, char **argv)
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
-		case 't': o.top = optarg; break;
-		case 'b': o.base = optarg; break;
-		case 'd': o.drop = true; break;
-		case 'f': o.force = true; break;
-		case 'h': commit_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 't':
+			o.top = optarg;
+			break;
+		case 'b':
+			o.base = optarg;
+			break;
+		case 'd':
+			o.drop = true;
+			break;
+		case 'f':
+			o.force = true;
+			break;
+		case 'h':
+			commit_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

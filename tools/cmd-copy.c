@@ -11,37 +11,38 @@
 
 static void copy_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl copy [--shallow] [-O qcow2|raw] [-c|--compress] [--dry-run]\n"
-		   "                    [--json] [-p|-q] SRC DEST\n\n"
-		   "Copy the flat view of SRC's chain into a new standalone image DEST (virsh\n"
-		   "blockcopy, qemu-img convert), or with --shallow only SRC's own layer, DEST then\n"
-		   "backing onto SRC's backing file. Only allocated data is read and written: holes\n"
-		   "and zeros stay holes, and a raw DEST is a sparse file. DEST is replaced if it\n"
-		   "exists.\n\n"
-		   "  --shallow          copy the top layer only and keep its backing file\n"
-		   "  -O FMT             qcow2 (default) or raw\n"
-		   "  -c, --compress     write zlib-compressed clusters (qcow2)\n"
-		   "  --dry-run          print the plan and change nothing\n"
-		   "  --json             print the plan as JSON\n"
-		   "  -p                 show progress even when not on a terminal\n"
-		   "  -q                 print nothing but errors\n"
-		   "  -h, --help         this text\n\n"
-		   "The copy is built under a hidden name next to DEST and renamed to DEST once it is\n"
-		   "complete and durable: interrupted or killed, DEST is untouched; running the same\n"
-		   "command again makes the copy.\n");
+	fprintf(
+	    f, "usage: qcowctl copy [--shallow] [-O qcow2|raw] [-c|--compress] [--dry-run]\n"
+	       "                    [--json] [-p|-q] SRC DEST\n\n"
+	       "Copy the flat view of SRC's chain into a new standalone image DEST (virsh\n"
+	       "blockcopy, qemu-img convert), or with --shallow only SRC's own layer, DEST then\n"
+	       "backing onto SRC's backing file. Only allocated data is read and written: holes\n"
+	       "and zeros stay holes, and a raw DEST is a sparse file. DEST is replaced if it\n"
+	       "exists.\n\n"
+	       "  --shallow          copy the top layer only and keep its backing file\n"
+	       "  -O FMT             qcow2 (default) or raw\n"
+	       "  -c, --compress     write zlib-compressed clusters (qcow2)\n"
+	       "  --dry-run          print the plan and change nothing\n"
+	       "  --json             print the plan as JSON\n"
+	       "  -p                 show progress even when not on a terminal\n"
+	       "  -q                 print nothing but errors\n"
+	       "  -h, --help         this text\n\n"
+	       "The copy is built under a hidden name next to DEST and renamed to DEST once it is\n"
+	       "complete and durable: interrupted or killed, DEST is untouched; running the same\n"
+	       "command again makes the copy.\n");
 }
 
 int cmd_copy(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "shallow", no_argument, NULL, 's' },
-		{ "compress", no_argument, NULL, 'c' },
-		{ "help", no_argument, NULL, 'h' },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
+	    {"shallow", no_argument, NULL, 's'},
+	    {"compress", no_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0},
 	};
-	struct qcow2_convert_opts o = { 0 };
-	struct common_opts co = { 0 };
+	struct qcow2_convert_opts o = {0};
+	struct common_opts co = {0};
 	struct qcow2_plan plan;
 	struct qcow2_job job;
 	struct progress p;
@@ -51,8 +52,12 @@ int cmd_copy(int argc, char **argv)
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
-		case 's': o.shallow = true; break;
-		case 'c': o.compress = true; break;
+		case 's':
+			o.shallow = true;
+			break;
+		case 'c':
+			o.compress = true;
+			break;
 		case 'O':
 			if (strcmp(optarg, "raw") == 0)
 				o.raw = true;
@@ -60,8 +65,11 @@ int cmd_copy(int argc, char **argv)
 				die(EXIT_USAGE, "output format '%s' not supported (qcow2 or raw)",
 				    optarg);
 			break;
-		case 'h': copy_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 'h':
+			copy_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 2 != argc) {

@@ -20,7 +20,7 @@ struct create_args {
 	const char *image;
 	const char *backing;
 	const char *backing_fmt;
-	bool unsafe;     /* -u: do not open the backing file */
+	bool unsafe; /* -u: do not open the backing file */
 	bool have_size;
 	struct qcow2_backing_probe probe; /* what the backing file is (unless -u) */
 	bool probed;
@@ -65,14 +65,29 @@ static void create_usage(FILE *f)
 static int unit_shift(char c)
 {
 	switch (c) {
-	case 'b': case 'B': return 0;
-	case 'k': case 'K': return 10;
-	case 'm': case 'M': return 20;
-	case 'g': case 'G': return 30;
-	case 't': case 'T': return 40;
-	case 'p': case 'P': return 50;
-	case 'e': case 'E': return 60;
-	default: return -1;
+	case 'b':
+	case 'B':
+		return 0;
+	case 'k':
+	case 'K':
+		return 10;
+	case 'm':
+	case 'M':
+		return 20;
+	case 'g':
+	case 'G':
+		return 30;
+	case 't':
+	case 'T':
+		return 40;
+	case 'p':
+	case 'P':
+		return 50;
+	case 'e':
+	case 'E':
+		return 60;
+	default:
+		return -1;
 	}
 }
 
@@ -218,18 +233,23 @@ static int parse_o(struct create_args *a, char *list)
 
 static int parse_args(int argc, char **argv, struct create_args *a)
 {
-	static const struct option longopts[] = { COMMON_LONGOPTS,
-						   { "help", no_argument, NULL, 'h' },
-						   { NULL, 0, NULL, 0 } };
+	static const struct option longopts[] = {
+	    COMMON_LONGOPTS, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	int c;
 
 	while ((c = next_option(argc, argv, "b:F:f:o:uhpq", longopts, "create")) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
 		switch (c) {
-		case 'b': a->backing = optarg; break;
-		case 'F': a->backing_fmt = optarg; break;
-		case 'u': a->unsafe = true; break;
+		case 'b':
+			a->backing = optarg;
+			break;
+		case 'F':
+			a->backing_fmt = optarg;
+			break;
+		case 'u':
+			a->unsafe = true;
+			break;
 		case 'f':
 			if (strcmp(optarg, "qcow2") != 0)
 				return error("cannot create '%s' images: only qcow2", optarg), -1;
@@ -238,8 +258,11 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 			if (parse_o(a, optarg) < 0)
 				return -1;
 			break;
-		case 'h': create_usage(stdout); exit(EXIT_OK);
-		default: return -1;
+		case 'h':
+			create_usage(stdout);
+			exit(EXIT_OK);
+		default:
+			return -1;
 		}
 	}
 	if (argc - optind < 1 || argc - optind > 2)
@@ -248,7 +271,8 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 	if (argc - optind == 2) {
 		if (parse_size(argv[optind + 1], &a->o.size) < 0)
 			return error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
-				     argv[optind + 1]), -1;
+				     argv[optind + 1]),
+			       -1;
 		a->have_size = true;
 	}
 	return 0;
@@ -337,9 +361,9 @@ static void print_plan(const struct create_args *a, bool replaces)
 	print_options(o);
 	printf("\n");
 	if (o->backing_file)
-		printf("  backing file: '%s' (stored as given)%s%s%s, format %s\n",
-		       o->backing_file, a->probed ? ", resolves to '" : "",
-		       a->probed ? a->probe.path : "", a->probed ? "'" : "", o->backing_fmt);
+		printf("  backing file: '%s' (stored as given)%s%s%s, format %s\n", o->backing_file,
+		       a->probed ? ", resolves to '" : "", a->probed ? a->probe.path : "",
+		       a->probed ? "'" : "", o->backing_fmt);
 	if (replaces)
 		printf("  replaces the existing file '%s'\n", a->image);
 	printf("nothing was created (--dry-run)\n");
@@ -368,7 +392,7 @@ static int check_options(const struct create_args *a)
 
 int cmd_create(int argc, char **argv)
 {
-	struct create_args a = { .common = { .progress = PROGRESS_AUTO } };
+	struct create_args a = {.common = {.progress = PROGRESS_AUTO}};
 	struct progress prog;
 	struct qcow2_job job;
 	bool replaces = false;

@@ -24,9 +24,9 @@ struct layer_facts {
 	const char *path;
 	const char *format;
 	uint64_t virtual_size;
-	uint64_t disk_bytes;     /* host allocation of the file */
-	uint64_t used_clusters;  /* qcow2: clusters with a non-zero refcount */
-	bool used_unknown;       /* the refcounts cannot be read: no allocation figure */
+	uint64_t disk_bytes;	 /* host allocation of the file */
+	uint64_t used_clusters;	 /* qcow2: clusters with a non-zero refcount */
+	bool used_unknown;	 /* the refcounts cannot be read: no allocation figure */
 	struct qcow2_image *img; /* NULL for raw */
 };
 
@@ -97,7 +97,8 @@ static void print_text(const struct layer_facts *f)
 	printf("Format specific information:\n    compat: %s\n", compat_name(h));
 	printf("    compression type: %s\n",
 	       h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
-	printf("    lazy refcounts: %s\n", h->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
+	printf("    lazy refcounts: %s\n",
+	       h->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
 	printf("    refcount bits: %u\n", 1u << h->refcount_order);
 	printf("    corrupt: %s\n", h->incompat & QCOW2_INCOMPAT_CORRUPT ? "true" : "false");
 	printf("    dirty: %s\n", h->incompat & QCOW2_INCOMPAT_DIRTY ? "true" : "false");
@@ -224,7 +225,7 @@ static void emit(struct json *j, const struct info_opts *o, const struct layer_f
 
 static int info_chain(const char *path, const struct info_opts *o)
 {
-	struct qcow2_chain_opts co = { .lock = !o->force_share, .top_blockdev = true };
+	struct qcow2_chain_opts co = {.lock = !o->force_share, .top_blockdev = true};
 	struct qcow2_chain *c;
 	struct json j;
 	unsigned i, n;
@@ -248,8 +249,10 @@ static int info_chain(const char *path, const struct info_opts *o)
 			break;
 		r = gather(&f, i == 0 ? path : li.path, li.format, li.size, li.image, io);
 		if (r == 0)
-			emit(&j, o, &f, i + 1 < n && qcow2_chain_layer(c, i + 1, &below) == 0 ?
-					       below.path : NULL, i == 0);
+			emit(&j, o, &f,
+			     i + 1 < n && qcow2_chain_layer(c, i + 1, &below) == 0 ? below.path
+										   : NULL,
+			     i == 0);
 		qcow2_io_close(io);
 	}
 	if (o->json) {
@@ -262,7 +265,7 @@ static int info_chain(const char *path, const struct info_opts *o)
 
 static int info_one(const char *path, const struct info_opts *o)
 {
-	struct qcow2_chain_opts co = { .lock = !o->force_share, .top_blockdev = true };
+	struct qcow2_chain_opts co = {.lock = !o->force_share, .top_blockdev = true};
 	struct qcow2_image *img = NULL;
 	struct qcow2_io *io = NULL;
 	struct layer_facts f;
@@ -296,20 +299,31 @@ static int info_one(const char *path, const struct info_opts *o)
 int cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "chain", no_argument, NULL, 'c' },	   { "json", no_argument, NULL, 'j' },
-		{ "force-share", no_argument, NULL, 'U' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"chain", no_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct info_opts o = { 0 };
+	struct info_opts o = {0};
 	int c, r;
 
 	while ((c = next_option(argc, argv, "hU", longopts, "info")) != -1) {
 		switch (c) {
-		case 'c': o.chain = true; break;
-		case 'j': o.json = true; break;
-		case 'U': o.force_share = true; break;
-		case 'h': info_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 'c':
+			o.chain = true;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 'U':
+			o.force_share = true;
+			break;
+		case 'h':
+			info_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

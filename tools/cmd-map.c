@@ -35,7 +35,7 @@ struct map_entry {
 struct mapper {
 	struct qcow2_chain *c;
 	bool json;
-	char **names;   /* per layer: the file as qemu-img names it (text output) */
+	char **names;	/* per layer: the file as qemu-img names it (text output) */
 	bool *prealloc; /* per layer: QEMU would judge it metadata-preallocated */
 	unsigned n;
 	bool started;
@@ -43,16 +43,17 @@ struct mapper {
 
 static void map_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl map [--json] [-U] IMAGE\n\n"
-		   "Print which layer of IMAGE's backing chain provides each range of its flat\n"
-		   "view, and whether it is data, zeros or unallocated, as `qemu-img map` does.\n\n"
-		   "  --json             as `qemu-img map --output=json`, one object per range:\n"
-		   "                     start, length, depth (0 = IMAGE), present, zero, data,\n"
-		   "                     offset (host offset in the providing file, when it has one)\n"
-		   "  -U, --force-share  do not take (or respect) image locks\n"
-		   "  -h, --help         this text\n\n"
-		   "Without --json: the data ranges with their host offset and file, as qemu-img's\n"
-		   "human format (which cannot show compressed clusters: use --json for those).\n");
+	fprintf(f,
+		"usage: qcowctl map [--json] [-U] IMAGE\n\n"
+		"Print which layer of IMAGE's backing chain provides each range of its flat\n"
+		"view, and whether it is data, zeros or unallocated, as `qemu-img map` does.\n\n"
+		"  --json             as `qemu-img map --output=json`, one object per range:\n"
+		"                     start, length, depth (0 = IMAGE), present, zero, data,\n"
+		"                     offset (host offset in the providing file, when it has one)\n"
+		"  -U, --force-share  do not take (or respect) image locks\n"
+		"  -h, --help         this text\n\n"
+		"Without --json: the data ranges with their host offset and file, as qemu-img's\n"
+		"human format (which cannot show compressed clusters: use --json for those).\n");
 }
 
 /* qemu-img's answer for a range no layer allocates, from @off (at most @len bytes): the layer
@@ -71,7 +72,7 @@ static int hole_entry(struct mapper *m, uint64_t off, uint64_t len, struct map_e
 		if (below.size - off < len)
 			len = below.size - off; /* past it, a higher layer ends the walk */
 	}
-	*me = (struct map_entry){ .start = off, .length = len, .depth = d, .zero = true };
+	*me = (struct map_entry){.start = off, .length = len, .depth = d, .zero = true};
 	qcow2_chain_layer(m->c, d, &li);
 	if (!li.image || !(qcow2_image_header(li.image)->incompat & QCOW2_INCOMPAT_EXTL2))
 		return 0;
@@ -143,8 +144,8 @@ static int entry_at(struct mapper *m, uint64_t off, uint64_t max, struct map_ent
 	if (e.layer < 0)
 		return hole_entry(m, off, e.len, me);
 	qcow2_chain_layer(m->c, (unsigned)e.layer, &li);
-	*me = (struct map_entry){ .start = off, .length = e.len, .depth = (unsigned)e.layer,
-				  .present = true };
+	*me = (struct map_entry){
+	    .start = off, .length = e.len, .depth = (unsigned)e.layer, .present = true};
 	me->zero = e.kind == QCOW2_EXTENT_ZERO;
 	me->data = !me->zero;
 	if (!li.image) { /* raw: host offset = guest offset */
@@ -205,7 +206,7 @@ static int emit(struct mapper *m, const struct map_entry *me, bool last)
 static int map_all(struct mapper *m)
 {
 	uint64_t size = qcow2_chain_size(m->c);
-	struct map_entry cur = { 0 }, next;
+	struct map_entry cur = {0}, next;
 	int r;
 
 	if (!m->json)
@@ -288,8 +289,8 @@ static int detect_all(struct mapper *m)
 
 static int run_map(const char *path, bool json, bool force_share)
 {
-	struct qcow2_chain_opts co = { .lock = !force_share, .top_blockdev = true };
-	struct mapper m = { .json = json };
+	struct qcow2_chain_opts co = {.lock = !force_share, .top_blockdev = true};
+	struct mapper m = {.json = json};
 	unsigned i;
 	int r;
 
@@ -313,20 +314,27 @@ static int run_map(const char *path, bool json, bool force_share)
 int cmd_map(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	bool json = false, force_share = false;
 	int c;
 
 	while ((c = next_option(argc, argv, "hU", longopts, "map")) != -1) {
 		switch (c) {
-		case 'j': json = true; break;
-		case 'U': force_share = true; break;
-		case 'h': map_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 'j':
+			json = true;
+			break;
+		case 'U':
+			force_share = true;
+			break;
+		case 'h':
+			map_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

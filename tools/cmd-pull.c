@@ -9,30 +9,31 @@
 
 static void pull_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl pull [--base B] [--dry-run] [--json] [-p|-q] IMAGE\n\n"
-		   "Copy into IMAGE every cluster that the layers above B provide, then make IMAGE\n"
-		   "back onto B, or stand alone without --base (virsh blockpull). IMAGE's flat view\n"
-		   "never changes.\n\n"
-		   "  --base B     the layer IMAGE backs onto afterwards (a path, or a name relative\n"
-		   "               to IMAGE's directory)\n"
-		   "  --dry-run    print the plan and change nothing\n"
-		   "  --json       print the plan as JSON\n"
-		   "  -p           show progress even when not on a terminal\n"
-		   "  -q           print nothing but errors\n"
-		   "  -h, --help   this text\n\n"
-		   "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
-		   "same command again completes the pull.\n");
+	fprintf(f,
+		"usage: qcowctl pull [--base B] [--dry-run] [--json] [-p|-q] IMAGE\n\n"
+		"Copy into IMAGE every cluster that the layers above B provide, then make IMAGE\n"
+		"back onto B, or stand alone without --base (virsh blockpull). IMAGE's flat view\n"
+		"never changes.\n\n"
+		"  --base B     the layer IMAGE backs onto afterwards (a path, or a name relative\n"
+		"               to IMAGE's directory)\n"
+		"  --dry-run    print the plan and change nothing\n"
+		"  --json       print the plan as JSON\n"
+		"  -p           show progress even when not on a terminal\n"
+		"  -q           print nothing but errors\n"
+		"  -h, --help   this text\n\n"
+		"Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
+		"same command again completes the pull.\n");
 }
 
 int cmd_pull(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "base", required_argument, NULL, 'b' },
-		{ "help", no_argument, NULL, 'h' },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
+	    {"base", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0},
 	};
-	struct common_opts co = { 0 };
+	struct common_opts co = {0};
 	const char *base = NULL;
 	struct qcow2_plan plan;
 	struct qcow2_job job;
@@ -43,9 +44,14 @@ int cmd_pull(int argc, char **argv)
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
-		case 'b': base = optarg; break;
-		case 'h': pull_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 'b':
+			base = optarg;
+			break;
+		case 'h':
+			pull_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

@@ -10,35 +10,36 @@
 
 static void rebase_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl rebase -b NEWBASE [-F FMT] [--unsafe] [--dry-run] [--json]\n"
-		   "                      [-p|-q] IMAGE\n\n"
-		   "Change IMAGE's backing file to NEWBASE (qemu-img rebase). NEWBASE is stored as\n"
-		   "given and, when relative, read from IMAGE's directory; \"\" leaves IMAGE with no\n"
-		   "backing file. IMAGE's flat view is kept: the ranges where the old and the new\n"
-		   "backing differ are copied into IMAGE first.\n\n"
-		   "  -b, --backing NEWBASE  the new backing file\n"
-		   "  -F, --backing-format FMT  qcow2 or raw (default: probed)\n"
-		   "  -u, --unsafe           only rewrite the pointer (the view may change)\n"
-		   "  --dry-run              print the plan and change nothing\n"
-		   "  --json                 print the plan as JSON\n"
-		   "  -p                     show progress even when not on a terminal\n"
-		   "  -q                     print nothing but errors\n"
-		   "  -h, --help             this text\n\n"
-		   "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
-		   "same command again completes the rebase.\n");
+	fprintf(f,
+		"usage: qcowctl rebase -b NEWBASE [-F FMT] [--unsafe] [--dry-run] [--json]\n"
+		"                      [-p|-q] IMAGE\n\n"
+		"Change IMAGE's backing file to NEWBASE (qemu-img rebase). NEWBASE is stored as\n"
+		"given and, when relative, read from IMAGE's directory; \"\" leaves IMAGE with no\n"
+		"backing file. IMAGE's flat view is kept: the ranges where the old and the new\n"
+		"backing differ are copied into IMAGE first.\n\n"
+		"  -b, --backing NEWBASE  the new backing file\n"
+		"  -F, --backing-format FMT  qcow2 or raw (default: probed)\n"
+		"  -u, --unsafe           only rewrite the pointer (the view may change)\n"
+		"  --dry-run              print the plan and change nothing\n"
+		"  --json                 print the plan as JSON\n"
+		"  -p                     show progress even when not on a terminal\n"
+		"  -q                     print nothing but errors\n"
+		"  -h, --help             this text\n\n"
+		"Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
+		"same command again completes the rebase.\n");
 }
 
 int cmd_rebase(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "backing", required_argument, NULL, 'b' },
-		{ "backing-format", required_argument, NULL, 'F' },
-		{ "unsafe", no_argument, NULL, 'u' },
-		{ "help", no_argument, NULL, 'h' },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
+	    {"backing", required_argument, NULL, 'b'},
+	    {"backing-format", required_argument, NULL, 'F'},
+	    {"unsafe", no_argument, NULL, 'u'},
+	    {"help", no_argument, NULL, 'h'},
+	    COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0},
 	};
-	struct common_opts co = { 0 };
+	struct common_opts co = {0};
 	const char *backing = NULL, *fmt = NULL;
 	bool unsafe = false;
 	struct qcow2_plan plan;
@@ -50,11 +51,20 @@ int cmd_rebase(int argc, char **argv)
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {
-		case 'b': backing = optarg; break;
-		case 'F': fmt = optarg; break;
-		case 'u': unsafe = true; break;
-		case 'h': rebase_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case 'b':
+			backing = optarg;
+			break;
+		case 'F':
+			fmt = optarg;
+			break;
+		case 'u':
+			unsafe = true;
+			break;
+		case 'h':
+			rebase_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc || !backing) {

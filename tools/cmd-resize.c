@@ -54,9 +54,8 @@ static const char *take_negative(int argc, char **argv)
 
 static int parse_args(int argc, char **argv, struct resize_args *a)
 {
-	static const struct option longopts[] = { COMMON_LONGOPTS,
-						   { "help", no_argument, NULL, 'h' },
-						   { NULL, 0, NULL, 0 } };
+	static const struct option longopts[] = {
+	    COMMON_LONGOPTS, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *neg = take_negative(argc, argv);
 	int c;
 
@@ -101,10 +100,13 @@ static int new_size(const struct resize_args *a, uint64_t old, uint64_t *out)
 		return error("'%s': %s is too large", a->image, a->size_arg), -1;
 	if (n < old)
 		return error("'%s': shrinking is not supported (%" PRIu64 " bytes is less than the "
-			     "current %" PRIu64 ")", a->image, n, old), -1;
+			     "current %" PRIu64 ")",
+			     a->image, n, old),
+		       -1;
 	if (n % 512)
 		return error("'%s': the new size (%" PRIu64 " bytes) must be a multiple of 512",
-			     a->image, n), -1;
+			     a->image, n),
+		       -1;
 	*out = n;
 	return 0;
 }
@@ -133,8 +135,7 @@ static uint64_t l1_needed(const struct qcow2_image *img, uint64_t size)
 	return size / per_l1 + (size % per_l1 != 0);
 }
 
-static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint64_t old,
-		       uint64_t n)
+static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint64_t old, uint64_t n)
 {
 	struct qcow2_layer_info top, below;
 	char s1[32], s2[32];
@@ -143,8 +144,8 @@ static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint6
 	qcow2_chain_layer(c, 0, &top);
 	format_size(old, s1, sizeof(s1));
 	format_size(n, s2, sizeof(s2));
-	printf("would grow '%s' from %s (%" PRIu64 " bytes) to %s (%" PRIu64 " bytes)\n",
-	       a->image, s1, old, s2, n);
+	printf("would grow '%s' from %s (%" PRIu64 " bytes) to %s (%" PRIu64 " bytes)\n", a->image,
+	       s1, old, s2, n);
 	need = l1_needed(top.image, n);
 	if (need > qcow2_image_header(top.image)->l1_entries)
 		printf("  its L1 table grows from %u to %" PRIu64 " entries (written anew, then "
@@ -161,7 +162,7 @@ static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint6
 /* --dry-run: opened read-only, locked as a reader (refused while someone writes it). */
 static int dry_run(const struct resize_args *a)
 {
-	struct qcow2_chain_opts co = { .lock = true, .top_blockdev = true };
+	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true};
 	struct qcow2_layer_info top;
 	struct qcow2_chain *c;
 	uint64_t old, n;
@@ -202,7 +203,7 @@ static bool is_qcow2(const char *path)
 
 int cmd_resize(int argc, char **argv)
 {
-	struct resize_args a = { .common = { .progress = PROGRESS_AUTO } };
+	struct resize_args a = {.common = {.progress = PROGRESS_AUTO}};
 	struct qcow2_chain *c;
 	uint64_t old, n;
 	int r;

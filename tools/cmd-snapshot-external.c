@@ -12,24 +12,25 @@
 
 static void external_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl snapshot create --external [--dry-run] [--json] [-q] IMAGE NEW\n\n"
-		   "Create NEW, a qcow2 overlay whose backing file is IMAGE (virsh snapshot-create\n"
-		   "--disk-only): NEW is the active image from then on, and IMAGE, now a backing\n"
-		   "file, must no longer be written (a qcowfs mount shows it read-only). The backing\n"
-		   "name is stored relative when both files are in one directory, else absolute.\n"
-		   "Refused if NEW exists or while another process writes IMAGE. NEW is written\n"
-		   "under a hidden name and given its name only when complete.\n");
+	fprintf(f,
+		"usage: qcowctl snapshot create --external [--dry-run] [--json] [-q] IMAGE NEW\n\n"
+		"Create NEW, a qcow2 overlay whose backing file is IMAGE (virsh snapshot-create\n"
+		"--disk-only): NEW is the active image from then on, and IMAGE, now a backing\n"
+		"file, must no longer be written (a qcowfs mount shows it read-only). The backing\n"
+		"name is stored relative when both files are in one directory, else absolute.\n"
+		"Refused if NEW exists or while another process writes IMAGE. NEW is written\n"
+		"under a hidden name and given its name only when complete.\n");
 }
 
 int snapshot_create_external(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "external", no_argument, NULL, 'e' },
-		{ "help", no_argument, NULL, 'h' },
-		COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
+	    {"external", no_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0},
 	};
-	struct common_opts co = { 0 };
+	struct common_opts co = {0};
 	struct qcow2_plan plan;
 	int c, r;
 

@@ -107,7 +107,7 @@ static int snapshot_list(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct common_opts o = {0};
-	struct qcow2_chain_opts co = { .lock = true, .top_blockdev = true };
+	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true};
 	struct qcow2_image *img;
 	uint32_t i, n;
 	int c;

@@ -22,7 +22,7 @@
 
 struct node {
 	const struct qcow2_dir_image *img;
-	int parent;                  /* index of the backing file's node, or -1 */
+	int parent; /* index of the backing file's node, or -1 */
 	size_t *children, n_children;
 	struct qcow2_snapshot *snaps; /* NULL: none or not readable */
 	uint32_t n_snaps;
@@ -41,17 +41,18 @@ struct forest {
 
 static void tree_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl tree [--json] DIR\n\n"
-		   "Show every backing chain under DIR (searched recursively) as a forest: each\n"
-		   "base image at the root, the overlays that use it below it, every image with its\n"
-		   "internal snapshots (id: name). Raw files used as backing are roots; images whose\n"
-		   "backing file is missing or outside DIR are roots with a note; an image another\n"
-		   "process holds for writing is marked \"(in use)\".\n\n"
-		   "  --json      {\"directory\": DIR, \"images\": [roots]}, each image with\n"
-		   "              filename (relative to DIR), format, snapshots [{id, name}],\n"
-		   "              full-backing-filename, backing-filename-format, in-use, error,\n"
-		   "              note and children\n"
-		   "  -h, --help  this text\n");
+	fprintf(f,
+		"usage: qcowctl tree [--json] DIR\n\n"
+		"Show every backing chain under DIR (searched recursively) as a forest: each\n"
+		"base image at the root, the overlays that use it below it, every image with its\n"
+		"internal snapshots (id: name). Raw files used as backing are roots; images whose\n"
+		"backing file is missing or outside DIR are roots with a note; an image another\n"
+		"process holds for writing is marked \"(in use)\".\n\n"
+		"  --json      {\"directory\": DIR, \"images\": [roots]}, each image with\n"
+		"              filename (relative to DIR), format, snapshots [{id, name}],\n"
+		"              full-backing-filename, backing-filename-format, in-use, error,\n"
+		"              note and children\n"
+		"  -h, --help  this text\n");
 }
 
 /* The file's name relative to the directory (absolute if it lies outside). */
@@ -125,7 +126,8 @@ static int build(struct forest *f)
 		load_snapshots(nd);
 	}
 	for (i = 0; i < f->n; i++)
-		if (f->nodes[i].parent >= 0 && (r = add_child(&f->nodes[f->nodes[i].parent], i)) < 0)
+		if (f->nodes[i].parent >= 0 &&
+		    (r = add_child(&f->nodes[f->nodes[i].parent], i)) < 0)
 			return r;
 	return 0;
 }
@@ -157,10 +159,14 @@ static const char *root_note(const struct forest *f, const struct node *nd, bool
 static const char *err_text(int err)
 {
 	switch (-err) {
-	case EUCLEAN: return "malformed qcow2 file";
-	case EINVAL: return "invalid qcow2 header";
-	case ENOTSUP: return "uses a qcow2 feature not supported";
-	default: return strerror(-err);
+	case EUCLEAN:
+		return "malformed qcow2 file";
+	case EINVAL:
+		return "invalid qcow2 header";
+	case ENOTSUP:
+		return "uses a qcow2 feature not supported";
+	default:
+		return strerror(-err);
 	}
 }
 
@@ -283,7 +289,7 @@ static void print_json(struct forest *f)
 
 static int run_tree(const char *dir, bool json)
 {
-	struct forest f = { 0 };
+	struct forest f = {0};
 	char canon[PATH_MAX];
 	size_t i;
 	int r;
@@ -318,18 +324,23 @@ static int run_tree(const char *dir, bool json)
 int cmd_tree(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	bool json = false;
 	int c;
 
 	while ((c = next_option(argc, argv, "h", longopts, "tree")) != -1) {
 		switch (c) {
-		case OPT_JSON: json = true; break;
-		case 'h': tree_usage(stdout); return EXIT_OK;
-		default: return EXIT_USAGE;
+		case OPT_JSON:
+			json = true;
+			break;
+		case 'h':
+			tree_usage(stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {

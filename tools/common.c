@@ -41,11 +41,20 @@ bool was_interrupted(void)
 bool common_opt(int c, struct common_opts *o)
 {
 	switch (c) {
-	case 'p': o->progress = PROGRESS_FORCE; return true;
-	case 'q': o->progress = PROGRESS_QUIET; return true;
-	case OPT_DRY_RUN: o->dry_run = true; return true;
-	case OPT_JSON: o->json = true; return true;
-	default: return false;
+	case 'p':
+		o->progress = PROGRESS_FORCE;
+		return true;
+	case 'q':
+		o->progress = PROGRESS_QUIET;
+		return true;
+	case OPT_DRY_RUN:
+		o->dry_run = true;
+		return true;
+	case OPT_JSON:
+		o->json = true;
+		return true;
+	default:
+		return false;
 	}
 }
 
@@ -189,7 +198,7 @@ void job_init(struct qcow2_job *job, struct progress *p)
 
 int open_for_write(const char *path, struct qcow2_chain **out)
 {
-	struct qcow2_chain_opts co = { .lock = true, .writable = true, .top_blockdev = true };
+	struct qcow2_chain_opts co = {.lock = true, .writable = true, .top_blockdev = true};
 	struct qcow2_chain *c;
 	int r;
 
@@ -272,7 +281,8 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 			break;
 		case QCOW2_STEP_REPOINT:
 			if (s->detail && s->detail[0])
-				printf("  repoint  '%s' to backing file '%s'\n", s->image, s->detail);
+				printf("  repoint  '%s' to backing file '%s'\n", s->image,
+				       s->detail);
 			else
 				printf("  repoint  '%s' to no backing file\n", s->image);
 			break;

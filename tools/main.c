@@ -15,19 +15,19 @@ struct subcommand {
 };
 
 static const struct subcommand subcommands[] = {
-	{ "info", cmd_info, "header facts, backing chain, snapshots and allocation of an image" },
-	{ "commit", cmd_commit, "merge layers of a chain into a lower one (blockcommit)" },
-	{ "pull", cmd_pull, "copy the data of backing layers into an image (blockpull)" },
-	{ "rebase", cmd_rebase, "change an image's backing file, keeping its content" },
-	{ "copy", cmd_copy, "copy a chain's flat view, or its top layer, into a new image" },
-	{ "create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)" },
-	{ "resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)" },
-	{ "snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete" },
-	{ "check", cmd_check, "consistency check of an image, and its repair (as qemu-img check)" },
-	/* qcowctl inspect */
-	{ "map", cmd_map, "which layer provides each range of the flat view (as qemu-img map)" },
-	{ "checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot" },
-	{ "tree", cmd_tree, "every backing chain under a directory, with internal snapshots" },
+    {"info", cmd_info, "header facts, backing chain, snapshots and allocation of an image"},
+    {"commit", cmd_commit, "merge layers of a chain into a lower one (blockcommit)"},
+    {"pull", cmd_pull, "copy the data of backing layers into an image (blockpull)"},
+    {"rebase", cmd_rebase, "change an image's backing file, keeping its content"},
+    {"copy", cmd_copy, "copy a chain's flat view, or its top layer, into a new image"},
+    {"create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)"},
+    {"resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)"},
+    {"snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete"},
+    {"check", cmd_check, "consistency check of an image, and its repair (as qemu-img check)"},
+    /* qcowctl inspect */
+    {"map", cmd_map, "which layer provides each range of the flat view (as qemu-img map)"},
+    {"checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot"},
+    {"tree", cmd_tree, "every backing chain under a directory, with internal snapshots"},
 };
 
 static void usage(FILE *f)

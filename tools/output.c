@@ -145,7 +145,7 @@ void json_finish(struct json *j)
 
 void format_size(uint64_t bytes, char *out, size_t cap)
 {
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	double v = (double)bytes;
 	int u = 0;
 

@@ -16,7 +16,8 @@ enum qcowctl_exit {
 	EXIT_FAIL = 1,
 	EXIT_CORRUPT = 2,
 	EXIT_LEAKS = 3,
-	EXIT_NOT_IMPROVED = 4, /* check --repair: the repair would not improve it; nothing changed */
+	EXIT_NOT_IMPROVED =
+	    4, /* check --repair: the repair would not improve it; nothing changed */
 	EXIT_USAGE = 64,
 };
 
@@ -54,10 +55,12 @@ struct common_opts {
 	bool dry_run;
 	bool json;
 };
-#define COMMON_LONGOPTS                                                                     \
-	{ "progress", no_argument, NULL, 'p' }, { "quiet", no_argument, NULL, 'q' },         \
-		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },                               \
-		{ "json", no_argument, NULL, OPT_JSON }
+#define COMMON_LONGOPTS                                                          \
+	{"progress", no_argument, NULL, 'p'}, {"quiet", no_argument, NULL, 'q'}, \
+	    {"dry-run", no_argument, NULL, OPT_DRY_RUN},                         \
+	{                                                                        \
+		"json", no_argument, NULL, OPT_JSON                              \
+	}
 /* True if @c was one of the shared flags (and stored it in @o). */
 bool common_opt(int c, struct common_opts *o);
 

@@ -25,7 +25,7 @@
 
 static int inflate_cluster(const void *in, size_t in_len, void *out, size_t out_len)
 {
-	z_stream s = { 0 };
+	z_stream s = {0};
 	int r;
 
 	if (in_len > UINT_MAX || out_len > UINT_MAX)
@@ -48,8 +48,8 @@ static int inflate_cluster(const void *in, size_t in_len, void *out, size_t out_
 static int zstd_cluster(const void *in, size_t in_len, void *out, size_t out_len)
 {
 	ZSTD_DCtx *d = ZSTD_createDCtx();
-	ZSTD_inBuffer ib = { in, in_len, 0 };
-	ZSTD_outBuffer ob = { out, out_len, 0 };
+	ZSTD_inBuffer ib = {in, in_len, 0};
+	ZSTD_outBuffer ob = {out, out_len, 0};
 	size_t r = 0;
 
 	if (!d)
@@ -66,8 +66,7 @@ static int zstd_cluster(const void *in, size_t in_len, void *out, size_t out_len
 }
 #endif
 
-int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *out,
-			   size_t out_len)
+int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *out, size_t out_len)
 {
 	switch (type) {
 	case QCOW2_COMPRESSION_ZLIB:
@@ -85,7 +84,7 @@ int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *ou
 
 static ssize_t deflate_cluster(const void *in, size_t in_len, void *out, size_t out_cap)
 {
-	z_stream s = { 0 };
+	z_stream s = {0};
 	int r;
 
 	if (in_len > UINT_MAX || out_cap > UINT_MAX)
@@ -101,8 +100,7 @@ static ssize_t deflate_cluster(const void *in, size_t in_len, void *out, size_t 
 	return r == Z_STREAM_END ? (ssize_t)(out_cap - s.avail_out) : 0;
 }
 
-ssize_t qcow2_codec_compress(uint8_t type, const void *in, size_t in_len, void *out,
-			     size_t out_cap)
+ssize_t qcow2_codec_compress(uint8_t type, const void *in, size_t in_len, void *out, size_t out_cap)
 {
 	switch (type) {
 	case QCOW2_COMPRESSION_ZLIB:

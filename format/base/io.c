@@ -35,7 +35,7 @@
 #include "base/base.h"
 
 struct qcow2_io {
-	int fd;   /* -1 for memory */
+	int fd; /* -1 for memory */
 	char *name;
 	/* memory backend */
 	uint8_t *mem;
@@ -195,9 +195,8 @@ int qcow2_file_open(const char *path, unsigned flags)
 	}
 	if (fd < 0) {
 		if (errno == ELOOP && (flags & QCOW2_OPEN_NOFOLLOW))
-			return qcow2_set_error(-ELOOP,
-					       "cannot open '%s': a symlink appeared on its path",
-					       path);
+			return qcow2_set_error(
+			    -ELOOP, "cannot open '%s': a symlink appeared on its path", path);
 		if (errno == ENXIO)
 			return qcow2_set_error(-EINVAL, "cannot open '%s': not a regular file",
 					       path);
@@ -610,10 +609,11 @@ int qcow2_io_zero(struct qcow2_io *io, uint64_t off, uint64_t n)
 				       (unsigned long long)off);
 	if (io->guard.check && n && (r = io->guard.check(io->guard.ctx, off, n, 0)) < 0)
 		return r;
-	if (io->fd >= 0 && n && (!io->journal || io->journal(io->journal_ctx, QCOW2_IO_WRITE,
-							     off, n) == 0) &&
+	if (io->fd >= 0 && n &&
+	    (!io->journal || io->journal(io->journal_ctx, QCOW2_IO_WRITE, off, n) == 0) &&
 	    file_should_fail(QCOW2_IO_WRITE) == 0 &&
-	    fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) == 0)
+	    fallocate(io->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) ==
+		0)
 		return 0;
 	/* no hole here (a memory io, a file system without them, a failure): written zeros */
 	for (; n && r == 0; off += len, n -= len) {

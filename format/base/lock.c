@@ -23,11 +23,10 @@
 
 #include "base/base.h"
 
-#define LOCK_PERM_BASE 100
+#define LOCK_PERM_BASE	 100
 #define LOCK_SHARED_BASE 200
 
-static const char *const perm_names[] = { "consistent read", "write", "write unchanged",
-					  "resize" };
+static const char *const perm_names[] = {"consistent read", "write", "write unchanged", "resize"};
 
 static int lock_byte(int fd, int cmd, short type, off_t byte, struct flock *fl)
 {

@@ -79,15 +79,15 @@ static int splice_link(char *rest, size_t cap, const char *target, const char *a
 
 /* A resolution in progress. */
 struct walk {
-	char res[PATH_MAX];  /* the canonical prefix resolved so far ("" for "/") */
-	size_t len;	     /* strlen(res) */
-	char rest[PATH_MAX]; /* what remains to resolve */
-	char *next;	     /* the next component in @rest */
-	int dfd;	     /* the directory @res names (O_PATH) */
-	unsigned hops;	     /* symlinks followed */
-	const char *avoid;   /* canonical directory never looked into, or NULL */
+	char res[PATH_MAX];		     /* the canonical prefix resolved so far ("" for "/") */
+	size_t len;			     /* strlen(res) */
+	char rest[PATH_MAX];		     /* what remains to resolve */
+	char *next;			     /* the next component in @rest */
+	int dfd;			     /* the directory @res names (O_PATH) */
+	unsigned hops;			     /* symlinks followed */
+	const char *avoid;		     /* canonical directory never looked into, or NULL */
 	const struct qcow2_path_avoid *more; /* more of them, or NULL */
-	const char *bad;     /* the prefix refused for @avoid */
+	const char *bad;		     /* the prefix refused for @avoid */
 };
 
 /* Is the prefix resolved so far at or below the directory to avoid? */
@@ -323,8 +323,8 @@ static bool path_allowed(const struct qcow2_chain_opts *o, const char *path)
 
 	if (!o || !o->root)
 		return true;
-	if (qcow2_path_resolve_avoiding(o->root, o->mount_point, &o->avoid, canon,
-					sizeof(canon)) == 0 &&
+	if (qcow2_path_resolve_avoiding(o->root, o->mount_point, &o->avoid, canon, sizeof(canon)) ==
+		0 &&
 	    qcow2_path_below(path, canon))
 		return true;
 	for (i = 0; i < o->n_allow_dirs; i++)

@@ -62,8 +62,7 @@ static unsigned layer_flags(const struct qcow2_chain_opts *o, unsigned idx, bool
 }
 
 /* Open the file of the newest layer as @fmt ("qcow2", "raw" or "" to probe). */
-static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts *o,
-			   const char *fmt)
+static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts *o, const char *fmt)
 {
 	struct qcow2_chain_layer *l = &c->layers[c->n - 1];
 	struct qcow2_io *io;

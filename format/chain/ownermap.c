@@ -18,9 +18,9 @@
 
 #include "chain/chain.h"
 
-#define PAGE_BITS 12
+#define PAGE_BITS    12
 #define PAGE_ENTRIES (1u << PAGE_BITS)
-#define MAX_PAGES (1u << 18)
+#define MAX_PAGES    (1u << 18)
 
 struct qcow2_ownermap {
 	uint32_t chunk_bits;
@@ -113,8 +113,8 @@ void qcow2_ownermap_forget(struct qcow2_ownermap *m, uint64_t first, uint64_t la
 
 		if (page)
 			for (; idx <= last && idx < page_end; idx++)
-				__atomic_store_n(&page[idx & (PAGE_ENTRIES - 1)], QCOW2_OWNER_UNKNOWN,
-						 __ATOMIC_RELAXED);
+				__atomic_store_n(&page[idx & (PAGE_ENTRIES - 1)],
+						 QCOW2_OWNER_UNKNOWN, __ATOMIC_RELAXED);
 		idx = page_end;
 	}
 }

@@ -70,7 +70,7 @@ static uint64_t descriptor(const struct qcow2_image *img, uint64_t host, uint64_
 
 static int store(struct qcow2_image *img, const uint8_t *c, size_t len, uint64_t guest_off)
 {
-	uint64_t host, ent[2] = { 0, 0 };
+	uint64_t host, ent[2] = {0, 0};
 	int r;
 
 	qcow2_image_meta_lock(img);
@@ -101,8 +101,9 @@ int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint6
 		return qcow2_set_error(-ENOTSUP, "'%s': no compressed clusters with a data file",
 				       img->name);
 	if ((guest_off & (cs - 1)) || guest_off >= img->h.size)
-		return qcow2_set_error(-EINVAL, "'%s': compressed write at %#" PRIx64
-				       " is not a cluster of the disk", img->name, guest_off);
+		return qcow2_set_error(
+		    -EINVAL, "'%s': compressed write at %#" PRIx64 " is not a cluster of the disk",
+		    img->name, guest_off);
 	n = img->h.size - guest_off < cs ? img->h.size - guest_off : cs;
 	c = malloc(cs);
 	if (!c)

@@ -697,8 +697,7 @@ void qcow2_overlap_release(struct qcow2_image *img)
 
 /* The refcount of cluster @idx: a cached block of the write side, or the file's, read through
  * @c (without filling the write side's cache). */
-static int peek(struct qcow2_image *img, uint64_t idx, struct qcow2_refcount_cursor *c,
-		uint64_t *v)
+static int peek(struct qcow2_image *img, uint64_t idx, struct qcow2_refcount_cursor *c, uint64_t *v)
 {
 	uint64_t pb = qcow2_refcount_per_block(img), t = idx / pb;
 

@@ -32,10 +32,12 @@ int qcow2_refcount_init_write(struct qcow2_image *img)
 	if (r < 0)
 		return r;
 	for (i = 0; i < img->refs.n; i++)
-		if (img->refs.table[i] && (img->refs.table[i] >= img->file_bytes ||
-					   img->file_bytes - img->refs.table[i] < img->cluster_bytes))
-			return qcow2_set_error(-EUCLEAN, "refcount block %u at %#" PRIx64
-					       " lies outside the file", i, img->refs.table[i]);
+		if (img->refs.table[i] &&
+		    (img->refs.table[i] >= img->file_bytes ||
+		     img->file_bytes - img->refs.table[i] < img->cluster_bytes))
+			return qcow2_set_error(
+			    -EUCLEAN, "refcount block %u at %#" PRIx64 " lies outside the file", i,
+			    img->refs.table[i]);
 	w->n_blocks = img->refs.n;
 	w->blocks = calloc(w->n_blocks, sizeof(*w->blocks));
 	w->block_dirty = calloc(w->n_blocks, sizeof(*w->block_dirty));
@@ -470,4 +472,3 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n)
 	w->n_pending -= n;
 	return r;
 }
-

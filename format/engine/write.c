@@ -104,7 +104,8 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 			break;
 		host = host_of(img, ent, pos - in) + in;
 		if (run && host != run_host + run) { /* not contiguous: write the run so far */
-			r = buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
+			r = buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host)
+				: 0;
 			if (r < 0)
 				return r;
 			run = 0;
@@ -419,8 +420,9 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 			if (data)
 				r = qcow2_io_pwrite(img->data_io, data, len,
 						    host_of(img, ent[0], pos - in) + in);
-		} else if (in == 0 && (data ? len == cs : (len == cs || pos + len == img->h.size) &&
-						       qcow2_prealloc_only(img, ent, backing))) {
+		} else if (in == 0 && (data ? len == cs
+					    : (len == cs || pos + len == img->h.size) &&
+						  qcow2_prealloc_only(img, ent, backing))) {
 			/* a run of whole clusters: one allocation, one write (or none) */
 			j = whole_span(img, ents, i, k, n - done, data != NULL, backing);
 			r = data ? write_whole(img, first_cl, ents, i, j, data)
@@ -635,7 +637,7 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
 {
 	uint64_t unit = 1ull << img->sc_bits, end = off + n;
-	struct qcow2_fill none = { 0 }; /* "nothing below": zero_run then unallocates */
+	struct qcow2_fill none = {0}; /* "nothing below": zero_run then unallocates */
 	ssize_t got;
 	int r;
 
@@ -659,7 +661,7 @@ int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
 int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent)
 {
 	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(guest_cl % img->l2_entries);
-	uint64_t old[2] = { 0, 0 }, l2_off;
+	uint64_t old[2] = {0, 0}, l2_off;
 	int r;
 
 	r = qcow2_write_load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);

@@ -22,11 +22,11 @@
 #define MAX_SLOTS 65536u
 
 struct slot {
-	uint64_t off;   /* host offset of the table; 0 = free */
+	uint64_t off; /* host offset of the table; 0 = free */
 	uint64_t *words;
-	int next;       /* next slot in the same bucket, -1 = end */
+	int next; /* next slot in the same bucket, -1 = end */
 	bool ref;
-	bool dirty;     /* changed since it was read or last written */
+	bool dirty; /* changed since it was read or last written */
 };
 
 struct qcow2_l2cache {
@@ -34,10 +34,10 @@ struct qcow2_l2cache {
 	size_t table_bytes;
 	uint32_t n_slots;
 	uint32_t n_buckets; /* power of two */
-	uint32_t hand;      /* under lock */
+	uint32_t hand;	    /* under lock */
 	uint32_t n_dirty;   /* under lock */
 	struct slot *slots; /* under lock */
-	int *buckets;       /* under lock */
+	int *buckets;	    /* under lock */
 };
 
 int qcow2_l2cache_new(size_t table_bytes, size_t budget_bytes, struct qcow2_l2cache **out)

@@ -154,7 +154,6 @@ const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img)
 	return &img->h;
 }
 
-
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img)
 {
 	return img->io;
@@ -229,7 +228,8 @@ int qcow2_image_snapshot_l1(struct qcow2_image *img, uint32_t idx, const struct 
 		else
 			r = qcow2_l1_load(img, s->l1_off, s->l1_entries, s->disk_bytes, t);
 		if (r == 0 && (uint64_t)t->n * img->l2_entries * img->cluster_bytes < s->disk_bytes)
-			r = qcow2_set_error(-EUCLEAN, "snapshot '%s' L1 table is too small", s->name);
+			r = qcow2_set_error(-EUCLEAN, "snapshot '%s' L1 table is too small",
+					    s->name);
 		if (r < 0) {
 			if (t)
 				free(t->entries);

@@ -27,8 +27,7 @@ struct unit {
 static uint64_t file_end(const struct qcow2_image *img)
 {
 	if (img->w)
-		return __atomic_load_n(&img->end_cluster, __ATOMIC_RELAXED)
-		       << img->h.cluster_bits;
+		return __atomic_load_n(&img->end_cluster, __ATOMIC_RELAXED) << img->h.cluster_bits;
 	return img->file_bytes;
 }
 
@@ -43,15 +42,15 @@ static int classify_compressed(const struct qcow2_image *img, uint64_t e, struct
 	u->host = e & ((1ull << x) - 1);
 	u->comp_bytes = (nsect + 1) * 512 - (u->host & 511);
 	if (u->host == 0 || u->host >= file_end(img))
-		return qcow2_set_error(-EUCLEAN, "compressed cluster at %#" PRIx64
-				       " lies outside the file", u->host);
+		return qcow2_set_error(
+		    -EUCLEAN, "compressed cluster at %#" PRIx64 " lies outside the file", u->host);
 	return 0;
 }
 
 int qcow2_map_compressed(const struct qcow2_image *img, uint64_t entry, uint64_t *host,
 			 uint64_t *bytes)
 {
-	struct unit u = { 0 };
+	struct unit u = {0};
 	int r = classify_compressed(img, entry, &u);
 
 	*host = u.host;
@@ -225,8 +224,9 @@ static int map_extent(struct qcow2_image *img, const struct qcow2_l1 *l1, uint64
 		pos = (cluster + 1) << img->h.cluster_bits;
 	e->kind = first.kind;
 	/* DATA: where @guest_off's byte is; COMPRESSED: where the compressed cluster starts. */
-	e->host_off = first.kind == QCOW2_EXTENT_COMPRESSED ? first.host :
-							       first.host + (guest_off & (unit_bytes - 1));
+	e->host_off = first.kind == QCOW2_EXTENT_COMPRESSED
+			  ? first.host
+			  : first.host + (guest_off & (unit_bytes - 1));
 	if (first.kind != QCOW2_EXTENT_DATA && first.kind != QCOW2_EXTENT_COMPRESSED && !first.host)
 		e->host_off = 0; /* no host cluster */
 	e->comp_bytes = first.comp_bytes;

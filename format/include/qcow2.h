@@ -26,38 +26,38 @@
 #include <sys/types.h>
 
 /* ---- on-disk constants (qcow2.txt) ---- */
-#define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
+#define QCOW2_MAGIC	       0x514649fbu /* "QFI\xfb" */
 #define QCOW2_MIN_CLUSTER_BITS 9
 #define QCOW2_MAX_CLUSTER_BITS 21
 
-#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
-#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
-#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_DIRTY	   (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT	   (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE   (1ull << 2)
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
-#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
-#define QCOW2_INCOMPAT_KNOWN 0x1full
+#define QCOW2_INCOMPAT_EXTL2	   (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN	   0x1full
 
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
 
-#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS	      (1ull << 0)
 #define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
 
 #define QCOW2_CRYPT_NONE 0
-#define QCOW2_CRYPT_AES 1
+#define QCOW2_CRYPT_AES	 1
 #define QCOW2_CRYPT_LUKS 2
 
 #define QCOW2_COMPRESSION_ZLIB 0
 #define QCOW2_COMPRESSION_ZSTD 1
 
 /* Caps on numbers read from files: every allocation sized by the file is bounded by these. */
-#define QCOW2_MAX_BACKING_NAME 1023        /* as QEMU */
-#define QCOW2_MAX_L1_BYTES (32u << 20)     /* as QEMU's QCOW_MAX_L1_SIZE */
-#define QCOW2_MAX_REFTABLE_BYTES (8u << 20) /* as QEMU's QCOW_MAX_REFTABLE_SIZE */
-#define QCOW2_MAX_SNAPSHOTS 65536          /* as QEMU's QCOW_MAX_SNAPSHOTS */
+#define QCOW2_MAX_BACKING_NAME	       1023	   /* as QEMU */
+#define QCOW2_MAX_L1_BYTES	       (32u << 20) /* as QEMU's QCOW_MAX_L1_SIZE */
+#define QCOW2_MAX_REFTABLE_BYTES       (8u << 20)  /* as QEMU's QCOW_MAX_REFTABLE_SIZE */
+#define QCOW2_MAX_SNAPSHOTS	       65536	   /* as QEMU's QCOW_MAX_SNAPSHOTS */
 #define QCOW2_MAX_SNAPSHOT_TABLE_BYTES (64u << 20)
-#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
-#define QCOW2_MAX_VIRTUAL_SIZE (1ull << 56) /* 64 PiB */
-#define QCOW2_DEFAULT_MAX_DEPTH 4096
+#define QCOW2_MAX_SNAPSHOT_EXTRA       1024
+#define QCOW2_MAX_VIRTUAL_SIZE	       (1ull << 56) /* 64 PiB */
+#define QCOW2_DEFAULT_MAX_DEPTH	       4096
 
 /* ---- long operations ----
  * Commands that walk a whole image (commit, pull, rebase, copy, check, checksum) report
@@ -65,7 +65,7 @@
  * cancelled job stops at a safe point and returns -ECANCELED. */
 struct qcow2_job {
 	void (*progress)(void *ctx, uint64_t done, uint64_t total); /* bytes; may be NULL */
-	bool (*cancelled)(void *ctx);                               /* may be NULL */
+	bool (*cancelled)(void *ctx);				    /* may be NULL */
 	void *ctx;
 };
 
@@ -162,10 +162,10 @@ const char *qcow2_io_name(const struct qcow2_io *io);
  * QEMU locks bytes 100+bit for the permissions it holds and 200+bit for the permissions it
  * does not share, with open file description locks. */
 #define QCOW2_PERM_CONSISTENT_READ 0x1u
-#define QCOW2_PERM_WRITE 0x2u
+#define QCOW2_PERM_WRITE	   0x2u
 #define QCOW2_PERM_WRITE_UNCHANGED 0x4u
-#define QCOW2_PERM_RESIZE 0x8u
-#define QCOW2_PERM_ALL 0xfu
+#define QCOW2_PERM_RESIZE	   0x8u
+#define QCOW2_PERM_ALL		   0xfu
 
 /* Check that no other open file description conflicts, then lock. A conflict is -EBUSY with a
  * message naming the file, the permission and, where /proc tells, the holding process. */
@@ -181,8 +181,8 @@ int qcow2_io_lock_check(struct qcow2_io *io, unsigned perm, unsigned shared);
 	qcow2_io_lock_check((io), QCOW2_PERM_CONSISTENT_READ, QCOW2_READER_SHARED)
 /* What a QEMU writer holds: consistent read, write and resize, sharing neither write nor
  * resize. Taken on an io that already holds a reader lock, it upgrades that lock. */
-#define QCOW2_WRITER_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
-#define QCOW2_WRITER_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
+#define QCOW2_WRITER_PERMS	 (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
+#define QCOW2_WRITER_SHARED	 (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
 #define qcow2_io_lock_writer(io) qcow2_io_lock((io), QCOW2_WRITER_PERMS, QCOW2_WRITER_SHARED)
 /* Read-only use of a qcow2 image (or raw backing file): what QEMU takes for a read-only
  * node: CONSISTENT_READ, sharing everything but WRITE and RESIZE. */
@@ -212,7 +212,7 @@ struct qcow2_header {
 	uint8_t compression_type;
 	/* header extensions */
 	char backing_file[QCOW2_MAX_BACKING_NAME + 1]; /* "" when none */
-	char backing_fmt[32];                          /* "" when the extension is absent */
+	char backing_fmt[32];			       /* "" when the extension is absent */
 	char data_file[QCOW2_MAX_BACKING_NAME + 1];    /* "" when none */
 	bool has_bitmaps_ext;
 	uint32_t nb_bitmaps;
@@ -312,23 +312,23 @@ enum qcow2_snapshot_op { QCOW2_SNAPSHOT_CREATE, QCOW2_SNAPSHOT_APPLY, QCOW2_SNAP
 /* What an operation would change (qcow2_image_snapshot_plan()). Cluster counts are of host
  * clusters; "reach" is what an L1 table points at: its L2 tables and their data clusters. */
 struct qcow2_snapshot_plan {
-	char id[24];                 /* the snapshot's id (create: the one it gets) */
-	uint32_t nb_before, nb_after; /* snapshots */
+	char id[24];			  /* the snapshot's id (create: the one it gets) */
+	uint32_t nb_before, nb_after;	  /* snapshots */
 	uint64_t size_before, size_after; /* virtual size (apply: the snapshot's disk size) */
-	uint64_t table_bytes;        /* the snapshot table written (0: none left) */
-	uint64_t l1_bytes;           /* the L1 table written (create: the snapshot's copy;
+	uint64_t table_bytes;		  /* the snapshot table written (0: none left) */
+	uint64_t l1_bytes;		  /* the L1 table written (create: the snapshot's copy;
 				      * apply: the new active table) */
-	uint64_t new_clusters;       /* allocated for the L1 table and the snapshot table */
-	uint64_t raised_clusters;    /* clusters of the reach whose refcount rises */
-	uint64_t lowered_clusters;   /* ... and falls */
-	uint64_t freed_clusters;     /* clusters that become free: fallen to 0, old L1 and
+	uint64_t new_clusters;		  /* allocated for the L1 table and the snapshot table */
+	uint64_t raised_clusters;	  /* clusters of the reach whose refcount rises */
+	uint64_t lowered_clusters;	  /* ... and falls */
+	uint64_t freed_clusters;	  /* clusters that become free: fallen to 0, old L1 and
 				      * snapshot tables */
 };
 
 /* Work out what @op would do with @arg (create: the new name; else an id or name) and check
  * that it can, changing nothing. Works on a read-only image too. */
-int qcow2_image_snapshot_plan(struct qcow2_image *img, enum qcow2_snapshot_op op,
-			      const char *arg, struct qcow2_snapshot_plan *plan);
+int qcow2_image_snapshot_plan(struct qcow2_image *img, enum qcow2_snapshot_op op, const char *arg,
+			      struct qcow2_snapshot_plan *plan);
 /* Snapshot the active state as @name (id: the next free number, as QEMU picks it; date now;
  * no VM state). The active state's clusters become shared: later writes copy them first. */
 int qcow2_image_snapshot_create(struct qcow2_image *img, const char *name);
@@ -434,32 +434,32 @@ struct qcow2_check_result {
 	uint64_t corruptions; /* "corruptions": refcounts lower than what points at them, pointers
 			       * past the end of the file or misaligned, COPIED flags that disagree
 			       * with refcount == 1, ... (one per problem, as QEMU counts them) */
-	uint64_t leaks;       /* "leaks": clusters whose refcount is higher than what points at
+	uint64_t leaks;	      /* "leaks": clusters whose refcount is higher than what points at
 			       * them */
 	uint64_t clusters;    /* clusters of the file */
 	uint64_t refcount_errors;     /* the part of @corruptions that is refcounts lower than
 				       * what points at them: the one kind a crash must never leave
 				       * (a COPIED flag missing after a crash is safe, as in QEMU) */
-	uint64_t check_errors;        /* "check-errors": refcounts that cannot be read (their
+	uint64_t check_errors;	      /* "check-errors": refcounts that cannot be read (their
 				       * refcount block is misaligned or at an offset QEMU cannot
 				       * read), one per cluster as QEMU counts them; other read
 				       * failures fail the check instead */
 	uint64_t corruptions_fixed;   /* "corruptions-fixed" (qcow2_image_repair()) */
-	uint64_t leaks_fixed;         /* "leaks-fixed" (qcow2_image_repair()) */
+	uint64_t leaks_fixed;	      /* "leaks-fixed" (qcow2_image_repair()) */
 	uint64_t total_clusters;      /* "total-clusters": clusters of the virtual disk */
 	uint64_t allocated_clusters;  /* "allocated-clusters": of the active state */
 	uint64_t fragmented_clusters; /* "fragmented-clusters" */
 	uint64_t compressed_clusters; /* "compressed-clusters" */
 	uint64_t image_end_offset;    /* "image-end-offset": end of the last cluster in use */
-	bool dirty, corrupt;          /* the header's dirty and corrupt bits when checked */
+	bool dirty, corrupt;	      /* the header's dirty and corrupt bits when checked */
 };
 
 /* The kind of one problem a check or repair reports. */
 enum qcow2_check_msg {
 	QCOW2_CHECK_CORRUPTION, /* counted in corruptions ("ERROR ...") */
-	QCOW2_CHECK_LEAK,       /* counted in leaks ("Leaked cluster ...") */
-	QCOW2_CHECK_REPAIR,     /* a repair fixed it, or in a dry run would ("Repairing ...") */
-	QCOW2_CHECK_NOTE,       /* more about a problem reported (counted nowhere) */
+	QCOW2_CHECK_LEAK,	/* counted in leaks ("Leaked cluster ...") */
+	QCOW2_CHECK_REPAIR,	/* a repair fixed it, or in a dry run would ("Repairing ...") */
+	QCOW2_CHECK_NOTE,	/* more about a problem reported (counted nowhere) */
 };
 
 struct qcow2_check_opts {
@@ -503,8 +503,8 @@ int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o
 
 enum qcow2_extent_kind {
 	QCOW2_EXTENT_UNALLOCATED, /* this layer has nothing: look below (in a chain: a hole) */
-	QCOW2_EXTENT_ZERO,        /* reads as zeros, decided by this layer */
-	QCOW2_EXTENT_DATA,        /* data at @host_off in @io, contiguous for @len bytes */
+	QCOW2_EXTENT_ZERO,	  /* reads as zeros, decided by this layer */
+	QCOW2_EXTENT_DATA,	  /* data at @host_off in @io, contiguous for @len bytes */
 	QCOW2_EXTENT_COMPRESSED,  /* a compressed cluster: read through qcow2_chain_pread() */
 };
 
@@ -512,13 +512,13 @@ struct qcow2_extent {
 	enum qcow2_extent_kind kind;
 	uint64_t guest_off;
 	uint64_t len;
-	uint64_t host_off;     /* DATA: offset in @io; COMPRESSED: offset of the compressed data;
+	uint64_t host_off;   /* DATA: offset in @io; COMPRESSED: offset of the compressed data;
 				* ZERO, UNALLOCATED (qcow2_image_map() only): where the range's host
 				* clusters are if it has some (preallocated zeros, unallocated
 				* subclusters of an allocated cluster), contiguous over @len, else 0 */
-	uint64_t comp_bytes;   /* COMPRESSED: bytes of compressed data at @host_off */
-	struct qcow2_io *io;   /* DATA, COMPRESSED: where the bytes are */
-	int layer;             /* chain: index of the providing layer (0 = top), -1 for a hole */
+	uint64_t comp_bytes; /* COMPRESSED: bytes of compressed data at @host_off */
+	struct qcow2_io *io; /* DATA, COMPRESSED: where the bytes are */
+	int layer;	     /* chain: index of the providing layer (0 = top), -1 for a hole */
 };
 
 /* Map @guest_off of @img through the L1 table @l1 (NULL: the active one; or the table of a
@@ -563,7 +563,7 @@ struct qcow2_chain_opts {
 	 * files of the chain are always regular files. */
 	bool top_blockdev;
 	unsigned max_depth;   /* 0: QCOW2_DEFAULT_MAX_DEPTH */
-	bool lock;            /* take QEMU-compatible locks on every file */
+	bool lock;	      /* take QEMU-compatible locks on every file */
 	const char *snapshot; /* NULL: the active state; else id or name of a snapshot of the top */
 	size_t l2_cache_bytes;
 	/* Open the top image for writing (not with @snapshot). It is locked as a reader until
@@ -595,11 +595,11 @@ static inline uint64_t qcow2_guest_bytes(uint64_t header_bytes)
 unsigned qcow2_chain_depth(const struct qcow2_chain *c);
 
 struct qcow2_layer_info {
-	const char *path;          /* as resolved (absolute) */
-	const char *format;        /* "qcow2" or "raw" */
-	uint64_t size;             /* the layer's virtual size (at the snapshot, for the top) */
+	const char *path;	   /* as resolved (absolute) */
+	const char *format;	   /* "qcow2" or "raw" */
+	uint64_t size;		   /* the layer's virtual size (at the snapshot, for the top) */
 	struct qcow2_image *image; /* NULL for raw */
-	struct qcow2_io *io;       /* the layer's file (its locks are taken on it) */
+	struct qcow2_io *io;	   /* the layer's file (its locks are taken on it) */
 };
 int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out);
 
@@ -626,7 +626,7 @@ int qcow2_chain_lock_write(struct qcow2_chain *c, bool on);
 /* Write @n bytes at @off of the flat view (-EFBIG past the end). */
 int qcow2_chain_pwrite(struct qcow2_chain *c, const void *buf, size_t n, uint64_t off);
 #define QCOW2_ZERO_ALLOCATE 0x1u /* preallocate instead: allocate, keep the content */
-#define QCOW2_ZERO_UNMAP 0x2u    /* unallocate whole units instead: the layers below show */
+#define QCOW2_ZERO_UNMAP    0x2u /* unallocate whole units instead: the layers below show */
 /* Make [@off, @off + @n) read as zeros without writing data where the format allows, freeing
  * the clusters it used (a discard and a zeroing are the same here: no backing data shows
  * through either), or with QCOW2_ZERO_ALLOCATE allocate it in the top image keeping what it
@@ -645,7 +645,6 @@ int qcow2_chain_flush(struct qcow2_chain *c);
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
 
 /* ---- paths (path.c) ---- */
-
 
 /* Is the canonical @path equal to or below the canonical directory @dir? */
 bool qcow2_path_below(const char *path, const char *dir);
@@ -715,23 +714,23 @@ int qcow2_image_set_backing(struct qcow2_image *img, const char *name, const cha
  * below @limit that another object writes (commit).
  */
 struct qcow2_copy_opts {
-	unsigned first, limit;     /* layers of @src whose ranges are copied */
+	unsigned first, limit;	   /* layers of @src whose ranges are copied */
 	struct qcow2_chain *dst;   /* writes go to its top (may be @src itself) */
 	struct qcow2_io *dst_raw;  /* or to a raw file (@dst NULL) */
 	struct qcow2_chain *under; /* see above; may be @dst */
-	bool under_is_tail;        /* @under shows @src's layers from @limit on (holes can only
+	bool under_is_tail;	   /* @under shows @src's layers from @limit on (holes can only
 				    * differ where a layer above @limit ends early) */
-	bool compare;              /* write only what differs from @under */
-	bool compress;             /* write compressed clusters (@dst qcow2, whole clusters) */
-	bool dry_run;              /* plan only */
-	bool scratch;              /* @dst is thrown away unless the copy completes: no flushes
+	bool compare;		   /* write only what differs from @under */
+	bool compress;		   /* write compressed clusters (@dst qcow2, whole clusters) */
+	bool dry_run;		   /* plan only */
+	bool scratch;		   /* @dst is thrown away unless the copy completes: no flushes
 				    * on the way (they bound what a kill leaks into a kept image) */
 };
 struct qcow2_copy_stats {
 	uint64_t planned_bytes; /* bytes of data in the ranges to copy */
-	uint64_t planned_zero;  /* bytes of zeros and holes to check */
+	uint64_t planned_zero;	/* bytes of zeros and holes to check */
 	uint64_t written_bytes; /* data written */
-	uint64_t zeroed_bytes;  /* ranges zeroed */
+	uint64_t zeroed_bytes;	/* ranges zeroed */
 };
 int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		     const struct qcow2_job *job, struct qcow2_copy_stats *st);
@@ -749,11 +748,11 @@ struct qcow2_dir_image {
 			* with no root), NULL if none; if it cannot be resolved (@backing_err),
 			* the stored name joined to the image's directory */
 	char *backing_fmt; /* the backing format extension, NULL when absent */
-	bool qcow2;        /* false: a raw file that some image uses as backing, or a file that
+	bool qcow2;	   /* false: a raw file that some image uses as backing, or a file that
 			    * could not be opened to probe (@err set) */
-	int err;           /* 0, or why it could not be read (-errno; its message is not kept) */
+	int err;	   /* 0, or why it could not be read (-errno; its message is not kept) */
 	uint32_t nb_snapshots;
-	int backing_err;   /* 0, or why @backing could not be resolved (-ENOENT: missing) */
+	int backing_err; /* 0, or why @backing could not be resolved (-ENOENT: missing) */
 };
 
 /* Scan @dir recursively (following symlinks to directories, each directory once, so symlink
@@ -768,8 +767,8 @@ void qcow2_dir_images_free(struct qcow2_dir_image *v, size_t n);
  * cannot be): returns their count and stores the first @cap of their indexes in @idx (may be
  * NULL with @cap 0). Images whose header could not be read (@err) are not counted: their
  * backing is unknown, so a caller that must be sure checks for them itself. */
-size_t qcow2_dir_users_of(const struct qcow2_dir_image *v, size_t n, const char *path,
-			  size_t *idx, size_t cap);
+size_t qcow2_dir_users_of(const struct qcow2_dir_image *v, size_t n, const char *path, size_t *idx,
+			  size_t cap);
 
 /* ---- block jobs (commit.c): commit, pull, rebase ----
  * Each job plans first and reports the plan as steps (what --dry-run prints), then carries it
@@ -804,8 +803,8 @@ const char *qcow2_step_name(enum qcow2_step_kind k);
 struct qcow2_commit_opts {
 	const char *top;  /* NULL: the image itself (active commit) */
 	const char *base; /* NULL: the top's backing file */
-	bool drop;        /* delete the merged layers afterwards */
-	bool force;       /* commit even if other images use the base (or a merged layer) */
+	bool drop;	  /* delete the merged layers afterwards */
+	bool force;	  /* commit even if other images use the base (or a merged layer) */
 	bool dry_run;
 };
 /* Merge layers (base, top] of @image's chain into base. Active commit then empties @image
@@ -823,8 +822,8 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 /* Change @image's backing file to @backing (stored as given, resolved from the image's
  * directory; "" none) with format @fmt (NULL: probed). Unless @unsafe, the flat view is kept:
  * ranges where the old and new backing differ are copied into @image first. */
-int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,
-		 bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan);
+int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe, bool dry_run,
+		 const struct qcow2_job *job, struct qcow2_plan *plan);
 
 struct qcow2_convert_opts {
 	bool shallow;  /* the top layer only; the copy backs onto the source's backing file */
@@ -850,26 +849,26 @@ int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run
  * interrupted or failed create leaves nothing new, or the complete image. */
 
 enum qcow2_prealloc {
-	QCOW2_PREALLOC_OFF,      /* nothing: clusters are allocated as they are written */
+	QCOW2_PREALLOC_OFF,	 /* nothing: clusters are allocated as they are written */
 	QCOW2_PREALLOC_METADATA, /* L2 tables and data clusters allocated (reading zeros, or the
 				  * backing file with extended L2), the file sparse */
-	QCOW2_PREALLOC_FALLOC,   /* metadata, and the file's blocks fallocate()d */
-	QCOW2_PREALLOC_FULL,     /* metadata, and zeros written over the data clusters */
+	QCOW2_PREALLOC_FALLOC,	 /* metadata, and the file's blocks fallocate()d */
+	QCOW2_PREALLOC_FULL,	 /* metadata, and zeros written over the data clusters */
 };
 
 /* The defaults (qcow2_create_opts_default()) are qemu-img's: 64 KiB clusters, version 3,
  * 16-bit refcounts, no lazy refcounts, no extended L2, no preallocation, no backing file. */
 struct qcow2_create_opts {
-	uint64_t size;           /* virtual size in bytes, a multiple of 512 */
-	uint32_t cluster_bits;   /* 9 (512 B) .. 21 (2 MiB) */
-	uint32_t version;        /* 2 (compat 0.10) or 3 (compat 1.1) */
-	uint32_t refcount_order; /* refcount width 2^order bits, 0..6; 4 for version 2 */
-	bool lazy_refcounts;     /* version 3 */
-	bool extended_l2;        /* version 3, clusters of 16 KiB or more */
+	uint64_t size;		      /* virtual size in bytes, a multiple of 512 */
+	uint32_t cluster_bits;	      /* 9 (512 B) .. 21 (2 MiB) */
+	uint32_t version;	      /* 2 (compat 0.10) or 3 (compat 1.1) */
+	uint32_t refcount_order;      /* refcount width 2^order bits, 0..6; 4 for version 2 */
+	bool lazy_refcounts;	      /* version 3 */
+	bool extended_l2;	      /* version 3, clusters of 16 KiB or more */
 	enum qcow2_prealloc prealloc; /* with a backing file: only with extended_l2, as QEMU */
-	const char *backing_file; /* NULL/"": none; stored exactly as given (may be relative) */
-	const char *backing_fmt;  /* NULL/"": no backing format extension */
-	const struct qcow2_job *job; /* progress and cancellation of preallocation; may be NULL */
+	const char *backing_file;     /* NULL/"": none; stored exactly as given (may be relative) */
+	const char *backing_fmt;      /* NULL/"": no backing format extension */
+	const struct qcow2_job *job;  /* progress and cancellation of preallocation; may be NULL */
 };
 void qcow2_create_opts_default(struct qcow2_create_opts *o);
 /* Check the options against each other and the format's limits: 0, or -EINVAL (-EFBIG for a
@@ -882,8 +881,8 @@ const char *qcow2_prealloc_name(enum qcow2_prealloc p);
  * (writable) in *@out; NULL closes it. Takes ownership of @io (closed on failure too).
  * Layout as qemu-img's: the header cluster, the refcount table, the refcount blocks of the
  * metadata, the L1 table; preallocation then goes through the write path. */
-int qcow2_image_create_io(struct qcow2_io *io, const char *name,
-			  const struct qcow2_create_opts *o, struct qcow2_image **out);
+int qcow2_image_create_io(struct qcow2_io *io, const char *name, const struct qcow2_create_opts *o,
+			  struct qcow2_image **out);
 /* Create the image at @path (replacing a regular file there; a symlink is followed), see
  * above for crash safety. Refused (-EBUSY naming the holder) while another process holds an
  * existing @path for writing; -ECANCELED (nothing created) when @o->job is cancelled. */
@@ -894,9 +893,9 @@ int qcow2_image_create(const char *path, const struct qcow2_create_opts *o);
 int qcow2_create_check_target(const char *path, bool *exists);
 
 struct qcow2_backing_probe {
-	char path[4096];   /* the backing file, resolved as QEMU resolves it (absolute) */
-	char format[32];   /* "qcow2" or "raw" */
-	uint64_t size;     /* its virtual size */
+	char path[4096]; /* the backing file, resolved as QEMU resolves it (absolute) */
+	char format[32]; /* "qcow2" or "raw" */
+	uint64_t size;	 /* its virtual size */
 };
 /* Open the backing file @backing named by a new image at @image_path (relative names from
  * @image_path's directory), read-only and locked as a reader, as @fmt ("qcow2", "raw", or

@@ -46,15 +46,15 @@ int qcow2_check_compare(struct qcow2_scan *s)
 			s->res->corruptions++;
 			s->res->refcount_errors++;
 			qcow2_walk_say(s, QCOW2_CHECK_CORRUPTION,
-					"ERROR cluster %" PRIu64 " refcount=%" PRIu64
-					" reference=%" PRIu64,
-					i, v, c);
+				       "ERROR cluster %" PRIu64 " refcount=%" PRIu64
+				       " reference=%" PRIu64,
+				       i, v, c);
 		} else if (v > c) {
 			s->res->leaks++;
 			qcow2_walk_say(s, QCOW2_CHECK_LEAK,
-					"Leaked cluster %" PRIu64 " refcount=%" PRIu64
-					" reference=%" PRIu64,
-					i, v, c);
+				       "Leaked cluster %" PRIu64 " refcount=%" PRIu64
+				       " reference=%" PRIu64,
+				       i, v, c);
 		}
 	}
 	s->res->image_end_offset = (highest + 1) * s->img->cluster_bytes;
@@ -117,9 +117,9 @@ static int copied_l2(struct qcow2_scan *s, bool planned, const char *verb,
 			(*found)++;
 			s->copied_shared += !!(e & QCOW2_OFLAG_COPIED);
 			qcow2_walk_say(s, kind,
-					"%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
-					" refcount=%" PRIu64,
-					verb, e, rc);
+				       "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
+				       " refcount=%" PRIu64,
+				       verb, e, rc);
 		}
 	}
 	return r;
@@ -150,9 +150,9 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 			(*found)++;
 			s->copied_shared += !!(e & QCOW2_OFLAG_COPIED);
 			qcow2_walk_say(s, kind,
-					"%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
-					" refcount=%" PRIu64,
-					verb, i, e, rc);
+				       "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
+				       " refcount=%" PRIu64,
+				       verb, i, e, rc);
 		}
 		if (r == 0)
 			r = copied_l2(s, planned, verb, kind, l2, found);

@@ -115,7 +115,7 @@ static void zero_entry(const struct qcow2_image *img, struct qcow2_fix *f, uint6
  * of the file, its data given a cluster of its own when it lies in metadata or its refcount
  * would overflow, reserved bits and subclusters both allocated and zero cleared. */
 static int plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
-			    uint64_t bm, const char *zero_why, enum qcow2_ref ref)
+		      uint64_t bm, const char *zero_why, enum qcow2_ref ref)
 {
 	struct qcow2_image *img = s->img;
 	uint64_t host = e & QCOW2_L2E_OFFSET_MASK, cs = img->cluster_bytes;
@@ -155,8 +155,8 @@ static int plan_entry(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, 
 	return w->active ? add_fix(s, &f) : 0;
 }
 
-static int plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j,
-				 uint64_t e, uint64_t bm, uint64_t host, uint64_t bytes)
+static int plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t j, uint64_t e,
+			   uint64_t bm, uint64_t host, uint64_t bytes)
 {
 	bool data_file = s->img->h.incompat & QCOW2_INCOMPAT_DATA_FILE;
 	struct qcow2_fix f = {
@@ -181,7 +181,7 @@ static int plan_compressed(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_
 /* An active L1 entry a repair rewrites: reserved bits cleared, or dropped when its L2 table is
  * misaligned or past the end of the file (QEMU cannot read it either). */
 static int plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uint64_t e,
-			 enum qcow2_ref ref)
+		   enum qcow2_ref ref)
 {
 	struct qcow2_fix f = {
 	    .table = i,
@@ -201,8 +201,7 @@ static int plan_l1(struct qcow2_scan *s, struct qcow2_l2walk *w, uint32_t i, uin
 			: l2			 ? "misaligned L2 table"
 						 : "no L2 table";
 		w->dropped = true;
-		if (ref == QCOW2_REF_COUNTED &&
-		    unref(s, l2, s->img->cluster_bytes) < 0)
+		if (ref == QCOW2_REF_COUNTED && unref(s, l2, s->img->cluster_bytes) < 0)
 			return -ENOMEM;
 	} else if (!(e & QCOW2_L1E_RESERVED)) {
 		return 0;
@@ -235,13 +234,13 @@ static void report_fix(struct qcow2_scan *s, const struct qcow2_fix *f)
 	s->res->corruptions_fixed++;
 	if (f->l1)
 		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
-				"Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
-				f->table, f->old, f->why, action(f));
+			       "Repairing L1 entry %" PRIu64 " (l1_entry=%" PRIx64 ", %s): %s",
+			       f->table, f->old, f->why, action(f));
 	else
 		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
-				"Repairing L2 entry for guest offset 0x%" PRIx64
-				" (l2_entry=%" PRIx64 ", %s): %s",
-				f->guest_off, f->old, f->why, action(f));
+			       "Repairing L2 entry for guest offset 0x%" PRIx64
+			       " (l2_entry=%" PRIx64 ", %s): %s",
+			       f->guest_off, f->old, f->why, action(f));
 }
 
 /* The counts as they become once the entries are rewritten. */
@@ -283,9 +282,9 @@ static int report_plan(struct qcow2_scan *s)
 		else
 			s->res->leaks_fixed++;
 		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
-				"Repairing cluster %" PRIu64 " refcount=%" PRIu64
-				" reference=%" PRIu64,
-				i, v, (uint64_t)s->counts[i]);
+			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64
+			       " reference=%" PRIu64,
+			       i, v, (uint64_t)s->counts[i]);
 	}
 	if (r == 0)
 		r = qcow2_check_copied(s, true, "Repairing", QCOW2_CHECK_REPAIR, &n);
@@ -589,4 +588,3 @@ int qcow2_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check
 	qcow2_walk_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }
-

@@ -53,14 +53,14 @@ void qcow2_plan_release(struct qcow2_plan *p)
 
 const char *qcow2_step_name(enum qcow2_step_kind k)
 {
-	static const char *const names[] = { "grow",   "copy",   "repoint", "empty",
-					     "unused", "delete", "create" };
+	static const char *const names[] = {"grow",   "copy",	"repoint", "empty",
+					    "unused", "delete", "create"};
 
 	return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
 
 int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,
-		    const char *detail, uint64_t bytes)
+			  const char *detail, uint64_t bytes)
 {
 	struct qcow2_step *s;
 
@@ -111,7 +111,8 @@ int qcow2_commit_find_layer(struct qcow2_chain *c, const char *name, unsigned *i
 	unsigned i;
 
 	if (stat(name, &want) < 0 &&
-	    (qcow2_chain_resolve_path(NULL, qcow2_commit_layer_path(c, 0), name, resolved, sizeof(resolved)) < 0 ||
+	    (qcow2_chain_resolve_path(NULL, qcow2_commit_layer_path(c, 0), name, resolved,
+				      sizeof(resolved)) < 0 ||
 	     stat(resolved, &want) < 0))
 		return qcow2_set_error(-ENOENT, "cannot find '%s': %s", name, strerror(errno));
 	for (i = 0; i < qcow2_chain_depth(c); i++)
@@ -126,7 +127,8 @@ int qcow2_commit_find_layer(struct qcow2_chain *c, const char *name, unsigned *i
 
 /* @target (absolute) as @image should store it: relative to @image's directory when @relative,
  * else absolute. */
-int qcow2_commit_name_for(const char *image, const char *target, bool relative, char *out, size_t cap)
+int qcow2_commit_name_for(const char *image, const char *target, bool relative, char *out,
+			  size_t cap)
 {
 	char dir[PATH_MAX];
 	const char *d, *t;
@@ -135,7 +137,8 @@ int qcow2_commit_name_for(const char *image, const char *target, bool relative, 
 
 	if (!relative) {
 		n = snprintf(out, cap, "%s", target);
-		return n < 0 || (size_t)n >= cap ? qcow2_set_error(-ENAMETOOLONG, "name too long") : 0;
+		return n < 0 || (size_t)n >= cap ? qcow2_set_error(-ENAMETOOLONG, "name too long")
+						 : 0;
 	}
 	snprintf(dir, sizeof(dir), "%s", image);
 	d = dirname(dir);
@@ -152,7 +155,8 @@ int qcow2_commit_name_for(const char *image, const char *target, bool relative, 
 		if (*t == '/' && (len = strlen(out)) + 4 < cap)
 			strcat(out, "../");
 	n = snprintf(out + strlen(out), cap - strlen(out), "%s", target + common + 1);
-	return n < 0 || (size_t)n >= cap - len ? qcow2_set_error(-ENAMETOOLONG, "name too long") : 0;
+	return n < 0 || (size_t)n >= cap - len ? qcow2_set_error(-ENAMETOOLONG, "name too long")
+					       : 0;
 }
 
 /* Is the backing name stored in layer @i of @c relative? */
@@ -202,7 +206,8 @@ static int users_in(const char *dir, struct qcow2_chain *c, unsigned j, const ch
 	for (i = 0; i < k && i < 16; i++) {
 		const char *p = v[idx[i]].path;
 
-		if ((j > 0 && strcmp(p, qcow2_commit_layer_path(c, j - 1)) == 0) || listed(ignore, p))
+		if ((j > 0 && strcmp(p, qcow2_commit_layer_path(c, j - 1)) == 0) ||
+		    listed(ignore, p))
 			continue;
 		if (strstr(names, p))
 			continue;
@@ -233,8 +238,10 @@ static int check_siblings(struct qcow2_chain *c, unsigned t, unsigned b, bool dr
 		snprintf(d2, sizeof(d2), "%s", qcow2_commit_layer_path(c, b));
 	}
 	if (r == 0 && names[0])
-		r = qcow2_set_error(-EBUSY, "'%s' is also a backing file of %s: their content "
-				    "would change (--force commits anyway)", qcow2_commit_layer_path(c, b), names);
+		r = qcow2_set_error(-EBUSY,
+				    "'%s' is also a backing file of %s: their content "
+				    "would change (--force commits anyway)",
+				    qcow2_commit_layer_path(c, b), names);
 	return r;
 }
 
@@ -247,7 +254,7 @@ struct commit {
 	const struct qcow2_job *job;
 	struct qcow2_plan *plan;
 	char repoint[PATH_MAX]; /* the name stored by the re-pointed image */
-	char *journal;           /* layers an earlier run took out of the chain, one per line */
+	char *journal;		/* layers an earlier run took out of the chain, one per line */
 };
 
 /* The layer above an intermediate top reads zeros past the top's end, whatever base holds
@@ -266,10 +273,10 @@ static int zero_past_top(struct commit *m, const struct qcow2_copy_opts *co, uin
 
 static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint64_t *zero)
 {
-	struct qcow2_chain_opts wo = { .writable = true }, ro = { 0 };
+	struct qcow2_chain_opts wo = {.writable = true}, ro = {0};
 	struct qcow2_chain *src = m->c, *dst = NULL, *under = NULL;
 	struct qcow2_io *raw = NULL;
-	struct qcow2_copy_opts co = { 0 };
+	struct qcow2_copy_opts co = {0};
 	struct qcow2_copy_stats st;
 	const char *base = qcow2_commit_layer_path(m->c, m->b);
 	bool qcow2 = strcmp(qcow2_commit_layer_format(m->c, m->b), "qcow2") == 0;
@@ -278,7 +285,8 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 	if (m->t > 0)
 		r = qcow2_chain_open(qcow2_commit_layer_path(m->c, m->t), &ro, &src);
 	if (r == 0 && !dry_run)
-		r = qcow2 ? qcow2_chain_open(base, &wo, &dst) : qcow2_io_open_file(base, true, &raw);
+		r = qcow2 ? qcow2_chain_open(base, &wo, &dst)
+			  : qcow2_io_open_file(base, true, &raw);
 	if (r == 0 && !dry_run && !qcow2)
 		r = qcow2_chain_open(base, &ro, &under);
 	if (r == 0 && !dry_run && qcow2_chain_size(src) > (dst ? qcow2_chain_size(dst) : 0) && dst)
@@ -313,13 +321,13 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 /* Re-point layer @i to base (stored relative if its current name is relative). */
 static int repoint(struct commit *m, unsigned i, bool dry_run)
 {
-	struct qcow2_chain_opts wo = { .writable = true };
+	struct qcow2_chain_opts wo = {.writable = true};
 	const char *img = qcow2_commit_layer_path(m->c, i);
 	struct qcow2_image *w;
 	int r;
 
-	r = qcow2_commit_name_for(img, qcow2_commit_layer_path(m->c, m->b), stored_relative(m->c, i), m->repoint,
-		     sizeof(m->repoint));
+	r = qcow2_commit_name_for(img, qcow2_commit_layer_path(m->c, m->b),
+				  stored_relative(m->c, i), m->repoint, sizeof(m->repoint));
 	if (r == 0)
 		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_REPOINT, img, m->repoint, 0);
 	if (r < 0 || dry_run)
@@ -334,9 +342,10 @@ static int repoint(struct commit *m, unsigned i, bool dry_run)
 
 static int empty_image(struct commit *m, bool dry_run)
 {
-	struct qcow2_chain_opts wo = { .writable = true };
+	struct qcow2_chain_opts wo = {.writable = true};
 	struct qcow2_chain *w;
-	int r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_EMPTY, qcow2_commit_layer_path(m->c, 0), NULL, 0);
+	int r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_EMPTY, qcow2_commit_layer_path(m->c, 0),
+				      NULL, 0);
 
 	if (r < 0 || dry_run)
 		return r;
@@ -422,7 +431,8 @@ static int drop_journal(struct commit *m, bool dry_run)
 			continue;
 		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_DELETE, line, NULL, 0);
 		if (r == 0 && !dry_run && unlink(line) < 0 && errno != ENOENT)
-			r = qcow2_set_error(-errno, "cannot delete '%s': %s", line, strerror(errno));
+			r = qcow2_set_error(-errno, "cannot delete '%s': %s", line,
+					    strerror(errno));
 	}
 	free(copy);
 	return r;
@@ -437,8 +447,8 @@ static int drop_layers(struct commit *m, bool dry_run)
 	for (j = m->t ? m->t : 1; j < m->b && r == 0; j++) {
 		const char *p = qcow2_commit_layer_path(m->c, j);
 
-		r = qcow2_commit_plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
-			     0);
+		r = qcow2_commit_plan_add(
+		    m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL, 0);
 		if (r == 0 && m->o->drop && !dry_run && unlink(p) < 0 && errno != ENOENT)
 			r = qcow2_set_error(-errno, "cannot delete '%s': %s", p, strerror(errno));
 	}
@@ -454,18 +464,21 @@ static int commit_run(struct commit *m)
 
 	qcow2_chain_layer(m->c, m->t, &tl);
 	qcow2_chain_layer(m->c, m->b, &bl);
-	r = bl.size < tl.size ? qcow2_commit_plan_add(m->plan, QCOW2_STEP_GROW, bl.path, NULL, tl.size) : 0;
+	r = bl.size < tl.size
+		? qcow2_commit_plan_add(m->plan, QCOW2_STEP_GROW, bl.path, NULL, tl.size)
+		: 0;
 	if (r == 0)
 		r = copy_into_base(m, true, &bytes, &zero);
 	if (r == 0 && !m->o->force)
-		r = check_siblings(m->c, m->t, m->b, m->o->drop,
-				   bytes || zero || bl.size < tl.size, m->journal);
+		r = check_siblings(m->c, m->t, m->b, m->o->drop, bytes || zero || bl.size < tl.size,
+				   m->journal);
 	if (r == 0 && !dry)
 		r = lock_writer(m->c, m->b);
 	if (r == 0 && !dry)
 		r = lock_writer(m->c, m->t ? m->t - 1 : 0);
 	if (r == 0)
-		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(m->c, m->b), NULL, bytes);
+		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_COPY,
+					  qcow2_commit_layer_path(m->c, m->b), NULL, bytes);
 	if (r == 0 && !dry)
 		r = copy_into_base(m, false, &bytes, &zero);
 	if (r == 0 && !dry && m->b > (m->t ? m->t : 1))
@@ -488,7 +501,7 @@ static int commit_run(struct commit *m)
  * (or, with --drop, to delete): @top and the layers between it and base. */
 static int commit_done_before(struct commit *m, const char *top)
 {
-	struct qcow2_chain_opts ro = { .lock = true };
+	struct qcow2_chain_opts ro = {.lock = true};
 	struct qcow2_chain *tc;
 	unsigned b = 1, in_image, j;
 	int r;
@@ -499,15 +512,16 @@ static int commit_done_before(struct commit *m, const char *top)
 		return r;
 	if (m->o->base)
 		r = qcow2_commit_find_layer(tc, m->o->base, &b);
-	if (r == 0 && (b >= qcow2_chain_depth(tc) ||
-		       qcow2_commit_find_layer(m->c, qcow2_commit_layer_path(tc, b), &in_image) < 0))
+	if (r == 0 &&
+	    (b >= qcow2_chain_depth(tc) ||
+	     qcow2_commit_find_layer(m->c, qcow2_commit_layer_path(tc, b), &in_image) < 0))
 		r = qcow2_set_error(-ENOENT, "'%s' is not in the backing chain of '%s'", top,
 				    qcow2_commit_layer_path(m->c, 0));
 	for (j = 0; r == 0 && j < b; j++) {
 		const char *p = qcow2_commit_layer_path(tc, j);
 
-		r = qcow2_commit_plan_add(m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL,
-			     0);
+		r = qcow2_commit_plan_add(
+		    m->plan, m->o->drop ? QCOW2_STEP_DELETE : QCOW2_STEP_UNUSED, p, NULL, 0);
 		if (r == 0 && m->o->drop && !m->o->dry_run && unlink(p) < 0)
 			r = qcow2_set_error(-errno, "cannot delete '%s': %s", p, strerror(errno));
 	}
@@ -556,8 +570,8 @@ static bool dropped_before(struct commit *m, const char *top)
 int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const struct qcow2_job *job,
 		 struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = { .lock = true };
-	struct commit m = { .o = o, .job = job, .plan = plan };
+	struct qcow2_chain_opts ro = {.lock = true};
+	struct commit m = {.o = o, .job = job, .plan = plan};
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
@@ -591,7 +605,8 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 				    qcow2_commit_layer_path(m.c, m.t));
 	else if (r == 0 && m.b <= m.t)
 		r = qcow2_set_error(-EINVAL, "'%s' is not below '%s' in the chain",
-				    qcow2_commit_layer_path(m.c, m.b), qcow2_commit_layer_path(m.c, m.t));
+				    qcow2_commit_layer_path(m.c, m.b),
+				    qcow2_commit_layer_path(m.c, m.t));
 	if (r == 0)
 		r = commit_run(&m);
 	qcow2_chain_close(m.c);
@@ -606,7 +621,7 @@ int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const str
 static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *under, bool tail,
 		   bool compare, bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_copy_opts co = { 0 };
+	struct qcow2_copy_opts co = {0};
 	struct qcow2_copy_stats st;
 	int r;
 
@@ -619,7 +634,8 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 	co.dry_run = true;
 	r = qcow2_chain_copy(c, &co, NULL, &st);
 	if (r == 0)
-		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(c, 0), NULL, st.planned_bytes);
+		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(c, 0),
+					  NULL, st.planned_bytes);
 	if (r < 0 || dry_run)
 		return r;
 	co.dry_run = false;
@@ -629,7 +645,7 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 
 static int open_top_writable(const char *image, bool dry_run, struct qcow2_chain **c)
 {
-	struct qcow2_chain_opts o = { .lock = true, .writable = !dry_run };
+	struct qcow2_chain_opts o = {.lock = true, .writable = !dry_run};
 	int r = qcow2_chain_open(image, &o, c);
 
 	if (r == 0 && !dry_run && (r = qcow2_chain_lock_write(*c, true)) < 0) {
@@ -643,7 +659,8 @@ static int set_backing(struct qcow2_chain *c, const char *name, const char *fmt,
 		       struct qcow2_plan *plan)
 {
 	struct qcow2_layer_info li;
-	int r = qcow2_commit_plan_add(plan, QCOW2_STEP_REPOINT, qcow2_commit_layer_path(c, 0), name, 0);
+	int r =
+	    qcow2_commit_plan_add(plan, QCOW2_STEP_REPOINT, qcow2_commit_layer_path(c, 0), name, 0);
 
 	if (r < 0 || dry_run)
 		return r;
@@ -654,7 +671,7 @@ static int set_backing(struct qcow2_chain *c, const char *name, const char *fmt,
 int qcow2_pull(const char *image, const char *base, bool dry_run, const struct qcow2_job *job,
 	       struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = { 0 };
+	struct qcow2_chain_opts ro = {0};
 	struct qcow2_chain *c, *under = NULL;
 	char name[PATH_MAX] = "";
 	unsigned b, j;
@@ -670,18 +687,21 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 	if (r == 0 && b == 0)
 		r = qcow2_set_error(-EINVAL, "'%s' cannot be its own base", image);
 	if (r == 0 && b < qcow2_chain_depth(c)) {
-		r = qcow2_commit_name_for(qcow2_commit_layer_path(c, 0), qcow2_commit_layer_path(c, b), stored_relative(c, 0), name,
-			     sizeof(name));
+		r = qcow2_commit_name_for(qcow2_commit_layer_path(c, 0),
+					  qcow2_commit_layer_path(c, b), stored_relative(c, 0),
+					  name, sizeof(name));
 		if (r == 0)
 			r = qcow2_chain_open(qcow2_commit_layer_path(c, b), &ro, &under);
 	}
 	if (r == 0)
 		r = copy_up(c, b, under, true, false, dry_run, job, plan);
 	if (r == 0)
-		r = set_backing(c, name, b < qcow2_chain_depth(c) ? qcow2_commit_layer_format(c, b) : NULL,
+		r = set_backing(c, name,
+				b < qcow2_chain_depth(c) ? qcow2_commit_layer_format(c, b) : NULL,
 				dry_run, plan);
 	for (j = 1; j < b && r == 0; j++)
-		r = qcow2_commit_plan_add(plan, QCOW2_STEP_UNUSED, qcow2_commit_layer_path(c, j), NULL, 0);
+		r = qcow2_commit_plan_add(plan, QCOW2_STEP_UNUSED, qcow2_commit_layer_path(c, j),
+					  NULL, 0);
 	qcow2_chain_close(under);
 	qcow2_chain_close(c);
 	return r;
@@ -703,10 +723,10 @@ static int probe_format(const char *path, const char **fmt)
 	return r;
 }
 
-int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe,
-		 bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan)
+int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe, bool dry_run,
+		 const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = { .lock = true };
+	struct qcow2_chain_opts ro = {.lock = true};
 	struct qcow2_chain *c, *under = NULL;
 	char path[PATH_MAX];
 	unsigned k = 0;
@@ -718,7 +738,8 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 	if (r < 0)
 		return r;
 	if (backing[0]) {
-		r = qcow2_chain_resolve_path(NULL, qcow2_commit_layer_path(c, 0), backing, path, sizeof(path));
+		r = qcow2_chain_resolve_path(NULL, qcow2_commit_layer_path(c, 0), backing, path,
+					     sizeof(path));
 		if (r < 0 && unsafe) { /* only the pointer: the file need not exist */
 			r = 0;
 			path[0] = 0;

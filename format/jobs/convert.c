@@ -70,7 +70,7 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 		    const struct qcow2_convert_opts *o, struct qcow2_chain **dst,
 		    struct qcow2_io **raw)
 {
-	struct qcow2_chain_opts wo = { .lock = true, .writable = true };
+	struct qcow2_chain_opts wo = {.lock = true, .writable = true};
 	struct qcow2_create_opts co;
 	struct qcow2_layer_info top;
 	char backing[PATH_MAX];
@@ -79,7 +79,8 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 	if (o->raw) {
 		fd = open(part, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644);
 		if (fd < 0)
-			return qcow2_set_error(-errno, "cannot create '%s': %s", part, strerror(errno));
+			return qcow2_set_error(-errno, "cannot create '%s': %s", part,
+					       strerror(errno));
 		close(fd);
 		r = qcow2_io_open_file(part, true, raw);
 		return r < 0 ? r : qcow2_io_grow(*raw, qcow2_chain_size(c));
@@ -119,7 +120,7 @@ static int publish_copy(const char *part, const char *dest)
 static int convert_run(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,
 		       const struct qcow2_job *job, uint64_t *bytes)
 {
-	struct qcow2_copy_opts co = { 0 };
+	struct qcow2_copy_opts co = {0};
 	struct qcow2_copy_stats st;
 	struct qcow2_chain *dst = NULL;
 	struct qcow2_io *raw = NULL;
@@ -158,7 +159,7 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = { .lock = true };
+	struct qcow2_chain_opts ro = {.lock = true};
 	struct qcow2_chain *c;
 	uint64_t bytes = 0;
 	bool exists = false;
@@ -167,7 +168,8 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 
 	memset(plan, 0, sizeof(*plan));
 	if (o->raw && (o->shallow || o->compress))
-		return qcow2_set_error(-EINVAL, "a raw copy has no backing file and no compression");
+		return qcow2_set_error(-EINVAL,
+				       "a raw copy has no backing file and no compression");
 	r = qcow2_chain_open(src, &ro, &c);
 	if (r < 0)
 		return r;
@@ -177,7 +179,8 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 	if (r == 0)
 		r = convert_run(c, dest, o, job, &bytes);
 	if (r == 0)
-		r = qcow2_commit_plan_add(plan, QCOW2_STEP_CREATE, dest, o->raw ? "raw" : "qcow2", 0);
+		r = qcow2_commit_plan_add(plan, QCOW2_STEP_CREATE, dest, o->raw ? "raw" : "qcow2",
+					  0);
 	if (r == 0)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, dest, NULL, bytes);
 	qcow2_chain_close(c);
@@ -189,7 +192,7 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run,
 			    struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = { .lock = true };
+	struct qcow2_chain_opts ro = {.lock = true};
 	struct qcow2_create_opts co;
 	struct qcow2_chain *c;
 	char name[PATH_MAX], dir_a[PATH_MAX], dir_b[PATH_MAX], *slash;
@@ -221,8 +224,8 @@ int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run
 
 		snprintf(a, sizeof(a), "%s", dir_a);
 		snprintf(b, sizeof(b), "%s", dir_b);
-		r = qcow2_commit_name_for(dir_b, qcow2_commit_layer_path(c, 0), strcmp(dirname(a), dirname(b)) == 0, name,
-			     sizeof(name));
+		r = qcow2_commit_name_for(dir_b, qcow2_commit_layer_path(c, 0),
+					  strcmp(dirname(a), dirname(b)) == 0, name, sizeof(name));
 	}
 	if (r == 0)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_CREATE, overlay, "qcow2", 0);

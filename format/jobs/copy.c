@@ -31,7 +31,7 @@
 
 #include "jobs/jobs.h"
 
-#define CHUNK (4u << 20)     /* bytes read and written per step (a multiple of every cluster) */
+#define CHUNK	 (4u << 20)  /* bytes read and written per step (a multiple of every cluster) */
 #define PREFETCH (32u << 20) /* data asked of the disk ahead of the copy */
 /* Data written between two flushes of the destination: what a kill can leave leaked (new
  * clusters whose refcounts reached the disk but whose L2 entries did not) is bounded by it. */
@@ -58,7 +58,7 @@ struct copy {
 	uint64_t done, total;
 	uint8_t *buf; /* compressed copies */
 	const struct plan *plan;
-	size_t pf_item;  /* prefetch cursor: the item, and the offset reached in it */
+	size_t pf_item; /* prefetch cursor: the item, and the offset reached in it */
 	uint64_t pf_off;
 };
 
@@ -79,7 +79,7 @@ static int add(struct plan *p, enum item_kind kind, uint64_t off, uint64_t len)
 		p->v = v;
 		p->cap = cap;
 	}
-	p->v[p->n++] = (struct item){ off, len, kind };
+	p->v[p->n++] = (struct item){off, len, kind};
 	return 0;
 }
 
@@ -187,8 +187,7 @@ static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 /* Write @n bytes of @p (read from the source at @off) piece by piece at the destination's
  * clusters: runs of data written, zero pieces zeroed, pieces equal to @under's skipped
  * (@u: @under's bytes, with @compare). */
-static int put_pieces(struct copy *k, const uint8_t *p, const uint8_t *u, uint64_t n,
-		      uint64_t off)
+static int put_pieces(struct copy *k, const uint8_t *p, const uint8_t *u, uint64_t n, uint64_t off)
 {
 	uint64_t pos = 0, run = 0; /* pending run of data: [pos - run, pos) */
 	int r = 0;
@@ -198,7 +197,8 @@ static int put_pieces(struct copy *k, const uint8_t *p, const uint8_t *u, uint64
 
 		if (len > n - pos)
 			len = n - pos;
-		if (all_zero(p + pos, (size_t)len) || (u && !memcmp(p + pos, u + pos, (size_t)len))) {
+		if (all_zero(p + pos, (size_t)len) ||
+		    (u && !memcmp(p + pos, u + pos, (size_t)len))) {
 			if (run)
 				r = dst_write(k, p + pos - run, run, off + pos - run);
 			run = 0;
@@ -412,7 +412,7 @@ static int reader_start(struct reader *rd, struct copy *k)
 
 		if (!a)
 			return qcow2_oom();
-		*a = (struct reader_arg){ rd, i };
+		*a = (struct reader_arg){rd, i};
 		if (pthread_create(&rd->thread[i], NULL, reader_main, a) != 0) {
 			free(a);
 			return qcow2_set_error(-EAGAIN, "cannot start a reader thread");
@@ -470,8 +470,9 @@ static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t 
 		memset(k->buf + n, 0, (size_t)(cs - n));
 		r = qcow2_chain_pread(k->src, k->buf, (size_t)n, c);
 		if (r == 0)
-			r = all_zero(k->buf, (size_t)n) ? dst_zero(k, c, n)
-							 : qcow2_chain_write_compressed(k->o->dst, k->buf, c);
+			r = all_zero(k->buf, (size_t)n)
+				? dst_zero(k, c, n)
+				: qcow2_chain_write_compressed(k->o->dst, k->buf, c);
 		if (r == 0) {
 			k->st->written_bytes += n;
 			r = step(k, n);
@@ -525,8 +526,8 @@ static int granule_of(const struct qcow2_copy_opts *o, uint64_t *g)
 int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		     const struct qcow2_job *job, struct qcow2_copy_stats *st)
 {
-	struct copy k = { .src = src, .o = o, .job = job, .st = st };
-	struct plan p = { 0 };
+	struct copy k = {.src = src, .o = o, .job = job, .st = st};
+	struct plan p = {0};
 	int r;
 
 	memset(st, 0, sizeof(*st));
@@ -557,7 +558,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 int qcow2_copy_zero(const struct qcow2_copy_opts *o, uint64_t off, uint64_t n,
 		    struct qcow2_copy_stats *st)
 {
-	struct copy k = { .o = o, .st = st };
+	struct copy k = {.o = o, .st = st};
 
 	return dst_zero(&k, off, n);
 }

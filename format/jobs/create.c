@@ -31,8 +31,8 @@
 
 #include "jobs/jobs.h"
 
-#define PREALLOC_STEP (64ull << 20) /* bytes between progress reports and cancellation polls */
-#define QCOW2_MAX_FMT_NAME 32       /* struct qcow2_header's backing_fmt, its NUL included */
+#define PREALLOC_STEP	   (64ull << 20) /* bytes between progress reports and cancellation polls */
+#define QCOW2_MAX_FMT_NAME 32		 /* struct qcow2_header's backing_fmt, its NUL included */
 
 void qcow2_create_opts_default(struct qcow2_create_opts *o)
 {
@@ -45,7 +45,7 @@ void qcow2_create_opts_default(struct qcow2_create_opts *o)
 
 const char *qcow2_prealloc_name(enum qcow2_prealloc p)
 {
-	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+	static const char *const names[] = {"off", "metadata", "falloc", "full"};
 
 	return (unsigned)p < 4 ? names[p] : "?";
 }
@@ -70,14 +70,16 @@ static uint64_t max_size(uint32_t cluster_bits, bool extended_l2)
 static int check_features(const struct qcow2_create_opts *o)
 {
 	if (o->version != 2 && o->version != 3)
-		return qcow2_set_error(-EINVAL, "compat must be 0.10 (v2) or 1.1 (v3), not "
-					       "version %u", o->version);
+		return qcow2_set_error(-EINVAL,
+				       "compat must be 0.10 (v2) or 1.1 (v3), not "
+				       "version %u",
+				       o->version);
 	if (o->cluster_bits < QCOW2_MIN_CLUSTER_BITS || o->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return qcow2_set_error(-EINVAL, "cluster_size must be a power of two between 512 "
-					       "and 2M");
+						"and 2M");
 	if (o->refcount_order > 6)
 		return qcow2_set_error(-EINVAL, "refcount_bits must be a power of two between 1 "
-					       "and 64");
+						"and 64");
 	if (o->version < 3 && o->refcount_order != 4)
 		return qcow2_set_error(-EINVAL, "refcount_bits other than 16 need compat=1.1");
 	if (o->version < 3 && o->lazy_refcounts)
@@ -98,11 +100,14 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 	if (r < 0)
 		return r;
 	if (o->size % 512)
-		return qcow2_set_error(-EINVAL, "the size (%" PRIu64 " bytes) must be a multiple "
-					       "of 512", o->size);
+		return qcow2_set_error(-EINVAL,
+				       "the size (%" PRIu64 " bytes) must be a multiple "
+				       "of 512",
+				       o->size);
 	if (o->size > max_size(o->cluster_bits, o->extended_l2))
-		return qcow2_set_error(-EFBIG, "the size (%" PRIu64 " bytes) is too large for "
-					       "%u-byte clusters (the largest is %" PRIu64 ")",
+		return qcow2_set_error(-EFBIG,
+				       "the size (%" PRIu64 " bytes) is too large for "
+				       "%u-byte clusters (the largest is %" PRIu64 ")",
 				       o->size, 1u << o->cluster_bits,
 				       max_size(o->cluster_bits, o->extended_l2));
 	if (has_backing(o) && strlen(o->backing_file) > QCOW2_MAX_BACKING_NAME)
@@ -114,19 +119,19 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 		return qcow2_set_error(-EINVAL, "a backing format without a backing file");
 	if (has_backing(o) && o->prealloc != QCOW2_PREALLOC_OFF && !o->extended_l2)
 		return qcow2_set_error(-EINVAL, "preallocation with a backing file needs "
-					       "extended_l2=on");
+						"extended_l2=on");
 	return 0;
 }
 
 /* ---- the initial layout ---- */
 
 struct layout {
-	uint64_t cs;          /* cluster bytes */
+	uint64_t cs; /* cluster bytes */
 	uint32_t l1_entries;
 	uint64_t l1_clusters;
 	uint64_t reft_clusters;
-	uint64_t blocks;      /* refcount blocks */
-	uint64_t clusters;    /* clusters of the metadata: header, table, blocks, L1 */
+	uint64_t blocks;   /* refcount blocks */
+	uint64_t clusters; /* clusters of the metadata: header, table, blocks, L1 */
 };
 
 /* Size the refcount structures for the metadata they describe, themselves included. */
@@ -162,8 +167,7 @@ static uint64_t block_cluster(const struct layout *l, uint64_t i)
 	return i == 0 ? 1 + l->reft_clusters : l1_cluster(l) + l->l1_clusters + i - 1;
 }
 
-static int encode_header(const struct qcow2_create_opts *o, const struct layout *l,
-			 uint8_t *buf)
+static int encode_header(const struct qcow2_create_opts *o, const struct layout *l, uint8_t *buf)
 {
 	struct qcow2_header *h = calloc(1, sizeof(*h));
 	int r;
@@ -267,7 +271,7 @@ static int no_backing_read(void *ctx, void *buf, size_t n, uint64_t off)
 /* Allocate every cluster of the disk (and the L2 tables) through the write path. */
 static int prealloc_metadata(struct qcow2_image *img, const struct qcow2_create_opts *o)
 {
-	struct qcow2_fill fill = { no_backing_read, NULL, has_backing(o) };
+	struct qcow2_fill fill = {no_backing_read, NULL, has_backing(o)};
 	uint64_t off, n;
 	int r = 0;
 
@@ -284,8 +288,7 @@ static int prealloc_metadata(struct qcow2_image *img, const struct qcow2_create_
 
 /* falloc, full: the host blocks from the first cluster past the initial metadata (where every
  * preallocated cluster lies) to the end of the file, as QEMU does it. */
-static int prealloc_host(struct qcow2_image *img, const struct qcow2_create_opts *o,
-			 uint64_t start)
+static int prealloc_host(struct qcow2_image *img, const struct qcow2_create_opts *o, uint64_t start)
 {
 	struct qcow2_io *io = qcow2_image_io(img);
 	uint64_t end, off, n;
@@ -300,12 +303,12 @@ static int prealloc_host(struct qcow2_image *img, const struct qcow2_create_opts
 	return r;
 }
 
-int qcow2_image_create_io(struct qcow2_io *io, const char *name,
-			  const struct qcow2_create_opts *o, struct qcow2_image **out)
+int qcow2_image_create_io(struct qcow2_io *io, const char *name, const struct qcow2_create_opts *o,
+			  struct qcow2_image **out)
 {
-	struct qcow2_image_opts io_opts = { .writable = true };
+	struct qcow2_image_opts io_opts = {.writable = true};
 	struct qcow2_image *img = NULL;
-	struct layout l = { 0 };
+	struct layout l = {0};
 	int r = qcow2_create_opts_check(o);
 
 	if (r == 0) {
@@ -353,9 +356,9 @@ static int check_own_backing(const char *path, const char *backing)
 struct target {
 	char path[PATH_MAX]; /* the file to create or replace (a symlink followed) */
 	char dir[PATH_MAX];
-	const char *name;    /* as the caller named it, for messages */
+	const char *name; /* as the caller named it, for messages */
 	bool exists;
-	mode_t mode;         /* of the file replaced, and its owner */
+	mode_t mode; /* of the file replaced, and its owner */
 	uid_t uid;
 	gid_t gid;
 };
@@ -397,8 +400,9 @@ static int resolve_target(const char *path, struct target *t)
 		return qcow2_set_error(-ENAMETOOLONG, "'%s': bad file name", path);
 	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
 		if (!realpath(path, t->path))
-			return qcow2_set_error(-errno, "'%s' is a symlink that does not resolve: %s",
-					       path, strerror(errno));
+			return qcow2_set_error(-errno,
+					       "'%s' is a symlink that does not resolve: %s", path,
+					       strerror(errno));
 	} else {
 		strcpy(t->path, path);
 	}
@@ -441,8 +445,9 @@ static int open_temp(const struct target *t, char *tmp, size_t cap)
 	tmp[0] = '\0';
 	fd = open(t->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
 	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd >= 0 ? fd : qcow2_set_error(-errno, "cannot create '%s': %s", t->name,
-						      strerror(errno));
+		return fd >= 0 ? fd
+			       : qcow2_set_error(-errno, "cannot create '%s': %s", t->name,
+						 strerror(errno));
 	for (i = 0; i < 1000 && temp_name(t, i, tmp, cap); i++) {
 		fd = open(tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
 		if (fd >= 0 || errno != EEXIST)
@@ -524,7 +529,8 @@ int qcow2_image_create(const char *path, const struct qcow2_create_opts *o)
 		return fd;
 	/* The replacement keeps the file's owner (where we may give it) and its mode. */
 	if (t.exists && fchown(fd, t.uid, t.gid) < 0 && errno != EPERM)
-		r = qcow2_set_error(-errno, "'%s': cannot set the owner: %s", path, strerror(errno));
+		r = qcow2_set_error(-errno, "'%s': cannot set the owner: %s", path,
+				    strerror(errno));
 	if (r == 0 && t.exists && fchmod(fd, t.mode) < 0)
 		r = qcow2_set_error(-errno, "'%s': cannot set the mode: %s", path, strerror(errno));
 	dup_fd = r == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
@@ -560,15 +566,17 @@ static int probe_raw(struct qcow2_backing_probe *out)
 int qcow2_create_probe_backing(const char *image_path, const char *backing, const char *fmt,
 			       struct qcow2_backing_probe *out)
 {
-	struct qcow2_chain_opts co = { .lock = true };
+	struct qcow2_chain_opts co = {.lock = true};
 	struct qcow2_layer_info li;
 	struct qcow2_chain *c;
 	int r;
 
 	memset(out, 0, sizeof(*out));
 	if (fmt && fmt[0] && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
-		return qcow2_set_error(-ENOTSUP, "backing format '%s' is not supported (qcow2 or "
-						 "raw)", fmt);
+		return qcow2_set_error(-ENOTSUP,
+				       "backing format '%s' is not supported (qcow2 or "
+				       "raw)",
+				       fmt);
 	r = qcow2_chain_resolve_path(NULL, image_path, backing, out->path, sizeof(out->path));
 	if (r < 0)
 		return qcow2_set_error(r, "cannot open backing file '%s': %s", backing,

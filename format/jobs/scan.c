@@ -43,7 +43,7 @@ struct scan {
 	size_t n, cap;
 	struct dir_id *dirs; /* every directory entered */
 	size_t n_dirs, cap_dirs;
-	const char *root; /* the canonical directory scanned */
+	const char *root;	       /* the canonical directory scanned */
 	struct qcow2_chain_opts avoid; /* the FUSE mounts below it, avoided; confines nothing */
 };
 

@@ -17,7 +17,7 @@
 
 #include "ondisk/ondisk.h"
 
-#define MAX_BITMAPS 65535
+#define MAX_BITMAPS	     65535
 #define MAX_BITMAP_DIR_BYTES (64ull << 20)
 
 bool qcow2_probe(const void *buf, size_t len)
@@ -123,20 +123,22 @@ static int check_fields(struct qcow2_header *h)
 	if (h->refcount_order > 6)
 		return qcow2_set_error(-EINVAL, "invalid refcount order %u", h->refcount_order);
 	if (h->crypt_method == QCOW2_CRYPT_AES || h->crypt_method == QCOW2_CRYPT_LUKS)
-		return qcow2_set_error(-ENOTSUP, "encrypted image (%s): encryption not supported yet",
+		return qcow2_set_error(-ENOTSUP,
+				       "encrypted image (%s): encryption not supported yet",
 				       h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
 	if (h->crypt_method != QCOW2_CRYPT_NONE)
 		return qcow2_set_error(-EINVAL, "invalid encryption method %u", h->crypt_method);
-	if ((h->incompat & QCOW2_INCOMPAT_COMPRESSION) ?
-		    h->compression_type == QCOW2_COMPRESSION_ZLIB :
-		    h->compression_type != QCOW2_COMPRESSION_ZLIB)
+	if ((h->incompat & QCOW2_INCOMPAT_COMPRESSION)
+		? h->compression_type == QCOW2_COMPRESSION_ZLIB
+		: h->compression_type != QCOW2_COMPRESSION_ZLIB)
 		return qcow2_set_error(-EUCLEAN, "compression type %u disagrees with feature bits",
 				       h->compression_type);
 	if (h->compression_type > QCOW2_COMPRESSION_ZSTD)
 		return qcow2_set_error(-ENOTSUP, "unknown compression type %u",
 				       h->compression_type);
 	if ((h->incompat & QCOW2_INCOMPAT_EXTL2) && h->cluster_bits < 14)
-		return qcow2_set_error(-EUCLEAN, "extended L2 entries need clusters of 16 KiB or more");
+		return qcow2_set_error(-EUCLEAN,
+				       "extended L2 entries need clusters of 16 KiB or more");
 	if (h->size > QCOW2_MAX_VIRTUAL_SIZE)
 		return qcow2_set_error(-EUCLEAN, "virtual size %" PRIu64 " is too large", h->size);
 	if ((uint64_t)h->l1_entries * 8 > QCOW2_MAX_L1_BYTES)
@@ -146,8 +148,9 @@ static int check_fields(struct qcow2_header *h)
 	per_l1 = l2_entries << h->cluster_bits; /* <= 2^(21+18): no overflow */
 	need_l1 = h->size / per_l1 + (h->size % per_l1 != 0);
 	if (h->l1_entries < need_l1)
-		return qcow2_set_error(-EUCLEAN, "L1 table of %u entries is too small for %" PRIu64
-				       " bytes", h->l1_entries, h->size);
+		return qcow2_set_error(-EUCLEAN,
+				       "L1 table of %u entries is too small for %" PRIu64 " bytes",
+				       h->l1_entries, h->size);
 	if (h->l1_entries && (h->l1_off & (cs - 1) || h->l1_off == 0))
 		return qcow2_set_error(-EUCLEAN, "invalid L1 table offset %#" PRIx64, h->l1_off);
 	if (h->reftable_off & (cs - 1) || h->reftable_off == 0)
@@ -198,7 +201,8 @@ static int decode_ext(struct qcow2_header *h, uint32_t type, const uint8_t *d, u
 		return decode_bitmaps_ext(h, d, len);
 	case EXT_CRYPTO:
 		if (len != 16)
-			return qcow2_set_error(-EUCLEAN, "crypto header extension has length %u", len);
+			return qcow2_set_error(-EUCLEAN, "crypto header extension has length %u",
+					       len);
 		h->has_crypto_ext = true;
 		h->crypto_off = get_be64(d);
 		h->crypto_bytes = get_be64(d + 8);
@@ -271,12 +275,13 @@ int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h)
 	if (r < 0)
 		return r;
 	if (h->incompat & ~QCOW2_INCOMPAT_KNOWN) {
-		unknown_feature_name(features, h->nb_feature_names, h->incompat & ~QCOW2_INCOMPAT_KNOWN,
-				     fname, sizeof(fname));
+		unknown_feature_name(features, h->nb_feature_names,
+				     h->incompat & ~QCOW2_INCOMPAT_KNOWN, fname, sizeof(fname));
 		return qcow2_set_error(-ENOTSUP, "unsupported incompatible feature: %s", fname);
 	}
 	if (h->has_crypto_ext && h->crypt_method != QCOW2_CRYPT_LUKS)
-		return qcow2_set_error(-EUCLEAN, "crypto header extension in an image without LUKS");
+		return qcow2_set_error(-EUCLEAN,
+				       "crypto header extension in an image without LUKS");
 	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && !h->data_file[0])
 		return qcow2_set_error(-EUCLEAN, "external data file bit set but no file named");
 	if (!(h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->data_file[0])
@@ -394,9 +399,9 @@ static const struct {
 	uint8_t type, bit;
 	const char *name;
 } feature_names[] = {
-	{ 0, 0, "dirty bit" },	    { 0, 1, "corrupt bit" },	 { 0, 2, "external data file" },
-	{ 0, 3, "compression type" }, { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
-	{ 2, 0, "bitmaps" },	    { 2, 1, "raw external data" },
+    {0, 0, "dirty bit"},	{0, 1, "corrupt bit"},	       {0, 2, "external data file"},
+    {0, 3, "compression type"}, {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
+    {2, 0, "bitmaps"},		{2, 1, "raw external data"},
 };
 #define FEATURE_TABLE_BYTES (48u * sizeof(feature_names) / sizeof(feature_names[0]))
 
@@ -467,8 +472,10 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 	need = off + (fmt_len ? 8 + ((fmt_len + 7) & ~(size_t)7) : 0) +
 	       (df_len ? 8 + ((df_len + 7) & ~(size_t)7) : 0) + 8 + name_len;
 	if (need > cs || need > cap)
-		return qcow2_set_error(-ENOSPC, "the header and backing file name do not fit in "
-					       "one cluster (%zu bytes)", cs);
+		return qcow2_set_error(-ENOSPC,
+				       "the header and backing file name do not fit in "
+				       "one cluster (%zu bytes)",
+				       cs);
 	memset(p, 0, need);
 	put_fixed(h, p);
 	if (fmt_len)

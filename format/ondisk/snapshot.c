@@ -213,8 +213,8 @@ static void validate_entry(struct qcow2_snapshot *s, const struct qcow2_header *
 		s->unreadable = true;
 		mark_invalid(s, "L1 table at %#" PRIx64 " runs past end of file", s->l1_off);
 	} else if (!__builtin_mul_overflow((uint64_t)s->l1_entries,
-					 1ull << (l2_bits + h->cluster_bits), &reach) &&
-		 reach < s->disk_bytes)
+					   1ull << (l2_bits + h->cluster_bits), &reach) &&
+		   reach < s->disk_bytes)
 		mark_invalid(s, "L1 table of %" PRIu32 " entries is too small for its disk size",
 			     s->l1_entries);
 }
@@ -401,8 +401,9 @@ int qcow2_snapshot_pin_check(struct qcow2_snapshot_pin *p)
 
 	pthread_mutex_lock(&p->lock);
 	if (p->stale) {
-		r = qcow2_set_error(-ESTALE, "'%s': snapshot '%s' was deleted or changed while its "
-					     "view was open",
+		r = qcow2_set_error(-ESTALE,
+				    "'%s': snapshot '%s' was deleted or changed while its "
+				    "view was open",
 				    qcow2_io_name(p->io), p->name);
 		goto out;
 	}

@@ -18,8 +18,7 @@
 
 /* A refcount entry encoder written from qcow2.txt, independent of format/: entries narrower
  * than a byte fill each byte from its least significant bit; wider ones are big-endian. */
-static inline void testutil_put_refcount(uint8_t *block, uint32_t order, uint64_t idx,
-					 uint64_t v)
+static inline void testutil_put_refcount(uint8_t *block, uint32_t order, uint64_t idx, uint64_t v)
 {
 	uint32_t bits = 1u << order, i;
 

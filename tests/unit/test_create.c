@@ -59,10 +59,10 @@ struct enc_case {
 ParameterizedTestParameters(create, encoded_headers_decode_to_their_fields)
 {
 	static struct enc_case cases[] = {
-		{ 3, 16, false, false, false, 8 }, { 3, 16, true, true, true, 8 },
-		{ 2, 16, true, false, false, 0 },  { 2, 9, false, false, false, 0 },
-		{ 3, 9, true, false, false, 0 },   { 3, 12, false, false, false, 0 },
-		{ 3, 13, true, false, false, 8 },  { 3, 21, true, true, false, 8 },
+	    {3, 16, false, false, false, 8}, {3, 16, true, true, true, 8},
+	    {2, 16, true, false, false, 0},  {2, 9, false, false, false, 0},
+	    {3, 9, true, false, false, 0},   {3, 12, false, false, false, 0},
+	    {3, 13, true, false, false, 8},  {3, 21, true, true, false, 8},
 	};
 	return cr_make_param_array(struct enc_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -118,8 +118,7 @@ static struct qcow2_image *create_mem(const struct qcow2_create_opts *o)
 	struct qcow2_image *img;
 
 	cr_assert_not_null(io);
-	cr_assert_eq(qcow2_image_create_io(io, "new.qcow2", o, &img), 0, "%s",
-		     qcow2_last_error());
+	cr_assert_eq(qcow2_image_create_io(io, "new.qcow2", o, &img), 0, "%s", qcow2_last_error());
 	return img;
 }
 
@@ -131,8 +130,7 @@ static struct qcow2_image *reopen(struct qcow2_image *img)
 	struct qcow2_io *copy = qcow2_io_mem_new("copy.qcow2", b, len);
 	struct qcow2_image *out;
 
-	cr_assert_eq(qcow2_image_open(copy, "copy.qcow2", NULL, &out), 0, "%s",
-		     qcow2_last_error());
+	cr_assert_eq(qcow2_image_open(copy, "copy.qcow2", NULL, &out), 0, "%s", qcow2_last_error());
 	return out;
 }
 
@@ -179,17 +177,17 @@ struct opt_case {
 ParameterizedTestParameters(create, new_images_check_clean_read_zeros_and_take_writes)
 {
 	static struct opt_case cases[] = {
-		{ 3, 16, 4, false, false, QCOW2_PREALLOC_OFF, 10 << 20 },
-		{ 2, 16, 4, false, false, QCOW2_PREALLOC_OFF, 10 << 20 },
-		{ 3, 9, 4, false, false, QCOW2_PREALLOC_OFF, 64 << 20 },   /* L1 of 16 clusters */
-		{ 3, 9, 0, false, false, QCOW2_PREALLOC_OFF, 256 << 20 },  /* refcount blocks */
-		{ 3, 9, 6, false, false, QCOW2_PREALLOC_OFF, 64 << 20 },   /* several blocks */
-		{ 3, 21, 4, true, true, QCOW2_PREALLOC_OFF, 1ull << 40 },
-		{ 3, 16, 4, false, true, QCOW2_PREALLOC_METADATA, 3 << 20 },
-		{ 3, 16, 4, true, false, QCOW2_PREALLOC_METADATA, 3 << 20 },
-		{ 3, 9, 1, false, false, QCOW2_PREALLOC_METADATA, (1 << 20) + 512 },
-		{ 2, 12, 4, false, false, QCOW2_PREALLOC_FULL, 1 << 20 },
-		{ 3, 16, 4, false, false, QCOW2_PREALLOC_OFF, 0 },
+	    {3, 16, 4, false, false, QCOW2_PREALLOC_OFF, 10 << 20},
+	    {2, 16, 4, false, false, QCOW2_PREALLOC_OFF, 10 << 20},
+	    {3, 9, 4, false, false, QCOW2_PREALLOC_OFF, 64 << 20},  /* L1 of 16 clusters */
+	    {3, 9, 0, false, false, QCOW2_PREALLOC_OFF, 256 << 20}, /* refcount blocks */
+	    {3, 9, 6, false, false, QCOW2_PREALLOC_OFF, 64 << 20},  /* several blocks */
+	    {3, 21, 4, true, true, QCOW2_PREALLOC_OFF, 1ull << 40},
+	    {3, 16, 4, false, true, QCOW2_PREALLOC_METADATA, 3 << 20},
+	    {3, 16, 4, true, false, QCOW2_PREALLOC_METADATA, 3 << 20},
+	    {3, 9, 1, false, false, QCOW2_PREALLOC_METADATA, (1 << 20) + 512},
+	    {2, 12, 4, false, false, QCOW2_PREALLOC_FULL, 1 << 20},
+	    {3, 16, 4, false, false, QCOW2_PREALLOC_OFF, 0},
 	};
 	return cr_make_param_array(struct opt_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -223,7 +221,8 @@ ParameterizedTest(struct opt_case *c, create, new_images_check_clean_read_zeros_
 	if (c->prealloc != QCOW2_PREALLOC_OFF) {
 		/* every data cluster and L2 table allocated, beyond the metadata of an empty image */
 		uint64_t cs = 1ull << c->cluster_bits, clusters = (c->size + cs - 1) / cs;
-		uint64_t l2 = (clusters + cs / (c->ext_l2 ? 16 : 8) - 1) / (cs / (c->ext_l2 ? 16 : 8));
+		uint64_t l2 =
+		    (clusters + cs / (c->ext_l2 ? 16 : 8) - 1) / (cs / (c->ext_l2 ? 16 : 8));
 
 		cr_assert_eq(qcow2_image_used_clusters(img, &used), 0);
 		cr_assert_geq(used, clusters + l2 + 4, "%lu clusters in use", (unsigned long)used);
@@ -307,19 +306,19 @@ struct bad_case {
 ParameterizedTestParameters(create, bad_options_are_refused_naming_the_cause)
 {
 	static struct bad_case cases[] = {
-		{ 3, 8, 4, false, false, false, 0, 1 << 20, -EINVAL, "cluster_size" },
-		{ 3, 22, 4, false, false, false, 0, 1 << 20, -EINVAL, "cluster_size" },
-		{ 3, 16, 7, false, false, false, 0, 1 << 20, -EINVAL, "refcount_bits" },
-		{ 2, 16, 3, false, false, false, 0, 1 << 20, -EINVAL, "compat=1.1" },
-		{ 2, 16, 4, false, true, false, 0, 1 << 20, -EINVAL, "lazy_refcounts" },
-		{ 2, 16, 4, true, false, false, 0, 1 << 20, -EINVAL, "extended_l2" },
-		{ 3, 13, 4, true, false, false, 0, 1 << 20, -EINVAL, "16K" },
-		{ 4, 16, 4, false, false, false, 0, 1 << 20, -EINVAL, "compat" },
-		{ 3, 16, 4, false, false, false, 0, 1000, -EINVAL, "multiple of 512" },
-		{ 3, 16, 4, false, false, false, 0, 1ull << 52, -EFBIG, "too large" },
-		{ 3, 9, 4, false, false, false, 0, 1ull << 38, -EFBIG, "too large" },
-		{ 3, 16, 4, false, false, true, QCOW2_PREALLOC_METADATA, 1 << 20, -EINVAL,
-		  "extended_l2=on" },
+	    {3, 8, 4, false, false, false, 0, 1 << 20, -EINVAL, "cluster_size"},
+	    {3, 22, 4, false, false, false, 0, 1 << 20, -EINVAL, "cluster_size"},
+	    {3, 16, 7, false, false, false, 0, 1 << 20, -EINVAL, "refcount_bits"},
+	    {2, 16, 3, false, false, false, 0, 1 << 20, -EINVAL, "compat=1.1"},
+	    {2, 16, 4, false, true, false, 0, 1 << 20, -EINVAL, "lazy_refcounts"},
+	    {2, 16, 4, true, false, false, 0, 1 << 20, -EINVAL, "extended_l2"},
+	    {3, 13, 4, true, false, false, 0, 1 << 20, -EINVAL, "16K"},
+	    {4, 16, 4, false, false, false, 0, 1 << 20, -EINVAL, "compat"},
+	    {3, 16, 4, false, false, false, 0, 1000, -EINVAL, "multiple of 512"},
+	    {3, 16, 4, false, false, false, 0, 1ull << 52, -EFBIG, "too large"},
+	    {3, 9, 4, false, false, false, 0, 1ull << 38, -EFBIG, "too large"},
+	    {3, 16, 4, false, false, true, QCOW2_PREALLOC_METADATA, 1 << 20, -EINVAL,
+	     "extended_l2=on"},
 	};
 	return cr_make_param_array(struct bad_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -422,7 +421,7 @@ static bool cancel_always(void *ctx)
 
 Test(create, a_cancelled_create_leaves_nothing, .init = make_dir, .fini = remove_dir)
 {
-	struct qcow2_job job = { .cancelled = cancel_always };
+	struct qcow2_job job = {.cancelled = cancel_always};
 	struct qcow2_create_opts o;
 	char path[64];
 

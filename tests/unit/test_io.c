@@ -301,7 +301,7 @@ Test(io, zeroing_a_file_range_punches_a_hole_and_keeps_the_length)
 
 Test(io, zeroing_memory_writes_zeros)
 {
-	static const uint8_t ones[64] = { [0 ... 63] = 1 };
+	static const uint8_t ones[64] = {[0 ... 63] = 1};
 	uint8_t got[64];
 	uint64_t size;
 
@@ -317,7 +317,7 @@ Test(io, zeroing_memory_writes_zeros)
 
 Test(io, zeroing_passes_the_guard_like_a_write)
 {
-	static const struct qcow2_io_guard guard = { refuse_first_block, NULL };
+	static const struct qcow2_io_guard guard = {refuse_first_block, NULL};
 	static uint8_t got[64 * KIB];
 
 	make_sparse_file();

@@ -748,7 +748,7 @@ static int failing_opener(void *ctx, const char *name, struct qcow2_io **io)
 Test(map, data_file_opener_errors_propagate)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
-	struct qcow2_image_opts fail = { .open_data_file = failing_opener };
+	struct qcow2_image_opts fail = {.open_data_file = failing_opener};
 
 	o.data_file = "data.raw";
 	build(&o);

@@ -40,7 +40,7 @@ struct order_case {
 
 ParameterizedTestParameters(write, refcount_entries_of_every_width_encode)
 {
-	static struct order_case cases[] = { { 0 }, { 1 }, { 2 }, { 3 }, { 4 }, { 5 }, { 6 } };
+	static struct order_case cases[] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}};
 	return cr_make_param_array(struct order_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
@@ -65,7 +65,7 @@ ParameterizedTest(struct order_case *c, write, refcount_entries_of_every_width_e
 /* Open the bytes of @io (a copy) as a new image. */
 static struct qcow2_image *reopen(struct qcow2_io *io, bool writable)
 {
-	struct qcow2_image_opts o = { .writable = writable };
+	struct qcow2_image_opts o = {.writable = writable};
 	struct qcow2_image *out;
 	size_t len;
 	const void *b = qcow2_io_mem_bytes(io, &len);
@@ -86,9 +86,8 @@ static void image_read(struct qcow2_image *q, uint8_t *buf, size_t n, uint64_t o
 		if (e.kind == QCOW2_EXTENT_DATA)
 			cr_assert_eq(qcow2_io_pread_full(e.io, buf, e.len, e.host_off), 0);
 		else if (e.kind == QCOW2_EXTENT_COMPRESSED)
-			cr_assert_eq(qcow2_image_read_compressed(q, &e,
-								 off & (q->cluster_bytes - 1), buf,
-								 e.len),
+			cr_assert_eq(qcow2_image_read_compressed(
+					 q, &e, off & (q->cluster_bytes - 1), buf, e.len),
 				     0);
 		else
 			memset(buf, 0, e.len);
@@ -110,7 +109,7 @@ static void assert_clean(struct qcow2_image *q, bool leaks_ok)
 
 static struct qcow2_image *open_writable(void)
 {
-	struct qcow2_image_opts o = { .writable = true };
+	struct qcow2_image_opts o = {.writable = true};
 	struct qcow2_image *q;
 
 	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &o, &q), 0, "%s",
@@ -119,10 +118,9 @@ static struct qcow2_image *open_writable(void)
 }
 
 /* Deterministic writes of every shape over the image; @model follows them. */
-static int scribble(struct qcow2_image *q, uint8_t *model, uint64_t size, unsigned n,
-		    unsigned seed)
+static int scribble(struct qcow2_image *q, uint8_t *model, uint64_t size, unsigned n, unsigned seed)
 {
-	static const size_t lens[] = { 1, 511, 512, 4096, 5000, 65536, 70000, 200000 };
+	static const size_t lens[] = {1, 511, 512, 4096, 5000, 65536, 70000, 200000};
 	uint8_t *buf = malloc(200000);
 	unsigned i;
 	int r = 0;
@@ -155,9 +153,8 @@ struct shape_case {
 ParameterizedTestParameters(write, writes_read_back_with_exact_refcounts)
 {
 	static struct shape_case cases[] = {
-		{ 3, 16, 4, false }, { 2, 16, 4, false }, { 3, 9, 4, false },
-		{ 3, 12, 0, false }, { 3, 16, 6, false }, { 3, 16, 4, true },
-		{ 3, 21, 4, false }, { 2, 9, 4, false },
+	    {3, 16, 4, false}, {2, 16, 4, false}, {3, 9, 4, false},  {3, 12, 0, false},
+	    {3, 16, 6, false}, {3, 16, 4, true},  {3, 21, 4, false}, {2, 9, 4, false},
 	};
 	return cr_make_param_array(struct shape_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -236,7 +233,7 @@ Test(write, a_read_only_image_refuses_writes)
 Test(write, writes_past_the_end_are_refused)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
-	uint8_t b[2] = { 1, 2 };
+	uint8_t b[2] = {1, 2};
 
 	o.size = 1 << 20;
 	img = imgbuild_new(&o);
@@ -247,7 +244,7 @@ Test(write, writes_past_the_end_are_refused)
 Test(write, the_corrupt_bit_refuses_a_writable_open)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
-	struct qcow2_image_opts wo = { .writable = true };
+	struct qcow2_image_opts wo = {.writable = true};
 
 	o.incompat = QCOW2_INCOMPAT_CORRUPT;
 	img = imgbuild_new(&o);
