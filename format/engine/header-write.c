@@ -20,26 +20,14 @@ int qcow2_image_write_header(struct qcow2_image *img)
 {
 	const struct qcow2_header *h = &img->h;
 	uint8_t b[OFF_REFCOUNT_ORDER];
-	size_t len = h->version >= 3 ? OFF_REFCOUNT_ORDER : V2_HEADER_LEN;
+	size_t len;
 	/* the corrupt bit may be set by another thread's refused write (overlap.c) */
 	uint64_t incompat = __atomic_load_n(&h->incompat, __ATOMIC_ACQUIRE) & ~QCOW2_INCOMPAT_DIRTY;
 	int r;
 
 	if (img->w->set_dirty)
 		incompat |= QCOW2_INCOMPAT_DIRTY;
-	put_be64(b + OFF_SIZE, h->size);
-	put_be32(b + OFF_CRYPT, h->crypt_method);
-	put_be32(b + OFF_L1_ENTRIES, h->l1_entries);
-	put_be64(b + OFF_L1_OFF, h->l1_off);
-	put_be64(b + OFF_REFT_OFF, h->reftable_off);
-	put_be32(b + OFF_REFT_CLUSTERS, h->reftable_clusters);
-	put_be32(b + OFF_NB_SNAPSHOTS, h->nb_snapshots);
-	put_be64(b + OFF_SNAPSHOTS_OFF, h->snapshots_off);
-	if (len == OFF_REFCOUNT_ORDER) {
-		put_be64(b + OFF_INCOMPAT, incompat);
-		put_be64(b + OFF_COMPAT, h->compat);
-		put_be64(b + OFF_AUTOCLEAR, h->autoclear);
-	}
+	len = qcow2_header_put_mutable(h, incompat, b);
 	r = qcow2_io_pwrite_meta(img->io, b + OFF_SIZE, len - OFF_SIZE, OFF_SIZE, QCOW2_OL_HEADER);
 	/* a corrupt bit set while this header was being written must not be lost */
 	if (r == 0 && len == OFF_REFCOUNT_ORDER && !(incompat & QCOW2_INCOMPAT_CORRUPT) &&

@@ -429,11 +429,8 @@ static void put_feature_table(uint8_t *p, size_t *off)
 	}
 }
 
-static void put_fixed(const struct qcow2_header *h, uint8_t *p)
+size_t qcow2_header_put_mutable(const struct qcow2_header *h, uint64_t incompat, uint8_t *p)
 {
-	put_be32(p + OFF_MAGIC, QCOW2_MAGIC);
-	put_be32(p + OFF_VERSION, h->version);
-	put_be32(p + OFF_CLUSTER_BITS, h->cluster_bits);
 	put_be64(p + OFF_SIZE, h->size);
 	put_be32(p + OFF_CRYPT, h->crypt_method);
 	put_be32(p + OFF_L1_ENTRIES, h->l1_entries);
@@ -443,10 +440,20 @@ static void put_fixed(const struct qcow2_header *h, uint8_t *p)
 	put_be32(p + OFF_NB_SNAPSHOTS, h->nb_snapshots);
 	put_be64(p + OFF_SNAPSHOTS_OFF, h->snapshots_off);
 	if (h->version < 3)
-		return;
-	put_be64(p + OFF_INCOMPAT, h->incompat);
+		return V2_HEADER_LEN;
+	put_be64(p + OFF_INCOMPAT, incompat);
 	put_be64(p + OFF_COMPAT, h->compat);
 	put_be64(p + OFF_AUTOCLEAR, h->autoclear);
+	return OFF_REFCOUNT_ORDER;
+}
+
+static void put_fixed(const struct qcow2_header *h, uint8_t *p)
+{
+	put_be32(p + OFF_MAGIC, QCOW2_MAGIC);
+	put_be32(p + OFF_VERSION, h->version);
+	put_be32(p + OFF_CLUSTER_BITS, h->cluster_bits);
+	if (qcow2_header_put_mutable(h, h->incompat, p) < OFF_REFCOUNT_ORDER)
+		return;
 	put_be32(p + OFF_REFCOUNT_ORDER, h->refcount_order);
 	put_be32(p + OFF_HEADER_LEN, V3_HEADER_LEN + 8);
 	p[OFF_COMPRESSION] = h->compression_type;

@@ -90,6 +90,11 @@ enum {
 	V3_HEADER_LEN = 104,
 };
 
+/* Encode the header fields a writer rewrites in place, bytes OFF_SIZE up to the returned end
+ * (OFF_REFCOUNT_ORDER for version 3, V2_HEADER_LEN for version 2), into @p (a buffer laid out
+ * as the header from offset 0), with @incompat as the incompatible features. Pure. */
+size_t qcow2_header_put_mutable(const struct qcow2_header *h, uint64_t incompat, uint8_t *p);
+
 #define EXT_END		  0x00000000u
 #define EXT_BACKING_FMT	  0xe2792acau
 #define EXT_FEATURE_TABLE 0x6803f857u
