@@ -326,6 +326,9 @@ int qcow2_walk_refcount(struct qcow2_scan *s, uint64_t idx, uint64_t *v);
 int qcow2_walk_read_l2(struct qcow2_scan *s, uint64_t off);
 void qcow2_walk_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Cluster @i's refcount @was is (or would be) set to @now, its reference count: counted as a
+ * corruption fixed (raised) or a leak fixed (lowered) and said as qemu-img says it. */
+void qcow2_walk_fixed(struct qcow2_scan *s, uint64_t i, uint64_t was, uint64_t now);
 /* Report @units more clusters of work done; -ECANCELED once the job is cancelled. */
 int qcow2_walk_step(struct qcow2_scan *s, uint64_t units);
 /* What counting one reference did. */

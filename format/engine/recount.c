@@ -61,14 +61,7 @@ int qcow2_walk_set_refcounts(struct qcow2_scan *s, enum qcow2_recount how)
 		r = qcow2_refcount_set_w(img, i, c);
 		if (r < 0)
 			break;
-		if (v < c)
-			s->res->corruptions_fixed++;
-		else
-			s->res->leaks_fixed++;
-		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64
-			       " reference=%" PRIu64,
-			       i, v, c);
+		qcow2_walk_fixed(s, i, v, c);
 	}
 	qcow2_image_meta_unlock(img);
 	return r;

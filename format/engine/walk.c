@@ -38,6 +38,17 @@
 
 /* ---- messages, progress, reads ---- */
 
+void qcow2_walk_fixed(struct qcow2_scan *s, uint64_t i, uint64_t was, uint64_t now)
+{
+	if (was < now)
+		s->res->corruptions_fixed++;
+	else
+		s->res->leaks_fixed++;
+	qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
+		       "Repairing cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64, i,
+		       was, now);
+}
+
 void qcow2_walk_say(struct qcow2_scan *s, enum qcow2_check_msg kind, const char *fmt, ...)
 {
 	char text[512];

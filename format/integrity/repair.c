@@ -277,14 +277,7 @@ static int report_plan(struct qcow2_scan *s)
 			r = 0;
 		else if (r < 0 || v == s->counts[i])
 			continue;
-		if (v < s->counts[i])
-			s->res->corruptions_fixed++;
-		else
-			s->res->leaks_fixed++;
-		qcow2_walk_say(s, QCOW2_CHECK_REPAIR,
-			       "Repairing cluster %" PRIu64 " refcount=%" PRIu64
-			       " reference=%" PRIu64,
-			       i, v, (uint64_t)s->counts[i]);
+		qcow2_walk_fixed(s, i, v, s->counts[i]);
 	}
 	if (r == 0)
 		r = qcow2_check_copied(s, true, "Repairing", QCOW2_CHECK_REPAIR, &n);
