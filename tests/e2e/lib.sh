@@ -459,12 +459,12 @@ log_names()
 
 # ---- oracles ----
 
-_e2e_ntmp=0
 # tmpfile [SUFFIX]: a new file name in $WORK (not created).
 tmpfile()
 {
-	_e2e_ntmp=$((_e2e_ntmp + 1))
-	echo "$WORK/tmp.$_e2e_ntmp${1:-}"
+	# mktemp, not a counter: callers take the name through $(...), a subshell, where a
+	# counter's increment is lost (two calls in one function then named the same file)
+	mktemp -u "$WORK/tmp.XXXXXXXX${1:-}"
 }
 
 # snapshot_copy IMAGE SNAPSHOT: path of a copy of IMAGE reverted to SNAPSHOT (`qemu-img snapshot
