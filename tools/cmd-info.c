@@ -170,6 +170,8 @@ static void print_json(struct json *j, const struct layer_facts *f, const char *
 	json_string(j, "filename", f->path);
 	json_string(j, "format", f->format);
 	json_uint(j, "actual-size", f->disk_bytes);
+	if (!f->img)
+		json_bool(j, "dirty-flag", false); /* as qemu-img says of a raw file */
 	if (f->img) {
 		const struct qcow2_header *h = qcow2_image_header(f->img);
 		json_uint(j, "cluster-size", qcow2_image_cluster_bytes(f->img));
@@ -269,16 +271,25 @@ static int info_one(const char *path, const struct info_opts *o)
 	struct qcow2_image *img = NULL;
 	struct qcow2_io *io = NULL;
 	struct layer_facts f;
+	bool is_qcow2 = false;
 	uint64_t size;
 	struct json j;
 	int r;
 
-	r = qcow2_image_open_path(path, &co, &img);
-	if (r == -EINVAL && strstr(qcow2_last_error(), "bad magic")) {
-		/* Not qcow2: report it as raw, as qemu-img does. */
-		r = qcow2_io_open(path, QCOW2_OPEN_BLOCKDEV, &io);
-		if (r == 0)
-			r = qcow2_io_size(io, &size);
+	/* Not qcow2 by its magic (shorter than it too): raw, as qemu-img probes it. */
+	r = qcow2_io_open(path, QCOW2_OPEN_BLOCKDEV, &io);
+	if (r == 0)
+		r = qcow2_header_probe(io, &is_qcow2, NULL);
+	if (r == 0 && is_qcow2) {
+		qcow2_io_close(io);
+		io = NULL;
+		r = qcow2_image_open_path(path, &co, &img);
+	}
+	if (r == 0 && !is_qcow2) {
+		r = qcow2_io_size(io, &size);
+		/* in whole sectors, rounded up, as QEMU's raw driver sizes a file */
+		if (r == 0 && size % 512)
+			size += 512 - size % 512;
 		if (r == 0)
 			r = gather(&f, path, "raw", size, NULL, io);
 	} else if (r == 0) {

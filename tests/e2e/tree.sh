@@ -222,6 +222,17 @@ for img in a.qcow2 b.qcow c.img d x.img sub/dir/deep.qcow2 base.qcow2 sub/top.qc
 	check "qcowctl info --json $img matches qemu-img info" info_matches "$img"
 done
 check "qcowctl info --json with an absolute path matches qemu-img info" info_matches "$SRC/sub/top.qcow2"
+# files that are not qcow2 are raw to qemu-img, whatever their length (sized in whole sectors)
+mkdir -p "$WORK/rawinfo"
+printf 'hello' >"$WORK/rawinfo/five-bytes"
+yes "not an image" | head -c 100000 >"$WORK/rawinfo/odd-size"
+: >"$WORK/rawinfo/empty"
+for f in five-bytes odd-size empty; do
+	check "qcowctl info --json of a raw file ($f) matches qemu-img info" info_matches \
+		"$WORK/rawinfo/$f"
+	check "qcowctl info of a raw file ($f) prints what qemu-img info prints" bash -c \
+		"diff <('$QCOWCTL' info '$WORK/rawinfo/$f') <(qemu-img info -U '$WORK/rawinfo/$f')"
+done
 check "qcowctl info --chain --json sub/top.qcow2 matches qemu-img info --backing-chain" \
 	chain_matches sub/top.qcow2
 check "qcowctl info --chain --json rawtop.qcow2 (raw backing) matches" chain_matches rawtop.qcow2
@@ -239,7 +250,10 @@ info_fails_naming()
 	[ "$(wc -l <"$err")" = 1 ] || { echo "stderr is not one line:"; cat "$err"; return 1; }
 	grep -qF -- "${!#}" "$err" || { echo "error does not name the file:"; cat "$err"; return 1; }
 }
-check "qcowctl info on a text file: one-line error naming it, non-zero exit" info_fails_naming notes.txt
+check "qcowctl info on a text file: raw, as qemu-img info says" info_matches notes.txt
+head -c 40 a.qcow2 >"$WORK/rawinfo/cut.qcow2"
+check "qcowctl info on a qcow2 file cut short: one-line error naming it, non-zero exit" \
+	info_fails_naming "$WORK/rawinfo/cut.qcow2"
 check "qcowctl info on a missing file: one-line error naming it, non-zero exit" info_fails_naming missing.qcow2
 
 # Symlinks in SOURCE: one to an image elsewhere is followed only where --backing-dir allows its
