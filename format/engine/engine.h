@@ -71,7 +71,8 @@ void qcow2_wstate_locks_destroy(struct qcow2_wstate *w);
 
 /*
  * The write side of an image (open.c, flush.c, refcount.c, write.c), present when it was
- * opened writable. Every field is under @lock, the image's metadata lock, except @frees.
+ * opened writable. Every field is under @lock, the image's metadata lock, except @frees, @ol,
+ * @corrupt and @data_dirty (atomic: in-place writes set it holding only w->frees shared).
  *
  * Write order (crash safety; written here, once): metadata is cached and written back by
  * qcow2_image_flush() in stages, each made durable before the next starts: data and refcount

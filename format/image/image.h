@@ -78,7 +78,7 @@ int qcow2_refcount_usable(struct qcow2_image *img);
  * hold is named as such. */
 int qcow2_refcount_read_block(struct qcow2_image *img, uint64_t ti, void *buf);
 
-/* One open image (image.c); its write side is the engine's (engine.h). */
+/* One open image (load.c); its write side is the engine's (engine.h). */
 struct qcow2_wstate; /* the write side (engine.h) */
 
 struct qcow2_image {
@@ -109,7 +109,7 @@ struct qcow2_image {
 			   * written until rebuild.c replaced the structure */
 };
 
-/* image.c: the read side of qcow2_image_open() (the engine's, engine/open.c): a new image on
+/* load.c: the read side of qcow2_image_open() (the engine's, engine/open.c): a new image on
  * @io, which it owns from here on (closed on failure too); messages prefixed with @name. */
 int qcow2_image_load(struct qcow2_io *io, const char *name, const struct qcow2_image_opts *o,
 		     struct qcow2_image **out);
@@ -117,7 +117,7 @@ int qcow2_image_load(struct qcow2_io *io, const char *name, const struct qcow2_i
 void qcow2_image_unload(struct qcow2_image *img);
 /* img->snap_lock, below w->lock (docs/design.md): held to change the snapshot list and the
  * snapshots' L1 tables (snapshot-write.c), and for their lazy loads and that of the refcount
- * table (refcount.c). image.c owns it; inline, so that the files of this layer that take it
+ * table (refcount.c). load.c sets it up; inline, so that the files of this layer that take it
  * need no call into each other. */
 static inline void qcow2_image_snapshots_lock(struct qcow2_image *img)
 {

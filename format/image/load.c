@@ -4,8 +4,10 @@
  * data file, an L2 cache), accessors, the snapshots' L1 tables, and unloading it. The write
  * side, the public open and close, is the engine's (engine/open.c).
  *
- * After qcow2_image_load() returns, the snapshot table is immutable, and so are the header and
- * the active L1 table of a read-only image, so readers need no lock for them. A writable image
+ * After qcow2_image_load() returns, the header, the active L1 table and the snapshot table of a
+ * read-only image are immutable, so readers need no lock for them. A writable image's snapshot
+ * list changes only in a snapshot operation (snapshot/snapshot-write.c), which holds w->frees
+ * exclusive, w->lock and, around the arrays, img->snap_lock. A writable image
  * (img->w) changes L1 entries atomically under w->lock (readers load them atomically), and
  * replaces the L1 array only with w->frees held exclusive (docs/design.md, "Locks and their
  * order"). Snapshot L1 tables are loaded on first use under img->snap_lock (below w->lock). Error

@@ -21,7 +21,8 @@
  * entry in check).
  *
  * Locks: a pin's p->lock (a mutex, internal to the pins at the end of this file) around its
- * check; everything else is pure decoding.
+ * check, which reads the file under it (a memory io's lock is then taken inside it); nothing
+ * else here takes a lock.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -335,8 +336,8 @@ int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
  * new table (by its id, byte for byte) and follows it there. A snapshot deleted, or changed,
  * stays stale: every later check fails with -ESTALE at once.
  *
- * Locking: p->lock (a leaf) guards the moving fields; each check holds it across its reads,
- * so a check never sees half of a move. */
+ * Locking: p->lock guards the moving fields; each check holds it across its reads (only the
+ * io's own lock is taken inside it), so a check never sees half of a move. */
 
 static int stale(struct qcow2_snapshot_pin *p)
 {
