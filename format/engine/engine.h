@@ -189,7 +189,9 @@ int qcow2_prealloc_clusters(struct qcow2_image *img, uint64_t *ents, uint32_t i,
  * the snapshot table and the snapshots' L1 tables, and while the bitmaps are in force the
  * bitmap directory and tables. Every write of img->io is checked against it (the io guard); an
  * overlap fails the write with -EIO, sets the corrupt bit on disk and leaves the image
- * read-only. The allocator never hands out a cluster it holds, whatever its refcount says. Locking: its own rwlock, a leaf (taken under w->lock). */
+ * read-only. The allocator never hands out a cluster it holds, whatever its refcount says.
+ * Locking: its own rwlock, a leaf: shared by the check of every write (in-place writes hold no
+ * w->lock), exclusive by updates (under w->lock). */
 /* Build the structure of a writable image (its refcount table loaded) and set the guard on
  * img->io. */
 int qcow2_overlap_init(struct qcow2_image *img);
@@ -214,9 +216,10 @@ uint64_t qcow2_overlap_busy(struct qcow2_image *img, uint64_t first, uint64_t n)
  * lies there. Without a write side: UINT64_MAX. */
 uint64_t qcow2_overlap_held(struct qcow2_image *img, uint64_t first, uint64_t n, unsigned own,
 			    const char **what);
-/* overlap-tables.c: before the first change of the active L2 table at @l2_off (@t, the whole table) in this
- * open: every entry's data lies outside live metadata, has a refcount, of 1 where COPIED says
- * the image owns it alone, and no cluster is named twice where one of the entries says COPIED.
+/* overlap-tables.c: before the first change of the active L2 table at @l2_off (@t, the whole
+ * table) in this open: every entry's data lies outside live metadata, has a refcount, of 1
+ * where COPIED says the image owns it alone, and no cluster is named twice where one of the
+ * entries says COPIED.
  * Entries [@first, @first + @n), which the change rewrites, may lie in metadata (a write there
  * meets the guard, a hole drops them). Otherwise -EIO naming the entry, the corrupt bit set
  * and the image takes no more changes. Passed once, the table is not read again

@@ -581,7 +581,8 @@ struct qcow2_chain_opts {
  * the top too, must lie below @root or an allowed directory, is reached without a lookup
  * through @mount_point, and is a regular file. Refused with a
  * message naming the file and the cause: loops (-ELOOP), depth over max (-ELOOP), a path that
- * leaves @root (-EPERM), a FIFO, device or directory (-EINVAL, -EISDIR), a file held for writing by another process (-EBUSY), any image error. */
+ * leaves @root (-EPERM), a FIFO, device or directory (-EINVAL, -EISDIR), a file held for
+ * writing by another process (-EBUSY), any image error. */
 int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct qcow2_chain **out);
 void qcow2_chain_close(struct qcow2_chain *c);
 uint64_t qcow2_chain_size(const struct qcow2_chain *c);

@@ -22,8 +22,9 @@
  *           one); the header's nb_snapshots and snapshots_offset in one write; the old table
  *           freed.
  *   apply:  the snapshot's reach raised and its tables' COPIED flags cleared, a copy of its L1
- *           table (the disk's part, not the VM state) written; the header's L1 offset, L1 size and virtual size in one write; the
- *           old active reach and L1 table counted down, COPIED set where refcounts fell to 1.
+ *           table (the disk's part, not the VM state) written; the header's L1 offset, L1
+ *           size and virtual size in one write; the old active reach and L1 table counted
+ *           down, COPIED set where refcounts fell to 1.
  *   delete: the table without the entry; the header; the snapshot's reach and L1 table
  *           counted down, COPIED set on the active tables where refcounts fell to 1. (The
  *           journal that lets a rerun finish a delete stopped after its header write is
