@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * base.h - the lowest layer of the library (docs/design.md): byte order, errors, the io of a
- * file or of memory, locks of files, codecs, confined paths, journals and undo logs. It knows
- * nothing of qcow2's tables; every other layer includes it (through the header of its own).
+ * file or of memory, locks of files, codecs, confined paths, the mount table, journals and undo
+ * logs. It knows nothing of qcow2's tables; every other layer includes it (through the header
+ * of its own).
  */
 #ifndef QCOW2_BASE_H
 #define QCOW2_BASE_H
