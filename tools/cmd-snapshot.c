@@ -229,10 +229,6 @@ static void plan_json(const struct qcow2_image *img, const struct change *ch,
 	json_finish(&j);
 }
 
-/* What QEMU's writer takes: the real change would be refused if this conflicts. */
-#define WRITE_PERMS  (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE | QCOW2_PERM_RESIZE)
-#define WRITE_SHARED (QCOW2_PERM_CONSISTENT_READ | QCOW2_PERM_WRITE_UNCHANGED)
-
 /* The cleanup an interrupted delete left, as the library counts it. */
 static void print_cleanup(const struct qcow2_snapshot_resume *res, const char *verb)
 {
@@ -249,7 +245,9 @@ static int dry_run_rerun(struct qcow2_image *img, const struct change *ch)
 	int r = qcow2_image_snapshot_delete_pending(img, ch->arg, ch->path, &res);
 
 	if (r > 0)
-		r = qcow2_io_lock_check(qcow2_image_io(img), WRITE_PERMS, WRITE_SHARED) ?: 1;
+		r = qcow2_io_lock_check(qcow2_image_io(img), QCOW2_WRITER_PERMS,
+					QCOW2_WRITER_SHARED)
+			?: 1;
 	if (r == 0)
 		error("'%s': no snapshot '%s'", ch->path, ch->arg);
 	if (r <= 0)
@@ -292,7 +290,8 @@ static int dry_run(const struct change *ch)
 		return r;
 	}
 	if (r == 0)
-		r = qcow2_io_lock_check(qcow2_image_io(img), WRITE_PERMS, WRITE_SHARED);
+		r = qcow2_io_lock_check(qcow2_image_io(img), QCOW2_WRITER_PERMS,
+					QCOW2_WRITER_SHARED);
 	if (r == 0 && ch->op == QCOW2_SNAPSHOT_DELETE)
 		r = qcow2_image_snapshot_delete_pending(img, ch->arg, ch->path, &res);
 	if (r >= 0 && ch->o.json)

@@ -192,7 +192,7 @@ int qcow2_mounts_new(const char *const *sources, size_t n, struct qcow2_mounts *
 
 	if (!m || !(m->keep = calloc(n ? n : 1, sizeof(*m->keep)))) {
 		free(m);
-		return -ENOMEM;
+		return qcow2_oom();
 	}
 	pthread_mutex_init(&m->lock, NULL);
 	for (i = 0; i < n; i++) {

@@ -261,7 +261,7 @@ static int own_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t e, u
 		return r;
 	if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
 		copy = malloc(cs);
-		r = copy ? qcow2_io_pread_full(img->data_io, copy, cs, old) : -ENOMEM;
+		r = copy ? qcow2_io_pread_full(img->data_io, copy, cs, old) : qcow2_oom();
 		if (r == 0)
 			r = qcow2_io_pwrite(img->data_io, copy, cs, *target);
 		free(copy);
