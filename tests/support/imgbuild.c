@@ -633,25 +633,6 @@ struct qcow2_io *imgbuild_data_io(const struct imgbuild *img)
 	return io;
 }
 
-static int open_mem_data(void *ctx, const char *stored_name, struct qcow2_io **io)
-{
-	const struct imgbuild *img = ctx;
-
-	(void)stored_name;
-	*io = imgbuild_data_io(img);
-	return 0;
-}
-
-int imgbuild_open(const struct imgbuild *img, struct qcow2_image **out)
-{
-	struct qcow2_image_opts o;
-
-	memset(&o, 0, sizeof(o));
-	o.open_data_file = open_mem_data;
-	o.ctx = (void *)(uintptr_t)img;
-	return qcow2_image_open(imgbuild_io(img), "mem.qcow2", &o, out);
-}
-
 int imgbuild_write_file(const char *path, const void *bytes, size_t len)
 {
 	const uint8_t *p = bytes;

@@ -203,8 +203,12 @@ uint64_t imgbuild_refcount(const struct imgbuild *img, uint64_t idx);
 /* A memory io holding a copy of the file (or of the external data file). */
 struct qcow2_io *imgbuild_io(const struct imgbuild *img);
 struct qcow2_io *imgbuild_data_io(const struct imgbuild *img);
-/* Open the image from memory (the data file, if any, from memory too). 0 or -errno. */
+/* Open the image from memory (the data file, if any, from memory too) through the engine's
+ * public qcow2_image_open() (imgbuild_open_dep; close with qcow2_image_close()), or load it
+ * read-only with the image layer's qcow2_image_load() (imgbuild_dep; free with
+ * qcow2_image_unload()), for the tests of the layers below the engine. 0 or -errno. */
 int imgbuild_open(const struct imgbuild *img, struct qcow2_image **out);
+int imgbuild_load(const struct imgbuild *img, struct qcow2_image **out);
 /* Write the file, or the external data file, to disk. 0 or -errno. */
 int imgbuild_save(const struct imgbuild *img, const char *path);
 int imgbuild_save_data(const struct imgbuild *img, const char *path);

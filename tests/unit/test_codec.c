@@ -30,7 +30,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	imgbuild_free(img);
 	free(data);
 	free(got);
@@ -60,9 +60,9 @@ static void build(uint32_t cluster_bits, uint8_t type, bool extended_l2)
 
 static void open_img(void)
 {
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	qi = NULL;
-	cr_assert_eq(imgbuild_open(img, &qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(imgbuild_load(img, &qi), 0, "%s", qcow2_last_error());
 }
 
 static struct qcow2_extent map_compressed(uint64_t off)

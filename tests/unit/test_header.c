@@ -13,7 +13,7 @@
 
 #include "imgbuild.h"
 #include "testutil.h"
-#include "qcow2.h"
+#include "image/image.h"
 
 /* Header field offsets (qcow2.txt). */
 enum {
@@ -78,9 +78,9 @@ static int decode_and_check(struct qcow2_header *h)
 static int open_image(void)
 {
 	struct qcow2_image *qi = NULL;
-	int r = imgbuild_open(img, &qi);
+	int r = imgbuild_load(img, &qi);
 
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	return r;
 }
 

@@ -377,7 +377,7 @@ static int read_everything(struct imgbuild *img, unsigned nth, int err)
 	cr_assert_not_null(buf);
 	if (nth)
 		qcow2_io_mem_fail_nth(mio, QCOW2_IO_READ, nth, err);
-	r = qcow2_image_open(mio, "mem.qcow2", NULL, &qi);
+	r = qcow2_image_load(mio, "mem.qcow2", NULL, &qi);
 	for (s = 0; r == 0 && s <= img->nb_snapshots; s++) {
 		const struct qcow2_l1 *l1 = NULL;
 		uint64_t size = img->o.size;
@@ -404,7 +404,7 @@ static int read_everything(struct imgbuild *img, unsigned nth, int err)
 		r = qcow2_image_used_clusters(qi, &used);
 	if (r == 0)
 		r = qcow2_image_refcount(qi, 1, &rc);
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	free(buf);
 	return r;
 }
@@ -452,13 +452,13 @@ Test(io, failed_reads_while_opening_leave_no_image)
 
 		qi = NULL;
 		qcow2_io_mem_fail_nth(mio, QCOW2_IO_READ, nth, -EIO);
-		r = qcow2_image_open(mio, "mem.qcow2", NULL, &qi);
+		r = qcow2_image_load(mio, "mem.qcow2", NULL, &qi);
 		if (r < 0) {
 			cr_assert_eq(r, -EIO);
 			cr_assert_null(qi);
 			assert_error_mentions("mem.qcow2");
 		}
-		qcow2_image_close(qi);
+		qcow2_image_unload(qi);
 	}
 	imgbuild_free(img);
 }

@@ -37,7 +37,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	imgbuild_free(img);
 }
 
@@ -48,7 +48,7 @@ static void open_with_cache(size_t cache_bytes)
 	struct qcow2_image_opts o = {0};
 
 	o.l2_cache_bytes = cache_bytes;
-	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &o, &qi), 0, "%s",
+	cr_assert_eq(qcow2_image_load(imgbuild_io(img), "mem.qcow2", &o, &qi), 0, "%s",
 		     qcow2_last_error());
 }
 
@@ -96,7 +96,7 @@ Test(l2cache, default_and_huge_budgets_work)
 	open_with_cache(0);
 	check_all(0, 1);
 	check_all(5, 67);
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	qi = NULL;
 	open_with_cache((size_t)1 << 40); /* capped by the cache, not allocated up front */
 	check_all(0, 1);

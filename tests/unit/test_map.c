@@ -27,7 +27,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	imgbuild_free(img);
 	free(data);
 	free(got);
@@ -42,9 +42,9 @@ static void build(const struct imgbuild_opts *o)
 
 static void open_img(void)
 {
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	qi = NULL;
-	cr_assert_eq(imgbuild_open(img, &qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(imgbuild_load(img, &qi), 0, "%s", qcow2_last_error());
 }
 
 static struct qcow2_extent map_at(uint64_t off, uint64_t max)
@@ -731,9 +731,9 @@ Test(map, data_file_image_needs_an_opener)
 
 	o.data_file = "data.raw";
 	build(&o);
-	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &none, &qi), -ENOTSUP);
+	cr_assert_eq(qcow2_image_load(imgbuild_io(img), "mem.qcow2", &none, &qi), -ENOTSUP);
 	assert_error_mentions("data.raw");
-	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", NULL, &qi), -ENOTSUP);
+	cr_assert_eq(qcow2_image_load(imgbuild_io(img), "mem.qcow2", NULL, &qi), -ENOTSUP);
 	qi = NULL;
 }
 
@@ -752,7 +752,7 @@ Test(map, data_file_opener_errors_propagate)
 
 	o.data_file = "data.raw";
 	build(&o);
-	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem.qcow2", &fail, &qi), -EACCES);
+	cr_assert_eq(qcow2_image_load(imgbuild_io(img), "mem.qcow2", &fail, &qi), -EACCES);
 	assert_error_mentions("no access");
 	qi = NULL;
 }

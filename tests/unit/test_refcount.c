@@ -25,7 +25,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	qcow2_image_close(qi);
+	qcow2_image_unload(qi);
 	imgbuild_free(img);
 }
 
@@ -142,7 +142,7 @@ ParameterizedTest(struct image_case *c, refcount, image_refcounts_match_the_buil
 		}
 	}
 	free(buf);
-	cr_assert_eq(imgbuild_open(img, &qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(imgbuild_load(img, &qi), 0, "%s", qcow2_last_error());
 	for (idx = 0; idx < img->len / cs; idx++) {
 		cr_assert_eq(qcow2_image_refcount(qi, idx, &rc), 0, "%s", qcow2_last_error());
 		cr_assert_eq(rc, imgbuild_refcount(img, idx), "cluster %llu",
@@ -170,7 +170,7 @@ Test(refcount, snapshots_share_clusters)
 	l2 = imgbuild_get_be64(img, img->l1_off) & QCOW2_L1E_OFFSET_MASK;
 	cr_assert_eq(imgbuild_snapshot_add(img, NULL), 0);
 	cr_assert_eq(imgbuild_snapshot_add(img, NULL), 0);
-	cr_assert_eq(qcow2_image_open(imgbuild_io(img), "mem", &none, &qi), 0, "%s",
+	cr_assert_eq(qcow2_image_load(imgbuild_io(img), "mem", &none, &qi), 0, "%s",
 		     qcow2_last_error());
 	cr_assert_eq(qcow2_image_refcount(qi, host / img->cluster_bytes, &rc), 0);
 	cr_assert_eq(rc, 3, "active + two snapshots");
@@ -192,7 +192,7 @@ Test(refcount, packed_compressed_clusters_count_each_user)
 	cr_assert_eq(imgbuild_write_compressed(img, cs, buf, &b, NULL), 0);
 	free(buf);
 	cr_assert_eq(a / cs, b / cs, "both in one host cluster");
-	cr_assert_eq(imgbuild_open(img, &qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(imgbuild_load(img, &qi), 0, "%s", qcow2_last_error());
 	cr_assert_eq(qcow2_image_refcount(qi, a / cs, &rc), 0);
 	cr_assert_eq(rc, 2);
 }
@@ -201,7 +201,7 @@ Test(refcount, packed_compressed_clusters_count_each_user)
  * table must surface as -EUCLEAN, and never as a wrong count. */
 static int open_then_refcount(uint64_t idx, uint64_t *rc)
 {
-	int r = imgbuild_open(img, &qi);
+	int r = imgbuild_load(img, &qi);
 
 	if (r < 0)
 		return r;
@@ -263,7 +263,7 @@ Test(refcount, read_errors_on_refcount_blocks_propagate)
 	unsigned nth;
 
 	img = imgbuild_new(NULL);
-	cr_assert_eq(imgbuild_open(img, &qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(imgbuild_load(img, &qi), 0, "%s", qcow2_last_error());
 	/* Whatever read the lookup makes first (the table, if loaded lazily, or the block). */
 	for (nth = 1; nth <= 3; nth++) {
 		qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_READ, nth, -EIO);
