@@ -24,6 +24,10 @@ void qcow2_refcount_unalloc(struct qcow2_image *img, uint64_t host_off, uint64_t
 int qcow2_refcount_set_w(struct qcow2_image *img, uint64_t idx, uint64_t v);
 /* Refcount of cluster @idx as the write side sees it (cached blocks, refcache.c). */
 int qcow2_refcount_get_w(struct qcow2_image *img, uint64_t idx, uint64_t *v);
+/* The same without filling the write side's cache: a cached block where there is one, else the
+ * file's, read through @c (the overlap checks at open). */
+int qcow2_refcount_peek(struct qcow2_image *img, uint64_t idx, struct qcow2_refcount_cursor *c,
+			uint64_t *v);
 /* refcache.c: the cached refcount block of table index @ti (*@out), loaded on first use; NULL
  * (and 0) if the table has no block there. */
 int qcow2_refcount_block_w(struct qcow2_image *img, uint64_t ti, uint8_t **out);

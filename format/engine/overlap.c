@@ -695,19 +695,6 @@ void qcow2_overlap_release(struct qcow2_image *img)
 	img->w->ol = NULL;
 }
 
-/* The refcount of cluster @idx: a cached block of the write side, or the file's, read through
- * @c (without filling the write side's cache). */
-static int peek(struct qcow2_image *img, uint64_t idx, struct qcow2_refcount_cursor *c, uint64_t *v)
-{
-	uint64_t pb = qcow2_refcount_per_block(img), t = idx / pb;
-
-	if (t < img->refs.n && img->refs.table[t] && t < img->w->n_blocks && img->w->blocks[t]) {
-		*v = qcow2_refcount_block_get(img->w->blocks[t], img->refs.order, idx % pb);
-		return 0;
-	}
-	return qcow2_refcount_lookup(img, c, idx, v);
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -741,7 +728,7 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 	if (r == 0)
 		qsort(keys, n, sizeof(*keys), cmp_u64);
 	for (i = 0; r == 0 && i < n; i++) {
-		r = peek(img, keys[i], &rc, &v);
+		r = qcow2_refcount_peek(img, keys[i], &rc, &v);
 		if (r == 0 && v == 0)
 			r = unreferenced(img, slot_kinds(ol, keys[i]), keys[i]);
 	}
@@ -749,7 +736,7 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img)
 		if (!(ol->segs[i].kinds & ~skip))
 			continue;
 		for (c = ol->segs[i].first; r == 0 && c < ol->segs[i].end; c++) {
-			r = peek(img, c, &rc, &v);
+			r = qcow2_refcount_peek(img, c, &rc, &v);
 			if (r == 0 && v == 0)
 				r = unreferenced(img, ol->segs[i].kinds & ~skip, c);
 		}

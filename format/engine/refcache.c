@@ -49,6 +49,18 @@ int qcow2_refcount_get_w(struct qcow2_image *img, uint64_t idx, uint64_t *v)
 	return 0;
 }
 
+int qcow2_refcount_peek(struct qcow2_image *img, uint64_t idx, struct qcow2_refcount_cursor *c,
+			uint64_t *v)
+{
+	uint64_t pb = qcow2_refcount_per_block(img), t = idx / pb;
+
+	if (t < img->refs.n && img->refs.table[t] && t < img->w->n_blocks && img->w->blocks[t]) {
+		*v = qcow2_refcount_block_get(img->w->blocks[t], img->refs.order, idx % pb);
+		return 0;
+	}
+	return qcow2_refcount_lookup(img, c, idx, v);
+}
+
 bool qcow2_refcount_any_dirty(struct qcow2_image *img)
 {
 	struct qcow2_wstate *w = img->w;
