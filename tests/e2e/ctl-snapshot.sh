@@ -110,9 +110,19 @@ loadvm_ok()
 	cp "$1" "$WORK/loadvm.qcow2" && hmp "$WORK/loadvm.qcow2" "loadvm $2"
 }
 
+# same_convert A B: qemu-img converts both and finds the same bytes (each convert's status is
+# tested: two that fail print the same nothing)
 same_convert()
 {
-	cmp <(qemu-img convert -U -O raw "$1" /dev/stdout) <(qemu-img convert -U -O raw "$2" /dev/stdout)
+	local a b rc
+	a=$(tmpfile .raw)
+	b=$(tmpfile .raw)
+	qemu-img convert -U -O raw "$1" "$a" || { echo "qemu-img convert $1 failed"; return 1; }
+	qemu-img convert -U -O raw "$2" "$b" || { echo "qemu-img convert $2 failed"; return 1; }
+	cmp "$a" "$b"
+	rc=$?
+	rm -f "$a" "$b"
+	return $rc
 }
 
 # ---- the images ----

@@ -797,10 +797,16 @@ table_of()
 	sfdisk -d "$1" | grep -v '^device:' | sed "s|^$1|DISK|"
 }
 
-# same_table DISK1 DISK2: the two partition tables are the same (table_of).
+# same_table DISK1 DISK2: sfdisk reads a partition table from each, and the same one (table_of;
+# its status is tested: two disks sfdisk reads no table from would print the same nothing).
 same_table()
 {
-	diff -u --label "sfdisk -d $1" --label "sfdisk -d $2" <(table_of "$1") <(table_of "$2")
+	local a b
+	a=$(tmpfile .table)
+	b=$(tmpfile .table)
+	table_of "$1" >"$a" || { echo "sfdisk -d $1 failed"; return 1; }
+	table_of "$2" >"$b" || { echo "sfdisk -d $2 failed"; return 1; }
+	diff -u --label "sfdisk -d $1" --label "sfdisk -d $2" "$a" "$b"
 }
 
 # ---- writes through the flat views ----
