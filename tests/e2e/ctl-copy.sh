@@ -129,7 +129,7 @@ check "a copy was killed midway" test $hit = 1
 check "the killed copy left DEST untouched" sha_unchanged "$WORK/dest.sha"
 check "running it again makes the copy" "$QCOWCTL" copy -q big.qcow2 out/top-full.qcow2
 check "the copy reads as the source" qemu-img compare -q out/top-full.qcow2 big.qcow2
-check "no part file is left" bash -c "! ls -a out | grep -q qcowctl-part"
+check "no part file is left" output_lacks qcowctl-part ls -a out
 rm -f big.qcow2
 
 # libvirt's blockcopy: shallow onto the same backing, then full, both compared with QEMU's

@@ -1246,6 +1246,20 @@ refused_naming()
 	done
 }
 
+# output_lacks TEXT COMMAND...: the command succeeds and no line of its output has TEXT (a fixed
+# string). Not `! COMMAND | grep TEXT`, which passes when the command fails and prints nothing.
+output_lacks()
+{
+	local text=$1 out
+	shift
+	out=$("$@") || { echo "failed: $*"; return 1; }
+	if grep -F -- "$text" <<<"$out"; then
+		echo "(the output of '$*' has '$text')"
+		return 1
+	fi
+	return 0
+}
+
 # has_lines FILE PATTERN...: FILE has a line matching each (bash) PATTERN
 has_lines()
 {

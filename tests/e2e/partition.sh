@@ -113,7 +113,7 @@ check_disk()
 check_disk gpt 1 "$GPT"
 check_disk mbr 2 "$MBR"
 
-check "no loop device left on the flat views" bash -c "! losetup -a | grep -F '$MNT/'"
+check "no loop device left on the flat views" output_lacks "$MNT/" losetup -a
 check "the daemon unmounts and exits cleanly" umount_qcowfs "$MNT"
 check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 finish
