@@ -169,7 +169,8 @@ setup qio vm.qcow2 "write -P 0x18 0 64k"
 setup qemu-img snapshot -c q1 vm.qcow2
 # vm1's line of qemu-img snapshot -l, VM state size and all
 vm1_line() { qemu-img snapshot -U -l vm.qcow2 | grep '^1  *vm1 '; }
-vm1=$(vm1_line)
+# (a line found now: the comparison below would pass on two empty lines)
+vm1=$(vm1_line) || bail "qemu-img snapshot -l does not list vm1 as snapshot 1"
 check "vm: QEMU's savevm made a snapshot with VM state" \
 	bash -c "qemu-img info -U --output=json vm.qcow2 | grep -q '\"vm-state-size\": [1-9]'"
 
