@@ -12,6 +12,9 @@ D=$WORK/img
 mkdir -p "$D"
 cd "$D" || exit 1
 inspect_images
+# each file's size and modification time before the maps (stat reads no data, so it leaves what
+# SEEK_DATA finds alone; the SHA-256 below can only be taken after them)
+stat -c '%n %s %y' "${IMAGES[@]}" df.data >"$WORK/before.stat"
 
 # map_same IMAGE: --json equals qemu-img's JSON byte for byte; the text form equals qemu-img's
 # human form, or both refuse (compressed clusters have no offset to show).
@@ -57,4 +60,6 @@ check "map of a malformed qcow2 file: one line" one_line_error "bad.qcow2" "$QCO
 check "map: usage errors exit 64, --help describes it" ctl_usage_error map
 
 check "no image was changed" sha_unchanged "$WORK/before.sha"
+check "no image was written, the maps above included (size and modification time)" \
+	eval 'stat -c "%n %s %y" "${IMAGES[@]}" df.data | diff "$WORK/before.stat" -'
 finish
