@@ -276,9 +276,10 @@ check "an unknown snapshot: delete refused" fails_saying "nope" ctl snapshot del
 check "bitmap: apply refused, as qemu-img does" fails_saying "bitmaps" \
 	ctl snapshot apply bm.qcow2 q1
 check "--dry-run of create prints the plan" \
-	bash -c "'$QCOWCTL' snapshot create --dry-run v3.qcow2 new | grep -q 'refcounts raised: *[1-9]'"
+	bash -c "set -o pipefail; '$QCOWCTL' snapshot create --dry-run v3.qcow2 new |
+		grep 'refcounts raised: *[1-9]' >/dev/null"
 check "--dry-run --json of delete prints the plan as JSON" \
-	bash -c "'$QCOWCTL' snapshot delete --dry-run --json v3.qcow2 q1 | python3 -c '
+	bash -c "set -o pipefail; '$QCOWCTL' snapshot delete --dry-run --json v3.qcow2 q1 | python3 -c '
 import json, sys; p = json.load(sys.stdin)
 sys.exit(not (p[\"snapshots-before\"] == 2 and p[\"snapshots-after\"] == 1 and p[\"id\"] == \"1\"))'"
 check "--dry-run of apply runs" ctl snapshot apply --dry-run v3.qcow2 q2
@@ -338,7 +339,8 @@ check "resized: ... as qemu-img snapshot -a does" \
 	same_state rs.qcow2 "$WORK/rs-qemu.qcow2"
 check "resized: ... qemu-img check clean" image_clean rs.qcow2
 
-check "--help is printed" bash -c "'$QCOWCTL' snapshot --help | grep -q 'usage: qcowctl snapshot list'"
+check "--help is printed" bash -c "set -o pipefail; '$QCOWCTL' snapshot --help |
+	grep 'usage: qcowctl snapshot list' >/dev/null"
 check "a usage error exits 64" bash -c "'$QCOWCTL' snapshot create v3.qcow2; [ \$? = 64 ]"
 
 finish

@@ -170,11 +170,11 @@ check "-d: debug output in the log" test -s "$QCOWFS_LOG"
 check "no sanitizer report in the last daemon's log" log_clean "$QCOWFS_LOG"
 
 # ---- command line ----
-check "qcowfs --help exits 0 and prints usage" bash -c "'$QCOWFS' --help | grep -qi usage"
+check "qcowfs --help exits 0 and prints usage" bash -c "set -o pipefail; '$QCOWFS' --help | grep -i usage >/dev/null"
 check "qcowfs --version exits 0 and prints a version" \
-	bash -c "'$QCOWFS' --version | grep -qE '[0-9]+\\.[0-9]+'"
+	bash -c "set -o pipefail; '$QCOWFS' --version | grep -E '[0-9]+\\.[0-9]+' >/dev/null"
 check "qcowctl --version exits 0 and prints a version" \
-	bash -c "'$QCOWCTL' --version | grep -qE '[0-9]+\\.[0-9]+'"
+	bash -c "set -o pipefail; '$QCOWCTL' --version | grep -E '[0-9]+\\.[0-9]+' >/dev/null"
 # fails_quickly COMMAND...: exits non-zero within 10 s (a daemon that wrongly mounts would stay)
 fails_quickly()
 {
@@ -248,7 +248,7 @@ check "qcowctl info --chain --json sub/top.qcow2 matches qemu-img info --backing
 	chain_matches sub/top.qcow2
 check "qcowctl info --chain --json rawtop.qcow2 (raw backing) matches" chain_matches rawtop.qcow2
 check "qcowctl info --chain --json a.qcow2 (no backing) is a one-element array" chain_matches a.qcow2
-check "qcowctl info (text) works" bash -c "'$QCOWCTL' info a.qcow2 | grep -q ."
+check "qcowctl info (text) works" bash -c "set -o pipefail; '$QCOWCTL' info a.qcow2 | grep . >/dev/null"
 # info_fails_naming ARGS... FILE: `qcowctl info ARGS FILE` fails with one line naming FILE
 info_fails_naming()
 {
