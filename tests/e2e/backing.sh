@@ -30,8 +30,8 @@ setup mk_qcow2 rawtop.qcow2 1M -b rawbase.img -F raw
 setup qio rawtop.qcow2 "write -P 0x65 4k 4k"
 setup python3 "$E2E_HELPER" drop-backing-fmt rawtop.qcow2
 check "nofmt: qemu-img sees no backing format on top.qcow2 and rawtop.qcow2" \
-	bash -c "! qemu-img info -U top.qcow2 | grep -q 'backing file format' &&
-		 ! qemu-img info -U rawtop.qcow2 | grep -q 'backing file format'"
+	eval "output_lacks 'backing file format' qemu-img info -U top.qcow2 &&
+		output_lacks 'backing file format' qemu-img info -U rawtop.qcow2"
 
 # -- backing paths: relative, ../, ../../, into a subdirectory, absolute
 cd "$SRC/paths" || exit 1

@@ -79,6 +79,6 @@ check "--help exits 0 and tells the exit statuses" \
 	eval '"$Q" check --help | grep -q "0 clean, 2 corruptions, 3 leaked clusters only"'
 check "no image: a usage error" eval '"$Q" check >/dev/null 2>&1; [ $? = 64 ]'
 check "a missing image: exit 1 naming it" \
-	eval '"$Q" check nothere.qcow2 2>&1 >/dev/null | grep -q "nothere.qcow2"; [ ${PIPESTATUS[0]} = 1 ]'
+	eval '"$Q" check nothere.qcow2 2>&1 >/dev/null | grep -q "nothere.qcow2"; [ "${PIPESTATUS[*]}" = "1 0" ]'
 
 finish

@@ -32,7 +32,12 @@ setup qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k -b base.qco
 setup qio x.qcow2 "write -P 0x51 4k 8k" "write -z 40k 4k" "write -P 0x52 1M 100k"
 sha_of ./*.qcow2 >"$WORK/src.sha"
 
-no_backing() { ! qemu-img info --output=json "$1" | grep -q '"backing-filename"'; }
+no_backing() { # IMAGE: qemu-img opens it and names no backing file (a `! qemu-img info | grep`
+	# passed on a copy qemu-img cannot open, or one that was never written)
+	local out
+	out=$(qemu-img info --output=json "$1") || { echo "qemu-img info $1 failed"; return 1; }
+	[[ $out != *'"backing-filename"'* ]] || { echo "$out"; return 1; }
+}
 backing_is() { qemu-img info --output=json "$1" | grep -q "\"backing-filename\": \"$2\""; }
 compressed() { # IMAGE: it holds compressed clusters
 	qemu-img check --output=json "$1" | python3 -c \
@@ -124,7 +129,7 @@ check "a copy was killed midway" test $hit = 1
 check "the killed copy left DEST untouched" sha_unchanged "$WORK/dest.sha"
 check "running it again makes the copy" "$QCOWCTL" copy -q big.qcow2 out/top-full.qcow2
 check "the copy reads as the source" qemu-img compare -q out/top-full.qcow2 big.qcow2
-check "no part file is left" bash -c "! ls -a out | grep -q qcowctl-part"
+check "no part file is left" output_lacks qcowctl-part ls -a out
 rm -f big.qcow2
 
 # libvirt's blockcopy: shallow onto the same backing, then full, both compared with QEMU's

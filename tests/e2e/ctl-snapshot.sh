@@ -110,9 +110,19 @@ loadvm_ok()
 	cp "$1" "$WORK/loadvm.qcow2" && hmp "$WORK/loadvm.qcow2" "loadvm $2"
 }
 
+# same_convert A B: qemu-img converts both and finds the same bytes (each convert's status is
+# tested: two that fail print the same nothing)
 same_convert()
 {
-	cmp <(qemu-img convert -U -O raw "$1" /dev/stdout) <(qemu-img convert -U -O raw "$2" /dev/stdout)
+	local a b rc
+	a=$(tmpfile .raw)
+	b=$(tmpfile .raw)
+	qemu-img convert -U -O raw "$1" "$a" || { echo "qemu-img convert $1 failed"; return 1; }
+	qemu-img convert -U -O raw "$2" "$b" || { echo "qemu-img convert $2 failed"; return 1; }
+	cmp "$a" "$b"
+	rc=$?
+	rm -f "$a" "$b"
+	return $rc
 }
 
 # ---- the images ----
@@ -159,7 +169,8 @@ setup qio vm.qcow2 "write -P 0x18 0 64k"
 setup qemu-img snapshot -c q1 vm.qcow2
 # vm1's line of qemu-img snapshot -l, VM state size and all
 vm1_line() { qemu-img snapshot -U -l vm.qcow2 | grep '^1  *vm1 '; }
-vm1=$(vm1_line)
+# (a line found now: the comparison below would pass on two empty lines)
+vm1=$(vm1_line) || bail "qemu-img snapshot -l does not list vm1 as snapshot 1"
 check "vm: QEMU's savevm made a snapshot with VM state" \
 	bash -c "qemu-img info -U --output=json vm.qcow2 | grep -q '\"vm-state-size\": [1-9]'"
 
@@ -265,9 +276,10 @@ check "an unknown snapshot: delete refused" fails_saying "nope" ctl snapshot del
 check "bitmap: apply refused, as qemu-img does" fails_saying "bitmaps" \
 	ctl snapshot apply bm.qcow2 q1
 check "--dry-run of create prints the plan" \
-	bash -c "'$QCOWCTL' snapshot create --dry-run v3.qcow2 new | grep -q 'refcounts raised: *[1-9]'"
+	bash -c "set -o pipefail; '$QCOWCTL' snapshot create --dry-run v3.qcow2 new |
+		grep 'refcounts raised: *[1-9]' >/dev/null"
 check "--dry-run --json of delete prints the plan as JSON" \
-	bash -c "'$QCOWCTL' snapshot delete --dry-run --json v3.qcow2 q1 | python3 -c '
+	bash -c "set -o pipefail; '$QCOWCTL' snapshot delete --dry-run --json v3.qcow2 q1 | python3 -c '
 import json, sys; p = json.load(sys.stdin)
 sys.exit(not (p[\"snapshots-before\"] == 2 and p[\"snapshots-after\"] == 1 and p[\"id\"] == \"1\"))'"
 check "--dry-run of apply runs" ctl snapshot apply --dry-run v3.qcow2 q2
@@ -327,7 +339,8 @@ check "resized: ... as qemu-img snapshot -a does" \
 	same_state rs.qcow2 "$WORK/rs-qemu.qcow2"
 check "resized: ... qemu-img check clean" image_clean rs.qcow2
 
-check "--help is printed" bash -c "'$QCOWCTL' snapshot --help | grep -q 'usage: qcowctl snapshot list'"
+check "--help is printed" bash -c "set -o pipefail; '$QCOWCTL' snapshot --help |
+	grep 'usage: qcowctl snapshot list' >/dev/null"
 check "a usage error exits 64" bash -c "'$QCOWCTL' snapshot create v3.qcow2; [ \$? = 64 ]"
 
 finish

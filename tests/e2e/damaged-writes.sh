@@ -60,7 +60,8 @@ for kind in at-l2:0 at-snaptable:0 at-snapl1:0 zip-l1:0 l1-refblock; do
 	img=$SRC/snap-$name.qcow2
 	setup mk_damaged "$img"
 	setup python3 "$H" qcow2-break "$img:$kind"
-	before=$(check_errors "$img")
+	# counts now, or "as many errors as before" below compares two empty strings
+	before=$(check_errors "$img") || bail "qemu-img check gives no counts for $img"
 	sha_of "$img" >"snap-$name.sha"
 	check "$name: qcowctl snapshot create refuses, saying where" \
 		refuses_in_one_line "lies in the" "$QCOWCTL" snapshot create -q "$img" s2

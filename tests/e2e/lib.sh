@@ -797,10 +797,16 @@ table_of()
 	sfdisk -d "$1" | grep -v '^device:' | sed "s|^$1|DISK|"
 }
 
-# same_table DISK1 DISK2: the two partition tables are the same (table_of).
+# same_table DISK1 DISK2: sfdisk reads a partition table from each, and the same one (table_of;
+# its status is tested: two disks sfdisk reads no table from would print the same nothing).
 same_table()
 {
-	diff -u --label "sfdisk -d $1" --label "sfdisk -d $2" <(table_of "$1") <(table_of "$2")
+	local a b
+	a=$(tmpfile .table)
+	b=$(tmpfile .table)
+	table_of "$1" >"$a" || { echo "sfdisk -d $1 failed"; return 1; }
+	table_of "$2" >"$b" || { echo "sfdisk -d $2 failed"; return 1; }
+	diff -u --label "sfdisk -d $1" --label "sfdisk -d $2" "$a" "$b"
 }
 
 # ---- writes through the flat views ----
@@ -1238,6 +1244,20 @@ refused_naming()
 			return 1
 		fi
 	done
+}
+
+# output_lacks TEXT COMMAND...: the command succeeds and no line of its output has TEXT (a fixed
+# string). Not `! COMMAND | grep TEXT`, which passes when the command fails and prints nothing.
+output_lacks()
+{
+	local text=$1 out
+	shift
+	out=$("$@") || { echo "failed: $*"; return 1; }
+	if grep -F -- "$text" <<<"$out"; then
+		echo "(the output of '$*' has '$text')"
+		return 1
+	fi
+	return 0
 }
 
 # has_lines FILE PATTERN...: FILE has a line matching each (bash) PATTERN

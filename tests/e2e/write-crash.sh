@@ -112,6 +112,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	round_ok=1
 	vpids=()
 	for name in "${IMAGES[@]}"; do # both images at once
+		# no result of the last round is left to be read as this round's
+		rm -f "$WORK/$name.verify" "$WORK/$name.rc"
 		after_crash_bg "$name" &
 		vpids+=($!)
 	done
