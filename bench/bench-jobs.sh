@@ -34,11 +34,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 REPS=${BENCH_REPS:-3}
 QCOWCTL=${QCOWCTL:-$ROOT/build/tools/qcowctl}
-
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 for c in qemu-img qemu-io bc; do command -v "$c" >/dev/null || die "missing $c"; done
 [ -x "$QCOWCTL" ] || die "no $QCOWCTL: build first (ninja -C build)"
@@ -52,12 +51,6 @@ else
 	DIR=$(mktemp -d /var/tmp/qcowctl-bench-jobs.XXXXXX)
 	trap 'rm -rf "$DIR" "$SHM"' EXIT
 fi
-
-drop_caches() {
-	sync
-	[ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches
-	return 0
-}
 
 qio() { # IMAGE CMD...: qemu-io writes, quietly
 	local img=$1 args=() c
@@ -87,37 +80,6 @@ fresh() {
 	cp -a --sparse=always "$DIR/src" "$DIR/$1"
 }
 
-# timed SECONDS_VAR CMD...: run CMD in the current directory, caches dropped first, until what
-# it wrote is on the disk (a sync after it)
-timed() {
-	local var=$1 t0 t1
-	shift
-	drop_caches
-	t0=$(date +%s.%N)
-	"$@" >/dev/null
-	sync
-	t1=$(date +%s.%N)
-	printf -v "$var" '%s' "$(echo "$t1 - $t0" | bc -l)"
-}
-
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-FAILED=0
-check_same() { # WHAT A B
-	if ! qemu-img compare -q "$2" "$3"; then
-		log "DATA CHECK FAILED: $1: '$2' and '$3' differ"
-		FAILED=1
-	fi
-}
-check_clean() { # IMAGE
-	local rc=0
-	qemu-img check -q "$1" || rc=$?
-	if [ "$rc" != 0 ]; then
-		log "CHECK FAILED: qemu-img check '$1' exited $rc"
-		FAILED=1
-	fi
-}
-
 # run_side SIDE NAME: the timed command of one side ("q": qemu-img, "c": qcowctl), its time
 # written to $DIR/t.SIDE
 run_side() {
@@ -143,12 +105,12 @@ run_side() {
 verify() {
 	case $1 in
 	commit)
-		check_same commit "$DIR/q/sparse/base.qcow2" "$DIR/c/sparse/base.qcow2"
-		check_clean "$DIR/c/sparse/base.qcow2"
-		check_clean "$DIR/c/sparse/top.qcow2" ;;
+		images_equal commit "$DIR/q/sparse/base.qcow2" "$DIR/c/sparse/base.qcow2"
+		image_clean "$DIR/c/sparse/base.qcow2"
+		image_clean "$DIR/c/sparse/top.qcow2" ;;
 	pull)
-		check_same pull "$DIR/q/sparse/top.qcow2" "$DIR/c/sparse/top.qcow2"
-		check_clean "$DIR/c/sparse/top.qcow2" ;;
+		images_equal pull "$DIR/q/sparse/top.qcow2" "$DIR/c/sparse/top.qcow2"
+		image_clean "$DIR/c/sparse/top.qcow2" ;;
 	checksum)
 		if ! cmp -s "$DIR/q/big/sum" "$DIR/c/big/sum"; then
 			log "DATA CHECK FAILED: checksums differ"

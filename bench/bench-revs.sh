@@ -62,11 +62,9 @@ chain-rand4 write-rand ctl-commit ctl-copy ctl-check}
 CLUSTER=65536
 export PATH="$PATH:/usr/sbin:/sbin"
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# log, die, drop_caches, timed, median
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: bench/bench-revs.sh OLD_REV [NEW_REV]"
 OLD_REV=$(git -C "$ROOT" rev-parse --verify -q "$1^{commit}") || die "no revision '$1'"
@@ -102,7 +100,7 @@ import_fn() {
 	eval "$as() ${body#"$name() "}"
 }
 # bench.sh: images (single, chain, raw copy), the data check, one fio read run
-for f in qemu_io_script make_images wait_mounted drop_caches check_same run_fio; do
+for f in qemu_io_script make_images wait_mounted check_same run_fio; do
 	import_fn bench.sh "$f"
 done
 # bench-write.sh: the base and a fresh overlay, the fio figure, stopping a pid, unmounting
@@ -112,7 +110,6 @@ done
 # bench-tools.sh: the base and half-written overlay, fresh copies, a timed command
 import_fn bench-tools.sh make_images tools_make_images
 import_fn bench-tools.sh fresh
-import_fn bench-tools.sh timed
 
 # ---- cleanup: the daemon, fio, the builds and the images go away on every path ----
 WORK=$(mktemp -d /var/tmp/qcowfs-bench-revs.XXXXXX)

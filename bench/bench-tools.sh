@@ -35,12 +35,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 SIZE=${BENCH_SIZE:-1G}
 REPS=${BENCH_REPS:-5}
 QCOWCTL=${QCOWCTL:-$ROOT/build/tools/qcowctl}
-
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (drop_caches)"
 for c in qemu-img qemu-io python3; do command -v "$c" >/dev/null || die "missing $c"; done
@@ -57,8 +56,6 @@ else
 	trap 'rm -rf "$DIR" /dev/shm/qcowctl-bench.$$.raw' EXIT
 fi
 SHM=/dev/shm/qcowctl-bench.$$.raw
-
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 make_images() {
 	log "making the images ($SIZE) in $DIR"
@@ -79,39 +76,6 @@ fresh() {
 	rm -rf "${DIR:?}/$1"
 	mkdir -p "$DIR/$1"
 	cp --sparse=always "$DIR/src/base.qcow2" "$DIR/src/top.qcow2" "$DIR/$1/"
-}
-
-# timed SECONDS_VAR CMD...: run CMD in the current directory, caches dropped first; the time
-# runs until what CMD wrote is on the disk (a sync after it): qcowctl makes its results
-# durable before it returns, qemu-img convert (cache mode unsafe) leaves them in the page
-# cache, so without the sync the figures would compare different work.
-timed() {
-	local var=$1 t0 t1
-	shift
-	drop_caches
-	t0=$(date +%s.%N)
-	"$@" >/dev/null
-	sync
-	t1=$(date +%s.%N)
-	printf -v "$var" '%s' "$(echo "$t1 - $t0" | bc -l)"
-}
-
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-FAILED=0
-check_same() { # WHAT A B
-	if ! qemu-img compare -q "$2" "$3"; then
-		log "DATA CHECK FAILED: $1: '$2' and '$3' differ"
-		FAILED=1
-	fi
-}
-check_clean() { # IMAGE
-	local rc=0
-	qemu-img check -q "$1" || rc=$?
-	if [ "$rc" != 0 ]; then
-		log "CHECK FAILED: qemu-img check '$1' exited $rc"
-		FAILED=1
-	fi
 }
 
 declare -A Q_T C_T
@@ -142,12 +106,12 @@ run_side() {
 verify() {
 	case $1 in
 	commit)
-		check_same commit "$DIR/q/base.qcow2" "$DIR/c/base.qcow2" &&
-			check_clean "$DIR/c/base.qcow2" && check_clean "$DIR/c/top.qcow2" ;;
+		images_equal commit "$DIR/q/base.qcow2" "$DIR/c/base.qcow2" &&
+			image_clean "$DIR/c/base.qcow2" && image_clean "$DIR/c/top.qcow2" ;;
 	pull)
-		check_same pull "$DIR/q/top.qcow2" "$DIR/c/top.qcow2" && check_clean "$DIR/c/top.qcow2" ;;
+		images_equal pull "$DIR/q/top.qcow2" "$DIR/c/top.qcow2" && image_clean "$DIR/c/top.qcow2" ;;
 	copy)
-		check_same copy "$DIR/q/out.qcow2" "$DIR/c/out.qcow2" && check_clean "$DIR/c/out.qcow2" ;;
+		images_equal copy "$DIR/q/out.qcow2" "$DIR/c/out.qcow2" && image_clean "$DIR/c/out.qcow2" ;;
 	checksum)
 		if ! cmp -s "$DIR/q/sum" "$DIR/c/sum"; then
 			log "DATA CHECK FAILED: checksums differ"

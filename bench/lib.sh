@@ -1,0 +1,52 @@
+# lib.sh - what the benchmarks share, sourced by each bench/*.sh (not run on its own).
+#
+# log MESSAGE / die MESSAGE: one line on stderr ("bench: ..."); die exits 1.
+# drop_caches: write back, then drop the page cache (as root; a no-op otherwise).
+# timed SECONDS_VAR CMD...: run CMD in the current directory, caches dropped first; the time
+#   runs until what CMD wrote is on the disk (a sync after it): qcowctl makes its results
+#   durable before it returns, qemu-img convert (cache mode unsafe) leaves them in the page
+#   cache, so without the sync the figures would compare different work.
+# median VALUES...: the median (the upper one of an even count).
+# images_equal WHAT A B / image_clean IMAGE: the result checks of a job (qemu-img compare and
+#   qemu-img check); a failure is logged and sets FAILED=1.
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+drop_caches() {
+	sync
+	[ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches
+	return 0
+}
+
+timed() {
+	local var=$1 t0 t1
+	shift
+	drop_caches
+	t0=$(date +%s.%N)
+	"$@" >/dev/null
+	sync
+	t1=$(date +%s.%N)
+	printf -v "$var" '%s' "$(echo "$t1 - $t0" | bc -l)"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+FAILED=0
+images_equal() { # WHAT A B
+	if ! qemu-img compare -q "$2" "$3"; then
+		log "DATA CHECK FAILED: $1: '$2' and '$3' differ"
+		FAILED=1
+	fi
+}
+image_clean() { # IMAGE
+	local rc=0
+	qemu-img check -q "$1" || rc=$?
+	if [ "$rc" != 0 ]; then
+		log "CHECK FAILED: qemu-img check '$1' exited $rc"
+		FAILED=1
+	fi
+}
