@@ -119,29 +119,6 @@ verify() {
 	esac
 }
 
-declare -A Q_T C_T
-# bench_op NAME: REPS runs of both sides, qemu-img first on even runs, qcowctl on odd ones
-bench_op() {
-	local name=$1 r qs=() cs=()
-	for ((r = 0; r < REPS; r++)); do
-		fresh q
-		fresh c
-		if ((r % 2 == 0)); then
-			run_side q "$name"
-			run_side c "$name"
-		else
-			run_side c "$name"
-			run_side q "$name"
-		fi
-		[ "$r" = 0 ] && verify "$name"
-		qs+=("$(cat "$DIR/t.q")")
-		cs+=("$(cat "$DIR/t.c")")
-	done
-	Q_T[$name]=$(median "${qs[@]}")
-	C_T[$name]=$(median "${cs[@]}")
-	log "$name: qemu-img ${Q_T[$name]} s, qcowctl ${C_T[$name]} s"
-}
-
 make_images
 OPS=(commit pull checksum)
 for op in "${OPS[@]}"; do

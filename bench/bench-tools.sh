@@ -78,8 +78,6 @@ fresh() {
 	cp --sparse=always "$DIR/src/base.qcow2" "$DIR/src/top.qcow2" "$DIR/$1/"
 }
 
-declare -A Q_T C_T
-
 # run_side SIDE NAME: the timed command of one side ("q": qemu-img, "c": qcowctl) in $DIR/SIDE,
 # its time written to $DIR/t.SIDE
 run_side() {
@@ -118,30 +116,6 @@ verify() {
 			FAILED=1
 		fi ;;
 	esac
-}
-
-# bench_op NAME: REPS runs of both sides, qemu-img first on even runs and qcowctl first on odd
-# ones (the disk behind this machine is slower right after a burst of writes: the order must
-# not favour either side)
-bench_op() {
-	local name=$1 r qs=() cs=()
-	for ((r = 0; r < REPS; r++)); do
-		fresh q
-		fresh c
-		if ((r % 2 == 0)); then
-			run_side q "$name"
-			run_side c "$name"
-		else
-			run_side c "$name"
-			run_side q "$name"
-		fi
-		[ "$r" = 0 ] && verify "$name"
-		qs+=("$(cat "$DIR/t.q")")
-		cs+=("$(cat "$DIR/t.c")")
-	done
-	Q_T[$name]=$(median "${qs[@]}")
-	C_T[$name]=$(median "${cs[@]}")
-	log "$name: qemu-img ${Q_T[$name]} s, qcowctl ${C_T[$name]} s"
 }
 
 command -v bc >/dev/null || die "missing bc"

@@ -7,6 +7,10 @@
 #   durable before it returns, qemu-img convert (cache mode unsafe) leaves them in the page
 #   cache, so without the sync the figures would compare different work.
 # median VALUES...: the median (the upper one of an even count).
+# bench_op NAME: REPS runs of a job on both sides into Q_T[NAME] and C_T[NAME] (medians, in
+#   seconds), through the caller's fresh SIDE (new copies of the images in $DIR/SIDE),
+#   run_side SIDE NAME (one timed run, its time in $DIR/t.SIDE) and verify NAME (the result
+#   checks, after the first run).
 # images_equal WHAT A B / image_clean IMAGE: the result checks of a job (qemu-img compare and
 #   qemu-img check); a failure is logged and sets FAILED=1.
 
@@ -49,4 +53,29 @@ image_clean() { # IMAGE
 		log "CHECK FAILED: qemu-img check '$1' exited $rc"
 		FAILED=1
 	fi
+}
+
+declare -A Q_T C_T
+# bench_op NAME: REPS runs of both sides, qemu-img first on even runs and qcowctl first on odd
+# ones (the disk behind this machine is slower right after a burst of writes: the order must
+# not favour either side)
+bench_op() {
+	local name=$1 r qs=() cs=()
+	for ((r = 0; r < REPS; r++)); do
+		fresh q
+		fresh c
+		if ((r % 2 == 0)); then
+			run_side q "$name"
+			run_side c "$name"
+		else
+			run_side c "$name"
+			run_side q "$name"
+		fi
+		[ "$r" = 0 ] && verify "$name"
+		qs+=("$(cat "$DIR/t.q")")
+		cs+=("$(cat "$DIR/t.c")")
+	done
+	Q_T[$name]=$(median "${qs[@]}")
+	C_T[$name]=$(median "${cs[@]}")
+	log "$name: qemu-img ${Q_T[$name]} s, qcowctl ${C_T[$name]} s"
 }
