@@ -627,37 +627,30 @@ void qcow2_overlap_set_all_checked(struct qcow2_image *img)
 
 /* ---- at open ---- */
 
-/* The bitmap tables named by the bitmap directory, when the bitmaps are in force. A directory
- * that cannot be read or parsed leaves the rest (the check reports it). */
+/* The bitmap tables named by the bitmap directory, when the bitmaps are in force (decoded
+ * leniently: an entry QEMU refuses still names clusters that must not be overwritten). A
+ * directory that cannot be read or decoded leaves the rest (the check reports it). */
 static int read_bitmaps(struct qcow2_image *img)
 {
-	const struct qcow2_header *h = &img->h;
 	struct qcow2_overlap *ol = img->w->ol;
-	uint64_t off = 0, n;
-	uint8_t *dir;
+	struct qcow2_bitmap *bm;
+	uint32_t n, i;
+	int r = qcow2_image_bitmaps(img, true, &bm, &n);
 
-	if (!h->has_bitmaps_ext || !(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS) || !h->nb_bitmaps ||
-	    h->bitmap_dir_bytes < 24)
+	if (r == -ENOMEM)
+		return r;
+	qcow2_clear_error();
+	if (r < 0 || n == 0)
 		return 0;
-	dir = malloc(h->bitmap_dir_bytes);
-	ol->bitmaps = calloc(h->nb_bitmaps, sizeof(*ol->bitmaps));
-	if (!dir || !ol->bitmaps) {
-		free(dir);
+	ol->bitmaps = calloc(n, sizeof(*ol->bitmaps));
+	if (!ol->bitmaps) {
+		qcow2_bitmaps_free(bm, n);
 		return qcow2_oom_for("the bitmap directory");
 	}
-	if (qcow2_io_pread_full(img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off) < 0) {
-		free(dir);
-		return 0;
-	}
-	for (n = 0; n < h->nb_bitmaps && off + 24 <= h->bitmap_dir_bytes; n++) {
-		const uint8_t *e = dir + off;
-		uint64_t len = 24 + (uint64_t)get_be32(e + 20) + get_be16(e + 18);
-
+	for (i = 0; i < n; i++)
 		ol->bitmaps[ol->n_bitmaps++] =
-		    (struct bm_table){get_be64(e) & ~511ull, (uint64_t)get_be32(e + 8) * 8};
-		off += (len + 7) & ~7ull;
-	}
-	free(dir);
+		    (struct bm_table){bm[i].table_off & ~511ull, (uint64_t)bm[i].table_entries * 8};
+	qcow2_bitmaps_free(bm, n);
 	return 0;
 }
 

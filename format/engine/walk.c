@@ -31,8 +31,6 @@
 #include "engine/engine.h"
 
 #define MAX_CHECK_CLUSTERS (1ull << 28)
-#define BME_RESERVED	   0xff000000000001feull
-#define BME_OFFSET_MASK	   0x00fffffffffffe00ull
 #define MAX_BITMAP_TABLE   (64u << 20)
 #define NO_BLOCK	   UINT64_MAX /* block_at(): a refcount block QEMU cannot read */
 
@@ -665,9 +663,10 @@ static int walk_bitmap_table(struct qcow2_scan *s, bool count, uint64_t table, u
 		return qcow2_oom_for("a bitmap table");
 	r = read_padded(s->img->io, t, entries * 8, table);
 	for (i = 0; r == 0 && i < entries; i++) {
-		uint64_t e = get_be64(&t[i]), off = e & BME_OFFSET_MASK;
+		uint64_t e = get_be64(&t[i]), off = e & QCOW2_BME_OFFSET_MASK;
 
-		if ((e & BME_RESERVED) || (off && ((e & 1) || (off & (cs - 1))))) {
+		if ((e & QCOW2_BME_RESERVED) ||
+		    (off && ((e & QCOW2_BME_ALL_ONES) || (off & (cs - 1))))) {
 			if (count)
 				corrupt(s, "ERROR bitmap table entry 0x%" PRIx64 " is invalid", e);
 			continue;
@@ -682,12 +681,15 @@ static int walk_bitmap_table(struct qcow2_scan *s, bool count, uint64_t table, u
 }
 
 /* The bitmap directory, tables and data clusters (when the extension is in force): counted, or
- * (!@count) marked as metadata. */
+ * (!@count) marked as metadata. The directory is decoded leniently (ondisk/bitmap.c): an entry
+ * QEMU refuses is one corruption, and its table is still counted when its size can be read, so
+ * that a repair does not free clusters the directory names (dropping the bitmap is an explicit
+ * repair); a directory that cannot be decoded at all is one corruption. */
 static int walk_bitmaps(struct qcow2_scan *s, bool count)
 {
 	const struct qcow2_header *h = &s->img->h;
-	uint64_t off = 0, n = 0;
-	uint8_t *dir;
+	struct qcow2_bitmap *bm;
+	uint32_t n, i;
 	int r;
 
 	if (!h->has_bitmaps_ext || !(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS) || !h->nb_bitmaps)
@@ -696,28 +698,32 @@ static int walk_bitmaps(struct qcow2_scan *s, bool count)
 		count_range(s, h->bitmap_dir_off, h->bitmap_dir_bytes);
 	else
 		mark(s, h->bitmap_dir_off, h->bitmap_dir_bytes);
-	dir = malloc(h->bitmap_dir_bytes ? h->bitmap_dir_bytes : 1);
-	if (!dir)
-		return qcow2_oom_for("the bitmap directory");
-	r = read_padded(s->img->io, dir, h->bitmap_dir_bytes, h->bitmap_dir_off);
-	while (r == 0 && n++ < h->nb_bitmaps && off + 24 <= h->bitmap_dir_bytes) {
-		uint64_t table = get_be64(dir + off), entries = get_be32(dir + off + 8);
-		uint32_t name = get_be16(dir + off + 18), extra = get_be32(dir + off + 20);
+	r = qcow2_image_bitmaps(s->img, true, &bm, &n);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		if (count)
+			corrupt(s, "ERROR %s", qcow2_last_error());
+		return 0;
+	}
+	for (i = 0; r == 0 && i < n; i++) {
+		uint64_t entries = bm[i].table_entries, table = bm[i].table_off;
 
+		if (bm[i].invalid && count)
+			corrupt(s, "ERROR bitmap '%s' %s", bm[i].name, bm[i].invalid);
 		if (entries * 8 > MAX_BITMAP_TABLE) {
 			if (count)
 				corrupt(s, "ERROR bitmap table at 0x%" PRIx64 " is too large",
 					table);
-			break;
+			continue;
 		}
 		if (count)
 			count_range(s, table, entries * 8);
 		else
 			mark(s, table, entries * 8);
 		r = walk_bitmap_table(s, count, table, entries);
-		off += (24 + (uint64_t)extra + name + 7) & ~7ull;
 	}
-	free(dir);
+	qcow2_bitmaps_free(bm, n);
 	return r;
 }
 

@@ -294,6 +294,74 @@ void qcow2_snapshots_free(struct qcow2_snapshot *s, uint32_t n);
 int qcow2_snapshot_read(struct qcow2_io *io, const struct qcow2_header *h,
 			struct qcow2_snapshot **out);
 
+/* ---- persistent dirty bitmaps (ondisk/bitmap.c, image/bitmap.c) ---- */
+
+#define QCOW2_BITMAP_IN_USE	    (1u << 0) /* written while open for writing: inconsistent */
+#define QCOW2_BITMAP_AUTO	    (1u << 1) /* enabled: tracks writes */
+#define QCOW2_BITMAP_RESERVED_FLAGS 0xfffffffcu
+#define QCOW2_BITMAP_TYPE_DIRTY	    1
+/* QEMU's limits (block/qcow2-bitmap.c, block/qcow2.h) */
+#define QCOW2_BITMAP_MAX_COUNT		  65535u
+#define QCOW2_BITMAP_MAX_DIR_BYTES	  (1024ull * 65535u)
+#define QCOW2_BITMAP_MAX_TABLE_ENTRIES	  0x8000000u
+#define QCOW2_BITMAP_MAX_DATA_BYTES	  0x20000000ull
+#define QCOW2_BITMAP_MIN_GRANULARITY_BITS 9
+#define QCOW2_BITMAP_MAX_GRANULARITY_BITS 31
+#define QCOW2_BITMAP_MAX_NAME_BYTES	  1023
+
+/* One entry of the bitmap directory. */
+struct qcow2_bitmap {
+	char *name; /* allocated (qcow2_bitmaps_free()); up to the first NUL, as QEMU reads it */
+	uint32_t name_bytes; /* the name's length on disk */
+	uint64_t table_off;
+	uint32_t table_entries;
+	uint32_t flags; /* QCOW2_BITMAP_IN_USE, QCOW2_BITMAP_AUTO, reserved bits as found */
+	uint8_t type;
+	uint8_t granularity_bits;
+	uint32_t extra_bytes;
+	uint64_t entry_off; /* where the entry lies in the directory */
+	/* NULL, or why QEMU refuses this entry (a static string, e.g. "has an invalid
+	 * granularity"): only a lenient decode keeps such an entry. */
+	const char *invalid;
+};
+
+/* Decode the bitmap directory in @buf (@len bytes, the header's directory size) holding @nb
+ * entries, of an image with @cluster_bits and @virtual_size. Strict (!@lenient): refused as
+ * QEMU refuses it when it loads the bitmaps, also for one invalid entry; lenient: invalid
+ * entries are kept with ->invalid set, only a broken directory (entries running past it, a
+ * count that differs from @nb) is refused. *@out: @nb entries, the caller's to free with
+ * qcow2_bitmaps_free(). Pure. 0, -EUCLEAN or -ENOMEM. */
+int qcow2_bitmap_dir_decode(const void *buf, size_t len, uint32_t nb, uint32_t cluster_bits,
+			    uint64_t virtual_size, bool lenient, struct qcow2_bitmap **out);
+/* Encode @n entries (name, table, flags, granularity; type 1, no extra data) into @buf (NULL:
+ * only measure). Returns the directory's length in bytes. Pure. */
+size_t qcow2_bitmap_dir_encode(const struct qcow2_bitmap *b, uint32_t n, void *buf);
+/* The length of a directory entry with a name of @name_bytes and @extra_bytes of extra data,
+ * padding included. */
+uint64_t qcow2_bitmap_entry_bytes(uint32_t name_bytes, uint32_t extra_bytes);
+/* The number of bitmap table entries (data clusters) a bitmap of 2^@granularity_bits covering
+ * @virtual_size bytes needs in an image of @cluster_bits. */
+uint64_t qcow2_bitmap_table_entries(uint64_t virtual_size, uint32_t granularity_bits,
+				    uint32_t cluster_bits);
+void qcow2_bitmaps_free(struct qcow2_bitmap *b, uint32_t n);
+
+struct qcow2_image;
+/* The bitmap directory of @img (*@n 0 and *@out NULL when the image has no bitmaps in force:
+ * no extension, or its autoclear bit cleared by a program that did not keep them). Strict or
+ * @lenient as qcow2_bitmap_dir_decode(); messages name the image. */
+int qcow2_image_bitmaps(struct qcow2_image *img, bool lenient, struct qcow2_bitmap **out,
+			uint32_t *n);
+/* The bitmap table of @b (an entry of qcow2_image_bitmaps()), in host order: *@out gets
+ * b->table_entries entries, the caller's to free. -EUCLEAN if the table lies outside the file
+ * or an entry has reserved bits set, is misaligned or points outside the file. */
+int qcow2_image_bitmap_table(struct qcow2_image *img, const struct qcow2_bitmap *b, uint64_t **out);
+/* The bits of bitmap @b: *@bits (the caller's to free) holds *@nbits bits, bit i (covering
+ * guest bytes [i << granularity_bits, (i + 1) << granularity_bits)) at byte i / 8, bit i % 8,
+ * as QEMU stores them. -EUCLEAN for an invalid entry, a table that does not fit the virtual
+ * size, or a bitmap in use (inconsistent: QEMU does not read its data either). */
+int qcow2_image_bitmap_read(struct qcow2_image *img, const struct qcow2_bitmap *b, uint8_t **bits,
+			    uint64_t *nbits);
+
 /* ---- internal snapshots, write side (snapshot-write.c) ----
  * On an image opened writable (a chain's top: qcow2_chain_layer(c, 0, &li).image). Each
  * operation is crash-safe: at every point the file on disk is a valid image whose refcounts

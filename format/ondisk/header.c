@@ -17,8 +17,8 @@
 
 #include "ondisk/ondisk.h"
 
-#define MAX_BITMAPS	     65535
-#define MAX_BITMAP_DIR_BYTES (64ull << 20)
+#define MAX_BITMAPS	     QCOW2_BITMAP_MAX_COUNT
+#define MAX_BITMAP_DIR_BYTES QCOW2_BITMAP_MAX_DIR_BYTES
 
 bool qcow2_probe(const void *buf, size_t len)
 {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ondisk.h - the on-disk layout of qcow2 (docs/interop/qcow2.txt in QEMU): header offsets, entry
- * masks and flags, and the pure decoders and encoders of the header, the snapshot table and the
- * refcount blocks. Above base (docs/design.md).
+ * masks and flags, and the pure decoders and encoders of the header, the snapshot table, the
+ * bitmap directory and the refcount blocks. Above base (docs/design.md).
  */
 #ifndef QCOW2_ONDISK_H
 #define QCOW2_ONDISK_H
@@ -20,6 +20,12 @@
 #define QCOW2_L1E_RESERVED    0x7f000000000001ffull
 #define QCOW2_L2E_RESERVED    0x3f000000000001feull
 #define QCOW2_L2_BITMAP_ALLOC 0xffffffffull
+
+/* A bitmap table entry (qcow2.txt, "Bitmaps"): a data cluster's offset, or 0 with bit 0 saying
+ * all ones (set) or all zeros; bits 1..8 and 56..63 reserved, bit 0 reserved with an offset. */
+#define QCOW2_BME_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_BME_RESERVED    0xff000000000001feull
+#define QCOW2_BME_ALL_ONES    1ull
 
 /* Decode entry @idx of the refcount block @block. Pure. */
 uint64_t qcow2_refcount_block_get(const void *block, uint32_t order, uint64_t idx);
