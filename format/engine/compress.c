@@ -75,8 +75,10 @@ static int store(struct qcow2_image *img, const uint8_t *c, size_t len, uint64_t
 
 	qcow2_image_meta_lock(img);
 	r = qcow2_image_begin_write(img);
-	if (r == 0)
+	if (r == 0) {
+		qcow2_bitmaps_mark(img, guest_off, img->cluster_bytes);
 		r = place(img, len, &host);
+	}
 	if (r == 0)
 		r = qcow2_io_pwrite(img->io, c, len, host);
 	if (r == 0) {

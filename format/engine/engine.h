@@ -48,9 +48,39 @@ int qcow2_refcount_apply_frees(struct qcow2_image *img, size_t n);
 int qcow2_image_write_header(struct qcow2_image *img);
 /* flush.c: the write-back stages, each durable before the next (w->lock held). */
 int qcow2_image_flush_locked(struct qcow2_image *img);
-/* header-write.c: before the first change: autoclear bits cleared, the lazy dirty bit set,
- * durable (w->lock held). */
+/* header-write.c: before the first change: the bitmaps loaded and in use (bitmaps.c), other
+ * autoclear bits cleared, the lazy dirty bit set, durable (w->lock held). */
 int qcow2_image_begin_write(struct qcow2_image *img);
+/* header-write.c: the header's bitmaps extension made to name the directory of @nb entries,
+ * @dir_bytes at @dir_off (@nb 0: no extension), durable, with the bitmaps' autoclear bit set
+ * (@nb > 0). The directory must be durable already. w->lock held. */
+int qcow2_image_write_bitmaps_ext(struct qcow2_image *img, uint32_t nb, uint64_t dir_bytes,
+				  uint64_t dir_off);
+
+/* ---- bitmaps.c: persistent dirty bitmaps kept valid by writes ---- */
+/* A bitmap of the directory as the write side keeps it. */
+struct qcow2_wbitmap {
+	struct qcow2_bitmap e; /* its entry (e.name owned); the flags a clean close stores */
+	uint8_t *bits;	       /* loaded bits (QEMU's order), or NULL: its table is kept */
+	uint64_t nbits;
+	bool track; /* enabled and consistent: guest changes set its bits */
+};
+/* At the first change (w->lock held): the directory decoded strictly, enabled bitmaps' bits
+ * loaded, the in-use flags written, durable. -EUCLEAN (one line) when QEMU would refuse to load
+ * them: the image is not written. Nothing without bitmaps in force. */
+int qcow2_bitmaps_begin(struct qcow2_image *img);
+/* Set the bits covering guest [@off, @off + @n) in every tracked bitmap (atomic; w->frees held
+ * shared or w->lock; after qcow2_image_begin_write()). */
+void qcow2_bitmaps_mark(struct qcow2_image *img, uint64_t off, uint64_t n);
+/* The virtual size becomes @new_size (w->lock and w->frees exclusive; before img->h.size
+ * changes): every consistent bitmap resized, the new bits clear, as QEMU resizes them. */
+int qcow2_bitmaps_resize(struct qcow2_image *img, uint64_t new_size);
+/* A clean close: the loaded bitmaps stored (new clusters, new directory, in-use flags cleared)
+ * in crash-safe order. Takes w->lock. */
+int qcow2_bitmaps_close(struct qcow2_image *img);
+/* Free what the write side holds of the bitmaps. */
+void qcow2_bitmaps_release(struct qcow2_image *img);
+void qcow2_bitmaps_free_w(struct qcow2_wbitmap *v, uint32_t n);
 
 /* ---- locks.c: the locks of the write side ----
  * Every lock, what it guards and the order they are taken in: docs/design.md, "Locks and their
@@ -105,7 +135,7 @@ struct qcow2_wstate {
 	struct qcow2_crange *pending; /* to count down after the next flush */
 	size_t n_pending, cap_pending;
 	bool ready;	 /* opened completely: closing may write back */
-	bool began;	 /* autoclear bits cleared, lazy dirty bit set */
+	bool began;	 /* autoclear bits cleared, lazy dirty bit set (set atomically, release) */
 	bool set_dirty;	 /* we set the dirty bit and must clear it on a clean close */
 	bool data_dirty; /* guest data written since the last flush */
 	/* compress.c: the host cluster compressed clusters are being packed into, and how many
@@ -121,6 +151,13 @@ struct qcow2_wstate {
 	 * sparse, as qemu-img's preallocation=metadata does, instead of reserving their blocks
 	 * (create.c sets it; fallocate(2) through the views wants the blocks). */
 	bool sparse_prealloc;
+	/* bitmaps.c: the persistent bitmaps, loaded by the first change (@bm_loaded): set up
+	 * under @lock before @began is published, replaced only with @frees exclusive; the bits
+	 * of tracked ones set atomically by writers holding @frees shared. */
+	struct qcow2_wbitmap *bm;
+	uint32_t n_bm;
+	bool bm_loaded;
+	bool bm_marked; /* a guest change set bits (atomic) */
 };
 
 /* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around
@@ -206,6 +243,9 @@ int qcow2_overlap_verify_refcounts(struct qcow2_image *img);
 /* The header's tables moved (L1, refcount table, snapshot table, w->old_l1/old_reft) or the
  * snapshot list changed: recompute the ranges. w->lock held. */
 int qcow2_overlap_update_tables(struct qcow2_image *img);
+/* The bitmap directory changed (bitmaps.c): its tables read again, the ranges recomputed.
+ * w->lock held. */
+int qcow2_overlap_reload_bitmaps(struct qcow2_image *img);
 /* The active L1 array was replaced: recompute everything. w->lock held. */
 int qcow2_overlap_rebuild(struct qcow2_image *img);
 /* Room for @n more L2 tables or refcount blocks (before taking a new one). w->lock held. */

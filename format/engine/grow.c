@@ -71,6 +71,10 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 	if (r == 0 && need > img->l1.n)
 		r = grow_l1(img, need);
 	if (r == 0) {
+		/* the bitmaps cover the new size (the caller holds w->frees exclusive) */
+		r = qcow2_bitmaps_resize(img, new_size);
+	}
+	if (r == 0) {
 		img->h.size = new_size;
 		img->l1.size = new_size;
 		img->w->header_dirty = true;

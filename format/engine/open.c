@@ -70,14 +70,17 @@ static void close_write_side(struct qcow2_image *img)
 
 	if (!w)
 		return;
-	/* A clean close: everything written back (twice: the second writes the count-downs of
-	 * clusters the first one unlinked), then the dirty bit cleared. */
-	if (w->ready && qcow2_image_flush(img) == 0 && qcow2_image_flush(img) == 0 &&
-	    w->set_dirty) {
+	/* A clean close: everything written back, then the bitmaps stored (bitmaps.c), then
+	 * written back twice (the second writes the count-downs of clusters the first one
+	 * unlinked), then the dirty bit cleared. A failure leaves the bitmaps in use. */
+	if (w->ready && qcow2_image_flush(img) == 0 &&
+	    (qcow2_bitmaps_close(img), qcow2_image_flush(img) == 0) &&
+	    qcow2_image_flush(img) == 0 && w->set_dirty) {
 		w->set_dirty = false;
 		if (qcow2_image_write_header(img) < 0 || qcow2_io_flush(img->io) < 0)
 			w->set_dirty = true;
 	}
+	qcow2_bitmaps_release(img);
 	qcow2_overlap_release(img);
 	qcow2_refcount_release_write(img);
 	qcow2_wstate_locks_destroy(w);

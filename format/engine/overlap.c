@@ -77,7 +77,7 @@ struct qcow2_overlap {
 	struct slot *slots; /* under lock; cap a power of two, at most half used */
 	size_t cap, used;
 	unsigned shift;
-	struct bm_table *bitmaps; /* read at init: the bitmap tables (immutable) */
+	struct bm_table *bitmaps; /* the bitmap tables: read at init, again when they change */
 	size_t n_bitmaps;
 	bool all_checked; /* every active L2 table passed (under w->lock; reset by fill_hash()) */
 };
@@ -652,6 +652,20 @@ static int read_bitmaps(struct qcow2_image *img)
 		    (struct bm_table){bm[i].table_off & ~511ull, (uint64_t)bm[i].table_entries * 8};
 	qcow2_bitmaps_free(bm, n);
 	return 0;
+}
+
+int qcow2_overlap_reload_bitmaps(struct qcow2_image *img)
+{
+	struct qcow2_overlap *ol = img->w ? img->w->ol : NULL;
+	int r;
+
+	if (!ol)
+		return 0;
+	free(ol->bitmaps);
+	ol->bitmaps = NULL;
+	ol->n_bitmaps = 0;
+	r = read_bitmaps(img);
+	return r < 0 ? r : qcow2_overlap_update_tables(img);
 }
 
 int qcow2_overlap_init(struct qcow2_image *img)

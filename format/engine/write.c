@@ -85,7 +85,9 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 	size_t done = 0, run = 0; /* the pending run: @run bytes to @run_host */
 	int r;
 
-	if (l1_idx >= img->l1.n)
+	/* Not before the first change of the open is durable, its bitmaps in use: the slow path
+	 * makes it (a table may have passed its check though that first change failed). */
+	if (l1_idx >= img->l1.n || !__atomic_load_n(&img->w->began, __ATOMIC_ACQUIRE))
 		return 0;
 	e = qcow2_write_l1_get(img, l1_idx);
 	l2_off = e & QCOW2_L1E_OFFSET_MASK;
@@ -95,6 +97,10 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 	r = qcow2_l2cache_get(img->l2cache, img->io, l2_off, l2_idx * ew, k * ew, words);
 	if (r < 0)
 		return r;
+	/* the guest range this call changes, here or in the slow path after it (a preallocation
+	 * changes nothing the guest reads) */
+	if (buf)
+		qcow2_bitmaps_mark(img, off, n);
 	for (i = 0; i < k && done < n; i++) {
 		uint64_t pos = off + done, in = pos & (cs - 1), host;
 		size_t len = (size_t)(cs - in < n - done ? cs - in : n - done);
@@ -459,6 +465,9 @@ static int relieve(struct qcow2_image *img)
 	return 0;
 }
 
+static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n, uint64_t off,
+			const struct qcow2_fill *fill);
+
 typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
 			  const struct qcow2_fill *fill);
 
@@ -478,6 +487,11 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 				       qcow2_write_run_clusters(img, off, n, MAX_RUN));
 	if (r == 0)
 		r = qcow2_image_begin_write(img);
+	/* Every guest-visible change goes through here or write_in_place(): a write with data or
+	 * a zeroing/unmapping run marks the bitmaps before its data is written (a preallocation
+	 * and the copy-on-write fills change nothing the guest reads). */
+	if (r == 0 && (buf || run == zero_run))
+		qcow2_bitmaps_mark(img, off, n);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
 	if (got >= 0 && (r = relieve(img)) < 0)
 		got = r;

@@ -362,6 +362,19 @@ int qcow2_image_bitmap_table(struct qcow2_image *img, const struct qcow2_bitmap 
 int qcow2_image_bitmap_read(struct qcow2_image *img, const struct qcow2_bitmap *b, uint8_t **bits,
 			    uint64_t *nbits);
 
+/* engine/bitmaps.c: replace the bitmap directory of the writable @img by @b (@n entries; 0
+ * removes the extension and clears its autoclear bit). Entry i with @bits[i] (as
+ * qcow2_image_bitmap_read() gives them: the virtual size at b[i].granularity_bits) gets new
+ * data clusters (zero clusters as zero entries) and a new table; with @bits NULL or @bits[i]
+ * NULL it keeps the table b[i] names (table_off, table_entries: one of the current directory).
+ * Flags, names and granularities as given (type 1, no extra data). The current directory and
+ * the tables no entry keeps are freed. Crash-safe: data and tables, then the directory, then the
+ * header's extension, each durable, then the old clusters freed; a crash leaves the old
+ * directory with its bitmaps in use (inconsistent), or the new one. -EBUSY once guest writes of
+ * this open have marked the bitmaps. 0 or a negative errno (message names the image). */
+int qcow2_image_bitmaps_store(struct qcow2_image *img, const struct qcow2_bitmap *b, uint32_t n,
+			      uint8_t *const *bits);
+
 /* ---- internal snapshots, write side (snapshot-write.c) ----
  * On an image opened writable (a chain's top: qcow2_chain_layer(c, 0, &li).image). Each
  * operation is crash-safe: at every point the file on disk is a valid image whose refcounts

@@ -252,7 +252,7 @@ Test(write, the_corrupt_bit_refuses_a_writable_open)
 	qi = NULL;
 }
 
-Test(write, the_first_write_clears_bitmaps_and_unknown_autoclear_bits_and_sets_lazy_dirty)
+Test(write, the_first_write_keeps_bitmaps_clears_unknown_autoclear_bits_and_sets_lazy_dirty)
 {
 	struct imgbuild_opts o = imgbuild_defaults();
 	struct qcow2_image *back;
@@ -269,7 +269,8 @@ Test(write, the_first_write_clears_bitmaps_and_unknown_autoclear_bits_and_sets_l
 	qcow2_image_close(back);
 	cr_assert_eq(qcow2_image_write(qi, &b, 1, 4096, NULL), 0);
 	back = reopen(qcow2_image_io(qi), false);
-	cr_assert_eq(qcow2_image_header(back)->autoclear, 0, "bitmaps and unknown bits cleared");
+	cr_assert_eq(qcow2_image_header(back)->autoclear, QCOW2_AUTOCLEAR_BITMAPS,
+		     "unknown bits cleared, the bitmaps kept in force");
 	cr_assert(qcow2_image_header(back)->has_bitmaps_ext, "the extension stays");
 	cr_assert(qcow2_image_header(back)->incompat & QCOW2_INCOMPAT_DIRTY);
 	qcow2_image_close(back);
