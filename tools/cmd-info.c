@@ -24,10 +24,12 @@ struct layer_facts {
 	const char *path;
 	const char *format;
 	uint64_t virtual_size;
-	uint64_t disk_bytes;	 /* host allocation of the file */
-	uint64_t used_clusters;	 /* qcow2: clusters with a non-zero refcount */
-	bool used_unknown;	 /* the refcounts cannot be read: no allocation figure */
-	struct qcow2_image *img; /* NULL for raw */
+	uint64_t disk_bytes;	      /* host allocation of the file */
+	uint64_t used_clusters;	      /* qcow2: clusters with a non-zero refcount */
+	bool used_unknown;	      /* the refcounts cannot be read: no allocation figure */
+	struct qcow2_image *img;      /* NULL for raw */
+	struct qcow2_bitmap *bitmaps; /* the persistent bitmaps (cmd-bitmap.c) */
+	uint32_t nb_bitmaps;
 };
 
 static void info_usage(FILE *f)
@@ -99,6 +101,7 @@ static void print_text(const struct layer_facts *f)
 	       h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	printf("    lazy refcounts: %s\n",
 	       h->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
+	bitmaps_print_text(f->bitmaps, f->nb_bitmaps, "    ");
 	printf("    refcount bits: %u\n", 1u << h->refcount_order);
 	printf("    corrupt: %s\n", h->incompat & QCOW2_INCOMPAT_CORRUPT ? "true" : "false");
 	printf("    dirty: %s\n", h->incompat & QCOW2_INCOMPAT_DIRTY ? "true" : "false");
@@ -106,8 +109,6 @@ static void print_text(const struct layer_facts *f)
 	if (h->data_file[0])
 		printf("    data file: %s\n    data file raw: %s\n", h->data_file,
 		       h->autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW ? "true" : "false");
-	if (h->has_bitmaps_ext && (h->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
-		printf("    bitmaps: %u\n", h->nb_bitmaps);
 	printf("    feature bits: incompatible %#" PRIx64 ", compatible %#" PRIx64
 	       ", autoclear %#" PRIx64 "\n",
 	       h->incompat, h->compat, h->autoclear);
@@ -138,7 +139,8 @@ static void json_snapshots(struct json *j, const struct qcow2_image *img)
 	json_end_array(j);
 }
 
-static void json_format_specific(struct json *j, const struct qcow2_header *h)
+static void json_format_specific(struct json *j, const struct qcow2_header *h,
+				 const struct layer_facts *f)
 {
 	json_begin_object(j, "format-specific");
 	json_string(j, "type", "qcow2");
@@ -147,6 +149,7 @@ static void json_format_specific(struct json *j, const struct qcow2_header *h)
 	json_string(j, "compression-type",
 		    h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	json_bool(j, "lazy-refcounts", h->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
+	bitmaps_print_json(j, f->bitmaps, f->nb_bitmaps);
 	json_uint(j, "refcount-bits", 1u << h->refcount_order);
 	json_bool(j, "corrupt", h->incompat & QCOW2_INCOMPAT_CORRUPT);
 	json_bool(j, "extended-l2", h->incompat & QCOW2_INCOMPAT_EXTL2);
@@ -157,8 +160,6 @@ static void json_format_specific(struct json *j, const struct qcow2_header *h)
 	json_uint(j, "incompatible-features", h->incompat);
 	json_uint(j, "compatible-features", h->compat);
 	json_uint(j, "autoclear-features", h->autoclear);
-	if (h->has_bitmaps_ext && (h->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
-		json_uint(j, "nb-bitmaps", h->nb_bitmaps);
 	json_end_object(j);
 	json_end_object(j);
 }
@@ -187,7 +188,7 @@ static void print_json(struct json *j, const struct layer_facts *f, const char *
 			json_uint(j, "allocated-bytes",
 				  f->used_clusters * qcow2_image_cluster_bytes(f->img));
 		json_snapshots(j, f->img);
-		json_format_specific(j, h);
+		json_format_specific(j, h, f);
 	}
 	json_end_object(j);
 }
@@ -210,6 +211,9 @@ static int gather(struct layer_facts *f, const char *path, const char *format, u
 		error("warning: allocation of '%s' unknown: %s", path, qcow2_last_error());
 		f->used_unknown = true;
 	}
+	/* A directory that cannot be read does not hide the other facts either. */
+	if (r == 0 && img && bitmaps_load(img, path, &f->bitmaps, &f->nb_bitmaps) < 0)
+		error("warning: bitmaps of '%s' unknown: %s", path, qcow2_last_error());
 	return r;
 }
 
@@ -255,6 +259,8 @@ static int info_chain(const char *path, const struct info_opts *o)
 			     i + 1 < n && qcow2_chain_layer(c, i + 1, &below) == 0 ? below.path
 										   : NULL,
 			     i == 0);
+		if (r == 0)
+			qcow2_bitmaps_free(f.bitmaps, f.nb_bitmaps);
 		qcow2_io_close(io);
 	}
 	if (o->json) {
@@ -301,6 +307,7 @@ static int info_one(const char *path, const struct info_opts *o)
 		emit(&j, o, &f, NULL, true);
 		if (o->json)
 			json_finish(&j);
+		qcow2_bitmaps_free(f.bitmaps, f.nb_bitmaps);
 	}
 	qcow2_image_close(img);
 	qcow2_io_close(io);

@@ -51,6 +51,10 @@ static void map_usage(FILE *f)
 		"                     start, length, depth (0 = IMAGE), present, zero, data,\n"
 		"                     offset (host offset in the providing file, when it has one)\n"
 		"  -U, --force-share  do not take (or respect) image locks\n"
+		"  --bitmap NAME      instead, the ranges persistent bitmap NAME marks dirty:\n"
+		"                     with --json as `qemu-img map` prints them for an export\n"
+		"                     through qemu-nbd -B NAME (x-dirty-bitmap: dirty ranges are\n"
+		"                     \"data\": false); as text, the dirty ranges only\n"
 		"  -h, --help         this text\n\n"
 		"Without --json: the data ranges with their host offset and file, as qemu-img's\n"
 		"human format (which cannot show compressed clusters: use --json for those).\n");
@@ -317,9 +321,11 @@ int cmd_map(int argc, char **argv)
 	    {"json", no_argument, NULL, 'j'},
 	    {"force-share", no_argument, NULL, 'U'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"bitmap", required_argument, NULL, 'B'}, /* the dirty extents (cmd-bitmap.c) */
 	    {NULL, 0, NULL, 0},
 	};
 	bool json = false, force_share = false;
+	const char *bitmap = NULL;
 	int c;
 
 	while ((c = next_option(argc, argv, "hU", longopts, "map")) != -1) {
@@ -329,6 +335,9 @@ int cmd_map(int argc, char **argv)
 			break;
 		case 'U':
 			force_share = true;
+			break;
+		case 'B':
+			bitmap = optarg;
 			break;
 		case 'h':
 			map_usage(stdout);
@@ -342,7 +351,8 @@ int cmd_map(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	fflush(stdout);
-	if (run_map(argv[optind], json, force_share) < 0) {
+	if ((bitmap ? bitmap_map(argv[optind], bitmap, json, force_share)
+		    : run_map(argv[optind], json, force_share)) < 0) {
 		fflush(stdout);
 		error("%s", qcow2_last_error());
 		return EXIT_FAIL;

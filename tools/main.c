@@ -28,6 +28,7 @@ static const struct subcommand subcommands[] = {
     {"map", cmd_map, "which layer provides each range of the flat view (as qemu-img map)"},
     {"checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot"},
     {"tree", cmd_tree, "every backing chain under a directory, with internal snapshots"},
+    {"bitmap", cmd_bitmap, "persistent dirty bitmaps: list, add, remove, clear, merge"},
 };
 
 static void usage(FILE *f)

@@ -126,5 +126,19 @@ int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
 int cmd_tree(int argc, char **argv);
+/* qcowctl bitmap (cmd-bitmap.c), and the bitmap listing info shares */
+struct qcow2_image;
+struct qcow2_bitmap;
+int cmd_bitmap(int argc, char **argv);
+/* The bitmaps of @img (named @path in warnings), read leniently: an entry QEMU refuses is kept,
+ * with a warning on stderr saying why. Free with qcow2_bitmaps_free(). */
+int bitmaps_load(struct qcow2_image *img, const char *path, struct qcow2_bitmap **b, uint32_t *n);
+/* The "bitmaps:" block of qemu-img info's text, each line after @indent (nothing when @n is 0). */
+void bitmaps_print_text(const struct qcow2_bitmap *b, uint32_t n, const char *indent);
+/* qcowctl map --bitmap NAME: the dirty extents of bitmap @name of @path, in the JSON shape
+ * qemu-img map prints for an export of it through qemu-nbd (x-dirty-bitmap), or as text. */
+int bitmap_map(const char *path, const char *name, bool json, bool force_share);
+/* The "bitmaps" array of qemu-img info's JSON (nothing when @n is 0). */
+void bitmaps_print_json(struct json *j, const struct qcow2_bitmap *b, uint32_t n);
 
 #endif

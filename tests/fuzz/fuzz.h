@@ -19,7 +19,7 @@ struct fuzz_input {
 	size_t len;
 };
 
-/* Build the seed inputs for @target ("header", "snapshot" or "image"). Returns the count;
+/* Build the seed inputs for @target ("header", "snapshot", "bitmap" or "image"). Returns the count;
  * *@out is freed with fuzz_free_seeds(). */
 size_t fuzz_make_seeds(const char *target, struct fuzz_input **out);
 void fuzz_free_seeds(struct fuzz_input *seeds, size_t n);
@@ -27,5 +27,9 @@ void fuzz_free_seeds(struct fuzz_input *seeds, size_t n);
 /* The input layout of the snapshot target: a 12-byte prefix, then the table. */
 #define FUZZ_SNAPSHOT_PREFIX	  12
 #define FUZZ_SNAPSHOT_MAX_ENTRIES 256
+
+/* The input layout of the bitmap target: a 16-byte prefix, then the bitmap directory. */
+#define FUZZ_BITMAP_PREFIX	16
+#define FUZZ_BITMAP_MAX_ENTRIES 512
 
 #endif

@@ -140,6 +140,44 @@ static void snapshot_seeds(struct seed_list *l)
 	}
 }
 
+/* Bitmap-target inputs: the prefix, then directories as QEMU writes them (the encoder's), with
+ * every flag, granularities from 512 B to 2 GiB, long and empty names, tables that just fit. */
+static void bitmap_seeds(struct seed_list *l)
+{
+	static char long_name[QCOW2_BITMAP_MAX_NAME_BYTES + 1];
+	struct qcow2_bitmap b[4] = {
+	    {.name = (char *)"b0",
+	     .table_off = 1 << 16,
+	     .table_entries = 1,
+	     .flags = QCOW2_BITMAP_AUTO,
+	     .granularity_bits = 16},
+	    {.name = (char *)"", .table_off = 3 << 16, .table_entries = 1, .granularity_bits = 31},
+	    {.name = long_name,
+	     .table_off = 5 << 16,
+	     .table_entries = 4,
+	     .flags = QCOW2_BITMAP_IN_USE | QCOW2_BITMAP_AUTO,
+	     .granularity_bits = 9},
+	    {.name = (char *)"daily-2026",
+	     .table_off = 9 << 16,
+	     .table_entries = 2,
+	     .granularity_bits = 12},
+	};
+	uint8_t buf[4096];
+	uint32_t n;
+	size_t len;
+
+	memset(long_name, 'x', QCOW2_BITMAP_MAX_NAME_BYTES);
+	for (n = 1; n <= 4; n++) {
+		len = qcow2_bitmap_dir_encode(b, n, buf + FUZZ_BITMAP_PREFIX);
+		memset(buf, 0, FUZZ_BITMAP_PREFIX);
+		buf[1] = (uint8_t)n;
+		buf[2] = (uint8_t)(16 - 9); /* 64 KiB clusters */
+		buf[3] = (uint8_t)(n & 1);
+		buf[8] = 0x10; /* a 256 MiB disk: table entries that fit */
+		push(l, buf, FUZZ_BITMAP_PREFIX + len);
+	}
+}
+
 size_t fuzz_make_seeds(const char *target, struct fuzz_input **out)
 {
 	struct seed_list l = {NULL, 0, 0};
@@ -147,6 +185,8 @@ size_t fuzz_make_seeds(const char *target, struct fuzz_input **out)
 
 	if (strcmp(target, "snapshot") == 0) {
 		snapshot_seeds(&l);
+	} else if (strcmp(target, "bitmap") == 0) {
+		bitmap_seeds(&l);
 	} else {
 		for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 			struct imgbuild *img = build_kind(&kinds[i], i + 1);
