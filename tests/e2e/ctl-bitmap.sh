@@ -103,29 +103,6 @@ check "an image without bitmaps lists none" no_bitmaps
 
 # ---- map --bitmap ----
 
-# nbd_dirty_map_of IMAGE NAME OUT: what qemu-img map prints of bitmap NAME exported by qemu-nbd -B
-nbd_dirty_map_of()
-{
-	local sock=$WORK/nbd.sock pid n rc
-	rm -f "$sock"
-	qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" 2>"$WORK/nbd.err" &
-	pid=$!
-	track_pid "$pid"
-	for ((n = 0; n < 100; n++)); do
-		[ -S "$sock" ] && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	timeout 60 qemu-img map --output=json --image-opts \
-		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" \
-		>"$3"
-	rc=$?
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	[ $rc = 0 ] || { echo "qemu-nbd -B $2 $1 / qemu-img map failed:"; cat "$WORK/nbd.err"; }
-	return $rc
-}
-
 # map_bitmap_same IMAGE NAME: `qcowctl map --bitmap NAME --json` is qemu-nbd's map byte for
 # byte; the text form lists exactly its dirty ranges
 map_bitmap_same()

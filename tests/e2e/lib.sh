@@ -1533,3 +1533,71 @@ check_images()
 	done
 	sha_of held.qcow2 >held.sha
 }
+
+# ---- persistent bitmaps ----
+
+# nbd_dirty_map_of IMAGE NAME OUT: what qemu-img map prints of bitmap NAME exported by qemu-nbd -B
+nbd_dirty_map_of()
+{
+	local sock=$WORK/nbd.sock pid n rc
+	rm -f "$sock"
+	qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" 2>"$WORK/nbd.err" &
+	pid=$!
+	track_pid "$pid"
+	for ((n = 0; n < 100; n++)); do
+		[ -S "$sock" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	timeout 60 qemu-img map --output=json --image-opts \
+		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" \
+		>"$3"
+	rc=$?
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	[ $rc = 0 ] || { echo "qemu-nbd -B $2 $1 / qemu-img map failed:"; cat "$WORK/nbd.err"; }
+	return $rc
+}
+
+# dirty_ranges IMAGE NAME: the dirty ranges of bitmap NAME as QEMU exports them (qemu-nbd -B,
+# qemu-img map x-dirty-bitmap: a dirty range has "data": false), one "START LENGTH" line each,
+# adjacent ranges merged
+dirty_ranges()
+{
+	local m
+	m=$(tmpfile .map)
+	nbd_dirty_map_of "$1" "$2" "$m" || return 1
+	python3 -c 'import json, sys
+out = []
+for e in json.load(open(sys.argv[1])):
+    if e["data"]:
+        continue
+    if out and out[-1][0] + out[-1][1] == e["start"]:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"]])
+for s, n in out:
+    print(s, n)' "$m"
+	local rc=$?
+	rm -f "$m"
+	return $rc
+}
+
+# granule_ranges GRANULARITY SIZE START:LENGTH...: the ranges a bitmap of GRANULARITY marks for
+# those guest changes on a disk of SIZE bytes (each rounded out to whole granules, clipped to
+# the disk), as dirty_ranges prints them
+granule_ranges()
+{
+	local g=$1 size=$2 r
+	shift 2
+	for r in "$@"; do
+		local s=${r%%:*} n=${r#*:}
+		local a=$((s / g * g)) b=$(((s + n + g - 1) / g * g))
+		[ $b -gt "$size" ] && b=$size
+		echo "$a $b"
+	done | sort -n -k1,1 | awk '
+		NR == 1 { a = $1; b = $2; next }
+		$1 <= b { if ($2 > b) b = $2; next }
+		{ print a, b - a; a = $1; b = $2 }
+		END { if (NR) print a, b - a }'
+}
