@@ -375,6 +375,14 @@ int qcow2_image_bitmap_read(struct qcow2_image *img, const struct qcow2_bitmap *
 int qcow2_image_bitmaps_store(struct qcow2_image *img, const struct qcow2_bitmap *b, uint32_t n,
 			      uint8_t *const *bits);
 
+/* integrity/bitmap-drop.c: check --repair --drop-bitmap: take bitmap @name of @img (open for
+ * repair) out of the directory when it is inconsistent (in use, an entry QEMU refuses, a
+ * damaged table), writing @why (@cap bytes) with the reason; its clusters are then leaks, which
+ * the repair frees. -ENOENT (no such bitmap), -EINVAL (a consistent one: removed by 'bitmap
+ * remove'). @dry_run: only the reason. */
+int qcow2_image_bitmap_drop(struct qcow2_image *img, const char *name, bool dry_run, char *why,
+			    size_t cap);
+
 /* jobs/bitmap-edit.c: what `qemu-img bitmap` does to one bitmap, action after action. */
 enum qcow2_bitmap_op {
 	QCOW2_BITMAP_ADD,
