@@ -279,6 +279,22 @@ static void print_actions(const struct bitmap_args *a, const char *image, const 
 	}
 }
 
+/* Only qcow2 images have bitmaps: a raw file is named as such, not as a read-only one. */
+static int require_qcow2(const char *path)
+{
+	struct qcow2_io *io;
+	bool is_qcow2 = false;
+	int r = qcow2_io_open(path, QCOW2_OPEN_BLOCKDEV, &io);
+
+	if (r < 0)
+		return r;
+	r = qcow2_header_probe(io, &is_qcow2, NULL);
+	qcow2_io_close(io);
+	if (r == 0 && !is_qcow2)
+		r = qcow2_set_error(-ENOTSUP, "'%s' is not a qcow2 image: it has no bitmaps", path);
+	return r;
+}
+
 /* The changes: the image open for writing alone (QEMU's write locks: refused, naming the
  * holder, while another process writes it), the source image for reading. */
 static int bitmap_edit(struct bitmap_args *a, const char *image, const char *name)
@@ -291,7 +307,9 @@ static int bitmap_edit(struct bitmap_args *a, const char *image, const char *nam
 
 	if (a->source && a->source_fmt && strcmp(a->source_fmt, "qcow2") != 0)
 		return qcow2_set_error(-ENOTSUP, "'%s': only qcow2 images have bitmaps", a->source);
-	r = open_for_write(image, &c);
+	r = require_qcow2(image);
+	if (r == 0)
+		r = open_for_write(image, &c);
 	if (r < 0)
 		return r;
 	r = qcow2_chain_layer(c, 0, &li);

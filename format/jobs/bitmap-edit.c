@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,6 +99,9 @@ static int add(struct edit *e, const char *name, uint64_t granularity, uint32_t 
 	struct qcow2_bitmap *b;
 	uint8_t **bits;
 
+	if (h->version < 3)
+		return qcow2_set_error(-ENOTSUP, "a version 2 image cannot store bitmaps (compat "
+						 "1.1 can: qemu-img amend -o compat=1.1)");
 	if (find(e, name) >= 0)
 		return qcow2_set_error(-EEXIST, "bitmap '%s' already exists", name);
 	if (!name[0] || strlen(name) > QCOW2_BITMAP_MAX_NAME_BYTES)
@@ -174,7 +178,12 @@ static int merge(struct edit *e, uint32_t di, struct edit *src, const char *src_
 	uint64_t dsize = qcow2_image_header(e->img)->size;
 	uint64_t ssize = qcow2_image_header(src->img)->size;
 	int si = usable(src, src_name, false), r;
+	char msg[256];
 
+	if (si < 0 && src != e) { /* named with its own image */
+		snprintf(msg, sizeof(msg), "%s", qcow2_last_error());
+		return qcow2_set_error(si, "'%s': %s", src->img->name, msg);
+	}
 	if (si < 0)
 		return si;
 	if (dsize != ssize)
@@ -253,6 +262,8 @@ int qcow2_image_bitmap_edit(struct qcow2_image *img, const char *name,
 		r = edit_load(&src, source);
 	for (k = 0; r == 0 && k < n_actions; k++)
 		r = apply(&e, source ? &src : NULL, &actions[k], name);
+	if (r < 0 && qcow2_last_error()[0] != '\'') /* else named already (the source) */
+		qcow2_error_prefix(r, img->name);
 	if (r == 0 && !dry_run)
 		r = qcow2_image_bitmaps_store(img, e.b, e.n, e.bits);
 	edit_release(&e);

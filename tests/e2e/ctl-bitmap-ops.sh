@@ -129,6 +129,23 @@ setup qemu-img create -q -f qcow2 T.qcow2 8M
 setup qemu-img bitmap --add T.qcow2 t
 check "merge from an image of another size: refused" neither --merge t -b T.qcow2 Q.qcow2 y -- \
 	merge -b T.qcow2 t y O.qcow2
+setup qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 1M
+v2_refused()
+{
+	if qemu-img bitmap --add v2.qcow2 a 2>/dev/null; then
+		echo "qemu-img added a bitmap to a v2 image"
+		return 1
+	fi
+	one_line_error "version 2" "$QCOWCTL" bitmap add v2.qcow2 a &&
+		one_line_error "version 2" "$QCOWCTL" bitmap add --dry-run v2.qcow2 a
+}
+check "a version 2 image cannot store bitmaps (also in a dry run)" v2_refused
+setup truncate -s 1M raw.img
+check "a raw file has no bitmaps: one line naming it" \
+	one_line_error "not a qcow2 image" "$QCOWCTL" bitmap add raw.img a
+check "merge from a bitmap another image lacks names that image" \
+	one_line_error "S.qcow2': bitmap 'nope' not found" "$QCOWCTL" bitmap merge -b S.qcow2 nope y \
+	O.qcow2
 bitmap_dry_run_unchanged()
 {
 	sha_of O.qcow2 >"$WORK/o.sha"

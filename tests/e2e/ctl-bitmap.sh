@@ -193,6 +193,25 @@ setup cp full.qcow2 ones.qcow2
 setup bm_patch ones.qcow2 all table-entry 1
 check "a table entry made all ones (its old cluster leaked): counted as qemu-img does" \
 	counts_same ones.qcow2
+setup cp many.qcow2 shared.qcow2
+shared_data=$(python3 - <<'PY'
+import struct
+f = open("shared.qcow2", "rb").read()
+off = struct.unpack(">I", f[100:104])[0]
+while True:
+    t, l = struct.unpack(">II", f[off:off + 8])
+    if t == 0x23852875:
+        d = struct.unpack(">Q", f[off + 24:off + 32])[0]
+        table = struct.unpack(">Q", f[d:d + 8])[0]   # bitmap "fine", its first data cluster
+        print(struct.unpack(">Q", f[table:table + 8])[0])
+        break
+    off += 8 + ((l + 7) & ~7)
+PY
+)
+[ -n "$shared_data" ] && [ "$shared_data" != 0 ] || bail "bitmap 'fine' has no data cluster"
+setup bm_patch shared.qcow2 default table-entry "$shared_data"
+check "two bitmaps sharing a data cluster (one leaked): counted as qemu-img does" \
+	counts_same shared.qcow2
 setup cp inuse.qcow2 inuse-check.qcow2
 check "a bitmap in use: clean, as qemu-img check says" counts_same inuse-check.qcow2
 setup cp many.qcow2 gran.qcow2
