@@ -256,6 +256,15 @@ setup cp many.qcow2 d-gran.qcow2
 setup bm_patch d-gran.qcow2 fine granularity 40
 check "--drop-bitmap: an entry QEMU refuses is dropped, the image checks clean" \
 	dropped_clean d-gran.qcow2 fine
+drop_dry_run()
+{
+	cp inuse.qcow2 d-dry.qcow2 && sha_of d-dry.qcow2 >"$WORK/d.sha" || return 1
+	"$QCOWCTL" check -q --repair --dry-run --drop-bitmap fine d-dry.qcow2 2>"$WORK/d.err" ||
+		return 1
+	grep -q "would drop bitmap 'fine', which is in use" "$WORK/d.err" || { cat "$WORK/d.err"; return 1; }
+	sha_unchanged "$WORK/d.sha" && lists_bitmap d-dry.qcow2 fine
+}
+check "--drop-bitmap --dry-run says why it would drop the bitmap and changes nothing" drop_dry_run
 setup cp inuse.qcow2 d-inuse.qcow2
 check "--drop-bitmap: a bitmap in use is dropped, the image checks clean" \
 	dropped_clean d-inuse.qcow2 fine
