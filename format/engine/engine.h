@@ -180,7 +180,8 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
 /* Make whole units of [@off, @off + @n) unallocated (partial units are left, except the last
- * one of the disk). */
+ * one of the disk); the persistent bitmaps are not marked (an overlay emptied after a commit,
+ * whose chain shows the same, as QEMU's bdrv_make_empty()). */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);
 /* Point guest cluster @guest_cl at L2 entry @ent (1 or 2 words), counting down what it pointed
  * at. w->lock held, qcow2_image_begin_write() done. */
