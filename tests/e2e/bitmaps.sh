@@ -104,6 +104,8 @@ printf '%s in-use\n' b1m b4k b512k b64k off >"$WORK/inuse.want"
 check "after SIGKILL: qemu-img info shows the bitmaps in use" \
 	eval 'in_use_flags d.qcow2 | diff -u "$WORK/inuse.want" -'
 check "after SIGKILL: qemu-img check finds no corruption" image_not_corrupt d.qcow2
+check "after SIGKILL: qcowctl check finds no corruption either (in-use bitmaps are referenced)" \
+	eval 'ctl check d.qcow2 >/dev/null; rc=$?; [ $rc = 0 ] || [ $rc = 3 ]'
 check "after SIGKILL: the fsynced write is in the image" \
 	eval 'qemu-img convert -O raw d.qcow2 "$WORK/after.raw" &&
 		cmp -n 4096 -i 0:$((16 << 20)) "$WORK/crash.block" "$WORK/after.raw"'
