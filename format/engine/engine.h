@@ -157,7 +157,8 @@ struct qcow2_wstate {
 	struct qcow2_wbitmap *bm;
 	uint32_t n_bm;
 	bool bm_loaded;
-	bool bm_marked; /* a guest change set bits (atomic) */
+	bool bm_marked;	   /* a guest change set bits (atomic) */
+	bool bm_replacing; /* qcow2_image_bitmaps_store() runs its first change */
 };
 
 /* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around
