@@ -192,6 +192,12 @@ int qcow2_bitmaps_begin(struct qcow2_image *img)
 
 	if (w->bm_loaded || !in_force(img))
 		return 0;
+	if (w->bm_replacing) {
+		/* qcow2_image_bitmaps_store() replaces the directory, whatever it holds (a
+		 * repair drops entries QEMU refuses): nothing to load, the bitmaps stay in force */
+		w->bm_loaded = true;
+		return 0;
+	}
 	r = qcow2_image_bitmaps(img, false, &b, &n);
 	if (r == 0)
 		r = adopt(b, n, &v);
@@ -314,7 +320,8 @@ static int free_old(struct qcow2_image *img, const struct qcow2_bitmap *old, uin
 
 		for (j = 0; j < n && !kept; j++)
 			kept = v[j].e.table_off == old[i].table_off;
-		if (kept || old[i].invalid || qcow2_image_bitmap_table(img, &old[i], &t) < 0)
+		/* (an entry QEMU refuses too: the walk counts its table and data all the same) */
+		if (kept || qcow2_image_bitmap_table(img, &old[i], &t) < 0)
 			continue;
 		for (k = 0; r == 0 && k < old[i].table_entries; k++)
 			if (t[k] & QCOW2_BME_OFFSET_MASK)
@@ -425,11 +432,14 @@ int qcow2_image_bitmaps_store(struct qcow2_image *img, const struct qcow2_bitmap
 	if (img->h.version < 3)
 		return qcow2_set_error(-ENOTSUP, "'%s': a version 2 image has no bitmaps",
 				       img->name);
-	/* no write runs (w->frees exclusive); the first change as for any other (the bitmaps
-	 * found are loaded and in use: a crash during the store leaves them inconsistent) */
+	/* No write runs (w->frees exclusive). The first change as for any other, but the
+	 * bitmaps found are not loaded (the caller replaces them) nor marked in use: no guest
+	 * data changes, and a crash leaves the old directory or the new, both right. */
 	qcow2_image_exclusive_begin(img);
 	qcow2_image_meta_lock(img);
+	w->bm_replacing = true;
 	r = qcow2_image_begin_write(img);
+	w->bm_replacing = false;
 	if (r == 0 && __atomic_load_n(&w->bm_marked, __ATOMIC_RELAXED))
 		r = qcow2_set_error(-EBUSY, "the bitmaps are tracking the writes of this open");
 	if (r == 0 && !(v = calloc(n ? n : 1, sizeof(*v))))
@@ -457,9 +467,14 @@ int qcow2_image_bitmaps_store(struct qcow2_image *img, const struct qcow2_bitmap
 		r = store(img, v, n);
 	qcow2_bitmaps_free_w(v, n);
 	if (r == 0) {
-		/* the new directory is now the one this open keeps in use until it closes */
+		/* The new directory is now the one this open keeps in use until it closes. If it
+		 * cannot be loaded (entries QEMU refuses, kept by the caller), the next change
+		 * runs the first-change step again, which refuses it. */
 		qcow2_bitmaps_release(img);
-		r = qcow2_bitmaps_begin(img);
+		if (qcow2_bitmaps_begin(img) < 0) {
+			__atomic_store_n(&w->began, false, __ATOMIC_RELEASE);
+			qcow2_clear_error();
+		}
 	}
 	qcow2_image_meta_unlock(img);
 	qcow2_image_exclusive_end(img);

@@ -157,7 +157,8 @@ struct qcow2_wstate {
 	struct qcow2_wbitmap *bm;
 	uint32_t n_bm;
 	bool bm_loaded;
-	bool bm_marked; /* a guest change set bits (atomic) */
+	bool bm_marked;	   /* a guest change set bits (atomic) */
+	bool bm_replacing; /* qcow2_image_bitmaps_store() runs its first change */
 };
 
 /* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around
@@ -180,7 +181,8 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 		     const struct qcow2_fill *fill);
 /* Make whole units of [@off, @off + @n) unallocated (partial units are left, except the last
- * one of the disk). */
+ * one of the disk); the persistent bitmaps are not marked (an overlay emptied after a commit,
+ * whose chain shows the same, as QEMU's bdrv_make_empty()). */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);
 /* Point guest cluster @guest_cl at L2 entry @ent (1 or 2 words), counting down what it pointed
  * at. w->lock held, qcow2_image_begin_write() done. */

@@ -465,16 +465,13 @@ static int relieve(struct qcow2_image *img)
 	return 0;
 }
 
-static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n, uint64_t off,
-			const struct qcow2_fill *fill);
-
 typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
 			  const struct qcow2_fill *fill);
 
 /* One slow-path pass under the metadata lock: the first change made durable first, then the
  * run, then a flush if the caches are full. */
 static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
-			  uint64_t off, const struct qcow2_fill *fill)
+			  uint64_t off, const struct qcow2_fill *fill, bool guest_change)
 {
 	uint64_t cl = off >> img->h.cluster_bits;
 	ssize_t got;
@@ -488,9 +485,10 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 	if (r == 0)
 		r = qcow2_image_begin_write(img);
 	/* Every guest-visible change goes through here or write_in_place(): a write with data or
-	 * a zeroing/unmapping run marks the bitmaps before its data is written (a preallocation
-	 * and the copy-on-write fills change nothing the guest reads). */
-	if (r == 0 && (buf || run == zero_run))
+	 * a zeroing marks the bitmaps before its data is written (a preallocation, the
+	 * copy-on-write fills and the emptying of an overlay whose data the layers below now
+	 * hold change nothing the guest reads). */
+	if (r == 0 && guest_change)
 		qcow2_bitmaps_mark(img, off, n);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
 	if (got >= 0 && (r = relieve(img)) < 0)
@@ -519,7 +517,7 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 		}
 		if (got == 0)
 			got = locked_run(img, write_run, p ? p + done : NULL, n - done, off + done,
-					 fill);
+					 fill, p != NULL);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		done += (size_t)got;
@@ -637,7 +635,7 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 			continue;
 		}
 		len = (end - off) & ~(unit - 1);
-		got = locked_run(img, zero_run, NULL, (size_t)len, off, fill);
+		got = locked_run(img, zero_run, NULL, (size_t)len, off, fill, true);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		off += (uint64_t)got;
@@ -647,7 +645,8 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 
 /* Whole units of [@off, @off + @n) made unallocated, so that what lies below shows through
  * (an overlay emptied after a commit). A partial unit is left as it is, except the last one
- * of the disk, whose tail lies past the end anyway. */
+ * of the disk, whose tail lies past the end anyway. The bitmaps are not marked: the chain's
+ * view is unchanged, and QEMU's bdrv_make_empty() does not mark them either. */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
 {
 	uint64_t unit = 1ull << img->sc_bits, end = off + n;
@@ -662,7 +661,7 @@ int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
 	end = end == img->h.size ? (end + unit - 1) & ~(unit - 1) : end & ~(unit - 1);
 	off = (off + unit - 1) & ~(unit - 1);
 	while (off < end) {
-		got = locked_run(img, zero_run, NULL, (size_t)(end - off), off, &none);
+		got = locked_run(img, zero_run, NULL, (size_t)(end - off), off, &none, false);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		off += (uint64_t)got;

@@ -368,10 +368,11 @@ int qcow2_image_bitmap_read(struct qcow2_image *img, const struct qcow2_bitmap *
  * data clusters (zero clusters as zero entries) and a new table; with @bits NULL or @bits[i]
  * NULL it keeps the table b[i] names (table_off, table_entries: one of the current directory).
  * Flags, names and granularities as given (type 1, no extra data). The current directory and
- * the tables no entry keeps are freed. Crash-safe: data and tables, then the directory, then the
- * header's extension, each durable, then the old clusters freed; a crash leaves the old
- * directory with its bitmaps in use (inconsistent), or the new one. -EBUSY once guest writes of
- * this open have marked the bitmaps. 0 or a negative errno (message names the image). */
+ * the tables no entry keeps are freed. The current directory may hold entries QEMU refuses
+ * (they are dropped by leaving them out). Crash-safe: data and tables, then the directory,
+ * then the header's extension, each durable, then the old clusters freed; a crash leaves the
+ * old directory or the new one. -EBUSY once guest writes of this open have marked the
+ * bitmaps. 0 or a negative errno (message names the image). */
 int qcow2_image_bitmaps_store(struct qcow2_image *img, const struct qcow2_bitmap *b, uint32_t n,
 			      uint8_t *const *bits);
 

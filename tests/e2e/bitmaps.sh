@@ -104,6 +104,8 @@ printf '%s in-use\n' b1m b4k b512k b64k off >"$WORK/inuse.want"
 check "after SIGKILL: qemu-img info shows the bitmaps in use" \
 	eval 'in_use_flags d.qcow2 | diff -u "$WORK/inuse.want" -'
 check "after SIGKILL: qemu-img check finds no corruption" image_not_corrupt d.qcow2
+check "after SIGKILL: qcowctl check finds no corruption either (in-use bitmaps are referenced)" \
+	eval 'ctl check d.qcow2 >/dev/null; rc=$?; [ $rc = 0 ] || [ $rc = 3 ]'
 check "after SIGKILL: the fsynced write is in the image" \
 	eval 'qemu-img convert -O raw d.qcow2 "$WORK/after.raw" &&
 		cmp -n 4096 -i 0:$((16 << 20)) "$WORK/crash.block" "$WORK/after.raw"'
@@ -116,5 +118,32 @@ dd_write "$V" $((17 << 20)) || fail "dd at 17 MiB"
 check "a later mount unmounts cleanly" umount_qcowfs "$MNT"
 check "bitmaps in use stay in use" eval 'in_use_flags d.qcow2 | diff -u "$WORK/inuse.want" -'
 check "qemu-img check after the later write: no corruption" image_not_corrupt d.qcow2
+
+# ---- growing the disk: the bitmaps grow with it, the new range clean, as qemu-img resize ----
+
+G=$WORK/grow
+mkdir -p "$G/src" "$G/qemu"
+setup qcreate "$G/src/g.qcow2" 8M
+setup qemu-img bitmap --add "$G/src/g.qcow2" be
+setup qio "$G/src/g.qcow2" "write -P 0x21 1M 64k"
+setup qemu-img bitmap --add "$G/src/g.qcow2" bd
+setup qio "$G/src/g.qcow2" "write -P 0x22 2M 64k"
+setup qemu-img bitmap --disable "$G/src/g.qcow2" bd
+setup cp "$G/src/g.qcow2" "$G/qemu/g.qcow2"
+mount_qcowfs "$G/src" "$G/mnt" || bail "no mount of the image to grow"
+fs truncate -s 16M "$G/mnt/g.raw" || fail "truncate -s 16M"
+dd_write "$G/mnt/g.raw" $((12 << 20)) || fail "dd at 12 MiB"
+fs cat "$G/mnt/g.raw" >"$WORK/g.raw" || fail "reading the grown view"
+check "the grown view unmounts cleanly" umount_qcowfs "$G/mnt"
+setup qemu-img resize -q "$G/qemu/g.qcow2" 16M
+setup dd if="$WORK/g.raw" of="$WORK/g.block" bs=4096 skip=$((12 << 8)) count=1 status=none
+setup qio "$G/qemu/g.qcow2" "write -s $WORK/g.block $((12 << 20)) 4k"
+check "grown: qemu-img check finds no error, no leak" image_clean "$G/src/g.qcow2"
+check "grown: the same disk as QEMU's" qemu-img compare -q "$G/src/g.qcow2" "$G/qemu/g.qcow2"
+for b in be bd; do
+	check "grown: bitmap $b has QEMU's dirty ranges" \
+		eval 'dirty_ranges "$G/qemu/g.qcow2" '$b' >"$WORK/gq" &&
+			dirty_ranges "$G/src/g.qcow2" '$b' | diff -u "$WORK/gq" -'
+done
 
 finish

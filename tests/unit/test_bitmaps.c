@@ -109,8 +109,10 @@ static bool bit(const uint8_t *bits, unsigned i)
 	return bits[i / 8] >> (i % 8) & 1;
 }
 
-/* The changes of the tests: a write across a granule boundary, a small write, a zeroing and a
- * discard; @model gets the granules each one covers. */
+/* The changes of the tests: a write across a granule boundary, a small write, a zeroing, a
+ * discard (a zeroing with nothing below, as the views discard) and the unmapping of an overlay
+ * emptied after a commit, which changes nothing the chain shows and marks nothing, as in QEMU;
+ * @model gets the granules each one covers. */
 static int changes(struct qcow2_image *q, bool *model)
 {
 	static uint8_t buf[8192];
@@ -129,7 +131,9 @@ static int changes(struct qcow2_image *q, bool *model)
 	if (r == 0)
 		r = qcow2_image_zero(q, 3u << 20, 128u << 10, NULL);
 	if (r == 0)
-		r = qcow2_image_unmap(q, 60ull * GRAN, GRAN);
+		r = qcow2_image_zero(q, 60ull * GRAN, GRAN, NULL);
+	if (r == 0)
+		r = qcow2_image_unmap(q, 62ull * GRAN, GRAN);
 	return r;
 }
 
@@ -269,4 +273,73 @@ Test(bitmaps, a_crash_at_any_write_leaves_the_bitmap_in_use_or_right)
 		}
 		cr_assert_gt(k, 3, "phase %u: too few writes to crash at", phase);
 	}
+}
+
+/* The store of the bitmap commands: a bitmap added with bits beside the one kept, then every
+ * bitmap removed (the extension goes); each time the file checks clean, with no leak. */
+Test(bitmaps, the_store_adds_keeps_and_removes_bitmaps)
+{
+	struct qcow2_image *q, *r;
+	struct qcow2_bitmap *b, nb[2];
+	uint8_t bits[NBITS / 8] = {0}, *got, *keep[2];
+	uint64_t nbits;
+	uint32_t n;
+
+	build(QCOW2_BITMAP_AUTO);
+	q = open_img(true);
+	cr_assert_eq(qcow2_image_bitmaps(q, false, &b, &n), 0, "%s", qcow2_last_error());
+	nb[0] = b[0];
+	nb[1] = (struct qcow2_bitmap){.name = "added", .flags = 0, .granularity_bits = 16};
+	bits[1] = 0x81; /* granules 8 and 15 */
+	keep[0] = NULL;
+	keep[1] = bits;
+	cr_assert_eq(qcow2_image_bitmaps_store(q, nb, 2, keep), 0, "%s", qcow2_last_error());
+	qcow2_bitmaps_free(b, n);
+	qcow2_image_close(q);
+	r = open_img(false);
+	cr_assert_eq(qcow2_image_bitmaps(r, false, &b, &n), 0, "%s", qcow2_last_error());
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(b[0].name, "bitmap0");
+	cr_assert_eq(b[0].table_off, img->bitmap_table_off, "the first keeps its table");
+	cr_assert_str_eq(b[1].name, "added");
+	cr_assert_eq(qcow2_image_bitmap_read(r, &b[1], &got, &nbits), 0, "%s", qcow2_last_error());
+	cr_assert_arr_eq(got, bits, sizeof(bits));
+	free(got);
+	qcow2_bitmaps_free(b, n);
+	qcow2_image_close(r);
+	assert_clean(false);
+
+	q = open_img(true);
+	cr_assert_eq(qcow2_image_bitmaps_store(q, NULL, 0, NULL), 0, "%s", qcow2_last_error());
+	qcow2_image_close(q);
+	r = open_img(false);
+	cr_assert_not(qcow2_image_header(r)->has_bitmaps_ext, "no extension left");
+	cr_assert_not(qcow2_image_header(r)->autoclear & QCOW2_AUTOCLEAR_BITMAPS);
+	qcow2_image_close(r);
+	assert_clean(false);
+}
+
+/* A directory entry QEMU refuses is dropped by storing the others (a repair's way). */
+Test(bitmaps, the_store_drops_an_entry_qemu_refuses)
+{
+	struct qcow2_image *q;
+
+	build(QCOW2_BITMAP_AUTO | (1u << 5));
+	q = open_img(true);
+	cr_assert_eq(qcow2_image_bitmaps_store(q, NULL, 0, NULL), 0, "%s", qcow2_last_error());
+	qcow2_image_close(q);
+	assert_clean(false);
+}
+
+/* Guest writes of this open have marked the bitmaps: a store would lose them. */
+Test(bitmaps, the_store_is_refused_once_writes_marked_the_bitmaps)
+{
+	struct qcow2_image *q;
+
+	build(QCOW2_BITMAP_AUTO);
+	q = open_img(true);
+	cr_assert_eq(changes(q, NULL), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_bitmaps_store(q, NULL, 0, NULL), -EBUSY);
+	qcow2_image_close(q);
+	assert_clean(false);
 }
