@@ -3,7 +3,13 @@
  * cmd-bitmap.c - qcowctl bitmap: the persistent dirty bitmaps of an image.
  *
  *   qcowctl bitmap list [--json] IMAGE
+ *   qcowctl bitmap add|remove|clear|enable|disable IMAGE NAME, merge SRC DST IMAGE [-b SOURCE]
+ *   qcowctl bitmap --add|--remove|...|--merge SRC IMAGE NAME (qemu-img bitmap's spelling)
  *   qcowctl map --bitmap NAME [--json] IMAGE (bitmap_map())
+ *   qcowctl copy --bitmaps (bitmaps_copy())
+ *
+ * The changes are the library's (qcow2_image_bitmap_edit(), jobs/bitmap-edit.c), on the image
+ * opened with QEMU's write locks (open_for_write()); this file parses and prints only.
  *
  * The listing is what qemu-img info shows of the bitmaps (flags, name, granularity; the JSON
  * shape of its "bitmaps" array); info prints the same block through bitmaps_print_text() and
@@ -187,10 +193,12 @@ static int bitmap_list(const char *path, bool json, bool force_share)
 		json_init(&j, stdout);
 		json_begin_object(&j, NULL);
 		json_string(&j, "filename", path);
-		if (n)
+		if (n) {
 			bitmaps_print_json(&j, b, n);
-		else
-			json_begin_array(&j, "bitmaps"), json_end_array(&j);
+		} else { /* an empty list, where info prints none */
+			json_begin_array(&j, "bitmaps");
+			json_end_array(&j);
+		}
 		json_end_object(&j);
 		json_finish(&j);
 	} else if (r == 0) {
