@@ -107,6 +107,10 @@ static int make_plan(struct copy *k, struct plan *p)
 	unsigned steps = 0;
 	int r = 0;
 
+	if (o->no_sparse) { /* -S 0: every byte is written, holes and zeros as data */
+		k->st->planned_bytes = size;
+		return size ? add(p, ITEM_DATA, 0, size) : 0;
+	}
 	while (off < size && r == 0) {
 		struct qcow2_extent e;
 		bool in;
@@ -184,26 +188,51 @@ static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 
 /* ---- copying data ---- */
 
+/* The bytes from @pos to the end of the destination's cluster at @off + @pos (at most @n). */
+static uint64_t piece(const struct copy *k, uint64_t pos, uint64_t n, uint64_t off)
+{
+	uint64_t len = k->granule - ((off + pos) & (k->granule - 1));
+
+	return len < n - pos ? len : n - pos;
+}
+
+/* The bytes of the run of all-zero pieces of @p that starts at @pos. */
+static uint64_t zero_run(const struct copy *k, const uint8_t *p, uint64_t pos, uint64_t n,
+			 uint64_t off)
+{
+	uint64_t from = pos, len;
+
+	while (pos < n && all_zero(p + pos, (size_t)(len = piece(k, pos, n, off))))
+		pos += len;
+	return pos - from;
+}
+
 /* Write @n bytes of @p (read from the source at @off) piece by piece at the destination's
- * clusters: runs of data written, zero pieces zeroed, pieces equal to @under's skipped
- * (@u: @under's bytes, with @compare). */
+ * clusters: runs of data written, pieces equal to @under's skipped (@u: @under's bytes, with
+ * @compare), runs of zero pieces zeroed when they are at least @min_sparse long (as qemu-img
+ * convert -S), else written as data like the data around them. */
 static int put_pieces(struct copy *k, const uint8_t *p, const uint8_t *u, uint64_t n, uint64_t off)
 {
-	uint64_t pos = 0, run = 0; /* pending run of data: [pos - run, pos) */
+	uint64_t pos = 0, run = 0, len; /* pending run of data: [pos - run, pos) */
 	int r = 0;
 
 	while (pos < n && r == 0) {
-		uint64_t len = k->granule - ((off + pos) & (k->granule - 1));
-
-		if (len > n - pos)
-			len = n - pos;
-		if (all_zero(p + pos, (size_t)len) ||
-		    (u && !memcmp(p + pos, u + pos, (size_t)len))) {
+		len = piece(k, pos, n, off);
+		if (u && !memcmp(p + pos, u + pos, (size_t)len)) {
 			if (run)
 				r = dst_write(k, p + pos - run, run, off + pos - run);
 			run = 0;
-			if (r == 0 && !(u && !memcmp(p + pos, u + pos, (size_t)len)))
-				r = dst_zero(k, off + pos, len);
+		} else if (!k->o->no_sparse && all_zero(p + pos, (size_t)len)) {
+			len = zero_run(k, p, pos, n, off);
+			if (len < k->o->min_sparse) {
+				run += len; /* too short a hole: written with the data */
+			} else {
+				if (run)
+					r = dst_write(k, p + pos - run, run, off + pos - run);
+				run = 0;
+				if (r == 0)
+					r = dst_zero(k, off + pos, len);
+			}
 		} else {
 			run += len;
 		}
@@ -470,7 +499,7 @@ static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t 
 		memset(k->buf + n, 0, (size_t)(cs - n));
 		r = qcow2_chain_pread(k->src, k->buf, (size_t)n, c);
 		if (r == 0)
-			r = all_zero(k->buf, (size_t)n)
+			r = !k->o->no_sparse && all_zero(k->buf, (size_t)n)
 				? dst_zero(k, c, n)
 				: qcow2_chain_write_compressed(k->o->dst, k->buf, c);
 		if (r == 0) {
@@ -514,7 +543,11 @@ static int granule_of(const struct qcow2_copy_opts *o, uint64_t *g)
 	struct qcow2_layer_info li;
 	int r;
 
-	*g = 64 << 10;
+	/* A raw file: holes of a page, or as qemu-img convert -S SIZE aligns them, of the
+	 * largest power of two not above SIZE. */
+	*g = 4096;
+	while (!o->dst && *g * 2 <= o->min_sparse)
+		*g *= 2;
 	if (!o->dst)
 		return 0;
 	r = qcow2_chain_layer(o->dst, 0, &li);
