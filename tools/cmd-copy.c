@@ -222,6 +222,7 @@ int cmd_copy(int argc, char **argv)
 
 	qcow2_create_opts_default(&a.create);
 	a.o.create = &a.create;
+	a.o.min_sparse = 4096; /* -S's default, as qemu-img's */
 	if (parse_args(argc, argv, &a) < 0) {
 		free(a.snap);
 		return EXIT_USAGE;

@@ -54,7 +54,8 @@ struct copy {
 	const struct qcow2_copy_opts *o;
 	const struct qcow2_job *job;
 	struct qcow2_copy_stats *st;
-	uint64_t granule; /* the destination's cluster */
+	uint64_t cluster; /* the destination's cluster (64 KiB for a raw file) */
+	uint64_t granule; /* the pieces zeros are looked for in (granule_of()) */
 	uint64_t done, total;
 	uint8_t *buf; /* compressed copies */
 	const struct plan *plan;
@@ -487,7 +488,7 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
  * first cluster not yet written (items may share a cluster). */
 static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t *next)
 {
-	uint64_t cs = k->granule, size = qcow2_chain_size(k->src), end = off + len;
+	uint64_t cs = k->cluster, size = qcow2_chain_size(k->src), end = off + len;
 	uint64_t c = off & ~(cs - 1);
 	int r = 0;
 
@@ -538,21 +539,26 @@ static int run_plan(struct copy *k, const struct plan *p)
 	return r;
 }
 
-static int granule_of(const struct qcow2_copy_opts *o, uint64_t *g)
+/* The destination's cluster, and the pieces in which zeros are looked for: the cluster (the
+ * block jobs), or with @min_sparse what qemu-img convert -S SIZE aligns its zero runs to, the
+ * largest power of two not above SIZE (from a sector; a page for a raw file, the file system's
+ * hole), so that the runs of data written and the ranges left alone are qemu-img's, down to
+ * the subclusters of an extended L2 image and the holes in the file of a preallocated one. */
+static int granule_of(const struct qcow2_copy_opts *o, uint64_t *cluster, uint64_t *g)
 {
 	struct qcow2_layer_info li;
-	int r;
+	int r = 0;
 
-	/* A raw file: holes of a page, or as qemu-img convert -S SIZE aligns them, of the
-	 * largest power of two not above SIZE. */
-	*g = 4096;
-	while (!o->dst && *g * 2 <= o->min_sparse)
+	*cluster = 64 << 10;
+	if (o->dst && (r = qcow2_chain_layer(o->dst, 0, &li)) == 0 && li.image)
+		*cluster = qcow2_image_cluster_bytes(li.image);
+	if (!o->min_sparse || o->no_sparse) {
+		*g = o->dst ? *cluster : 4096;
+		return r;
+	}
+	*g = o->dst ? 512 : 4096;
+	while (*g * 2 <= o->min_sparse)
 		*g *= 2;
-	if (!o->dst)
-		return 0;
-	r = qcow2_chain_layer(o->dst, 0, &li);
-	if (r == 0 && li.image)
-		*g = qcow2_image_cluster_bytes(li.image);
 	return r;
 }
 
@@ -568,7 +574,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		return qcow2_set_error(-EINVAL, "internal: copy without a destination");
 	if (o->compress && !o->dst && !o->dry_run)
 		return qcow2_set_error(-EINVAL, "compressed clusters need a qcow2 destination");
-	r = granule_of(o, &k.granule);
+	r = granule_of(o, &k.cluster, &k.granule);
 	if (r == 0)
 		r = make_plan(&k, &p);
 	if (r == 0 && !o->dry_run) {
