@@ -6,7 +6,13 @@
  * A copy is built under a hidden name next to its destination (.DEST.qcowctl-part, the same
  * on every run, so a second run replaces what a killed one left), filled by the copy engine
  * (copy.c), made durable, and only then renamed to DEST, the directory synced after: DEST is
- * never half-made. An external snapshot's overlay is created whole (create.c) while the image
+ * never half-made. The new image takes the caller's options (qemu-img convert -o), with the
+ * source's cluster size, compat level and extended L2 where they were not asked for; with -B it
+ * backs onto the given file and the copy engine compares with the view below, writing only
+ * what differs. With -n (@existing) the destination is an existing image, written in place
+ * (as qemu-img does): each range written shows the source's view, zeros included, so a killed
+ * run leaves it valid, reading byte by byte what it held or the source's view. An external
+ * snapshot's overlay is created whole (create.c) while the image
  * under it is held as a reader, so no other process writes it meanwhile.
  *
  * Locks: none of its own (copy.c's readers; QEMU's file locks through the chain it opens).
@@ -156,11 +162,16 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 static int open_existing(struct qcow2_chain *c, const char *dest, struct qcow2_chain **dst)
 {
 	struct qcow2_chain_opts wo = {.lock = true, .writable = true, .top_blockdev = true};
+	struct qcow2_layer_info top;
 	int r = qcow2_chain_open(dest, &wo, dst);
 
 	if (r < 0)
 		return r;
-	if (qcow2_chain_size(*dst) < qcow2_chain_size(c))
+	qcow2_chain_layer(*dst, 0, &top);
+	if (!top.image)
+		r = qcow2_set_error(-EINVAL,
+				    "'%s' is not a qcow2 image: -n writes into qcow2 images", dest);
+	else if (qcow2_chain_size(*dst) < qcow2_chain_size(c))
 		r = qcow2_set_error(
 		    -EINVAL, "'%s' is smaller than the source (%" PRIu64 " < %" PRIu64 " bytes)",
 		    dest, qcow2_chain_size(*dst), qcow2_chain_size(c));
@@ -256,6 +267,7 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 		  const struct qcow2_job *job, struct qcow2_plan *plan)
 {
 	struct qcow2_chain_opts ro = {.lock = true, .snapshot = o->snapshot};
+	struct qcow2_create_opts co;
 	struct qcow2_chain *c;
 	uint64_t bytes = 0;
 	bool exists = false;
@@ -276,6 +288,11 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 		exists = true;
 	if (r == 0 && exists && qcow2_commit_find_layer(c, dest, &k) == 0)
 		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
+	if (r == 0 && !o->raw && !o->existing) { /* the new image's options, before anything */
+		dest_options(c, o, &co);
+		if ((r = qcow2_create_opts_check(&co)) < 0)
+			r = qcow2_error_prefix(r, dest);
+	}
 	if (r == 0)
 		r = convert_run(c, dest, o, job, &bytes);
 	if (r == 0 && !o->existing)

@@ -158,6 +158,12 @@ check "-o size= is refused in one line" expect_fail_msg "size" "$QCOWCTL" conver
 	v3.qcow2 "$US/x.qcow2"
 check "-o bad_option is refused in one line" expect_fail_msg "bad_option" "$QCOWCTL" convert \
 	-o bad_option=1 v3.qcow2 "$US/x.qcow2"
+check "-o cluster_size=3k is refused in one line naming DEST" expect_fail_msg \
+	"x.qcow2.*cluster_size" "$QCOWCTL" convert -o cluster_size=3k v3.qcow2 "$US/x.qcow2"
+check "zstd on a compat=0.10 source without compat=1.1 is refused in one line" \
+	expect_fail_msg "compat=1.1" "$QCOWCTL" convert -o compression_type=zstd,compat=0.10 \
+	v3.qcow2 "$US/x.qcow2"
+check_not "nothing is left of a refused copy" compgen -G "$US/*x.qcow2*"
 check "-o compression_type=lz4 is refused in one line" expect_fail_msg "lz4" "$QCOWCTL" \
 	convert -o compression_type=lz4 v3.qcow2 "$US/x.qcow2"
 
@@ -243,6 +249,9 @@ check "-n into a smaller image is refused in one line naming it" expect_fail_msg
 	"small.qcow2.*smaller" "$QCOWCTL" convert -n v3.qcow2 "$US/small.qcow2"
 check "-n with -o is refused in one line" expect_fail_msg "skipping image creation" "$QCOWCTL" convert -n \
 	-o compat=1.1 v3.qcow2 "$US/n.qcow2"
+setup truncate -s 16M "$US/n.raw"
+check "-n into a raw file is refused in one line" expect_fail_msg "not a qcow2" "$QCOWCTL" \
+	convert -n v3.qcow2 "$US/n.raw"
 check "-n of a missing image is refused in one line" expect_fail_msg "missing.qcow2" \
 	"$QCOWCTL" convert -n v3.qcow2 "$US/missing.qcow2"
 check_not "and creates nothing" test -e "$US/missing.qcow2"
