@@ -49,9 +49,10 @@ static void copy_usage(FILE *f, const char *cmd)
 	       "                     snapshot.id=ID, or an id or name (as SRC@SNAP)\n"
 	       "  -s SNAPSHOT        the same (qemu-img's deprecated spelling)\n"
 	       "  -W                 accepted for qemu-img's sake: writes are always in order\n"
-	       "  -m N               accepted (1 to 16) for qemu-img's sake: SRC is always read\n"
-	       "                     by 4 threads ahead of the writes, which are in order;\n"
-	       "                     neither option changes the result\n"
+	       "                     (the result is the same without it)\n"
+	       "  -m N               with -c, compress on N threads (1 to 16; default: one per\n"
+	       "                     CPU, up to 4); clusters are stored in order, so the result\n"
+	       "                     is the same. SRC is always read ahead by 4 threads\n"
 	       "  --dry-run          print the plan and change nothing\n"
 	       "  --json             print the plan as JSON\n"
 	       "  -p                 show progress even when not on a terminal\n"
@@ -119,13 +120,14 @@ static int parse_format(int c, const char *val, struct qcow2_convert_opts *o)
 	return 0;
 }
 
-static int parse_workers(const char *val)
+static int parse_workers(const char *val, unsigned *threads)
 {
 	char *end;
 	long n = strtol(val, &end, 10);
 
 	if (*end || end == val || n < 1 || n > 16)
 		return error("invalid -m '%s': 1 to 16", val), -1;
+	*threads = (unsigned)n;
 	return 0;
 }
 
@@ -163,7 +165,7 @@ static int copy_opt(struct copy_args *a, int c)
 	case 'W':
 		return 0; /* out-of-order writes: ours are in order, the result is the same */
 	case 'm':
-		return parse_workers(optarg);
+		return parse_workers(optarg, &a->o.threads);
 	default:
 		return 1;
 	}

@@ -636,6 +636,13 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 /* Write the top's cluster at @off (cluster-aligned) from the whole cluster in @buf,
  * compressed with the image's compression type where that saves space. */
 int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off);
+/* Its two halves, so that clusters can be compressed on several threads and stored in order:
+ * compress the whole cluster @buf into @out (a cluster's bytes) with the top's compression
+ * type, taking no lock (any thread); returns the length, 0 when not worth it, or -errno. */
+ssize_t qcow2_chain_compress(struct qcow2_chain *c, const void *buf, void *out);
+/* Then store it: @comp (@len bytes; 0: @buf written plain) as the top's cluster at @off. */
+int qcow2_chain_write_precompressed(struct qcow2_chain *c, const void *buf, const void *comp,
+				    size_t len, uint64_t off);
 /* Have refcounts changed since the last flush (new clusters whose pointers are not on disk
  * yet, which a crash would leak)? */
 bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c);
@@ -729,6 +736,7 @@ struct qcow2_copy_opts {
 	uint64_t min_sparse;	   /* zero runs in data shorter than this are written (0: one
 				    * cluster of @dst) */
 	bool no_sparse;		   /* write every range of [0, size), zeros and holes as data */
+	unsigned threads;	   /* @compress: threads compressing (0: one per CPU, up to 4) */
 };
 struct qcow2_copy_stats {
 	uint64_t planned_bytes; /* bytes of data in the ranges to copy */
@@ -853,6 +861,7 @@ struct qcow2_convert_opts {
 	 * place: afterwards its first bytes show the source's view, the rest is kept. */
 	bool existing;
 	const char *snapshot; /* the source's internal snapshot to copy (NULL: its active state) */
+	unsigned threads;     /* -m: threads compressing with @compress (0: one per CPU, up to 4) */
 };
 /* Copy the flat view of @src's chain (or its top layer) into a new image @dest: built under a
  * hidden name next to it, made durable, then renamed to @dest (with @existing: written in

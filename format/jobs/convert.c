@@ -207,6 +207,7 @@ static void copy_opts(struct qcow2_chain *c, const struct qcow2_convert_opts *o,
 	co->compress = o->compress;
 	co->min_sparse = o->min_sparse;
 	co->no_sparse = o->no_sparse;
+	co->threads = o->threads;
 }
 
 static int convert_run(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,

@@ -27,7 +27,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "jobs/jobs.h"
 
@@ -57,7 +59,6 @@ struct copy {
 	uint64_t cluster; /* the destination's cluster (64 KiB for a raw file) */
 	uint64_t granule; /* the pieces zeros are looked for in (granule_of()) */
 	uint64_t done, total;
-	uint8_t *buf; /* compressed copies */
 	const struct plan *plan;
 	size_t pf_item; /* prefetch cursor: the item, and the offset reached in it */
 	uint64_t pf_off;
@@ -484,58 +485,205 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
 	return r;
 }
 
-/* Compressed: whole clusters of the destination, read whole from the source. @next: the
- * first cluster not yet written (items may share a cluster). */
-static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t *next)
+/* ---- compressed copies: whole clusters of the destination, read whole from the source.
+ * Their offsets are gathered into batches; each batch is split into up to b->threads
+ * contiguous shares, each read (a run of adjacent clusters at once) and compressed by its own
+ * thread (reads of a chain and the codec are safe from many threads), and the caller's thread
+ * then stores them in order, so the file is laid out as one thread would lay it out. */
+
+#define BATCH	    (8u << 20) /* bytes of clusters read and compressed at once */
+#define MAX_THREADS 16u
+#define LEN_ZERO    (-5000) /* batch->len[]: an all-zero cluster, zeroed instead (no errno) */
+
+struct batch {
+	const struct copy *k;
+	uint8_t *in, *out; /* @cap clusters each */
+	ssize_t *len;	   /* compressed bytes, 0 (stored plain) or LEN_ZERO */
+	uint64_t *off;	   /* guest offset of each cluster */
+	unsigned n, cap, threads;
+	int err[MAX_THREADS]; /* what each share's thread met (its message in @msg) */
+	char msg[MAX_THREADS][256];
+};
+
+struct batch_arg {
+	struct batch *b;
+	unsigned id, nt;
+};
+
+/* Read clusters [@i, @j) of @b, adjacent on the disk, with one read. */
+static int read_run(struct batch *b, unsigned i, unsigned j)
 {
-	uint64_t cs = k->cluster, size = qcow2_chain_size(k->src), end = off + len;
-	uint64_t c = off & ~(cs - 1);
+	uint64_t cs = b->k->cluster, size = qcow2_chain_size(b->k->src), c = b->off[i];
+	uint64_t n = (uint64_t)(j - i) * cs;
+
+	if (c + n > size) { /* the disk's last cluster: zeros past its end */
+		memset(b->in + (uint64_t)i * cs + (size - c), 0, (size_t)(c + n - size));
+		n = size - c;
+	}
+	return qcow2_chain_pread(b->k->src, b->in + (uint64_t)i * cs, (size_t)n, c);
+}
+
+/* Share @id of @nt: read it, find its all-zero clusters, compress the others. */
+static void *do_share(void *arg)
+{
+	struct batch *b = ((struct batch_arg *)arg)->b;
+	unsigned id = ((struct batch_arg *)arg)->id, nt = ((struct batch_arg *)arg)->nt;
+	unsigned i = b->n * id / nt, end = b->n * (id + 1) / nt, j;
+	uint64_t cs = b->k->cluster;
+	ssize_t len;
 	int r = 0;
 
-	for (; c < end && r == 0; c += cs) {
-		uint64_t n = size - c < cs ? size - c : cs;
+	for (; i < end && r == 0; i = j) {
+		for (j = i + 1; j < end && b->off[j] == b->off[j - 1] + cs; j++)
+			;
+		r = read_run(b, i, j);
+		for (; i < j && r == 0; i++) {
+			if (!b->k->o->no_sparse && all_zero(b->in + i * cs, (size_t)cs)) {
+				b->len[i] = LEN_ZERO;
+				continue;
+			}
+			len = qcow2_chain_compress(b->k->o->dst, b->in + i * cs, b->out + i * cs);
+			b->len[i] = len < 0 ? 0 : len;
+			r = len < 0 ? (int)len : 0;
+		}
+	}
+	b->err[id] = r;
+	if (r < 0)
+		snprintf(b->msg[id], sizeof(b->msg[id]), "%s", qcow2_last_error());
+	return NULL;
+}
 
-		if (c < *next)
-			continue;
-		memset(k->buf + n, 0, (size_t)(cs - n));
-		r = qcow2_chain_pread(k->src, k->buf, (size_t)n, c);
-		if (r == 0)
-			r = !k->o->no_sparse && all_zero(k->buf, (size_t)n)
-				? dst_zero(k, c, n)
-				: qcow2_chain_write_compressed(k->o->dst, k->buf, c);
+/* Read and compress the gathered clusters on up to b->threads threads, the caller's one
+ * included, and wait for them all. */
+static int run_shares(struct batch *b)
+{
+	struct batch_arg args[MAX_THREADS];
+	pthread_t t[MAX_THREADS];
+	unsigned i, nt = b->threads < b->n ? b->threads : b->n, started;
+
+	for (i = 0; i < nt; i++)
+		args[i] = (struct batch_arg){b, i, nt};
+	for (started = 1; started < nt; started++)
+		if (pthread_create(&t[started], NULL, do_share, &args[started]) != 0)
+			break;
+	for (i = started; i < nt; i++) /* the shares of threads that did not start */
+		do_share(&args[i]);
+	if (nt)
+		do_share(&args[0]);
+	for (i = 1; i < started; i++)
+		pthread_join(t[i], NULL);
+	for (i = 0; i < nt; i++)
+		if (b->err[i] < 0) /* the thread's message is its own: carried over */
+			return qcow2_set_error(b->err[i], "%s", b->msg[i]);
+	return 0;
+}
+
+/* Read, compress and store the gathered clusters, in order. */
+static int flush_batch(struct copy *k, struct batch *b)
+{
+	uint64_t size = qcow2_chain_size(k->src);
+	unsigned i;
+	int r = run_shares(b);
+
+	for (i = 0; i < b->n && r == 0; i++) {
+		uint64_t c = b->off[i], n = size - c < k->cluster ? size - c : k->cluster;
+
+		if (b->len[i] == LEN_ZERO)
+			r = dst_zero(k, c, n);
+		else
+			r = qcow2_chain_write_precompressed(k->o->dst, b->in + i * k->cluster,
+							    b->out + i * k->cluster,
+							    (size_t)b->len[i], c);
 		if (r == 0) {
 			k->st->written_bytes += n;
 			r = step(k, n);
 		}
+	}
+	b->n = 0;
+	return r;
+}
+
+/* Gather the clusters that hold [@off, @off + @len) into @b, storing it whenever it is full.
+ * @next: the first cluster not yet gathered (items may share a cluster). */
+static int copy_compressed(struct copy *k, struct batch *b, uint64_t off, uint64_t len,
+			   uint64_t *next)
+{
+	uint64_t cs = k->cluster, end = off + len, c = off & ~(cs - 1);
+	int r = 0;
+
+	for (; c < end && r == 0; c += cs) {
+		if (c < *next)
+			continue;
+		b->off[b->n] = c;
+		if (++b->n == b->cap)
+			r = flush_batch(k, b);
 		*next = c + cs;
 	}
 	return r;
 }
 
+static void batch_free(struct batch *b)
+{
+	free(b->in);
+	free(b->out);
+	free(b->len);
+	free(b->off);
+}
+
+/* The threads that compress: as many as asked (qemu-img convert -m), else one per CPU, at
+ * most 4 (as many as QEMU compresses with). */
+static int batch_init(struct batch *b, const struct copy *k)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(b, 0, sizeof(*b));
+	b->k = k;
+	b->threads = k->o->threads ? k->o->threads : cpus > 4 ? 4 : cpus > 1 ? (unsigned)cpus : 1;
+	if (b->threads > MAX_THREADS)
+		b->threads = MAX_THREADS;
+	b->cap = BATCH / k->cluster > b->threads ? BATCH / k->cluster : b->threads;
+	b->in = malloc(b->cap * k->cluster);
+	b->out = malloc(b->cap * k->cluster);
+	b->len = calloc(b->cap, sizeof(*b->len));
+	b->off = calloc(b->cap, sizeof(*b->off));
+	if (!b->in || !b->out || !b->len || !b->off) {
+		batch_free(b);
+		return qcow2_oom();
+	}
+	return 0;
+}
+
 static int run_plan(struct copy *k, const struct plan *p)
 {
 	struct reader rd;
+	struct batch b;
 	uint64_t next = 0;
 	size_t i;
-	int r = 0;
+	int r;
 
-	if (!k->o->compress)
-		r = reader_start(&rd, k);
+	r = k->o->compress ? batch_init(&b, k) : reader_start(&rd, k);
 	for (i = 0; i < p->n && r == 0; i++) {
 		const struct item *it = &p->v[i];
 
-		if (it->kind == ITEM_ZERO) {
+		if (it->kind == ITEM_ZERO && k->o->compress)
+			r = flush_batch(k, &b); /* in order: what comes before first */
+		if (r == 0 && it->kind == ITEM_ZERO) {
 			r = dst_zero(k, it->off, it->len);
 			if (r == 0)
 				r = step(k, it->len);
-		} else if (k->o->compress) {
-			r = copy_compressed(k, it->off, it->len, &next);
-		} else {
+		} else if (r == 0 && k->o->compress) {
+			r = copy_compressed(k, &b, it->off, it->len, &next);
+		} else if (r == 0) {
 			r = copy_data(k, &rd, it->off, it->len);
 		}
 	}
-	if (!k->o->compress)
+	if (k->o->compress) {
+		if (r == 0)
+			r = flush_batch(k, &b);
+		batch_free(&b);
+	} else {
 		reader_stop(&rd);
+	}
 	return r;
 }
 
@@ -581,15 +729,10 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		k.plan = &p;
 		k.pf_off = p.n ? p.v[0].off : 0;
 		k.total = st->planned_bytes + st->planned_zero;
-		k.buf = o->compress ? malloc(CHUNK) : NULL;
-		if (o->compress && !k.buf)
-			r = qcow2_oom();
-		if (r == 0)
-			r = run_plan(&k, &p);
+		r = run_plan(&k, &p);
 		if (r == 0)
 			r = qcow2_job_step(job, k.total, k.total);
 	}
-	free(k.buf);
 	free(p.v);
 	return r;
 }

@@ -5,8 +5,9 @@
 # and a clean qemu-img check: -o cluster_size/compat/refcount_bits/lazy_refcounts/extended_l2/
 # compression_type/preallocation, -c with zlib and zstd, -B/-F (only what differs from BACKING
 # is written), -S SIZE and -S 0 (qcow2 and raw), -n (an existing destination), snapshots as
-# source (SRC@SNAP, -l, -s), -W/-m; the source's compat level is kept unless asked; bad
-# options are refused in one line; the source never changes.
+# source (SRC@SNAP, -l, -s), -W/-m (compressing on several threads writes the same file);
+# the source's compat level is kept unless asked; bad options are refused in one line; the
+# source never changes.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SRC=$WORK/src
@@ -277,6 +278,12 @@ check "SRC@SNAP with -l is refused in one line" expect_fail_msg "snapshot" "$QCO
 check "-W -m 8 are accepted" "$QCOWCTL" convert -q -W -m 8 ov.qcow2 "$US/w.qcow2"
 setup qemu-img convert -O qcow2 -W -m 8 ov.qcow2 "$REF/w.qcow2"
 check "and give qemu-img convert -W -m 8's twin" cv_twins "$US/w.qcow2" "$REF/w.qcow2"
+for m in 1 3; do
+	check "-c -m $m (compressing on $m threads)" "$QCOWCTL" convert -q -c -m $m v3.qcow2 \
+		"$US/m$m.qcow2"
+done
+check "-c -m 1 and -c -m 3 write the same file" cmp "$US/m1.qcow2" "$US/m3.qcow2"
+check "-c -m 3 is qemu-img convert -c's twin" cv_twins "$US/m3.qcow2" "$REF/c-zlib-v3.qcow2"
 check "-m 17 is refused in one line" expect_fail_msg "17" "$QCOWCTL" convert -m 17 ov.qcow2 \
 	"$US/x.qcow2"
 
