@@ -291,8 +291,17 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
 	if (r == 0 && !o->raw && !o->existing) { /* the new image's options, before anything */
 		dest_options(c, o, &co);
+		co.backing_file = o->backing ? o->backing
+				  : o->shallow && qcow2_chain_depth(c) > 1
+				      ? qcow2_commit_layer_path(c, 1)
+				      : NULL;
 		if ((r = qcow2_create_opts_check(&co)) < 0)
 			r = qcow2_error_prefix(r, dest);
+		else if (o->compress && co.prealloc != QCOW2_PREALLOC_OFF)
+			r = qcow2_set_error(-EINVAL,
+					    "'%s': compression and preallocation do not go "
+					    "together (as in qemu-img)",
+					    dest);
 	}
 	if (r == 0)
 		r = convert_run(c, dest, o, job, &bytes);

@@ -11,7 +11,8 @@
  * layers from @limit on, which may be the very image the destination writes (commit). Ranges
  * of zeros are checked against @under, which is read through its own object.
  *
- * Writes are split at the destination's clusters: an all-zero piece becomes a zeroing (or
+ * Writes are split at the destination's clusters (or, with @min_sparse, at qemu-img convert
+ * -S's alignment): a run of all-zero pieces (at least @min_sparse long) becomes a zeroing (or
  * nothing, where @under shows zeros there), a piece equal to @under's (with @compare) is
  * skipped, the rest is written in runs. Work is proportional to the planned ranges: a sparse
  * 100 GiB overlay with 1 GiB written costs about 1 GiB of reads and writes.
@@ -19,6 +20,9 @@
  * Safety comes from the callers' order (tools/): every range written makes the destination
  * show what the source shows, which is what every chain reading through it must keep seeing;
  * pointers are rewritten only after the data is durable.
+ *
+ * Compressed copies read and compress batches of clusters on several threads (each its own
+ * share of a batch's buffers, joined before the caller's thread stores them in order: no lock).
  *
  * Locks: rd->m, the parallel readers' mutex (a leaf, internal to this file: the queue of
  * clusters read ahead and its condition variable); QEMU's file locks through the chain it opens.
@@ -190,7 +194,7 @@ static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 
 /* ---- copying data ---- */
 
-/* The bytes from @pos to the end of the destination's cluster at @off + @pos (at most @n). */
+/* The bytes from @pos to the end of the granule (granule_of()) at @off + @pos (at most @n). */
 static uint64_t piece(const struct copy *k, uint64_t pos, uint64_t n, uint64_t off)
 {
 	uint64_t len = k->granule - ((off + pos) & (k->granule - 1));
@@ -672,6 +676,7 @@ static int run_plan(struct copy *k, const struct plan *p)
 			if (r == 0)
 				r = step(k, it->len);
 		} else if (r == 0 && k->o->compress) {
+			prefetch(k, i, it->off); /* the disk reads ahead while batches compress */
 			r = copy_compressed(k, &b, it->off, it->len, &next);
 		} else if (r == 0) {
 			r = copy_data(k, &rd, it->off, it->len);

@@ -213,6 +213,17 @@ check "still shows the source's view" qemu-img compare -q "$US/b4.qcow2" ov.qcow
 check "-B with -c" "$QCOWCTL" convert -q -c -B "$SRC/other.qcow2" ov.qcow2 "$US/b5.qcow2"
 check "shows the source's view" qemu-img compare -q "$US/b5.qcow2" ov.qcow2
 check "passes qemu-img check" image_clean "$US/b5.qcow2"
+check "-o backing_file=,backing_fmt= is -B -F" "$QCOWCTL" convert -q \
+	-o "backing_file=$SRC/base.qcow2,backing_fmt=qcow2" ov.qcow2 "$US/b6.qcow2"
+check "the same image as -B -F's" cv_twins "$US/b6.qcow2" "$US/b1.qcow2"
+check "-B with preallocation (no extended_l2) is refused in one line naming DEST" \
+	expect_fail_msg "x.qcow2.*extended_l2" "$QCOWCTL" convert -B base.qcow2 \
+	-o preallocation=metadata ov.qcow2 "$US/x.qcow2"
+check "-c with preallocation is refused in one line, as qemu-img refuses it" \
+	expect_fail_msg "compression and preallocation" "$QCOWCTL" convert -c \
+	-o preallocation=metadata ov.qcow2 "$US/x.qcow2"
+check_not "qemu-img refuses it too" qemu-img convert -c -O qcow2 -o preallocation=metadata \
+	ov.qcow2 "$US/x.qcow2"
 check "-F without -B is refused in one line" expect_fail_msg "needs -B" "$QCOWCTL" convert -F qcow2 \
 	ov.qcow2 "$US/x.qcow2"
 check "-B with -O raw is refused in one line" expect_fail_msg "raw" "$QCOWCTL" convert -O raw \
