@@ -261,6 +261,25 @@ check "-n into a smaller image is refused in one line naming it" expect_fail_msg
 	"small.qcow2.*smaller" "$QCOWCTL" convert -n v3.qcow2 "$US/small.qcow2"
 check "-n with -o is refused in one line" expect_fail_msg "skipping image creation" "$QCOWCTL" convert -n \
 	-o compat=1.1 v3.qcow2 "$US/n.qcow2"
+if qemu_writer_start "$US/n.qcow2"; then
+	check "-n into an image qemu-io writes is refused in one line naming it" \
+		expect_fail_msg "qemu-io|$QEMU_WRITER_PID" "$QCOWCTL" convert -n v3.qcow2 "$US/n.qcow2"
+	qemu_writer_stop
+else
+	fail "qemu-io holds n.qcow2"
+fi
+check "and the image is as the first -n left it" qemu-img compare -q "$US/n.qcow2" "$REF/n.qcow2"
+setup qemu-img create -q -f qcow2 "$US/corrupt.qcow2" 12M
+setup python3 -c 'import struct, sys
+with open(sys.argv[1], "r+b") as f:
+	f.seek(72)
+	v = struct.unpack(">Q", f.read(8))[0]
+	f.seek(72)
+	f.write(struct.pack(">Q", v | 2))' "$US/corrupt.qcow2"
+sha_of "$US/corrupt.qcow2" >"$WORK/corrupt.sha"
+check "-n into an image marked corrupt is refused in one line, as qemu-img refuses it" \
+	expect_fail_msg "corrupt" "$QCOWCTL" convert -n v3.qcow2 "$US/corrupt.qcow2"
+check "and it is not touched" sha_unchanged "$WORK/corrupt.sha"
 setup truncate -s 16M "$US/n.raw"
 check "-n into a raw file is refused in one line" expect_fail_msg "not a qcow2" "$QCOWCTL" \
 	convert -n v3.qcow2 "$US/n.raw"
