@@ -157,11 +157,13 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 	return r;
 }
 
-/* -n: the existing qcow2 image @dest, opened for writing (QEMU's write lock taken), at least
- * as large as the source (as qemu-img convert -n requires). */
-static int open_existing(struct qcow2_chain *c, const char *dest, struct qcow2_chain **dst)
+/* -n: the existing qcow2 image @dest, opened for writing (QEMU's write lock taken, unless
+ * @dry_run: then only looked at), at least as large as the source (as qemu-img convert -n
+ * requires). */
+static int open_existing(struct qcow2_chain *c, const char *dest, bool dry_run,
+			 struct qcow2_chain **dst)
 {
-	struct qcow2_chain_opts wo = {.lock = true, .writable = true, .top_blockdev = true};
+	struct qcow2_chain_opts wo = {.lock = true, .writable = !dry_run, .top_blockdev = true};
 	struct qcow2_layer_info top;
 	int r = qcow2_chain_open(dest, &wo, dst);
 
@@ -175,9 +177,9 @@ static int open_existing(struct qcow2_chain *c, const char *dest, struct qcow2_c
 		r = qcow2_set_error(
 		    -EINVAL, "'%s' is smaller than the source (%" PRIu64 " < %" PRIu64 " bytes)",
 		    dest, qcow2_chain_size(*dst), qcow2_chain_size(c));
-	if (r == 0)
+	if (r == 0 && !dry_run)
 		r = qcow2_chain_lock_write(*dst, true);
-	if (r < 0) {
+	if (r < 0 || dry_run) {
 		qcow2_chain_close(*dst);
 		*dst = NULL;
 	}
@@ -227,7 +229,8 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	*bytes = st.planned_bytes;
 	if (r < 0 || o->dry_run)
 		return r;
-	r = o->existing ? open_existing(c, dest, &dst) : new_dest(c, part, dest, o, &dst, &raw);
+	r = o->existing ? open_existing(c, dest, false, &dst)
+			: new_dest(c, part, dest, o, &dst, &raw);
 	co.dst = dst;
 	co.dst_raw = raw;
 	co.under = o->shallow || o->backing || o->existing ? dst : NULL;
@@ -264,15 +267,49 @@ static int check_convert_opts(const struct qcow2_convert_opts *o)
 	return 0;
 }
 
+/* What would make DEST refuse the copy, found before anything is written (dry runs too): it
+ * is in the source's chain, it cannot be replaced, the new image's options do not hold
+ * together, or (-n) it is no qcow2 image as large as the source. */
+static int check_dest(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o)
+{
+	struct qcow2_chain *dry = NULL;
+	struct qcow2_create_opts co;
+	bool exists = o->existing;
+	unsigned k;
+	int r = 0;
+
+	if (o->existing && access(dest, F_OK) < 0)
+		r = qcow2_set_error(-errno, "cannot open '%s': %s", dest, strerror(errno));
+	else if (!o->existing)
+		r = qcow2_create_check_target(dest, &exists);
+	else if (o->dry_run)
+		r = open_existing(c, dest, true, &dry);
+	if (r == 0 && exists && qcow2_commit_find_layer(c, dest, &k) == 0)
+		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
+	if (r < 0 || o->raw || o->existing)
+		return r;
+	dest_options(c, o, &co);
+	if (o->backing)
+		co.backing_file = o->backing;
+	else if (o->shallow && qcow2_chain_depth(c) > 1)
+		co.backing_file = qcow2_commit_layer_path(c, 1);
+	r = qcow2_create_opts_check(&co);
+	if (r < 0)
+		return qcow2_error_prefix(r, dest);
+	if (o->compress && co.prealloc != QCOW2_PREALLOC_OFF)
+		return qcow2_set_error(-EINVAL,
+				       "'%s': compression and preallocation do not go together "
+				       "(as in qemu-img)",
+				       dest);
+	return 0;
+}
+
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan)
 {
 	struct qcow2_chain_opts ro = {.lock = true, .snapshot = o->snapshot};
-	struct qcow2_create_opts co;
 	struct qcow2_chain *c;
 	uint64_t bytes = 0;
-	bool exists = false;
-	unsigned k;
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
@@ -281,28 +318,7 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 		r = qcow2_chain_open(src, &ro, &c);
 	if (r < 0)
 		return r;
-	if (o->existing && access(dest, F_OK) < 0)
-		r = qcow2_set_error(-errno, "cannot open '%s': %s", dest, strerror(errno));
-	else if (!o->existing)
-		r = qcow2_create_check_target(dest, &exists);
-	else
-		exists = true;
-	if (r == 0 && exists && qcow2_commit_find_layer(c, dest, &k) == 0)
-		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
-	if (r == 0 && !o->raw && !o->existing) { /* the new image's options, before anything */
-		dest_options(c, o, &co);
-		co.backing_file = o->backing ? o->backing
-				  : o->shallow && qcow2_chain_depth(c) > 1
-				      ? qcow2_commit_layer_path(c, 1)
-				      : NULL;
-		if ((r = qcow2_create_opts_check(&co)) < 0)
-			r = qcow2_error_prefix(r, dest);
-		else if (o->compress && co.prealloc != QCOW2_PREALLOC_OFF)
-			r = qcow2_set_error(-EINVAL,
-					    "'%s': compression and preallocation do not go "
-					    "together (as in qemu-img)",
-					    dest);
-	}
+	r = check_dest(c, dest, o);
 	if (r == 0)
 		r = convert_run(c, dest, o, job, &bytes);
 	if (r == 0 && !o->existing)

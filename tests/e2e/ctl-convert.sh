@@ -259,6 +259,12 @@ check "-n: the same bytes as qemu-img convert -n's" cv_same "$US/n.qcow2" "$REF/
 setup qemu-img create -q -f qcow2 "$US/small.qcow2" 1M
 check "-n into a smaller image is refused in one line naming it" expect_fail_msg \
 	"small.qcow2.*smaller" "$QCOWCTL" convert -n v3.qcow2 "$US/small.qcow2"
+check "-n --dry-run into a smaller image is refused too" expect_fail_msg "smaller" \
+	"$QCOWCTL" convert -n --dry-run v3.qcow2 "$US/small.qcow2"
+sha_of "$US/n.qcow2" >"$WORK/n.sha"
+check "-n --dry-run into a larger one plans no creation" output_lacks "create" \
+	"$QCOWCTL" convert -n --dry-run v3.qcow2 "$US/n.qcow2"
+check "and changes nothing" sha_unchanged "$WORK/n.sha"
 check "-n with -o is refused in one line" expect_fail_msg "skipping image creation" "$QCOWCTL" convert -n \
 	-o compat=1.1 v3.qcow2 "$US/n.qcow2"
 if qemu_writer_start "$US/n.qcow2"; then
