@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -300,4 +301,26 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 			break;
 		}
 	}
+}
+
+int split_image_snapshot(const char *arg, char **path, char **snap)
+{
+	struct stat st;
+	const char *at;
+
+	*snap = NULL;
+	*path = strdup(arg);
+	if (!*path)
+		return qcow2_oom();
+	if (stat(arg, &st) == 0)
+		return 0;
+	for (at = strrchr(arg, '@'); at; at = at == arg ? NULL : memrchr(arg, '@', at - arg)) {
+		(*path)[at - arg] = '\0';
+		if (at > arg && stat(*path, &st) == 0) {
+			*snap = strdup(at + 1);
+			return *snap ? 0 : qcow2_oom();
+		}
+	}
+	strcpy(*path, arg);
+	return 0; /* opening it will say why not */
 }
