@@ -3,7 +3,13 @@
  * cmd-bitmap.c - qcowctl bitmap: the persistent dirty bitmaps of an image.
  *
  *   qcowctl bitmap list [--json] IMAGE
+ *   qcowctl bitmap add|remove|clear|enable|disable IMAGE NAME, merge SRC DST IMAGE [-b SOURCE]
+ *   qcowctl bitmap --add|--remove|...|--merge SRC IMAGE NAME (qemu-img bitmap's spelling)
  *   qcowctl map --bitmap NAME [--json] IMAGE (bitmap_map())
+ *   qcowctl copy --bitmaps (bitmaps_copy())
+ *
+ * The changes are the library's (qcow2_image_bitmap_edit(), jobs/bitmap-edit.c), on the image
+ * opened with QEMU's write locks (open_for_write()); this file parses and prints only.
  *
  * The listing is what qemu-img info shows of the bitmaps (flags, name, granularity; the JSON
  * shape of its "bitmaps" array); info prints the same block through bitmaps_print_text() and
@@ -145,13 +151,29 @@ int bitmap_map(const char *path, const char *name, bool json, bool force_share)
 
 static void bitmap_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl bitmap list [--json] [-U] IMAGE\n\n"
-		   "The persistent dirty bitmaps of a qcow2 image.\n\n"
-		   "  list               name, granularity and flags of each bitmap, as qemu-img\n"
-		   "                     info shows them\n"
-		   "  --json             JSON, with qemu-img info's field names\n"
-		   "  -U, --force-share  do not take (or respect) image locks\n"
-		   "  -h, --help         this text\n");
+	fprintf(f,
+		"usage: qcowctl bitmap list [--json] [-U] IMAGE\n"
+		"       qcowctl bitmap add [-g GRANULARITY] [--disabled] IMAGE NAME\n"
+		"       qcowctl bitmap remove|clear|enable|disable IMAGE NAME\n"
+		"       qcowctl bitmap merge [-b SOURCE [-F FMT]] SRC DST IMAGE\n"
+		"       qcowctl bitmap (--add | --remove | --clear | --enable | --disable |\n"
+		"                      --merge SRC)... [-g GRANULARITY] [-b SOURCE [-F FMT]]\n"
+		"                      IMAGE NAME   (qemu-img bitmap's spelling)\n\n"
+		"The persistent dirty bitmaps of a qcow2 image, as qemu-img bitmap and\n"
+		"qemu-img info handle them.\n\n"
+		"  list               name, granularity and flags of each bitmap\n"
+		"  add                a new bitmap, empty and tracking writes (--disabled: not)\n"
+		"  remove             delete the bitmap and free its clusters\n"
+		"  clear              mark nothing dirty\n"
+		"  enable, disable    start or stop tracking writes\n"
+		"  merge SRC DST      mark dirty in DST what SRC marks (SRC of SOURCE with -b)\n"
+		"  -g GRANULARITY     bytes per bit (512 B to 2 GiB, a power of two; default the\n"
+		"                     cluster size, 4 KiB to 64 KiB)\n"
+		"  --dry-run          say what would be done, change nothing\n"
+		"  --json             JSON (list: qemu-img info's field names; --dry-run: the\n"
+		"                     actions)\n"
+		"  -U, --force-share  list: do not take (or respect) image locks\n"
+		"  -h, --help         this text\n");
 }
 
 static int bitmap_list(const char *path, bool json, bool force_share)
@@ -171,10 +193,12 @@ static int bitmap_list(const char *path, bool json, bool force_share)
 		json_init(&j, stdout);
 		json_begin_object(&j, NULL);
 		json_string(&j, "filename", path);
-		if (n)
+		if (n) {
 			bitmaps_print_json(&j, b, n);
-		else
-			json_begin_array(&j, "bitmaps"), json_end_array(&j);
+		} else { /* an empty list, where info prints none */
+			json_begin_array(&j, "bitmaps");
+			json_end_array(&j);
+		}
 		json_end_object(&j);
 		json_finish(&j);
 	} else if (r == 0) {
@@ -185,25 +209,187 @@ static int bitmap_list(const char *path, bool json, bool force_share)
 	return r;
 }
 
-int cmd_bitmap(int argc, char **argv)
+static const char *const op_names[] = {"add", "remove", "clear", "enable", "disable", "merge"};
+
+struct bitmap_args {
+	struct qcow2_bitmap_action act[16];
+	size_t n;
+	uint64_t granularity;
+	bool disabled, force_share, list;
+	const char *source, *source_fmt, *format;
+	struct common_opts co;
+};
+
+static int push_action(struct bitmap_args *a, enum qcow2_bitmap_op op, const char *source)
+{
+	if (a->n == sizeof(a->act) / sizeof(a->act[0])) {
+		error("too many bitmap actions");
+		return -1;
+	}
+	a->act[a->n++] = (struct qcow2_bitmap_action){.op = op, .source = source};
+	return 0;
+}
+
+/* A subcommand word (list, add, ...): its action; -1 if @w is none. */
+static int subcommand(struct bitmap_args *a, const char *w)
+{
+	size_t i;
+
+	if (strcmp(w, "list") == 0) {
+		a->list = true;
+		return 0;
+	}
+	for (i = 0; i < sizeof(op_names) / sizeof(op_names[0]); i++)
+		if (strcmp(w, op_names[i]) == 0)
+			return push_action(a, (enum qcow2_bitmap_op)i, NULL) < 0 ? -2 : 0;
+	return -1;
+}
+
+static void print_actions(const struct bitmap_args *a, const char *image, const char *name)
+{
+	struct json j;
+	size_t i;
+
+	if (a->co.json) {
+		json_init(&j, stdout);
+		json_begin_object(&j, NULL);
+		json_bool(&j, "dry-run", true);
+		json_string(&j, "image", image);
+		json_string(&j, "bitmap", name);
+		json_begin_array(&j, "actions");
+		for (i = 0; i < a->n; i++) {
+			json_begin_object(&j, NULL);
+			json_string(&j, "action", op_names[a->act[i].op]);
+			if (a->act[i].op == QCOW2_BITMAP_ADD && a->act[i].granularity)
+				json_uint(&j, "granularity", a->act[i].granularity);
+			if (a->act[i].op == QCOW2_BITMAP_ADD)
+				json_bool(&j, "disabled", a->act[i].disabled);
+			if (a->act[i].op == QCOW2_BITMAP_MERGE) {
+				json_string(&j, "source", a->act[i].source);
+				if (a->source)
+					json_string(&j, "source-image", a->source);
+			}
+			json_end_object(&j);
+		}
+		json_end_array(&j);
+		json_end_object(&j);
+		json_finish(&j);
+		return;
+	}
+	for (i = 0; i < a->n; i++) {
+		printf("would %s bitmap '%s' of '%s'", op_names[a->act[i].op], name, image);
+		if (a->act[i].op == QCOW2_BITMAP_MERGE)
+			printf(" from bitmap '%s' of '%s'", a->act[i].source,
+			       a->source ? a->source : image);
+		if (a->act[i].op == QCOW2_BITMAP_ADD && a->act[i].disabled)
+			printf(" (disabled)");
+		printf("\n");
+	}
+}
+
+/* Only qcow2 images have bitmaps: a raw file is named as such, not as a read-only one. */
+static int require_qcow2(const char *path)
+{
+	struct qcow2_io *io;
+	bool is_qcow2 = false;
+	int r = qcow2_io_open(path, QCOW2_OPEN_BLOCKDEV, &io);
+
+	if (r < 0)
+		return r;
+	r = qcow2_header_probe(io, &is_qcow2, NULL);
+	qcow2_io_close(io);
+	if (r == 0 && !is_qcow2)
+		r = qcow2_set_error(-ENOTSUP, "'%s' is not a qcow2 image: it has no bitmaps", path);
+	return r;
+}
+
+/* The changes: the image open for writing alone (QEMU's write locks: refused, naming the
+ * holder, while another process writes it), the source image for reading. */
+static int bitmap_edit(struct bitmap_args *a, const char *image, const char *name)
+{
+	struct qcow2_chain_opts ro = {.lock = true, .top_blockdev = true};
+	struct qcow2_image *source = NULL;
+	struct qcow2_layer_info li;
+	struct qcow2_chain *c;
+	int r;
+
+	if (a->source && a->source_fmt && strcmp(a->source_fmt, "qcow2") != 0)
+		return qcow2_set_error(-ENOTSUP, "'%s': only qcow2 images have bitmaps", a->source);
+	r = require_qcow2(image);
+	if (r == 0)
+		r = open_for_write(image, &c);
+	if (r < 0)
+		return r;
+	r = qcow2_chain_layer(c, 0, &li);
+	if (r == 0 && !li.image)
+		r = qcow2_set_error(-ENOTSUP, "'%s' is not a qcow2 image: it has no bitmaps",
+				    image);
+	if (r == 0 && a->source)
+		r = qcow2_image_open_path(a->source, &ro, &source);
+	if (r == 0)
+		r = qcow2_image_bitmap_edit(li.image, name, a->act, a->n, source, a->co.dry_run);
+	if (r == 0 && a->co.dry_run)
+		print_actions(a, image, name);
+	qcow2_image_close(source);
+	return finish_write(c, r);
+}
+
+enum { OPT_ADD = 0x200, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE, OPT_DISABLED };
+
+static int parse(int argc, char **argv, struct bitmap_args *a)
 {
 	static const struct option longopts[] = {
+	    {"add", no_argument, NULL, OPT_ADD},
+	    {"remove", no_argument, NULL, OPT_REMOVE},
+	    {"clear", no_argument, NULL, OPT_CLEAR},
+	    {"enable", no_argument, NULL, OPT_ENABLE},
+	    {"disable", no_argument, NULL, OPT_DISABLE},
+	    {"merge", required_argument, NULL, OPT_MERGE},
+	    {"disabled", no_argument, NULL, OPT_DISABLED},
+	    {"granularity", required_argument, NULL, 'g'},
 	    {"force-share", no_argument, NULL, 'U'},
 	    {"help", no_argument, NULL, 'h'},
 	    COMMON_LONGOPTS,
 	    {NULL, 0, NULL, 0},
 	};
-	struct common_opts co = {0};
-	bool force_share = false;
-	const char *sub = NULL;
-	int c, r;
+	int c;
 
-	while ((c = next_option(argc, argv, "hUpq", longopts, "bitmap")) != -1) {
-		if (common_opt(c, &co))
+	while ((c = next_option(argc, argv, "hUpqg:b:F:f:", longopts, "bitmap")) != -1) {
+		if (common_opt(c, &a->co))
 			continue;
 		switch (c) {
+		case OPT_ADD:
+		case OPT_REMOVE:
+		case OPT_CLEAR:
+		case OPT_ENABLE:
+		case OPT_DISABLE:
+			if (push_action(a, (enum qcow2_bitmap_op)(c - OPT_ADD), NULL) < 0)
+				return EXIT_USAGE;
+			break;
+		case OPT_MERGE:
+			if (push_action(a, QCOW2_BITMAP_MERGE, optarg) < 0)
+				return EXIT_USAGE;
+			break;
+		case OPT_DISABLED:
+			a->disabled = true;
+			break;
+		case 'g':
+			if (parse_size(optarg, &a->granularity) < 0 || !a->granularity) {
+				error("invalid granularity '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'b':
+			a->source = optarg;
+			break;
+		case 'F':
+			a->source_fmt = optarg;
+			break;
+		case 'f':
+			a->format = optarg;
+			break;
 		case 'U':
-			force_share = true;
+			a->force_share = true;
 			break;
 		case 'h':
 			bitmap_usage(stdout);
@@ -212,14 +398,124 @@ int cmd_bitmap(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind < argc)
-		sub = argv[optind];
-	if (!sub || strcmp(sub, "list") != 0 || optind + 2 != argc) {
+	return -1;
+}
+
+/* Check the parsed words against the form used; -1 when they fit. */
+static int check_form(struct bitmap_args *a, int nargs)
+{
+	size_t i, adds = 0;
+
+	if (a->format && strcmp(a->format, "qcow2") != 0) {
+		error("'-f %s': only qcow2 images have bitmaps", a->format);
+		return EXIT_USAGE;
+	}
+	if (a->list ? nargs != 1 || a->n : nargs != 2 || !a->n) {
 		bitmap_usage(stderr);
 		return EXIT_USAGE;
 	}
-	r = bitmap_list(argv[optind + 1], co.json, force_share);
+	for (i = 0; i < a->n; i++) {
+		adds += a->act[i].op == QCOW2_BITMAP_ADD;
+		a->act[i].granularity = a->granularity;
+		a->act[i].disabled = a->disabled;
+	}
+	if ((a->granularity || a->disabled) && !adds) {
+		error("-g and --disabled go with add only");
+		return EXIT_USAGE;
+	}
+	/* qemu-img: --add --disable adds a disabled bitmap */
+	for (i = 0; i + 1 < a->n; i++)
+		if (a->act[i].op == QCOW2_BITMAP_ADD && a->act[i + 1].op == QCOW2_BITMAP_DISABLE)
+			a->act[i].disabled = true;
+	for (i = 0; i < a->n && a->act[i].op != QCOW2_BITMAP_MERGE; i++)
+		;
+	if (a->source && i == a->n) {
+		error("-b goes with merge only");
+		return EXIT_USAGE;
+	}
+	for (i = 0; i < a->n; i++)
+		if (a->act[i].op == QCOW2_BITMAP_MERGE && !a->act[i].source) {
+			bitmap_usage(stderr);
+			return EXIT_USAGE;
+		}
+	return -1;
+}
+
+int cmd_bitmap(int argc, char **argv)
+{
+	struct bitmap_args a = {0};
+	const char *pos[4];
+	int r, nargs = 0, i;
+
+	r = parse(argc, argv, &a);
+	if (r >= 0)
+		return r;
+	/* subcommand form: WORD [SRC DST (merge)] IMAGE NAME; qemu-img's: IMAGE NAME */
+	for (i = optind; i < argc; i++) {
+		if (i == optind && a.n == 0 && !a.list) {
+			r = subcommand(&a, argv[i]);
+			if (r == 0)
+				continue;
+			if (r == -2)
+				return EXIT_USAGE;
+		}
+		if (nargs == 4) {
+			bitmap_usage(stderr);
+			return EXIT_USAGE;
+		}
+		pos[nargs++] = argv[i];
+	}
+	/* merge SRC DST IMAGE: the qemu-img order (IMAGE NAME) with SRC in the action */
+	if (a.n == 1 && a.act[0].op == QCOW2_BITMAP_MERGE && !a.act[0].source && nargs == 3) {
+		a.act[0].source = pos[0]; /* pos[1], DST, is the bitmap changed */
+		pos[0] = pos[2];
+		nargs = 2;
+	}
+	r = check_form(&a, nargs);
+	if (r >= 0)
+		return r;
+	if (a.list)
+		r = bitmap_list(pos[0], a.co.json, a.force_share);
+	else
+		r = bitmap_edit(&a, pos[0], pos[1]);
 	if (r < 0)
 		return fail_lib();
 	return EXIT_OK;
+}
+
+/* copy --bitmaps: the check before the copy (@dst NULL), or the bitmaps copied after it; a
+ * bitmap in use left out is named in a warning. */
+int bitmaps_copy(const char *src, const char *dst, bool skip_broken)
+{
+	struct qcow2_chain_opts ro = {.lock = true, .top_blockdev = true};
+	struct qcow2_image *simg = NULL;
+	struct qcow2_layer_info li;
+	struct qcow2_chain *c = NULL;
+	struct qcow2_bitmap *b = NULL;
+	uint32_t n = 0, i;
+	int r;
+
+	r = qcow2_image_open_path(src, &ro, &simg);
+	if (r < 0)
+		return r == -EINVAL
+			   ? qcow2_set_error(r, "'%s': --bitmaps needs a qcow2 source", src)
+			   : r;
+	if (!dst) {
+		r = qcow2_image_bitmaps_copy(NULL, simg, skip_broken, true);
+		qcow2_image_close(simg);
+		return r;
+	}
+	r = qcow2_image_bitmaps(simg, false, &b, &n);
+	for (i = 0; r == 0 && i < n; i++)
+		if (b[i].flags & QCOW2_BITMAP_IN_USE)
+			error("warning: '%s': inconsistent bitmap '%s' not copied", src, b[i].name);
+	qcow2_bitmaps_free(b, n);
+	if (r == 0)
+		r = open_for_write(dst, &c);
+	if (r == 0 && (r = qcow2_chain_layer(c, 0, &li)) == 0 && !li.image)
+		r = qcow2_set_error(-ENOTSUP, "'%s' is not a qcow2 image: it has no bitmaps", dst);
+	if (r == 0)
+		r = qcow2_image_bitmaps_copy(li.image, simg, skip_broken, false);
+	qcow2_image_close(simg);
+	return finish_write(c, r);
 }

@@ -20,6 +20,7 @@ struct check_opts {
 	bool repair;
 	bool force_share;
 	bool drop_bad_snapshots;
+	const char *drop_bitmap; /* --drop-bitmap NAME */
 };
 
 static void check_usage(FILE *f)
@@ -45,6 +46,9 @@ static void check_usage(FILE *f)
 		"                     snapshot whose L1 table cannot be read (misaligned, too\n"
 		"                     large, past the end of the file); the repair then frees\n"
 		"                     what only it used. It could not be read anyway\n"
+		"  --drop-bitmap NAME with --repair: first take the persistent bitmap NAME out of\n"
+		"                     the bitmap directory if it is inconsistent (in use, or\n"
+		"                     damaged); the repair then frees its clusters\n"
 		"  --dry-run          with --repair: print what would be fixed, change nothing\n"
 		"  --json             JSON, with 'qemu-img check --output=json' field names\n"
 		"  -p, --progress     show a progress bar (default: on a terminal)\n"
@@ -163,6 +167,20 @@ static int drop_bad_snapshots(struct qcow2_image *img, const struct check_opts *
 	return o->c.dry_run ? 0 : qcow2_image_snapshot_drop_unreadable(img, &dropped);
 }
 
+/* --drop-bitmap NAME: the bitmap taken out of the directory if it is inconsistent, saying why;
+ * the repair then frees its clusters. */
+static int drop_bitmap(struct qcow2_image *img, const struct check_opts *o)
+{
+	char why[256];
+	int r = qcow2_image_bitmap_drop(img, o->drop_bitmap, o->c.dry_run, why, sizeof(why));
+
+	if (r == 0)
+		fprintf(stderr, "%sRepairing bitmap directory: %s bitmap '%s', which %s\n",
+			o->c.dry_run ? "(dry run) " : "", o->c.dry_run ? "would drop" : "dropping",
+			o->drop_bitmap, why);
+	return r;
+}
+
 /* Check (or repair, then check again) the image @*img at @path into @res. The check after a
  * repair is made on the image opened afresh: it reads what is on disk, as qemu-img would.
  * *@unimproved: the repair put everything back, since it would not have improved the image. */
@@ -217,6 +235,8 @@ static int check_image(const char *path, const struct check_opts *o)
 		return fail_lib();
 	progress_init(&p, &o->c, o->repair && !o->c.dry_run ? "repairing" : "checking");
 	r = o->drop_bad_snapshots ? drop_bad_snapshots(img, o) : 0;
+	if (r == 0 && o->drop_bitmap)
+		r = drop_bitmap(img, o);
 	if (r == 0)
 		r = run(&img, path, o, &p, &res, &unimproved);
 	progress_end(&p);
@@ -250,6 +270,7 @@ int cmd_check(int argc, char **argv)
 	    {"repair", no_argument, NULL, 'r'},
 	    {"force-share", no_argument, NULL, 'U'},
 	    {"drop-bad-snapshots", no_argument, NULL, 'D'},
+	    {"drop-bitmap", required_argument, NULL, 'B'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -269,6 +290,9 @@ int cmd_check(int argc, char **argv)
 		case 'D':
 			o.drop_bad_snapshots = true;
 			break;
+		case 'B':
+			o.drop_bitmap = optarg;
+			break;
 		case 'h':
 			check_usage(stdout);
 			return EXIT_OK;
@@ -278,6 +302,10 @@ int cmd_check(int argc, char **argv)
 	}
 	if (optind + 1 != argc) {
 		check_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (o.drop_bitmap && !o.repair) {
+		error("--drop-bitmap is a repair: use it with --repair");
 		return EXIT_USAGE;
 	}
 	if (o.drop_bad_snapshots && !o.repair) {

@@ -22,6 +22,8 @@ static void copy_usage(FILE *f)
 	       "  --shallow          copy the top layer only and keep its backing file\n"
 	       "  -O FMT             qcow2 (default) or raw\n"
 	       "  -c, --compress     write zlib-compressed clusters (qcow2)\n"
+	       "  --bitmaps          keep SRC's persistent bitmaps (qemu-img convert --bitmaps;\n"
+	       "                     --skip-broken-bitmaps leaves out those in use)\n"
 	       "  --dry-run          print the plan and change nothing\n"
 	       "  --json             print the plan as JSON\n"
 	       "  -p                 show progress even when not on a terminal\n"
@@ -32,11 +34,15 @@ static void copy_usage(FILE *f)
 	       "command again makes the copy.\n");
 }
 
+enum { OPT_BITMAPS = 0x300, OPT_SKIP_BROKEN }; /* copy --bitmaps (cmd-bitmap.c) */
+
 int cmd_copy(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"shallow", no_argument, NULL, 's'},
 	    {"compress", no_argument, NULL, 'c'},
+	    {"bitmaps", no_argument, NULL, OPT_BITMAPS},
+	    {"skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN},
 	    {"help", no_argument, NULL, 'h'},
 	    COMMON_LONGOPTS,
 	    {NULL, 0, NULL, 0},
@@ -46,7 +52,7 @@ int cmd_copy(int argc, char **argv)
 	struct qcow2_plan plan;
 	struct qcow2_job job;
 	struct progress p;
-	int c, r;
+	int c, r, bitmaps = 0; /* 1: --bitmaps, 2: and --skip-broken-bitmaps */
 
 	while ((c = next_option(argc, argv, "hpqcO:", longopts, "copy")) != -1) {
 		if (common_opt(c, &co))
@@ -65,6 +71,10 @@ int cmd_copy(int argc, char **argv)
 				die(EXIT_USAGE, "output format '%s' not supported (qcow2 or raw)",
 				    optarg);
 			break;
+		case OPT_BITMAPS:
+		case OPT_SKIP_BROKEN:
+			bitmaps = c == OPT_SKIP_BROKEN || bitmaps == 2 ? 2 : 1;
+			break;
 		case 'h':
 			copy_usage(stdout);
 			return EXIT_OK;
@@ -77,11 +87,16 @@ int cmd_copy(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	o.dry_run = co.dry_run;
+	if (bitmaps && (o.raw || (r = bitmaps_copy(argv[optind], NULL, bitmaps == 2)) < 0))
+		return o.raw ? (error("--bitmaps needs a qcow2 destination"), EXIT_USAGE)
+			     : fail_lib();
 	catch_interrupts();
 	progress_init(&p, &co, "copy");
 	job_init(&job, &p);
 	r = qcow2_convert(argv[optind], argv[optind + 1], &o, &job, &plan);
 	progress_end(&p);
+	if (r == 0 && bitmaps && !co.dry_run)
+		r = bitmaps_copy(argv[optind], argv[optind + 1], bitmaps == 2);
 	if (r == 0)
 		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);

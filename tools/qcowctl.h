@@ -138,6 +138,9 @@ void bitmaps_print_text(const struct qcow2_bitmap *b, uint32_t n, const char *in
 /* qcowctl map --bitmap NAME: the dirty extents of bitmap @name of @path, in the JSON shape
  * qemu-img map prints for an export of it through qemu-nbd (x-dirty-bitmap), or as text. */
 int bitmap_map(const char *path, const char *name, bool json, bool force_share);
+/* copy --bitmaps: with @dst NULL, check before a copy that every bitmap of @src can be copied
+ * (none in use, unless @skip_broken); else copy them into @dst, as qemu-img convert --bitmaps. */
+int bitmaps_copy(const char *src, const char *dst, bool skip_broken);
 /* The "bitmaps" array of qemu-img info's JSON (nothing when @n is 0). */
 void bitmaps_print_json(struct json *j, const struct qcow2_bitmap *b, uint32_t n);
 

@@ -24,12 +24,16 @@
 
 #include "image/image.h"
 
-/* @bytes at @off lie inside the file. */
+/* @bytes at @off lie inside the file (a writable image's file grows: its end is the engine's
+ * allocation end, as map.c reads it). */
 static bool inside(const struct qcow2_image *img, uint64_t off, uint64_t bytes)
 {
-	uint64_t end;
+	uint64_t end, file_end = img->file_bytes;
 
-	return !__builtin_add_overflow(off, bytes, &end) && end <= img->file_bytes;
+	if (img->w)
+		file_end = __atomic_load_n(&img->end_cluster, __ATOMIC_RELAXED)
+			   << img->h.cluster_bits;
+	return !__builtin_add_overflow(off, bytes, &end) && end <= file_end;
 }
 
 int qcow2_image_bitmaps(struct qcow2_image *img, bool lenient, struct qcow2_bitmap **out,

@@ -376,6 +376,47 @@ int qcow2_image_bitmap_read(struct qcow2_image *img, const struct qcow2_bitmap *
 int qcow2_image_bitmaps_store(struct qcow2_image *img, const struct qcow2_bitmap *b, uint32_t n,
 			      uint8_t *const *bits);
 
+/* integrity/bitmap-drop.c: check --repair --drop-bitmap: take bitmap @name of @img (open for
+ * repair) out of the directory when it is inconsistent (in use, an entry QEMU refuses, a
+ * damaged table), writing @why (@cap bytes) with the reason; its clusters are then leaks, which
+ * the repair frees. -ENOENT (no such bitmap), -EINVAL (a consistent one: removed by 'bitmap
+ * remove'). @dry_run: only the reason. */
+int qcow2_image_bitmap_drop(struct qcow2_image *img, const char *name, bool dry_run, char *why,
+			    size_t cap);
+
+/* jobs/bitmap-edit.c: what `qemu-img bitmap` does to one bitmap, action after action. */
+enum qcow2_bitmap_op {
+	QCOW2_BITMAP_ADD,
+	QCOW2_BITMAP_REMOVE,
+	QCOW2_BITMAP_CLEAR,
+	QCOW2_BITMAP_ENABLE,
+	QCOW2_BITMAP_DISABLE,
+	QCOW2_BITMAP_MERGE,
+};
+struct qcow2_bitmap_action {
+	enum qcow2_bitmap_op op;
+	uint64_t granularity; /* ADD: bytes, a power of two; 0: QEMU's default */
+	bool disabled;	      /* ADD: not tracking writes */
+	const char *source;   /* MERGE: the bitmap merged in (of the source image, if one) */
+};
+/* Apply @n_actions to bitmap @name of @img (open for writing, alone), in order, all in memory;
+ * then, unless @dry_run, store the directory once (qcow2_image_bitmaps_store()). MERGE reads
+ * its source bitmap from @source (open for reading) or, when NULL, from @img. Refused as QEMU
+ * refuses: -EEXIST, -ENOENT (a name that exists / does not), -EBUSY (a bitmap in use used or
+ * changed other than removed), -EINVAL (granularity, name, sizes), -ENOSPC (QEMU's count and
+ * directory limits), -EUCLEAN (a directory QEMU would refuse); nothing is written then. */
+int qcow2_image_bitmap_edit(struct qcow2_image *img, const char *name,
+			    const struct qcow2_bitmap_action *actions, size_t n_actions,
+			    struct qcow2_image *source, bool dry_run);
+
+/* copy --bitmaps (jobs/bitmap-edit.c), as `qemu-img convert --bitmaps`: every persistent bitmap
+ * of @src is added to @dst (open for writing, alone, of the same virtual size) with its
+ * granularity, enabled or not, and its bits; one in use (inconsistent) is refused (-EBUSY,
+ * before anything is written: call with @check_only before the copy) or, with @skip_broken,
+ * left out. */
+int qcow2_image_bitmaps_copy(struct qcow2_image *dst, struct qcow2_image *src, bool skip_broken,
+			     bool check_only);
+
 /* ---- internal snapshots, write side (snapshot-write.c) ----
  * On an image opened writable (a chain's top: qcow2_chain_layer(c, 0, &li).image). Each
  * operation is crash-safe: at every point the file on disk is a valid image whose refcounts

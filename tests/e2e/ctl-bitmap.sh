@@ -5,7 +5,8 @@
 # for `qemu-nbd -B NAME` with x-dirty-bitmap, on bitmaps qemu-img made and qemu-io dirtied
 # (enabled, disabled, in use, 512 B to 2 MiB granularity, several data clusters, a disk that
 # ends inside a granule); `qcowctl check` counts damage of the bitmap structures as qemu-img
-# does where qemu-img opens the image, and reports the rest.
+# does where qemu-img opens the image, and reports the rest; `check --repair --drop-bitmap NAME`
+# drops an inconsistent bitmap and leaves the image clean for qemu-img check.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_cmd qemu-nbd
 
@@ -192,6 +193,25 @@ setup cp full.qcow2 ones.qcow2
 setup bm_patch ones.qcow2 all table-entry 1
 check "a table entry made all ones (its old cluster leaked): counted as qemu-img does" \
 	counts_same ones.qcow2
+setup cp many.qcow2 shared.qcow2
+shared_data=$(python3 - <<'PY'
+import struct
+f = open("shared.qcow2", "rb").read()
+off = struct.unpack(">I", f[100:104])[0]
+while True:
+    t, l = struct.unpack(">II", f[off:off + 8])
+    if t == 0x23852875:
+        d = struct.unpack(">Q", f[off + 24:off + 32])[0]
+        table = struct.unpack(">Q", f[d:d + 8])[0]   # bitmap "fine", its first data cluster
+        print(struct.unpack(">Q", f[table:table + 8])[0])
+        break
+    off += 8 + ((l + 7) & ~7)
+PY
+)
+[ -n "$shared_data" ] && [ "$shared_data" != 0 ] || bail "bitmap 'fine' has no data cluster"
+setup bm_patch shared.qcow2 default table-entry "$shared_data"
+check "two bitmaps sharing a data cluster (one leaked): counted as qemu-img does" \
+	counts_same shared.qcow2
 setup cp inuse.qcow2 inuse-check.qcow2
 check "a bitmap in use: clean, as qemu-img check says" counts_same inuse-check.qcow2
 setup cp many.qcow2 gran.qcow2
@@ -205,6 +225,67 @@ check_not "a bitmap count the directory does not hold: qemu-img cannot open it" 
 	qemu-img check count.qcow2
 check "a bitmap count the directory does not hold: check reports a corruption" \
 	eval '"$QCOWCTL" check count.qcow2 >/dev/null; [ $? = 2 ]'
+
+# ---- check --repair --drop-bitmap ----
+
+# dropped_clean IMAGE NAME: check --repair --drop-bitmap NAME takes the bitmap out; qemu-img
+# check then finds the image clean (the bitmap's clusters freed) and no longer lists it, and the
+# other bitmaps keep their dirty maps (as qemu-nbd shows them before and after)
+dropped_clean()
+{
+	local img=$1 name=$2 n others
+	others=$(qemu-img info -U "$img" 2>/dev/null | sed -n 's/^ *name: //p' | grep -vx "$name")
+	for n in $others; do
+		nbd_dirty_map_of "$img" "$n" "$WORK/before.$n" 2>/dev/null || rm -f "$WORK/before.$n"
+	done
+	"$QCOWCTL" check -q --repair --drop-bitmap "$name" "$img" ||
+		{ echo "check --repair --drop-bitmap $name $img failed"; return 1; }
+	image_clean "$img" || return 1
+	if lists_bitmap "$img" "$name"; then
+		echo "$name still listed"
+		return 1
+	fi
+	for n in $others; do
+		lists_bitmap "$img" "$n" || { echo "$n no longer listed"; return 1; }
+		[ -e "$WORK/before.$n" ] || continue
+		nbd_dirty_map_of "$img" "$n" "$WORK/after.$n" &&
+			cmp "$WORK/before.$n" "$WORK/after.$n" || return 1
+	done
+}
+setup cp many.qcow2 d-gran.qcow2
+setup bm_patch d-gran.qcow2 fine granularity 40
+check "--drop-bitmap: an entry QEMU refuses is dropped, the image checks clean" \
+	dropped_clean d-gran.qcow2 fine
+drop_dry_run()
+{
+	cp inuse.qcow2 d-dry.qcow2 && sha_of d-dry.qcow2 >"$WORK/d.sha" || return 1
+	"$QCOWCTL" check -q --repair --dry-run --drop-bitmap fine d-dry.qcow2 2>"$WORK/d.err" ||
+		return 1
+	grep -q "would drop bitmap 'fine', which is in use" "$WORK/d.err" || { cat "$WORK/d.err"; return 1; }
+	sha_unchanged "$WORK/d.sha" && lists_bitmap d-dry.qcow2 fine
+}
+check "--drop-bitmap --dry-run says why it would drop the bitmap and changes nothing" drop_dry_run
+setup cp inuse.qcow2 d-inuse.qcow2
+check "--drop-bitmap: a bitmap in use is dropped, the image checks clean" \
+	dropped_clean d-inuse.qcow2 fine
+setup cp full.qcow2 d-past.qcow2
+setup bm_patch d-past.qcow2 all table-entry $((1 << 32))
+check "--drop-bitmap: a table pointing past the end of the file is dropped, the image checks clean" \
+	dropped_clean d-past.qcow2 all
+setup cp many.qcow2 d-res.qcow2
+setup bm_patch d-res.qcow2 coarse table-entry 2
+check "--drop-bitmap: a table entry with reserved bits is dropped, the image checks clean" \
+	dropped_clean d-res.qcow2 coarse
+drop_refused()
+{
+	sha_of many.qcow2 >"$WORK/m.sha"
+	one_line_error "consistent" "$QCOWCTL" check -q --repair --drop-bitmap fine many.qcow2 &&
+		one_line_error "no bitmap 'nope'" "$QCOWCTL" check -q --repair --drop-bitmap nope \
+			many.qcow2 &&
+		sha_unchanged "$WORK/m.sha"
+}
+check "--drop-bitmap refuses a consistent bitmap and a missing one, changing nothing" \
+	drop_refused
 
 check "bitmap: usage errors exit 64, --help describes it" ctl_usage_error bitmap
 finish
