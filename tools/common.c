@@ -256,6 +256,8 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 				json_string(&j, "backing", s->detail ? s->detail : "");
 			if (s->kind == QCOW2_STEP_COPY || s->kind == QCOW2_STEP_GROW)
 				json_uint(&j, "bytes", s->bytes);
+			if (s->kind == QCOW2_STEP_BITMAPS)
+				json_string(&j, "bitmaps", s->detail ? s->detail : "");
 			json_end_object(&j);
 		}
 		json_end_array(&j);
@@ -298,6 +300,10 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 			break;
 		case QCOW2_STEP_CREATE:
 			printf("  create   '%s' (%s)\n", s->image, s->detail ? s->detail : "");
+			break;
+		case QCOW2_STEP_BITMAPS:
+			printf("  bitmaps  '%s': the ranges copied are marked dirty in %s\n",
+			       s->image, s->detail ? s->detail : "");
 			break;
 		}
 	}

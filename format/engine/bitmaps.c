@@ -359,8 +359,14 @@ static int store(struct qcow2_image *img, struct qcow2_wbitmap *v, uint32_t n)
 		return qcow2_set_error(-ENOTSUP, "a version 2 image has no bitmaps");
 	if (in_force(img))
 		r = qcow2_image_bitmaps(img, true, &old, &n_old);
-	if (!in_force(img))
+	if (r == -ENOMEM)
+		return r;
+	/* (a directory broken as a whole names nothing we could trust, itself included: what
+	 * it names stays, leaked) */
+	if (r < 0 || !in_force(img))
 		old_bytes = 0;
+	qcow2_clear_error();
+	r = 0;
 	for (i = 0; r == 0 && i < n; i++)
 		if (v[i].bits)
 			r = write_bitmap(img, &a, &v[i]);
@@ -383,8 +389,12 @@ static int store(struct qcow2_image *img, struct qcow2_wbitmap *v, uint32_t n)
 		if (r == 0)
 			r = qcow2_io_flush(img->io);
 	}
-	if (r == 0)
+	if (r == 0) {
 		r = qcow2_image_write_bitmaps_ext(img, n, len, dir);
+		/* once the header may name them, they stay allocated (at worst leaked) */
+		if (r < 0)
+			a.n = 0;
+	}
 	if (r < 0) {
 		/* nothing points at them: given back (a crash would have leaked them) */
 		for (i = 0; i < a.n; i++)

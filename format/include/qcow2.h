@@ -920,6 +920,9 @@ enum qcow2_step_kind {
 	QCOW2_STEP_UNUSED,  /* @image is no longer part of the chain */
 	QCOW2_STEP_DELETE,  /* @image is deleted */
 	QCOW2_STEP_CREATE,  /* @image is created, in format @detail */
+	/* the ranges copied into @image are marked dirty in its enabled persistent bitmaps,
+	 * @detail (names, comma-separated), as QEMU's writes mark them */
+	QCOW2_STEP_BITMAPS,
 };
 struct qcow2_step {
 	enum qcow2_step_kind kind;

@@ -54,7 +54,7 @@ void qcow2_plan_release(struct qcow2_plan *p)
 const char *qcow2_step_name(enum qcow2_step_kind k)
 {
 	static const char *const names[] = {"grow",   "copy",	"repoint", "empty",
-					    "unused", "delete", "create"};
+					    "unused", "delete", "create",  "bitmaps"};
 
 	return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
@@ -85,6 +85,51 @@ int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const
 	}
 	p->n++;
 	return 0;
+}
+
+/* The plan's note that copying into layer @i of @c marks its enabled persistent bitmaps (the
+ * engine marks every guest change, as QEMU's block layer does for commit and qemu-img rebase):
+ * their names as the step's detail. None without such a bitmap. */
+static int plan_bitmaps(struct qcow2_plan *p, struct qcow2_chain *c, unsigned i)
+{
+	struct qcow2_layer_info li;
+	struct qcow2_bitmap *b;
+	char *names = NULL;
+	size_t len = 0;
+	uint32_t n, k;
+	int r = 0;
+
+	if (qcow2_chain_layer(c, i, &li) < 0 || !li.image)
+		return 0;
+	if (qcow2_image_bitmaps(li.image, true, &b, &n) < 0) {
+		qcow2_clear_error(); /* (a directory QEMU refuses: the write says so) */
+		return 0;
+	}
+	for (k = 0; k < n && r == 0; k++) {
+		size_t l = strlen(b[k].name);
+		char *v;
+
+		if (b[k].invalid || (b[k].flags & QCOW2_BITMAP_IN_USE) ||
+		    !(b[k].flags & QCOW2_BITMAP_AUTO))
+			continue;
+		v = realloc(names, len + l + 3);
+		if (!v) {
+			r = qcow2_oom();
+			break;
+		}
+		names = v;
+		if (len) {
+			memcpy(names + len, ", ", 2);
+			len += 2;
+		}
+		memcpy(names + len, b[k].name, l + 1);
+		len += l;
+	}
+	if (r == 0 && len)
+		r = qcow2_commit_plan_add(p, QCOW2_STEP_BITMAPS, li.path, names, 0);
+	free(names);
+	qcow2_bitmaps_free(b, n);
+	return r;
 }
 
 /* ---- layers and names ---- */
@@ -479,6 +524,8 @@ static int commit_run(struct commit *m)
 	if (r == 0)
 		r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_COPY,
 					  qcow2_commit_layer_path(m->c, m->b), NULL, bytes);
+	if (r == 0 && (bytes || zero))
+		r = plan_bitmaps(m->plan, m->c, m->b);
 	if (r == 0 && !dry)
 		r = copy_into_base(m, false, &bytes, &zero);
 	if (r == 0 && !dry && m->b > (m->t ? m->t : 1))
@@ -636,6 +683,8 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 	if (r == 0)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(c, 0),
 					  NULL, st.planned_bytes);
+	if (r == 0 && st.planned_bytes)
+		r = plan_bitmaps(plan, c, 0);
 	if (r < 0 || dry_run)
 		return r;
 	co.dry_run = false;

@@ -47,6 +47,8 @@ dirty_ranges fresh/base.qcow2 bd >"$WORK/bd.before" || bail "qemu-nbd export of 
 
 d="commit"
 twins commit
+check "$d: the plan says which bitmaps of base get the committed ranges" \
+	eval 'ctl commit --dry-run ours/commit/top.qcow2 | grep -qx "  bitmaps  .*/base.qcow2.: the ranges copied are marked dirty in bb"'
 ctl commit -q ours/commit/top.qcow2 >/dev/null || fail "$d: qcowctl commit"
 qemu-img commit -q qemu/commit/top.qcow2 || fail "$d: qemu-img commit"
 check "$d: base's enabled bitmap marks the committed ranges, as QEMU's" \
@@ -60,6 +62,8 @@ check "$d: top checks clean" image_clean ours/commit/top.qcow2
 
 d="pull"
 twins pull
+check "$d: the plan says top's bitmap gets the pulled ranges" \
+	eval 'ctl pull --dry-run --json ours/pull/top.qcow2 | grep -q "\"bitmaps\": \"bt\""'
 ctl pull -q ours/pull/top.qcow2 >/dev/null || fail "$d: qcowctl pull"
 qemu-img rebase -q -b "" qemu/pull/top.qcow2 || fail "$d: qemu-img rebase -b ''"
 check "$d: top's bitmap marks the pulled ranges, as qemu-img rebase's" \
