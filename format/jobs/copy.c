@@ -492,12 +492,21 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
 /* ---- compressed copies: whole clusters of the destination, read whole from the source.
  * Their offsets are gathered into batches; each batch is split into up to b->threads
  * contiguous shares, each read (a run of adjacent clusters at once) and compressed by its own
- * thread (reads of a chain and the codec are safe from many threads), and the caller's thread
- * then stores them in order, so the file is laid out as one thread would lay it out. */
+ * thread (reads of a chain and the codec are safe from many threads). Two batches take turns:
+ * while the threads work on one, the caller's thread stores the one before it, in order, so
+ * the file is laid out as one thread would lay it out. A batch's buffers belong to its share
+ * threads from shares_start() to shares_wait(), and to the caller's thread otherwise: no
+ * lock. */
 
 #define BATCH	    (8u << 20) /* bytes of clusters read and compressed at once */
 #define MAX_THREADS 16u
 #define LEN_ZERO    (-5000) /* batch->len[]: an all-zero cluster, zeroed instead (no errno) */
+
+struct batch;
+struct batch_arg {
+	struct batch *b;
+	unsigned id, nt;
+};
 
 struct batch {
 	const struct copy *k;
@@ -505,13 +514,19 @@ struct batch {
 	ssize_t *len;	   /* compressed bytes, 0 (stored plain) or LEN_ZERO */
 	uint64_t *off;	   /* guest offset of each cluster */
 	unsigned n, cap, threads;
-	int err[MAX_THREADS]; /* what each share's thread met (its message in @msg) */
+	unsigned nt, started; /* shares, and threads started for them (0..@started - 1) */
+	pthread_t t[MAX_THREADS];
+	struct batch_arg args[MAX_THREADS];
+	int err[MAX_THREADS]; /* what each share met (its message in @msg) */
 	char msg[MAX_THREADS][256];
 };
 
-struct batch_arg {
-	struct batch *b;
-	unsigned id, nt;
+/* Two batches: @cur is being gathered; with @pending, the other one is compressed and waits
+ * to be stored. */
+struct pipe {
+	struct batch b[2];
+	unsigned cur;
+	bool pending;
 };
 
 /* Read clusters [@i, @j) of @b, adjacent on the disk, with one read. */
@@ -557,37 +572,42 @@ static void *do_share(void *arg)
 	return NULL;
 }
 
-/* Read and compress the gathered clusters on up to b->threads threads, the caller's one
- * included, and wait for them all. */
-static int run_shares(struct batch *b)
+/* Start the threads that read and compress @b's shares. */
+static void shares_start(struct batch *b)
 {
-	struct batch_arg args[MAX_THREADS];
-	pthread_t t[MAX_THREADS];
-	unsigned i, nt = b->threads < b->n ? b->threads : b->n, started;
+	unsigned i;
 
-	for (i = 0; i < nt; i++)
-		args[i] = (struct batch_arg){b, i, nt};
-	for (started = 1; started < nt; started++)
-		if (pthread_create(&t[started], NULL, do_share, &args[started]) != 0)
+	b->nt = b->threads < b->n ? b->threads : b->n;
+	for (i = 0; i < b->nt; i++)
+		b->args[i] = (struct batch_arg){b, i, b->nt};
+	for (b->started = 0; b->started < b->nt; b->started++)
+		if (pthread_create(&b->t[b->started], NULL, do_share, &b->args[b->started]) != 0)
 			break;
-	for (i = started; i < nt; i++) /* the shares of threads that did not start */
-		do_share(&args[i]);
-	if (nt)
-		do_share(&args[0]);
-	for (i = 1; i < started; i++)
-		pthread_join(t[i], NULL);
-	for (i = 0; i < nt; i++)
-		if (b->err[i] < 0) /* the thread's message is its own: carried over */
-			return qcow2_set_error(b->err[i], "%s", b->msg[i]);
-	return 0;
 }
 
-/* Read, compress and store the gathered clusters, in order. */
-static int flush_batch(struct copy *k, struct batch *b)
+/* Wait for them (doing here the shares of threads that did not start). */
+static int shares_wait(struct batch *b)
+{
+	unsigned i;
+	int r = 0;
+
+	for (i = b->started; i < b->nt; i++)
+		do_share(&b->args[i]);
+	for (i = 0; i < b->started; i++)
+		pthread_join(b->t[i], NULL);
+	for (i = 0; i < b->nt && r == 0; i++)
+		if (b->err[i] < 0) /* the thread's message is its own: carried over */
+			r = qcow2_set_error(b->err[i], "%s", b->msg[i]);
+	b->nt = b->started = 0;
+	return r;
+}
+
+/* Store the compressed clusters of @b, in order. */
+static int store_batch(struct copy *k, struct batch *b)
 {
 	uint64_t size = qcow2_chain_size(k->src);
 	unsigned i;
-	int r = run_shares(b);
+	int r = 0;
 
 	for (i = 0; i < b->n && r == 0; i++) {
 		uint64_t c = b->off[i], n = size - c < k->cluster ? size - c : k->cluster;
@@ -607,20 +627,55 @@ static int flush_batch(struct copy *k, struct batch *b)
 	return r;
 }
 
-/* Gather the clusters that hold [@off, @off + @len) into @b, storing it whenever it is full.
- * @next: the first cluster not yet gathered (items may share a cluster). */
-static int copy_compressed(struct copy *k, struct batch *b, uint64_t off, uint64_t len,
+/* The gathered batch goes to its threads while the one before it is stored. */
+static int pipe_turn(struct copy *k, struct pipe *pp)
+{
+	struct batch *b = &pp->b[pp->cur], *prev = &pp->b[1 - pp->cur];
+	int r = 0, w;
+
+	shares_start(b);
+	if (pp->pending)
+		r = store_batch(k, prev);
+	pp->pending = false;
+	w = shares_wait(b);
+	if (r == 0)
+		r = w;
+	if (r < 0) {
+		b->n = 0;
+		return r;
+	}
+	pp->pending = true;
+	pp->cur = 1 - pp->cur;
+	return 0;
+}
+
+/* Store everything gathered so far (before a zeroing, and at the end). */
+static int pipe_drain(struct copy *k, struct pipe *pp)
+{
+	int r = pp->b[pp->cur].n ? pipe_turn(k, pp) : 0;
+
+	if (r == 0 && pp->pending)
+		r = store_batch(k, &pp->b[1 - pp->cur]);
+	pp->pending = false;
+	return r;
+}
+
+/* Gather the clusters that hold [@off, @off + @len), passing each full batch on. @next: the
+ * first cluster not yet gathered (items may share a cluster). */
+static int copy_compressed(struct copy *k, struct pipe *pp, uint64_t off, uint64_t len,
 			   uint64_t *next)
 {
 	uint64_t cs = k->cluster, end = off + len, c = off & ~(cs - 1);
 	int r = 0;
 
 	for (; c < end && r == 0; c += cs) {
+		struct batch *b = &pp->b[pp->cur];
+
 		if (c < *next)
 			continue;
 		b->off[b->n] = c;
 		if (++b->n == b->cap)
-			r = flush_batch(k, b);
+			r = pipe_turn(k, pp);
 		*next = c + cs;
 	}
 	return r;
@@ -650,42 +705,63 @@ static int batch_init(struct batch *b, const struct copy *k)
 	b->out = malloc(b->cap * k->cluster);
 	b->len = calloc(b->cap, sizeof(*b->len));
 	b->off = calloc(b->cap, sizeof(*b->off));
-	if (!b->in || !b->out || !b->len || !b->off) {
-		batch_free(b);
+	if (!b->in || !b->out || !b->len || !b->off)
 		return qcow2_oom();
-	}
 	return 0;
+}
+
+static int pipe_init(struct pipe *pp, const struct copy *k)
+{
+	int r;
+
+	memset(pp, 0, sizeof(*pp));
+	r = batch_init(&pp->b[0], k);
+	return r < 0 ? r : batch_init(&pp->b[1], k);
+}
+
+static void pipe_free(struct pipe *pp)
+{
+	batch_free(&pp->b[0]);
+	batch_free(&pp->b[1]);
 }
 
 static int run_plan(struct copy *k, const struct plan *p)
 {
 	struct reader rd;
-	struct batch b;
+	struct pipe *pp = NULL;
 	uint64_t next = 0;
 	size_t i;
 	int r;
 
-	r = k->o->compress ? batch_init(&b, k) : reader_start(&rd, k);
+	if (k->o->compress) {
+		pp = malloc(sizeof(*pp));
+		if (!pp)
+			return qcow2_oom();
+		r = pipe_init(pp, k);
+	} else {
+		r = reader_start(&rd, k);
+	}
 	for (i = 0; i < p->n && r == 0; i++) {
 		const struct item *it = &p->v[i];
 
-		if (it->kind == ITEM_ZERO && k->o->compress)
-			r = flush_batch(k, &b); /* in order: what comes before first */
+		if (it->kind == ITEM_ZERO && pp)
+			r = pipe_drain(k, pp); /* in order: what comes before first */
 		if (r == 0 && it->kind == ITEM_ZERO) {
 			r = dst_zero(k, it->off, it->len);
 			if (r == 0)
 				r = step(k, it->len);
-		} else if (r == 0 && k->o->compress) {
+		} else if (r == 0 && pp) {
 			prefetch(k, i, it->off); /* the disk reads ahead while batches compress */
-			r = copy_compressed(k, &b, it->off, it->len, &next);
+			r = copy_compressed(k, pp, it->off, it->len, &next);
 		} else if (r == 0) {
 			r = copy_data(k, &rd, it->off, it->len);
 		}
 	}
-	if (k->o->compress) {
+	if (pp) {
 		if (r == 0)
-			r = flush_batch(k, &b);
-		batch_free(&b);
+			r = pipe_drain(k, pp);
+		pipe_free(pp);
+		free(pp);
 	} else {
 		reader_stop(&rd);
 	}
