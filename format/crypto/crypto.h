@@ -90,6 +90,12 @@ int qcow2_afmerge(const char *hash, size_t key_bytes, uint32_t stripes, const ui
  * QEMU lacks. */
 int qcow2_crypt_new(const char *cipher_name, const char *cipher_mode, const uint8_t *key,
 		    size_t key_bytes, struct qcow2_crypt **out);
+/* The cipher of @c over @len bytes of @buf (whole blocks of the cipher; the last sector may be
+ * short), sector by sector from sector number @sector; @enc: encrypt, else decrypt. */
+int qcow2_crypt_sectors(const struct qcow2_crypt *c, uint64_t sector, uint8_t *buf, size_t len,
+			bool enc);
+/* The digest length of the hash @hash, or -ENOTSUP. */
+int qcow2_crypt_hash_len(const char *hash);
 /* Encode @info as a LUKS1 phdr into @buf (QCOW2_LUKS_PHDR_BYTES). Pure. */
 void qcow2_luks_encode(const struct qcow2_luks_info *info, uint8_t *buf);
 

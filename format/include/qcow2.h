@@ -889,11 +889,11 @@ struct qcow2_luks_info {
 	char uuid[41];
 	struct qcow2_luks_slot slots[QCOW2_LUKS_NUM_SLOTS];
 	/* The same facts as qemu-img info names them */
-	char cipher_alg[24];	 /* "aes-256" */
-	char mode[16];		 /* "xts", "cbc", "ecb" */
-	char ivgen_alg[16];	 /* "plain64", "plain", "essiv" */
-	char ivgen_hash_alg[16]; /* "sha256" with essiv, else "" */
-	char hash_alg[16];	 /* "sha256" */
+	char cipher_alg[48];	 /* "aes-256" */
+	char mode[33];		 /* "xts", "cbc", "ecb", "ctr" */
+	char ivgen_alg[33];	 /* "plain64", "plain", "essiv" */
+	char ivgen_hash_alg[33]; /* "sha256" with essiv, else "" */
+	char hash_alg[33];	 /* "sha256" */
 };
 /* Decode and check the LUKS1 header at the start of @buf (@len bytes: the whole crypto header
  * area, against which the key material offsets are checked). Pure. 0, or -EINVAL (not LUKS,

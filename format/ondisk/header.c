@@ -122,11 +122,9 @@ static int check_fields(struct qcow2_header *h)
 				       h->header_len);
 	if (h->refcount_order > 6)
 		return qcow2_set_error(-EINVAL, "invalid refcount order %u", h->refcount_order);
-	if (h->crypt_method == QCOW2_CRYPT_AES || h->crypt_method == QCOW2_CRYPT_LUKS)
-		return qcow2_set_error(-ENOTSUP,
-				       "encrypted image (%s): encryption not supported yet",
-				       h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
-	if (h->crypt_method != QCOW2_CRYPT_NONE)
+	/* Encrypted images (1 legacy AES, 2 LUKS) decode: their metadata is plain; reading or
+	 * writing their data needs a key, which the layers that touch data ask for. */
+	if (h->crypt_method > QCOW2_CRYPT_LUKS)
 		return qcow2_set_error(-EINVAL, "invalid encryption method %u", h->crypt_method);
 	if ((h->incompat & QCOW2_INCOMPAT_COMPRESSION)
 		? h->compression_type == QCOW2_COMPRESSION_ZLIB
@@ -282,6 +280,9 @@ int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h)
 	if (h->has_crypto_ext && h->crypt_method != QCOW2_CRYPT_LUKS)
 		return qcow2_set_error(-EUCLEAN,
 				       "crypto header extension in an image without LUKS");
+	if (h->crypt_method == QCOW2_CRYPT_LUKS && !h->has_crypto_ext)
+		return qcow2_set_error(-EUCLEAN,
+				       "encrypted image (luks) without a crypto header extension");
 	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && !h->data_file[0])
 		return qcow2_set_error(-EUCLEAN, "external data file bit set but no file named");
 	if (!(h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->data_file[0])
