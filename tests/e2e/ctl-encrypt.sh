@@ -153,6 +153,33 @@ sys.exit(d != want)" || { echo "convert reads other bytes"; return 1; }
 	fi
 }
 
+# crypto_ext IMAGE: "OFFSET LENGTH" of the crypto header extension (the test's own parse).
+crypto_ext()
+{
+	python3 - "$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read(1 << 16)
+v = struct.unpack(">I", d[4:8])[0]
+off = struct.unpack(">I", d[100:104])[0] if v >= 3 else 72
+while True:
+    m, l = struct.unpack(">II", d[off:off + 8])
+    if m == 0:
+        sys.exit("no crypto header extension")
+    if m == 0x0537BE77:
+        print(*struct.unpack(">QQ", d[off + 8:off + 24]))
+        break
+    off += 8 + (l + 7) // 8 * 8
+PY
+}
+
+# same_crypto_ext A B: the two images' crypto header extensions are the same.
+same_crypto_ext()
+{
+	local a b
+	a=$(crypto_ext "$1") && b=$(crypto_ext "$2") || return 1
+	[ "$a" = "$b" ] || { echo "$1: $a, $2: $b"; return 1; }
+}
+
 n=0
 for opts in "" \
 	"encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.hash-alg=sha512" \
@@ -174,6 +201,8 @@ for opts in "" \
 	check "[$o] qemu-img check is clean after the writes" qemu_check_key "new$n.qcow2"
 	check "[$o] qcowctl info shows qemu-img's encryption facts" same_info_as_qemu \
 		"new$n.qcow2"
+	check "[$o] the crypto header lies where qemu-img puts it, as long" \
+		same_crypto_ext "new$n.qcow2" "qemu$n.qcow2"
 done
 
 # refusals: one line, no file left
