@@ -205,6 +205,29 @@ for opts in "" \
 		same_crypto_ext "new$n.qcow2" "qemu$n.qcow2"
 done
 
+# dry_run_creates_nothing: --dry-run of an encrypted create says so and creates nothing.
+dry_run_creates_nothing()
+{
+	ctl create --dry-run --key dry.qcow2=key -o encrypt.format=luks dry.qcow2 1M >dry.out ||
+		return 1
+	grep -q "encrypted: luks" dry.out && [ ! -e dry.qcow2 ]
+}
+check "create --dry-run of an encrypted image creates nothing" dry_run_creates_nothing
+
+# an encrypted overlay of a plain image: the base shows through, writes are encrypted
+setup mk_qcow2 plain-base.qcow2 4M
+setup qio plain-base.qcow2 "write -P 0x33 0 64k"
+check "create an encrypted overlay of a plain image" \
+	ctl create -q --key over.qcow2=key -b plain-base.qcow2 -F qcow2 \
+	-o encrypt.format=luks,encrypt.iter-time=10 over.qcow2
+# overlay_reads: qemu-io reads the base through the encrypted overlay and its own writes.
+overlay_reads()
+{
+	qio_enc key over.qcow2 "read -P 0x33 0 64k" "write -P 0x44 64k 64k" \
+		"read -P 0x44 64k 64k" && qemu_check_key over.qcow2
+}
+check "qemu-io reads the base through it and its own writes" overlay_reads
+
 # refusals: one line, no file left
 # refused_create PATTERN ARGS...: `qcowctl create ARGS refused.qcow2 1M` fails with one line
 # matching PATTERN and leaves no refused.qcow2.
