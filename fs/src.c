@@ -380,6 +380,11 @@ static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 	s->qcow2 = true;
 	h = malloc(sizeof(*h));
 	r = h ? qcow2_header_read(io, h) : -ENOMEM;
+	/* The header of an encrypted image decodes, but its data is ciphertext: refused until
+	 * it can be opened with its key. */
+	if (r == 0 && h->crypt_method != QCOW2_CRYPT_NONE)
+		r = qcow2_set_error(-ENOTSUP, "encrypted image (%s): no key for it",
+				    h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
 	if (r == 0)
 		src_check_busy(s, io);
 	if (r == 0)

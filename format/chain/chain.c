@@ -95,6 +95,10 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 					       QCOW2_READER_SHARED, &l->img);
 	if (r < 0)
 		return r;
+	/* The clusters of an encrypted image are ciphertext: never served as data. */
+	if (l->img->h.crypt_method != QCOW2_CRYPT_NONE)
+		return qcow2_set_error(
+		    -ENOTSUP, "'%s': encrypted image: its data cannot be read yet", l->path);
 	l->size = qcow2_guest_bytes(l->img->h.size);
 	return 0;
 }

@@ -2,12 +2,12 @@
 /*
  * image.h - one image, read side: the open image (header, L1 table, snapshot table, refcount
  * table, external data file), the L2 cache, guest-to-host mapping and the refcount reader.
- * Above ondisk (docs/design.md).
+ * Above crypto (docs/design.md).
  */
 #ifndef QCOW2_IMAGE_H
 #define QCOW2_IMAGE_H
 
-#include "ondisk/ondisk.h"
+#include "crypto/crypto.h"
 
 /* An L1 table in memory, decoded to host order. */
 struct qcow2_l1 {

@@ -1002,6 +1002,88 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run,
 			    struct qcow2_plan *plan);
 
+/* ---- encryption (format/crypto/) ----
+ * LUKS1 headers in the crypto header clusters (crypt_method 2) and legacy AES (crypt_method
+ * 1), through OpenSSL. Key material lives in locked memory (qcow2_secure_alloc()), wiped when
+ * freed, and is never part of a message. */
+
+/* Memory for key material: mlock()ed where allowed, excluded from core dumps
+ * (MADV_DONTDUMP), zeroed. NULL when out of memory. Free with qcow2_secure_free(p, n), which
+ * wipes the @n bytes first (p may be NULL). */
+void *qcow2_secure_alloc(size_t n);
+void qcow2_secure_free(void *p, size_t n);
+
+/* A passphrase: the whole content of a key file, as QEMU's `secret,file=` reads it (no
+ * newline stripped), in locked memory. */
+struct qcow2_key {
+	uint8_t *bytes; /* qcow2_secure_alloc()ed */
+	size_t len;
+};
+#define QCOW2_MAX_KEY_FILE_BYTES (64u << 10)
+/* Read the key file @path into @out. -ENOENT/-EACCES/-EISDIR..., -EINVAL for an empty file,
+ * -EFBIG over QCOW2_MAX_KEY_FILE_BYTES, each with one line naming the file. */
+int qcow2_key_file_read(const char *path, struct qcow2_key *out);
+/* Wipe and free @k's bytes (a zeroed or released key: nothing). */
+void qcow2_key_release(struct qcow2_key *k);
+
+#define QCOW2_LUKS_NUM_SLOTS 8
+struct qcow2_luks_slot {
+	bool active;
+	uint32_t iterations;
+	uint8_t salt[32];
+	uint32_t key_offset_sectors; /* key material at key_offset_sectors * 512 in the area */
+	uint32_t stripes;
+};
+/* A LUKS1 header, decoded and checked (qcow2_luks_decode()). */
+struct qcow2_luks_info {
+	char cipher_name[33]; /* as stored: "aes" */
+	char cipher_mode[33]; /* as stored: "xts-plain64", "cbc-essiv:sha256" */
+	char hash_spec[33];   /* as stored: "sha256" */
+	uint32_t payload_offset_sectors;
+	uint32_t key_bytes; /* master key length */
+	uint8_t mk_digest[20];
+	uint8_t mk_salt[32];
+	uint32_t mk_iterations;
+	char uuid[41];
+	struct qcow2_luks_slot slots[QCOW2_LUKS_NUM_SLOTS];
+	/* The same facts as qemu-img info names them */
+	char cipher_alg[48];	 /* "aes-256" */
+	char mode[33];		 /* "xts", "cbc", "ecb", "ctr" */
+	char ivgen_alg[33];	 /* "plain64", "plain", "essiv" */
+	char ivgen_hash_alg[33]; /* "sha256" with essiv, else "" */
+	char hash_alg[33];	 /* "sha256" */
+};
+/* Decode and check the LUKS1 header at the start of @buf (@len bytes: the whole crypto header
+ * area, against which the key material offsets are checked). Pure. 0, or -EINVAL (not LUKS,
+ * a version other than 1), -EUCLEAN (a field out of range) or -ENOTSUP (a cipher, mode or hash
+ * QEMU does not write), each with one line. */
+int qcow2_luks_decode(const void *buf, size_t len, struct qcow2_luks_info *info);
+struct qcow2_header;
+/* Read and decode the LUKS header of the image read by @io whose header is @h (crypt_method 2,
+ * the crypto header extension). Needs no key. */
+int qcow2_luks_read_info(struct qcow2_io *io, const struct qcow2_header *h,
+			 struct qcow2_luks_info *info);
+
+/* The options of `-o encrypt.*` (qemu-img's names and defaults: aes-256, xts, plain64, no
+ * ivgen hash, sha256, 2000 ms). Strings are not copied. */
+struct qcow2_luks_params {
+	const char *cipher_alg;	    /* "aes-128", "aes-192", "aes-256" */
+	const char *cipher_mode;    /* "xts", "cbc", "ecb" */
+	const char *ivgen_alg;	    /* "plain", "plain64", "essiv" */
+	const char *ivgen_hash_alg; /* with essiv; NULL: the hash-alg */
+	const char *hash_alg; /* "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160" */
+	uint32_t iter_time_ms;
+};
+void qcow2_luks_params_default(struct qcow2_luks_params *p);
+/* Check @p as qemu-img would: 0 or -EINVAL/-ENOTSUP with one line naming the option. */
+int qcow2_luks_params_check(const struct qcow2_luks_params *p);
+
+/* An unlocked image key: the sector cipher of an encrypted image. Opaque; thread-safe to use
+ * (format/crypto/crypto.h). */
+struct qcow2_crypt;
+/* Wipe (OPENSSL_cleanse) and free. NULL: nothing. */
+void qcow2_crypt_free(struct qcow2_crypt *c);
+
 /* ---- creating images (create.c) ----
  * A new image is written whole to an unnamed (or hidden) file in the target's directory,
  * made durable, and only then given its name (rename(2) over an existing file): an
@@ -1031,6 +1113,10 @@ struct qcow2_create_opts {
 	uint8_t compression_type;     /* QCOW2_COMPRESSION_*: zstd needs version 3 */
 	unsigned set; /* QCOW2_CREATE_SET_*: the options asked for (convert keeps the source's
 		       * cluster size, compat and extended_l2 unless asked) */
+	/* encrypt.format=luks: the LUKS parameters and the new image's passphrase (NULL: a
+	 * plain image) */
+	const struct qcow2_luks_params *luks;
+	const struct qcow2_key *luks_key;
 };
 #define QCOW2_CREATE_SET_CLUSTER_SIZE 0x1u
 #define QCOW2_CREATE_SET_COMPAT	      0x2u

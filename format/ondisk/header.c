@@ -122,11 +122,9 @@ static int check_fields(struct qcow2_header *h)
 				       h->header_len);
 	if (h->refcount_order > 6)
 		return qcow2_set_error(-EINVAL, "invalid refcount order %u", h->refcount_order);
-	if (h->crypt_method == QCOW2_CRYPT_AES || h->crypt_method == QCOW2_CRYPT_LUKS)
-		return qcow2_set_error(-ENOTSUP,
-				       "encrypted image (%s): encryption not supported yet",
-				       h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
-	if (h->crypt_method != QCOW2_CRYPT_NONE)
+	/* Encrypted images (1 legacy AES, 2 LUKS) decode: their metadata is plain; reading or
+	 * writing their data needs a key, which the layers that touch data ask for. */
+	if (h->crypt_method > QCOW2_CRYPT_LUKS)
 		return qcow2_set_error(-EINVAL, "invalid encryption method %u", h->crypt_method);
 	if ((h->incompat & QCOW2_INCOMPAT_COMPRESSION)
 		? h->compression_type == QCOW2_COMPRESSION_ZLIB
@@ -282,6 +280,9 @@ int qcow2_header_decode(const void *buf, size_t len, struct qcow2_header *h)
 	if (h->has_crypto_ext && h->crypt_method != QCOW2_CRYPT_LUKS)
 		return qcow2_set_error(-EUCLEAN,
 				       "crypto header extension in an image without LUKS");
+	if (h->crypt_method == QCOW2_CRYPT_LUKS && !h->has_crypto_ext)
+		return qcow2_set_error(-EUCLEAN,
+				       "encrypted image (luks) without a crypto header extension");
 	if ((h->incompat & QCOW2_INCOMPAT_DATA_FILE) && !h->data_file[0])
 		return qcow2_set_error(-EUCLEAN, "external data file bit set but no file named");
 	if (!(h->incompat & QCOW2_INCOMPAT_DATA_FILE) && h->data_file[0])
@@ -469,7 +470,7 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 		return qcow2_set_error(-EINVAL, "unsupported qcow2 version %u", h->version);
 	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return qcow2_set_error(-EINVAL, "unsupported cluster size 2^%u", h->cluster_bits);
-	if (h->has_bitmaps_ext || h->has_crypto_ext || (h->version < 3 && df_len))
+	if (h->has_bitmaps_ext || (h->version < 3 && df_len))
 		return qcow2_set_error(-ENOTSUP, "cannot encode this header extension");
 	if (name_len > QCOW2_MAX_BACKING_NAME)
 		return qcow2_set_error(-EINVAL, "backing file name is too long (%zu bytes)",
@@ -477,7 +478,8 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 	cs = (size_t)1 << h->cluster_bits;
 	off = h->version < 3 ? V2_HEADER_LEN : V3_HEADER_LEN + 8;
 	need = off + (fmt_len ? 8 + ((fmt_len + 7) & ~(size_t)7) : 0) +
-	       (df_len ? 8 + ((df_len + 7) & ~(size_t)7) : 0) + 8 + name_len;
+	       (df_len ? 8 + ((df_len + 7) & ~(size_t)7) : 0) + (h->has_crypto_ext ? 8 + 16 : 0) +
+	       8 + name_len;
 	if (need > cs || need > cap)
 		return qcow2_set_error(-ENOSPC,
 				       "the header and backing file name do not fit in "
@@ -489,6 +491,13 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 		put_ext(p, &off, EXT_BACKING_FMT, h->backing_fmt, (uint32_t)fmt_len);
 	if (df_len)
 		put_ext(p, &off, EXT_DATA_FILE, h->data_file, (uint32_t)df_len);
+	if (h->has_crypto_ext) { /* after the data file's, as QEMU orders them */
+		uint8_t crypto[16];
+
+		put_be64(crypto, h->crypto_off);
+		put_be64(crypto + 8, h->crypto_bytes);
+		put_ext(p, &off, EXT_CRYPTO, crypto, sizeof(crypto));
+	}
 	/* The feature name table as QEMU writes it: with clusters over 4 KiB only (where it
 	 * always leaves room for the longest backing file name). */
 	if (h->version >= 3 && cs > 4096 && need + 8 + FEATURE_TABLE_BYTES <= cap) {

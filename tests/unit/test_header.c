@@ -637,8 +637,7 @@ struct crypt_case {
 ParameterizedTestParameters(header, encryption_methods)
 {
 	static struct crypt_case cases[] = {
-	    {QCOW2_CRYPT_AES, -ENOTSUP, "encryption not supported yet"},
-	    {QCOW2_CRYPT_LUKS, -ENOTSUP, "encryption not supported yet"},
+	    {QCOW2_CRYPT_LUKS, -EUCLEAN, "without a crypto header extension"},
 	    {3, -EINVAL, "encryption method"},
 	    {0xffffffff, -EINVAL, "encryption method"},
 	};
@@ -655,6 +654,18 @@ ParameterizedTest(struct crypt_case *c, header, encryption_methods)
 	cr_assert_eq(open_image(), c->want);
 	assert_error_mentions(c->text);
 	assert_error_mentions("mem.qcow2");
+}
+
+/* An encrypted image's metadata is plain: its header decodes and the image loads (for info and
+ * check); its data needs a key, which the data path asks for. */
+Test(header, legacy_aes_image_loads)
+{
+	struct qcow2_header h;
+
+	imgbuild_put_be32(img, H_CRYPT, QCOW2_CRYPT_AES);
+	cr_assert_eq(decode(&h), 0, "%s", qcow2_last_error());
+	cr_assert_eq(h.crypt_method, QCOW2_CRYPT_AES);
+	cr_assert_eq(open_image(), 0, "%s", qcow2_last_error());
 }
 
 struct comp_case {
@@ -920,10 +931,11 @@ Test(header, crypto_extension_fields_are_decoded_when_accepted)
 		cr_assert(r == -EUCLEAN || r == -EINVAL, "%d: %s", r, qcow2_last_error());
 	}
 
-	/* With LUKS the image is refused, for the encryption. */
+	/* With LUKS the extension is the crypto header's place. */
 	imgbuild_put_be32(img, H_CRYPT, QCOW2_CRYPT_LUKS);
-	cr_assert_eq(decode(&h), -ENOTSUP);
-	assert_error_mentions("encryption not supported yet");
+	cr_assert_eq(decode(&h), 0, "%s", qcow2_last_error());
+	cr_assert(h.has_crypto_ext);
+	cr_assert_eq(h.crypto_off, 0x10000);
 }
 
 Test(header, crypto_extension_of_wrong_length_is_refused)
