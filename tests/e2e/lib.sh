@@ -1600,6 +1600,8 @@ granule_ranges()
 		$1 <= b { if ($2 > b) b = $2; next }
 		{ print a, b - a; a = $1; b = $2 }
 		END { if (NR) print a, b - a }'
+}
+
 # ---- encrypted images ----
 
 # qcreate_enc KEYFILE FORMAT OPTIONS NAME SIZE: `qemu-img create -f qcow2` of an encrypted image
