@@ -245,8 +245,7 @@ int cmd_checksum(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		checksum_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("checksum", "takes one IMAGE[@SNAP]");
 	}
 	catch_interrupts();
 	r = split_arg(argv[optind], &path, &snap);

@@ -73,8 +73,7 @@ int cmd_copy(int argc, char **argv)
 		}
 	}
 	if (optind + 2 != argc) {
-		copy_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("copy", "takes SRC DEST");
 	}
 	o.dry_run = co.dry_run;
 	catch_interrupts();

@@ -135,7 +135,7 @@ static int parse_onoff(const char *key, const char *val, bool *out)
 	else if (!strcmp(val, "off") || !strcmp(val, "false") || !strcmp(val, "no"))
 		*out = false;
 	else
-		return error("invalid %s '%s': on or off", key, val), -1;
+		return usage_error("create", "invalid %s '%s': on or off", key, val), -1;
 	return 0;
 }
 
@@ -152,7 +152,7 @@ static int parse_compat(const char *val, uint32_t *version)
 	else if (!strcmp(val, "1.1") || !strcmp(val, "v3"))
 		*version = 3;
 	else
-		return error("invalid compat '%s': 0.10 (v2) or 1.1 (v3)", val), -1;
+		return usage_error("create", "invalid compat '%s': 0.10 (v2) or 1.1 (v3)", val), -1;
 	return 0;
 }
 
@@ -165,14 +165,14 @@ static int parse_prealloc(const char *val, enum qcow2_prealloc *p)
 			*p = (enum qcow2_prealloc)i;
 			return 0;
 		}
-	error("invalid preallocation '%s': off, metadata, falloc or full", val);
+	usage_error("create", "invalid preallocation '%s': off, metadata, falloc or full", val);
 	return -1;
 }
 
 static int parse_number_opt(const char *key, const char *val, uint64_t *out)
 {
 	if (parse_size(val, out) < 0)
-		return error("invalid %s '%s'", key, val), -1;
+		return usage_error("create", "invalid %s '%s'", key, val), -1;
 	return 0;
 }
 
@@ -205,7 +205,7 @@ static int parse_one(struct create_args *a, const char *key, const char *val)
 			return -1;
 		a->have_size = true;
 	} else {
-		error("unknown option '%s' in -o (see 'qcowctl create --help')", key);
+		usage_error("create", "unknown option '%s' in -o", key);
 		return -1;
 	}
 	return 0;
@@ -219,7 +219,7 @@ static int parse_o(struct create_args *a, char *list)
 	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
 		eq = strchr(item, '=');
 		if (!eq) {
-			error("option '%s' in -o needs a value (key=value)", item);
+			usage_error("create", "option '%s' in -o needs a value (key=value)", item);
 			return -1;
 		}
 		*eq = '\0';
@@ -252,7 +252,9 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 			break;
 		case 'f':
 			if (strcmp(optarg, "qcow2") != 0)
-				return error("cannot create '%s' images: only qcow2", optarg), -1;
+				return usage_error("create",
+						   "cannot create '%s' images: only qcow2", optarg),
+				       -1;
 			break;
 		case 'o':
 			if (parse_o(a, optarg) < 0)
@@ -266,12 +268,14 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 		}
 	}
 	if (argc - optind < 1 || argc - optind > 2)
-		return error("create takes IMAGE [SIZE] (see 'qcowctl create --help')"), -1;
+		return usage_error("create", "takes IMAGE [SIZE]"), -1;
 	a->image = argv[optind];
 	if (argc - optind == 2) {
 		if (parse_size(argv[optind + 1], &a->o.size) < 0)
-			return error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
-				     argv[optind + 1]),
+			return usage_error(
+				   "create",
+				   "invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
+				   argv[optind + 1]),
 			       -1;
 		a->have_size = true;
 	}

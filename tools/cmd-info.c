@@ -32,10 +32,13 @@ struct layer_facts {
 
 static void info_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl info [--chain] [--json] [-U] IMAGE\n\n"
+	fprintf(f, "usage: qcowctl info [--chain] [--json] [-U] [-f qcow2] IMAGE\n\n"
 		   "Print the facts of a qcow2 (or raw) image.\n\n"
 		   "  --chain            also every backing file, top first\n"
+		   "  --backing-chain    the same (qemu-img's spelling)\n"
 		   "  --json             JSON, with qemu-img info's field names\n"
+		   "  --output=json|human  as --json, or the text (the default)\n"
+		   "  -f qcow2           IMAGE's format (only qcow2)\n"
 		   "  -U, --force-share  do not take (or respect) image locks\n"
 		   "  -h, --help         this text\n");
 }
@@ -310,11 +313,9 @@ static int info_one(const char *path, const struct info_opts *o)
 int cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"chain", no_argument, NULL, 'c'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"chain", no_argument, NULL, 'c'}, {"backing-chain", no_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},  {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},  {NULL, 0, NULL, 0},
 	};
 	struct info_opts o = {0};
 	int c, r;
@@ -338,8 +339,7 @@ int cmd_info(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		info_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("info", "takes one IMAGE");
 	}
 	r = o.chain ? info_chain(argv[optind], &o) : info_one(argv[optind], &o);
 	if (r < 0) {

@@ -338,8 +338,7 @@ int cmd_map(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		map_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("map", "takes one IMAGE");
 	}
 	fflush(stdout);
 	if (run_map(argv[optind], json, force_share) < 0) {

@@ -55,8 +55,7 @@ int cmd_pull(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		pull_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("pull", "takes one IMAGE");
 	}
 	catch_interrupts();
 	progress_init(&p, &co, "pull");

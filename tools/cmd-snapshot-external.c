@@ -45,8 +45,7 @@ int snapshot_create_external(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (optind + 2 != argc) {
-		external_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("snapshot", "create --external takes IMAGE NEW");
 	}
 	r = qcow2_snapshot_external(argv[optind], argv[optind + 1], co.dry_run, &plan);
 	if (r == 0)

@@ -344,8 +344,7 @@ int cmd_tree(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		tree_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("tree", "takes one DIR");
 	}
 	if (run_tree(argv[optind], json) < 0) {
 		error("%s", qcow2_last_error());

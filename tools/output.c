@@ -143,13 +143,17 @@ void json_finish(struct json *j)
 	fputc('\n', j->f);
 }
 
+/* qemu-img's rule (size_to_str()): the largest unit the size is at least 1000 of... less one:
+ * a value of 1000 units or more is written in the next unit ("0.977 MiB", not "1000 KiB"),
+ * with three significant digits. Where qemu-img's "%.3g" rounds up to 1000 (999.5 units and
+ * above: it prints "1e+03 KiB"), the next unit is taken too ("0.976 MiB"): never an exponent. */
 void format_size(uint64_t bytes, char *out, size_t cap)
 {
 	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	double v = (double)bytes;
 	int u = 0;
 
-	while (v >= 1024 && u < 6) {
+	while (v >= 999.5 && u < 6) {
 		v /= 1024;
 		u++;
 	}

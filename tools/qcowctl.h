@@ -26,6 +26,10 @@ void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* error(), then exit with @code. */
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
+/* A usage error, the one style of them all: "qcowctl CMD: MESSAGE (see 'qcowctl CMD --help')",
+ * one line on stderr. Returns EXIT_USAGE. */
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A minimal JSON writer (output.c): values are written as they come, commas handled here. */
 struct json {
 	FILE *f;
@@ -43,7 +47,7 @@ void json_uint(struct json *j, const char *key, uint64_t value);
 void json_bool(struct json *j, const char *key, bool value);
 void json_finish(struct json *j);
 
-/* "1 GiB", "196 KiB", "512 B": as qemu-img prints sizes. */
+/* "1 GiB", "196 KiB", "0.977 MiB", "512 B": as qemu-img prints sizes (output.c). */
 void format_size(uint64_t bytes, char *out, size_t cap);
 
 /* Flags every command shares (common.c). Parse them with common_opt() from getopt_long's loop;
@@ -66,8 +70,10 @@ bool common_opt(int c, struct common_opts *o);
 
 /* getopt_long() for every command's option loop, the one place options are parsed: returns
  * the next option, -1 after the last, or OPT_BAD once it has printed one line naming an
- * unknown, ambiguous or misused option ("unknown option '-l' (see 'qcowctl @cmd --help')"),
- * where the caller returns EXIT_USAGE. getopt's own messages are off. A caller never moves
+ * unknown, ambiguous or misused option ("qcowctl @cmd: unknown option '-l' (see 'qcowctl @cmd
+ * --help')"), where the caller returns EXIT_USAGE. qemu-img's "-f qcow2" is taken (and any
+ * other format refused) unless @shortopts has 'f', and "--output=json|human" wherever
+ * @longopts has "json" (returned as that option). getopt's own messages are off. A caller never moves
  * optind itself (past argc, glibc's getopt reads beyond argv and never returns -1). */
 enum { OPT_BAD = '?' };
 int next_option(int argc, char **argv, const char *shortopts, const struct option *longopts,

@@ -498,6 +498,11 @@ int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_o
  * qcow2_image_open_path() with @o->repair, or any image with @dry_run. */
 int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
 		       struct qcow2_check_result *res);
+/* `qemu-img check -r leaks`: only leaked clusters are freed (refcounts lowered to what points
+ * at them) and the COPIED flags that count-down leaves missing set; refused (-EUCLEAN, the
+ * image untouched) when it has other errors, which need qcow2_image_repair(). @res as there.
+ * @img: from qcow2_image_open_path() with @o->repair, or any image with @dry_run. */
+int qcow2_image_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check_result *res);
 
 /* ---- mapping (map.c) ---- */
 
@@ -805,6 +810,8 @@ struct qcow2_commit_opts {
 	const char *top;  /* NULL: the image itself (active commit) */
 	const char *base; /* NULL: the top's backing file */
 	bool drop;	  /* delete the merged layers afterwards */
+	bool keep_top;	  /* active commit: leave the image as it is, not emptied (qemu-img
+			   * commit -d): its own clusters hide the same data in base */
 	bool force;	  /* commit even if other images use the base (or a merged layer) */
 	bool dry_run;
 };
