@@ -73,7 +73,7 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 		return -1;
 	}
 	if (argc - optind != 2) {
-		error("resize takes IMAGE [+]SIZE (see 'qcowctl resize --help')");
+		usage_error("resize", "takes IMAGE [+]SIZE");
 		return -1;
 	}
 	a->image = argv[optind];
@@ -85,7 +85,9 @@ static int parse_args(int argc, char **argv, struct resize_args *a)
 	}
 	a->relative = a->size_arg[0] == '+';
 	if (parse_size(a->size_arg + a->relative, &a->size) < 0) {
-		error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)", a->size_arg);
+		usage_error("resize",
+			    "invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
+			    a->size_arg);
 		return -1;
 	}
 	return 0;

@@ -518,6 +518,5 @@ int cmd_snapshot(int argc, char **argv)
 	for (i = 0; i < sizeof(snapshot_subcommands) / sizeof(snapshot_subcommands[0]); i++)
 		if (!strcmp(argv[1], snapshot_subcommands[i].name))
 			return snapshot_subcommands[i].run(argc - 1, argv + 1);
-	error("unknown snapshot command '%s' (see 'qcowctl snapshot --help')", argv[1]);
-	return EXIT_USAGE;
+	return usage_error("snapshot", "unknown subcommand '%s'", argv[1]);
 }
