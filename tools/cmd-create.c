@@ -128,14 +128,14 @@ int parse_size(const char *s, uint64_t *out)
 
 /* ---- -o OPTIONS ---- */
 
-static int parse_onoff(const char *key, const char *val, bool *out)
+static int parse_onoff(const char *cmd, const char *key, const char *val, bool *out)
 {
 	if (!strcmp(val, "on") || !strcmp(val, "true") || !strcmp(val, "yes"))
 		*out = true;
 	else if (!strcmp(val, "off") || !strcmp(val, "false") || !strcmp(val, "no"))
 		*out = false;
 	else
-		return usage_error("create", "invalid %s '%s': on or off", key, val), -1;
+		return usage_error(cmd, "invalid %s '%s': on or off", key, val), -1;
 	return 0;
 }
 
@@ -145,18 +145,18 @@ static uint32_t log2_or(uint64_t v, uint32_t bad)
 	return v && !(v & (v - 1)) ? (uint32_t)__builtin_ctzll(v) : bad;
 }
 
-static int parse_compat(const char *val, uint32_t *version)
+static int parse_compat(const char *cmd, const char *val, uint32_t *version)
 {
 	if (!strcmp(val, "0.10") || !strcmp(val, "v2"))
 		*version = 2;
 	else if (!strcmp(val, "1.1") || !strcmp(val, "v3"))
 		*version = 3;
 	else
-		return usage_error("create", "invalid compat '%s': 0.10 (v2) or 1.1 (v3)", val), -1;
+		return usage_error(cmd, "invalid compat '%s': 0.10 (v2) or 1.1 (v3)", val), -1;
 	return 0;
 }
 
-static int parse_prealloc(const char *val, enum qcow2_prealloc *p)
+static int parse_prealloc(const char *cmd, const char *val, enum qcow2_prealloc *p)
 {
 	int i;
 
@@ -165,43 +165,57 @@ static int parse_prealloc(const char *val, enum qcow2_prealloc *p)
 			*p = (enum qcow2_prealloc)i;
 			return 0;
 		}
-	usage_error("create", "invalid preallocation '%s': off, metadata, falloc or full", val);
+	usage_error(cmd, "invalid preallocation '%s': off, metadata, falloc or full", val);
 	return -1;
 }
 
-static int parse_number_opt(const char *key, const char *val, uint64_t *out)
+static int parse_number_opt(const char *cmd, const char *key, const char *val, uint64_t *out)
 {
 	if (parse_size(val, out) < 0)
-		return usage_error("create", "invalid %s '%s'", key, val), -1;
+		return usage_error(cmd, "invalid %s '%s'", key, val), -1;
 	return 0;
 }
 
-static int parse_one(struct create_args *a, const char *key, const char *val)
+int parse_create_option(const char *cmd, struct qcow2_create_opts *o, const char *key,
+			const char *val)
 {
 	uint64_t v;
 
 	if (!strcmp(key, "cluster_size")) {
-		if (parse_number_opt(key, val, &v) < 0)
+		if (parse_number_opt(cmd, key, val, &v) < 0)
 			return -1;
-		a->o.cluster_bits = log2_or(v, 0); /* 0: refused with the limits named */
+		o->cluster_bits = log2_or(v, 0); /* 0: refused with the limits named */
 	} else if (!strcmp(key, "refcount_bits")) {
-		if (parse_number_opt(key, val, &v) < 0)
+		if (parse_number_opt(cmd, key, val, &v) < 0)
 			return -1;
-		a->o.refcount_order = log2_or(v, 99);
+		o->refcount_order = log2_or(v, 99);
 	} else if (!strcmp(key, "compat")) {
-		return parse_compat(val, &a->o.version);
+		return parse_compat(cmd, val, &o->version);
 	} else if (!strcmp(key, "lazy_refcounts")) {
-		return parse_onoff(key, val, &a->o.lazy_refcounts);
+		return parse_onoff(cmd, key, val, &o->lazy_refcounts);
 	} else if (!strcmp(key, "extended_l2")) {
-		return parse_onoff(key, val, &a->o.extended_l2);
+		return parse_onoff(cmd, key, val, &o->extended_l2);
 	} else if (!strcmp(key, "preallocation")) {
-		return parse_prealloc(val, &a->o.prealloc);
-	} else if (!strcmp(key, "backing_file")) {
+		return parse_prealloc(cmd, val, &o->prealloc);
+	} else {
+		return 1;
+	}
+	return 0;
+}
+
+static int parse_one(void *ctx, const char *key, const char *val)
+{
+	struct create_args *a = ctx;
+	int r = parse_create_option("create", &a->o, key, val);
+
+	if (r <= 0)
+		return r;
+	if (!strcmp(key, "backing_file")) {
 		a->backing = val;
 	} else if (!strcmp(key, "backing_fmt")) {
 		a->backing_fmt = val;
 	} else if (!strcmp(key, "size")) {
-		if (parse_number_opt(key, val, &a->o.size) < 0)
+		if (parse_number_opt("create", key, val, &a->o.size) < 0)
 			return -1;
 		a->have_size = true;
 	} else {
@@ -211,19 +225,19 @@ static int parse_one(struct create_args *a, const char *key, const char *val)
 	return 0;
 }
 
-/* "key=value,key=value" (@list is modified; its strings stay in use). */
-static int parse_o(struct create_args *a, char *list)
+int parse_o_list(const char *cmd, char *list,
+		 int (*one)(void *ctx, const char *key, const char *val), void *ctx)
 {
 	char *save = NULL, *item, *eq;
 
 	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
 		eq = strchr(item, '=');
 		if (!eq) {
-			usage_error("create", "option '%s' in -o needs a value (key=value)", item);
+			usage_error(cmd, "option '%s' in -o needs a value (key=value)", item);
 			return -1;
 		}
 		*eq = '\0';
-		if (parse_one(a, item, eq + 1) < 0)
+		if (one(ctx, item, eq + 1) < 0)
 			return -1;
 	}
 	return 0;
@@ -257,7 +271,7 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 				       -1;
 			break;
 		case 'o':
-			if (parse_o(a, optarg) < 0)
+			if (parse_o_list("create", optarg, parse_one, a) < 0)
 				return -1;
 			break;
 		case 'h':

@@ -28,6 +28,7 @@ static const struct subcommand subcommands[] = {
     {"map", cmd_map, "which layer provides each range of the flat view (as qemu-img map)"},
     {"checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot"},
     {"tree", cmd_tree, "every backing chain under a directory, with internal snapshots"},
+    {"measure", cmd_measure, "the size a new image would take (as qemu-img measure)"},
 };
 
 static void usage(FILE *f)

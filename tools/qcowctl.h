@@ -124,6 +124,16 @@ int snapshot_create_external(int argc, char **argv);
 /* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P
  * or E (powers of 1024; no suffix: bytes). 0, -EINVAL or -ERANGE (over 2^63 - 1). */
 int parse_size(const char *s, uint64_t *out);
+/* -o KEY=VALUE,...: each item to @one (a negative return stops: a usage error for @cmd was
+ * printed). @list is modified; its strings stay in use. 0 or -1. */
+int parse_o_list(const char *cmd, char *list,
+		 int (*one)(void *ctx, const char *key, const char *val), void *ctx);
+/* One of create's -o options that describe the image's layout (cluster_size, compat,
+ * refcount_bits, lazy_refcounts, extended_l2, preallocation) into @o: 0, 1 when @key is none
+ * of them (nothing printed), -1 after a usage error for @cmd. */
+struct qcow2_create_opts;
+int parse_create_option(const char *cmd, struct qcow2_create_opts *o, const char *key,
+			const char *val);
 int cmd_create(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
@@ -132,5 +142,6 @@ int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
 int cmd_tree(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
 
 #endif

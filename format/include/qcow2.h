@@ -924,4 +924,23 @@ int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out);
  * its holes. The bytes read the same either way. Nothing for a memory io. */
 int qcow2_io_preallocate(struct qcow2_io *io, uint64_t off, uint64_t n, bool write_zeros);
 
+/* ---- measuring (measure.c) ---- */
+struct qcow2_measure_opts {
+	struct qcow2_create_opts create; /* the destination's options (backing_file, size unused) */
+	bool raw;			 /* a raw destination instead of qcow2 */
+	bool backing;			 /* the destination has a backing file */
+	uint64_t size;			 /* without a source: the virtual size */
+	bool force_share;		 /* do not take (or respect) the source's locks */
+};
+struct qcow2_measure {
+	uint64_t required;	  /* bytes the new image needs: metadata and data to copy */
+	uint64_t fully_allocated; /* bytes with every cluster allocated */
+	bool has_bitmaps;	  /* source and destination both carry persistent bitmaps */
+	uint64_t bitmaps;	  /* bytes the source's persistent bitmaps add */
+};
+/* `qemu-img measure`: the size of a new image with @o's options holding the flat view of the
+ * chain of @src (NULL: an empty image of @o->size bytes), as QEMU 7.2 computes it. Reads
+ * metadata only. 0 or -errno (-ENOTSUP: a source whose bitmaps would be carried). */
+int qcow2_measure(const char *src, const struct qcow2_measure_opts *o, struct qcow2_measure *out);
+
 #endif
