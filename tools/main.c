@@ -29,6 +29,7 @@ static const struct subcommand subcommands[] = {
     {"checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot"},
     {"tree", cmd_tree, "every backing chain under a directory, with internal snapshots"},
     {"measure", cmd_measure, "the size a new image would take (as qemu-img measure)"},
+    {"compare", cmd_compare, "do two images show the same data? (as qemu-img compare)"},
 };
 
 static void usage(FILE *f)

@@ -943,4 +943,23 @@ struct qcow2_measure {
  * metadata only. 0 or -errno (-ENOTSUP: a source whose bitmaps would be carried). */
 int qcow2_measure(const char *src, const struct qcow2_measure_opts *o, struct qcow2_measure *out);
 
+/* ---- comparing (compare.c) ---- */
+struct qcow2_compare_opts {
+	bool strict;	  /* sizes and allocation must match too (qemu-img compare -s) */
+	bool force_share; /* do not take (or respect) the images' locks */
+};
+struct qcow2_compare_result {
+	bool differ;	       /* the views differ (or, strict, their sizes or allocation) */
+	bool size_mismatch;    /* the virtual sizes differ */
+	bool status_mismatch;  /* strict: the allocation at @offset differs */
+	uint64_t offset;       /* the first byte that differs (not for a strict size mismatch) */
+	uint64_t common_bytes; /* the shorter virtual size: where the longer's tail begins */
+};
+/* `qemu-img compare`: do the chains of @a and @b show the same flat view? Past the shorter one
+ * the longer must read zeros (unless @o->strict, where sizes must match). Reads only where
+ * the metadata cannot tell: ranges both show as zeros or holes, or as the same cluster of the
+ * same file, are not read. 0 (@res says) or -errno; a cancelled @job: -ECANCELED. */
+int qcow2_compare(const char *a, const char *b, const struct qcow2_compare_opts *o,
+		  const struct qcow2_job *job, struct qcow2_compare_result *res);
+
 #endif
