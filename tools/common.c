@@ -178,6 +178,8 @@ int next_option(int argc, char **argv, const char *shortopts, const struct optio
 			}
 			continue;
 		}
+		if (c == -1)
+			remember_operands(argc, argv, optind);
 		if (c != OPT_OUTPUT)
 			return c;
 		if (!strcmp(optarg, "json"))

@@ -26,6 +26,11 @@ void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* error(), then exit with @code. */
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
+/* File names in messages are spelled as the user typed them: the operands of the command
+ * (argv[@first..]) are remembered with their resolved paths, which error() writes as typed.
+ * next_option() calls it once the options are parsed. */
+void remember_operands(int argc, char **argv, int first);
+
 /* A usage error, the one style of them all: "qcowctl CMD: MESSAGE (see 'qcowctl CMD --help')",
  * one line on stderr. Returns EXIT_USAGE. */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -32,6 +32,13 @@ bool qcow2_chain_writable(const struct qcow2_chain *c)
 
 static int not_writable(const struct qcow2_chain *c)
 {
+	/* the cause an operator needs: a raw top (a probe found no qcow2 header) is never
+	 * written, whatever the open asked for */
+	if (c->layers[0].raw)
+		return qcow2_set_error(-EROFS,
+				       "'%s': not a qcow2 image (raw?): only qcow2 images are "
+				       "changed",
+				       c->layers[0].path);
 	return qcow2_set_error(-EROFS, "'%s' is open read-only", c->layers[0].path);
 }
 

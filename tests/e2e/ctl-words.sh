@@ -232,6 +232,38 @@ sizes_as_qemu()
 }
 check "info's sizes are qemu-img's over a table around 1000 of each unit" sizes_as_qemu
 
+# ---- a file that is not a qcow2 image: the cause, the name as typed ----
+
+mkdir -p in/dir
+echo "just some text" >in/text.txt
+: >in/empty.img
+setup truncate -s 1M in/disk.raw
+setup qio_raw in/disk.raw "write -P 0x61 0 64k"
+for c in "check" "snapshot list" "resize" "pull" "rebase -b s.qcow2" "snapshot -c s1" \
+	"snapshot create" "commit --dry-run"; do
+	read -ra w <<<"$c"
+	for f in text.txt empty.img disk.raw; do
+		extra=()
+		[ "$c" = resize ] && extra=(+1M)
+		[ "$c" = "snapshot create" ] && extra=(s1)
+		case $c in
+		commit*) want="'in/$f' has no backing file" ;; # true of a raw file, too
+		check | "snapshot list" | resize) want="^qcowctl: 'in/$f': not a qcow2 image \\(.*: raw\\?\\)$" ;;
+		*) want="^qcowctl: 'in/$f': not a qcow2 image \\(raw\\?\\)" ;;
+		esac
+		check "$c in/$f: the cause, the name as typed" refused_line 1 "$want" \
+			"$Q" "${w[@]}" "in/$f" "${extra[@]}"
+	done
+	check "$c in/dir: a directory, named as typed" refused_line 1 \
+		"^qcowctl: cannot open 'in/dir': a directory" "$Q" "${w[@]}" in/dir "${extra[@]}"
+done
+check "a text file: no qcow2 magic" refused_line 1 "'in/text.txt': not a qcow2 image \(no qcow2 magic: raw\?\)" \
+	"$Q" check in/text.txt
+check "an empty file: empty" refused_line 1 "'in/empty.img': not a qcow2 image \(an empty file: raw\?\)" \
+	"$Q" check in/empty.img
+check "the raw files are unchanged" bash -c "[ ! -s in/empty.img ] && [ \$(stat -c %s in/disk.raw) = 1048576 ] &&
+	grep -q 'just some text' in/text.txt"
+
 # ---- usage errors: one line, one style ----
 
 usage_cases=(
