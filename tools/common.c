@@ -203,21 +203,41 @@ void progress_init(struct progress *p, const struct common_opts *o, const char *
 {
 	memset(p, 0, sizeof(*p));
 	p->what = what;
+	p->start = now();
 	p->on = o->progress == PROGRESS_FORCE || (o->progress == PROGRESS_AUTO && isatty(2));
+}
+
+/* "ETA 1:02:03" or "ETA 2:03" from the rate so far ("ETA --:--" before there is one). */
+static void eta(char *out, size_t cap, double secs)
+{
+	unsigned long t = secs < 0 || secs > 359999 ? 0 : (unsigned long)(secs + 0.5);
+
+	if (secs < 0 || secs > 359999)
+		snprintf(out, cap, "ETA --:--");
+	else if (t >= 3600)
+		snprintf(out, cap, "ETA %lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(out, cap, "ETA %lu:%02lu", t / 60, t % 60);
 }
 
 static void draw(struct progress *p)
 {
-	char a[32], b[32];
+	char a[32], b[32], r[32], e[32];
 	double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 0;
+	double secs = now() - p->start, rate = secs > 0 ? (double)p->done / secs : 0;
 	int i, fill = (int)(pct / 5);
 
 	format_size(p->done, a, sizeof(a));
 	format_size(p->total, b, sizeof(b));
+	format_size((uint64_t)rate, r, sizeof(r));
+	eta(e, sizeof(e),
+	    p->done >= p->total ? 0
+	    : rate > 0		? (double)(p->total - p->done) / rate
+				: -1);
 	fprintf(stderr, "\r%s [", p->what);
 	for (i = 0; i < 20; i++)
 		fputc(i < fill ? '#' : ' ', stderr);
-	fprintf(stderr, "] %5.1f%% %s of %s   ", pct, a, b);
+	fprintf(stderr, "] %5.1f%% %s of %s, %s/s, %s   ", pct, a, b, r, e);
 	fflush(stderr);
 }
 

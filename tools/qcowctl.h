@@ -84,12 +84,14 @@ enum { OPT_BAD = '?' };
 int next_option(int argc, char **argv, const char *shortopts, const struct option *longopts,
 		const char *cmd);
 
-/* A progress bar on stderr: shown on a terminal, or always with -p, never with -q. */
+/* A progress bar on stderr: shown on a terminal, or always with -p, never with -q. It shows
+ * the share done, the bytes, the rate since the start and the time left at that rate. */
 struct progress {
 	const char *what;
 	bool on, drawn;
 	uint64_t done, total;
 	double last;
+	double start; /* when progress_init() ran (CLOCK_MONOTONIC seconds) */
 };
 void progress_init(struct progress *p, const struct common_opts *o, const char *what);
 void progress_update(struct progress *p, uint64_t done, uint64_t total);

@@ -13,6 +13,8 @@
 #   unit's 1000 (never an exponent: where qemu-img prints "1e+03 KiB" the next unit is used);
 # - usage errors: every command with a missing argument or a bad option value: one line on
 #   stderr, "qcowctl CMD: ... (see 'qcowctl CMD --help')", exit 64, nothing on stdout.
+# - a file that is not a qcow2 image: the cause (no magic, empty: "raw?"), named as typed;
+# - the progress bar (-p) shows the rate and the time left.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cd "$WORK" || exit 1
@@ -263,6 +265,23 @@ check "an empty file: empty" refused_line 1 "'in/empty.img': not a qcow2 image \
 	"$Q" check in/empty.img
 check "the raw files are unchanged" bash -c "[ ! -s in/empty.img ] && [ \$(stat -c %s in/disk.raw) = 1048576 ] &&
 	grep -q 'just some text' in/text.txt"
+
+# ---- the progress bar: rate and time left ----
+
+setup mk_qcow2 prog.qcow2 32M
+setup qio prog.qcow2 "write -P 0x71 0 32M"
+# bar_has_rate_eta COMMAND...: with -p, the bar's last state says 100%, the bytes, a rate
+# ("N MiB/s", a size as qemu-img writes it) and the time left ("ETA 0:00")
+bar_has_rate_eta()
+{
+	"$@" 2>bar.err >/dev/null || { cat bar.err; return 1; }
+	tr '\r' '\n' <bar.err | grep -v '^$' | tail -n 1 >bar.last
+	grep -qE '\] 100\.0% [0-9.]+ MiB of [0-9.]+ MiB, [0-9.]+ (B|KiB|MiB|GiB|TiB)/s, ETA 0:00 *$' bar.last ||
+		{ echo "last state of the bar:"; cat bar.last; return 1; }
+}
+check "checksum -p: the bar shows the rate and the time left" bar_has_rate_eta \
+	"$Q" checksum -p prog.qcow2
+check "check -p: the same bar" bar_has_rate_eta "$Q" check -p prog.qcow2
 
 # ---- usage errors: one line, one style ----
 
