@@ -172,6 +172,13 @@ int qcow2_write_load_run(struct qcow2_image *img, uint64_t off, uint32_t k, uint
 int qcow2_write_fix_copied(struct qcow2_image *img);
 /* grow.c: grow the virtual size (L1 table moved if it must grow); shrinking is -EINVAL. */
 int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size);
+/* grow.c: may @img shrink to @new_size? Refused as QEMU refuses it (a version 2 image with
+ * internal snapshots) and where a smaller size would make metadata wrong (persistent bitmaps
+ * in force). 0, -EINVAL, -ENOTSUP. */
+int qcow2_image_shrink_check(struct qcow2_image *img, uint64_t new_size);
+/* grow.c: set the virtual size to the smaller @new_size (the header's size, durable); the
+ * caller has unmapped what lies past it. */
+int qcow2_image_shrink(struct qcow2_image *img, uint64_t new_size);
 /* Write back every cached change in crash-safe order and make it durable, then count down
  * the clusters that the flushed metadata no longer uses. Takes w->frees itself: the caller
  * must not hold it. */

@@ -649,6 +649,12 @@ int qcow2_chain_flush(struct qcow2_chain *c);
 /* Grow the virtual size to @new_size (-EINVAL if smaller); the new range reads as zeros, even
  * where a longer backing file has data (as QEMU grows an image). */
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
+/* Shrink the virtual size to @new_size (qemu-img resize --shrink): what lies past it is
+ * deleted (the clusters unmapped, the rest of the last one zeroed, so a later grow reads
+ * zeros), then the header takes the new size. Refused (-ENOTSUP) for a version 2 image with
+ * internal snapshots (as QEMU) and an image with persistent bitmaps. Snapshots keep their own
+ * size and content. */
+int qcow2_chain_shrink(struct qcow2_chain *c, uint64_t new_size);
 
 /* ---- paths (path.c) ---- */
 
