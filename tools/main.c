@@ -30,6 +30,7 @@ static const struct subcommand subcommands[] = {
     {"tree", cmd_tree, "every backing chain under a directory, with internal snapshots"},
     {"measure", cmd_measure, "the size a new image would take (as qemu-img measure)"},
     {"compare", cmd_compare, "do two images show the same data? (as qemu-img compare)"},
+    {"amend", cmd_amend, "change an image's version or lazy refcounts (as qemu-img amend)"},
 };
 
 static void usage(FILE *f)

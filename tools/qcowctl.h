@@ -151,5 +151,6 @@ int cmd_checksum(int argc, char **argv);
 int cmd_tree(int argc, char **argv);
 int cmd_measure(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
 
 #endif

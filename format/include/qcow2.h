@@ -968,4 +968,16 @@ struct qcow2_compare_result {
 int qcow2_compare(const char *a, const char *b, const struct qcow2_compare_opts *o,
 		  const struct qcow2_job *job, struct qcow2_compare_result *res);
 
+/* ---- amending (amend.c) ---- */
+struct qcow2_amend_opts {
+	uint32_t version;   /* 2 (compat=0.10), 3 (compat=1.1), 0: keep */
+	int lazy_refcounts; /* 1 on, 0 off, -1 keep */
+	bool dry_run;	    /* check only: change nothing */
+};
+/* `qemu-img amend -o compat=...,lazy_refcounts=...` on the writable @img (a chain's top): a
+ * downgrade is refused where QEMU 7.2 refuses it, and where it would drop persistent bitmaps
+ * or a dirty image's refcounts (-ENOTSUP, -EUCLEAN: nothing changed); zero clusters become
+ * unallocated first; then one durable write of the header cluster changes the version. */
+int qcow2_image_amend(struct qcow2_image *img, const struct qcow2_amend_opts *o);
+
 #endif
