@@ -44,13 +44,15 @@ struct mapper {
 static void map_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: qcowctl map [--json] [-U] IMAGE\n\n"
+		"usage: qcowctl map [--json] [-U] [-f qcow2] IMAGE\n\n"
 		"Print which layer of IMAGE's backing chain provides each range of its flat\n"
 		"view, and whether it is data, zeros or unallocated, as `qemu-img map` does.\n\n"
 		"  --json             as `qemu-img map --output=json`, one object per range:\n"
 		"                     start, length, depth (0 = IMAGE), present, zero, data,\n"
 		"                     offset (host offset in the providing file, when it has one)\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -U, --force-share  do not take (or respect) image locks\n"
+		"  -f qcow2           IMAGE's format (only qcow2; a raw IMAGE is recognised)\n"
 		"  -h, --help         this text\n\n"
 		"Without --json: the data ranges with their host offset and file, as qemu-img's\n"
 		"human format (which cannot show compressed clusters: use --json for those).\n");

@@ -24,8 +24,8 @@ static void rebase_usage(FILE *f)
 		"  --output=json|human    as --json, or the text (the default)\n"
 		"  --dry-run              print the plan and change nothing\n"
 		"  --json                 print the plan as JSON\n"
-		"  -p                     show progress even when not on a terminal\n"
-		"  -q                     print nothing but errors\n"
+		"  -p, --progress         show progress even when not on a terminal\n"
+		"  -q, --quiet            print nothing but errors\n"
 		"  -h, --help             this text\n\n"
 		"Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
 		"same command again completes the rebase.\n");

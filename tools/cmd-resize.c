@@ -43,6 +43,7 @@ static void resize_usage(FILE *f)
 		   "header takes the new size. Refused for a version 2 image with internal\n"
 		   "snapshots (as QEMU) and an image with persistent bitmaps.\n\n"
 		   "  --shrink     allow a smaller size\n"
+		   "  -p, --progress  accepted; a resize is quick and shows no bar\n"
 		   "  -q, --quiet  print nothing on success\n"
 		   "  --dry-run    print what would change and change nothing\n"
 		   "  --json       print the result (or the plan) as JSON\n"
