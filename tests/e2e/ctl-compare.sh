@@ -40,8 +40,8 @@ setup mk_qcow2 full1.qcow2 4M
 setup qio full1.qcow2 "write -P 0x21 0 4M"
 setup qemu-img convert -O qcow2 full1.qcow2 full2.qcow2
 
-# same_as_qemu ARGS...: qcowctl compare prints and exits as qemu-img compare
-same_as_qemu()
+# compare_as_qemu ARGS...: qcowctl compare prints and exits as qemu-img compare
+compare_as_qemu()
 {
 	local qrc orc
 	qemu-img compare "$@" >q.out 2>/dev/null
@@ -60,16 +60,16 @@ for pair in "base.qcow2 fresh.qcow2" "fresh.qcow2 base.qcow2" "base.qcow2 same.q
 	"diff.qcow2 longdata.qcow2" "base.qcow2 longzero.qcow2" "z1.qcow2 z2.qcow2" \
 	"z1.qcow2 z3.qcow2" "full1.qcow2 full2.qcow2"; do
 	read -ra w <<<"$pair"
-	check "compare $pair" same_as_qemu "${w[@]}"
-	check "compare -q $pair" same_as_qemu -q "${w[@]}"
+	check "compare $pair" compare_as_qemu "${w[@]}"
+	check "compare -q $pair" compare_as_qemu -q "${w[@]}"
 done
 for pair in "base.qcow2 long.qcow2" "long.qcow2 base.qcow2" "z1.qcow2 z2.qcow2" \
 	"z2.qcow2 z1.qcow2" "z1.qcow2 z3.qcow2" "z2.qcow2 z3.qcow2" "full1.qcow2 full2.qcow2" \
 	"base.qcow2 diff.qcow2" "base.qcow2 fresh.qcow2"; do
 	read -ra w <<<"$pair"
-	check "compare -s $pair" same_as_qemu -s "${w[@]}"
+	check "compare -s $pair" compare_as_qemu -s "${w[@]}"
 done
-check "compare with a missing file: exit 2 as qemu-img" same_as_qemu base.qcow2 missing.qcow2
+check "compare with a missing file: exit 2 as qemu-img" compare_as_qemu base.qcow2 missing.qcow2
 
 # reads_little MAX ARGS...: qcowctl compare ARGS exits 0 having read at most MAX bytes of the
 # images (the sum of what its read system calls on them return)

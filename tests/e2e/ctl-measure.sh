@@ -29,9 +29,9 @@ setup truncate -s 32M sparse.raw
 setup qio_raw sparse.raw "write -P 0x51 1M 64k" "write -P 0x52 17M 1M"
 setup mk_qcow2 empty.qcow2 10G
 
-# same_as_qemu ARGS...: `qcowctl measure ARGS` prints what `qemu-img measure ARGS` prints and
+# measure_as_qemu ARGS...: `qcowctl measure ARGS` prints what `qemu-img measure ARGS` prints and
 # exits as it does
-same_as_qemu()
+measure_as_qemu()
 {
 	local qrc orc
 	qemu-img measure "$@" >q.out 2>/dev/null
@@ -47,17 +47,17 @@ for s in 0 1 512 1M 1G 1000G 3T; do
 		"-O qcow2 -o extended_l2=on,cluster_size=16k" "-O qcow2 -o preallocation=full" \
 		"-O qcow2 -o compat=0.10"; do
 		read -ra w <<<"$o"
-		check "measure --size $s $o" same_as_qemu --size "$s" "${w[@]}"
+		check "measure --size $s $o" measure_as_qemu --size "$s" "${w[@]}"
 	done
 done
-check "measure --size 1G --output=json" same_as_qemu --size 1G -O qcow2 --output=json
+check "measure --size 1G --output=json" measure_as_qemu --size 1G -O qcow2 --output=json
 for img in data.qcow2 top.qcow2 mid.qcow2 comp.qcow2 c512.qcow2 ext.qcow2 sparse.raw empty.qcow2; do
 	for o in "" "-O qcow2" "-O qcow2 -o cluster_size=512" "-O qcow2 -o cluster_size=2M" \
 		"-O qcow2 -o cluster_size=16k,extended_l2=on" "-O qcow2 -o preallocation=metadata" \
 		"-O qcow2 -o preallocation=falloc" "-O qcow2 -o compat=0.10" \
 		"-O qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2" "-O qcow2 --output=json"; do
 		read -ra w <<<"$o"
-		check "measure $o $img" same_as_qemu "${w[@]}" "$img"
+		check "measure $o $img" measure_as_qemu "${w[@]}" "$img"
 	done
 done
 # refused_as_qemu ARGS...: qemu-img measure refuses ARGS; qcowctl too, as a usage error (one
