@@ -290,7 +290,11 @@ usage_cases=(
 	"create" "resize s.qcow2" "copy s.qcow2" "snapshot" "snapshot list" "snapshot create s.qcow2"
 	"snapshot apply s.qcow2" "snapshot delete s.qcow2" "snapshot create --external s.qcow2"
 	"snapshot -l" "snapshot s.qcow2 -x" "info --output=xml s.qcow2" "check -r some s.qcow2"
-	"snapshot -c a -d b s.qcow2" "info a b")
+	"snapshot -c a -d b s.qcow2" "info a b" "measure" "measure --size 1M s.qcow2"
+	"measure -O vmdk --size 1M" "compare" "compare s.qcow2" "amend s.qcow2"
+	"amend -o compat=1.1" "amend -o size=1M s.qcow2" "resize --shrink s.qcow2"
+	"measure --no-such-option s.qcow2" "compare -Z s.qcow2 s.qcow2"
+	"amend -o compat=1.1 --json s.qcow2")
 for c in "${usage_cases[@]}"; do
 	read -ra w <<<"$c"
 	[ "${w[0]}" = snapshot ] && [ "${w[1]:-}" = -x ] && w=(snapshot -x s.qcow2)
