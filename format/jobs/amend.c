@@ -9,9 +9,8 @@
  * is also refused where QEMU would make the image worse: persistent bitmaps (QEMU drops them
  * and leaks their clusters: remove them first) and a dirty image (lazy refcounts not written
  * back: repaired first, as a writable open does, like QEMU's). Zero clusters, which version 2
- * cannot say,
- * become unallocated (they read zeros then, with no backing file); with a backing file, or in
- * a snapshot, they are refused (not supported yet).
+ * cannot say, become unallocated (they read zeros then) or, over a backing file, data
+ * clusters of zeros, as QEMU expands them; in a snapshot they are refused (not supported yet).
  *
  * Write order: the image is made to fit the new version first (zero clusters unmapped, every
  * step a valid image of the old version), made durable, then one write of the header cluster
@@ -65,9 +64,34 @@ static int any_kind(struct qcow2_image *img, enum qcow2_extent_kind kind, bool *
 	return r;
 }
 
-/* Unmap every zero range of the active view (it reads zeros unallocated: no backing file). */
-static int unmap_zeros(struct qcow2_image *img)
+/* What lies below, for a write that would need it: never asked, as only whole clusters are
+ * written here; an error rather than a guess if it were. */
+static int no_read_below(void *ctx, void *buf, size_t n, uint64_t off)
 {
+	return qcow2_set_error(-EIO, "unexpected read below at offset %" PRIu64, off);
+}
+
+/* Zeros written over [@off, @off + @n), whole clusters: data clusters that read zeros. */
+static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n)
+{
+	struct qcow2_fill fill = {no_read_below, NULL, true};
+	uint64_t chunk = 1u << 20, len;
+	void *zeros = calloc(1, (size_t)chunk);
+	int r = zeros ? 0 : qcow2_oom();
+
+	for (; r == 0 && n; off += len, n -= len) {
+		len = n < chunk ? n : chunk;
+		r = qcow2_image_write(img, zeros, (size_t)len, off, &fill);
+	}
+	free(zeros);
+	return r;
+}
+
+/* Every zero range of the active view made something version 2 can say: unallocated when
+ * nothing lies below (it reads zeros then), else data clusters of zeros. */
+static int expand_zeros(struct qcow2_image *img)
+{
+	bool backing = img->h.backing_file[0] != '\0';
 	struct qcow2_extent e;
 	uint64_t off = 0, size = img->h.size;
 	int r;
@@ -78,8 +102,12 @@ static int unmap_zeros(struct qcow2_image *img)
 			return r;
 		if (!e.len)
 			return qcow2_set_error(-EIO, "mapping stopped at offset %" PRIu64, off);
-		if (e.kind == QCOW2_EXTENT_ZERO && (r = qcow2_image_unmap(img, off, e.len)) < 0)
-			return r;
+		if (e.kind == QCOW2_EXTENT_ZERO) {
+			r = backing ? write_zeros(img, off, e.len)
+				    : qcow2_image_unmap(img, off, e.len);
+			if (r < 0)
+				return r;
+		}
 		off += e.len;
 	}
 	return qcow2_image_flush(img);
@@ -125,11 +153,9 @@ static int downgrade_check(struct qcow2_image *img)
 	r = any_kind(img, QCOW2_EXTENT_ZERO, &active, &snap);
 	if (r < 0)
 		return r;
-	if (snap || (active && h->backing_file[0]))
-		return qcow2_set_error(-ENOTSUP,
-				       "cannot downgrade an image with zero clusters %s (not "
-				       "supported yet)",
-				       snap ? "in an internal snapshot" : "over a backing file");
+	if (snap)
+		return qcow2_set_error(-ENOTSUP, "cannot downgrade an image with zero clusters in "
+						 "an internal snapshot (not supported yet)");
 	return 0;
 }
 
@@ -189,7 +215,7 @@ int qcow2_image_amend(struct qcow2_image *img, const struct qcow2_amend_opts *o)
 	    : version > img->h.version ? upgrade_check(img)
 				       : 0;
 	if (r == 0 && version < img->h.version && !o->dry_run)
-		r = unmap_zeros(img);
+		r = expand_zeros(img);
 	if (r < 0 || o->dry_run)
 		return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 	if (version == img->h.version) { /* lazy refcounts alone: one header field */

@@ -2,7 +2,8 @@
 # ctl-amend.sh - `qcowctl amend -o compat=...,lazy_refcounts=...` against `qemu-img amend` on
 # twin copies: where qemu-img amends, the same result (qemu-img info's facts, the same view,
 # a clean image) for a downgrade (with data, zero clusters, an internal snapshot, zstd without
-# compressed clusters), an upgrade and lazy refcounts on and off; where qemu-img refuses
+# compressed clusters, zero clusters over a backing file), an upgrade and lazy refcounts on
+# and off; where qemu-img refuses
 # (refcount_bits=8, extended L2, an external data file, zstd with compressed clusters,
 # snapshots of another size), a refusal with qemu-img's reason and no byte changed. Refused
 # where QEMU would lose something: persistent bitmaps. Lazy refcounts dropped by a downgrade
@@ -54,6 +55,12 @@ check "compat=0.10,lazy_refcounts=off" twin_amend compat=0.10,lazy_refcounts=off
 setup mk_qcow2 a3.qcow2 4M
 setup qio a3.qcow2 "write -P 0x31 0 256k" "write -z 64k 128k" "write -z 2M 1M"
 check "compat=0.10 with zero clusters (now unallocated)" twin_amend compat=0.10 a3.qcow2
+setup mk_qcow2 zb.qcow2 4M
+setup qio zb.qcow2 "write -P 0x39 0 4M"
+setup qemu-img create -q -f qcow2 -b zb.qcow2 -F qcow2 a3b.qcow2
+setup qio a3b.qcow2 "write -z 64k 192k" "write -P 0x3a 1M 64k" "write -z 2M 1M"
+check "compat=0.10 with zero clusters over a backing file (now data clusters of zeros)" \
+	twin_amend compat=0.10 a3b.qcow2
 setup mk_qcow2 a4.qcow2 4M
 setup qio a4.qcow2 "write -P 0x41 0 1M"
 setup qemu-img snapshot -c s1 a4.qcow2
