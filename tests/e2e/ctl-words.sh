@@ -105,6 +105,21 @@ sys.exit(0 if q == o else print(q, o) or 1)'
 }
 check "info --backing-chain --output=json: qemu-img's files, formats and sizes" \
 	chain_files_as_qemu
+mkdir -p sub
+setup qemu-img create -q -f qcow2 sub/b.qcow2 1M
+setup qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 sub/t.qcow2
+# backing_as_qemu: the backing lines of info (text, "(actual path: sub/b.qcow2)") and the
+# files of --backing-chain --output=json are qemu-img's for an image in a subdirectory
+backing_as_qemu()
+{
+	diff <(qemu-img info sub/t.qcow2 | grep -E '^(image|backing)') \
+		<("$Q" info sub/t.qcow2 | grep -E '^(image|backing)') || return 1
+	diff <(qemu-img info --backing-chain sub/t.qcow2 | grep -E '^(image|backing)') \
+		<("$Q" info --backing-chain sub/t.qcow2 | grep -E '^(image|backing)') || return 1
+	diff <(qemu-img info --backing-chain --output=json sub/t.qcow2 | grep -E 'filename"' | sort) \
+		<("$Q" info --backing-chain --output=json sub/t.qcow2 | grep -E 'filename"' | sort)
+}
+check "info names the backing file of sub/t.qcow2 as qemu-img (sub/b.qcow2)" backing_as_qemu
 
 # ---- -f qcow2 everywhere, other formats refused ----
 
