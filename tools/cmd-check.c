@@ -18,6 +18,7 @@
 struct check_opts {
 	struct common_opts c;
 	bool repair;
+	bool leaks_only; /* -r leaks */
 	bool force_share;
 	bool drop_bad_snapshots;
 	const char *drop_bitmap; /* --drop-bitmap NAME */
@@ -25,36 +26,43 @@ struct check_opts {
 
 static void check_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: qcowctl check [--repair [--drop-bad-snapshots] [--dry-run]] [--json]\n"
-		"                     [-p|-q] [-U] IMAGE\n\n"
-		"Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
-		"against what points at it, tables against the file, the COPIED flags. Each\n"
-		"problem is printed to stderr, the report to stdout.\n"
-		"Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
-		"not complete, 4 a repair would not have improved the image (nothing changed).\n\n"
-		"  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
-		"                     check again; L2 entries QEMU cannot read (misaligned, past\n"
-		"                     the end of the file) become zero clusters, data lying in\n"
-		"                     metadata gets a cluster of its own, a broken refcount\n"
-		"                     structure is rebuilt elsewhere; kept only if a check of the\n"
-		"                     result finds fewer errors and no more corruptions, else\n"
-		"                     every byte is put back; refused while another process uses\n"
-		"                     the image\n"
-		"  --drop-bad-snapshots\n"
-		"                     with --repair: first remove from the snapshot table each\n"
-		"                     snapshot whose L1 table cannot be read (misaligned, too\n"
-		"                     large, past the end of the file); the repair then frees\n"
-		"                     what only it used. It could not be read anyway\n"
-		"  --drop-bitmap NAME with --repair: first take the persistent bitmap NAME out of\n"
-		"                     the bitmap directory if it is inconsistent (in use, or\n"
-		"                     damaged); the repair then frees its clusters\n"
-		"  --dry-run          with --repair: print what would be fixed, change nothing\n"
-		"  --json             JSON, with 'qemu-img check --output=json' field names\n"
-		"  -p, --progress     show a progress bar (default: on a terminal)\n"
-		"  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
-		"  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
-		"  -h, --help         this text\n");
+	fprintf(
+	    f,
+	    "usage: qcowctl check [--repair|-r all|-r leaks [--drop-bad-snapshots] [--dry-run]]\n"
+	    "                     [--json] [-p|-q] [-U] [-f qcow2] IMAGE\n\n"
+	    "Check a qcow2 image as 'qemu-img check' does: the refcount of every cluster\n"
+	    "against what points at it, tables against the file, the COPIED flags. Each\n"
+	    "problem is printed to stderr, the report to stdout.\n"
+	    "Exit status: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the check could\n"
+	    "not complete, 4 a repair would not have improved the image (nothing changed).\n\n"
+	    "  --repair           fix what is found, as 'qemu-img check -r all' does, then\n"
+	    "                     check again; L2 entries QEMU cannot read (misaligned, past\n"
+	    "                     the end of the file) become zero clusters, data lying in\n"
+	    "                     metadata gets a cluster of its own, a broken refcount\n"
+	    "                     structure is rebuilt elsewhere; kept only if a check of the\n"
+	    "                     result finds fewer errors and no more corruptions, else\n"
+	    "                     every byte is put back; refused while another process uses\n"
+	    "                     the image\n"
+	    "  -r all             as --repair (qemu-img's spelling)\n"
+	    "  -r leaks           only free leaked clusters (and set the COPIED flags that\n"
+	    "                     leaves missing), as 'qemu-img check -r leaks'; refused on\n"
+	    "                     an image with other errors\n"
+	    "  --drop-bad-snapshots\n"
+	    "                     with --repair: first remove from the snapshot table each\n"
+	    "                     snapshot whose L1 table cannot be read (misaligned, too\n"
+	    "                     large, past the end of the file); the repair then frees\n"
+	    "                     what only it used. It could not be read anyway\n"
+	    "  --drop-bitmap NAME with --repair: first take the persistent bitmap NAME out of\n"
+	    "                     the bitmap directory if it is inconsistent (in use, or\n"
+	    "                     damaged); the repair then frees its clusters\n"
+	    "  --dry-run          with --repair: print what would be fixed, change nothing\n"
+	    "  --json             JSON, with 'qemu-img check --output=json' field names\n"
+	    "  --output=json|human  as --json, or the text report (the default)\n"
+	    "  -f qcow2           IMAGE's format (only qcow2)\n"
+	    "  -p, --progress     show a progress bar (default: on a terminal)\n"
+	    "  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
+	    "  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
+	    "  -h, --help         this text\n");
 }
 
 struct msg_ctx {
@@ -198,7 +206,8 @@ static int run(struct qcow2_image **img, const char *path, const struct check_op
 	job_init(&job, p);
 	if (!o->repair)
 		return qcow2_image_check_report(*img, &ck, res);
-	r = qcow2_image_repair(*img, &ck, o->c.dry_run, res);
+	r = o->leaks_only ? qcow2_image_repair_leaks(*img, o->c.dry_run, res)
+			  : qcow2_image_repair(*img, &ck, o->c.dry_run, res);
 	if (r == -ENOTRECOVERABLE) {
 		*unimproved = true;
 		return 0;
@@ -267,7 +276,7 @@ int cmd_check(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    COMMON_LONGOPTS,
-	    {"repair", no_argument, NULL, 'r'},
+	    {"repair", no_argument, NULL, 'R'},
 	    {"force-share", no_argument, NULL, 'U'},
 	    {"drop-bad-snapshots", no_argument, NULL, 'D'},
 	    {"drop-bitmap", required_argument, NULL, 'B'},
@@ -277,12 +286,19 @@ int cmd_check(int argc, char **argv)
 	struct check_opts o = {0};
 	int c;
 
-	while ((c = next_option(argc, argv, "hpqU", longopts, "check")) != -1) {
+	while ((c = next_option(argc, argv, "hpqUr:", longopts, "check")) != -1) {
 		if (common_opt(c, &o.c))
 			continue;
 		switch (c) {
-		case 'r':
+		case 'R':
 			o.repair = true;
+			break;
+		case 'r': /* qemu-img's spelling */
+			if (strcmp(optarg, "all") != 0 && strcmp(optarg, "leaks") != 0)
+				return usage_error(
+				    "check", "option '-r' takes leaks or all, not '%s'", optarg);
+			o.repair = true;
+			o.leaks_only = !strcmp(optarg, "leaks");
 			break;
 		case 'U':
 			o.force_share = true;
@@ -301,20 +317,15 @@ int cmd_check(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		check_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("check", "takes one IMAGE");
 	}
-	if (o.drop_bitmap && !o.repair) {
-		error("--drop-bitmap is a repair: use it with --repair");
-		return EXIT_USAGE;
-	}
-	if (o.drop_bad_snapshots && !o.repair) {
-		error("--drop-bad-snapshots is a repair: use it with --repair");
-		return EXIT_USAGE;
-	}
-	if (o.repair && o.force_share && !o.c.dry_run) {
-		error("--force-share cannot be used with --repair: a repair needs the image alone");
-		return EXIT_USAGE;
-	}
+	if (o.drop_bitmap && (!o.repair || o.leaks_only))
+		return usage_error("check", "--drop-bitmap is a repair: use it with --repair");
+	if (o.drop_bad_snapshots && (!o.repair || o.leaks_only))
+		return usage_error("check",
+				   "--drop-bad-snapshots is a repair: use it with --repair");
+	if (o.repair && o.force_share && !o.c.dry_run)
+		return usage_error("check", "--force-share cannot be used with --repair: a repair "
+					    "needs the image alone");
 	return check_image(argv[optind], &o);
 }

@@ -46,7 +46,9 @@ static void checksum_usage(FILE *f)
 		"  --json             {\"filename\": ..., \"sha256\": ...}\n"
 		"  -p, --progress     show a progress bar (default: on a terminal)\n"
 		"  -q, --quiet        no progress bar\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -U, --force-share  do not take (or respect) image locks\n"
+		"  -f qcow2           IMAGE's format (only qcow2; a raw IMAGE is recognised)\n"
 		"  -h, --help         this text\n");
 }
 
@@ -221,8 +223,7 @@ int cmd_checksum(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		checksum_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("checksum", "takes one IMAGE[@SNAP]");
 	}
 	catch_interrupts();
 	r = split_image_snapshot(argv[optind], &path, &snap);

@@ -64,9 +64,10 @@ static void create_usage(FILE *f)
 		"               bytes; rounded up to 512; default: BACKING's virtual size\n"
 		"  --key IMAGE=KEYFILE  the passphrase of the new encrypted IMAGE\n"
 		"  -q, --quiet  print nothing on success, no progress bar\n"
-		"  -p           show a progress bar (preallocation)\n"
+		"  -p, --progress  show a progress bar (preallocation)\n"
 		"  --dry-run    print what would be created and create nothing\n"
 		"  --json       print the new image's facts as JSON (qemu-img info's names)\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -h, --help   this text\n\n"
 		"IMAGE is written as an unnamed file in its directory and given its name only\n"
 		"when complete and on disk (replacing an existing file then): an interrupted,\n"
@@ -142,14 +143,14 @@ int parse_size(const char *s, uint64_t *out)
 
 /* ---- -o OPTIONS ---- */
 
-static int parse_onoff(const char *key, const char *val, bool *out)
+static int parse_onoff(const char *cmd, const char *key, const char *val, bool *out)
 {
 	if (!strcmp(val, "on") || !strcmp(val, "true") || !strcmp(val, "yes"))
 		*out = true;
 	else if (!strcmp(val, "off") || !strcmp(val, "false") || !strcmp(val, "no"))
 		*out = false;
 	else
-		return error("invalid %s '%s': on or off", key, val), -1;
+		return usage_error(cmd, "invalid %s '%s': on or off", key, val), -1;
 	return 0;
 }
 
@@ -159,18 +160,18 @@ static uint32_t log2_or(uint64_t v, uint32_t bad)
 	return v && !(v & (v - 1)) ? (uint32_t)__builtin_ctzll(v) : bad;
 }
 
-static int parse_compat(const char *val, uint32_t *version)
+static int parse_compat(const char *cmd, const char *val, uint32_t *version)
 {
 	if (!strcmp(val, "0.10") || !strcmp(val, "v2"))
 		*version = 2;
 	else if (!strcmp(val, "1.1") || !strcmp(val, "v3"))
 		*version = 3;
 	else
-		return error("invalid compat '%s': 0.10 (v2) or 1.1 (v3)", val), -1;
+		return usage_error(cmd, "invalid compat '%s': 0.10 (v2) or 1.1 (v3)", val), -1;
 	return 0;
 }
 
-static int parse_prealloc(const char *val, enum qcow2_prealloc *p)
+static int parse_prealloc(const char *cmd, const char *val, enum qcow2_prealloc *p)
 {
 	int i;
 
@@ -179,18 +180,18 @@ static int parse_prealloc(const char *val, enum qcow2_prealloc *p)
 			*p = (enum qcow2_prealloc)i;
 			return 0;
 		}
-	error("invalid preallocation '%s': off, metadata, falloc or full", val);
+	usage_error(cmd, "invalid preallocation '%s': off, metadata, falloc or full", val);
 	return -1;
 }
 
-static int parse_compression(const char *val, uint8_t *type)
+static int parse_compression(const char *cmd, const char *val, uint8_t *type)
 {
 	if (!strcmp(val, "zlib"))
 		*type = QCOW2_COMPRESSION_ZLIB;
 	else if (!strcmp(val, "zstd"))
 		*type = QCOW2_COMPRESSION_ZSTD;
 	else
-		return error("invalid compression_type '%s': zlib or zstd", val), -1;
+		return usage_error(cmd, "invalid compression_type '%s': zlib or zstd", val), -1;
 	return 0;
 }
 
@@ -206,10 +207,39 @@ static unsigned set_bit(const char *key)
 	return QCOW2_CREATE_SET_OTHER;
 }
 
-static int parse_number_opt(const char *key, const char *val, uint64_t *out)
+static int parse_number_opt(const char *cmd, const char *key, const char *val, uint64_t *out)
 {
 	if (parse_size(val, out) < 0)
-		return error("invalid %s '%s'", key, val), -1;
+		return usage_error(cmd, "invalid %s '%s'", key, val), -1;
+	return 0;
+}
+
+int parse_create_option(const char *cmd, struct qcow2_create_opts *o, const char *key,
+			const char *val)
+{
+	uint64_t v;
+
+	if (!strcmp(key, "cluster_size")) {
+		if (parse_number_opt(cmd, key, val, &v) < 0)
+			return -1;
+		o->cluster_bits = log2_or(v, 0); /* 0: refused with the limits named */
+	} else if (!strcmp(key, "refcount_bits")) {
+		if (parse_number_opt(cmd, key, val, &v) < 0)
+			return -1;
+		o->refcount_order = log2_or(v, 99);
+	} else if (!strcmp(key, "compat")) {
+		return parse_compat(cmd, val, &o->version);
+	} else if (!strcmp(key, "lazy_refcounts")) {
+		return parse_onoff(cmd, key, val, &o->lazy_refcounts);
+	} else if (!strcmp(key, "extended_l2")) {
+		return parse_onoff(cmd, key, val, &o->extended_l2);
+	} else if (!strcmp(key, "preallocation")) {
+		return parse_prealloc(cmd, val, &o->prealloc);
+	} else if (!strcmp(key, "compression_type")) {
+		return parse_compression(cmd, val, &o->compression_type);
+	} else {
+		return 1;
+	}
 	return 0;
 }
 
@@ -217,6 +247,7 @@ static int parse_number_opt(const char *key, const char *val, uint64_t *out)
 static int parse_encrypt(struct create_args *a, const char *key, const char *val)
 {
 	struct qcow2_luks_params *p = &a->luks;
+	const char *cmd = a->cmd ? a->cmd : "create";
 	uint64_t v;
 
 	if (!strcmp(key, "encryption") || (!strcmp(key, "encrypt.format") && strcmp(val, "luks"))) {
@@ -245,72 +276,60 @@ static int parse_encrypt(struct create_args *a, const char *key, const char *val
 	else if (!strcmp(key, "encrypt.hash-alg"))
 		p->hash_alg = val;
 	else if (!strcmp(key, "encrypt.iter-time")) {
-		if (parse_number_opt(key, val, &v) < 0 || v > UINT32_MAX)
+		if (parse_number_opt(cmd, key, val, &v) < 0 || v > UINT32_MAX)
 			return error("invalid encrypt.iter-time '%s'", val), -1;
 		p->iter_time_ms = (uint32_t)v;
 	} else {
-		error("unknown option '%s' in -o (see 'qcowctl create --help')", key);
+		usage_error(cmd, "unknown option '%s' in -o", key);
 		return -1;
 	}
 	return 0;
 }
 
-static int parse_one(struct create_args *a, const char *key, const char *val)
+static int parse_one(void *ctx, const char *key, const char *val)
 {
-	uint64_t v;
+	struct create_args *a = ctx;
+	const char *cmd = a->cmd ? a->cmd : "create";
+	int r;
 
 	if (!strncmp(key, "encrypt.", 8) || !strcmp(key, "encryption"))
-		return parse_encrypt(a, key, val);
-
-	if (!strcmp(key, "cluster_size")) {
-		if (parse_number_opt(key, val, &v) < 0)
+		r = parse_encrypt(a, key, val);
+	else
+		r = parse_create_option(cmd, &a->o, key, val);
+	if (r < 0)
+		return r;
+	if (r == 1) {
+		if (!strcmp(key, "backing_file")) {
+			a->backing = val;
+		} else if (!strcmp(key, "backing_fmt")) {
+			a->backing_fmt = val;
+		} else if (!strcmp(key, "size")) {
+			if (parse_number_opt(cmd, key, val, &a->o.size) < 0)
+				return -1;
+			a->have_size = true;
+		} else {
+			usage_error(cmd, "unknown option '%s' in -o", key);
 			return -1;
-		a->o.cluster_bits = log2_or(v, 0); /* 0: refused with the limits named */
-	} else if (!strcmp(key, "refcount_bits")) {
-		if (parse_number_opt(key, val, &v) < 0)
-			return -1;
-		a->o.refcount_order = log2_or(v, 99);
-	} else if (!strcmp(key, "compat")) {
-		return parse_compat(val, &a->o.version);
-	} else if (!strcmp(key, "lazy_refcounts")) {
-		return parse_onoff(key, val, &a->o.lazy_refcounts);
-	} else if (!strcmp(key, "extended_l2")) {
-		return parse_onoff(key, val, &a->o.extended_l2);
-	} else if (!strcmp(key, "preallocation")) {
-		return parse_prealloc(val, &a->o.prealloc);
-	} else if (!strcmp(key, "compression_type")) {
-		return parse_compression(val, &a->o.compression_type);
-	} else if (!strcmp(key, "backing_file")) {
-		a->backing = val;
-	} else if (!strcmp(key, "backing_fmt")) {
-		a->backing_fmt = val;
-	} else if (!strcmp(key, "size")) {
-		if (parse_number_opt(key, val, &a->o.size) < 0)
-			return -1;
-		a->have_size = true;
-	} else {
-		error("unknown option '%s' in -o (see 'qcowctl %s --help')", key,
-		      a->cmd ? a->cmd : "create");
-		return -1;
+		}
 	}
+	a->o.set |= set_bit(key);
 	return 0;
 }
 
-/* "key=value,key=value" (@list is modified; its strings stay in use). */
-static int parse_o(struct create_args *a, char *list)
+int parse_o_list(const char *cmd, char *list,
+		 int (*one)(void *ctx, const char *key, const char *val), void *ctx)
 {
 	char *save = NULL, *item, *eq;
 
 	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
 		eq = strchr(item, '=');
 		if (!eq) {
-			error("option '%s' in -o needs a value (key=value)", item);
+			usage_error(cmd, "option '%s' in -o needs a value (key=value)", item);
 			return -1;
 		}
 		*eq = '\0';
-		if (parse_one(a, item, eq + 1) < 0)
+		if (one(ctx, item, eq + 1) < 0)
 			return -1;
-		a->o.set |= set_bit(item);
 	}
 	return 0;
 }
@@ -320,7 +339,7 @@ int parse_image_options(char *list, const char *cmd, struct qcow2_create_opts *o
 {
 	struct create_args a = {.o = *o, .cmd = cmd};
 
-	if (parse_o(&a, list) < 0)
+	if (parse_o_list(cmd, list, parse_one, &a) < 0)
 		return -1;
 	if (a.have_size)
 		return error("option 'size' in -o: %s takes the size of its source", cmd), -1;
@@ -355,10 +374,12 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 			break;
 		case 'f':
 			if (strcmp(optarg, "qcow2") != 0)
-				return error("cannot create '%s' images: only qcow2", optarg), -1;
+				return usage_error("create",
+						   "cannot create '%s' images: only qcow2", optarg),
+				       -1;
 			break;
 		case 'o':
-			if (parse_o(a, optarg) < 0)
+			if (parse_o_list("create", optarg, parse_one, a) < 0)
 				return -1;
 			break;
 		case 'h':
@@ -369,7 +390,7 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 		}
 	}
 	if (argc - optind < 1 || argc - optind > 2)
-		return error("create takes IMAGE [SIZE] (see 'qcowctl create --help')"), -1;
+		return usage_error("create", "takes IMAGE [SIZE]"), -1;
 	a->image = argv[optind];
 	if (a->luks_opt && !a->luks_set)
 		return error("%s needs encrypt.format=luks", a->luks_opt), -1;
@@ -384,8 +405,10 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 	}
 	if (argc - optind == 2) {
 		if (parse_size(argv[optind + 1], &a->o.size) < 0)
-			return error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
-				     argv[optind + 1]),
+			return usage_error(
+				   "create",
+				   "invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
+				   argv[optind + 1]),
 			       -1;
 		a->have_size = true;
 	}

@@ -32,17 +32,36 @@ struct layer_facts {
 	uint32_t nb_bitmaps;
 	bool luks_known; /* LUKS: the crypto header decoded into @luks */
 	struct qcow2_luks_info luks;
+	char full_backing[4096]; /* the backing file as qemu-img names it ("" none) */
 };
+
+/* The backing file @name of the image @base as qemu-img spells it (path_combine()): as stored
+ * when absolute, else joined to @base's directory as the user typed @base. One rule for the
+ * text, the JSON and the files of --chain, so every name is spelled the same way. */
+static void combine_path(const char *base, const char *name, char *out, size_t cap)
+{
+	const char *slash = strrchr(base, '/');
+
+	if (name[0] == '/' || !slash)
+		snprintf(out, cap, "%s", name);
+	else
+		snprintf(out, cap, "%.*s%s", (int)(slash - base + 1), base, name);
+}
 
 static void info_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl info [--chain] [--json] [-U] [--key IMAGE=KEYFILE] IMAGE\n\n"
-		   "Print the facts of a qcow2 (or raw) image.\n\n"
-		   "  --chain            also every backing file, top first\n"
-		   "  --json             JSON, with qemu-img info's field names\n"
-		   "  -U, --force-share  do not take (or respect) image locks\n"
-		   "  --key IMG=KEYFILE  accepted: the encryption facts need no key\n"
-		   "  -h, --help         this text\n");
+	fprintf(
+	    f,
+	    "usage: qcowctl info [--chain] [--json] [-U] [-f qcow2] [--key IMAGE=KEYFILE] IMAGE\n\n"
+	    "Print the facts of a qcow2 (or raw) image.\n\n"
+	    "  --chain            also every backing file, top first\n"
+	    "  --backing-chain    the same (qemu-img's spelling)\n"
+	    "  --json             JSON, with qemu-img info's field names\n"
+	    "  --output=json|human  as --json, or the text (the default)\n"
+	    "  -f qcow2           IMAGE's format (only qcow2)\n"
+	    "  -U, --force-share  do not take (or respect) image locks\n"
+	    "  --key IMG=KEYFILE  accepted: the encryption facts need no key\n"
+	    "  -h, --help         this text\n");
 }
 
 static const char *compat_name(const struct qcow2_header *h)
@@ -167,7 +186,9 @@ static void print_text(const struct layer_facts *f)
 	uint64_t cs = qcow2_image_cluster_bytes(f->img);
 	format_size(f->used_clusters * cs, a, sizeof(a));
 	printf("cluster_size: %" PRIu64 "\n", cs);
-	if (h->backing_file[0])
+	if (h->backing_file[0] && strcmp(h->backing_file, f->full_backing) != 0)
+		printf("backing file: %s (actual path: %s)\n", h->backing_file, f->full_backing);
+	else if (h->backing_file[0])
 		printf("backing file: %s\n", h->backing_file);
 	if (h->backing_fmt[0])
 		printf("backing file format: %s\n", h->backing_fmt);
@@ -244,7 +265,7 @@ static void json_format_specific(struct json *j, const struct qcow2_header *h,
 	json_end_object(j);
 }
 
-static void print_json(struct json *j, const struct layer_facts *f, const char *full_backing)
+static void print_json(struct json *j, const struct layer_facts *f)
 {
 	json_begin_object(j, NULL);
 	json_uint(j, "virtual-size", f->virtual_size);
@@ -259,8 +280,7 @@ static void print_json(struct json *j, const struct layer_facts *f, const char *
 		json_bool(j, "dirty-flag", h->incompat & QCOW2_INCOMPAT_DIRTY);
 		if (h->backing_file[0]) {
 			json_string(j, "backing-filename", h->backing_file);
-			if (full_backing)
-				json_string(j, "full-backing-filename", full_backing);
+			json_string(j, "full-backing-filename", f->full_backing);
 			if (h->backing_fmt[0])
 				json_string(j, "backing-filename-format", h->backing_fmt);
 		}
@@ -285,6 +305,9 @@ static int gather(struct layer_facts *f, const char *path, const char *format, u
 	f->format = format;
 	f->virtual_size = size;
 	f->img = img;
+	if (img && qcow2_image_header(img)->backing_file[0])
+		combine_path(path, qcow2_image_header(img)->backing_file, f->full_backing,
+			     sizeof(f->full_backing));
 	r = qcow2_io_allocated(img ? qcow2_image_io(img) : io, &f->disk_bytes);
 	/* Damaged refcounts (a bad refcount table entry) do not hide the facts the header and
 	 * the tables still tell, as qemu-img info tells them: only the allocation figure, which
@@ -307,11 +330,10 @@ static int gather(struct layer_facts *f, const char *path, const char *format, u
 	return r;
 }
 
-static void emit(struct json *j, const struct info_opts *o, const struct layer_facts *f,
-		 const char *full_backing, bool first)
+static void emit(struct json *j, const struct info_opts *o, const struct layer_facts *f, bool first)
 {
 	if (o->json) {
-		print_json(j, f, full_backing);
+		print_json(j, f);
 		return;
 	}
 	if (!first)
@@ -322,11 +344,13 @@ static void emit(struct json *j, const struct info_opts *o, const struct layer_f
 static int info_chain(const char *path, const struct info_opts *o)
 {
 	struct qcow2_chain_opts co = {.lock = !o->force_share, .top_blockdev = true};
+	char name[4096]; /* layer i as qemu-img names it: the full backing name of the one above */
 	struct qcow2_chain *c;
 	struct json j;
 	unsigned i, n;
 	int r;
 
+	snprintf(name, sizeof(name), "%s", path);
 	r = qcow2_chain_open(path, &co, &c);
 	if (r < 0)
 		return r;
@@ -335,7 +359,7 @@ static int info_chain(const char *path, const struct info_opts *o)
 	if (o->json)
 		json_begin_array(&j, NULL);
 	for (i = 0; i < n && r == 0; i++) {
-		struct qcow2_layer_info li, below;
+		struct qcow2_layer_info li;
 		struct layer_facts f;
 		struct qcow2_io *io = NULL;
 
@@ -343,12 +367,10 @@ static int info_chain(const char *path, const struct info_opts *o)
 		if (!li.image &&
 		    (r = qcow2_io_open(li.path, i == 0 ? QCOW2_OPEN_BLOCKDEV : 0, &io)) < 0)
 			break;
-		r = gather(&f, i == 0 ? path : li.path, li.format, li.size, li.image, io);
+		r = gather(&f, name, li.format, li.size, li.image, io);
 		if (r == 0)
-			emit(&j, o, &f,
-			     i + 1 < n && qcow2_chain_layer(c, i + 1, &below) == 0 ? below.path
-										   : NULL,
-			     i == 0);
+			emit(&j, o, &f, i == 0);
+		snprintf(name, sizeof(name), "%s", f.full_backing);
 		if (r == 0)
 			qcow2_bitmaps_free(f.bitmaps, f.nb_bitmaps);
 		qcow2_io_close(io);
@@ -394,7 +416,7 @@ static int info_one(const char *path, const struct info_opts *o)
 	}
 	if (r == 0) {
 		json_init(&j, stdout);
-		emit(&j, o, &f, NULL, true);
+		emit(&j, o, &f, true);
 		if (o->json)
 			json_finish(&j);
 		qcow2_bitmaps_free(f.bitmaps, f.nb_bitmaps);
@@ -408,6 +430,7 @@ int cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"chain", no_argument, NULL, 'c'},
+	    {"backing-chain", no_argument, NULL, 'c'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"force-share", no_argument, NULL, 'U'},
 	    KEY_LONGOPT, /* accepted: the facts need no key */
@@ -439,8 +462,7 @@ int cmd_info(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		info_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("info", "takes one IMAGE");
 	}
 	r = o.chain ? info_chain(argv[optind], &o) : info_one(argv[optind], &o);
 	if (r < 0) {

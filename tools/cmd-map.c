@@ -44,17 +44,19 @@ struct mapper {
 static void map_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: qcowctl map [--json] [-U] IMAGE\n\n"
+		"usage: qcowctl map [--json] [-U] [-f qcow2] IMAGE\n\n"
 		"Print which layer of IMAGE's backing chain provides each range of its flat\n"
 		"view, and whether it is data, zeros or unallocated, as `qemu-img map` does.\n\n"
 		"  --json             as `qemu-img map --output=json`, one object per range:\n"
 		"                     start, length, depth (0 = IMAGE), present, zero, data,\n"
 		"                     offset (host offset in the providing file, when it has one)\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -U, --force-share  do not take (or respect) image locks\n"
 		"  --bitmap NAME      instead, the ranges persistent bitmap NAME marks dirty:\n"
 		"                     with --json as `qemu-img map` prints them for an export\n"
 		"                     through qemu-nbd -B NAME (x-dirty-bitmap: dirty ranges are\n"
 		"                     \"data\": false); as text, the dirty ranges only\n"
+		"  -f qcow2           IMAGE's format (only qcow2; a raw IMAGE is recognised)\n"
 		"  -h, --help         this text\n\n"
 		"Without --json: the data ranges with their host offset and file, as qemu-img's\n"
 		"human format (which cannot show compressed clusters: use --json for those).\n");
@@ -347,8 +349,7 @@ int cmd_map(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		map_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("map", "takes one IMAGE");
 	}
 	fflush(stdout);
 	if ((bitmap ? bitmap_map(argv[optind], bitmap, json, force_share)

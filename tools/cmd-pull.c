@@ -9,20 +9,22 @@
 
 static void pull_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: qcowctl pull [--base B] [--dry-run] [--json] [-p|-q] IMAGE\n\n"
-		"Copy into IMAGE every cluster that the layers above B provide, then make IMAGE\n"
-		"back onto B, or stand alone without --base (virsh blockpull). IMAGE's flat view\n"
-		"never changes.\n\n"
-		"  --base B     the layer IMAGE backs onto afterwards (a path, or a name relative\n"
-		"               to IMAGE's directory)\n"
-		"  --dry-run    print the plan and change nothing\n"
-		"  --json       print the plan as JSON\n"
-		"  -p           show progress even when not on a terminal\n"
-		"  -q           print nothing but errors\n"
-		"  -h, --help   this text\n\n"
-		"Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
-		"same command again completes the pull.\n");
+	fprintf(
+	    f, "usage: qcowctl pull [-b|--base B] [--dry-run] [--json] [-p|-q] [-f qcow2] IMAGE\n\n"
+	       "Copy into IMAGE every cluster that the layers above B provide, then make IMAGE\n"
+	       "back onto B, or stand alone without --base (virsh blockpull). IMAGE's flat view\n"
+	       "never changes.\n\n"
+	       "  -b, --base B the layer IMAGE backs onto afterwards (a path, or a name relative\n"
+	       "               to IMAGE's directory)\n"
+	       "  --dry-run    print the plan and change nothing\n"
+	       "  --json       print the plan as JSON\n"
+	       "  --output=json|human  as --json, or the text (the default)\n"
+	       "  -p, --progress  show progress even when not on a terminal\n"
+	       "  -q, --quiet  print nothing but errors\n"
+	       "  -f qcow2     IMAGE's format (only qcow2)\n"
+	       "  -h, --help   this text\n\n"
+	       "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
+	       "same command again completes the pull.\n");
 }
 
 int cmd_pull(int argc, char **argv)
@@ -55,8 +57,7 @@ int cmd_pull(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		pull_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("pull", "takes one IMAGE");
 	}
 	catch_interrupts();
 	progress_init(&p, &co, "pull");

@@ -18,12 +18,14 @@ static void rebase_usage(FILE *f)
 		"backing file. IMAGE's flat view is kept: the ranges where the old and the new\n"
 		"backing differ are copied into IMAGE first.\n\n"
 		"  -b, --backing NEWBASE  the new backing file\n"
-		"  -F, --backing-format FMT  qcow2 or raw (default: probed)\n"
+		"  -F, --backing-format FMT  qcow2 or raw (default: probed; required with -u)\n"
 		"  -u, --unsafe           only rewrite the pointer (the view may change)\n"
+		"  -f qcow2               IMAGE's format (only qcow2)\n"
+		"  --output=json|human    as --json, or the text (the default)\n"
 		"  --dry-run              print the plan and change nothing\n"
 		"  --json                 print the plan as JSON\n"
-		"  -p                     show progress even when not on a terminal\n"
-		"  -q                     print nothing but errors\n"
+		"  -p, --progress         show progress even when not on a terminal\n"
+		"  -q, --quiet            print nothing but errors\n"
 		"  -h, --help             this text\n\n"
 		"Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
 		"same command again completes the rebase.\n");
@@ -67,12 +69,22 @@ int cmd_rebase(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind + 1 != argc || !backing) {
-		rebase_usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (optind + 1 != argc)
+		return usage_error("rebase", "takes one IMAGE");
+	if (!backing)
+		return usage_error("rebase", "needs -b NEWBASE (\"\" for none)");
 	if (fmt && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
-		die(EXIT_USAGE, "backing format '%s' not supported (qcow2 or raw)", fmt);
+		return usage_error("rebase", "backing format '%s' not supported (qcow2 or raw)",
+				   fmt);
+	/* As qemu-img 7.2: an unsafe rebase does not open the new backing file, so its format
+	 * cannot be probed and must be given (a pointer without a format is probed by every
+	 * later reader, which a raw file can fool). */
+	if (unsafe && backing[0] && !fmt) {
+		error("cannot change the backing file of '%s' to '%s': backing format must be "
+		      "specified (-F)",
+		      argv[optind], backing);
+		return EXIT_FAIL;
+	}
 	catch_interrupts();
 	progress_init(&p, &co, "rebase");
 	job_init(&job, &p);

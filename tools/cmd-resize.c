@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd-resize.c - qcowctl resize IMAGE [+]SIZE: grow the virtual size of a qcow2 image, as
- * qemu-img resize does (shrinking is refused). The library writes a larger L1 table elsewhere
- * first and then switches the header to it in one sector write, so an interrupted resize
- * leaves the image at its old size or its new one.
+ * cmd-resize.c - qcowctl resize [--shrink] IMAGE [+|-]SIZE: grow the virtual size of a qcow2
+ * image, as qemu-img resize does, or with --shrink make it smaller. The library writes a
+ * larger L1 table elsewhere first and then switches the header to it in one sector write, so
+ * an interrupted grow leaves the image at its old size or its new one; a shrink deletes what
+ * lies past the new end first, then writes the smaller size.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -20,72 +21,89 @@ struct resize_args {
 	const char *image;
 	const char *size_arg;
 	bool relative;
-	uint64_t size; /* absolute, or the amount to add */
+	bool minus;    /* "-SIZE": the amount to take away */
+	bool shrink;   /* --shrink: a smaller size is allowed */
+	uint64_t size; /* absolute, or the amount to add (or take away) */
 };
 
 static void resize_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl resize [-q] [--dry-run] [--json] IMAGE [+]SIZE\n\n"
+	fprintf(f, "usage: qcowctl resize [--shrink] [-q] [--dry-run] [--json] [-f qcow2] IMAGE\n"
+		   "                      [+|-]SIZE\n\n"
 		   "Grow IMAGE's virtual size to SIZE, or by SIZE with '+': bytes, or with a\n"
-		   "suffix k/K, M, G, T, P, E; a multiple of 512. Shrinking is not supported.\n"
-		   "The new range reads as zeros, also where a longer backing file has data.\n"
-		   "Internal snapshots keep their own size and content. Refused while another\n"
-		   "process holds IMAGE for writing.\n\n"
+		   "suffix k/K, M, G, T, P, E; a multiple of 512. The new range reads as zeros,\n"
+		   "also where a longer backing file has data. Internal snapshots keep their own\n"
+		   "size and content. Refused while another process holds IMAGE for writing.\n\n"
 		   "A larger L1 table is written first and the header switches to it and to the\n"
 		   "new size in one write: an interrupted resize leaves the old size or the new\n"
 		   "one, and a valid image either way.\n\n"
+		   "With --shrink, SIZE (or '-' SIZE, taken away) may be smaller: everything past\n"
+		   "the new end is deleted (as qemu-img resize --shrink, which warns of it: make\n"
+		   "sure nothing there is needed), the clusters past it unmapped first, then the\n"
+		   "header takes the new size. Refused for a version 2 image with internal\n"
+		   "snapshots (as QEMU) and an image with persistent bitmaps.\n\n"
+		   "  --shrink     allow a smaller size\n"
+		   "  -p, --progress  accepted; a resize is quick and shows no bar\n"
 		   "  -q, --quiet  print nothing on success\n"
 		   "  --dry-run    print what would change and change nothing\n"
 		   "  --json       print the result (or the plan) as JSON\n"
+		   "  --output=json|human  as --json, or the text (the default)\n"
+		   "  -f qcow2     IMAGE's format (only qcow2)\n"
 		   "  -h, --help   this text\n");
 }
 
-/* getopt would take "-1G" for options: a SIZE that starts with '-' and a digit (before any
- * "--") is a shrink. */
-static const char *take_negative(int argc, char **argv)
+/* getopt would take "-1G" for an option: a SIZE that starts with '-' and a digit (before any
+ * "--") is taken out of the arguments first, and is the SIZE. Returns its index, or 0. */
+static int take_negative(int argc, char **argv)
 {
 	int i;
 
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (argv[i][0] == '-' && isdigit((unsigned char)argv[i][1]))
-			return argv[i];
-	return NULL;
+			return i;
+	return 0;
 }
+
+enum { OPT_SHRINK = 0x200 };
 
 static int parse_args(int argc, char **argv, struct resize_args *a)
 {
-	static const struct option longopts[] = {
-	    COMMON_LONGOPTS, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	const char *neg = take_negative(argc, argv);
-	int c;
+	static const struct option longopts[] = {COMMON_LONGOPTS,
+						 {"shrink", no_argument, NULL, OPT_SHRINK},
+						 {"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
+	int neg = take_negative(argc, argv), c, n = 0, i;
+	char *args[64];
 
-	while (!neg && (c = next_option(argc, argv, "hpq", longopts, "resize")) != -1) {
+	for (i = 0; i < argc && n < 63; i++)
+		if (i != neg || !neg)
+			args[n++] = argv[i];
+	args[n] = NULL;
+	while ((c = next_option(n, args, "hpq", longopts, "resize")) != -1) {
 		if (common_opt(c, &a->common))
 			continue;
+		if (c == OPT_SHRINK) {
+			a->shrink = true;
+			continue;
+		}
 		if (c == 'h') {
 			resize_usage(stdout);
 			exit(EXIT_OK);
 		}
 		return -1;
 	}
-	if (neg) {
-		error("cannot resize to '%s': shrinking is not supported", neg);
+	if (n - optind != (neg ? 1 : 2)) {
+		usage_error("resize", "takes IMAGE [+|-]SIZE");
 		return -1;
 	}
-	if (argc - optind != 2) {
-		error("resize takes IMAGE [+]SIZE (see 'qcowctl resize --help')");
-		return -1;
-	}
-	a->image = argv[optind];
-	a->size_arg = argv[optind + 1];
-	if (a->size_arg[0] == '-') {
-		error("cannot resize '%s' to '%s': shrinking is not supported", a->image,
-		      a->size_arg);
-		return -1;
-	}
+	a->image = args[optind];
+	a->size_arg = neg ? argv[neg] : args[optind + 1];
 	a->relative = a->size_arg[0] == '+';
-	if (parse_size(a->size_arg + a->relative, &a->size) < 0) {
-		error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)", a->size_arg);
+	a->minus = a->size_arg[0] == '-';
+	if (parse_size(a->size_arg + (a->relative || a->minus), &a->size) < 0) {
+		usage_error("resize",
+			    "invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
+			    a->size_arg);
 		return -1;
 	}
 	return 0;
@@ -98,10 +116,17 @@ static int new_size(const struct resize_args *a, uint64_t old, uint64_t *out)
 
 	if (a->relative && __builtin_add_overflow(old, a->size, &n))
 		return error("'%s': %s is too large", a->image, a->size_arg), -1;
-	if (n < old)
-		return error("'%s': shrinking is not supported (%" PRIu64 " bytes is less than the "
-			     "current %" PRIu64 ")",
-			     a->image, n, old),
+	if (a->minus && a->size > old)
+		return error("'%s': cannot take away %s: it is %" PRIu64 " bytes", a->image,
+			     a->size_arg, old),
+		       -1;
+	if (a->minus)
+		n = old - a->size;
+	/* qemu-img refuses (and warns that data past the new end would be deleted) */
+	if (n < old && !a->shrink)
+		return error("cannot shrink '%s' to %" PRIu64 " bytes without --shrink: it "
+			     "deletes all data past the new end (make sure none is needed)",
+			     a->image, n),
 		       -1;
 	if (n % 512)
 		return error("'%s': the new size (%" PRIu64 " bytes) must be a multiple of 512",
@@ -144,8 +169,12 @@ static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint6
 	qcow2_chain_layer(c, 0, &top);
 	format_size(old, s1, sizeof(s1));
 	format_size(n, s2, sizeof(s2));
-	printf("would grow '%s' from %s (%" PRIu64 " bytes) to %s (%" PRIu64 " bytes)\n", a->image,
-	       s1, old, s2, n);
+	printf("would %s '%s' from %s (%" PRIu64 " bytes) to %s (%" PRIu64 " bytes)\n",
+	       n < old ? "shrink" : "grow", a->image, s1, old, s2, n);
+	if (n < old)
+		printf("  bytes %" PRIu64 " to %" PRIu64 " are deleted: the clusters past the new "
+		       "end unmapped, the rest of the last one zeroed\n",
+		       n, old);
 	need = l1_needed(top.image, n);
 	if (need > qcow2_image_header(top.image)->l1_entries)
 		printf("  its L1 table grows from %u to %" PRIu64 " entries (written anew, then "
@@ -222,7 +251,7 @@ int cmd_resize(int argc, char **argv)
 		qcow2_chain_close(c);
 		return EXIT_FAIL;
 	}
-	r = finish_write(c, qcow2_chain_grow(c, n));
+	r = finish_write(c, n < old ? qcow2_chain_shrink(c, n) : qcow2_chain_grow(c, n));
 	if (r < 0)
 		return fail_lib();
 	if (a.common.json)

@@ -19,7 +19,13 @@ static void external_usage(FILE *f)
 		"file, must no longer be written (a qcowfs mount shows it read-only). The backing\n"
 		"name is stored relative when both files are in one directory, else absolute.\n"
 		"Refused if NEW exists or while another process writes IMAGE. NEW is written\n"
-		"under a hidden name and given its name only when complete.\n");
+		"under a hidden name and given its name only when complete.\n\n"
+		"  --dry-run          print the plan and change nothing\n"
+		"  --json             print the plan as JSON\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
+		"  -q, --quiet        print nothing on success\n"
+		"  -f qcow2           IMAGE's format (only qcow2)\n"
+		"  -h, --help         this text\n");
 }
 
 int snapshot_create_external(int argc, char **argv)
@@ -36,6 +42,9 @@ int snapshot_create_external(int argc, char **argv)
 
 	optind = 1;
 	while ((c = next_option(argc, argv, "hq", longopts, "snapshot")) != -1) {
+		if (c == 'p')
+			return usage_error("snapshot", "option '%s' does not apply here",
+					   argv[optind - 1]);
 		if (c == 'e' || common_opt(c, &co))
 			continue;
 		if (c == 'h') {
@@ -45,8 +54,7 @@ int snapshot_create_external(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (optind + 2 != argc) {
-		external_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("snapshot", "create --external takes IMAGE NEW");
 	}
 	r = qcow2_snapshot_external(argv[optind], argv[optind + 1], co.dry_run, &plan);
 	if (r == 0)

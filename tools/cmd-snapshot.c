@@ -25,7 +25,9 @@ static void snapshot_usage(FILE *f)
 	       "       qcowctl snapshot create [--dry-run [--json]] [-q] IMAGE NAME\n"
 	       "       qcowctl snapshot create --external [--dry-run] [--json] [-q] IMAGE NEW\n"
 	       "       qcowctl snapshot apply [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n"
-	       "       qcowctl snapshot delete [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n\n"
+	       "       qcowctl snapshot delete [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n"
+	       "       qcowctl snapshot [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [-q] [-U]\n"
+	       "                        [-f qcow2] IMAGE   (qemu-img's spelling)\n\n"
 	       "Internal snapshots of a qcow2 image, as qemu-img snapshot handles them.\n\n"
 	       "  list    the snapshots: ID, tag, VM state size, date, VM clock, icount\n"
 	       "  create  snapshot the active state as NAME (the next free number as its ID);\n"
@@ -39,6 +41,12 @@ static void snapshot_usage(FILE *f)
 	       "                     written, clusters whose refcount changes, clusters freed)\n"
 	       "                     and change nothing\n"
 	       "  -q, --quiet        print nothing on success\n"
+	       "  -l                 as list (qemu-img snapshot -l)\n"
+	       "  -c NAME            as create IMAGE NAME, printing nothing on success\n"
+	       "  -a SNAPSHOT        as apply IMAGE SNAPSHOT, printing nothing on success\n"
+	       "  -d SNAPSHOT        as delete IMAGE SNAPSHOT, printing nothing on success\n"
+	       "  -f qcow2           IMAGE's format (only qcow2)\n"
+	       "  --output=json|human  list: as --json, or the table (the default)\n"
 	       "  -h, --help         this text\n\n"
 	       "create, apply and delete refuse while another process holds IMAGE for writing\n"
 	       "(a running VM, qemu-io, a qcowfs mount with one of its views open) and name it.\n"
@@ -122,10 +130,8 @@ static int snapshot_list(int argc, char **argv)
 		else if (c != OPT_JSON || !common_opt(c, &o))
 			return EXIT_USAGE;
 	}
-	if (optind + 1 != argc) {
-		snapshot_usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (optind + 1 != argc)
+		return usage_error("snapshot", "list takes one IMAGE");
 	if (qcow2_image_open_path(argv[optind], &co, &img) < 0)
 		return fail_lib();
 	n = qcow2_image_snapshot_count(img);
@@ -377,16 +383,15 @@ static int parse_change(int argc, char **argv, const struct option *longopts, st
 		}
 		if (c == OPT_BAD)
 			return EXIT_USAGE;
-		if (c == 'p' || !common_opt(c, &ch->o)) {
-			error("option '%s' does not apply here (see 'qcowctl snapshot --help')",
-			      argv[optind - 1]);
-			return EXIT_USAGE;
-		}
+		if (c == 'p' || !common_opt(c, &ch->o))
+			return usage_error("snapshot", "option '%s' does not apply here",
+					   argv[optind - 1]);
 	}
-	if (optind + 2 != argc || (ch->o.json && !ch->o.dry_run)) {
-		snapshot_usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (optind + 2 != argc)
+		return usage_error("snapshot", "%s takes IMAGE %s", ch->verb,
+				   ch->op == QCOW2_SNAPSHOT_CREATE ? "NAME" : "SNAPSHOT");
+	if (ch->o.json && !ch->o.dry_run)
+		return usage_error("snapshot", "%s prints JSON only with --dry-run", ch->verb);
 	ch->path = argv[optind];
 	ch->arg = argv[optind + 1];
 	return -1;
@@ -435,21 +440,83 @@ static const struct {
     {"delete", snapshot_delete},
 };
 
+/* qemu-img's spelling: snapshot [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [-q] [-U]
+ * [-f qcow2] IMAGE, run as the subcommand it means (create, apply and delete print nothing on
+ * success, as qemu-img). */
+static int snapshot_qemu_style(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *verb = NULL, *name = NULL;
+	char *args[8];
+	int c, n = 0;
+	size_t i;
+	bool force_share = false;
+
+	while ((c = next_option(argc, argv, "hqUlc:a:d:", longopts, "snapshot")) != -1) {
+		const char *v = c == 'l'   ? "list"
+				: c == 'c' ? "create"
+				: c == 'a' ? "apply"
+				: c == 'd' ? "delete"
+					   : NULL;
+
+		if (c == 'h') {
+			snapshot_usage(stdout);
+			return EXIT_OK;
+		}
+		if (c == OPT_BAD)
+			return EXIT_USAGE;
+		if (c == 'U')
+			force_share = true;
+		if (!v)
+			continue; /* -q: quiet is what this spelling is anyway */
+		if (verb)
+			return usage_error("snapshot", "only one of -l, -c, -a and -d at a time");
+		verb = v;
+		name = optarg;
+	}
+	if (!verb)
+		return usage_error("snapshot",
+				   "needs one of -l, -c NAME, -a SNAPSHOT, -d SNAPSHOT");
+	if (optind + 1 != argc)
+		return usage_error("snapshot", "-%c takes one IMAGE", verb[0]);
+	if (force_share && name)
+		return usage_error("snapshot", "-U is only for -l: a change needs the image alone");
+	args[n++] = (char *)verb;
+	if (force_share)
+		args[n++] = "-U";
+	if (name)
+		args[n++] = "-q";
+	args[n++] = "--";
+	args[n++] = argv[optind];
+	if (name)
+		args[n++] = (char *)name;
+	args[n] = NULL;
+	optind = 0; /* the subcommand's option loop starts afresh on @args */
+	for (i = 0; i < sizeof(snapshot_subcommands) / sizeof(snapshot_subcommands[0]); i++)
+		if (!strcmp(verb, snapshot_subcommands[i].name))
+			return snapshot_subcommands[i].run(n, args);
+	return EXIT_USAGE;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	size_t i;
 
-	if (argc < 2) {
-		snapshot_usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (argc < 2)
+		return usage_error("snapshot", "needs a subcommand: list, create, apply or delete");
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		snapshot_usage(stdout);
 		return EXIT_OK;
 	}
+	if (argv[1][0] == '-')
+		return snapshot_qemu_style(argc, argv);
 	for (i = 0; i < sizeof(snapshot_subcommands) / sizeof(snapshot_subcommands[0]); i++)
 		if (!strcmp(argv[1], snapshot_subcommands[i].name))
 			return snapshot_subcommands[i].run(argc - 1, argv + 1);
-	error("unknown snapshot command '%s' (see 'qcowctl snapshot --help')", argv[1]);
-	return EXIT_USAGE;
+	return usage_error("snapshot", "unknown subcommand '%s'", argv[1]);
 }

@@ -52,6 +52,8 @@ static void tree_usage(FILE *f)
 		"              filename (relative to DIR), format, snapshots [{id, name}],\n"
 		"              full-backing-filename, backing-filename-format, in-use, error,\n"
 		"              note and children\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
+		"  -f qcow2    accepted for qemu-img's sake (only qcow2)\n"
 		"  -h, --help  this text\n");
 }
 
@@ -344,8 +346,7 @@ int cmd_tree(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		tree_usage(stderr);
-		return EXIT_USAGE;
+		return usage_error("tree", "takes one DIR");
 	}
 	if (run_tree(argv[optind], json) < 0) {
 		error("%s", qcow2_last_error());

@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -82,6 +83,18 @@ static int long_matches(const struct option *longopts, const char *name, const s
 	return n;
 }
 
+int usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "qcowctl %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see 'qcowctl %s --help')\n", cmd);
+	return EXIT_USAGE;
+}
+
 /* Print why getopt_long refused an option (@c: '?' or ':'), naming it as the user wrote it.
  * A long option's argument is argv[optind - 1] (getopt has stepped past it); a short one is
  * '-' and optopt, which may sit in the middle of a cluster ("-qx") that optind still points at,
@@ -109,24 +122,80 @@ static void refuse_option(char **argv, const struct option *longopts, int c, con
 		if (c == ':')
 			what = "option", tail = " needs a value";
 	}
-	error("%s '%s'%s (see 'qcowctl %s --help')", what, name, tail, cmd);
+	usage_error(cmd, "%s '%s'%s", what, name, tail);
+}
+
+/* qemu-img's spellings that every command takes, added here once (its own table wins):
+ * "-f FMT" (only qcow2: the format is always probed, and QEMU's other drivers are not ours)
+ * and, where a command has "--json", "--output=json|human". */
+enum { OPT_OUTPUT = 0x1ff };
+#define MAX_LONGOPTS 64
+
+static bool has_short(const char *shortopts, char c)
+{
+	return strchr(shortopts, c) != NULL;
+}
+
+static const struct option *find_long(const struct option *longopts, const char *name)
+{
+	for (; longopts->name; longopts++)
+		if (!strcmp(longopts->name, name))
+			return longopts;
+	return NULL;
+}
+
+/* @longopts with "--output" added (when it has "--json" and no "--output") into @buf. */
+static const struct option *with_output(const struct option *longopts, struct option *buf)
+{
+	size_t n = 0;
+
+	if (!find_long(longopts, "json") || find_long(longopts, "output"))
+		return longopts;
+	for (; longopts[n].name && n + 2 < MAX_LONGOPTS; n++)
+		buf[n] = longopts[n];
+	buf[n++] = (struct option){"output", required_argument, NULL, OPT_OUTPUT};
+	buf[n] = (struct option){NULL, 0, NULL, 0};
+	return buf;
 }
 
 int next_option(int argc, char **argv, const char *shortopts, const struct option *longopts,
 		const char *cmd)
 {
+	struct option buf[MAX_LONGOPTS];
+	const struct option *lo = with_output(longopts, buf);
+	bool own_f = has_short(shortopts, 'f');
 	char spec[64];
-	int c;
+	int c, idx;
 
 	/* A leading ':' makes a missing value ':' rather than '?'; opterr 0: our own message. */
-	snprintf(spec, sizeof(spec), "%s%s", shortopts[0] == ':' ? "" : ":", shortopts);
+	snprintf(spec, sizeof(spec), "%s%s%s", shortopts[0] == ':' ? "" : ":", shortopts,
+		 own_f ? "" : "f:");
 	opterr = 0;
-	c = getopt_long(argc, argv, spec, longopts, NULL);
-	if (c == '?' || c == ':') {
-		refuse_option(argv, longopts, c, cmd);
-		return OPT_BAD;
+	for (;;) {
+		idx = -1;
+		c = getopt_long(argc, argv, spec, lo, &idx);
+		if (c == '?' || c == ':') {
+			refuse_option(argv, lo, c, cmd);
+			return OPT_BAD;
+		}
+		if (c == 'f' && idx < 0 && !own_f) {
+			if (strcmp(optarg, "qcow2") != 0) {
+				usage_error(cmd, "only qcow2 images are supported (-f %s)", optarg);
+				return OPT_BAD;
+			}
+			continue;
+		}
+		if (c == -1)
+			remember_operands(argc, argv, optind);
+		if (c != OPT_OUTPUT)
+			return c;
+		if (!strcmp(optarg, "json"))
+			return find_long(longopts, "json")->val;
+		if (strcmp(optarg, "human") != 0) {
+			usage_error(cmd, "option '--output' takes json or human, not '%s'", optarg);
+			return OPT_BAD;
+		}
 	}
-	return c;
 }
 
 static double now(void)
@@ -141,21 +210,41 @@ void progress_init(struct progress *p, const struct common_opts *o, const char *
 {
 	memset(p, 0, sizeof(*p));
 	p->what = what;
+	p->start = now();
 	p->on = o->progress == PROGRESS_FORCE || (o->progress == PROGRESS_AUTO && isatty(2));
+}
+
+/* "ETA 1:02:03" or "ETA 2:03" from the rate so far ("ETA --:--" before there is one). */
+static void eta(char *out, size_t cap, double secs)
+{
+	unsigned long t = secs < 0 || secs > 359999 ? 0 : (unsigned long)(secs + 0.5);
+
+	if (secs < 0 || secs > 359999)
+		snprintf(out, cap, "ETA --:--");
+	else if (t >= 3600)
+		snprintf(out, cap, "ETA %lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(out, cap, "ETA %lu:%02lu", t / 60, t % 60);
 }
 
 static void draw(struct progress *p)
 {
-	char a[32], b[32];
+	char a[32], b[32], r[32], e[32];
 	double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 0;
+	double secs = now() - p->start, rate = secs > 0 ? (double)p->done / secs : 0;
 	int i, fill = (int)(pct / 5);
 
 	format_size(p->done, a, sizeof(a));
 	format_size(p->total, b, sizeof(b));
+	format_size((uint64_t)rate, r, sizeof(r));
+	eta(e, sizeof(e),
+	    p->done >= p->total ? 0
+	    : rate > 0		? (double)(p->total - p->done) / rate
+				: -1);
 	fprintf(stderr, "\r%s [", p->what);
 	for (i = 0; i < 20; i++)
 		fputc(i < fill ? '#' : ' ', stderr);
-	fprintf(stderr, "] %5.1f%% %s of %s   ", pct, a, b);
+	fprintf(stderr, "] %5.1f%% %s of %s, %s/s, %s   ", pct, a, b, r, e);
 	fflush(stderr);
 }
 

@@ -30,6 +30,9 @@ static const struct subcommand subcommands[] = {
     {"checksum", cmd_checksum, "SHA-256 of the flat view of an image or of a snapshot"},
     {"tree", cmd_tree, "every backing chain under a directory, with internal snapshots"},
     {"bitmap", cmd_bitmap, "persistent dirty bitmaps: list, add, remove, clear, merge"},
+    {"measure", cmd_measure, "the size a new image would take (as qemu-img measure)"},
+    {"compare", cmd_compare, "do two images show the same data? (as qemu-img compare)"},
+    {"amend", cmd_amend, "change an image's version or lazy refcounts (as qemu-img amend)"},
 };
 
 static void usage(FILE *f)
@@ -49,7 +52,7 @@ int main(int argc, char **argv)
 	size_t i;
 
 	if (argc < 2) {
-		usage(stderr);
+		error("a COMMAND is needed (see 'qcowctl --help')");
 		return EXIT_USAGE;
 	}
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

@@ -9,10 +9,61 @@
 
 #include "qcowctl.h"
 
+/* The command's operands as typed and as the library names them (resolved): every message
+ * spells a file the way its user typed it (remember_operands()). */
+#define MAX_OPERANDS 8
+static struct {
+	const char *typed;
+	char *real;
+} operands[MAX_OPERANDS];
+static unsigned n_operands;
+
+void remember_operands(int argc, char **argv, int first)
+{
+	char *real;
+	int i;
+
+	for (i = first; i < argc && n_operands < MAX_OPERANDS; i++) {
+		real = realpath(argv[i], NULL);
+		if (real && strcmp(real, argv[i]) != 0) {
+			operands[n_operands].typed = argv[i];
+			operands[n_operands++].real = real;
+		} else {
+			free(real);
+		}
+	}
+}
+
+/* @msg with each "'RESOLVED'" of an operand written "'TYPED'". */
+static void put_spelled(FILE *f, const char *msg)
+{
+	const char *p = msg;
+	unsigned i;
+	size_t len;
+
+	while (*p) {
+		for (i = 0; i < n_operands; i++) {
+			len = strlen(operands[i].real);
+			if (p[0] == '\'' && !strncmp(p + 1, operands[i].real, len) &&
+			    p[len + 1] == '\'')
+				break;
+		}
+		if (i < n_operands) {
+			fprintf(f, "'%s'", operands[i].typed);
+			p += len + 2;
+		} else {
+			fputc(*p++, f);
+		}
+	}
+}
+
 static void verror(const char *fmt, va_list ap)
 {
+	char msg[4096];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	fputs("qcowctl: ", stderr);
-	vfprintf(stderr, fmt, ap);
+	put_spelled(stderr, msg);
 	fputc('\n', stderr);
 }
 
@@ -143,13 +194,17 @@ void json_finish(struct json *j)
 	fputc('\n', j->f);
 }
 
+/* qemu-img's rule (size_to_str()): the largest unit the size is at least 1000 of... less one:
+ * a value of 1000 units or more is written in the next unit ("0.977 MiB", not "1000 KiB"),
+ * with three significant digits. Where qemu-img's "%.3g" rounds up to 1000 (999.5 units and
+ * above: it prints "1e+03 KiB"), the next unit is taken too ("0.976 MiB"): never an exponent. */
 void format_size(uint64_t bytes, char *out, size_t cap)
 {
 	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	double v = (double)bytes;
 	int u = 0;
 
-	while (v >= 1024 && u < 6) {
+	while (v >= 999.5 && u < 6) {
 		v /= 1024;
 		u++;
 	}

@@ -26,6 +26,15 @@ void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* error(), then exit with @code. */
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
+/* File names in messages are spelled as the user typed them: the operands of the command
+ * (argv[@first..]) are remembered with their resolved paths, which error() writes as typed.
+ * next_option() calls it once the options are parsed. */
+void remember_operands(int argc, char **argv, int first);
+
+/* A usage error, the one style of them all: "qcowctl CMD: MESSAGE (see 'qcowctl CMD --help')",
+ * one line on stderr. Returns EXIT_USAGE. */
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A minimal JSON writer (output.c): values are written as they come, commas handled here. */
 struct json {
 	FILE *f;
@@ -43,7 +52,7 @@ void json_uint(struct json *j, const char *key, uint64_t value);
 void json_bool(struct json *j, const char *key, bool value);
 void json_finish(struct json *j);
 
-/* "1 GiB", "196 KiB", "512 B": as qemu-img prints sizes. */
+/* "1 GiB", "196 KiB", "0.977 MiB", "512 B": as qemu-img prints sizes (output.c). */
 void format_size(uint64_t bytes, char *out, size_t cap);
 
 /* Flags every command shares (common.c). Parse them with common_opt() from getopt_long's loop;
@@ -85,19 +94,23 @@ const struct qcow2_key *key_lookup(void *ctx, const char *path);
 
 /* getopt_long() for every command's option loop, the one place options are parsed: returns
  * the next option, -1 after the last, or OPT_BAD once it has printed one line naming an
- * unknown, ambiguous or misused option ("unknown option '-l' (see 'qcowctl @cmd --help')"),
- * where the caller returns EXIT_USAGE. getopt's own messages are off. A caller never moves
+ * unknown, ambiguous or misused option ("qcowctl @cmd: unknown option '-l' (see 'qcowctl @cmd
+ * --help')"), where the caller returns EXIT_USAGE. qemu-img's "-f qcow2" is taken (and any
+ * other format refused) unless @shortopts has 'f', and "--output=json|human" wherever
+ * @longopts has "json" (returned as that option). getopt's own messages are off. A caller never moves
  * optind itself (past argc, glibc's getopt reads beyond argv and never returns -1). */
 enum { OPT_BAD = '?' };
 int next_option(int argc, char **argv, const char *shortopts, const struct option *longopts,
 		const char *cmd);
 
-/* A progress bar on stderr: shown on a terminal, or always with -p, never with -q. */
+/* A progress bar on stderr: shown on a terminal, or always with -p, never with -q. It shows
+ * the share done, the bytes, the rate since the start and the time left at that rate. */
 struct progress {
 	const char *what;
 	bool on, drawn;
 	uint64_t done, total;
 	double last;
+	double start; /* when progress_init() ran (CLOCK_MONOTONIC seconds) */
 };
 void progress_init(struct progress *p, const struct common_opts *o, const char *what);
 void progress_update(struct progress *p, uint64_t done, uint64_t total);
@@ -141,6 +154,16 @@ int snapshot_create_external(int argc, char **argv);
 /* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P
  * or E (powers of 1024; no suffix: bytes). 0, -EINVAL or -ERANGE (over 2^63 - 1). */
 int parse_size(const char *s, uint64_t *out);
+/* -o KEY=VALUE,...: each item to @one (a negative return stops: a usage error for @cmd was
+ * printed). @list is modified; its strings stay in use. 0 or -1. */
+int parse_o_list(const char *cmd, char *list,
+		 int (*one)(void *ctx, const char *key, const char *val), void *ctx);
+/* One of create's -o options that describe the image's layout (cluster_size, compat,
+ * refcount_bits, lazy_refcounts, extended_l2, preallocation) into @o: 0, 1 when @key is none
+ * of them (nothing printed), -1 after a usage error for @cmd. */
+struct qcow2_create_opts;
+int parse_create_option(const char *cmd, struct qcow2_create_opts *o, const char *key,
+			const char *val);
 int cmd_create(int argc, char **argv);
 /* -o OPTIONS as create reads them (cmd-create.c, the one parser of image options), for another
  * command @cmd (convert): "key=value,..." into @o, with @o->set telling which were given;
@@ -173,5 +196,8 @@ int bitmap_map(const char *path, const char *name, bool json, bool force_share);
 int bitmaps_copy(const char *src, const char *dst, bool skip_broken);
 /* The "bitmaps" array of qemu-img info's JSON (nothing when @n is 0). */
 void bitmaps_print_json(struct json *j, const struct qcow2_bitmap *b, uint32_t n);
+int cmd_measure(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
 
 #endif

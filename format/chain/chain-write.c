@@ -32,6 +32,13 @@ bool qcow2_chain_writable(const struct qcow2_chain *c)
 
 static int not_writable(const struct qcow2_chain *c)
 {
+	/* the cause an operator needs: a raw top (a probe found no qcow2 header) is never
+	 * written, whatever the open asked for */
+	if (c->layers[0].raw)
+		return qcow2_set_error(-EROFS,
+				       "'%s': not a qcow2 image (raw?): only qcow2 images are "
+				       "changed",
+				       c->layers[0].path);
 	return qcow2_set_error(-EROFS, "'%s' is open read-only", c->layers[0].path);
 }
 
@@ -121,7 +128,37 @@ int qcow2_chain_flush(struct qcow2_chain *c)
 	return top ? qcow2_image_flush(top) : 0;
 }
 
-static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size);
+static int resize_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size,
+		      bool shrink);
+
+/* The tail of the last cluster past @new_size is zeroed (so that a later grow shows zeros
+ * there, not the bytes cut off), the whole clusters past it unmapped and made durable; only
+ * then does the header take the smaller size (resize_top()). */
+int qcow2_chain_shrink(struct qcow2_chain *c, uint64_t new_size)
+{
+	struct qcow2_image *top = writable_top(c);
+	uint64_t cs, cut;
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	r = qcow2_image_shrink_check(top, new_size);
+	if (r < 0 || new_size == c->size)
+		return r;
+	cs = top->cluster_bytes;
+	cut = (new_size + cs - 1) / cs * cs;
+	if (cut > c->size)
+		cut = c->size;
+	if (cut > new_size)
+		r = qcow2_chain_zero(c, new_size, cut - new_size, 0);
+	if (r == 0 && c->size > cut)
+		r = qcow2_chain_zero(c, cut, c->size - cut, QCOW2_ZERO_UNMAP);
+	if (r == 0)
+		r = qcow2_chain_flush(c);
+	if (r == 0)
+		r = resize_top(c, top, new_size, true);
+	return r == 0 ? qcow2_chain_flush(c) : r;
+}
 
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
 {
@@ -132,7 +169,7 @@ int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
 	if (!top)
 		return not_writable(c);
 	old_size = c->size;
-	r = grow_top(c, top, new_size);
+	r = resize_top(c, top, new_size, false);
 	/* The new range reads as zeros, as QEMU makes it, not as what a longer backing file has
 	 * there (a crash before this is durable leaves a valid image showing that data). */
 	below = c->n > 1 ? c->layers[1].size : 0;
@@ -143,14 +180,15 @@ int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
 	return r == 0 ? qcow2_chain_flush(c) : r;
 }
 
-/* Grow the top's virtual size, with no read or write running meanwhile. */
-static int grow_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size)
+/* Grow (or, @shrink, shrink) the top's virtual size, with no read or write running meanwhile. */
+static int resize_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size,
+		      bool shrink)
 {
 	struct qcow2_ownermap *m = NULL;
 	int r;
 
 	qcow2_image_exclusive_begin(top); /* no read or write runs while the size changes */
-	r = qcow2_image_grow(top, new_size);
+	r = shrink ? qcow2_image_shrink(top, new_size) : qcow2_image_grow(top, new_size);
 	if (r == 0 && c->owners && new_size != c->size) {
 		r = qcow2_ownermap_new(new_size, qcow2_ownermap_chunk_bits(c->owners), &m);
 		if (r == 0) {

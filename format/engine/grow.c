@@ -3,7 +3,10 @@
  * grow.c - growing the virtual size of a writable image: the L1 table reallocated when it must
  * grow (the new one in fresh clusters, the old one counted down only after the flush that made
  * the header name the new one), then the header's size; durable before it returns
- * (qcow2_image_flush_locked()). Shrinking is refused.
+ * (qcow2_image_flush_locked()). Shrinking (qcow2_image_shrink()) only writes the smaller
+ * size: the chain layer has unmapped what lies past it first, in QEMU's order (discard, then
+ * the header), so a crash in between leaves the old size with its tail already deleted. The
+ * L1 table keeps its length (its entries past the end point at empty L2 tables).
  *
  * Locking: takes w->lock; the caller holds w->frees exclusive (qcow2_image_exclusive_begin(),
  * chain-write.c), as the L1 array is replaced under it.
@@ -74,6 +77,45 @@ int qcow2_image_grow(struct qcow2_image *img, uint64_t new_size)
 		/* the bitmaps cover the new size (the caller holds w->frees exclusive) */
 		r = qcow2_bitmaps_resize(img, new_size);
 	}
+	if (r == 0) {
+		img->h.size = new_size;
+		img->l1.size = new_size;
+		img->w->header_dirty = true;
+		r = qcow2_image_flush_locked(img);
+	}
+	qcow2_image_meta_unlock(img);
+	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
+}
+
+int qcow2_image_shrink_check(struct qcow2_image *img, uint64_t new_size)
+{
+	if (new_size > img->h.size)
+		return qcow2_set_error(-EINVAL, "'%s': %" PRIu64 " bytes is not smaller", img->name,
+				       new_size);
+	if (img->h.version < 3 && img->h.nb_snapshots)
+		return qcow2_set_error(-ENOTSUP,
+				       "'%s': a version 2 image with internal snapshots "
+				       "cannot shrink (as QEMU)",
+				       img->name);
+	if (img->h.has_bitmaps_ext && (img->h.autoclear & QCOW2_AUTOCLEAR_BITMAPS) &&
+	    img->h.nb_bitmaps)
+		return qcow2_set_error(-ENOTSUP,
+				       "'%s' has persistent bitmaps: shrinking it "
+				       "is not supported",
+				       img->name);
+	return 0;
+}
+
+int qcow2_image_shrink(struct qcow2_image *img, uint64_t new_size)
+{
+	int r;
+
+	if ((r = qcow2_overlap_writable(img)) < 0)
+		return r;
+	if ((r = qcow2_image_shrink_check(img, new_size)) < 0 || new_size == img->h.size)
+		return r;
+	qcow2_image_meta_lock(img);
+	r = qcow2_image_begin_write(img);
 	if (r == 0) {
 		img->h.size = new_size;
 		img->l1.size = new_size;

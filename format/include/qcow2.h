@@ -621,6 +621,11 @@ int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_o
  * qcow2_image_open_path() with @o->repair, or any image with @dry_run. */
 int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o, bool dry_run,
 		       struct qcow2_check_result *res);
+/* `qemu-img check -r leaks`: only leaked clusters are freed (refcounts lowered to what points
+ * at them) and the COPIED flags that count-down leaves missing set; refused (-EUCLEAN, the
+ * image untouched) when it has other errors, which need qcow2_image_repair(). @res as there.
+ * @img: from qcow2_image_open_path() with @o->repair, or any image with @dry_run. */
+int qcow2_image_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check_result *res);
 
 /* ---- mapping (map.c) ---- */
 
@@ -774,6 +779,12 @@ int qcow2_chain_flush(struct qcow2_chain *c);
 /* Grow the virtual size to @new_size (-EINVAL if smaller); the new range reads as zeros, even
  * where a longer backing file has data (as QEMU grows an image). */
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size);
+/* Shrink the virtual size to @new_size (qemu-img resize --shrink): what lies past it is
+ * deleted (the clusters unmapped, the rest of the last one zeroed, so a later grow reads
+ * zeros), then the header takes the new size. Refused (-ENOTSUP) for a version 2 image with
+ * internal snapshots (as QEMU) and an image with persistent bitmaps. Snapshots keep their own
+ * size and content. */
+int qcow2_chain_shrink(struct qcow2_chain *c, uint64_t new_size);
 
 /* ---- paths (path.c) ---- */
 
@@ -942,6 +953,8 @@ struct qcow2_commit_opts {
 	const char *top;  /* NULL: the image itself (active commit) */
 	const char *base; /* NULL: the top's backing file */
 	bool drop;	  /* delete the merged layers afterwards */
+	bool keep_top;	  /* active commit: leave the image as it is, not emptied (qemu-img
+			   * commit -d): its own clusters hide the same data in base */
 	bool force;	  /* commit even if other images use the base (or a merged layer) */
 	bool dry_run;
 };
@@ -1167,5 +1180,55 @@ int qcow2_io_open_fd(int fd, const char *name, struct qcow2_io **out);
 /* Preallocate [@off, @off + @n) of a file: fallocate() it, or (@write_zeros) write zeros over
  * its holes. The bytes read the same either way. Nothing for a memory io. */
 int qcow2_io_preallocate(struct qcow2_io *io, uint64_t off, uint64_t n, bool write_zeros);
+
+/* ---- measuring (measure.c) ---- */
+struct qcow2_measure_opts {
+	struct qcow2_create_opts create; /* the destination's options (backing_file, size unused) */
+	bool raw;			 /* a raw destination instead of qcow2 */
+	bool backing;			 /* the destination has a backing file */
+	uint64_t size;			 /* without a source: the virtual size */
+	bool force_share;		 /* do not take (or respect) the source's locks */
+};
+struct qcow2_measure {
+	uint64_t required;	  /* bytes the new image needs: metadata and data to copy */
+	uint64_t fully_allocated; /* bytes with every cluster allocated */
+	bool has_bitmaps;	  /* source and destination both carry persistent bitmaps */
+	uint64_t bitmaps;	  /* bytes the source's persistent bitmaps add */
+};
+/* `qemu-img measure`: the size of a new image with @o's options holding the flat view of the
+ * chain of @src (NULL: an empty image of @o->size bytes), as QEMU 7.2 computes it. Reads
+ * metadata only. 0 or -errno (-ENOTSUP: a source whose bitmaps would be carried). */
+int qcow2_measure(const char *src, const struct qcow2_measure_opts *o, struct qcow2_measure *out);
+
+/* ---- comparing (compare.c) ---- */
+struct qcow2_compare_opts {
+	bool strict;	  /* sizes and allocation must match too (qemu-img compare -s) */
+	bool force_share; /* do not take (or respect) the images' locks */
+};
+struct qcow2_compare_result {
+	bool differ;	       /* the views differ (or, strict, their sizes or allocation) */
+	bool size_mismatch;    /* the virtual sizes differ */
+	bool status_mismatch;  /* strict: the allocation at @offset differs */
+	uint64_t offset;       /* the first byte that differs (not for a strict size mismatch) */
+	uint64_t common_bytes; /* the shorter virtual size: where the longer's tail begins */
+};
+/* `qemu-img compare`: do the chains of @a and @b show the same flat view? Past the shorter one
+ * the longer must read zeros (unless @o->strict, where sizes must match). Reads only where
+ * the metadata cannot tell: ranges both show as zeros or holes, or as the same cluster of the
+ * same file, are not read. 0 (@res says) or -errno; a cancelled @job: -ECANCELED. */
+int qcow2_compare(const char *a, const char *b, const struct qcow2_compare_opts *o,
+		  const struct qcow2_job *job, struct qcow2_compare_result *res);
+
+/* ---- amending (amend.c) ---- */
+struct qcow2_amend_opts {
+	uint32_t version;   /* 2 (compat=0.10), 3 (compat=1.1), 0: keep */
+	int lazy_refcounts; /* 1 on, 0 off, -1 keep */
+	bool dry_run;	    /* check only: change nothing */
+};
+/* `qemu-img amend -o compat=...,lazy_refcounts=...` on the writable @img (a chain's top): a
+ * downgrade is refused where QEMU 7.2 refuses it, and where it would drop persistent bitmaps
+ * or a dirty image's refcounts (-ENOTSUP, -EUCLEAN: nothing changed); zero clusters become
+ * unallocated first; then one durable write of the header cluster changes the version. */
+int qcow2_image_amend(struct qcow2_image *img, const struct qcow2_amend_opts *o);
 
 #endif

@@ -21,6 +21,9 @@
  * written into, the rebuilt one is switched to with one header write, and the in-place steps
  * keep every refcount at least what points at its cluster.
  *
+ * qcow2_image_repair_leaks() is `check -r leaks`: repair.c's count-down of leaked clusters
+ * alone, refused on an image with other errors (it would leave them, so it never needs undo).
+ *
  * Locks: none of its own; each pass's steps take w->lock (repair.c).
  */
 #include <errno.h>
@@ -218,4 +221,11 @@ int qcow2_image_repair(struct qcow2_image *img, const struct qcow2_check_opts *o
 	}
 	qcow2_undo_free(u);
 	return r;
+}
+
+int qcow2_image_repair_leaks(struct qcow2_image *img, bool dry_run, struct qcow2_check_result *res)
+{
+	if (!dry_run && !(img->w && img->repair))
+		return qcow2_set_error(-EINVAL, "'%s' is not open for repair", img->name);
+	return qcow2_repair_leaks(img, dry_run, res);
 }

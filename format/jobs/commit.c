@@ -536,7 +536,7 @@ static int commit_run(struct commit *m)
 		r = drop_layers(m, dry);
 	if (r == 0)
 		r = drop_journal(m, dry);
-	if (r == 0 && m->t == 0)
+	if (r == 0 && m->t == 0 && !m->o->keep_top)
 		r = empty_image(m, dry);
 	if (r == 0 && !dry)
 		r = journal_remove(m);

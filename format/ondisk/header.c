@@ -68,10 +68,15 @@ static void unknown_feature_name(const uint8_t *table, uint32_t n, uint64_t bits
 
 static int decode_fixed(const uint8_t *p, size_t len, struct qcow2_header *h)
 {
+	/* Which of these it is tells an operator what the file is: a raw disk or some other
+	 * file (no magic), or a qcow2 image cut short. */
+	if (len < 4 || get_be32(p + OFF_MAGIC) != QCOW2_MAGIC)
+		return qcow2_set_error(-EINVAL, "not a qcow2 image (%s: raw?)",
+				       !len	 ? "an empty file"
+				       : len < 4 ? "shorter than a qcow2 header"
+						 : "no qcow2 magic");
 	if (len < V2_HEADER_LEN)
-		return qcow2_set_error(-EINVAL, "file too short for a qcow2 header");
-	if (get_be32(p + OFF_MAGIC) != QCOW2_MAGIC)
-		return qcow2_set_error(-EINVAL, "not a qcow2 image (bad magic)");
+		return qcow2_set_error(-EINVAL, "qcow2 header cut short (%zu bytes)", len);
 	memset(h, 0, sizeof(*h));
 	h->version = get_be32(p + OFF_VERSION);
 	if (h->version != 2 && h->version != 3)

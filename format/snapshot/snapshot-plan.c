@@ -354,7 +354,7 @@ static int plan_create(struct qcow2_snapshot_change *o, const char *name)
 	o->sn.date_sec = (uint32_t)now.tv_sec;
 	o->sn.date_nsec = (uint32_t)now.tv_nsec;
 	o->sn.disk_bytes = img->h.size;
-	o->sn.icount = ~0ull; /* no instruction count: nothing ran */
+	o->sn.icount = 0; /* as qemu-img snapshot -c writes it: no instructions ran */
 	r = add_reach(o, img->l1.entries, img->l1.n, true);
 	if (r == 0)
 		r = table_with(o);

@@ -14,7 +14,7 @@ sha_dir "$O" "$C.sha"
 # each command on top.qcow2 while qemu-io holds it
 if qemu_writer_start "$O/top.qcow2"; then
 	for cmd in "commit" "commit --base $O/base.qcow2" "pull" "pull --base base.qcow2" \
-		"rebase -b other.qcow2" "rebase -u -b other.qcow2"; do
+		"rebase -b other.qcow2" "rebase -u -b other.qcow2 -F qcow2"; do
 		run_to "$C.out" ctl $cmd "$O/top.qcow2"
 		check "locks: $cmd refused while qemu-io (pid $QEMU_WRITER_PID) writes top.qcow2, naming it" \
 			refused_naming "$C.out" top.qcow2 qemu-io "pid $QEMU_WRITER_PID"

@@ -19,7 +19,7 @@ case_rebase()
 	d="$v: rebase${unsafe:+ $unsafe} -b '$new'"
 	job_fresh "$v-rebase-${tag%%.*}$unsafe" "$v"
 	layer_map "$O/top.qcow2" "$C.map"
-	run_to "$C.out" ctl rebase -q $unsafe -b "$new" "$O/top.qcow2"
+	run_to "$C.out" ctl rebase -q $unsafe -b "$new" ${unsafe:+-F "$fmt"} "$O/top.qcow2"
 	(cd "$R" && qemu-img rebase -q $unsafe -b "$new" ${new:+-F "$fmt"} top.qcow2) ||
 		fail "$v: qemu-img rebase $unsafe -b '$new'"
 	check "$d: exit status 0" ran_ok "$C.out"
