@@ -89,6 +89,17 @@ check "man -w qcowctl finds the page" \
 	bash -c '[ "$(man -w qcowctl)" = /usr/share/man/man1/qcowctl.1.gz ]'
 check "the completion is installed" test -s /usr/share/bash-completion/completions/qcowctl
 check "the systemd unit is installed" test -s "/lib/systemd/system/qcowfs@.service"
+# unit_verifies: systemd-analyze verify of an instance of the installed unit says nothing (it
+# also finds the installed daemon and the man page the unit names)
+unit_verifies()
+{
+	local out
+	out=$(systemd-analyze verify "qcowfs@$(systemd-escape --path "$WORK/src").service" 2>&1) &&
+		[ -z "$out" ] || { echo "$out"; return 1; }
+}
+if command -v systemd-analyze >/dev/null 2>&1; then
+	check "systemd-analyze verify accepts the installed unit" unit_verifies
+fi
 
 SRC=$WORK/src
 MNT=$WORK/mnt
