@@ -32,7 +32,7 @@ import sys
 
 OPTION_RE = re.compile(r"(?<![\w-])(--?[A-Za-z0-9][A-Za-z0-9_-]*)")
 # "-F FMT", "[-f qcow2]", "--top=T" in a usage line: an option and its value
-USAGE_VALUE_RE = re.compile(r"(?<![\w-])(--?[A-Za-z0-9][A-Za-z0-9_-]*)[ =]([A-Za-z][^\s\[\]|]*)")
+USAGE_VALUE_RE = re.compile(r"(?<![\w-])(--?[A-Za-z0-9][A-Za-z0-9_-]*)[ =]([A-Za-z0-9][^\s\[\]]*)")
 
 
 def run_help(program, *args):
@@ -298,12 +298,18 @@ _qcowctl()
 {
     local cur prev words cword
     if declare -F _init_completion >/dev/null; then
-        _init_completion || return
+        _init_completion -s || return
     else
         cur=${COMP_WORDS[COMP_CWORD]}
         prev=${COMP_WORDS[COMP_CWORD - 1]}
         words=("${COMP_WORDS[@]}")
         cword=$COMP_CWORD
+        # "--opt=VALUE": bash splits the words at "="
+        if [[ $cur == = ]]; then
+            cur=
+        elif [[ $prev == = ]]; then
+            prev=${COMP_WORDS[COMP_CWORD - 2]}
+        fi
     fi
     COMPREPLY=()
 
@@ -312,18 +318,26 @@ _qcowctl()
         return
     fi
 
-    local cmd=${words[1]} opts='' actions='' value=''
+    local cmd=${words[1]} opts='' actions='' value='' v
     case $cmd in
 %(cases)s
         *) return ;;
     esac
 
-    case " $value " in
-    *" $prev:files "*) _qcowctl_files; return ;;
-    *" $prev:dir "*) _qcowctl_files -d; return ;;
-    *" $prev:fmt "*) COMPREPLY=($(compgen -W 'qcow2 raw' -- "$cur")); return ;;
-    *" $prev:other "*) return ;;
-    esac
+    # the value of an option: "OPTION:files", ":dir", ":other" (nothing to offer) or
+    # ":w=WORD,WORD..."
+    for v in $value; do
+        [[ ${v%%%%:*} == "$prev" ]] || continue
+        case ${v#*:} in
+        files) _qcowctl_files ;;
+        dir) _qcowctl_files -d ;;
+        w=*)
+            v=${v#*:w=}
+            COMPREPLY=($(compgen -W "${v//,/ }" -- "$cur"))
+            ;;
+        esac
+        return
+    done
 
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
@@ -346,11 +360,14 @@ _qcowctl()
 
 
 def value_kind(metavar):
-    """How to complete the value of an option, from its metavariable."""
-    m = metavar.split()[0].strip("[]<>")
-    if m in ("FMT",) or "qcow2" in m:
-        return "fmt"
-    if m in ("DIR",):
+    """How to complete the value of an option, from its metavariable: "files", "dir", "other",
+    or "w=" and the words to offer (a format, or literal words: "qcow2|raw", "on|off")."""
+    m = metavar.split()[0].strip("[]<>(),;.")
+    if m == "FMT":
+        return "w=qcow2,raw"
+    if re.fullmatch(r"[a-z0-9_.-]+(\|[a-z0-9_.-]+)*", m):
+        return "w=" + m.replace("|", ",")
+    if m == "DIR":
         return "dir"
     if m in ("IMAGE", "BACKING", "NEWBASE", "BASE", "B", "T", "FILE", "PATH", "SRC", "DEST",
              "TOP", "KEYFILE"):

@@ -13,8 +13,9 @@ starts with "-" (the text before the first run of two spaces). Then:
   - the completion, sourced in bash (with the bash-completion framework when it is installed,
     and without it), offers every command for 'qcowctl <TAB>', every option of each command for
     'qcowctl COMMAND -<TAB>', exactly the long options of info for 'qcowctl info --<TAB>',
-    image files and directories (not other files) for 'qcowctl info <TAB>', directories only
-    for 'qcowctl tree <TAB>', and qcow2/raw after 'rebase -F';
+    image files and directories (not other files) for 'qcowctl info <TAB>' and after
+    'rebase -b', directories only for 'qcowctl tree <TAB>', and qcow2/raw after 'rebase -F',
+    'copy -O' and 'rebase --backing-format=';
   - both man pages format without a warning (man --warnings, as lintian runs it).
 Prints "ok N - ..." / "not ok N - ..." and exits 1 if anything failed.
 """
@@ -99,11 +100,15 @@ def complete(completion, words, cwd, framework):
     script = ""
     if framework:
         script += "source %s\n" % FRAMEWORK
-    script += 'source "$1"\nshift\nCOMP_WORDS=("$@")\nCOMP_CWORD=$(($# - 1))\n'
-    script += 'COMP_LINE="$*"\nCOMP_POINT=${#COMP_LINE}\n_qcowctl qcowctl "${COMP_WORDS[-1]}" ' \
+    # the line as typed: bash splits "--opt=VALUE" into "--opt", "=", "VALUE"
+    line = ""
+    for i, w in enumerate(words):
+        line += w if i == 0 or w == "=" or words[i - 1] == "=" else " " + w
+    script += 'source "$1"\nCOMP_LINE=$2\nshift 2\nCOMP_WORDS=("$@")\nCOMP_CWORD=$(($# - 1))\n'
+    script += 'COMP_POINT=${#COMP_LINE}\n_qcowctl qcowctl "${COMP_WORDS[-1]}" ' \
               '"${COMP_WORDS[-2]}"\nprintf "%s\\n" "${COMPREPLY[@]}"\n'
     r = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bash", completion,
-                        *words], capture_output=True, text=True, cwd=cwd, timeout=30)
+                        line, *words], capture_output=True, text=True, cwd=cwd, timeout=30)
     if r.returncode != 0:
         return {"<bash failed: %s>" % r.stderr.strip()}
     return {w for w in r.stdout.split("\n") if w}
@@ -167,9 +172,16 @@ def main(qcowfs, qcowctl, qcowfs_man, qcowctl_man, completion):
             got = {g.rstrip("/") for g in complete(completion, ["qcowctl", "tree", ""], work,
                                                    framework)}
             ok(got == {"d"}, "%s: qcowctl tree <TAB> offers directories" % how, sorted(got))
-            got = complete(completion, ["qcowctl", "rebase", "-F", ""], work, framework)
-            ok(got == {"qcow2", "raw"}, "%s: qcowctl rebase -F <TAB> offers formats" % how,
-               sorted(got))
+            for line in (["rebase", "-F", ""], ["copy", "-O", "r"],
+                         ["rebase", "--backing-format", "=", ""]):
+                got = complete(completion, ["qcowctl"] + line, work, framework)
+                want = {"raw"} if line[-1] == "r" else {"qcow2", "raw"}
+                ok(got == want, "%s: qcowctl %s<TAB> offers formats" %
+                   (how, " ".join(line).replace(" = ", "=")), sorted(got))
+            got = {g.rstrip("/") for g in complete(completion, ["qcowctl", "rebase", "-b", ""],
+                                                   work, framework)}
+            ok(got == {"a.qcow2", "b.img", "d"},
+               "%s: qcowctl rebase -b <TAB> offers images" % how, sorted(got))
     finally:
         shutil.rmtree(work)
 
