@@ -121,29 +121,26 @@ def parse_help(text, prog):
 
 def options_of(usage, parts):
     """Every option the help lists: in its usage lines, and at the head of its items.
-    {option: takes a value (its metavariable) or None}."""
+    {option: [the metavariables it is given a value with], empty when it takes none}. The
+    options of one item head ("-b, --backing NEWBASE") share the value of the last one."""
     opts = {}
     for line in usage:
         for o in OPTION_RE.findall(line):
-            opts.setdefault(o, None)
+            opts.setdefault(o, [])
         for o, metavar in USAGE_VALUE_RE.findall(line):
-            opts[o] = metavar
+            opts[o].append(metavar)
     for kind, body in parts:
         if kind != "items":
             continue
         for item in body:
             if not item.head.startswith("-"):
                 continue
-            pieces = [p.strip() for p in re.split(r",\s*|\|", item.head)]
-            metavar = None
-            last = pieces[-1].split(None, 1)
-            if len(last) == 2:
-                metavar = last[1]
-            for p in pieces:
-                name = p.split(None, 1)[0]
-                name = name.split("=", 1)[0]
-                if OPTION_RE.fullmatch(name):
-                    opts[name] = metavar if metavar else opts.get(name)
+            found = USAGE_VALUE_RE.findall(item.head)
+            last = found[-1][1] if found else None
+            for o in OPTION_RE.findall(item.head):
+                opts.setdefault(o, [])
+                if last:
+                    opts[o].append(last)
     return opts
 
 
@@ -359,19 +356,27 @@ _qcowctl()
 """
 
 
-def value_kind(metavar):
-    """How to complete the value of an option, from its metavariable: "files", "dir", "other",
-    or "w=" and the words to offer (a format, or literal words: "qcow2|raw", "on|off")."""
-    m = metavar.split()[0].strip("[]<>(),;.")
-    if m == "FMT":
-        return "w=qcow2,raw"
-    if re.fullmatch(r"[a-z0-9_.-]+(\|[a-z0-9_.-]+)*", m):
-        return "w=" + m.replace("|", ",")
-    if m == "DIR":
-        return "dir"
-    if m in ("IMAGE", "BACKING", "NEWBASE", "BASE", "B", "T", "FILE", "PATH", "SRC", "DEST",
-             "TOP", "KEYFILE"):
-        return "files"
+def value_kind(metavars):
+    """How to complete the value of an option, from its metavariables: "files", "dir",
+    "other", or "w=" and the words to offer (literal words: "qcow2|raw", "on|off"; a FMT)."""
+    words = []
+    kinds = set()
+    for metavar in metavars:
+        m = metavar.strip("[]<>(),;.")
+        if re.fullmatch(r"[a-z0-9_.][a-z0-9_.-]*(\|-*[a-z0-9_.-]+)*", m):
+            words += [w for w in m.split("|") if not w.startswith("-") and w not in words]
+        elif m == "FMT":
+            words += [w for w in ("qcow2", "raw") if w not in words]
+        elif m == "DIR":
+            kinds.add("dir")
+        elif m in ("IMAGE", "BACKING", "NEWBASE", "BASE", "B", "T", "FILE", "PATH", "SRC",
+                   "DEST", "TOP", "KEYFILE"):
+            kinds.add("files")
+    if words:
+        return "w=" + ",".join(words)
+    for kind in ("files", "dir"):
+        if kind in kinds:
+            return kind
     return "other"
 
 

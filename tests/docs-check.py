@@ -15,7 +15,7 @@ starts with "-" (the text before the first run of two spaces). Then:
     'qcowctl COMMAND -<TAB>', exactly the long options of info for 'qcowctl info --<TAB>',
     image files and directories (not other files) for 'qcowctl info <TAB>' and after
     'rebase -b', directories only for 'qcowctl tree <TAB>', and qcow2/raw after 'rebase -F',
-    'copy -O' and 'rebase --backing-format=';
+    'copy -O' and 'rebase --backing-format=', the usage's literal qcow2 after 'create -f';
   - both man pages format without a warning (man --warnings, as lintian runs it).
 Prints "ok N - ..." / "not ok N - ..." and exits 1 if anything failed.
 """
@@ -178,6 +178,9 @@ def main(qcowfs, qcowctl, qcowfs_man, qcowctl_man, completion):
                 want = {"raw"} if line[-1] == "r" else {"qcow2", "raw"}
                 ok(got == want, "%s: qcowctl %s<TAB> offers formats" %
                    (how, " ".join(line).replace(" = ", "=")), sorted(got))
+            got = complete(completion, ["qcowctl", "create", "-f", ""], work, framework)
+            ok(got == {"qcow2"}, "%s: qcowctl create -f <TAB> offers the usage's qcow2" % how,
+               sorted(got))
             got = {g.rstrip("/") for g in complete(completion, ["qcowctl", "rebase", "-b", ""],
                                                    work, framework)}
             ok(got == {"a.qcow2", "b.img", "d"},
