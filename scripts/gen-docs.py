@@ -69,10 +69,13 @@ class Item:
         self.col = col  # column of the text, None until known
 
 
-def parse_help(text, prog):
+def parse_help(text, prog, usage_lines=None):
     """Parse a --help text into (usage lines, [parts]); a part is ("prose", [lines]) or
-    ("items", [Item])."""
+    ("items", [Item]). A usage line that continues on the next is joined to it; the lines as
+    printed are appended to @usage_lines."""
     usage, parts = [], []
+    if usage_lines is None:
+        usage_lines = []
     paragraphs, cur = [], []
     for line in text.rstrip("\n").split("\n"):
         line = line.rstrip()
@@ -91,6 +94,8 @@ def parse_help(text, prog):
                     usage.append(body)
                 else:
                     usage[-1] += " " + body
+                # as printed, without "usage: " (the man page keeps the line breaks)
+                usage_lines.append(line[len("usage: "):])
             continue
         for line in para:
             ind = indent_of(line)
@@ -236,7 +241,8 @@ def qcowctl_commands(program):
 
 def gen_man(version, program, source, output):
     prog = os.path.basename(program)
-    usage, parts = parse_help(run_help(program), prog)
+    usage_lines = []
+    usage, parts = parse_help(run_help(program), prog, usage_lines)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
             if epoch else datetime.datetime.now(datetime.timezone.utc))
@@ -246,12 +252,13 @@ def gen_man(version, program, source, output):
     for line in lines:
         marker = line.strip()
         if marker == "@SYNOPSIS@":
-            out += roff_usage(usage)
+            out += roff_usage(usage_lines)
         elif marker == "@OPTIONS@":
             out += roff_parts(parts, only_items=True)
         elif marker == "@COMMANDS@":
             for cmd in qcowctl_commands(program):
-                cusage, cparts = parse_help(run_help(program, cmd), prog)
+                cusage = []
+                _, cparts = parse_help(run_help(program, cmd), prog, cusage)
                 out += [".SS " + esc(prog + " " + cmd)]
                 out += roff_usage(cusage)
                 out += roff_parts(cparts)
