@@ -49,8 +49,19 @@ on_cleanup purge_package
 
 # ---- build, out of tree: dpkg-buildpackage writes the packages to the parent directory
 mkdir -p "$WORK/pkg/qcowfs"
-setup tar -C "$TOP" --exclude=./build --exclude='./build-*' --exclude=./.git \
-	--exclude=./demo -cf "$WORK/src.tar" .
+# copy_tree: the files of the tree as it is (uncommitted changes included, ignored files such
+# as build directories and images left out) into $WORK/src.tar
+copy_tree()
+{
+	if git -C "$TOP" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		git -C "$TOP" ls-files -z --cached --others --exclude-standard |
+			tar -C "$TOP" --null --ignore-failed-read -T - -cf "$WORK/src.tar"
+	else
+		tar -C "$TOP" --exclude=./build --exclude='./build-*' --exclude=./demo \
+			-cf "$WORK/src.tar" .
+	fi
+}
+setup copy_tree
 setup tar -C "$WORK/pkg/qcowfs" -xf "$WORK/src.tar"
 # build_package: dpkg-buildpackage, its log in $WORK/build.log
 build_package()
