@@ -9,7 +9,8 @@
 #     foreground, with the view the same bytes as `qemu-img convert`; its ExecStartPost
 #     succeeds once mounted;
 #   - SIGTERM (systemctl stop), SIGINT and SIGHUP make the daemon unmount and exit with 0;
-#   - ExecStopPost cleans up the mount of a daemon killed with SIGKILL.
+#   - ExecStopPost cleans up the mount of a daemon killed with SIGKILL, and leaves another
+#     file system mounted there alone.
 # No running systemd is needed (CI machines have none).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -143,6 +144,20 @@ stop_post()
 	! mountpoint -q "$MNT"
 }
 check "ExecStopPost unmounts it" stop_post
+# another file system on the mount point is left alone
+if [ "$(id -u)" = 0 ]; then
+	setup mount -t tmpfs -o size=1M qcowfs-test "$MNT"
+	track_kmount "$MNT"
+	stop_post_spares()
+	{
+		local -a cmd
+		mapfile -d '' -t cmd < <(unit_command ExecStopPost)
+		"${cmd[@]}"
+		[ "$(findmnt -n -o FSTYPE --mountpoint "$MNT")" = tmpfs ]
+	}
+	check "ExecStopPost leaves a tmpfs on the mount point mounted" stop_post_spares
+	setup umount "$MNT"
+fi
 
 # ---- ExecStartPost fails (and does not hang) when nothing gets mounted
 MOUNTPOINT=$WORK/not-mounted
