@@ -125,7 +125,8 @@ def parse_help(text, prog, usage_lines=None):
 
 
 def options_of(usage, parts):
-    """Every option the help lists: in its usage lines, and at the head of its items.
+    """Every option the help lists: in its usage lines, at the head of its items, and at the
+    start of a line of an item's text.
     {option: [the metavariables it is given a value with], empty when it takes none}. The
     options of one item head ("-b, --backing NEWBASE") share the value of the last one."""
     opts = {}
@@ -146,6 +147,14 @@ def options_of(usage, parts):
                 opts.setdefault(o, [])
                 if last:
                     opts[o].append(last)
+            # an option that starts a line of the item's text ("--bitmaps  keep...\n
+            # --skip-broken-bitmaps leaves out...") is listed too
+            for _, text in item.lines:
+                text = text.strip()
+                if text.startswith("-"):
+                    head = re.split(r"(?<=\S) {2,}", text, maxsplit=1)[0]
+                    for o in OPTION_RE.findall(head):
+                        opts.setdefault(o, [])
     return opts
 
 
