@@ -27,6 +27,11 @@ COMMANDS=(gcc pkg-config meson ninja fusermount3 qemu-img qemu-io qemu-storage-d
 # mistakes.sh: strace kills a command at a chosen write, setpriv runs the daemon without the
 # capabilities that let root read any file
 COMMANDS+=(strace setpriv)
+# The install and packaging tests (docs, install, systemd-unit, fstab, deb): dpkg-buildpackage
+# and the build dependencies of debian/control, lintian, the completion's directory
+# (bash-completion's pkg-config file), man, systemd-analyze and systemd.pc (systemd).
+PACKAGES+=(dpkg-dev build-essential debhelper lintian bash-completion man-db systemd)
+COMMANDS+=(dpkg-buildpackage lintian man systemd-analyze systemd-escape unshare)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
