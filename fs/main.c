@@ -55,12 +55,27 @@ static char mount_path[PATH_MAX];
 /* libfuse's own messages, to stderr as its default handler prints them; an error among them
  * (an unknown -o option, a failed mount) is already the one line naming the cause. */
 static bool fuse_reported;
+/* Once mounted, libfuse's messages go to our log where that is not stderr (detached, or
+ * --log-file): set before the session's threads start. */
+static bool fuse_to_log;
 
 static void fuse_message(enum fuse_log_level level, const char *fmt, va_list ap)
 {
+	char line[1024];
+	size_t n;
+
 	if (level <= FUSE_LOG_ERR)
 		fuse_reported = true;
-	vfprintf(stderr, fmt, ap);
+	if (!fuse_to_log) {
+		vfprintf(stderr, fmt, ap);
+		return;
+	}
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (n)
+		qfs_log("%s", line);
 }
 
 static void usage(FILE *f)
@@ -451,6 +466,7 @@ static int serve(struct fuse_session *se, const struct cmdline *cl)
 	if (fuse_session_mount(se, mount_path) == 0) {
 		if (!cl->foreground)
 			qfs_log_detach();
+		fuse_to_log = !cl->foreground || cl->log_file[0];
 		fuse_daemonize(cl->foreground);
 		qfs_readahead_start(mount_path);
 		r = cl->single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);

@@ -140,15 +140,20 @@ static void put_entry(struct json *j, bool *first, const char *path, const char 
 	put(j, "}", 1);
 }
 
-/* What is walked: the canonical paths of SOURCE's regular files. */
+/* What is walked: SOURCE's regular files (canonical paths) and symlinks. */
+struct file {
+	char *path;
+	bool link;
+};
+
 struct files {
-	char **p;
+	struct file *p;
 	size_t n, cap;
 };
 
-static void files_add(struct files *f, const char *path)
+static void files_add(struct files *f, const char *path, bool link)
 {
-	char **np;
+	struct file *np;
 
 	if (f->n == f->cap) {
 		size_t cap = f->cap ? 2 * f->cap : 64;
@@ -158,16 +163,18 @@ static void files_add(struct files *f, const char *path)
 		f->p = np;
 		f->cap = cap;
 	}
-	if ((f->p[f->n] = strdup(path)))
+	f->p[f->n].link = link;
+	if ((f->p[f->n].path = strdup(path)))
 		f->n++;
 }
 
 static int cmp_path(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(((const struct file *)a)->path, ((const struct file *)b)->path);
 }
 
-/* The regular files below @dir (t->lock held), as tree.c's preload() finds them. */
+/* The regular files and symlinks below @dir (t->lock held), as tree.c's preload() finds
+ * them (a symlink is resolved later, as tree-dir.c resolves one). */
 static void walk(struct qfs_tree *t, const char *dir, unsigned depth, struct files *f)
 {
 	struct dirent *d;
@@ -188,8 +195,8 @@ static void walk(struct qfs_tree *t, const char *dir, unsigned depth, struct fil
 			continue;
 		if (S_ISDIR(st.st_mode))
 			walk(t, path, depth + 1, f);
-		else if (S_ISREG(st.st_mode))
-			files_add(f, path);
+		else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))
+			files_add(f, path, S_ISLNK(st.st_mode));
 	}
 	closedir(dp);
 }
@@ -209,6 +216,26 @@ static bool may_know(struct qfs_tree *t, struct qfs_src *s, const struct qfs_cal
 	return qfs_caller_may(&c, &st);
 }
 
+/* The src of @f for @who (t->lock held), or NULL: then @why says why a symlink is not
+ * followed (only to a caller not checked: the link's target is not the caller's to know), or
+ * is "" (the file is gone, or not the caller's to know). A symlink is resolved as tree-dir.c
+ * resolves one: confined to SOURCE and --backing-dir, never through the mount point. */
+static struct qfs_src *file_src(struct qfs_tree *t, const struct file *f,
+				const struct qfs_caller *who, char *why, size_t cap)
+{
+	char canon[PATH_MAX];
+	struct qfs_src *s;
+
+	why[0] = '\0';
+	if (f->link && qcow2_chain_resolve_top(&t->copts, f->path, canon, sizeof(canon)) < 0) {
+		if (!who)
+			snprintf(why, cap, "symlink not followed: %s", qcow2_last_error());
+		return NULL;
+	}
+	s = qfs_src_get(&t->cache, f->link ? canon : f->path);
+	return s && may_know(t, s, who) ? s : NULL;
+}
+
 /* The "refused" and "read_only" arrays (t->lock held). */
 static void put_files(struct qfs_tree *t, struct json *j, const struct qfs_caller *who)
 {
@@ -219,7 +246,7 @@ static void put_files(struct qfs_tree *t, struct json *j, const struct qfs_calle
 	size_t i;
 
 	if (t->single_file)
-		files_add(&f, t->source);
+		files_add(&f, t->source, false);
 	else
 		walk(t, t->root_dir, 0, &f);
 	if (f.n)
@@ -227,16 +254,19 @@ static void put_files(struct qfs_tree *t, struct json *j, const struct qfs_calle
 	put_key(j, "refused");
 	put(j, "[", 1);
 	for (i = 0; i < f.n; i++) {
-		struct qfs_src *s = qfs_src_get(&t->cache, f.p[i]);
+		struct qfs_src *s;
 		enum qfs_state st;
 
-		if (!s || !may_know(t, s, who))
+		if (!(s = file_src(t, &f.p[i], who, why, sizeof(why)))) {
+			if (why[0])
+				put_entry(j, &first[0], f.p[i].path, why);
 			continue;
+		}
 		st = qfs_verdict(&t->cache, s, false, NULL, NULL, why, sizeof(why));
 		if (st == QFS_STATE_REFUSED || st == QFS_STATE_NOT_SHOWN)
-			put_entry(j, &first[0], f.p[i], why);
+			put_entry(j, &first[0], f.p[i].path, why);
 		else if (st == QFS_STATE_RO)
-			put_entry(&ro, &first[1], f.p[i], why);
+			put_entry(&ro, &first[1], f.p[i].path, why);
 	}
 	put(j, first[0] ? "]" : "\n  ]", first[0] ? 1 : 4);
 	put_key(j, "read_only");
@@ -248,7 +278,7 @@ static void put_files(struct qfs_tree *t, struct json *j, const struct qfs_calle
 	put(j, first[1] ? "]" : "\n  ]", first[1] ? 1 : 4);
 	free(ro.p);
 	for (i = 0; i < f.n; i++)
-		free(f.p[i]);
+		free(f.p[i].path);
 	free(f.p);
 }
 

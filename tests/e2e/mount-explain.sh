@@ -42,6 +42,21 @@ qemu-img info --output=json bad.qcow2 | grep -q '"corrupt": true' || bail "qemu-
 # files the mount refuses: a truncated header, a text file
 head -c 50 base.qcow2 >trunc.qcow2
 echo "not an image" >notes.txt
+# a symlink to an image outside SOURCE: not followed
+mkdir -p "$WORK/outside"
+setup qemu-img create -q -f qcow2 "$WORK/outside/x.qcow2" 1M
+ln -s "$WORK/outside/x.qcow2" link.qcow2
+# an image on a read-only file system (a read-only bind mount of a directory of SOURCE)
+RODIR=""
+if [ "$(id -u)" = 0 ]; then
+	mkdir -p rodir
+	setup qemu-img create -q -f qcow2 rodir/frozenfs.qcow2 1M
+	if mount --bind "$SRC/rodir" "$SRC/rodir"; then
+		track_kmount "$SRC/rodir"
+		setup mount -o remount,bind,ro "$SRC/rodir"
+		RODIR=$SRC/rodir
+	fi
+fi
 # a directory only root may enter, with an image in it
 setup qemu-img create -q -f qcow2 priv/secret.qcow2 1M
 chmod 0700 priv
@@ -119,6 +134,11 @@ check "rawbase.img: ro, a raw backing file; its chain is itself" \
 		[ \"\$(getfattr --only-values -n user.qcowfs.chain '$MNT/rawbase.img')\" = '$SRC/rawbase.img' ]"
 check "over.raw: chain ends with its raw backing file" \
 	xattr_is "$MNT/over.raw" user.qcowfs.chain "$SRC/over.qcow2"$'\n'"$SRC/rawbase.img"
+if [ -n "$RODIR" ]; then
+	check "rodir/frozenfs.raw (read-only file system): ro, the daemon may not write it" \
+		xattr_is "$MNT/rodir/frozenfs.raw" user.qcowfs.mode \
+		"ro: the daemon may not write the image file: Read-only file system"
+fi
 check "the root directory: image is SOURCE" xattr_is "$MNT" user.qcowfs.image "$SRC"
 
 # another process holds held.qcow2 for writing (qemu-io): its view says who
@@ -190,6 +210,7 @@ assert "file too short" in refused[src + "/trunc.qcow2"], refused
 assert "not a qcow2 image" in refused[src + "/notes.txt"], refused
 assert "corrupt bit" in ro[src + "/bad.qcow2"], ro
 assert "backing file of '%s/top.qcow2'" % src in ro[src + "/base.qcow2"], ro
+assert "symlink not followed" in refused[src + "/link.qcow2"], refused
 assert src + "/top.qcow2" not in ro and src + "/top.qcow2" not in refused
 assert src + "/priv/secret.qcow2" not in refused and src + "/priv/secret.qcow2" not in ro
 PY
@@ -222,6 +243,7 @@ src = sys.argv[2]
 files = [e["file"] for e in s["refused"] + s["read_only"]]
 assert src + "/notes.txt" in files, files
 assert src + "/rootonly.qcow2" not in files, files
+assert src + "/link.qcow2" not in files, files
 assert not any(f.startswith(src + "/priv/") for f in files), files
 PY
 }
