@@ -197,8 +197,14 @@ static void xattr_value(struct qfs_tree *t, struct qfs_node *n, const char *key,
 	} else if (strcmp(key, "chain") == 0 && s) {
 		chain_value(t, s, v);
 	} else if (strcmp(key, "mode") == 0 && s) {
-		if (qfs_verdict(&t->cache, s, n->snap_id != NULL, NULL, who, why, sizeof(why)) ==
-		    QFS_STATE_RW) {
+		struct qfs_caller w;
+
+		if (who) { /* "rw" only for a caller who may write it */
+			w = *who;
+			w.mask = W_OK;
+		}
+		if (qfs_verdict(&t->cache, s, n->snap_id != NULL, NULL, who ? &w : NULL, why,
+				sizeof(why)) == QFS_STATE_RW) {
 			xval_str(v, "rw");
 		} else {
 			xval_str(v, "ro: ");

@@ -201,21 +201,6 @@ static void walk(struct qfs_tree *t, const char *dir, unsigned depth, struct fil
 	closedir(dp);
 }
 
-/* May @who (unless NULL) know of the file @s? */
-static bool may_know(struct qfs_tree *t, struct qfs_src *s, const struct qfs_caller *who)
-{
-	struct qfs_caller c;
-	struct stat st;
-
-	if (!who)
-		return true;
-	c = *who;
-	c.mask = R_OK;
-	st = s->st;
-	st.st_mode = (st.st_mode & ~07777) | qfs_perm_file(&t->cache, s);
-	return qfs_caller_may(&c, &st);
-}
-
 /* The src of @f for @who (t->lock held), or NULL: then @why says why a symlink is not
  * followed (only to a caller not checked: the link's target is not the caller's to know), or
  * is "" (the file is gone, or not the caller's to know). A symlink is resolved as tree-dir.c
@@ -233,7 +218,7 @@ static struct qfs_src *file_src(struct qfs_tree *t, const struct file *f,
 		return NULL;
 	}
 	s = qfs_src_get(&t->cache, f->link ? canon : f->path);
-	return s && may_know(t, s, who) ? s : NULL;
+	return s && qfs_verdict_may_know(&t->cache, s, who) ? s : NULL;
 }
 
 /* The "refused" and "read_only" arrays (t->lock held). */
@@ -262,7 +247,8 @@ static void put_files(struct qfs_tree *t, struct json *j, const struct qfs_calle
 				put_entry(j, &first[0], f.p[i].path, why);
 			continue;
 		}
-		st = qfs_verdict(&t->cache, s, false, NULL, NULL, why, sizeof(why));
+		/* who asks to read (R_OK): reasons name only files it may know of */
+		st = qfs_verdict(&t->cache, s, false, NULL, who, why, sizeof(why));
 		if (st == QFS_STATE_REFUSED || st == QFS_STATE_NOT_SHOWN)
 			put_entry(j, &first[0], f.p[i].path, why);
 		else if (st == QFS_STATE_RO)

@@ -39,12 +39,28 @@ static int daemon_may_write(struct qfs_src_cache *c, const char *path)
 	return r;
 }
 
+bool qfs_verdict_may_know(struct qfs_src_cache *c, struct qfs_src *s, const struct qfs_caller *who)
+{
+	struct qfs_caller r;
+	struct stat st;
+
+	if (!who)
+		return true;
+	r = *who;
+	r.mask = R_OK;
+	st = s->st;
+	st.st_mode = (st.st_mode & ~07777) | qfs_perm_file(c, s);
+	return qfs_caller_may(&r, &st);
+}
+
 /* Why the view of the image @s (served, its active state) may not be written, into @why; false
- * when it may. An image file no one may write (no write bit, as `chmod a-w` leaves it) is not
+ * when it may. The image that @s backs is named only to a @who who may know of it. An image file no one may write (no write bit, as `chmod a-w` leaves it) is not
  * written through its view either, root's access(2) notwithstanding: a view never grants
  * more. */
-static bool read_only_why(struct qfs_src_cache *c, struct qfs_src *s, char *why, size_t cap)
+static bool read_only_why(struct qfs_src_cache *c, struct qfs_src *s, const struct qfs_caller *who,
+			  char *why, size_t cap)
 {
+	struct qfs_src *u;
 	const char *user;
 	int err;
 
@@ -56,7 +72,11 @@ static bool read_only_why(struct qfs_src_cache *c, struct qfs_src *s, char *why,
 		snprintf(why, cap, "another process writes it: %s",
 			 s->busy_msg ? s->busy_msg : "in use");
 	} else if ((user = qfs_src_backing_user(c, s))) {
-		snprintf(why, cap, "it is the backing file of '%s'", user);
+		u = qfs_src_get(c, user);
+		if (u && qfs_verdict_may_know(c, u, who))
+			snprintf(why, cap, "it is the backing file of '%s'", u->path);
+		else
+			snprintf(why, cap, "it is the backing file of another image");
 	} else if (s->write_refused) {
 		snprintf(why, cap,
 			 "it could not be opened for writing (damaged metadata: the "
@@ -105,7 +125,7 @@ enum qfs_state qfs_verdict(struct qfs_src_cache *c, struct qfs_src *s, bool snap
 	}
 	if (snap)
 		snprintf(why, cap, "a snapshot view (internal snapshots are always read-only)");
-	else if (!read_only_why(c, s, why, cap))
+	else if (!read_only_why(c, s, who, why, cap))
 		state = QFS_STATE_RW;
 	m = qfs_perm_view(c, s, state == QFS_STATE_RW);
 	if (state == QFS_STATE_RW && !(m & 0222)) {
@@ -114,7 +134,7 @@ enum qfs_state qfs_verdict(struct qfs_src_cache *c, struct qfs_src *s, bool snap
 			 "permissions: no user who may read every file of its chain may "
 			 "write the image file");
 	}
-	if (state == QFS_STATE_RW && who) {
+	if (state == QFS_STATE_RW && who && (who->mask & W_OK)) {
 		struct qfs_caller w = *who;
 		struct stat st = s->st;
 

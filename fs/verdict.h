@@ -26,11 +26,18 @@ enum qfs_state {
 
 /* The verdict on @s (t->lock held): the view of its active state, or with @snap that of one
  * of its internal snapshots. *@mode (unless NULL) gets the view's permission bits (perm.c;
- * those of a writable view only for QFS_STATE_RW). For @who (unless NULL), a writable view the
- * caller may not write is QFS_STATE_RO, saying so. @why (@cap bytes, unless NULL) gets the
+ * those of a writable view only for QFS_STATE_RW). @who (unless NULL: root, or a mount that
+ * checks no caller) is who asks: the reason names another file only if @who may read it (its
+ * mode and ACL, and search permission above it), and when @who->mask asks W_OK, a writable
+ * view @who may not write is QFS_STATE_RO, saying so. @why (@cap bytes, unless NULL) gets the
  * reason of anything but QFS_STATE_RW, one line without the file's path where the reason is
  * the mount's own. */
 enum qfs_state qfs_verdict(struct qfs_src_cache *c, struct qfs_src *s, bool snap, mode_t *mode,
 			   const struct qfs_caller *who, char *why, size_t cap);
+
+/* May @who (unless NULL) know of the file @s: may it read the file (its mode and ACL) and
+ * reach it (search permission on the directories above it)? What the daemon tells a caller
+ * about files other than the view it reads is held to this. */
+bool qfs_verdict_may_know(struct qfs_src_cache *c, struct qfs_src *s, const struct qfs_caller *who);
 
 #endif

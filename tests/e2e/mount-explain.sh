@@ -59,6 +59,10 @@ if [ "$(id -u)" = 0 ]; then
 fi
 # a directory only root may enter, with an image in it
 setup qemu-img create -q -f qcow2 priv/secret.qcow2 1M
+# a base anyone may read whose overlay lies in that directory: another user is not told
+# the overlay's name
+setup qemu-img create -q -f qcow2 pubbase.qcow2 1M
+setup qemu-img create -q -f qcow2 -b ../pubbase.qcow2 -F qcow2 priv/over-pub.qcow2
 chmod 0700 priv
 
 U=qfsexp$$
@@ -159,6 +163,16 @@ as_user_mode()
 	[[ "$got" == "ro: permissions: uid $UID_U may not write it"* ]]
 }
 check "top.raw seen by another user: ro for that user's permissions" as_user_mode "$MNT/top.raw"
+as_user_backing()
+{
+	local got
+	got=$(fs runuser -u "$U" -- getfattr --only-values -n user.qcowfs.mode "$MNT/pubbase.raw") || return 1
+	echo "$got"
+	[ "$got" = "ro: it is the backing file of another image" ]
+}
+check "pubbase.raw seen by another user: the overlay in a private directory is not named" as_user_backing
+check "pubbase.raw seen by root: the overlay is named" \
+	xattr_is "$MNT/pubbase.raw" user.qcowfs.mode "ro: it is the backing file of '$SRC/priv/over-pub.qcow2'"
 check "top.raw seen by root: still rw" xattr_is "$MNT/top.raw" user.qcowfs.mode rw
 chmod 0600 "$SRC/rootonly.qcow2"
 as_user_denied()
@@ -245,6 +259,7 @@ assert src + "/notes.txt" in files, files
 assert src + "/rootonly.qcow2" not in files, files
 assert src + "/link.qcow2" not in files, files
 assert not any(f.startswith(src + "/priv/") for f in files), files
+assert not any("/priv/" in e["reason"] for e in s["refused"] + s["read_only"]), s
 PY
 }
 chmod 0600 "$SRC/priv/secret.qcow2"
