@@ -109,7 +109,9 @@ static void usage(FILE *f)
 	    "that image. Snapshot views and backing layers are read-only.\n\n"
 	    "A view's owner and group are its image file's; its mode never grants more than\n"
 	    "every file of its chain does (the kernel checks it: default_permissions). With\n"
-	    "allow_other, other users get exactly that.\n");
+	    "allow_other, other users get exactly that.\n\n"
+	    "'getfattr -d VIEW' shows a view's chain and why it is read-only; 'cat\n"
+	    "MOUNTPOINT/.qcowfs-status.json' lists every image refused or read-only, and why.\n");
 }
 
 /* The value of -o NAME=VALUE: decimal digits only (strtoul would take "-5" as 2^32 - 5 and
