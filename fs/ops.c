@@ -158,6 +158,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	    conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
 	if (qfs_readahead_max_read())
 		conn->max_read = qfs_readahead_max_read(); /* as -o max_read asked, or INIT fails */
+#ifdef FUSE_CAP_HANDLE_KILLPRIV_V2
+	/* The views have extended attributes, so the kernel asks for security.capability before
+	 * every write, to drop it, unless the file system says it drops privileges itself: then
+	 * it asks once per file. Ours have none to drop (no set-id bit, no capability, no chmod
+	 * or chown). libfuse offers the flag from 3.16 on. */
+	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
+		conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
+#endif
 	qfs_readahead_init_done();
 }
 
