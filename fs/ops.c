@@ -162,7 +162,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* The views have extended attributes, so the kernel asks for security.capability before
 	 * every write, to drop it, unless the file system says it drops privileges itself: then
 	 * it asks once per file. Ours have none to drop (no set-id bit, no capability, no chmod
-	 * or chown). libfuse offers the flag from 3.16 on. */
+	 * or chown). Newer libfuse versions offer the flag; 3.14 does not. */
 	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
 		conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
 #endif
