@@ -270,7 +270,41 @@ check "status: root sees a refused file in a private directory" \
 	bash -c "grep -qF '$SRC/priv/hidden.qcow2' '$MNT/.qcowfs-status.json'"
 check "status: another user sees only the files it may read" as_user_status
 
+# an image file the daemon cannot read: root reads mode 000, so this daemon runs without the
+# capabilities that allow it
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	SRC3=$WORK/src3
+	MNT3=$WORK/mnt3
+	mkdir -p "$SRC3"
+	setup qemu-img create -q -f qcow2 "$SRC3/ok.qcow2" 1M
+	setup qemu-img create -q -f qcow2 "$SRC3/locked.qcow2" 1M
+	chmod 000 "$SRC3/locked.qcow2"
+	printf '#!/bin/sh\nexec setpriv --inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search "%s" "$@"\n' \
+		"$QCOWFS" >"$WORK/qcowfs-nodac"
+	chmod +x "$WORK/qcowfs-nodac"
+	QCOWFS_REAL=$QCOWFS
+	QCOWFS=$WORK/qcowfs-nodac
+	mount_qcowfs "$SRC3" "$MNT3" || bail "mount without DAC capabilities failed"
+	QCOWFS=$QCOWFS_REAL
+	LOG3=$QCOWFS_LOG
+	unreadable_listed()
+	{
+		fs cat "$MNT3/.qcowfs-status.json" >"$WORK/status3.json" || return 1
+		python3 - "$WORK/status3.json" "$SRC3" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+refused = {e["file"]: e["reason"] for e in s["refused"]}
+assert "Permission denied" in refused[sys.argv[2] + "/locked.qcow2"], refused
+assert sys.argv[2] + "/ok.qcow2" not in refused, refused
+PY
+	}
+	check "status: an image file the daemon cannot read is refused: Permission denied" unreadable_listed
+	check "unmount the mount without DAC capabilities" umount_qcowfs "$MNT3"
+	check "its log is clean" log_clean "$LOG3"
+fi
+
 check "status: cannot be written" bash -c "! echo x >'$MNT/.qcowfs-status.json'"
+QCOWFS_PID=$QCOWFS_PID_MAIN # the first mount's daemon
 check "daemon alive" daemon_alive "$MNT"
 check "unmount -o ro mount" umount_qcowfs "$MNT2"
 check "unmount" umount_qcowfs "$MNT"
