@@ -45,8 +45,9 @@ struct cmdline {
 	bool foreground, debug, single;
 	/* -o no_default_permissions and -o allow_other as given: see check_permissions() */
 	bool no_default_permissions, allow_other;
-	unsigned readahead_kb; /* -o readahead_kb=N */
-	unsigned max_read;     /* -o max_read=N, 0 when not given */
+	unsigned readahead_kb;	 /* -o readahead_kb=N */
+	unsigned max_read;	 /* -o max_read=N, 0 when not given */
+	char log_file[PATH_MAX]; /* --log-file, made absolute; "" when not given */
 };
 
 static char mount_path[PATH_MAX];
@@ -54,12 +55,27 @@ static char mount_path[PATH_MAX];
 /* libfuse's own messages, to stderr as its default handler prints them; an error among them
  * (an unknown -o option, a failed mount) is already the one line naming the cause. */
 static bool fuse_reported;
+/* Once mounted, libfuse's messages go to our log where that is not stderr (detached, or
+ * --log-file): set before the session's threads start. */
+static bool fuse_to_log;
 
 static void fuse_message(enum fuse_log_level level, const char *fmt, va_list ap)
 {
+	char line[1024];
+	size_t n;
+
 	if (level <= FUSE_LOG_ERR)
 		fuse_reported = true;
-	vfprintf(stderr, fmt, ap);
+	if (!fuse_to_log) {
+		vfprintf(stderr, fmt, ap);
+		return;
+	}
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (n)
+		qfs_log("%s", line);
 }
 
 static void usage(FILE *f)
@@ -82,6 +98,9 @@ static void usage(FILE *f)
 	    "                       other FUSE mount option\n"
 	    "  --backing-dir DIR    allow files below DIR (outside SOURCE): backing and data\n"
 	    "                       files, images symlinks in SOURCE lead to; repeatable\n"
+	    "  --log-file PATH      append the log to PATH, timestamped (opened again on\n"
+	    "                       SIGHUP, for logrotate); without it the log goes to stderr,\n"
+	    "                       or once detached to syslog (stderr when there is none)\n"
 	    "  -h, --help           this text\n"
 	    "  -V, --version        the version\n\n"
 	    "The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
@@ -90,7 +109,9 @@ static void usage(FILE *f)
 	    "that image. Snapshot views and backing layers are read-only.\n\n"
 	    "A view's owner and group are its image file's; its mode never grants more than\n"
 	    "every file of its chain does (the kernel checks it: default_permissions). With\n"
-	    "allow_other, other users get exactly that.\n");
+	    "allow_other, other users get exactly that.\n\n"
+	    "'getfattr -d VIEW' shows a view's chain and why it is read-only; 'cat\n"
+	    "MOUNTPOINT/.qcowfs-status.json' lists every image refused or read-only, and why.\n");
 }
 
 /* The value of -o NAME=VALUE: decimal digits only (strtoul would take "-5" as 2^32 - 5 and
@@ -191,6 +212,32 @@ static int add_backing_dir(struct cmdline *cl, const char *dir)
 	return 0;
 }
 
+/* --log-file PATH: made absolute (the daemon leaves its working directory), opened now, before
+ * anything is mounted: a PATH that cannot be written is refused on the command line. -1 after
+ * a message naming the option otherwise. */
+static int set_log_file(struct cmdline *cl, const char *path)
+{
+	char cwd[PATH_MAX];
+	int n = -1, r;
+
+	if (!path[0]) {
+		fprintf(stderr, "qcowfs: --log-file '': an empty file name\n");
+		return -1;
+	}
+	if (path[0] == '/')
+		n = snprintf(cl->log_file, sizeof(cl->log_file), "%s", path);
+	else if (getcwd(cwd, sizeof(cwd)))
+		n = snprintf(cl->log_file, sizeof(cl->log_file), "%s/%s", cwd, path);
+	r = n < 0 ? -errno : n >= (int)sizeof(cl->log_file) ? -ENAMETOOLONG : 0;
+	if (r == 0)
+		r = qfs_log_to_file(cl->log_file);
+	if (r < 0) {
+		fprintf(stderr, "qcowfs: --log-file '%s': %s\n", path, strerror(-r));
+		return -1;
+	}
+	return 0;
+}
+
 /* SOURCE, then MOUNTPOINT. -1 after a message when both are there already. */
 static int add_arg(struct cmdline *cl, const char *arg)
 {
@@ -203,12 +250,13 @@ static int add_arg(struct cmdline *cl, const char *arg)
 }
 
 /* getopt_long()'s answers beyond the letters: an argument ("-" mode), --backing-dir. */
-enum { OPT_ARG = 1, OPT_BACKING_DIR = 256 };
+enum { OPT_ARG = 1, OPT_BACKING_DIR = 256, OPT_LOG_FILE };
 
 static const struct option long_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {"backing-dir", required_argument, NULL, OPT_BACKING_DIR},
+    {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {NULL, 0, NULL, 0},
 };
 
@@ -221,6 +269,8 @@ static void refuse_option(int c, const char *arg)
 
 	if (c == ':' && optopt == OPT_BACKING_DIR)
 		fprintf(stderr, "qcowfs: --backing-dir needs a directory\n");
+	else if (c == ':' && optopt == OPT_LOG_FILE)
+		fprintf(stderr, "qcowfs: --log-file needs a file name\n");
 	else if (c == ':')
 		fprintf(stderr, "qcowfs: -%c needs a value (see --help)\n", optopt);
 	else if (is_long)
@@ -268,6 +318,10 @@ static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
 			if (add_backing_dir(cl, optarg) < 0)
 				return -1;
 			break;
+		case OPT_LOG_FILE:
+			if (set_log_file(cl, optarg) < 0)
+				return -1;
+			break;
 		case OPT_ARG:
 			if (add_arg(cl, optarg) < 0)
 				return -1;
@@ -306,6 +360,36 @@ static int check_permissions(struct cmdline *cl)
 		return -1;
 	}
 	strcat(cl->fuse_opts, ",default_permissions");
+	return 0;
+}
+
+/* The mount's source as /proc/mounts, mount(8) and df show it: fsname=SOURCE (canonical), in
+ * the -o options libfuse gets, where a backslash and a comma are escaped with a backslash (the
+ * kernel escapes spaces and the like in /proc/mounts itself). The type is fuse.qcowfs
+ * (subtype). A -o fsname= of the command line comes after it, and wins. -1 after a message. */
+static int set_fsname(struct cmdline *cl, const char *source)
+{
+	char canon[PATH_MAX], opts[sizeof(cl->fuse_opts)];
+	size_t n = 0;
+	const char *p;
+
+	if (!realpath(source, canon)) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source, strerror(errno));
+		return -1;
+	}
+	n = (size_t)snprintf(opts, sizeof(opts), "subtype=qcowfs,fsname=");
+	for (p = canon; *p && n + 3 < sizeof(opts); p++) {
+		if (*p == ',' || *p == '\\')
+			opts[n++] = '\\';
+		opts[n++] = *p;
+	}
+	if (*p || n + strlen(cl->fuse_opts) + 1 > sizeof(opts)) {
+		fprintf(stderr, "qcowfs: cannot use source '%s': %s\n", source,
+			"its name is too long for the mount options");
+		return -1;
+	}
+	snprintf(opts + n, sizeof(opts) - n, "%s", cl->fuse_opts);
+	memcpy(cl->fuse_opts, opts, sizeof(opts));
 	return 0;
 }
 
@@ -363,6 +447,13 @@ static struct qfs_tree *open_tree(const struct qfs_config *cfg)
 	return tree;
 }
 
+/* SIGHUP with --log-file: open the log file again (logrotate moved it). */
+static void reopen_log(int sig)
+{
+	(void)sig;
+	qfs_log_reopen();
+}
+
 /* Mount session @se and serve it until it ends (unmounted, or a signal). 0, or nonzero when it
  * could not be mounted or its loop failed. */
 static int serve(struct fuse_session *se, const struct cmdline *cl)
@@ -372,9 +463,12 @@ static int serve(struct fuse_session *se, const struct cmdline *cl)
 
 	if (fuse_set_signal_handlers(se) != 0)
 		return r;
+	if (cl->log_file[0])
+		signal(SIGHUP, reopen_log); /* libfuse's handler would end the session */
 	if (fuse_session_mount(se, mount_path) == 0) {
 		if (!cl->foreground)
-			qfs_log_to_syslog();
+			qfs_log_detach();
+		fuse_to_log = !cl->foreground || cl->log_file[0];
 		fuse_daemonize(cl->foreground);
 		qfs_readahead_start(mount_path);
 		r = cl->single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
@@ -390,7 +484,7 @@ static int serve(struct fuse_session *se, const struct cmdline *cl)
 int main(int argc, char **argv)
 {
 	static struct cmdline cl = {
-	    .fuse_opts = "fsname=qcowfs,subtype=qcowfs",
+	    .fuse_opts = "", /* set_fsname() puts fsname and subtype first */
 	    .readahead_kb = QFS_DEFAULT_READAHEAD_KB,
 	};
 	struct qfs_config *cfg = &cl.cfg;
@@ -408,7 +502,11 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	cfg->check_callers = !cl.no_default_permissions;
 	cfg->source = cl.pos[0];
-	if (check_args(cl.pos[0], cl.pos[1]) < 0)
+	cfg->argc = argc - 1;
+	cfg->argv = argv + 1;
+	cfg->allow_other = cl.allow_other;
+	cfg->log_file = cl.log_file[0] ? cl.log_file : NULL;
+	if (check_args(cl.pos[0], cl.pos[1]) < 0 || set_fsname(&cl, cl.pos[0]) < 0)
 		return EXIT_FAILURE;
 	cfg->mount_point = mount_path;
 	tree = open_tree(cfg);

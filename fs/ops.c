@@ -37,6 +37,8 @@
 struct handle {
 	struct qfs_node *node;
 	int fd;	      /* raw backing file, or -1 */
+	char *status; /* the status file: its text as computed at open (one snapshot per open) */
+	size_t status_len;
 	bool write;   /* opened for writing */
 	bool limited; /* opened by a checked user other than root: writes as limited as theirs */
 	uid_t uid;    /* the opener (when limited) */
@@ -110,7 +112,9 @@ static void handle_free(struct qfs_tree *t, struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&handles_lock);
-	if (h->fd >= 0)
+	if (h->status)
+		free(h->status);
+	else if (h->fd >= 0)
 		close(h->fd);
 	else
 		qfs_tree_release(t, h->node, h->write);
@@ -154,6 +158,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	    conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
 	if (qfs_readahead_max_read())
 		conn->max_read = qfs_readahead_max_read(); /* as -o max_read asked, or INIT fails */
+#ifdef FUSE_CAP_HANDLE_KILLPRIV_V2
+	/* The views have extended attributes, so the kernel asks for security.capability before
+	 * every write, to drop it, unless the file system says it drops privileges itself: then
+	 * it asks once per file. Ours have none to drop (no set-id bit, no capability, no chmod
+	 * or chown). Newer libfuse versions offer the flag; 3.14 does not. */
+	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
+		conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
+#endif
 	qfs_readahead_init_done();
 }
 
@@ -191,6 +203,22 @@ static int caller_may(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n, in
 	return r ? r : qfs_caller_may(who, &st) ? 0 : -EACCES;
 }
 
+/* The status file's size, as the caller of @req would read it now: stat(2) and cat agree. */
+static int status_size(fuse_req_t req, struct qfs_tree *t, struct stat *st)
+{
+	struct qfs_caller c;
+	char *text;
+	size_t len;
+	int r = qfs_tree_status(t, caller_of(req, t, R_OK, &c), &text, &len);
+
+	if (r == 0) {
+		st->st_size = (off_t)len;
+		st->st_blocks = (blkcnt_t)((len + 511) / 512);
+		free(text);
+	}
+	return r;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct qfs_tree *t = tree_of(req);
@@ -202,12 +230,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	memset(&e, 0, sizeof(e));
 	n = dir ? qfs_tree_lookup(t, dir, name, &e.attr, &err, caller_of(req, t, R_OK, &caller))
 		: NULL;
+	if (n && n->kind == QFS_STATUS && (err = status_size(req, t, &e.attr)) != 0)
+		n = NULL;
 	if (!n) {
 		reply_err(req, err);
 		return;
 	}
 	e.ino = n->ino;
-	e.attr_timeout = ATTR_TIMEOUT;
+	e.attr_timeout = n->kind == QFS_STATUS ? 0.0 : ATTR_TIMEOUT;
 	e.entry_timeout = ENTRY_TIMEOUT;
 	fuse_reply_entry(req, &e);
 }
@@ -224,10 +254,45 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	r = qfs_tree_getattr(t, n, &st);
+	if (r == 0 && n->kind == QFS_STATUS)
+		r = status_size(req, t, &st);
 	if (r)
 		reply_err(req, r);
 	else
-		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+		fuse_reply_attr(req, &st, n->kind == QFS_STATUS ? 0.0 : ATTR_TIMEOUT);
+}
+
+/* Open the status file: its text is computed now, for this caller, and read from the handle;
+ * direct I/O, so that a read returns this text whatever size the kernel last saw. */
+static void open_status(fuse_req_t req, struct qfs_tree *t, struct qfs_node *n,
+			struct fuse_file_info *fi)
+{
+	struct qfs_caller caller;
+	struct handle *h;
+	int r;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		reply_err(req, -EACCES);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	h->node = n;
+	h->fd = -1;
+	r = qfs_tree_status(t, caller_of(req, t, R_OK, &caller), &h->status, &h->status_len);
+	if (r) {
+		free(h);
+		reply_err(req, r);
+		return;
+	}
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	handle_add(h);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		handle_free(t, h);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -242,6 +307,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (!n) {
 		reply_err(req, -ENOENT);
+		return;
+	}
+	if (n->kind == QFS_STATUS) {
+		open_status(req, t, n, fi);
 		return;
 	}
 	if ((fi->flags & O_ACCMODE) != O_RDONLY && n->kind != QFS_FLAT) {
@@ -310,6 +379,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *buf;
 	int r = 0;
 
+	if (h->status) {
+		size = off < 0 || (size_t)off >= h->status_len ? 0
+		       : size > h->status_len - (size_t)off    ? h->status_len - (size_t)off
+							       : size;
+		fuse_reply_buf(req, size ? h->status + off : NULL, size);
+		return;
+	}
 	if (h->fd >= 0) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -347,6 +423,15 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	uint64_t result;
 	int r;
 
+	if (h->status) { /* all data, no hole but the end */
+		if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE))
+			reply_err(req, -EINVAL);
+		else if ((size_t)off >= h->status_len)
+			reply_err(req, -ENXIO);
+		else
+			fuse_reply_lseek(req, whence == SEEK_DATA ? off : (off_t)h->status_len);
+		return;
+	}
 	if (h->fd >= 0) {
 		off_t o = lseek(h->fd, off, whence);
 		if (o < 0)
@@ -663,6 +748,81 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	reply_err(req, -EROFS);
 }
 
+/* Extended attributes say what a view is (tree-attr.c). A name outside user.qcowfs. is answered
+ * "none" at once, without the tree: the kernel asks for security.capability before every write
+ * to a file that has extended attributes. */
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *n = qfs_tree_node(t, ino);
+	struct qfs_caller caller;
+	char *val;
+	size_t len;
+	int r;
+
+	if (!n) {
+		reply_err(req, -ENOENT);
+		return;
+	}
+	r = qfs_tree_getxattr(t, n, name, caller_of(req, t, R_OK, &caller), &val, &len);
+	if (r) {
+		reply_err(req, r);
+		return;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		reply_err(req, -ERANGE);
+	else
+		fuse_reply_buf(req, val, len);
+	free(val);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct qfs_tree *t = tree_of(req);
+	struct qfs_node *n = qfs_tree_node(t, ino);
+	char *names;
+	size_t len;
+	int r;
+
+	if (!n) {
+		reply_err(req, -ENOENT);
+		return;
+	}
+	r = qfs_tree_listxattr(t, n, &names, &len);
+	if (r) {
+		reply_err(req, r);
+		return;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		reply_err(req, -ERANGE);
+	else
+		fuse_reply_buf(req, names, len);
+	free(names);
+}
+
+/* The daemon's attributes are facts, not settings (EPERM); the views keep no others (ENOTSUP,
+ * as a file system without extended attributes: cp -a goes on). ENOSYS would make the kernel
+ * stop asking, and answer ENOTSUP for user.qcowfs.* too. */
+static int xattr_refusal(const char *name)
+{
+	return strncmp(name, "user.qcowfs.", 12) == 0 ? -EPERM : -ENOTSUP;
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	reply_err(req, xattr_refusal(name));
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	reply_err(req, xattr_refusal(name));
+}
+
 const struct fuse_lowlevel_ops qfs_ops = {
     .mknod = op_mknod,
     .mkdir = op_mkdir,
@@ -688,4 +848,8 @@ const struct fuse_lowlevel_ops qfs_ops = {
     .releasedir = op_releasedir,
     .statfs = op_statfs,
     .lseek = op_lseek,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
 };

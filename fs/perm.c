@@ -231,6 +231,13 @@ mode_t qfs_perm_view(struct qfs_src_cache *c, struct qfs_src *top, bool writable
 	return mode & ~((~mode & 0444) >> 1); /* no read, no write */
 }
 
+mode_t qfs_perm_file(struct qfs_src_cache *c, struct qfs_src *s)
+{
+	char seen[PATH_MAX] = "";
+
+	return deny_file(c, 0444, s, false, true, s->st.st_uid, s->st.st_gid, seen, sizeof(seen));
+}
+
 /* A directory's mode: its source directory's read and search bits, for the classes that can
  * reach it. */
 mode_t qfs_perm_dir(struct qfs_src_cache *c, const char *path, const struct stat *st)

@@ -31,6 +31,9 @@ bool qfs_caller_may(const struct qfs_caller *c, const struct stat *st);
  * writable leaf), and of the mount's directory for source directory @path (stat'ed: @st).
  * Under the cache owner's lock (they read and update the srcs of @c). */
 mode_t qfs_perm_view(struct qfs_src_cache *c, struct qfs_src *top, bool writable);
+/* The read bits of the file @s alone (its own mode and ACL, and the search bits of the
+ * directories above it), for what the daemon tells about the file itself (the status file). */
+mode_t qfs_perm_file(struct qfs_src_cache *c, struct qfs_src *s);
 mode_t qfs_perm_dir(struct qfs_src_cache *c, const char *path, const struct stat *st);
 
 #endif

@@ -12,10 +12,13 @@
  *   src.c        src.h        qfs_src_*: the cache of source files and the chain checks
  *   names.c      names.h      qfs_names_*: the names of the views, renames logged once
  *   perm.c       perm.h       qfs_perm_*, qfs_caller_may(): modes of the views, caller checks
+ *   verdict.c    verdict.h    qfs_verdict(): writable, read-only or refused, and why (one place)
  *   tree.c       tree.h       qfs_tree_*: the tree object, its nodes by ino and path, lifetime
- *   tree-attr.c  tree.h       qfs_tree_attr(), qfs_tree_getattr(): the attributes of the views
+ *   tree-attr.c  tree.h       qfs_tree_attr(), qfs_tree_getattr(), *xattr(): the attributes of
+ *                             the views, their extended attributes (user.qcowfs.*)
  *   tree-dir.c   qcowfs.h     qfs_tree_lookup(), qfs_tree_list(): the names a directory shows
  *   tree-open.c  qcowfs.h     qfs_tree_open*(), release, truncate: opening views, their chains
+ *   tree-status.c qcowfs.h    qfs_tree_status(): the status file (.qcowfs-status.json)
  *   ops.c        qcowfs.h     qfs_ops: the FUSE operations
  *   main.c                    the command line and the session's lifetime
  *
@@ -42,7 +45,10 @@
 #include "perm.h"
 #include "qcow2.h"
 
-enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW };
+/* QFS_STATUS: the status file at the root (QFS_STATUS_NAME), made by the daemon. */
+enum qfs_kind { QFS_DIR, QFS_FLAT, QFS_RAW, QFS_STATUS };
+
+#define QFS_STATUS_NAME ".qcowfs-status.json"
 
 struct qfs_tree;
 
@@ -73,6 +79,11 @@ struct qfs_config {
 	bool read_only;
 	bool check_callers;	 /* default_permissions: opens are checked against the caller too */
 	const char *mount_point; /* canonical; never scanned (SOURCE may contain it) */
+	/* for the status file: the command line (argv[0] excluded) and the options as read */
+	int argc;
+	char *const *argv;
+	bool allow_other;
+	const char *log_file; /* absolute, or NULL */
 };
 
 int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);
@@ -124,6 +135,19 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, uint64_t size,
 		      const struct qfs_caller *who);
 bool qfs_tree_read_only(const struct qfs_tree *t);
+
+/* The extended attribute @name of @n (user.qcowfs.chain, .mode, .image, .snapshot), as @who
+ * (unless NULL) sees it: the value, not NUL-terminated, in *val (malloc'd), *len bytes.
+ * -ENODATA for a name @n does not have, -EACCES when @who may not read @n (the attributes say
+ * what the view does: no more than reading it tells), -E2BIG past XATTR_SIZE_MAX. */
+int qfs_tree_getxattr(struct qfs_tree *t, struct qfs_node *n, const char *name,
+		      const struct qfs_caller *who, char **val, size_t *len);
+/* The names of @n's extended attributes, each NUL-terminated, in *names (malloc'd), *len
+ * bytes. 0 or a negative errno. */
+int qfs_tree_listxattr(struct qfs_tree *t, struct qfs_node *n, char **names, size_t *len);
+/* The status file as @who (unless NULL) may see it, computed now: JSON in *out (malloc'd),
+ * *len bytes. Lists only the files @who may read. 0 or a negative errno. */
+int qfs_tree_status(struct qfs_tree *t, const struct qfs_caller *who, char **out, size_t *len);
 /* Does the daemon check each opener against the view's mode? */
 bool qfs_tree_checks_callers(const struct qfs_tree *t);
 const char *qfs_tree_source(const struct qfs_tree *t);

@@ -665,14 +665,14 @@ static void link_notes_free(struct qfs_src_cache *c)
 	c->link_notes = NULL;
 }
 
-bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s)
+const char *qfs_src_backing_user(struct qfs_src_cache *c, const struct qfs_src *s)
 {
 	char path[PATH_MAX];
 	unsigned b;
 	struct qfs_src *o;
 
 	if (!c->brefs_lost && !*bref_find(c, s->path))
-		return false; /* no src names it */
+		return NULL; /* no src names it */
 again:
 	for (b = 0; b < QFS_SRC_BUCKETS; b++) {
 		for (o = c->srcs[b]; o; o = o->hnext) {
@@ -681,7 +681,7 @@ again:
 			if (!o->qcow2 || !o->backing || strcmp(o->backing, s->path) != 0)
 				continue;
 			if (o->stat_gen == c->gen)
-				return true;
+				return o->path;
 			/* Known from an earlier scan: refresh it (it may be gone or rebased since),
 			 * which may free it and change the table: look again from the start. */
 			snprintf(path, sizeof(path), "%s", o->path);
@@ -689,35 +689,12 @@ again:
 			goto again;
 		}
 	}
-	return false;
+	return NULL;
 }
 
-/* May this daemon write the file at canonical @path (read-only file system, a daemon not run
- * as root)? access(2) of the name would follow a symlink put in its way since it was resolved,
- * possibly into our own mount while the tree lock is held: the file is reached following no symlink
- * (an O_PATH descriptor, which neither blocks nor checks permissions), then asked through its
- * /proc link, which leads to the file itself without a walk. */
-static bool daemon_may_write(struct qfs_src_cache *c, const char *path)
+bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s)
 {
-	char link[64];
-	int fd = qfs_src_path_open(c, path, O_PATH | O_CLOEXEC);
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	ok = access(link, W_OK) == 0;
-	close(fd);
-	return ok;
-}
-
-/* An image file no one may write (no write bit, as `chmod a-w` leaves it) is not written through
- * its view either, root's access(2) notwithstanding: a view never grants more. */
-bool qfs_src_writable(struct qfs_src_cache *c, struct qfs_src *s)
-{
-	return !c->read_only && s->qcow2 && !s->err && !s->busy && !s->corrupt &&
-	       (s->st.st_mode & 0222) && !s->write_refused && !qfs_src_is_backing(c, s) &&
-	       daemon_may_write(c, s->path);
+	return qfs_src_backing_user(c, s) != NULL;
 }
 
 /* ---- lifetime ---- */

@@ -111,8 +111,9 @@ void qfs_src_log_refusal(struct qfs_src *s, const char *msg);
 void qfs_src_link_refusal(struct qfs_src_cache *c, const char *path, const char *msg);
 /* Does any image in the cache (refused ones too) name @s as its backing file? */
 bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s);
-/* May the flat view of @s (its active state) be written? */
-bool qfs_src_writable(struct qfs_src_cache *c, struct qfs_src *s);
+/* The canonical path of an image (refused ones too) that names @s as its backing file, or
+ * NULL; good until the next call into the cache. */
+const char *qfs_src_backing_user(struct qfs_src_cache *c, const struct qfs_src *s);
 
 /* qcow2_path_stat() and qcow2_path_open_canonical() of the canonical @path, refused with
  * -EPERM (errno EPERM) when it lies at or below a FUSE mount to avoid (mounts.c): every

@@ -258,6 +258,13 @@ static void scan_dir(struct qfs_tree *t, struct qfs_node *dir, struct listing *l
 	for (i = 0; i < n; i++) {
 		if (!f[i].name || !f[i].name[0])
 			continue;
+		/* a subdirectory or a raw file keeps its name; views' names end in .raw */
+		if (!dir->rel[0] && !(f[i].s && f[i].s->qcow2) &&
+		    strcmp(f[i].name, QFS_STATUS_NAME) == 0) {
+			qfs_names_note(&log, "'%s/%s': not shown: the status file has its name",
+				       dir->src, f[i].name);
+			continue; /* the root's node of that name is the status file's */
+		}
 		if (!f[i].s)
 			listing_add(l, f[i].name, QFS_DIR, f[i].dir, NULL);
 		else if (f[i].s->err) /* a bad image, or a file that cannot be read */
@@ -331,6 +338,12 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 	child_rel(dir, name, rel, sizeof(rel));
 	qfs_src_cache_next_gen(&t->cache);
 	n = qfs_tree_node_find(t, rel);
+	if (n && n->kind == QFS_STATUS) { /* found by name, never listed: hidden from ls */
+		*err = qfs_tree_attr(t, n, st);
+		if (*err)
+			n = NULL;
+		goto out;
+	}
 	if (n && node_current(t, dir, n) && qfs_tree_attr(t, n, st) == 0) {
 		*err = 0;
 		goto out;

@@ -25,6 +25,7 @@
 #include "qcowfs.h"
 #include "src.h"
 #include "tree.h"
+#include "verdict.h"
 
 /* Open @n's chain (n->open_lock held): writable when the view may be written, else
  * read-only; a snapshot view, or the view of an image another process writes, shares write
@@ -174,8 +175,8 @@ static int plan_open(struct qfs_tree *t, struct qfs_node *n, const struct qfs_ca
 		p->src = strdup(n->src);
 		p->snap = n->snap_id ? strdup(n->snap_id) : NULL;
 		/* a view no one may write (no write bit left) is not written for root either */
-		p->writable = !p->snap && qfs_src_writable(&t->cache, s) &&
-			      (qfs_perm_view(&t->cache, s, true) & 0222);
+		p->writable = !p->snap &&
+			      qfs_verdict(&t->cache, s, false, NULL, NULL, NULL, 0) == QFS_STATE_RW;
 		p->busy = s->busy;
 	}
 	p->o = t->copts;

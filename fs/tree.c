@@ -219,6 +219,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->single_file = !S_ISDIR(st.st_mode);
 	t->read_only = cfg->read_only;
 	t->check_callers = cfg->check_callers;
+	t->cfg = *cfg;
 	if (t->single_file)
 		*strrchr(canon, '/') = '\0';
 	t->root_dir = strdup(canon[0] ? canon : "/");
@@ -235,6 +236,8 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	}
 	qfs_src_cache_init(&t->cache, &t->copts, t->mounts, t->read_only);
 	qfs_tree_node_get(t, "", QFS_DIR, t->root_dir, NULL); /* ino 1 = FUSE_ROOT_ID */
+	/* ino 2: the status file, found by name only (tree-dir.c), never a view of SOURCE */
+	qfs_tree_node_get(t, QFS_STATUS_NAME, QFS_STATUS, t->root_dir, NULL);
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache);
 	if (t->single_file)

@@ -39,8 +39,9 @@ struct qfs_tree {
 	char *root_dir; /* SOURCE, or its directory for a single file */
 	char *mount_point;
 	bool single_file;
-	bool read_only;	    /* -o ro */
-	bool check_callers; /* default_permissions (main.c) */
+	bool read_only;	       /* -o ro */
+	bool check_callers;    /* default_permissions (main.c) */
+	struct qfs_config cfg; /* as main.c gave it (its strings outlive the tree): the status */
 	struct qcow2_chain_opts copts;
 	struct qcow2_mounts *mounts; /* FUSE mounts never looked into (its own lock) */
 	struct qfs_src_cache cache;  /* under lock */
