@@ -73,6 +73,7 @@ struct qfs_config {
 	bool read_only;
 	bool check_callers;	 /* default_permissions: opens are checked against the caller too */
 	const char *mount_point; /* canonical; never scanned (SOURCE may contain it) */
+	struct qcow2_keys keys; /* the passphrases of encrypted images (--key), by canonical path */
 };
 
 int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);

@@ -159,7 +159,7 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = {.lock = true};
+	struct qcow2_chain_opts ro = {.lock = true, .keys = qcow2_job_keys(job)};
 	struct qcow2_chain *c;
 	uint64_t bytes = 0;
 	bool exists = false;
