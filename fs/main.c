@@ -212,7 +212,7 @@ static int add_backing_dir(struct cmdline *cl, const char *dir)
 /* A --key value, IMAGE=KEYFILE: read once SOURCE is known (resolve_keys()). */
 static int add_key(struct cmdline *cl, const char *arg)
 {
-	const char *eq = strchr(arg, '=');
+	const char *eq = strrchr(arg, '=');
 
 	if (!eq || eq == arg || !eq[1]) {
 		fprintf(stderr, "qcowfs: --key '%s': expected IMAGE=KEYFILE\n", arg);

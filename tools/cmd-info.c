@@ -28,15 +28,18 @@ struct layer_facts {
 	uint64_t used_clusters;	 /* qcow2: clusters with a non-zero refcount */
 	bool used_unknown;	 /* the refcounts cannot be read: no allocation figure */
 	struct qcow2_image *img; /* NULL for raw */
+	bool luks_known;	 /* LUKS: the crypto header decoded into @luks */
+	struct qcow2_luks_info luks;
 };
 
 static void info_usage(FILE *f)
 {
-	fprintf(f, "usage: qcowctl info [--chain] [--json] [-U] IMAGE\n\n"
+	fprintf(f, "usage: qcowctl info [--chain] [--json] [-U] [--key IMAGE=KEYFILE] IMAGE\n\n"
 		   "Print the facts of a qcow2 (or raw) image.\n\n"
 		   "  --chain            also every backing file, top first\n"
 		   "  --json             JSON, with qemu-img info's field names\n"
 		   "  -U, --force-share  do not take (or respect) image locks\n"
+		   "  --key IMG=KEYFILE  accepted: the encryption facts need no key\n"
 		   "  -h, --help         this text\n");
 }
 
@@ -72,6 +75,79 @@ static void print_snapshots_text(const struct qcow2_image *img)
 	}
 }
 
+/* The encrypt block of "Format specific information", in qemu-img's order. */
+static void print_encrypt_text(const struct layer_facts *f, const struct qcow2_header *h)
+{
+	const struct qcow2_luks_info *l = &f->luks;
+
+	if (h->crypt_method == QCOW2_CRYPT_NONE)
+		return;
+	printf("    encrypt:\n");
+	if (h->crypt_method == QCOW2_CRYPT_AES || !f->luks_known) {
+		printf("        format: %s\n", h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
+		return;
+	}
+	printf("        ivgen alg: %s\n        hash alg: %s\n        cipher alg: %s\n"
+	       "        uuid: %s\n",
+	       l->ivgen_alg, l->hash_alg, l->cipher_alg, l->uuid);
+	if (l->ivgen_hash_alg[0])
+		printf("        ivgen hash alg: %s\n", l->ivgen_hash_alg);
+	printf("        format: luks\n        cipher mode: %s\n        slots:\n", l->mode);
+	for (int i = 0; i < QCOW2_LUKS_NUM_SLOTS; i++) {
+		const struct qcow2_luks_slot *k = &l->slots[i];
+
+		printf("            [%d]:\n                active: %s\n", i,
+		       k->active ? "true" : "false");
+		if (k->active)
+			printf("                iters: %u\n", k->iterations);
+		printf("                key offset: %" PRIu64 "\n",
+		       (uint64_t)k->key_offset_sectors * 512);
+		if (k->active)
+			printf("                stripes: %u\n", k->stripes);
+	}
+	printf("        payload offset: %" PRIu64 "\n        master key iters: %u\n",
+	       (uint64_t)l->payload_offset_sectors * 512, l->mk_iterations);
+}
+
+static void json_encrypt(struct json *j, const struct layer_facts *f, const struct qcow2_header *h)
+{
+	const struct qcow2_luks_info *l = &f->luks;
+
+	if (h->crypt_method == QCOW2_CRYPT_NONE)
+		return;
+	json_begin_object(j, "encrypt");
+	if (h->crypt_method == QCOW2_CRYPT_AES || !f->luks_known) {
+		json_string(j, "format", h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
+		json_end_object(j);
+		return;
+	}
+	json_string(j, "ivgen-alg", l->ivgen_alg);
+	json_string(j, "hash-alg", l->hash_alg);
+	json_string(j, "cipher-alg", l->cipher_alg);
+	json_string(j, "uuid", l->uuid);
+	if (l->ivgen_hash_alg[0])
+		json_string(j, "ivgen-hash-alg", l->ivgen_hash_alg);
+	json_string(j, "format", "luks");
+	json_string(j, "cipher-mode", l->mode);
+	json_begin_array(j, "slots");
+	for (int i = 0; i < QCOW2_LUKS_NUM_SLOTS; i++) {
+		const struct qcow2_luks_slot *k = &l->slots[i];
+
+		json_begin_object(j, NULL);
+		json_bool(j, "active", k->active);
+		if (k->active)
+			json_uint(j, "iters", k->iterations);
+		json_uint(j, "key-offset", (uint64_t)k->key_offset_sectors * 512);
+		if (k->active)
+			json_uint(j, "stripes", k->stripes);
+		json_end_object(j);
+	}
+	json_end_array(j);
+	json_uint(j, "payload-offset", (uint64_t)l->payload_offset_sectors * 512);
+	json_uint(j, "master-key-iters", l->mk_iterations);
+	json_end_object(j);
+}
+
 static void print_text(const struct layer_facts *f)
 {
 	char a[32], b[32];
@@ -84,6 +160,8 @@ static void print_text(const struct layer_facts *f)
 	if (!f->img)
 		return;
 	const struct qcow2_header *h = qcow2_image_header(f->img);
+	if (h->crypt_method != QCOW2_CRYPT_NONE)
+		printf("encrypted: yes\n");
 	uint64_t cs = qcow2_image_cluster_bytes(f->img);
 	format_size(f->used_clusters * cs, a, sizeof(a));
 	printf("cluster_size: %" PRIu64 "\n", cs);
@@ -100,6 +178,7 @@ static void print_text(const struct layer_facts *f)
 	printf("    lazy refcounts: %s\n",
 	       h->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
 	printf("    refcount bits: %u\n", 1u << h->refcount_order);
+	print_encrypt_text(f, h);
 	printf("    corrupt: %s\n", h->incompat & QCOW2_INCOMPAT_CORRUPT ? "true" : "false");
 	printf("    dirty: %s\n", h->incompat & QCOW2_INCOMPAT_DIRTY ? "true" : "false");
 	printf("    extended l2: %s\n", h->incompat & QCOW2_INCOMPAT_EXTL2 ? "true" : "false");
@@ -138,7 +217,8 @@ static void json_snapshots(struct json *j, const struct qcow2_image *img)
 	json_end_array(j);
 }
 
-static void json_format_specific(struct json *j, const struct qcow2_header *h)
+static void json_format_specific(struct json *j, const struct layer_facts *f,
+				 const struct qcow2_header *h)
 {
 	json_begin_object(j, "format-specific");
 	json_string(j, "type", "qcow2");
@@ -148,6 +228,7 @@ static void json_format_specific(struct json *j, const struct qcow2_header *h)
 		    h->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	json_bool(j, "lazy-refcounts", h->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
 	json_uint(j, "refcount-bits", 1u << h->refcount_order);
+	json_encrypt(j, f, h);
 	json_bool(j, "corrupt", h->incompat & QCOW2_INCOMPAT_CORRUPT);
 	json_bool(j, "extended-l2", h->incompat & QCOW2_INCOMPAT_EXTL2);
 	if (h->data_file[0]) {
@@ -187,7 +268,9 @@ static void print_json(struct json *j, const struct layer_facts *f, const char *
 			json_uint(j, "allocated-bytes",
 				  f->used_clusters * qcow2_image_cluster_bytes(f->img));
 		json_snapshots(j, f->img);
-		json_format_specific(j, h);
+		json_format_specific(j, f, h);
+		if (h->crypt_method != QCOW2_CRYPT_NONE)
+			json_bool(j, "encrypted", true);
 	}
 	json_end_object(j);
 }
@@ -209,6 +292,14 @@ static int gather(struct layer_facts *f, const char *path, const char *format, u
 	if (r == 0 && img && qcow2_image_used_clusters(img, &f->used_clusters) < 0) {
 		error("warning: allocation of '%s' unknown: %s", path, qcow2_last_error());
 		f->used_unknown = true;
+	}
+	/* A LUKS header that does not decode hides its facts only, as the allocation above. */
+	if (r == 0 && img && qcow2_image_header(img)->crypt_method == QCOW2_CRYPT_LUKS) {
+		f->luks_known = qcow2_luks_read_info(qcow2_image_io(img), qcow2_image_header(img),
+						     &f->luks) == 0;
+		if (!f->luks_known)
+			error("warning: encryption header of '%s' unreadable: %s", path,
+			      qcow2_last_error());
 	}
 	return r;
 }
@@ -313,6 +404,7 @@ int cmd_info(int argc, char **argv)
 	    {"chain", no_argument, NULL, 'c'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"force-share", no_argument, NULL, 'U'},
+	    KEY_LONGOPT, /* accepted: the facts need no key */
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -329,6 +421,9 @@ int cmd_info(int argc, char **argv)
 			break;
 		case 'U':
 			o.force_share = true;
+			break;
+		case OPT_KEY:
+			key_add(optarg);
 			break;
 		case 'h':
 			info_usage(stdout);

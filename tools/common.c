@@ -4,7 +4,10 @@
  * bar, SIGINT/SIGTERM turned into a cancellation the library polls between steps, and opening
  * an image for modification (QEMU's write locks taken, a holder named on refusal).
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,9 @@ bool common_opt(int c, struct common_opts *o)
 		return true;
 	case OPT_JSON:
 		o->json = true;
+		return true;
+	case OPT_KEY:
+		key_add(optarg);
 		return true;
 	default:
 		return false;
@@ -300,4 +306,91 @@ void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o)
 			break;
 		}
 	}
+}
+
+/* ---- --key IMAGE=KEYFILE ---- */
+
+struct cli_key {
+	char *image;	     /* as given */
+	char real[PATH_MAX]; /* its real path (or its directory's, plus its name) */
+	struct qcow2_key key;
+};
+static struct cli_key *keys;
+static size_t n_keys;
+
+/* The real path of @path, or of its directory joined with its name when it does not exist yet
+ * (an image about to be created). False if neither resolves. */
+static bool real_image_path(const char *path, char *out)
+{
+	char dir[PATH_MAX], base[PATH_MAX], real_dir[PATH_MAX];
+
+	if (realpath(path, out))
+		return true;
+	if (strlen(path) >= PATH_MAX)
+		return false;
+	strcpy(dir, path);
+	strcpy(base, path);
+	if (!realpath(dirname(dir), real_dir))
+		return false;
+	return snprintf(out, PATH_MAX, "%s/%s", strcmp(real_dir, "/") ? real_dir : "",
+			basename(base)) < PATH_MAX;
+}
+
+static void keys_release(void)
+{
+	for (size_t i = 0; i < n_keys; i++) {
+		qcow2_key_release(&keys[i].key);
+		free(keys[i].image);
+	}
+	free(keys);
+	keys = NULL;
+	n_keys = 0;
+}
+
+void key_add(const char *arg)
+{
+	/* IMAGE=KEYFILE, split at the last '=': a key file's name is ours to choose, an image's
+	 * may be anything */
+	const char *eq = strrchr(arg, '=');
+	struct cli_key *k;
+
+	if (!eq || eq == arg || !eq[1])
+		die(EXIT_USAGE, "invalid --key '%s': expected IMAGE=KEYFILE", arg);
+	if (!n_keys)
+		atexit(keys_release);
+	k = realloc(keys, (n_keys + 1) * sizeof(*keys));
+	if (!k)
+		die(EXIT_FAIL, "out of memory");
+	keys = k;
+	k = &keys[n_keys];
+	memset(k, 0, sizeof(*k));
+	k->image = strndup(arg, (size_t)(eq - arg));
+	if (!k->image)
+		die(EXIT_FAIL, "out of memory");
+	if (!real_image_path(k->image, k->real))
+		die(EXIT_FAIL, "--key: cannot resolve '%s': %s", k->image, strerror(errno));
+	for (size_t i = 0; i < n_keys; i++)
+		if (strcmp(keys[i].real, k->real) == 0)
+			die(EXIT_USAGE, "--key given twice for '%s'", k->image);
+	if (qcow2_key_file_read(eq + 1, &k->key) < 0)
+		die(EXIT_FAIL, "%s", qcow2_last_error());
+	n_keys++;
+}
+
+const struct qcow2_key *key_for(const char *path)
+{
+	char real[PATH_MAX];
+
+	if (!n_keys || !real_image_path(path, real))
+		return NULL;
+	for (size_t i = 0; i < n_keys; i++)
+		if (strcmp(keys[i].real, real) == 0)
+			return &keys[i].key;
+	return NULL;
+}
+
+const struct qcow2_key *key_lookup(void *ctx, const char *path)
+{
+	(void)ctx;
+	return key_for(path);
 }

@@ -55,14 +55,33 @@ struct common_opts {
 	bool dry_run;
 	bool json;
 };
+/* --key IMAGE=KEYFILE (repeatable): the passphrase of an encrypted image, read from a file
+ * (never given on the command line). Commands with their own option table add KEY_LONGOPT and
+ * pass OPT_KEY to common_opt(). */
+enum { OPT_KEY = 0x180 };
+#define KEY_LONGOPT                                     \
+	{                                               \
+		"key", required_argument, NULL, OPT_KEY \
+	}
 #define COMMON_LONGOPTS                                                          \
 	{"progress", no_argument, NULL, 'p'}, {"quiet", no_argument, NULL, 'q'}, \
-	    {"dry-run", no_argument, NULL, OPT_DRY_RUN},                         \
+	    {"dry-run", no_argument, NULL, OPT_DRY_RUN}, KEY_LONGOPT,            \
 	{                                                                        \
 		"json", no_argument, NULL, OPT_JSON                              \
 	}
 /* True if @c was one of the shared flags (and stored it in @o). */
 bool common_opt(int c, struct common_opts *o);
+
+/* The keys given with --key (common.c): each IMAGE=KEYFILE is parsed and its file read when the
+ * option is seen (a malformed value or an unreadable, empty file ends the command with one
+ * line). key_for(@path): the passphrase of the image at @path, matched by its real path (as the
+ * library resolves images, symlinks followed; an image not created yet by the real path of its
+ * directory), or NULL if no --key names it. The keys live in locked memory, wiped at exit. */
+struct qcow2_key;
+void key_add(const char *arg);
+const struct qcow2_key *key_for(const char *path);
+/* The same, in the form of a lookup callback (@ctx unused). */
+const struct qcow2_key *key_lookup(void *ctx, const char *path);
 
 /* getopt_long() for every command's option loop, the one place options are parsed: returns
  * the next option, -1 after the last, or OPT_BAD once it has printed one line naming an

@@ -470,7 +470,7 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 		return qcow2_set_error(-EINVAL, "unsupported qcow2 version %u", h->version);
 	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		return qcow2_set_error(-EINVAL, "unsupported cluster size 2^%u", h->cluster_bits);
-	if (h->has_bitmaps_ext || h->has_crypto_ext || (h->version < 3 && df_len))
+	if (h->has_bitmaps_ext || (h->version < 3 && df_len))
 		return qcow2_set_error(-ENOTSUP, "cannot encode this header extension");
 	if (name_len > QCOW2_MAX_BACKING_NAME)
 		return qcow2_set_error(-EINVAL, "backing file name is too long (%zu bytes)",
@@ -478,7 +478,8 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 	cs = (size_t)1 << h->cluster_bits;
 	off = h->version < 3 ? V2_HEADER_LEN : V3_HEADER_LEN + 8;
 	need = off + (fmt_len ? 8 + ((fmt_len + 7) & ~(size_t)7) : 0) +
-	       (df_len ? 8 + ((df_len + 7) & ~(size_t)7) : 0) + 8 + name_len;
+	       (df_len ? 8 + ((df_len + 7) & ~(size_t)7) : 0) + (h->has_crypto_ext ? 8 + 16 : 0) +
+	       8 + name_len;
 	if (need > cs || need > cap)
 		return qcow2_set_error(-ENOSPC,
 				       "the header and backing file name do not fit in "
@@ -490,6 +491,13 @@ int qcow2_header_encode(const struct qcow2_header *h, void *buf, size_t cap)
 		put_ext(p, &off, EXT_BACKING_FMT, h->backing_fmt, (uint32_t)fmt_len);
 	if (df_len)
 		put_ext(p, &off, EXT_DATA_FILE, h->data_file, (uint32_t)df_len);
+	if (h->has_crypto_ext) { /* after the data file's, as QEMU orders them */
+		uint8_t crypto[16];
+
+		put_be64(crypto, h->crypto_off);
+		put_be64(crypto + 8, h->crypto_bytes);
+		put_ext(p, &off, EXT_CRYPTO, crypto, sizeof(crypto));
+	}
 	/* The feature name table as QEMU writes it: with clusters over 4 KiB only (where it
 	 * always leaves room for the longest backing file name). */
 	if (h->version >= 3 && cs > 4096 && need + 8 + FEATURE_TABLE_BYTES <= cap) {

@@ -1635,3 +1635,35 @@ enc_image_clean()
 	echo "$out" | head -n 30
 	return 1
 }
+
+# ---- encrypted images ----
+
+# qcreate_enc KEYFILE FORMAT OPTIONS NAME SIZE: `qemu-img create -f qcow2` of an encrypted image
+# (FORMAT luks or aes; OPTIONS more -o options, "" for none) whose passphrase is KEYFILE's
+# content. QEMU 7.2 measures PBKDF2 by thread CPU time and gives up now and then on a busy
+# machine ("Unable to get accurate CPU usage"): that is retried, up to 30 times.
+qcreate_enc()
+{
+	local key=$1 fmt=$2 opts=$3 name=$4 size=$5 i
+	for ((i = 0; i < 30; i++)); do
+		qemu-img create -q -f qcow2 --object "secret,id=sec0,file=$key" \
+			-o "encrypt.format=$fmt,encrypt.key-secret=sec0${opts:+,$opts}" \
+			"$name" "$size" 2>"$WORK/qcreate_enc.err" && return 0
+		grep -q "accurate CPU usage" "$WORK/qcreate_enc.err" || break
+	done
+	cat "$WORK/qcreate_enc.err" >&2
+	return 1
+}
+
+# qio_enc KEYFILE IMAGE CMD...: qemu-io commands on an encrypted image, quietly.
+qio_enc()
+{
+	local key=$1 img=$2 args=() c
+	shift 2
+	for c in "$@"; do
+		args+=(-c "$c")
+	done
+	qemu-io --object "secret,id=sec0,file=$key" \
+		--image-opts "driver=qcow2,file.filename=$img,encrypt.key-secret=sec0" \
+		"${args[@]}" >/dev/null
+}

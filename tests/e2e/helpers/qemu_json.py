@@ -20,6 +20,7 @@ SNAP_KEYS = ("id", "name", "vm-state-size", "date-sec", "date-nsec", "vm-clock-s
              "vm-clock-nsec", "icount")
 FS_KEYS = ("compat", "refcount-bits", "lazy-refcounts", "corrupt", "extended-l2",
            "compression-type")
+FS_KEYS += ("encrypt",)  # format, cipher, key slots of an encrypted image
 
 
 def compare_one(ours, qemu, where):
@@ -33,7 +34,7 @@ def compare_one(ours, qemu, where):
             bad.append("%s%s: qcowctl %r, qemu-img %r" % (where, key, a, b))
 
     for key in ("virtual-size", "cluster-size", "format", "backing-filename",
-                "backing-filename-format", "dirty-flag"):
+                "backing-filename-format", "dirty-flag", "encrypted"):
         if key in qemu or key in ("virtual-size", "format", "backing-filename"):
             same(key, ours.get(key), qemu.get(key))
     qs = qemu.get("snapshots") or []
