@@ -24,6 +24,9 @@ struct create_args {
 	bool have_size;
 	struct qcow2_backing_probe probe; /* what the backing file is (unless -u) */
 	bool probed;
+	struct qcow2_luks_params luks; /* -o encrypt.*, used with encrypt.format=luks */
+	bool luks_set;		       /* encrypt.format=luks given */
+	const char *luks_opt;	       /* an encrypt.* option other than the format, if any */
 };
 
 static void create_usage(FILE *f)
@@ -47,8 +50,16 @@ static void create_usage(FILE *f)
 		"                     falloc: and its blocks reserved; full: and zeros written;\n"
 		"                     with BACKING only with extended_l2=on\n"
 		"                 backing_file=, backing_fmt=, size=   as -b, -F and SIZE\n"
+		"                 encrypt.format=luks     encrypted; the passphrase from\n"
+		"                     --key IMAGE=KEYFILE (the file is the passphrase)\n"
+		"                 encrypt.cipher-alg=aes-128|aes-192|aes-256   (aes-256)\n"
+		"                 encrypt.cipher-mode=xts|cbc|ecb|ctr  (xts)\n"
+		"                 encrypt.ivgen-alg=plain64|plain|essiv  (plain64)\n"
+		"                 encrypt.ivgen-hash-alg=HASH, encrypt.hash-alg=HASH  (sha256)\n"
+		"                 encrypt.iter-time=MS    PBKDF2 time to unlock (2000)\n"
 		"  SIZE         bytes, or with a suffix k/K, M, G, T, P, E (1.5G is fine), b for\n"
 		"               bytes; rounded up to 512; default: BACKING's virtual size\n"
+		"  --key IMAGE=KEYFILE  the passphrase of the new encrypted IMAGE\n"
 		"  -q, --quiet  print nothing on success, no progress bar\n"
 		"  -p           show a progress bar (preallocation)\n"
 		"  --dry-run    print what would be created and create nothing\n"
@@ -176,9 +187,54 @@ static int parse_number_opt(const char *key, const char *val, uint64_t *out)
 	return 0;
 }
 
+/* -o encrypt.KEY=VALUE (and the legacy encryption=on): LUKS only, the passphrase by --key. */
+static int parse_encrypt(struct create_args *a, const char *key, const char *val)
+{
+	struct qcow2_luks_params *p = &a->luks;
+	uint64_t v;
+
+	if (!strcmp(key, "encryption") || (!strcmp(key, "encrypt.format") && strcmp(val, "luks"))) {
+		if (!strcmp(key, "encrypt.format") && strcmp(val, "aes"))
+			return error("invalid encrypt.format '%s': luks", val), -1;
+		return error("legacy AES encryption is not created (QEMU deprecates it, "
+			     "and it is read only here): use encrypt.format=luks"),
+		       -1;
+	}
+	if (!strcmp(key, "encrypt.format")) {
+		a->luks_set = true;
+		return 0;
+	}
+	a->luks_opt = key;
+	if (!strcmp(key, "encrypt.key-secret"))
+		return error("encrypt.key-secret: give the passphrase with --key IMAGE=KEYFILE"),
+		       -1;
+	if (!strcmp(key, "encrypt.cipher-alg"))
+		p->cipher_alg = val;
+	else if (!strcmp(key, "encrypt.cipher-mode"))
+		p->cipher_mode = val;
+	else if (!strcmp(key, "encrypt.ivgen-alg"))
+		p->ivgen_alg = val;
+	else if (!strcmp(key, "encrypt.ivgen-hash-alg"))
+		p->ivgen_hash_alg = val;
+	else if (!strcmp(key, "encrypt.hash-alg"))
+		p->hash_alg = val;
+	else if (!strcmp(key, "encrypt.iter-time")) {
+		if (parse_number_opt(key, val, &v) < 0 || v > UINT32_MAX)
+			return error("invalid encrypt.iter-time '%s'", val), -1;
+		p->iter_time_ms = (uint32_t)v;
+	} else {
+		error("unknown option '%s' in -o (see 'qcowctl create --help')", key);
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_one(struct create_args *a, const char *key, const char *val)
 {
 	uint64_t v;
+
+	if (!strncmp(key, "encrypt.", 8) || !strcmp(key, "encryption"))
+		return parse_encrypt(a, key, val);
 
 	if (!strcmp(key, "cluster_size")) {
 		if (parse_number_opt(key, val, &v) < 0)
@@ -268,6 +324,17 @@ static int parse_args(int argc, char **argv, struct create_args *a)
 	if (argc - optind < 1 || argc - optind > 2)
 		return error("create takes IMAGE [SIZE] (see 'qcowctl create --help')"), -1;
 	a->image = argv[optind];
+	if (a->luks_opt && !a->luks_set)
+		return error("%s needs encrypt.format=luks", a->luks_opt), -1;
+	if (a->luks_set) {
+		a->o.luks = &a->luks;
+		a->o.luks_key = key_for(a->image);
+		if (!a->o.luks_key)
+			return error("encrypt.format=luks needs the passphrase of '%s': --key "
+				     "%s=KEYFILE",
+				     a->image, a->image),
+			       -1;
+	}
 	if (argc - optind == 2) {
 		if (parse_size(argv[optind + 1], &a->o.size) < 0)
 			return error("invalid size '%s' (bytes, or with a suffix k, M, G, T, P, E)",
@@ -325,6 +392,8 @@ static void print_json(const struct create_args *a, bool replaces)
 		json_string(&j, "backing-filename-format", o->backing_fmt);
 	}
 	json_string(&j, "preallocation", qcow2_prealloc_name(o->prealloc));
+	if (o->luks)
+		json_bool(&j, "encrypted", true);
 	json_bool(&j, "replaces-existing", replaces);
 	json_bool(&j, "dry-run", a->common.dry_run);
 	json_begin_object(&j, "format-specific");
@@ -374,6 +443,11 @@ static void print_done(const struct create_args *a)
 	printf("Formatting '%s', fmt=qcow2 size=%" PRIu64, a->image, a->o.size);
 	if (a->o.backing_file)
 		printf(" backing_file=%s backing_fmt=%s", a->o.backing_file, a->o.backing_fmt);
+	if (a->o.luks)
+		printf(" encrypt.format=luks encrypt.cipher-alg=%s encrypt.cipher-mode=%s "
+		       "encrypt.ivgen-alg=%s encrypt.hash-alg=%s",
+		       a->luks.cipher_alg, a->luks.cipher_mode, a->luks.ivgen_alg,
+		       a->luks.hash_alg);
 	printf(" ");
 	print_options(&a->o);
 	printf("\n");
@@ -398,6 +472,7 @@ int cmd_create(int argc, char **argv)
 	bool replaces = false;
 
 	qcow2_create_opts_default(&a.o);
+	qcow2_luks_params_default(&a.luks);
 	if (parse_args(argc, argv, &a) < 0)
 		return EXIT_USAGE;
 	if (check_options(&a) < 0)

@@ -5,10 +5,11 @@
  *
  * Layout (as qemu-img lays out a new image): cluster 0 holds the header, its extensions and the
  * backing file name (header.c encodes them); then the refcount table, the first refcount
- * block, the L1 table (sized for the virtual size, empty) and any further refcount blocks the
- * metadata needs. The file ends with the L1 table, not padded to a cluster. Every later
- * cluster (preallocation) comes from the library's allocator and write path (write.c,
- * prealloc.c, refcount.c): there is one allocator.
+ * block, the L1 table (sized for the virtual size, empty), the LUKS header of an encrypted
+ * image (format/crypto/luks-build.c, its last cluster padded with zeros) and any further
+ * refcount blocks the metadata needs. Without encryption the file ends with the L1 table, not
+ * padded to a cluster. Every later cluster (preallocation) comes from the library's allocator
+ * and write path (write.c, prealloc.c, refcount.c): there is one allocator.
  *
  * Crash safety: the image is written to an unnamed file (O_TMPFILE) in the target's directory,
  * or where the file system has none to a hidden name there, made durable, and only then
@@ -93,6 +94,21 @@ static int check_features(const struct qcow2_create_opts *o)
 	return 0;
 }
 
+/* encrypt.format=luks: the parameters as qemu-img checks them, and a passphrase. Clusters that
+ * preallocation would write are plain zeros, not zeros encrypted: refused (QEMU preallocates
+ * them, and they then read back as garbage). */
+static int check_luks(const struct qcow2_create_opts *o)
+{
+	if (!o->luks)
+		return 0;
+	if (!o->luks_key || !o->luks_key->len)
+		return qcow2_set_error(-EINVAL, "encrypt.format=luks needs a passphrase");
+	if (o->prealloc != QCOW2_PREALLOC_OFF)
+		return qcow2_set_error(-EINVAL, "preallocation of an encrypted image is not "
+						"supported");
+	return qcow2_luks_params_check(o->luks);
+}
+
 int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 {
 	int r = check_features(o);
@@ -120,7 +136,7 @@ int qcow2_create_opts_check(const struct qcow2_create_opts *o)
 	if (has_backing(o) && o->prealloc != QCOW2_PREALLOC_OFF && !o->extended_l2)
 		return qcow2_set_error(-EINVAL, "preallocation with a backing file needs "
 						"extended_l2=on");
-	return 0;
+	return check_luks(o);
 }
 
 /* ---- the initial layout ---- */
@@ -130,8 +146,10 @@ struct layout {
 	uint32_t l1_entries;
 	uint64_t l1_clusters;
 	uint64_t reft_clusters;
-	uint64_t blocks;   /* refcount blocks */
-	uint64_t clusters; /* clusters of the metadata: header, table, blocks, L1 */
+	uint64_t blocks;	  /* refcount blocks */
+	uint64_t clusters;	  /* clusters of the metadata: header, table, blocks, L1, crypto */
+	uint64_t crypto_clusters; /* the LUKS header and key material (encrypt.format=luks) */
+	size_t crypto_bytes;	  /* their length: the crypto header extension's */
 };
 
 /* Size the refcount structures for the metadata they describe, themselves included. */
@@ -144,9 +162,11 @@ static void plan(const struct qcow2_create_opts *o, struct layout *l)
 	l->l1_entries = (uint32_t)(o->size / per_l1 + (o->size % per_l1 != 0));
 	l->l1_clusters = ((uint64_t)l->l1_entries * 8 + l->cs - 1) / l->cs;
 	per_block = (l->cs * 8) >> o->refcount_order;
+	l->crypto_clusters = (l->crypto_bytes + l->cs - 1) / l->cs;
 	l->reft_clusters = l->blocks = 1;
 	for (;;) {
-		l->clusters = 1 + l->reft_clusters + l->blocks + l->l1_clusters;
+		l->clusters =
+		    1 + l->reft_clusters + l->blocks + l->l1_clusters + l->crypto_clusters;
 		if (l->clusters == prev)
 			break;
 		prev = l->clusters;
@@ -156,7 +176,8 @@ static void plan(const struct qcow2_create_opts *o, struct layout *l)
 }
 
 /* Where things lie: the header, the refcount table, the first refcount block, the L1 table,
- * then any further refcount blocks (the order qemu-img uses). In clusters. */
+ * the crypto header of an encrypted image, then any further refcount blocks (the order
+ * qemu-img uses). In clusters. */
 static uint64_t l1_cluster(const struct layout *l)
 {
 	return 2 + l->reft_clusters;
@@ -164,7 +185,13 @@ static uint64_t l1_cluster(const struct layout *l)
 
 static uint64_t block_cluster(const struct layout *l, uint64_t i)
 {
-	return i == 0 ? 1 + l->reft_clusters : l1_cluster(l) + l->l1_clusters + i - 1;
+	return i == 0 ? 1 + l->reft_clusters
+		      : l1_cluster(l) + l->l1_clusters + l->crypto_clusters + i - 1;
+}
+
+static uint64_t crypto_cluster(const struct layout *l)
+{
+	return l1_cluster(l) + l->l1_clusters;
 }
 
 static int encode_header(const struct qcow2_create_opts *o, const struct layout *l, uint8_t *buf)
@@ -188,6 +215,12 @@ static int encode_header(const struct qcow2_create_opts *o, const struct layout 
 		strcpy(h->backing_file, o->backing_file); /* lengths checked by the caller */
 	if (o->backing_fmt)
 		strcpy(h->backing_fmt, o->backing_fmt);
+	if (l->crypto_bytes) {
+		h->crypt_method = QCOW2_CRYPT_LUKS;
+		h->has_crypto_ext = true;
+		h->crypto_off = crypto_cluster(l) * l->cs;
+		h->crypto_bytes = l->crypto_bytes;
+	}
 	r = qcow2_header_encode(h, buf, l->cs);
 	free(h);
 	return r < 0 ? r : 0;
@@ -232,8 +265,29 @@ static int write_l1(struct qcow2_io *io, const struct layout *l)
 	return r;
 }
 
+/* The crypto header area, its last cluster padded with zeros (QEMU zeroes the clusters). */
+static int write_crypto(struct qcow2_io *io, const struct layout *l, const uint8_t *area)
+{
+	uint64_t off = crypto_cluster(l) * l->cs, end = off + l->crypto_clusters * l->cs;
+	size_t tail = (size_t)(end - off - l->crypto_bytes);
+	uint8_t *zero;
+	int r;
+
+	if (!l->crypto_bytes)
+		return 0;
+	r = qcow2_io_pwrite(io, area, l->crypto_bytes, off);
+	if (r < 0 || !tail)
+		return r;
+	zero = calloc(1, tail);
+	if (!zero)
+		return qcow2_oom();
+	r = qcow2_io_pwrite(io, zero, tail, off + l->crypto_bytes);
+	free(zero);
+	return r;
+}
+
 static int write_metadata(struct qcow2_io *io, const struct qcow2_create_opts *o,
-			  const struct layout *l)
+			  const struct layout *l, const uint8_t *crypto_area)
 {
 	uint64_t head = (1 + l->reft_clusters) * l->cs, blocks = l->blocks * l->cs;
 	uint8_t *buf;
@@ -252,6 +306,8 @@ static int write_metadata(struct qcow2_io *io, const struct qcow2_create_opts *o
 	}
 	if (r == 0)
 		r = write_l1(io, l);
+	if (r == 0)
+		r = write_crypto(io, l, crypto_area);
 	if (r == 0 && l->blocks > 1)
 		r = qcow2_io_pwrite(io, buf + head + l->cs, (size_t)(blocks - l->cs),
 				    block_cluster(l, 1) * l->cs);
@@ -308,13 +364,22 @@ int qcow2_image_create_io(struct qcow2_io *io, const char *name, const struct qc
 {
 	struct qcow2_image_opts io_opts = {.writable = true};
 	struct qcow2_image *img = NULL;
+	struct qcow2_crypt *crypt = NULL;
 	struct layout l = {0};
+	uint8_t *area = NULL;
 	int r = qcow2_create_opts_check(o);
 
+	/* encrypt.format=luks: the LUKS header is made first, its length sizes the layout; its
+	 * cipher is not needed (nothing is preallocated) */
+	if (r == 0 && o->luks)
+		r = qcow2_luks_build(o->luks, o->luks_key->bytes, o->luks_key->len, &area,
+				     &l.crypto_bytes, &crypt);
+	qcow2_crypt_free(crypt);
 	if (r == 0) {
 		plan(o, &l);
-		r = write_metadata(io, o, &l);
+		r = write_metadata(io, o, &l, area);
 	}
+	qcow2_secure_free(area, l.crypto_bytes);
 	if (r < 0) {
 		qcow2_io_close(io);
 		return qcow2_error_prefix(r, name);

@@ -4,7 +4,13 @@
 # ciphers and of a legacy AES image ("encrypted: yes", the encrypt block: format, cipher,
 # IV generator, hashes, uuid, key slots, payload offset, iterations); a damaged LUKS header
 # leaves the other facts and says why; `check` of an encrypted image needs no key; --key
-# refuses malformed values and bad key files with one line.
+# refuses malformed values and bad key files with one line. `create -o encrypt.format=luks`
+# (several ciphers, modes, IV generators, hashes, cluster sizes): `qemu-img check` (with the
+# key) is clean, `qemu-img info` shows the same encrypt block as for qemu-img's image with the
+# same options (uuid and measured iterations aside), qemu-io writes and reads it back with the
+# key and refuses a wrong one, qemu-img convert reads what it wrote; legacy AES, key-secret,
+# a missing --key, ciphers OpenSSL lacks and preallocation are refused with one line, leaving
+# no file.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 D=$WORK/d
@@ -28,7 +34,7 @@ done
 encrypt_text()
 {
 	grep -E '^encrypted:' "$1"
-	sed -n '/^    encrypt:/,/^    [a-z]/p' "$1" | sed '$d'
+	awk '/^    encrypt:/ { on = 1; print; next } on && /^        / { print; next } { on = 0 }' "$1"
 }
 
 # same_info_as_qemu IMAGE [ARGS...]: `qcowctl info ARGS IMAGE` shows qemu-img's encryption
@@ -92,5 +98,113 @@ check "--key with an empty key file is refused with one line" \
 check "--key given twice for one image (by two names) is refused" \
 	expect_fail_msg "given twice" ctl info --key luks-default.qcow2=key \
 	--key ./luks-default.qcow2=key luks-default.qcow2
+
+# ---- create -o encrypt.format=luks ----
+
+# qemu_check_key IMAGE: `qemu-img check` with the key finds no error and no leak.
+qemu_check_key()
+{
+	qemu-img check --object secret,id=sec0,file=key --image-opts \
+		"driver=qcow2,file.filename=$1,encrypt.key-secret=sec0"
+}
+
+# same_shape OURS QEMUS: the two images' `qemu-img info --output=json` agree on everything
+# but the random uuid, the measured iteration counts and the file sizes.
+same_shape()
+{
+	qemu-img info --output=json "$1" >shape-ours.json &&
+		qemu-img info --output=json "$2" >shape-qemu.json &&
+		python3 - shape-ours.json shape-qemu.json <<'PY'
+import json, sys
+def norm(path):
+    j = json.load(open(path))
+    for k in ("filename", "actual-size"):
+        j.pop(k, None)
+    e = j["format-specific"]["data"]["encrypt"]
+    e.pop("uuid")
+    e.pop("master-key-iters")
+    for s in e["slots"]:
+        s.pop("iters", None)
+    return j
+a, b = norm(sys.argv[1]), norm(sys.argv[2])
+if a != b:
+    print(json.dumps(a, indent=1, sort_keys=True))
+    print(json.dumps(b, indent=1, sort_keys=True))
+    sys.exit(1)
+PY
+}
+
+# reads_back IMAGE: qemu-io writes 1 MiB of 0x5a and reads it back with the key; qemu-img
+# convert reads the same; a wrong key is refused.
+reads_back()
+{
+	qio_enc key "$1" "write -P 0x5a 0 1M" "read -P 0x5a 0 1M" "write -P 0x17 3M 64k" ||
+		return 1
+	qemu-img convert --object secret,id=sec0,file=key --image-opts \
+		"driver=qcow2,file.filename=$1,encrypt.key-secret=sec0" -O raw rb.raw || return 1
+	python3 -c "
+import sys
+d = open('rb.raw', 'rb').read()
+want = b'\x5a' * (1 << 20) + bytes(2 << 20) + b'\x17' * 65536 + bytes((1 << 20) - 65536)
+sys.exit(d != want)" || { echo "convert reads other bytes"; return 1; }
+	if qio_enc bad.key "$1" "read 0 512" 2>/dev/null; then
+		echo "a wrong key opened it"
+		return 1
+	fi
+}
+
+n=0
+for opts in "" \
+	"encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.hash-alg=sha512" \
+	"encrypt.cipher-alg=aes-256,encrypt.cipher-mode=ecb,encrypt.hash-alg=sha384" \
+	"encrypt.cipher-alg=aes-128,encrypt.ivgen-alg=plain,encrypt.ivgen-hash-alg=sha1" \
+	"encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256,cluster_size=512" \
+	"encrypt.cipher-mode=ctr,compat=0.10"; do
+	n=$((n + 1))
+	o="encrypt.iter-time=10${opts:+,$opts}"
+	check "create -o encrypt.format=luks,$o" \
+		ctl create -q --key "new$n.qcow2=key" -o "encrypt.format=luks,$o" "new$n.qcow2" 4M ||
+		continue
+	setup qcreate_enc key luks "$o" "qemu$n.qcow2" 4M
+	check "[$o] qemu-img check with the key is clean" qemu_check_key "new$n.qcow2"
+	check "[$o] qemu-img info shows the shape of qemu-img's image" same_shape \
+		"new$n.qcow2" "qemu$n.qcow2"
+	check "[$o] qemu-io and qemu-img convert read back what qemu-io wrote" reads_back \
+		"new$n.qcow2"
+	check "[$o] qemu-img check is clean after the writes" qemu_check_key "new$n.qcow2"
+	check "[$o] qcowctl info shows qemu-img's encryption facts" same_info_as_qemu \
+		"new$n.qcow2"
+done
+
+# refusals: one line, no file left
+# refused_create PATTERN ARGS...: `qcowctl create ARGS refused.qcow2 1M` fails with one line
+# matching PATTERN and leaves no refused.qcow2.
+refused_create()
+{
+	local pat=$1
+	shift
+	expect_fail_msg "$pat" ctl create "$@" refused.qcow2 1M || return 1
+	[ ! -e refused.qcow2 ] || { echo "refused.qcow2 was created"; return 1; }
+}
+check "encrypt.format=aes is refused" \
+	refused_create "legacy AES" --key refused.qcow2=key -o encrypt.format=aes
+check "encryption=on (legacy AES) is refused" \
+	refused_create "legacy AES" --key refused.qcow2=key -o encryption=on
+check "encrypt.key-secret says to use --key" \
+	refused_create "use|with --key" -o encrypt.format=luks,encrypt.key-secret=sec0
+check "encrypt.format=luks without --key is refused" \
+	refused_create "needs the passphrase" -o encrypt.format=luks
+check "encrypt.cipher-alg without encrypt.format is refused" \
+	refused_create "needs encrypt.format=luks" --key refused.qcow2=key \
+	-o encrypt.cipher-alg=aes-128
+check "twofish (not in OpenSSL) is refused naming it" \
+	refused_create "twofish" --key refused.qcow2=key \
+	-o encrypt.format=luks,encrypt.cipher-alg=twofish-256,encrypt.iter-time=10
+check "aes-192 in cbc mode (QEMU cannot open it) is refused" \
+	refused_create "aes-192" --key refused.qcow2=key \
+	-o encrypt.format=luks,encrypt.cipher-alg=aes-192,encrypt.cipher-mode=cbc
+check "preallocation of an encrypted image is refused" \
+	refused_create "preallocation" --key refused.qcow2=key \
+	-o encrypt.format=luks,preallocation=metadata
 
 finish

@@ -19,7 +19,7 @@ struct fuzz_input {
 	size_t len;
 };
 
-/* Build the seed inputs for @target ("header", "snapshot" or "image"). Returns the count;
+/* Build the seed inputs for @target ("header", "snapshot", "image" or "luks"). Returns the count;
  * *@out is freed with fuzz_free_seeds(). */
 size_t fuzz_make_seeds(const char *target, struct fuzz_input **out);
 void fuzz_free_seeds(struct fuzz_input *seeds, size_t n);

@@ -140,6 +140,54 @@ static void snapshot_seeds(struct seed_list *l)
 	}
 }
 
+/* LUKS1 headers (the luks target): big endian fields at their cryptsetup offsets. */
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static void luks_seed(struct seed_list *l, const char *cipher, const char *mode,
+		      const char *hash, uint32_t key_bytes, bool active)
+{
+	/* slot 0's key material at 4096, rounded to 4096; the rest inactive */
+	uint32_t slot_bytes = (key_bytes * 4000 + 4095) / 4096 * 4096;
+	size_t len = active ? 4096 + slot_bytes : 592;
+	uint8_t *p = calloc(1, len);
+	int i;
+
+	if (!p)
+		abort();
+	memcpy(p, "LUKS\xba\xbe\0\1", 8);
+	strcpy((char *)p + 8, cipher);
+	strcpy((char *)p + 40, mode);
+	strcpy((char *)p + 72, hash);
+	put32(p + 104, (uint32_t)(len / 512));
+	put32(p + 108, key_bytes);
+	put32(p + 164, 1000);
+	strcpy((char *)p + 168, "c0ffee00-0000-4000-8000-000000000000");
+	for (i = 0; i < 8; i++) {
+		uint8_t *s = p + 208 + 48 * i;
+
+		put32(s, active && i == 0 ? 0x00ac71f3 : 0x0000dead);
+		put32(s + 4, active && i == 0 ? 1000 : 0);
+		put32(s + 40, 8 + (uint32_t)i * (slot_bytes / 512));
+		put32(s + 44, 4000);
+	}
+	push(l, p, len);
+	free(p);
+}
+
+static void luks_seeds(struct seed_list *l)
+{
+	luks_seed(l, "aes", "xts-plain64", "sha256", 64, false);
+	luks_seed(l, "aes", "cbc-essiv:sha256", "sha1", 32, false);
+	luks_seed(l, "aes", "ecb-plain", "sha512", 16, true);
+	luks_seed(l, "aes", "ctr-plain64", "sha256", 16, true);
+}
+
 size_t fuzz_make_seeds(const char *target, struct fuzz_input **out)
 {
 	struct seed_list l = {NULL, 0, 0};
@@ -147,6 +195,8 @@ size_t fuzz_make_seeds(const char *target, struct fuzz_input **out)
 
 	if (strcmp(target, "snapshot") == 0) {
 		snapshot_seeds(&l);
+	} else if (strcmp(target, "luks") == 0) {
+		luks_seeds(&l);
 	} else {
 		for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 			struct imgbuild *img = build_kind(&kinds[i], i + 1);
