@@ -97,7 +97,7 @@ wait_mounted "$WORK/mnt/qcowfs" "$!" || die "qcowfs did not mount: $(tail -n 3 "
 MOUNTS+=("$WORK/mnt/qsd-export")
 qemu-storage-daemon --object secret,id=sec0,file="$KEY" \
 	--blockdev driver=file,node-name=file,filename="$IMG",read-only=on \
-	--blockdev driver=qcow2,node-name=qcow2,file=file,read-only=on,encrypt.key-secret=sec0 \
+	--blockdev driver=qcow2,node-name=qcow2,file=file,read-only=on,encrypt.format=luks,encrypt.key-secret=sec0 \
 	--export type=fuse,id=exp,node-name=qcow2,mountpoint="$WORK/mnt/qsd-export" \
 	--pidfile "$WORK/qsd.pid" --daemonize >"$WORK/qsd.log" 2>&1 ||
 	die "qemu-storage-daemon failed: $(cat "$WORK/qsd.log")"
