@@ -102,7 +102,7 @@ static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t o
 	if (!top)
 		return not_writable(c);
 	enc = qcow2_image_encrypted(top);
-	partial = enc && (buf || zero) && !unmap && ((off | n) & (SECTOR - 1));
+	partial = enc && n && (buf || zero) && !unmap && ((off | n) & (SECTOR - 1));
 	if (partial)
 		pthread_rwlock_wrlock(&c->sector_rw);
 	else if (enc)
