@@ -63,7 +63,9 @@ int qcow2_image_key_check(struct qcow2_io *io, const char *name, const struct qc
 	int r = unlock(io, name, h, key, &c);
 
 	qcow2_crypt_free(c);
-	return r < 0 ? qcow2_error_prefix(r, name) : 0;
+	if (r < 0 && r != -EKEYREJECTED) /* ("wrong key for 'NAME'" names it) */
+		return qcow2_error_prefix(r, name);
+	return r;
 }
 
 bool qcow2_image_encrypted(const struct qcow2_image *img)

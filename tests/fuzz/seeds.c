@@ -149,8 +149,8 @@ static void put32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)v;
 }
 
-static void luks_seed(struct seed_list *l, const char *cipher, const char *mode,
-		      const char *hash, uint32_t key_bytes, bool active)
+static void luks_seed(struct seed_list *l, const char *cipher, const char *mode, const char *hash,
+		      uint32_t key_bytes, bool active)
 {
 	/* slot 0's key material at 4096, rounded to 4096; the rest inactive */
 	uint32_t slot_bytes = (key_bytes * 4000 + 4095) / 4096 * 4096;
