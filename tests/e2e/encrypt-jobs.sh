@@ -7,7 +7,7 @@
 # result is read by qemu-img with the secrets and compared with what qemu-img makes of a twin
 # copy (commit, pull) or of the chain before the job (views kept); `qemu-img check` with the
 # secrets is clean. Without a key a data command fails naming the image; a legacy AES base
-# refuses a commit; compression into an encrypted image is refused.
+# refuses a commit; a repair refuses to move an encrypted image's data out of metadata.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 D=$WORK/d
@@ -141,4 +141,20 @@ check "commit into a legacy AES base is refused" one_line_error \
 check "the legacy AES base did not change" sha_unchanged "$WORK/a.sha"
 check "commit into a LUKS base without its key fails naming it" one_line_error \
 	"'$D/c-base.qcow2': encrypted, no key given" ctl commit -q --key c.qcow2="$K2" c.qcow2
+
+# ---- a repair never moves ciphertext (its IVs are its host offset) ----
+setup luks_create broken.qcow2 4M "$K1"
+setup enc_qio broken.qcow2 "$K1" "write -P 0x71 0 256k"
+setup python3 "$E2E_HELPER" qcow2-break broken.qcow2:metadata:128k
+sha_of broken.qcow2 >"$WORK/broken.sha" || bail "cannot hash broken.qcow2"
+repair_refused()
+{
+	local out rc=0
+	out=$(ctl check --repair broken.qcow2 2>&1) && rc=0 || rc=$?
+	[ "$rc" != 0 ] || { echo "the repair succeeded:"; echo "$out"; return 1; }
+	grep -q "encrypted: data lying in metadata is not moved" <<<"$out" ||
+		{ echo "exit $rc, no reason given:"; echo "$out"; return 1; }
+}
+check "check --repair refuses to move an encrypted image's data out of metadata" repair_refused
+check "the image did not change" sha_unchanged "$WORK/broken.sha"
 finish
