@@ -33,6 +33,10 @@ fill_enc()
 
 setup luks_create xts.qcow2 4M "$K1"
 setup fill_enc xts.qcow2 "$K1"
+# an internal snapshot of a LUKS image, then the active state changed
+enc_args xts.qcow2 "$K1"
+setup qemu-img snapshot "${ENC_ARGS[@]}" -c s1
+setup enc_qio xts.qcow2 "$K1" "write -P 0xe5 0 32k" "write -P 0xe6 2M 64k"
 setup luks_create essiv.qcow2 4M "$K1" \
 	encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256
 setup fill_enc essiv.qcow2 "$K1"
@@ -78,6 +82,19 @@ for v in xts essiv small aes; do
 	check "$v: the view equals qemu-img convert with the secret" \
 		enc_same_as_qemu "$MNT/$v.raw" "$SRC/$v.qcow2" "$K1"
 done
+# snap_view_same: the snapshot's view equals qemu-img convert -l of the snapshot
+snap_view_same()
+{
+	local exp rc
+	exp=$(tmpfile .raw)
+	enc_args "$SRC/xts.qcow2" "$K1"
+	qemu-img convert -U -l snapshot.name=s1 -O raw "${ENC_ARGS[@]}" "$exp" || return 1
+	fs cmp "$exp" "$MNT/xts@s1.raw"
+	rc=$?
+	rm -f "$exp"
+	return $rc
+}
+check "the view of a LUKS image's internal snapshot equals qemu-img's" snap_view_same
 check "cbc: the view equals qemu-img convert with the secret" \
 	enc_same_as_qemu "$MNT/cbc.raw" "$SRC/cbc.qcow2" "$K2"
 check "a LUKS overlay on a plain base equals qemu-img" \
