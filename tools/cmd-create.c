@@ -433,6 +433,10 @@ static void print_plan(const struct create_args *a, bool replaces)
 		printf("  backing file: '%s' (stored as given)%s%s%s, format %s\n", o->backing_file,
 		       a->probed ? ", resolves to '" : "", a->probed ? a->probe.path : "",
 		       a->probed ? "'" : "", o->backing_fmt);
+	if (o->luks)
+		printf("  encrypted: luks, %s %s-%s, hash %s, the passphrase from --key\n",
+		       a->luks.cipher_alg, a->luks.cipher_mode, a->luks.ivgen_alg,
+		       a->luks.hash_alg);
 	if (replaces)
 		printf("  replaces the existing file '%s'\n", a->image);
 	printf("nothing was created (--dry-run)\n");

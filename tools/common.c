@@ -384,14 +384,14 @@ void key_add(const char *arg)
 	k->image = strndup(arg, (size_t)(eq - arg));
 	if (!k->image)
 		die(EXIT_FAIL, "out of memory");
+	n_keys++; /* from here on keys_release() frees it, if we die below */
 	if (!real_image_path(k->image, k->real))
 		die(EXIT_FAIL, "--key: cannot resolve '%s': %s", k->image, strerror(errno));
-	for (size_t i = 0; i < n_keys; i++)
+	for (size_t i = 0; i + 1 < n_keys; i++)
 		if (strcmp(keys[i].real, k->real) == 0)
 			die(EXIT_USAGE, "--key given twice for '%s'", k->image);
 	if (qcow2_key_file_read(eq + 1, &k->key) < 0)
 		die(EXIT_FAIL, "%s", qcow2_last_error());
-	n_keys++;
 }
 
 const struct qcow2_key *key_for(const char *path)

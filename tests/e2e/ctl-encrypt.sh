@@ -153,6 +153,33 @@ sys.exit(d != want)" || { echo "convert reads other bytes"; return 1; }
 	fi
 }
 
+# crypto_ext IMAGE: "OFFSET LENGTH" of the crypto header extension (the test's own parse).
+crypto_ext()
+{
+	python3 - "$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read(1 << 16)
+v = struct.unpack(">I", d[4:8])[0]
+off = struct.unpack(">I", d[100:104])[0] if v >= 3 else 72
+while True:
+    m, l = struct.unpack(">II", d[off:off + 8])
+    if m == 0:
+        sys.exit("no crypto header extension")
+    if m == 0x0537BE77:
+        print(*struct.unpack(">QQ", d[off + 8:off + 24]))
+        break
+    off += 8 + (l + 7) // 8 * 8
+PY
+}
+
+# same_crypto_ext A B: the two images' crypto header extensions are the same.
+same_crypto_ext()
+{
+	local a b
+	a=$(crypto_ext "$1") && b=$(crypto_ext "$2") || return 1
+	[ "$a" = "$b" ] || { echo "$1: $a, $2: $b"; return 1; }
+}
+
 n=0
 for opts in "" \
 	"encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.hash-alg=sha512" \
@@ -174,7 +201,32 @@ for opts in "" \
 	check "[$o] qemu-img check is clean after the writes" qemu_check_key "new$n.qcow2"
 	check "[$o] qcowctl info shows qemu-img's encryption facts" same_info_as_qemu \
 		"new$n.qcow2"
+	check "[$o] the crypto header lies where qemu-img puts it, as long" \
+		same_crypto_ext "new$n.qcow2" "qemu$n.qcow2"
 done
+
+# dry_run_creates_nothing: --dry-run of an encrypted create says so and creates nothing.
+dry_run_creates_nothing()
+{
+	ctl create --dry-run --key dry.qcow2=key -o encrypt.format=luks dry.qcow2 1M >dry.out ||
+		return 1
+	grep -q "encrypted: luks" dry.out && [ ! -e dry.qcow2 ]
+}
+check "create --dry-run of an encrypted image creates nothing" dry_run_creates_nothing
+
+# an encrypted overlay of a plain image: the base shows through, writes are encrypted
+setup mk_qcow2 plain-base.qcow2 4M
+setup qio plain-base.qcow2 "write -P 0x33 0 64k"
+check "create an encrypted overlay of a plain image" \
+	ctl create -q --key over.qcow2=key -b plain-base.qcow2 -F qcow2 \
+	-o encrypt.format=luks,encrypt.iter-time=10 over.qcow2
+# overlay_reads: qemu-io reads the base through the encrypted overlay and its own writes.
+overlay_reads()
+{
+	qio_enc key over.qcow2 "read -P 0x33 0 64k" "write -P 0x44 64k 64k" \
+		"read -P 0x44 64k 64k" && qemu_check_key over.qcow2
+}
+check "qemu-io reads the base through it and its own writes" overlay_reads
 
 # refusals: one line, no file left
 # refused_create PATTERN ARGS...: `qcowctl create ARGS refused.qcow2 1M` fails with one line

@@ -581,3 +581,58 @@ Test(crypto, bad_create_parameters_are_refused)
 	p.ivgen_alg = "benbi";
 	cr_assert_eq(qcow2_luks_params_check(&p), -EINVAL);
 }
+
+/* plain IVs are the sector number's low 32 bits (dm-crypt's, QEMU's), plain64 all 64 */
+Test(crypto, plain_ivs_wrap_at_2_to_the_32_sectors_and_plain64_ones_do_not)
+{
+	const uint64_t wrap = 512ull << 32;
+	uint8_t key[32], a[1024], b[1024];
+	struct qcow2_crypt *plain, *plain64;
+
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)(200 - i);
+	cr_assert_eq(qcow2_crypt_new("aes", "cbc-plain", key, 32, &plain), 0);
+	cr_assert_eq(qcow2_crypt_new("aes", "cbc-plain64", key, 32, &plain64), 0);
+	memset(a, 0x42, sizeof(a));
+	memcpy(b, a, sizeof(a));
+	cr_assert_eq(qcow2_crypt_encrypt(plain, 512, a, sizeof(a)), 0);
+	cr_assert_eq(qcow2_crypt_encrypt(plain, wrap + 512, b, sizeof(b)), 0);
+	cr_assert_arr_eq(a, b, sizeof(a));
+	memset(a, 0x42, sizeof(a));
+	memcpy(b, a, sizeof(a));
+	cr_assert_eq(qcow2_crypt_encrypt(plain64, 512, a, sizeof(a)), 0);
+	cr_assert_eq(qcow2_crypt_encrypt(plain64, wrap + 512, b, sizeof(b)), 0);
+	cr_assert_arr_neq(a, b, sizeof(a));
+	/* below 2^32 sectors the two agree */
+	memset(b, 0x42, sizeof(b));
+	cr_assert_eq(qcow2_crypt_encrypt(plain, 512, b, sizeof(b)), 0);
+	cr_assert_arr_eq(a, b, sizeof(a));
+	qcow2_crypt_free(plain);
+	qcow2_crypt_free(plain64);
+}
+
+/* legacy AES: the key is the passphrase's first 16 bytes, zero padded; a NUL ends it */
+Test(crypto, legacy_aes_keys_are_the_first_16_bytes_of_the_passphrase)
+{
+	struct qcow2_crypt *a, *b, *c;
+	uint8_t x[512], y[512], z[512];
+
+	cr_assert_eq(qcow2_aes_legacy_open("0123456789abcdefXYZ", 19, &a), 0);
+	cr_assert_eq(qcow2_aes_legacy_open("0123456789abcdef", 16, &b), 0);
+	cr_assert_eq(qcow2_aes_legacy_open("short\0ignored", 13, &c), 0);
+	memset(x, 1, sizeof(x));
+	memset(y, 1, sizeof(y));
+	memset(z, 1, sizeof(z));
+	cr_assert_eq(qcow2_crypt_encrypt(a, 0, x, sizeof(x)), 0);
+	cr_assert_eq(qcow2_crypt_encrypt(b, 0, y, sizeof(y)), 0);
+	cr_assert_arr_eq(x, y, sizeof(x));
+	cr_assert_eq(qcow2_crypt_encrypt(c, 0, z, sizeof(z)), 0);
+	qcow2_crypt_free(c);
+	cr_assert_eq(qcow2_aes_legacy_open("short", 5, &c), 0);
+	memset(y, 1, sizeof(y));
+	cr_assert_eq(qcow2_crypt_encrypt(c, 0, y, sizeof(y)), 0);
+	cr_assert_arr_eq(z, y, sizeof(z));
+	qcow2_crypt_free(a);
+	qcow2_crypt_free(b);
+	qcow2_crypt_free(c);
+}
