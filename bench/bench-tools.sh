@@ -13,6 +13,9 @@
 #   pull       qcowctl pull top.qcow2            vs  qemu-img rebase -b "" top.qcow2
 #              (the other half copied from base into top, which then stands alone)
 #   copy       qcowctl copy top.qcow2 out.qcow2  vs  qemu-img convert -O qcow2 top.qcow2 out.qcow2
+#   copy-c     qcowctl convert -c (compressing on one thread per CPU, up to 4)  vs
+#              qemu-img convert -c -m 8 -W (its parallel compression)
+#   copy-c1    qcowctl convert -c -m 1 (one compressing thread)  vs  qemu-img convert -c
 #   check      qcowctl check top.qcow2           vs  qemu-img check top.qcow2
 #   checksum   qcowctl checksum top.qcow2        vs  qemu-img convert -O raw top.qcow2 (to
 #              /dev/shm) followed by sha256sum of the raw file (QEMU 7.2 has no checksum)
@@ -29,6 +32,7 @@
 #   BENCH_REPS=5      runs per figure (the median is shown)
 #   BENCH_DIR=DIR     work directory (default: a temporary directory under /var/tmp, removed)
 #   BENCH_STRICT=1    exit 1 when a target is missed
+#   BENCH_OPS="..."   the commands to measure (default: all of them)
 #   QCOWCTL           the tool to measure (default build/tools/qcowctl)
 # Exit status: 1 when a result check fails, or a target is missed and BENCH_STRICT=1.
 # Needs root (drop_caches), qemu-img, qemu-io.
@@ -90,6 +94,10 @@ run_side() {
 	c-pull) timed t "$QCOWCTL" pull -q top.qcow2 ;;
 	q-copy) timed t qemu-img convert -O qcow2 top.qcow2 out.qcow2 ;;
 	c-copy) timed t "$QCOWCTL" copy -q top.qcow2 out.qcow2 ;;
+	q-copy-c) timed t qemu-img convert -c -m 8 -W -O qcow2 top.qcow2 out.qcow2 ;;
+	c-copy-c) timed t "$QCOWCTL" convert -q -c top.qcow2 out.qcow2 ;;
+	q-copy-c1) timed t qemu-img convert -c -O qcow2 top.qcow2 out.qcow2 ;;
+	c-copy-c1) timed t "$QCOWCTL" convert -q -c -m 1 top.qcow2 out.qcow2 ;;
 	q-check) timed t qemu-img check top.qcow2 ;;
 	c-check) timed t "$QCOWCTL" check top.qcow2 ;;
 	q-checksum) timed t sh -c "qemu-img convert -O raw top.qcow2 $SHM &&
@@ -108,8 +116,8 @@ verify() {
 			image_clean "$DIR/c/base.qcow2" && image_clean "$DIR/c/top.qcow2" ;;
 	pull)
 		images_equal pull "$DIR/q/top.qcow2" "$DIR/c/top.qcow2" && image_clean "$DIR/c/top.qcow2" ;;
-	copy)
-		images_equal copy "$DIR/q/out.qcow2" "$DIR/c/out.qcow2" && image_clean "$DIR/c/out.qcow2" ;;
+	copy | copy-c | copy-c1)
+		images_equal "$1" "$DIR/q/out.qcow2" "$DIR/c/out.qcow2" && image_clean "$DIR/c/out.qcow2" ;;
 	checksum)
 		if ! cmp -s "$DIR/q/sum" "$DIR/c/sum"; then
 			log "DATA CHECK FAILED: checksums differ"
@@ -120,7 +128,7 @@ verify() {
 
 command -v bc >/dev/null || die "missing bc"
 make_images
-OPS=(commit pull copy check checksum)
+read -r -a OPS <<<"${BENCH_OPS:-commit pull copy check checksum copy-c copy-c1}"
 for op in "${OPS[@]}"; do
 	bench_op "$op"
 done
@@ -132,6 +140,8 @@ for op in "${OPS[@]}"; do
 	commit) ref="qemu-img commit" ;;
 	pull) ref="qemu-img rebase -b \"\"" ;;
 	copy) ref="qemu-img convert -O qcow2" ;;
+	copy-c) ref="qemu-img convert -c -m 8 -W" ;;
+	copy-c1) ref="qemu-img convert -c" ;;
 	check) ref="qemu-img check" ;;
 	checksum) ref="qemu-img convert -O raw + sha256sum" ;;
 	esac

@@ -174,30 +174,6 @@ static int checksum(const char *path, const char *snap, bool force_share,
 	return r;
 }
 
-/* Split IMAGE[@SNAP]: the whole argument if such a file exists, else the longest part before an
- * '@' that names an existing file. *@path and *@snap (NULL: none) are allocated. */
-static int split_arg(const char *arg, char **path, char **snap)
-{
-	struct stat st;
-	const char *at;
-
-	*snap = NULL;
-	*path = strdup(arg);
-	if (!*path)
-		return qcow2_oom();
-	if (stat(arg, &st) == 0)
-		return 0;
-	for (at = strrchr(arg, '@'); at; at = at == arg ? NULL : memrchr(arg, '@', at - arg)) {
-		(*path)[at - arg] = '\0';
-		if (at > arg && stat(*path, &st) == 0) {
-			*snap = strdup(at + 1);
-			return *snap ? 0 : qcow2_oom();
-		}
-	}
-	strcpy(*path, arg);
-	return 0; /* opening it will say why not */
-}
-
 static void print_result(const char *arg, const uint8_t *digest, bool json)
 {
 	char hex[65];
@@ -254,7 +230,7 @@ int cmd_checksum(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	catch_interrupts();
-	r = split_arg(argv[optind], &path, &snap);
+	r = split_image_snapshot(argv[optind], &path, &snap);
 	if (r == 0)
 		r = checksum(path, snap, force_share, &o, digest);
 	free(path);

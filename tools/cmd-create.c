@@ -27,6 +27,7 @@ struct create_args {
 	struct qcow2_luks_params luks; /* -o encrypt.*, used with encrypt.format=luks */
 	bool luks_set;		       /* encrypt.format=luks given */
 	const char *luks_opt;	       /* an encrypt.* option other than the format, if any */
+	const char *cmd;	       /* whose -o it is, for messages (NULL: create) */
 };
 
 static void create_usage(FILE *f)
@@ -45,6 +46,8 @@ static void create_usage(FILE *f)
 		"                 refcount_bits=N         1, 2, 4, 8, 16, 32 or 64 (16)\n"
 		"                 lazy_refcounts=on|off   (off; needs compat=1.1)\n"
 		"                 extended_l2=on|off      (off; compat=1.1, cluster_size >= 16K)\n"
+		"                 compression_type=zlib|zstd   for compressed clusters (zlib;\n"
+		"                                         zstd needs compat=1.1)\n"
 		"                 preallocation=off|metadata|falloc|full   (off)\n"
 		"                     metadata: every cluster allocated, the file sparse;\n"
 		"                     falloc: and its blocks reserved; full: and zeros written;\n"
@@ -180,6 +183,29 @@ static int parse_prealloc(const char *val, enum qcow2_prealloc *p)
 	return -1;
 }
 
+static int parse_compression(const char *val, uint8_t *type)
+{
+	if (!strcmp(val, "zlib"))
+		*type = QCOW2_COMPRESSION_ZLIB;
+	else if (!strcmp(val, "zstd"))
+		*type = QCOW2_COMPRESSION_ZSTD;
+	else
+		return error("invalid compression_type '%s': zlib or zstd", val), -1;
+	return 0;
+}
+
+/* Which QCOW2_CREATE_SET_* bit option @key sets. */
+static unsigned set_bit(const char *key)
+{
+	if (!strcmp(key, "cluster_size"))
+		return QCOW2_CREATE_SET_CLUSTER_SIZE;
+	if (!strcmp(key, "compat"))
+		return QCOW2_CREATE_SET_COMPAT;
+	if (!strcmp(key, "extended_l2"))
+		return QCOW2_CREATE_SET_EXTENDED_L2;
+	return QCOW2_CREATE_SET_OTHER;
+}
+
 static int parse_number_opt(const char *key, const char *val, uint64_t *out)
 {
 	if (parse_size(val, out) < 0)
@@ -252,6 +278,8 @@ static int parse_one(struct create_args *a, const char *key, const char *val)
 		return parse_onoff(key, val, &a->o.extended_l2);
 	} else if (!strcmp(key, "preallocation")) {
 		return parse_prealloc(val, &a->o.prealloc);
+	} else if (!strcmp(key, "compression_type")) {
+		return parse_compression(val, &a->o.compression_type);
 	} else if (!strcmp(key, "backing_file")) {
 		a->backing = val;
 	} else if (!strcmp(key, "backing_fmt")) {
@@ -261,7 +289,8 @@ static int parse_one(struct create_args *a, const char *key, const char *val)
 			return -1;
 		a->have_size = true;
 	} else {
-		error("unknown option '%s' in -o (see 'qcowctl create --help')", key);
+		error("unknown option '%s' in -o (see 'qcowctl %s --help')", key,
+		      a->cmd ? a->cmd : "create");
 		return -1;
 	}
 	return 0;
@@ -281,7 +310,35 @@ static int parse_o(struct create_args *a, char *list)
 		*eq = '\0';
 		if (parse_one(a, item, eq + 1) < 0)
 			return -1;
+		a->o.set |= set_bit(item);
 	}
+	return 0;
+}
+
+int parse_image_options(char *list, const char *cmd, struct qcow2_create_opts *o,
+			const char **backing, const char **backing_fmt)
+{
+	struct create_args a = {.o = *o, .cmd = cmd};
+
+	qcow2_luks_params_default(&a.luks);
+	if (parse_o(&a, list) < 0)
+		return -1;
+	if (a.have_size)
+		return error("option 'size' in -o: %s takes the size of its source", cmd), -1;
+	if (a.luks_opt && !a.luks_set)
+		return error("%s needs encrypt.format=luks", a.luks_opt), -1;
+	if (a.luks_set) { /* the passphrase is the caller's to find (--key DEST=KEYFILE) */
+		static struct qcow2_luks_params luks;
+
+		luks = a.luks;
+		a.o.luks = &luks;
+		a.o.luks_key = NULL;
+	}
+	*o = a.o;
+	if (a.backing)
+		*backing = a.backing;
+	if (a.backing_fmt)
+		*backing_fmt = a.backing_fmt;
 	return 0;
 }
 
@@ -403,6 +460,8 @@ static void print_json(const struct create_args *a, bool replaces)
 	json_bool(&j, "lazy-refcounts", o->lazy_refcounts);
 	json_uint(&j, "refcount-bits", 1u << o->refcount_order);
 	json_bool(&j, "extended-l2", o->extended_l2);
+	json_string(&j, "compression-type",
+		    o->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	json_end_object(&j);
 	json_end_object(&j);
 	json_end_object(&j);

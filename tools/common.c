@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -410,4 +411,26 @@ const struct qcow2_key *key_lookup(void *ctx, const char *path)
 {
 	(void)ctx;
 	return key_for(path);
+}
+
+int split_image_snapshot(const char *arg, char **path, char **snap)
+{
+	struct stat st;
+	const char *at;
+
+	*snap = NULL;
+	*path = strdup(arg);
+	if (!*path)
+		return qcow2_oom();
+	if (stat(arg, &st) == 0)
+		return 0;
+	for (at = strrchr(arg, '@'); at; at = at == arg ? NULL : memrchr(arg, '@', at - arg)) {
+		(*path)[at - arg] = '\0';
+		if (at > arg && stat(*path, &st) == 0) {
+			*snap = strdup(at + 1);
+			return *snap ? 0 : qcow2_oom();
+		}
+	}
+	strcpy(*path, arg);
+	return 0; /* opening it will say why not */
 }

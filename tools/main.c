@@ -20,6 +20,7 @@ static const struct subcommand subcommands[] = {
     {"pull", cmd_pull, "copy the data of backing layers into an image (blockpull)"},
     {"rebase", cmd_rebase, "change an image's backing file, keeping its content"},
     {"copy", cmd_copy, "copy a chain's flat view, or its top layer, into a new image"},
+    {"convert", cmd_copy, "the same as copy (qemu-img convert's name and options)"},
     {"create", cmd_create, "a new qcow2 image or overlay (as qemu-img create)"},
     {"resize", cmd_resize, "grow the virtual size of an image (as qemu-img resize)"},
     {"snapshot", cmd_snapshot, "internal snapshots: list, create, apply, delete"},

@@ -124,6 +124,10 @@ int finish_write(struct qcow2_chain *c, int r);
 /* Print the library's last error ("interrupted" after a signal) and return EXIT_FAIL. */
 int fail_lib(void);
 
+/* Split IMAGE[@SNAP]: the whole argument if such a file exists, else the longest part before an
+ * '@' that names an existing file. *@path and *@snap (NULL: none) are allocated. */
+int split_image_snapshot(const char *arg, char **path, char **snap);
+
 /* Print a job's plan (what it did, or with --dry-run what it would do): text or JSON. */
 struct qcow2_plan;
 void print_job_plan(const struct qcow2_plan *p, const struct common_opts *o);
@@ -141,6 +145,13 @@ int snapshot_create_external(int argc, char **argv);
  * or E (powers of 1024; no suffix: bytes). 0, -EINVAL or -ERANGE (over 2^63 - 1). */
 int parse_size(const char *s, uint64_t *out);
 int cmd_create(int argc, char **argv);
+/* -o OPTIONS as create reads them (cmd-create.c, the one parser of image options), for another
+ * command @cmd (convert): "key=value,..." into @o, with @o->set telling which were given;
+ * backing_file= and backing_fmt= go to *@backing and *@backing_fmt, size= is refused. @list is
+ * modified and its strings stay in use. -1 after printing one line. */
+struct qcow2_create_opts;
+int parse_image_options(char *list, const char *cmd, struct qcow2_create_opts *o,
+			const char **backing, const char **backing_fmt);
 int cmd_resize(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_check(int argc, char **argv);

@@ -111,6 +111,8 @@ int qcow2_error_prefix(int err, const char *name);
  * compressed length, or 0 if it does not fit (store the cluster uncompressed), or -errno. */
 ssize_t qcow2_codec_compress(uint8_t type, const void *in, size_t in_len, void *out,
 			     size_t out_cap);
+/* Is compression type @type (QCOW2_COMPRESSION_*) built in? */
+bool qcow2_codec_available(uint8_t type);
 int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *out, size_t out_len);
 
 /* journal.c: the files that let a rerun complete an interrupted job (write order there). */

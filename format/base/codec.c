@@ -66,6 +66,11 @@ static int zstd_cluster(const void *in, size_t in_len, void *out, size_t out_len
 }
 #endif
 
+bool qcow2_codec_available(uint8_t type)
+{
+	return type == QCOW2_COMPRESSION_ZLIB || (type == QCOW2_COMPRESSION_ZSTD && HAVE_ZSTD);
+}
+
 int qcow2_codec_decompress(uint8_t type, const void *in, size_t in_len, void *out, size_t out_len)
 {
 	switch (type) {

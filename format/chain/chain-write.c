@@ -158,6 +158,28 @@ int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_
 	return r;
 }
 
+ssize_t qcow2_chain_compress(struct qcow2_chain *c, const void *buf, void *out)
+{
+	const struct qcow2_image *top = writable_top(c);
+
+	return top ? qcow2_image_compress(top, buf, out) : not_writable(c);
+}
+
+int qcow2_chain_write_precompressed(struct qcow2_chain *c, const void *buf, const void *comp,
+				    size_t len, uint64_t off)
+{
+	struct qcow2_image *top = writable_top(c);
+	int r;
+
+	if (!top)
+		return not_writable(c);
+	qcow2_chain_enter(c);
+	r = qcow2_image_write_precompressed(top, buf, comp, len, off);
+	qcow2_chain_forget(c, off, top->cluster_bytes);
+	qcow2_chain_leave(c);
+	return r;
+}
+
 bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c)
 {
 	struct qcow2_image *top = writable_top(c);

@@ -88,11 +88,33 @@ static int store(struct qcow2_image *img, const uint8_t *c, size_t len, uint64_t
 	return r;
 }
 
+ssize_t qcow2_image_compress(const struct qcow2_image *img, const void *buf, void *out)
+{
+	/* Worth it only if it saves at least a sector; the descriptor's sector count also
+	 * bounds the stored length. */
+	return qcow2_codec_compress(img->h.compression_type, buf, img->cluster_bytes, out,
+				    img->cluster_bytes - 512);
+}
+
 int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint64_t guest_off)
 {
-	uint64_t cs = img->cluster_bytes, n;
-	uint8_t *c;
+	uint8_t *c = malloc(img->cluster_bytes);
 	ssize_t len;
+	int r;
+
+	if (!c)
+		return qcow2_oom();
+	len = qcow2_image_compress(img, buf, c);
+	r = len < 0 ? qcow2_error_prefix((int)len, img->name)
+		    : qcow2_image_write_precompressed(img, buf, c, (size_t)len, guest_off);
+	free(c);
+	return r;
+}
+
+int qcow2_image_write_precompressed(struct qcow2_image *img, const void *buf, const void *comp,
+				    size_t len, uint64_t guest_off)
+{
+	uint64_t cs = img->cluster_bytes, n;
 	int r;
 
 	if ((r = qcow2_overlap_writable(img)) < 0)
@@ -109,19 +131,13 @@ int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint6
 		return qcow2_set_error(
 		    -EINVAL, "'%s': compressed write at %#" PRIx64 " is not a cluster of the disk",
 		    img->name, guest_off);
+	if (len > cs - 512)
+		return qcow2_set_error(-EINVAL, "'%s': compressed cluster of %zu bytes", img->name,
+				       len);
 	n = img->h.size - guest_off < cs ? img->h.size - guest_off : cs;
-	c = malloc(cs);
-	if (!c)
-		return qcow2_oom();
-	/* Worth it only if it saves at least a sector; the descriptor's sector count also
-	 * bounds the stored length. */
-	len = qcow2_codec_compress(img->h.compression_type, buf, cs, c, cs - 512);
 	if (len > 0)
-		r = store(img, c, (size_t)len, guest_off);
-	else if (len == 0)
-		r = qcow2_image_write(img, buf, (size_t)n, guest_off, NULL);
+		r = store(img, comp, len, guest_off);
 	else
-		r = (int)len;
-	free(c);
+		r = qcow2_image_write(img, buf, (size_t)n, guest_off, NULL);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;
 }

@@ -151,6 +151,14 @@ int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint
 /* compress.c: write guest cluster @guest_off (aligned) from the whole cluster in @buf (zeros
  * past the disk's end), compressed where that saves space, else as a normal write. */
 int qcow2_image_write_compressed(struct qcow2_image *img, const void *buf, uint64_t guest_off);
+/* The compression of that write alone, which takes no lock (any thread, many at once): the
+ * whole cluster @buf compressed into @out (a cluster's bytes) with the image's compression
+ * type. Returns the compressed length, 0 when compressing saves no sector, or -errno. */
+ssize_t qcow2_image_compress(const struct qcow2_image *img, const void *buf, void *out);
+/* qcow2_image_write_compressed() of @buf compressed ahead into @comp (@len bytes, from
+ * qcow2_image_compress(); 0: @buf is written as a normal write). */
+int qcow2_image_write_precompressed(struct qcow2_image *img, const void *buf, const void *comp,
+				    size_t len, uint64_t guest_off);
 /* write-table.c: the tables a change rewrites. Active L1 entry @i (an atomic load: no lock). */
 uint64_t qcow2_write_l1_get(const struct qcow2_image *img, uint32_t i);
 /* Change active L1 entry @i to @v; the next flush writes it back. w->lock held. */

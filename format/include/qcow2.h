@@ -664,6 +664,13 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 /* Write the top's cluster at @off (cluster-aligned) from the whole cluster in @buf,
  * compressed with the image's compression type where that saves space. */
 int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off);
+/* Its two halves, so that clusters can be compressed on several threads and stored in order:
+ * compress the whole cluster @buf into @out (a cluster's bytes) with the top's compression
+ * type, taking no lock (any thread); returns the length, 0 when not worth it, or -errno. */
+ssize_t qcow2_chain_compress(struct qcow2_chain *c, const void *buf, void *out);
+/* Then store it: @comp (@len bytes; 0: @buf written plain) as the top's cluster at @off. */
+int qcow2_chain_write_precompressed(struct qcow2_chain *c, const void *buf, const void *comp,
+				    size_t len, uint64_t off);
 /* Have refcounts changed since the last flush (new clusters whose pointers are not on disk
  * yet, which a crash would leak)? */
 bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c);
@@ -754,6 +761,10 @@ struct qcow2_copy_opts {
 	bool dry_run;		   /* plan only */
 	bool scratch;		   /* @dst is thrown away unless the copy completes: no flushes
 				    * on the way (they bound what a kill leaks into a kept image) */
+	uint64_t min_sparse;	   /* zero runs in data shorter than this are written (0: one
+				    * cluster of @dst) */
+	bool no_sparse;		   /* write every range of [0, size), zeros and holes as data */
+	unsigned threads;	   /* @compress: threads compressing (0: one per CPU, up to 4) */
 };
 struct qcow2_copy_stats {
 	uint64_t planned_bytes; /* bytes of data in the ranges to copy */
@@ -855,13 +866,34 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 		 const struct qcow2_job *job, struct qcow2_plan *plan);
 
 struct qcow2_convert_opts {
-	bool shallow;  /* the top layer only; the copy backs onto the source's backing file */
-	bool raw;      /* a sparse raw file instead of qcow2 */
-	bool compress; /* compressed clusters */
+	bool shallow; /* the top layer only; the copy backs onto the source's backing file */
+	bool raw;     /* a sparse raw file instead of qcow2 */
+	bool
+	    compress; /* compressed clusters (whole clusters, the destination's compression type) */
 	bool dry_run;
+	/* The new qcow2 image's options (NULL: qemu-img create's defaults). The source's cluster
+	 * size, compat level and extended_l2 are kept unless @create->set says they were asked
+	 * for (or an asked option needs compat=1.1, or a cluster size below 16 KiB rules
+	 * extended_l2 out). */
+	const struct qcow2_create_opts *create;
+	/* qemu-img convert -B/-F: the new image backs onto @backing (stored as given, resolved
+	 * from @dest's directory) of format @backing_fmt (NULL: probed), and holds only what
+	 * differs from @backing's view. */
+	const char *backing, *backing_fmt;
+	/* -S: zero runs shorter than @min_sparse bytes inside data are written (0: one cluster of
+	 * the destination; qemu-img's default is 4 KiB); @no_sparse (-S 0): everything is
+	 * written, holes and zeros included: the destination is fully allocated. */
+	uint64_t min_sparse;
+	bool no_sparse;
+	/* -n: @dest exists (a qcow2 image at least as large as the source) and is written in
+	 * place: afterwards its first bytes show the source's view, the rest is kept. */
+	bool existing;
+	const char *snapshot; /* the source's internal snapshot to copy (NULL: its active state) */
+	unsigned threads;     /* -m: threads compressing with @compress (0: one per CPU, up to 4) */
 };
 /* Copy the flat view of @src's chain (or its top layer) into a new image @dest: built under a
- * hidden name next to it, made durable, then renamed to @dest. */
+ * hidden name next to it, made durable, then renamed to @dest (with @existing: written in
+ * place). */
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan);
 
@@ -984,7 +1016,14 @@ struct qcow2_create_opts {
 	 * plain image) */
 	const struct qcow2_luks_params *luks;
 	const struct qcow2_key *luks_key;
+	uint8_t compression_type; /* QCOW2_COMPRESSION_*: zstd needs version 3 */
+	unsigned set; /* QCOW2_CREATE_SET_*: the options asked for (convert keeps the source's
+		       * cluster size, compat and extended_l2 unless asked) */
 };
+#define QCOW2_CREATE_SET_CLUSTER_SIZE 0x1u
+#define QCOW2_CREATE_SET_COMPAT	      0x2u
+#define QCOW2_CREATE_SET_EXTENDED_L2  0x4u
+#define QCOW2_CREATE_SET_OTHER	      0x8u /* any other option (refcount_bits, lazy_refcounts...) */
 void qcow2_create_opts_default(struct qcow2_create_opts *o);
 /* Check the options against each other and the format's limits: 0, or -EINVAL (-EFBIG for a
  * size too large) with a one-line message naming the option and the cause. */

@@ -6,13 +6,20 @@
  * A copy is built under a hidden name next to its destination (.DEST.qcowctl-part, the same
  * on every run, so a second run replaces what a killed one left), filled by the copy engine
  * (copy.c), made durable, and only then renamed to DEST, the directory synced after: DEST is
- * never half-made. An external snapshot's overlay is created whole (create.c) while the image
+ * never half-made. The new image takes the caller's options (qemu-img convert -o), with the
+ * source's cluster size, compat level and extended L2 where they were not asked for; with -B it
+ * backs onto the given file and the copy engine compares with the view below, writing only
+ * what differs. With -n (@existing) the destination is an existing image, written in place
+ * (as qemu-img does): each range written shows the source's view, zeros included, so a killed
+ * run leaves it valid, reading byte by byte what it held or the source's view. An external
+ * snapshot's overlay is created whole (create.c) while the image
  * under it is held as a reader, so no other process writes it meanwhile.
  *
  * Locks: none of its own (copy.c's readers; QEMU's file locks through the chain it opens).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -66,14 +73,87 @@ static int part_name(const char *dest, char *out, size_t cap)
 	return n < 0 || (size_t)n >= cap ? qcow2_set_error(-ENAMETOOLONG, "name too long") : 0;
 }
 
-static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
-		    const struct qcow2_convert_opts *o, struct qcow2_chain **dst,
-		    struct qcow2_io **raw)
+/* The new image's options: the caller's (or qemu-img's defaults), with the source's cluster
+ * size, compat level and extended_l2 where they were not asked for. */
+static void dest_options(struct qcow2_chain *c, const struct qcow2_convert_opts *o,
+			 struct qcow2_create_opts *co)
 {
-	struct qcow2_chain_opts wo = {.lock = true, .writable = true};
-	struct qcow2_create_opts co;
+	const struct qcow2_header *h;
 	struct qcow2_layer_info top;
-	char backing[PATH_MAX];
+
+	if (o->create)
+		*co = *o->create;
+	else
+		qcow2_create_opts_default(co);
+	co->job = NULL;
+	co->size = qcow2_chain_size(c);
+	co->backing_file = co->backing_fmt = NULL;
+	qcow2_chain_layer(c, 0, &top);
+	if (!top.image)
+		return;
+	h = qcow2_image_header(top.image);
+	if (!(co->set & QCOW2_CREATE_SET_CLUSTER_SIZE))
+		co->cluster_bits = h->cluster_bits;
+	if (!(co->set & QCOW2_CREATE_SET_EXTENDED_L2))
+		co->extended_l2 = (h->incompat & QCOW2_INCOMPAT_EXTL2) && co->cluster_bits >= 14;
+	if (!(co->set & QCOW2_CREATE_SET_COMPAT))
+		co->version = co->lazy_refcounts || co->extended_l2 || co->refcount_order != 4 ||
+				      co->compression_type != QCOW2_COMPRESSION_ZLIB
+				  ? 3
+				  : h->version;
+}
+
+/* The backing file of the new image: -B's (its format probed unless given), or with
+ * --shallow the source's own. @backing (PATH_MAX bytes) and @fmt (32) hold the names. */
+static int dest_backing(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,
+			struct qcow2_create_opts *co, char *backing, char *fmt)
+{
+	struct qcow2_backing_probe probe;
+	int r = 0;
+
+	if (o->backing) {
+		r = qcow2_create_probe_backing(dest, o->backing, o->backing_fmt, &probe);
+		if (r < 0)
+			return r;
+		snprintf(fmt, 32, "%s", o->backing_fmt ? o->backing_fmt : probe.format);
+		co->backing_file = o->backing;
+		co->backing_fmt = fmt;
+	} else if (o->shallow && qcow2_chain_depth(c) > 1) {
+		r = shallow_backing(c, dest, backing, PATH_MAX);
+		co->backing_file = backing;
+		co->backing_fmt = qcow2_commit_layer_format(c, 1);
+	}
+	return r;
+}
+
+/* The keys the new image is opened with: its own (encrypt.format=luks) for the file built
+ * under the hidden name, the job's for the rest of its chain. */
+struct part_keys {
+	const char *part;
+	const struct qcow2_key *key;
+	struct qcow2_keys job;
+};
+
+static int part_key(void *ctx, const char *path, const struct qcow2_key **key)
+{
+	const struct part_keys *p = ctx;
+
+	if (p->key && strcmp(path, p->part) == 0) {
+		*key = p->key;
+		return 1;
+	}
+	return p->job.find ? p->job.find(p->job.ctx, path, key) : 0;
+}
+
+static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
+		    const struct qcow2_convert_opts *o, const struct qcow2_job *job,
+		    struct qcow2_chain **dst, struct qcow2_io **raw)
+{
+	char canon[PATH_MAX];
+	struct part_keys pk = {canon, NULL, qcow2_job_keys(job)};
+	struct qcow2_chain_opts wo = {.lock = true, .writable = true, .keys = {part_key, &pk}};
+	struct qcow2_create_opts co;
+	char backing[PATH_MAX], fmt[32];
 	int r = 0, fd;
 
 	if (o->raw) {
@@ -85,23 +165,45 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 		r = qcow2_io_open_file(part, true, raw);
 		return r < 0 ? r : qcow2_io_grow(*raw, qcow2_chain_size(c));
 	}
-	qcow2_create_opts_default(&co);
-	qcow2_chain_layer(c, 0, &top);
-	co.size = qcow2_chain_size(c);
-	if (top.image) { /* the source's cluster layout, subclusters included */
-		co.cluster_bits = qcow2_image_header(top.image)->cluster_bits;
-		co.extended_l2 = qcow2_image_header(top.image)->incompat & QCOW2_INCOMPAT_EXTL2;
-	}
-	if (o->shallow && qcow2_chain_depth(c) > 1) {
-		r = shallow_backing(c, dest, backing, sizeof(backing));
-		co.backing_file = backing;
-		co.backing_fmt = qcow2_commit_layer_format(c, 1);
-	}
+	dest_options(c, o, &co);
+	r = dest_backing(c, dest, o, &co, backing, fmt);
 	if (r == 0)
 		r = qcow2_image_create(part, &co);
+	pk.key = co.luks ? co.luks_key : NULL;
+	if (r == 0 && !realpath(part, canon))
+		r = qcow2_set_error(-errno, "'%s': %s", part, strerror(errno));
 	if (r == 0)
 		r = qcow2_chain_open(part, &wo, dst);
 	if (r == 0 && (r = qcow2_chain_lock_write(*dst, true)) < 0) {
+		qcow2_chain_close(*dst);
+		*dst = NULL;
+	}
+	return r;
+}
+
+/* -n: the existing qcow2 image @dest, opened for writing (QEMU's write lock taken), at least
+ * as large as the source (as qemu-img convert -n requires). */
+static int open_existing(struct qcow2_chain *c, const char *dest, const struct qcow2_job *job,
+			 struct qcow2_chain **dst)
+{
+	struct qcow2_chain_opts wo = {
+	    .lock = true, .writable = true, .top_blockdev = true, .keys = qcow2_job_keys(job)};
+	struct qcow2_layer_info top;
+	int r = qcow2_chain_open(dest, &wo, dst);
+
+	if (r < 0)
+		return r;
+	qcow2_chain_layer(*dst, 0, &top);
+	if (!top.image)
+		r = qcow2_set_error(-EINVAL,
+				    "'%s' is not a qcow2 image: -n writes into qcow2 images", dest);
+	else if (qcow2_chain_size(*dst) < qcow2_chain_size(c))
+		r = qcow2_set_error(
+		    -EINVAL, "'%s' is smaller than the source (%" PRIu64 " < %" PRIu64 " bytes)",
+		    dest, qcow2_chain_size(*dst), qcow2_chain_size(c));
+	if (r == 0)
+		r = qcow2_chain_lock_write(*dst, true);
+	if (r < 0) {
 		qcow2_chain_close(*dst);
 		*dst = NULL;
 	}
@@ -117,38 +219,55 @@ static int publish_copy(const char *part, const char *dest)
 	return qcow2_sync_dir(dest);
 }
 
+/* What the copy engine is asked: every layer (or the top one, shallow); below the copy lies
+ * nothing (a new standalone image), the source's own backing (shallow), -B's backing (only
+ * what differs from it is written), or what the existing image holds (-n: zeroed where the
+ * source shows zeros). */
+static void copy_opts(struct qcow2_chain *c, const struct qcow2_convert_opts *o,
+		      struct qcow2_copy_opts *co)
+{
+	memset(co, 0, sizeof(*co));
+	co->limit = o->shallow ? 1 : qcow2_chain_depth(c);
+	co->under_is_tail = !o->backing && !o->existing;
+	co->compare = o->backing != NULL;
+	co->compress = o->compress;
+	co->min_sparse = o->min_sparse;
+	co->no_sparse = o->no_sparse;
+	co->threads = o->threads;
+}
+
 static int convert_run(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,
 		       const struct qcow2_job *job, uint64_t *bytes)
 {
-	struct qcow2_copy_opts co = {0};
+	struct qcow2_copy_opts co;
 	struct qcow2_copy_stats st;
 	struct qcow2_chain *dst = NULL;
 	struct qcow2_io *raw = NULL;
 	char part[PATH_MAX];
 	int r = part_name(dest, part, sizeof(part));
 
-	co.first = 0;
-	co.limit = o->shallow ? 1 : qcow2_chain_depth(c);
-	co.under_is_tail = true;
-	co.compress = o->compress;
+	copy_opts(c, o, &co);
 	co.dry_run = true;
 	if (r == 0)
 		r = qcow2_chain_copy(c, &co, NULL, &st);
 	*bytes = st.planned_bytes;
 	if (r < 0 || o->dry_run)
 		return r;
-	r = new_dest(c, part, dest, o, &dst, &raw);
+	r = o->existing ? open_existing(c, dest, job, &dst)
+			: new_dest(c, part, dest, o, job, &dst, &raw);
 	co.dst = dst;
 	co.dst_raw = raw;
-	co.under = o->shallow ? dst : NULL;
+	co.under = o->shallow || o->backing || o->existing ? dst : NULL;
 	co.dry_run = false;
-	co.scratch = true; /* a copy that does not complete is deleted */
+	co.scratch = !o->existing; /* a new copy that does not complete is deleted */
 	if (r == 0)
 		r = qcow2_chain_copy(c, &co, job, &st);
 	if (r == 0)
 		r = dst ? qcow2_chain_flush(dst) : qcow2_io_flush(raw);
 	qcow2_chain_close(dst);
 	qcow2_io_close(raw);
+	if (o->existing)
+		return r;
 	if (r == 0)
 		r = publish_copy(part, dest);
 	else
@@ -156,10 +275,31 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	return r;
 }
 
+/* Options that do not go together, refused before anything is opened. */
+static int check_convert_opts(const struct qcow2_convert_opts *o)
+{
+	if (o->raw && (o->shallow || o->compress || o->backing))
+		return qcow2_set_error(-EINVAL,
+				       "a raw copy has no backing file and no compression");
+	if (o->raw && o->create && o->create->luks)
+		return qcow2_set_error(-EINVAL, "a raw copy is not encrypted: -O qcow2 with "
+						"encrypt.format=luks");
+	if (o->shallow && o->backing)
+		return qcow2_set_error(-EINVAL, "--shallow keeps the source's backing file: "
+						"no -B with it");
+	if (o->existing && (o->raw || o->shallow || o->backing || o->compress))
+		return qcow2_set_error(-EINVAL,
+				       "-n writes into an existing qcow2 image: no -O raw, "
+				       "--shallow, -B or -c with it");
+	return 0;
+}
+
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = {.lock = true, .keys = qcow2_job_keys(job)};
+	struct qcow2_chain_opts ro = {
+	    .lock = true, .snapshot = o->snapshot, .keys = qcow2_job_keys(job)};
+	struct qcow2_create_opts co;
 	struct qcow2_chain *c;
 	uint64_t bytes = 0;
 	bool exists = false;
@@ -167,18 +307,41 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
-	if (o->raw && (o->shallow || o->compress))
-		return qcow2_set_error(-EINVAL,
-				       "a raw copy has no backing file and no compression");
-	r = qcow2_chain_open(src, &ro, &c);
+	r = check_convert_opts(o);
+	if (r == 0)
+		r = qcow2_chain_open(src, &ro, &c);
 	if (r < 0)
 		return r;
-	r = qcow2_create_check_target(dest, &exists);
+	if (o->existing && access(dest, F_OK) < 0)
+		r = qcow2_set_error(-errno, "cannot open '%s': %s", dest, strerror(errno));
+	else if (!o->existing)
+		r = qcow2_create_check_target(dest, &exists);
+	else
+		exists = true;
 	if (r == 0 && exists && qcow2_commit_find_layer(c, dest, &k) == 0)
 		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
+	if (r == 0 && !o->raw && !o->existing) { /* the new image's options, before anything */
+		dest_options(c, o, &co);
+		co.backing_file = o->backing ? o->backing
+				  : o->shallow && qcow2_chain_depth(c) > 1
+				      ? qcow2_commit_layer_path(c, 1)
+				      : NULL;
+		if ((r = qcow2_create_opts_check(&co)) < 0)
+			r = qcow2_error_prefix(r, dest);
+		else if (o->compress && co.prealloc != QCOW2_PREALLOC_OFF)
+			r = qcow2_set_error(-EINVAL,
+					    "'%s': compression and preallocation do not go "
+					    "together (as in qemu-img)",
+					    dest);
+		else if (o->compress && co.luks)
+			r = qcow2_set_error(-EINVAL,
+					    "'%s': compression and encryption do not go together "
+					    "(as in qemu-img)",
+					    dest);
+	}
 	if (r == 0)
 		r = convert_run(c, dest, o, job, &bytes);
-	if (r == 0)
+	if (r == 0 && !o->existing)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_CREATE, dest, o->raw ? "raw" : "qcow2",
 					  0);
 	if (r == 0)

@@ -11,7 +11,8 @@
  * layers from @limit on, which may be the very image the destination writes (commit). Ranges
  * of zeros are checked against @under, which is read through its own object.
  *
- * Writes are split at the destination's clusters: an all-zero piece becomes a zeroing (or
+ * Writes are split at the destination's clusters (or, with @min_sparse, at qemu-img convert
+ * -S's alignment): a run of all-zero pieces (at least @min_sparse long) becomes a zeroing (or
  * nothing, where @under shows zeros there), a piece equal to @under's (with @compare) is
  * skipped, the rest is written in runs. Work is proportional to the planned ranges: a sparse
  * 100 GiB overlay with 1 GiB written costs about 1 GiB of reads and writes.
@@ -19,6 +20,9 @@
  * Safety comes from the callers' order (tools/): every range written makes the destination
  * show what the source shows, which is what every chain reading through it must keep seeing;
  * pointers are rewritten only after the data is durable.
+ *
+ * Compressed copies read and compress batches of clusters on several threads (each its own
+ * share of a batch's buffers, joined before the caller's thread stores them in order: no lock).
  *
  * Locks: rd->m, the parallel readers' mutex (a leaf, internal to this file: the queue of
  * clusters read ahead and its condition variable); QEMU's file locks through the chain it opens.
@@ -29,6 +33,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "jobs/jobs.h"
 
@@ -55,9 +60,9 @@ struct copy {
 	const struct qcow2_copy_opts *o;
 	const struct qcow2_job *job;
 	struct qcow2_copy_stats *st;
-	uint64_t granule; /* the destination's cluster */
+	uint64_t cluster; /* the destination's cluster (64 KiB for a raw file) */
+	uint64_t granule; /* the pieces zeros are looked for in (granule_of()) */
 	uint64_t done, total;
-	uint8_t *buf; /* compressed copies */
 	const struct plan *plan;
 	size_t pf_item; /* prefetch cursor: the item, and the offset reached in it */
 	uint64_t pf_off;
@@ -108,6 +113,10 @@ static int make_plan(struct copy *k, struct plan *p)
 	unsigned steps = 0;
 	int r = 0;
 
+	if (o->no_sparse) { /* -S 0: every byte is written, holes and zeros as data */
+		k->st->planned_bytes = size;
+		return size ? add(p, ITEM_DATA, 0, size) : 0;
+	}
 	while (off < size && r == 0) {
 		struct qcow2_extent e;
 		bool in;
@@ -185,26 +194,51 @@ static int dst_zero(struct copy *k, uint64_t off, uint64_t n)
 
 /* ---- copying data ---- */
 
+/* The bytes from @pos to the end of the granule (granule_of()) at @off + @pos (at most @n). */
+static uint64_t piece(const struct copy *k, uint64_t pos, uint64_t n, uint64_t off)
+{
+	uint64_t len = k->granule - ((off + pos) & (k->granule - 1));
+
+	return len < n - pos ? len : n - pos;
+}
+
+/* The bytes of the run of all-zero pieces of @p that starts at @pos. */
+static uint64_t zero_run(const struct copy *k, const uint8_t *p, uint64_t pos, uint64_t n,
+			 uint64_t off)
+{
+	uint64_t from = pos, len;
+
+	while (pos < n && all_zero(p + pos, (size_t)(len = piece(k, pos, n, off))))
+		pos += len;
+	return pos - from;
+}
+
 /* Write @n bytes of @p (read from the source at @off) piece by piece at the destination's
- * clusters: runs of data written, zero pieces zeroed, pieces equal to @under's skipped
- * (@u: @under's bytes, with @compare). */
+ * clusters: runs of data written, pieces equal to @under's skipped (@u: @under's bytes, with
+ * @compare), runs of zero pieces zeroed when they are at least @min_sparse long (as qemu-img
+ * convert -S), else written as data like the data around them. */
 static int put_pieces(struct copy *k, const uint8_t *p, const uint8_t *u, uint64_t n, uint64_t off)
 {
-	uint64_t pos = 0, run = 0; /* pending run of data: [pos - run, pos) */
+	uint64_t pos = 0, run = 0, len; /* pending run of data: [pos - run, pos) */
 	int r = 0;
 
 	while (pos < n && r == 0) {
-		uint64_t len = k->granule - ((off + pos) & (k->granule - 1));
-
-		if (len > n - pos)
-			len = n - pos;
-		if (all_zero(p + pos, (size_t)len) ||
-		    (u && !memcmp(p + pos, u + pos, (size_t)len))) {
+		len = piece(k, pos, n, off);
+		if (u && !memcmp(p + pos, u + pos, (size_t)len)) {
 			if (run)
 				r = dst_write(k, p + pos - run, run, off + pos - run);
 			run = 0;
-			if (r == 0 && !(u && !memcmp(p + pos, u + pos, (size_t)len)))
-				r = dst_zero(k, off + pos, len);
+		} else if (!k->o->no_sparse && all_zero(p + pos, (size_t)len)) {
+			len = zero_run(k, p, pos, n, off);
+			if (len < k->o->min_sparse) {
+				run += len; /* too short a hole: written with the data */
+			} else {
+				if (run)
+					r = dst_write(k, p + pos - run, run, off + pos - run);
+				run = 0;
+				if (r == 0)
+					r = dst_zero(k, off + pos, len);
+			}
 		} else {
 			run += len;
 		}
@@ -458,72 +492,229 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
 	return r;
 }
 
-/* Compressed: whole clusters of the destination, read whole from the source. @next: the
- * first cluster not yet written (items may share a cluster). */
-static int copy_compressed(struct copy *k, uint64_t off, uint64_t len, uint64_t *next)
+/* ---- compressed copies: whole clusters of the destination, read whole from the source.
+ * Their offsets are gathered into batches; each batch is split into up to b->threads
+ * contiguous shares, each read (a run of adjacent clusters at once) and compressed by its own
+ * thread (reads of a chain and the codec are safe from many threads), and the caller's thread
+ * then stores them in order, so the file is laid out as one thread would lay it out. */
+
+#define BATCH	    (8u << 20) /* bytes of clusters read and compressed at once */
+#define MAX_THREADS 16u
+#define LEN_ZERO    (-5000) /* batch->len[]: an all-zero cluster, zeroed instead (no errno) */
+
+struct batch {
+	const struct copy *k;
+	uint8_t *in, *out; /* @cap clusters each */
+	ssize_t *len;	   /* compressed bytes, 0 (stored plain) or LEN_ZERO */
+	uint64_t *off;	   /* guest offset of each cluster */
+	unsigned n, cap, threads;
+	int err[MAX_THREADS]; /* what each share's thread met (its message in @msg) */
+	char msg[MAX_THREADS][256];
+};
+
+struct batch_arg {
+	struct batch *b;
+	unsigned id, nt;
+};
+
+/* Read clusters [@i, @j) of @b, adjacent on the disk, with one read. */
+static int read_run(struct batch *b, unsigned i, unsigned j)
 {
-	uint64_t cs = k->granule, size = qcow2_chain_size(k->src), end = off + len;
-	uint64_t c = off & ~(cs - 1);
+	uint64_t cs = b->k->cluster, size = qcow2_chain_size(b->k->src), c = b->off[i];
+	uint64_t n = (uint64_t)(j - i) * cs;
+
+	if (c + n > size) { /* the disk's last cluster: zeros past its end */
+		memset(b->in + (uint64_t)i * cs + (size - c), 0, (size_t)(c + n - size));
+		n = size - c;
+	}
+	return qcow2_chain_pread(b->k->src, b->in + (uint64_t)i * cs, (size_t)n, c);
+}
+
+/* Share @id of @nt: read it, find its all-zero clusters, compress the others. */
+static void *do_share(void *arg)
+{
+	struct batch *b = ((struct batch_arg *)arg)->b;
+	unsigned id = ((struct batch_arg *)arg)->id, nt = ((struct batch_arg *)arg)->nt;
+	unsigned i = b->n * id / nt, end = b->n * (id + 1) / nt, j;
+	uint64_t cs = b->k->cluster;
+	ssize_t len;
 	int r = 0;
 
-	for (; c < end && r == 0; c += cs) {
-		uint64_t n = size - c < cs ? size - c : cs;
+	for (; i < end && r == 0; i = j) {
+		for (j = i + 1; j < end && b->off[j] == b->off[j - 1] + cs; j++)
+			;
+		r = read_run(b, i, j);
+		for (; i < j && r == 0; i++) {
+			if (!b->k->o->no_sparse && all_zero(b->in + i * cs, (size_t)cs)) {
+				b->len[i] = LEN_ZERO;
+				continue;
+			}
+			len = qcow2_chain_compress(b->k->o->dst, b->in + i * cs, b->out + i * cs);
+			b->len[i] = len < 0 ? 0 : len;
+			r = len < 0 ? (int)len : 0;
+		}
+	}
+	b->err[id] = r;
+	if (r < 0)
+		snprintf(b->msg[id], sizeof(b->msg[id]), "%s", qcow2_last_error());
+	return NULL;
+}
 
-		if (c < *next)
-			continue;
-		memset(k->buf + n, 0, (size_t)(cs - n));
-		r = qcow2_chain_pread(k->src, k->buf, (size_t)n, c);
-		if (r == 0)
-			r = all_zero(k->buf, (size_t)n)
-				? dst_zero(k, c, n)
-				: qcow2_chain_write_compressed(k->o->dst, k->buf, c);
+/* Read and compress the gathered clusters on up to b->threads threads, the caller's one
+ * included, and wait for them all. */
+static int run_shares(struct batch *b)
+{
+	struct batch_arg args[MAX_THREADS];
+	pthread_t t[MAX_THREADS];
+	unsigned i, nt = b->threads < b->n ? b->threads : b->n, started;
+
+	for (i = 0; i < nt; i++)
+		args[i] = (struct batch_arg){b, i, nt};
+	for (started = 1; started < nt; started++)
+		if (pthread_create(&t[started], NULL, do_share, &args[started]) != 0)
+			break;
+	for (i = started; i < nt; i++) /* the shares of threads that did not start */
+		do_share(&args[i]);
+	if (nt)
+		do_share(&args[0]);
+	for (i = 1; i < started; i++)
+		pthread_join(t[i], NULL);
+	for (i = 0; i < nt; i++)
+		if (b->err[i] < 0) /* the thread's message is its own: carried over */
+			return qcow2_set_error(b->err[i], "%s", b->msg[i]);
+	return 0;
+}
+
+/* Read, compress and store the gathered clusters, in order. */
+static int flush_batch(struct copy *k, struct batch *b)
+{
+	uint64_t size = qcow2_chain_size(k->src);
+	unsigned i;
+	int r = run_shares(b);
+
+	for (i = 0; i < b->n && r == 0; i++) {
+		uint64_t c = b->off[i], n = size - c < k->cluster ? size - c : k->cluster;
+
+		if (b->len[i] == LEN_ZERO)
+			r = dst_zero(k, c, n);
+		else
+			r = qcow2_chain_write_precompressed(k->o->dst, b->in + i * k->cluster,
+							    b->out + i * k->cluster,
+							    (size_t)b->len[i], c);
 		if (r == 0) {
 			k->st->written_bytes += n;
 			r = step(k, n);
 		}
+	}
+	b->n = 0;
+	return r;
+}
+
+/* Gather the clusters that hold [@off, @off + @len) into @b, storing it whenever it is full.
+ * @next: the first cluster not yet gathered (items may share a cluster). */
+static int copy_compressed(struct copy *k, struct batch *b, uint64_t off, uint64_t len,
+			   uint64_t *next)
+{
+	uint64_t cs = k->cluster, end = off + len, c = off & ~(cs - 1);
+	int r = 0;
+
+	for (; c < end && r == 0; c += cs) {
+		if (c < *next)
+			continue;
+		b->off[b->n] = c;
+		if (++b->n == b->cap)
+			r = flush_batch(k, b);
 		*next = c + cs;
 	}
 	return r;
 }
 
+static void batch_free(struct batch *b)
+{
+	free(b->in);
+	free(b->out);
+	free(b->len);
+	free(b->off);
+}
+
+/* The threads that compress: as many as asked (qemu-img convert -m), else one per CPU, at
+ * most 4 (as many as QEMU compresses with). */
+static int batch_init(struct batch *b, const struct copy *k)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(b, 0, sizeof(*b));
+	b->k = k;
+	b->threads = k->o->threads ? k->o->threads : cpus > 4 ? 4 : cpus > 1 ? (unsigned)cpus : 1;
+	if (b->threads > MAX_THREADS)
+		b->threads = MAX_THREADS;
+	b->cap = BATCH / k->cluster > b->threads ? BATCH / k->cluster : b->threads;
+	b->in = malloc(b->cap * k->cluster);
+	b->out = malloc(b->cap * k->cluster);
+	b->len = calloc(b->cap, sizeof(*b->len));
+	b->off = calloc(b->cap, sizeof(*b->off));
+	if (!b->in || !b->out || !b->len || !b->off) {
+		batch_free(b);
+		return qcow2_oom();
+	}
+	return 0;
+}
+
 static int run_plan(struct copy *k, const struct plan *p)
 {
 	struct reader rd;
+	struct batch b;
 	uint64_t next = 0;
 	size_t i;
-	int r = 0;
+	int r;
 
-	if (!k->o->compress)
-		r = reader_start(&rd, k);
+	r = k->o->compress ? batch_init(&b, k) : reader_start(&rd, k);
 	for (i = 0; i < p->n && r == 0; i++) {
 		const struct item *it = &p->v[i];
 
-		if (it->kind == ITEM_ZERO) {
+		if (it->kind == ITEM_ZERO && k->o->compress)
+			r = flush_batch(k, &b); /* in order: what comes before first */
+		if (r == 0 && it->kind == ITEM_ZERO) {
 			r = dst_zero(k, it->off, it->len);
 			if (r == 0)
 				r = step(k, it->len);
-		} else if (k->o->compress) {
-			r = copy_compressed(k, it->off, it->len, &next);
-		} else {
+		} else if (r == 0 && k->o->compress) {
+			prefetch(k, i, it->off); /* the disk reads ahead while batches compress */
+			r = copy_compressed(k, &b, it->off, it->len, &next);
+		} else if (r == 0) {
 			r = copy_data(k, &rd, it->off, it->len);
 		}
 	}
-	if (!k->o->compress)
+	if (k->o->compress) {
+		if (r == 0)
+			r = flush_batch(k, &b);
+		batch_free(&b);
+	} else {
 		reader_stop(&rd);
+	}
 	return r;
 }
 
-static int granule_of(const struct qcow2_copy_opts *o, uint64_t *g)
+/* The destination's cluster, and the pieces in which zeros are looked for: the cluster (the
+ * block jobs), or with @min_sparse what qemu-img convert -S SIZE aligns its zero runs to, the
+ * largest power of two not above SIZE (from a sector; a page for a raw file, the file system's
+ * hole), so that the runs of data written and the ranges left alone are qemu-img's, down to
+ * the subclusters of an extended L2 image and the holes in the file of a preallocated one. */
+static int granule_of(const struct qcow2_copy_opts *o, uint64_t *cluster, uint64_t *g)
 {
 	struct qcow2_layer_info li;
-	int r;
+	int r = 0;
 
-	*g = 64 << 10;
-	if (!o->dst)
-		return 0;
-	r = qcow2_chain_layer(o->dst, 0, &li);
-	if (r == 0 && li.image)
-		*g = qcow2_image_cluster_bytes(li.image);
+	*cluster = 64 << 10;
+	if (o->dst && (r = qcow2_chain_layer(o->dst, 0, &li)) == 0 && li.image)
+		*cluster = qcow2_image_cluster_bytes(li.image);
+	if (!o->min_sparse || o->no_sparse) {
+		*g = o->dst ? *cluster : 4096;
+		return r;
+	}
+	*g = o->dst ? 512 : 4096;
+	while (*g * 2 <= o->min_sparse)
+		*g *= 2;
 	return r;
 }
 
@@ -539,22 +730,17 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		return qcow2_set_error(-EINVAL, "internal: copy without a destination");
 	if (o->compress && !o->dst && !o->dry_run)
 		return qcow2_set_error(-EINVAL, "compressed clusters need a qcow2 destination");
-	r = granule_of(o, &k.granule);
+	r = granule_of(o, &k.cluster, &k.granule);
 	if (r == 0)
 		r = make_plan(&k, &p);
 	if (r == 0 && !o->dry_run) {
 		k.plan = &p;
 		k.pf_off = p.n ? p.v[0].off : 0;
 		k.total = st->planned_bytes + st->planned_zero;
-		k.buf = o->compress ? malloc(CHUNK) : NULL;
-		if (o->compress && !k.buf)
-			r = qcow2_oom();
-		if (r == 0)
-			r = run_plan(&k, &p);
+		r = run_plan(&k, &p);
 		if (r == 0)
 			r = qcow2_job_step(job, k.total, k.total);
 	}
-	free(k.buf);
 	free(p.v);
 	return r;
 }

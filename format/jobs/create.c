@@ -89,6 +89,13 @@ static int check_features(const struct qcow2_create_opts *o)
 		return qcow2_set_error(-EINVAL, "extended_l2 needs compat=1.1");
 	if (o->extended_l2 && o->cluster_bits < 14)
 		return qcow2_set_error(-EINVAL, "extended_l2 needs a cluster_size of 16K or more");
+	if (o->compression_type > QCOW2_COMPRESSION_ZSTD)
+		return qcow2_set_error(-EINVAL, "unknown compression type %u", o->compression_type);
+	if (o->compression_type != QCOW2_COMPRESSION_ZLIB && o->version < 3)
+		return qcow2_set_error(-EINVAL,
+				       "compression_type other than zlib needs compat=1.1");
+	if (!qcow2_codec_available(o->compression_type))
+		return qcow2_set_error(-ENOTSUP, "compression type zstd is not built in");
 	if ((unsigned)o->prealloc > QCOW2_PREALLOC_FULL)
 		return qcow2_set_error(-EINVAL, "unknown preallocation mode %u", o->prealloc);
 	return 0;
@@ -209,6 +216,9 @@ static int encode_header(const struct qcow2_create_opts *o, const struct layout 
 	h->reftable_off = l->cs;
 	h->reftable_clusters = (uint32_t)l->reft_clusters;
 	h->incompat = o->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0;
+	if (o->compression_type != QCOW2_COMPRESSION_ZLIB)
+		h->incompat |= QCOW2_INCOMPAT_COMPRESSION;
+	h->compression_type = o->compression_type;
 	h->compat = o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0;
 	h->refcount_order = o->refcount_order;
 	if (has_backing(o))

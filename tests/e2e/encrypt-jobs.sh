@@ -1,13 +1,14 @@
 #!/bin/bash
 # encrypt-jobs.sh - qcowctl's data commands on encrypted chains, with QEMU as the oracle:
-# checksum, copy (an encrypted source flattened into a plain image), commit of a LUKS overlay
+# checksum, copy (an encrypted source flattened into a plain image, and into a new LUKS image
+# with a key of its own), commit of a LUKS overlay
 # into a LUKS base with another key (the data decrypted and encrypted again for the base's key
 # and host offsets), pull into a LUKS image and into a plain one from a LUKS base, rebase onto
 # a LUKS base keeping the flat view, internal snapshots (create, apply) of a LUKS image. Each
 # result is read by qemu-img with the secrets and compared with what qemu-img makes of a twin
 # copy (commit, pull) or of the chain before the job (views kept); `qemu-img check` with the
 # secrets is clean. Without a key a data command fails naming the image; a legacy AES base
-# refuses a commit; a repair refuses to move an encrypted image's data out of metadata.
+# refuses a commit; compression into an encrypted copy is refused; a repair refuses to move an encrypted image's data out of metadata.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 D=$WORK/d
@@ -56,8 +57,28 @@ check "copy flattens the encrypted chain into a plain image" \
 copy_is_flat() { flat_of flat.qcow2 "$WORK/flat.raw" && cmp "$WORK/c.raw" "$WORK/flat.raw"; }
 check "the copy reads as qemu-img reads the chain" copy_is_flat
 check "the copy is clean" image_clean flat.qcow2
+expect_no_files() { local f; for f in "$@"; do [ ! -e "$f" ] || { echo "$f exists"; return 1; }; done; }
 check "copy without the keys fails" one_line_error "encrypted, no key given" \
 	ctl copy -q c.qcow2 flat2.qcow2
+
+# copy into a new LUKS image with a key of its own
+printf 'the copy key' >k3
+chmod 600 k3
+check "copy into a new LUKS image (-o encrypt.format=luks, --key DEST=KEYFILE)" \
+	ctl copy -q -o encrypt.format=luks,encrypt.iter-time=10 --key c.qcow2="$K2" \
+	--key c-base.qcow2="$K1" --key enc.qcow2="$D/k3" c.qcow2 enc.qcow2
+check "qemu-img reads the copy with its secret as the chain" \
+	enc_same_as_qemu "$WORK/c.raw" enc.qcow2 "$D/k3"
+check "the encrypted copy is clean" enc_image_clean enc.qcow2 "$D/k3"
+check "it holds no plaintext of the chain" \
+	python3 "$E2E_HELPER" block-absent "$WORK/c.raw" 65536 enc.qcow2
+check "copy -c into an encrypted image is refused (as qemu-img)" one_line_error \
+	"compression and encryption do not go together" ctl copy -q -c -o encrypt.format=luks \
+	--key c.qcow2="$K2" --key c-base.qcow2="$K1" --key enc2.qcow2="$D/k3" c.qcow2 enc2.qcow2
+check "copy into a LUKS image without DEST's key is refused" one_line_error \
+	"needs the passphrase of 'enc3.qcow2'" ctl copy -q -o encrypt.format=luks \
+	--key c.qcow2="$K2" --key c-base.qcow2="$K1" c.qcow2 enc3.qcow2
+check "nothing was created by the refused copies" expect_no_files enc2.qcow2 enc3.qcow2
 
 # ---- commit: data re-encrypted for the base's key ----
 setup chain m

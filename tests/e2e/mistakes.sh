@@ -54,7 +54,9 @@ for c in "${cmds[@]}"; do
 	read -ra words <<<"$c"
 	check "qcowctl $c --no-such-option" refused_fast --no-such-option \
 		"$QCOWCTL" "${words[@]}" --no-such-option img.qcow2 x
-	check "qcowctl $c -l" refused_fast -l "$QCOWCTL" "${words[@]}" -l img.qcow2 x
+	l=-l # an unknown short option; copy takes qemu-img convert's -l (a snapshot), not -j
+	[ "$c" = copy ] && l=-j
+	check "qcowctl $c $l" refused_fast $l "$QCOWCTL" "${words[@]}" $l img.qcow2 x
 	check "qcowctl $c --help=x (a value to a flag)" refused_fast --help \
 		"$QCOWCTL" "${words[@]}" --help=x img.qcow2 x
 	check "qcowctl $c img -Z (an option after the image)" refused_fast -Z \

@@ -2,7 +2,8 @@
 /*
  * test_convert.c - qcow2_convert() (convert.c: qcowctl copy) on imgbuild chains written to a
  * mkdtemp() directory: a deep copy, a shallow one, a raw one, a compressed one, one that
- * replaces an existing file, and one that finds the part file a killed run left.
+ * replaces an existing file, one that finds the part file a killed run left, one onto a
+ * backing file (-B), one of an internal snapshot, and one into an existing image (-n).
  *
  * A copy is built under a hidden name next to DEST, made durable, then renamed to DEST and
  * the directory synced (convert.c; the new file itself comes from create.c, written to an
@@ -10,8 +11,9 @@
  * fsync, link, rename and unlink it makes (jobs_harness.h): after each crash the source's
  * files are unchanged and DEST is as it was (absent, or the file it replaces, byte for byte)
  * or complete; running the copy again leaves DEST reading the source's view, with the backing
- * file it should name, and nothing hidden behind. External snapshots (also convert.c) are
- * crashed the same way.
+ * file it should name, and nothing hidden behind. A copy into an existing image (-n) writes
+ * it in place: after a crash it reads, byte by byte, what it held or the source's view.
+ * External snapshots (also convert.c) are crashed the same way.
  */
 #include "jobs_harness.h"
 
@@ -22,6 +24,8 @@ static uint64_t want_size;
 static struct qcow2_convert_opts copts;
 static const char *dest;
 static bool dest_existed;
+static uint8_t *old_view; /* -n: what DEST showed before */
+static uint64_t old_size;
 
 static void chain(void)
 {
@@ -86,6 +90,8 @@ static void check_dest(const char *fault)
 	jh_check_image(dest, false, fault);
 	if (copts.shallow)
 		jh_expect_backing(dest, "mid.qcow2", "qcow2", fault);
+	else if (copts.backing)
+		jh_expect_backing(dest, copts.backing, "qcow2", fault);
 	else
 		jh_expect_backing(dest, "", "", fault);
 }
@@ -127,6 +133,27 @@ static void sweep(void)
 
 	jh_sweep(&j);
 	free(want);
+}
+
+/* -n: DEST reads what it held or the source's view, byte by byte, and is consistent (leaks
+ * allowed after a crash); complete, it reads the source's view over the source's size and
+ * what it held beyond. Here @want is that complete view, DEST's size. */
+static void check_existing(enum jh_state s, const char *fault)
+{
+	jh_expect_unchanged("top.qcow2", fault);
+	jh_expect_unchanged("mid.qcow2", fault);
+	jh_expect_unchanged("base.qcow2", fault);
+	if (s != JH_DONE) {
+		jh_expect_view_between(dest, old_view, old_size, want, want_size, fault);
+		jh_check_image(dest, true, fault);
+		return;
+	}
+	jh_expect_view(dest, want, want_size, fault);
+	jh_check_image(dest, fault[0] != 0, fault);
+	if (!fault[0]) {
+		jh_qemu_check(dest);
+		jh_qemu_compare(dest, "qcow2", want, want_size);
+	}
 }
 
 Test(convert, deep_copy_survives_a_crash_at_every_step)
@@ -175,6 +202,92 @@ Test(convert, copy_over_a_stale_part_file_survives_a_crash_at_every_step)
 	chain();
 	jh_raw(".dest.qcow2.qcowctl-part", 5000, 9);
 	sweep();
+}
+
+/* -B: the copy backs onto base.qcow2 and holds only what differs from it. */
+Test(convert, copy_onto_a_backing_file_survives_a_crash_at_every_step)
+{
+	chain();
+	copts.backing = "base.qcow2";
+	copts.min_sparse = 4096;
+	sweep();
+}
+
+/* Zero runs shorter than -S inside data are written with it. */
+Test(convert, sparse_size_survives_a_crash_at_every_step)
+{
+	chain();
+	copts.min_sparse = 8192;
+	sweep();
+}
+
+/* -S 0: everything is written, holes and zeros as data. */
+Test(convert, fully_allocated_copy_survives_a_crash_at_every_step)
+{
+	chain();
+	copts.no_sparse = true;
+	sweep();
+}
+
+Test(convert, a_snapshot_as_source_is_its_point_in_time)
+{
+	struct qcow2_chain_opts wo = {.writable = true};
+	struct qcow2_chain *c;
+	uint8_t buf[4096];
+	struct qcow2_image *top;
+	struct qcow2_layer_info li;
+
+	chain();
+	jh_save_all();
+	cr_assert_eq(qcow2_chain_open(jh_path("top.qcow2"), &wo, &c), 0, "%s", qcow2_last_error());
+	qcow2_chain_layer(c, 0, &li);
+	top = li.image;
+	cr_assert_eq(qcow2_image_snapshot_create(top, "s1"), 0, "%s", qcow2_last_error());
+	memset(buf, 0x5a, sizeof(buf));
+	cr_assert_eq(qcow2_chain_pwrite(c, buf, sizeof(buf), 0), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_chain_flush(c), 0);
+	qcow2_chain_close(c);
+	copts.snapshot = "s1";
+	cr_assert_eq(run_convert(), 0, "%s", qcow2_last_error());
+	jh_expect_view(dest, want, want_size, "the copy of s1");
+	copts.snapshot = NULL;
+	cr_assert_eq(run_convert(), 0, "%s", qcow2_last_error());
+	memcpy(want, buf, sizeof(buf));
+	jh_expect_view(dest, want, want_size, "the copy of the active state");
+	free(want);
+}
+
+/* -n into an image larger than the source, with data of its own over all of it. */
+Test(convert, copy_into_an_existing_image_survives_a_crash_at_every_step)
+{
+	struct jh_job j = {run_convert, check_existing};
+	struct imgbuild *old;
+
+	chain();
+	old = jh_qcow2("dest.qcow2", 20, NULL, NULL);
+	jh_data(old, 0, 20, 0xdd);
+	old_view = jh_model_view("dest.qcow2", &old_size);
+	cr_assert_gt(old_size, want_size);
+	want = realloc(want, old_size);
+	cr_assert_not_null(want);
+	memcpy(want + want_size, old_view + want_size, old_size - want_size);
+	want_size = old_size;
+	copts.existing = true;
+	jh_sweep(&j);
+	free(want);
+	free(old_view);
+}
+
+Test(convert, an_existing_image_smaller_than_the_source_is_refused)
+{
+	chain();
+	jh_qcow2("dest.qcow2", 4, NULL, NULL);
+	jh_save_all();
+	copts.existing = true;
+	cr_assert_eq(run_convert(), -EINVAL);
+	cr_assert(strstr(qcow2_last_error(), "smaller"), "%s", qcow2_last_error());
+	jh_expect_unchanged("dest.qcow2", "refused");
+	free(want);
 }
 
 /* ---- external snapshots (convert.c, qcow2_snapshot_external) ----

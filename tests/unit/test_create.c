@@ -7,7 +7,7 @@
  * only after zeroing it; bad options are refused with a message naming the cause; a failed
  * write leaves an error, never a crash; and on disk (a mkdtemp() directory) an image appears
  * only complete: a cancelled create leaves nothing, a replaced file keeps its mode, and a file
- * a writer holds is not replaced.
+ * a writer holds is not replaced. compression_type=zstd is written in the header.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -239,6 +239,49 @@ ParameterizedTest(struct opt_case *c, create, new_images_check_clean_read_zeros_
 		qcow2_image_close(back);
 	}
 	qcow2_image_close(img);
+}
+
+/* compression_type=zstd: the header's compression type and its feature bit (QEMU refuses
+ * an image with one and not the other), and compressed writes that read back; compat=0.10
+ * has no compression type field. */
+Test(create, zstd_images_say_so_in_their_header_and_take_compressed_writes)
+{
+	struct qcow2_create_opts o;
+	struct qcow2_image *img, *back;
+	const struct qcow2_header *h;
+	struct qcow2_extent e;
+	uint8_t *data = malloc(65536);
+
+	cr_assert_not_null(data);
+	qcow2_create_opts_default(&o);
+	o.size = 1 << 20;
+	o.compression_type = QCOW2_COMPRESSION_ZSTD;
+	img = create_mem(&o);
+	h = qcow2_image_header(img);
+	cr_assert_eq(h->compression_type, QCOW2_COMPRESSION_ZSTD);
+	cr_assert_neq(h->incompat & QCOW2_INCOMPAT_COMPRESSION, 0);
+	memset(data, 0x3c, 65536);
+	qcow2_image_read_begin(img); /* as the chain writes: the image's frees held shared */
+	cr_assert_eq(qcow2_image_write_compressed(img, data, 65536), 0, "%s", qcow2_last_error());
+	qcow2_image_read_end(img);
+	cr_assert_eq(qcow2_image_flush(img), 0);
+	back = reopen(img);
+	cr_assert_eq(qcow2_image_header(back)->compression_type, QCOW2_COMPRESSION_ZSTD);
+	cr_assert_eq(qcow2_image_map(back, NULL, 65536, 65536, &e), 0, "%s", qcow2_last_error());
+	cr_assert_eq(e.kind, QCOW2_EXTENT_COMPRESSED);
+	memset(data, 0, 65536);
+	cr_assert_eq(qcow2_image_read_compressed(back, &e, 0, data, 65536), 0, "%s",
+		     qcow2_last_error());
+	cr_assert_eq(data[0], 0x3c);
+	cr_assert_eq(memcmp(data, data + 1, 65535), 0);
+	assert_reads(back, 0, 65536, 0);
+	assert_clean(back);
+	qcow2_image_close(back);
+	qcow2_image_close(img);
+	free(data);
+	o.version = 2;
+	cr_assert_eq(qcow2_create_opts_check(&o), -EINVAL);
+	assert_error_mentions("compat=1.1");
 }
 
 Test(create, extended_l2_preallocation_leaves_every_subcluster_unallocated)
