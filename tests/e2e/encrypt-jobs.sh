@@ -168,7 +168,7 @@ setup luks_create broken.qcow2 4M "$K1"
 setup enc_qio broken.qcow2 "$K1" "write -P 0x71 0 256k"
 setup python3 "$E2E_HELPER" qcow2-break broken.qcow2:metadata:128k
 sha_of broken.qcow2 >"$WORK/broken.sha" || bail "cannot hash broken.qcow2"
-repair_refused()
+enc_repair_refused()
 {
 	local out rc=0
 	out=$(ctl check --repair broken.qcow2 2>&1) && rc=0 || rc=$?
@@ -176,6 +176,6 @@ repair_refused()
 	grep -q "encrypted: data lying in metadata is not moved" <<<"$out" ||
 		{ echo "exit $rc, no reason given:"; echo "$out"; return 1; }
 }
-check "check --repair refuses to move an encrypted image's data out of metadata" repair_refused
+check "check --repair refuses to move an encrypted image's data out of metadata" enc_repair_refused
 check "the image did not change" sha_unchanged "$WORK/broken.sha"
 finish
