@@ -72,6 +72,25 @@ setup luks_create nobase.qcow2 4M "$K1"
 setup enc_qio nobase.qcow2 "$K1" "write -P 0x93 0 64k"
 setup qemu-img create -q -f qcow2 -u -b nobase.qcow2 -F qcow2 overnobase.qcow2 4M
 
+# qcowfs_key_refused TEXT ARGS...: qcowfs ARGS exits non-zero before mounting, with one line
+# on stderr containing TEXT
+qcowfs_key_refused()
+{
+	local text=$1 err rc=0
+	shift
+	mkdir -p "$WORK/nomnt"
+	err=$(timeout 20 "$QCOWFS" -f "$@" "$SRC" "$WORK/nomnt" 2>&1 >/dev/null) || rc=$?
+	[ "$rc" != 0 ] || { echo "qcowfs $* did not fail"; return 1; }
+	[ "$(wc -l <<<"$err")" = 1 ] && grep -qF -- "$text" <<<"$err" ||
+		{ echo "exit $rc, want one line naming '$text':"; echo "$err"; return 1; }
+}
+check "--key of an image that does not exist is refused" \
+	qcowfs_key_refused "--key 'missing.qcow2'" --key missing.qcow2="$K1"
+check "--key with a key file that cannot be read is refused" \
+	qcowfs_key_refused "$KEYS/none" --key xts.qcow2="$KEYS/none"
+check "--key without =KEYFILE is refused" qcowfs_key_refused "expected IMAGE=KEYFILE" \
+	--key xts.qcow2
+
 check "mounts with --key for each encrypted image" mount_qcowfs "$SRC" "$MNT" \
 	--key xts.qcow2="$K1" --key essiv.qcow2="$K1" --key cbc.qcow2="$K2" \
 	--key small.qcow2="$K1" --key aes.qcow2="$K1" --key lukstop.qcow2="$K2" \
