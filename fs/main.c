@@ -27,6 +27,7 @@
 #include "readahead.h"
 
 #define MAX_BACKING_DIRS 64
+#define MAX_KEYS	 256
 
 /* The exit status of a usage error (an unknown option, a bad value, a missing argument): 1, as
  * every other refusal (EXIT_FAILURE: a SOURCE or MOUNTPOINT that cannot be used, a failed
@@ -48,7 +49,18 @@ struct cmdline {
 	unsigned readahead_kb;	 /* -o readahead_kb=N */
 	unsigned max_read;	 /* -o max_read=N, 0 when not given */
 	char log_file[PATH_MAX]; /* --log-file, made absolute; "" when not given */
+	const char *key_args[MAX_KEYS]; /* --key IMAGE=KEYFILE, as given */
+	size_t n_keys;
 };
+
+/* The passphrases of --key: the image's canonical path and the key file's content (locked
+ * memory), read before the session starts and kept until it ends. */
+struct key_entry {
+	char path[PATH_MAX];
+	struct qcow2_key key;
+};
+static struct key_entry keys[MAX_KEYS];
+static size_t n_keys;
 
 static char mount_path[PATH_MAX];
 
@@ -101,6 +113,9 @@ static void usage(FILE *f)
 	    "  --log-file PATH      append the log to PATH, timestamped (opened again on\n"
 	    "                       SIGHUP, for logrotate); without it the log goes to stderr,\n"
 	    "                       or once detached to syslog (stderr when there is none)\n"
+	    "  --key IMAGE=KEYFILE  the passphrase of the encrypted image IMAGE (a path relative\n"
+	    "                       to SOURCE) is the content of KEYFILE; repeatable, one for\n"
+	    "                       each encrypted image of a chain\n"
 	    "  -h, --help           this text\n"
 	    "  -V, --version        the version\n\n"
 	    "The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
@@ -111,7 +126,10 @@ static void usage(FILE *f)
 	    "every file of its chain does (the kernel checks it: default_permissions). With\n"
 	    "allow_other, other users get exactly that.\n\n"
 	    "'getfattr -d VIEW' shows a view's chain and why it is read-only; 'cat\n"
-	    "MOUNTPOINT/.qcowfs-status.json' lists every image refused or read-only, and why.\n");
+	    "MOUNTPOINT/.qcowfs-status.json' lists every image refused or read-only, and why.\n"
+	    "An encrypted image (LUKS, legacy AES) is shown only with its key: without one, or\n"
+	    "with a wrong one, it is refused (the log says why). Legacy AES views are "
+	    "read-only.\n");
 }
 
 /* The value of -o NAME=VALUE: decimal digits only (strtoul would take "-5" as 2^32 - 5 and
@@ -238,6 +256,85 @@ static int set_log_file(struct cmdline *cl, const char *path)
 	return 0;
 }
 
+/* A --key value, IMAGE=KEYFILE: read once SOURCE is known (resolve_keys()). */
+static int add_key(struct cmdline *cl, const char *arg)
+{
+	const char *eq = strrchr(arg, '=');
+
+	if (!eq || eq == arg || !eq[1]) {
+		fprintf(stderr, "qcowfs: --key '%s': expected IMAGE=KEYFILE\n", arg);
+		return -1;
+	}
+	if (cl->n_keys == MAX_KEYS) {
+		fprintf(stderr, "qcowfs: --key '%s': more than %d keys\n", arg, MAX_KEYS);
+		return -1;
+	}
+	cl->key_args[cl->n_keys++] = arg;
+	return 0;
+}
+
+/* The key of the image at canonical @path (struct qcow2_keys). */
+static int find_key(void *ctx, const char *path, const struct qcow2_key **key)
+{
+	size_t i;
+
+	(void)ctx;
+	for (i = 0; i < n_keys; i++) {
+		if (strcmp(keys[i].path, path) == 0) {
+			*key = &keys[i].key;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Read every --key: IMAGE resolved from SOURCE (its directory when SOURCE is a file) to its
+ * canonical path, KEYFILE read into locked memory (relative to the directory qcowfs was
+ * started in). A key file other users may read is named in a warning; its content is never
+ * printed. -1 after one line naming the option otherwise. */
+static int resolve_keys(const struct cmdline *cl, const char *source)
+{
+	char root[PATH_MAX], joined[PATH_MAX * 2];
+	struct stat st;
+	size_t i;
+
+	if (!realpath(source, root) || stat(root, &st) < 0)
+		return 0; /* check_args() says why */
+	if (!S_ISDIR(st.st_mode))
+		*strrchr(root, '/') = '\0';
+	for (i = 0; i < cl->n_keys; i++) {
+		const char *arg = cl->key_args[i], *eq = strchr(arg, '=');
+		struct key_entry *k = &keys[n_keys];
+
+		if (arg[0] == '/')
+			snprintf(joined, sizeof(joined), "%.*s", (int)(eq - arg), arg);
+		else
+			snprintf(joined, sizeof(joined), "%s/%.*s", root, (int)(eq - arg), arg);
+		if (!realpath(joined, k->path)) {
+			fprintf(stderr, "qcowfs: --key '%.*s': %s\n", (int)(eq - arg), arg,
+				strerror(errno));
+			return -1;
+		}
+		if (qcow2_key_file_read(eq + 1, &k->key) < 0) {
+			fprintf(stderr, "qcowfs: --key '%.*s': %s\n", (int)(eq - arg), arg,
+				qcow2_last_error());
+			return -1;
+		}
+		n_keys++;
+		if (stat(eq + 1, &st) == 0 && (st.st_mode & 0077))
+			fprintf(stderr,
+				"qcowfs: warning: key file '%s' can be read by other users\n",
+				eq + 1);
+	}
+	return 0;
+}
+
+static void release_keys(void)
+{
+	while (n_keys)
+		qcow2_key_release(&keys[--n_keys].key);
+}
+
 /* SOURCE, then MOUNTPOINT. -1 after a message when both are there already. */
 static int add_arg(struct cmdline *cl, const char *arg)
 {
@@ -250,13 +347,14 @@ static int add_arg(struct cmdline *cl, const char *arg)
 }
 
 /* getopt_long()'s answers beyond the letters: an argument ("-" mode), --backing-dir. */
-enum { OPT_ARG = 1, OPT_BACKING_DIR = 256, OPT_LOG_FILE };
+enum { OPT_ARG = 1, OPT_BACKING_DIR = 256, OPT_LOG_FILE, OPT_KEY };
 
 static const struct option long_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {"backing-dir", required_argument, NULL, OPT_BACKING_DIR},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
+    {"key", required_argument, NULL, OPT_KEY},
     {NULL, 0, NULL, 0},
 };
 
@@ -271,6 +369,8 @@ static void refuse_option(int c, const char *arg)
 		fprintf(stderr, "qcowfs: --backing-dir needs a directory\n");
 	else if (c == ':' && optopt == OPT_LOG_FILE)
 		fprintf(stderr, "qcowfs: --log-file needs a file name\n");
+	else if (c == ':' && optopt == OPT_KEY)
+		fprintf(stderr, "qcowfs: --key needs IMAGE=KEYFILE\n");
 	else if (c == ':')
 		fprintf(stderr, "qcowfs: -%c needs a value (see --help)\n", optopt);
 	else if (is_long)
@@ -320,6 +420,10 @@ static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
 			break;
 		case OPT_LOG_FILE:
 			if (set_log_file(cl, optarg) < 0)
+				return -1;
+			break;
+		case OPT_KEY:
+			if (add_key(cl, optarg) < 0)
 				return -1;
 			break;
 		case OPT_ARG:
@@ -509,9 +613,16 @@ int main(int argc, char **argv)
 	if (check_args(cl.pos[0], cl.pos[1]) < 0 || set_fsname(&cl, cl.pos[0]) < 0)
 		return EXIT_FAILURE;
 	cfg->mount_point = mount_path;
-	tree = open_tree(cfg);
-	if (!tree)
+	if (resolve_keys(&cl, cl.pos[0]) < 0) {
+		release_keys();
 		return EXIT_FAILURE;
+	}
+	cfg->keys.find = find_key;
+	tree = open_tree(cfg);
+	if (!tree) {
+		release_keys();
+		return EXIT_FAILURE;
+	}
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, cl.fuse_opts) || (cl.debug && fuse_opt_add_arg(&args, "-d"))) {
 		fprintf(stderr, "qcowfs: out of memory\n");
@@ -524,6 +635,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "qcowfs: cannot create the FUSE session\n");
 		fuse_opt_free_args(&args);
 		qfs_tree_free(tree);
+		release_keys();
 		return EXIT_FAILURE;
 	}
 	r = serve(se, &cl);
@@ -531,5 +643,6 @@ int main(int argc, char **argv)
 	qfs_release_all(tree);
 	fuse_opt_free_args(&args);
 	qfs_tree_free(tree);
+	release_keys();
 	return r ? EXIT_FAILURE : EXIT_SUCCESS;
 }

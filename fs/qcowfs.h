@@ -84,6 +84,7 @@ struct qfs_config {
 	char *const *argv;
 	bool allow_other;
 	const char *log_file; /* absolute, or NULL */
+	struct qcow2_keys keys; /* the passphrases of encrypted images (--key), by canonical path */
 };
 
 int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out);

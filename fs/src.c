@@ -135,6 +135,7 @@ static void src_clear(struct qfs_src_cache *c, struct qfs_src *s)
 	s->busy = false;
 	s->corrupt = false;
 	s->write_refused = false;
+	s->legacy_aes = false;
 	s->err = 0;
 	s->qcow2 = false;
 	s->check_gen = 0;
@@ -335,6 +336,42 @@ static void src_check_busy(struct qfs_src *s, struct qcow2_io *io)
 	}
 }
 
+/* An encrypted image is served only with its key (--key IMAGE=KEYFILE, struct qcow2_keys of
+ * the chain options): without one, or with one that opens no key slot, it is refused (logged
+ * once, listed nowhere, and so is every chain through it). The key is checked once per file,
+ * not at every probe. Legacy AES is served read-only, the reason logged once. 0 or a negative
+ * errno with the message set. */
+static int src_check_key(struct qfs_src_cache *c, struct qfs_src *s, struct qcow2_io *io,
+			 const struct qcow2_header *h)
+{
+	const struct qcow2_keys *keys = &c->copts->keys;
+	const struct qcow2_key *key = NULL;
+	const char *why = "legacy AES encryption: read-only";
+	int r = 0;
+
+	if (h->crypt_method == QCOW2_CRYPT_NONE)
+		return 0;
+	s->legacy_aes = h->crypt_method == QCOW2_CRYPT_AES;
+	if (!s->key_ok || s->key_dev != s->st.st_dev || s->key_ino != s->st.st_ino) {
+		s->key_ok = false;
+		if (keys->find && (r = keys->find(keys->ctx, s->path, &key)) <= 0)
+			key = NULL;
+		if (r >= 0)
+			r = qcow2_image_key_check(io, s->path, h, key);
+		if (r < 0)
+			return r;
+		s->key_ok = true;
+		s->key_dev = s->st.st_dev;
+		s->key_ino = s->st.st_ino;
+	}
+	if (s->legacy_aes && (!s->logged_msg || strcmp(s->logged_msg, why) != 0)) {
+		free(s->logged_msg);
+		s->logged_msg = strdup(why);
+		qfs_log("serving '%s' read-only: %s", s->path, why);
+	}
+	return 0;
+}
+
 /* Image @s names a backing file in header @h: note it, and its format. 0 or a negative errno
  * (-ENOTSUP for a format other than qcow2 or raw). */
 static int src_backing(struct qfs_src_cache *c, struct qfs_src *s, const struct qcow2_header *h)
@@ -380,13 +417,10 @@ static void src_probe_file(struct qfs_src_cache *c, struct qfs_src *s)
 	s->qcow2 = true;
 	h = malloc(sizeof(*h));
 	r = h ? qcow2_header_read(io, h) : -ENOMEM;
-	/* The header of an encrypted image decodes, but its data is ciphertext: refused until
-	 * it can be opened with its key. */
-	if (r == 0 && h->crypt_method != QCOW2_CRYPT_NONE)
-		r = qcow2_set_error(-ENOTSUP, "encrypted image (%s): no key for it",
-				    h->crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks");
 	if (r == 0)
 		src_check_busy(s, io);
+	if (r == 0)
+		r = src_check_key(c, s, io, h);
 	if (r == 0)
 		r = src_snapshots(s, io, h);
 	if (r == 0 && h->backing_file[0])

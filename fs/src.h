@@ -68,6 +68,12 @@ struct qfs_src {
 	bool busy;
 	char *busy_msg;
 	unsigned our_writers; /* writable handles of this daemon on the image (its own locks) */
+	/* Encrypted: legacy AES is served read-only; the key (--key) last opened the file of this
+	 * identity (checked once per file, not at every probe: a LUKS key costs its PBKDF2). */
+	bool legacy_aes;
+	bool key_ok;
+	dev_t key_dev;
+	ino_t key_ino;
 	struct qfs_src *hnext;
 };
 

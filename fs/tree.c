@@ -229,6 +229,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	t->copts.n_allow_dirs = cfg->n_backing_dirs;
 	t->copts.mount_point = t->mount_point && t->mount_point[0] ? t->mount_point : NULL;
 	t->copts.lock = true;
+	t->copts.keys = cfg->keys;
 	r = !t->root_dir || !t->source || !t->mount_point ? -ENOMEM : avoid_mounts(t, cfg);
 	if (r < 0) {
 		qfs_tree_free(t);

@@ -68,6 +68,8 @@ static bool read_only_why(struct qfs_src_cache *c, struct qfs_src *s, const stru
 		snprintf(why, cap, "the mount is read-only (-o ro)");
 	} else if (s->corrupt) {
 		snprintf(why, cap, "the image's corrupt bit is set (see qcowctl check)");
+	} else if (s->legacy_aes) {
+		snprintf(why, cap, "legacy AES encryption: read-only (QEMU deprecates writing it)");
 	} else if (s->busy) {
 		snprintf(why, cap, "another process writes it: %s",
 			 s->busy_msg ? s->busy_msg : "in use");

@@ -148,7 +148,8 @@ static int hash_view(struct hasher *h)
 static int checksum(const char *path, const char *snap, bool force_share,
 		    const struct common_opts *o, uint8_t *digest)
 {
-	struct qcow2_chain_opts co = {.lock = !force_share, .snapshot = snap, .top_blockdev = true};
+	struct qcow2_chain_opts co = {
+	    .lock = !force_share, .snapshot = snap, .top_blockdev = true, .keys = *cli_keys()};
 	struct hasher h = {0};
 	unsigned len = 0;
 	int r;
@@ -198,9 +199,13 @@ static void print_result(const char *arg, const uint8_t *digest, bool json)
 int cmd_checksum(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, OPT_JSON}, {"progress", no_argument, NULL, 'p'},
-	    {"quiet", no_argument, NULL, 'q'},	   {"force-share", no_argument, NULL, 'U'},
-	    {"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"progress", no_argument, NULL, 'p'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"help", no_argument, NULL, 'h'},
+	    KEY_LONGOPT,
+	    {NULL, 0, NULL, 0},
 	};
 	struct common_opts o = {0};
 	bool force_share = false;

@@ -250,6 +250,15 @@ int cmd_copy(int argc, char **argv)
 		free(snap);
 		return EXIT_USAGE;
 	}
+	/* -o encrypt.format=luks: the new image's passphrase is DEST's --key */
+	if (a.create.luks && !(a.create.luks_key = key_for(argv[optind + 1]))) {
+		error("encrypt.format=luks needs the passphrase of '%s': --key %s=KEYFILE",
+		      argv[optind + 1], argv[optind + 1]);
+		free(a.snap);
+		free(src);
+		free(snap);
+		return EXIT_USAGE;
+	}
 	a.o.snapshot = snap ? snap : a.snap;
 	a.o.dry_run = a.co.dry_run;
 	if (a.bitmaps && (a.o.raw || a.o.snapshot)) {

@@ -339,10 +339,20 @@ int parse_image_options(char *list, const char *cmd, struct qcow2_create_opts *o
 {
 	struct create_args a = {.o = *o, .cmd = cmd};
 
+	qcow2_luks_params_default(&a.luks);
 	if (parse_o_list(cmd, list, parse_one, &a) < 0)
 		return -1;
 	if (a.have_size)
 		return error("option 'size' in -o: %s takes the size of its source", cmd), -1;
+	if (a.luks_opt && !a.luks_set)
+		return error("%s needs encrypt.format=luks", a.luks_opt), -1;
+	if (a.luks_set) { /* the passphrase is the caller's to find (--key DEST=KEYFILE) */
+		static struct qcow2_luks_params luks;
+
+		luks = a.luks;
+		a.o.luks = &luks;
+		a.o.luks_key = NULL;
+	}
 	*o = a.o;
 	if (a.backing)
 		*backing = a.backing;

@@ -191,7 +191,7 @@ static void print_plan(const struct resize_args *a, struct qcow2_chain *c, uint6
 /* --dry-run: opened read-only, locked as a reader (refused while someone writes it). */
 static int dry_run(const struct resize_args *a)
 {
-	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true};
+	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true, .keys = *cli_keys()};
 	struct qcow2_layer_info top;
 	struct qcow2_chain *c;
 	uint64_t old, n;

@@ -115,7 +115,7 @@ static int snapshot_list(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct common_opts o = {0};
-	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true};
+	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true, .keys = *cli_keys()};
 	struct qcow2_image *img;
 	uint32_t i, n;
 	int c;
@@ -281,7 +281,7 @@ static int dry_run_rerun(struct qcow2_image *img, const struct change *ch)
 /* --dry-run: the image opened read-only, the plan printed, the write lock only tested. */
 static int dry_run(const struct change *ch)
 {
-	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true};
+	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true, .keys = *cli_keys()};
 	struct qcow2_snapshot_resume res;
 	struct qcow2_snapshot_plan p;
 	struct qcow2_image *img;

@@ -284,17 +284,34 @@ static bool job_cancelled(void *ctx)
 	return was_interrupted();
 }
 
+/* The keys of --key as the library asks for them (struct qcow2_keys). */
+static int find_cli_key(void *ctx, const char *path, const struct qcow2_key **key)
+{
+	(void)ctx;
+	*key = key_for(path);
+	return *key != NULL;
+}
+
+const struct qcow2_keys *cli_keys(void)
+{
+	static const struct qcow2_keys keys = {find_cli_key, NULL};
+
+	return &keys;
+}
+
 void job_init(struct qcow2_job *job, struct progress *p)
 {
 	memset(job, 0, sizeof(*job));
 	job->progress = job_progress;
 	job->cancelled = job_cancelled;
 	job->ctx = p;
+	job->keys = cli_keys();
 }
 
 int open_for_write(const char *path, struct qcow2_chain **out)
 {
-	struct qcow2_chain_opts co = {.lock = true, .writable = true, .top_blockdev = true};
+	struct qcow2_chain_opts co = {
+	    .lock = true, .writable = true, .top_blockdev = true, .keys = *cli_keys()};
 	struct qcow2_chain *c;
 	int r;
 

@@ -91,6 +91,9 @@ void key_add(const char *arg);
 const struct qcow2_key *key_for(const char *path);
 /* The same, in the form of a lookup callback (@ctx unused). */
 const struct qcow2_key *key_lookup(void *ctx, const char *path);
+/* The same keys as the library's chain options and jobs take them (key_for() by path). */
+struct qcow2_keys;
+const struct qcow2_keys *cli_keys(void);
 
 /* getopt_long() for every command's option loop, the one place options are parsed: returns
  * the next option, -1 after the last, or OPT_BAD once it has printed one line naming an

@@ -186,7 +186,10 @@ static int read_extent(struct qcow2_chain *c, const struct qcow2_extent *e, uint
 {
 	size_t len = (size_t)e->len;
 
-	if (e->kind == QCOW2_EXTENT_DATA) {
+	if (e->kind == QCOW2_EXTENT_DATA && c->layers[e->layer].img) {
+		/* decrypted with that layer's own key, if it is encrypted (image/crypt.c) */
+		return qcow2_image_read_data(c->layers[e->layer].img, p, len, e->host_off, off);
+	} else if (e->kind == QCOW2_EXTENT_DATA) {
 		ssize_t got = qcow2_io_pread(e->io, p, len, e->host_off);
 		if (got < 0)
 			return (int)got;
@@ -238,16 +241,11 @@ int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qc
 	return r;
 }
 
-int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
+int qcow2_chain_read_in(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
 {
 	uint8_t *p = buf;
 	int r = 0;
 
-	qcow2_chain_enter(c);
-	if (off > c->size || n > c->size - off)
-		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
-	if (r == 0)
-		r = pin_check(c);
 	while (n && r == 0) {
 		struct qcow2_extent e;
 
@@ -260,6 +258,20 @@ int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
 		off += e.len;
 		n -= (size_t)e.len;
 	}
+	return r;
+}
+
+int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
+{
+	int r = 0;
+
+	qcow2_chain_enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
+	if (r == 0)
+		r = pin_check(c);
+	if (r == 0)
+		r = qcow2_chain_read_in(c, buf, n, off);
 	if (r == 0)
 		r = pin_check(c); /* after the data: what passes is the snapshot's (see above) */
 	qcow2_chain_leave(c);

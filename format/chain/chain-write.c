@@ -42,29 +42,102 @@ static int not_writable(const struct qcow2_chain *c)
 	return qcow2_set_error(-EROFS, "'%s' is open read-only", c->layers[0].path);
 }
 
+#define SECTOR 512ull
+
+/* Write @n bytes of @buf (NULL: zeros) at @off of an encrypted top by whole sectors: the
+ * sectors it covers in part are read from the view first (c->sector_rw held exclusive).
+ * Inside qcow2_chain_enter(). */
+static int write_sectors(struct qcow2_chain *c, struct qcow2_image *top,
+			 const struct qcow2_fill *fill, const void *buf, uint64_t n, uint64_t off)
+{
+	uint64_t a = off & ~(SECTOR - 1), b = (off + n + SECTOR - 1) & ~(SECTOR - 1);
+	uint8_t *w;
+	int r = 0;
+
+	if (b > c->size)
+		return qcow2_set_error(-EINVAL, "'%s': the disk ends inside a sector",
+				       c->layers[0].path);
+	w = malloc(b - a);
+	if (!w)
+		return qcow2_oom();
+	if (off != a)
+		r = qcow2_chain_read_in(c, w, SECTOR, a);
+	if (r == 0 && off + n != b && (b - SECTOR != a || off == a))
+		r = qcow2_chain_read_in(c, w + (b - a - SECTOR), SECTOR, b - SECTOR);
+	if (r == 0) {
+		if (buf)
+			memcpy(w + (off - a), buf, n);
+		else
+			memset(w + (off - a), 0, n);
+		r = qcow2_image_write(top, w, b - a, a, fill);
+	}
+	free(w);
+	return r;
+}
+
+/* Zero [@off, @off + @n) of an encrypted top: whole sectors by the format's means, the partial
+ * ones at either end written as zeros. */
+static int zero_sectors(struct qcow2_chain *c, struct qcow2_image *top,
+			const struct qcow2_fill *fill, uint64_t n, uint64_t off)
+{
+	uint64_t end = off + n, ha = (off + SECTOR - 1) & ~(SECTOR - 1), tb = end & ~(SECTOR - 1);
+	int r = 0;
+
+	if (ha >= tb) /* within one or two sectors */
+		return write_sectors(c, top, fill, NULL, n, off);
+	if (off < ha)
+		r = write_sectors(c, top, fill, NULL, ha - off, off);
+	if (r == 0)
+		r = qcow2_image_zero(top, ha, tb - ha, fill);
+	if (r == 0 && tb < end)
+		r = write_sectors(c, top, fill, NULL, end - tb, tb);
+	return r;
+}
+
 /* A change of the top over [@off, @off + @n): a write of @buf, an allocation (@buf NULL,
- * @zero false), a zeroing or an unmapping. */
+ * @zero false), a zeroing or an unmapping. An encrypted top changes by whole 512-byte sectors
+ * (its cipher's unit): a change that covers part of one holds c->sector_rw exclusive while it
+ * reads and writes the whole sector, every other change holds it shared. */
 static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t off, bool zero,
 		  bool unmap)
 {
 	struct qcow2_image *top = writable_top(c);
 	struct qcow2_fill fill = {qcow2_chain_read_below, c, c->n > 1};
+	bool enc, partial;
 	int r;
 
 	if (!top)
 		return not_writable(c);
+	enc = qcow2_image_encrypted(top);
+	partial = enc && n && (buf || zero) && !unmap && ((off | n) & (SECTOR - 1));
+	if (partial)
+		pthread_rwlock_wrlock(&c->sector_rw);
+	else if (enc)
+		pthread_rwlock_rdlock(&c->sector_rw);
 	qcow2_chain_enter(c);
 	if (off > c->size || n > c->size - off)
 		r = qcow2_set_error(-EFBIG, "'%s': range past the end of the disk",
 				    c->layers[0].path);
 	else if (zero && unmap)
 		r = qcow2_image_unmap(top, off, n);
+	else if (partial && zero)
+		r = zero_sectors(c, top, &fill, n, off);
+	else if (partial)
+		r = write_sectors(c, top, &fill, buf, n, off);
 	else if (zero)
 		r = qcow2_image_zero(top, off, n, &fill);
 	else
 		r = qcow2_image_write(top, buf, (size_t)n, off, &fill);
-	qcow2_chain_forget(c, off, n);
+	/* (a partial sector's whole one changed) */
+	if (partial)
+		qcow2_chain_forget(c, off & ~(SECTOR - 1),
+				   ((off + n + SECTOR - 1) & ~(SECTOR - 1)) -
+				       (off & ~(SECTOR - 1)));
+	else
+		qcow2_chain_forget(c, off, n);
 	qcow2_chain_leave(c);
+	if (enc)
+		pthread_rwlock_unlock(&c->sector_rw);
 	return r;
 }
 

@@ -95,10 +95,6 @@ static int open_layer_file(struct qcow2_chain *c, const struct qcow2_chain_opts 
 					       QCOW2_READER_SHARED, &l->img);
 	if (r < 0)
 		return r;
-	/* The clusters of an encrypted image are ciphertext: never served as data. */
-	if (l->img->h.crypt_method != QCOW2_CRYPT_NONE)
-		return qcow2_set_error(
-		    -ENOTSUP, "'%s': encrypted image: its data cannot be read yet", l->path);
 	l->size = qcow2_guest_bytes(l->img->h.size);
 	return 0;
 }
@@ -210,6 +206,7 @@ int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct 
 	if (!c)
 		return qcow2_oom();
 	pthread_rwlock_init(&c->owner_rw, NULL);
+	pthread_rwlock_init(&c->sector_rw, NULL);
 	r = open_layers(c, path, o);
 	if (r == 0) {
 		c->size = c->layers[0].size;
@@ -238,6 +235,7 @@ void qcow2_chain_close(struct qcow2_chain *c)
 		qcow2_snapshot_pin_release(&c->pin);
 	qcow2_ownermap_free(c->owners);
 	pthread_rwlock_destroy(&c->owner_rw);
+	pthread_rwlock_destroy(&c->sector_rw);
 	free(c->layers);
 	free(c);
 }

@@ -41,6 +41,11 @@ struct qcow2_chain {
 	uint64_t size;		       /* changes only under the top's w->frees, exclusive */
 	struct qcow2_ownermap *owners; /* NULL: walk every time; replaced under w->frees excl. */
 	pthread_rwlock_t owner_rw;     /* chain-read.c's: the owner map's entries */
+	/* An encrypted top is written by whole sectors: a write that covers part of a sector
+	 * reads the rest and writes the whole one, holding this exclusive; every other change
+	 * of such a top holds it shared (chain-write.c), so no change lands between the read
+	 * and the write. Taken before the top's w->frees. */
+	pthread_rwlock_t sector_rw;
 	bool write_locked;
 	bool pinned;		       /* a snapshot view: every call checks the pin */
 	struct qcow2_snapshot_pin pin; /* its own lock */
@@ -53,6 +58,9 @@ void qcow2_chain_leave(struct qcow2_chain *c);
 /* chain-read.c: what the layers below the top show at [@off, @off + @n) of @ctx (the chain),
  * zeros past the end: copy-on-write's source (a qcow2_fill reader). 0 or -errno. */
 int qcow2_chain_read_below(void *ctx, void *buf, size_t n, uint64_t off);
+/* chain-read.c: read @n bytes at @off of the flat view, inside qcow2_chain_enter() (not a
+ * snapshot view: no pin check). 0 or -errno. */
+int qcow2_chain_read_in(struct qcow2_chain *c, void *buf, size_t n, uint64_t off);
 /* chain-read.c: the top changed over [@off, @off + @n): the owners recorded there are stale
  * (takes c->owner_rw exclusive; not with the top's w->lock held). */
 void qcow2_chain_forget(struct qcow2_chain *c, uint64_t off, uint64_t n);

@@ -124,6 +124,11 @@ int qcow2_image_write_precompressed(struct qcow2_image *img, const void *buf, co
 	if (img->h.incompat & QCOW2_INCOMPAT_DATA_FILE)
 		return qcow2_set_error(-ENOTSUP, "'%s': no compressed clusters with a data file",
 				       img->name);
+	if (img->h.crypt_method != QCOW2_CRYPT_NONE) /* as QEMU: never both */
+		return qcow2_set_error(-ENOTSUP,
+				       "'%s': compression and encryption are not supported "
+				       "together",
+				       img->name);
 	if ((guest_off & (cs - 1)) || guest_off >= img->h.size)
 		return qcow2_set_error(
 		    -EINVAL, "'%s': compressed write at %#" PRIx64 " is not a cluster of the disk",

@@ -160,11 +160,17 @@ int qcow2_image_open_canonical(const char *path, const struct qcow2_chain_opts *
 	bool writable = flags & QCOW2_OPEN_WRITE, repair = writable && o && o->repair;
 	/* A repair writes the image only: its data file stays read-only. */
 	struct data_file_ctx dctx = {o, path, writable && !repair};
-	struct qcow2_image_opts io_opts = {open_data_file, &dctx, o ? o->l2_cache_bytes : 0,
-					   writable, repair};
+	struct qcow2_image_opts io_opts = {open_data_file, &dctx,  o ? o->l2_cache_bytes : 0,
+					   writable,	   repair, NULL};
 	struct qcow2_io *io;
 	int r;
 
+	/* an encrypted image's key, by its own canonical path (a backing file's too) */
+	if (o && o->keys.find && (r = o->keys.find(o->keys.ctx, path, &io_opts.key)) <= 0) {
+		io_opts.key = NULL;
+		if (r < 0)
+			return r;
+	}
 	r = qcow2_io_open(path, flags | QCOW2_OPEN_NOFOLLOW, &io);
 	if (r < 0)
 		return r;

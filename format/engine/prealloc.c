@@ -16,7 +16,10 @@
 
 bool qcow2_prealloc_only(const struct qcow2_image *img, const uint64_t *ent, bool backing)
 {
-	if ((img->h.incompat & QCOW2_INCOMPAT_DATA_FILE) || ent[0])
+	/* (encrypted: zeros in a data cluster would decrypt to noise; the write path writes the
+	 * cluster's content, encrypted, instead) */
+	if ((img->h.incompat & QCOW2_INCOMPAT_DATA_FILE) || ent[0] ||
+	    img->h.crypt_method != QCOW2_CRYPT_NONE)
 		return false;
 	return img->l2_entry_words == 2 ? ent[1] == 0 : !backing;
 }

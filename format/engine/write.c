@@ -71,6 +71,28 @@ static uint64_t host_of(const struct qcow2_image *img, uint64_t e, uint64_t gues
 	return has_data_file(img) ? guest_cl : e & QCOW2_L2E_OFFSET_MASK;
 }
 
+/* Write guest data @buf (@n bytes of guest @guest_off) at @host_off of the data file: as it is,
+ * or for an encrypted image a copy encrypted for that host offset (image/crypt.c; whole
+ * sectors: the chain widens partial ones). */
+static int data_pwrite(struct qcow2_image *img, const void *buf, size_t n, uint64_t host_off,
+		       uint64_t guest_off)
+{
+	uint8_t *enc;
+	int r;
+
+	if (!img->crypt)
+		return qcow2_io_pwrite(img->data_io, buf, n, host_off);
+	enc = malloc(n);
+	if (!enc)
+		return qcow2_oom();
+	memcpy(enc, buf, n);
+	r = qcow2_image_encrypt(img, enc, n, host_off, guest_off);
+	if (r == 0)
+		r = qcow2_io_pwrite(img->data_io, enc, n, host_off);
+	free(enc);
+	return r;
+}
+
 /* ---- the fast path ---- */
 
 /* Write in place as far as clusters allow, from @off. Returns the bytes written (0: the first
@@ -110,7 +132,8 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 			break;
 		host = host_of(img, ent, pos - in) + in;
 		if (run && host != run_host + run) { /* not contiguous: write the run so far */
-			r = buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host)
+			r = buf ? data_pwrite(img, buf + done - run, run, run_host,
+					      off + done - run)
 				: 0;
 			if (r < 0)
 				return r;
@@ -123,7 +146,7 @@ static ssize_t write_in_place(struct qcow2_image *img, const uint8_t *buf, size_
 	}
 	/* clusters contiguous in the file go out in one write; a large one starts its writeback
 	 * at once, as new extents do (a later flush then has less to wait for) */
-	r = run && buf ? qcow2_io_pwrite(img->data_io, buf + done - run, run, run_host) : 0;
+	r = run && buf ? data_pwrite(img, buf + done - run, run, run_host, off + done - run) : 0;
 	if (r < 0)
 		return r;
 	if (buf && run >= WRITEBACK_MIN)
@@ -167,14 +190,19 @@ static int old_content(struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_
 		}
 		/* allocated: an offset, or (external data file, identity mapped) the COPIED flag */
 		if ((e & QCOW2_L2E_OFFSET_MASK) || (has_data_file(img) && (e & QCOW2_OFLAG_COPIED)))
-			return qcow2_io_pread_full(img->data_io, buf, cs, host) < 0 ? -EIO : 0;
+			return qcow2_io_pread_full(img->data_io, buf, cs, host) < 0
+				   ? -EIO
+				   : qcow2_image_decrypt(img, buf, cs, host, guest_cl);
 		return fill_below(fill, buf, cs, guest_cl);
 	}
 	for (i = 0; i < 32; i++) {
 		uint8_t *p = buf + i * scb;
 
 		if (bm >> i & 1)
-			r = qcow2_io_pread(img->data_io, p, scb, host + i * scb) < 0 ? -EIO : 0;
+			r = qcow2_io_pread(img->data_io, p, scb, host + i * scb) < 0
+				? -EIO
+				: qcow2_image_decrypt(img, p, scb, host + i * scb,
+						      guest_cl + i * scb);
 		else if (bm >> (32 + i) & 1)
 			r = (memset(p, 0, scb), 0);
 		else
@@ -234,7 +262,7 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 	if (r == 0)
 		r = new_clusters(img, guest_cl, 1, &host);
 	if (r == 0) {
-		r = qcow2_io_pwrite(img->data_io, buf, cs, host);
+		r = data_pwrite(img, buf, cs, host, guest_cl);
 		if (r < 0)
 			drop_clusters(img, host, 1);
 	}
@@ -266,10 +294,13 @@ static int own_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t e, u
 	if (r < 0)
 		return r;
 	if (old && (bm & 0xffffffffull)) { /* shared: copy the old cluster first */
+		/* (encrypted: decrypted and encrypted again, for the new host offset's IVs) */
 		copy = malloc(cs);
 		r = copy ? qcow2_io_pread_full(img->data_io, copy, cs, old) : qcow2_oom();
 		if (r == 0)
-			r = qcow2_io_pwrite(img->data_io, copy, cs, *target);
+			r = qcow2_image_decrypt(img, copy, cs, old, guest_cl);
+		if (r == 0)
+			r = data_pwrite(img, copy, cs, *target, guest_cl);
 		free(copy);
 	} else {
 		r = qcow2_io_grow(img->data_io, *target + cs);
@@ -303,12 +334,12 @@ static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_
 
 		if (bm >> i & 1) { /* allocated: write in place */
 			if (data)
-				r = qcow2_io_pwrite(img->data_io, data + (a - in), b - a,
-						    target + a);
+				r = data_pwrite(img, data + (a - in), b - a, target + a,
+						guest_cl + a);
 			continue;
 		}
 		if (data && a == i * scb && b == (i + 1) * scb) {
-			r = qcow2_io_pwrite(img->data_io, data + (a - in), scb, target + a);
+			r = data_pwrite(img, data + (a - in), scb, target + a, guest_cl + a);
 		} else {
 			if (bm >> (32 + i) & 1)
 				memset(sub, 0, scb);
@@ -317,7 +348,8 @@ static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_
 			if (r == 0 && data)
 				memcpy(sub + (a - i * scb), data + (a - in), b - a);
 			if (r == 0)
-				r = qcow2_io_pwrite(img->data_io, sub, scb, target + i * scb);
+				r = data_pwrite(img, sub, scb, target + i * scb,
+						guest_cl + i * scb);
 		}
 		bm = (bm | 1ull << i) & ~(1ull << (32 + i));
 	}
@@ -340,7 +372,7 @@ static int write_whole(struct qcow2_image *img, uint64_t first_cl, uint64_t *ent
 
 	if (r < 0)
 		return r;
-	r = qcow2_io_pwrite(img->data_io, data, (size_t)((j - i) * cs), host);
+	r = data_pwrite(img, data, (size_t)((j - i) * cs), host, first_cl + i * cs);
 	if (r < 0) {
 		drop_clusters(img, host, j - i);
 		return r;
@@ -424,8 +456,8 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 
 		if (in_place(img, ent[0], ew == 2 ? ent[1] : 0, in, in + len)) {
 			if (data)
-				r = qcow2_io_pwrite(img->data_io, data, len,
-						    host_of(img, ent[0], pos - in) + in);
+				r = data_pwrite(img, data, len, host_of(img, ent[0], pos - in) + in,
+						pos);
 		} else if (in == 0 && (data ? len == cs
 					    : (len == cs || pos + len == img->h.size) &&
 						  qcow2_prealloc_only(img, ent, backing))) {
@@ -505,7 +537,7 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 	ssize_t got;
 	int r;
 
-	if ((r = qcow2_overlap_writable(img)) < 0)
+	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
 		return r;
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': write past the end of the disk", img->name);
@@ -614,7 +646,7 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
 	ssize_t got;
 	int r;
 
-	if ((r = qcow2_overlap_writable(img)) < 0)
+	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
 		return r;
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': zeroing past the end of the disk", img->name);
@@ -654,7 +686,7 @@ int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
 	ssize_t got;
 	int r;
 
-	if ((r = qcow2_overlap_writable(img)) < 0)
+	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
 		return r;
 	if (off > img->h.size || n > img->h.size - off)
 		return qcow2_set_error(-EFBIG, "'%s': range past the end of the disk", img->name);

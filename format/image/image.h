@@ -103,7 +103,8 @@ struct qcow2_image {
 	 * (refcount.c) and read without a lock by the bounds checks of the read side: atomic. */
 	uint64_t end_cluster;
 	struct qcow2_image_opts opts;
-	bool repair;	  /* opened for qcow2_image_repair(): writable though corrupt or dirty */
+	bool repair; /* opened for qcow2_image_repair(): writable though corrupt or dirty */
+	struct qcow2_crypt *crypt; /* an encrypted image's unlocked key (crypt.c), or NULL */
 	bool refs_broken; /* repair: the refcount table has entries the write side cannot use
 			   * (misaligned, reserved bits, outside the file); no refcount may be
 			   * written until rebuild.c replaced the structure */
@@ -137,6 +138,23 @@ static inline uint64_t qcow2_refcount_per_block(const struct qcow2_image *img)
 
 int qcow2_l1_load(struct qcow2_image *img, uint64_t off, uint32_t n, uint64_t size,
 		  struct qcow2_l1 *l1);
+
+/* crypt.c: an encrypted image's data. Its key unlocked at load (none: metadata only; a wrong
+ * key: -EKEYREJECTED, "wrong key for 'NAME'", already naming the image). */
+int qcow2_image_crypt_load(struct qcow2_image *img, const struct qcow2_key *key);
+/* Decrypt (encrypt) in place @n bytes of data at @host_off (guest @guest_off), whole 512-byte
+ * sectors; nothing for an image that is not encrypted. -ENOKEY without a key, -EIO if the
+ * cipher fails. */
+int qcow2_image_decrypt(struct qcow2_image *img, void *buf, size_t n, uint64_t host_off,
+			uint64_t guest_off);
+int qcow2_image_encrypt(struct qcow2_image *img, void *buf, size_t n, uint64_t host_off,
+			uint64_t guest_off);
+/* Read @n bytes of data at @host_off of the data file (zeros past its end), decrypted: the one
+ * read of guest data. Any range (sectors partly read are read whole and decrypted). */
+int qcow2_image_read_data(struct qcow2_image *img, void *buf, size_t n, uint64_t host_off,
+			  uint64_t guest_off);
+/* May guest data be written to the image? 0, -ENOKEY (no key), -EROFS (legacy AES). */
+int qcow2_image_data_writable(struct qcow2_image *img);
 
 /* map.c: the host offset and byte count of the compressed cluster with L2 entry @entry. */
 int qcow2_map_compressed(const struct qcow2_image *img, uint64_t entry, uint64_t *host,

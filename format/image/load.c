@@ -117,12 +117,15 @@ int qcow2_image_load(struct qcow2_io *io, const char *name, const struct qcow2_i
 	r = qcow2_io_size(io, &img->file_bytes);
 	if (r == 0)
 		r = open_tables(img, o);
+	if (r == 0)
+		r = qcow2_image_crypt_load(img, o ? o->key : NULL);
 	if (r < 0)
 		goto fail;
 	*out = img;
 	return 0;
 fail:
-	qcow2_error_prefix(r, name);
+	if (r != -EKEYREJECTED) /* "wrong key for 'NAME'" names it already */
+		qcow2_error_prefix(r, name);
 	qcow2_image_unload(img);
 	return r;
 }
@@ -143,6 +146,7 @@ void qcow2_image_unload(struct qcow2_image *img)
 	free(img->l1.entries);
 	qcow2_refcount_release(&img->refs);
 	qcow2_l2cache_free(img->l2cache);
+	qcow2_crypt_free(img->crypt);
 	if (img->data_io && img->data_io != img->io)
 		qcow2_io_close(img->data_io);
 	qcow2_io_close(img->io);

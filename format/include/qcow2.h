@@ -67,6 +67,8 @@ struct qcow2_job {
 	void (*progress)(void *ctx, uint64_t done, uint64_t total); /* bytes; may be NULL */
 	bool (*cancelled)(void *ctx);				    /* may be NULL */
 	void *ctx;
+	/* the keys of the encrypted images the job opens (struct qcow2_keys); may be NULL */
+	const struct qcow2_keys *keys;
 };
 
 /* ---- errors (error.c) ---- */
@@ -512,6 +514,8 @@ struct qcow2_image_opts {
 	/* With @writable, for qcow2_image_repair(): accepted when marked corrupt, and a dirty
 	 * image keeps its dirty bit, unrebuilt, until the repair. */
 	bool repair;
+	/* The passphrase of an encrypted image (NULL: none given; see struct qcow2_keys). */
+	const struct qcow2_key *key;
 };
 
 /* Open the qcow2 image in @io. Takes ownership of @io (closed on failure too). @name names the
@@ -535,6 +539,16 @@ int qcow2_image_open_path(const char *path, const struct qcow2_chain_opts *o,
 int qcow2_data_file_open(const struct qcow2_chain_opts *o, const char *image_path,
 			 const char *stored_name, bool writable, struct qcow2_io **io);
 void qcow2_image_close(struct qcow2_image *img);
+/* Is the image encrypted (LUKS or legacy AES)? Can its data be read (not encrypted, or
+ * unlocked with its key)? */
+bool qcow2_image_encrypted(const struct qcow2_image *img);
+bool qcow2_image_data_readable(const struct qcow2_image *img);
+/* Can the key @key (NULL: none) read the data of the image read by @io, whose header is @h?
+ * 0 (not encrypted, or the key opens it), -ENOKEY ("NAME: encrypted, no key given (--key
+ * IMAGE=KEYFILE)"), -EKEYREJECTED ("wrong key for NAME"), or another error of its crypto
+ * header; @name names the image. A LUKS key costs its key slots' PBKDF2 iterations. */
+int qcow2_image_key_check(struct qcow2_io *io, const char *name, const struct qcow2_header *h,
+			  const struct qcow2_key *key);
 const struct qcow2_header *qcow2_image_header(const struct qcow2_image *img);
 struct qcow2_io *qcow2_image_io(const struct qcow2_image *img);
 /* The io of the image's external data file, or the image's own io when it has none. */
@@ -676,6 +690,18 @@ struct qcow2_path_avoid {
 	void *ctx;
 };
 
+/* The passphrases of encrypted images (`--key IMAGE=KEYFILE`): @find gives the key of the image
+ * at the canonical @path, 1 with *@key set (the caller's, valid while the image is open), 0
+ * when none was given, or a negative errno. Called from the thread that opens. An encrypted
+ * image opened without a key serves its metadata only: reading or writing its data fails
+ * ("IMAGE: encrypted, no key given (--key IMAGE=KEYFILE)"); a key that opens no key slot fails
+ * the open (-EKEYREJECTED, "wrong key for IMAGE"). Legacy AES images are read-only (-EROFS). */
+struct qcow2_key;
+struct qcow2_keys {
+	int (*find)(void *ctx, const char *path, const struct qcow2_key **key);
+	void *ctx;
+};
+
 struct qcow2_chain_opts {
 	/* Every file of the chain (the top image, backing and data files) must resolve below
 	 * @root (NULL: anywhere) or below one of @allow_dirs (--backing-dir). Symlinks are
@@ -702,6 +728,8 @@ struct qcow2_chain_opts {
 	bool share_write;
 	/* qcow2_image_open_path() only: open the image for qcow2_image_repair() (see there). */
 	bool repair;
+	/* The keys of encrypted images, every layer's by its own path (see struct qcow2_keys). */
+	struct qcow2_keys keys;
 };
 
 /* Open the chain whose top image is @path (qcow2, or raw if it is not qcow2 and @allow_raw_top).

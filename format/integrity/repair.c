@@ -342,7 +342,19 @@ static int read_moves(struct qcow2_scan *s, uint8_t ***out)
 	for (k = 0; k < s->n_fixes && r == 0; k++) {
 		uint64_t src = s->fixes[k].entry & QCOW2_L2E_OFFSET_MASK;
 
-		if (!s->fixes[k].move || !src)
+		if (!s->fixes[k].move)
+			continue;
+		/* An encrypted image's data is ciphertext bound to its host offset (the IVs of
+		 * LUKS): copied as bytes, or replaced by plain zeros, it would read as noise.
+		 * Refused before anything changes. */
+		if (qcow2_image_encrypted(s->img)) {
+			r = qcow2_set_error(-ENOTSUP,
+					    "'%s': encrypted: data lying in metadata is not moved "
+					    "(its ciphertext is bound to where it lies)",
+					    s->img->name);
+			break;
+		}
+		if (!src)
 			continue;
 		copies[k] = malloc(cs);
 		r = copies[k] ? qcow2_io_pread_full(s->img->io, copies[k], cs, src) : qcow2_oom();

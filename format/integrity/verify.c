@@ -61,7 +61,7 @@ static int reopen_data_file(void *ctx, const char *stored, struct qcow2_io **io)
 /* Check the image as it is on disk now. */
 static int check_on_disk(struct qcow2_image *img, struct qcow2_check_result *res)
 {
-	struct qcow2_image_opts o = {NULL, NULL, 0, false, false};
+	struct qcow2_image_opts o = {NULL, NULL, 0, false, false, NULL};
 	struct qcow2_image *fresh;
 	struct qcow2_io *io;
 	int r;

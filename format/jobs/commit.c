@@ -318,7 +318,8 @@ static int zero_past_top(struct commit *m, const struct qcow2_copy_opts *co, uin
 
 static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint64_t *zero)
 {
-	struct qcow2_chain_opts wo = {.writable = true}, ro = {0};
+	struct qcow2_chain_opts wo = {.writable = true, .keys = qcow2_job_keys(m->job)},
+				ro = {.keys = qcow2_job_keys(m->job)};
 	struct qcow2_chain *src = m->c, *dst = NULL, *under = NULL;
 	struct qcow2_io *raw = NULL;
 	struct qcow2_copy_opts co = {0};
@@ -366,7 +367,7 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 /* Re-point layer @i to base (stored relative if its current name is relative). */
 static int repoint(struct commit *m, unsigned i, bool dry_run)
 {
-	struct qcow2_chain_opts wo = {.writable = true};
+	struct qcow2_chain_opts wo = {.writable = true, .keys = qcow2_job_keys(m->job)};
 	const char *img = qcow2_commit_layer_path(m->c, i);
 	struct qcow2_image *w;
 	int r;
@@ -387,7 +388,7 @@ static int repoint(struct commit *m, unsigned i, bool dry_run)
 
 static int empty_image(struct commit *m, bool dry_run)
 {
-	struct qcow2_chain_opts wo = {.writable = true};
+	struct qcow2_chain_opts wo = {.writable = true, .keys = qcow2_job_keys(m->job)};
 	struct qcow2_chain *w;
 	int r = qcow2_commit_plan_add(m->plan, QCOW2_STEP_EMPTY, qcow2_commit_layer_path(m->c, 0),
 				      NULL, 0);
@@ -548,7 +549,7 @@ static int commit_run(struct commit *m)
  * (or, with --drop, to delete): @top and the layers between it and base. */
 static int commit_done_before(struct commit *m, const char *top)
 {
-	struct qcow2_chain_opts ro = {.lock = true};
+	struct qcow2_chain_opts ro = {.lock = true, .keys = qcow2_job_keys(m->job)};
 	struct qcow2_chain *tc;
 	unsigned b = 1, in_image, j;
 	int r;
@@ -617,7 +618,7 @@ static bool dropped_before(struct commit *m, const char *top)
 int qcow2_commit(const char *image, const struct qcow2_commit_opts *o, const struct qcow2_job *job,
 		 struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = {.lock = true};
+	struct qcow2_chain_opts ro = {.lock = true, .keys = qcow2_job_keys(job)};
 	struct commit m = {.o = o, .job = job, .plan = plan};
 	int r;
 
@@ -692,9 +693,11 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 	return r < 0 ? r : qcow2_chain_flush(c);
 }
 
-static int open_top_writable(const char *image, bool dry_run, struct qcow2_chain **c)
+static int open_top_writable(const char *image, bool dry_run, const struct qcow2_job *job,
+			     struct qcow2_chain **c)
 {
-	struct qcow2_chain_opts o = {.lock = true, .writable = !dry_run};
+	struct qcow2_chain_opts o = {
+	    .lock = true, .writable = !dry_run, .keys = qcow2_job_keys(job)};
 	int r = qcow2_chain_open(image, &o, c);
 
 	if (r == 0 && !dry_run && (r = qcow2_chain_lock_write(*c, true)) < 0) {
@@ -720,14 +723,14 @@ static int set_backing(struct qcow2_chain *c, const char *name, const char *fmt,
 int qcow2_pull(const char *image, const char *base, bool dry_run, const struct qcow2_job *job,
 	       struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = {0};
+	struct qcow2_chain_opts ro = {.keys = qcow2_job_keys(job)};
 	struct qcow2_chain *c, *under = NULL;
 	char name[PATH_MAX] = "";
 	unsigned b, j;
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
-	r = open_top_writable(image, dry_run, &c);
+	r = open_top_writable(image, dry_run, job, &c);
 	if (r < 0)
 		return r;
 	b = qcow2_chain_depth(c);
@@ -775,7 +778,7 @@ static int probe_format(const char *path, const char **fmt)
 int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool unsafe, bool dry_run,
 		 const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = {.lock = true};
+	struct qcow2_chain_opts ro = {.lock = true, .keys = qcow2_job_keys(job)};
 	struct qcow2_chain *c, *under = NULL;
 	char path[PATH_MAX];
 	unsigned k = 0;
@@ -783,7 +786,7 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
-	r = open_top_writable(image, dry_run, &c);
+	r = open_top_writable(image, dry_run, job, &c);
 	if (r < 0)
 		return r;
 	if (backing[0]) {

@@ -126,11 +126,32 @@ static int dest_backing(struct qcow2_chain *c, const char *dest, const struct qc
 	return r;
 }
 
-static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
-		    const struct qcow2_convert_opts *o, struct qcow2_chain **dst,
-		    struct qcow2_io **raw)
+/* The keys the new image is opened with: its own (encrypt.format=luks) for the file built
+ * under the hidden name, the job's for the rest of its chain. */
+struct part_keys {
+	const char *part;
+	const struct qcow2_key *key;
+	struct qcow2_keys job;
+};
+
+static int part_key(void *ctx, const char *path, const struct qcow2_key **key)
 {
-	struct qcow2_chain_opts wo = {.lock = true, .writable = true};
+	const struct part_keys *p = ctx;
+
+	if (p->key && strcmp(path, p->part) == 0) {
+		*key = p->key;
+		return 1;
+	}
+	return p->job.find ? p->job.find(p->job.ctx, path, key) : 0;
+}
+
+static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
+		    const struct qcow2_convert_opts *o, const struct qcow2_job *job,
+		    struct qcow2_chain **dst, struct qcow2_io **raw)
+{
+	char canon[PATH_MAX];
+	struct part_keys pk = {canon, NULL, qcow2_job_keys(job)};
+	struct qcow2_chain_opts wo = {.lock = true, .writable = true, .keys = {part_key, &pk}};
 	struct qcow2_create_opts co;
 	char backing[PATH_MAX], fmt[32];
 	int r = 0, fd;
@@ -148,6 +169,9 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 	r = dest_backing(c, dest, o, &co, backing, fmt);
 	if (r == 0)
 		r = qcow2_image_create(part, &co);
+	pk.key = co.luks ? co.luks_key : NULL;
+	if (r == 0 && !realpath(part, canon))
+		r = qcow2_set_error(-errno, "'%s': %s", part, strerror(errno));
 	if (r == 0)
 		r = qcow2_chain_open(part, &wo, dst);
 	if (r == 0 && (r = qcow2_chain_lock_write(*dst, true)) < 0) {
@@ -161,9 +185,12 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
  * @dry_run: then only looked at), at least as large as the source (as qemu-img convert -n
  * requires). */
 static int open_existing(struct qcow2_chain *c, const char *dest, bool dry_run,
-			 struct qcow2_chain **dst)
+			 const struct qcow2_job *job, struct qcow2_chain **dst)
 {
-	struct qcow2_chain_opts wo = {.lock = true, .writable = !dry_run, .top_blockdev = true};
+	struct qcow2_chain_opts wo = {.lock = true,
+				      .writable = !dry_run,
+				      .top_blockdev = true,
+				      .keys = qcow2_job_keys(job)};
 	struct qcow2_layer_info top;
 	int r = qcow2_chain_open(dest, &wo, dst);
 
@@ -229,8 +256,8 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	*bytes = st.planned_bytes;
 	if (r < 0 || o->dry_run)
 		return r;
-	r = o->existing ? open_existing(c, dest, false, &dst)
-			: new_dest(c, part, dest, o, &dst, &raw);
+	r = o->existing ? open_existing(c, dest, false, job, &dst)
+			: new_dest(c, part, dest, o, job, &dst, &raw);
 	co.dst = dst;
 	co.dst_raw = raw;
 	co.under = o->shallow || o->backing || o->existing ? dst : NULL;
@@ -257,6 +284,9 @@ static int check_convert_opts(const struct qcow2_convert_opts *o)
 	if (o->raw && (o->shallow || o->compress || o->backing))
 		return qcow2_set_error(-EINVAL,
 				       "a raw copy has no backing file and no compression");
+	if (o->raw && o->create && o->create->luks)
+		return qcow2_set_error(-EINVAL, "a raw copy is not encrypted: -O qcow2 with "
+						"encrypt.format=luks");
 	if (o->shallow && o->backing)
 		return qcow2_set_error(-EINVAL, "--shallow keeps the source's backing file: "
 						"no -B with it");
@@ -270,7 +300,8 @@ static int check_convert_opts(const struct qcow2_convert_opts *o)
 /* What would make DEST refuse the copy, found before anything is written (dry runs too): it
  * is in the source's chain, it cannot be replaced, the new image's options do not hold
  * together, or (-n) it is no qcow2 image as large as the source. */
-static int check_dest(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o)
+static int check_dest(struct qcow2_chain *c, const char *dest, const struct qcow2_convert_opts *o,
+		      const struct qcow2_job *job)
 {
 	struct qcow2_chain *dry = NULL;
 	struct qcow2_create_opts co;
@@ -283,7 +314,7 @@ static int check_dest(struct qcow2_chain *c, const char *dest, const struct qcow
 	else if (!o->existing)
 		r = qcow2_create_check_target(dest, &exists);
 	else if (o->dry_run)
-		r = open_existing(c, dest, true, &dry);
+		r = open_existing(c, dest, true, job, &dry);
 	if (r == 0 && exists && qcow2_commit_find_layer(c, dest, &k) == 0)
 		r = qcow2_set_error(-EINVAL, "'%s' is part of the chain being copied", dest);
 	if (r < 0 || o->raw || o->existing)
@@ -301,13 +332,19 @@ static int check_dest(struct qcow2_chain *c, const char *dest, const struct qcow
 				       "'%s': compression and preallocation do not go together "
 				       "(as in qemu-img)",
 				       dest);
+	if (o->compress && co.luks)
+		return qcow2_set_error(-EINVAL,
+				       "'%s': compression and encryption do not go together "
+				       "(as in qemu-img)",
+				       dest);
 	return 0;
 }
 
 int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_opts *o,
 		  const struct qcow2_job *job, struct qcow2_plan *plan)
 {
-	struct qcow2_chain_opts ro = {.lock = true, .snapshot = o->snapshot};
+	struct qcow2_chain_opts ro = {
+	    .lock = true, .snapshot = o->snapshot, .keys = qcow2_job_keys(job)};
 	struct qcow2_chain *c;
 	uint64_t bytes = 0;
 	int r;
@@ -318,7 +355,7 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 		r = qcow2_chain_open(src, &ro, &c);
 	if (r < 0)
 		return r;
-	r = check_dest(c, dest, o);
+	r = check_dest(c, dest, o, job);
 	if (r == 0)
 		r = convert_run(c, dest, o, job, &bytes);
 	if (r == 0 && !o->existing)

@@ -331,6 +331,7 @@ struct slot {
 	uint8_t *buf, *ubuf;
 	uint64_t off, n;
 	int err;
+	char msg[512]; /* @err's message: it was set in the reader's thread */
 	bool full;
 };
 
@@ -380,6 +381,8 @@ static int reader_chunk(struct reader *rd, unsigned id, size_t i, uint64_t off, 
 	sl->off = off;
 	sl->n = n;
 	sl->err = r;
+	if (r < 0)
+		snprintf(sl->msg, sizeof(sl->msg), "%s", qcow2_last_error());
 	sl->full = true;
 	pthread_cond_broadcast(&rd->cv);
 	pthread_mutex_unlock(&rd->m);
@@ -472,8 +475,8 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
 		pthread_mutex_unlock(&rd->m);
 		if (sl->off != off)
 			r = qcow2_set_error(-EIO, "internal: copy out of step at %#" PRIx64, off);
-		if (r == 0)
-			r = sl->err;
+		if (r == 0 && sl->err < 0)
+			r = qcow2_set_error(sl->err, "%s", sl->msg);
 		if (r == 0)
 			r = put_pieces(k, sl->buf, k->o->compare && k->o->under ? sl->ubuf : NULL,
 				       sl->n, off);

@@ -372,7 +372,9 @@ static int prealloc_host(struct qcow2_image *img, const struct qcow2_create_opts
 int qcow2_image_create_io(struct qcow2_io *io, const char *name, const struct qcow2_create_opts *o,
 			  struct qcow2_image **out)
 {
-	struct qcow2_image_opts io_opts = {.writable = true};
+	/* (encrypted: opened with its key, so that what is written, preallocation too, is
+	 * encrypted) */
+	struct qcow2_image_opts io_opts = {.writable = true, .key = o->luks ? o->luks_key : NULL};
 	struct qcow2_image *img = NULL;
 	struct qcow2_crypt *crypt = NULL;
 	struct layout l = {0};

@@ -8,6 +8,14 @@
 
 #include "chain/chain.h"
 
+/* The keys of encrypted images a job opens (struct qcow2_job's; none without them). */
+static inline struct qcow2_keys qcow2_job_keys(const struct qcow2_job *job)
+{
+	struct qcow2_keys none = {NULL, NULL};
+
+	return job && job->keys ? *job->keys : none;
+}
+
 /* commit.c: what the block jobs (commit.c) share with convert.c. */
 int qcow2_commit_plan_add(struct qcow2_plan *p, enum qcow2_step_kind kind, const char *image,
 			  const char *detail, uint64_t bytes);

@@ -19,6 +19,10 @@ Subcommands:
   json-get FILE EXPR        print a value from a JSON file (EXPR: dotted path, [n] indices)
   sfdisk-part JSON N        "START SIZE" in bytes of partition N (1-based) of `sfdisk -J` output
 
+  host-offset IMAGE OFF     the host offset of the data at guest offset OFF of a qcow2 image
+  block-absent IMAGE HOST FILE
+                            the 512 bytes of IMAGE at HOST (ciphertext) appear nowhere in FILE
+
 Writing (the same operation applied to a flat view and to the test's model of its bytes):
   apply [--model] FILE OP...
                             open FILE read-write and apply each OP in order; on the first
@@ -129,6 +133,8 @@ COMMANDS = {
     "depth0": "qemu_json",
     "plan": "qemu_json",
     "check-counts": "qemu_json",
+    "host-offset": "crypt",
+    "block-absent": "crypt",
 }
 
 

@@ -1602,6 +1602,108 @@ granule_ranges()
 		END { if (NR) print a, b - a }'
 }
 
+# ---- encrypted images (encrypt*.sh) ----
+
+# luks_create IMAGE SIZE KEYFILE [OPTIONS]: a LUKS-encrypted qcow2 image made by qemu-img
+# (`-o encrypt.format=luks,encrypt.iter-time=10,OPTIONS`, the passphrase the key file's
+# content). Retried: qemu-img times PBKDF2 by the thread's CPU clock and gives up at random
+# ("Unable to get accurate CPU usage") where that clock is coarse.
+luks_create()
+{
+	local img=$1 size=$2 key=$3 opts=${4:-} i
+	for ((i = 0; i < 10; i++)); do
+		qemu-img create -q -u -f qcow2 --object "secret,id=k0,file=$key" \
+			-o "encrypt.format=luks,encrypt.key-secret=k0,encrypt.iter-time=10${opts:+,$opts}" \
+			"$img" "$size" 2>/dev/null && return 0
+	done
+	echo "qemu-img could not create $img"
+	return 1
+}
+
+# enc_args IMAGE KEYFILE...: set ENC_ARGS to what qemu-img and qemu-io take to open IMAGE with
+# its keys: a secret object each and the --image-opts spec; KEYFILE N is the key of layer N of
+# the chain (0 the top), "-" for a layer that is not encrypted.
+enc_args()
+{
+	local img=$1 k i=0 prefix="" spec
+	shift
+	ENC_ARGS=()
+	spec="driver=qcow2,file.filename=$img"
+	for k in "$@"; do
+		if [ "$k" != - ]; then
+			ENC_ARGS+=(--object "secret,id=sec$i,file=$k")
+			spec+=",${prefix}encrypt.key-secret=sec$i"
+		fi
+		prefix+="backing."
+		i=$((i + 1))
+	done
+	ENC_ARGS+=(--image-opts "$spec")
+}
+
+# enc_flat IMAGE OUT KEYFILE...: OUT holds `qemu-img convert -O raw` of IMAGE opened with its
+# keys (enc_args).
+enc_flat()
+{
+	local img=$1 out=$2
+	shift 2
+	enc_args "$img" "$@"
+	rm -f "$out"
+	qemu-img convert -U -O raw "${ENC_ARGS[@]}" "$out"
+}
+
+# enc_qio IMAGE KEYS CMD...: qemu-io commands on IMAGE opened with KEYS, the key files of its
+# layers separated by spaces (as enc_args takes them, "-" for a plain layer).
+enc_qio()
+{
+	local img=$1 keys=$2 args=() c
+	shift 2
+	for c in "$@"; do
+		args+=(-c "$c")
+	done
+	# shellcheck disable=SC2086
+	enc_args "$img" $keys
+	qemu-io "${args[@]}" "${ENC_ARGS[@]}" >/dev/null
+}
+
+# enc_same_as_qemu FLAT IMAGE KEYFILE...: the flat view holds exactly what qemu-img convert
+# makes of IMAGE opened with its keys.
+enc_same_as_qemu()
+{
+	local flat=$1 img=$2 exp rc
+	shift 2
+	exp=$(tmpfile .raw)
+	enc_flat "$img" "$exp" "$@" || { echo "qemu-img convert of $img failed"; return 1; }
+	fs cmp "$exp" "$flat"
+	rc=$?
+	rm -f "$exp"
+	return $rc
+}
+
+# no_ciphertext_in FILE IMAGE GUEST_OFF: the 512 bytes of IMAGE's file at the host offset of
+# guest GUEST_OFF (its data cluster) are ciphertext, and FILE holds them nowhere (a view that
+# served ciphertext would).
+no_ciphertext_in()
+{
+	local host
+	host=$(python3 "$E2E_HELPER" host-offset "$2" "$3") || return 1
+	fs python3 "$E2E_HELPER" block-absent "$2" "$host" "$1"
+}
+
+# enc_image_clean IMAGE KEYFILE...: `qemu-img check` of IMAGE opened with its keys (enc_args)
+# finds no error and no leak.
+enc_image_clean()
+{
+	local img=$1 out rc
+	shift
+	enc_args "$img" "$@"
+	out=$(qemu-img check "${ENC_ARGS[@]}" 2>&1)
+	rc=$?
+	[ $rc = 0 ] && return 0
+	echo "qemu-img check $img exited $rc:"
+	echo "$out" | head -n 30
+	return 1
+}
+
 # ---- encrypted images ----
 
 # qcreate_enc KEYFILE FORMAT OPTIONS NAME SIZE: `qemu-img create -f qcow2` of an encrypted image
