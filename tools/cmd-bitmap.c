@@ -167,12 +167,18 @@ static void bitmap_usage(FILE *f)
 		"  clear              mark nothing dirty\n"
 		"  enable, disable    start or stop tracking writes\n"
 		"  merge SRC DST      mark dirty in DST what SRC marks (SRC of SOURCE with -b)\n"
-		"  -g GRANULARITY     bytes per bit (512 B to 2 GiB, a power of two; default the\n"
+		"  -g, --granularity GRANULARITY\n"
+		"                     bytes per bit (512 B to 2 GiB, a power of two; default the\n"
 		"                     cluster size, 4 KiB to 64 KiB)\n"
 		"  --dry-run          say what would be done, change nothing\n"
 		"  --json             JSON (list: qemu-img info's field names; --dry-run: the\n"
 		"                     actions)\n"
+		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -U, --force-share  list: do not take (or respect) image locks\n"
+		"  -f qcow2           IMAGE's format (only qcow2)\n"
+		"  -p, --progress     show a progress bar (default: on a terminal)\n"
+		"  -q, --quiet        print nothing on success\n"
+		"  --key IMAGE=KEYFILE  accepted: bitmaps are metadata, no key needed\n"
 		"  -h, --help         this text\n");
 }
 

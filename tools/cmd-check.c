@@ -62,6 +62,7 @@ static void check_usage(FILE *f)
 	    "  -p, --progress     show a progress bar (default: on a terminal)\n"
 	    "  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
 	    "  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
+	    "  --key IMAGE=KEYFILE  accepted: a check reads metadata only, no key needed\n"
 	    "  -h, --help         this text\n");
 }
 

@@ -49,6 +49,8 @@ static void checksum_usage(FILE *f)
 		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -U, --force-share  do not take (or respect) image locks\n"
 		"  -f qcow2           IMAGE's format (only qcow2; a raw IMAGE is recognised)\n"
+		"  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+		"(repeatable)\n"
 		"  -h, --help         this text\n");
 }
 

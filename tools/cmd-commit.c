@@ -31,6 +31,8 @@ static void commit_usage(FILE *f)
 	       "  -f qcow2     IMAGE's format (only qcow2)\n"
 	       "  -p, --progress  show progress even when not on a terminal\n"
 	       "  -q, --quiet  print nothing but errors\n"
+	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
 	       "Interrupted or killed, every image stays valid and IMAGE shows the same data;\n"
 	       "running the same command again completes the commit.\n");

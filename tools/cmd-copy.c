@@ -21,49 +21,56 @@ static void copy_usage(FILE *f, const char *cmd)
 		"         [-m N] [--dry-run] [--json] [-p|-q] SRC[@SNAP] DEST\n\n",
 		cmd);
 	fprintf(
-	    f, "Copy the flat view of SRC's chain into a new standalone image DEST (virsh\n"
-	       "blockcopy, qemu-img convert), or with --shallow only SRC's own layer, DEST then\n"
-	       "backing onto SRC's backing file. 'copy' and 'convert' are the same command, with\n"
-	       "qemu-img convert's options. Only allocated data is read and written: holes and\n"
-	       "zeros stay holes (unless -S 0), and a raw DEST is a sparse file. DEST is replaced\n"
-	       "if it exists (unless -n).\n\n"
-	       "  --shallow          copy the top layer only and keep its backing file\n"
-	       "  -f FMT             SRC's format: qcow2 (the only one accepted)\n"
-	       "  -O FMT             DEST's format: qcow2 (default) or raw\n"
-	       "  -o OPTIONS         DEST's options, as 'qcowctl create -o' reads them:\n"
-	       "                       cluster_size, compat, refcount_bits, lazy_refcounts,\n"
-	       "                       extended_l2, compression_type=zlib|zstd, preallocation,\n"
-	       "                       backing_file, backing_fmt (as -B, -F); SRC's cluster size,\n"
-	       "                       compat level and extended_l2 are kept unless given\n"
-	       "  -c, --compress     write compressed clusters (whole clusters, with DEST's\n"
-	       "                     compression_type: zlib unless -o compression_type=zstd)\n"
-	       "  -B BACKING         DEST backs onto BACKING (stored as given, relative to DEST's\n"
-	       "                     directory) and holds only what differs from BACKING's view\n"
-	       "  -F FMT             BACKING's format, qcow2 or raw (default: probed)\n"
-	       "  -S SIZE            runs of zeros in data shorter than SIZE are written, longer\n"
-	       "                     ones left unallocated (default 4k; a multiple of 512 up to\n"
-	       "                     16M); -S 0 writes everything: DEST is fully allocated\n"
-	       "  -n                 DEST exists (a qcow2 image at least as large as SRC): write\n"
-	       "                     into it in place instead of creating it (no -o then)\n"
-	       "  -l SNAPSHOT        copy SRC's internal snapshot: snapshot.name=NAME,\n"
-	       "                     snapshot.id=ID, or an id or name (as SRC@SNAP)\n"
-	       "  -s SNAPSHOT        the same (qemu-img's deprecated spelling)\n"
-	       "  -W                 accepted for qemu-img's sake: writes are always in order\n"
-	       "                     (the result is the same without it)\n"
-	       "  --bitmaps          keep SRC's persistent bitmaps (qemu-img convert --bitmaps;\n"
-	       "                     --skip-broken-bitmaps leaves out those in use)\n"
-	       "  -m N               with -c, compress on N threads (1 to 16; default: one per\n"
-	       "                     CPU, up to 4); clusters are stored in order, so the result\n"
-	       "                     is the same. SRC is always read ahead by 4 threads\n"
-	       "  --dry-run          print the plan and change nothing\n"
-	       "  --json             print the plan as JSON\n"
-	       "  -p                 show progress even when not on a terminal\n"
-	       "  -q                 print nothing but errors\n"
-	       "  -h, --help         this text\n\n"
-	       "The copy is built under a hidden name next to DEST and renamed to DEST once it is\n"
-	       "complete and durable: interrupted or killed, DEST is untouched; running the same\n"
-	       "command again makes the copy. With -n, DEST is written in place: interrupted, it\n"
-	       "is valid but holds part of the copy.\n");
+	    f,
+	    "Copy the flat view of SRC's chain into a new standalone image DEST (virsh\n"
+	    "blockcopy, qemu-img convert), or with --shallow only SRC's own layer, DEST then\n"
+	    "backing onto SRC's backing file. 'copy' and 'convert' are the same command, with\n"
+	    "qemu-img convert's options. Only allocated data is read and written: holes and\n"
+	    "zeros stay holes (unless -S 0), and a raw DEST is a sparse file. DEST is replaced\n"
+	    "if it exists (unless -n).\n\n"
+	    "  --shallow          copy the top layer only and keep its backing file\n"
+	    "  -f FMT             SRC's format: qcow2 (the only one accepted)\n"
+	    "  -O FMT             DEST's format: qcow2 (default) or raw\n"
+	    "  -o OPTIONS         DEST's options, as 'qcowctl create -o' reads them:\n"
+	    "                       cluster_size, compat, refcount_bits, lazy_refcounts,\n"
+	    "                       extended_l2, compression_type=zlib|zstd, preallocation,\n"
+	    "                       backing_file, backing_fmt (as -B, -F), encrypt.format=luks\n"
+	    "                       and encrypt.* (the passphrase by --key DEST=KEYFILE); SRC's\n"
+	    "                       cluster size,\n"
+	    "                       compat level and extended_l2 are kept unless given\n"
+	    "  -c, --compress     write compressed clusters (whole clusters, with DEST's\n"
+	    "                     compression_type: zlib unless -o compression_type=zstd)\n"
+	    "  -B BACKING         DEST backs onto BACKING (stored as given, relative to DEST's\n"
+	    "                     directory) and holds only what differs from BACKING's view\n"
+	    "  -F FMT             BACKING's format, qcow2 or raw (default: probed)\n"
+	    "  -S SIZE            runs of zeros in data shorter than SIZE are written, longer\n"
+	    "                     ones left unallocated (default 4k; a multiple of 512 up to\n"
+	    "                     16M); -S 0 writes everything: DEST is fully allocated\n"
+	    "  -n                 DEST exists (a qcow2 image at least as large as SRC): write\n"
+	    "                     into it in place instead of creating it (no -o then)\n"
+	    "  -l SNAPSHOT        copy SRC's internal snapshot: snapshot.name=NAME,\n"
+	    "                     snapshot.id=ID, or an id or name (as SRC@SNAP)\n"
+	    "  -s SNAPSHOT        the same (qemu-img's deprecated spelling)\n"
+	    "  -W                 accepted for qemu-img's sake: writes are always in order\n"
+	    "                     (the result is the same without it)\n"
+	    "  --bitmaps          keep SRC's persistent bitmaps (qemu-img convert --bitmaps;\n"
+	    "                     --skip-broken-bitmaps leaves out those in use)\n"
+	    "  -m N               with -c, compress on N threads (1 to 16; default: one per\n"
+	    "                     CPU, up to 4); clusters are stored in order, so the result\n"
+	    "                     is the same. SRC is always read ahead by 4 threads\n"
+	    "  --dry-run          print the plan and change nothing\n"
+	    "  --json             print the plan as JSON\n"
+	    "  --output=json|human  as --json, or the text (the default)\n"
+	    "  -p, --progress     show progress even when not on a terminal\n"
+	    "  -q, --quiet        print nothing but errors\n"
+	    "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of SRC's chain, or of\n"
+	    "                     DEST when it is made encrypted (-o encrypt.format=luks);\n"
+	    "                     repeatable\n"
+	    "  -h, --help         this text\n\n"
+	    "The copy is built under a hidden name next to DEST and renamed to DEST once it is\n"
+	    "complete and durable: interrupted or killed, DEST is untouched; running the same\n"
+	    "command again makes the copy. With -n, DEST is written in place: interrupted, it\n"
+	    "is valid but holds part of the copy.\n");
 }
 
 enum { OPT_SHALLOW = 0x200 };
@@ -79,14 +86,15 @@ struct copy_args {
 	int bitmaps; /* 1: --bitmaps, 2: with --skip-broken-bitmaps */
 };
 
-static int parse_sparse(const char *val, struct qcow2_convert_opts *o)
+static int parse_sparse(const char *cmd, const char *val, struct qcow2_convert_opts *o)
 {
 	uint64_t v;
 
 	if (parse_size(val, &v) < 0 || v % 512 || v > (16u << 20))
-		return error("invalid -S '%s': a multiple of 512 up to 16M, or 0 to write "
-			     "everything",
-			     val),
+		return usage_error(cmd,
+				   "invalid -S '%s': a multiple of 512 up to 16M, or 0 to write "
+				   "everything",
+				   val),
 		       -1;
 	o->no_sparse = v == 0;
 	o->min_sparse = v;
@@ -103,34 +111,36 @@ static int parse_snapshot(struct copy_args *a, const char *val)
 	else if (!strncmp(val, "snapshot.id=", 12))
 		v = val + 12;
 	else if (!strncmp(val, "snapshot.", 9) || !*val)
-		return error("invalid -l '%s': snapshot.name=NAME, snapshot.id=ID or a name", val),
+		return usage_error(a->cmd,
+				   "invalid -l '%s': snapshot.name=NAME, snapshot.id=ID or a name",
+				   val),
 		       -1;
 	if (a->snap)
-		return error("one snapshot only (-l or -s)"), -1;
+		return usage_error(a->cmd, "one snapshot only (-l or -s)"), -1;
 	a->snap = strdup(v);
 	if (!a->snap)
 		return error("out of memory"), -1;
 	return 0;
 }
 
-static int parse_format(int c, const char *val, struct qcow2_convert_opts *o)
+static int parse_format(const char *cmd, int c, const char *val, struct qcow2_convert_opts *o)
 {
 	if (c == 'f' && strcmp(val, "qcow2") != 0)
-		return error("cannot read '%s' images: only qcow2 sources", val), -1;
+		return usage_error(cmd, "cannot read '%s' images: only qcow2 sources", val), -1;
 	if (c == 'O' && !strcmp(val, "raw"))
 		o->raw = true;
 	else if (c == 'O' && strcmp(val, "qcow2") != 0)
-		return error("output format '%s' not supported (qcow2 or raw)", val), -1;
+		return usage_error(cmd, "output format '%s' not supported (qcow2 or raw)", val), -1;
 	return 0;
 }
 
-static int parse_workers(const char *val, unsigned *threads)
+static int parse_workers(const char *cmd, const char *val, unsigned *threads)
 {
 	char *end;
 	long n = strtol(val, &end, 10);
 
 	if (*end || end == val || n < 1 || n > 16)
-		return error("invalid -m '%s': 1 to 16", val), -1;
+		return usage_error(cmd, "invalid -m '%s': 1 to 16", val), -1;
 	*threads = (unsigned)n;
 	return 0;
 }
@@ -147,7 +157,7 @@ static int copy_opt(struct copy_args *a, int c)
 		return 0;
 	case 'f':
 	case 'O':
-		return parse_format(c, optarg, &a->o);
+		return parse_format(a->cmd, c, optarg, &a->o);
 	case 'o':
 		a->have_o = true;
 		return parse_image_options(optarg, a->cmd, &a->create, &a->o.backing,
@@ -159,7 +169,7 @@ static int copy_opt(struct copy_args *a, int c)
 		a->o.backing_fmt = optarg;
 		return 0;
 	case 'S':
-		return parse_sparse(optarg, &a->o);
+		return parse_sparse(a->cmd, optarg, &a->o);
 	case 'n':
 		a->o.existing = true;
 		return 0;
@@ -169,7 +179,7 @@ static int copy_opt(struct copy_args *a, int c)
 	case 'W':
 		return 0; /* out-of-order writes: ours are in order, the result is the same */
 	case 'm':
-		return parse_workers(optarg, &a->o.threads);
+		return parse_workers(a->cmd, optarg, &a->o.threads);
 	default:
 		return 1;
 	}
@@ -178,15 +188,17 @@ static int copy_opt(struct copy_args *a, int c)
 static int check_args(struct copy_args *a)
 {
 	if (a->o.backing_fmt && !a->o.backing)
-		return error("-F needs -B"), -1;
+		return usage_error(a->cmd, "-F needs -B"), -1;
 	if (a->o.backing_fmt && strcmp(a->o.backing_fmt, "qcow2") &&
 	    strcmp(a->o.backing_fmt, "raw"))
-		return error("backing format '%s' not supported (qcow2 or raw)", a->o.backing_fmt),
+		return usage_error(a->cmd, "backing format '%s' not supported (qcow2 or raw)",
+				   a->o.backing_fmt),
 		       -1;
 	if (a->have_o && a->o.existing)
-		return error("-o has no effect when skipping image creation (-n)"), -1;
+		return usage_error(a->cmd, "-o has no effect when skipping image creation (-n)"),
+		       -1;
 	if (a->have_o && a->o.raw)
-		return error("-o options are for a qcow2 DEST"), -1;
+		return usage_error(a->cmd, "-o options are for a qcow2 DEST"), -1;
 	return 0;
 }
 
@@ -219,7 +231,7 @@ static int parse_args(int argc, char **argv, struct copy_args *a)
 			return -1; /* 1: getopt's OPT_BAD, its line already printed */
 	}
 	if (argc - optind != 2)
-		return error("%s takes SRC and DEST (see 'qcowctl %s --help')", a->cmd, a->cmd), -1;
+		return usage_error(a->cmd, "takes SRC and DEST"), -1;
 	return check_args(a);
 }
 

@@ -22,6 +22,8 @@ static void pull_usage(FILE *f)
 	       "  -p, --progress  show progress even when not on a terminal\n"
 	       "  -q, --quiet  print nothing but errors\n"
 	       "  -f qcow2     IMAGE's format (only qcow2)\n"
+	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
 	       "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
 	       "same command again completes the pull.\n");

@@ -26,6 +26,8 @@ static void rebase_usage(FILE *f)
 		"  --json                 print the plan as JSON\n"
 		"  -p, --progress         show progress even when not on a terminal\n"
 		"  -q, --quiet            print nothing but errors\n"
+		"  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+		"(repeatable)\n"
 		"  -h, --help             this text\n\n"
 		"Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
 		"same command again completes the rebase.\n");

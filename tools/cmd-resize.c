@@ -49,6 +49,8 @@ static void resize_usage(FILE *f)
 		   "  --json       print the result (or the plan) as JSON\n"
 		   "  --output=json|human  as --json, or the text (the default)\n"
 		   "  -f qcow2     IMAGE's format (only qcow2)\n"
+		   "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+		   "(repeatable)\n"
 		   "  -h, --help   this text\n");
 }
 

@@ -25,6 +25,8 @@ static void external_usage(FILE *f)
 		"  --output=json|human  as --json, or the text (the default)\n"
 		"  -q, --quiet        print nothing on success\n"
 		"  -f qcow2           IMAGE's format (only qcow2)\n"
+		"  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+		"(repeatable)\n"
 		"  -h, --help         this text\n");
 }
 

@@ -47,6 +47,8 @@ static void snapshot_usage(FILE *f)
 	       "  -d SNAPSHOT        as delete IMAGE SNAPSHOT, printing nothing on success\n"
 	       "  -f qcow2           IMAGE's format (only qcow2)\n"
 	       "  --output=json|human  list: as --json, or the table (the default)\n"
+	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
+	       "(repeatable)\n"
 	       "  -h, --help         this text\n\n"
 	       "create, apply and delete refuse while another process holds IMAGE for writing\n"
 	       "(a running VM, qemu-io, a qcowfs mount with one of its views open) and name it.\n"

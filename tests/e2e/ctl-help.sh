@@ -10,8 +10,7 @@ cd "$WORK" || exit 1
 Q=$QCOWCTL
 SRC=$E2E_DIR/../../tools
 
-# (copy is left to its own rework into convert)
-cmds=(info check map checksum tree commit pull rebase create resize measure compare amend
+cmds=(info check map checksum tree commit pull rebase copy convert create resize measure compare amend bitmap
 	"snapshot list" "snapshot create" "snapshot apply" "snapshot delete"
 	"snapshot create --external" "snapshot -l")
 # every long option name anywhere: the help texts and the sources' option tables
@@ -47,7 +46,7 @@ help_lists_all()
 		timeout -k 2 10 "$Q" "${w[@]}" "$opt" x.qcow2 y.qcow2 >/dev/null 2>err.txt </dev/null
 		grep -qE "unknown option '$opt'|ambiguous option|does not apply here" err.txt && continue
 		# an unambiguous abbreviation of a listed option (getopt takes those)
-		documented help.txt "$opt" || grep -qE -- "$opt-[a-z]" help.txt || missing+=("$opt")
+		documented help.txt "$opt" || grep -qE -- "$opt[a-z-]" help.txt || missing+=("$opt")
 	done <longs.txt
 	[ ${#missing[@]} = 0 ] || { echo "accepted but not in --help: ${missing[*]}"; return 1; }
 }
@@ -57,7 +56,7 @@ for c in "${cmds[@]}"; do
 	check "qcowctl $c: --help lists every option it accepts" help_lists_all "${w[@]}"
 done
 check "qcowctl --help lists every command" bash -c "
-	for c in info check map checksum tree commit pull rebase copy create resize measure \
+	for c in info check map checksum tree commit pull rebase copy create resize measure bitmap \
 		compare amend snapshot; do '$Q' --help | grep -qE \"^  \$c \" || exit 1; done"
 
 finish
