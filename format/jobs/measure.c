@@ -89,10 +89,38 @@ static int data_clusters(struct qcow2_chain *c, uint64_t cs, uint64_t *bytes)
 	return 0;
 }
 
+/* What the persistent bitmaps of @img take in a destination of @cs-byte clusters, as
+ * qemu-img measure counts them: each bitmap fully allocated (its bits over the virtual size at
+ * its granularity, in whole clusters) plus its table (8 bytes a data cluster, in whole
+ * clusters), and the directory (every entry without extra data), in whole clusters. An entry
+ * QEMU would refuse still takes its room (read leniently). */
+static int bitmaps_bytes(struct qcow2_image *img, uint64_t cs, uint64_t *out)
+{
+	uint64_t vsize = qcow2_image_header(img)->size, dir = 0, bits, bytes, clusters;
+	struct qcow2_bitmap *b;
+	uint32_t i, n;
+	int r;
+
+	*out = 0;
+	r = qcow2_image_bitmaps(img, true, &b, &n);
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		bits = (vsize + (1ull << b[i].granularity_bits) - 1) >> b[i].granularity_bits;
+		bytes = (bits + 7) / 8;
+		clusters = (bytes + cs - 1) / cs;
+		*out += clusters * cs + round_up(clusters * 8, cs);
+		dir += qcow2_bitmap_entry_bytes((uint32_t)strlen(b[i].name), 0);
+	}
+	*out += round_up(dir, cs);
+	qcow2_bitmaps_free(b, n);
+	return 0;
+}
+
 /* The source's side: its virtual size, the bytes of data clusters it needs, whether its top
- * is qcow2 (only a qcow2 source has bitmaps to carry), and their count. */
+ * is qcow2 (only a qcow2 source has bitmaps to carry), and what its bitmaps take. */
 static int measure_source(const char *src, const struct qcow2_measure_opts *o, uint64_t cs,
-			  uint64_t *vsize, uint64_t *data, bool *qcow2, uint32_t *nb_bitmaps)
+			  uint64_t *vsize, uint64_t *data, bool *qcow2, uint64_t *bitmaps)
 {
 	struct qcow2_chain_opts co = {.lock = !o->force_share, .top_blockdev = true};
 	struct qcow2_layer_info top;
@@ -105,14 +133,10 @@ static int measure_source(const char *src, const struct qcow2_measure_opts *o, u
 	qcow2_chain_layer(c, 0, &top);
 	*vsize = round_up(qcow2_chain_size(c), 512);
 	*qcow2 = top.image != NULL;
-	*nb_bitmaps = 0;
-	if (top.image) {
-		const struct qcow2_header *h = qcow2_image_header(top.image);
-
-		if (h->has_bitmaps_ext && (h->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
-			*nb_bitmaps = h->nb_bitmaps;
-	}
+	*bitmaps = 0;
 	r = o->raw ? 0 : data_clusters(c, cs, data);
+	if (r == 0 && top.image && !o->raw)
+		r = bitmaps_bytes(top.image, cs, bitmaps);
 	qcow2_chain_close(c);
 	return r;
 }
@@ -121,7 +145,7 @@ int qcow2_measure(const char *src, const struct qcow2_measure_opts *o, struct qc
 {
 	struct qcow2_create_opts co = o->create;
 	uint64_t cs = 1ull << co.cluster_bits, vsize = o->size, data = 0;
-	uint32_t nb_bitmaps = 0;
+	uint64_t bitmaps = 0;
 	bool qcow2 = false;
 	int r;
 
@@ -131,18 +155,13 @@ int qcow2_measure(const char *src, const struct qcow2_measure_opts *o, struct qc
 	co.size = 0;
 	r = o->raw ? 0 : qcow2_create_opts_check(&co);
 	if (r == 0 && src)
-		r = measure_source(src, o, cs, &vsize, &data, &qcow2, &nb_bitmaps);
+		r = measure_source(src, o, cs, &vsize, &data, &qcow2, &bitmaps);
 	if (r < 0)
 		return r;
 	if (o->raw) { /* raw_measure(): the virtual size, in whole sectors */
 		out->required = out->fully_allocated = round_up(vsize, 512);
 		return 0;
 	}
-	if (nb_bitmaps && co.version >= 3)
-		return qcow2_set_error(-ENOTSUP,
-				       "'%s' has persistent bitmaps: measuring them is not "
-				       "supported",
-				       src);
 	vsize = round_up(vsize, cs);
 	co.size = vsize;
 	r = qcow2_create_opts_check(&co);
@@ -157,6 +176,6 @@ int qcow2_measure(const char *src, const struct qcow2_measure_opts *o, struct qc
 	out->required = out->fully_allocated - vsize + data;
 	/* as qemu-img: bitmaps only where both the source and the destination have them */
 	out->has_bitmaps = src && qcow2 && co.version >= 3;
-	out->bitmaps = 0;
+	out->bitmaps = out->has_bitmaps ? bitmaps : 0;
 	return 0;
 }

@@ -3,7 +3,7 @@
 # byte, and the same exit status, for --size and for source images (an image with data, zero
 # clusters and discarded ranges, a chain whose layers each hold part of the data, a compressed
 # image, an image with 512-byte clusters, one with extended L2, a sparse raw file, an empty
-# image), into raw and qcow2 with -o cluster_size, compat, refcount_bits, extended_l2,
+# image, images with persistent bitmaps: their "bitmaps size"), into raw and qcow2 with -o cluster_size, compat, refcount_bits, extended_l2,
 # preallocation and backing_file; the refusals (both --size and an image, neither, an
 # unsupported format) exit as qemu-img's.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,6 +28,15 @@ setup qio ext.qcow2 "write -P 0x41 4k 4k" "write -P 0x42 9M 200k"
 setup truncate -s 32M sparse.raw
 setup qio_raw sparse.raw "write -P 0x51 1M 64k" "write -P 0x52 17M 1M"
 setup mk_qcow2 empty.qcow2 10G
+# persistent bitmaps: enabled, 512-byte and 1 MiB granularity (disabled), on a disk whose size
+# is no multiple of a cluster, one written so its data clusters exist
+setup mk_qcow2 bm.qcow2 100M
+setup qemu-img bitmap --add bm.qcow2 bm1
+setup qemu-img bitmap --add -g 512 bm.qcow2 a-longer-bitmap-name
+setup qemu-img bitmap --add --disable -g 1M bm.qcow2 b3
+setup qemu-img create -q -f qcow2 bm2.qcow2 100000k
+setup qemu-img bitmap --add bm2.qcow2 x
+setup qio bm2.qcow2 "write -P 0x61 0 1M"
 
 # measure_as_qemu ARGS...: `qcowctl measure ARGS` prints what `qemu-img measure ARGS` prints and
 # exits as it does
@@ -51,7 +60,8 @@ for s in 0 1 512 1M 1G 1000G 3T; do
 	done
 done
 check "measure --size 1G --output=json" measure_as_qemu --size 1G -O qcow2 --output=json
-for img in data.qcow2 top.qcow2 mid.qcow2 comp.qcow2 c512.qcow2 ext.qcow2 sparse.raw empty.qcow2; do
+for img in data.qcow2 top.qcow2 mid.qcow2 comp.qcow2 c512.qcow2 ext.qcow2 sparse.raw empty.qcow2 \
+	bm.qcow2 bm2.qcow2; do
 	for o in "" "-O qcow2" "-O qcow2 -o cluster_size=512" "-O qcow2 -o cluster_size=2M" \
 		"-O qcow2 -o cluster_size=16k,extended_l2=on" "-O qcow2 -o preallocation=metadata" \
 		"-O qcow2 -o preallocation=falloc" "-O qcow2 -o compat=0.10" \
