@@ -220,7 +220,7 @@ assert s["options"]["allow_other"] is True and s["options"]["read_only"] is Fals
 assert "allow_other" in " ".join(s["command_line"]), s["command_line"]
 refused = {e["file"]: e["reason"] for e in s["refused"]}
 ro = {e["file"]: e["reason"] for e in s["read_only"]}
-assert "file too short" in refused[src + "/trunc.qcow2"], refused
+assert "header cut short" in refused[src + "/trunc.qcow2"], refused
 assert "not a qcow2 image" in refused[src + "/notes.txt"], refused
 assert "corrupt bit" in ro[src + "/bad.qcow2"], ro
 assert "backing file of '%s/top.qcow2'" % src in ro[src + "/base.qcow2"], ro
