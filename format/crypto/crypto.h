@@ -99,4 +99,14 @@ int qcow2_crypt_hash_len(const char *hash);
 /* Encode @info as a LUKS1 phdr into @buf (QCOW2_LUKS_PHDR_BYTES). Pure. */
 void qcow2_luks_encode(const struct qcow2_luks_info *info, uint8_t *buf);
 
+/* memo.c: the unlock results of this process (see there). The tag of a crypto header @area and
+ * a passphrase; 0 or a negative errno. */
+int qcow2_crypt_memo_tag(const uint8_t *area, size_t area_len, const void *pass, size_t pass_len,
+			 uint8_t tag[32]);
+/* How many key slots this process has tried to open (each a PBKDF2 run): for tests. */
+unsigned long qcow2_luks_slot_tries(void);
+/* 1 (the master key copied to @mk), -EKEYREJECTED (no slot opened with it), 0 (not known). */
+int qcow2_crypt_memo_find(const uint8_t tag[32], uint8_t *mk, uint32_t key_bytes);
+void qcow2_crypt_memo_put(const uint8_t tag[32], int result, const uint8_t *mk, uint32_t key_bytes);
+
 #endif

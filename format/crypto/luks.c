@@ -14,7 +14,7 @@
  * before use, and nothing is allocated in proportion to a number read from it beyond the area
  * (itself bounded by QCOW2_LUKS_MAX_AREA_BYTES).
  *
- * No state and no locks.
+ * No state and no locks here; the unlock results are kept in memo.c.
  */
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -271,6 +271,13 @@ int qcow2_luks_read_info(struct qcow2_io *io, const struct qcow2_header *h,
 }
 
 /* Try slot @k with the passphrase: 1 with the master key in @mk, 0 if it does not open. */
+static unsigned long slot_tries; /* key slots tried (PBKDF2 runs), atomically counted */
+
+unsigned long qcow2_luks_slot_tries(void)
+{
+	return __atomic_load_n(&slot_tries, __ATOMIC_RELAXED);
+}
+
 static int try_slot(const struct qcow2_luks_info *in, const struct qcow2_luks_slot *k,
 		    const uint8_t *area, const void *pass, size_t pass_len, uint8_t *mk)
 {
@@ -280,6 +287,8 @@ static int try_slot(const struct qcow2_luks_info *in, const struct qcow2_luks_sl
 	uint8_t digest[QCOW2_LUKS_DIGEST_BYTES];
 	struct qcow2_crypt *c = NULL;
 	int r;
+
+	__atomic_add_fetch(&slot_tries, 1, __ATOMIC_RELAXED);
 
 	if (!split || !slot_key) {
 		r = qcow2_oom_for("a LUKS key slot");
@@ -310,7 +319,8 @@ out:
 int qcow2_luks_unlock(const struct qcow2_luks_info *in, const uint8_t *area, size_t area_len,
 		      const void *pass, size_t pass_len, struct qcow2_crypt **out)
 {
-	uint8_t *mk;
+	uint8_t *mk, tag[32];
+	bool memo;
 	int r = 0, i;
 
 	*out = NULL;
@@ -328,14 +338,24 @@ int qcow2_luks_unlock(const struct qcow2_luks_info *in, const uint8_t *area, siz
 	mk = qcow2_secure_alloc(in->key_bytes);
 	if (!mk)
 		return qcow2_oom_for("the master key");
-	for (i = 0; i < QCOW2_LUKS_NUM_SLOTS && r == 0; i++)
-		if (in->slots[i].active)
-			r = try_slot(in, &in->slots[i], area, pass, pass_len, mk);
+	/* PBKDF2 once per header and passphrase in this process (memo.c) */
+	memo = qcow2_crypt_memo_tag(area, area_len, pass, pass_len, tag) == 0;
+	if (memo)
+		r = qcow2_crypt_memo_find(tag, mk, in->key_bytes);
+	if (r == -EKEYREJECTED)
+		r = 0; /* said below */
+	else if (r == 0)
+		for (i = 0; i < QCOW2_LUKS_NUM_SLOTS && r == 0; i++)
+			if (in->slots[i].active)
+				r = try_slot(in, &in->slots[i], area, pass, pass_len, mk);
+	if (memo && r >= 0)
+		qcow2_crypt_memo_put(tag, r == 1 ? 1 : -EKEYREJECTED, mk, in->key_bytes);
 	if (r == 1)
 		r = qcow2_crypt_new(in->cipher_name, in->cipher_mode, mk, in->key_bytes, out);
 	else if (r == 0)
 		r = qcow2_set_error(-EKEYREJECTED, "wrong key: no LUKS key slot opens with it");
 	qcow2_secure_free(mk, in->key_bytes);
+	OPENSSL_cleanse(tag, sizeof(tag));
 	return r;
 }
 

@@ -563,6 +563,40 @@ Test(crypto, a_built_header_decodes_and_unlocks_to_the_same_key)
 	}
 }
 
+/* An unlock repeated with the same header and passphrase (the daemon opens an image when it
+ * first sees it and at each open of its view) runs no PBKDF2 again, right or wrong; a header
+ * changed in any byte is unlocked afresh. */
+Test(crypto, a_repeated_unlock_is_remembered_and_a_changed_header_is_not)
+{
+	struct qcow2_luks_params p;
+	struct qcow2_crypt *made, *opened;
+	struct qcow2_luks_info info;
+	uint8_t *area;
+	unsigned long tries;
+	size_t len;
+
+	qcow2_luks_params_default(&p);
+	p.iter_time_ms = 1;
+	cr_assert_eq(qcow2_luks_build(&p, pass, strlen(pass), &area, &len, &made), 0, "%s",
+		     qcow2_last_error());
+	qcow2_crypt_free(made);
+	cr_assert_eq(qcow2_luks_decode(area, len, &info), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_luks_unlock(&info, area, len, pass, strlen(pass), &opened), 0);
+	qcow2_crypt_free(opened);
+	cr_assert_eq(qcow2_luks_unlock(&info, area, len, "nope", 4, &opened), -EKEYREJECTED);
+	tries = qcow2_luks_slot_tries();
+	cr_assert_eq(qcow2_luks_unlock(&info, area, len, pass, strlen(pass), &opened), 0);
+	qcow2_crypt_free(opened);
+	cr_assert_eq(qcow2_luks_unlock(&info, area, len, "nope", 4, &opened), -EKEYREJECTED);
+	cr_assert_eq(qcow2_luks_slot_tries(), tries, "PBKDF2 ran again for a known unlock");
+	/* slot 0's key material damaged: the passphrase no longer opens it */
+	area[(size_t)info.slots[0].key_offset_sectors * 512] ^= 1;
+	cr_assert_eq(qcow2_luks_unlock(&info, area, len, pass, strlen(pass), &opened),
+		     -EKEYREJECTED);
+	cr_assert_gt(qcow2_luks_slot_tries(), tries);
+	qcow2_secure_free(area, len);
+}
+
 Test(crypto, bad_create_parameters_are_refused)
 {
 	struct qcow2_luks_params p;
