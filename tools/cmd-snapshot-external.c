@@ -165,7 +165,7 @@ static void delete_usage(FILE *f)
 	    "re-pointed to SNAP's backing file; or, when SNAP has one child and its parent\n"
 	    "no other user, committed into its parent, whichever copies fewer bytes. SNAP is\n"
 	    "deleted only after the data is durable and the pointers moved. A journal next to\n"
-	    "IMAGE (.IMAGE.qcowctl-snapshot-delete) lives while it runs: run the same command\n"
+	    "IMAGE (.IMAGE.qcowctl-external-delete) lives while it runs: run the same command\n"
 	    "again after a kill and it completes the delete. Refused while another process\n"
 	    "writes an image that changes (named).\n\n"
 	    "  --external         required: SNAP is a file of the chain\n"

@@ -60,7 +60,10 @@ static int users_of(const char *top, const char *path, const char *except, char 
 	return 0;
 }
 
-/* The same, as a list of paths (one per line, malloc'ed into *@list) of every user. */
+/* The same, as a list of paths (one per line, malloc'ed into *@list) of every user. SNAP is
+ * deleted after its users are pulled, so a user missed would lose its backing file: refused
+ * when there are more than 64 of them, or when a file of the tree could not be read (it may be
+ * one). */
 static int users_list(const char *top, const char *path, char **list, size_t *count)
 {
 	struct qcow2_dir_image *v = NULL;
@@ -75,8 +78,19 @@ static int users_list(const char *top, const char *path, char **list, size_t *co
 	if (r < 0)
 		return r;
 	k = qcow2_dir_users_of(v, n, path, idx, 64);
-	if (k > 64)
-		k = 64;
+	for (i = 0; i < n && r == 0; i++)
+		if (v[i].err)
+			r = qcow2_set_error(-EBUSY,
+					    "'%s' cannot be read (%s): it may use '%s' as its "
+					    "backing file",
+					    v[i].path, strerror(-v[i].err), path);
+	if (r == 0 && k > 64)
+		r = qcow2_set_error(-E2BIG, "'%s' is the backing file of %zu images: too many",
+				    path, k);
+	if (r < 0) {
+		qcow2_dir_images_free(v, n);
+		return r;
+	}
 	for (i = 0; i < k; i++)
 		cap += strlen(v[idx[i]].path) + 1;
 	*list = malloc(cap);
@@ -236,14 +250,14 @@ int qcow2_snapshot_revert_external(const char *image, const char *snap, bool dis
  *   commit: SNAP's data is committed into its parent and the layer above re-pointed to it,
  *           SNAP deleted (commit --drop, with its own journal); only when SNAP has one child
  *           and its parent no other user (commit's sibling check refuses otherwise).
- * Before anything changes, the journal .IMAGE.qcowctl-snapshot-delete holds the way and
- * SNAP's path. Killed anywhere, every view above SNAP is what it was (each job's guarantee),
+ * Before anything changes, the journal .IMAGE.qcowctl-external-delete (not the internal
+ * delete's) holds the way and SNAP's path. Killed anywhere, every view above SNAP is what it was (each job's guarantee),
  * and a rerun finds the journal: pull: the children still backing onto SNAP are pulled, SNAP
  * deleted; commit: commit's own rerun finishes. Then the journal is removed. */
 
 static int journal_of(const char *top, char *out, size_t cap)
 {
-	return qcow2_journal_path(top, "snapshot-delete", out, cap);
+	return qcow2_journal_path(top, "external-delete", out, cap);
 }
 
 /* Pull SNAP's data into each of @children (one path per line), re-pointing them to @base. */

@@ -184,7 +184,7 @@ track_pid "$pid"
 sleep 0.5
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
-if [ -e .k2.qcow2.qcowctl-snapshot-delete ]; then
+if [ -e .k2.qcow2.qcowctl-external-delete ]; then
 	echo "# killed mid-delete (journal present)"
 fi
 for f in k2.qcow2 k3.qcow2; do
@@ -192,7 +192,7 @@ for f in k2.qcow2 k3.qcow2; do
 done
 check "the rerun completes the delete" "$QCOWCTL" snapshot delete --external -q k2.qcow2 k1.qcow2
 check_not "k1 is gone" test -e k1.qcow2
-check_not "no journal left" test -e .k2.qcow2.qcowctl-snapshot-delete
+check_not "no journal left" test -e .k2.qcow2.qcowctl-external-delete
 for f in k2.qcow2 k3.qcow2; do
 	check "$f: view identical after the rerun" xl_same "$f" "$V/k.$f.raw"
 	check "$f passes qemu-img check" image_clean "$f"
