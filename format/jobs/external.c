@@ -337,9 +337,37 @@ static int delete_by_commit(const char *top, const char *snap, bool dry_run,
 	return r;
 }
 
-/* A rerun after a stopped delete: the journal says which way and which file. */
-static int delete_resume(const char *top, const char *journal, const char *text, bool dry_run,
-			 const struct qcow2_job *job, struct qcow2_plan *plan,
+/* Does @given (as typed: from the working directory, or from @top's directory) name the file
+ * @path (absolute, resolved), which may be gone already? */
+static bool names_file(const char *top, const char *given, const char *path)
+{
+	char joined[2 * PATH_MAX + 2], d[2 * PATH_MAX + 2], b[2 * PATH_MAX + 2], real[PATH_MAX],
+	    dir[PATH_MAX];
+	int pass;
+
+	dir_of(top, dir, sizeof(dir));
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 0 || given[0] == '/')
+			snprintf(joined, sizeof(joined), "%s", given);
+		else
+			snprintf(joined, sizeof(joined), "%s/%s", dir, given);
+		snprintf(d, sizeof(d), "%s", joined);
+		snprintf(b, sizeof(b), "%s", joined);
+		if (!realpath(dirname(d), real))
+			continue;
+		snprintf(joined, sizeof(joined), "%s/%s", strcmp(real, "/") ? real : "",
+			 basename(b));
+		if (strcmp(joined, path) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* A rerun after a stopped delete: the journal says which way and which file. 1 when the
+ * journal is about another file that is gone already (the journal removed): go on with
+ * @given. */
+static int delete_resume(const char *top, const char *journal, const char *text, const char *given,
+			 bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan,
 			 struct qcow2_external_delete *res)
 {
 	char way[16] = "", snap[PATH_MAX] = "", base[PATH_MAX] = "";
@@ -347,6 +375,14 @@ static int delete_resume(const char *top, const char *journal, const char *text,
 
 	if (sscanf(text, "%15[^\n]\n%4095[^\n]\n%4095[^\n]", way, snap, base) < 2)
 		return qcow2_set_error(-EINVAL, "'%s': unreadable journal", journal);
+	if (!names_file(top, given, snap)) {
+		if (access(snap, F_OK) == 0 || errno != ENOENT)
+			return qcow2_set_error(-EBUSY,
+					       "an interrupted delete of '%s' is pending: run "
+					       "the delete of that file again first",
+					       snap);
+		return dry_run ? 1 : qcow2_journal_remove(journal) ?: 1;
+	}
 	res->resumed = true;
 	res->into_parent = strcmp(way, "commit") == 0;
 	if (access(snap, F_OK) < 0 && errno == ENOENT)
@@ -386,11 +422,15 @@ int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry
 	r = journal_of(top, journal, sizeof(journal));
 	if (r == 0)
 		r = qcow2_journal_read(journal, &text);
-	if (r > 0) { /* an earlier run stopped: finish it */
+	if (r > 0) { /* an earlier run stopped: finish it (the jobs lock these files) */
 		qcow2_chain_close(c);
-		r = delete_resume(top, journal, text, dry_run, job, plan, res);
+		r = delete_resume(top, journal, text, snap, dry_run, job, plan, res);
 		free(text);
-		return r;
+		if (r <= 0)
+			return r;
+		r = qcow2_chain_open(image, &ro, &c);
+		if (r < 0)
+			return r;
 	}
 	if (r == 0)
 		r = qcow2_commit_find_layer(c, snap, &k);
