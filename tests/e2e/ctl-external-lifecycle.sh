@@ -144,6 +144,15 @@ import json, sys
 p = json.loads(sys.argv[1])
 assert p["dry-run"] is True and p["way"] == "pull" and p["pull-bytes"] == 524288, p' "$out"
 check "delete --dry-run leaves s2" test -e s2.qcow2
+if qemu_writer_start active.qcow2.branch-1; then
+	check "delete refused while qemu-io writes a child of SNAP, naming it" expect_fail_msg \
+		"qemu-io|$QEMU_WRITER_PID" "$QCOWCTL" snapshot delete --external active.qcow2.branch-1 s2.qcow2
+	qemu_writer_stop
+else
+	fail "qemu-io holds active.qcow2.branch-1"
+fi
+check "the refused delete left s2 and no journal" \
+	bash -c 'test -e s2.qcow2 && ! ls -A | grep -q qcowctl'
 check "delete s2 from the branch's chain" "$QCOWCTL" snapshot delete --external -q \
 	active.qcow2.branch-1 s2.qcow2
 check_not "s2 is gone" test -e s2.qcow2
