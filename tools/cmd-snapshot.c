@@ -26,6 +26,11 @@ static void snapshot_usage(FILE *f)
 	       "       qcowctl snapshot create --external [--dry-run] [--json] [-q] IMAGE NEW\n"
 	       "       qcowctl snapshot apply [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n"
 	       "       qcowctl snapshot delete [--dry-run [--json]] [-q] IMAGE SNAPSHOT\n"
+	       "       qcowctl snapshot list --tree [--json] IMAGE\n"
+	       "       qcowctl snapshot revert --external [--discard] [--dry-run] [--json]\n"
+	       "                               [-q] IMAGE SNAP\n"
+	       "       qcowctl snapshot delete --external [--dry-run] [--json] [-p] [-q]\n"
+	       "                               IMAGE SNAP\n"
 	       "       qcowctl snapshot [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [-q] [-U]\n"
 	       "                        [-f qcow2] IMAGE   (qemu-img's spelling)\n\n"
 	       "Internal snapshots of a qcow2 image, as qemu-img snapshot handles them.\n\n"
@@ -33,7 +38,14 @@ static void snapshot_usage(FILE *f)
 	       "  create  snapshot the active state as NAME (the next free number as its ID);\n"
 	       "          with --external, make NEW, an overlay on IMAGE, the active image\n"
 	       "  apply   make SNAPSHOT (an ID or a name) the active state, virtual size included\n"
-	       "  delete  delete SNAPSHOT (an ID or a name), freeing what only it used\n\n"
+	       "  delete  delete SNAPSHOT (an ID or a name), freeing what only it used;\n"
+	       "          with --external, remove SNAP, a file of IMAGE's chain, every view\n"
+	       "          above it unchanged ('snapshot delete --external --help')\n"
+	       "  revert  --external: IMAGE becomes an empty overlay on SNAP, a file of its\n"
+	       "          chain; the state left kept as IMAGE.branch-N, or deleted with\n"
+	       "          --discard ('snapshot revert --external --help')\n"
+	       "  list --tree  the chain's files, branches and internal snapshots as a tree\n"
+	       "          ('snapshot list --tree --help')\n\n"
 	       "  --json             list: JSON, with qemu-img info's snapshot field names;\n"
 	       "                     with --dry-run: the plan as JSON\n"
 	       "  -U, --force-share  list: do not take (or respect) image locks\n"
@@ -41,6 +53,12 @@ static void snapshot_usage(FILE *f)
 	       "                     written, clusters whose refcount changes, clusters freed)\n"
 	       "                     and change nothing\n"
 	       "  -q, --quiet        print nothing on success\n"
+	       "  -p, --progress     delete --external: show progress even when not on a\n"
+	       "                     terminal\n"
+	       "  --external         create, revert, delete: external snapshots (files)\n"
+	       "  --discard          revert --external: delete the state left, no branch\n"
+	       "  --tree             list: the tree of files, branches and snapshots\n"
+	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image, from a file\n"
 	       "  -l                 as list (qemu-img snapshot -l)\n"
 	       "  -c NAME            as create IMAGE NAME, printing nothing on success\n"
 	       "  -a SNAPSHOT        as apply IMAGE SNAPSHOT, printing nothing on success\n"
@@ -62,6 +80,15 @@ static void snapshot_usage(FILE *f)
 }
 
 /* ---- list ---- */
+
+/* Is @opt among the options of @argv (before a "--")? */
+static bool has_option(int argc, char **argv, const char *opt)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], opt))
+			return true;
+	return false;
+}
 
 /* One line of `qemu-img snapshot -l` (QEMU 7.2's columns). */
 static void list_line(const struct qcow2_snapshot *s)
@@ -122,6 +149,8 @@ static int snapshot_list(int argc, char **argv)
 	uint32_t i, n;
 	int c;
 
+	if (has_option(argc, argv, "--tree"))
+		return snapshot_list_tree(argc, argv);
 	while ((c = next_option(argc, argv, "hU", longopts, "snapshot")) != -1) {
 		if (c == 'h') {
 			snapshot_usage(stdout);
@@ -424,8 +453,15 @@ static int snapshot_apply(int argc, char **argv)
 	return r >= 0 ? r : change(&ch);
 }
 
+static int snapshot_revert(int argc, char **argv)
+{
+	return snapshot_revert_external(argc, argv);
+}
+
 static int snapshot_delete(int argc, char **argv)
 {
+	if (has_option(argc, argv, "--external"))
+		return snapshot_delete_external(argc, argv);
 	struct change ch = {.op = QCOW2_SNAPSHOT_DELETE, .verb = "delete", .done = "deleted"};
 	int r = parse_change(argc, argv, change_longopts, &ch);
 
@@ -436,10 +472,8 @@ static const struct {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } snapshot_subcommands[] = {
-    {"list", snapshot_list},
-    {"create", snapshot_create},
-    {"apply", snapshot_apply},
-    {"delete", snapshot_delete},
+    {"list", snapshot_list},	 {"create", snapshot_create}, {"apply", snapshot_apply},
+    {"delete", snapshot_delete}, {"revert", snapshot_revert},
 };
 
 /* qemu-img's spelling: snapshot [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [-q] [-U]

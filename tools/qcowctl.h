@@ -152,6 +152,10 @@ int cmd_rebase(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
 /* snapshot create --external (cmd-snapshot-external.c) */
 int snapshot_create_external(int argc, char **argv);
+/* snapshot revert|delete --external (cmd-snapshot-external.c), list --tree (cmd-snapshot-tree.c) */
+int snapshot_revert_external(int argc, char **argv);
+int snapshot_delete_external(int argc, char **argv);
+int snapshot_list_tree(int argc, char **argv);
 
 /* create and resize (cmd-create.c, cmd-resize.c) */
 /* A size as qemu-img reads one: digits, an optional fraction and a suffix b, k/K, M, G, T, P

@@ -1043,6 +1043,30 @@ int qcow2_convert(const char *src, const char *dest, const struct qcow2_convert_
 int qcow2_snapshot_external(const char *image, const char *overlay, bool dry_run,
 			    struct qcow2_plan *plan);
 
+/* External snapshot revert (external.c): @image becomes a fresh empty overlay on @snap (a
+ * file of its chain below it), under the same name. The state left is kept as a branch,
+ * IMAGE.branch-N (the first free N), its name into @branch (@cap bytes), or deleted with
+ * @discard. Refused while another process writes @image, or while any image in its directory
+ * tree uses it as backing file (their view would change). */
+int qcow2_snapshot_revert_external(const char *image, const char *snap, bool discard, bool dry_run,
+				   const struct qcow2_job *job, struct qcow2_plan *plan,
+				   char *branch, size_t cap);
+/* What an external snapshot delete chose and copied. */
+struct qcow2_external_delete {
+	bool into_parent; /* committed into SNAP's parent; else pulled into its children */
+	bool can_commit;  /* the commit way was possible at all */
+	bool resumed;	  /* an earlier, stopped run was completed */
+	uint64_t pull_bytes, commit_bytes; /* what each way would copy (dry runs) */
+	uint64_t bytes;			   /* what the way taken copied (at most) */
+};
+/* External snapshot delete: remove @snap, a file of @image's chain below it, every view above
+ * it unchanged: its data pulled into each image backing onto it (the directory tree of
+ * @image searched), or committed into its parent when that copies fewer bytes and nothing
+ * else uses the parent. A journal next to @image lets a rerun complete a stopped delete. */
+int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry_run,
+				   const struct qcow2_job *job, struct qcow2_plan *plan,
+				   struct qcow2_external_delete *res);
+
 /* ---- encryption (format/crypto/) ----
  * LUKS1 headers in the crypto header clusters (crypt_method 2) and legacy AES (crypt_method
  * 1), through OpenSSL. Key material lives in locked memory (qcow2_secure_alloc()), wiped when

@@ -12,7 +12,8 @@ SRC=$E2E_DIR/../../tools
 
 cmds=(info check map checksum tree commit pull rebase copy convert create resize measure compare amend bitmap
 	"snapshot list" "snapshot create" "snapshot apply" "snapshot delete"
-	"snapshot create --external" "snapshot -l")
+	"snapshot create --external" "snapshot -l"
+	"snapshot list --tree" "snapshot revert --external" "snapshot delete --external")
 # every long option name anywhere: the help texts and the sources' option tables
 {
 	for c in "${cmds[@]}"; do
