@@ -5,7 +5,10 @@
 # after, and qemu-img finds no corruption and every byte as a model of the disk says. Appending
 # writes are refused by write(2) (EFBIG) as without the cache, and the view's size stays the
 # image's virtual size; growing by truncate still shows the new size. O_DIRECT writes go
-# straight to the image.
+# straight to the image. Another user (as root, with a test user) writes part of a page through a
+# write-only descriptor: the kernel reads the rest through that handle, and the write-back runs
+# as limited as that user's own writes. (A view has no write bit for whoever may not read it:
+# permissions.sh.)
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SRC=$WORK/src
@@ -103,4 +106,33 @@ check "the grown view's size is the image's new virtual size" \
 	expect_size_as_qemu top.qcow2 "$MNT/top.raw"
 check "unmount" umount_qcowfs "$MNT"
 check "after the unmount: no corruption" image_not_corrupt top.qcow2
+
+if [ "$(id -u)" != 0 ] || ! command -v setpriv >/dev/null || ! command -v useradd >/dev/null; then
+	echo "# skipped the write-only user: needs root, setpriv and useradd"
+	finish
+fi
+TUSER=qfswb$$
+add_test_user "$TUSER"
+TUID=$(id -u "$TUSER") && TGID=$(id -g "$TUSER") || bail "no uid for $TUSER"
+chmod 0755 "$WORK" "$SRC"
+setup qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 wo.qcow2
+chmod 0606 wo.qcow2
+mount_qcowfs "$SRC" "$MNT" -o writeback,allow_other || bail "mount -o writeback,allow_other failed"
+# wo_user: as the test user, 100 bytes in the middle of a page are written through a write-only
+# descriptor and fsynced
+wo_user()
+{
+	fs setpriv --reuid="$TUID" --regid="$TGID" --init-groups python3 - "$MNT/wo.raw" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+assert os.pwrite(fd, b"\x77" * 100, 5000) == 100
+os.fsync(fd)
+os.close(fd)
+PY
+}
+check "another user: a partial page written through a write-only descriptor and fsynced" wo_user
+check "unmount" umount_qcowfs "$MNT"
+check "the partial page holds the write and the backing file's bytes around it" \
+	qio wo.qcow2 "read -P 0x11 4096 904" "read -P 0x77 5000 100" "read -P 0x11 5100 3092"
+check "no corruption" image_not_corrupt wo.qcow2
 finish
