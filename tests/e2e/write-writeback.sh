@@ -4,7 +4,8 @@
 # through it first) land in the image once fsync returns: the daemon is killed with SIGKILL right
 # after, and qemu-img finds no corruption and every byte as a model of the disk says. Appending
 # writes are refused by write(2) (EFBIG) as without the cache, and the view's size stays the
-# image's virtual size; growing by truncate still shows the new size. O_DIRECT writes go
+# image's virtual size; a positional write past the end is refused by write(2) or at the latest
+# by fsync, the image unchanged; growing by truncate still shows the new size. O_DIRECT writes go
 # straight to the image. Another user (as root, with a test user) writes part of a page through a
 # write-only descriptor: the kernel reads the rest through that handle, and the write-back runs
 # as limited as that user's own writes. (A view has no write bit for whoever may not read it:
@@ -77,6 +78,27 @@ if os.stat(sys.argv[1]).st_size != size:
 PY
 }
 
+# past_end VIEW: a positional write at the end, without O_APPEND: through the cache the kernel
+# takes it, and the daemon refuses it when it is written back; one of pwrite and fsync must
+# fail with EFBIG (the size the kernel then shows is the documented limit of -o writeback)
+past_end()
+{
+	python3 - "$1" <<'PY'
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+size = os.fstat(fd).st_size
+try:
+    os.pwrite(fd, b"y" * 4096, size)
+    os.fsync(fd)
+except OSError as e:
+    if e.errno == errno.EFBIG:
+        sys.exit(0)
+    raise
+print("a write past the end and fsync both succeeded")
+sys.exit(1)
+PY
+}
+
 # kill_daemon: SIGKILL, as soon as the writer is done; then detach the dead mount
 kill_daemon()
 {
@@ -101,9 +123,16 @@ check "after the appends the view's size is still the virtual size" \
 	expect_size "$MNT/top.raw" "$VSIZE"
 check "after the appends the image's virtual size is unchanged" \
 	test "$(virtual_size top.qcow2)" = "$VSIZE"
+check "a pwrite past the end is refused by write(2) or fsync (EFBIG), never lost silently" \
+	fs past_end "$MNT/top.raw"
+check "after the write past the end the image's virtual size is unchanged" \
+	test "$(virtual_size top.qcow2)" = "$VSIZE"
 check "truncate grows the disk and the view shows it" fs truncate -s 8M "$MNT/top.raw"
 check "the grown view's size is the image's new virtual size" \
 	expect_size_as_qemu top.qcow2 "$MNT/top.raw"
+check "the grown range reads zeros in the image" qio top.qcow2 "read -P 0 $VSIZE 64k"
+check "and through the view (not the refused write)" \
+	fs cmp -n 65536 <(fs dd if="$MNT/top.raw" bs=64k skip=$((VSIZE / 65536)) count=1 status=none) /dev/zero
 check "unmount" umount_qcowfs "$MNT"
 check "after the unmount: no corruption" image_not_corrupt top.qcow2
 
