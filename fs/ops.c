@@ -191,7 +191,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * i_size over getattr's, and a pwrite(2) past the end of a view through the cache grows
 	 * that i_size without asking the daemon (no FUSE request exists to refuse it). The daemon
 	 * refuses the write-back (EFBIG, reported by fsync and close, the image untouched), but
-	 * stat keeps the grown size until the kernel drops the inode.
+	 * stat keeps the grown size until the kernel drops the inode; and an image resized under
+	 * SOURCE while the kernel holds its view's inode keeps its old size there.
 	 * A read-only mount keeps the cache off: nothing to gain, and the kernel would stop taking
 	 * sizes from getattr, so a resize of an image under SOURCE would not show. */
 	if (writeback_wanted && !qfs_tree_read_only(userdata) &&
