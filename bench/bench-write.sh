@@ -40,6 +40,7 @@
 #                        DIR, and reuse the base on the next run (default: a temporary
 #                        directory under /var/tmp, removed at the end)
 #   BENCH_QCOWFS_OPTS    extra options for qcowfs
+#                        (BENCH_QCOWFS_OPTS='-o writeback': through the kernel's writeback cache)
 #   BENCH_STRICT=1       exit 1 when a target is missed
 #   QCOWFS               the daemon to measure (default build/fs/qcowfs)
 # Exit status: 1 when a data check fails (always), or when a target is missed and BENCH_STRICT=1.

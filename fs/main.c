@@ -46,6 +46,8 @@ struct cmdline {
 	bool foreground, debug, single;
 	/* -o no_default_permissions and -o allow_other as given: see check_permissions() */
 	bool no_default_permissions, allow_other;
+	/* -o writeback: the kernel's writeback cache */
+	bool writeback;
 	unsigned readahead_kb;		/* -o readahead_kb=N */
 	unsigned max_read;		/* -o max_read=N, 0 when not given */
 	char log_file[PATH_MAX];	/* --log-file, made absolute; "" when not given */
@@ -106,7 +108,10 @@ static void usage(FILE *f)
 	    "  -o OPT[,OPT...]      mount options: ro (every view read-only), allow_other,\n"
 	    "                       readahead_kb=N (read-ahead of the mount, default 4096,\n"
 	    "                       0 keeps the kernel's), no_default_permissions (no mode\n"
-	    "                       checks by the kernel; refused with allow_other), and any\n"
+	    "                       checks by the kernel; refused with allow_other),\n"
+	    "                       writeback (the kernel caches writes until fsync or close:\n"
+	    "                       faster small writes; a write past the end of a view is then\n"
+	    "                       refused by fsync and close, not by write), and any\n"
 	    "                       other FUSE mount option\n"
 	    "  --backing-dir DIR    allow files below DIR (outside SOURCE): backing and data\n"
 	    "                       files, images symlinks in SOURCE lead to; repeatable\n"
@@ -180,6 +185,8 @@ static int parse_o(struct cmdline *cl, const char *arg)
 			r = parse_uint_opt(tok, 12, QFS_MAX_READAHEAD_KB, &cl->readahead_kb);
 		else if (strcmp(tok, "no_default_permissions") == 0)
 			cl->no_default_permissions = true;
+		else if (strcmp(tok, "writeback") == 0)
+			cl->writeback = true;
 		else if (strcmp(tok, "default_permissions") == 0)
 			; /* the default: added once by check_permissions() */
 		else if (strncmp(tok, "max_read=", 9) == 0)
@@ -629,6 +636,7 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	qfs_readahead_set(cl.readahead_kb, cl.max_read);
+	qfs_ops_writeback(cl.writeback);
 	se = fuse_session_new(&args, &qfs_ops, sizeof(qfs_ops), tree);
 	if (!se) {
 		if (!fuse_reported)

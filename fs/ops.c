@@ -149,6 +149,15 @@ static struct handle *handle_of(struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
+/* -o writeback asked for the kernel's writeback cache (set before the session starts);
+ * writeback: it is on (set once in op_init, before any other request). */
+static bool writeback_wanted, writeback;
+
+void qfs_ops_writeback(bool on)
+{
+	writeback_wanted = on;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* Page cache validity is decided at open (keep_cache when no file of the chain changed);
@@ -166,6 +175,33 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
 		conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
 #endif
+	/* Writeback cache (-o writeback, a mount that may write): write(2) lands in the kernel's
+	 * page cache and reaches op_write in large batches when the kernel writes the pages back
+	 * (at the latest on fsync, close and release, each of which waits for it). What stays true:
+	 * - durability: fsync(2) first writes back and waits for every dirty page, then sends
+	 *   FSYNC, which flushes the chain (op_fsync); a crash before that loses only writes no
+	 *   fsync acknowledged, as without the cache;
+	 * - O_DIRECT handles go straight through (direct_io, op_open), and so do O_APPEND ones,
+	 *   so that an append past the end is refused by write(2) itself;
+	 * - reads on write-only handles: the kernel reads a page before writing part of it; the
+	 *   caller was checked for W_OK only at open and gets nothing of those reads (a write-only
+	 *   descriptor can neither read nor mmap); op_read serves them from the chain the daemon
+	 *   opened for writing.
+	 * What does not, and why it is not the default: with the cache, the kernel trusts its own
+	 * i_size over getattr's, and a pwrite(2) past the end of a view through the cache grows
+	 * that i_size without asking the daemon (no FUSE request exists to refuse it). The daemon
+	 * refuses the write-back (EFBIG, reported by fsync and close, the image untouched), but
+	 * stat keeps the grown size until the kernel drops the inode; and an image resized under
+	 * SOURCE while the kernel holds its view's inode keeps its old size there.
+	 * A read-only mount keeps the cache off: nothing to gain, and the kernel would stop taking
+	 * sizes from getattr, so a resize of an image under SOURCE would not show. */
+	if (writeback_wanted && !qfs_tree_read_only(userdata) &&
+	    (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		writeback = true;
+	} else {
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	}
 	qfs_readahead_init_done();
 }
 
@@ -355,6 +391,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)h;
 	fi->keep_cache = keep;
+	/* O_DIRECT goes straight to the daemon, whatever the cache does; with the writeback cache
+	 * so does O_APPEND, whose writes are past the end by definition: refused by write(2) */
+	if ((fi->flags & O_DIRECT) || (writeback && h->write && (fi->flags & O_APPEND)))
+		fi->direct_io = 1;
 	handle_add(h);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_free(t, h); /* the opener was interrupted: undo */

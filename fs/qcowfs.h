@@ -156,5 +156,7 @@ const char *qfs_tree_source(const struct qfs_tree *t);
 extern const struct fuse_lowlevel_ops qfs_ops;
 /* Release every handle still open (the session has ended). */
 void qfs_release_all(struct qfs_tree *t);
+/* -o writeback: ask the kernel for its writeback cache (see op_init); before the session. */
+void qfs_ops_writeback(bool on);
 
 #endif
