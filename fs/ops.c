@@ -423,7 +423,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = off < 0 || (size_t)off >= h->status_len ? 0
 		       : size > h->status_len - (size_t)off    ? h->status_len - (size_t)off
 							       : size;
-		fuse_reply_buf(req, size ? h->status + off : NULL, size);
+		/* From a copy: once the kernel has the reply, the reader may close the file and
+		 * the release (another thread) free h->status while this one is still returning
+		 * from the write of the reply (which ASan then checks). */
+		buf = size ? malloc(size) : NULL;
+		if (size && !buf) {
+			reply_err(req, -ENOMEM);
+			return;
+		}
+		if (size)
+			memcpy(buf, h->status + off, size);
+		fuse_reply_buf(req, buf, size);
+		free(buf);
 		return;
 	}
 	if (h->fd >= 0) {
