@@ -46,9 +46,9 @@ struct cmdline {
 	bool foreground, debug, single;
 	/* -o no_default_permissions and -o allow_other as given: see check_permissions() */
 	bool no_default_permissions, allow_other;
-	unsigned readahead_kb;	 /* -o readahead_kb=N */
-	unsigned max_read;	 /* -o max_read=N, 0 when not given */
-	char log_file[PATH_MAX]; /* --log-file, made absolute; "" when not given */
+	unsigned readahead_kb;		/* -o readahead_kb=N */
+	unsigned max_read;		/* -o max_read=N, 0 when not given */
+	char log_file[PATH_MAX];	/* --log-file, made absolute; "" when not given */
 	const char *key_args[MAX_KEYS]; /* --key IMAGE=KEYFILE, as given */
 	size_t n_keys;
 };

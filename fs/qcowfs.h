@@ -83,7 +83,7 @@ struct qfs_config {
 	int argc;
 	char *const *argv;
 	bool allow_other;
-	const char *log_file; /* absolute, or NULL */
+	const char *log_file;	/* absolute, or NULL */
 	struct qcow2_keys keys; /* the passphrases of encrypted images (--key), by canonical path */
 };
 

@@ -187,10 +187,8 @@ static int new_dest(struct qcow2_chain *c, const char *part, const char *dest,
 static int open_existing(struct qcow2_chain *c, const char *dest, bool dry_run,
 			 const struct qcow2_job *job, struct qcow2_chain **dst)
 {
-	struct qcow2_chain_opts wo = {.lock = true,
-				      .writable = !dry_run,
-				      .top_blockdev = true,
-				      .keys = qcow2_job_keys(job)};
+	struct qcow2_chain_opts wo = {
+	    .lock = true, .writable = !dry_run, .top_blockdev = true, .keys = qcow2_job_keys(job)};
 	struct qcow2_layer_info top;
 	int r = qcow2_chain_open(dest, &wo, dst);
 
