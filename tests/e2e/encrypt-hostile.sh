@@ -37,6 +37,17 @@ check "qcowctl checksum with the key refuses the hostile slot at once, naming th
 check "the sane image still opens with the same key" \
 	ctl checksum --key sane.qcow2="$KEY" sane.qcow2
 
+# qcowctl_refuses_long_iter_time: create does not make an image whose unlock the bound above
+# would refuse (an iter-time of 60 s): it fails at once, one line, and leaves no file
+qcowctl_refuses_long_iter_time()
+{
+	ctl_fails_fast encrypt.iter-time create -f qcow2 \
+		-o encrypt.format=luks,encrypt.iter-time=60000 --key long.qcow2="$KEY" \
+		long.qcow2 4M || return 1
+	[ ! -e long.qcow2 ] || { echo "long.qcow2 was left behind"; return 1; }
+}
+check "create refuses an iter-time whose unlock would be refused" qcowctl_refuses_long_iter_time
+
 check "qcowfs mounts with a key for the hostile image" mount_qcowfs "$SRC" "$MNT" \
 	--key slow.qcow2="$KEY" --key sane.qcow2="$KEY"
 check "the sane image's view equals qemu-img convert with the secret" \
