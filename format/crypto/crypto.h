@@ -17,16 +17,17 @@
 #include "ondisk/ondisk.h"
 
 /* LUKS1 on-disk layout (cryptsetup's LUKS1 on-disk format, as QEMU's crypto/block-luks.c) */
-#define QCOW2_LUKS_PHDR_BYTES	  592 /* the header proper, key slots included */
-#define QCOW2_LUKS_DIGEST_BYTES	  20
-#define QCOW2_LUKS_SALT_BYTES	  32
-#define QCOW2_LUKS_SLOT_ACTIVE	  0x00ac71f3u
-#define QCOW2_LUKS_SLOT_INACTIVE  0x0000deadu
-#define QCOW2_LUKS_STRIPES	  4000	      /* what QEMU writes */
-#define QCOW2_LUKS_MAX_KEY_BYTES  64	      /* aes-256 in xts mode */
-#define QCOW2_LUKS_MAX_ITERATIONS (1u << 31)  /* a bound on hostile iteration counts */
-#define QCOW2_LUKS_MAX_AREA_BYTES (16u << 20) /* a bound on the crypto header area read */
-#define QCOW2_CRYPT_SECTOR_BYTES  512
+#define QCOW2_LUKS_PHDR_BYTES	      592 /* the header proper, key slots included */
+#define QCOW2_LUKS_DIGEST_BYTES	      20
+#define QCOW2_LUKS_SALT_BYTES	      32
+#define QCOW2_LUKS_SLOT_ACTIVE	      0x00ac71f3u
+#define QCOW2_LUKS_SLOT_INACTIVE      0x0000deadu
+#define QCOW2_LUKS_STRIPES	      4000	  /* what QEMU writes */
+#define QCOW2_LUKS_MAX_KEY_BYTES      64	  /* aes-256 in xts mode */
+#define QCOW2_LUKS_MAX_ITERATIONS     (1u << 31)  /* a bound on hostile iteration counts */
+#define QCOW2_LUKS_MAX_UNLOCK_SECONDS 60u	  /* CPU an unlock may spend in PBKDF2 (luks.c) */
+#define QCOW2_LUKS_MAX_AREA_BYTES     (16u << 20) /* a bound on the crypto header area read */
+#define QCOW2_CRYPT_SECTOR_BYTES      512
 
 /* Read the crypto header area of the LUKS image whose header is @h from @io (bounded by
  * QCOW2_LUKS_MAX_AREA_BYTES and the file), decode its phdr into @info, and hand back the
@@ -41,7 +42,8 @@ int qcow2_luks_read(struct qcow2_io *io, const struct qcow2_header *h, struct qc
  * key material decrypted with the payload cipher by 512-byte sectors from 0, AF merged, the
  * candidate master key checked against the digest). 0 with *@out ready for
  * qcow2_crypt_decrypt/encrypt(); -EKEYREJECTED when no slot opens with this passphrase;
- * -ENOTSUP for a cipher OpenSSL does not offer; -EUCLEAN for a malformed slot. */
+ * -ENOTSUP for a cipher OpenSSL does not offer; -EUCLEAN for a malformed slot; -ETIME when
+ * the slots' PBKDF2 iterations would take more than QCOW2_LUKS_MAX_UNLOCK_SECONDS of CPU. */
 int qcow2_luks_unlock(const struct qcow2_luks_info *info, const uint8_t *area, size_t area_len,
 		      const void *pass, size_t pass_len, struct qcow2_crypt **out);
 

@@ -86,6 +86,14 @@ int qcow2_luks_params_check(const struct qcow2_luks_params *p)
 				       p->hash_alg);
 	if (p->iter_time_ms == 0)
 		return qcow2_set_error(-EINVAL, "encrypt.iter-time must be at least 1 ms");
+	/* an unlock costs the slot's iter-time and the digest's eighth of it: past the bound
+	 * luks.c puts on an unlock, the image would be made and then refused */
+	if ((uint64_t)p->iter_time_ms * 9 / 8 >= QCOW2_LUKS_MAX_UNLOCK_SECONDS * 1000u)
+		return qcow2_set_error(-EINVAL,
+				       "encrypt.iter-time %u ms: unlocking would take over the "
+				       "limit of %u s of PBKDF2 (at most %u ms)",
+				       p->iter_time_ms, QCOW2_LUKS_MAX_UNLOCK_SECONDS,
+				       QCOW2_LUKS_MAX_UNLOCK_SECONDS * 1000u * 8 / 9 - 1);
 	if (strcmp(name, "cast5") == 0 && strcmp(p->cipher_mode, "xts") == 0)
 		return qcow2_set_error(-EINVAL, "encrypt.cipher-alg cast5-128 has no xts mode");
 	if (strcmp(p->cipher_mode, "xts") == 0)

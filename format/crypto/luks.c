@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "crypto/crypto.h"
 
@@ -316,9 +317,63 @@ out:
 	return r;
 }
 
+/* CPU time of this thread, in ns. */
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* PBKDF2 iterations of @hash per second on this thread (a short run; at least 1). */
+static int pbkdf2_rate(const char *hash, uint64_t *per_sec)
+{
+	const uint32_t probe = 1u << 14;
+	uint8_t salt[QCOW2_LUKS_SALT_BYTES] = {0}, out[QCOW2_LUKS_DIGEST_BYTES];
+	uint64_t start = cpu_ns(), delta;
+	int r;
+
+	r = qcow2_pbkdf2(hash, "probe", 5, salt, sizeof(salt), probe, out, sizeof(out));
+	if (r < 0)
+		return r;
+	delta = cpu_ns() - start;
+	*per_sec = (uint64_t)probe * 1000000000u / (delta ? delta : 1);
+	if (*per_sec == 0)
+		*per_sec = 1;
+	return 0;
+}
+
+/* Never hang: the header comes from the image, and its iteration counts are the attacker's
+ * (QEMU bounds them only by 32 bits: 2^32 iterations are hours of CPU per slot, in a process
+ * that cannot be stopped while OpenSSL runs them). Before each slot is tried, the PBKDF2
+ * runs it costs (the slot's, then the master key digest's) are priced at this machine's rate
+ * for the header's hash, and a try that would bring the unlock past
+ * QCOW2_LUKS_MAX_UNLOCK_SECONDS of CPU is refused instead of run. QEMU's default iter-time
+ * is 2 s, so its images open with a wide margin on a machine several times slower. */
+static int within_budget(const struct qcow2_luks_info *in, int slot, uint64_t *spent,
+			 uint64_t *per_sec)
+{
+	const struct qcow2_luks_slot *k = &in->slots[slot];
+	uint64_t cost = (uint64_t)k->iterations + in->mk_iterations;
+	int r;
+
+	if (*per_sec == 0 && (r = pbkdf2_rate(in->hash_spec, per_sec)) < 0)
+		return r;
+	*spent += cost;
+	if (*spent / *per_sec < QCOW2_LUKS_MAX_UNLOCK_SECONDS)
+		return 0;
+	return qcow2_set_error(-ETIME,
+			       "LUKS key slot %d asks for %u PBKDF2 iterations of %s (master key "
+			       "%u): about %" PRIu64 " s of CPU here, over the limit of %u s",
+			       slot, k->iterations, in->hash_spec, in->mk_iterations,
+			       *spent / *per_sec, QCOW2_LUKS_MAX_UNLOCK_SECONDS);
+}
+
 int qcow2_luks_unlock(const struct qcow2_luks_info *in, const uint8_t *area, size_t area_len,
 		      const void *pass, size_t pass_len, struct qcow2_crypt **out)
 {
+	uint64_t spent = 0, per_sec = 0;
 	uint8_t *mk, tag[32];
 	bool memo;
 	int r = 0, i;
@@ -346,7 +401,8 @@ int qcow2_luks_unlock(const struct qcow2_luks_info *in, const uint8_t *area, siz
 		r = 0; /* said below */
 	else if (r == 0)
 		for (i = 0; i < QCOW2_LUKS_NUM_SLOTS && r == 0; i++)
-			if (in->slots[i].active)
+			if (in->slots[i].active &&
+			    (r = within_budget(in, i, &spent, &per_sec)) == 0)
 				r = try_slot(in, &in->slots[i], area, pass, pass_len, mk);
 	if (memo && r >= 0)
 		qcow2_crypt_memo_put(tag, r == 1 ? 1 : -EKEYREJECTED, mk, in->key_bytes);
