@@ -493,7 +493,11 @@ struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 		}
 		*link = s;
 	} else if (same_identity(&s->st, &st) && s->err != -EBUSY &&
-		   (s->our_writers || !s->qcow2 || s->err || s->busy == lock_conflict(s->path))) {
+		   (s->our_writers || !s->qcow2 || s->err || !s->busy || lock_conflict(s->path))) {
+		/* Unchanged: one stat. Another process's write lock taken since the last probe is
+		 * found when it matters (qfs_src_lock_probe(): an open, a verdict asked for);
+		 * one that was found is probed again here, so its release shows at once (few
+		 * images are busy, so a directory of 10,000 costs 10,000 stats, not opens). */
 		s->st = st;
 		s->stat_gen = c->gen;
 		return s;
@@ -502,6 +506,30 @@ struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 	s->stat_gen = c->gen;
 	src_probe(c, s);
 	return s;
+}
+
+void qfs_src_lock_probe(struct qfs_src_cache *c, struct qfs_src *top)
+{
+	struct qfs_src *s = top;
+	unsigned depth;
+	bool changed = false;
+
+	for (depth = 0; s && depth <= QCOW2_DEFAULT_MAX_DEPTH; depth++) {
+		if (s->qcow2 && !s->err && !s->our_writers && !s->busy && lock_conflict(s->path)) {
+			src_probe(c, s); /* now busy (src_check_busy() logs and names the holder) */
+			changed = true;
+		}
+		if (!s->qcow2 || !s->backing)
+			break;
+		s = qfs_src_get(c, s->backing);
+	}
+	/* the chain checks of this generation saw the layers free: judge them again */
+	for (s = top, depth = 0; changed && s && depth <= QCOW2_DEFAULT_MAX_DEPTH; depth++) {
+		s->check_gen = 0;
+		if (!s->qcow2 || !s->backing)
+			break;
+		s = qfs_src_get(c, s->backing);
+	}
 }
 
 int qfs_src_path_stat(struct qfs_src_cache *c, const char *path, struct stat *st)

@@ -105,6 +105,11 @@ void qfs_src_cache_next_gen(struct qfs_src_cache *c);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone,
  * is not a regular file, or its path is no longer canonical. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path);
+/* Ask again, for every file of the chain whose top is @top, whether another process holds it
+ * for writing (QEMU's write lock): qfs_src_get() probes a file only when its stat identity
+ * changes, or while it is busy (to see it freed), so a lock taken since is found here, where
+ * it matters: before an open, a verdict asked for. */
+void qfs_src_lock_probe(struct qfs_src_cache *c, struct qfs_src *top);
 /* 0 if the chain whose top is @top can be served, else a negative errno and *msg (owned by the
  * src) saying why. Memoised per scan generation. */
 int qfs_src_chain_check(struct qfs_src_cache *c, struct qfs_src *top, const char **msg);
