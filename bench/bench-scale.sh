@@ -49,7 +49,7 @@ done
 [ -x "$QCOWFS" ] || die "'$QCOWFS' is not built (ninja -C build)"
 [ -e /dev/fuse ] || die "/dev/fuse is missing"
 
-WORK=$(mktemp -d /var/tmp/qcowfs-bench-scale.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/qcowfs-bench-scale.XXXXXX")
 IMG=${BENCH_DIR:-$WORK/images}
 MNT=$WORK/mnt
 PID=
