@@ -79,6 +79,7 @@ struct qfs_src {
 
 struct qfs_link_note;
 struct qfs_backing_ref;
+struct qfs_acl_memo;
 
 /* The cache. Its owner fills the first three fields (qfs_src_cache_init()); the rest is the
  * cache's own. */
@@ -91,6 +92,8 @@ struct qfs_src_cache {
 	struct qfs_link_note *link_notes;
 	struct qfs_backing_ref *brefs[QFS_SRC_BUCKETS]; /* backing path -> srcs naming it */
 	bool brefs_lost; /* a count was lost (out of memory): never trust "none" */
+	struct qfs_acl_memo *acls[QFS_SRC_BUCKETS]; /* file identity -> its ACL's floor */
+	unsigned n_acls;
 };
 
 /* Set up the empty cache @c (zeroed by the caller) over @copts and @mounts, which must outlive
@@ -125,6 +128,13 @@ bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s);
 /* The canonical path of an image (refused ones too) that names @s as its backing file, or
  * NULL; good until the next call into the cache. */
 const char *qfs_src_backing_user(struct qfs_src_cache *c, const struct qfs_src *s);
+
+/* What the access ACL of the file of identity @st (device, inode, ctime: any change of an ACL or
+ * a mode moves the ctime) was found to grant (perm.c): true and *@floor (-1: no ACL, else the
+ * bits it leaves every user but the owner) if it was looked at since the file last changed.
+ * One getxattr per change of a file, not per lookup. */
+bool qfs_src_acl_memo_find(struct qfs_src_cache *c, const struct stat *st, int *floor);
+void qfs_src_acl_memo_put(struct qfs_src_cache *c, const struct stat *st, int floor);
 
 /* qcow2_path_stat() and qcow2_path_open_canonical() of the canonical @path, refused with
  * -EPERM (errno EPERM) when it lies at or below a FUSE mount to avoid (mounts.c): every
