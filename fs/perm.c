@@ -83,11 +83,19 @@ static void fold_acl(struct qfs_src_cache *c, const char *path, struct stat *st)
 	char link[64];
 	ssize_t len = -1;
 	mode_t floor;
+	int fd, memo;
+
+	/* Asked once per change of the file (its ctime moves with any change of its ACL), not at
+	 * every lookup: a directory of 10,000 images asks 10,000 times, not once per lookup. */
+	if (qfs_src_acl_memo_find(c, st, &memo)) {
+		if (memo >= 0)
+			st->st_mode &= ~(mode_t)077 | (mode_t)memo << 3 | (mode_t)memo;
+		return;
+	}
 	/* The canonical @path reached following no symlink (one swapped in could lead into our
 	 * own mount, or elsewhere), then asked through the descriptor's /proc link, which leads
 	 * to the file itself without a walk (an O_PATH descriptor takes no getxattr of its own). */
-	int fd = qfs_src_path_open(c, path, O_PATH);
-
+	fd = qfs_src_path_open(c, path, O_PATH);
 	if (fd >= 0) {
 		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 		len = getxattr(link, ACL_XATTR, a, sizeof(a));
@@ -96,9 +104,13 @@ static void fold_acl(struct qfs_src_cache *c, const char *path, struct stat *st)
 		errno = -fd;
 	}
 
-	if (len < 0 && (errno == ENODATA || errno == ENOTSUP))
+	if (len < 0 && (errno == ENODATA || errno == ENOTSUP)) {
+		qfs_src_acl_memo_put(c, st, -1);
 		return;
+	}
 	floor = len < 0 ? 0 : acl_floor(a, (size_t)len);
+	if (len >= 0) /* a file that could not be asked is asked again next time */
+		qfs_src_acl_memo_put(c, st, (int)floor);
 	st->st_mode &= ~(mode_t)077 | floor << 3 | floor;
 }
 

@@ -28,6 +28,7 @@
 #if __has_include(<linux/openat2.h>)
 #include <linux/openat2.h>
 #endif
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -46,6 +47,15 @@ struct qfs_backing_ref {
 	char *path;
 	unsigned n;
 	struct qfs_backing_ref *next;
+};
+
+/* What the ACL of one file identity grants (qfs_src_acl_memo_find()). */
+struct qfs_acl_memo {
+	dev_t dev;
+	ino_t ino;
+	struct timespec ctim;
+	int floor;
+	struct qfs_acl_memo *next;
 };
 
 static unsigned hash_str(const char *s)
@@ -493,7 +503,11 @@ struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 		}
 		*link = s;
 	} else if (same_identity(&s->st, &st) && s->err != -EBUSY &&
-		   (s->our_writers || !s->qcow2 || s->err || s->busy == lock_conflict(s->path))) {
+		   (s->our_writers || !s->qcow2 || s->err || !s->busy || lock_conflict(s->path))) {
+		/* Unchanged: one stat. Another process's write lock taken since the last probe is
+		 * found when it matters (qfs_src_lock_probe(): an open, a verdict asked for);
+		 * one that was found is probed again here, so its release shows at once (few
+		 * images are busy, so a directory of 10,000 costs 10,000 stats, not opens). */
 		s->st = st;
 		s->stat_gen = c->gen;
 		return s;
@@ -502,6 +516,30 @@ struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 	s->stat_gen = c->gen;
 	src_probe(c, s);
 	return s;
+}
+
+void qfs_src_lock_probe(struct qfs_src_cache *c, struct qfs_src *top)
+{
+	struct qfs_src *s = top;
+	unsigned depth;
+	bool changed = false;
+
+	for (depth = 0; s && depth <= QCOW2_DEFAULT_MAX_DEPTH; depth++) {
+		if (s->qcow2 && !s->err && !s->our_writers && !s->busy && lock_conflict(s->path)) {
+			src_probe(c, s); /* now busy (src_check_busy() logs and names the holder) */
+			changed = true;
+		}
+		if (!s->qcow2 || !s->backing)
+			break;
+		s = qfs_src_get(c, s->backing);
+	}
+	/* the chain checks of this generation saw the layers free: judge them again */
+	for (s = top, depth = 0; changed && s && depth <= QCOW2_DEFAULT_MAX_DEPTH; depth++) {
+		s->check_gen = 0;
+		if (!s->qcow2 || !s->backing)
+			break;
+		s = qfs_src_get(c, s->backing);
+	}
 }
 
 int qfs_src_path_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
@@ -731,6 +769,80 @@ bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s)
 	return qfs_src_backing_user(c, s) != NULL;
 }
 
+/* ---- ACL memo ---- */
+
+#define ACL_MEMO_MAX 65536u /* past this, the memo starts again (files come and go) */
+
+static unsigned hash_ident(const struct stat *st)
+{
+	uint64_t h = ((uint64_t)st->st_dev * 1099511628211ull) ^ (uint64_t)st->st_ino;
+
+	return (unsigned)((h * 11400714819323198485ull) >> 52) % QFS_SRC_BUCKETS;
+}
+
+static void acl_memo_free(struct qfs_src_cache *c)
+{
+	unsigned b;
+
+	for (b = 0; b < QFS_SRC_BUCKETS; b++) {
+		while (c->acls[b]) {
+			struct qfs_acl_memo *m = c->acls[b];
+
+			c->acls[b] = m->next;
+			free(m);
+		}
+	}
+	c->n_acls = 0;
+}
+
+static struct qfs_acl_memo *acl_memo_of(struct qfs_src_cache *c, const struct stat *st)
+{
+	struct qfs_acl_memo *m = c->acls[hash_ident(st)];
+
+	while (m && (m->dev != st->st_dev || m->ino != st->st_ino))
+		m = m->next;
+	return m;
+}
+
+bool qfs_src_acl_memo_find(struct qfs_src_cache *c, const struct stat *st, int *floor)
+{
+	struct qfs_acl_memo *m = acl_memo_of(c, st);
+
+	if (!m || m->ctim.tv_sec != st->st_ctim.tv_sec || m->ctim.tv_nsec != st->st_ctim.tv_nsec)
+		return false;
+	*floor = m->floor;
+	return true;
+}
+
+void qfs_src_acl_memo_put(struct qfs_src_cache *c, const struct stat *st, int floor)
+{
+	struct qfs_acl_memo *m = acl_memo_of(c, st);
+	unsigned b = hash_ident(st);
+	struct timespec now;
+
+	/* A change within the clock's granularity of the last one may leave the ctime as it was
+	 * (the kernel stamps with a coarse clock): a file changed in the last two seconds is not
+	 * kept, so a memo is never taken for a file changed again under the same stamp. */
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0 || st->st_ctim.tv_sec + 2 > now.tv_sec) {
+		if (m)
+			m->ctim.tv_sec = m->ctim.tv_nsec = -1; /* stale: never matches */
+		return;
+	}
+	if (!m) {
+		if (c->n_acls >= ACL_MEMO_MAX)
+			acl_memo_free(c);
+		if (!(m = calloc(1, sizeof(*m))))
+			return; /* not kept: looked at again next time */
+		m->dev = st->st_dev;
+		m->ino = st->st_ino;
+		m->next = c->acls[b];
+		c->acls[b] = m;
+		c->n_acls++;
+	}
+	m->ctim = st->st_ctim;
+	m->floor = floor;
+}
+
 /* ---- lifetime ---- */
 
 void qfs_src_cache_init(struct qfs_src_cache *c, const struct qcow2_chain_opts *copts,
@@ -761,4 +873,5 @@ void qfs_src_cache_release(struct qfs_src_cache *c)
 	}
 	link_notes_free(c);
 	brefs_free(c);
+	acl_memo_free(c);
 }

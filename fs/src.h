@@ -79,6 +79,7 @@ struct qfs_src {
 
 struct qfs_link_note;
 struct qfs_backing_ref;
+struct qfs_acl_memo;
 
 /* The cache. Its owner fills the first three fields (qfs_src_cache_init()); the rest is the
  * cache's own. */
@@ -91,6 +92,8 @@ struct qfs_src_cache {
 	struct qfs_link_note *link_notes;
 	struct qfs_backing_ref *brefs[QFS_SRC_BUCKETS]; /* backing path -> srcs naming it */
 	bool brefs_lost; /* a count was lost (out of memory): never trust "none" */
+	struct qfs_acl_memo *acls[QFS_SRC_BUCKETS]; /* file identity -> its ACL's floor */
+	unsigned n_acls;
 };
 
 /* Set up the empty cache @c (zeroed by the caller) over @copts and @mounts, which must outlive
@@ -105,6 +108,11 @@ void qfs_src_cache_next_gen(struct qfs_src_cache *c);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone,
  * is not a regular file, or its path is no longer canonical. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path);
+/* Ask again, for every file of the chain whose top is @top, whether another process holds it
+ * for writing (QEMU's write lock): qfs_src_get() probes a file only when its stat identity
+ * changes, or while it is busy (to see it freed), so a lock taken since is found here, where
+ * it matters: before an open, a verdict asked for. */
+void qfs_src_lock_probe(struct qfs_src_cache *c, struct qfs_src *top);
 /* 0 if the chain whose top is @top can be served, else a negative errno and *msg (owned by the
  * src) saying why. Memoised per scan generation. */
 int qfs_src_chain_check(struct qfs_src_cache *c, struct qfs_src *top, const char **msg);
@@ -120,6 +128,13 @@ bool qfs_src_is_backing(struct qfs_src_cache *c, const struct qfs_src *s);
 /* The canonical path of an image (refused ones too) that names @s as its backing file, or
  * NULL; good until the next call into the cache. */
 const char *qfs_src_backing_user(struct qfs_src_cache *c, const struct qfs_src *s);
+
+/* What the access ACL of the file of identity @st (device, inode, ctime: any change of an ACL or
+ * a mode moves the ctime) was found to grant (perm.c): true and *@floor (-1: no ACL, else the
+ * bits it leaves every user but the owner) if it was looked at since the file last changed.
+ * One getxattr per change of a file, not per lookup. */
+bool qfs_src_acl_memo_find(struct qfs_src_cache *c, const struct stat *st, int *floor);
+void qfs_src_acl_memo_put(struct qfs_src_cache *c, const struct stat *st, int floor);
 
 /* qcow2_path_stat() and qcow2_path_open_canonical() of the canonical @path, refused with
  * -EPERM (errno EPERM) when it lies at or below a FUSE mount to avoid (mounts.c): every

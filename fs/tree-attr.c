@@ -222,6 +222,7 @@ int qfs_tree_getxattr(struct qfs_tree *t, struct qfs_node *n, const char *name,
 		      const struct qfs_caller *who, char **val, size_t *len)
 {
 	struct xval v = {0};
+	struct qfs_src *s;
 	struct stat st;
 	int r;
 
@@ -229,6 +230,8 @@ int qfs_tree_getxattr(struct qfs_tree *t, struct qfs_node *n, const char *name,
 		return -ENODATA; /* security.capability, asked before every write: at once */
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache);
+	if (n->kind == QFS_FLAT && (s = qfs_src_get(&t->cache, n->src)))
+		qfs_src_lock_probe(&t->cache, s); /* "mode" names a writer that came since */
 	r = qfs_tree_attr(t, n, &st);
 	if (r == 0 && who) {
 		struct qfs_caller c = *who;

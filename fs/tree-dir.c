@@ -299,16 +299,16 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 		snprintf(out, cap, "%s", name);
 }
 
-/* Is the node still what the directory would show (no rescan needed)? */
-static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_node *n)
+/* Is the node still what the directory would show (no rescan needed)? Its attributes into
+ * @st then (computed once per lookup: they cost a walk of the chain and its permissions). */
+static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_node *n,
+			 struct stat *st)
 {
-	struct stat st;
-
-	if (!t->single_file && (qfs_src_path_stat(&t->cache, dir->src, &st) < 0 || !dir->scanned ||
-				st.st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
-				st.st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
+	if (!t->single_file && (qfs_src_path_stat(&t->cache, dir->src, st) < 0 || !dir->scanned ||
+				st->st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
+				st->st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
-	return qfs_tree_attr(t, n, &st) == 0;
+	return qfs_tree_attr(t, n, st) == 0;
 }
 
 static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
@@ -344,7 +344,7 @@ struct qfs_node *qfs_tree_lookup(struct qfs_tree *t, struct qfs_node *dir, const
 			n = NULL;
 		goto out;
 	}
-	if (n && node_current(t, dir, n) && qfs_tree_attr(t, n, st) == 0) {
+	if (n && node_current(t, dir, n, st)) {
 		*err = 0;
 		goto out;
 	}

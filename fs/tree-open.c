@@ -167,6 +167,8 @@ static int plan_open(struct qfs_tree *t, struct qfs_node *n, const struct qfs_ca
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache);
 	s = n->kind == QFS_FLAT ? qfs_src_get(&t->cache, n->src) : NULL;
+	if (s) /* a writer that came since the last probe makes the view read-only now */
+		qfs_src_lock_probe(&t->cache, s);
 	r = s ? check_caller(t, n, who) : 0;
 	if (r == 0 && s) {
 		if (p->ids)

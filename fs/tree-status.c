@@ -218,6 +218,8 @@ static struct qfs_src *file_src(struct qfs_tree *t, const struct file *f,
 		return NULL;
 	}
 	s = qfs_src_get(&t->cache, f->link ? canon : f->path);
+	if (s) /* the verdict names a writer that came since the last probe */
+		qfs_src_lock_probe(&t->cache, s);
 	return s && qfs_verdict_may_know(&t->cache, s, who) ? s : NULL;
 }
 

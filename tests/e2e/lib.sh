@@ -1735,3 +1735,19 @@ qio_enc()
 		--image-opts "driver=qcow2,file.filename=$img,encrypt.key-secret=sec0" \
 		"${args[@]}" >/dev/null
 }
+
+# ---- ACLs ----
+
+# set_acl FILE PERM_OWNER PERM_GROUP PERM_OTHER UID PERM: an access ACL (written as its xattr,
+# so that no ACL tool is needed) with a named-user entry for UID, mask = the group's bits.
+set_acl()
+{
+	python3 - "$@" <<'PYEOF'
+import os, struct, sys
+f, o, g, other, uid, perm = sys.argv[1], *map(int, sys.argv[2:])
+ents = [(0x01, o, 0xffffffff), (0x02, perm, uid), (0x04, g, 0xffffffff),
+        (0x10, g | perm, 0xffffffff), (0x20, other, 0xffffffff)]
+os.setxattr(f, "system.posix_acl_access",
+            struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents))
+PYEOF
+}

@@ -43,20 +43,6 @@ as()
 	fi
 }
 
-# set_acl FILE PERM_OWNER PERM_GROUP PERM_OTHER UID PERM: an access ACL (written as its xattr,
-# so that no ACL tool is needed) with a named-user entry for UID, mask = the group's bits.
-set_acl()
-{
-	"$PY" - "$@" <<'PYEOF'
-import os, struct, sys
-f, o, g, other, uid, perm = sys.argv[1], *map(int, sys.argv[2:])
-ents = [(0x01, o, 0xffffffff), (0x02, perm, uid), (0x04, g, 0xffffffff),
-        (0x10, g | perm, 0xffffffff), (0x20, other, 0xffffffff)]
-os.setxattr(f, "system.posix_acl_access",
-            struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents))
-PYEOF
-}
-
 # reads VIEW: the user reads the first bytes of VIEW; cannot_read VIEW: open(2) fails
 user_reads() { as "$1" head -c 4096 "$2" >/dev/null; }
 cannot_read()
