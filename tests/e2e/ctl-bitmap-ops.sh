@@ -22,23 +22,7 @@ setup qemu-io -c 'write 9M 100k' -c 'write 15M 4k' S.qcow2
 # dirty_of IMAGE NAME: qemu-nbd's dirty map of bitmap NAME (qemu-img map JSON)
 dirty_of()
 {
-	local sock=$WORK/nbd.sock pid n rc
-	rm -f "$sock"
-	qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" 2>"$WORK/nbd.err" &
-	pid=$!
-	track_pid "$pid"
-	for ((n = 0; n < 100; n++)); do
-		[ -S "$sock" ] && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	timeout 60 qemu-img map --output=json --image-opts \
-		"driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2"
-	rc=$?
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	[ $rc = 0 ] || cat "$WORK/nbd.err"
-	return $rc
+	nbd_dirty_map_of "$1" "$2" /dev/stdout
 }
 
 # bitmaps_json IMAGE: the bitmaps qemu-img info lists (JSON, [] for none)
