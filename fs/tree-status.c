@@ -173,32 +173,12 @@ static int cmp_path(const void *a, const void *b)
 	return strcmp(((const struct file *)a)->path, ((const struct file *)b)->path);
 }
 
-/* The regular files and symlinks below @dir (t->lock held), as tree.c's preload() finds
- * them (a symlink is resolved later, as tree-dir.c resolves one). */
-static void walk(struct qfs_tree *t, const char *dir, unsigned depth, struct files *f)
+/* The regular files and symlinks below SOURCE (a symlink is resolved later, as tree-dir.c
+ * resolves one). */
+static void walk_one(void *ctx, const char *path, const struct stat *st)
 {
-	struct dirent *d;
-	DIR *dp;
-
-	if (depth > 64 || !(dp = qfs_tree_opendir(t, dir)))
-		return;
-	while ((d = readdir(dp))) {
-		char path[PATH_MAX];
-		struct stat st;
-
-		if (d->d_name[0] == '.' &&
-		    (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
-			continue;
-		if (snprintf(path, sizeof(path), "%s/%s", dir, d->d_name) >= (int)sizeof(path) ||
-		    strcmp(path, t->mount_point) == 0 || qcow2_mounts_avoid(t->mounts, path) ||
-		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode))
-			walk(t, path, depth + 1, f);
-		else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))
-			files_add(f, path, S_ISLNK(st.st_mode));
-	}
-	closedir(dp);
+	if (S_ISREG(st->st_mode) || S_ISLNK(st->st_mode))
+		files_add(ctx, path, S_ISLNK(st->st_mode));
 }
 
 /* The src of @f for @who (t->lock held), or NULL: then @why says why a symlink is not
@@ -235,7 +215,7 @@ static void put_files(struct qfs_tree *t, struct json *j, const struct qfs_calle
 	if (t->single_file)
 		files_add(&f, t->source, false);
 	else
-		walk(t, t->root_dir, 0, &f);
+		qfs_tree_walk(t, t->root_dir, walk_one, &f);
 	if (f.n)
 		qsort(f.p, f.n, sizeof(*f.p), cmp_path);
 	put_key(j, "refused");

@@ -134,8 +134,8 @@ DIR *qfs_tree_opendir(struct qfs_tree *t, const char *dir)
 	return dp;
 }
 
-/* Load every file below @dir into the src cache (so raw backing files are known). */
-static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
+static void walk_at(struct qfs_tree *t, const char *dir, unsigned depth,
+		    void (*visit)(void *ctx, const char *path, const struct stat *st), void *ctx)
 {
 	struct dirent *d;
 	DIR *dp;
@@ -154,11 +154,26 @@ static void preload(struct qfs_tree *t, const char *dir, unsigned depth)
 		    fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode))
-			preload(t, path, depth + 1);
-		else if (S_ISREG(st.st_mode))
-			qfs_src_get(&t->cache, path);
+			walk_at(t, path, depth + 1, visit, ctx);
+		else
+			visit(ctx, path, &st);
 	}
 	closedir(dp);
+}
+
+void qfs_tree_walk(struct qfs_tree *t, const char *dir,
+		   void (*visit)(void *ctx, const char *path, const struct stat *st), void *ctx)
+{
+	walk_at(t, dir, 0, visit, ctx);
+}
+
+/* Load every regular file into the src cache (so raw backing files are known). */
+static void preload_one(void *ctx, const char *path, const struct stat *st)
+{
+	struct qfs_tree *t = ctx;
+
+	if (S_ISREG(st->st_mode))
+		qfs_src_get(&t->cache, path);
 }
 
 bool qfs_tree_read_only(const struct qfs_tree *t)
@@ -244,7 +259,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	if (t->single_file)
 		qfs_src_get(&t->cache, t->source);
 	else
-		preload(t, t->root_dir, 0);
+		qfs_tree_walk(t, t->root_dir, preload_one, t);
 	pthread_mutex_unlock(&t->lock);
 	*out = t;
 	return 0;

@@ -61,6 +61,11 @@ struct qfs_node *qfs_tree_node_get(struct qfs_tree *t, const char *rel, enum qfs
 /* tree.c. Under t->lock: opendir() of the canonical directory @dir of SOURCE, following no
  * symlink on the way. NULL on failure. */
 DIR *qfs_tree_opendir(struct qfs_tree *t, const char *dir);
+/* Call @visit for every file below @dir that is not a directory (t->lock held), following no
+ * symlink, 64 directories deep at most, skipping the mount point and FUSE mounts found below
+ * SOURCE: the one walk of SOURCE (the preload of the src cache, the status file). */
+void qfs_tree_walk(struct qfs_tree *t, const char *dir,
+		   void (*visit)(void *ctx, const char *path, const struct stat *st), void *ctx);
 
 /* tree-attr.c. Under t->lock: the attributes of @n as the mount shows them. 0 or a negative
  * errno (-ENOENT when the view is gone). */
