@@ -38,6 +38,13 @@ int bitmaps_load(struct qcow2_image *img, const char *path, struct qcow2_bitmap 
 	return 0;
 }
 
+/* The bytes a bit of @b covers; 0 for a granularity no bitmap can have (an entry read
+ * leniently from a damaged directory keeps what it holds). */
+static uint64_t granule(const struct qcow2_bitmap *b)
+{
+	return b->granularity_bits < 64 ? (uint64_t)1 << b->granularity_bits : 0;
+}
+
 /* QEMU's names of the flags it reports, in its order. */
 static const struct {
 	uint32_t bit;
@@ -58,7 +65,7 @@ void bitmaps_print_text(const struct qcow2_bitmap *b, uint32_t n, const char *in
 				printf("%s            [%" PRIu32 "]: %s\n", indent, k++,
 				       flag_names[f].name);
 		printf("%s        name: %s\n%s        granularity: %" PRIu64 "\n", indent,
-		       b[i].name, indent, (uint64_t)1 << b[i].granularity_bits);
+		       b[i].name, indent, granule(&b[i]));
 	}
 }
 
@@ -77,7 +84,7 @@ void bitmaps_print_json(struct json *j, const struct qcow2_bitmap *b, uint32_t n
 				json_string(j, NULL, flag_names[f].name);
 		json_end_array(j);
 		json_string(j, "name", b[i].name);
-		json_uint(j, "granularity", (uint64_t)1 << b[i].granularity_bits);
+		json_uint(j, "granularity", granule(&b[i]));
 		json_end_object(j);
 	}
 	json_end_array(j);
