@@ -219,6 +219,10 @@ setup bm_patch gran.qcow2 fine granularity 40
 check_not "a granularity QEMU refuses: qemu-img cannot open it" qemu-img check gran.qcow2
 check "a granularity QEMU refuses: check reports a corruption naming the bitmap" \
 	eval '"$QCOWCTL" check gran.qcow2 >"$WORK/c.out" 2>&1; [ $? = 2 ] && grep -q "bitmap '"'"'fine'"'"' has an invalid granularity" "$WORK/c.out"'
+setup cp many.qcow2 gran70.qcow2
+setup bm_patch gran70.qcow2 fine granularity 70
+check "a granularity past 63 bits: info and bitmap list print granularity 0 for it, and go on" \
+	eval '"$QCOWCTL" info gran70.qcow2 >"$WORK/i.out" 2>/dev/null && "$QCOWCTL" bitmap list --json gran70.qcow2 >"$WORK/b.json" 2>/dev/null && grep -A1 "name: fine" "$WORK/i.out" | grep -qx " *granularity: 0" && python3 -c "import json,sys; b=[x for x in json.load(open(sys.argv[1]))[\"bitmaps\"] if x[\"name\"]==\"fine\"]; sys.exit(b[0][\"granularity\"] != 0)" "$WORK/b.json"'
 setup cp many.qcow2 count.qcow2
 setup bm_patch count.qcow2 fine nb 6
 check_not "a bitmap count the directory does not hold: qemu-img cannot open it" \
