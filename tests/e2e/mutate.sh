@@ -76,7 +76,7 @@ SANITIZER_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime 
 #   file (4004:95), extra data too short (4004:114);
 #   a repair that would not improve the image exits 4 and leaves it byte for byte (2907499918:18).
 REGRESS="3003:79 3040499152:0 3003:147 4004:31 3003:92 3003:95 1178805878:33 3003:140 4004:88
-	4004:95 4004:114 2907499918:18 1009956784:116"
+	4004:95 4004:114 2907499918:18 1009956784:116 965896096:49"
 
 echo "# mutate: seed $SEED (reproduce with MUTATE_SEED=$SEED MUTATE_ONLY=ITER)"
 
