@@ -98,6 +98,28 @@ void qcow2_image_exclusive_end(struct qcow2_image *img);
  * Writable image. */
 void qcow2_image_meta_lock(struct qcow2_image *img);
 void qcow2_image_meta_unlock(struct qcow2_image *img);
+/* The in-flight table (docs/design.md, "Parallel first writes"): guest clusters a write pass
+ * is changing while it writes their data with w->lock dropped. A pass enters its range with
+ * w->lock held, after waiting (w->lock dropped meanwhile) until no other entry overlaps it, and
+ * leaves it with w->lock held, which wakes those waiting. @first and @n are guest cluster
+ * indexes. The entry lives in the caller's memory until it leaves. */
+struct qcow2_inflight {
+	uint64_t first, n;
+	struct qcow2_inflight *next; /* under w->lock */
+};
+void qcow2_write_inflight_enter(struct qcow2_image *img, struct qcow2_inflight *f, uint64_t first,
+				uint64_t n);
+void qcow2_write_inflight_leave(struct qcow2_image *img, struct qcow2_inflight *f);
+/* Wait (w->lock held, dropped while waiting) until no pass has guest clusters
+ * [@first, @first + @n) in flight: before a change of their entries outside a pass. */
+void qcow2_write_inflight_wait(struct qcow2_image *img, uint64_t first, uint64_t n);
+/* A pass writes data with w->lock dropped between begin and end (both called with it held). */
+void qcow2_write_io_begin(struct qcow2_image *img);
+void qcow2_write_io_end(struct qcow2_image *img);
+/* Wait (w->lock held, dropped while waiting) until no pass writes data unlocked: before the
+ * image file's length is set (ftruncate), which must not cut off a write past the old end. The
+ * caller must have queued no frees it has not stored yet (a flush may run meanwhile). */
+void qcow2_write_quiesce(struct qcow2_image *img);
 /* Set up and tear down both (open.c, while the image is not shared). */
 struct qcow2_wstate;
 void qcow2_wstate_locks_init(struct qcow2_wstate *w);
@@ -159,6 +181,11 @@ struct qcow2_wstate {
 	bool bm_loaded;
 	bool bm_marked;	   /* a guest change set bits (atomic) */
 	bool bm_replacing; /* qcow2_image_bitmaps_store() runs its first change */
+	/* locks.c: the in-flight table of write passes (under @lock), the passes writing data
+	 * with @lock dropped (@n_io, under @lock), and the condition both wait on (with @lock) */
+	struct qcow2_inflight *inflight;
+	uint32_t n_io;
+	pthread_cond_t inflight_cv;
 };
 
 /* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around

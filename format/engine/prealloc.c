@@ -46,6 +46,7 @@ static int back_new_clusters(struct qcow2_image *img, uint64_t host, uint64_t by
 		host = eof;
 	if (r < 0 || host >= end)
 		return r;
+	qcow2_write_quiesce(img); /* no unlocked write past the end is cut off */
 	r = qcow2_io_grow(img->io, end);
 	if (r == 0 && !img->w->sparse_prealloc) {
 		r = qcow2_io_preallocate(img->io, host, end - host, false);
