@@ -211,6 +211,23 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
  * one of the disk); the persistent bitmaps are not marked (an overlay emptied after a commit,
  * whose chain shows the same, as QEMU's bdrv_make_empty()). */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);
+/* write.c's internals shared with zero.c: the clusters one pass handles at most (within one L2
+ * table); a pass @run under w->lock (the tables checked, the first change made durable, the
+ * bitmaps marked if @guest_change, then a flush if the caches are full), returning the bytes
+ * it handled; what entry @e pointed at counted down after the next flush; the whole cluster
+ * of guest @guest_cl rewritten into a new one (old content plus [@in, @in + @len) of @data,
+ * NULL: none), @ent updated; a flush if the caches are full (w->lock held). */
+#define QCOW2_WRITE_MAX_RUN 256
+typedef ssize_t (*qcow2_write_run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n,
+				      uint64_t off, const struct qcow2_fill *fill);
+ssize_t qcow2_write_locked_run(struct qcow2_image *img, qcow2_write_run_fn run, const uint8_t *buf,
+			       size_t n, uint64_t off, const struct qcow2_fill *fill,
+			       bool guest_change);
+int qcow2_write_release_entry(struct qcow2_image *img, uint64_t e);
+int qcow2_write_rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent,
+				uint64_t in, size_t len, const uint8_t *data,
+				const struct qcow2_fill *fill);
+int qcow2_write_relieve(struct qcow2_image *img);
 /* Point guest cluster @guest_cl at L2 entry @ent (1 or 2 words), counting down what it pointed
  * at. w->lock held, qcow2_image_begin_write() done. */
 int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * write.c - guest writes into one qcow2 image: copy-on-write allocation, zeroing and discard,
- * the L2 tables they change made ready by write-table.c (which also sets the COPIED flags from
- * the refcounts). The growth of the virtual size is grow.c's, the crash-safe write-back of the
- * cached metadata flush.c's (docs/design.md, "Write order").
+ * write.c - guest writes into one qcow2 image: copy-on-write allocation (zeroing and discard
+ * are zero.c's, through the passes here), the L2 tables they change made ready by
+ * write-table.c (which also sets the COPIED flags from the refcounts). The growth of the
+ * virtual size is grow.c's, the crash-safe write-back of the cached metadata flush.c's
+ * (docs/design.md, "Write order").
  *
  * Two paths. The fast path writes in place, with no lock but w->frees held shared (by the
  * caller), into clusters the image owns alone (L2 entry with the COPIED flag, and for extended
@@ -30,7 +31,7 @@
 
 #include "engine/engine.h"
 
-#define MAX_RUN	      256	   /* clusters handled per metadata pass (bounded stack use) */
+#define MAX_RUN	      QCOW2_WRITE_MAX_RUN
 #define PENDING_FLUSH 4096	   /* deferred frees that make a write flush */
 #define WRITEBACK_MIN (256u << 10) /* new data written back at once from this size on */
 
@@ -215,7 +216,7 @@ static int old_content(struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_
 }
 
 /* Count down what entry @e pointed at (after the next flush). */
-static int release_entry(struct qcow2_image *img, uint64_t e)
+int qcow2_write_release_entry(struct qcow2_image *img, uint64_t e)
 {
 	uint64_t host, bytes;
 	int r;
@@ -248,8 +249,9 @@ static void drop_clusters(struct qcow2_image *img, uint64_t host, uint64_t n)
 
 /* Rewrite one cluster whole into a new one: old content, then [@in, @in + @len) of @data
  * (NULL: no new data). @ent (1 or 2 words) is updated. */
-static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
-			   size_t len, const uint8_t *data, const struct qcow2_fill *fill)
+int qcow2_write_rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent,
+				uint64_t in, size_t len, const uint8_t *data,
+				const struct qcow2_fill *fill)
 {
 	uint64_t cs = img->cluster_bytes, host;
 	uint8_t *buf = malloc(cs);
@@ -269,7 +271,7 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 	}
 	free(buf);
 	if (r == 0)
-		r = release_entry(img, ent[0]);
+		r = qcow2_write_release_entry(img, ent[0]);
 	if (r < 0)
 		return r;
 	ent[0] = host | QCOW2_OFLAG_COPIED;
@@ -581,7 +583,7 @@ static int store(struct qcow2_image *img, struct pass *p, uint32_t failed)
 			   : qcow2_l2cache_get(img->l2cache, img->io, p->l2_off, (idx + k) * ew, ew,
 					       now);
 		if (e == 0 && (r == 0 || now[0] == p->ents[k * ew]))
-			e = release_entry(img, p->orig[k * ew]);
+			e = qcow2_write_release_entry(img, p->orig[k * ew]);
 		if (e < 0 && r == 0)
 			r = e;
 	}
@@ -628,20 +630,18 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 }
 
 /* Flush when the cache of dirty tables or the list of deferred frees has grown large. */
-static int relieve(struct qcow2_image *img)
+int qcow2_write_relieve(struct qcow2_image *img)
 {
 	if (qcow2_l2cache_pressure(img->l2cache) || img->w->n_pending > PENDING_FLUSH)
 		return qcow2_image_flush_locked(img);
 	return 0;
 }
 
-typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
-			  const struct qcow2_fill *fill);
-
 /* One slow-path pass under the metadata lock: the first change made durable first, then the
  * run, then a flush if the caches are full. */
-static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
-			  uint64_t off, const struct qcow2_fill *fill, bool guest_change)
+ssize_t qcow2_write_locked_run(struct qcow2_image *img, qcow2_write_run_fn run, const uint8_t *buf,
+			       size_t n, uint64_t off, const struct qcow2_fill *fill,
+			       bool guest_change)
 {
 	uint64_t cl = off >> img->h.cluster_bits;
 	ssize_t got;
@@ -661,7 +661,7 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 	if (r == 0 && guest_change)
 		qcow2_bitmaps_mark(img, off, n);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
-	if (got >= 0 && (r = relieve(img)) < 0)
+	if (got >= 0 && (r = qcow2_write_relieve(img)) < 0)
 		got = r;
 	qcow2_image_meta_unlock(img);
 	return got;
@@ -686,173 +686,11 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 			continue;
 		}
 		if (got == 0)
-			got = locked_run(img, write_run, p ? p + done : NULL, n - done, off + done,
-					 fill, p != NULL);
+			got = qcow2_write_locked_run(img, write_run, p ? p + done : NULL, n - done,
+						     off + done, fill, p != NULL);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		done += (size_t)got;
 	}
 	return 0;
-}
-
-/* ---- zeroing and discard ---- */
-
-static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n,
-		       const struct qcow2_fill *fill)
-{
-	size_t chunk = n < (1u << 20) ? (size_t)n : (1u << 20);
-	uint8_t *zero = calloc(1, chunk ? chunk : 1);
-	int r = 0;
-
-	if (!zero)
-		return qcow2_oom();
-	while (n && r == 0) {
-		size_t len = n < chunk ? (size_t)n : chunk;
-
-		r = qcow2_image_write(img, zero, len, off, fill);
-		off += len;
-		n -= len;
-	}
-	free(zero);
-	return r;
-}
-
-/* Zero whole units (clusters, or subclusters with extended L2) [@off, @off + @n) within one
- * L2 table. w->lock held. Returns bytes handled. */
-static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n, uint64_t off,
-			const struct qcow2_fill *fill)
-{
-	uint64_t ents[2 * MAX_RUN];
-	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, e, scb;
-	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
-	uint32_t l2_idx = (uint32_t)(cl % img->l2_entries), k, i;
-	bool backing = fill && fill->has_backing;
-	uint64_t done = 0;
-	int r;
-
-	k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
-	qcow2_write_inflight_wait(img, cl, k); /* no pass stores over these entries after us */
-	e = l1_idx < img->l1.n ? qcow2_write_l1_get(img, l1_idx) : 0;
-	if (!backing && !(e & QCOW2_L1E_OFFSET_MASK)) /* unallocated and nothing below: zeros */
-		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n
-				     ? ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1))
-				     : n);
-	r = qcow2_write_load_run(img, off, k, ents, &l2_off);
-	if (r < 0)
-		return r;
-	scb = 1ull << img->sc_bits;
-	for (i = 0; i < k && done < n && r == 0; i++) {
-		uint64_t pos = off + done, in = pos & (cs - 1), *ent = &ents[i * ew];
-		uint64_t len = cs - in < n - done ? cs - in : n - done;
-
-		if (ew == 1 || len == cs) {
-			uint64_t want = backing ? QCOW2_OFLAG_ZERO : 0;
-
-			if (ent[0] != want ||
-			    (ew == 2 && ent[1] != (backing ? 0xffffffffull << 32 : 0)))
-				r = release_entry(img, ent[0]);
-			ent[0] = ew == 2 ? 0 : want;
-			if (ew == 2)
-				ent[1] = backing ? 0xffffffffull << 32 : 0;
-		} else if (ent[0] & QCOW2_OFLAG_COMPRESSED) {
-			/* no subclusters in a compressed cluster: make it a normal one first */
-			r = rewrite_cluster(img, pos - in, ent, 0, 0, NULL, fill);
-			continue; /* the same cluster again, now with subclusters */
-		} else {
-			uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((in + len - 1) / scb),
-				 s;
-
-			for (s = s0; s <= s1; s++) {
-				ent[1] &= ~(1ull << s);
-				if (backing)
-					ent[1] |= 1ull << (32 + s);
-				else
-					ent[1] &= ~(1ull << (32 + s));
-			}
-		}
-		done += len;
-	}
-	if (r == 0)
-		r = qcow2_write_l2_modify(img, l2_off, NULL, l2_idx * ew, k * ew, ents);
-	return r < 0 ? r : (ssize_t)done;
-}
-
-int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
-		     const struct qcow2_fill *fill)
-{
-	uint64_t unit = 1ull << img->sc_bits, end = off + n;
-	bool backing = fill && fill->has_backing;
-	ssize_t got;
-	int r;
-
-	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
-		return r;
-	if (off > img->h.size || n > img->h.size - off)
-		return qcow2_set_error(-EFBIG, "'%s': zeroing past the end of the disk", img->name);
-	/* Where zeros cannot be said in metadata, write them: an external data file must hold
-	 * them (it may be read as raw), and a version 2 image has no zero flag to hide what a
-	 * backing file shows. */
-	if (has_data_file(img) || (img->h.version < 3 && backing))
-		return write_zeros(img, off, n, fill);
-	while (off < end) {
-		uint64_t head = off & (unit - 1), len;
-
-		if (head || end - off < unit) {
-			len = unit - head < end - off ? unit - head : end - off;
-			r = write_zeros(img, off, len, fill);
-			if (r < 0)
-				return r;
-			off += len;
-			continue;
-		}
-		len = (end - off) & ~(unit - 1);
-		got = locked_run(img, zero_run, NULL, (size_t)len, off, fill, true);
-		if (got < 0)
-			return qcow2_error_prefix((int)got, img->name);
-		off += (uint64_t)got;
-	}
-	return 0;
-}
-
-/* Whole units of [@off, @off + @n) made unallocated, so that what lies below shows through
- * (an overlay emptied after a commit). A partial unit is left as it is, except the last one
- * of the disk, whose tail lies past the end anyway. The bitmaps are not marked: the chain's
- * view is unchanged, and QEMU's bdrv_make_empty() does not mark them either. */
-int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
-{
-	uint64_t unit = 1ull << img->sc_bits, end = off + n;
-	struct qcow2_fill none = {0}; /* "nothing below": zero_run then unallocates */
-	ssize_t got;
-	int r;
-
-	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
-		return r;
-	if (off > img->h.size || n > img->h.size - off)
-		return qcow2_set_error(-EFBIG, "'%s': range past the end of the disk", img->name);
-	end = end == img->h.size ? (end + unit - 1) & ~(unit - 1) : end & ~(unit - 1);
-	off = (off + unit - 1) & ~(unit - 1);
-	while (off < end) {
-		got = locked_run(img, zero_run, NULL, (size_t)(end - off), off, &none, false);
-		if (got < 0)
-			return qcow2_error_prefix((int)got, img->name);
-		off += (uint64_t)got;
-	}
-	return 0;
-}
-
-/* Point guest cluster @guest_cl at @ent (1 or 2 words), counting down what it pointed at.
- * w->lock held, qcow2_image_begin_write() done. */
-int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent)
-{
-	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(guest_cl % img->l2_entries);
-	uint64_t old[2] = {0, 0}, l2_off;
-	int r;
-
-	qcow2_write_inflight_wait(img, guest_cl, 1);
-	r = qcow2_write_load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);
-	if (r == 0 && old[0] != ent[0])
-		r = release_entry(img, old[0]);
-	if (r == 0)
-		r = qcow2_write_l2_modify(img, l2_off, NULL, l2_idx * ew, ew, ent);
-	return r < 0 ? r : relieve(img);
 }
