@@ -468,7 +468,8 @@ static void point_new(struct qcow2_image *img, struct pass *p, uint32_t i, uint3
 	}
 }
 
-/* Phase 1. Returns the bytes the pass covers, or -errno (its new clusters given back). */
+/* Phase 1. Returns the bytes the pass covers, or -errno (store() then gives back the new
+ * clusters of its steps). */
 static ssize_t plan(struct qcow2_image *img, struct pass *p, const uint8_t *buf, size_t n,
 		    uint64_t off, const struct qcow2_fill *fill)
 {
