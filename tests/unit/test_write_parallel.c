@@ -4,9 +4,10 @@
  * in-flight table, docs/design.md "Parallel first writes"): a copy-on-write that is still
  * reading what lies below does not hold up a first write into another cluster (its fill waits
  * for that write to finish, and fails after a bounded wait if it never does, so a serialized
- * engine fails the test instead of hanging it); threads writing interleaved parts of the same
- * clusters, with a flush running beside them, leave exactly what a byte model says, no leak
- * and no corruption.
+ * engine fails the test instead of hanging it); a second first write of the same cluster waits
+ * for the first and both are kept; a failed data write gives its cluster back; threads writing
+ * interleaved parts of the same clusters, with a flush running beside them, leave exactly what
+ * a byte model says, no leak and no corruption.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -332,4 +333,137 @@ ParameterizedTest(struct shape *c, write_parallel,
 	free(all);
 	free(model);
 	free(got);
+}
+
+/* ---- a second first write of the same cluster, and a failed one ---- */
+
+struct gate {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	bool in_fill, open;
+};
+
+static struct gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+
+/* Says it is reading below, then waits until the gate opens (at most WAIT_SECONDS). */
+static int fill_gated(void *ctx, void *buf, size_t n, uint64_t off)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += WAIT_SECONDS;
+	pthread_mutex_lock(&gate.m);
+	gate.in_fill = true;
+	pthread_cond_broadcast(&gate.c);
+	while (!gate.open)
+		if (pthread_cond_timedwait(&gate.c, &gate.m, &until) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&gate.m);
+	return fill_pattern(ctx, buf, n, off);
+}
+
+struct job {
+	uint64_t off;
+	uint8_t byte;
+	bool gated;
+	int r;
+};
+
+static void *write_job(void *arg)
+{
+	struct job *j = arg;
+	struct qcow2_fill fill = {j->gated ? fill_gated : fill_pattern, NULL, true};
+	uint8_t data[4096];
+
+	memset(data, j->byte, sizeof(data));
+	qcow2_image_read_begin(qi);
+	j->r = qcow2_image_write(qi, data, sizeof(data), j->off, &fill);
+	qcow2_image_read_end(qi);
+	return NULL;
+}
+
+Test(write_parallel, a_second_first_write_of_the_same_cluster_waits_and_keeps_both)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct job a = {0}, b = {0};
+	uint8_t got[65536], want[65536];
+	struct timespec pause = {0, 100 * 1000 * 1000};
+	pthread_t ta, tb;
+	uint64_t cs;
+	bool started;
+
+	o.size = 4u << 20;
+	img = imgbuild_new(&o);
+	qi = open_writable();
+	cs = qi->cluster_bytes;
+	a = (struct job){3 * cs, 0xa1, true, 0};
+	b = (struct job){3 * cs + 8192, 0xb2, false, 0};
+	cr_assert_eq(pthread_create(&ta, NULL, write_job, &a), 0);
+	pthread_mutex_lock(&gate.m);
+	for (started = gate.in_fill; !started;) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += WAIT_SECONDS;
+		if (pthread_cond_timedwait(&gate.c, &gate.m, &until) == ETIMEDOUT)
+			break;
+		started = gate.in_fill;
+	}
+	pthread_mutex_unlock(&gate.m);
+	cr_assert(started, "the first write never read below");
+	/* the second write of the cluster starts while the first is still reading below: it
+	 * must wait for it, not allocate the cluster a second time (one of the two would be lost) */
+	cr_assert_eq(pthread_create(&tb, NULL, write_job, &b), 0);
+	nanosleep(&pause, NULL);
+	pthread_mutex_lock(&gate.m);
+	gate.open = true;
+	pthread_cond_broadcast(&gate.c);
+	pthread_mutex_unlock(&gate.m);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	cr_assert_eq(a.r, 0);
+	cr_assert_eq(b.r, 0);
+	fill_pattern(NULL, want, cs, 3 * cs);
+	memset(want, 0xa1, 4096);
+	memset(want + 8192, 0xb2, 4096);
+	view_read(qi, got, cs, 3 * cs);
+	cr_assert_arr_eq(got, want, cs, "both writes of the cluster, the rest from below");
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	assert_clean(qi);
+}
+
+Test(write_parallel, a_copy_on_write_whose_data_write_fails_gives_its_cluster_back)
+{
+	struct imgbuild_opts o = imgbuild_defaults();
+	struct job first = {0, 0x11, false, 0}, failing, again;
+	uint8_t got[65536], want[65536];
+	uint64_t cs;
+
+	o.size = 4u << 20;
+	img = imgbuild_new(&o);
+	qi = open_writable();
+	cs = qi->cluster_bytes;
+	write_job(&first); /* the first change of the open (header, bitmaps) is behind us */
+	cr_assert_eq(first.r, 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	failing = (struct job){5 * cs + 4096, 0x22, false, 0};
+	qcow2_io_mem_fail_nth(qcow2_image_io(qi), QCOW2_IO_WRITE, 1, -EIO);
+	write_job(&failing);
+	cr_assert_eq(failing.r, -EIO, "the data write failed: %d", failing.r);
+	fill_pattern(NULL, want, cs, 5 * cs);
+	view_read(qi, got, cs, 5 * cs);
+	cr_assert_arr_eq(got, want, cs, "the cluster still shows what lies below");
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	assert_clean(qi); /* the cluster was given back: no leak */
+	again = (struct job){5 * cs + 4096, 0x33, false, 0};
+	write_job(&again);
+	cr_assert_eq(again.r, 0, "%s", qcow2_last_error());
+	memset(want + 4096, 0x33, 4096);
+	view_read(qi, got, cs, 5 * cs);
+	cr_assert_arr_eq(got, want, cs);
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	cr_assert_eq(qcow2_image_flush(qi), 0, "%s", qcow2_last_error());
+	assert_clean(qi);
 }
