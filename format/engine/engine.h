@@ -98,6 +98,28 @@ void qcow2_image_exclusive_end(struct qcow2_image *img);
  * Writable image. */
 void qcow2_image_meta_lock(struct qcow2_image *img);
 void qcow2_image_meta_unlock(struct qcow2_image *img);
+/* The in-flight table (docs/design.md, "Parallel first writes"): guest clusters a write pass
+ * is changing while it writes their data with w->lock dropped. A pass enters its range with
+ * w->lock held, after waiting (w->lock dropped meanwhile) until no other entry overlaps it, and
+ * leaves it with w->lock held, which wakes those waiting. @first and @n are guest cluster
+ * indexes. The entry lives in the caller's memory until it leaves. */
+struct qcow2_inflight {
+	uint64_t first, n;
+	struct qcow2_inflight *next; /* under w->lock */
+};
+void qcow2_write_inflight_enter(struct qcow2_image *img, struct qcow2_inflight *f, uint64_t first,
+				uint64_t n);
+void qcow2_write_inflight_leave(struct qcow2_image *img, struct qcow2_inflight *f);
+/* Wait (w->lock held, dropped while waiting) until no pass has guest clusters
+ * [@first, @first + @n) in flight: before a change of their entries outside a pass. */
+void qcow2_write_inflight_wait(struct qcow2_image *img, uint64_t first, uint64_t n);
+/* A pass writes data with w->lock dropped between begin and end (both called with it held). */
+void qcow2_write_io_begin(struct qcow2_image *img);
+void qcow2_write_io_end(struct qcow2_image *img);
+/* Wait (w->lock held, dropped while waiting) until no pass writes data unlocked: before the
+ * image file's length is set (ftruncate), which must not cut off a write past the old end. The
+ * caller must have queued no frees it has not stored yet (a flush may run meanwhile). */
+void qcow2_write_quiesce(struct qcow2_image *img);
 /* Set up and tear down both (open.c, while the image is not shared). */
 struct qcow2_wstate;
 void qcow2_wstate_locks_init(struct qcow2_wstate *w);
@@ -159,6 +181,11 @@ struct qcow2_wstate {
 	bool bm_loaded;
 	bool bm_marked;	   /* a guest change set bits (atomic) */
 	bool bm_replacing; /* qcow2_image_bitmaps_store() runs its first change */
+	/* locks.c: the in-flight table of write passes (under @lock), the passes writing data
+	 * with @lock dropped (@n_io, under @lock), and the condition both wait on (with @lock) */
+	struct qcow2_inflight *inflight;
+	uint32_t n_io;
+	pthread_cond_t inflight_cv;
 };
 
 /* write.c: the write side of one image. The caller (chain-write.c) holds w->frees shared around
@@ -184,6 +211,23 @@ int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
  * one of the disk); the persistent bitmaps are not marked (an overlay emptied after a commit,
  * whose chain shows the same, as QEMU's bdrv_make_empty()). */
 int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n);
+/* write.c's internals shared with zero.c: the clusters one pass handles at most (within one L2
+ * table); a pass @run under w->lock (the tables checked, the first change made durable, the
+ * bitmaps marked if @guest_change, then a flush if the caches are full), returning the bytes
+ * it handled; what entry @e pointed at counted down after the next flush; the whole cluster
+ * of guest @guest_cl rewritten into a new one (old content plus [@in, @in + @len) of @data,
+ * NULL: none), @ent updated; a flush if the caches are full (w->lock held). */
+#define QCOW2_WRITE_MAX_RUN 256
+typedef ssize_t (*qcow2_write_run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n,
+				      uint64_t off, const struct qcow2_fill *fill);
+ssize_t qcow2_write_locked_run(struct qcow2_image *img, qcow2_write_run_fn run, const uint8_t *buf,
+			       size_t n, uint64_t off, const struct qcow2_fill *fill,
+			       bool guest_change);
+int qcow2_write_release_entry(struct qcow2_image *img, uint64_t e);
+int qcow2_write_rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent,
+				uint64_t in, size_t len, const uint8_t *data,
+				const struct qcow2_fill *fill);
+int qcow2_write_relieve(struct qcow2_image *img);
 /* Point guest cluster @guest_cl at L2 entry @ent (1 or 2 words), counting down what it pointed
  * at. w->lock held, qcow2_image_begin_write() done. */
 int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent);

@@ -3,7 +3,8 @@
  * prealloc.c - preallocation: clusters allocated by a write without data (qcow2_image_write()
  * with no buffer, for fallocate(2) through the views and for new images), where the content
  * they show does not change, so nothing is copied. write.c decides which clusters qualify and
- * calls in here with w->lock held (no lock taken here).
+ * calls in here with w->lock held (no lock taken here; the file's length is read and set only
+ * once no write pass writes with the lock dropped, qcow2_write_quiesce(), locks.c).
  *
  * Write order is the write path's: the new clusters' refcounts and L2 entries stay cached until
  * qcow2_image_flush(), and what is written here (zeros over a reused cluster, the file's new
@@ -32,7 +33,12 @@ static int back_new_clusters(struct qcow2_image *img, uint64_t host, uint64_t by
 {
 	uint64_t eof, end = host + bytes, cs = img->cluster_bytes;
 	uint8_t *zero = NULL;
-	int r = qcow2_io_size(img->io, &eof);
+	int r;
+
+	/* No write pass writes with w->lock dropped from here on: the file's length read now
+	 * stays true, and setting it never cuts off a write past the old end (write.c). */
+	qcow2_write_quiesce(img);
+	r = qcow2_io_size(img->io, &eof);
 
 	eof = (eof + cs - 1) & ~(cs - 1);
 	if (r == 0 && zeros && host < eof && !(zero = calloc(1, cs)))

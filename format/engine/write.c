@@ -1,20 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * write.c - guest writes into one qcow2 image: copy-on-write allocation, zeroing and discard,
- * the L2 tables they change made ready by write-table.c (which also sets the COPIED flags from
- * the refcounts). The growth of the virtual size is grow.c's, the crash-safe write-back of the
- * cached metadata flush.c's (docs/design.md, "Write order").
+ * write.c - guest writes into one qcow2 image: copy-on-write allocation (zeroing and discard
+ * are zero.c's, through the passes here), the L2 tables they change made ready by
+ * write-table.c (which also sets the COPIED flags from the refcounts). The growth of the
+ * virtual size is grow.c's, the crash-safe write-back of the cached metadata flush.c's
+ * (docs/design.md, "Write order").
  *
  * Two paths. The fast path writes in place, with no lock but w->frees held shared (by the
  * caller), into clusters the image owns alone (L2 entry with the COPIED flag, and for extended
- * L2 entries every touched subcluster allocated). Everything else takes w->lock, the image's
- * metadata lock, which serializes allocation: a new cluster is assembled in memory from what
- * the layers below show (or zeros, or the old compressed or shared cluster) plus the new data,
- * written whole to a newly allocated cluster, and only then is the L2 entry pointed at it. A
- * second writer of the same cluster waits on w->lock and then finds it allocated.
- *
- * The lock is held across the copy-on-write I/O because it is what makes two first writes of
- * one cluster safe; writes to allocated clusters never take it.
+ * L2 entries every touched subcluster allocated). Everything else is a pass (write_run()) that
+ * takes w->lock, the image's metadata lock, to allocate: a new cluster is assembled in memory
+ * from what the layers below show (or zeros, or the old compressed or shared cluster) plus the
+ * new data, written whole to a newly allocated cluster, and only then is the L2 entry pointed
+ * at it. The pass drops w->lock while it reads below and writes (the in-flight table, locks.c,
+ * keeps any other change of its clusters out meanwhile), so first writes into different
+ * clusters run in parallel; a second writer of the same cluster waits for the pass to leave the
+ * table and then finds the cluster allocated. Extended L2 subclusters, preallocation,
+ * zeroing and compressed writes stay under w->lock throughout.
  *
  * Preallocation (a write without data) of clusters that need no copy is prealloc.c's.
  *
@@ -29,7 +31,7 @@
 
 #include "engine/engine.h"
 
-#define MAX_RUN	      256	   /* clusters handled per metadata pass (bounded stack use) */
+#define MAX_RUN	      QCOW2_WRITE_MAX_RUN
 #define PENDING_FLUSH 4096	   /* deferred frees that make a write flush */
 #define WRITEBACK_MIN (256u << 10) /* new data written back at once from this size on */
 
@@ -214,7 +216,7 @@ static int old_content(struct qcow2_image *img, uint64_t e, uint64_t bm, uint64_
 }
 
 /* Count down what entry @e pointed at (after the next flush). */
-static int release_entry(struct qcow2_image *img, uint64_t e)
+int qcow2_write_release_entry(struct qcow2_image *img, uint64_t e)
 {
 	uint64_t host, bytes;
 	int r;
@@ -247,8 +249,9 @@ static void drop_clusters(struct qcow2_image *img, uint64_t host, uint64_t n)
 
 /* Rewrite one cluster whole into a new one: old content, then [@in, @in + @len) of @data
  * (NULL: no new data). @ent (1 or 2 words) is updated. */
-static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent, uint64_t in,
-			   size_t len, const uint8_t *data, const struct qcow2_fill *fill)
+int qcow2_write_rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t *ent,
+				uint64_t in, size_t len, const uint8_t *data,
+				const struct qcow2_fill *fill)
 {
 	uint64_t cs = img->cluster_bytes, host;
 	uint8_t *buf = malloc(cs);
@@ -268,7 +271,7 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 	}
 	free(buf);
 	if (r == 0)
-		r = release_entry(img, ent[0]);
+		r = qcow2_write_release_entry(img, ent[0]);
 	if (r < 0)
 		return r;
 	ent[0] = host | QCOW2_OFLAG_COPIED;
@@ -279,7 +282,7 @@ static int rewrite_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t 
 
 /* Extended L2: the host cluster guest cluster @guest_cl (entry @e, bitmap @bm) writes its
  * subclusters to: its own, or a new one, holding a copy of a shared cluster's allocated
- * subclusters (the old one then counted down). */
+ * subclusters (the old one counted down by the pass when it stores the new entry). */
 static int own_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t e, uint64_t bm,
 		       uint64_t *target)
 {
@@ -303,10 +306,9 @@ static int own_cluster(struct qcow2_image *img, uint64_t guest_cl, uint64_t e, u
 			r = data_pwrite(img, copy, cs, *target, guest_cl);
 		free(copy);
 	} else {
+		qcow2_write_quiesce(img); /* no unlocked write past the end is cut off */
 		r = qcow2_io_grow(img->data_io, *target + cs);
 	}
-	if (r == 0)
-		r = release_entry(img, e);
 	if (r < 0)
 		drop_clusters(img, *target, 1);
 	return r;
@@ -361,35 +363,6 @@ static int write_subclusters(struct qcow2_image *img, uint64_t guest_cl, uint64_
 	return 0;
 }
 
-/* Write whole clusters [@i, @j) of the run (entries @ents, guest cluster offset @first_cl):
- * one allocation, one write. */
-static int write_whole(struct qcow2_image *img, uint64_t first_cl, uint64_t *ents, uint32_t i,
-		       uint32_t j, const uint8_t *data)
-{
-	uint64_t cs = img->cluster_bytes, host, k;
-	uint32_t ew = img->l2_entry_words;
-	int r = new_clusters(img, first_cl + i * cs, j - i, &host);
-
-	if (r < 0)
-		return r;
-	r = data_pwrite(img, data, (size_t)((j - i) * cs), host, first_cl + i * cs);
-	if (r < 0) {
-		drop_clusters(img, host, j - i);
-		return r;
-	}
-	if ((j - i) * cs >= WRITEBACK_MIN)
-		qcow2_io_start_writeback(img->data_io, host, (j - i) * cs);
-	for (k = i; k < j; k++) {
-		r = release_entry(img, ents[k * ew]);
-		if (r < 0)
-			return r;
-		ents[k * ew] = (host + (k - i) * cs) | QCOW2_OFLAG_COPIED;
-		if (ew == 2)
-			ents[k * ew + 1] = 0xffffffffull;
-	}
-	return 0;
-}
-
 /* The end of the run of clusters from @i (< @k) that one allocation takes whole: whole
  * clusters within @left bytes, none written in place (a write) or each qcow2_prealloc_only()
  * (a preallocation). */
@@ -431,40 +404,107 @@ static int store_changed(struct qcow2_image *img, uint64_t l2_off, uint32_t l2_i
 	return r;
 }
 
-/* Write from @off up to the end of one L2 table (at most MAX_RUN clusters). w->lock held.
- * Returns the bytes handled. */
-static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
-			 const struct qcow2_fill *fill)
-{
+/* ---- a write pass ----
+ *
+ * One pass writes from @off up to the end of one L2 table (at most MAX_RUN clusters), in three
+ * phases (docs/design.md, "Parallel first writes"):
+ * 1. plan, w->lock held: the pass enters its clusters in the in-flight table (waiting until no
+ *    other pass has any of them), loads their entries (the table made ready and pinned) and
+ *    decides each cluster's step: a write in place, new clusters for a run of whole ones, or a
+ *    new cluster assembled from the old content (copy-on-write). New clusters are allocated
+ *    here (their refcount cached; nothing points at them). Preallocation and extended L2
+ *    subclusters are done here, under the lock, as before.
+ * 2. I/O, with w->lock dropped (and w->frees still shared, as the caller holds it): what lies
+ *    below is read, merged and written whole to the new clusters; in-place data written.
+ * 3. store, w->lock held again: data marked dirty, the entries of what was written stored,
+ *    only then what they replaced counted down (deferred frees: never queued while the lock is
+ *    dropped, so no flush can free a cluster an entry on disk still names); a step that failed
+ *    gives its clusters back; the pass leaves the table, waking those waiting.
+ * Phase 2 is skipped (the I/O done under the lock) when nothing needs allocating I/O. A flush
+ * that runs during phase 2 writes back tables without the pass's entries (not yet stored) and
+ * syncs no data of it; one that runs after phase 3 finds data_dirty set and syncs the data
+ * before the tables that point at it (flush.c). */
+
+enum step_kind { STEP_IN_PLACE, STEP_WHOLE, STEP_COW };
+
+/* One step of a pass: clusters [@i, @j) of the run, bytes [@at, @at + @len) of the pass's data;
+ * @host: where they go (in place: the byte offset, else the first new cluster); @in: the
+ * offset of the data in the cluster (copy-on-write). */
+struct step {
+	enum step_kind kind;
+	uint32_t i, j;
+	uint64_t host, in;
+	size_t at, len;
+};
+
+struct pass {
 	uint64_t ents[2 * MAX_RUN], orig[2 * MAX_RUN];
-	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, first_cl;
-	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(cl % img->l2_entries), k, i, j;
+	struct step steps[MAX_RUN];
+	uint32_t n_steps, k;
+	uint64_t l2_off, first_cl; /* the table, the guest offset of the run's first cluster */
+	bool alloc;		   /* a step writes new clusters: phase 2 drops the lock */
+	bool loaded;		   /* @ents and @orig hold the run's entries */
+};
+
+static void add_step(struct pass *p, enum step_kind kind, uint32_t i, uint32_t j, uint64_t host,
+		     uint64_t in, size_t at, size_t len)
+{
+	p->steps[p->n_steps++] = (struct step){kind, i, j, host, in, at, len};
+	if (kind != STEP_IN_PLACE)
+		p->alloc = true;
+}
+
+/* Point clusters [@i, @j) of the pass at new clusters from @host (all subclusters allocated). */
+static void point_new(struct qcow2_image *img, struct pass *p, uint32_t i, uint32_t j,
+		      uint64_t host)
+{
+	uint32_t ew = img->l2_entry_words, k;
+
+	for (k = i; k < j; k++) {
+		p->ents[k * ew] =
+		    (host + (uint64_t)(k - i) * img->cluster_bytes) | QCOW2_OFLAG_COPIED;
+		if (ew == 2)
+			p->ents[k * ew + 1] = 0xffffffffull;
+	}
+}
+
+/* Phase 1. Returns the bytes the pass covers, or -errno (store() then gives back the new
+ * clusters of its steps). */
+static ssize_t plan(struct qcow2_image *img, struct pass *p, const uint8_t *buf, size_t n,
+		    uint64_t off, const struct qcow2_fill *fill)
+{
+	uint64_t cs = img->cluster_bytes, host;
+	uint32_t ew = img->l2_entry_words, i, j;
 	bool backing = fill && fill->has_backing;
 	size_t done = 0;
-	int r, e;
+	int r;
 
-	k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
-	r = qcow2_write_load_run(img, off, k, ents, &l2_off);
+	r = qcow2_write_load_run(img, off, p->k, p->ents, &p->l2_off);
 	if (r < 0)
 		return r;
-	memcpy(orig, ents, (size_t)k * ew * 8);
-	first_cl = cl << img->h.cluster_bits;
-	for (i = 0; i < k && done < n && r == 0;) {
-		uint64_t pos = off + done, in = pos & (cs - 1), *ent = &ents[i * ew];
+	memcpy(p->orig, p->ents, (size_t)p->k * ew * 8);
+	p->loaded = true;
+	for (i = 0; i < p->k && done < n && r == 0;) {
+		uint64_t pos = off + done, in = pos & (cs - 1), *ent = &p->ents[i * ew];
 		size_t len = (size_t)(cs - in < n - done ? cs - in : n - done);
 		const uint8_t *data = buf ? buf + done : NULL;
 
 		if (in_place(img, ent[0], ew == 2 ? ent[1] : 0, in, in + len)) {
 			if (data)
-				r = data_pwrite(img, data, len, host_of(img, ent[0], pos - in) + in,
-						pos);
+				add_step(p, STEP_IN_PLACE, i, i + 1,
+					 host_of(img, ent[0], pos - in) + in, in, done, len);
 		} else if (in == 0 && (data ? len == cs
 					    : (len == cs || pos + len == img->h.size) &&
 						  qcow2_prealloc_only(img, ent, backing))) {
 			/* a run of whole clusters: one allocation, one write (or none) */
-			j = whole_span(img, ents, i, k, n - done, data != NULL, backing);
-			r = data ? write_whole(img, first_cl, ents, i, j, data)
-				 : qcow2_prealloc_clusters(img, ents, i, j);
+			j = whole_span(img, p->ents, i, p->k, n - done, data != NULL, backing);
+			if (!data) {
+				r = qcow2_prealloc_clusters(img, p->ents, i, j);
+			} else if ((r = new_clusters(img, p->first_cl + i * cs, j - i, &host)) ==
+				   0) {
+				add_step(p, STEP_WHOLE, i, j, host, 0, done, (size_t)(j - i) * cs);
+				point_new(img, p, i, j, host);
+			}
 			if (r == 0) {
 				done += (j - i) * cs < n - done ? (size_t)((j - i) * cs) : n - done;
 				i = j;
@@ -472,38 +512,137 @@ static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, 
 			continue;
 		} else if (ew == 2 && !(ent[0] & QCOW2_OFLAG_COMPRESSED)) {
 			r = write_subclusters(img, pos - in, ent, in, len, data, fill);
-		} else {
-			r = rewrite_cluster(img, pos - in, ent, in, len, data, fill);
+		} else if ((r = new_clusters(img, pos - in, 1, &host)) == 0) {
+			add_step(p, STEP_COW, i, i + 1, host, in, done, len);
+			point_new(img, p, i, i + 1, host);
 		}
 		if (r == 0) {
 			done += len;
 			i++;
 		}
 	}
-	/* Point the L2 entries at what was written (even after a failure midway). */
-	e = store_changed(img, l2_off, l2_idx, ents, orig, k);
-	if (e < 0 && r == 0)
-		r = e;
-	if (done)
-		__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
 	return r < 0 ? r : (ssize_t)done;
 }
 
+/* Phase 2: the step @s of data @buf (NULL: none, a preallocation's copy-on-write). */
+static int run_step(struct qcow2_image *img, const struct pass *p, const struct step *s,
+		    const uint8_t *buf, const struct qcow2_fill *fill)
+{
+	uint64_t cs = img->cluster_bytes, guest = p->first_cl + (uint64_t)s->i * cs;
+	const uint64_t *old = &p->orig[s->i * img->l2_entry_words];
+	uint8_t *c;
+	int r;
+
+	if (s->kind == STEP_IN_PLACE)
+		return data_pwrite(img, buf + s->at, s->len, s->host, guest + s->in);
+	if (s->kind == STEP_WHOLE) {
+		r = data_pwrite(img, buf + s->at, s->len, s->host, guest);
+		if (r == 0 && s->len >= WRITEBACK_MIN)
+			qcow2_io_start_writeback(img->data_io, s->host, s->len);
+		return r;
+	}
+	c = malloc(cs);
+	if (!c)
+		return qcow2_oom();
+	r = old_content(img, old[0], is_ext(img) ? old[1] : 0, guest, fill, c);
+	if (r == 0 && buf)
+		memcpy(c + s->in, buf + s->at, s->len);
+	if (r == 0)
+		r = data_pwrite(img, c, cs, s->host, guest);
+	free(c);
+	return r;
+}
+
+/* Phase 3, w->lock held: steps [@failed, n_steps) did not write; their clusters are given back
+ * and their entries left as they were; the rest stored, then what they replaced counted down. */
+static int store(struct qcow2_image *img, struct pass *p, uint32_t failed)
+{
+	uint32_t ew = img->l2_entry_words, s, k;
+	uint32_t idx = (uint32_t)((p->first_cl >> img->h.cluster_bits) % img->l2_entries);
+	int r, e;
+
+	for (s = failed; s < p->n_steps; s++) {
+		const struct step *st = &p->steps[s];
+
+		if (st->kind == STEP_IN_PLACE)
+			continue;
+		drop_clusters(img, st->host, st->j - st->i);
+		memcpy(&p->ents[st->i * ew], &p->orig[st->i * ew],
+		       (size_t)(st->j - st->i) * ew * 8);
+	}
+	/* the data of what is stored is synced by the next flush before the tables */
+	__atomic_store_n(&img->w->data_dirty, true, __ATOMIC_RELEASE);
+	r = store_changed(img, p->l2_off, idx, p->ents, p->orig, p->k);
+	for (k = 0; k < p->k; k++) {
+		uint64_t now[2];
+
+		if (p->ents[k * ew] == p->orig[k * ew])
+			continue;
+		/* after a failed store, counted down only where the table holds the new entry (the
+		 * old one still pointing at it otherwise, and the new cluster leaked) */
+		e = r == 0 ? 0
+			   : qcow2_l2cache_get(img->l2cache, img->io, p->l2_off, (idx + k) * ew, ew,
+					       now);
+		if (e == 0 && (r == 0 || now[0] == p->ents[k * ew]))
+			e = qcow2_write_release_entry(img, p->orig[k * ew]);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	return r;
+}
+
+/* A pass (above). w->lock held on entry and return (dropped in between). Returns the bytes
+ * handled. */
+static ssize_t write_run(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
+			 const struct qcow2_fill *fill)
+{
+	struct pass *p = malloc(sizeof(*p));
+	struct qcow2_inflight f;
+	uint64_t cl = off >> img->h.cluster_bits;
+	uint32_t s, failed;
+	ssize_t got;
+	int r, e;
+
+	if (!p)
+		return qcow2_oom();
+	p->n_steps = 0;
+	p->alloc = p->loaded = false;
+	p->k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
+	p->first_cl = cl << img->h.cluster_bits;
+	qcow2_write_inflight_enter(img, &f, cl, p->k);
+	got = plan(img, p, buf, n, off, fill);
+	r = got < 0 ? (int)got : 0;
+	failed = r < 0 ? 0 : p->n_steps; /* a plan that failed gives all its clusters back */
+	if (r == 0) {
+		if (p->alloc)
+			qcow2_write_io_begin(img);
+		for (s = 0; s < p->n_steps && failed == p->n_steps; s++)
+			if ((r = run_step(img, p, &p->steps[s], buf, fill)) < 0)
+				failed = s;
+		if (p->alloc)
+			qcow2_write_io_end(img);
+	}
+	e = p->loaded ? store(img, p, failed) : 0;
+	if (e < 0 && r == 0)
+		r = e;
+	qcow2_write_inflight_leave(img, &f);
+	free(p);
+	return r < 0 ? r : got;
+}
+
 /* Flush when the cache of dirty tables or the list of deferred frees has grown large. */
-static int relieve(struct qcow2_image *img)
+int qcow2_write_relieve(struct qcow2_image *img)
 {
 	if (qcow2_l2cache_pressure(img->l2cache) || img->w->n_pending > PENDING_FLUSH)
 		return qcow2_image_flush_locked(img);
 	return 0;
 }
 
-typedef ssize_t (*run_fn)(struct qcow2_image *img, const uint8_t *buf, size_t n, uint64_t off,
-			  const struct qcow2_fill *fill);
-
 /* One slow-path pass under the metadata lock: the first change made durable first, then the
  * run, then a flush if the caches are full. */
-static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *buf, size_t n,
-			  uint64_t off, const struct qcow2_fill *fill, bool guest_change)
+ssize_t qcow2_write_locked_run(struct qcow2_image *img, qcow2_write_run_fn run, const uint8_t *buf,
+			       size_t n, uint64_t off, const struct qcow2_fill *fill,
+			       bool guest_change)
 {
 	uint64_t cl = off >> img->h.cluster_bits;
 	ssize_t got;
@@ -523,7 +662,7 @@ static ssize_t locked_run(struct qcow2_image *img, run_fn run, const uint8_t *bu
 	if (r == 0 && guest_change)
 		qcow2_bitmaps_mark(img, off, n);
 	got = r < 0 ? r : run(img, buf, n, off, fill);
-	if (got >= 0 && (r = relieve(img)) < 0)
+	if (got >= 0 && (r = qcow2_write_relieve(img)) < 0)
 		got = r;
 	qcow2_image_meta_unlock(img);
 	return got;
@@ -548,171 +687,11 @@ int qcow2_image_write(struct qcow2_image *img, const void *buf, size_t n, uint64
 			continue;
 		}
 		if (got == 0)
-			got = locked_run(img, write_run, p ? p + done : NULL, n - done, off + done,
-					 fill, p != NULL);
+			got = qcow2_write_locked_run(img, write_run, p ? p + done : NULL, n - done,
+						     off + done, fill, p != NULL);
 		if (got < 0)
 			return qcow2_error_prefix((int)got, img->name);
 		done += (size_t)got;
 	}
 	return 0;
-}
-
-/* ---- zeroing and discard ---- */
-
-static int write_zeros(struct qcow2_image *img, uint64_t off, uint64_t n,
-		       const struct qcow2_fill *fill)
-{
-	size_t chunk = n < (1u << 20) ? (size_t)n : (1u << 20);
-	uint8_t *zero = calloc(1, chunk ? chunk : 1);
-	int r = 0;
-
-	if (!zero)
-		return qcow2_oom();
-	while (n && r == 0) {
-		size_t len = n < chunk ? (size_t)n : chunk;
-
-		r = qcow2_image_write(img, zero, len, off, fill);
-		off += len;
-		n -= len;
-	}
-	free(zero);
-	return r;
-}
-
-/* Zero whole units (clusters, or subclusters with extended L2) [@off, @off + @n) within one
- * L2 table. w->lock held. Returns bytes handled. */
-static ssize_t zero_run(struct qcow2_image *img, const uint8_t *unused, size_t n, uint64_t off,
-			const struct qcow2_fill *fill)
-{
-	uint64_t ents[2 * MAX_RUN];
-	uint64_t cs = img->cluster_bytes, cl = off >> img->h.cluster_bits, l2_off, e, scb;
-	uint32_t ew = img->l2_entry_words, l1_idx = (uint32_t)(cl / img->l2_entries);
-	uint32_t l2_idx = (uint32_t)(cl % img->l2_entries), k, i;
-	bool backing = fill && fill->has_backing;
-	uint64_t done = 0;
-	int r;
-
-	k = qcow2_write_run_clusters(img, off, n, MAX_RUN);
-	e = l1_idx < img->l1.n ? qcow2_write_l1_get(img, l1_idx) : 0;
-	if (!backing && !(e & QCOW2_L1E_OFFSET_MASK)) /* unallocated and nothing below: zeros */
-		return (ssize_t)(((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1)) < n
-				     ? ((uint64_t)k << img->h.cluster_bits) - (off & (cs - 1))
-				     : n);
-	r = qcow2_write_load_run(img, off, k, ents, &l2_off);
-	if (r < 0)
-		return r;
-	scb = 1ull << img->sc_bits;
-	for (i = 0; i < k && done < n && r == 0; i++) {
-		uint64_t pos = off + done, in = pos & (cs - 1), *ent = &ents[i * ew];
-		uint64_t len = cs - in < n - done ? cs - in : n - done;
-
-		if (ew == 1 || len == cs) {
-			uint64_t want = backing ? QCOW2_OFLAG_ZERO : 0;
-
-			if (ent[0] != want ||
-			    (ew == 2 && ent[1] != (backing ? 0xffffffffull << 32 : 0)))
-				r = release_entry(img, ent[0]);
-			ent[0] = ew == 2 ? 0 : want;
-			if (ew == 2)
-				ent[1] = backing ? 0xffffffffull << 32 : 0;
-		} else if (ent[0] & QCOW2_OFLAG_COMPRESSED) {
-			/* no subclusters in a compressed cluster: make it a normal one first */
-			r = rewrite_cluster(img, pos - in, ent, 0, 0, NULL, fill);
-			continue; /* the same cluster again, now with subclusters */
-		} else {
-			uint32_t s0 = (uint32_t)(in / scb), s1 = (uint32_t)((in + len - 1) / scb),
-				 s;
-
-			for (s = s0; s <= s1; s++) {
-				ent[1] &= ~(1ull << s);
-				if (backing)
-					ent[1] |= 1ull << (32 + s);
-				else
-					ent[1] &= ~(1ull << (32 + s));
-			}
-		}
-		done += len;
-	}
-	if (r == 0)
-		r = qcow2_write_l2_modify(img, l2_off, NULL, l2_idx * ew, k * ew, ents);
-	return r < 0 ? r : (ssize_t)done;
-}
-
-int qcow2_image_zero(struct qcow2_image *img, uint64_t off, uint64_t n,
-		     const struct qcow2_fill *fill)
-{
-	uint64_t unit = 1ull << img->sc_bits, end = off + n;
-	bool backing = fill && fill->has_backing;
-	ssize_t got;
-	int r;
-
-	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
-		return r;
-	if (off > img->h.size || n > img->h.size - off)
-		return qcow2_set_error(-EFBIG, "'%s': zeroing past the end of the disk", img->name);
-	/* Where zeros cannot be said in metadata, write them: an external data file must hold
-	 * them (it may be read as raw), and a version 2 image has no zero flag to hide what a
-	 * backing file shows. */
-	if (has_data_file(img) || (img->h.version < 3 && backing))
-		return write_zeros(img, off, n, fill);
-	while (off < end) {
-		uint64_t head = off & (unit - 1), len;
-
-		if (head || end - off < unit) {
-			len = unit - head < end - off ? unit - head : end - off;
-			r = write_zeros(img, off, len, fill);
-			if (r < 0)
-				return r;
-			off += len;
-			continue;
-		}
-		len = (end - off) & ~(unit - 1);
-		got = locked_run(img, zero_run, NULL, (size_t)len, off, fill, true);
-		if (got < 0)
-			return qcow2_error_prefix((int)got, img->name);
-		off += (uint64_t)got;
-	}
-	return 0;
-}
-
-/* Whole units of [@off, @off + @n) made unallocated, so that what lies below shows through
- * (an overlay emptied after a commit). A partial unit is left as it is, except the last one
- * of the disk, whose tail lies past the end anyway. The bitmaps are not marked: the chain's
- * view is unchanged, and QEMU's bdrv_make_empty() does not mark them either. */
-int qcow2_image_unmap(struct qcow2_image *img, uint64_t off, uint64_t n)
-{
-	uint64_t unit = 1ull << img->sc_bits, end = off + n;
-	struct qcow2_fill none = {0}; /* "nothing below": zero_run then unallocates */
-	ssize_t got;
-	int r;
-
-	if ((r = qcow2_overlap_writable(img)) < 0 || (r = qcow2_image_data_writable(img)) < 0)
-		return r;
-	if (off > img->h.size || n > img->h.size - off)
-		return qcow2_set_error(-EFBIG, "'%s': range past the end of the disk", img->name);
-	end = end == img->h.size ? (end + unit - 1) & ~(unit - 1) : end & ~(unit - 1);
-	off = (off + unit - 1) & ~(unit - 1);
-	while (off < end) {
-		got = locked_run(img, zero_run, NULL, (size_t)(end - off), off, &none, false);
-		if (got < 0)
-			return qcow2_error_prefix((int)got, img->name);
-		off += (uint64_t)got;
-	}
-	return 0;
-}
-
-/* Point guest cluster @guest_cl at @ent (1 or 2 words), counting down what it pointed at.
- * w->lock held, qcow2_image_begin_write() done. */
-int qcow2_write_set_entry(struct qcow2_image *img, uint64_t guest_cl, const uint64_t *ent)
-{
-	uint32_t ew = img->l2_entry_words, l2_idx = (uint32_t)(guest_cl % img->l2_entries);
-	uint64_t old[2] = {0, 0}, l2_off;
-	int r;
-
-	r = qcow2_write_load_run(img, guest_cl << img->h.cluster_bits, 1, old, &l2_off);
-	if (r == 0 && old[0] != ent[0])
-		r = release_entry(img, old[0]);
-	if (r == 0)
-		r = qcow2_write_l2_modify(img, l2_off, NULL, l2_idx * ew, ew, ent);
-	return r < 0 ? r : relieve(img);
 }
