@@ -20,6 +20,8 @@ Subcommands:
   sfdisk-part JSON N        "START SIZE" in bytes of partition N (1-based) of `sfdisk -J` output
 
   host-offset IMAGE OFF     the host offset of the data at guest offset OFF of a qcow2 image
+  ctl-call SOCKET WORD...   one request on a qcowfs control socket, each reply frame printed
+                            ("out:", "err:", "record:", "progress:", then "exit N")
   block-absent IMAGE HOST FILE
                             the 512 bytes of IMAGE at HOST (ciphertext) appear nowhere in FILE
 
@@ -135,6 +137,7 @@ COMMANDS = {
     "check-counts": "qemu_json",
     "host-offset": "crypt",
     "block-absent": "crypt",
+    "ctl-call": "ctlsock",
 }
 
 
