@@ -41,10 +41,12 @@ static struct qcow2_image *pin_top(struct qfs_ctl_req *req, const char *path, bo
 	return NULL;
 }
 
-/* snapshot list IMAGE: one record per snapshot, qemu-img's fields. */
+/* snapshot list IMAGE: one record per snapshot, qemu-img's fields (made under snap_lock, sent
+ * after it: a slow client holds up no snapshot operation). */
 static int h_list(struct qfs_ctl_req *req)
 {
 	struct qcow2_image *img;
+	struct ctlp_rec *recs;
 	struct qfs_node *n;
 	uint32_t i, count;
 
@@ -55,53 +57,81 @@ static int h_list(struct qfs_ctl_req *req)
 		return 1;
 	pthread_mutex_lock(&snap_lock);
 	count = qcow2_image_snapshot_count(img);
-	for (i = 0; i < count; i++) {
+	recs = calloc(count ? count : 1, sizeof(*recs));
+	for (i = 0; recs && i < count; i++) {
 		const struct qcow2_snapshot *s = qcow2_image_snapshot(img, i);
-		struct ctlp_rec rec = {0};
+		struct ctlp_rec *rec = &recs[i];
 
-		ctlp_rec_add(&rec, "id", "%s", s->id);
-		ctlp_rec_add(&rec, "name", "%s", s->name);
-		ctlp_rec_add(&rec, "vm-state-size", "%llu", (unsigned long long)s->vm_state_bytes);
-		ctlp_rec_add(&rec, "date-sec", "%u", s->date_sec);
-		ctlp_rec_add(&rec, "date-nsec", "%u", s->date_nsec);
-		ctlp_rec_add(&rec, "vm-clock-nsec", "%llu", (unsigned long long)s->vm_clock_nsec);
-		ctlp_rec_add(&rec, "icount", "%llu", (unsigned long long)s->icount);
-		ctlp_rec_add(&rec, "disk-size", "%llu", (unsigned long long)s->disk_bytes);
-		qfs_ctl_record(req, &rec);
-		ctlp_rec_free(&rec);
+		ctlp_rec_add(rec, "id", "%s", s->id);
+		ctlp_rec_add(rec, "name", "%s", s->name);
+		ctlp_rec_add(rec, "vm-state-size", "%llu", (unsigned long long)s->vm_state_bytes);
+		ctlp_rec_add(rec, "date-sec", "%u", s->date_sec);
+		ctlp_rec_add(rec, "date-nsec", "%u", s->date_nsec);
+		ctlp_rec_add(rec, "vm-clock-nsec", "%llu", (unsigned long long)s->vm_clock_nsec);
+		ctlp_rec_add(rec, "icount", "%llu", (unsigned long long)s->icount);
+		ctlp_rec_add(rec, "disk-size", "%llu", (unsigned long long)s->disk_bytes);
 	}
 	pthread_mutex_unlock(&snap_lock);
 	qfs_tree_release(req->tree, n, false);
+	if (!recs) {
+		qfs_ctl_err(req, "out of memory");
+		return 1;
+	}
+	for (i = 0; i < count; i++) {
+		qfs_ctl_record(req, &recs[i]);
+		ctlp_rec_free(&recs[i]);
+	}
+	free(recs);
 	return 0;
+}
+
+struct create_job {
+	struct qcow2_image *img;
+	const char *name;
+	char id[64];
+};
+
+static int run_create(void *ctx, struct qcow2_job *job)
+{
+	struct create_job *c = ctx;
+	int r;
+
+	(void)job; /* one crash-safe step, short: not cancelled midway */
+	r = qcow2_image_snapshot_create(c->img, c->name);
+	if (r == 0)
+		snprintf(c->id, sizeof(c->id), "%s",
+			 qcow2_image_snapshot(c->img, qcow2_image_snapshot_count(c->img) - 1)->id);
+	return r;
 }
 
 /* snapshot create IMAGE NAME: a record with the new snapshot's id. */
 static int h_create(struct qfs_ctl_req *req)
 {
+	struct create_job c = {.name = NULL};
+	struct qfs_ctl_job_spec spec = {.kind = "snapshot-create", .run = run_create, .ctx = &c};
 	struct ctlp_rec rec = {0};
-	struct qcow2_image *img;
 	struct qfs_node *n;
 	int r;
 
 	if (req->argc != 2)
 		return 64;
-	img = pin_top(req, req->argv[0], true, &n);
-	if (!img)
+	c.img = pin_top(req, req->argv[0], true, &n);
+	if (!c.img)
 		return 1;
+	c.name = req->argv[1];
+	spec.images = req->argv[0];
 	pthread_mutex_lock(&snap_lock);
-	r = qcow2_image_snapshot_create(img, req->argv[1]);
-	if (r == 0)
-		ctlp_rec_add(&rec, "id", "%s",
-			     qcow2_image_snapshot(img, qcow2_image_snapshot_count(img) - 1)->id);
-	else
-		qfs_ctl_err(req, "%s", qcow2_last_error());
+	r = qfs_ctl_job_run(req, &spec, false);
 	pthread_mutex_unlock(&snap_lock);
 	if (r == 0) {
-		qfs_log("snapshot '%s' of '%s' created (uid %u)", req->argv[1], req->argv[0],
+		qfs_log("snapshot '%s' of '%s' created (uid %u)", c.name, req->argv[0],
 			(unsigned)req->uid);
+		ctlp_rec_add(&rec, "id", "%s", c.id);
 		qfs_ctl_record(req, &rec);
+		ctlp_rec_free(&rec);
+	} else {
+		qfs_ctl_err(req, "%s", qcow2_last_error());
 	}
-	ctlp_rec_free(&rec);
 	qfs_tree_release(req->tree, n, true);
 	return r == 0 ? 0 : 1;
 }

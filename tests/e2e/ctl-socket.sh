@@ -20,6 +20,11 @@ mkdir -p "$SRC" "$OFF"
 setup mk_qcow2 "$SRC/a.qcow2" 64M
 setup qemu-io -f qcow2 -c "write -P 0x11 0 1M" "$SRC/a.qcow2"
 cp "$SRC/a.qcow2" "$OFF/a.qcow2"
+# a snapshot whose delete has work to do: 65,536 small clusters to count down
+setup mk_qcow2 "$SRC/j.qcow2" 64M -o cluster_size=512
+setup qemu-io -f qcow2 -c "write -P 0x22 0 32M" "$SRC/j.qcow2"
+setup qemu-img snapshot -c big "$SRC/j.qcow2"
+setup qemu-io -f qcow2 -c "write -P 0x33 0 32M" "$SRC/j.qcow2"
 
 setup mount_qcowfs "$SRC" "$MNT"
 SOCK=/run/qcowfs/$QCOWFS_PID.sock
@@ -116,6 +121,40 @@ ctl snapshot --help >"$WORK/help.out"
 check "--offline is in snapshot's --help" grep -q -- "^  --offline " "$WORK/help.out"
 check "apply is not run live: the daemon refuses it in one line, saying why" eval \
 	'[ "$(cd "$SRC" && ctl snapshot apply a.qcow2 s1 2>&1)" = "qcowctl: '"'a.qcow2'"': snapshot apply cannot run while a view of it is open: it would change the disk under the view'"'"'s readers and writers (close the view, or unmount)" ]'
+
+# ---- the jobs registry: a delete with work to do, seen by job list from another client ----
+exec {JVIEW}<>"$MNT/j.raw"
+on_cleanup eval "exec $JVIEW>&-"
+(cd "$SRC" && ctl snapshot delete -q j.qcow2 big) >"$WORK/jdel.out" 2>&1 &
+JDEL=$!
+seen=""
+while kill -0 $JDEL 2>/dev/null; do # each job list answers while the delete runs
+	ctl job list >"$WORK/jobs.now" 2>&1 || break
+	grep -q "snapshot-delete *running .*$SRC/j.qcow2\$" "$WORK/jobs.now" && seen=running
+done
+wait $JDEL
+check "the delete, forwarded, succeeds" test $? = 0 -a ! -s "$WORK/jdel.out"
+echo "# the delete was seen running by job list: ${seen:-no (it ended first)}"
+ctl job list >"$WORK/jobs.out"
+JOB=$(awk -v img="$SRC/j.qcow2" '$2 == "snapshot-delete" && $NF == img { print $1 }' "$WORK/jobs.out")
+check "job list shows the finished delete: its id, kind, state, share done, image" \
+	grep -qE "^$QCOWFS_PID-[0-9]+ +snapshot-delete +done +100\.0%  $SRC/j.qcow2\$" "$WORK/jobs.out"
+check "... and the creates before it" eval '[ "$(grep -c " snapshot-create *done " "$WORK/jobs.out")" = 3 ]'
+ctl job list --json >"$WORK/jobs.json"
+check "job list --json has the jobs" python3 - "$WORK/jobs.json" "$JOB" <<'PY'
+import json, sys
+jobs = json.load(open(sys.argv[1]))
+d = [j for j in jobs if j["id"] == sys.argv[2]]
+assert len(d) == 1 and d[0]["kind"] == "snapshot-delete" and d[0]["state"] == "done", jobs
+PY
+check "job cancel of a finished job says how it ended" eval '[ "$(ctl job cancel "$JOB")" = "job $JOB: done" ]'
+out=$(ctl job cancel "$QCOWFS_PID-999" 2>&1)
+check "job cancel of an unknown job fails, one line" test "$out" = "qcowctl: no job $QCOWFS_PID-999"
+check_not "... with a non-zero exit status" ctl job cancel "$QCOWFS_PID-999"
+check_not "job cancel of a malformed ID is a usage error" ctl job cancel 12
+exec {JVIEW}>&-
+check "j.qcow2 is clean after the live delete" eventually qemu-img check -q -U "$SRC/j.qcow2"
+check "... and has no snapshot left" eval '[ -z "$(qemu-img snapshot -l -U "$SRC/j.qcow2")" ]'
 
 exec {VIEW}>&-
 check "the view's snapshots as qemu-img sees them" eval \
