@@ -203,14 +203,21 @@ int qfs_ctl_pin_image(struct qfs_ctl_req *req, const char *path, bool write, str
 		return r;
 	}
 	r = qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, write, n, layer);
-	if (r == -ENOENT)
+	if (r == -EROFS &&
+	    qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, false, n, layer) == 0) {
+		qfs_tree_release(req->tree, *n, false);
+		if (*layer)
+			qfs_ctl_err(req,
+				    "'%s' cannot be changed live: it is a backing layer of an open "
+				    "view (read-only while the view is open)",
+				    path);
+		else
+			qfs_ctl_err(req,
+				    "'%s' cannot be changed live: the mount serves it read-only",
+				    path);
+	} else if (r == -ENOENT || r == -EROFS) {
 		qfs_ctl_err(req, "'%s' is not served by this mount (no view of it is open)", path);
-	else if (r == -EROFS)
-		qfs_ctl_err(req,
-			    "'%s' cannot be changed live: it is a backing layer of an open view "
-			    "(read-only while the view is open)",
-			    path);
-	else if (r < 0)
+	} else if (r < 0)
 		qfs_ctl_err(req, "%s", qcow2_last_error());
 	return r;
 }

@@ -163,6 +163,30 @@ check "umount" umount_qcowfs "$MNT"
 check "the socket is removed at unmount" test ! -e "$SOCK"
 check "the image is clean" qemu-img check -q "$SRC/a.qcow2"
 
+# ---- what the daemon cannot change live: refused in one line saying why ----
+setup qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 "$SRC/top.qcow2"
+setup mount_qcowfs "$SRC" "$MNT"
+exec {TOPVIEW}<>"$MNT/top.raw"
+on_cleanup eval "exec $TOPVIEW>&-"
+out=$(cd "$SRC" && ctl snapshot create a.qcow2 nope 2>&1)
+check "a backing layer of an open view: refused, saying so" test "$out" = \
+	"qcowctl: 'a.qcow2' cannot be changed live: it is a backing layer of an open view (read-only while the view is open)"
+(cd "$SRC" && ctl snapshot list a.qcow2) >"$WORK/list.backing" 2>&1
+qemu-img snapshot -l -U "$SRC/a.qcow2" >"$WORK/list.qemu" 2>&1
+check "... its snapshots are listed by the daemon all the same" cmp "$WORK/list.backing" "$WORK/list.qemu"
+exec {TOPVIEW}>&-
+check "umount" umount_qcowfs "$MNT"
+rm -f "$SRC/top.qcow2"
+setup mount_qcowfs "$SRC" "$MNT" -o ro
+exec {ROVIEW}<"$MNT/a.raw"
+on_cleanup eval "exec $ROVIEW<&-"
+out=$(cd "$SRC" && ctl snapshot create a.qcow2 nope 2>&1)
+check "a read-only mount: refused, saying so" test "$out" = \
+	"qcowctl: 'a.qcow2' cannot be changed live: the mount serves it read-only"
+exec {ROVIEW}<&-
+check "umount" umount_qcowfs "$MNT"
+check "the image has no snapshot 'nope'" eval '! qemu-img snapshot -l "$SRC/a.qcow2" | grep -q " nope "'
+
 # ---- a daemon killed with SIGKILL: its socket is removed by the next lister ----
 setup mount_qcowfs "$SRC" "$MNT"
 SOCK=/run/qcowfs/$QCOWFS_PID.sock
