@@ -15,6 +15,7 @@
  * unpinned; the library's locks are taken inside its calls, under it.
  */
 #include <errno.h>
+#include <sys/types.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,9 +148,26 @@ static void find_snap_view(void *ctx, const struct qfs_node *n, const char *src,
 {
 	struct open_snap *o = ctx;
 
-	if (snap_id && !o->holder[0] && !strcmp(src, o->src) && !strcmp(snap_id, o->id))
-		snprintf(o->holder, sizeof(o->holder), "'%s' (%u open handle%s)", n->rel, n->opens,
-			 n->opens == 1 ? "" : "s");
+	pid_t pids[4];
+	size_t k, i, len;
+
+	if (!snap_id || o->holder[0] || strcmp(src, o->src) || strcmp(snap_id, o->id))
+		return;
+	len = (size_t)snprintf(o->holder, sizeof(o->holder), "'%s' is open", n->rel);
+	k = qfs_ops_openers(n, pids, 4);
+	for (i = 0; i < k && len < sizeof(o->holder); i++) {
+		char path[64], comm[64] = "?";
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", (int)pids[i]);
+		f = fopen(path, "r");
+		if (f && fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = '\0';
+		if (f)
+			fclose(f);
+		len += (size_t)snprintf(o->holder + len, sizeof(o->holder) - len, "%s pid %d (%s)",
+					i ? "," : ":", (int)pids[i], comm);
+	}
 }
 
 struct delete_job {
@@ -194,8 +212,8 @@ static int h_delete(struct qfs_ctl_req *req)
 		qfs_tree_each_open(req->tree, find_snap_view, &o);
 	}
 	if (o.holder[0]) {
-		qfs_ctl_err(req, "'%s': snapshot '%s' is in use: its view %s is open", d.path,
-			    d.arg, o.holder);
+		qfs_ctl_err(req, "'%s': snapshot '%s' is in use: its view %s", d.path, d.arg,
+			    o.holder);
 		r = -EBUSY;
 	} else {
 		r = qfs_ctl_job_run(req, &spec, false);
