@@ -139,7 +139,7 @@ ctl job list >"$WORK/jobs.out"
 JOB=$(awk -v img="$SRC/j.qcow2" '$2 == "snapshot-delete" && $NF == img { print $1 }' "$WORK/jobs.out")
 check "job list shows the finished delete: its id, kind, state, share done, image" \
 	grep -qE "^$QCOWFS_PID-[0-9]+ +snapshot-delete +done +100\.0%  $SRC/j.qcow2\$" "$WORK/jobs.out"
-check "... and the creates before it" eval '[ "$(grep -c " snapshot-create *done " "$WORK/jobs.out")" = 3 ]'
+check "... and the creates before it" eval '[ "$(grep -c "^$QCOWFS_PID-[0-9]* *snapshot-create *done " "$WORK/jobs.out")" = 3 ]'
 ctl job list --json >"$WORK/jobs.json"
 check "job list --json has the jobs" python3 - "$WORK/jobs.json" "$JOB" <<'PY'
 import json, sys
