@@ -118,6 +118,9 @@ check "--offline refuses, naming the daemon as the holder" \
 	grep -qx "qcowctl: 'a.qcow2' is in use: pid $QCOWFS_PID (qcowfs) holds the \"write\" permission" "$WORK/offline.out"
 check "... with exit status 1" test $rc = 1
 ctl snapshot --help >"$WORK/help.out"
+(cd "$SRC" && ctl snapshot -c s9 --offline a.qcow2) >"$WORK/offline.out" 2>&1
+check "--offline in qemu-img's spelling (-c) refuses too" \
+	grep -qx "qcowctl: 'a.qcow2' is in use: pid $QCOWFS_PID (qcowfs) holds the \"write\" permission" "$WORK/offline.out"
 check "--offline is in snapshot's --help" grep -q -- "^  --offline " "$WORK/help.out"
 check "apply is not run live: the daemon refuses it in one line, saying why" eval \
 	'[ "$(cd "$SRC" && ctl snapshot apply a.qcow2 s1 2>&1)" = "qcowctl: '"'a.qcow2'"': snapshot apply cannot run while a view of it is open: it would change the disk under the view'"'"'s readers and writers (close the view, or unmount)" ]'
