@@ -273,10 +273,13 @@ static void prune_jobs(void)
 static int job_body(struct qfs_ctl_job *j)
 {
 	struct qcow2_job qj = {.progress = job_progress, .cancelled = job_cancelled, .ctx = j};
+	/* once finished, @j may be freed by a newer job's prune_jobs(): what follows is copied */
+	void (*done)(void *ctx, int r) = j->spec.done;
+	void *ctx = j->spec.ctx;
 	int r;
 
 	qcow2_clear_error();
-	r = j->spec.run(j->spec.ctx, &qj);
+	r = j->spec.run(ctx, &qj);
 	pthread_mutex_lock(&reg_lock);
 	j->state = r == 0 ? JOB_DONE : atomic_load(&j->cancel) ? JOB_CANCELLED : JOB_FAILED;
 	if (r < 0)
@@ -285,8 +288,8 @@ static int job_body(struct qfs_ctl_job *j)
 	j->req = NULL;
 	pthread_cond_broadcast(&reg_cond);
 	pthread_mutex_unlock(&reg_lock);
-	if (j->spec.done)
-		j->spec.done(j->spec.ctx, r);
+	if (done)
+		done(ctx, r);
 	return r;
 }
 
@@ -306,6 +309,7 @@ int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec
 	struct ctlp_rec rec = {0};
 	pthread_attr_t attr;
 	pthread_t th;
+	unsigned id;
 	int r;
 
 	if (!j) {
@@ -318,7 +322,7 @@ int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec
 	snprintf(j->images, sizeof(j->images), "%s", spec->images ? spec->images : "");
 	j->req = background ? NULL : req;
 	pthread_mutex_lock(&reg_lock);
-	j->id = next_job_id++;
+	j->id = id = next_job_id++;
 	j->next = jobs;
 	jobs = j;
 	prune_jobs();
@@ -342,7 +346,7 @@ int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec
 			spec->done(spec->ctx, r);
 		return qcow2_set_error(r, "cannot start the job: %s", strerror(-r));
 	}
-	ctlp_rec_add(&rec, "job", "%d-%u", (int)getpid(), j->id);
+	ctlp_rec_add(&rec, "job", "%d-%u", (int)getpid(), id); /* @j may be gone already */
 	qfs_ctl_record(req, &rec);
 	ctlp_rec_free(&rec);
 	return 0;
