@@ -12,7 +12,10 @@
  * Locking: snap_lock serializes this file's operations (a list reads the snapshot array, which
  * a create or delete replaces: qcow2_image_snapshot()'s pointers go stale); it is taken after
  * the view is pinned (n->open_lock taken and released inside the pin) and released before it is
- * unpinned; the library's locks are taken inside its calls, under it.
+ * unpinned; a create or delete waits for it inside its job (qfs_ctl_job_lock(): shown waiting,
+ * and cancellable until it has it). Under it: the library's locks inside its calls, and a
+ * delete's look for an open snapshot view (qfs_tree_each_open(): t->lock, then each node's
+ * open_lock, one at a time); nothing takes snap_lock under any of those.
  */
 #include <errno.h>
 #include <sys/types.h>
@@ -97,11 +100,16 @@ static int run_create(void *ctx, struct qcow2_job *job)
 	struct create_job *c = ctx;
 	int r;
 
-	(void)job; /* one crash-safe step, short: not cancelled midway */
+	/* cancellable while it waits for another snapshot operation; then one crash-safe step,
+	 * short, not cancelled midway */
+	r = qfs_ctl_job_lock(job, &snap_lock);
+	if (r < 0)
+		return r;
 	r = qcow2_image_snapshot_create(c->img, c->name);
 	if (r == 0)
 		snprintf(c->id, sizeof(c->id), "%s",
 			 qcow2_image_snapshot(c->img, qcow2_image_snapshot_count(c->img) - 1)->id);
+	pthread_mutex_unlock(&snap_lock);
 	return r;
 }
 
@@ -121,9 +129,7 @@ static int h_create(struct qfs_ctl_req *req)
 		return 1;
 	c.name = req->argv[1];
 	spec.images = req->argv[0];
-	pthread_mutex_lock(&snap_lock);
 	r = qfs_ctl_job_run(req, &spec, false);
-	pthread_mutex_unlock(&snap_lock);
 	if (r == 0) {
 		qfs_log("snapshot '%s' of '%s' created (uid %u)", c.name, req->argv[0],
 			(unsigned)req->uid);
@@ -171,6 +177,7 @@ static void find_snap_view(void *ctx, const struct qfs_node *n, const char *src,
 }
 
 struct delete_job {
+	struct qfs_ctl_req *req;
 	struct qcow2_image *img;
 	const char *arg, *path;
 	struct qcow2_snapshot_resume res;
@@ -179,22 +186,37 @@ struct delete_job {
 static int run_delete(void *ctx, struct qcow2_job *job)
 {
 	struct delete_job *d = ctx;
+	struct open_snap o = {.src = NULL};
+	char canon[PATH_MAX];
+	int i, r;
 
-	(void)job; /* one crash-safe step: not cancelled midway */
-	return qcow2_image_snapshot_delete_resumable(d->img, d->arg, d->path, &d->res);
+	r = qfs_ctl_job_lock(job, &snap_lock); /* cancellable while it waits */
+	if (r < 0)
+		return r;
+	i = qcow2_image_find_snapshot(d->img, d->arg);
+	if (i >= 0 && realpath(d->path, canon)) {
+		o.src = canon;
+		o.id = qcow2_image_snapshot(d->img, (uint32_t)i)->id;
+		qfs_tree_each_open(d->req->tree, find_snap_view, &o);
+	}
+	if (o.holder[0])
+		r = qcow2_set_error(-EBUSY, "'%s': snapshot '%s' is in use: its view %s", d->path,
+				    d->arg, o.holder);
+	else /* one crash-safe step: not cancelled midway */
+		r = qcow2_image_snapshot_delete_resumable(d->img, d->arg, d->path, &d->res);
+	pthread_mutex_unlock(&snap_lock);
+	return r;
 }
 
 /* snapshot delete IMAGE SNAPSHOT: refused while that snapshot's view is open (naming it);
  * a record of what the delete did (the cleanup of an interrupted one). */
 static int h_delete(struct qfs_ctl_req *req)
 {
-	struct delete_job d = {.arg = NULL};
-	struct open_snap o = {.src = NULL};
+	struct delete_job d = {.req = req};
 	struct qfs_ctl_job_spec spec = {.kind = "snapshot-delete", .run = run_delete, .ctx = &d};
 	struct ctlp_rec rec = {0};
 	struct qfs_node *n;
-	char canon[PATH_MAX];
-	int i, r;
+	int r;
 
 	if (req->argc != 2)
 		return 64;
@@ -204,24 +226,10 @@ static int h_delete(struct qfs_ctl_req *req)
 	d.path = req->argv[0];
 	d.arg = req->argv[1];
 	spec.images = d.path;
-	pthread_mutex_lock(&snap_lock);
-	i = qcow2_image_find_snapshot(d.img, d.arg);
-	if (i >= 0 && realpath(d.path, canon)) {
-		o.src = canon;
-		o.id = qcow2_image_snapshot(d.img, (uint32_t)i)->id;
-		qfs_tree_each_open(req->tree, find_snap_view, &o);
-	}
-	if (o.holder[0]) {
-		qfs_ctl_err(req, "'%s': snapshot '%s' is in use: its view %s", d.path, d.arg,
-			    o.holder);
-		r = -EBUSY;
+	r = qfs_ctl_job_run(req, &spec, false);
+	if (r < 0) {
+		qfs_ctl_err(req, "%s", qcow2_last_error());
 	} else {
-		r = qfs_ctl_job_run(req, &spec, false);
-		if (r < 0)
-			qfs_ctl_err(req, "%s", qcow2_last_error());
-	}
-	pthread_mutex_unlock(&snap_lock);
-	if (r == 0) {
 		ctlp_rec_add(&rec, "already-deleted", "%d", d.res.already_deleted);
 		ctlp_rec_add(&rec, "leaks-fixed", "%llu", (unsigned long long)d.res.leaks_fixed);
 		ctlp_rec_add(&rec, "copied-fixed", "%llu", (unsigned long long)d.res.copied_fixed);

@@ -49,8 +49,8 @@
 #define MAX_FINISHED_JOBS 32 /* finished jobs kept for job list */
 #define CANCEL_WAIT_S	  30 /* job cancel waits this long for the job to stop */
 
-enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
-static const char *const state_names[] = {"running", "done", "failed", "cancelled"};
+enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED, JOB_WAITING };
+static const char *const state_names[] = {"running", "done", "failed", "cancelled", "waiting"};
 
 struct qfs_ctl_job {
 	unsigned id;
@@ -260,13 +260,46 @@ static void prune_jobs(void)
 	unsigned kept = 0;
 
 	while ((j = *pp)) {
-		if (j->state != JOB_RUNNING && ++kept > MAX_FINISHED_JOBS) {
+		if (j->state != JOB_RUNNING && j->state != JOB_WAITING &&
+		    ++kept > MAX_FINISHED_JOBS) {
 			*pp = j->next;
 			free(j);
 			continue;
 		}
 		pp = &j->next;
 	}
+}
+
+static void set_state(struct qfs_ctl_job *j, enum job_state st)
+{
+	pthread_mutex_lock(&reg_lock);
+	j->state = st;
+	pthread_mutex_unlock(&reg_lock);
+}
+
+int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m)
+{
+	struct qfs_ctl_job *j = job->ctx;
+	struct timespec ts;
+
+	set_state(j, JOB_WAITING);
+	for (;;) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (pthread_mutex_timedlock(m, &ts) == 0)
+			break;
+		if (job_cancelled(j)) {
+			set_state(j, JOB_RUNNING);
+			return qcow2_set_error(-ECANCELED,
+					       "cancelled before it began: nothing changed");
+		}
+	}
+	set_state(j, JOB_RUNNING);
+	return 0;
 }
 
 /* Run job @j to its end, record the outcome and call its done callback. */
@@ -445,9 +478,9 @@ static void status_jobs(struct status *s)
 				state_names[j->state], done, total);
 			json_str(s->f, j->images);
 			fprintf(s->f, "}");
-		} else if (j->state == JOB_RUNNING) {
-			fprintf(s->f, "  job %d-%u: %s of %s, %.1f%%\n", (int)getpid(), j->id,
-				j->kind, j->images,
+		} else if (j->state == JOB_RUNNING || j->state == JOB_WAITING) {
+			fprintf(s->f, "  job %d-%u: %s of %s, %s, %.1f%%\n", (int)getpid(), j->id,
+				j->kind, j->images, state_names[j->state],
 				total ? 100.0 * (double)done / (double)total : 0);
 		}
 	}
@@ -553,9 +586,9 @@ static int h_job_cancel(struct qfs_ctl_req *req)
 	pthread_mutex_lock(&reg_lock);
 	for (j = jobs; j && j->id != id; j = j->next)
 		;
-	if (j && j->state == JOB_RUNNING) {
+	if (j && (j->state == JOB_RUNNING || j->state == JOB_WAITING)) {
 		atomic_store(&j->cancel, true);
-		while (j->state == JOB_RUNNING && r != ETIMEDOUT)
+		while ((j->state == JOB_RUNNING || j->state == JOB_WAITING) && r != ETIMEDOUT)
 			r = pthread_cond_timedwait(&reg_cond, &reg_lock, &until);
 	}
 	pthread_mutex_unlock(&reg_lock);
@@ -571,7 +604,7 @@ static int h_job_cancel(struct qfs_ctl_req *req)
 	}
 	r = j->state;
 	pthread_mutex_unlock(&reg_lock);
-	if (r == JOB_RUNNING) {
+	if (r == JOB_RUNNING || r == JOB_WAITING) {
 		qfs_ctl_err(req, "job %s: still stopping after %d s", req->argv[0], CANCEL_WAIT_S);
 		return 1;
 	}

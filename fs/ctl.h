@@ -90,6 +90,11 @@ struct qfs_ctl_job_spec {
  * when it cannot start (done is then called with it). */
 int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec, bool background);
 
+/* Inside a job's run: take @m, the job shown "waiting" meanwhile, and cancellable: a cancel
+ * before @m is taken ends the wait with -ECANCELED ("cancelled before it began: nothing
+ * changed"), @m not taken. 0 once @m is held. */
+int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m);
+
 /* Open the control socket of the mount of @t (its directory made 0700 if missing, the socket
  * 0600) and start accepting. Call once the daemon has its final pid (after fuse_daemonize()).
  * 0, or a negative errno after a line in the log (the mount works without its socket). */

@@ -20,11 +20,11 @@ mkdir -p "$SRC" "$OFF"
 setup mk_qcow2 "$SRC/a.qcow2" 64M
 setup qemu-io -f qcow2 -c "write -P 0x11 0 1M" "$SRC/a.qcow2"
 cp "$SRC/a.qcow2" "$OFF/a.qcow2"
-# a snapshot whose delete has work to do: 65,536 small clusters to count down
+# a snapshot whose delete has work to do: 98,304 small clusters to count down
 setup mk_qcow2 "$SRC/j.qcow2" 64M -o cluster_size=512
-setup qemu-io -f qcow2 -c "write -P 0x22 0 32M" "$SRC/j.qcow2"
+setup qemu-io -f qcow2 -c "write -P 0x22 0 48M" "$SRC/j.qcow2"
 setup qemu-img snapshot -c big "$SRC/j.qcow2"
-setup qemu-io -f qcow2 -c "write -P 0x33 0 32M" "$SRC/j.qcow2"
+setup qemu-io -f qcow2 -c "write -P 0x33 0 48M" "$SRC/j.qcow2"
 
 setup mount_qcowfs "$SRC" "$MNT"
 SOCK=/run/qcowfs/$QCOWFS_PID.sock
@@ -130,11 +130,35 @@ exec {JVIEW}<>"$MNT/j.raw"
 on_cleanup eval "exec $JVIEW>&-"
 (cd "$SRC" && ctl snapshot delete -q j.qcow2 big) >"$WORK/jdel.out" 2>&1 &
 JDEL=$!
-seen=""
+seen="" QID=""
 while kill -0 $JDEL 2>/dev/null; do # each job list answers while the delete runs
 	ctl job list >"$WORK/jobs.now" 2>&1 || break
-	grep -q "snapshot-delete *running .*$SRC/j.qcow2\$" "$WORK/jobs.now" && seen=running
+	grep -q "snapshot-delete *running .*$SRC/j.qcow2\$" "$WORK/jobs.now" && seen=running && break
 done
+# a create queued behind the running delete waits for it, and a cancel then stops it before it
+# changes anything (when the delete is still running by then: it is not made to wait)
+if [ -n "$seen" ]; then
+	(cd "$SRC" && ctl snapshot create j.qcow2 queued) >"$WORK/jq.out" 2>&1 &
+	JQ=$!
+	while kill -0 $JQ 2>/dev/null && kill -0 $JDEL 2>/dev/null; do
+		ctl job list >"$WORK/jobs.now" 2>&1 || break
+		QID=$(awk -v img="$SRC/j.qcow2" '$2 == "snapshot-create" && $3 == "waiting" &&
+			$NF == img { print $1 }' "$WORK/jobs.now")
+		[ -n "$QID" ] && break
+	done
+	if [ -n "$QID" ]; then
+		out=$(ctl job cancel "$QID" 2>&1)
+		check "job cancel of the create waiting behind the delete: cancelled" \
+			test "$out" = "job $QID: cancelled"
+		wait $JQ
+		check "... its client gets exit status 1" test $? = 1
+		check "... and one line saying nothing changed" \
+			test "$(cat "$WORK/jq.out")" = "qcowctl: cancelled before it began: nothing changed"
+	else
+		wait $JQ
+		echo "# the queued create was not seen waiting (the delete ended first)"
+	fi
+fi
 wait $JDEL
 check "the delete, forwarded, succeeds" test $? = 0 -a ! -s "$WORK/jdel.out"
 echo "# the delete was seen running by job list: ${seen:-no (it ended first)}"
@@ -142,7 +166,7 @@ ctl job list >"$WORK/jobs.out"
 JOB=$(awk -v img="$SRC/j.qcow2" '$2 == "snapshot-delete" && $NF == img { print $1 }' "$WORK/jobs.out")
 check "job list shows the finished delete: its id, kind, state, share done, image" \
 	grep -qE "^$QCOWFS_PID-[0-9]+ +snapshot-delete +done +100\.0%  $SRC/j.qcow2\$" "$WORK/jobs.out"
-check "... and the creates before it" eval '[ "$(grep -c "^$QCOWFS_PID-[0-9]* *snapshot-create *done " "$WORK/jobs.out")" = 3 ]'
+check "... and the creates before it" eval '[ "$(grep -c "^$QCOWFS_PID-[0-9]* *snapshot-create *done .*/a.qcow2\$" "$WORK/jobs.out")" = 3 ]'
 ctl job list --json >"$WORK/jobs.json"
 check "job list --json has the jobs" python3 - "$WORK/jobs.json" "$JOB" <<'PY'
 import json, sys
@@ -157,7 +181,10 @@ check_not "... with a non-zero exit status" ctl job cancel "$QCOWFS_PID-999"
 check_not "job cancel of a malformed ID is a usage error" ctl job cancel 12
 exec {JVIEW}>&-
 check "j.qcow2 is clean after the live delete" eventually qemu-img check -q -U "$SRC/j.qcow2"
-check "... and has no snapshot left" eval '[ -z "$(qemu-img snapshot -l -U "$SRC/j.qcow2")" ]'
+if [ -n "$QID" ]; then
+	check "... and has no snapshot left (the cancelled create made none)" \
+		eval '[ -z "$(qemu-img snapshot -l -U "$SRC/j.qcow2")" ]'
+fi
 
 exec {VIEW}>&-
 check "the view's snapshots as qemu-img sees them" eval \
