@@ -217,6 +217,16 @@ exec {ROVIEW}<&-
 check "umount" umount_qcowfs "$MNT"
 check "the image has no snapshot 'nope'" eval '! qemu-img snapshot -l "$SRC/a.qcow2" | grep -q " nope "'
 
+# ---- SIGTERM ends the session: the socket goes with it ----
+setup mount_qcowfs "$SRC" "$MNT"
+SOCK=/run/qcowfs/$QCOWFS_PID.sock
+check "a new mount has its socket" test -S "$SOCK"
+kill -TERM "$QCOWFS_PID"
+wait "$QCOWFS_PID"
+check "SIGTERM: the daemon exits with status 0" test $? = 0
+check "SIGTERM: the socket is removed" test ! -e "$SOCK"
+fusermount3 -u -z "$MNT" 2>/dev/null
+
 # ---- a daemon killed with SIGKILL: its socket is removed by the next lister ----
 setup mount_qcowfs "$SRC" "$MNT"
 SOCK=/run/qcowfs/$QCOWFS_PID.sock
