@@ -43,7 +43,7 @@
 #include "ctl.h"
 #include "log.h"
 
-#define REQ_TIMEOUT_MS	  10000 /* the longest wait for each frame of a request */
+#define REQ_TIMEOUT_MS	  10000 /* the longest wait for a whole request */
 #define SEND_TIMEOUT_S	  10	/* the longest wait for a client to take a reply frame */
 #define MAX_HANDLERS	  64
 #define MAX_FINISHED_JOBS 32 /* finished jobs kept for job list */
@@ -73,9 +73,10 @@ static size_t n_handlers;
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t reg_cond = PTHREAD_COND_INITIALIZER;
-static struct qfs_ctl_job *jobs; /* under reg_lock, newest first */
-static unsigned next_job_id = 1; /* under reg_lock */
-static unsigned running;	 /* under reg_lock: requests and background jobs alive */
+static struct qfs_ctl_job *jobs;   /* under reg_lock, newest first */
+static unsigned next_job_id = 1;   /* under reg_lock */
+static unsigned running;	   /* under reg_lock: requests and background jobs alive */
+static struct qfs_ctl_req *active; /* under reg_lock: the requests alive, their fds open */
 
 /* Set by qfs_ctl_start(), cleared by qfs_ctl_stop() (after the accept thread ended). */
 static struct qfs_tree *ctl_tree;
@@ -639,16 +640,21 @@ static int check_peer(struct qfs_ctl_req *req)
 	return -EACCES;
 }
 
-/* Read the request's words (each frame within REQ_TIMEOUT_MS). 0 or a negative errno. */
+/* Read the request's words, all of them within REQ_TIMEOUT_MS (a client dripping frames
+ * does not keep a thread for ever). 0 or a negative errno. */
 static int read_request(struct qfs_ctl_req *req, char **words, int *n)
 {
+	uint64_t deadline = now_ns() + (uint64_t)REQ_TIMEOUT_MS * 1000000u, t;
 	char type, *p;
 	size_t len;
 	int r;
 
 	*n = 0;
 	for (;;) {
-		r = ctlp_recv(req->fd, REQ_TIMEOUT_MS, &type, &p, &len);
+		t = now_ns();
+		if (t >= deadline)
+			return -ETIMEDOUT;
+		r = ctlp_recv(req->fd, (int)((deadline - t) / 1000000u) + 1, &type, &p, &len);
 		if (r < 0)
 			return r;
 		if (type == CTLP_END) {
@@ -670,6 +676,7 @@ static void *request_thread(void *arg)
 	struct timeval tv = {.tv_sec = SEND_TIMEOUT_S};
 	char *words[CTLP_MAX_ARGS + 1];
 	qfs_ctl_handler h = NULL;
+	struct qfs_ctl_req **pp;
 	int n = 0, skip = 0, status = 1;
 	uint8_t be[4];
 
@@ -694,13 +701,16 @@ static void *request_thread(void *arg)
 	}
 	while (n)
 		free(words[--n]);
-	close(req->fd);
-	pthread_mutex_destroy(&req->send_lock);
-	free(req);
 	pthread_mutex_lock(&reg_lock);
+	for (pp = &active; *pp != req; pp = &(*pp)->next_active)
+		;
+	*pp = req->next_active;
 	running--;
 	pthread_cond_broadcast(&reg_cond);
 	pthread_mutex_unlock(&reg_lock);
+	close(req->fd); /* after leaving the list: qfs_ctl_stop() shuts down only open fds */
+	pthread_mutex_destroy(&req->send_lock);
+	free(req);
 	return NULL;
 }
 
@@ -719,16 +729,20 @@ static void start_request(int fd)
 	pthread_mutex_init(&req->send_lock, NULL);
 	pthread_mutex_lock(&reg_lock);
 	running++;
+	req->next_active = active;
+	active = req;
 	pthread_mutex_unlock(&reg_lock);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&th, &attr, request_thread, req) != 0) {
+		pthread_mutex_lock(&reg_lock);
+		active = req->next_active; /* still first: the list changes only here and in
+					    * request threads, and this one never started */
+		running--;
+		pthread_mutex_unlock(&reg_lock);
 		close(fd);
 		pthread_mutex_destroy(&req->send_lock);
 		free(req);
-		pthread_mutex_lock(&reg_lock);
-		running--;
-		pthread_mutex_unlock(&reg_lock);
 	}
 	pthread_attr_destroy(&attr);
 }
@@ -847,6 +861,10 @@ void qfs_ctl_stop(void)
 	pthread_mutex_lock(&reg_lock);
 	for (j = jobs; j; j = j->next)
 		atomic_store(&j->cancel, true);
+	/* a client still sending its request, or reading a reply, is not waited for: its
+	 * connection is shut down (its fd stays open until its thread leaves the list) */
+	for (struct qfs_ctl_req *q = active; q; q = q->next_active)
+		shutdown(q->fd, SHUT_RDWR);
 	while (running)
 		pthread_cond_wait(&reg_cond, &reg_lock);
 	while ((j = jobs)) {

@@ -41,10 +41,11 @@ struct qfs_ctl_req {
 	char **argv; /* argv[argc] is NULL */
 	/* below: ctl.c's */
 	int fd;
-	pthread_mutex_t send_lock; /* a leaf: orders frames of the handler and its job */
-	bool gone;		   /* under send_lock: the client left, sends are dropped */
-	uint64_t last_progress_ns; /* under send_lock */
-	struct qfs_ctl_job *job;   /* the foreground job, if any */
+	pthread_mutex_t send_lock;	 /* a leaf: orders frames of the handler and its job */
+	bool gone;			 /* under send_lock: the client left, sends are dropped */
+	uint64_t last_progress_ns;	 /* under send_lock */
+	struct qfs_ctl_job *job;	 /* the foreground job, if any */
+	struct qfs_ctl_req *next_active; /* ctl.c's list of requests alive (under its lock) */
 };
 
 /* A handler: runs in the request's own thread. Returns the command's exit status (0, or 1

@@ -217,6 +217,40 @@ exec {ROVIEW}<&-
 check "umount" umount_qcowfs "$MNT"
 check "the image has no snapshot 'nope'" eval '! qemu-img snapshot -l "$SRC/a.qcow2" | grep -q " nope "'
 
+# ---- a client that drips its request holds up neither requests nor the unmount ----
+# (an ARG frame every 2 s: each frame in time, the request never complete)
+drip_client()
+{
+	python3 -c 'import socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+print("connected", flush=True)
+try:
+    for i in range(150):
+        s.sendall(b"A" + struct.pack(">I", 1) + b"x")
+        time.sleep(2)
+    print("never closed", flush=True)
+except OSError:
+    print("closed by the daemon", flush=True)' "$1"
+}
+setup mount_qcowfs "$SRC" "$MNT"
+SOCK=/run/qcowfs/$QCOWFS_PID.sock
+drip_client "$SOCK" >"$WORK/drip1.out" 2>&1 &
+DRIP1=$!
+track_pid $DRIP1
+check "a dripping client is connected" eventually grep -qx connected "$WORK/drip1.out"
+check "qcowfs --status answers meanwhile" "$QCOWFS" --status "$MNT"
+wait $DRIP1
+check "the daemon closes a request not complete in time" grep -qx "closed by the daemon" "$WORK/drip1.out"
+drip_client "$SOCK" >"$WORK/drip2.out" 2>&1 &
+DRIP2=$!
+track_pid $DRIP2
+check "a second dripping client is connected" eventually grep -qx connected "$WORK/drip2.out"
+check "the unmount does not wait for it" umount_qcowfs "$MNT"
+check "... and the socket is removed" test ! -e "$SOCK"
+wait $DRIP2
+check "... its connection was shut down" grep -qx "closed by the daemon" "$WORK/drip2.out"
+
 # ---- SIGTERM ends the session: the socket goes with it ----
 setup mount_qcowfs "$SRC" "$MNT"
 SOCK=/run/qcowfs/$QCOWFS_PID.sock
