@@ -12,16 +12,18 @@
  * (ctl-snapshot.c) and main.c: it calls the tree (qfs_tree_pin_file(), qfs_tree_each_open(),
  * qfs_tree_release()), and nothing below calls it.
  *
- * Never blocking for good on a client: a request is read with a bound on each frame
- * (REQ_TIMEOUT_MS), replies are sent with a send timeout (SO_SNDTIMEO) and MSG_NOSIGNAL, and
- * a client that left is noticed (a failed send) and no longer written to: its command goes
- * on, it is not waited on, and nothing is cancelled but what it asked to cancel (CTLP_CANCEL
- * while its own foreground job runs, or `job cancel`).
+ * Never blocking for good on a client: a whole request must arrive within REQ_TIMEOUT_MS,
+ * replies are sent with a send timeout (SO_SNDTIMEO) and MSG_NOSIGNAL, and a client that left
+ * is noticed (a failed send) and no longer written to: its command goes on, it is not waited
+ * on, and nothing is cancelled but what it asked to cancel (CTLP_CANCEL while its own
+ * foreground job runs, or `job cancel`). At stop, every connection still open is shut down.
  *
- * Locking: reg_lock guards the handlers, the jobs list and the counts of running requests and
- * jobs (with reg_cond to wait for them at stop); a leaf: no call is made and nothing is sent
- * under it. A request's send_lock (ctl.h) is a leaf as well. A job's done/total/state fields
- * are atomics or under reg_lock as marked.
+ * Locking: reg_lock guards the jobs list, the list of requests alive and the counts of running
+ * requests and jobs (with reg_cond to wait for them at stop); a leaf: no call is made and
+ * nothing is sent under it (shutdown() of the requests' sockets aside, which does not block).
+ * The handlers' table is filled before the accept thread starts and only read afterwards. A
+ * request's send_lock (ctl.h) is a leaf as well. A job's done, total and cancel are atomics,
+ * its state and error under reg_lock.
  */
 #include <errno.h>
 #include <fcntl.h>
