@@ -480,6 +480,10 @@ static void status_jobs(struct status *s)
 				", \"images\": ",
 				state_names[j->state], done, total);
 			json_str(s->f, j->images);
+			if (j->state == JOB_FAILED || j->state == JOB_CANCELLED) {
+				fprintf(s->f, ", \"error\": ");
+				json_str(s->f, j->error);
+			}
 			fprintf(s->f, "}");
 		} else if (j->state == JOB_RUNNING || j->state == JOB_WAITING) {
 			fprintf(s->f, "  job %d-%u: %s of %s, %s, %.1f%%\n", (int)getpid(), j->id,

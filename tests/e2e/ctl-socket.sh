@@ -173,6 +173,8 @@ import json, sys
 jobs = json.load(open(sys.argv[1]))
 d = [j for j in jobs if j["id"] == sys.argv[2]]
 assert len(d) == 1 and d[0]["kind"] == "snapshot-delete" and d[0]["state"] == "done", jobs
+f = [j for j in jobs if j["id"].startswith(sys.argv[2].split("-")[0] + "-") and j["state"] == "failed"]
+assert f and all(j["error"] for j in f), jobs  # the create of a taken name, the missing delete
 PY
 check "job cancel of a finished job says how it ended" eval '[ "$(ctl job cancel "$JOB")" = "job $JOB: done" ]'
 out=$(ctl job cancel "$QCOWFS_PID-999" 2>&1)
