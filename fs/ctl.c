@@ -287,6 +287,11 @@ int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m)
 
 	set_state(j, JOB_WAITING);
 	for (;;) {
+		if (job_cancelled(j)) { /* before each try: a cancel already sent wins */
+			set_state(j, JOB_RUNNING);
+			return qcow2_set_error(-ECANCELED,
+					       "cancelled before it began: nothing changed");
+		}
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 50000000;
 		if (ts.tv_nsec >= 1000000000) {
@@ -295,11 +300,6 @@ int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m)
 		}
 		if (pthread_mutex_timedlock(m, &ts) == 0)
 			break;
-		if (job_cancelled(j)) {
-			set_state(j, JOB_RUNNING);
-			return qcow2_set_error(-ECANCELED,
-					       "cancelled before it began: nothing changed");
-		}
 	}
 	set_state(j, JOB_RUNNING);
 	return 0;

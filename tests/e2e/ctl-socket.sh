@@ -111,6 +111,13 @@ check "a missing snapshot: the same refusal and exit status" same_as_offline sna
 check "the snapshot views appeared at once" eval 'ls "$MNT" | grep -qx "a@s1.raw" && ls "$MNT" | grep -qx "a@s3.raw"'
 check_not "... the deleted one went" eval 'ls "$MNT" | grep -qx "a@s2.raw"'
 
+# the client's interrupt (a CANCEL frame), there before the command starts: nothing changes
+python3 "$E2E_HELPER" ctl-call-cancel "$SOCK" snapshot create "$SRC/a.qcow2" s8 >"$WORK/cancel.out" 2>&1
+check "a create cancelled by its client: one line, exit 1" test "$(cat "$WORK/cancel.out")" = \
+	"err: cancelled before it began: nothing changed
+exit 1"
+check "... no snapshot s8" eval '! qemu-img snapshot -l -U "$SRC/a.qcow2" | grep -q " s8 "'
+
 # --offline: the refusal of today
 (cd "$SRC" && ctl snapshot create --offline a.qcow2 s9) >"$WORK/offline.out" 2>&1
 rc=$?
