@@ -165,6 +165,8 @@ int qcow2_check_copied(struct qcow2_scan *s, bool planned, const char *verb,
 int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_opts *o,
 			     struct qcow2_check_result *res)
 {
+	const struct qcow2_job *job = o ? o->job : NULL;
+	struct qcow2_phase_mark pm = qcow2_phase_start();
 	struct qcow2_scan s;
 	uint64_t n = 0;
 	int r;
@@ -173,10 +175,15 @@ int qcow2_image_check_report(struct qcow2_image *img, const struct qcow2_check_o
 	r = qcow2_walk_init(&s, img, o, res);
 	if (r == 0)
 		r = qcow2_walk_count(&s);
+	qcow2_job_phase(job, "walk", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = qcow2_check_compare(&s);
+	qcow2_job_phase(job, "compare", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = qcow2_check_copied(&s, false, "ERROR", QCOW2_CHECK_CORRUPTION, &n);
+	qcow2_job_phase(job, "copied", pm, 0);
 	res->corruptions += n;
 	qcow2_walk_release(&s);
 	return r < 0 ? qcow2_error_prefix(r, img->name) : 0;

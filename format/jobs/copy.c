@@ -66,6 +66,8 @@ struct copy {
 	const struct plan *plan;
 	size_t pf_item; /* prefetch cursor: the item, and the offset reached in it */
 	uint64_t pf_off;
+	/* the writing thread's waits for reads, and its writes (less their fdatasync: "sync") */
+	double t_reads, t_writes;
 };
 
 static int add(struct plan *p, enum item_kind kind, uint64_t off, uint64_t len)
@@ -468,11 +470,15 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
 
 	while (off < end && r == 0) {
 		struct slot *sl = &rd->s[rd->tail];
+		double t0 = qcow2_clock(), t1, s1;
 
 		pthread_mutex_lock(&rd->m);
 		while (!sl->full)
 			pthread_cond_wait(&rd->cv, &rd->m);
 		pthread_mutex_unlock(&rd->m);
+		t1 = qcow2_clock();
+		s1 = qcow2_io_sync_secs();
+		k->t_reads += t1 - t0;
 		if (sl->off != off)
 			r = qcow2_set_error(-EIO, "internal: copy out of step at %#" PRIx64, off);
 		if (r == 0 && sl->err < 0)
@@ -480,6 +486,7 @@ static int copy_data(struct copy *k, struct reader *rd, uint64_t off, uint64_t l
 		if (r == 0)
 			r = put_pieces(k, sl->buf, k->o->compare && k->o->under ? sl->ubuf : NULL,
 				       sl->n, off);
+		k->t_writes += qcow2_clock() - t1 - (qcow2_io_sync_secs() - s1); /* "sync" apart */
 		if (r == 0)
 			r = step(k, sl->n);
 		off += sl->n;
@@ -750,7 +757,10 @@ static int run_plan(struct copy *k, const struct plan *p)
 		if (it->kind == ITEM_ZERO && pp)
 			r = pipe_drain(k, pp); /* in order: what comes before first */
 		if (r == 0 && it->kind == ITEM_ZERO) {
+			double t0 = qcow2_clock(), s0 = qcow2_io_sync_secs();
+
 			r = dst_zero(k, it->off, it->len);
+			k->t_writes += qcow2_clock() - t0 - (qcow2_io_sync_secs() - s0);
 			if (r == 0)
 				r = step(k, it->len);
 		} else if (r == 0 && pp) {
@@ -798,6 +808,7 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 		     const struct qcow2_job *job, struct qcow2_copy_stats *st)
 {
 	struct copy k = {.src = src, .o = o, .job = job, .st = st};
+	struct qcow2_phase_mark m;
 	struct plan p = {0};
 	int r;
 
@@ -807,15 +818,24 @@ int qcow2_chain_copy(struct qcow2_chain *src, const struct qcow2_copy_opts *o,
 	if (o->compress && !o->dst && !o->dry_run)
 		return qcow2_set_error(-EINVAL, "compressed clusters need a qcow2 destination");
 	r = granule_of(o, &k.cluster, &k.granule);
+	m = qcow2_phase_start();
 	if (r == 0)
 		r = make_plan(&k, &p);
+	if (!o->dry_run) /* a dry run is its caller's plan, measured there */
+		qcow2_job_phase(job, "plan", m, 0);
 	if (r == 0 && !o->dry_run) {
 		k.plan = &p;
 		k.pf_off = p.n ? p.v[0].off : 0;
 		k.total = st->planned_bytes + st->planned_zero;
+		m = qcow2_phase_start();
 		r = run_plan(&k, &p);
 		if (r == 0)
 			r = qcow2_job_step(job, k.total, k.total);
+		qcow2_job_phase(job, "copy", m, st->written_bytes);
+		if (job && job->times) {
+			job->times->copy_reads += k.t_reads;
+			job->times->copy_writes += k.t_writes;
+		}
 	}
 	free(p.v);
 	return r;
