@@ -921,6 +921,9 @@ struct qcow2_copy_opts {
 				    * cluster of @dst) */
 	bool no_sparse;		   /* write every range of [0, size), zeros and holes as data */
 	unsigned threads;	   /* @compress: threads compressing (0: one per CPU, up to 4) */
+	/* the source's layers are emptied or dropped afterwards (an active commit): the data
+	 * read is dropped from the page cache as the copy goes (see copy.c) */
+	bool drop_read;
 };
 struct qcow2_copy_stats {
 	uint64_t planned_bytes; /* bytes of data in the ranges to copy */

@@ -349,6 +349,7 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 	co.under = dst ? dst : under;
 	co.under_is_tail = true;
 	co.dry_run = dry_run;
+	co.drop_read = m->t == 0 && !m->o->keep_top; /* top is emptied next (copy.c) */
 	qcow2_job_phase(job, "open", pm, 0);
 	if (r == 0)
 		r = qcow2_chain_copy(src, &co, m->job, &st);

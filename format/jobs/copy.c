@@ -261,9 +261,15 @@ static int read_under(struct copy *k, uint8_t *buf, uint64_t n, uint64_t off)
 	return have ? qcow2_chain_pread(k->o->under, buf, (size_t)have, off) : 0;
 }
 
-/* Ask the disk for the source's data of [@off, @off + @n) without waiting for it: the plan
- * skips from range to range, which defeats the kernel's read-ahead. */
-static void prefetch_range(struct copy *k, uint64_t off, uint64_t n)
+/* Advise the kernel about the source's data of [@off, @off + @n): POSIX_FADV_WILLNEED asks
+ * the disk for it without waiting (the plan skips from range to range, which defeats the
+ * kernel's read-ahead); POSIX_FADV_DONTNEED, once it was read, drops it from the page cache.
+ * The latter only with @drop_read (an active commit): the top is emptied after the copy, and
+ * its punched holes truncate the pages the copy left in the page cache, serially, after the
+ * copy (about half the time of the empty phase at 4 GiB, measured); the readers drop them
+ * while the writer works instead. Other copies keep the cache: their source (a shared base)
+ * may serve other readers. */
+static void advise_range(struct copy *k, uint64_t off, uint64_t n, int advice)
 {
 	uint64_t end = off + n;
 
@@ -275,10 +281,9 @@ static void prefetch_range(struct copy *k, uint64_t off, uint64_t n)
 			return;
 		fd = e.io ? qcow2_io_fd(e.io) : -1;
 		if (fd >= 0 && e.kind == QCOW2_EXTENT_DATA)
-			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.len, POSIX_FADV_WILLNEED);
+			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.len, advice);
 		else if (fd >= 0 && e.kind == QCOW2_EXTENT_COMPRESSED)
-			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.comp_bytes,
-				      POSIX_FADV_WILLNEED);
+			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.comp_bytes, advice);
 		off += e.len;
 	}
 }
@@ -307,7 +312,7 @@ static void prefetch(struct copy *k, size_t i, uint64_t off)
 		if (n > PREFETCH / 4)
 			n = PREFETCH / 4;
 		if (it->kind == ITEM_DATA) {
-			prefetch_range(k, k->pf_off, n);
+			advise_range(k, k->pf_off, n, POSIX_FADV_WILLNEED);
 			ahead += n;
 		}
 		k->pf_off += n;
@@ -358,6 +363,8 @@ static int read_chunk(struct copy *k, struct slot *sl, uint64_t off, uint64_t n)
 {
 	int r = qcow2_chain_pread(k->src, sl->buf, (size_t)n, off);
 
+	if (r == 0 && k->o->drop_read)
+		advise_range(k, off, n, POSIX_FADV_DONTNEED);
 	if (r == 0 && k->o->compare && k->o->under)
 		r = read_under(k, sl->ubuf, n, off);
 	return r;
