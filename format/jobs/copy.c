@@ -269,9 +269,11 @@ static int read_under(struct copy *k, uint8_t *buf, uint64_t n, uint64_t off)
  * copy (about half the time of the empty phase at 4 GiB, measured); the readers drop them
  * while the writer works instead. Other copies keep the cache: their source (a shared base)
  * may serve other readers. */
+#define DROP_ALIGN (2u << 20)
+
 static void advise_range(struct copy *k, uint64_t off, uint64_t n, int advice)
 {
-	uint64_t end = off + n;
+	uint64_t end = off + n, back;
 
 	while (off < end) {
 		struct qcow2_extent e;
@@ -280,8 +282,13 @@ static void advise_range(struct copy *k, uint64_t off, uint64_t n, int advice)
 		if (qcow2_chain_map(k->src, off, end - off, &e) < 0)
 			return;
 		fd = e.io ? qcow2_io_fd(e.io) : -1;
+		/* a large folio (up to 2 MiB) is dropped only whole: one straddling the start of
+		 * this range holds the end of the chunk before it, which the writer took already
+		 * (drop_read()): dropped with this one */
+		back = advice == POSIX_FADV_DONTNEED ? e.host_off & (DROP_ALIGN - 1) : 0;
 		if (fd >= 0 && e.kind == QCOW2_EXTENT_DATA)
-			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.len, advice);
+			posix_fadvise(fd, (off_t)(e.host_off - back), (off_t)(e.len + back),
+				      advice);
 		else if (fd >= 0 && e.kind == QCOW2_EXTENT_COMPRESSED)
 			posix_fadvise(fd, (off_t)e.host_off, (off_t)e.comp_bytes, advice);
 		off += e.len;
@@ -340,6 +347,7 @@ struct slot {
 	int err;
 	char msg[512]; /* @err's message: it was set in the reader's thread */
 	bool full;
+	uint64_t read_off, read_n; /* the reader's last chunk, not yet dropped (drop_read()) */
 };
 
 struct reader {
@@ -363,11 +371,21 @@ static int read_chunk(struct copy *k, struct slot *sl, uint64_t off, uint64_t n)
 {
 	int r = qcow2_chain_pread(k->src, sl->buf, (size_t)n, off);
 
-	if (r == 0 && k->o->drop_read)
-		advise_range(k, off, n, POSIX_FADV_DONTNEED);
 	if (r == 0 && k->o->compare && k->o->under)
 		r = read_under(k, sl->ubuf, n, off);
 	return r;
+}
+
+/* With @drop_read (copy.c's advise_range()): the slot's last chunk leaves the page cache, once
+ * the writer has taken it (the slot is empty again). Never sooner: reader 0's read-ahead
+ * (prefetch(), from its own chunk onward) may still ask for a chunk another reader has read
+ * but the writer has not taken; a chunk the writer took lies behind every later read-ahead,
+ * which starts at or past the writer. Called by the slot's reader only. */
+static void drop_read(struct copy *k, struct slot *sl)
+{
+	if (k->o->drop_read && sl->read_n)
+		advise_range(k, sl->read_off, sl->read_n, POSIX_FADV_DONTNEED);
+	sl->read_n = 0;
 }
 
 /* Reader @id: chunk q of the data items for every q % SLOTS == @id, in order. */
@@ -383,12 +401,15 @@ static int reader_chunk(struct reader *rd, unsigned id, size_t i, uint64_t off, 
 	pthread_mutex_unlock(&rd->m);
 	if (r < 0)
 		return r;
+	drop_read(rd->k, sl);
 	if (id == 0)
 		prefetch(rd->k, i, off);
 	r = read_chunk(rd->k, sl, off, n);
 	pthread_mutex_lock(&rd->m);
 	sl->off = off;
 	sl->n = n;
+	sl->read_off = off;
+	sl->read_n = r == 0 ? n : 0;
 	sl->err = r;
 	if (r < 0)
 		snprintf(sl->msg, sizeof(sl->msg), "%s", qcow2_last_error());
@@ -418,6 +439,17 @@ static void *reader_main(void *arg)
 				r = reader_chunk(rd, id, i, off, n);
 			off += n;
 		}
+	}
+	if (rd->k->o->drop_read && rd->s[id].read_n) { /* the last chunk, once taken */
+		bool taken;
+
+		pthread_mutex_lock(&rd->m);
+		while (rd->s[id].full && !rd->stop)
+			pthread_cond_wait(&rd->cv, &rd->m);
+		taken = !rd->s[id].full;
+		pthread_mutex_unlock(&rd->m);
+		if (taken)
+			drop_read(rd->k, &rd->s[id]);
 	}
 	return NULL;
 }

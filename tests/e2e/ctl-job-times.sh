@@ -112,6 +112,38 @@ check "check -v: exit status 0" ran_ok o.check
 check "check -v: walk, compare, copied timed, adding up" times_add_up o.check - walk compare copied
 check "check -v: the report is still qemu-img's" grep -q "No errors were found on the image." o.check
 
+# An active commit drops what it read from the page cache as it goes (its top is emptied
+# right after; the punch would otherwise truncate those pages serially): the 12 MiB of data of
+# a middle layer it merged, read whole into the page cache first, are no longer cached after (but
+# for its metadata and a large folio of the page cache at the end, at most 3 MiB), while
+# base shows what QEMU's commit into base makes. fincore is the oracle of the page cache.
+if command -v fincore >/dev/null; then
+	# cached_below FILE MAX: at most MAX bytes of FILE are in the page cache
+	cached_below()
+	{
+		local n
+		n=$(fincore --bytes --noheadings --output RES "$1") || return 1
+		echo "$1: $n bytes cached (at most $2 wanted)"
+		[ "$n" -le "$2" ]
+	}
+	for side in o r; do
+		rm -rf "$side" && mkdir "$side" && cp base.qcow2 "$side/" &&
+			qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$side/mid.qcow2" &&
+			qemu-io -c 'write -P 9 0 12M' "$side/mid.qcow2" >/dev/null &&
+			qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$side/top.qcow2" &&
+			qemu-io -c 'write -P 5 12M 4M' "$side/top.qcow2" >/dev/null ||
+			bail "building base <- mid <- top"
+	done
+	cat o/mid.qcow2 >/dev/null
+	run_to o.drop "$QCOWCTL" commit -q --base o/base.qcow2 o/top.qcow2
+	(cd r && qemu-img commit -q -b base.qcow2 top.qcow2) || fail "qemu-img commit -b base"
+	check "commit --base: exit status 0" ran_ok o.drop
+	check "commit --base: base as QEMU's" same_content o/base.qcow2 r/base.qcow2
+	check "commit --base: top's view as QEMU's" same_content o/top.qcow2 r/top.qcow2
+	check "commit --base: the middle layer's data it read left the page cache" \
+		cached_below o/mid.qcow2 $((3 << 20))
+fi
+
 # without -v: no times
 job_times_fresh o
 run_to o.plain "$QCOWCTL" commit -q o/top.qcow2
