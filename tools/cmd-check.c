@@ -61,6 +61,7 @@ static void check_usage(FILE *f)
 	    "  -f qcow2           IMAGE's format (only qcow2)\n"
 	    "  -p, --progress     show a progress bar (default: on a terminal)\n"
 	    "  -q, --quiet        no progress bar and no text report (the exit status tells)\n"
+	    "  -v, --verbose      print where the time went (the phases, on stderr)\n"
 	    "  -U, --force-share  do not take (or respect) image locks (not with --repair)\n"
 	    "  --key IMAGE=KEYFILE  accepted: a check reads metadata only, no key needed\n"
 	    "  -h, --help         this text\n");
@@ -277,6 +278,7 @@ int cmd_check(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    COMMON_LONGOPTS,
+	    VERBOSE_LONGOPT,
 	    {"repair", no_argument, NULL, 'R'},
 	    {"force-share", no_argument, NULL, 'U'},
 	    {"drop-bad-snapshots", no_argument, NULL, 'D'},
@@ -287,7 +289,7 @@ int cmd_check(int argc, char **argv)
 	struct check_opts o = {0};
 	int c;
 
-	while ((c = next_option(argc, argv, "hpqUr:", longopts, "check")) != -1) {
+	while ((c = next_option(argc, argv, "hpqvUr:", longopts, "check")) != -1) {
 		if (common_opt(c, &o.c))
 			continue;
 		switch (c) {

@@ -31,6 +31,7 @@ static void commit_usage(FILE *f)
 	       "  -f qcow2     IMAGE's format (only qcow2)\n"
 	       "  -p, --progress  show progress even when not on a terminal\n"
 	       "  -q, --quiet  print nothing but errors\n"
+	       "  -v, --verbose  print where the time went (open, plan, copy, flush, sync, ...)\n"
 	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
 	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
@@ -48,6 +49,7 @@ int cmd_commit(int argc, char **argv)
 	    {"force", no_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'h'},
 	    COMMON_LONGOPTS,
+	    VERBOSE_LONGOPT,
 	    {NULL, 0, NULL, 0},
 	};
 	struct qcow2_commit_opts o = {0};
@@ -57,7 +59,7 @@ int cmd_commit(int argc, char **argv)
 	struct progress p;
 	int c, r;
 
-	while ((c = next_option(argc, argv, "hpqdt:b:", longopts, "commit")) != -1) {
+	while ((c = next_option(argc, argv, "hpqvdt:b:", longopts, "commit")) != -1) {
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {

@@ -63,6 +63,7 @@ static void copy_usage(FILE *f, const char *cmd)
 	    "  --output=json|human  as --json, or the text (the default)\n"
 	    "  -p, --progress     show progress even when not on a terminal\n"
 	    "  -q, --quiet        print nothing but errors\n"
+	    "  -v, --verbose      print where the time went (the phases, on stderr)\n"
 	    "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of SRC's chain, or of\n"
 	    "                     DEST when it is made encrypted (-o encrypt.format=luks);\n"
 	    "                     repeatable\n"
@@ -211,11 +212,12 @@ static int parse_args(int argc, char **argv, struct copy_args *a)
 	    {"skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN},
 	    {"help", no_argument, NULL, 'h'},
 	    COMMON_LONGOPTS,
+	    VERBOSE_LONGOPT,
 	    {NULL, 0, NULL, 0},
 	};
 	int c, r;
 
-	while ((c = next_option(argc, argv, "hpqcf:O:o:B:F:S:nl:s:Wm:", longopts, a->cmd)) != -1) {
+	while ((c = next_option(argc, argv, "hpqvcf:O:o:B:F:S:nl:s:Wm:", longopts, a->cmd)) != -1) {
 		if (common_opt(c, &a->co))
 			continue;
 		if (c == 'h') {

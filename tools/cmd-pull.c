@@ -21,6 +21,7 @@ static void pull_usage(FILE *f)
 	       "  --output=json|human  as --json, or the text (the default)\n"
 	       "  -p, --progress  show progress even when not on a terminal\n"
 	       "  -q, --quiet  print nothing but errors\n"
+	       "  -v, --verbose  print where the time went (open, plan, copy, flush, sync, ...)\n"
 	       "  -f qcow2     IMAGE's format (only qcow2)\n"
 	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
 	       "(repeatable)\n"
@@ -35,6 +36,7 @@ int cmd_pull(int argc, char **argv)
 	    {"base", required_argument, NULL, 'b'},
 	    {"help", no_argument, NULL, 'h'},
 	    COMMON_LONGOPTS,
+	    VERBOSE_LONGOPT,
 	    {NULL, 0, NULL, 0},
 	};
 	struct common_opts co = {0};
@@ -44,7 +46,7 @@ int cmd_pull(int argc, char **argv)
 	struct progress p;
 	int c, r;
 
-	while ((c = next_option(argc, argv, "hpqb:", longopts, "pull")) != -1) {
+	while ((c = next_option(argc, argv, "hpqvb:", longopts, "pull")) != -1) {
 		if (common_opt(c, &co))
 			continue;
 		switch (c) {

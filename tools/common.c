@@ -58,6 +58,9 @@ bool common_opt(int c, struct common_opts *o)
 	case OPT_JSON:
 		o->json = true;
 		return true;
+	case 'v':
+		o->verbose = true;
+		return true;
 	case OPT_KEY:
 		key_add(optarg);
 		return true;
@@ -212,6 +215,31 @@ void progress_init(struct progress *p, const struct common_opts *o, const char *
 	p->what = what;
 	p->start = now();
 	p->on = o->progress == PROGRESS_FORCE || (o->progress == PROGRESS_AUTO && isatty(2));
+	p->verbose = o->verbose;
+}
+
+/* -v: one line on stderr, the job's phases in the order they ran ("commit: open 0.001 s, plan
+ * 0.012 s, copy 3.204 s (512 MiB; reads 1.902 s, writes 1.011 s), flush 0.402 s, sync 0.611
+ * s, pointer 0.010 s; total 4.301 s, other 0.061 s"): other is what no phase measured. */
+static void print_times(const struct progress *p, double total)
+{
+	const struct qcow2_job_times *t = &p->times;
+	double sum = 0;
+	char size[32];
+	unsigned i;
+
+	fprintf(stderr, "%s:", p->what);
+	for (i = 0; i < t->n; i++) {
+		sum += t->v[i].secs;
+		fprintf(stderr, "%s %s %.3f s", i ? "," : "", t->v[i].name, t->v[i].secs);
+		if (strcmp(t->v[i].name, "copy") == 0) {
+			format_size(t->v[i].bytes, size, sizeof(size));
+			fprintf(stderr, " (%s; reads %.3f s, writes %.3f s)", size, t->copy_reads,
+				t->copy_writes);
+		}
+	}
+	fprintf(stderr, "%s total %.3f s, other %.3f s\n", t->n ? ";" : "", total,
+		total - sum > 0 ? total - sum : 0);
 }
 
 /* "ETA 1:02:03" or "ETA 2:03" from the rate so far ("ETA --:--" before there is one). */
@@ -266,11 +294,16 @@ void progress_update(struct progress *p, uint64_t done, uint64_t total)
 
 void progress_end(struct progress *p)
 {
+	double total = now() - p->start;
+
 	if (p->on && p->drawn) {
 		draw(p);
 		fputc('\n', stderr);
 	}
 	p->drawn = false;
+	if (p->verbose)
+		print_times(p, total);
+	p->verbose = false; /* printed once */
 }
 
 /* qcow2_job callbacks: the bar and the interrupt flag. */
@@ -306,6 +339,7 @@ void job_init(struct qcow2_job *job, struct progress *p)
 	job->cancelled = job_cancelled;
 	job->ctx = p;
 	job->keys = cli_keys();
+	job->times = p->verbose ? &p->times : NULL;
 }
 
 int open_for_write(const char *path, struct qcow2_chain **out)

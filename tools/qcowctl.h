@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "qcow2.h"
+
 enum qcowctl_exit {
 	EXIT_OK = 0,
 	EXIT_FAIL = 1,
@@ -63,7 +65,14 @@ struct common_opts {
 	enum progress_mode progress;
 	bool dry_run;
 	bool json;
+	bool verbose; /* -v: where the job's time went (commands with VERBOSE_LONGOPT) */
 };
+/* -v, --verbose: the commands that time their phases add it to their table (and 'v' to their
+ * short options); progress_end() then prints the phases on stderr. */
+#define VERBOSE_LONGOPT                           \
+	{                                         \
+		"verbose", no_argument, NULL, 'v' \
+	}
 /* --key IMAGE=KEYFILE (repeatable): the passphrase of an encrypted image, read from a file
  * (never given on the command line). Commands with their own option table add KEY_LONGOPT and
  * pass OPT_KEY to common_opt(). */
@@ -114,6 +123,8 @@ struct progress {
 	uint64_t done, total;
 	double last;
 	double start; /* when progress_init() ran (CLOCK_MONOTONIC seconds) */
+	bool verbose; /* -v: job_init() asks the job for @times, progress_end() prints them */
+	struct qcow2_job_times times;
 };
 void progress_init(struct progress *p, const struct common_opts *o, const char *what);
 void progress_update(struct progress *p, uint64_t done, uint64_t total);

@@ -67,6 +67,26 @@ static inline int qcow2_job_step(const struct qcow2_job *job, uint64_t done, uin
 	return 0;
 }
 
+/* times.c: a job's phase timers (struct qcow2_job_times). qcow2_clock(): monotonic seconds.
+ * qcow2_job_time(): @secs (and @bytes) added to @job's phase @name (static), a new phase at the
+ * end when it has not run yet; nothing when @job or its @times is NULL. qcow2_io_sync_secs()
+ * (io.c): the seconds this process has spent in fdatasync so far, so a flush's wait for the
+ * disk can be told from its writes. */
+double qcow2_clock(void);
+void qcow2_job_time(const struct qcow2_job *job, const char *name, double secs, uint64_t bytes);
+double qcow2_io_sync_secs(void);
+/* A phase measured from a mark: qcow2_job_phase() adds the time since @m to phase @name, less
+ * the fdatasync time within it, which goes to phase "sync" (so the phases add up). */
+struct qcow2_phase_mark {
+	double t, sync;
+};
+static inline struct qcow2_phase_mark qcow2_phase_start(void)
+{
+	return (struct qcow2_phase_mark){qcow2_clock(), qcow2_io_sync_secs()};
+}
+void qcow2_job_phase(const struct qcow2_job *job, const char *name, struct qcow2_phase_mark m,
+		     uint64_t bytes);
+
 /* io.c: a check run before every write and hole punch of an io (a writable image's overlap
  * checks, overlap.c). @check gets the byte range and the kinds of metadata the write is (a
  * QCOW2_OL_* mask, 0 for data; QCOW2_IO_PUNCH for a hole) and returns 0 or a negative errno that

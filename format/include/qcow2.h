@@ -69,6 +69,28 @@ struct qcow2_job {
 	void *ctx;
 	/* the keys of the encrypted images the job opens (struct qcow2_keys); may be NULL */
 	const struct qcow2_keys *keys;
+	/* where the job's time goes, filled by the job (struct qcow2_job_times); may be NULL */
+	struct qcow2_job_times *times;
+};
+
+/* A job's phases in the order they ran, each with its wall-clock seconds (summed when a phase
+ * runs more than once) and the bytes it handled (0: none to say). Phases: "plan" (the
+ * metadata walk that lists the work), "create" (a new image), "copy" (data moved; @copy_reads
+ * is the time its writing thread waited for data read ahead, @copy_writes the time it spent
+ * writing), "flush" (metadata written back), "sync" (fdatasync: until durable), "journal",
+ * "pointer" (the backing pointer moved), "empty" (an overlay emptied), "rename" (a copy given
+ * its name); check's "walk" (what points where), "compare" (with the refcounts) and "copied"
+ * (COPIED flags). The library only measures; the tools print them (-v). */
+#define QCOW2_JOB_MAX_PHASES 16
+struct qcow2_job_phase {
+	const char *name; /* static */
+	double secs;
+	uint64_t bytes;
+};
+struct qcow2_job_times {
+	struct qcow2_job_phase v[QCOW2_JOB_MAX_PHASES];
+	unsigned n;
+	double copy_reads, copy_writes;
 };
 
 /* ---- errors (error.c) ---- */
@@ -899,6 +921,9 @@ struct qcow2_copy_opts {
 				    * cluster of @dst) */
 	bool no_sparse;		   /* write every range of [0, size), zeros and holes as data */
 	unsigned threads;	   /* @compress: threads compressing (0: one per CPU, up to 4) */
+	/* the source's layers are emptied or dropped afterwards (an active commit): the data
+	 * read is dropped from the page cache as the copy goes (see copy.c) */
+	bool drop_read;
 };
 struct qcow2_copy_stats {
 	uint64_t planned_bytes; /* bytes of data in the ranges to copy */

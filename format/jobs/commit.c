@@ -326,6 +326,9 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 	struct qcow2_copy_stats st;
 	const char *base = qcow2_commit_layer_path(m->c, m->b);
 	bool qcow2 = strcmp(qcow2_commit_layer_format(m->c, m->b), "qcow2") == 0;
+	const struct qcow2_job *job =
+	    dry_run ? NULL : m->job; /* its phases: a dry run is the plan */
+	struct qcow2_phase_mark pm = qcow2_phase_start();
 	int r = 0;
 
 	if (m->t > 0)
@@ -346,10 +349,15 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 	co.under = dst ? dst : under;
 	co.under_is_tail = true;
 	co.dry_run = dry_run;
+	co.drop_read = m->t == 0 && !m->o->keep_top; /* top is emptied next (copy.c) */
+	qcow2_job_phase(job, "open", pm, 0);
 	if (r == 0)
 		r = qcow2_chain_copy(src, &co, m->job, &st);
+	pm = qcow2_phase_start();
 	if (r == 0 && !dry_run && m->t > 0)
 		r = zero_past_top(m, &co, qcow2_chain_size(src), &st);
+	qcow2_job_phase(job, "copy", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0 && dst)
 		r = qcow2_chain_flush(dst);
 	if (r == 0 && raw)
@@ -361,6 +369,7 @@ static int copy_into_base(struct commit *m, bool dry_run, uint64_t *bytes, uint6
 	qcow2_io_close(raw);
 	if (src != m->c)
 		qcow2_chain_close(src);
+	qcow2_job_phase(job, "flush", pm, 0);
 	return r;
 }
 
@@ -506,6 +515,7 @@ static int commit_run(struct commit *m)
 	struct qcow2_layer_info tl, bl;
 	bool dry = m->o->dry_run;
 	uint64_t bytes = 0, zero = 0;
+	struct qcow2_phase_mark pm = qcow2_phase_start();
 	int r;
 
 	qcow2_chain_layer(m->c, m->t, &tl);
@@ -527,20 +537,33 @@ static int commit_run(struct commit *m)
 					  qcow2_commit_layer_path(m->c, m->b), NULL, bytes);
 	if (r == 0 && (bytes || zero))
 		r = plan_bitmaps(m->plan, m->c, m->b);
+	qcow2_job_phase(m->job, "plan", pm, 0);
 	if (r == 0 && !dry)
 		r = copy_into_base(m, false, &bytes, &zero);
+	pm = qcow2_phase_start();
 	if (r == 0 && !dry && m->b > (m->t ? m->t : 1))
 		r = journal_write(m);
+	qcow2_job_phase(m->job, "journal", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0 && (m->t > 0 || m->b > 1))
 		r = repoint(m, m->t ? m->t - 1 : 0, dry);
+	qcow2_job_phase(m->job, "pointer", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = drop_layers(m, dry);
 	if (r == 0)
 		r = drop_journal(m, dry);
+	if (m->o->drop)
+		qcow2_job_phase(m->job, "drop", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0 && m->t == 0 && !m->o->keep_top)
 		r = empty_image(m, dry);
+	if (m->t == 0 && !m->o->keep_top)
+		qcow2_job_phase(m->job, "empty", pm, 0);
+	pm = qcow2_phase_start();
 	if (r == 0 && !dry)
 		r = journal_remove(m);
+	qcow2_job_phase(m->job, "journal", pm, 0);
 	return r;
 }
 
@@ -671,6 +694,7 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 {
 	struct qcow2_copy_opts co = {0};
 	struct qcow2_copy_stats st;
+	struct qcow2_phase_mark pm;
 	int r;
 
 	co.first = 1;
@@ -680,17 +704,23 @@ static int copy_up(struct qcow2_chain *c, unsigned limit, struct qcow2_chain *un
 	co.under_is_tail = tail;
 	co.compare = compare;
 	co.dry_run = true;
+	pm = qcow2_phase_start();
 	r = qcow2_chain_copy(c, &co, NULL, &st);
 	if (r == 0)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, qcow2_commit_layer_path(c, 0),
 					  NULL, st.planned_bytes);
 	if (r == 0 && st.planned_bytes)
 		r = plan_bitmaps(plan, c, 0);
+	qcow2_job_phase(job, "plan", pm, 0);
 	if (r < 0 || dry_run)
 		return r;
 	co.dry_run = false;
 	r = qcow2_chain_copy(c, &co, job, &st);
-	return r < 0 ? r : qcow2_chain_flush(c);
+	pm = qcow2_phase_start();
+	if (r == 0)
+		r = qcow2_chain_flush(c);
+	qcow2_job_phase(job, "flush", pm, 0);
+	return r;
 }
 
 static int open_top_writable(const char *image, bool dry_run, const struct qcow2_job *job,
@@ -726,6 +756,7 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 	struct qcow2_chain_opts ro = {.keys = qcow2_job_keys(job)};
 	struct qcow2_chain *c, *under = NULL;
 	char name[PATH_MAX] = "";
+	struct qcow2_phase_mark pm = qcow2_phase_start();
 	unsigned b, j;
 	int r;
 
@@ -745,17 +776,22 @@ int qcow2_pull(const char *image, const char *base, bool dry_run, const struct q
 		if (r == 0)
 			r = qcow2_chain_open(qcow2_commit_layer_path(c, b), &ro, &under);
 	}
+	qcow2_job_phase(job, "open", pm, 0);
 	if (r == 0)
 		r = copy_up(c, b, under, true, false, dry_run, job, plan);
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = set_backing(c, name,
 				b < qcow2_chain_depth(c) ? qcow2_commit_layer_format(c, b) : NULL,
 				dry_run, plan);
+	qcow2_job_phase(job, "pointer", pm, 0);
 	for (j = 1; j < b && r == 0; j++)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_UNUSED, qcow2_commit_layer_path(c, j),
 					  NULL, 0);
+	pm = qcow2_phase_start();
 	qcow2_chain_close(under);
 	qcow2_chain_close(c);
+	qcow2_job_phase(job, "flush", pm, 0);
 	return r;
 }
 
@@ -783,6 +819,7 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 	char path[PATH_MAX];
 	unsigned k = 0;
 	bool in_chain = false;
+	struct qcow2_phase_mark pm = qcow2_phase_start();
 	int r;
 
 	memset(plan, 0, sizeof(*plan));
@@ -803,12 +840,17 @@ int qcow2_rebase(const char *image, const char *backing, const char *fmt, bool u
 			r = qcow2_chain_open(path, &ro, &under);
 		}
 	}
+	qcow2_job_phase(job, "open", pm, 0);
 	if (r == 0 && !unsafe)
 		r = copy_up(c, in_chain ? k : qcow2_chain_depth(c), under, in_chain, !in_chain,
 			    dry_run, job, plan);
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = set_backing(c, backing, backing[0] ? fmt : NULL, dry_run, plan);
+	qcow2_job_phase(job, "pointer", pm, 0);
+	pm = qcow2_phase_start();
 	qcow2_chain_close(under);
 	qcow2_chain_close(c);
+	qcow2_job_phase(job, "flush", pm, 0);
 	return r;
 }

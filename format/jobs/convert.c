@@ -245,6 +245,7 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	struct qcow2_chain *dst = NULL;
 	struct qcow2_io *raw = NULL;
 	char part[PATH_MAX];
+	struct qcow2_phase_mark pm = qcow2_phase_start();
 	int r = part_name(dest, part, sizeof(part));
 
 	copy_opts(c, o, &co);
@@ -252,10 +253,13 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	if (r == 0)
 		r = qcow2_chain_copy(c, &co, NULL, &st);
 	*bytes = st.planned_bytes;
+	qcow2_job_phase(job, "plan", pm, 0);
 	if (r < 0 || o->dry_run)
 		return r;
+	pm = qcow2_phase_start();
 	r = o->existing ? open_existing(c, dest, false, job, &dst)
 			: new_dest(c, part, dest, o, job, &dst, &raw);
+	qcow2_job_phase(job, o->existing ? "open" : "create", pm, 0);
 	co.dst = dst;
 	co.dst_raw = raw;
 	co.under = o->shallow || o->backing || o->existing ? dst : NULL;
@@ -263,16 +267,20 @@ static int convert_run(struct qcow2_chain *c, const char *dest, const struct qco
 	co.scratch = !o->existing; /* a new copy that does not complete is deleted */
 	if (r == 0)
 		r = qcow2_chain_copy(c, &co, job, &st);
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = dst ? qcow2_chain_flush(dst) : qcow2_io_flush(raw);
 	qcow2_chain_close(dst);
 	qcow2_io_close(raw);
+	qcow2_job_phase(job, "flush", pm, 0);
 	if (o->existing)
 		return r;
+	pm = qcow2_phase_start();
 	if (r == 0)
 		r = publish_copy(part, dest);
 	else
 		unlink(part);
+	qcow2_job_phase(job, "rename", pm, 0);
 	return r;
 }
 

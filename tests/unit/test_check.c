@@ -690,7 +690,7 @@ static bool cancel_now(void *ctx)
 Test(check, a_cancelled_repair_stops_with_ecanceled_and_no_new_low_refcount)
 {
 	struct cancel_at c = {0};
-	struct qcow2_job job = {count_progress, cancel_now, &c, NULL};
+	struct qcow2_job job = {count_progress, cancel_now, &c, NULL, NULL};
 	struct qcow2_check_opts co = {&job, NULL, NULL};
 	struct qcow2_check_result res;
 	unsigned at, cancelled = 0;
