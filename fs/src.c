@@ -518,6 +518,30 @@ struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 	return s;
 }
 
+/* How much of a file the probe reads first (qcow2_header_probe(), qcow2_header_read()): the
+ * header and, in nearly every image, its extensions and backing name. */
+#define PREFETCH_BYTES 4096
+
+bool qfs_src_prefetch(struct qfs_src_cache *c, const char *path, const struct stat *st)
+{
+	struct qfs_src **link, *s = src_find(c, path, &link);
+	struct stat fst;
+	int fd;
+
+	if (!S_ISREG(st->st_mode) || (s && same_identity(&s->st, st)))
+		return false; /* nothing to probe, or probed already and unchanged */
+	/* Opened as probe_open() does (following no symlink, never into a FUSE mount to avoid,
+	 * without blocking), and only a regular file is asked: the advice starts the read and
+	 * returns, so many files' headers are on their way from the disk at once. */
+	fd = qfs_src_path_open(c, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode))
+		(void)posix_fadvise(fd, 0, PREFETCH_BYTES, POSIX_FADV_WILLNEED);
+	close(fd);
+	return true;
+}
+
 void qfs_src_lock_probe(struct qfs_src_cache *c, struct qfs_src *top)
 {
 	struct qfs_src *s = top;

@@ -108,6 +108,11 @@ void qfs_src_cache_next_gen(struct qfs_src_cache *c);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone,
  * is not a regular file, or its path is no longer canonical. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path);
+/* Start reading the start of the file at canonical @path (@st: its stat) into the page cache
+ * without waiting for it, when qfs_src_get() would probe it (no src of that identity yet): a
+ * caller about to probe many files prefetches some ahead of each probe, so their reads overlap
+ * instead of each waiting on the disk in turn. Reads only; true if a read was asked for. */
+bool qfs_src_prefetch(struct qfs_src_cache *c, const char *path, const struct stat *st);
 /* Ask again, for every file of the chain whose top is @top, whether another process holds it
  * for writing (QEMU's write lock): qfs_src_get() probes a file only when its stat identity
  * changes, or while it is busy (to see it freed), so a lock taken since is found here, where
