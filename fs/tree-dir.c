@@ -304,7 +304,7 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_node *n,
 			 struct stat *st)
 {
-	if (!t->single_file && (qfs_src_path_stat(&t->cache, dir->src, st) < 0 || !dir->scanned ||
+	if (!t->single_file && (qfs_src_dir_stat(&t->cache, dir->src, st) < 0 || !dir->scanned ||
 				st->st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st->st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -315,7 +315,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && qfs_src_path_stat(&t->cache, dir->src, &st) == 0) {
+	if (!t->single_file && qfs_src_dir_stat(&t->cache, dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}
