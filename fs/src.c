@@ -492,12 +492,20 @@ static bool lock_conflict(const char *path)
  * the owner's lock held. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 {
+	return qfs_src_get_stat(c, path, NULL);
+}
+
+struct qfs_src *qfs_src_get_stat(struct qfs_src_cache *c, const char *path,
+				 const struct stat *known)
+{
 	struct qfs_src **link, *s = src_find(c, path, &link);
 	struct stat st;
 
 	if (s && s->stat_gen == c->gen)
 		return s;
-	if (qfs_src_path_stat(c, path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (known)
+		st = *known;
+	if ((!known && qfs_src_path_stat(c, path, &st) < 0) || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
 			src_free(c, s);

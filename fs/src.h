@@ -126,6 +126,12 @@ void qfs_src_cache_next_gen(struct qfs_src_cache *c);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone,
  * is not a regular file, or its path is no longer canonical. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path);
+/* The same with the file's stat already made (@known), by the caller that listed it: an
+ * fstatat(AT_SYMLINK_NOFOLLOW) of its name in its directory, opened by its canonical path
+ * following no symlink (qfs_tree_opendir()), which is the stat qfs_src_path_stat() would make.
+ * A scan of 10,000 files then stats each once, not twice. */
+struct qfs_src *qfs_src_get_stat(struct qfs_src_cache *c, const char *path,
+				 const struct stat *known);
 /* Start reading the start of the file at canonical @path (@st: its stat) into the page cache
  * without waiting for it, when qfs_src_get() would probe it (no src of that identity yet): a
  * caller about to probe many files prefetches some ahead of each probe, so their reads overlap

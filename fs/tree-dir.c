@@ -189,10 +189,13 @@ static bool entry_src(struct qfs_tree *t, DIR *dp, const char *dir, const char *
 	/* A symlink is followed one component at a time, never into our own mount (that lookup
 	 * would wait on this daemon, which holds t->lock), and its target must lie in SOURCE or a
 	 * --backing-dir like any backing file. */
-	if (!S_ISLNK(st.st_mode))
-		snprintf(canon, sizeof(canon), "%s", path);
-	else
-		r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
+	if (!S_ISLNK(st.st_mode)) {
+		/* the stat above is of the canonical path (@dp was opened by it following no
+		 * symlink, the name is one component not followed): not made again */
+		*s = qfs_src_get_stat(&t->cache, path, &st);
+		return *s != NULL;
+	}
+	r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
 	/* outside, into the mount point, a loop; dangling: quietly */
 	if (r == -EPERM || r == -ELOOP)
 		qfs_src_link_refusal(&t->cache, path, qcow2_last_error());

@@ -220,7 +220,7 @@ static void preload(struct qfs_tree *t)
 	for (i = 0; i < p.n; i++) {
 		for (; ahead < p.n && ahead < i + PRELOAD_AHEAD; ahead++)
 			qfs_src_prefetch(&t->cache, p.f[ahead].path, &p.f[ahead].st);
-		qfs_src_get(&t->cache, p.f[i].path);
+		qfs_src_get_stat(&t->cache, p.f[i].path, &p.f[i].st); /* the walk's fstatat() */
 		free(p.f[i].path);
 	}
 	free(p.f);
