@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #if __has_include(<linux/openat2.h>)
 #include <linux/openat2.h>
@@ -719,6 +720,29 @@ bool qfs_src_memo_epoch(struct qfs_src_cache *c, uint64_t *epoch)
 	return true;
 }
 
+/* Does inotify see every change of a directory on the file system of @fd? Only where every
+ * change is made through this kernel: on NFS, CIFS, FUSE or a cluster file system another
+ * host or a daemon changes it unseen (the directory is stat'ed at every lookup there, its
+ * client's attribute cache deciding, as before). */
+static bool local_fs(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) < 0)
+		return false;
+	switch ((unsigned long)sf.f_type) {
+	case 0xEF53UL:	   /* ext2, ext3, ext4 */
+	case 0x58465342UL: /* xfs */
+	case 0x9123683EUL: /* btrfs */
+	case 0x01021994UL: /* tmpfs */
+	case 0xF2F52010UL: /* f2fs */
+	case 0x2FC12FC1UL: /* zfs */
+		return true;
+	default:
+		return false;
+	}
+}
+
 int qfs_src_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 {
 	struct qfs_dir_memo *m;
@@ -744,7 +768,7 @@ int qfs_src_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 		return fd;
 	}
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	wd = inotify_add_watch(c->ino_fd, link, DIR_WATCH_MASK);
+	wd = local_fs(fd) ? inotify_add_watch(c->ino_fd, link, DIR_WATCH_MASK) : -1;
 	if (fstat(fd, st) < 0)
 		r = -errno;
 	else if (S_ISLNK(st->st_mode))

@@ -175,7 +175,9 @@ int qfs_src_path_stat(struct qfs_src_cache *c, const char *path, struct stat *st
  * entries, a rename or removal of it) from before its stat: an event of a directory forgets
  * it, a change of the mount table forgets every directory (a remount or a mount over one
  * changes what its path is). A lookup then costs no stat of the directories above its image
- * (perm.c reaches them at every lookup). Same results as qfs_src_path_stat(). */
+ * (perm.c reaches them at every lookup). Only directories of local file systems are kept
+ * (ext4, xfs, btrfs, tmpfs, f2fs, zfs): on NFS another host's change sends no event. Same
+ * results as qfs_src_path_stat(). */
 int qfs_src_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st);
 /* The memo epoch: it moves whenever the mount table changed in a way that concerns the
  * sources (looked at once per scan generation, with the directories' events). A caller keeps what it found with the epoch and trusts it while
