@@ -128,7 +128,7 @@ static int perm_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 }
 
 /* perm_stat() of a directory above a file: from the directory memo (qfs_src_dir_stat(), kept
- * while no watched directory changed), so that a lookup does not stat every directory up to
+ * until inotify reports a change of it), so that a lookup does not stat every directory up to
  * the root again. */
 static int perm_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 {

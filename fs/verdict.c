@@ -45,7 +45,7 @@ static int daemon_may_write_now(struct qfs_src_cache *c, const char *path)
  * table moves the memo epoch). The daemon's own credentials never change. */
 static int daemon_may_write(struct qfs_src_cache *c, struct qfs_src *s)
 {
-	uint64_t epoch;
+	uint64_t epoch = 0;
 	bool keep = qfs_src_memo_epoch(c, &epoch);
 	int r;
 
