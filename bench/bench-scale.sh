@@ -12,6 +12,8 @@
 #   mount warm the same again with the headers in the page cache (the daemon's own cost)
 #   ls -l      a listing with every view's attributes (readdir, then a lookup per view)
 #   ls -l 2nd  the same again (the daemon's cache and the kernel's)
+# then, on a mount of its own (with strace installed), the daemon's system calls per image
+# during a second ls -l (strace -c -f): a lookup of an unchanged image costs about one stat.
 # and checks that every image is listed once, as STEM.raw. Each figure is the median of the reps,
 # printed beside its target (SPEC: 10,000 images mount in under 1 s and list in under 2 s) and
 # the ratio target/time (>= 1 meets it). No timing is asserted (BENCH_STRICT=1: exit 1 when a
@@ -133,6 +135,7 @@ check_listing() {
 make_images
 ms=() mw=() l1=() l2=()
 for ((r = 0; r < REPS; r++)); do
+	ld=$(cut -d' ' -f1-3 /proc/loadavg)
 	drop_caches
 	mount_timed tm
 	ls_timed ta
@@ -142,9 +145,35 @@ for ((r = 0; r < REPS; r++)); do
 	unmount
 	mount_timed tw # the images' headers now in the page cache: the daemon's own cost
 	unmount
-	log "rep $((r + 1)): mount $tm s (warm $tw s), ls -l $ta s, ls -l again $tb s"
+	log "rep $((r + 1)): mount $tm s (warm $tw s), ls -l $ta s, ls -l again $tb s (load before: $ld)"
 	ms+=("$tm") mw+=("$tw") l1+=("$ta") l2+=("$tb")
 done
+
+# the daemon's system calls per image over a second ls -l (strace -c), into SYSCALLS and the
+# top three calls into TOPCALLS
+SYSCALLS='' TOPCALLS=''
+syscalls_per_image() {
+	local spid i
+	command -v strace >/dev/null 2>&1 || return 0
+	mount_timed tx
+	ls -l "$MNT" >/dev/null
+	strace -c -f -o "$WORK/strace" -p "$PID" 2>/dev/null &
+	spid=$!
+	for ((i = 0; i < 100; i++)); do
+		awk '$1 == "TracerPid:" && $2 != 0 { ok = 1 } END { exit !ok }' "/proc/$PID/status" && break
+		sleep 0.1
+	done
+	ls -l "$MNT" >/dev/null
+	kill -INT "$spid" 2>/dev/null || true
+	wait "$spid" 2>/dev/null || true
+	unmount
+	# strace -c's table: "% time seconds usecs/call calls [errors] syscall", then "total"
+	SYSCALLS=$(awk -v n="$N" '$NF == "total" { printf "%.1f", $4 / n }' "$WORK/strace")
+	TOPCALLS=$(awk -v n="$N" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {
+		printf "%s %.1f\n", $NF, $4 / n }' "$WORK/strace" | sort -k2 -g -r | head -n 3 |
+		paste -sd, - | sed 's/,/, /g')
+}
+syscalls_per_image
 
 M=$(median "${ms[@]}")
 W=$(median "${mw[@]}")
@@ -158,6 +187,10 @@ printf '%-12s %10.3f %10s %14s\n' "mount" "$M" "< $MOUNT_TARGET" "$(ratio "$M" "
 printf '%-12s %10.3f %10s %14s\n' "mount warm" "$W" "< $MOUNT_TARGET" "$(ratio "$W" "$MOUNT_TARGET")"
 printf '%-12s %10.3f %10s %14s\n' "ls -l" "$A" "< $LIST_TARGET" "$(ratio "$A" "$LIST_TARGET")"
 printf '%-12s %10.3f %10s %14s\n' "ls -l 2nd" "$B" "< $LIST_TARGET" "$(ratio "$B" "$LIST_TARGET")"
+[ -z "$SYSCALLS" ] ||
+	printf '%-12s %10s   per image on a 2nd ls -l (strace -c of the daemon: %s)\n' "syscalls" \
+		"$SYSCALLS" "$TOPCALLS"
+printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$N" -ge 10000 ] || printf '(targets are for 10,000 images)\n'
 [ "$FAILED" = 0 ] || die "a listing was wrong"
 if [ "${BENCH_STRICT:-0}" = 1 ] && [ "$N" -ge 10000 ]; then

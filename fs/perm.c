@@ -127,6 +127,19 @@ static int perm_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
 	return 0;
 }
 
+/* perm_stat() of a directory above a file: from the directory memo (qfs_src_dir_stat(), kept
+ * until inotify reports a change of it), so that a lookup does not stat every directory up to
+ * the root again. */
+static int perm_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
+{
+	int r = qfs_src_dir_stat(c, path, st);
+
+	if (r < 0)
+		return r;
+	fold_acl(c, path, st);
+	return 0;
+}
+
 /* May every member of class @shift of a view owned by @uid:@gid have @bit (S_IROTH, S_IWOTH or
  * S_IXOTH) on the file @f? */
 static bool class_may(const struct stat *f, uid_t uid, gid_t gid, int shift, mode_t bit)
@@ -175,7 +188,7 @@ static mode_t deny_reach(struct qfs_src_cache *c, mode_t mode, const char *path,
 		return mode;
 	snprintf(seen, cap, "%s", dir);
 	for (;;) {
-		if (perm_stat(c, dir, &st) < 0)
+		if (perm_dir_stat(c, dir, &st) < 0)
 			return mode & ~(drop * 0111);
 		mode = deny(mode, &st, uid, gid, S_IXOTH, drop);
 		if (strcmp(dir, "/") == 0)

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #if __has_include(<linux/openat2.h>)
 #include <linux/openat2.h>
@@ -47,6 +49,14 @@ struct qfs_backing_ref {
 	char *path;
 	unsigned n;
 	struct qfs_backing_ref *next;
+};
+
+/* A directory's stat, kept while nothing watched changed (qfs_src_dir_stat()). */
+struct qfs_dir_memo {
+	char *path;
+	struct stat st;
+	int wd; /* its inotify watch */
+	struct qfs_dir_memo *next;
 };
 
 /* What the ACL of one file identity grants (qfs_src_acl_memo_find()). */
@@ -483,12 +493,20 @@ static bool lock_conflict(const char *path)
  * the owner's lock held. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 {
+	return qfs_src_get_stat(c, path, NULL);
+}
+
+struct qfs_src *qfs_src_get_stat(struct qfs_src_cache *c, const char *path,
+				 const struct stat *known)
+{
 	struct qfs_src **link, *s = src_find(c, path, &link);
 	struct stat st;
 
 	if (s && s->stat_gen == c->gen)
 		return s;
-	if (qfs_src_path_stat(c, path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (known)
+		st = *known;
+	if ((!known && qfs_src_path_stat(c, path, &st) < 0) || !S_ISREG(st.st_mode)) {
 		if (s) {
 			*link = s->hnext;
 			src_free(c, s);
@@ -516,6 +534,30 @@ struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path)
 	s->stat_gen = c->gen;
 	src_probe(c, s);
 	return s;
+}
+
+/* How much of a file the probe reads first (qcow2_header_probe(), qcow2_header_read()): the
+ * header and, in nearly every image, its extensions and backing name. */
+#define PREFETCH_BYTES 4096
+
+bool qfs_src_prefetch(struct qfs_src_cache *c, const char *path, const struct stat *st)
+{
+	struct qfs_src **link, *s = src_find(c, path, &link);
+	struct stat fst;
+	int fd;
+
+	if (!S_ISREG(st->st_mode) || (s && same_identity(&s->st, st)))
+		return false; /* nothing to probe, or probed already and unchanged */
+	/* Opened as probe_open() does (following no symlink, never into a FUSE mount to avoid,
+	 * without blocking), and only a regular file is asked: the advice starts the read and
+	 * returns, so many files' headers are on their way from the disk at once. */
+	fd = qfs_src_path_open(c, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode))
+		(void)posix_fadvise(fd, 0, PREFETCH_BYTES, POSIX_FADV_WILLNEED);
+	close(fd);
+	return true;
 }
 
 void qfs_src_lock_probe(struct qfs_src_cache *c, struct qfs_src *top)
@@ -556,6 +598,207 @@ int qfs_src_path_open(struct qfs_src_cache *c, const char *path, int flags)
 	if (qcow2_mounts_avoid(c->mounts, path))
 		return -EPERM;
 	return qcow2_path_open_canonical(path, flags);
+}
+
+/* ---- directories and the memo epoch ---- */
+
+#define DIR_MEMO_MAX 4096u /* past this, the memo starts again */
+/* Every change of a directory that can change its stat or what its path names: its mode,
+ * owner, ACL or link count (IN_ATTRIB, also sent when a rename replaces it), its entries (which
+ * move its mtime, and may replace a directory below it), its own rename or removal. */
+#define DIR_WATCH_MASK                                                                      \
+	(IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
+	 IN_MOVE_SELF | IN_ONLYDIR)
+
+static void dir_memo_clear(struct qfs_src_cache *c)
+{
+	unsigned b;
+
+	for (b = 0; b < QFS_SRC_BUCKETS; b++) {
+		while (c->dirs[b]) {
+			struct qfs_dir_memo *m = c->dirs[b];
+
+			c->dirs[b] = m->next;
+			free(m->path);
+			free(m);
+		}
+	}
+	c->n_dirs = 0;
+}
+
+/* No memo from here on (inotify failed): what was kept is forgotten. */
+static void memo_off(struct qfs_src_cache *c)
+{
+	if (c->watching)
+		close(c->ino_fd);
+	c->watching = false;
+	c->epoch++;
+	dir_memo_clear(c);
+}
+
+/* Forget the directories watched as @wd (one, unless bind mounts show it at two paths). */
+static void dir_memo_drop(struct qfs_src_cache *c, int wd)
+{
+	unsigned b;
+
+	for (b = 0; b < QFS_SRC_BUCKETS; b++) {
+		struct qfs_dir_memo **pp = &c->dirs[b];
+
+		while (*pp) {
+			struct qfs_dir_memo *m = *pp;
+
+			if (m->wd != wd) {
+				pp = &m->next;
+				continue;
+			}
+			*pp = m->next;
+			free(m->path);
+			free(m);
+			c->n_dirs--;
+		}
+	}
+}
+
+/* Apply the events in @buf (@len bytes). An event of the directory itself (its mode, owner, ACL,
+ * link count: also sent when a rename replaces it; its rename or removal) or of its entries (a
+ * name made, removed or moved there moves its mtime) forgets that directory; what happens to
+ * an entry's attributes is no change of the directory (a directory below that is kept has its
+ * own watch). An overflow of the queue forgets every directory. */
+static void dir_events(struct qfs_src_cache *c, const char *buf, size_t len)
+{
+	const uint32_t dir_changed = IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+				     IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED |
+				     IN_UNMOUNT;
+	size_t off = 0;
+
+	while (off + sizeof(struct inotify_event) <= len) {
+		const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+
+		if (ev->mask & IN_Q_OVERFLOW || ev->wd < 0)
+			dir_memo_clear(c);
+		else if ((ev->mask & dir_changed) &&
+			 !(ev->len && (ev->mask & ~IN_ISDIR) == IN_ATTRIB))
+			dir_memo_drop(c, ev->wd);
+		off += sizeof(struct inotify_event) + ev->len;
+	}
+}
+
+bool qfs_src_memo_epoch(struct qfs_src_cache *c, uint64_t *epoch)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	uint64_t mg;
+	ssize_t got;
+
+	if (!c->watching)
+		return false;
+	if (c->epoch_checked && c->epoch_gen == c->gen) {
+		*epoch = c->epoch;
+		return true;
+	}
+	/* Once per scan generation (each request starts one): the events queued since the last
+	 * look forget the directories they concern; a change of the mount table, which no watch
+	 * reports, forgets everything and moves the epoch. */
+	while ((got = read(c->ino_fd, buf, sizeof(buf))) > 0)
+		dir_events(c, buf, (size_t)got);
+	if (got < 0 && errno != EAGAIN && errno != EINTR) {
+		memo_off(c);
+		return false;
+	}
+	if (!qcow2_mounts_generation(c->mounts, &mg)) {
+		c->epoch++;
+		dir_memo_clear(c);
+		return false; /* the mount table cannot be read: nothing is kept this time */
+	}
+	if (!c->epoch_checked || mg != c->mounts_gen) {
+		c->epoch++;
+		dir_memo_clear(c);
+	}
+	c->mounts_gen = mg;
+	c->epoch_gen = c->gen;
+	c->epoch_checked = true;
+	*epoch = c->epoch;
+	return true;
+}
+
+/* Does inotify see every change of a directory on the file system of @fd? Only where every
+ * change is made through this kernel: on NFS, CIFS, FUSE or a cluster file system another
+ * host or a daemon changes it unseen (the directory is stat'ed at every lookup there, its
+ * client's attribute cache deciding, as before). */
+static bool local_fs(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) < 0)
+		return false;
+	switch ((unsigned long)sf.f_type) {
+	case 0xEF53UL:	   /* ext2, ext3, ext4 */
+	case 0x58465342UL: /* xfs */
+	case 0x9123683EUL: /* btrfs */
+	case 0x01021994UL: /* tmpfs */
+	case 0xF2F52010UL: /* f2fs */
+	case 0x2FC12FC1UL: /* zfs */
+		return true;
+	default:
+		return false;
+	}
+}
+
+int qfs_src_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st)
+{
+	struct qfs_dir_memo *m;
+	unsigned b = hash_str(path);
+	uint64_t epoch;
+	char link[64];
+	int fd, wd, r = 0;
+
+	if (!qfs_src_memo_epoch(c, &epoch))
+		return qfs_src_path_stat(c, path, st);
+	for (m = c->dirs[b]; m && strcmp(m->path, path) != 0; m = m->next)
+		;
+	if (m) {
+		*st = m->st;
+		return 0;
+	}
+	/* As qfs_src_path_stat(), with the watch set between the open and the stat: a change
+	 * after the stat is an event, which forgets it. The watch is set through the descriptor's
+	 * /proc link, which leads to the directory itself without a walk. */
+	fd = qfs_src_path_open(c, path, O_PATH | O_CLOEXEC);
+	if (fd < 0) {
+		errno = -fd;
+		return fd;
+	}
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	wd = local_fs(fd) ? inotify_add_watch(c->ino_fd, link, DIR_WATCH_MASK) : -1;
+	if (fstat(fd, st) < 0)
+		r = -errno;
+	else if (S_ISLNK(st->st_mode))
+		r = -ELOOP;
+	close(fd);
+	if (r < 0) {
+		errno = -r;
+		return r;
+	}
+	if (wd < 0 || !S_ISDIR(st->st_mode))
+		return 0; /* not kept: asked again next time */
+	if (c->n_dirs >= DIR_MEMO_MAX)
+		dir_memo_clear(c);
+	if ((m = calloc(1, sizeof(*m))) && (m->path = strdup(path))) {
+		m->st = *st;
+		m->wd = wd;
+		m->next = c->dirs[b];
+		c->dirs[b] = m;
+		c->n_dirs++;
+	} else {
+		free(m);
+	}
+	return 0;
+}
+
+bool qfs_src_ctime_settled(const struct stat *st)
+{
+	struct timespec now;
+
+	return clock_gettime(CLOCK_REALTIME, &now) == 0 && st->st_ctim.tv_sec + 2 <= now.tv_sec;
 }
 
 /* ---- chain checks ---- */
@@ -818,12 +1061,11 @@ void qfs_src_acl_memo_put(struct qfs_src_cache *c, const struct stat *st, int fl
 {
 	struct qfs_acl_memo *m = acl_memo_of(c, st);
 	unsigned b = hash_ident(st);
-	struct timespec now;
 
 	/* A change within the clock's granularity of the last one may leave the ctime as it was
 	 * (the kernel stamps with a coarse clock): a file changed in the last two seconds is not
 	 * kept, so a memo is never taken for a file changed again under the same stamp. */
-	if (clock_gettime(CLOCK_REALTIME, &now) < 0 || st->st_ctim.tv_sec + 2 > now.tv_sec) {
+	if (!qfs_src_ctime_settled(st)) {
 		if (m)
 			m->ctim.tv_sec = m->ctim.tv_nsec = -1; /* stale: never matches */
 		return;
@@ -851,6 +1093,8 @@ void qfs_src_cache_init(struct qfs_src_cache *c, const struct qcow2_chain_opts *
 	c->copts = copts;
 	c->mounts = mounts;
 	c->read_only = read_only;
+	c->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	c->watching = c->ino_fd >= 0; /* else no memo: every stat is asked */
 }
 
 void qfs_src_cache_next_gen(struct qfs_src_cache *c)
@@ -874,4 +1118,8 @@ void qfs_src_cache_release(struct qfs_src_cache *c)
 	link_notes_free(c);
 	brefs_free(c);
 	acl_memo_free(c);
+	dir_memo_clear(c);
+	if (c->watching)
+		close(c->ino_fd);
+	c->watching = false;
 }

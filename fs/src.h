@@ -74,10 +74,18 @@ struct qfs_src {
 	bool key_ok;
 	dev_t key_dev;
 	ino_t key_ino;
+	/* May the daemon write the file (verdict.c: access(2), a negative errno or 0), as found
+	 * at memo epoch wr_epoch for the file of identity wr_ino and ctime wr_ctim. */
+	bool wr_known;
+	int wr_err;
+	uint64_t wr_epoch;
+	ino_t wr_ino;
+	struct timespec wr_ctim;
 	struct qfs_src *hnext;
 };
 
 struct qfs_link_note;
+struct qfs_dir_memo;
 struct qfs_backing_ref;
 struct qfs_acl_memo;
 
@@ -94,6 +102,16 @@ struct qfs_src_cache {
 	bool brefs_lost; /* a count was lost (out of memory): never trust "none" */
 	struct qfs_acl_memo *acls[QFS_SRC_BUCKETS]; /* file identity -> its ACL's floor */
 	unsigned n_acls;
+	/* What lookups found that no stat identity of an image tells: the stats of directories
+	 * (qfs_src_dir_stat(), each kept until inotify reports a change of it) and the daemon's
+	 * own access (verdict.c), all kept while the mount table stays (qfs_src_memo_epoch()). */
+	int ino_fd;    /* inotify, when watching */
+	bool watching; /* else nothing is kept */
+	uint64_t epoch, mounts_gen;
+	unsigned epoch_gen; /* the scan generation whose start looked for changes */
+	bool epoch_checked;
+	struct qfs_dir_memo *dirs[QFS_SRC_BUCKETS];
+	unsigned n_dirs;
 };
 
 /* Set up the empty cache @c (zeroed by the caller) over @copts and @mounts, which must outlive
@@ -108,6 +126,17 @@ void qfs_src_cache_next_gen(struct qfs_src_cache *c);
 /* The src for canonical @path, refreshed once per scan generation; NULL if the file is gone,
  * is not a regular file, or its path is no longer canonical. */
 struct qfs_src *qfs_src_get(struct qfs_src_cache *c, const char *path);
+/* The same with the file's stat already made (@known), by the caller that listed it: an
+ * fstatat(AT_SYMLINK_NOFOLLOW) of its name in its directory, opened by its canonical path
+ * following no symlink (qfs_tree_opendir()), which is the stat qfs_src_path_stat() would make.
+ * A scan of 10,000 files then stats each once, not twice. */
+struct qfs_src *qfs_src_get_stat(struct qfs_src_cache *c, const char *path,
+				 const struct stat *known);
+/* Start reading the start of the file at canonical @path (@st: its stat) into the page cache
+ * without waiting for it, when qfs_src_get() would probe it (no src of that identity yet): a
+ * caller about to probe many files prefetches some ahead of each probe, so their reads overlap
+ * instead of each waiting on the disk in turn. Reads only; true if a read was asked for. */
+bool qfs_src_prefetch(struct qfs_src_cache *c, const char *path, const struct stat *st);
 /* Ask again, for every file of the chain whose top is @top, whether another process holds it
  * for writing (QEMU's write lock): qfs_src_get() probes a file only when its stat identity
  * changes, or while it is busy (to see it freed), so a lock taken since is found here, where
@@ -141,6 +170,24 @@ void qfs_src_acl_memo_put(struct qfs_src_cache *c, const struct stat *st, int fl
  * canonical path the daemon looks up under its tree lock goes through these. 0 (a descriptor)
  * or a negative errno. */
 int qfs_src_path_stat(struct qfs_src_cache *c, const char *path, struct stat *st);
+/* qfs_src_path_stat() of the canonical directory @path, answered from memory while nothing that
+ * could change the answer happened: the directory is watched (inotify: its mode, owner, ACL,
+ * entries, a rename or removal of it) from before its stat: an event of a directory forgets
+ * it, a change of the mount table forgets every directory (a remount or a mount over one
+ * changes what its path is). A lookup then costs no stat of the directories above its image
+ * (perm.c reaches them at every lookup). Only directories of local file systems are kept
+ * (ext4, xfs, btrfs, tmpfs, f2fs, zfs): on NFS another host's change sends no event. Same
+ * results as qfs_src_path_stat(). */
+int qfs_src_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st);
+/* The memo epoch: it moves whenever the mount table changed in a way that concerns the
+ * sources (looked at once per scan generation, with the directories' events). A caller keeps what it found with the epoch and trusts it while
+ * the epoch stays. False when changes cannot be seen (no inotify, no mount table): keep
+ * nothing then. */
+bool qfs_src_memo_epoch(struct qfs_src_cache *c, uint64_t *epoch);
+/* Is the ctime of @st old enough to tell every later change (the kernel stamps with a coarse
+ * clock: a change in the same tick may leave it as it was)? A memo keyed by ctime keeps only
+ * files whose ctime is at least two seconds old. */
+bool qfs_src_ctime_settled(const struct stat *st);
 int qfs_src_path_open(struct qfs_src_cache *c, const char *path, int flags);
 
 #endif

@@ -189,10 +189,13 @@ static bool entry_src(struct qfs_tree *t, DIR *dp, const char *dir, const char *
 	/* A symlink is followed one component at a time, never into our own mount (that lookup
 	 * would wait on this daemon, which holds t->lock), and its target must lie in SOURCE or a
 	 * --backing-dir like any backing file. */
-	if (!S_ISLNK(st.st_mode))
-		snprintf(canon, sizeof(canon), "%s", path);
-	else
-		r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
+	if (!S_ISLNK(st.st_mode)) {
+		/* the stat above is of the canonical path (@dp was opened by it following no
+		 * symlink, the name is one component not followed): not made again */
+		*s = qfs_src_get_stat(&t->cache, path, &st);
+		return *s != NULL;
+	}
+	r = qcow2_chain_resolve_top(&t->copts, path, canon, sizeof(canon));
 	/* outside, into the mount point, a loop; dangling: quietly */
 	if (r == -EPERM || r == -ELOOP)
 		qfs_src_link_refusal(&t->cache, path, qcow2_last_error());
@@ -304,7 +307,7 @@ static void child_rel(const struct qfs_node *dir, const char *name, char *out, s
 static bool node_current(struct qfs_tree *t, struct qfs_node *dir, struct qfs_node *n,
 			 struct stat *st)
 {
-	if (!t->single_file && (qfs_src_path_stat(&t->cache, dir->src, st) < 0 || !dir->scanned ||
+	if (!t->single_file && (qfs_src_dir_stat(&t->cache, dir->src, st) < 0 || !dir->scanned ||
 				st->st_mtim.tv_sec != dir->scan_mtime.tv_sec ||
 				st->st_mtim.tv_nsec != dir->scan_mtime.tv_nsec))
 		return false;
@@ -315,7 +318,7 @@ static void note_scanned(struct qfs_tree *t, struct qfs_node *dir)
 {
 	struct stat st;
 
-	if (!t->single_file && qfs_src_path_stat(&t->cache, dir->src, &st) == 0) {
+	if (!t->single_file && qfs_src_dir_stat(&t->cache, dir->src, &st) == 0) {
 		dir->scan_mtime = st.st_mtim;
 		dir->scanned = true;
 	}

@@ -167,13 +167,63 @@ void qfs_tree_walk(struct qfs_tree *t, const char *dir,
 	walk_at(t, dir, 0, visit, ctx);
 }
 
-/* Load every regular file into the src cache (so raw backing files are known). */
+/* How many files' headers are read ahead of the probe at the first load: enough to keep the
+ * disk's queue full, few enough that the page cache keeps them until the probe comes. */
+#define PRELOAD_AHEAD 128u
+
+/* The regular files of SOURCE, in walk order (the first load's list). */
+struct preload {
+	struct {
+		char *path;
+		struct stat st;
+	} * f;
+	size_t n, cap;
+	bool lost; /* out of memory: the files not listed are loaded by the first scan */
+};
+
 static void preload_one(void *ctx, const char *path, const struct stat *st)
 {
-	struct qfs_tree *t = ctx;
+	struct preload *p = ctx;
 
-	if (S_ISREG(st->st_mode))
-		qfs_src_get(&t->cache, path);
+	if (!S_ISREG(st->st_mode) || p->lost)
+		return;
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 256;
+		void *nf = realloc(p->f, cap * sizeof(*p->f));
+
+		if (!nf) {
+			p->lost = true;
+			return;
+		}
+		p->f = nf;
+		p->cap = cap;
+	}
+	if (!(p->f[p->n].path = strdup(path))) {
+		p->lost = true;
+		return;
+	}
+	p->f[p->n++].st = *st;
+}
+
+/* Load every regular file of SOURCE into the src cache (so raw backing files are known). Each
+ * probe reads the start of its file and waits for it; with the page cache cold that wait is the
+ * whole cost, one disk round trip per file. So the headers of the next PRELOAD_AHEAD files are
+ * asked for (qfs_src_prefetch(): an advice, no wait) before each probe: the disk serves many at
+ * once, and the probes, still one at a time and in the same order, find them in memory. The
+ * probes decide everything as before; the prefetch only reads. */
+static void preload(struct qfs_tree *t)
+{
+	struct preload p = {0};
+	size_t i, ahead = 0;
+
+	qfs_tree_walk(t, t->root_dir, preload_one, &p);
+	for (i = 0; i < p.n; i++) {
+		for (; ahead < p.n && ahead < i + PRELOAD_AHEAD; ahead++)
+			qfs_src_prefetch(&t->cache, p.f[ahead].path, &p.f[ahead].st);
+		qfs_src_get_stat(&t->cache, p.f[i].path, &p.f[i].st); /* the walk's fstatat() */
+		free(p.f[i].path);
+	}
+	free(p.f);
 }
 
 bool qfs_tree_read_only(const struct qfs_tree *t)
@@ -259,7 +309,7 @@ int qfs_tree_new(const struct qfs_config *cfg, struct qfs_tree **out)
 	if (t->single_file)
 		qfs_src_get(&t->cache, t->source);
 	else
-		qfs_tree_walk(t, t->root_dir, preload_one, t);
+		preload(t);
 	pthread_mutex_unlock(&t->lock);
 	*out = t;
 	return 0;

@@ -26,7 +26,7 @@
  * possibly into our own mount while the tree lock is held: the file is reached following no
  * symlink (an O_PATH descriptor, which neither blocks nor checks permissions), then asked
  * through its /proc link, which leads to the file itself without a walk. 0 or the errno. */
-static int daemon_may_write(struct qfs_src_cache *c, const char *path)
+static int daemon_may_write_now(struct qfs_src_cache *c, const char *path)
 {
 	char link[64];
 	int fd = qfs_src_path_open(c, path, O_PATH | O_CLOEXEC), r;
@@ -36,6 +36,29 @@ static int daemon_may_write(struct qfs_src_cache *c, const char *path)
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	r = access(link, W_OK) == 0 ? 0 : errno;
 	close(fd);
+	return r;
+}
+
+/* daemon_may_write_now() of image @s, asked once per change of what decides it, not at every
+ * lookup: the file's mode, owner, ACL and attributes (its ctime moves with each, and s->st is
+ * this generation's stat), and the file system being remounted read-only (a change of the mount
+ * table moves the memo epoch). The daemon's own credentials never change. */
+static int daemon_may_write(struct qfs_src_cache *c, struct qfs_src *s)
+{
+	uint64_t epoch = 0;
+	bool keep = qfs_src_memo_epoch(c, &epoch);
+	int r;
+
+	if (keep && s->wr_known && s->wr_epoch == epoch && s->wr_ino == s->st.st_ino &&
+	    s->wr_ctim.tv_sec == s->st.st_ctim.tv_sec &&
+	    s->wr_ctim.tv_nsec == s->st.st_ctim.tv_nsec)
+		return s->wr_err;
+	r = daemon_may_write_now(c, s->path);
+	s->wr_known = keep && qfs_src_ctime_settled(&s->st);
+	s->wr_err = r;
+	s->wr_epoch = epoch;
+	s->wr_ino = s->st.st_ino;
+	s->wr_ctim = s->st.st_ctim;
 	return r;
 }
 
@@ -86,7 +109,7 @@ static bool read_only_why(struct qfs_src_cache *c, struct qfs_src *s, const stru
 	} else if (!(s->st.st_mode & 0222)) {
 		snprintf(why, cap, "permissions: the image file has no write bit (mode %04o)",
 			 (unsigned)(s->st.st_mode & 07777));
-	} else if ((err = daemon_may_write(c, s->path)) != 0) {
+	} else if ((err = daemon_may_write(c, s)) != 0) {
 		snprintf(why, cap, "the daemon may not write the image file: %s", strerror(err));
 	} else {
 		return false;

@@ -41,7 +41,9 @@ struct qcow2_mounts {
 	size_t nkeep;
 	char **dirs; /* under lock: the FUSE mount points to avoid */
 	size_t ndirs;
-	bool fresh; /* under lock: dirs were read since the last change of the table */
+	bool fresh;   /* under lock: dirs were read since the last change of the table */
+	uint64_t gen; /* under lock: changes of the table seen (qcow2_mounts_generation()) */
+	uint64_t sig; /* under lock: a hash of the lines that concern the sources */
 };
 
 /* Undo mountinfo's octal escapes (\040 for a space...) in place. */
@@ -121,6 +123,38 @@ static void parse_line(struct qcow2_mounts *m, char *line)
 		m->ndirs++;
 }
 
+static uint64_t line_hash(uint64_t h, const char *s)
+{
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return (h ^ '\n') * 1099511628211ull;
+}
+
+/* Is the line's mount point at or above a source, or below one (a mount there, or a remount
+ * of it read-only, changes what a source's paths are)? */
+static bool concerns_sources(const struct qcow2_mounts *m, const char *line)
+{
+	char dir[PATH_MAX];
+	const char *p = line;
+	size_t i, n;
+
+	for (i = 0; i < 4 && p; i++) {
+		p = strchr(p, ' ');
+		p = p ? p + 1 : NULL;
+	}
+	if (!p || !(n = strcspn(p, " ")) || n >= sizeof(dir))
+		return true; /* unreadable: counted, to be safe */
+	memcpy(dir, p, n);
+	dir[n] = '\0';
+	unescape(dir);
+	if (kept(m, dir))
+		return true;
+	for (i = 0; i < m->nkeep; i++)
+		if (qcow2_path_below(dir, m->keep[i]))
+			return true;
+	return false;
+}
+
 /* Read the table again (m->lock held). On failure every path is avoided but the sources'
  * own: a lookup refused is a file not shown, a lookup that hangs is a mount that hangs. */
 static void reread(struct qcow2_mounts *m)
@@ -128,6 +162,8 @@ static void reread(struct qcow2_mounts *m)
 	size_t len = 0, cap = 65536;
 	char *buf = malloc(cap), *line, *p;
 	ssize_t got;
+
+	uint64_t sig = 1469598103934665603ull;
 
 	dirs_free(m);
 	m->fresh = false;
@@ -151,30 +187,60 @@ static void reread(struct qcow2_mounts *m)
 		len += (size_t)got;
 	}
 	buf[len] = '\0';
-	for (p = buf; (line = strsep(&p, "\n"));)
-		if (*line)
-			parse_line(m, line);
+	for (p = buf; (line = strsep(&p, "\n"));) {
+		if (!*line)
+			continue;
+		if (concerns_sources(m, line))
+			sig = line_hash(sig, line);
+		parse_line(m, line);
+	}
 	m->fresh = true;
 out:
 	free(buf);
+	/* Only the mounts that concern the sources count as a change (qcow2_mounts_generation()):
+	 * other mounts come and go all the time on a busy host. */
+	if (!m->fresh || sig != m->sig)
+		m->gen++;
+	m->sig = m->fresh ? sig : 0;
 }
 
-bool qcow2_mounts_avoid(void *ctx, const char *path)
+/* Read the table again if it changed since the last look (m->lock held). */
+static void refresh(struct qcow2_mounts *m)
 {
-	struct qcow2_mounts *m = ctx;
 	struct pollfd pfd;
-	bool avoid;
-	size_t i;
 
-	if (!m || m->fd < 0)
-		return false;
-	pthread_mutex_lock(&m->lock);
 	pfd.fd = m->fd;
 	pfd.events = POLLPRI;
 	pfd.revents = 0;
 	/* the kernel clears the event it reports: one poll sees each change once */
 	if (!m->fresh || (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLPRI | POLLERR))))
 		reread(m);
+}
+
+bool qcow2_mounts_generation(struct qcow2_mounts *m, uint64_t *gen)
+{
+	bool known;
+
+	if (!m || m->fd < 0)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	refresh(m);
+	known = m->fresh; /* a table that could not be read says nothing of what changed */
+	*gen = m->gen;
+	pthread_mutex_unlock(&m->lock);
+	return known;
+}
+
+bool qcow2_mounts_avoid(void *ctx, const char *path)
+{
+	struct qcow2_mounts *m = ctx;
+	bool avoid;
+	size_t i;
+
+	if (!m || m->fd < 0)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	refresh(m);
 	avoid = !m->fresh && !kept(m, path);
 	for (i = 0; !avoid && i < m->ndirs; i++) {
 		size_t n = strlen(m->dirs[i]);

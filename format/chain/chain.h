@@ -12,7 +12,11 @@
 struct qcow2_ownermap;
 #define QCOW2_OWNER_UNKNOWN 0u
 #define QCOW2_OWNER_NONE    0xffffffffu
+/* The most memory the pages of one map hold (ownermap.c): past it, chunks are not recorded. */
+#define QCOW2_OWNERMAP_BUDGET (8u << 20)
 int qcow2_ownermap_new(uint64_t size, uint32_t chunk_bits, struct qcow2_ownermap **out);
+/* The bytes its pages hold now (at most QCOW2_OWNERMAP_BUDGET). */
+size_t qcow2_ownermap_bytes(const struct qcow2_ownermap *m);
 void qcow2_ownermap_free(struct qcow2_ownermap *m);
 /* Owner of chunk @idx: QCOW2_OWNER_UNKNOWN, QCOW2_OWNER_NONE, or layer + 1. Lock-free. */
 uint32_t qcow2_ownermap_get(const struct qcow2_ownermap *m, uint64_t idx);

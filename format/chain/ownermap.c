@@ -4,10 +4,15 @@
  *
  * This is what makes read cost independent of chain depth: the first read of a chunk walks the
  * layers and records the owner; later reads go straight to that layer. Entries are 32-bit
- * (0 = unknown, ~0 = no layer has data, else layer + 1), stored in 16 KiB pages allocated on
+ * (0 = unknown, ~0 = no layer has data, else layer + 1), stored in 1 KiB pages allocated on
  * first use, so memory follows what is read, not the virtual size. Reads and writes of entries
  * are atomic and lock-free; pages are installed with compare-and-swap. Two threads racing on
  * the same chunk compute the same owner, so the race is benign.
+ * The pages of one map hold at most QCOW2_OWNERMAP_BUDGET bytes: random reads over a large
+ * disk would otherwise fill a page per read (a 1 TiB chain read at random 20,000 times held
+ * 64 MiB of 16 KiB pages). Past the budget a chunk that needs a new page is not recorded and
+ * stays unknown: its reads walk the chain, as they would with no map. Pages are never freed
+ * while the map lives (readers use them without a lock), so the budget is a plain count.
  * Disks with more than 2^30 chunks get no map (the caller walks the chain instead).
  * When the top layer changes, the chain forgets the chunks it changed (qcow2_ownermap_forget(),
  * under the chain's owner lock held exclusive, while walks that record owners hold it shared).
@@ -18,14 +23,16 @@
 
 #include "chain/chain.h"
 
-#define PAGE_BITS    12
+#define PAGE_BITS    8
 #define PAGE_ENTRIES (1u << PAGE_BITS)
-#define MAX_PAGES    (1u << 18)
+#define PAGE_BYTES   (PAGE_ENTRIES * sizeof(uint32_t))
+#define MAX_PAGES    (1u << 22) /* 2^30 chunks */
 
 struct qcow2_ownermap {
 	uint32_t chunk_bits;
 	uint64_t n_chunks;
 	uint64_t n_pages;
+	uint64_t n_alloc; /* pages allocated (atomic): at most QCOW2_OWNERMAP_BUDGET / PAGE_BYTES */
 	uint32_t **pages; /* entries installed atomically */
 };
 
@@ -82,16 +89,32 @@ void qcow2_ownermap_set(struct qcow2_ownermap *m, uint64_t idx, uint32_t owner)
 		return;
 	page = __atomic_load_n(&m->pages[idx >> PAGE_BITS], __ATOMIC_ACQUIRE);
 	if (!page) {
+		/* a page counts against the budget before it exists, so that racing setters
+		 * never go past it together */
+		if (__atomic_add_fetch(&m->n_alloc, 1, __ATOMIC_RELAXED) >
+		    QCOW2_OWNERMAP_BUDGET / PAGE_BYTES) {
+			__atomic_sub_fetch(&m->n_alloc, 1, __ATOMIC_RELAXED);
+			return; /* over budget: the chunk stays unknown (its reads walk) */
+		}
 		fresh = calloc(PAGE_ENTRIES, sizeof(*fresh));
-		if (!fresh)
+		if (!fresh) {
+			__atomic_sub_fetch(&m->n_alloc, 1, __ATOMIC_RELAXED);
 			return; /* the map is only a cache: leave the chunk unknown */
+		}
 		if (__atomic_compare_exchange_n(&m->pages[idx >> PAGE_BITS], &page, fresh, false,
-						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			page = fresh;
-		else
+		} else {
 			free(fresh);
+			__atomic_sub_fetch(&m->n_alloc, 1, __ATOMIC_RELAXED);
+		}
 	}
 	__atomic_store_n(&page[idx & (PAGE_ENTRIES - 1)], owner, __ATOMIC_RELAXED);
+}
+
+size_t qcow2_ownermap_bytes(const struct qcow2_ownermap *m)
+{
+	return m ? (size_t)__atomic_load_n(&m->n_alloc, __ATOMIC_RELAXED) * PAGE_BYTES : 0;
 }
 
 uint32_t qcow2_ownermap_chunk_bits(const struct qcow2_ownermap *m)

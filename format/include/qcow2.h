@@ -871,6 +871,10 @@ int qcow2_mounts_new(const char *const *sources, size_t n, struct qcow2_mounts *
 /* Is the canonical @path at or below a FUSE mount point to avoid? (@ctx: the qcow2_mounts, as
  * struct qcow2_path_avoid takes it.) Any thread. */
 bool qcow2_mounts_avoid(void *ctx, const char *path);
+/* How many times the mount table was seen to change (a mount, an unmount, a remount read-only):
+ * a caller's memo of what a lookup or access(2) found holds while this stays the same. Returns
+ * false when changes cannot be seen (no /proc/self/mountinfo): keep no memo then. Any thread. */
+bool qcow2_mounts_generation(struct qcow2_mounts *m, uint64_t *gen);
 void qcow2_mounts_free(struct qcow2_mounts *m);
 
 /* Resolve the top image @path of a chain (qcow2_path_resolve() avoiding @o->mount_point) into

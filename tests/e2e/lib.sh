@@ -619,6 +619,14 @@ expect_readonly_mode()
 	fi
 }
 
+# view_mode_is PATH MODE: stat(2) of PATH through the mount shows MODE (octal, as stat -c %a).
+view_mode_is()
+{
+	local mode
+	mode=$(fs stat -c %a "$1") || return 1
+	[ "$mode" = "$2" ] || { echo "$1 has mode $mode, want $2"; return 1; }
+}
+
 # expect_exists PATH...: each path exists (looked up through the mount, bounded in time).
 expect_exists()
 {
