@@ -88,6 +88,15 @@ static void close_write_side(struct qcow2_image *img)
 	img->w = NULL;
 }
 
+int qcow2_image_end_write(struct qcow2_image *img)
+{
+	int r = img->w ? qcow2_image_flush(img) : 0;
+
+	if (r == 0)
+		close_write_side(img);
+	return r;
+}
+
 bool qcow2_image_writable(const struct qcow2_image *img)
 {
 	return img->w && !__atomic_load_n(&img->w->corrupt, __ATOMIC_ACQUIRE);

@@ -1067,6 +1067,35 @@ int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry
 				   const struct qcow2_job *job, struct qcow2_plan *plan,
 				   struct qcow2_external_delete *res);
 
+/* ---- live jobs on an open chain (jobs/live.c, chain/live.c) ----
+ * Jobs on a chain that stays open and in use: reads and writes through it go on meanwhile and
+ * see the same view throughout; the layers change between requests. @o is what the chain was
+ * opened with (its root, keys, locks). One live job at a time per chain (-EBUSY); the chain's
+ * top must be open for writing; encrypted layers are refused (-ENOTSUP). Killed anywhere,
+ * every image is valid and the offline job run again completes it; cancelled (@job), the view
+ * and the layers are unchanged. After a job, qcow2_chain_depth() and qcow2_chain_layer() tell
+ * the new layers. */
+/* Live external snapshot: @overlay created (refused if it exists) on the top, then, between
+ * requests, the top written back and kept as a read-only backing layer (QEMU's write
+ * permission given back), and @overlay the chain's writable top: writes go on into it. */
+int qcow2_chain_snapshot_external_live(struct qcow2_chain *c, const char *overlay,
+				       const struct qcow2_chain_opts *o, bool dry_run,
+				       struct qcow2_plan *plan);
+/* Live pull: what the layers above @base (NULL: every backing layer) provide is allocated in
+ * the top (never over what the top has), durable; then the top backs onto @base and the
+ * layers between leave the chain. */
+int qcow2_chain_pull_live(struct qcow2_chain *c, const char *base, const struct qcow2_chain_opts *o,
+			  bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan);
+/* Live commit (@co as qcow2_commit(); @co->drop refused): with @co->top a backing layer, an
+ * intermediate commit of (base, top] into base, the layer above top re-pointed to base; with
+ * @co->top NULL, an active commit with pivot: the top's data merged into base while writes go
+ * on (every change tracked and copied again until little is left), then between requests the
+ * rest copied, base durable and made the writable top (QEMU's write lock moved to it); the
+ * old top and the layers between leave the chain, their files kept. */
+int qcow2_chain_commit_live(struct qcow2_chain *c, const struct qcow2_commit_opts *co,
+			    const struct qcow2_chain_opts *o, const struct qcow2_job *job,
+			    struct qcow2_plan *plan);
+
 /* ---- encryption (format/crypto/) ----
  * LUKS1 headers in the crypto header clusters (crypt_method 2) and legacy AES (crypt_method
  * 1), through OpenSSL. Key material lives in locked memory (qcow2_secure_alloc()), wiped when
