@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "log.h"
 #include "qcowfs.h"
 #include "readahead.h"
@@ -121,6 +122,9 @@ static void usage(FILE *f)
 	    "  --key IMAGE=KEYFILE  the passphrase of the encrypted image IMAGE (a path relative\n"
 	    "                       to SOURCE) is the content of KEYFILE; repeatable, one for\n"
 	    "                       each encrypted image of a chain\n"
+	    "  --status [--json] MOUNTPOINT\n"
+	    "                       what the mount at MOUNTPOINT serves (views open, writers,\n"
+	    "                       jobs), asked on its control socket\n"
 	    "  -h, --help           this text\n"
 	    "  -V, --version        the version\n\n"
 	    "The flat view of a leaf image (no image in SOURCE uses it as its backing file) is\n"
@@ -567,7 +571,7 @@ static void reopen_log(int sig)
 
 /* Mount session @se and serve it until it ends (unmounted, or a signal). 0, or nonzero when it
  * could not be mounted or its loop failed. */
-static int serve(struct fuse_session *se, const struct cmdline *cl)
+static int serve(struct fuse_session *se, const struct cmdline *cl, struct qfs_tree *tree)
 {
 	struct fuse_loop_config lcfg = {.clone_fd = 0, .max_idle_threads = 16};
 	int r = 1;
@@ -582,7 +586,10 @@ static int serve(struct fuse_session *se, const struct cmdline *cl)
 		fuse_to_log = !cl->foreground || cl->log_file[0];
 		fuse_daemonize(cl->foreground);
 		qfs_readahead_start(mount_path);
+		qfs_ctl_snapshot_register();
+		qfs_ctl_start(tree); /* after daemonizing: the socket is named by the final pid */
 		r = cl->single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
+		qfs_ctl_stop(); /* the socket removed, its jobs cancelled and waited for */
 		/* ended by SIGINT, SIGTERM or SIGHUP (its number): as asked, no failure */
 		if (r > 0)
 			r = 0;
@@ -590,6 +597,19 @@ static int serve(struct fuse_session *se, const struct cmdline *cl)
 	}
 	fuse_remove_signal_handlers(se);
 	return r;
+}
+
+/* qcowfs --status [--json] MOUNTPOINT: what the daemon serving MOUNTPOINT serves, asked on
+ * its control socket (ctl.c formats it). */
+static int status(int argc, char **argv)
+{
+	bool json = argc == 4 && !strcmp(argv[2], "--json");
+
+	if (argc != 3 + json || argv[2 + json][0] == '-') {
+		fprintf(stderr, "qcowfs: usage: qcowfs --status [--json] MOUNTPOINT\n");
+		return EXIT_USAGE;
+	}
+	return qfs_ctl_status_client(argv[2 + json], json) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 int main(int argc, char **argv)
@@ -605,6 +625,8 @@ int main(int argc, char **argv)
 	int r;
 
 	cfg->backing_dirs = cl.backing_dirs;
+	if (argc >= 2 && !strcmp(argv[1], "--status")) /* qcowfs --status [--json] MOUNTPOINT */
+		return status(argc, argv);
 	fuse_set_log_func(fuse_message);
 	r = parse_cmdline(argc, argv, &cl);
 	if (r != 0)
@@ -646,7 +668,7 @@ int main(int argc, char **argv)
 		release_keys();
 		return EXIT_FAILURE;
 	}
-	r = serve(se, &cl);
+	r = serve(se, &cl, tree);
 	fuse_session_destroy(se);
 	qfs_release_all(tree);
 	fuse_opt_free_args(&args);

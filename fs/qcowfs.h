@@ -20,6 +20,9 @@
  *   tree-open.c  qcowfs.h     qfs_tree_open*(), release, truncate: opening views, their chains
  *   tree-status.c qcowfs.h    qfs_tree_status(): the status file (.qcowfs-status.json)
  *   ops.c        qcowfs.h     qfs_ops: the FUSE operations
+ *   ctl.c        ctl.h        qfs_ctl_*: the control socket, its handlers' registry, jobs,
+ *                             the built-in handlers (status, serves, job list|cancel)
+ *   ctl-snapshot.c ctl.h      qfs_ctl_snapshot_register(): snapshot list|create|delete live
  *   main.c                    the command line and the session's lifetime
  *
  * fs/meson.build lists them in this order, and the unit test fs-order (check-order.py) fails
@@ -136,6 +139,22 @@ void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, uint64_t size,
 		      const struct qfs_caller *who);
 bool qfs_tree_read_only(const struct qfs_tree *t);
+/* The control socket (ctl.c): the flat view whose open chain has the file @dev:@ino as a
+ * layer (its own view, top layer 0, preferred to a view it is a backing layer of; snapshot
+ * views never), pinned as one more handle (a writer if @write: the write lock taken for the
+ * first), so its chain stays open until qfs_tree_release(t, *out, write). The layer in *@layer.
+ * -ENOENT when no open view reads the file, -EROFS for @write when the file is a backing layer
+ * of the view or the chain is read-only, or the write lock's refusal. */
+int qfs_tree_pin_file(struct qfs_tree *t, dev_t dev, ino_t ino, bool write, struct qfs_node **out,
+		      unsigned *layer);
+/* The canonical mount point (the control socket's status). */
+const char *qfs_tree_mount_point(const struct qfs_tree *t);
+/* Call @visit for every flat view with open handles, under its open_lock (@visit takes no fs/
+ * lock): its canonical source file and the snapshot id of a snapshot view (else NULL). */
+void qfs_tree_each_open(struct qfs_tree *t,
+			void (*visit)(void *ctx, const struct qfs_node *n, const char *src,
+				      const char *snap_id),
+			void *ctx);
 
 /* The extended attribute @name of @n (user.qcowfs.chain, .mode, .image, .snapshot), as @who
  * (unless NULL) sees it: the value, not NUL-terminated, in *val (malloc'd), *len bytes.

@@ -345,3 +345,128 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 		qfs_tree_release(t, n, true);
 	return r;
 }
+
+/* The nodes of the tree (t->lock taken here, briefly): nodes live as long as the mount, so the
+ * pointers stay good after the lock is released. NULL when out of memory. */
+static struct qfs_node **all_nodes(struct qfs_tree *t, size_t *n)
+{
+	struct qfs_node **v;
+
+	pthread_mutex_lock(&t->lock);
+	*n = t->n_nodes;
+	v = malloc((*n ? *n : 1) * sizeof(*v));
+	if (v && *n)
+		memcpy(v, t->nodes, *n * sizeof(*v));
+	pthread_mutex_unlock(&t->lock);
+	return v;
+}
+
+/* Under n->open_lock: the layer of @n's open chain that is the file @dev:@ino, or -1. */
+static int layer_of(struct qfs_node *n, dev_t dev, ino_t ino)
+{
+	struct qcow2_layer_info li;
+	unsigned i;
+
+	if (!n->chain)
+		return -1;
+	for (i = 0; i < qcow2_chain_depth(n->chain); i++)
+		if (qcow2_chain_layer(n->chain, i, &li) == 0 && io_is(li.io, dev, ino))
+			return (int)i;
+	return -1;
+}
+
+/* Under n->open_lock: count one more handle on @n's open chain, as a writer if @write (the
+ * write lock taken for the first, as hold_chain() does). */
+static int pin_locked(struct qfs_tree *t, struct qfs_node *n, bool write)
+{
+	int r;
+
+	if (write && !qcow2_chain_writable(n->chain))
+		return -EROFS;
+	if (write && n->writers == 0) {
+		note_writer(t, n, 1);
+		r = qcow2_chain_lock_write(n->chain, true);
+		if (r < 0) {
+			note_writer(t, n, -1);
+			return r;
+		}
+	}
+	n->opens++;
+	n->writers += write;
+	return 0;
+}
+
+int qfs_tree_pin_file(struct qfs_tree *t, dev_t dev, ino_t ino, bool write, struct qfs_node **out,
+		      unsigned *layer)
+{
+	struct qfs_node **v, *best = NULL;
+	int best_layer = -1, r = -ENOENT;
+	size_t i, n;
+
+	v = all_nodes(t, &n);
+	if (!v)
+		return -ENOMEM;
+	/* the flat view whose top is the file wins over a view it is a backing layer of, and
+	 * over its snapshot views (which only read it) */
+	for (i = 0; i < n && best_layer != 0; i++) {
+		int l;
+
+		if (v[i]->kind != QFS_FLAT)
+			continue;
+		pthread_mutex_lock(&v[i]->open_lock);
+		l = v[i]->snap_id ? -1 : layer_of(v[i], dev, ino);
+		pthread_mutex_unlock(&v[i]->open_lock);
+		if (l >= 0 && (best_layer < 0 || l < best_layer))
+			best = v[i], best_layer = l;
+	}
+	free(v);
+	if (!best)
+		return r;
+	pthread_mutex_lock(&best->open_lock);
+	best_layer = layer_of(best, dev, ino); /* the chain may have closed meanwhile */
+	if (best_layer < 0)
+		r = -ENOENT;
+	else if (write && best_layer != 0)
+		r = -EROFS; /* a backing layer of the view: read-only while it is open */
+	else
+		r = pin_locked(t, best, write);
+	pthread_mutex_unlock(&best->open_lock);
+	if (r == 0) {
+		*out = best;
+		*layer = (unsigned)best_layer;
+	}
+	return r;
+}
+
+void qfs_tree_each_open(struct qfs_tree *t,
+			void (*visit)(void *ctx, const struct qfs_node *n, const char *src,
+				      const char *snap_id),
+			void *ctx)
+{
+	struct qfs_node **v;
+	size_t i, n;
+
+	v = all_nodes(t, &n);
+	if (!v)
+		return;
+	for (i = 0; i < n; i++) {
+		char src[PATH_MAX] = "", snap[256] = "";
+
+		if (v[i]->kind != QFS_FLAT)
+			continue;
+		pthread_mutex_lock(&t->lock); /* src and snap_id are under t->lock */
+		snprintf(src, sizeof(src), "%s", v[i]->src ? v[i]->src : "");
+		snprintf(snap, sizeof(snap), "%s", v[i]->snap_id ? v[i]->snap_id : "");
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_lock(&v[i]->open_lock);
+		if (v[i]->opens)
+			visit(ctx, v[i], src, v[i]->snap_id ? snap : NULL);
+		pthread_mutex_unlock(&v[i]->open_lock);
+	}
+	free(v);
+}
+
+const char *qfs_tree_mount_point(const struct qfs_tree *t)
+{
+	return t->mount_point;
+}

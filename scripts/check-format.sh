@@ -16,7 +16,7 @@ if ! command -v clang-format >/dev/null 2>&1; then
 	exit 77
 fi
 
-mapfile -t files < <(find format fs tools tests -name '*.[ch]' -not -path '*/build*' | sort)
+mapfile -t files < <(find format fs tools tests ctl -name '*.[ch]' -not -path '*/build*' | sort)
 if [ "${1:-}" = --fix ]; then
 	clang-format -i "${files[@]}"
 	exit

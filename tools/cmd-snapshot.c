@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -67,9 +68,16 @@ static void snapshot_usage(FILE *f)
 	       "  --output=json|human  list: as --json, or the table (the default)\n"
 	       "  --key IMAGE=KEYFILE  the passphrase of an encrypted image of the chain "
 	       "(repeatable)\n"
+	       "  --offline          list, create, apply, delete: refuse an image a qcowfs mount\n"
+	       "                     holds, as any other holder, instead of asking the\n"
+	       "                     mount's daemon to run the command\n"
 	       "  -h, --help         this text\n\n"
+	       "On an image a qcowfs mount holds (a view of it open), list, create and delete\n"
+	       "are run by the mount's daemon, on its open image, while the view is read and\n"
+	       "written: the same output and exit status ('qcowctl mounts' lists the mounts).\n"
 	       "create, apply and delete refuse while another process holds IMAGE for writing\n"
-	       "(a running VM, qemu-io, a qcowfs mount with one of its views open) and name it.\n"
+	       "(a running VM, qemu-io; a qcowfs mount with --offline) and name it; a qcowfs\n"
+	       "mount refuses apply while the image's view is open.\n"
 	       "Interrupted or killed at any point, they leave a valid image: before or after\n"
 	       "the change, some clusters leaked at worst (qemu-img check -r leaks reclaims\n"
 	       "them). A delete keeps a journal next to IMAGE (.IMAGE.qcowctl-snapshot-delete)\n"
@@ -90,6 +98,14 @@ static bool has_option(int argc, char **argv, const char *opt)
 	return false;
 }
 
+/* A number of a daemon's record (0 when absent). */
+static uint64_t rec_u64(const char *rec, const char *key)
+{
+	char v[32];
+
+	return ctl_rec_get(rec, key, v, sizeof(v)) ? strtoull(v, NULL, 10) : 0;
+}
+
 /* One line of `qemu-img snapshot -l` (QEMU 7.2's columns). */
 static void list_line(const struct qcow2_snapshot *s)
 {
@@ -108,15 +124,15 @@ static void list_line(const struct qcow2_snapshot *s)
 	printf("%-9s %-16s %8s%20s%13s%11s\n", s->id, s->name, vm, date, clock, icount);
 }
 
-static void list_json(const struct qcow2_image *img)
+static void list_json(const struct qcow2_snapshot *v, uint32_t n)
 {
-	uint32_t i, n = qcow2_image_snapshot_count(img);
 	struct json j;
+	uint32_t i;
 
 	json_init(&j, stdout);
 	json_begin_array(&j, NULL);
 	for (i = 0; i < n; i++) {
-		const struct qcow2_snapshot *s = qcow2_image_snapshot(img, i);
+		const struct qcow2_snapshot *s = &v[i];
 
 		json_begin_object(&j, NULL);
 		json_string(&j, "id", s->id);
@@ -135,6 +151,76 @@ static void list_json(const struct qcow2_image *img)
 	json_finish(&j);
 }
 
+/* The list, as text or JSON: the one formatter of a local list and of one a qcowfs daemon
+ * ran (its records). */
+static void list_print(const struct qcow2_snapshot *v, uint32_t n, bool json)
+{
+	uint32_t i;
+
+	if (json) {
+		list_json(v, n);
+	} else if (n) {
+		printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE",
+		       "DATE", "VM CLOCK", "ICOUNT");
+		for (i = 0; i < n; i++)
+			list_line(&v[i]);
+	}
+}
+
+/* The snapshots a daemon sent, one record each. */
+struct remote_list {
+	struct qcow2_snapshot *v;
+	uint32_t n;
+	char ids[1024][24];
+	char *names[1024];
+};
+
+static void list_record(void *ctx, const char *rec)
+{
+	struct remote_list *l = ctx;
+	struct qcow2_snapshot *s, *v;
+	char name[4096];
+
+	if (l->n == 1024 || !(v = realloc(l->v, (l->n + 1) * sizeof(*v))))
+		return;
+	l->v = v;
+	s = &v[l->n];
+	memset(s, 0, sizeof(*s));
+	ctl_rec_get(rec, "id", l->ids[l->n], sizeof(l->ids[0]));
+	l->names[l->n] = strdup(ctl_rec_get(rec, "name", name, sizeof(name)) ? name : "");
+	s->id = l->ids[l->n];
+	s->name = l->names[l->n] ? l->names[l->n] : "";
+	s->vm_state_bytes = rec_u64(rec, "vm-state-size");
+	s->date_sec = (uint32_t)rec_u64(rec, "date-sec");
+	s->date_nsec = (uint32_t)rec_u64(rec, "date-nsec");
+	s->vm_clock_nsec = rec_u64(rec, "vm-clock-nsec");
+	s->icount = rec_u64(rec, "icount");
+	s->disk_bytes = rec_u64(rec, "disk-size");
+	l->n++;
+}
+
+/* snapshot list of an image a qcowfs mount holds: run by its daemon. -1: none serves it. */
+static int list_remote(const char *path, bool json)
+{
+	struct remote_list *l = calloc(1, sizeof(*l));
+	char real[PATH_MAX];
+	char *words[] = {"snapshot", "list", real};
+	int r;
+
+	if (!l || !realpath(path, real)) {
+		free(l);
+		return -1;
+	}
+	r = ctl_forward(path, 3, words, list_record, l, NULL);
+	if (r == 0)
+		list_print(l->v, l->n, json);
+	for (uint32_t i = 0; i < l->n; i++)
+		free(l->names[i]);
+	free(l->v);
+	free(l);
+	return r;
+}
+
 static int snapshot_list(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -145,9 +231,10 @@ static int snapshot_list(int argc, char **argv)
 	};
 	struct common_opts o = {0};
 	struct qcow2_chain_opts co = {.lock = true, .top_blockdev = true, .keys = *cli_keys()};
+	struct qcow2_snapshot *v;
 	struct qcow2_image *img;
 	uint32_t i, n;
-	int c;
+	int c, r;
 
 	if (has_option(argc, argv, "--tree"))
 		return snapshot_list_tree(argc, argv);
@@ -163,17 +250,22 @@ static int snapshot_list(int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return usage_error("snapshot", "list takes one IMAGE");
-	if (qcow2_image_open_path(argv[optind], &co, &img) < 0)
-		return fail_lib();
-	n = qcow2_image_snapshot_count(img);
-	if (o.json) {
-		list_json(img);
-	} else if (n) {
-		printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE",
-		       "DATE", "VM CLOCK", "ICOUNT");
-		for (i = 0; i < n; i++)
-			list_line(qcow2_image_snapshot(img, i));
+	r = qcow2_image_open_path(argv[optind], &co, &img);
+	if (r < 0) {
+		/* held by a qcowfs mount: its daemon reads its own open image */
+		r = r == -EBUSY ? list_remote(argv[optind], o.json) : -1;
+		return r >= 0 ? r : fail_lib();
 	}
+	n = qcow2_image_snapshot_count(img);
+	v = calloc(n ? n : 1, sizeof(*v));
+	if (!v) {
+		qcow2_image_close(img);
+		return fail_lib();
+	}
+	for (i = 0; i < n; i++)
+		v[i] = *qcow2_image_snapshot(img, i);
+	list_print(v, n, o.json);
+	free(v);
 	qcow2_image_close(img);
 	return EXIT_OK;
 }
@@ -358,6 +450,61 @@ static int run_change(struct qcow2_image *img, const struct change *ch,
 	}
 }
 
+/* What a create, apply or delete did, as it prints it: the one formatter of a local change
+ * and of one a qcowfs daemon ran (its record). @id: a created snapshot's. */
+static void print_change(const struct change *ch, const char *id,
+			 const struct qcow2_snapshot_resume *res)
+{
+	if (ch->o.progress == PROGRESS_QUIET)
+		return;
+	if (res->already_deleted) {
+		printf("snapshot '%s' of '%s' already deleted; finished its cleanup\n", ch->arg,
+		       ch->path);
+		print_cleanup(res, "set");
+	} else if (ch->op == QCOW2_SNAPSHOT_CREATE)
+		printf("created snapshot '%s' (id %s) of '%s'\n", ch->arg, id, ch->path);
+	else
+		printf("%s snapshot '%s' of '%s'\n", ch->done, ch->arg, ch->path);
+	if (!res->already_deleted && (res->leaks_fixed || res->copied_fixed)) {
+		printf("  first, the cleanup of an interrupted delete:\n");
+		print_cleanup(res, "set");
+	}
+}
+
+/* A change run by a qcowfs daemon: its record. */
+struct remote_change {
+	char id[24];
+	struct qcow2_snapshot_resume res;
+};
+
+static void change_record(void *ctx, const char *rec)
+{
+	struct remote_change *rc = ctx;
+
+	ctl_rec_get(rec, "id", rc->id, sizeof(rc->id));
+	rc->res.already_deleted = rec_u64(rec, "already-deleted") != 0;
+	rc->res.leaks_fixed = rec_u64(rec, "leaks-fixed");
+	rc->res.copied_fixed = rec_u64(rec, "copied-fixed");
+}
+
+/* The image is held: if a qcowfs mount serves it, its daemon makes the change on its own
+ * open image (apply is not run live: it would change the disk under the view). -1: none
+ * serves it. */
+static int change_remote(const struct change *ch)
+{
+	struct remote_change rc = {.id = ""};
+	char real[PATH_MAX];
+	char *words[] = {"snapshot", (char *)ch->verb, real, (char *)ch->arg};
+	int r;
+
+	if (!realpath(ch->path, real))
+		return -1;
+	r = ctl_forward(ch->path, 4, words, change_record, &rc, NULL);
+	if (r == 0)
+		print_change(ch, rc.id, &rc.res);
+	return r;
+}
+
 static int change(const struct change *ch)
 {
 	struct qcow2_snapshot_resume res = {0};
@@ -368,8 +515,11 @@ static int change(const struct change *ch)
 	if (ch->o.dry_run)
 		return dry_run(ch);
 	catch_interrupts(); /* a signal waits for the change's end: it is short */
-	if (open_for_write(ch->path, &c) < 0)
-		return fail_lib();
+	r = open_for_write(ch->path, &c);
+	if (r < 0) {
+		r = r == -EBUSY ? change_remote(ch) : -1;
+		return r >= 0 ? r : fail_lib();
+	}
 	qcow2_chain_layer(c, 0, &li);
 	if (!li.image) {
 		qcow2_chain_close(c);
@@ -382,21 +532,12 @@ static int change(const struct change *ch)
 		finish_write(c, r);
 		return EXIT_FAIL;
 	}
-	if (ch->o.progress != PROGRESS_QUIET && res.already_deleted) {
-		printf("snapshot '%s' of '%s' already deleted; finished its cleanup\n", ch->arg,
-		       ch->path);
-		print_cleanup(&res, "set");
-	} else if (ch->o.progress != PROGRESS_QUIET && ch->op == QCOW2_SNAPSHOT_CREATE)
-		printf("created snapshot '%s' (id %s) of '%s'\n", ch->arg,
-		       qcow2_image_snapshot(li.image, qcow2_image_snapshot_count(li.image) - 1)->id,
-		       ch->path);
-	else if (ch->o.progress != PROGRESS_QUIET)
-		printf("%s snapshot '%s' of '%s'\n", ch->done, ch->arg, ch->path);
-	if (ch->o.progress != PROGRESS_QUIET && !res.already_deleted &&
-	    (res.leaks_fixed || res.copied_fixed)) {
-		printf("  first, the cleanup of an interrupted delete:\n");
-		print_cleanup(&res, "set");
-	}
+	print_change(
+	    ch,
+	    ch->op == QCOW2_SNAPSHOT_CREATE
+		? qcow2_image_snapshot(li.image, qcow2_image_snapshot_count(li.image) - 1)->id
+		: "",
+	    &res);
 	if (finish_write(c, 0) < 0)
 		return fail_lib();
 	return EXIT_OK;

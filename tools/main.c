@@ -33,6 +33,8 @@ static const struct subcommand subcommands[] = {
     {"measure", cmd_measure, "the size a new image would take (as qemu-img measure)"},
     {"compare", cmd_compare, "do two images show the same data? (as qemu-img compare)"},
     {"amend", cmd_amend, "change an image's version or lazy refcounts (as qemu-img amend)"},
+    {"mounts", cmd_mounts, "the qcowfs mounts, what each serves and its jobs"},
+    {"job", cmd_job, "jobs of qcowfs mounts: list, cancel"},
 };
 
 static void usage(FILE *f)
@@ -63,6 +65,7 @@ int main(int argc, char **argv)
 		printf("qcowctl %s\n", QCOWFS_VERSION);
 		return EXIT_OK;
 	}
+	argc = ctl_take_offline(argc, argv);
 	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
 		if (strcmp(argv[1], subcommands[i].name) == 0)
 			return subcommands[i].run(argc - 1, argv + 1);

@@ -204,6 +204,22 @@ int bitmaps_copy(const char *src, const char *dst, bool skip_broken);
 /* The "bitmaps" array of qemu-img info's JSON (nothing when @n is 0). */
 void bitmaps_print_json(struct json *j, const struct qcow2_bitmap *b, uint32_t n);
 int cmd_measure(int argc, char **argv);
+/* The control socket's client (ctl.c): qcowctl mounts, qcowctl job list|cancel. */
+int cmd_mounts(int argc, char **argv);
+int cmd_job(int argc, char **argv);
+/* Take --offline out of the command line of a command that can be forwarded (before any
+ * "--"): it then never is. Returns the new argc. */
+int ctl_take_offline(int argc, char **argv);
+/* The image at @path is held by another process: if a qcowfs mount serves it (one of its
+ * open views reads that file), run @argv (@argc words: the command's words, then its
+ * operands, the image's path absolute) in that daemon, printing its messages and progress
+ * (@p, unless NULL) and handing each result record ("key=value" lines) to @record. The exit
+ * status, or -1 when no mount serves it or with --offline (the caller refuses as always). */
+struct progress;
+int ctl_forward(const char *path, int argc, char **argv, void (*record)(void *ctx, const char *rec),
+		void *ctx, struct progress *p);
+/* The value of @key in record @rec into @out (NULL when absent). */
+const char *ctl_rec_get(const char *rec, const char *key, char *out, size_t cap);
 int cmd_compare(int argc, char **argv);
 int cmd_amend(int argc, char **argv);
 

@@ -20,6 +20,16 @@ Subcommands:
   sfdisk-part JSON N        "START SIZE" in bytes of partition N (1-based) of `sfdisk -J` output
 
   host-offset IMAGE OFF     the host offset of the data at guest offset OFF of a qcow2 image
+  ctl-call SOCKET WORD...   one request on a qcowfs control socket, each reply frame printed
+                            ("out:", "err:", "record:", "progress:", then "exit N")
+  stamp-writer VIEW LOG STOP SEED BLOCKS [FSYNC_EACH]
+                            4 KiB writes to random blocks of VIEW, each stamped with its
+                            sequence number, logged to LOG after each, until STOP exists
+  stamp-check COPY LOG LO HI BLOCKS
+                            COPY is what the first K writes of LOG made, LO <= K <= HI
+  stamp-durable COPY LOG BLOCKS
+                            after a crash: every write LOG holds (fsynced) is in COPY, unless
+                            a later, unlogged write of its block is
   block-absent IMAGE HOST FILE
                             the 512 bytes of IMAGE at HOST (ciphertext) appear nowhere in FILE
 
@@ -135,6 +145,10 @@ COMMANDS = {
     "check-counts": "qemu_json",
     "host-offset": "crypt",
     "block-absent": "crypt",
+    "ctl-call": "ctlsock",
+    "stamp-writer": "stamps",
+    "stamp-check": "stamps",
+    "stamp-durable": "stamps",
 }
 
 
