@@ -2,7 +2,9 @@
 /*
  * cmd-pull.c - qcowctl pull [--base B] IMAGE: blockpull.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 
 #include "qcow2.h"
 #include "qcowctl.h"
@@ -39,6 +41,7 @@ int cmd_pull(int argc, char **argv)
 	};
 	struct common_opts co = {0};
 	const char *base = NULL;
+	char b[PATH_MAX] = "";
 	struct qcow2_plan plan;
 	struct qcow2_job job;
 	struct progress p;
@@ -69,5 +72,22 @@ int cmd_pull(int argc, char **argv)
 	if (r == 0)
 		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);
+	if (r == -EBUSY) { /* held: by a qcowfs mount, which pulls live */
+		char img[PATH_MAX];
+		char *words[6] = {"live", "pull"};
+		int n = 2, f = -1;
+
+		if (co.dry_run)
+			words[n++] = "--dry-run";
+		if (base && live_layer_path(argv[optind], base, b, sizeof(b)) == 0) {
+			words[n++] = "--base";
+			words[n++] = b;
+		}
+		words[n++] = img;
+		if ((!base || b[0] == '/') && live_abs_path(argv[optind], img, sizeof(img)) == 0)
+			f = live_forward(argv[optind], n, words, &co, "pull");
+		if (f >= 0)
+			return f;
+	}
 	return r < 0 ? fail_lib() : EXIT_OK;
 }

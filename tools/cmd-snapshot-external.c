@@ -4,7 +4,9 @@
  * external snapshot (virsh snapshot-create --disk-only): NEW, an overlay on IMAGE, becomes
  * the active image.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -63,6 +65,21 @@ int snapshot_create_external(int argc, char **argv)
 	if (r == 0)
 		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);
+	if (r == -EBUSY) { /* held: by a qcowfs mount, which takes the snapshot live */
+		char img[PATH_MAX], new[PATH_MAX];
+		char *words[5] = {"live", "snapshot-external"};
+		int n = 2, f = -1;
+
+		if (co.dry_run)
+			words[n++] = "--dry-run";
+		words[n++] = img;
+		words[n++] = new;
+		if (live_abs_path(argv[optind], img, sizeof(img)) == 0 &&
+		    live_abs_path(argv[optind + 1], new, sizeof(new)) == 0)
+			f = live_forward(argv[optind], n, words, &co, "snapshot");
+		if (f >= 0)
+			return f;
+	}
 	return r < 0 ? fail_lib() : EXIT_OK;
 }
 

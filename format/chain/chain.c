@@ -256,6 +256,23 @@ unsigned qcow2_chain_depth(const struct qcow2_chain *c)
 	return c->n;
 }
 
+void qcow2_chain_top_path(struct qcow2_chain *c, char *out, size_t cap)
+{
+	pthread_rwlock_rdlock(&c->layers_rw);
+	snprintf(out, cap, "%s", c->layers[0].path);
+	pthread_rwlock_unlock(&c->layers_rw);
+}
+
+bool qcow2_chain_top_is(struct qcow2_chain *c, const char *path)
+{
+	bool same;
+
+	pthread_rwlock_rdlock(&c->layers_rw); /* (a live job may be changing the layers) */
+	same = strcmp(c->layers[0].path, path) == 0;
+	pthread_rwlock_unlock(&c->layers_rw);
+	return same;
+}
+
 int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out)
 {
 	const struct qcow2_chain_layer *l;

@@ -759,6 +759,11 @@ struct qcow2_layer_info {
 	struct qcow2_io *io;	   /* the layer's file (its locks are taken on it) */
 };
 int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out);
+/* Is the chain's top the file at the canonical @path? Safe while a live job changes the layers
+ * (which qcow2_chain_layer()'s answer is not). */
+bool qcow2_chain_top_is(struct qcow2_chain *c, const char *path);
+/* The path of the chain's top now, into @out (@cap bytes), as qcow2_chain_top_is(). */
+void qcow2_chain_top_path(struct qcow2_chain *c, char *out, size_t cap);
 
 /* Read @n bytes at @off of the flat view. @off + @n must not exceed the size. 0 or -errno. */
 int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off);

@@ -128,6 +128,30 @@ static int overlay_backing_name(struct qcow2_chain *c, const char *overlay, char
 				     name, cap);
 }
 
+/* The overlay's directory must lie where the chain's files may (@o's root and allowed
+ * directories): a job run for a caller creates nothing elsewhere. */
+static int check_overlay_dir(const char *overlay, const struct qcow2_chain_opts *o)
+{
+	char dir[PATH_MAX], canon[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s", overlay);
+	return qcow2_chain_resolve_top(o, dirname(dir), canon, sizeof(canon));
+}
+
+/* The new overlay gets the owner, group and mode of the image it snapshots: its view then
+ * grants no more and no less than the image's did. */
+static int same_owner(struct qcow2_chain *c, const char *overlay)
+{
+	struct stat st;
+
+	if (fstat(qcow2_io_fd(c->layers[0].img->io), &st) < 0 ||
+	    (chown(overlay, st.st_uid, st.st_gid) < 0 && errno != EPERM) ||
+	    chmod(overlay, st.st_mode & 07777) < 0)
+		return qcow2_set_error(-errno, "'%s': cannot set its owner and mode: %s", overlay,
+				       strerror(errno));
+	return 0;
+}
+
 /* Open the new overlay for writing, as the chain's top opens (locked as the top is), and check
  * that it backs onto the top. */
 static int open_overlay(struct qcow2_chain *c, const char *overlay,
@@ -183,6 +207,7 @@ int qcow2_chain_snapshot_external_live(struct qcow2_chain *c, const char *overla
 	struct qcow2_image *img = NULL;
 	char name[PATH_MAX], canon[PATH_MAX];
 	struct stat st;
+	bool created = false;
 	uint64_t size;
 	int r;
 
@@ -193,6 +218,8 @@ int qcow2_chain_snapshot_external_live(struct qcow2_chain *c, const char *overla
 	r = check_chain(c, 0);
 	if (r == 0 && lstat(overlay, &st) == 0)
 		r = qcow2_set_error(-EEXIST, "'%s' already exists", overlay);
+	if (r == 0)
+		r = check_overlay_dir(overlay, o);
 	if (r == 0)
 		r = overlay_backing_name(c, overlay, name, sizeof(name));
 	if (r == 0)
@@ -207,6 +234,9 @@ int qcow2_chain_snapshot_external_live(struct qcow2_chain *c, const char *overla
 	co.backing_file = name;
 	co.backing_fmt = "qcow2";
 	r = qcow2_image_create(overlay, &co); /* durable: a new file renamed into place */
+	created = r == 0;
+	if (r == 0)
+		r = same_owner(c, overlay);
 	if (r == 0)
 		r = open_overlay(c, overlay, o, canon, &img);
 	if (r == 0) {
@@ -216,7 +246,7 @@ int qcow2_chain_snapshot_external_live(struct qcow2_chain *c, const char *overla
 	}
 	if (r < 0 && img)
 		qcow2_image_close(img);
-	if (r < 0 && (img || access(overlay, F_OK) == 0))
+	if (r < 0 && created)
 		unlink(overlay); /* (nothing uses it: the chain did not switch) */
 out:
 	job_end(c);

@@ -17,7 +17,7 @@
 
 TestSuite(live, .init = jh_setup, .fini = jh_teardown);
 
-#define CLUSTERS 128u
+#define CLUSTERS 2048u /* 8 MiB: the writes reach L2 tables the top did not have */
 
 static struct qcow2_chain *chain;
 static struct qcow2_chain_opts copts;
@@ -42,6 +42,8 @@ static void open_chain(void)
 	jh_data(top, 20, 5, 0x70);
 	jh_zero(top, 90, 3);
 	jh_data(top, 120, 8, 0x71);
+	jh_data(base, 1500, 40, 0xb1);
+	jh_data(mid, 1520, 10, 0x32);
 	jh_save_all();
 	model = jh_model_view("top.qcow2", &model_size);
 	memset(&copts, 0, sizeof(copts));
