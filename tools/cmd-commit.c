@@ -29,6 +29,8 @@ static void commit_usage(FILE *f)
 	       "               there while the view is written, then the view goes on with B\n"
 	       "               as its top (IMAGE is kept as it is; virsh blockcommit --active\n"
 	       "               --pivot). A commit of an image a mount serves runs live anyway\n"
+	       "  --offline    refuse an image a qcowfs mount holds, instead of running the\n"
+	       "               commit live in that daemon\n"
 	       "  --force      commit even when other images in IMAGE's or B's directory read\n"
 	       "               through B or a merged layer (their content would change)\n"
 	       "  --dry-run    print the plan and change nothing\n"
@@ -41,7 +43,9 @@ static void commit_usage(FILE *f)
 	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
 	       "Interrupted or killed, every image stays valid and IMAGE shows the same data;\n"
-	       "running the same command again completes the commit.\n");
+	       "running the same command again completes the commit. An IMAGE a qcowfs mount\n"
+	       "holds is committed live by that daemon (unless --offline); an active commit\n"
+	       "there needs --pivot.\n");
 }
 
 /* The commit run live by the qcowfs mount that serves @image: its exit status, or -1. */

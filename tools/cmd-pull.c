@@ -18,6 +18,8 @@ static void pull_usage(FILE *f)
 	       "never changes.\n\n"
 	       "  -b, --base B the layer IMAGE backs onto afterwards (a path, or a name relative\n"
 	       "               to IMAGE's directory)\n"
+	       "  --offline    refuse an image a qcowfs mount holds, instead of pulling live in\n"
+	       "               that daemon (while its view is read and written)\n"
 	       "  --dry-run    print the plan and change nothing\n"
 	       "  --json       print the plan as JSON\n"
 	       "  --output=json|human  as --json, or the text (the default)\n"
@@ -28,7 +30,8 @@ static void pull_usage(FILE *f)
 	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
 	       "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
-	       "same command again completes the pull.\n");
+	       "same command again completes the pull. An IMAGE a qcowfs mount holds is pulled\n"
+	       "live by that daemon (unless --offline).\n");
 }
 
 int cmd_pull(int argc, char **argv)

@@ -23,19 +23,19 @@ BLOCKS=2048 # the writer's 8 MiB
 mkdir -p "$SRC"
 cd "$SRC" || exit 1
 
-lines()
+lj_lines()
 {
 	wc -l <"$1"
 }
 
-log_grows()
+lj_grows()
 {
-	[ "$(lines "$1")" -ge "$2" ]
+	[ "$(lj_lines "$1")" -ge "$2" ]
 }
 
-# start_writer LOG SEED FSYNC_EACH NAME: the stamped writer on MNT/NAME.raw in the background
+# lj_writer LOG SEED FSYNC_EACH NAME: the stamped writer on MNT/NAME.raw in the background
 # (WRITER_PID), until $WORK/stop exists; waits (at most ~10 s) for its first 20 writes.
-start_writer()
+lj_writer()
 {
 	rm -f "$WORK/stop"
 	python3 "$E2E_HELPER" stamp-writer "$MNT/$4.raw" "$1" "$WORK/stop" "$2" $BLOCKS "$3" \
@@ -44,7 +44,7 @@ start_writer()
 	track_pid "$WRITER_PID"
 	on_cleanup touch "$WORK/stop"
 	for ((i = 0; i < 100; i++)); do
-		[ -e "$1" ] && log_grows "$1" 20 && return 0
+		[ -e "$1" ] && lj_grows "$1" 20 && return 0
 		sleep 0.1
 	done
 	echo "the writer did not start:"
@@ -52,24 +52,24 @@ start_writer()
 	return 1
 }
 
-# goes_on LOG: the writer writes 20 more blocks (within ~10 s).
-goes_on()
+# lj_goes_on LOG: the writer writes 20 more blocks (within ~10 s).
+lj_goes_on()
 {
 	local n
-	n=$(lines "$1")
-	eventually log_grows "$1" $((n + 20))
+	n=$(lj_lines "$1")
+	eventually lj_grows "$1" $((n + 20))
 }
 
-# backing_of IMAGE: the backing file IMAGE names ("" for none).
-backing_of()
+# lj_backing IMAGE: the backing file IMAGE names ("" for none).
+lj_backing()
 {
 	qemu-img info -U --output=json "$1" | python3 -c \
 		'import json,sys; print(json.load(sys.stdin).get("backing-filename", ""))'
 }
 
-# chain3 PREFIX: PREFIX-base <- PREFIX-mid <- PREFIX (64 MiB, data in base and mid past the
+# lj_chain3 PREFIX: PREFIX-base <- PREFIX-mid <- PREFIX (64 MiB, data in base and mid past the
 # writer's first 8 MiB, which it expects to read zeros where it did not write).
-chain3()
+lj_chain3()
 {
 	mk_qcow2 "$1-base.qcow2" 64M &&
 		qemu-io -f qcow2 -c "write -P 0x11 8M 24M" "$1-base.qcow2" >/dev/null &&
@@ -79,21 +79,21 @@ chain3()
 }
 
 # ---- the four jobs, one after the other, while the writer writes ----
-setup chain3 a
+setup lj_chain3 a
 setup mount_qcowfs "$SRC" "$MNT"
 LOG=$WORK/writes.log
-setup start_writer "$LOG" 7 0 a
-LO=$(lines "$LOG")
+setup lj_writer "$LOG" 7 0 a
+LO=$(lj_lines "$LOG")
 check "snapshot --external a.qcow2 b.qcow2 runs live" \
 	ctl snapshot create --external -q a.qcow2 b.qcow2
-HI=$(($(lines "$LOG") + 1))
-check "b.qcow2 backs onto a.qcow2" test "$(backing_of b.qcow2)" = a.qcow2
-check "the writer goes on (into b.qcow2)" goes_on "$LOG"
+HI=$(($(lj_lines "$LOG") + 1))
+check "b.qcow2 backs onto a.qcow2" test "$(lj_backing b.qcow2)" = a.qcow2
+check "the writer goes on (into b.qcow2)" lj_goes_on "$LOG"
 touch "$WORK/stop"
 wait "$WRITER_PID"
 rc=$?
 check "the writer saw no error across the snapshot (exit $rc)" test $rc = 0
-n1=$(lines "$LOG")
+n1=$(lj_lines "$LOG")
 check "a.raw, opened again, is the point of the snapshot: the first K writes, $LO <= K <= $HI" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/a.raw" "$LOG" "$LO" "$HI" $BLOCKS
 msg=$(getfattr -n user.qcowfs.mode --only-values "$MNT/a.raw" 2>/dev/null)
@@ -109,18 +109,18 @@ check "qemu-img convert of b.qcow2 holds all $n1 writes" \
 rm -f "$WORK/conv.raw"
 
 # ---- intermediate commit, pull, active commit with pivot, on c-base <- c-mid <- c <- d ----
-setup chain3 c
+setup lj_chain3 c
 setup mk_qcow2 d.qcow2 64M -b c.qcow2 -F qcow2
 setup mount_qcowfs "$SRC" "$MNT"
 LOG=$WORK/writes2.log
-setup start_writer "$LOG" 8 0 d
+setup lj_writer "$LOG" 8 0 d
 check "an intermediate commit (c-mid into c-base) runs live" \
 	ctl commit -q --top c-mid.qcow2 --base c-base.qcow2 d.qcow2
-check "c.qcow2 backs onto c-base.qcow2 now" test "$(backing_of c.qcow2)" = c-base.qcow2
-check "the writer goes on after the commit" goes_on "$LOG"
+check "c.qcow2 backs onto c-base.qcow2 now" test "$(lj_backing c.qcow2)" = c-base.qcow2
+check "the writer goes on after the commit" lj_goes_on "$LOG"
 check "a pull (c into d) runs live" ctl pull -q --base c-base.qcow2 d.qcow2
-check "d.qcow2 backs onto c-base.qcow2 now" test "$(backing_of d.qcow2)" = c-base.qcow2
-check "the writer goes on after the pull" goes_on "$LOG"
+check "d.qcow2 backs onto c-base.qcow2 now" test "$(lj_backing d.qcow2)" = c-base.qcow2
+check "the writer goes on after the pull" lj_goes_on "$LOG"
 msg=$(ctl commit d.qcow2 2>&1)
 check "an active commit without --pivot is refused live, saying why" \
 	eval '[[ "$msg" == *"runs live only with --pivot"* ]] || { echo "$msg"; false; }'
@@ -128,14 +128,14 @@ msg=$(ctl commit --pivot d.qcow2 2>&1)
 check "... and, as offline, refused while other images read through the base" \
 	eval '[[ "$msg" == *"is also a backing file of"*"--force commits anyway"* ]] || { echo "$msg"; false; }'
 check "an active commit with --pivot --force runs live" ctl commit -q --pivot --force d.qcow2
-check "the writer goes on after the pivot (into c-base.qcow2)" goes_on "$LOG"
+check "the writer goes on after the pivot (into c-base.qcow2)" lj_goes_on "$LOG"
 touch "$WORK/stop"
 wait "$WRITER_PID"
 rc=$?
 check "the writer saw no error (exit $rc)" test $rc = 0
 check "the writer printed nothing" test ! -s "$LOG.out"
 [ -s "$LOG.out" ] && head -n 5 "$LOG.out"
-total=$(lines "$LOG")
+total=$(lj_lines "$LOG")
 check "the disk the view ended on (c-base.raw now) holds all $total writes" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/c-base.raw" "$LOG" "$total" "$total" $BLOCKS
 check "d.raw, kept, is what the view showed at the pivot (its first K writes)" \
@@ -158,10 +158,10 @@ round=0
 for job in pull commit; do
 	for delay in 0.05 0.3; do
 		round=$((round + 1))
-		setup chain3 "k$round"
+		setup lj_chain3 "k$round"
 		setup mount_qcowfs "$SRC" "$MNT"
 		LOG2=$WORK/writes-$round.log
-		setup start_writer "$LOG2" $round 1 "k$round"
+		setup lj_writer "$LOG2" $round 1 "k$round"
 		if [ $job = pull ]; then
 			ctl pull -q "k$round.qcow2" >"$WORK/job.out" 2>&1 &
 		else
@@ -193,7 +193,7 @@ for job in pull commit; do
 		if [ $job = pull ]; then
 			check "[$job, kill after ${delay}s] the pull run again offline completes it" \
 				ctl pull -q "k$round.qcow2"
-			check "[$job] ... k$round.qcow2 stands alone" test "$(backing_of "k$round.qcow2")" = ""
+			check "[$job] ... k$round.qcow2 stands alone" test "$(lj_backing "k$round.qcow2")" = ""
 		elif [ $view = "k$round-mid" ]; then
 			# killed after the pivot: the job was done (the old top is kept, stale; a commit
 			# of it now would merge its old data into the disk)
