@@ -8,15 +8,16 @@
 #   keeps every write;
 # - after the unmount qemu-img check is clean on every image, and qemu-img convert of the
 #   chain the view ended on (base.qcow2 alone) holds every write;
-# - a loop-mounted ext4 on a view (files written, synced) while an external snapshot and an
-#   active commit run: e2fsck -fn of qemu-img's copy passes and the files are there;
+# - a loop-mounted ext4 on a view (files written and synced before, while and after) while an
+#   external snapshot and an active commit with pivot run: qemu-img check is clean, e2fsck -fn
+#   of qemu-img's copy of the disk passes and every file has the bytes written;
 # - kill -9 of the daemon during a live pull and during an active commit, a writer fsyncing
 #   each write: after a remount every image is valid and every fsynced write is in the view;
 #   the same command run offline afterwards completes the job.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_root
-require_cmd qemu-io
+require_cmd qemu-io mkfs.ext4 debugfs e2fsck losetup
 SRC=$WORK/src
 MNT=$WORK/mnt
 BLOCKS=2048 # the writer's 8 MiB
@@ -153,10 +154,72 @@ check "d.qcow2, kept, shows what the view showed at the pivot" \
 	python3 "$E2E_HELPER" stamp-check "$WORK/conv.raw" "$LOG" 1 "$total" $BLOCKS
 rm -f "$WORK/conv.raw"
 
+# ---- a loop-mounted ext4 on a view while an external snapshot and an active commit run ----
+# guest_fill DIR TAG: files written into the guest's file system, synced (the bytes kept in
+# $WORK/want-TAG.bin).
+guest_fill()
+{
+	head -c 3M /dev/urandom >"$WORK/want-$2.bin" &&
+		cp "$WORK/want-$2.bin" "$1/$2.bin" && sync -f "$1"
+}
+
+# debugfs_has IMAGE NAME: the ext4 file system IMAGE holds /NAME.bin with the bytes written.
+debugfs_has()
+{
+	debugfs -R "cat /$2.bin" "$1" 2>/dev/null | cmp - "$WORK/want-$2.bin"
+}
+
+if ! losetup -f >/dev/null 2>&1; then
+	[ "$CI" = true ] && fail "no free loop device for the ext4 part"
+	echo "# no free loop device: the ext4 part is skipped"
+else
+	setup truncate -s 64M "$WORK/e.img"
+	setup mkfs.ext4 -q -F -b 4096 "$WORK/e.img"
+	setup qemu-img convert -O qcow2 "$WORK/e.img" e.qcow2
+	rm -f "$WORK/e.img"
+	setup mount_qcowfs "$SRC" "$MNT"
+	GUEST=$WORK/guest
+	mkdir -p "$GUEST"
+	if dev=$(losetup -f --show "$MNT/e.raw"); then
+		track_loop "$dev"
+		if check "the guest's ext4 on e.raw mounts" mount -t ext4 "$dev" "$GUEST"; then
+			track_kmount "$GUEST"
+			check "files written and synced in the guest" fs guest_fill "$GUEST" one
+			fs guest_fill "$GUEST" two &
+			FILL=$!
+			check "snapshot --external e.qcow2 f.qcow2 runs live under the mounted guest" \
+				ctl snapshot create --external -q e.qcow2 f.qcow2
+			wait $FILL
+			check "the guest wrote through the snapshot" test $? = 0
+			fs guest_fill "$GUEST" three &
+			FILL=$!
+			check "commit --pivot f.qcow2 (into e.qcow2) runs live under the mounted guest" \
+				ctl commit -q --pivot f.qcow2
+			wait $FILL
+			check "the guest wrote through the pivot" test $? = 0
+			check "files written after the pivot" fs guest_fill "$GUEST" four
+			check "ext4 unmounts" umount "$GUEST"
+		fi
+		check "the loop device detaches" losetup -d "$dev"
+	else
+		fail "losetup on e.raw"
+	fi
+	check "umount" umount_qcowfs "$MNT"
+	check "qemu-img check e.qcow2 is clean" qemu-img check -q e.qcow2
+	check "qemu-img check f.qcow2 is clean" qemu-img check -q f.qcow2
+	setup qemu-img convert -O raw e.qcow2 "$WORK/e-conv.raw"
+	check "the guest's ext4 in qemu-img's copy of e.qcow2 is clean (e2fsck -fn)" \
+		e2fsck -fn "$WORK/e-conv.raw"
+	for t in one two three four; do
+		check "debugfs finds /$t.bin with the bytes written" debugfs_has "$WORK/e-conv.raw" $t
+	done
+	rm -f "$WORK/e-conv.raw"
+fi
+
 # ---- kill -9 of the daemon during a live pull and during an active commit ----
 round=0
 for job in pull commit; do
-	for delay in 0.05 0.3; do
+	for delay in 0.01 0.3; do
 		round=$((round + 1))
 		setup lj_chain3 "k$round"
 		setup mount_qcowfs "$SRC" "$MNT"
