@@ -11,9 +11,11 @@
 # - a loop-mounted ext4 on a view (files written and synced before, while and after) while an
 #   external snapshot and an active commit with pivot run: qemu-img check is clean, e2fsck -fn
 #   of qemu-img's copy of the disk passes and every file has the bytes written;
-# - kill -9 of the daemon during a live pull and during an active commit, a writer fsyncing
-#   each write: after a remount every image is valid and every fsynced write is in the view;
-#   the same command run offline afterwards completes the job.
+# - kill -9 of the daemon during each live job (twice: early and late), a writer fsyncing each
+#   write: after a remount every image is valid and every fsynced write is in the disk the
+#   view was on (the old top, or the new overlay / the base once the job switched); the same
+#   command run offline afterwards completes an intermediate commit or a pull, and an active
+#   commit killed before its pivot.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_root
@@ -216,16 +218,20 @@ else
 	rm -f "$WORK/e-conv.raw"
 fi
 
-# ---- kill -9 of the daemon during a live pull and during an active commit ----
+# ---- kill -9 of the daemon during each live job ----
 round=0
-for job in pull commit; do
+for job in snapshot intermediate pull commit; do
 	for delay in 0.01 0.3; do
 		round=$((round + 1))
 		setup lj_chain3 "k$round"
 		setup mount_qcowfs "$SRC" "$MNT"
 		LOG2=$WORK/writes-$round.log
 		setup lj_writer "$LOG2" $round 1 "k$round"
-		if [ $job = pull ]; then
+		if [ $job = snapshot ]; then
+			ctl snapshot create --external -q "k$round.qcow2" "k$round-s.qcow2" >"$WORK/job.out" 2>&1 &
+		elif [ $job = intermediate ]; then
+			ctl commit -q --top "k$round-mid.qcow2" "k$round.qcow2" >"$WORK/job.out" 2>&1 &
+		elif [ $job = pull ]; then
 			ctl pull -q "k$round.qcow2" >"$WORK/job.out" 2>&1 &
 		else
 			ctl commit -q --pivot --force "k$round.qcow2" >"$WORK/job.out" 2>&1 &
@@ -238,22 +244,36 @@ for job in pull commit; do
 		wait "$WRITER_PID"
 		wait "$QCOWFS_PID" 2>/dev/null
 		fusermount3 -u -z "$MNT" 2>/dev/null
-		for f in "k$round-base.qcow2" "k$round-mid.qcow2" "k$round.qcow2"; do
+		for f in "k$round-base.qcow2" "k$round-mid.qcow2" "k$round.qcow2" $(ls "k$round-s.qcow2" 2>/dev/null); do
 			check "[$job, kill after ${delay}s] $f is valid (leaks at most)" \
 				eval "qemu-img check -q '$f' >/dev/null; rc=\$?; [ \$rc = 0 ] || [ \$rc = 3 ]"
 		done
 		setup mount_qcowfs "$SRC" "$MNT"
-		# a kill after the pivot leaves the disk in the base (k-mid, the top's backing file):
-		# the writes after it are there, not in the old top
-		if [ $job = commit ] && [ "$(fs python3 "$E2E_HELPER" stamp-durable "$MNT/k$round.raw" "$LOG2" $BLOCKS 2>&1)" ]; then
+		# a kill after the pivot leaves the disk in the base (k-mid, the top's backing file),
+		# one after a snapshot's switch in the new overlay (k-s): the writes after it are
+		# there, not in the old top
+		view=k$round
+		if [ $job = snapshot ] && [ -e "k$round-s.qcow2" ] && ! fs python3 "$E2E_HELPER" \
+			stamp-durable "$MNT/k$round.raw" "$LOG2" $BLOCKS >"$WORK/top-durable.out" 2>&1; then
+			view=k$round-s
+			echo "# k$round.raw: $(head -c 300 "$WORK/top-durable.out")"
+		fi
+		if [ $job = commit ] && ! fs python3 "$E2E_HELPER" stamp-durable "$MNT/k$round.raw" \
+			"$LOG2" $BLOCKS >"$WORK/top-durable.out" 2>&1; then
 			view=k$round-mid
-		else
-			view=k$round
+			echo "# k$round.raw: $(head -c 300 "$WORK/top-durable.out")"
 		fi
 		check "[$job, kill after ${delay}s] after a remount every fsynced write is in the view ($view.raw)" \
 			fs python3 "$E2E_HELPER" stamp-durable "$MNT/$view.raw" "$LOG2" $BLOCKS
 		check "[$job, kill after ${delay}s] umount" umount_qcowfs "$MNT"
-		if [ $job = pull ]; then
+		if [ $job = snapshot ]; then
+			true # nothing to complete: the overlay exists (the view then on it) or not
+		elif [ $job = intermediate ]; then
+			check "[$job, kill after ${delay}s] the commit run again offline completes it" \
+				ctl commit -q --top "k$round-mid.qcow2" "k$round.qcow2"
+			check "[$job] ... k$round.qcow2 backs onto k$round-base.qcow2" \
+				test "$(lj_backing "k$round.qcow2")" = "k$round-base.qcow2"
+		elif [ $job = pull ]; then
 			check "[$job, kill after ${delay}s] the pull run again offline completes it" \
 				ctl pull -q "k$round.qcow2"
 			check "[$job] ... k$round.qcow2 stands alone" test "$(lj_backing "k$round.qcow2")" = ""
@@ -270,7 +290,7 @@ for job in pull commit; do
 			fs python3 "$E2E_HELPER" stamp-durable "$MNT/$view.raw" "$LOG2" $BLOCKS
 		check "[$job, kill after ${delay}s] umount again" umount_qcowfs "$MNT"
 		check "[$job, kill after ${delay}s] qemu-img check after the rerun (leaks repaired)" \
-			eval "qemu-img check -q -r leaks 'k$round.qcow2' >/dev/null; qemu-img check -q 'k$round.qcow2'"
+			eval "qemu-img check -q -r leaks '$view.qcow2' >/dev/null; qemu-img check -q '$view.qcow2'"
 	done
 done
 
