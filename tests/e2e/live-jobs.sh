@@ -104,6 +104,7 @@ check "... read-only, saying why ($msg)" eval '[[ "$msg" == "ro: "*"b.qcow2"* ]]
 check "b.raw holds all $n1 writes" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/b.raw" "$LOG" "$n1" "$n1" $BLOCKS
 check "umount" umount_qcowfs "$MNT"
+check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 check "qemu-img check a.qcow2 is clean" qemu-img check -q a.qcow2
 check "qemu-img check b.qcow2 is clean" qemu-img check -q b.qcow2
 setup qemu-img convert -O raw b.qcow2 "$WORK/conv.raw"
@@ -144,6 +145,7 @@ check "the disk the view ended on (c-base.raw now) holds all $total writes" \
 check "d.raw, kept, is what the view showed at the pivot (its first K writes)" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/d.raw" "$LOG" 1 "$total" $BLOCKS
 check "umount" umount_qcowfs "$MNT"
+check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 for f in c-base.qcow2 c-mid.qcow2 c.qcow2 d.qcow2; do
 	check "qemu-img check $f is clean" qemu-img check -q "$f"
 done
@@ -207,6 +209,8 @@ else
 		fail "losetup on e.raw"
 	fi
 	check "umount" umount_qcowfs "$MNT"
+	check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
+check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 	check "qemu-img check e.qcow2 is clean" qemu-img check -q e.qcow2
 	check "qemu-img check f.qcow2 is clean" qemu-img check -q f.qcow2
 	setup qemu-img convert -O raw e.qcow2 "$WORK/e-conv.raw"
