@@ -152,9 +152,7 @@ int ctlp_dir(uid_t uid, char *out, size_t cap)
 int ctlp_connect(const char *path, int timeout_ms)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct pollfd pf;
-	socklen_t sl = sizeof(int);
-	int fd, r, err = 0;
+	int fd, r, waited = 0;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -162,21 +160,15 @@ int ctlp_connect(const char *path, int timeout_ms)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r < 0 && errno == EAGAIN) { /* the backlog is full: wait for room */
-		pf = (struct pollfd){.fd = fd, .events = POLLOUT};
-		r = poll(&pf, 1, timeout_ms);
-		if (r == 0)
-			errno = ETIMEDOUT;
-		if (r > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && !err)
-			r = 0;
-		else if (r > 0)
-			errno = err ? err : EIO, r = -1;
-		else
-			r = -1;
+	/* a Unix socket whose backlog is full answers EAGAIN (a blocking connect would wait for
+	 * room, for good if the daemon hangs): try again every 10 ms until @timeout_ms */
+	while ((r = connect(fd, (struct sockaddr *)&sa, sizeof(sa))) < 0 && errno == EAGAIN &&
+	       (timeout_ms < 0 || waited < timeout_ms)) {
+		usleep(10000);
+		waited += 10;
 	}
 	if (r < 0) {
-		r = -errno;
+		r = errno == EAGAIN ? -ETIMEDOUT : -errno;
 		close(fd);
 		return r;
 	}

@@ -12,16 +12,18 @@
  * (ctl-snapshot.c) and main.c: it calls the tree (qfs_tree_pin_file(), qfs_tree_each_open(),
  * qfs_tree_release()), and nothing below calls it.
  *
- * Never blocking for good on a client: a request is read with a bound on each frame
- * (REQ_TIMEOUT_MS), replies are sent with a send timeout (SO_SNDTIMEO) and MSG_NOSIGNAL, and
- * a client that left is noticed (a failed send) and no longer written to: its command goes
- * on, it is not waited on, and nothing is cancelled but what it asked to cancel (CTLP_CANCEL
- * while its own foreground job runs, or `job cancel`).
+ * Never blocking for good on a client: a whole request must arrive within REQ_TIMEOUT_MS,
+ * replies are sent with a send timeout (SO_SNDTIMEO) and MSG_NOSIGNAL, and a client that left
+ * is noticed (a failed send) and no longer written to: its command goes on, it is not waited
+ * on, and nothing is cancelled but what it asked to cancel (CTLP_CANCEL while its own
+ * foreground job runs, or `job cancel`). At stop, every connection still open is shut down.
  *
- * Locking: reg_lock guards the handlers, the jobs list and the counts of running requests and
- * jobs (with reg_cond to wait for them at stop); a leaf: no call is made and nothing is sent
- * under it. A request's send_lock (ctl.h) is a leaf as well. A job's done/total/state fields
- * are atomics or under reg_lock as marked.
+ * Locking: reg_lock guards the jobs list, the list of requests alive and the counts of running
+ * requests and jobs (with reg_cond to wait for them at stop); a leaf: no call is made and
+ * nothing is sent under it (shutdown() of the requests' sockets aside, which does not block).
+ * The handlers' table is filled before the accept thread starts and only read afterwards. A
+ * request's send_lock (ctl.h) is a leaf as well. A job's done, total and cancel are atomics,
+ * its state and error under reg_lock.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,14 +45,14 @@
 #include "ctl.h"
 #include "log.h"
 
-#define REQ_TIMEOUT_MS	  10000 /* the longest wait for each frame of a request */
+#define REQ_TIMEOUT_MS	  10000 /* the longest wait for a whole request */
 #define SEND_TIMEOUT_S	  10	/* the longest wait for a client to take a reply frame */
 #define MAX_HANDLERS	  64
 #define MAX_FINISHED_JOBS 32 /* finished jobs kept for job list */
 #define CANCEL_WAIT_S	  30 /* job cancel waits this long for the job to stop */
 
-enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
-static const char *const state_names[] = {"running", "done", "failed", "cancelled"};
+enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED, JOB_WAITING };
+static const char *const state_names[] = {"running", "done", "failed", "cancelled", "waiting"};
 
 struct qfs_ctl_job {
 	unsigned id;
@@ -73,9 +75,10 @@ static size_t n_handlers;
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t reg_cond = PTHREAD_COND_INITIALIZER;
-static struct qfs_ctl_job *jobs; /* under reg_lock, newest first */
-static unsigned next_job_id = 1; /* under reg_lock */
-static unsigned running;	 /* under reg_lock: requests and background jobs alive */
+static struct qfs_ctl_job *jobs;   /* under reg_lock, newest first */
+static unsigned next_job_id = 1;   /* under reg_lock */
+static unsigned running;	   /* under reg_lock: requests and background jobs alive */
+static struct qfs_ctl_req *active; /* under reg_lock: the requests alive, their fds open */
 
 /* Set by qfs_ctl_start(), cleared by qfs_ctl_stop() (after the accept thread ended). */
 static struct qfs_tree *ctl_tree;
@@ -203,14 +206,21 @@ int qfs_ctl_pin_image(struct qfs_ctl_req *req, const char *path, bool write, str
 		return r;
 	}
 	r = qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, write, n, layer);
-	if (r == -ENOENT)
+	if (r == -EROFS &&
+	    qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, false, n, layer) == 0) {
+		qfs_tree_release(req->tree, *n, false);
+		if (*layer)
+			qfs_ctl_err(req,
+				    "'%s' cannot be changed live: it is a backing layer of an open "
+				    "view (read-only while the view is open)",
+				    path);
+		else
+			qfs_ctl_err(req,
+				    "'%s' cannot be changed live: the mount serves it read-only",
+				    path);
+	} else if (r == -ENOENT || r == -EROFS) {
 		qfs_ctl_err(req, "'%s' is not served by this mount (no view of it is open)", path);
-	else if (r == -EROFS)
-		qfs_ctl_err(req,
-			    "'%s' cannot be changed live: it is a backing layer of an open view "
-			    "(read-only while the view is open)",
-			    path);
-	else if (r < 0)
+	} else if (r < 0)
 		qfs_ctl_err(req, "%s", qcow2_last_error());
 	return r;
 }
@@ -253,7 +263,8 @@ static void prune_jobs(void)
 	unsigned kept = 0;
 
 	while ((j = *pp)) {
-		if (j->state != JOB_RUNNING && ++kept > MAX_FINISHED_JOBS) {
+		if (j->state != JOB_RUNNING && j->state != JOB_WAITING &&
+		    ++kept > MAX_FINISHED_JOBS) {
 			*pp = j->next;
 			free(j);
 			continue;
@@ -262,14 +273,49 @@ static void prune_jobs(void)
 	}
 }
 
+static void set_state(struct qfs_ctl_job *j, enum job_state st)
+{
+	pthread_mutex_lock(&reg_lock);
+	j->state = st;
+	pthread_mutex_unlock(&reg_lock);
+}
+
+int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m)
+{
+	struct qfs_ctl_job *j = job->ctx;
+	struct timespec ts;
+
+	set_state(j, JOB_WAITING);
+	for (;;) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (pthread_mutex_timedlock(m, &ts) == 0)
+			break;
+		if (job_cancelled(j)) {
+			set_state(j, JOB_RUNNING);
+			return qcow2_set_error(-ECANCELED,
+					       "cancelled before it began: nothing changed");
+		}
+	}
+	set_state(j, JOB_RUNNING);
+	return 0;
+}
+
 /* Run job @j to its end, record the outcome and call its done callback. */
 static int job_body(struct qfs_ctl_job *j)
 {
 	struct qcow2_job qj = {.progress = job_progress, .cancelled = job_cancelled, .ctx = j};
+	/* once finished, @j may be freed by a newer job's prune_jobs(): what follows is copied */
+	void (*done)(void *ctx, int r) = j->spec.done;
+	void *ctx = j->spec.ctx;
 	int r;
 
 	qcow2_clear_error();
-	r = j->spec.run(j->spec.ctx, &qj);
+	r = j->spec.run(ctx, &qj);
 	pthread_mutex_lock(&reg_lock);
 	j->state = r == 0 ? JOB_DONE : atomic_load(&j->cancel) ? JOB_CANCELLED : JOB_FAILED;
 	if (r < 0)
@@ -278,8 +324,8 @@ static int job_body(struct qfs_ctl_job *j)
 	j->req = NULL;
 	pthread_cond_broadcast(&reg_cond);
 	pthread_mutex_unlock(&reg_lock);
-	if (j->spec.done)
-		j->spec.done(j->spec.ctx, r);
+	if (done)
+		done(ctx, r);
 	return r;
 }
 
@@ -299,6 +345,7 @@ int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec
 	struct ctlp_rec rec = {0};
 	pthread_attr_t attr;
 	pthread_t th;
+	unsigned id;
 	int r;
 
 	if (!j) {
@@ -311,7 +358,7 @@ int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec
 	snprintf(j->images, sizeof(j->images), "%s", spec->images ? spec->images : "");
 	j->req = background ? NULL : req;
 	pthread_mutex_lock(&reg_lock);
-	j->id = next_job_id++;
+	j->id = id = next_job_id++;
 	j->next = jobs;
 	jobs = j;
 	prune_jobs();
@@ -335,7 +382,7 @@ int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec
 			spec->done(spec->ctx, r);
 		return qcow2_set_error(r, "cannot start the job: %s", strerror(-r));
 	}
-	ctlp_rec_add(&rec, "job", "%d-%u", (int)getpid(), j->id);
+	ctlp_rec_add(&rec, "job", "%d-%u", (int)getpid(), id); /* @j may be gone already */
 	qfs_ctl_record(req, &rec);
 	ctlp_rec_free(&rec);
 	return 0;
@@ -434,9 +481,9 @@ static void status_jobs(struct status *s)
 				state_names[j->state], done, total);
 			json_str(s->f, j->images);
 			fprintf(s->f, "}");
-		} else if (j->state == JOB_RUNNING) {
-			fprintf(s->f, "  job %d-%u: %s of %s, %.1f%%\n", (int)getpid(), j->id,
-				j->kind, j->images,
+		} else if (j->state == JOB_RUNNING || j->state == JOB_WAITING) {
+			fprintf(s->f, "  job %d-%u: %s of %s, %s, %.1f%%\n", (int)getpid(), j->id,
+				j->kind, j->images, state_names[j->state],
 				total ? 100.0 * (double)done / (double)total : 0);
 		}
 	}
@@ -542,9 +589,9 @@ static int h_job_cancel(struct qfs_ctl_req *req)
 	pthread_mutex_lock(&reg_lock);
 	for (j = jobs; j && j->id != id; j = j->next)
 		;
-	if (j && j->state == JOB_RUNNING) {
+	if (j && (j->state == JOB_RUNNING || j->state == JOB_WAITING)) {
 		atomic_store(&j->cancel, true);
-		while (j->state == JOB_RUNNING && r != ETIMEDOUT)
+		while ((j->state == JOB_RUNNING || j->state == JOB_WAITING) && r != ETIMEDOUT)
 			r = pthread_cond_timedwait(&reg_cond, &reg_lock, &until);
 	}
 	pthread_mutex_unlock(&reg_lock);
@@ -560,7 +607,7 @@ static int h_job_cancel(struct qfs_ctl_req *req)
 	}
 	r = j->state;
 	pthread_mutex_unlock(&reg_lock);
-	if (r == JOB_RUNNING) {
+	if (r == JOB_RUNNING || r == JOB_WAITING) {
 		qfs_ctl_err(req, "job %s: still stopping after %d s", req->argv[0], CANCEL_WAIT_S);
 		return 1;
 	}
@@ -595,16 +642,21 @@ static int check_peer(struct qfs_ctl_req *req)
 	return -EACCES;
 }
 
-/* Read the request's words (each frame within REQ_TIMEOUT_MS). 0 or a negative errno. */
+/* Read the request's words, all of them within REQ_TIMEOUT_MS (a client dripping frames
+ * does not keep a thread for ever). 0 or a negative errno. */
 static int read_request(struct qfs_ctl_req *req, char **words, int *n)
 {
+	uint64_t deadline = now_ns() + (uint64_t)REQ_TIMEOUT_MS * 1000000u, t;
 	char type, *p;
 	size_t len;
 	int r;
 
 	*n = 0;
 	for (;;) {
-		r = ctlp_recv(req->fd, REQ_TIMEOUT_MS, &type, &p, &len);
+		t = now_ns();
+		if (t >= deadline)
+			return -ETIMEDOUT;
+		r = ctlp_recv(req->fd, (int)((deadline - t) / 1000000u) + 1, &type, &p, &len);
 		if (r < 0)
 			return r;
 		if (type == CTLP_END) {
@@ -626,6 +678,7 @@ static void *request_thread(void *arg)
 	struct timeval tv = {.tv_sec = SEND_TIMEOUT_S};
 	char *words[CTLP_MAX_ARGS + 1];
 	qfs_ctl_handler h = NULL;
+	struct qfs_ctl_req **pp;
 	int n = 0, skip = 0, status = 1;
 	uint8_t be[4];
 
@@ -650,13 +703,16 @@ static void *request_thread(void *arg)
 	}
 	while (n)
 		free(words[--n]);
-	close(req->fd);
-	pthread_mutex_destroy(&req->send_lock);
-	free(req);
 	pthread_mutex_lock(&reg_lock);
+	for (pp = &active; *pp != req; pp = &(*pp)->next_active)
+		;
+	*pp = req->next_active;
 	running--;
 	pthread_cond_broadcast(&reg_cond);
 	pthread_mutex_unlock(&reg_lock);
+	close(req->fd); /* after leaving the list: qfs_ctl_stop() shuts down only open fds */
+	pthread_mutex_destroy(&req->send_lock);
+	free(req);
 	return NULL;
 }
 
@@ -675,16 +731,20 @@ static void start_request(int fd)
 	pthread_mutex_init(&req->send_lock, NULL);
 	pthread_mutex_lock(&reg_lock);
 	running++;
+	req->next_active = active;
+	active = req;
 	pthread_mutex_unlock(&reg_lock);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&th, &attr, request_thread, req) != 0) {
+		pthread_mutex_lock(&reg_lock);
+		active = req->next_active; /* still first: the list changes only here and in
+					    * request threads, and this one never started */
+		running--;
+		pthread_mutex_unlock(&reg_lock);
 		close(fd);
 		pthread_mutex_destroy(&req->send_lock);
 		free(req);
-		pthread_mutex_lock(&reg_lock);
-		running--;
-		pthread_mutex_unlock(&reg_lock);
 	}
 	pthread_attr_destroy(&attr);
 }
@@ -803,6 +863,10 @@ void qfs_ctl_stop(void)
 	pthread_mutex_lock(&reg_lock);
 	for (j = jobs; j; j = j->next)
 		atomic_store(&j->cancel, true);
+	/* a client still sending its request, or reading a reply, is not waited for: its
+	 * connection is shut down (its fd stays open until its thread leaves the list) */
+	for (struct qfs_ctl_req *q = active; q; q = q->next_active)
+		shutdown(q->fd, SHUT_RDWR);
 	while (running)
 		pthread_cond_wait(&reg_cond, &reg_lock);
 	while ((j = jobs)) {

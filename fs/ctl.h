@@ -41,10 +41,11 @@ struct qfs_ctl_req {
 	char **argv; /* argv[argc] is NULL */
 	/* below: ctl.c's */
 	int fd;
-	pthread_mutex_t send_lock; /* a leaf: orders frames of the handler and its job */
-	bool gone;		   /* under send_lock: the client left, sends are dropped */
-	uint64_t last_progress_ns; /* under send_lock */
-	struct qfs_ctl_job *job;   /* the foreground job, if any */
+	pthread_mutex_t send_lock;	 /* a leaf: orders frames of the handler and its job */
+	bool gone;			 /* under send_lock: the client left, sends are dropped */
+	uint64_t last_progress_ns;	 /* under send_lock */
+	struct qfs_ctl_job *job;	 /* the foreground job, if any */
+	struct qfs_ctl_req *next_active; /* ctl.c's list of requests alive (under its lock) */
 };
 
 /* A handler: runs in the request's own thread. Returns the command's exit status (0, or 1
@@ -89,6 +90,11 @@ struct qfs_ctl_job_spec {
  * returns 0 once started; the daemon waits for it, cancelled, at unmount). Negative errno
  * when it cannot start (done is then called with it). */
 int qfs_ctl_job_run(struct qfs_ctl_req *req, const struct qfs_ctl_job_spec *spec, bool background);
+
+/* Inside a job's run: take @m, the job shown "waiting" meanwhile, and cancellable: a cancel
+ * before @m is taken ends the wait with -ECANCELED ("cancelled before it began: nothing
+ * changed"), @m not taken. 0 once @m is held. */
+int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m);
 
 /* Open the control socket of the mount of @t (its directory made 0700 if missing, the socket
  * 0600) and start accepting. Call once the daemon has its final pid (after fuse_daemonize()).

@@ -43,6 +43,7 @@ struct handle {
 	bool limited; /* opened by a checked user other than root: writes as limited as theirs */
 	uid_t uid;    /* the opener (when limited) */
 	gid_t gid;
+	pid_t pid;		    /* the process that opened it (the control socket names it) */
 	struct handle *prev, *next; /* under handles_lock */
 };
 
@@ -119,6 +120,19 @@ static void handle_free(struct qfs_tree *t, struct handle *h)
 	else
 		qfs_tree_release(t, h->node, h->write);
 	free(h);
+}
+
+size_t qfs_ops_openers(const struct qfs_node *n, pid_t *pids, size_t cap)
+{
+	struct handle *h;
+	size_t k = 0;
+
+	pthread_mutex_lock(&handles_lock);
+	for (h = handles; h && k < cap; h = h->next)
+		if (h->node == n && !h->status && h->fd < 0)
+			pids[k++] = h->pid;
+	pthread_mutex_unlock(&handles_lock);
+	return k;
 }
 
 void qfs_release_all(struct qfs_tree *t)
@@ -372,6 +386,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->limited = who != NULL;
 	h->uid = who ? who->uid : 0;
 	h->gid = who ? who->gid : 0;
+	h->pid = fuse_req_ctx(req)->pid;
 	if (n->kind == QFS_RAW) {
 		r = qfs_tree_open_raw(t, n, who, &h->fd);
 		keep = true;

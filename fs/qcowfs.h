@@ -178,6 +178,9 @@ bool qfs_tree_checks_callers(const struct qfs_tree *t);
 const char *qfs_tree_source(const struct qfs_tree *t);
 
 extern const struct fuse_lowlevel_ops qfs_ops;
+/* The pids of the processes that opened the handles of flat view @n still open, at most @cap
+ * in @pids; their number. Takes only ops.c's leaf lock. */
+size_t qfs_ops_openers(const struct qfs_node *n, pid_t *pids, size_t cap);
 /* Release every handle still open (the session has ended). */
 void qfs_release_all(struct qfs_tree *t);
 /* -o writeback: ask the kernel for its writeback cache (see op_init); before the session. */

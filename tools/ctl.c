@@ -38,6 +38,8 @@ static bool is_forwardable(int argc, char **argv)
 		return true;
 	if (argc < 3)
 		return false;
+	if (!strcmp(argv[1], "snapshot") && argv[2][0] == '-' && strcmp(argv[2], "--"))
+		return true; /* qemu-img's spelling: -l, -c, -a, -d */
 	snprintf(two, sizeof(two), "%s %s", argv[1], argv[2]);
 	for (i = 0; i < sizeof(forwardable) / sizeof(forwardable[0]); i++)
 		if (!strcmp(two, forwardable[i]))

@@ -104,8 +104,8 @@ on_cleanup eval "exec $SNAPVIEW<&-"
 exec {VIEW}<>"$MNT/a.raw"
 on_cleanup eval "exec $VIEW<&-"
 out=$(ctl snapshot delete a.qcow2 s2 2>&1)
-check "a delete is refused while the snapshot's view is open, naming it" \
-	test "$out" = "qcowctl: 'a.qcow2': snapshot 's2' is in use: its view 'a@s2.raw' (1 open handle) is open"
+check "a delete is refused while the snapshot's view is open, naming it and its opener" \
+	test "$out" = "qcowctl: 'a.qcow2': snapshot 's2' is in use: its view 'a@s2.raw' is open: pid $$ ($(cat /proc/$$/comm))"
 exec {SNAPVIEW}<&-
 check "... and done once it is closed" eventually ctl snapshot delete -q a.qcow2 s2
 check "a@s2.raw is gone" eval '! ls "$MNT" | grep -qx "a@s2.raw"'
