@@ -11,6 +11,8 @@
 # - a loop-mounted ext4 on a view (files written and synced before, while and after) while an
 #   external snapshot and an active commit with pivot run: qemu-img check is clean, e2fsck -fn
 #   of qemu-img's copy of the disk passes and every file has the bytes written;
+# - qcowctl job list shows a live pull running; job cancel stops it: exit 1, the chain and the
+#   view as they were, qemu-img check clean;
 # - kill -9 of the daemon during each live job (twice: early and late), a writer fsyncing each
 #   write: after a remount every image is valid and every fsynced write is in the disk the
 #   view was on (the old top, or the new overlay / the base once the job switched); the same
@@ -157,6 +159,48 @@ setup qemu-img convert -O raw d.qcow2 "$WORK/conv.raw"
 check "d.qcow2, kept, shows what the view showed at the pivot" \
 	python3 "$E2E_HELPER" stamp-check "$WORK/conv.raw" "$LOG" 1 "$total" $BLOCKS
 rm -f "$WORK/conv.raw"
+
+# ---- job list and job cancel of a live pull ----
+# running_pull: the ID of a running pull in `qcowctl job list` (nothing when none).
+lj_running_pull()
+{
+	ctl job list | awk '$2 == "pull" && $3 == "running" { print $1; exit }'
+}
+
+setup mk_qcow2 p-base.qcow2 512M
+setup qemu-io -f qcow2 -c "write -P 0x33 0 384M" p-base.qcow2
+setup mk_qcow2 p.qcow2 512M -b p-base.qcow2 -F qcow2
+setup qemu-img convert -O raw p.qcow2 "$WORK/p-before.raw"
+setup mount_qcowfs "$SRC" "$MNT"
+exec {PVIEW}<>"$MNT/p.raw"
+on_cleanup eval "exec $PVIEW<&-"
+ctl pull -q p.qcow2 >"$WORK/pull.out" 2>&1 &
+PULL_PID=$!
+id=""
+for ((i = 0; i < 100; i++)); do
+	id=$(lj_running_pull)
+	[ -n "$id" ] && break
+	sleep 0.05
+done
+if [ -n "$id" ]; then
+	check "job list shows the live pull running ($id)" true
+	check "job cancel $id" ctl job cancel "$id"
+	wait "$PULL_PID"
+	rc=$?
+	check "the cancelled pull exits 1 (exit $rc)" test $rc = 1
+	check "... saying it was interrupted" grep -q "interrupted" "$WORK/pull.out"
+	check "p.qcow2 still backs onto p-base.qcow2" test "$(lj_backing p.qcow2)" = p-base.qcow2
+	check "the view is unchanged" fs cmp "$MNT/p.raw" "$WORK/p-before.raw"
+else
+	wait "$PULL_PID"
+	echo "# the pull ended before it could be cancelled: the cancel is not checked"
+fi
+exec {PVIEW}<&-
+check "umount" umount_qcowfs "$MNT"
+check "qemu-img check p.qcow2 is clean" qemu-img check -q p.qcow2
+setup qemu-img convert -O raw p.qcow2 "$WORK/p-after.raw"
+check "qemu-img convert of p.qcow2 is as before" cmp "$WORK/p-before.raw" "$WORK/p-after.raw"
+rm -f "$WORK/p-before.raw" "$WORK/p-after.raw" p.qcow2 p-base.qcow2
 
 # ---- a loop-mounted ext4 on a view while an external snapshot and an active commit run ----
 # guest_fill DIR TAG: files written into the guest's file system, synced (the bytes kept in
