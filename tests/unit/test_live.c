@@ -331,3 +331,68 @@ Test(live, cancelled_jobs_change_nothing)
 	}
 	expect_files("top.qcow2", layers, 3);
 }
+
+/* ---- writes made from the job's own progress callback: at a chosen moment ---- */
+
+struct midway {
+	uint64_t off; /* where the callback writes */
+	unsigned left;
+	uint8_t tag;
+};
+
+/* Write 4 KiB at m->off (the model too), the first few times the job reports progress. */
+static void write_midway(void *ctx, uint64_t done, uint64_t total)
+{
+	struct midway *m = ctx;
+	uint8_t buf[4096];
+
+	(void)done;
+	(void)total;
+	if (!m->left)
+		return;
+	m->left--;
+	memset(buf, m->tag++, sizeof(buf));
+	cr_assert_eq(qcow2_chain_pwrite(chain, buf, sizeof(buf), m->off), 0, "%s",
+		     qcow2_last_error());
+	memcpy(model + m->off, buf, sizeof(buf));
+}
+
+/* The first pass copies from offset 0 up: a write there after the first step lands on what it
+ * copied already, and only the tracking of the top's changes brings it into base. */
+Test(live, active_commit_copies_what_was_written_behind_it)
+{
+	const char *layers[] = {"base.qcow2"};
+	const char *all[] = {"top.qcow2", "mid.qcow2", "base.qcow2"};
+	struct midway m = {.off = 4096, .left = 3, .tag = 0xe0};
+	struct qcow2_job job = {.progress = write_midway, .ctx = &m};
+	struct qcow2_commit_opts co = {.base = jh_path("base.qcow2")};
+	struct qcow2_plan plan;
+
+	open_chain();
+	cr_assert_eq(qcow2_chain_commit_live(chain, &co, &copts, &job, &plan), 0, "%s",
+		     qcow2_last_error());
+	qcow2_plan_release(&plan);
+	cr_assert_eq(m.left, 0, "the job reported no progress to write from");
+	expect_chain(layers, 1);
+	expect_files("base.qcow2", all, 3);
+}
+
+/* A pull reaches the ranges of the layers below in order: a write further on, into a range
+ * only mid holds, lands before the pull copies it, and the pull keeps it. */
+Test(live, pull_keeps_what_the_guest_wrote_ahead_of_it)
+{
+	const char *layers[] = {"top.qcow2", "base.qcow2"};
+	const char *all[] = {"top.qcow2", "mid.qcow2", "base.qcow2"};
+	struct midway m = {.off = 1524ull << 12, .left = 1, .tag = 0xd0}; /* mid's data */
+	struct qcow2_job job = {.progress = write_midway, .ctx = &m};
+	struct qcow2_plan plan;
+
+	open_chain();
+	cr_assert_eq(
+	    qcow2_chain_pull_live(chain, jh_path("base.qcow2"), &copts, false, &job, &plan), 0,
+	    "%s", qcow2_last_error());
+	qcow2_plan_release(&plan);
+	cr_assert_eq(m.left, 0, "the job reported no progress to write from");
+	expect_chain(layers, 2);
+	expect_files("top.qcow2", all, 3);
+}
