@@ -130,7 +130,19 @@ static bool io_is(struct qcow2_io *io, dev_t dev, ino_t ino)
 
 /* Are the files the open chain @c reads (through its descriptors) the @n files @ids, external
  * data files included? */
+static bool layers_are(struct qcow2_chain *c, const struct ident *ids, unsigned n);
+
 static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
+{
+	bool same;
+
+	qcow2_chain_layers_hold(c); /* (a live job may be changing them: live.c) */
+	same = layers_are(c, ids, n);
+	qcow2_chain_layers_release(c);
+	return same;
+}
+
+static bool layers_are(struct qcow2_chain *c, const struct ident *ids, unsigned n)
 {
 	struct qcow2_layer_info li;
 	struct qcow2_io *data;
@@ -408,13 +420,16 @@ static int layer_of(struct qfs_node *n, dev_t dev, ino_t ino)
 {
 	struct qcow2_layer_info li;
 	unsigned i;
+	int found = -1;
 
 	if (!n->chain)
 		return -1;
-	for (i = 0; i < qcow2_chain_depth(n->chain); i++)
+	qcow2_chain_layers_hold(n->chain); /* (a live job may be changing them: live.c) */
+	for (i = 0; found < 0 && i < qcow2_chain_depth(n->chain); i++)
 		if (qcow2_chain_layer(n->chain, i, &li) == 0 && io_is(li.io, dev, ino))
-			return (int)i;
-	return -1;
+			found = (int)i;
+	qcow2_chain_layers_release(n->chain);
+	return found;
 }
 
 /* Under n->open_lock: count one more handle on @n's open chain, as a writer if @write (the

@@ -256,6 +256,16 @@ unsigned qcow2_chain_depth(const struct qcow2_chain *c)
 	return c->n;
 }
 
+void qcow2_chain_layers_hold(struct qcow2_chain *c)
+{
+	pthread_rwlock_rdlock(&c->layers_rw);
+}
+
+void qcow2_chain_layers_release(struct qcow2_chain *c)
+{
+	pthread_rwlock_unlock(&c->layers_rw);
+}
+
 void qcow2_chain_top_path(struct qcow2_chain *c, char *out, size_t cap)
 {
 	pthread_rwlock_rdlock(&c->layers_rw);

@@ -762,6 +762,11 @@ int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_la
 /* Is the chain's top the file at the canonical @path? Safe while a live job changes the layers
  * (which qcow2_chain_layer()'s answer is not). */
 bool qcow2_chain_top_is(struct qcow2_chain *c, const char *path);
+/* Keep the layers as they are (a live job's change waits) while qcow2_chain_depth() and
+ * qcow2_chain_layer() are asked and their answers used; no other call on the chain (and no
+ * wait on one) in between. */
+void qcow2_chain_layers_hold(struct qcow2_chain *c);
+void qcow2_chain_layers_release(struct qcow2_chain *c);
 /* The path of the chain's top now, into @out (@cap bytes), as qcow2_chain_top_is(). */
 void qcow2_chain_top_path(struct qcow2_chain *c, char *out, size_t cap);
 
