@@ -18,7 +18,8 @@
  *
  * Locking: the view is pinned (n->open_lock taken and released inside the pin) for the whole
  * job, so its chain stays open; the library serializes live jobs on one chain itself (-EBUSY)
- * and takes its own locks inside its calls. No fs/ lock is held across a job.
+ * and takes its own locks inside its calls. A job that gives the chain another top holds
+ * ctl-snapshot.c's lock throughout (run_live()); no other fs/ lock is held across a job.
  */
 #include <errno.h>
 #include <limits.h>
@@ -42,9 +43,8 @@ struct live_job {
 	struct qcow2_plan plan;
 };
 
-static int run_live(void *ctx, struct qcow2_job *job)
+static int run_job(struct live_job *l, struct qcow2_job *job)
 {
-	struct live_job *l = ctx;
 	const struct qcow2_chain_opts *o = qfs_tree_chain_opts(l->tree);
 
 	switch (l->kind) {
@@ -56,6 +56,24 @@ static int run_live(void *ctx, struct qcow2_job *job)
 	default:
 		return qcow2_chain_commit_live(l->chain, &l->co, o, job, &l->plan);
 	}
+}
+
+/* A job that gives the chain another top (an external snapshot, an active commit) holds the
+ * internal snapshots' lock (ctl-snapshot.c) throughout: their operations work on the top's
+ * image, which stops being the top (its write side ended, or closed). The wait for it is
+ * shown and cancellable. */
+static int run_live(void *ctx, struct qcow2_job *job)
+{
+	struct live_job *l = ctx;
+	bool moves = l->kind == LIVE_SNAPSHOT || (l->kind == LIVE_COMMIT && !l->co.top);
+	int r = moves ? qfs_ctl_job_lock(job, qfs_ctl_snapshot_mutex()) : 0;
+
+	if (r < 0)
+		return r;
+	r = run_job(l, job);
+	if (moves)
+		pthread_mutex_unlock(qfs_ctl_snapshot_mutex());
+	return r;
 }
 
 /* The plan, one record per step. */
