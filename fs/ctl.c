@@ -287,6 +287,11 @@ int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m)
 
 	set_state(j, JOB_WAITING);
 	for (;;) {
+		if (job_cancelled(j)) { /* before each try: a cancel already sent wins */
+			set_state(j, JOB_RUNNING);
+			return qcow2_set_error(-ECANCELED,
+					       "cancelled before it began: nothing changed");
+		}
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 50000000;
 		if (ts.tv_nsec >= 1000000000) {
@@ -295,11 +300,6 @@ int qfs_ctl_job_lock(const struct qcow2_job *job, pthread_mutex_t *m)
 		}
 		if (pthread_mutex_timedlock(m, &ts) == 0)
 			break;
-		if (job_cancelled(j)) {
-			set_state(j, JOB_RUNNING);
-			return qcow2_set_error(-ECANCELED,
-					       "cancelled before it began: nothing changed");
-		}
 	}
 	set_state(j, JOB_RUNNING);
 	return 0;
@@ -480,6 +480,10 @@ static void status_jobs(struct status *s)
 				", \"images\": ",
 				state_names[j->state], done, total);
 			json_str(s->f, j->images);
+			if (j->state == JOB_FAILED || j->state == JOB_CANCELLED) {
+				fprintf(s->f, ", \"error\": ");
+				json_str(s->f, j->error);
+			}
 			fprintf(s->f, "}");
 		} else if (j->state == JOB_RUNNING || j->state == JOB_WAITING) {
 			fprintf(s->f, "  job %d-%u: %s of %s, %s, %.1f%%\n", (int)getpid(), j->id,

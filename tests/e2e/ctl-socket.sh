@@ -111,6 +111,13 @@ check "a missing snapshot: the same refusal and exit status" same_as_offline sna
 check "the snapshot views appeared at once" eval 'ls "$MNT" | grep -qx "a@s1.raw" && ls "$MNT" | grep -qx "a@s3.raw"'
 check_not "... the deleted one went" eval 'ls "$MNT" | grep -qx "a@s2.raw"'
 
+# the client's interrupt (a CANCEL frame), there before the command starts: nothing changes
+python3 "$E2E_HELPER" ctl-call-cancel "$SOCK" snapshot create "$SRC/a.qcow2" s8 >"$WORK/cancel.out" 2>&1
+check "a create cancelled by its client: one line, exit 1" test "$(cat "$WORK/cancel.out")" = \
+	"err: cancelled before it began: nothing changed
+exit 1"
+check "... no snapshot s8" eval '! qemu-img snapshot -l -U "$SRC/a.qcow2" | grep -q " s8 "'
+
 # --offline: the refusal of today
 (cd "$SRC" && ctl snapshot create --offline a.qcow2 s9) >"$WORK/offline.out" 2>&1
 rc=$?
@@ -173,6 +180,8 @@ import json, sys
 jobs = json.load(open(sys.argv[1]))
 d = [j for j in jobs if j["id"] == sys.argv[2]]
 assert len(d) == 1 and d[0]["kind"] == "snapshot-delete" and d[0]["state"] == "done", jobs
+f = [j for j in jobs if j["id"].startswith(sys.argv[2].split("-")[0] + "-") and j["state"] == "failed"]
+assert f and all(j["error"] for j in f), jobs  # the create of a taken name, the missing delete
 PY
 check "job cancel of a finished job says how it ended" eval '[ "$(ctl job cancel "$JOB")" = "job $JOB: done" ]'
 out=$(ctl job cancel "$QCOWFS_PID-999" 2>&1)

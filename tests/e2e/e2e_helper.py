@@ -22,6 +22,8 @@ Subcommands:
   host-offset IMAGE OFF     the host offset of the data at guest offset OFF of a qcow2 image
   ctl-call SOCKET WORD...   one request on a qcowfs control socket, each reply frame printed
                             ("out:", "err:", "record:", "progress:", then "exit N")
+  ctl-call-cancel SOCKET WORD...
+                            the same, the client's CANCEL frame sent with the request
   stamp-writer VIEW LOG STOP SEED BLOCKS [FSYNC_EACH]
                             4 KiB writes to random blocks of VIEW, each stamped with its
                             sequence number, logged to LOG after each, until STOP exists
@@ -146,6 +148,7 @@ COMMANDS = {
     "host-offset": "crypt",
     "block-absent": "crypt",
     "ctl-call": "ctlsock",
+    "ctl-call-cancel": "ctlsock",
     "stamp-writer": "stamps",
     "stamp-check": "stamps",
     "stamp-durable": "stamps",

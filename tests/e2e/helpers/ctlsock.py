@@ -16,7 +16,13 @@ def _recv_exact(s, n):
     return buf
 
 
-def cmd_ctl_call(path, *words):
+def cmd_ctl_call_cancel(path, *words):
+    """As ctl-call, with CANCEL sent right after the request, in the same write (the
+    client's interrupt, already there when the command starts)."""
+    cmd_ctl_call(path, *words, cancel=True)
+
+
+def cmd_ctl_call(path, *words, cancel=False):
     """Send WORDS as a request on the socket PATH; print each reply frame as "out: TEXT",
     "err: TEXT", "record: k=v;k=v", "progress: DONE TOTAL", then "exit N" and exit 0. A
     connection refused by the system prints "connect: ERRNO"."""
@@ -27,11 +33,15 @@ def cmd_ctl_call(path, *words):
     except OSError as e:
         print("connect: %s" % (e.strerror or e))
         return
+    req = b""
+    for w in words:
+        b = w.encode()
+        req += b"A" + struct.pack(">I", len(b)) + b
+    req += b"E" + struct.pack(">I", 0)
+    if cancel:
+        req += b"C" + struct.pack(">I", 0)
     try:
-        for w in words:
-            b = w.encode()
-            s.sendall(b"A" + struct.pack(">I", len(b)) + b)
-        s.sendall(b"E" + struct.pack(">I", 0))
+        s.sendall(req)
     except OSError:
         pass  # a refusal may come before the request is read: read it
     while True:
