@@ -250,6 +250,11 @@ static int h_apply(struct qfs_ctl_req *req)
 	return 1;
 }
 
+pthread_mutex_t *qfs_ctl_snapshot_mutex(void)
+{
+	return &snap_lock;
+}
+
 void qfs_ctl_snapshot_register(void)
 {
 	qfs_ctl_register("snapshot apply", h_apply);

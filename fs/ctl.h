@@ -104,6 +104,10 @@ int qfs_ctl_start(struct qfs_tree *t);
  * to call when qfs_ctl_start() failed or was never called. */
 void qfs_ctl_stop(void);
 
+/* ctl-snapshot.c: the lock its operations take: a live job that gives a chain another top
+ * (live.c) holds it too, so no internal snapshot operation runs on an image that stops being
+ * a top meanwhile. */
+pthread_mutex_t *qfs_ctl_snapshot_mutex(void);
 /* ctl-snapshot.c: register snapshot list|create|delete. */
 void qfs_ctl_snapshot_register(void);
 

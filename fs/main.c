@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "live.h"
 #include "log.h"
 #include "qcowfs.h"
 #include "readahead.h"
@@ -587,6 +588,7 @@ static int serve(struct fuse_session *se, const struct cmdline *cl, struct qfs_t
 		fuse_daemonize(cl->foreground);
 		qfs_readahead_start(mount_path);
 		qfs_ctl_snapshot_register();
+		qfs_live_register();
 		qfs_ctl_start(tree); /* after daemonizing: the socket is named by the final pid */
 		r = cl->single ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lcfg);
 		qfs_ctl_stop(); /* the socket removed, its jobs cancelled and waited for */

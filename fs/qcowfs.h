@@ -147,6 +147,11 @@ bool qfs_tree_read_only(const struct qfs_tree *t);
  * of the view or the chain is read-only, or the write lock's refusal. */
 int qfs_tree_pin_file(struct qfs_tree *t, dev_t dev, ino_t ino, bool write, struct qfs_node **out,
 		      unsigned *layer);
+/* A live job (live.c) gave the open chain of @n (pinned) another top than @old_top: the write
+ * lock of its writers is on the new top now, ours, not another process's. */
+void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, const char *old_top);
+/* The options the views' chains are opened with (live jobs open files of a chain with them). */
+const struct qcow2_chain_opts *qfs_tree_chain_opts(const struct qfs_tree *t);
 /* The canonical mount point (the control socket's status). */
 const char *qfs_tree_mount_point(const struct qfs_tree *t);
 /* Call @visit for every flat view with open handles, under its open_lock (@visit takes no fs/

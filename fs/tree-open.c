@@ -54,16 +54,43 @@ static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_op
 	return r;
 }
 
-/* Count a writer of @src (its lock is ours, not a conflict). */
+/* Count a writer of the top of @n's open chain (n->open_lock held): its lock is ours, not a
+ * conflict. The top is @n's own file, or the one a live job moved the chain to (live.c;
+ * qfs_tree_writers_moved() moved the count with it). */
 static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
 {
+	char top[PATH_MAX];
 	struct qfs_src *s;
 
+	qcow2_chain_top_path(n->chain, top, sizeof(top));
 	pthread_mutex_lock(&t->lock);
-	s = qfs_src_get(&t->cache, n->src);
-	if (s)
+	s = qfs_src_get(&t->cache, top);
+	if (s && (delta > 0 || s->our_writers >= (unsigned)-delta))
 		s->our_writers += (unsigned)delta;
 	pthread_mutex_unlock(&t->lock);
+}
+
+void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, const char *old_top)
+{
+	char top[PATH_MAX];
+	struct qfs_src *s;
+	unsigned k;
+
+	pthread_mutex_lock(&n->open_lock);
+	k = n->writers;
+	qcow2_chain_top_path(n->chain, top, sizeof(top));
+	pthread_mutex_lock(&t->lock);
+	qfs_src_cache_next_gen(&t->cache); /* (the files changed: their views are judged again) */
+	s = qfs_src_get(&t->cache, old_top);
+	if (s)
+		s->our_writers = s->our_writers > k ? s->our_writers - k : 0;
+	s = qfs_src_get(&t->cache, top);
+	if (s && k) {
+		s->our_writers += k;
+		s->busy = false; /* it was our own lock that made it look busy */
+	}
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&n->open_lock);
 }
 
 /* A layer's file and its external data file (data_ino 0: none) as the permission checks saw
@@ -103,7 +130,19 @@ static bool io_is(struct qcow2_io *io, dev_t dev, ino_t ino)
 
 /* Are the files the open chain @c reads (through its descriptors) the @n files @ids, external
  * data files included? */
+static bool layers_are(struct qcow2_chain *c, const struct ident *ids, unsigned n);
+
 static bool chain_is(struct qcow2_chain *c, const struct ident *ids, unsigned n)
+{
+	bool same;
+
+	qcow2_chain_layers_hold(c); /* (a live job may be changing them: live.c) */
+	same = layers_are(c, ids, n);
+	qcow2_chain_layers_release(c);
+	return same;
+}
+
+static bool layers_are(struct qcow2_chain *c, const struct ident *ids, unsigned n)
 {
 	struct qcow2_layer_info li;
 	struct qcow2_io *data;
@@ -145,6 +184,13 @@ struct open_plan {
 	unsigned n_ids;
 	struct qcow2_chain_opts o;
 };
+
+/* Under n->open_lock: is the top of @n's open chain still @n's own file? (A live external
+ * snapshot or an active commit with pivot gives the chain another top.) */
+static bool top_is_own(struct qfs_node *n, const struct open_plan *p)
+{
+	return p->snap || qcow2_chain_top_is(n->chain, p->src);
+}
 
 static void plan_free(struct open_plan *p)
 {
@@ -216,6 +262,14 @@ static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_
 		r = open_chain(n, p->src, p->o, p->writable, p->busy, p->snap, &refused);
 	if (refused)
 		note_refused(t, p->src);
+	if (r == 0 && !top_is_own(n, p)) {
+		/* a live job (live.c) made another file the top of the open chain: its handles
+		 * go on with it, but a new open would be served another file's disk */
+		qfs_log("'%s': a live job moved its open handles to another image: not opened "
+			"again until they close",
+			n->rel);
+		r = -EBUSY;
+	}
 	if (r == 0 && p->ids && !chain_is(n->chain, p->ids, p->n_ids)) {
 		qfs_log("'%s': a file of its chain was replaced since it was checked (or since "
 			"the view was opened): not served to uid %u",
@@ -366,13 +420,16 @@ static int layer_of(struct qfs_node *n, dev_t dev, ino_t ino)
 {
 	struct qcow2_layer_info li;
 	unsigned i;
+	int found = -1;
 
 	if (!n->chain)
 		return -1;
-	for (i = 0; i < qcow2_chain_depth(n->chain); i++)
+	qcow2_chain_layers_hold(n->chain); /* (a live job may be changing them: live.c) */
+	for (i = 0; found < 0 && i < qcow2_chain_depth(n->chain); i++)
 		if (qcow2_chain_layer(n->chain, i, &li) == 0 && io_is(li.io, dev, ino))
-			return (int)i;
-	return -1;
+			found = (int)i;
+	qcow2_chain_layers_release(n->chain);
+	return found;
 }
 
 /* Under n->open_lock: count one more handle on @n's open chain, as a writer if @write (the
@@ -464,6 +521,11 @@ void qfs_tree_each_open(struct qfs_tree *t,
 		pthread_mutex_unlock(&v[i]->open_lock);
 	}
 	free(v);
+}
+
+const struct qcow2_chain_opts *qfs_tree_chain_opts(const struct qfs_tree *t)
+{
+	return &t->copts;
 }
 
 const char *qfs_tree_mount_point(const struct qfs_tree *t)

@@ -2,7 +2,9 @@
 /*
  * cmd-commit.c - qcowctl commit [--top T] [--base B] [--drop] [--force] IMAGE: blockcommit.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <string.h>
 
 #include "qcow2.h"
@@ -23,6 +25,12 @@ static void commit_usage(FILE *f)
 	       "  -d, --keep-top  an active commit leaves IMAGE as it is instead of emptying\n"
 	       "               it (qemu-img commit -d); it still backs onto B\n"
 	       "  --drop       delete the merged layers that are no longer used\n"
+	       "  --pivot      IMAGE is served by a qcowfs mount: the active commit runs live\n"
+	       "               there while the view is written, then the view goes on with B\n"
+	       "               as its top (IMAGE is kept as it is; virsh blockcommit --active\n"
+	       "               --pivot). A commit of an image a mount serves runs live anyway\n"
+	       "  --offline    refuse an image a qcowfs mount holds, instead of running the\n"
+	       "               commit live in that daemon\n"
 	       "  --force      commit even when other images in IMAGE's or B's directory read\n"
 	       "               through B or a merged layer (their content would change)\n"
 	       "  --dry-run    print the plan and change nothing\n"
@@ -36,7 +44,39 @@ static void commit_usage(FILE *f)
 	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
 	       "Interrupted or killed, every image stays valid and IMAGE shows the same data;\n"
-	       "running the same command again completes the commit.\n");
+	       "running the same command again completes the commit. An IMAGE a qcowfs mount\n"
+	       "holds is committed live by that daemon (unless --offline); an active commit\n"
+	       "there needs --pivot.\n");
+}
+
+/* The commit run live by the qcowfs mount that serves @image: its exit status, or -1. */
+static int commit_live(const char *image, const struct qcow2_commit_opts *o, bool pivot,
+		       const struct common_opts *co)
+{
+	char img[PATH_MAX], top[PATH_MAX], base[PATH_MAX];
+	char *words[12] = {"live", "commit"};
+	int n = 2;
+
+	if (live_abs_path(image, img, sizeof(img)) < 0 ||
+	    (o->top && live_layer_path(image, o->top, top, sizeof(top)) < 0) ||
+	    (o->base && live_layer_path(image, o->base, base, sizeof(base)) < 0))
+		return -1;
+	if (o->dry_run)
+		words[n++] = "--dry-run";
+	if (o->force)
+		words[n++] = "--force";
+	if (pivot)
+		words[n++] = "--pivot";
+	if (o->top) {
+		words[n++] = "--top";
+		words[n++] = top;
+	}
+	if (o->base) {
+		words[n++] = "--base";
+		words[n++] = base;
+	}
+	words[n++] = img;
+	return live_forward(image, n, words, co, "commit");
 }
 
 int cmd_commit(int argc, char **argv)
@@ -47,6 +87,7 @@ int cmd_commit(int argc, char **argv)
 	    {"drop", no_argument, NULL, 'D'},
 	    {"keep-top", no_argument, NULL, 'd'},
 	    {"force", no_argument, NULL, 'f'},
+	    {"pivot", no_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    COMMON_LONGOPTS,
 	    VERBOSE_LONGOPT,
@@ -57,6 +98,7 @@ int cmd_commit(int argc, char **argv)
 	struct qcow2_plan plan;
 	struct qcow2_job job;
 	struct progress p;
+	bool pivot = false;
 	int c, r;
 
 	while ((c = next_option(argc, argv, "hpqvdt:b:", longopts, "commit")) != -1) {
@@ -78,6 +120,9 @@ int cmd_commit(int argc, char **argv)
 		case 'f':
 			o.force = true;
 			break;
+		case 'P':
+			pivot = true;
+			break;
 		case 'h':
 			commit_usage(stdout);
 			return EXIT_OK;
@@ -92,10 +137,23 @@ int cmd_commit(int argc, char **argv)
 	catch_interrupts();
 	progress_init(&p, &co, "commit");
 	job_init(&job, &p);
-	r = qcow2_commit(argv[optind], &o, &job, &plan);
+	r = pivot ? -EBUSY : qcow2_commit(argv[optind], &o, &job, &plan);
 	progress_end(&p);
 	if (r == 0)
 		print_job_plan(&plan, &co);
-	qcow2_plan_release(&plan);
+	if (!pivot)
+		qcow2_plan_release(&plan);
+	if (r == -EBUSY) { /* held: by a qcowfs mount, which commits live */
+		r = commit_live(argv[optind], &o, pivot, &co);
+		if (r >= 0)
+			return r;
+		if (pivot) {
+			error("'%s' is not served by a qcowfs mount: --pivot is only for a "
+			      "commit run live",
+			      argv[optind]);
+			return EXIT_FAIL;
+		}
+		return fail_lib();
+	}
 	return r < 0 ? fail_lib() : EXIT_OK;
 }

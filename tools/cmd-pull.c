@@ -2,7 +2,9 @@
 /*
  * cmd-pull.c - qcowctl pull [--base B] IMAGE: blockpull.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 
 #include "qcow2.h"
 #include "qcowctl.h"
@@ -16,6 +18,8 @@ static void pull_usage(FILE *f)
 	       "never changes.\n\n"
 	       "  -b, --base B the layer IMAGE backs onto afterwards (a path, or a name relative\n"
 	       "               to IMAGE's directory)\n"
+	       "  --offline    refuse an image a qcowfs mount holds, instead of pulling live in\n"
+	       "               that daemon (while its view is read and written)\n"
 	       "  --dry-run    print the plan and change nothing\n"
 	       "  --json       print the plan as JSON\n"
 	       "  --output=json|human  as --json, or the text (the default)\n"
@@ -27,7 +31,8 @@ static void pull_usage(FILE *f)
 	       "(repeatable)\n"
 	       "  -h, --help   this text\n\n"
 	       "Interrupted or killed, IMAGE stays valid and shows the same data; running the\n"
-	       "same command again completes the pull.\n");
+	       "same command again completes the pull. An IMAGE a qcowfs mount holds is pulled\n"
+	       "live by that daemon (unless --offline).\n");
 }
 
 int cmd_pull(int argc, char **argv)
@@ -41,6 +46,7 @@ int cmd_pull(int argc, char **argv)
 	};
 	struct common_opts co = {0};
 	const char *base = NULL;
+	char b[PATH_MAX] = "";
 	struct qcow2_plan plan;
 	struct qcow2_job job;
 	struct progress p;
@@ -71,5 +77,22 @@ int cmd_pull(int argc, char **argv)
 	if (r == 0)
 		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);
+	if (r == -EBUSY) { /* held: by a qcowfs mount, which pulls live */
+		char img[PATH_MAX];
+		char *words[6] = {"live", "pull"};
+		int n = 2, f = -1;
+
+		if (co.dry_run)
+			words[n++] = "--dry-run";
+		if (base && live_layer_path(argv[optind], base, b, sizeof(b)) == 0) {
+			words[n++] = "--base";
+			words[n++] = b;
+		}
+		words[n++] = img;
+		if ((!base || b[0] == '/') && live_abs_path(argv[optind], img, sizeof(img)) == 0)
+			f = live_forward(argv[optind], n, words, &co, "pull");
+		if (f >= 0)
+			return f;
+	}
 	return r < 0 ? fail_lib() : EXIT_OK;
 }

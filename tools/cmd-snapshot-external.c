@@ -4,7 +4,9 @@
  * external snapshot (virsh snapshot-create --disk-only): NEW, an overlay on IMAGE, becomes
  * the active image.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -20,7 +22,11 @@ static void external_usage(FILE *f)
 		"file, must no longer be written (a qcowfs mount shows it read-only). The backing\n"
 		"name is stored relative when both files are in one directory, else absolute.\n"
 		"Refused if NEW exists or while another process writes IMAGE. NEW is written\n"
-		"under a hidden name and given its name only when complete.\n\n"
+		"under a hidden name and given its name only when complete. An IMAGE a qcowfs\n"
+		"mount holds gets its snapshot live from that daemon (unless --offline): the\n"
+		"handles open for writing on IMAGE's view go on writing into NEW, and once they\n"
+		"are closed IMAGE's view shows the point in time, read-only, and NEW's view is\n"
+		"writable. NEW gets IMAGE's owner and mode.\n\n"
 		"  --dry-run          print the plan and change nothing\n"
 		"  --json             print the plan as JSON\n"
 		"  --output=json|human  as --json, or the text (the default)\n"
@@ -63,6 +69,21 @@ int snapshot_create_external(int argc, char **argv)
 	if (r == 0)
 		print_job_plan(&plan, &co);
 	qcow2_plan_release(&plan);
+	if (r == -EBUSY) { /* held: by a qcowfs mount, which takes the snapshot live */
+		char img[PATH_MAX], new[PATH_MAX];
+		char *words[5] = {"live", "snapshot-external"};
+		int n = 2, f = -1;
+
+		if (co.dry_run)
+			words[n++] = "--dry-run";
+		words[n++] = img;
+		words[n++] = new;
+		if (live_abs_path(argv[optind], img, sizeof(img)) == 0 &&
+		    live_abs_path(argv[optind + 1], new, sizeof(new)) == 0)
+			f = live_forward(argv[optind], n, words, &co, "snapshot");
+		if (f >= 0)
+			return f;
+	}
 	return r < 0 ? fail_lib() : EXIT_OK;
 }
 

@@ -233,5 +233,16 @@ int ctl_forward(const char *path, int argc, char **argv, void (*record)(void *ct
 const char *ctl_rec_get(const char *rec, const char *key, char *out, size_t cap);
 int cmd_compare(int argc, char **argv);
 int cmd_amend(int argc, char **argv);
+/* live.c: the image is held by another process: if a qcowfs mount serves it, run @argv (the
+ * words of the daemon's live handler, paths absolute) there, printing its progress and then
+ * its plan as the offline command prints its own. The exit status, or -1 when no mount serves
+ * @image (the caller refuses as always). */
+int live_forward(const char *image, int argc, char **argv, const struct common_opts *co,
+		 const char *what);
+/* @path made absolute (its directory resolved when the file does not exist). 0 or -1. */
+int live_abs_path(const char *path, char *out, size_t cap);
+/* A layer named as commit and pull take it (a path, or a name relative to @image's directory)
+ * made absolute. 0 or -1. */
+int live_layer_path(const char *image, const char *name, char *out, size_t cap);
 
 #endif

@@ -109,6 +109,11 @@ void qcow2_io_set_journal(struct qcow2_io *io,
 			  void *ctx);
 /* io.c: shrink the file to @bytes (no-op if it is not longer). */
 int qcow2_io_truncate(struct qcow2_io *io, uint64_t bytes);
+/* lock.c: move QEMU's writer locks held on @from to @to, another description of the same file
+ * (a layer reopened for writing becomes a chain's top): at no moment does neither hold the
+ * write permission, so a process that does not share write (QEMU's writer, and its reader)
+ * cannot take the file in between. On failure @from keeps what it held. 0 or -errno. */
+int qcow2_io_lock_move_writer(struct qcow2_io *from, struct qcow2_io *to);
 
 /* The kinds of metadata a write of metadata is (qcow2_io_pwrite_meta()'s @own), as the
  * overlap checks of a writable image (engine/overlap.c) tell them apart. */

@@ -189,3 +189,44 @@ int qcow2_io_unlock(struct qcow2_io *io, unsigned perm)
 	}
 	return 0;
 }
+
+/* Give back the "not shared" bytes of @bits on @io. */
+static int unlock_unshared(struct qcow2_io *io, unsigned bits)
+{
+	int fd = qcow2_io_fd(io);
+	struct flock fl;
+	unsigned bit;
+	int r;
+
+	for (bit = 0; fd >= 0 && bit < 4; bit++) {
+		if (!(bits & (1u << bit)))
+			continue;
+		r = lock_byte(fd, F_OFD_SETLK, F_UNLCK, LOCK_SHARED_BASE + bit, &fl);
+		if (r < 0)
+			return qcow2_set_error(r, "'%s': cannot unlock: %s", qcow2_io_name(io),
+					       strerror(-r));
+	}
+	return 0;
+}
+
+/*
+ * The order: @from stops refusing to share write and resize (it still holds them, so anyone
+ * who does not share them still fails); @to takes the permissions, sharing everything (no one
+ * refuses to share them now but a holder that shares them anyway); @from gives its
+ * permissions back; @to then refuses to share write and resize, as a writer does.
+ */
+int qcow2_io_lock_move_writer(struct qcow2_io *from, struct qcow2_io *to)
+{
+	unsigned unshared = QCOW2_PERM_ALL & ~QCOW2_WRITER_SHARED;
+	int r = unlock_unshared(from, unshared);
+
+	if (r == 0 && (r = qcow2_io_lock(to, QCOW2_WRITER_PERMS, QCOW2_PERM_ALL)) < 0) {
+		qcow2_io_lock(from, 0, QCOW2_WRITER_SHARED); /* as it was */
+		return r;
+	}
+	if (r == 0)
+		r = qcow2_io_unlock(from, QCOW2_WRITER_PERMS);
+	if (r == 0)
+		r = qcow2_io_lock(to, 0, QCOW2_WRITER_SHARED);
+	return r;
+}

@@ -18,7 +18,8 @@
  * snapshot's; a check before the work too saves reading what would be thrown away. Reads of a
  * deleted snapshot's view fail from then on.
  *
- * Locks: c->owner_rw (owned here): shared by a walk that records owners, exclusive while the
+ * Locks: c->layers_rw shared by qcow2_chain_enter() (every call), before the top's w->frees;
+ * c->owner_rw (owned here): shared by a walk that records owners, exclusive while the
  * chunks a change touched are forgotten, so no walk that began before a change can record a
  * stale owner after it. Reads, maps and seeks of a writable top run inside
  * qcow2_image_read_begin/end() (the top's w->frees shared, engine/locks.c), taken before
@@ -213,8 +214,11 @@ static int pin_check(struct qcow2_chain *c)
  * under a read. */
 void qcow2_chain_enter(struct qcow2_chain *c)
 {
-	struct qcow2_image *top = c->layers[0].img;
+	struct qcow2_image *top;
 
+	/* the layer array first: the top read under it stays the top until the leave */
+	pthread_rwlock_rdlock(&c->layers_rw);
+	top = c->layers[0].img;
 	if (top)
 		qcow2_image_read_begin(top);
 }
@@ -225,6 +229,7 @@ void qcow2_chain_leave(struct qcow2_chain *c)
 
 	if (top)
 		qcow2_image_read_end(top);
+	pthread_rwlock_unlock(&c->layers_rw);
 }
 
 int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
@@ -354,6 +359,8 @@ void qcow2_chain_forget(struct qcow2_chain *c, uint64_t off, uint64_t n)
 {
 	uint32_t bits;
 
+	if (c->dirty && n) /* an active commit copies these again (jobs/live.c) */
+		qcow2_chain_dirty_mark(c, off, n);
 	if (!c->owners || !n)
 		return;
 	bits = qcow2_ownermap_chunk_bits(c->owners);

@@ -4,7 +4,8 @@
  * image only, copy-on-write from the layers below (qcow2_chain_read_below()); flush, growth
  * and QEMU's write permission on the top.
  *
- * Locks: every change runs inside qcow2_image_read_begin/end() (the top's w->frees shared,
+ * Locks: every call holds c->layers_rw shared (the top stays the top, live.c); every change
+ * runs inside qcow2_image_read_begin/end() (the top's w->frees shared,
  * engine/locks.c), then forgets the chunks it touched (c->owner_rw exclusive, chain-read.c)
  * after the write has released the write side's w->lock. Growth holds the top's w->frees
  * exclusive (qcow2_image_exclusive_begin/end()): no read or write runs while c->size and the
@@ -25,9 +26,27 @@ static struct qcow2_image *writable_top(const struct qcow2_chain *c)
 
 bool qcow2_chain_writable(const struct qcow2_chain *c)
 {
-	const struct qcow2_image *top = writable_top(c);
+	struct qcow2_chain *m = (struct qcow2_chain *)c; /* (its lock) */
+	const struct qcow2_image *top;
+	bool w;
 
-	return top && qcow2_image_writable(top); /* not once a write found it damaged */
+	pthread_rwlock_rdlock(&m->layers_rw);
+	top = writable_top(c);
+	w = top && qcow2_image_writable(top); /* not once a write found it damaged */
+	pthread_rwlock_unlock(&m->layers_rw);
+	return w;
+}
+
+/* The writable top as it is now (NULL: none), for a check before the work: the work itself
+ * takes it again under c->layers_rw. */
+static struct qcow2_image *top_now(struct qcow2_chain *c)
+{
+	struct qcow2_image *top;
+
+	pthread_rwlock_rdlock(&c->layers_rw);
+	top = writable_top(c);
+	pthread_rwlock_unlock(&c->layers_rw);
+	return top;
 }
 
 static int not_writable(const struct qcow2_chain *c)
@@ -101,20 +120,31 @@ static int zero_sectors(struct qcow2_chain *c, struct qcow2_image *top,
 static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t off, bool zero,
 		  bool unmap)
 {
-	struct qcow2_image *top = writable_top(c);
-	struct qcow2_fill fill = {qcow2_chain_read_below, c, c->n > 1};
+	struct qcow2_image *top;
+	struct qcow2_fill fill = {qcow2_chain_read_below, c, false};
 	bool enc, partial;
 	int r;
 
-	if (!top)
-		return not_writable(c);
+	/* c->layers_rw before c->sector_rw and the top's w->frees: the top stays the top */
+	pthread_rwlock_rdlock(&c->layers_rw);
+	top = writable_top(c);
+	fill.has_backing = c->n > 1;
+	if (!top || (unmap && c->dirty)) {
+		/* (an active commit copies the top's view into base: showing base again would
+		 * show what the commit wrote there) */
+		r = top ? qcow2_set_error(-EBUSY, "'%s': an active commit is running",
+					  c->layers[0].path)
+			: not_writable(c);
+		pthread_rwlock_unlock(&c->layers_rw);
+		return r;
+	}
 	enc = qcow2_image_encrypted(top);
 	partial = enc && n && (buf || zero) && !unmap && ((off | n) & (SECTOR - 1));
 	if (partial)
 		pthread_rwlock_wrlock(&c->sector_rw);
 	else if (enc)
 		pthread_rwlock_rdlock(&c->sector_rw);
-	qcow2_chain_enter(c);
+	qcow2_image_read_begin(top);
 	if (off > c->size || n > c->size - off)
 		r = qcow2_set_error(-EFBIG, "'%s': range past the end of the disk",
 				    c->layers[0].path);
@@ -135,9 +165,10 @@ static int change(struct qcow2_chain *c, const void *buf, uint64_t n, uint64_t o
 				       (off & ~(SECTOR - 1)));
 	else
 		qcow2_chain_forget(c, off, n);
-	qcow2_chain_leave(c);
+	qcow2_image_read_end(top);
 	if (enc)
 		pthread_rwlock_unlock(&c->sector_rw);
+	pthread_rwlock_unlock(&c->layers_rw);
 	return r;
 }
 
@@ -153,12 +184,16 @@ int qcow2_chain_zero(struct qcow2_chain *c, uint64_t off, uint64_t n, unsigned f
 
 int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_t off)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top;
 	int r;
 
-	if (!top)
-		return not_writable(c);
 	qcow2_chain_enter(c);
+	top = writable_top(c);
+	if (!top) {
+		r = not_writable(c);
+		qcow2_chain_leave(c);
+		return r;
+	}
 	r = qcow2_image_write_compressed(top, buf, off);
 	qcow2_chain_forget(c, off, top->cluster_bytes);
 	qcow2_chain_leave(c);
@@ -167,7 +202,7 @@ int qcow2_chain_write_compressed(struct qcow2_chain *c, const void *buf, uint64_
 
 ssize_t qcow2_chain_compress(struct qcow2_chain *c, const void *buf, void *out)
 {
-	const struct qcow2_image *top = writable_top(c);
+	const struct qcow2_image *top = top_now(c);
 
 	return top ? qcow2_image_compress(top, buf, out) : not_writable(c);
 }
@@ -175,12 +210,16 @@ ssize_t qcow2_chain_compress(struct qcow2_chain *c, const void *buf, void *out)
 int qcow2_chain_write_precompressed(struct qcow2_chain *c, const void *buf, const void *comp,
 				    size_t len, uint64_t off)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top;
 	int r;
 
-	if (!top)
-		return not_writable(c);
 	qcow2_chain_enter(c);
+	top = writable_top(c);
+	if (!top) {
+		r = not_writable(c);
+		qcow2_chain_leave(c);
+		return r;
+	}
 	r = qcow2_image_write_precompressed(top, buf, comp, len, off);
 	qcow2_chain_forget(c, off, top->cluster_bytes);
 	qcow2_chain_leave(c);
@@ -189,27 +228,38 @@ int qcow2_chain_write_precompressed(struct qcow2_chain *c, const void *buf, cons
 
 bool qcow2_chain_allocated_since_flush(struct qcow2_chain *c)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top;
+	bool any;
 
-	return top && qcow2_refcount_any_dirty(top);
+	pthread_rwlock_rdlock(&c->layers_rw);
+	top = writable_top(c);
+	any = top && qcow2_refcount_any_dirty(top);
+	pthread_rwlock_unlock(&c->layers_rw);
+	return any;
 }
 
 int qcow2_chain_flush(struct qcow2_chain *c)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top;
+	int r;
 
-	return top ? qcow2_image_flush(top) : 0;
+	pthread_rwlock_rdlock(&c->layers_rw); /* before the w->frees the flush takes */
+	top = writable_top(c);
+	r = top ? qcow2_image_flush(top) : 0;
+	pthread_rwlock_unlock(&c->layers_rw);
+	return r;
 }
 
 static int resize_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t new_size,
 		      bool shrink);
+static int lock_write(struct qcow2_chain *c, struct qcow2_image *top, bool on);
 
 /* The tail of the last cluster past @new_size is zeroed (so that a later grow shows zeros
  * there, not the bytes cut off), the whole clusters past it unmapped and made durable; only
  * then does the header take the smaller size (resize_top()). */
 int qcow2_chain_shrink(struct qcow2_chain *c, uint64_t new_size)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top = top_now(c);
 	uint64_t cs, cut;
 	int r;
 
@@ -235,7 +285,7 @@ int qcow2_chain_shrink(struct qcow2_chain *c, uint64_t new_size)
 
 int qcow2_chain_grow(struct qcow2_chain *c, uint64_t new_size)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top = top_now(c);
 	uint64_t old_size, below;
 	int r;
 
@@ -260,6 +310,13 @@ static int resize_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t n
 	struct qcow2_ownermap *m = NULL;
 	int r;
 
+	pthread_rwlock_rdlock(&c->layers_rw);
+	if (top != writable_top(c) || c->dirty) {
+		/* (a live job changed the top since the check, or tracks it) */
+		pthread_rwlock_unlock(&c->layers_rw);
+		return qcow2_set_error(-EBUSY, "'%s': a live job is running on the disk",
+				       c->layers[0].path);
+	}
 	qcow2_image_exclusive_begin(top); /* no read or write runs while the size changes */
 	r = shrink ? qcow2_image_shrink(top, new_size) : qcow2_image_grow(top, new_size);
 	if (r == 0 && c->owners && new_size != c->size) {
@@ -274,12 +331,24 @@ static int resize_top(struct qcow2_chain *c, struct qcow2_image *top, uint64_t n
 		c->layers[0].size = new_size;
 	}
 	qcow2_image_exclusive_end(top);
+	pthread_rwlock_unlock(&c->layers_rw);
 	return r;
 }
 
 int qcow2_chain_lock_write(struct qcow2_chain *c, bool on)
 {
-	struct qcow2_image *top = writable_top(c);
+	struct qcow2_image *top;
+	int r;
+
+	pthread_rwlock_rdlock(&c->layers_rw); /* c->write_locked, the top: as live.c leaves them */
+	top = writable_top(c);
+	r = lock_write(c, top, on);
+	pthread_rwlock_unlock(&c->layers_rw);
+	return r;
+}
+
+static int lock_write(struct qcow2_chain *c, struct qcow2_image *top, bool on)
+{
 	int r;
 
 	if (!top)

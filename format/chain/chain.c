@@ -14,7 +14,10 @@
  * chain is open (locked against writers).
  *
  * Locks: none taken (the chain is not shared while it opens, nor any more while it closes);
- * c->owner_rw is created and destroyed here, taken by chain-read.c.
+ * c->owner_rw is created and destroyed here, taken by chain-read.c; c->layers_rw too, taken by
+ * chain-read.c (shared) and live.c (exclusive). What qcow2_chain_depth() and
+ * qcow2_chain_layer() tell stays true until a live job (jobs/live.c) changes the layers: the
+ * daemon asks them only while no live job runs on the chain.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -185,7 +188,7 @@ static int open_layers(struct qcow2_chain *c, const char *path, const struct qco
 	}
 }
 
-static int setup_owners(struct qcow2_chain *c)
+int qcow2_chain_setup_owners(struct qcow2_chain *c)
 {
 	uint32_t bits = QCOW2_MAX_CLUSTER_BITS;
 	unsigned i;
@@ -207,10 +210,11 @@ int qcow2_chain_open(const char *path, const struct qcow2_chain_opts *o, struct 
 		return qcow2_oom();
 	pthread_rwlock_init(&c->owner_rw, NULL);
 	pthread_rwlock_init(&c->sector_rw, NULL);
+	qcow2_chain_layers_rw_init(c);
 	r = open_layers(c, path, o);
 	if (r == 0) {
 		c->size = c->layers[0].size;
-		r = setup_owners(c);
+		r = qcow2_chain_setup_owners(c);
 	}
 	if (r < 0) {
 		qcow2_chain_close(c);
@@ -236,6 +240,8 @@ void qcow2_chain_close(struct qcow2_chain *c)
 	qcow2_ownermap_free(c->owners);
 	pthread_rwlock_destroy(&c->owner_rw);
 	pthread_rwlock_destroy(&c->sector_rw);
+	pthread_rwlock_destroy(&c->layers_rw);
+	free(c->dirty);
 	free(c->layers);
 	free(c);
 }
@@ -248,6 +254,33 @@ uint64_t qcow2_chain_size(const struct qcow2_chain *c)
 unsigned qcow2_chain_depth(const struct qcow2_chain *c)
 {
 	return c->n;
+}
+
+void qcow2_chain_layers_hold(struct qcow2_chain *c)
+{
+	pthread_rwlock_rdlock(&c->layers_rw);
+}
+
+void qcow2_chain_layers_release(struct qcow2_chain *c)
+{
+	pthread_rwlock_unlock(&c->layers_rw);
+}
+
+void qcow2_chain_top_path(struct qcow2_chain *c, char *out, size_t cap)
+{
+	pthread_rwlock_rdlock(&c->layers_rw);
+	snprintf(out, cap, "%s", c->layers[0].path);
+	pthread_rwlock_unlock(&c->layers_rw);
+}
+
+bool qcow2_chain_top_is(struct qcow2_chain *c, const char *path)
+{
+	bool same;
+
+	pthread_rwlock_rdlock(&c->layers_rw); /* (a live job may be changing the layers) */
+	same = strcmp(c->layers[0].path, path) == 0;
+	pthread_rwlock_unlock(&c->layers_rw);
+	return same;
 }
 
 int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out)

@@ -50,6 +50,18 @@ struct qcow2_chain {
 	 * of such a top holds it shared (chain-write.c), so no change lands between the read
 	 * and the write. Taken before the top's w->frees. */
 	pthread_rwlock_t sector_rw;
+	/* The layer array (layers, n, cap, every layer's image and path) and the owner map's
+	 * replacement at a layer change (chain/live.c): shared by every call on the chain
+	 * (qcow2_chain_enter(), before the top's w->frees), exclusive while a live job changes
+	 * the layers, so no request sees a half-moved layer. Writer-preferring. */
+	pthread_rwlock_t layers_rw;
+	/* Active commit: the top's writes are tracked at 2^dirty_shift bytes per bit (set
+	 * atomically by every change of the top, in qcow2_chain_forget(); the array is set and
+	 * taken away with layers_rw exclusive). NULL: not tracked. */
+	uint64_t *dirty;
+	uint64_t dirty_units;
+	uint32_t dirty_shift;
+	bool live_job; /* a live job runs (jobs/live.c; atomic): one at a time */
 	bool write_locked;
 	bool pinned;		       /* a snapshot view: every call checks the pin */
 	struct qcow2_snapshot_pin pin; /* its own lock */
@@ -68,5 +80,32 @@ int qcow2_chain_read_in(struct qcow2_chain *c, void *buf, size_t n, uint64_t off
 /* chain-read.c: the top changed over [@off, @off + @n): the owners recorded there are stale
  * (takes c->owner_rw exclusive; not with the top's w->lock held). */
 void qcow2_chain_forget(struct qcow2_chain *c, uint64_t off, uint64_t n);
+
+/* chain.c: (re)make the owner map for the layers the chain has now. 0 or -ENOMEM. */
+int qcow2_chain_setup_owners(struct qcow2_chain *c);
+/* live.c: create c->layers_rw (writer-preferring). */
+void qcow2_chain_layers_rw_init(struct qcow2_chain *c);
+/* live.c: layer changes of an open chain, between requests (layers_rw exclusive). */
+void qcow2_chain_layers_begin(struct qcow2_chain *c);
+void qcow2_chain_layers_end(struct qcow2_chain *c);
+/* With layers_rw exclusive: @img (writable, opened at the canonical @path) becomes the top,
+ * the old top its first backing layer. 0 or -ENOMEM (nothing changed). */
+int qcow2_chain_push_top_locked(struct qcow2_chain *c, const char *path, struct qcow2_image *img);
+/* With layers_rw exclusive: layers [@first, @first + @count) leave the chain (closed). */
+void qcow2_chain_remove_layers_locked(struct qcow2_chain *c, unsigned first, unsigned count);
+/* With layers_rw exclusive: layer @idx's image is @img from now on (the old one is closed). */
+void qcow2_chain_replace_layer_locked(struct qcow2_chain *c, unsigned idx, struct qcow2_image *img);
+/* With layers_rw exclusive: the owner map forgotten whole (layer numbers changed). */
+int qcow2_chain_owners_reset_locked(struct qcow2_chain *c);
+/* With layers_rw exclusive: start (@on) or stop tracking the top's changes. 0 or -ENOMEM. */
+int qcow2_chain_track_locked(struct qcow2_chain *c, bool on, uint32_t shift);
+/* Take the tracked units from @from on: the first dirty unit at or after @from is cleared and
+ * returned (in *@unit); 0 when found, 1 when none. Inside qcow2_chain_enter() or with
+ * layers_rw exclusive. */
+int qcow2_chain_dirty_take(struct qcow2_chain *c, uint64_t from, uint64_t *unit);
+/* live.c: the top changed over [@off, @off + @n): mark it for an active commit (atomic). */
+void qcow2_chain_dirty_mark(struct qcow2_chain *c, uint64_t off, uint64_t n);
+/* How many units are dirty now (inside qcow2_chain_enter() or layers_rw exclusive). */
+uint64_t qcow2_chain_dirty_count(struct qcow2_chain *c);
 
 #endif

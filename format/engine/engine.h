@@ -279,6 +279,11 @@ int qcow2_image_shrink(struct qcow2_image *img, uint64_t new_size);
  * must not hold it. */
 int qcow2_image_flush(struct qcow2_image *img);
 bool qcow2_image_writable(const struct qcow2_image *img);
+/* open.c: end the write side of @img and keep it open for reading (a chain's top that becomes
+ * a backing layer): everything written back, durable, as a clean close does (bitmaps stored,
+ * dirty bit cleared). The caller holds no lock of @img and no request uses it meanwhile. 0 or
+ * -errno (the write side is then kept). */
+int qcow2_image_end_write(struct qcow2_image *img);
 
 /* prealloc.c (write.c's preallocation, w->lock held). Can the cluster with entry @ent (1 or 2
  * words) be preallocated without a copy: nothing there yet, and what it shows stays the same

@@ -88,6 +88,22 @@ static void close_write_side(struct qcow2_image *img)
 	img->w = NULL;
 }
 
+int qcow2_image_end_write(struct qcow2_image *img)
+{
+	uint64_t end;
+	int r = img->w ? qcow2_image_flush(img) : 0;
+
+	if (r < 0)
+		return r;
+	end = img->w ? __atomic_load_n(&img->end_cluster, __ATOMIC_ACQUIRE) << img->h.cluster_bits
+		     : img->file_bytes;
+	close_write_side(img);
+	/* the read side's bounds are the file's length from now on: what the writes made it */
+	if (qcow2_io_size(img->io, &img->file_bytes) < 0 || img->file_bytes < end)
+		img->file_bytes = end;
+	return 0;
+}
+
 bool qcow2_image_writable(const struct qcow2_image *img)
 {
 	return img->w && !__atomic_load_n(&img->w->corrupt, __ATOMIC_ACQUIRE);

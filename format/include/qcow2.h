@@ -781,6 +781,16 @@ struct qcow2_layer_info {
 	struct qcow2_io *io;	   /* the layer's file (its locks are taken on it) */
 };
 int qcow2_chain_layer(const struct qcow2_chain *c, unsigned idx, struct qcow2_layer_info *out);
+/* Is the chain's top the file at the canonical @path? Safe while a live job changes the layers
+ * (which qcow2_chain_layer()'s answer is not). */
+bool qcow2_chain_top_is(struct qcow2_chain *c, const char *path);
+/* Keep the layers as they are (a live job's change waits) while qcow2_chain_depth() and
+ * qcow2_chain_layer() are asked and their answers used; no other call on the chain (and no
+ * wait on one) in between. */
+void qcow2_chain_layers_hold(struct qcow2_chain *c);
+void qcow2_chain_layers_release(struct qcow2_chain *c);
+/* The path of the chain's top now, into @out (@cap bytes), as qcow2_chain_top_is(). */
+void qcow2_chain_top_path(struct qcow2_chain *c, char *out, size_t cap);
 
 /* Read @n bytes at @off of the flat view. @off + @n must not exceed the size. 0 or -errno. */
 int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off);
@@ -1095,6 +1105,35 @@ struct qcow2_external_delete {
 int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry_run,
 				   const struct qcow2_job *job, struct qcow2_plan *plan,
 				   struct qcow2_external_delete *res);
+
+/* ---- live jobs on an open chain (jobs/live.c, chain/live.c) ----
+ * Jobs on a chain that stays open and in use: reads and writes through it go on meanwhile and
+ * see the same view throughout; the layers change between requests. @o is what the chain was
+ * opened with (its root, keys, locks). One live job at a time per chain (-EBUSY); the chain's
+ * top must be open for writing; encrypted layers are refused (-ENOTSUP). Killed anywhere,
+ * every image is valid and the offline job run again completes it; cancelled (@job), the view
+ * and the layers are unchanged. After a job, qcow2_chain_depth() and qcow2_chain_layer() tell
+ * the new layers. */
+/* Live external snapshot: @overlay created (refused if it exists) on the top, then, between
+ * requests, the top written back and kept as a read-only backing layer (QEMU's write
+ * permission given back), and @overlay the chain's writable top: writes go on into it. */
+int qcow2_chain_snapshot_external_live(struct qcow2_chain *c, const char *overlay,
+				       const struct qcow2_chain_opts *o, bool dry_run,
+				       struct qcow2_plan *plan);
+/* Live pull: what the layers above @base (NULL: every backing layer) provide is allocated in
+ * the top (never over what the top has), durable; then the top backs onto @base and the
+ * layers between leave the chain. */
+int qcow2_chain_pull_live(struct qcow2_chain *c, const char *base, const struct qcow2_chain_opts *o,
+			  bool dry_run, const struct qcow2_job *job, struct qcow2_plan *plan);
+/* Live commit (@co as qcow2_commit(); @co->drop refused): with @co->top a backing layer, an
+ * intermediate commit of (base, top] into base, the layer above top re-pointed to base; with
+ * @co->top NULL, an active commit with pivot: the top's data merged into base while writes go
+ * on (every change tracked and copied again until little is left), then between requests the
+ * rest copied, base durable and made the writable top (QEMU's write lock moved to it); the
+ * old top and the layers between leave the chain, their files kept. */
+int qcow2_chain_commit_live(struct qcow2_chain *c, const struct qcow2_commit_opts *co,
+			    const struct qcow2_chain_opts *o, const struct qcow2_job *job,
+			    struct qcow2_plan *plan);
 
 /* ---- encryption (format/crypto/) ----
  * LUKS1 headers in the crypto header clusters (crypt_method 2) and legacy AES (crypt_method

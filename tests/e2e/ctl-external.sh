@@ -65,8 +65,8 @@ mount_qcowfs "$SRC" "$MNT" || bail "mount failed"
 check "vm-s1.raw is the writable leaf" expect_writable_mode "$MNT/vm-s1.raw"
 check "vm.raw, a backing file now, is read-only" expect_not_writable "$MNT/vm.raw"
 exec 7<>"$MNT/vm-s1.raw"
-check "refused while the daemon writes the image, naming qcowfs" expect_fail_msg \
-	"qcowfs" "$QCOWCTL" snapshot create --external vm-s1.qcow2 vm-s2.qcow2
+check "refused with --offline while the daemon writes the image, naming qcowfs" expect_fail_msg \
+	"qcowfs" "$QCOWCTL" snapshot create --external --offline vm-s1.qcow2 vm-s2.qcow2
 exec 7>&-
 check "an external snapshot of the mounted leaf" \
 	"$QCOWCTL" snapshot create --external -q vm-s1.qcow2 vm-s2.qcow2

@@ -44,7 +44,8 @@ MNT=$WORK/mnt
 if mount_qcowfs "$O" "$MNT"; then
 	exec 3<>"$MNT/top.raw"
 	if eventually qemu_holds_write_lock "$O/top.qcow2"; then
-		for cmd in "commit" "pull" "rebase -b other.qcow2"; do
+		# (commit and pull run live in the daemon unless --offline: the refusal is its)
+		for cmd in "commit --offline" "pull --offline" "rebase -b other.qcow2"; do
 			run_to "$C.out" ctl $cmd "$O/top.qcow2"
 			check "locks: $cmd refused while the view top.raw is open for writing, naming qcowfs" \
 				refused_naming "$C.out" top.qcow2 qcowfs "pid $QCOWFS_PID"
