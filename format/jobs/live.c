@@ -274,7 +274,8 @@ static int step(struct live *m, uint64_t bytes)
 	return qcow2_job_step(m->job, m->done < m->total ? m->done : m->total, m->total);
 }
 
-/* Sum of the bytes of the view that layers [@first, @limit) provide (what a copy moves). */
+/* Sum of the data bytes of the view that layers [@first, @limit) provide (what a copy moves;
+ * zeros are written as zeros, counted by no plan, as offline). */
 static int provided_bytes(struct qcow2_chain *c, unsigned first, unsigned limit, uint64_t *out)
 {
 	uint64_t off = 0, size = view_size(c), sum = 0;
@@ -285,7 +286,7 @@ static int provided_bytes(struct qcow2_chain *c, unsigned first, unsigned limit,
 		r = qcow2_chain_map(c, off, size - off, &e);
 		if (r < 0)
 			return r;
-		if (e.layer >= (int)first && e.layer < (int)limit)
+		if (e.layer >= (int)first && e.layer < (int)limit && e.kind != QCOW2_EXTENT_ZERO)
 			sum += e.len;
 		off += e.len;
 	}
@@ -427,6 +428,25 @@ static struct qcow2_chain_opts own_opts(const struct qcow2_chain_opts *o, bool w
 	w.snapshot = NULL;
 	w.repair = false;
 	return w;
+}
+
+/* The bytes a commit of layers [t, b) moves into base: what they provide to the view of
+ * layer t (the chain from t down), not to the view of the top, whose own clusters hide
+ * theirs; an intermediate commit copies them all (commit_copy()). */
+static int merged_bytes(struct live *m, uint64_t *out)
+{
+	struct qcow2_chain_opts ro = own_opts(m->o, false);
+	struct qcow2_chain *src;
+	int r;
+
+	if (m->t == 0)
+		return provided_bytes(m->c, 0, m->b, out);
+	r = qcow2_chain_open(m->c->layers[m->t].path, &ro, &src);
+	if (r < 0)
+		return r;
+	r = provided_bytes(src, 0, m->b - m->t, out);
+	qcow2_chain_close(src);
+	return r;
 }
 
 /* Base opened for writing (its writer lock taken on the chain's reader description first) and
@@ -728,7 +748,7 @@ int qcow2_chain_commit_live(struct qcow2_chain *c, const struct qcow2_commit_opt
 		r = qcow2_commit_name_for(c->layers[m.t - 1].path, c->layers[m.b].path,
 					  stored_relative(c, m.t - 1), name, sizeof(name));
 	if (r == 0)
-		r = provided_bytes(c, m.t, m.b, &m.total);
+		r = merged_bytes(&m, &m.total);
 	if (r == 0)
 		r = qcow2_commit_plan_add(plan, QCOW2_STEP_COPY, c->layers[m.b].path, NULL,
 					  m.total);

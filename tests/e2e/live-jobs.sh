@@ -342,4 +342,18 @@ for job in snapshot intermediate pull commit; do
 	done
 done
 
+# ---- a live intermediate commit's plan counts what the merged layer holds, the parts the
+# layers above hide included (all of it is copied): as the offline plan counts it ----
+setup lj_chain3 p
+setup qemu-io -f qcow2 -c "write -P 0x33 12M 2M" p.qcow2
+setup mk_qcow2 q.qcow2 64M -b p.qcow2 -F qcow2
+setup mount_qcowfs "$SRC" "$MNT"
+exec 7<>"$MNT/q.raw"
+live_plan=$(ctl commit --dry-run --top p-mid.qcow2 q.qcow2 2>&1 | grep "^ *copy ")
+exec 7>&-
+check "umount after the planned commit" umount_qcowfs "$MNT"
+offline_plan=$(ctl commit --dry-run --top p-mid.qcow2 q.qcow2 2>&1 | grep "^ *copy ")
+check "the live plan copies what the offline plan copies ($offline_plan)" \
+	eval '[ -n "$offline_plan" ] && [ "$live_plan" = "$offline_plan" ] || { echo "live: $live_plan"; false; }'
+
 finish
