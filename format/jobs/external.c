@@ -397,6 +397,60 @@ static int delete_resume(const char *top, const char *journal, const char *text,
 	return r;
 }
 
+/* Does an internal snapshot of @child (a file backing onto @snap) read something @snap itself
+ * holds? A pull fills only the child's active state: once @snap left its chain, such a
+ * snapshot's view would show what lies below @snap instead. 1 (and the snapshot named in the
+ * error), 0, or -errno. */
+static int snapshot_reads_through(const char *child, const char *snap)
+{
+	struct qcow2_chain_opts ro = {.lock = false};
+	struct qcow2_layer_info cl, sl;
+	struct qcow2_chain *c;
+	uint32_t i, n;
+	int r = qcow2_chain_open(child, &ro, &c);
+
+	if (r < 0)
+		return r;
+	r = qcow2_chain_layer(c, 0, &cl);
+	if (r == 0 && qcow2_chain_depth(c) > 1)
+		r = qcow2_chain_layer(c, 1, &sl);
+	else
+		sl.image = NULL;
+	n = r == 0 && cl.image && sl.image ? qcow2_image_snapshot_count(cl.image) : 0;
+	for (i = 0; i < n && r == 0; i++) {
+		const struct qcow2_snapshot *s = qcow2_image_snapshot(cl.image, i);
+		uint64_t end = s->disk_bytes < sl.size ? s->disk_bytes : sl.size, off = 0;
+		const struct qcow2_l1 *l1;
+
+		if (s->invalid)
+			continue;
+		r = qcow2_image_snapshot_l1(cl.image, i, &l1);
+		while (r == 0 && off < end) {
+			struct qcow2_extent e, b;
+			uint64_t at;
+
+			r = qcow2_image_map(cl.image, l1, off, end - off, &e);
+			for (at = off;
+			     r == 0 && e.kind == QCOW2_EXTENT_UNALLOCATED && at < off + e.len;
+			     at += b.len) {
+				r = qcow2_image_map(sl.image, NULL, at, off + e.len - at, &b);
+				if (r == 0 && b.kind != QCOW2_EXTENT_UNALLOCATED)
+					r = (qcow2_set_error(-EBUSY,
+							     "'%s': its internal snapshot '%s' "
+							     "reads data of '%s', which "
+							     "a pull into it cannot keep (delete "
+							     "that snapshot first)",
+							     cl.path, s->name, sl.path),
+					     1);
+			}
+			if (r == 0)
+				off += e.len;
+		}
+	}
+	qcow2_chain_close(c);
+	return r;
+}
+
 int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry_run,
 				   const struct qcow2_job *job, struct qcow2_plan *plan,
 				   struct qcow2_external_delete *res)
@@ -409,7 +463,8 @@ int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry
 	char journal[PATH_MAX], *text = NULL, *children = NULL;
 	size_t n_children = 0, n_parent = 0;
 	uint64_t pull_bytes = 0, commit_bytes = 0;
-	bool can_commit = false;
+	bool can_commit = false, pull_breaks = false;
+	char why[1024] = "";
 	unsigned k = 0;
 	int r;
 
@@ -460,9 +515,25 @@ int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry
 		free(children);
 		return r;
 	}
+	/* a pull keeps every child's active view, not its internal snapshots' (a commit into
+	 * the parent keeps both: the parent then shows what SNAP showed) */
+	for (char *line = children, *nl; r == 0 && line && *line; line = nl ? nl + 1 : NULL) {
+		char child[PATH_MAX];
+
+		nl = strchr(line, '\n');
+		snprintf(child, sizeof(child), "%.*s", nl ? (int)(nl - line) : (int)strlen(line),
+			 line);
+		r = snapshot_reads_through(child, path);
+	}
+	if (r > 0) {
+		pull_breaks = true;
+		snprintf(why, sizeof(why), "%s", qcow2_last_error());
+		r = 0;
+	}
 	/* the two ways' costs, from their dry runs */
-	r = pull_children(children, strcmp(base, "-") ? base : NULL, true, job, &scratch,
-			  &pull_bytes);
+	if (r == 0)
+		r = pull_children(children, strcmp(base, "-") ? base : NULL, true, job, &scratch,
+				  &pull_bytes);
 	qcow2_plan_release(&scratch);
 	if (r == 0 && can_commit) {
 		if (delete_by_commit(top, path, true, job, &scratch, &commit_bytes) < 0) {
@@ -474,7 +545,10 @@ int qcow2_snapshot_delete_external(const char *image, const char *snap, bool dry
 	free(children);
 	if (r < 0)
 		return r;
-	res->into_parent = can_commit && commit_bytes < pull_bytes;
+	if (pull_breaks && !can_commit)
+		return qcow2_set_error(-EBUSY,
+				       "%s; a commit into the parent is not possible either", why);
+	res->into_parent = can_commit && (pull_breaks || commit_bytes < pull_bytes);
 	res->pull_bytes = pull_bytes;
 	res->commit_bytes = can_commit ? commit_bytes : 0;
 	res->can_commit = can_commit;

@@ -138,6 +138,14 @@ sha256sum base.qcow2 >"$WORK/base.sha"
 check "delete of a file with internal snapshots is refused" expect_fail_msg "internal snapshot" \
 	"$QCOWCTL" snapshot delete --external active.qcow2 base.qcow2
 check "the refused delete changed nothing" sha256sum -c --quiet "$WORK/base.sha"
+# the branch's internal snapshot snapA reads s2's data: a pull into the branch would change
+# that snapshot's view (a pull fills only the active state), and s2's parent s1 has other
+# children (no commit into it): refused until that snapshot is gone
+check "delete of s2 refused while the branch's snapshot snapA reads its data" \
+	expect_fail_msg "internal snapshot 'snapA' reads data of '.*s2.qcow2'" \
+	"$QCOWCTL" snapshot delete --external active.qcow2.branch-1 s2.qcow2
+check "... s2 is still there" test -e s2.qcow2
+setup qemu-img snapshot -d snapA active.qcow2.branch-1
 out=$("$QCOWCTL" snapshot delete --external --dry-run --json active.qcow2.branch-1 s2.qcow2 2>&1)
 check "delete --dry-run --json says which way and how many bytes" python3 -c '
 import json, sys
@@ -214,6 +222,32 @@ check_not "k1 is gone" test -e k1.qcow2
 check_not "no journal left" test -e .k2.qcow2.qcowctl-external-delete
 for f in k2.qcow2 k3.qcow2; do
 	check "$f: view identical after the rerun" xl_same "$f" "$V/k.$f.raw"
+	check "$f passes qemu-img check" image_clean "$f"
+done
+# ---- a child's internal snapshot that reads SNAP's data: a pull cannot keep it ----
+setup qemu-img create -q -f qcow2 z-base.qcow2 4M
+setup qio z-base.qcow2 "write -P 0x66 1M 64k"
+setup qemu-img create -q -f qcow2 -b z-base.qcow2 -F qcow2 z.qcow2
+setup qemu-img snapshot -c zs z.qcow2
+setup qemu-img convert -l snapshot.name=zs -O raw z.qcow2 "$WORK/zs.raw"
+sha256sum z-base.qcow2 z.qcow2 >"$WORK/z.sha"
+check "delete of a parentless SNAP whose child's snapshot reads it: refused, naming the snapshot" \
+	expect_fail_msg "internal snapshot 'zs' reads data of" ctl snapshot delete --external z.qcow2 z-base.qcow2
+check "... changing nothing" sha256sum -c --quiet "$WORK/z.sha"
+setup qemu-img create -q -f qcow2 z-p.qcow2 4M
+setup qio z-p.qcow2 "write -P 0x77 1M 2M"
+setup qemu-img rebase -u -b z-p.qcow2 -F qcow2 z-base.qcow2
+setup qemu-img convert -l snapshot.name=zs -O raw z.qcow2 "$WORK/zs.raw"
+setup qemu-img convert -O raw z.qcow2 "$WORK/z.raw"
+zout=$(ctl snapshot delete --external z.qcow2 z-base.qcow2 2>&1)
+check "with a parent, the delete commits into it instead of pulling" \
+	eval '[[ "$zout" == "commit:"* ]] && [ ! -e z-base.qcow2 ] || { echo "$zout"; false; }'
+check "... the child's snapshot view is unchanged" \
+	eval 'qemu-img convert -l snapshot.name=zs -O raw z.qcow2 "$WORK/zs2.raw" && cmp "$WORK/zs.raw" "$WORK/zs2.raw"'
+check "... the child's view is unchanged" xl_same z.qcow2 "$WORK/z.raw"
+check "... z.qcow2 backs onto the parent" \
+	eval '[ "$(qemu-img info --output=json z.qcow2 | python3 -c "import json,sys; print(json.load(sys.stdin)[\"backing-filename\"])")" = z-p.qcow2 ]'
+for f in z.qcow2 z-p.qcow2; do
 	check "$f passes qemu-img check" image_clean "$f"
 done
 finish
