@@ -27,6 +27,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
@@ -275,6 +277,151 @@ int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
 	if (r == 0)
 		r = pin_check(c); /* after the data: what passes is the snapshot's (see above) */
 	qcow2_chain_leave(c);
+	return r;
+}
+
+/* The pieces of one read being gathered (qcow2_chain_read_pieces()). */
+struct pieces {
+	struct qcow2_read_piece *v;
+	unsigned n, cap;
+	uint8_t *scratch; /* @len bytes, allocated at the first piece that needs memory */
+	size_t len;
+	uint64_t off; /* the read's first flat offset: scratch[x] is the byte at off + x */
+};
+
+static int piece_add(struct pieces *ps, int fd, uint64_t fd_off, const void *mem, size_t len)
+{
+	struct qcow2_read_piece *last = ps->n ? &ps->v[ps->n - 1] : NULL;
+
+	/* one file run or one stretch of scratch: one piece (a 1 MiB read of contiguous clusters
+	 * is one splice) */
+	if (last && fd >= 0 && last->fd == fd && last->fd_off + last->len == fd_off) {
+		last->len += len;
+		return 0;
+	}
+	if (last && fd < 0 && last->fd < 0 && (const uint8_t *)last->mem + last->len == mem) {
+		last->len += len;
+		return 0;
+	}
+	if (ps->n == ps->cap) {
+		unsigned cap = ps->cap ? ps->cap * 2 : 16;
+		struct qcow2_read_piece *v = realloc(ps->v, cap * sizeof(*v));
+		if (!v)
+			return qcow2_oom();
+		ps->v = v;
+		ps->cap = cap;
+	}
+	ps->v[ps->n++] =
+	    (struct qcow2_read_piece){.fd = fd, .fd_off = fd_off, .mem = mem, .len = len};
+	return 0;
+}
+
+/* The scratch bytes for flat offset @off (the buffer allocated on first use). */
+static uint8_t *scratch_at(struct pieces *ps, uint64_t off)
+{
+	if (!ps->scratch) {
+		ps->scratch = malloc(ps->len);
+		if (!ps->scratch)
+			return NULL;
+	}
+	return ps->scratch + (off - ps->off);
+}
+
+/* The file that holds extent @e's bytes as they are (a plain run), or -1 when they must be
+ * decoded or made (zeros, compressed, encrypted, a memory io). */
+static int plain_fd(struct qcow2_chain *c, const struct qcow2_extent *e)
+{
+	struct qcow2_image *img;
+
+	if (e->kind != QCOW2_EXTENT_DATA || !e->io)
+		return -1;
+	img = c->layers[e->layer].img;
+	if (img && qcow2_image_encrypted(img))
+		return -1;
+	return qcow2_io_fd(e->io);
+}
+
+/* Add extent @e (at flat offset @off) to @ps: a file range where its bytes are plain, up to the
+ * file's end (data past it reads as zeros, as read_extent() does), else decoded into scratch. */
+static int add_extent(struct qcow2_chain *c, struct pieces *ps, const struct qcow2_extent *e,
+		      uint64_t off)
+{
+	int fd = plain_fd(c, e);
+	uint64_t len = e->len, in_file = len;
+	uint8_t *p;
+	struct stat st;
+
+	if (fd >= 0) {
+		if (fstat(fd, &st) < 0)
+			return qcow2_set_error(-errno, "'%s': stat failed: %s",
+					       c->layers[e->layer].path, strerror(errno));
+		if ((uint64_t)st.st_size <= e->host_off)
+			in_file = 0;
+		else if ((uint64_t)st.st_size - e->host_off < len)
+			in_file = (uint64_t)st.st_size - e->host_off;
+		if (in_file) {
+			int r = piece_add(ps, fd, e->host_off, NULL, (size_t)in_file);
+			if (r < 0 || in_file == len)
+				return r;
+		}
+		p = scratch_at(ps, off + in_file);
+		if (!p)
+			return qcow2_oom();
+		memset(p, 0, (size_t)(len - in_file));
+		return piece_add(ps, -1, 0, p, (size_t)(len - in_file));
+	}
+	p = scratch_at(ps, off);
+	if (!p)
+		return qcow2_oom();
+	if (e->kind == QCOW2_EXTENT_DATA || e->kind == QCOW2_EXTENT_COMPRESSED) {
+		int r = read_extent(c, e, off, p);
+		if (r < 0)
+			return r;
+	} else {
+		memset(p, 0, (size_t)len);
+	}
+	return piece_add(ps, -1, 0, p, (size_t)len);
+}
+
+/* Locking: the whole call, @deliver included, runs inside qcow2_chain_enter() (the top's
+ * w->frees shared), as qcow2_chain_pread() does: no cluster a piece points into is freed and
+ * reused until @deliver has sent its bytes. A snapshot view is read through scratch (its pin is
+ * checked after the data, before anything is delivered: see the top of this file). */
+int qcow2_chain_read_pieces(struct qcow2_chain *c, size_t n, uint64_t off,
+			    qcow2_read_deliver deliver, void *ctx)
+{
+	struct pieces ps = {.len = n, .off = off};
+	uint64_t pos = off;
+	int r = 0;
+
+	qcow2_chain_enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
+	if (r == 0 && n && c->pinned) {
+		uint8_t *p = scratch_at(&ps, off);
+		r = p ? pin_check(c) : qcow2_oom();
+		if (r == 0)
+			r = qcow2_chain_read_in(c, p, n, off);
+		if (r == 0)
+			r = pin_check(c); /* after the data: what passes is the snapshot's */
+		if (r == 0)
+			r = piece_add(&ps, -1, 0, p, n);
+		pos = off + n;
+	}
+	while (r == 0 && pos < off + n) {
+		struct qcow2_extent e;
+
+		r = chain_map(c, pos, off + n - pos, &e);
+		if (r < 0)
+			break;
+		r = add_extent(c, &ps, &e, pos);
+		pos += e.len;
+	}
+	if (r == 0)
+		r = deliver(ctx, ps.v, ps.n);
+	qcow2_chain_leave(c);
+	free(ps.v);
+	free(ps.scratch);
 	return r;
 }
 
