@@ -13,6 +13,8 @@
 #   qsd        qemu-storage-daemon's FUSE export (--export type=fuse)
 #   nbdfuse    qemu-nbd serving the image, nbdfuse mounting it
 #   qcowmount  libyal's qcowmount (libqcow-utils; read-only, no backing chains)
+#   base       another qcowfs binary (BENCH_BASELINE=PATH, e.g. a build of the previous commit):
+#              before/after in the same run, under the same load
 # A reader whose package is missing is installed with apt-get when the archive has it (not in
 # --quick mode); otherwise its column prints "skipped: PACKAGE not in the archive" (or "not
 # installed").
@@ -46,7 +48,8 @@
 #   BENCH_RUNTIME=60       cap in seconds of one fio run (slow readers are measured over it)
 #   BENCH_MEM_READS=20000  random reads before the memory figure
 #   BENCH_SCALE_N=10000    images for bench-scale.sh (0: skip the scale row)
-#   BENCH_READERS          the readers to run (default: all six)
+#   BENCH_READERS          the readers to run (default: all six, and base with BENCH_BASELINE)
+#   BENCH_BASELINE=PATH    a second qcowfs to measure beside QCOWFS (the column "base")
 #   BENCH_INSTALL=1        apt-get install a missing reader's package (0 in --quick)
 #   BENCH_DIR=DIR          keep the images in DIR and reuse them (default: a temporary directory
 #                          under /var/tmp, removed at the end)
@@ -85,8 +88,10 @@ else
 	SCALE_N=${BENCH_SCALE_N:-10000}
 	INSTALL=${BENCH_INSTALL:-1}
 fi
-READERS=(${BENCH_READERS:-raw pass qcowfs qsd nbdfuse qcowmount})
+BASELINE=${BENCH_BASELINE:-}
+READERS=(${BENCH_READERS:-raw pass qcowfs ${BASELINE:+base} qsd nbdfuse qcowmount})
 QCOWFS=${QCOWFS:-$ROOT/build/fs/qcowfs}
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "BENCH_BASELINE '$BASELINE' is not executable"
 CLUSTER=65536
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -255,9 +260,11 @@ start_reader() { # READER IMAGE(qcow2 path) [rw]
 		PID=$!
 		FILE=$MP/raw.img
 		;;
-	qcowfs)
+	qcowfs | base)
 		mkdir -p "$MP"
-		"$QCOWFS" -f "$(dirname "$img")" "$MP" </dev/null >"$log" 2>&1 &
+		local bin=$QCOWFS
+		[ "$r" = base ] && bin=$BASELINE
+		"$bin" -f "$(dirname "$img")" "$MP" </dev/null >"$log" 2>&1 &
 		PID=$!
 		FILE=$MP/$name.raw
 		;;
@@ -367,7 +374,7 @@ chain_rows() {
 	local rep r d
 	for ((rep = 1; rep <= REPS; rep++)); do
 		for d in $DEPTHS; do
-			for r in qcowfs qsd nbdfuse; do
+			for r in qcowfs base qsd nbdfuse; do
 				measured "$r" || continue
 				drop_caches
 				start_reader "$r" "$(chain_top "$d")" # afresh: first touch included
@@ -426,7 +433,7 @@ write_rows() {
 memory_rows() {
 	local rep r hwm load
 	for ((rep = 1; rep <= REPS; rep++)); do
-		for r in qcowfs qsd nbdfuse qcowmount; do
+		for r in qcowfs base qsd nbdfuse qcowmount; do
 			measured "$r" || continue
 			start_reader "$r" "$WORK/big/big.qcow2"
 			load=$(loadavg1)
@@ -483,18 +490,18 @@ for row, name in rows:
 print()
 print("Ratios of the medians (higher is better)")
 print("%-30s" % "row" + "".join("%12s" % s for s in ("qcowfs/raw", "qcowfs/pass", "qcowfs/qsd",
-                                                      "pass/raw", "qsd/raw")))
+                                                      "pass/raw", "qsd/raw", "qcowfs/base")))
 for row, name in rows:
     g = lambda r: med.get((row, r))
     print("%-30s" % name + "".join("%12s" % x for x in (
         ratio(g("qcowfs"), g("raw")), ratio(g("qcowfs"), g("pass")), ratio(g("qcowfs"), g("qsd")),
-        ratio(g("pass"), g("raw")), ratio(g("qsd"), g("raw")))))
+        ratio(g("pass"), g("raw")), ratio(g("qsd"), g("raw")), ratio(g("qcowfs"), g("base")))))
 print()
 print("Chain depth, first touch included (IOPS at depth D / IOPS at depth %s)" % depths[0])
 for d in depths[1:]:
     print("  depth %-6s" % d + "".join("  %s %s" % (r, ratio(med.get(("chain-%s" % d, r)),
                                                              med.get(("chain-%s" % depths[0], r))))
-                                       for r in ("qcowfs", "qsd", "nbdfuse") if r in readers))
+                                       for r in ("qcowfs", "base", "qsd", "nbdfuse") if r in readers))
 print()
 print("Daemon peak memory (VmHWM, MiB) after %s random 4 KiB reads of a %d GiB-virtual image"
       % (mem_reads, mem_vsize >> 30))
