@@ -443,6 +443,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* reply_pieces() sent the reply (whatever became of it): op_read has nothing left to do */
 #define READ_REPLIED 1
+/* Reads up to this size are copied (libfuse splices nothing under two pages). */
+#define SMALL_READ 8192
 
 /* Send a flat view's read as the library resolved it (qcow2_chain_read_pieces(), which calls this
  * with the view's read lock held): plain runs of an image file go as file ranges, which libfuse
@@ -516,6 +518,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = 0;
 	else if (size > vsize - (uint64_t)off)
 		size = (size_t)(vsize - (uint64_t)off);
+	if (size <=
+	    SMALL_READ) { /* libfuse copies a reply this small anyway: one copy, no pieces */
+		char small[SMALL_READ];
+		r = size ? qcow2_chain_pread(h->node->chain, small, size, (uint64_t)off) : 0;
+		if (r < 0) {
+			qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
+				qcow2_last_error());
+			reply_err(req, r);
+		} else {
+			fuse_reply_buf(req, small, size);
+		}
+		return;
+	}
 	read_hold(h);
 	r = qcow2_chain_read_pieces(h->node->chain, size, (uint64_t)off, reply_pieces, req);
 	if (r != READ_REPLIED) {
