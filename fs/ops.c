@@ -458,8 +458,10 @@ static int reply_pieces(void *ctx, const struct qcow2_read_piece *p, unsigned co
 
 	if (count > 1) {
 		bv = malloc(sizeof(*bv) + (count - 1) * sizeof(bv->buf[0]));
-		if (!bv)
-			return -ENOMEM;
+		if (!bv) {
+			fuse_reply_err(ctx, ENOMEM);
+			return READ_REPLIED;
+		}
 	}
 	*bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT(0);
 	bv->count = count ? count : 1;
@@ -518,8 +520,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = 0;
 	else if (size > vsize - (uint64_t)off)
 		size = (size_t)(vsize - (uint64_t)off);
-	if (size <=
-	    SMALL_READ) { /* libfuse copies a reply this small anyway: one copy, no pieces */
+	/* libfuse copies a reply this small anyway: one copy, without resolving pieces */
+	if (size <= SMALL_READ) {
 		char small[SMALL_READ];
 		r = size ? qcow2_chain_pread(h->node->chain, small, size, (uint64_t)off) : 0;
 		if (r < 0) {
