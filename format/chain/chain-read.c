@@ -146,65 +146,74 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	return 0;
 }
 
-/* A sweep's chunk states (sweep()). */
+/* A sweep's window (sweep()): chunks @first to @first + @n - 1, their states, how many are open. */
 enum { SWEEP_OPEN, SWEEP_DECIDED, SWEEP_BLOCKED };
+struct sweep_win {
+	uint8_t *st;
+	uint64_t first, n, open;
+};
 
-/* Layer @owner (QCOW2_OWNER_NONE: no layer, zeros) answers [@start, @start + @len) of the sweep
- * window starting at chunk @first: every open chunk wholly inside is decided as @owner; an open
- * chunk only partly inside (a raw layer's extent, a layer's end off a chunk boundary) is
- * blocked: the sweep leaves it unknown, to be resolved by a walk of its own when read. */
-static void sweep_mark(struct qcow2_chain *c, uint8_t *st, uint64_t first, uint64_t n,
-		       uint64_t start, uint64_t len, uint32_t owner)
+static void sweep_close(struct sweep_win *w, uint64_t idx, uint8_t state)
+{
+	if (idx - w->first < w->n && w->st[idx - w->first] == SWEEP_OPEN) {
+		w->st[idx - w->first] = state;
+		w->open--;
+	}
+}
+
+/* Layer @owner (QCOW2_OWNER_NONE: no layer, zeros) answers [@start, @start + @len) of window @w:
+ * every open chunk wholly inside is decided as @owner; an open chunk only partly inside (a raw
+ * layer's extent, a layer's end off a chunk boundary) is blocked: the sweep leaves it unknown,
+ * to be resolved by a walk of its own when read. */
+static void sweep_mark(struct qcow2_chain *c, struct sweep_win *w, uint64_t start, uint64_t len,
+		       uint32_t owner)
 {
 	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
 	uint64_t end = start + len, a = start >> bits, b = end >> bits, i;
 
 	if (end == c->size && (end & ((1ull << bits) - 1)))
 		b++; /* the disk's last chunk is short: covered when its end is reached */
-	if (start & ((1ull << bits) - 1)) {
-		if (a - first < n && st[a - first] == SWEEP_OPEN)
-			st[a - first] = SWEEP_BLOCKED;
-		a++;
-	}
-	for (i = a; i < b && i - first < n; i++)
-		if (st[i - first] == SWEEP_OPEN) {
-			st[i - first] = SWEEP_DECIDED;
+	if (start & ((1ull << bits) - 1))
+		sweep_close(w, a++, SWEEP_BLOCKED);
+	for (i = a; i < b && i - w->first < w->n; i++)
+		if (w->st[i - w->first] == SWEEP_OPEN) {
+			sweep_close(w, i, SWEEP_DECIDED);
 			qcow2_ownermap_set(c->owners, i, owner);
 		}
-	if (b < a || b - first >= n || b << bits >= end)
-		return;
-	if (st[b - first] == SWEEP_OPEN) /* the chunk @end falls inside */
-		st[b - first] = SWEEP_BLOCKED;
+	if (b >= a && b << bits < end) /* the chunk @end falls inside */
+		sweep_close(w, b, SWEEP_BLOCKED);
 }
 
 /* Fill the owner map's page that holds @off layer by layer, once: each layer is mapped over
  * the window from the top down, and gives the chunks it has (data, zeros, compressed) that no
- * layer above had. A walk per chunk costs the depth of the chain at every first touch (1,000
- * layer lookups per read on a 1,000-layer chain); a sweep costs the layers' extents in the
- * window, once, after which every read of the window is one lookup. Takes c->owner_rw shared
- * for the whole sweep, like a walk: a change of the top forgets its chunks after it, never
- * under it. Best effort: a failure leaves the page as it was (reads walk instead). */
-static int sweep(struct qcow2_chain *c, uint64_t off)
+ * layer above had, until no chunk is left open. A walk per chunk costs the depth of the chain
+ * at every first touch (1,000 layer lookups per read on a 1,000-layer chain); a sweep costs the
+ * layers' extents in the window, once, after which every read of the window is one lookup.
+ * Takes c->owner_rw shared for the whole sweep, like a walk: a change of the top forgets its
+ * chunks after it, never under it. Best effort: when a layer cannot be mapped (a damaged
+ * table), the chunks not yet decided stay unknown and are walked one by one when read, so a
+ * read fails only where the damaged layer is reached, as without the sweep. */
+static void sweep(struct qcow2_chain *c, uint64_t off)
 {
 	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
 	uint64_t first = (off >> bits) >> QCOW2_OWNERMAP_PAGE_BITS << QCOW2_OWNERMAP_PAGE_BITS;
-	uint64_t ws = first << bits, we, limit, n, pos, i;
+	uint64_t ws = first << bits, we, limit, pos, i;
+	struct sweep_win w = {.first = first};
 	unsigned li;
-	uint8_t *st;
 	int r = 0;
 
 	if (qcow2_ownermap_swept(c->owners, off >> bits))
-		return 0;
+		return;
 	we = ws + ((uint64_t)1 << (QCOW2_OWNERMAP_PAGE_BITS + bits));
 	if (we > c->size || we < ws)
 		we = c->size;
-	n = ((we - ws) + (1ull << bits) - 1) >> bits;
-	st = calloc(n, 1);
-	if (!st)
-		return 0;
+	w.n = w.open = ((we - ws) + (1ull << bits) - 1) >> bits;
+	w.st = calloc(w.n, 1);
+	if (!w.st)
+		return;
 	limit = we; /* below a layer's end, the layers under it are not consulted */
 	pthread_rwlock_rdlock(&c->owner_rw);
-	for (li = 0; li < c->n && limit > ws && r == 0; li++) {
+	for (li = 0; li < c->n && limit > ws && w.open && r == 0; li++) {
 		struct qcow2_chain_layer *l = &c->layers[li];
 		uint64_t lend = l->size < limit ? l->size : limit;
 		struct qcow2_extent e;
@@ -212,24 +221,22 @@ static int sweep(struct qcow2_chain *c, uint64_t off)
 		for (pos = ws; pos < lend && r == 0; pos += e.len) {
 			r = layer_map(c, li, pos, lend - pos, &e);
 			if (r == 0 && e.kind != QCOW2_EXTENT_UNALLOCATED)
-				sweep_mark(c, st, first, n, pos, e.len, li + 1);
+				sweep_mark(c, &w, pos, e.len, li + 1);
 		}
 		if (r == 0 && lend < limit) {
 			if (lend < ws)
 				lend = ws;
-			sweep_mark(c, st, first, n, lend, limit - lend, QCOW2_OWNER_NONE);
+			sweep_mark(c, &w, lend, limit - lend, QCOW2_OWNER_NONE);
 			limit = lend;
 		}
 	}
-	if (r == 0) {
-		for (i = 0; i < n; i++)
-			if (st[i] == SWEEP_OPEN && ((first + i) << bits) < limit)
+	if (r == 0) /* no layer has what is still open: a hole */
+		for (i = 0; i < w.n; i++)
+			if (w.st[i] == SWEEP_OPEN && ((first + i) << bits) < limit)
 				qcow2_ownermap_set(c->owners, first + i, QCOW2_OWNER_NONE);
-		qcow2_ownermap_set_swept(c->owners, first);
-	}
+	qcow2_ownermap_set_swept(c->owners, first);
 	pthread_rwlock_unlock(&c->owner_rw);
-	free(st);
-	return r < 0 ? r : 0;
+	free(w.st);
 }
 
 static int chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
@@ -248,9 +255,7 @@ static int chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct q
 	bits = qcow2_ownermap_chunk_bits(c->owners);
 	owner = qcow2_ownermap_get(c->owners, off >> bits);
 	if (owner == QCOW2_OWNER_UNKNOWN && !qcow2_ownermap_swept(c->owners, off >> bits)) {
-		r = sweep(c, off);
-		if (r < 0)
-			return r;
+		sweep(c, off);
 		owner = qcow2_ownermap_get(c->owners, off >> bits);
 	}
 	if (owner == QCOW2_OWNER_UNKNOWN)

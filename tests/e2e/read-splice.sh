@@ -151,4 +151,42 @@ if check "qcowfs mounts the chain" \
 	check "the daemon is still running" daemon_alive "$MNT"
 	check "the daemon unmounts and exits cleanly" umount_qcowfs "$MNT"
 fi
+
+# A damaged lower layer fails only the reads that reach it: the first read of a window fills
+# the owner map layer by layer, and a layer it cannot map must not fail the reads that a layer
+# above answers (as a walk from the top never reached it).
+D=$WORK/damaged
+mkdir -p "$D"
+setup qemu-img create -q -f qcow2 "$D/base.qcow2" 4M
+setup qemu-io -f qcow2 -c "write -q -P 0x41 0 128k" "$D/base.qcow2"
+setup qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$D/top.qcow2" 4M
+setup qemu-io -f qcow2 -c "write -q -P 0x42 0 64k" "$D/top.qcow2"
+# base's L2 entry of cluster 1: an offset inside a cluster (QEMU calls that corruption)
+setup python3 - "$D/base.qcow2" <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(40)
+    l1 = struct.unpack(">Q", f.read(8))[0]
+    f.seek(l1)
+    l2 = struct.unpack(">Q", f.read(8))[0] & 0x00fffffffffffe00
+    f.seek(l2 + 8)
+    entry = struct.unpack(">Q", f.read(8))[0]
+    f.seek(l2 + 8)
+    f.write(struct.pack(">Q", entry | 0x200))
+PY
+# the top's cluster 0 reads as the top wrote it; cluster 1 fails (not zeros, not a lie)
+top_cluster_reads()
+{
+	python3 -c "
+import os, sys
+fd = os.open('$1', os.O_RDONLY | os.O_DIRECT)
+sys.exit(0 if os.pread(fd, 65536, 0) == b'\x42' * 65536 else 'cluster 0 differs')"
+}
+if check "qcowfs mounts a chain with a damaged base" mount_qcowfs "$D" "$MNT"; then
+	check "the top's cluster reads although the base's table is damaged" \
+		fs top_cluster_reads "$MNT/top.raw"
+	check_not "the damaged cluster of the base does not read" \
+		fs dd if="$MNT/top.raw" of=/dev/null bs=64k skip=1 count=1 iflag=direct status=none
+	check "the daemon unmounts and exits cleanly" umount_qcowfs "$MNT"
+fi
 finish
