@@ -210,8 +210,13 @@ make_chain() { # DEPTH: $WORK/chain-DEPTH/lNNNN.qcow2, the top last
 		[ -z "$prev" ] || qemu-img rebase -q -u -f qcow2 -b "$prev" -F qcow2 "$dir/$img"
 		prev=$img
 	done
-	qemu-img compare -q -f qcow2 -F raw "$dir/$img" "$WORK/data/raw.img" ||
-		die "the $d-layer chain does not match the raw copy"
+	# QEMU reads a deep chain slowly (minutes at 1,000 layers): the build is checked on chains
+	# up to 100 layers (the same steps make the deeper ones), every reader of every chain by
+	# check_same_bytes before it is measured
+	if [ "$d" -le 100 ]; then
+		qemu-img compare -q -f qcow2 -F raw "$dir/$img" "$WORK/data/raw.img" ||
+			die "the $d-layer chain does not match the raw copy"
+	fi
 	echo "$BYTES" >"$dir/done"
 }
 chain_top() { printf '%s/chain-%s/l%04d.qcow2' "$WORK" "$1" $(($1 - 1)); }
@@ -385,7 +390,9 @@ chain_rows() {
 				measured "$r" || continue
 				drop_caches
 				start_reader "$r" "$(chain_top "$d")" # afresh: first touch included
+				# (after the run: the check's reads would be first touches)
 				run_fio "chain-$d" "$r" "$rep" rand-read.fio 1 $((CLUSTERS * 4096))
+				[ "$rep" = 1 ] && check_same_bytes "$WORK/data/raw.img" "$FILE"
 				stop_reader
 			done
 		done
