@@ -79,3 +79,64 @@ bench_op() {
 	C_T[$name]=$(median "${cs[@]}")
 	log "$name: qemu-img ${Q_T[$name]} s, qcowctl ${C_T[$name]} s"
 }
+
+# loadavg1: the 1-minute load average now (printed next to every figure).
+loadavg1() { cut -d' ' -f1 /proc/loadavg; }
+
+# read_ahead_kb_of FILE: the read-ahead window (KiB) of the bdi FILE's file system sits on ("?"
+# when the kernel does not say).
+read_ahead_kb_of() {
+	local dev
+	dev=$(stat -c '%Hd:%Ld' "$1" 2>/dev/null) || {
+		echo '?'
+		return
+	}
+	cat "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || echo '?'
+}
+
+# wait_mounted PATH PID: wait (at most 30 s) until PATH is a mount point; 1 when PID (if not
+# empty) exits first or time runs out.
+wait_mounted() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		mountpoint -q "$1" 2>/dev/null && return 0
+		[ -n "$2" ] && ! kill -0 "$2" 2>/dev/null && return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# fuse_unmount PATH: unmount PATH if anything is mounted there, lazily if need be.
+fuse_unmount() {
+	grep -qF " $1 " /proc/mounts 2>/dev/null || return 0
+	fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null ||
+		umount -l "$1" 2>/dev/null || true
+}
+
+# stop_daemon PID: SIGTERM, then (after 10 s) SIGKILL; reaps PID if it is our child.
+stop_daemon() {
+	local i
+	kill "$1" 2>/dev/null || return 0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# check_same_bytes A B: A and B have the same size and the same bytes at a few hundred random
+# 4 KiB blocks (and the first and last); dies otherwise (a reader that lies is not measured).
+check_same_bytes() {
+	python3 - "$1" "$2" <<'PY' || die "'$2' does not read as '$1'; not measuring"
+import os, random, sys
+a, b = (os.open(f, os.O_RDONLY) for f in sys.argv[1:])
+size = os.fstat(a).st_size
+if os.fstat(b).st_size != size:
+    sys.exit("bench: %s has size %d, want %d" % (sys.argv[2], os.fstat(b).st_size, size))
+rng = random.Random()
+for off in [0, size - 4096] + [rng.randrange(size // 4096) * 4096 for _ in range(300)]:
+    if os.pread(a, 4096, off) != os.pread(b, 4096, off):
+        sys.exit("bench: %s differs from %s at offset %d" % (sys.argv[2], sys.argv[1], off))
+PY
+}

@@ -654,6 +654,13 @@ int main(int argc, char **argv)
 		release_keys();
 		return EXIT_FAILURE;
 	}
+	if (!cl.max_read) { /* reads a pipe of libfuse's can splice (readahead.h) */
+		char tok[32];
+		snprintf(tok, sizeof(tok), "max_read=%u", QFS_DEFAULT_MAX_READ);
+		if (add_fuse_opt(&cl, tok) < 0)
+			return EXIT_FAILURE;
+		cl.max_read = QFS_DEFAULT_MAX_READ;
+	}
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, cl.fuse_opts) || (cl.debug && fuse_opt_add_arg(&args, "-d"))) {
 		fprintf(stderr, "qcowfs: out of memory\n");

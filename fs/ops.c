@@ -10,8 +10,9 @@
  * it. A view opened for writing holds QEMU's write lock on its image until its last writer
  * closes.
  *
- * Locking: handles_lock guards the list of open handles; a leaf, never held across a call into
- * another file. The tree's locks are taken inside the qfs_tree_*() calls, never held here.
+ * Locking: handles_lock guards the list of open handles and each one's count of reads in
+ * progress; a leaf, never held across a call into another file. The tree's locks are taken
+ * inside the qfs_tree_*() calls, never held here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +46,7 @@ struct handle {
 	gid_t gid;
 	pid_t pid;		    /* the process that opened it (the control socket names it) */
 	struct handle *prev, *next; /* under handles_lock */
+	unsigned reads; /* op_read calls using it (under handles_lock): see read_hold() */
 };
 
 /* Writes through a handle opened by a user other than root run as limited as the opener's own
@@ -89,7 +91,28 @@ static void limits_leave(struct limits *l)
 /* Every open handle, so that those the kernel never released (an unmount right after a close
  * can overtake the release) are released at exit: the last writer's write-back included. */
 static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reads_done = PTHREAD_COND_INITIALIZER; /* a handle's reads went to 0 */
 static struct handle *handles;
+
+/* A flat view's read sends its reply from inside the library call (reply_pieces()), and goes
+ * on using the chain and @h after it (the library lets go of its lock, frees its pieces). Once
+ * the kernel has the reply, the reader may close the file and the release arrive on another
+ * thread: handle_free() waits for read_done() before letting go of the chain. */
+static void read_hold(struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	h->reads++;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+/* The last use of @h by a read (it may be freed as soon as this returns). */
+static void read_done(struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	if (--h->reads == 0)
+		pthread_cond_broadcast(&reads_done);
+	pthread_mutex_unlock(&handles_lock);
+}
 
 static void handle_add(struct handle *h)
 {
@@ -106,6 +129,8 @@ static void handle_add(struct handle *h)
 static void handle_free(struct qfs_tree *t, struct handle *h)
 {
 	pthread_mutex_lock(&handles_lock);
+	while (h->reads)
+		pthread_cond_wait(&reads_done, &handles_lock);
 	if (h->prev)
 		h->prev->next = h->next;
 	else
@@ -177,6 +202,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Page cache validity is decided at open (keep_cache when no file of the chain changed);
 	 * the kernel must not drop the cache on every attribute refresh. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* Reads of plain data are spliced from the image file into the reply (reply_pieces()):
+	 * one copy fewer per byte. Not SPLICE_MOVE: the kernel could take the image file's pages
+	 * out of its page cache. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	conn->max_readahead =
 	    conn->capable & FUSE_CAP_ASYNC_READ ? UINT32_MAX : conn->max_readahead;
 	if (qfs_readahead_max_read())
@@ -426,6 +456,46 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	reply_err(req, 0);
 }
 
+/* reply_pieces() sent the reply (whatever became of it): op_read has nothing left to do */
+#define READ_REPLIED 1
+/* Reads up to this size are copied (libfuse splices nothing under two pages). */
+#define SMALL_READ 8192
+
+/* Send a flat view's read as the library resolved it (qcow2_chain_read_pieces(), which calls this
+ * with the view's read lock held): plain runs of an image file go as file ranges, which libfuse
+ * splices from the image's page cache into the reply (FUSE_CAP_SPLICE_WRITE, op_init) without a
+ * copy in the daemon; zeros and decoded bytes go from memory. Runs under the library's lock, so
+ * the ranges are still the view's data when they are sent. */
+static int reply_pieces(void *ctx, const struct qcow2_read_piece *p, unsigned count)
+{
+	struct fuse_bufvec one, *bv = &one;
+	unsigned i;
+
+	if (count > 1) {
+		bv = malloc(sizeof(*bv) + (count - 1) * sizeof(bv->buf[0]));
+		if (!bv) {
+			fuse_reply_err(ctx, ENOMEM);
+			return READ_REPLIED;
+		}
+	}
+	*bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT(0);
+	bv->count = count ? count : 1;
+	for (i = 0; i < count; i++) {
+		bv->buf[i] = (struct fuse_buf){.size = p[i].len};
+		if (p[i].fd >= 0) {
+			bv->buf[i].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+			bv->buf[i].fd = p[i].fd;
+			bv->buf[i].pos = (off_t)p[i].fd_off;
+		} else {
+			bv->buf[i].mem = (void *)p[i].mem;
+		}
+	}
+	fuse_reply_data(ctx, bv, 0);
+	if (bv != &one)
+		free(bv);
+	return READ_REPLIED;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -465,21 +535,27 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = 0;
 	else if (size > vsize - (uint64_t)off)
 		size = (size_t)(vsize - (uint64_t)off);
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		reply_err(req, -ENOMEM);
+	/* libfuse copies a reply this small anyway: one copy, without resolving pieces */
+	if (size <= SMALL_READ) {
+		char small[SMALL_READ];
+		r = size ? qcow2_chain_pread(h->node->chain, small, size, (uint64_t)off) : 0;
+		if (r < 0) {
+			qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
+				qcow2_last_error());
+			reply_err(req, r);
+		} else {
+			fuse_reply_buf(req, small, size);
+		}
 		return;
 	}
-	if (size)
-		r = qcow2_chain_pread(h->node->chain, buf, size, (uint64_t)off);
-	if (r < 0) {
+	read_hold(h);
+	r = qcow2_chain_read_pieces(h->node->chain, size, (uint64_t)off, reply_pieces, req);
+	if (r != READ_REPLIED) {
 		qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
 			qcow2_last_error());
 		reply_err(req, r);
-	} else {
-		fuse_reply_buf(req, buf, size);
 	}
-	free(buf);
+	read_done(h);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,

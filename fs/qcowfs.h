@@ -33,8 +33,8 @@
  *
  * Locks, in the order they may be taken: a node's open_lock, then the tree's lock (tree.h;
  * the source cache, the names and the permissions run under it and take none of their own),
- * then the library's own. ops.c's handles_lock and readahead.c's init_lock are leaves, never
- * held across a call into another file.
+ * then the library's own. ops.c's handles_lock is a leaf, never held across a call into
+ * another file.
  */
 #ifndef QCOWFS_H
 #define QCOWFS_H

@@ -5,7 +5,8 @@
  * An offset is resolved by the first layer (from the top) that has data or zeros for it; past
  * the end of a layer everything below reads as zeros. The owner map remembers, per chunk (the
  * smallest subcluster of the chain), which layer answered, so that a resolved chunk costs one
- * lookup whatever the depth. The top may be written through the chain (chain-write.c): after
+ * lookup whatever the depth. The first read of a page of the map fills the whole page layer by
+ * layer (sweep()), at the cost of the layers' extents there rather than the depth per chunk. The top may be written through the chain (chain-write.c): after
  * each change the chunks it touched are forgotten (qcow2_chain_forget()).
  *
  * A snapshot view never shows another state's data. It shares write permission on its image, so
@@ -28,6 +29,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
@@ -144,6 +147,99 @@ static int map_unknown(struct qcow2_chain *c, uint64_t off, uint64_t max, struct
 	return 0;
 }
 
+/* A sweep's window (sweep()): chunks @first to @first + @n - 1, their states, how many are open. */
+enum { SWEEP_OPEN, SWEEP_DECIDED, SWEEP_BLOCKED };
+struct sweep_win {
+	uint8_t *st;
+	uint64_t first, n, open;
+};
+
+static void sweep_close(struct sweep_win *w, uint64_t idx, uint8_t state)
+{
+	if (idx - w->first < w->n && w->st[idx - w->first] == SWEEP_OPEN) {
+		w->st[idx - w->first] = state;
+		w->open--;
+	}
+}
+
+/* Layer @owner (QCOW2_OWNER_NONE: no layer, zeros) answers [@start, @start + @len) of window @w:
+ * every open chunk wholly inside is decided as @owner; an open chunk only partly inside (a raw
+ * layer's extent, a layer's end off a chunk boundary) is blocked: the sweep leaves it unknown,
+ * to be resolved by a walk of its own when read. */
+static void sweep_mark(struct qcow2_chain *c, struct sweep_win *w, uint64_t start, uint64_t len,
+		       uint32_t owner)
+{
+	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
+	uint64_t end = start + len, a = start >> bits, b = end >> bits, i;
+
+	if (end == c->size && (end & ((1ull << bits) - 1)))
+		b++; /* the disk's last chunk is short: covered when its end is reached */
+	if (start & ((1ull << bits) - 1))
+		sweep_close(w, a++, SWEEP_BLOCKED);
+	for (i = a; i < b && i - w->first < w->n; i++)
+		if (w->st[i - w->first] == SWEEP_OPEN) {
+			sweep_close(w, i, SWEEP_DECIDED);
+			qcow2_ownermap_set(c->owners, i, owner);
+		}
+	if (b >= a && b << bits < end) /* the chunk @end falls inside */
+		sweep_close(w, b, SWEEP_BLOCKED);
+}
+
+/* Fill the owner map's page that holds @off layer by layer, once: each layer is mapped over
+ * the window from the top down, and gives the chunks it has (data, zeros, compressed) that no
+ * layer above had, until no chunk is left open. A walk per chunk costs the depth of the chain
+ * at every first touch (1,000 layer lookups per read on a 1,000-layer chain); a sweep costs the
+ * layers' extents in the window, once, after which every read of the window is one lookup.
+ * Takes c->owner_rw shared for the whole sweep, like a walk: a change of the top forgets its
+ * chunks after it, never under it. Best effort: when a layer cannot be mapped (a damaged
+ * table), the chunks not yet decided stay unknown and are walked one by one when read, so a
+ * read fails only where the damaged layer is reached, as without the sweep. */
+static void sweep(struct qcow2_chain *c, uint64_t off)
+{
+	uint32_t bits = qcow2_ownermap_chunk_bits(c->owners);
+	uint64_t first = (off >> bits) >> QCOW2_OWNERMAP_PAGE_BITS << QCOW2_OWNERMAP_PAGE_BITS;
+	uint64_t ws = first << bits, we, limit, pos, i;
+	struct sweep_win w = {.first = first};
+	unsigned li;
+	int r = 0;
+
+	if (qcow2_ownermap_swept(c->owners, off >> bits))
+		return;
+	we = ws + ((uint64_t)1 << (QCOW2_OWNERMAP_PAGE_BITS + bits));
+	if (we > c->size || we < ws)
+		we = c->size;
+	w.n = w.open = ((we - ws) + (1ull << bits) - 1) >> bits;
+	w.st = calloc(w.n, 1);
+	if (!w.st)
+		return;
+	limit = we; /* below a layer's end, the layers under it are not consulted */
+	pthread_rwlock_rdlock(&c->owner_rw);
+	for (li = 0; li < c->n && limit > ws && w.open && r == 0; li++) {
+		struct qcow2_chain_layer *l = &c->layers[li];
+		uint64_t lend = l->size < limit ? l->size : limit;
+		struct qcow2_extent e;
+
+		for (pos = ws; pos < lend && r == 0; pos += e.len) {
+			r = layer_map(c, li, pos, lend - pos, &e);
+			if (r == 0 && e.kind != QCOW2_EXTENT_UNALLOCATED)
+				sweep_mark(c, &w, pos, e.len, li + 1);
+		}
+		if (r == 0 && lend < limit) {
+			if (lend < ws)
+				lend = ws;
+			sweep_mark(c, &w, lend, limit - lend, QCOW2_OWNER_NONE);
+			limit = lend;
+		}
+	}
+	if (r == 0) /* no layer has what is still open: a hole */
+		for (i = 0; i < w.n; i++)
+			if (w.st[i] == SWEEP_OPEN && ((first + i) << bits) < limit)
+				qcow2_ownermap_set(c->owners, first + i, QCOW2_OWNER_NONE);
+	qcow2_ownermap_set_swept(c->owners, first);
+	pthread_rwlock_unlock(&c->owner_rw);
+	free(w.st);
+}
+
 static int chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e)
 {
 	uint32_t bits, owner;
@@ -159,6 +255,10 @@ static int chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct q
 		return walk(c, off, max, e);
 	bits = qcow2_ownermap_chunk_bits(c->owners);
 	owner = qcow2_ownermap_get(c->owners, off >> bits);
+	if (owner == QCOW2_OWNER_UNKNOWN && !qcow2_ownermap_swept(c->owners, off >> bits)) {
+		sweep(c, off);
+		owner = qcow2_ownermap_get(c->owners, off >> bits);
+	}
 	if (owner == QCOW2_OWNER_UNKNOWN)
 		return map_unknown(c, off, max, e);
 	if (owner == QCOW2_OWNER_NONE) {
@@ -280,6 +380,151 @@ int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off)
 	if (r == 0)
 		r = pin_check(c); /* after the data: what passes is the snapshot's (see above) */
 	qcow2_chain_leave(c);
+	return r;
+}
+
+/* The pieces of one read being gathered (qcow2_chain_read_pieces()). */
+struct pieces {
+	struct qcow2_read_piece *v;
+	unsigned n, cap;
+	uint8_t *scratch; /* @len bytes, allocated at the first piece that needs memory */
+	size_t len;
+	uint64_t off; /* the read's first flat offset: scratch[x] is the byte at off + x */
+};
+
+static int piece_add(struct pieces *ps, int fd, uint64_t fd_off, const void *mem, size_t len)
+{
+	struct qcow2_read_piece *last = ps->n ? &ps->v[ps->n - 1] : NULL;
+
+	/* one file run or one stretch of scratch: one piece (a 1 MiB read of contiguous clusters
+	 * is one splice) */
+	if (last && fd >= 0 && last->fd == fd && last->fd_off + last->len == fd_off) {
+		last->len += len;
+		return 0;
+	}
+	if (last && fd < 0 && last->fd < 0 && (const uint8_t *)last->mem + last->len == mem) {
+		last->len += len;
+		return 0;
+	}
+	if (ps->n == ps->cap) {
+		unsigned cap = ps->cap ? ps->cap * 2 : 16;
+		struct qcow2_read_piece *v = realloc(ps->v, cap * sizeof(*v));
+		if (!v)
+			return qcow2_oom();
+		ps->v = v;
+		ps->cap = cap;
+	}
+	ps->v[ps->n++] =
+	    (struct qcow2_read_piece){.fd = fd, .fd_off = fd_off, .mem = mem, .len = len};
+	return 0;
+}
+
+/* The scratch bytes for flat offset @off (the buffer allocated on first use). */
+static uint8_t *scratch_at(struct pieces *ps, uint64_t off)
+{
+	if (!ps->scratch) {
+		ps->scratch = malloc(ps->len);
+		if (!ps->scratch)
+			return NULL;
+	}
+	return ps->scratch + (off - ps->off);
+}
+
+/* The file that holds extent @e's bytes as they are (a plain run), or -1 when they must be
+ * decoded or made (zeros, compressed, encrypted, a memory io). */
+static int plain_fd(struct qcow2_chain *c, const struct qcow2_extent *e)
+{
+	struct qcow2_image *img;
+
+	if (e->kind != QCOW2_EXTENT_DATA || !e->io)
+		return -1;
+	img = c->layers[e->layer].img;
+	if (img && qcow2_image_encrypted(img))
+		return -1;
+	return qcow2_io_fd(e->io);
+}
+
+/* Add extent @e (at flat offset @off) to @ps: a file range where its bytes are plain, up to the
+ * file's end (data past it reads as zeros, as read_extent() does), else decoded into scratch. */
+static int add_extent(struct qcow2_chain *c, struct pieces *ps, const struct qcow2_extent *e,
+		      uint64_t off)
+{
+	int fd = plain_fd(c, e);
+	uint64_t len = e->len, in_file = len;
+	uint8_t *p;
+	struct stat st;
+
+	if (fd >= 0) {
+		if (fstat(fd, &st) < 0)
+			return qcow2_set_error(-errno, "'%s': stat failed: %s",
+					       c->layers[e->layer].path, strerror(errno));
+		if ((uint64_t)st.st_size <= e->host_off)
+			in_file = 0;
+		else if ((uint64_t)st.st_size - e->host_off < len)
+			in_file = (uint64_t)st.st_size - e->host_off;
+		if (in_file) {
+			int r = piece_add(ps, fd, e->host_off, NULL, (size_t)in_file);
+			if (r < 0 || in_file == len)
+				return r;
+		}
+		p = scratch_at(ps, off + in_file);
+		if (!p)
+			return qcow2_oom();
+		memset(p, 0, (size_t)(len - in_file));
+		return piece_add(ps, -1, 0, p, (size_t)(len - in_file));
+	}
+	p = scratch_at(ps, off);
+	if (!p)
+		return qcow2_oom();
+	if (e->kind == QCOW2_EXTENT_DATA || e->kind == QCOW2_EXTENT_COMPRESSED) {
+		int r = read_extent(c, e, off, p);
+		if (r < 0)
+			return r;
+	} else {
+		memset(p, 0, (size_t)len);
+	}
+	return piece_add(ps, -1, 0, p, (size_t)len);
+}
+
+/* Locking: the whole call, @deliver included, runs inside qcow2_chain_enter() (the top's
+ * w->frees shared), as qcow2_chain_pread() does: no cluster a piece points into is freed and
+ * reused until @deliver has sent its bytes. A snapshot view is read through scratch (its pin is
+ * checked after the data, before anything is delivered: see the top of this file). */
+int qcow2_chain_read_pieces(struct qcow2_chain *c, size_t n, uint64_t off,
+			    qcow2_read_deliver deliver, void *ctx)
+{
+	struct pieces ps = {.len = n, .off = off};
+	uint64_t pos = off;
+	int r = 0;
+
+	qcow2_chain_enter(c);
+	if (off > c->size || n > c->size - off)
+		r = qcow2_set_error(-EINVAL, "read past the end of the disk");
+	if (r == 0 && n && c->pinned) {
+		uint8_t *p = scratch_at(&ps, off);
+		r = p ? pin_check(c) : qcow2_oom();
+		if (r == 0)
+			r = qcow2_chain_read_in(c, p, n, off);
+		if (r == 0)
+			r = pin_check(c); /* after the data: what passes is the snapshot's */
+		if (r == 0)
+			r = piece_add(&ps, -1, 0, p, n);
+		pos = off + n;
+	}
+	while (r == 0 && pos < off + n) {
+		struct qcow2_extent e;
+
+		r = chain_map(c, pos, off + n - pos, &e);
+		if (r < 0)
+			break;
+		r = add_extent(c, &ps, &e, pos);
+		pos += e.len;
+	}
+	if (r == 0)
+		r = deliver(ctx, ps.v, ps.n);
+	qcow2_chain_leave(c);
+	free(ps.v);
+	free(ps.scratch);
 	return r;
 }
 

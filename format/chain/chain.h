@@ -24,6 +24,12 @@ void qcow2_ownermap_set(struct qcow2_ownermap *m, uint64_t idx, uint32_t owner);
 uint32_t qcow2_ownermap_chunk_bits(const struct qcow2_ownermap *m);
 /* Make chunks [@first, @last] unknown again (only pages that exist are touched). */
 void qcow2_ownermap_forget(struct qcow2_ownermap *m, uint64_t first, uint64_t last);
+/* The map's entries come in pages of 2^QCOW2_OWNERMAP_PAGE_BITS chunks; a page is "swept" once
+ * chain-read.c has filled it layer by layer (it never is again: chunks forgotten later are
+ * resolved one at a time). Lock-free. */
+#define QCOW2_OWNERMAP_PAGE_BITS 8
+bool qcow2_ownermap_swept(const struct qcow2_ownermap *m, uint64_t idx);
+void qcow2_ownermap_set_swept(struct qcow2_ownermap *m, uint64_t idx);
 
 /* ---- the chain (chain.c opens and closes it, chain-read.c reads it, chain-write.c writes its
  * top) ---- */

@@ -2,8 +2,9 @@
 /*
  * ownermap.c - per-chain map from a chunk of the flat view to the layer that provides it.
  *
- * This is what makes read cost independent of chain depth: the first read of a chunk walks the
- * layers and records the owner; later reads go straight to that layer. Entries are 32-bit
+ * This is what makes read cost independent of chain depth: the first read in a page of the map
+ * fills the page layer by layer (chain-read.c's sweep), a chunk it could not settle is walked
+ * when read; later reads go straight to the owner. Entries are 32-bit
  * (0 = unknown, ~0 = no layer has data, else layer + 1), stored in 1 KiB pages allocated on
  * first use, so memory follows what is read, not the virtual size. Reads and writes of entries
  * are atomic and lock-free; pages are installed with compare-and-swap. Two threads racing on
@@ -23,7 +24,7 @@
 
 #include "chain/chain.h"
 
-#define PAGE_BITS    8
+#define PAGE_BITS    QCOW2_OWNERMAP_PAGE_BITS
 #define PAGE_ENTRIES (1u << PAGE_BITS)
 #define PAGE_BYTES   (PAGE_ENTRIES * sizeof(uint32_t))
 #define MAX_PAGES    (1u << 22) /* 2^30 chunks */
@@ -34,6 +35,7 @@ struct qcow2_ownermap {
 	uint64_t n_pages;
 	uint64_t n_alloc; /* pages allocated (atomic): at most QCOW2_OWNERMAP_BUDGET / PAGE_BYTES */
 	uint32_t **pages; /* entries installed atomically */
+	uint8_t *swept;	  /* per page: 1 once swept (atomic) */
 };
 
 int qcow2_ownermap_new(uint64_t size, uint32_t chunk_bits, struct qcow2_ownermap **out)
@@ -46,7 +48,10 @@ int qcow2_ownermap_new(uint64_t size, uint32_t chunk_bits, struct qcow2_ownermap
 	if (n_pages > MAX_PAGES)
 		return 0;
 	m = calloc(1, sizeof(*m));
-	if (!m || !(m->pages = calloc(n_pages ? n_pages : 1, sizeof(*m->pages)))) {
+	if (!m || !(m->pages = calloc(n_pages ? n_pages : 1, sizeof(*m->pages))) ||
+	    !(m->swept = calloc(n_pages ? n_pages : 1, 1))) {
+		if (m)
+			free(m->pages);
 		free(m);
 		return qcow2_oom();
 	}
@@ -66,7 +71,20 @@ void qcow2_ownermap_free(struct qcow2_ownermap *m)
 	for (i = 0; i < m->n_pages; i++)
 		free(m->pages[i]);
 	free(m->pages);
+	free(m->swept);
 	free(m);
+}
+
+bool qcow2_ownermap_swept(const struct qcow2_ownermap *m, uint64_t idx)
+{
+	return !m || idx >= m->n_chunks ||
+	       __atomic_load_n(&m->swept[idx >> PAGE_BITS], __ATOMIC_ACQUIRE);
+}
+
+void qcow2_ownermap_set_swept(struct qcow2_ownermap *m, uint64_t idx)
+{
+	if (m && idx < m->n_chunks)
+		__atomic_store_n(&m->swept[idx >> PAGE_BITS], 1, __ATOMIC_RELEASE);
 }
 
 uint32_t qcow2_ownermap_get(const struct qcow2_ownermap *m, uint64_t idx)

@@ -797,6 +797,24 @@ int qcow2_chain_pread(struct qcow2_chain *c, void *buf, size_t n, uint64_t off);
 /* Where the data at @off comes from: @e->kind is DATA (from @e->layer, @e->io at @e->host_off),
  * COMPRESSED, ZERO (a layer says zeros), or UNALLOCATED (no layer has data: a hole). */
 int qcow2_chain_map(struct qcow2_chain *c, uint64_t off, uint64_t max, struct qcow2_extent *e);
+/* One piece of a flat read (qcow2_chain_read_pieces()): @len bytes that are the bytes at @fd_off
+ * of the open file @fd when @fd >= 0, else the bytes at @mem (zeros, or data the library decoded:
+ * compressed, encrypted, a snapshot view's). */
+struct qcow2_read_piece {
+	int fd;
+	uint64_t fd_off;
+	const void *mem;
+	size_t len;
+};
+/* Read @n bytes at @off of the flat view (@off + @n within the size) without copying plain data:
+ * the range is resolved into pieces in order, plain data (an unencrypted, uncompressed run of
+ * one file) as a file range, and @deliver(@ctx, pieces, count) is called with them while the
+ * view's read lock is held, so a file range stays the view's data until @deliver returns (it
+ * must send or copy them then: the fds and memory are valid only during the call). Returns
+ * @deliver's result, or -errno before calling it (a failed map or read: nothing delivered). */
+typedef int (*qcow2_read_deliver)(void *ctx, const struct qcow2_read_piece *pieces, unsigned count);
+int qcow2_chain_read_pieces(struct qcow2_chain *c, size_t n, uint64_t off,
+			    qcow2_read_deliver deliver, void *ctx);
 /* SEEK_DATA / SEEK_HOLE semantics of lseek(2) over the flat view: zero clusters and unallocated
  * ranges are holes. -ENXIO past the end (SEEK_DATA with no data after @off). */
 int qcow2_chain_seek(struct qcow2_chain *c, uint64_t off, int whence, uint64_t *result);
