@@ -42,7 +42,9 @@ static int lock_byte(int fd, int cmd, short type, off_t byte, struct flock *fl)
 	return 0;
 }
 
-/* Name a process (other than ours) that has the file open as @fd: "pid N (comm)". Links in
+/* Name a process that has the file open as @fd: "pid N (comm)"; ours too when another of
+ * its descriptors has it (a daemon's own other open file description holds locks of its own:
+ * "another process" would not be true). Links in
  * /proc are read, never followed: following one into a FUSE mount served by this very process
  * would wait on ourselves. The file's own name comes from our descriptor's link too, not from
  * resolving a path again. */
@@ -52,49 +54,58 @@ static void find_holder(int fd, char *out, size_t cap)
 	struct dirent *p;
 	ssize_t len;
 	DIR *proc;
+	int pass;
 
 	snprintf(out, cap, "another process");
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
 	len = fd >= 0 ? readlink(self, want, sizeof(want) - 1) : -1;
-	if (len <= 0 || !(proc = opendir("/proc")))
+	if (len <= 0)
 		return;
 	want[len] = '\0';
-	while ((p = readdir(proc))) {
-		char path[300], comm[64] = "?";
-		struct dirent *f;
-		DIR *fds;
-		bool found = false;
+	/* other processes first; ours only when none of them has the file */
+	for (pass = 0; pass < 2; pass++) {
+		if (!(proc = opendir("/proc")))
+			return;
+		while ((p = readdir(proc))) {
+			char path[300], comm[64] = "?";
+			bool found = false, ours = atoi(p->d_name) == getpid();
+			struct dirent *f;
+			DIR *fds;
 
-		if (p->d_name[0] < '0' || p->d_name[0] > '9' || atoi(p->d_name) == getpid())
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/fd", p->d_name);
-		if (!(fds = opendir(path)))
-			continue;
-		while (!found && (f = readdir(fds))) {
-			char link[600], target[PATH_MAX];
-			ssize_t n;
+			if (p->d_name[0] < '0' || p->d_name[0] > '9' || ours != (pass == 1))
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/fd", p->d_name);
+			if (!(fds = opendir(path)))
+				continue;
+			while (!found && (f = readdir(fds))) {
+				char link[600], target[PATH_MAX];
+				ssize_t n;
 
-			snprintf(link, sizeof(link), "%s/%s", path, f->d_name);
-			n = readlink(link, target, sizeof(target) - 1);
-			if (n > 0) {
-				target[n] = '\0';
-				found = strcmp(target, want) == 0;
+				if (ours && (f->d_name[0] == '.' || atoi(f->d_name) == fd))
+					continue; /* @fd itself */
+				snprintf(link, sizeof(link), "%s/%s", path, f->d_name);
+				n = readlink(link, target, sizeof(target) - 1);
+				if (n > 0) {
+					target[n] = '\0';
+					found = strcmp(target, want) == 0;
+				}
 			}
+			closedir(fds);
+			if (!found)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
+			FILE *cf = fopen(path, "r");
+			if (cf) {
+				if (fgets(comm, sizeof(comm), cf))
+					comm[strcspn(comm, "\n")] = '\0';
+				fclose(cf);
+			}
+			snprintf(out, cap, "pid %d (%.60s)", atoi(p->d_name), comm);
+			closedir(proc);
+			return;
 		}
-		closedir(fds);
-		if (!found)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
-		FILE *cf = fopen(path, "r");
-		if (cf) {
-			if (fgets(comm, sizeof(comm), cf))
-				comm[strcspn(comm, "\n")] = '\0';
-			fclose(cf);
-		}
-		snprintf(out, cap, "pid %d (%.60s)", atoi(p->d_name), comm);
-		break;
+		closedir(proc);
 	}
-	closedir(proc);
 }
 
 static int conflict(struct qcow2_io *io, unsigned bit, bool they_hold)

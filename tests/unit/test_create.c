@@ -512,7 +512,7 @@ Test(create, a_file_held_for_writing_is_not_replaced, .init = make_dir, .fini = 
 {
 	struct qcow2_create_opts o;
 	struct qcow2_io *holder;
-	char path[64];
+	char path[64], me[32];
 	bool exists;
 	int fd;
 
@@ -530,6 +530,9 @@ Test(create, a_file_held_for_writing_is_not_replaced, .init = make_dir, .fini = 
 	cr_assert_eq(qcow2_create_check_target(path, &exists), -EBUSY);
 	cr_assert_eq(qcow2_image_create(path, &o), -EBUSY);
 	assert_error_mentions("\"write\"");
+	/* the holder is named: this process (no other has the file), not "another process" */
+	snprintf(me, sizeof(me), "pid %d (", (int)getpid());
+	assert_error_mentions(me);
 	qcow2_io_close(holder);
 	cr_assert_eq(qcow2_image_create(path, &o), 0, "%s", qcow2_last_error());
 }
