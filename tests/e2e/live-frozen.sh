@@ -7,7 +7,8 @@
 # - b.raw opens for writing and shows the writer's disk: a block written through it is there,
 #   and, once the writer stopped, every write the writer made (the same disk as its handle);
 # - after the writer closed, both views are as before (b.raw writable, a.raw the frozen
-#   point); after the unmount qemu-img check is clean on both images, and qemu-img convert of
+#   point), and once every handle closed the daemon holds no write lock (qemu-io writes
+#   b.qcow2, and b.raw shows it); after the unmount qemu-img check is clean on both images, and qemu-img convert of
 #   b.qcow2 holds every write, the one made through b.raw too.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -103,6 +104,11 @@ check "b.raw opens for writing again" \
 	status=none
 check "b.raw holds all $n1 writes" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/b.raw" "$LOG" "$n1" "$n1" $BLOCKS
+check "every handle closed, the daemon gave back b.qcow2's write lock (qemu-io writes it)" \
+	eventually qemu-io -f qcow2 -c "write -P 0x77 48M 4k" b.qcow2
+check "... and b.raw shows that write" \
+	eval 'head -c 4096 /dev/zero | tr "\0" "\167" >"$WORK/pat77" &&
+		lf_block_is "$MNT/b.raw" $((48 << 20)) "$WORK/pat77"'
 check "umount" umount_qcowfs "$MNT"
 check "no sanitizer report in the daemon log" log_clean "$QCOWFS_LOG"
 check "qemu-img check a.qcow2 is clean" qemu-img check -q a.qcow2
