@@ -456,10 +456,12 @@ static void status_view(void *ctx, const struct qfs_node *n, const char *src, co
 			fprintf(s->f, ", \"snapshot\": ");
 			json_str(s->f, snap);
 		}
-		fprintf(s->f, ", \"handles\": %u, \"writers\": %u}", n->opens, n->writers);
+		fprintf(s->f, ", \"handles\": %u, \"writers\": %u}", n->opens + n->moved_opens,
+			n->writers + n->moved_writers);
 	} else {
-		fprintf(s->f, "  view %s: %u open, %u writing (%s%s%s)\n", n->rel, n->opens,
-			n->writers, src, snap ? ", snapshot " : "", snap ? snap : "");
+		fprintf(s->f, "  view %s: %u open, %u writing (%s%s%s)\n", n->rel,
+			n->opens + n->moved_opens, n->writers + n->moved_writers, src,
+			snap ? ", snapshot " : "", snap ? snap : "");
 	}
 }
 
