@@ -29,19 +29,20 @@
 
 static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The image of the view pinned for @path (its top), or NULL after a line to the client. */
+/* The image of the view pinned for @path (its top; the pinned chain in *@c), or NULL after a
+ * line to the client. */
 static struct qcow2_image *pin_top(struct qfs_ctl_req *req, const char *path, bool write,
-				   struct qfs_node **n)
+				   struct qfs_node **n, struct qcow2_chain **c)
 {
 	struct qcow2_layer_info li;
 	unsigned layer;
 
-	if (qfs_ctl_pin_image(req, path, write, n, &layer) < 0)
+	if (qfs_ctl_pin_image(req, path, write, n, &layer, c) < 0)
 		return NULL;
-	if (qcow2_chain_layer((*n)->chain, layer, &li) == 0 && li.image)
+	if (qcow2_chain_layer(*c, layer, &li) == 0 && li.image)
 		return li.image;
 	qfs_ctl_err(req, "'%s' is not a qcow2 image: it has no internal snapshots", path);
-	qfs_tree_release(req->tree, *n, write);
+	qfs_tree_release(req->tree, *n, *c, write);
 	return NULL;
 }
 
@@ -51,12 +52,13 @@ static int h_list(struct qfs_ctl_req *req)
 {
 	struct qcow2_image *img;
 	struct ctlp_rec *recs;
+	struct qcow2_chain *ch;
 	struct qfs_node *n;
 	uint32_t i, count;
 
 	if (req->argc != 1)
 		return 64;
-	img = pin_top(req, req->argv[0], false, &n);
+	img = pin_top(req, req->argv[0], false, &n, &ch);
 	if (!img)
 		return 1;
 	pthread_mutex_lock(&snap_lock);
@@ -76,7 +78,7 @@ static int h_list(struct qfs_ctl_req *req)
 		ctlp_rec_add(rec, "disk-size", "%llu", (unsigned long long)s->disk_bytes);
 	}
 	pthread_mutex_unlock(&snap_lock);
-	qfs_tree_release(req->tree, n, false);
+	qfs_tree_release(req->tree, n, ch, false);
 	if (!recs) {
 		qfs_ctl_err(req, "out of memory");
 		return 1;
@@ -119,12 +121,13 @@ static int h_create(struct qfs_ctl_req *req)
 	struct create_job c = {.name = NULL};
 	struct qfs_ctl_job_spec spec = {.kind = "snapshot-create", .run = run_create, .ctx = &c};
 	struct ctlp_rec rec = {0};
+	struct qcow2_chain *ch;
 	struct qfs_node *n;
 	int r;
 
 	if (req->argc != 2)
 		return 64;
-	c.img = pin_top(req, req->argv[0], true, &n);
+	c.img = pin_top(req, req->argv[0], true, &n, &ch);
 	if (!c.img)
 		return 1;
 	c.name = req->argv[1];
@@ -139,7 +142,7 @@ static int h_create(struct qfs_ctl_req *req)
 	} else {
 		qfs_ctl_err(req, "%s", qcow2_last_error());
 	}
-	qfs_tree_release(req->tree, n, true);
+	qfs_tree_release(req->tree, n, ch, true);
 	return r == 0 ? 0 : 1;
 }
 
@@ -215,12 +218,13 @@ static int h_delete(struct qfs_ctl_req *req)
 	struct delete_job d = {.req = req};
 	struct qfs_ctl_job_spec spec = {.kind = "snapshot-delete", .run = run_delete, .ctx = &d};
 	struct ctlp_rec rec = {0};
+	struct qcow2_chain *ch;
 	struct qfs_node *n;
 	int r;
 
 	if (req->argc != 2)
 		return 64;
-	d.img = pin_top(req, req->argv[0], true, &n);
+	d.img = pin_top(req, req->argv[0], true, &n, &ch);
 	if (!d.img)
 		return 1;
 	d.path = req->argv[0];
@@ -236,7 +240,7 @@ static int h_delete(struct qfs_ctl_req *req)
 		qfs_ctl_record(req, &rec);
 		ctlp_rec_free(&rec);
 	}
-	qfs_tree_release(req->tree, n, true);
+	qfs_tree_release(req->tree, n, ch, true);
 	return r == 0 ? 0 : 1;
 }
 

@@ -195,7 +195,7 @@ void qfs_ctl_progress(struct qfs_ctl_req *req, uint64_t done, uint64_t total)
 }
 
 int qfs_ctl_pin_image(struct qfs_ctl_req *req, const char *path, bool write, struct qfs_node **n,
-		      unsigned *layer)
+		      unsigned *layer, struct qcow2_chain **c)
 {
 	struct stat st;
 	int r;
@@ -205,10 +205,10 @@ int qfs_ctl_pin_image(struct qfs_ctl_req *req, const char *path, bool write, str
 		qfs_ctl_err(req, "'%s': %s", path, strerror(-r));
 		return r;
 	}
-	r = qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, write, n, layer);
+	r = qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, write, n, layer, c);
 	if (r == -EROFS &&
-	    qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, false, n, layer) == 0) {
-		qfs_tree_release(req->tree, *n, false);
+	    qfs_tree_pin_file(req->tree, st.st_dev, st.st_ino, false, n, layer, c) == 0) {
+		qfs_tree_release(req->tree, *n, *c, false);
 		if (*layer)
 			qfs_ctl_err(req,
 				    "'%s' cannot be changed live: it is a backing layer of an open "
@@ -402,6 +402,7 @@ static bool has_opt(const struct qfs_ctl_req *req, const char *opt)
 /* serves DEV INO: exit 0 when an open view of this mount reads that file, else 3. */
 static int h_serves(struct qfs_ctl_req *req)
 {
+	struct qcow2_chain *c;
 	struct qfs_node *n;
 	unsigned layer;
 	unsigned long long dev, ino;
@@ -411,9 +412,9 @@ static int h_serves(struct qfs_ctl_req *req)
 		qfs_ctl_err(req, "serves takes DEV INO");
 		return 64;
 	}
-	if (qfs_tree_pin_file(req->tree, (dev_t)dev, (ino_t)ino, false, &n, &layer) < 0)
+	if (qfs_tree_pin_file(req->tree, (dev_t)dev, (ino_t)ino, false, &n, &layer, &c) < 0)
 		return 3;
-	qfs_tree_release(req->tree, n, false);
+	qfs_tree_release(req->tree, n, c, false);
 	return 0;
 }
 
@@ -455,10 +456,12 @@ static void status_view(void *ctx, const struct qfs_node *n, const char *src, co
 			fprintf(s->f, ", \"snapshot\": ");
 			json_str(s->f, snap);
 		}
-		fprintf(s->f, ", \"handles\": %u, \"writers\": %u}", n->opens, n->writers);
+		fprintf(s->f, ", \"handles\": %u, \"writers\": %u}", n->opens + n->moved_opens,
+			n->writers + n->moved_writers);
 	} else {
-		fprintf(s->f, "  view %s: %u open, %u writing (%s%s%s)\n", n->rel, n->opens,
-			n->writers, src, snap ? ", snapshot " : "", snap ? snap : "");
+		fprintf(s->f, "  view %s: %u open, %u writing (%s%s%s)\n", n->rel,
+			n->opens + n->moved_opens, n->writers + n->moved_writers, src,
+			snap ? ", snapshot " : "", snap ? snap : "");
 	}
 }
 

@@ -70,9 +70,9 @@ void qfs_ctl_progress(struct qfs_ctl_req *req, uint64_t done, uint64_t total);
 /* The open flat view serving the image at absolute @path (stat'ed: its dev and ino), pinned
  * as qfs_tree_pin_file() does (a writer if @write). On failure one line is sent to the client
  * naming why and a negative errno is returned. Release with qfs_tree_release(req->tree, *n,
- * write). */
+ * *c, write). */
 int qfs_ctl_pin_image(struct qfs_ctl_req *req, const char *path, bool write, struct qfs_node **n,
-		      unsigned *layer);
+		      unsigned *layer, struct qcow2_chain **c);
 
 /* A job: @run does the work, polling @job (its progress lands in the registry and, while the
  * client listens, in progress frames; its cancel is `qcowctl job cancel`, or the client's

@@ -9,10 +9,11 @@
  *
  * What the views show afterwards: the view whose chain the job changed keeps serving its open
  * handles with the new layers (after an external snapshot they write into NEW; after an active
- * commit with pivot into base). A view whose chain no longer has its own file on top refuses
- * new opens until its last handle closes (tree-open.c): it would show another file's disk.
- * Once closed, each view opens its own file's chain again: IMAGE's view then shows the frozen
- * point in time, read-only (NEW uses IMAGE as its backing file), and NEW's view is writable.
+ * commit with pivot into base). The chain leaves the view's node (qfs_tree_writers_moved(),
+ * tree-open.c): a new open of the view opens its own file's chain afresh (IMAGE's view then
+ * shows the frozen point in time, read-only: NEW uses IMAGE as its backing file), and the view
+ * of the new top adopts the moved chain at its next open (NEW's view: writable, the same disk
+ * as the old handles).
  *
  * In fs/'s order: above ctl.c (its registry and sink), below main.c (which registers these).
  *
@@ -102,14 +103,14 @@ static int run_on_view(struct qfs_ctl_req *req, struct live_job *l, const char *
 	unsigned layer;
 	int r;
 
-	if (qfs_ctl_pin_image(req, l->image, true, &n, &layer) < 0)
+	if (qfs_ctl_pin_image(req, l->image, true, &n, &layer, &l->chain) < 0)
 		return 1;
 	l->tree = req->tree;
-	l->chain = n->chain;
 	spec.images = l->image;
 	r = qfs_ctl_job_run(req, &spec, false);
-	if (r == 0 && !l->dry_run && !qcow2_chain_top_is(n->chain, l->image))
-		qfs_tree_writers_moved(req->tree, n, l->image); /* a new top: our lock moved */
+	if (r == 0 && !l->dry_run && !qcow2_chain_top_is(l->chain, l->image))
+		qfs_tree_writers_moved(req->tree, n, l->chain,
+				       l->image); /* a new top: our lock moved */
 	if (r < 0)
 		qfs_ctl_err(req, "%s", qcow2_last_error());
 	else
@@ -117,7 +118,7 @@ static int run_on_view(struct qfs_ctl_req *req, struct live_job *l, const char *
 	if (r == 0 && !l->dry_run)
 		qfs_log("%s of '%s' done live (uid %u)", kind, l->image, (unsigned)req->uid);
 	qcow2_plan_release(&l->plan);
-	qfs_tree_release(req->tree, n, true);
+	qfs_tree_release(req->tree, n, l->chain, true);
 	return r == 0 ? 0 : 1;
 }
 

@@ -36,8 +36,9 @@
 #define ATTR_TIMEOUT  1.0
 
 struct handle {
-	struct qfs_node *node;
-	int fd;	      /* raw backing file, or -1 */
+	struct qfs_node *node;	   /* the node opened (a live job may move its chain elsewhere) */
+	struct qcow2_chain *chain; /* a flat view's chain, for as long as the handle lives */
+	int fd;			   /* raw backing file, or -1 */
 	char *status; /* the status file: its text as computed at open (one snapshot per open) */
 	size_t status_len;
 	bool write;   /* opened for writing */
@@ -143,7 +144,7 @@ static void handle_free(struct qfs_tree *t, struct handle *h)
 	else if (h->fd >= 0)
 		close(h->fd);
 	else
-		qfs_tree_release(t, h->node, h->write);
+		qfs_tree_release(t, h->node, h->chain, h->write);
 	free(h);
 }
 
@@ -382,7 +383,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	const struct qfs_caller *who;
 	struct qfs_caller caller;
 	struct handle *h;
-	bool keep = false;
+	bool keep = false, direct = false;
 	int r, acc;
 
 	if (!n) {
@@ -421,11 +422,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = qfs_tree_open_raw(t, n, who, &h->fd);
 		keep = true;
 	} else {
-		r = n->kind == QFS_FLAT ? qfs_tree_open(t, n, h->write, &keep, who) : -EISDIR;
+		r = n->kind == QFS_FLAT
+			? qfs_tree_open(t, n, h->write, &keep, &direct, who, &h->chain)
+			: -EISDIR;
 		/* O_TRUNC (passed here: libfuse asks for atomic O_TRUNC) would shrink the disk:
 		 * refused once the view proved writable (a read-only one says EROFS). */
 		if (r == 0 && h->write && (fi->flags & O_TRUNC)) {
-			qfs_tree_release(t, n, true);
+			qfs_tree_release(t, n, h->chain, true);
 			r = -EINVAL;
 		}
 	}
@@ -439,6 +442,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* O_DIRECT goes straight to the daemon, whatever the cache does; with the writeback cache
 	 * so does O_APPEND, whose writes are past the end by definition: refused by write(2) */
 	if ((fi->flags & O_DIRECT) || (writeback && h->write && (fi->flags & O_APPEND)))
+		fi->direct_io = 1;
+	/* a disk another view's handles write too (after a live external snapshot): read from
+	 * the daemon, not from this inode's pages, which those writes do not reach */
+	if (direct)
 		fi->direct_io = 1;
 	handle_add(h);
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -530,7 +537,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 		return;
 	}
-	vsize = qcow2_chain_size(h->node->chain);
+	vsize = qcow2_chain_size(h->chain);
 	if (off < 0 || (uint64_t)off >= vsize)
 		size = 0;
 	else if (size > vsize - (uint64_t)off)
@@ -538,7 +545,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* libfuse copies a reply this small anyway: one copy, without resolving pieces */
 	if (size <= SMALL_READ) {
 		char small[SMALL_READ];
-		r = size ? qcow2_chain_pread(h->node->chain, small, size, (uint64_t)off) : 0;
+		r = size ? qcow2_chain_pread(h->chain, small, size, (uint64_t)off) : 0;
 		if (r < 0) {
 			qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
 				qcow2_last_error());
@@ -549,7 +556,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	read_hold(h);
-	r = qcow2_chain_read_pieces(h->node->chain, size, (uint64_t)off, reply_pieces, req);
+	r = qcow2_chain_read_pieces(h->chain, size, (uint64_t)off, reply_pieces, req);
 	if (r != READ_REPLIED) {
 		qfs_log("read of '%s' at %lld failed: %s", h->node->rel, (long long)off,
 			qcow2_last_error());
@@ -590,11 +597,11 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		reply_err(req, -EINVAL);
 		return;
 	}
-	if ((uint64_t)off >= qcow2_chain_size(h->node->chain)) {
+	if ((uint64_t)off >= qcow2_chain_size(h->chain)) {
 		reply_err(req, -ENXIO);
 		return;
 	}
-	r = qcow2_chain_seek(h->node->chain, (uint64_t)off, whence, &result);
+	r = qcow2_chain_seek(h->chain, (uint64_t)off, whence, &result);
 	if (r < 0)
 		reply_err(req, r);
 	else
@@ -710,7 +717,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct limits l;
 	int r;
 
-	if (!h->write || !h->node->chain) {
+	if (!h->write || !h->chain) {
 		reply_err(req, -EBADF);
 		return;
 	}
@@ -719,7 +726,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	limits_enter(h->limited, h->uid, h->gid, &l);
-	r = qcow2_chain_pwrite(h->node->chain, buf, size, (uint64_t)off);
+	r = qcow2_chain_pwrite(h->chain, buf, size, (uint64_t)off);
 	limits_leave(&l);
 	if (r < 0)
 		reply_failure(req, h, "write", r);
@@ -736,8 +743,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	limits_enter(h->limited && h->write, h->uid, h->gid, &l);
 	if (h->fd >= 0)
 		r = fdatasync(h->fd) < 0 ? -errno : 0;
-	else if (h->node->chain)
-		r = qcow2_chain_flush(h->node->chain);
+	else if (h->chain)
+		r = qcow2_chain_flush(h->chain);
 	limits_leave(&l);
 	if (r < 0)
 		reply_failure(req, h, "fsync", r);
@@ -753,7 +760,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void fallocate_view(fuse_req_t req, struct handle *h, int mode, off_t off, off_t len)
 {
-	struct qcow2_chain *c = h->node->chain;
+	struct qcow2_chain *c = h->chain;
 	uint64_t size, end;
 	unsigned flags;
 	int r;
@@ -837,7 +844,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		/* ftruncate(2) through a handle is limited as its writes are; truncate(2) by name
 		 * opens the chain first, as root, and grows only the image's tables */
 		limits_enter(h && h->write && h->limited, h ? h->uid : 0, h ? h->gid : 0, &l);
-		r = qfs_tree_truncate(t, n, h && h->write ? h->node->chain : NULL,
+		r = qfs_tree_truncate(t, n, h && h->write ? h->chain : NULL,
 				      (uint64_t)attr->st_size, who);
 		limits_leave(&l);
 		if (r) {

@@ -31,7 +31,8 @@
  * Errors: every function of fs/ that fails returns a negative errno (or sets one, as
  * qfs_tree_lookup()'s *err); ops.c turns it into FUSE's positive one once, as it replies.
  *
- * Locks, in the order they may be taken: a node's open_lock, then the tree's lock (tree.h;
+ * Locks, in the order they may be taken: a node's open_lock (two at once only in tree-open.c's
+ * adopt(), the lower ino's first), then the tree's lock (tree.h;
  * the source cache, the names and the permissions run under it and take none of their own),
  * then the library's own. ops.c's handles_lock is a leaf, never held across a call into
  * another file.
@@ -73,6 +74,17 @@ struct qfs_node {
 	unsigned opens;
 	unsigned writers; /* handles open for writing (the chain holds the write lock) */
 	uint64_t stamp;	  /* identity of the chain's files at the last open (page cache validity) */
+	/* A chain a live job gave another top (tree-open.c, qfs_tree_writers_moved()): its
+	 * handles (and pins) go on with it until they close, or until the node of its new top
+	 * adopts it; the node's own chain is opened afresh meanwhile. */
+	struct qcow2_chain *moved;
+	unsigned moved_opens, moved_writers;
+	/* Handles whose inode is not their chain's node's: @away of this node's handles count on
+	 * a chain another node adopted, @foreign of this chain's handles were opened on other
+	 * nodes. While either (or moved) is set, the disk is written through more than one inode:
+	 * new handles use direct I/O; stale_pages: the next cached open drops the inode's pages. */
+	unsigned away, foreign;
+	bool stale_pages;
 };
 
 struct qfs_config {
@@ -118,21 +130,25 @@ int qfs_tree_list(struct qfs_tree *t, struct qfs_node *dir, struct qfs_dirent **
 void qfs_dirents_free(struct qfs_dirent *d, size_t n);
 
 /* Open the chain behind a flat view (shared by every open handle of the node), for writing if
- * @write (-EROFS when the view is read-only, -EBUSY when another process holds the image). Sets
- * *keep_cache when the files are unchanged since the last open. @who, unless NULL, is checked
+ * @write (-EROFS when the view is read-only, -EBUSY when another process holds the image); the
+ * handle's chain in *@c (the handle keeps it: a live job may move it to another node). Sets
+ * *keep_cache when the files are unchanged since the last open, *@direct when the view's disk
+ * is also written through another view's handles (after a live external snapshot: no page
+ * cache for it). @who, unless NULL, is checked
  * (-EACCES) against the attributes the open is decided on, and is served only the files those
  * attributes were derived from (-ESTALE when a file of the chain was replaced since, by a
  * rename or a symlink, or when the open chain is of files replaced since it was opened).
  * 0 or a negative errno. */
 int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
-		  const struct qfs_caller *who);
+		  bool *direct, const struct qfs_caller *who, struct qcow2_chain **c);
 /* Open raw backing file @n for reading into *fd, checking @who (unless NULL) as
  * qfs_tree_open() does. 0 or a negative errno. */
 int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_caller *who,
 		      int *fd);
-/* Release one handle; the last writer writes everything back and gives up the write lock,
- * the last handle closes the chain. */
-void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write);
+/* Release one handle of chain @c, opened on @n (the node that holds @c now, if a live job moved
+ * it); the last writer writes everything back and gives up the write lock, the last handle
+ * closes the chain. */
+void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, bool write);
 /* Set the size of flat view @n (through @c, a chain open for writing, or NULL to open one for
  * @who as qfs_tree_open() does):
  * growing grows the disk, shrinking is -EINVAL. 0 or a negative errno. */
@@ -142,14 +158,18 @@ bool qfs_tree_read_only(const struct qfs_tree *t);
 /* The control socket (ctl.c): the flat view whose open chain has the file @dev:@ino as a
  * layer (its own view, top layer 0, preferred to a view it is a backing layer of; snapshot
  * views never), pinned as one more handle (a writer if @write: the write lock taken for the
- * first), so its chain stays open until qfs_tree_release(t, *out, write). The layer in *@layer.
+ * first), so its chain (*@c) stays open until qfs_tree_release(t, *out, *c, write). The layer
+ * in *@layer.
  * -ENOENT when no open view reads the file, -EROFS for @write when the file is a backing layer
  * of the view or the chain is read-only, or the write lock's refusal. */
 int qfs_tree_pin_file(struct qfs_tree *t, dev_t dev, ino_t ino, bool write, struct qfs_node **out,
-		      unsigned *layer);
-/* A live job (live.c) gave the open chain of @n (pinned) another top than @old_top: the write
- * lock of its writers is on the new top now, ours, not another process's. */
-void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, const char *old_top);
+		      unsigned *layer, struct qcow2_chain **c);
+/* A live job (live.c) gave open chain @c of @n (pinned) another top than @old_top: the write
+ * lock of its writers is on the new top now, ours, not another process's. The chain leaves
+ * @n's own slot (its handles keep it): @n's next open opens @n's own file afresh, and the
+ * view of the new top adopts the chain at its next open. */
+void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
+			    const char *old_top);
 /* The options the views' chains are opened with (live jobs open files of a chain with them). */
 const struct qcow2_chain_opts *qfs_tree_chain_opts(const struct qfs_tree *t);
 /* The canonical mount point (the control socket's status). */

@@ -8,8 +8,14 @@
  * Locking: takes t->lock (only to read the src cache, never across a chain open or any read
  * of image data), then, after releasing it, the node's open_lock, which guards the node's
  * chain and counts; under open_lock it takes t->lock again only briefly (note_writer(), the
- * write refusal): open_lock -> t->lock, never the other way (qcowfs.h). The library's own locks
- * are taken inside the chain calls.
+ * write refusal): open_lock -> t->lock, never the other way (qcowfs.h). Two nodes' open_locks
+ * are held at once only by adopt() (a chain moved by a live job taken by its new top's view),
+ * the lower ino's first, with nothing but the library's layer lock taken under them. The
+ * library's own locks are taken inside the chain calls.
+ *
+ * A handle keeps the chain it opened: after a live job moved it (n->moved), its node opens its
+ * own chain afresh, so that a node's counts are always those of the handles of one chain, and
+ * a release finds the node that holds its chain now (qfs_tree_release()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,15 +60,30 @@ static int open_chain(struct qfs_node *n, const char *src, struct qcow2_chain_op
 	return r;
 }
 
-/* Count a writer of the top of @n's open chain (n->open_lock held): its lock is ours, not a
- * conflict. The top is @n's own file, or the one a live job moved the chain to (live.c;
- * qfs_tree_writers_moved() moved the count with it). */
-static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
+/* The nodes of the tree (t->lock taken here, briefly): nodes live as long as the mount, so the
+ * pointers stay good after the lock is released. NULL when out of memory. */
+static struct qfs_node **all_nodes(struct qfs_tree *t, size_t *n)
+{
+	struct qfs_node **v;
+
+	pthread_mutex_lock(&t->lock);
+	*n = t->n_nodes;
+	v = malloc((*n ? *n : 1) * sizeof(*v));
+	if (v && *n)
+		memcpy(v, t->nodes, *n * sizeof(*v));
+	pthread_mutex_unlock(&t->lock);
+	return v;
+}
+
+/* Count a writer of the top of open chain @c (its node's open_lock held): its lock is ours,
+ * not a conflict. The top is its node's own file, or the one a live job moved the chain to
+ * (live.c; qfs_tree_writers_moved() moved the count with it). */
+static void note_writer(struct qfs_tree *t, struct qcow2_chain *c, int delta)
 {
 	char top[PATH_MAX];
 	struct qfs_src *s;
 
-	qcow2_chain_top_path(n->chain, top, sizeof(top));
+	qcow2_chain_top_path(c, top, sizeof(top));
 	pthread_mutex_lock(&t->lock);
 	s = qfs_src_get(&t->cache, top);
 	if (s && (delta > 0 || s->our_writers >= (unsigned)-delta))
@@ -70,15 +91,55 @@ static void note_writer(struct qfs_tree *t, struct qfs_node *n, int delta)
 	pthread_mutex_unlock(&t->lock);
 }
 
-void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, const char *old_top)
+/* The node that holds open chain @c (in its own slot or its moved one), with its open_lock
+ * held (taken here): @n first, else the one that adopted it. A chain is on exactly one node at
+ * any time (an adoption moves it holding both nodes' open_locks), and cannot close while the
+ * caller's handle or pin counts on it, so the search finds it. NULL only if it is nowhere
+ * (out of memory, or a bug: logged). */
+static struct qfs_node *lock_holder(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c)
+{
+	struct qfs_node **v, *m = NULL;
+	size_t i, k;
+
+	pthread_mutex_lock(&n->open_lock);
+	if (c && (n->chain == c || n->moved == c))
+		return n;
+	pthread_mutex_unlock(&n->open_lock);
+	v = all_nodes(t, &k);
+	for (i = 0; v && c && i < k && !m; i++) {
+		if (v[i] == n || v[i]->kind != QFS_FLAT)
+			continue;
+		pthread_mutex_lock(&v[i]->open_lock);
+		if (v[i]->chain == c || v[i]->moved == c)
+			m = v[i];
+		else
+			pthread_mutex_unlock(&v[i]->open_lock);
+	}
+	free(v);
+	if (!m)
+		qfs_log("'%s': a handle's chain is held by no view", n->rel);
+	return m;
+}
+
+/* How many nodes hold a moved chain (n->moved) that no node adopted yet: opens look for one
+ * to adopt only while there is one. */
+static _Atomic unsigned n_moved;
+
+/* The chain leaves @n's own slot for n->moved (its handles and pins go on with it, counted
+ * there) when the slot is free; else it stays, and new opens of @n are refused until its
+ * handles close (hold_chain()). */
+void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c,
+			    const char *old_top)
 {
 	char top[PATH_MAX];
+	struct qfs_node *m = lock_holder(t, n, c);
 	struct qfs_src *s;
 	unsigned k;
 
-	pthread_mutex_lock(&n->open_lock);
-	k = n->writers;
-	qcow2_chain_top_path(n->chain, top, sizeof(top));
+	if (!m)
+		return;
+	k = m->chain == c ? m->writers : m->moved_writers;
+	qcow2_chain_top_path(c, top, sizeof(top));
 	pthread_mutex_lock(&t->lock);
 	qfs_src_cache_next_gen(&t->cache); /* (the files changed: their views are judged again) */
 	s = qfs_src_get(&t->cache, old_top);
@@ -90,7 +151,64 @@ void qfs_tree_writers_moved(struct qfs_tree *t, struct qfs_node *n, const char *
 		s->busy = false; /* it was our own lock that made it look busy */
 	}
 	pthread_mutex_unlock(&t->lock);
-	pthread_mutex_unlock(&n->open_lock);
+	if (m->chain == c && !m->moved) {
+		m->moved = m->chain;
+		m->moved_opens = m->opens;
+		m->moved_writers = m->writers;
+		m->chain = NULL;
+		m->opens = m->writers = 0;
+		m->foreign = 0;
+		m->stale_pages = true; /* (pages of the moved handles' writes) */
+		n_moved++;
+	}
+	pthread_mutex_unlock(&m->open_lock);
+}
+
+/* Under both nodes' open_locks: move @m's moved chain, with its counts, into @n's own slot. */
+static void adopt_from(struct qfs_node *n, struct qfs_node *m)
+{
+	n->chain = m->moved;
+	n->opens = m->moved_opens;
+	n->writers = m->moved_writers;
+	n->stamp = 0;
+	n->foreign = m->moved_opens;
+	n->stale_pages = true;
+	m->away += m->moved_opens;
+	m->moved = NULL;
+	m->moved_opens = m->moved_writers = 0;
+	n_moved--;
+}
+
+/* @n (a flat view of @src, not a snapshot view) with no open chain adopts a chain a live job
+ * moved to @src as its top, if one is waiting (n->moved of another node): the view of the new
+ * top then serves the disk the old handles write (writable), shared with them. Two open_locks
+ * are held at once only here, the lower ino's first (no other code holds two), then nothing
+ * but the library's layer lock (qcow2_chain_top_is()). */
+static void adopt(struct qfs_tree *t, struct qfs_node *n, const char *src)
+{
+	struct qfs_node **v;
+	bool done = false;
+	size_t i, k;
+
+	if (!n_moved)
+		return;
+	v = all_nodes(t, &k);
+	for (i = 0; v && i < k && !done; i++) {
+		struct qfs_node *m = v[i], *lo = m->ino < n->ino ? m : n, *hi = lo == m ? n : m;
+
+		if (m == n || m->kind != QFS_FLAT)
+			continue;
+		pthread_mutex_lock(&lo->open_lock);
+		pthread_mutex_lock(&hi->open_lock);
+		done = n->chain != NULL; /* (an open of its own came first) */
+		if (!done && m->moved && qcow2_chain_top_is(m->moved, src)) {
+			adopt_from(n, m);
+			done = true;
+		}
+		pthread_mutex_unlock(&hi->open_lock);
+		pthread_mutex_unlock(&lo->open_lock);
+	}
+	free(v);
 }
 
 /* A layer's file and its external data file (data_ino 0: none) as the permission checks saw
@@ -249,7 +367,8 @@ static void note_refused(struct qfs_tree *t, const char *src)
  * the handle; close the chain again on failure when no other handle has it. 0 or a negative
  * errno. */
 static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_plan *p, bool write,
-		      bool *keep_cache, const struct qfs_caller *who)
+		      bool *keep_cache, bool *direct, const struct qfs_caller *who,
+		      struct qcow2_chain **c)
 {
 	bool refused = false;
 	int r = 0;
@@ -263,8 +382,9 @@ static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_
 	if (refused)
 		note_refused(t, p->src);
 	if (r == 0 && !top_is_own(n, p)) {
-		/* a live job (live.c) made another file the top of the open chain: its handles
-		 * go on with it, but a new open would be served another file's disk */
+		/* a live job (live.c) made another file the top of the open chain, and its chain
+		 * could not leave (a chain moved before still has handles): its handles go on
+		 * with it, but a new open would be served another file's disk */
 		qfs_log("'%s': a live job moved its open handles to another image: not opened "
 			"again until they close",
 			n->rel);
@@ -279,18 +399,25 @@ static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_
 	if (r == 0 && write && !qcow2_chain_writable(n->chain))
 		r = -EROFS;
 	if (r == 0 && write && n->writers == 0) {
-		note_writer(t, n, 1);
+		note_writer(t, n->chain, 1);
 		r = qcow2_chain_lock_write(n->chain, true);
 		if (r < 0) {
 			qfs_log("cannot write '%s': %s", n->rel, qcow2_last_error());
-			note_writer(t, n, -1);
+			note_writer(t, n->chain, -1);
 		}
 	}
 	if (r == 0) {
-		*keep_cache = n->opens == 0 ? p->stamp == n->stamp : true;
+		/* the disk is also written through another view's inode (the handles a live job
+		 * moved): this inode's page cache would not see those writes; once no such handle
+		 * is left, the first cached open drops what the inode kept meanwhile */
+		*direct = n->moved || n->away || n->foreign;
+		*keep_cache = !n->stale_pages && (n->opens == 0 ? p->stamp == n->stamp : true);
+		if (!*direct)
+			n->stale_pages = false;
 		n->stamp = p->stamp;
 		n->opens++;
 		n->writers += write;
+		*c = n->chain;
 	} else if (n->opens == 0) {
 		qcow2_chain_close(n->chain);
 		n->chain = NULL;
@@ -306,16 +433,19 @@ static int hold_chain(struct qfs_tree *t, struct qfs_node *n, const struct open_
  * already open for someone else, would otherwise be served to a caller who was checked
  * against another file. */
 int qfs_tree_open(struct qfs_tree *t, struct qfs_node *n, bool write, bool *keep_cache,
-		  const struct qfs_caller *who)
+		  bool *direct, const struct qfs_caller *who, struct qcow2_chain **c)
 {
 	struct open_plan p = {0};
 	int r;
 
+	*direct = false;
 	r = plan_open(t, n, who, &p);
 	if (r == 0 && (!p.src || (write && !p.writable)))
 		r = p.src ? -EROFS : -ENOENT;
+	if (r == 0 && !p.snap)
+		adopt(t, n, p.src);
 	if (r == 0)
-		r = hold_chain(t, n, &p, write, keep_cache, who);
+		r = hold_chain(t, n, &p, write, keep_cache, direct, who, c);
 	plan_free(&p);
 	return r;
 }
@@ -356,37 +486,62 @@ int qfs_tree_open_raw(struct qfs_tree *t, struct qfs_node *n, const struct qfs_c
 	return 0;
 }
 
-void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, bool write)
+/* Under n->open_lock: release one handle of the chain in *@cp, counted in *@opens and
+ * *@writers (the node's own slot or its moved one). */
+static void release_in(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain **cp,
+		       unsigned *opens, unsigned *writers, bool write)
 {
-	pthread_mutex_lock(&n->open_lock);
-	if (write && n->writers && --n->writers == 0) {
-		if (qcow2_chain_lock_write(n->chain, false) < 0)
+	if (write && *writers && --*writers == 0) {
+		if (qcow2_chain_lock_write(*cp, false) < 0)
 			qfs_log("writing back '%s' failed: %s", n->rel, qcow2_last_error());
-		note_writer(t, n, -1);
+		note_writer(t, *cp, -1);
 	}
-	if (n->opens && --n->opens == 0) {
-		if (qcow2_chain_flush(n->chain) < 0)
+	if (*opens && --*opens == 0) {
+		if (qcow2_chain_flush(*cp) < 0)
 			qfs_log("writing back '%s' failed: %s", n->rel, qcow2_last_error());
-		qcow2_chain_close(n->chain);
-		n->chain = NULL;
+		qcow2_chain_close(*cp);
+		*cp = NULL;
+		if (cp == &n->moved)
+			n_moved--;
 	}
+}
+
+/* A handle counts on the chain it opened: on @n's own slot, on its moved one once a live job
+ * moved the chain, or on the node of the new top that adopted it (adopt()). */
+void qfs_tree_release(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, bool write)
+{
+	struct qfs_node *m = lock_holder(t, n, c);
+
+	if (!m)
+		return;
+	if (m != n && m->chain == c && m->foreign)
+		m->foreign--; /* a handle opened on another node, that node's "away" below */
+	if (m->chain == c)
+		release_in(t, m, &m->chain, &m->opens, &m->writers, write);
+	else
+		release_in(t, m, &m->moved, &m->moved_opens, &m->moved_writers, write);
+	pthread_mutex_unlock(&m->open_lock);
+	if (m == n)
+		return;
+	pthread_mutex_lock(&n->open_lock); /* (one open_lock at a time) */
+	if (n->away)
+		n->away--;
 	pthread_mutex_unlock(&n->open_lock);
 }
 
 int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain *c, uint64_t size,
 		      const struct qfs_caller *who)
 {
-	bool keep, opened = false;
+	bool keep, direct, opened = false;
 	int r;
 
 	if (n->kind != QFS_FLAT)
 		return n->kind == QFS_DIR ? -EISDIR : -EROFS;
 	if (!c) { /* truncate(2) by name: open the view for writing for the time of it */
-		r = qfs_tree_open(t, n, true, &keep, who);
+		r = qfs_tree_open(t, n, true, &keep, &direct, who, &c);
 		if (r)
 			return r;
 		opened = true;
-		c = n->chain;
 	}
 	if (size < qcow2_chain_size(c)) {
 		r = -EINVAL; /* a view never shrinks: that would cut the guest disk */
@@ -396,101 +551,117 @@ int qfs_tree_truncate(struct qfs_tree *t, struct qfs_node *n, struct qcow2_chain
 			qfs_log("growing '%s' failed: %s", n->rel, qcow2_last_error());
 	}
 	if (opened)
-		qfs_tree_release(t, n, true);
+		qfs_tree_release(t, n, c, true);
 	return r;
 }
 
-/* The nodes of the tree (t->lock taken here, briefly): nodes live as long as the mount, so the
- * pointers stay good after the lock is released. NULL when out of memory. */
-static struct qfs_node **all_nodes(struct qfs_tree *t, size_t *n)
-{
-	struct qfs_node **v;
-
-	pthread_mutex_lock(&t->lock);
-	*n = t->n_nodes;
-	v = malloc((*n ? *n : 1) * sizeof(*v));
-	if (v && *n)
-		memcpy(v, t->nodes, *n * sizeof(*v));
-	pthread_mutex_unlock(&t->lock);
-	return v;
-}
-
-/* Under n->open_lock: the layer of @n's open chain that is the file @dev:@ino, or -1. */
-static int layer_of(struct qfs_node *n, dev_t dev, ino_t ino)
+/* The layer of open chain @c (NULL: none) that is the file @dev:@ino, or -1. */
+static int layer_in(struct qcow2_chain *c, dev_t dev, ino_t ino)
 {
 	struct qcow2_layer_info li;
 	unsigned i;
 	int found = -1;
 
-	if (!n->chain)
+	if (!c)
 		return -1;
-	qcow2_chain_layers_hold(n->chain); /* (a live job may be changing them: live.c) */
-	for (i = 0; found < 0 && i < qcow2_chain_depth(n->chain); i++)
-		if (qcow2_chain_layer(n->chain, i, &li) == 0 && io_is(li.io, dev, ino))
+	qcow2_chain_layers_hold(c); /* (a live job may be changing them: live.c) */
+	for (i = 0; found < 0 && i < qcow2_chain_depth(c); i++)
+		if (qcow2_chain_layer(c, i, &li) == 0 && io_is(li.io, dev, ino))
 			found = (int)i;
-	qcow2_chain_layers_release(n->chain);
+	qcow2_chain_layers_release(c);
 	return found;
 }
 
-/* Under n->open_lock: count one more handle on @n's open chain, as a writer if @write (the
- * write lock taken for the first, as hold_chain() does). */
-static int pin_locked(struct qfs_tree *t, struct qfs_node *n, bool write)
+/* Under n->open_lock: the layer that is the file @dev:@ino of @n's open chain or of its moved
+ * one (*@moved: of the moved one), the lower of the two, or -1. */
+static int layer_of(struct qfs_node *n, dev_t dev, ino_t ino, bool *moved)
+{
+	int own = layer_in(n->chain, dev, ino), away = layer_in(n->moved, dev, ino);
+
+	*moved = away >= 0 && (own < 0 || away < own);
+	return *moved ? away : own;
+}
+
+/* Under its node's open_lock: count one more handle on the open chain *@cp (counted in
+ * *@opens and *@writers), as a writer if @write (the write lock taken for the first, as
+ * hold_chain() does). */
+static int pin_locked(struct qfs_tree *t, struct qcow2_chain *c, unsigned *opens, unsigned *writers,
+		      bool write)
 {
 	int r;
 
-	if (write && !qcow2_chain_writable(n->chain))
+	if (write && !qcow2_chain_writable(c))
 		return -EROFS;
-	if (write && n->writers == 0) {
-		note_writer(t, n, 1);
-		r = qcow2_chain_lock_write(n->chain, true);
+	if (write && *writers == 0) {
+		note_writer(t, c, 1);
+		r = qcow2_chain_lock_write(c, true);
 		if (r < 0) {
-			note_writer(t, n, -1);
+			note_writer(t, c, -1);
 			return r;
 		}
 	}
-	n->opens++;
-	n->writers += write;
+	(*opens)++;
+	*writers += write;
 	return 0;
 }
 
-int qfs_tree_pin_file(struct qfs_tree *t, dev_t dev, ino_t ino, bool write, struct qfs_node **out,
-		      unsigned *layer)
+/* The flat view whose open chain (or moved chain) has the file @dev:@ino as its lowest layer,
+ * or NULL. */
+static struct qfs_node *find_file(struct qfs_tree *t, dev_t dev, ino_t ino)
 {
 	struct qfs_node **v, *best = NULL;
-	int best_layer = -1, r = -ENOENT;
+	int best_layer = -1;
 	size_t i, n;
+	bool moved;
 
 	v = all_nodes(t, &n);
-	if (!v)
-		return -ENOMEM;
 	/* the flat view whose top is the file wins over a view it is a backing layer of, and
 	 * over its snapshot views (which only read it) */
-	for (i = 0; i < n && best_layer != 0; i++) {
+	for (i = 0; v && i < n && best_layer != 0; i++) {
 		int l;
 
 		if (v[i]->kind != QFS_FLAT)
 			continue;
 		pthread_mutex_lock(&v[i]->open_lock);
-		l = v[i]->snap_id ? -1 : layer_of(v[i], dev, ino);
+		l = v[i]->snap_id ? -1 : layer_of(v[i], dev, ino, &moved);
 		pthread_mutex_unlock(&v[i]->open_lock);
 		if (l >= 0 && (best_layer < 0 || l < best_layer))
 			best = v[i], best_layer = l;
 	}
 	free(v);
-	if (!best)
-		return r;
-	pthread_mutex_lock(&best->open_lock);
-	best_layer = layer_of(best, dev, ino); /* the chain may have closed meanwhile */
-	if (best_layer < 0)
-		r = -ENOENT;
-	else if (write && best_layer != 0)
-		r = -EROFS; /* a backing layer of the view: read-only while it is open */
-	else
-		r = pin_locked(t, best, write);
-	pthread_mutex_unlock(&best->open_lock);
-	if (r == 0) {
-		*out = best;
-		*layer = (unsigned)best_layer;
+	return best;
+}
+
+int qfs_tree_pin_file(struct qfs_tree *t, dev_t dev, ino_t ino, bool write, struct qfs_node **out,
+		      unsigned *layer, struct qcow2_chain **c)
+{
+	struct qfs_node *best;
+	int best_layer = -1, r = -ENOENT, tries;
+	bool moved = false;
+
+	/* a chain may move (a live job, an adoption) between the search and the pin: search
+	 * again, a few times */
+	for (tries = 0; tries < 3 && r == -ENOENT; tries++) {
+		best = find_file(t, dev, ino);
+		if (!best)
+			break;
+		pthread_mutex_lock(&best->open_lock);
+		best_layer = layer_of(best, dev, ino, &moved);
+		if (best_layer < 0)
+			r = -ENOENT;
+		else if (write && best_layer != 0)
+			r = -EROFS; /* a backing layer of the view: read-only while it is open */
+		else if (moved)
+			r = pin_locked(t, best->moved, &best->moved_opens, &best->moved_writers,
+				       write);
+		else
+			r = pin_locked(t, best->chain, &best->opens, &best->writers, write);
+		if (r == 0) {
+			*c = moved ? best->moved : best->chain;
+			*out = best;
+			*layer = (unsigned)best_layer;
+		}
+		pthread_mutex_unlock(&best->open_lock);
 	}
 	return r;
 }
@@ -516,7 +687,7 @@ void qfs_tree_each_open(struct qfs_tree *t,
 		snprintf(snap, sizeof(snap), "%s", v[i]->snap_id ? v[i]->snap_id : "");
 		pthread_mutex_unlock(&t->lock);
 		pthread_mutex_lock(&v[i]->open_lock);
-		if (v[i]->opens)
+		if (v[i]->opens || v[i]->moved_opens)
 			visit(ctx, v[i], src, v[i]->snap_id ? snap : NULL);
 		pthread_mutex_unlock(&v[i]->open_lock);
 	}

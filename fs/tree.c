@@ -351,6 +351,7 @@ void qfs_tree_free(struct qfs_tree *t)
 	for (i = 0; i < t->n_nodes; i++) {
 		struct qfs_node *n = t->nodes[i];
 		qcow2_chain_close(n->chain);
+		qcow2_chain_close(n->moved);
 		pthread_mutex_destroy(&n->open_lock);
 		free(n->rel);
 		free(n->src);
