@@ -726,21 +726,7 @@ bool qfs_src_memo_epoch(struct qfs_src_cache *c, uint64_t *epoch)
  * client's attribute cache deciding, as before). */
 static bool local_fs(int fd)
 {
-	struct statfs sf;
-
-	if (fstatfs(fd, &sf) < 0)
-		return false;
-	switch ((unsigned long)sf.f_type) {
-	case 0xEF53UL:	   /* ext2, ext3, ext4 */
-	case 0x58465342UL: /* xfs */
-	case 0x9123683EUL: /* btrfs */
-	case 0x01021994UL: /* tmpfs */
-	case 0xF2F52010UL: /* f2fs */
-	case 0x2FC12FC1UL: /* zfs */
-		return true;
-	default:
-		return false;
-	}
+	return qcow2_fd_on_local_disk(fd);
 }
 
 int qfs_src_dir_stat(struct qfs_src_cache *c, const char *path, struct stat *st)

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "base/base.h"
@@ -670,4 +671,25 @@ int qcow2_io_preallocate(struct qcow2_io *io, uint64_t off, uint64_t n, bool wri
 		return qcow2_set_error(-errno, "'%s': cannot preallocate %llu bytes: %s", io->name,
 				       (unsigned long long)n, strerror(errno));
 	return 0;
+}
+
+bool qcow2_fd_on_local_disk(int fd)
+{
+	struct statfs sf;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) ||
+	    fstatfs(fd, &sf) < 0)
+		return false;
+	switch ((unsigned long)sf.f_type) {
+	case 0xEF53UL:	   /* ext2, ext3, ext4 */
+	case 0x58465342UL: /* xfs */
+	case 0x9123683EUL: /* btrfs */
+	case 0x01021994UL: /* tmpfs */
+	case 0xF2F52010UL: /* f2fs */
+	case 0x2FC12FC1UL: /* zfs */
+		return true;
+	default:
+		return false;
+	}
 }

@@ -441,6 +441,11 @@ static int plain_fd(struct qcow2_chain *c, const struct qcow2_extent *e)
 	img = c->layers[e->layer].img;
 	if (img && qcow2_image_encrypted(img))
 		return -1;
+	/* only where a file's size is its contents: a /sys or /proc file (a hostile raw backing
+	 * file) claims more than it holds, and a splice from it would end the reply early: a
+	 * short read the kernel takes for the end of the view (read_extent() zero-fills instead) */
+	if (!qcow2_fd_on_local_disk(qcow2_io_fd(e->io)))
+		return -1;
 	return qcow2_io_fd(e->io);
 }
 

@@ -180,6 +180,11 @@ void qcow2_io_next_extent(struct qcow2_io *io, uint64_t off, uint64_t max, uint6
 			  bool *is_data);
 /* The file descriptor behind a file io, or -1 (memory io). Owned by the io. */
 int qcow2_io_fd(const struct qcow2_io *io);
+/* Is the file open as @fd a regular file or a directory on a disk file system of this kernel (ext2/3/4, xfs,
+ * btrfs, tmpfs, f2fs, zfs)? There its size is its contents (not so in /proc or /sys, whose
+ * files claim a size they do not hold) and every change goes through this kernel (not so on
+ * NFS, CIFS or FUSE). Anything else, or a failed stat, is false. */
+bool qcow2_fd_on_local_disk(int fd);
 const char *qcow2_io_name(const struct qcow2_io *io);
 
 /* ---- QEMU-compatible image locks (lock.c) ----
