@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctlproto.h"
@@ -74,16 +76,29 @@ int ctlp_send_str(int fd, enum ctlp_type type, const char *s)
 	return ctlp_send(fd, type, s, strlen(s));
 }
 
-/* Read exactly @len bytes, waiting at most @timeout_ms for each part (-1: no limit). */
-static int recv_all(int fd, void *buf, size_t len, int timeout_ms)
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read exactly @len bytes, all of them by @deadline (now_ms(); -1: none). A deadline on the
+ * whole read, not on each part: a peer sending a byte now and then is cut off all the same. */
+static int recv_all(int fd, void *buf, size_t len, int64_t deadline)
 {
 	char *p = buf;
 
 	while (len) {
 		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
 		ssize_t n;
-		int r = poll(&pf, 1, timeout_ms);
+		int r;
 
+		if (deadline >= 0 && left < 0)
+			left = 0; /* one look without waiting: what is there is taken */
+		r = poll(&pf, 1, left > INT_MAX ? INT_MAX : (int)left);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -106,15 +121,19 @@ static int recv_all(int fd, void *buf, size_t len, int timeout_ms)
 int ctlp_recv(int fd, int timeout_ms, char *type, char **payload, size_t *len)
 {
 	uint8_t hdr[5];
+	int64_t rest;
 	uint32_t n;
 	char *p;
 	int r;
 
 	*payload = NULL;
-	r = recv_all(fd, hdr, 1, timeout_ms); /* @timeout_ms bounds the wait for a frame */
-	if (r == 0) /* the rest of a frame follows at once: a peer that stalls inside one is
-		     * broken */
-		r = recv_all(fd, hdr + 1, sizeof(hdr) - 1, FRAME_MS);
+	/* @timeout_ms bounds the wait for a frame */
+	r = recv_all(fd, hdr, 1, timeout_ms < 0 ? -1 : now_ms() + timeout_ms);
+	/* the rest of a frame follows at once, all of it within FRAME_MS: a peer that stalls
+	 * inside one is broken */
+	rest = now_ms() + FRAME_MS;
+	if (r == 0)
+		r = recv_all(fd, hdr + 1, sizeof(hdr) - 1, rest);
 	if (r < 0)
 		return r;
 	n = get_be32(hdr + 1);
@@ -123,7 +142,7 @@ int ctlp_recv(int fd, int timeout_ms, char *type, char **payload, size_t *len)
 	p = malloc((size_t)n + 1);
 	if (!p)
 		return -ENOMEM;
-	r = recv_all(fd, p, n, FRAME_MS);
+	r = recv_all(fd, p, n, rest);
 	if (r < 0) {
 		free(p);
 		return r == -ECONNRESET || r == -ETIMEDOUT ? -EPROTO : r;
@@ -302,8 +321,9 @@ int ctlp_call(int fd, int argc, char *const *argv, int timeout_ms,
 	      void (*frame)(void *ctx, char type, const char *payload, size_t len), void *ctx,
 	      bool (*interrupted)(void))
 {
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	bool cancel_sent = false;
-	int i, r = 0, waited = 0;
+	int i, r = 0;
 
 	int sent = 0;
 
@@ -316,19 +336,23 @@ int ctlp_call(int fd, int argc, char *const *argv, int timeout_ms,
 		char type, *p;
 		size_t len;
 
+		/* the limit is the whole call's: a peer sending a frame now and then, and never
+		 * its exit status, is not waited for past it */
+		if (deadline >= 0 && now_ms() >= deadline)
+			return -ETIMEDOUT;
+		/* asked at each frame too: a job sending progress ten times a second never
+		 * leaves a second without a frame */
+		if (interrupted && !cancel_sent && interrupted()) {
+			ctlp_send(fd, CTLP_CANCEL, NULL, 0);
+			cancel_sent = true;
+		}
 		r = ctlp_recv(fd, 1000, &type, &p, &len);
 		if (r == -ETIMEDOUT) {
-			waited += 1000;
-			r = timeout_ms >= 0 && waited >= timeout_ms ? -ETIMEDOUT : 0;
-			if (r == 0 && interrupted && !cancel_sent && interrupted()) {
-				ctlp_send(fd, CTLP_CANCEL, NULL, 0);
-				cancel_sent = true;
-			}
+			r = 0;
 			continue;
 		}
 		if (r < 0)
 			break;
-		waited = 0;
 		if (type == CTLP_EXIT) {
 			r = len == 4 ? (int)get_be32((const uint8_t *)p) : -EPROTO;
 			free(p);
