@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -168,6 +169,36 @@ int ctlp_dir(uid_t uid, char *out, size_t cap)
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
+/* Is the process listening on @path, connected as @fd, one this client may believe? What the
+ * kernel says of it (SO_PEERCRED), never what it says of itself: root, this client's own uid,
+ * or (for root, who asks every user's mounts) the owner of the socket's directory; and the pid
+ * its name gives (PID.sock), so that no process poses as another daemon. 0 or -EPERM. */
+static int peer_trusted(int fd, const char *path)
+{
+	const char *base = strrchr(path, '/');
+	char dir[PATH_MAX], *end;
+	struct stat st;
+	uid_t uid = 0;
+	pid_t pid = 0;
+	long named;
+
+	if (ctlp_peer(fd, &uid, &pid) < 0)
+		return -EPERM;
+	base = base ? base + 1 : path;
+	named = strtol(base, &end, 10);
+	if (named > 0 && !strcmp(end, ".sock") && named != (long)pid)
+		return -EPERM;
+	if (uid == 0 || uid == getuid())
+		return 0;
+	if (getuid() != 0 || base == path || (size_t)(base - path) >= sizeof(dir))
+		return -EPERM;
+	memcpy(dir, path, (size_t)(base - path - 1));
+	dir[base - path - 1] = '\0';
+	if (lstat(dir[0] ? dir : "/", &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != uid)
+		return -EPERM;
+	return 0;
+}
+
 int ctlp_connect(const char *path, int timeout_ms)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -191,9 +222,26 @@ int ctlp_connect(const char *path, int timeout_ms)
 		close(fd);
 		return r;
 	}
+	r = peer_trusted(fd, path);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
 	/* blocking from here on: each wait is bounded by poll() (recv) or the peer reading */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
+}
+
+int ctlp_peer(int fd, uid_t *uid, pid_t *pid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	*uid = cred.uid;
+	*pid = cred.pid;
+	return 0;
 }
 
 int ctlp_rec_add(struct ctlp_rec *r, const char *key, const char *fmt, ...)
@@ -263,26 +311,38 @@ uint64_t ctlp_rec_u64(const char *rec, const char *key, uint64_t dflt)
 	return *end || errno ? dflt : (uint64_t)n;
 }
 
-/* The sockets of one directory; stale ones (their pid gone) removed. */
-static int each_in(const char *dir, int (*visit)(void *ctx, const char *path, pid_t pid), void *ctx)
+/* The sockets of one directory, @owner's; stale ones (their pid gone) removed. A directory
+ * that is not @owner's own, closed to others' writes (a symlink, one another user made where
+ * $XDG_RUNTIME_DIR points, one opened to all) is skipped whole: what its sockets say is not
+ * believed, and nothing in it is removed. */
+static int each_in(const char *dir, uid_t owner,
+		   int (*visit)(void *ctx, const char *path, pid_t pid), void *ctx)
 {
 	char path[512];
 	struct dirent *e;
-	DIR *d = opendir(dir);
-	int r = 0;
+	struct stat st;
+	DIR *d;
+	int r = 0, dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-	if (!d)
+	if (dfd < 0)
 		return 0;
+	if (fstat(dfd, &st) < 0 || st.st_uid != owner || (st.st_mode & 022) ||
+	    !(d = fdopendir(dfd))) {
+		close(dfd);
+		return 0;
+	}
 	while (r == 0 && (e = readdir(d))) {
 		char *end;
 		long pid = strtol(e->d_name, &end, 10);
 
 		if (pid <= 0 || strcmp(end, ".sock") != 0)
 			continue;
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISSOCK(st.st_mode))
+			continue;
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path))
 			continue;
 		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
-			unlink(path);
+			unlinkat(dfd, e->d_name, 0);
 			continue;
 		}
 		r = visit(ctx, path, (pid_t)pid);
@@ -298,7 +358,7 @@ int ctlp_each_socket(uid_t uid, int (*visit)(void *ctx, const char *path, pid_t 
 	DIR *d;
 	int r;
 
-	if (ctlp_dir(uid, dir, sizeof(dir)) == 0 && (r = each_in(dir, visit, ctx)))
+	if (ctlp_dir(uid, dir, sizeof(dir)) == 0 && (r = each_in(dir, uid, visit, ctx)))
 		return r;
 	if (uid != 0)
 		return 0;
@@ -307,11 +367,14 @@ int ctlp_each_socket(uid_t uid, int (*visit)(void *ctx, const char *path, pid_t 
 		return 0;
 	r = 0;
 	while (r == 0 && (e = readdir(d))) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
+		char *end;
+		unsigned long owner = strtoul(e->d_name, &end, 10);
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end || owner == 0)
+			continue; /* root's are in /run/qcowfs, asked above */
 		if ((size_t)snprintf(dir, sizeof(dir), "/run/user/%s/qcowfs", e->d_name) <
 		    sizeof(dir))
-			r = each_in(dir, visit, ctx);
+			r = each_in(dir, (uid_t)owner, visit, ctx);
 	}
 	closedir(d);
 	return r;

@@ -50,11 +50,17 @@ int ctlp_recv(int fd, int timeout_ms, char *type, char **payload, size_t *len);
 /* The directory of the sockets of mounts made by @uid: /run/qcowfs for root,
  * $XDG_RUNTIME_DIR/qcowfs (else /run/user/UID/qcowfs) for another user. 0 or -ENAMETOOLONG. */
 int ctlp_dir(uid_t uid, char *out, size_t cap);
-/* Connect to the socket at @path, waiting at most @timeout_ms. The fd, or a negative errno. */
+/* Connect to the socket at @path, waiting at most @timeout_ms. The fd, or a negative errno:
+ * -EPERM when the process listening is not one this client believes (SO_PEERCRED): root's,
+ * the client's own uid's, or for a root client the uid that owns the socket's directory; and
+ * the pid of the socket's name (PID.sock). */
 int ctlp_connect(const char *path, int timeout_ms);
+/* The uid and pid of @fd's peer, as the kernel says (SO_PEERCRED). 0 or a negative errno. */
+int ctlp_peer(int fd, uid_t *uid, pid_t *pid);
 
 /* Call @visit for each mount's socket a client of uid @uid may reach: those of the sockets'
- * directory of @uid and, for root, of every user's (/run/user/UID/qcowfs). @pid is the
+ * directory of @uid and, for root, of every user's (/run/user/UID/qcowfs); a directory that is
+ * not its user's own, closed to others' writes, is skipped. @pid is the
  * daemon's (the socket's name, PID.sock). A socket whose daemon is gone (no such pid) is
  * removed on the way: a daemon killed with SIGKILL cannot remove its own. @visit returns
  * nonzero to stop the walk (that value is returned). */
