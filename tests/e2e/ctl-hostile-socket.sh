@@ -58,10 +58,13 @@ setpriv --reuid="$A" --regid="$A" --clear-groups \
 	qemu-io -f qcow2 -c "sleep 600000" "$WORK/a/disk.qcow2" >/dev/null 2>&1 &
 QIO=$!
 track_pid $QIO
+# its locks seen in /proc/locks (asking with qemu-img would take a lock itself, in its way)
+INO=$(stat -c %i "$WORK/a/disk.qcow2")
 for ((i = 0; i < 100; i++)); do
-	qemu-img info "$WORK/a/disk.qcow2" >/dev/null 2>&1 || break
+	grep -q ":$INO " /proc/locks && break
 	sleep 0.1
 done
+grep -q ":$INO " /proc/locks || bail "qemu-io did not take the image's locks"
 
 as "$A" env XDG_RUNTIME_DIR="$XDG" timeout -k 2 60 "$QCOWCTL" snapshot create \
 	"$WORK/a/disk.qcow2" s1 >"$WORK/create.out" 2>&1
