@@ -18,9 +18,8 @@ add_test_user "$A"
 add_test_user "$B"
 chmod 755 "$WORK"
 
-# as USER: run a command with USER's uid, gid and no other group (exec'd: its pid is the
-# command's)
-as()
+# setpriv_as USER: run a command with USER's uid, gid and no other group
+setpriv_as()
 {
 	local u=$1
 	shift
@@ -48,7 +47,7 @@ start_fake()
 # ---- another user's directory where $XDG_RUNTIME_DIR points ----
 XDG=$WORK/xdg
 mkdir -m 1777 "$XDG"
-setup as "$B" mkdir -m 755 "$XDG/qcowfs"
+setup setpriv_as "$B" mkdir -m 755 "$XDG/qcowfs"
 setup start_fake "$B" "$XDG/qcowfs" yes
 
 mkdir -m 700 "$WORK/a"
@@ -66,7 +65,7 @@ for ((i = 0; i < 100; i++)); do
 done
 grep -q ":$INO " /proc/locks || bail "qemu-io did not take the image's locks"
 
-as "$A" env XDG_RUNTIME_DIR="$XDG" timeout -k 2 60 "$QCOWCTL" snapshot create \
+setpriv_as "$A" env XDG_RUNTIME_DIR="$XDG" timeout -k 2 60 "$QCOWCTL" snapshot create \
 	"$WORK/a/disk.qcow2" s1 >"$WORK/create.out" 2>&1
 rc=$?
 check "a process of another user posing as a daemon is not believed: the create fails" \
@@ -74,7 +73,7 @@ check "a process of another user posing as a daemon is not believed: the create 
 check_not "... and is not reported done" grep -q "created snapshot" "$WORK/create.out"
 check "... it is refused as offline, naming qemu-io, the holder" \
 	grep -q "is in use: pid $QIO (qemu-io)" "$WORK/create.out"
-as "$A" env XDG_RUNTIME_DIR="$XDG" timeout -k 2 60 "$QCOWCTL" mounts >"$WORK/mounts.out" 2>&1
+setpriv_as "$A" env XDG_RUNTIME_DIR="$XDG" timeout -k 2 60 "$QCOWCTL" mounts >"$WORK/mounts.out" 2>&1
 check_not "qcowctl mounts lists nothing of the posing process" grep -q fake "$WORK/mounts.out"
 kill "$QIO"
 wait "$QIO" 2>/dev/null
@@ -85,9 +84,9 @@ check_not "the image has no snapshot s1 (qemu-img)" \
 XDGA=$WORK/xdga
 mkdir -m 700 "$XDGA"
 chown "$A:$A" "$XDGA"
-setup as "$A" mkdir -m 700 "$XDGA/qcowfs"
+setup setpriv_as "$A" mkdir -m 700 "$XDGA/qcowfs"
 setup start_fake "$A" "$XDGA/qcowfs" drip
-as "$A" env XDG_RUNTIME_DIR="$XDGA" timeout -k 2 60 "$QCOWCTL" mounts >"$WORK/drip.out" 2>&1
+setpriv_as "$A" env XDG_RUNTIME_DIR="$XDGA" timeout -k 2 60 "$QCOWCTL" mounts >"$WORK/drip.out" 2>&1
 rc=$?
 check "qcowctl mounts ends although a daemon sends frames for ever (status $rc)" \
 	test "$rc" != 124 -a "$rc" != 137
