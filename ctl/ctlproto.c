@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,7 +16,9 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctlproto.h"
@@ -74,16 +77,29 @@ int ctlp_send_str(int fd, enum ctlp_type type, const char *s)
 	return ctlp_send(fd, type, s, strlen(s));
 }
 
-/* Read exactly @len bytes, waiting at most @timeout_ms for each part (-1: no limit). */
-static int recv_all(int fd, void *buf, size_t len, int timeout_ms)
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read exactly @len bytes, all of them by @deadline (now_ms(); -1: none). A deadline on the
+ * whole read, not on each part: a peer sending a byte now and then is cut off all the same. */
+static int recv_all(int fd, void *buf, size_t len, int64_t deadline)
 {
 	char *p = buf;
 
 	while (len) {
 		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
 		ssize_t n;
-		int r = poll(&pf, 1, timeout_ms);
+		int r;
 
+		if (deadline >= 0 && left < 0)
+			left = 0; /* one look without waiting: what is there is taken */
+		r = poll(&pf, 1, left > INT_MAX ? INT_MAX : (int)left);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -106,15 +122,19 @@ static int recv_all(int fd, void *buf, size_t len, int timeout_ms)
 int ctlp_recv(int fd, int timeout_ms, char *type, char **payload, size_t *len)
 {
 	uint8_t hdr[5];
+	int64_t rest;
 	uint32_t n;
 	char *p;
 	int r;
 
 	*payload = NULL;
-	r = recv_all(fd, hdr, 1, timeout_ms); /* @timeout_ms bounds the wait for a frame */
-	if (r == 0) /* the rest of a frame follows at once: a peer that stalls inside one is
-		     * broken */
-		r = recv_all(fd, hdr + 1, sizeof(hdr) - 1, FRAME_MS);
+	/* @timeout_ms bounds the wait for a frame */
+	r = recv_all(fd, hdr, 1, timeout_ms < 0 ? -1 : now_ms() + timeout_ms);
+	/* the rest of a frame follows at once, all of it within FRAME_MS: a peer that stalls
+	 * inside one is broken */
+	rest = now_ms() + FRAME_MS;
+	if (r == 0)
+		r = recv_all(fd, hdr + 1, sizeof(hdr) - 1, rest);
 	if (r < 0)
 		return r;
 	n = get_be32(hdr + 1);
@@ -123,7 +143,7 @@ int ctlp_recv(int fd, int timeout_ms, char *type, char **payload, size_t *len)
 	p = malloc((size_t)n + 1);
 	if (!p)
 		return -ENOMEM;
-	r = recv_all(fd, p, n, FRAME_MS);
+	r = recv_all(fd, p, n, rest);
 	if (r < 0) {
 		free(p);
 		return r == -ECONNRESET || r == -ETIMEDOUT ? -EPROTO : r;
@@ -149,6 +169,36 @@ int ctlp_dir(uid_t uid, char *out, size_t cap)
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
+/* Is the process listening on @path, connected as @fd, one this client may believe? What the
+ * kernel says of it (SO_PEERCRED), never what it says of itself: root, this client's own uid,
+ * or (for root, who asks every user's mounts) the owner of the socket's directory; and the pid
+ * its name gives (PID.sock), so that no process poses as another daemon. 0 or -EPERM. */
+static int peer_trusted(int fd, const char *path)
+{
+	const char *base = strrchr(path, '/');
+	char dir[PATH_MAX], *end;
+	struct stat st;
+	uid_t uid = 0;
+	pid_t pid = 0;
+	long named;
+
+	if (ctlp_peer(fd, &uid, &pid) < 0)
+		return -EPERM;
+	base = base ? base + 1 : path;
+	named = strtol(base, &end, 10);
+	if (named > 0 && !strcmp(end, ".sock") && named != (long)pid)
+		return -EPERM;
+	if (uid == 0 || uid == getuid())
+		return 0;
+	if (getuid() != 0 || base == path || (size_t)(base - path) >= sizeof(dir))
+		return -EPERM;
+	memcpy(dir, path, (size_t)(base - path - 1));
+	dir[base - path - 1] = '\0';
+	if (lstat(dir[0] ? dir : "/", &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != uid)
+		return -EPERM;
+	return 0;
+}
+
 int ctlp_connect(const char *path, int timeout_ms)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -172,9 +222,26 @@ int ctlp_connect(const char *path, int timeout_ms)
 		close(fd);
 		return r;
 	}
+	r = peer_trusted(fd, path);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
 	/* blocking from here on: each wait is bounded by poll() (recv) or the peer reading */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
+}
+
+int ctlp_peer(int fd, uid_t *uid, pid_t *pid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	*uid = cred.uid;
+	*pid = cred.pid;
+	return 0;
 }
 
 int ctlp_rec_add(struct ctlp_rec *r, const char *key, const char *fmt, ...)
@@ -244,26 +311,38 @@ uint64_t ctlp_rec_u64(const char *rec, const char *key, uint64_t dflt)
 	return *end || errno ? dflt : (uint64_t)n;
 }
 
-/* The sockets of one directory; stale ones (their pid gone) removed. */
-static int each_in(const char *dir, int (*visit)(void *ctx, const char *path, pid_t pid), void *ctx)
+/* The sockets of one directory, @owner's; stale ones (their pid gone) removed. A directory
+ * that is not @owner's own, closed to others' writes (a symlink, one another user made where
+ * $XDG_RUNTIME_DIR points, one opened to all) is skipped whole: what its sockets say is not
+ * believed, and nothing in it is removed. */
+static int each_in(const char *dir, uid_t owner,
+		   int (*visit)(void *ctx, const char *path, pid_t pid), void *ctx)
 {
 	char path[512];
 	struct dirent *e;
-	DIR *d = opendir(dir);
-	int r = 0;
+	struct stat st;
+	DIR *d;
+	int r = 0, dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-	if (!d)
+	if (dfd < 0)
 		return 0;
+	if (fstat(dfd, &st) < 0 || st.st_uid != owner || (st.st_mode & 022) ||
+	    !(d = fdopendir(dfd))) {
+		close(dfd);
+		return 0;
+	}
 	while (r == 0 && (e = readdir(d))) {
 		char *end;
 		long pid = strtol(e->d_name, &end, 10);
 
 		if (pid <= 0 || strcmp(end, ".sock") != 0)
 			continue;
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISSOCK(st.st_mode))
+			continue;
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path))
 			continue;
 		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
-			unlink(path);
+			unlinkat(dfd, e->d_name, 0);
 			continue;
 		}
 		r = visit(ctx, path, (pid_t)pid);
@@ -279,7 +358,7 @@ int ctlp_each_socket(uid_t uid, int (*visit)(void *ctx, const char *path, pid_t 
 	DIR *d;
 	int r;
 
-	if (ctlp_dir(uid, dir, sizeof(dir)) == 0 && (r = each_in(dir, visit, ctx)))
+	if (ctlp_dir(uid, dir, sizeof(dir)) == 0 && (r = each_in(dir, uid, visit, ctx)))
 		return r;
 	if (uid != 0)
 		return 0;
@@ -288,11 +367,14 @@ int ctlp_each_socket(uid_t uid, int (*visit)(void *ctx, const char *path, pid_t 
 		return 0;
 	r = 0;
 	while (r == 0 && (e = readdir(d))) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
+		char *end;
+		unsigned long owner = strtoul(e->d_name, &end, 10);
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end || owner == 0)
+			continue; /* root's are in /run/qcowfs, asked above */
 		if ((size_t)snprintf(dir, sizeof(dir), "/run/user/%s/qcowfs", e->d_name) <
 		    sizeof(dir))
-			r = each_in(dir, visit, ctx);
+			r = each_in(dir, (uid_t)owner, visit, ctx);
 	}
 	closedir(d);
 	return r;
@@ -302,8 +384,9 @@ int ctlp_call(int fd, int argc, char *const *argv, int timeout_ms,
 	      void (*frame)(void *ctx, char type, const char *payload, size_t len), void *ctx,
 	      bool (*interrupted)(void))
 {
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	bool cancel_sent = false;
-	int i, r = 0, waited = 0;
+	int i, r = 0;
 
 	int sent = 0;
 
@@ -316,19 +399,23 @@ int ctlp_call(int fd, int argc, char *const *argv, int timeout_ms,
 		char type, *p;
 		size_t len;
 
+		/* the limit is the whole call's: a peer sending a frame now and then, and never
+		 * its exit status, is not waited for past it */
+		if (deadline >= 0 && now_ms() >= deadline)
+			return -ETIMEDOUT;
+		/* asked at each frame too: a job sending progress ten times a second never
+		 * leaves a second without a frame */
+		if (interrupted && !cancel_sent && interrupted()) {
+			ctlp_send(fd, CTLP_CANCEL, NULL, 0);
+			cancel_sent = true;
+		}
 		r = ctlp_recv(fd, 1000, &type, &p, &len);
 		if (r == -ETIMEDOUT) {
-			waited += 1000;
-			r = timeout_ms >= 0 && waited >= timeout_ms ? -ETIMEDOUT : 0;
-			if (r == 0 && interrupted && !cancel_sent && interrupted()) {
-				ctlp_send(fd, CTLP_CANCEL, NULL, 0);
-				cancel_sent = true;
-			}
+			r = 0;
 			continue;
 		}
 		if (r < 0)
 			break;
-		waited = 0;
 		if (type == CTLP_EXIT) {
 			r = len == 4 ? (int)get_be32((const uint8_t *)p) : -EPROTO;
 			free(p);

@@ -41,19 +41,26 @@ int ctlp_send(int fd, enum ctlp_type type, const void *payload, size_t len);
 /* ctlp_send() of a NUL-terminated string. */
 int ctlp_send_str(int fd, enum ctlp_type type, const char *s);
 /* Receive one frame: its type in *@type, its payload NUL-terminated in *@payload (malloc'd,
- * the caller frees) and its length in *@len. @timeout_ms bounds the wait for each part (-1:
- * none). 0, -ECONNRESET at the peer's end, -ETIMEDOUT, -EPROTO for a bad frame, or another
+ * the caller frees) and its length in *@len. @timeout_ms bounds the wait for its first byte
+ * (-1: none); the rest must then come within 10 s, all of it (a peer sending a byte now and
+ * then is cut off all the same). 0, -ECONNRESET at the peer's end, -ETIMEDOUT, -EPROTO for a bad frame, or another
  * negative errno. */
 int ctlp_recv(int fd, int timeout_ms, char *type, char **payload, size_t *len);
 
 /* The directory of the sockets of mounts made by @uid: /run/qcowfs for root,
  * $XDG_RUNTIME_DIR/qcowfs (else /run/user/UID/qcowfs) for another user. 0 or -ENAMETOOLONG. */
 int ctlp_dir(uid_t uid, char *out, size_t cap);
-/* Connect to the socket at @path, waiting at most @timeout_ms. The fd, or a negative errno. */
+/* Connect to the socket at @path, waiting at most @timeout_ms. The fd, or a negative errno:
+ * -EPERM when the process listening is not one this client believes (SO_PEERCRED): root's,
+ * the client's own uid's, or for a root client the uid that owns the socket's directory; and
+ * the pid of the socket's name (PID.sock). */
 int ctlp_connect(const char *path, int timeout_ms);
+/* The uid and pid of @fd's peer, as the kernel says (SO_PEERCRED). 0 or a negative errno. */
+int ctlp_peer(int fd, uid_t *uid, pid_t *pid);
 
 /* Call @visit for each mount's socket a client of uid @uid may reach: those of the sockets'
- * directory of @uid and, for root, of every user's (/run/user/UID/qcowfs). @pid is the
+ * directory of @uid and, for root, of every user's (/run/user/UID/qcowfs); a directory that is
+ * not its user's own, closed to others' writes, is skipped. @pid is the
  * daemon's (the socket's name, PID.sock). A socket whose daemon is gone (no such pid) is
  * removed on the way: a daemon killed with SIGKILL cannot remove its own. @visit returns
  * nonzero to stop the walk (that value is returned). */
@@ -61,7 +68,8 @@ int ctlp_each_socket(uid_t uid, int (*visit)(void *ctx, const char *path, pid_t 
 
 /* A client's call: send @argv (@argc words) as a request on @fd, then hand every reply frame
  * to @frame until CTLP_EXIT, whose status is returned (or a negative errno: the daemon went
- * away, a bad frame, or no frame for @timeout_ms). Each second without a frame,
+ * away, a bad frame, or no exit status within @timeout_ms, the whole call's limit: frames
+ * that keep coming do not extend it). At each frame and each second without one,
  * @interrupted (unless NULL) is asked; once it says yes, CTLP_CANCEL is sent (once) and the
  * call goes on to the daemon's answer. */
 int ctlp_call(int fd, int argc, char *const *argv, int timeout_ms,

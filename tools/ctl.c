@@ -71,8 +71,20 @@ int ctl_take_offline(int argc, char **argv)
 
 struct find {
 	char args[2][32]; /* dev, ino */
+	uid_t owner;	  /* the image's */
 	char path[PATH_MAX];
 };
+
+/* May a command on an image owned by @owner be run by the daemon at the other end of @fd? Its
+ * uid (the kernel's word) must be root's, this user's or the image's owner's: a daemon of
+ * another user (root asks every user's mounts) could say it serves and has done anything. */
+static bool may_forward_to(int fd, uid_t owner)
+{
+	uid_t uid;
+	pid_t pid;
+
+	return ctlp_peer(fd, &uid, &pid) == 0 && (uid == 0 || uid == getuid() || uid == owner);
+}
 
 static void ignore_frame(void *ctx, char type, const char *p, size_t len)
 {
@@ -86,6 +98,10 @@ static int ask_serves(void *ctx, const char *path, pid_t pid)
 
 	if (fd < 0)
 		return 0;
+	if (!may_forward_to(fd, f->owner)) {
+		close(fd);
+		return 0;
+	}
 	r = ctlp_call(fd, 3, argv, ASK_TIMEOUT_MS, ignore_frame, NULL, NULL);
 	close(fd);
 	if (r != 0)
@@ -145,9 +161,14 @@ int ctl_forward(const char *image, int argc, char **argv,
 		return -1;
 	snprintf(f.args[0], sizeof(f.args[0]), "%llu", (unsigned long long)st.st_dev);
 	snprintf(f.args[1], sizeof(f.args[1]), "%llu", (unsigned long long)st.st_ino);
+	f.owner = st.st_uid;
 	if (!ctlp_each_socket(getuid(), ask_serves, &f))
 		return -1; /* no mount serves it: the holder is someone else (a VM, qemu-io) */
 	fd = ctlp_connect(f.path, ASK_TIMEOUT_MS);
+	if (fd >= 0 && !may_forward_to(fd, f.owner)) { /* another process on that name now */
+		close(fd);
+		fd = -EPERM;
+	}
 	if (fd < 0) {
 		error("cannot reach the qcowfs daemon serving '%s' (%s): %s", image, f.path,
 		      strerror(-fd));

@@ -24,6 +24,8 @@ Subcommands:
                             ("out:", "err:", "record:", "progress:", then "exit N")
   ctl-call-cancel SOCKET WORD...
                             the same, the client's CANCEL frame sent with the request
+  ctl-fake-daemon DIR MODE  pose as a daemon on DIR/PID.sock: "yes" says every request was
+                            done, "drip" sends frames for ever and never an exit status
   stamp-writer VIEW LOG STOP SEED BLOCKS [FSYNC_EACH]
                             4 KiB writes to random blocks of VIEW, each stamped with its
                             sequence number, logged to LOG after each, until STOP exists
@@ -149,6 +151,7 @@ COMMANDS = {
     "block-absent": "crypt",
     "ctl-call": "ctlsock",
     "ctl-call-cancel": "ctlsock",
+    "ctl-fake-daemon": "ctlsock",
     "stamp-writer": "stamps",
     "stamp-check": "stamps",
     "stamp-durable": "stamps",

@@ -60,3 +60,48 @@ def cmd_ctl_call(path, *words, cancel=False):
             print("progress: %d %d" % struct.unpack(">QQ", p))
         else:
             print("frame %r: %r" % (t, p))
+
+
+def cmd_ctl_fake_daemon(directory, mode):
+    """A process posing as a qcowfs daemon: listen on DIRECTORY/PID.sock (its own pid, mode
+    0777), print that path, and answer every request. MODE "yes": whatever was asked, say it
+    was done (a status naming /fake-source, a record id=1, exit 0). MODE "drip": an empty OUT
+    frame every 0.3 s, never the exit status. Runs until killed."""
+    import os
+    import threading
+    import time
+
+    path = os.path.join(directory, "%d.sock" % os.getpid())
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o777)
+    srv.listen(16)
+    print(path, flush=True)
+
+    def serve(c):
+        try:
+            words = []
+            while True:
+                t, n = struct.unpack(">cI", _recv_exact(c, 5))
+                p = _recv_exact(c, n)
+                if t == b"E":
+                    break
+                words.append(p.decode())
+            if mode == "drip":
+                while True:
+                    c.sendall(b"O" + struct.pack(">I", 0))
+                    time.sleep(0.3)
+            if words[:1] == ["status"]:
+                text = b"qcowfs pid %d: /fake-source on /fake-mnt, owner uid 0\n" % os.getpid()
+                c.sendall(b"O" + struct.pack(">I", len(text)) + text)
+            else:
+                c.sendall(b"D" + struct.pack(">I", 5) + b"id=1\n")
+            c.sendall(b"X" + struct.pack(">I", 4) + struct.pack(">i", 0))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
