@@ -21,37 +21,6 @@ mkdir -p "$SRC"
 setup mk_qcow2 "$SRC/a.qcow2" 64M
 cd "$SRC" || exit 1
 
-# lines FILE: the number of lines in FILE.
-lines()
-{
-	wc -l <"$1"
-}
-
-# log_grows LOG N: the writer's LOG has at least N lines.
-log_grows()
-{
-	[ "$(lines "$1")" -ge "$2" ]
-}
-
-# start_writer LOG SEED FSYNC_EACH [NAME]: the stamped writer on MNT/NAME.raw (a.raw), in the background
-# (WRITER_PID), until $WORK/stop exists; waits (at most ~10 s) for its first 20 writes.
-start_writer()
-{
-	rm -f "$WORK/stop"
-	python3 "$E2E_HELPER" stamp-writer "$MNT/${4:-a}.raw" "$1" "$WORK/stop" "$2" $BLOCKS "$3" \
-		>"$1.out" 2>&1 &
-	WRITER_PID=$!
-	track_pid "$WRITER_PID"
-	on_cleanup touch "$WORK/stop"
-	for ((i = 0; i < 100; i++)); do
-		[ -e "$1" ] && log_grows "$1" 20 && return 0
-		sleep 0.1
-	done
-	echo "the writer did not start:"
-	cat "$1.out"
-	return 1
-}
-
 # valid_after_kill IMAGE: `qemu-img check` finds no corruption (exit 0, or 3: leaks), or only
 # COPIED flags that disagree with a refcount of 2: a create killed between its two durable
 # stages (the reach's refcounts raised, then the L2 tables with their COPIED flags cleared;
@@ -75,15 +44,15 @@ valid_after_kill()
 # ---- five snapshots while the writer writes ----
 setup mount_qcowfs "$SRC" "$MNT"
 LOG=$WORK/writes.log
-setup start_writer "$LOG" 7 0
+setup stamp_writer "$MNT/a.raw" "$LOG" 7 0 $BLOCKS
 declare -a LO HI
 for i in 1 2 3 4 5; do
-	LO[i]=$(lines "$LOG")
+	LO[i]=$(stamp_lines "$LOG")
 	check "snapshot s$i created live" ctl snapshot create -q a.qcow2 "s$i"
-	HI[i]=$(($(lines "$LOG") + 1))
+	HI[i]=$(($(stamp_lines "$LOG") + 1))
 	check "a@s$i.raw appears at once" test -e "$MNT/a@s$i.raw"
-	n=$(lines "$LOG")
-	check "the writer goes on after s$i" eventually log_grows "$LOG" $((n + 20))
+	n=$(stamp_lines "$LOG")
+	check "the writer goes on after s$i" eventually stamp_grows "$LOG" $((n + 20))
 done
 touch "$WORK/stop"
 wait "$WRITER_PID"
@@ -94,7 +63,7 @@ for i in 1 2 3 4 5; do
 	check "a@s$i.raw is what the first K writes made, ${LO[i]} <= K <= ${HI[i]}" \
 		fs python3 "$E2E_HELPER" stamp-check "$MNT/a@s$i.raw" "$LOG" "${LO[i]}" "${HI[i]}" $BLOCKS
 done
-total=$(lines "$LOG")
+total=$(stamp_lines "$LOG")
 check "the view holds all $total writes" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/a.raw" "$LOG" "$total" "$total" $BLOCKS
 
@@ -131,7 +100,7 @@ for delay in 0 0.01 0.03 0.1; do
 	setup mk_qcow2 "k$round.qcow2" 64M # its own image: the writer's log tells all it holds
 	setup mount_qcowfs "$SRC" "$MNT"
 	LOG2=$WORK/writes-$delay.log
-	setup start_writer "$LOG2" $round 1 "k$round"
+	setup stamp_writer "$MNT/k$round.raw" "$LOG2" $round 1 $BLOCKS
 	ctl snapshot create -q "k$round.qcow2" "crash" >"$WORK/crash.out" 2>&1 &
 	CREATE_PID=$!
 	sleep "$delay"

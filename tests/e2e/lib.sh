@@ -1759,3 +1759,45 @@ os.setxattr(f, "system.posix_acl_access",
             struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents))
 PYEOF
 }
+
+# ---- the stamped writer (helpers/stamps.py: numbered 4 KiB blocks, each logged once written) ----
+
+# stamp_lines LOG: how many writes LOG records.
+stamp_lines()
+{
+	wc -l <"$1"
+}
+
+# stamp_grows LOG N: LOG records at least N writes.
+stamp_grows()
+{
+	[ "$(stamp_lines "$1")" -ge "$2" ]
+}
+
+# stamp_writer VIEW LOG SEED FSYNC_EACH BLOCKS: the writer on VIEW in the background
+# (WRITER_PID) over its first BLOCKS blocks, until $WORK/stop exists; waits (at most ~10 s)
+# for its first 20 writes.
+stamp_writer()
+{
+	local i
+	rm -f "$WORK/stop"
+	python3 "$E2E_HELPER" stamp-writer "$1" "$2" "$WORK/stop" "$3" "$5" "$4" >"$2.out" 2>&1 &
+	WRITER_PID=$!
+	track_pid "$WRITER_PID"
+	on_cleanup touch "$WORK/stop"
+	for ((i = 0; i < 100; i++)); do
+		[ -e "$2" ] && stamp_grows "$2" 20 && return 0
+		sleep 0.1
+	done
+	echo "the writer did not start:"
+	cat "$2.out"
+	return 1
+}
+
+# stamp_goes_on LOG: the writer writes 20 more blocks (within ~10 s).
+stamp_goes_on()
+{
+	local n
+	n=$(stamp_lines "$1")
+	eventually stamp_grows "$1" $((n + 20))
+}

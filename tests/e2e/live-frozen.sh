@@ -19,24 +19,6 @@ BLOCKS=2048 # the writer's 8 MiB
 mkdir -p "$SRC"
 cd "$SRC" || exit 1
 
-lf_lines()
-{
-	wc -l <"$1"
-}
-
-lf_grows()
-{
-	[ "$(lf_lines "$1")" -ge "$2" ]
-}
-
-# lf_goes_on LOG: the writer writes 20 more blocks (within ~10 s).
-lf_goes_on()
-{
-	local n
-	n=$(lf_lines "$1")
-	eventually lf_grows "$1" $((n + 20))
-}
-
 # lf_block_is FILE OFFSET PATTERN_FILE: the 4 KiB at OFFSET of FILE are PATTERN_FILE's.
 lf_block_is()
 {
@@ -47,17 +29,11 @@ setup mk_qcow2 a.qcow2 64M
 setup qemu-io -f qcow2 -c "write -P 0x5a 16M 4M" a.qcow2
 setup mount_qcowfs "$SRC" "$MNT"
 LOG=$WORK/writes.log
-rm -f "$WORK/stop"
-python3 "$E2E_HELPER" stamp-writer "$MNT/a.raw" "$LOG" "$WORK/stop" 11 $BLOCKS 0 \
-	>"$LOG.out" 2>&1 &
-WRITER_PID=$!
-track_pid "$WRITER_PID"
-on_cleanup touch "$WORK/stop"
-setup eventually lf_grows "$LOG" 20
+setup stamp_writer "$MNT/a.raw" "$LOG" 11 0 $BLOCKS
 
 check "snapshot --external a.qcow2 b.qcow2 runs live" \
 	ctl snapshot create --external -q a.qcow2 b.qcow2
-check "the writer goes on (into b.qcow2)" lf_goes_on "$LOG"
+check "the writer goes on (into b.qcow2)" stamp_goes_on "$LOG"
 
 # (1) a.raw, opened again while the writer still has it open: the frozen point, read-only
 check "a.raw opens again while the writer has it open for writing" \
@@ -70,7 +46,7 @@ msg=$(getfattr -n user.qcowfs.mode --only-values "$MNT/a.raw" 2>/dev/null)
 check "... read-only, saying why ($msg)" eval '[[ "$msg" == "ro: "*"b.qcow2"* ]]'
 check_not "... and refuses writing" fs dd if=/dev/zero of="$MNT/a.raw" bs=4096 count=1 \
 	conv=notrunc status=none
-check "the writer goes on" lf_goes_on "$LOG"
+check "the writer goes on" stamp_goes_on "$LOG"
 check "a.raw stays the frozen point while the writer goes on" \
 	expect_same_as_qemu a.qcow2 "$MNT/a.raw"
 
@@ -86,12 +62,12 @@ check "a block written through b.raw" \
 check "... reads back through b.raw" lf_block_is "$MNT/b.raw" $((32 << 20)) "$WORK/pat"
 check "... and not through a.raw (the frozen point)" \
 	fs cmp -n 4096 -i $((32 << 20)):0 "$MNT/a.raw" /dev/zero
-check "the writer goes on" lf_goes_on "$LOG"
+check "the writer goes on" stamp_goes_on "$LOG"
 touch "$WORK/stop"
 wait "$WRITER_PID"
 rc=$?
 check "the writer saw no error (exit $rc)" test $rc = 0
-n1=$(lf_lines "$LOG")
+n1=$(stamp_lines "$LOG")
 check "b.raw (still open) holds all $n1 writes of the writer" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/b.raw" "$LOG" "$n1" "$n1" $BLOCKS
 check "a.raw (still open) is still the frozen point" expect_same_as_qemu a.qcow2 "$MNT/a.raw"

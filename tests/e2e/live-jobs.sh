@@ -28,43 +28,6 @@ BLOCKS=2048 # the writer's 8 MiB
 mkdir -p "$SRC"
 cd "$SRC" || exit 1
 
-lj_lines()
-{
-	wc -l <"$1"
-}
-
-lj_grows()
-{
-	[ "$(lj_lines "$1")" -ge "$2" ]
-}
-
-# lj_writer LOG SEED FSYNC_EACH NAME: the stamped writer on MNT/NAME.raw in the background
-# (WRITER_PID), until $WORK/stop exists; waits (at most ~10 s) for its first 20 writes.
-lj_writer()
-{
-	rm -f "$WORK/stop"
-	python3 "$E2E_HELPER" stamp-writer "$MNT/$4.raw" "$1" "$WORK/stop" "$2" $BLOCKS "$3" \
-		>"$1.out" 2>&1 &
-	WRITER_PID=$!
-	track_pid "$WRITER_PID"
-	on_cleanup touch "$WORK/stop"
-	for ((i = 0; i < 100; i++)); do
-		[ -e "$1" ] && lj_grows "$1" 20 && return 0
-		sleep 0.1
-	done
-	echo "the writer did not start:"
-	cat "$1.out"
-	return 1
-}
-
-# lj_goes_on LOG: the writer writes 20 more blocks (within ~10 s).
-lj_goes_on()
-{
-	local n
-	n=$(lj_lines "$1")
-	eventually lj_grows "$1" $((n + 20))
-}
-
 # lj_backing IMAGE: the backing file IMAGE names ("" for none).
 lj_backing()
 {
@@ -87,18 +50,18 @@ lj_chain3()
 setup lj_chain3 a
 setup mount_qcowfs "$SRC" "$MNT"
 LOG=$WORK/writes.log
-setup lj_writer "$LOG" 7 0 a
-LO=$(lj_lines "$LOG")
+setup stamp_writer "$MNT/a.raw" "$LOG" 7 0 $BLOCKS
+LO=$(stamp_lines "$LOG")
 check "snapshot --external a.qcow2 b.qcow2 runs live" \
 	ctl snapshot create --external -q a.qcow2 b.qcow2
-HI=$(($(lj_lines "$LOG") + 1))
+HI=$(($(stamp_lines "$LOG") + 1))
 check "b.qcow2 backs onto a.qcow2" test "$(lj_backing b.qcow2)" = a.qcow2
-check "the writer goes on (into b.qcow2)" lj_goes_on "$LOG"
+check "the writer goes on (into b.qcow2)" stamp_goes_on "$LOG"
 touch "$WORK/stop"
 wait "$WRITER_PID"
 rc=$?
 check "the writer saw no error across the snapshot (exit $rc)" test $rc = 0
-n1=$(lj_lines "$LOG")
+n1=$(stamp_lines "$LOG")
 check "a.raw, opened again, is the point of the snapshot: the first K writes, $LO <= K <= $HI" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/a.raw" "$LOG" "$LO" "$HI" $BLOCKS
 msg=$(getfattr -n user.qcowfs.mode --only-values "$MNT/a.raw" 2>/dev/null)
@@ -119,14 +82,14 @@ setup lj_chain3 c
 setup mk_qcow2 d.qcow2 64M -b c.qcow2 -F qcow2
 setup mount_qcowfs "$SRC" "$MNT"
 LOG=$WORK/writes2.log
-setup lj_writer "$LOG" 8 0 d
+setup stamp_writer "$MNT/d.raw" "$LOG" 8 0 $BLOCKS
 check "an intermediate commit (c-mid into c-base) runs live" \
 	ctl commit -q --top c-mid.qcow2 --base c-base.qcow2 d.qcow2
 check "c.qcow2 backs onto c-base.qcow2 now" test "$(lj_backing c.qcow2)" = c-base.qcow2
-check "the writer goes on after the commit" lj_goes_on "$LOG"
+check "the writer goes on after the commit" stamp_goes_on "$LOG"
 check "a pull (c into d) runs live" ctl pull -q --base c-base.qcow2 d.qcow2
 check "d.qcow2 backs onto c-base.qcow2 now" test "$(lj_backing d.qcow2)" = c-base.qcow2
-check "the writer goes on after the pull" lj_goes_on "$LOG"
+check "the writer goes on after the pull" stamp_goes_on "$LOG"
 msg=$(ctl commit d.qcow2 2>&1)
 check "an active commit without --pivot is refused live, saying why" \
 	eval '[[ "$msg" == *"runs live only with --pivot"* ]] || { echo "$msg"; false; }'
@@ -134,14 +97,14 @@ msg=$(ctl commit --pivot d.qcow2 2>&1)
 check "... and, as offline, refused while other images read through the base" \
 	eval '[[ "$msg" == *"is also a backing file of"*"--force commits anyway"* ]] || { echo "$msg"; false; }'
 check "an active commit with --pivot --force runs live" ctl commit -q --pivot --force d.qcow2
-check "the writer goes on after the pivot (into c-base.qcow2)" lj_goes_on "$LOG"
+check "the writer goes on after the pivot (into c-base.qcow2)" stamp_goes_on "$LOG"
 touch "$WORK/stop"
 wait "$WRITER_PID"
 rc=$?
 check "the writer saw no error (exit $rc)" test $rc = 0
 check "the writer printed nothing" test ! -s "$LOG.out"
 [ -s "$LOG.out" ] && head -n 5 "$LOG.out"
-total=$(lj_lines "$LOG")
+total=$(stamp_lines "$LOG")
 check "the disk the view ended on (c-base.raw now) holds all $total writes" \
 	fs python3 "$E2E_HELPER" stamp-check "$MNT/c-base.raw" "$LOG" "$total" "$total" $BLOCKS
 check "d.raw, kept, is what the view showed at the pivot (its first K writes)" \
@@ -274,7 +237,7 @@ for job in snapshot intermediate pull commit; do
 		setup lj_chain3 "k$round"
 		setup mount_qcowfs "$SRC" "$MNT"
 		LOG2=$WORK/writes-$round.log
-		setup lj_writer "$LOG2" $round 1 "k$round"
+		setup stamp_writer "$MNT/k$round.raw" "$LOG2" $round 1 $BLOCKS
 		if [ $job = snapshot ]; then
 			ctl snapshot create --external -q "k$round.qcow2" "k$round-s.qcow2" >"$WORK/job.out" 2>&1 &
 		elif [ $job = intermediate ]; then
